@@ -1,0 +1,19 @@
+"""Driftline: streaming drift detection for machine-learning models in production."""
+
+from __future__ import annotations
+
+from driftline.config import Settings, load_settings
+from driftline.errors import DriftlineError
+from driftline.events import DriftAlert, LabelEvent, PredictionEvent
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DriftAlert",
+    "DriftlineError",
+    "LabelEvent",
+    "PredictionEvent",
+    "Settings",
+    "__version__",
+    "load_settings",
+]
