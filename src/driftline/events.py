@@ -9,6 +9,10 @@ refused like any other malformed event and goes to the dead-letter topic.
 Unknown top-level fields are accepted and ignored, so adding an optional field is a
 compatible change. A ``schema_version`` above :data:`SCHEMA_VERSION` is refused with
 :class:`~driftline.errors.UnsupportedVersion`, since its meaning cannot be known.
+
+The monitor's hot path uses :func:`decode_prediction_fast` / :func:`check_prediction`,
+hand-written checks that accept and refuse exactly what the models do, returning the
+plain dict. The schemas ship as package data; :func:`json_schema` loads one.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -43,9 +49,15 @@ __all__ = [
     "LabelEvent",
     "PredictionEvent",
     "ReferenceEnvelope",
+    "SCHEMA_NAMES",
+    "check_label",
+    "check_prediction",
     "decode_label",
+    "decode_label_fast",
     "decode_prediction",
+    "decode_prediction_fast",
     "event_time_ms",
+    "json_schema",
     "make_alert_id",
 ]
 
@@ -68,14 +80,28 @@ class _Limits:
 
 LIMITS = _Limits()
 
+# The RFC 3339 pattern encodes the calendar (days per month, leap years, years 0001-9999,
+# hours 00-23, minutes and seconds 00-59, offsets up to 23:59), so the JSON Schema
+# refuses 2026-02-30 exactly as the model does. It uses only syntax that ECMA-262,
+# Python ``re`` and the Rust ``regex`` crate (pydantic) read alike: no look-around.
+# Leap seconds (:60) are refused: Python's datetime cannot represent them.
+_YEAR = r"(?:[0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"  # 0001-9999
+_MONTH_DAY = (
+    r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"  # days 01-28 of any month
+    r"|(?:0[13-9]|1[0-2])-(?:29|30)"  # 29 and 30 of every month but February
+    r"|(?:0[13578]|1[02])-31)"  # 31 of the long months
+)
+_LEAP_YEAR = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
 RFC3339_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+    rf"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+    r"[Tt ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 _RFC3339 = re.compile(RFC3339_PATTERN)
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=LIMITS.max_id_length)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=LIMITS.max_name_length)]
+# Strict: pydantic's lax ``str`` would also take ``bytes`` from a Python caller.
+Id = Annotated[StrictStr, StringConstraints(min_length=1, max_length=LIMITS.max_id_length)]
+Name = Annotated[StrictStr, StringConstraints(min_length=1, max_length=LIMITS.max_name_length)]
 StringValue = Annotated[StrictStr, StringConstraints(max_length=LIMITS.max_string_value_length)]
 FeatureValue = StrictBool | StrictInt | StrictFloat | StringValue | None
 Number = StrictInt | StrictFloat
@@ -87,6 +113,21 @@ SegmentValue = Annotated[
     StrictStr, StringConstraints(min_length=1, max_length=LIMITS.max_segment_value_length)
 ]
 SchemaVersion = Annotated[StrictInt, Field(ge=1)]
+
+
+def _exact_int(v: object) -> object:
+    # A lax Literal[1] also takes true and 1.0; the contract says an integer.
+    if type(v) is not int:
+        raise ValueError(f"expected the integer 1, got {type(v).__name__}")
+    return v
+
+
+#: The version literal 1, strictly: not true, not 1.0.
+One = Annotated[Literal[1], BeforeValidator(_exact_int)]
+
+
+Scores = Annotated[dict[Name, Probability], Field(min_length=1, max_length=LIMITS.max_classes)]
+Segment = Annotated[dict[Name, SegmentValue], Field(max_length=LIMITS.max_segment_keys)]
 
 
 def event_time_ms(ts: int | str) -> int:
@@ -151,8 +192,8 @@ class PredictionEvent(_Event):
     timestamp: Timestamp
     features: Annotated[dict[Name, FeatureValue], Field(max_length=LIMITS.max_features)]
     prediction: Label
-    scores: Annotated[dict[Name, Probability], Field(min_length=1, max_length=LIMITS.max_classes)] | None = None
-    segment: Annotated[dict[Name, SegmentValue], Field(max_length=LIMITS.max_segment_keys)] | None = None
+    scores: Scores | None = None
+    segment: Segment | None = None
 
 
 class LabelEvent(_Event):
@@ -204,7 +245,7 @@ class DriftAlert(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    alert_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    alert_id: Annotated[StrictStr, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
     model_id: Id
     model_version: Id
     segment: dict[Name, SegmentValue] | None = None
@@ -222,7 +263,7 @@ class DriftAlert(BaseModel):
     episode: Annotated[StrictInt, Field(ge=0)]
     diagnosis: Diagnosis | None = None
     top_features: list[FeatureContribution] = Field(default_factory=list, max_length=50)
-    schema_version: Literal[1] = 1
+    schema_version: One = 1
 
     def to_json(self) -> bytes:
         """Encode as the wire form (orjson)."""
@@ -248,23 +289,20 @@ class ReferenceEnvelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: Literal["driftline.reference"] = "driftline.reference"
-    format_version: Literal[1] = 1
+    format_version: One = 1
     reference_id: Id
     model_id: Id
     model_version: Id
     created_at: Annotated[StrictInt, Field(ge=0)]
-    source: Annotated[str, StringConstraints(max_length=1024)]
+    source: Annotated[StrictStr, StringConstraints(max_length=1024)]
     row_count: Annotated[StrictInt, Field(ge=0)]
     profile: dict[str, Any]
 
 
-def _check_size(data: bytes) -> None:
+def _load(data: bytes) -> dict[str, Any]:
+    """Size check, JSON parse, object check and version gate shared by every decoder."""
     if len(data) > LIMITS.max_event_bytes:
         raise ValidationError(f"event is {len(data)} bytes, over {LIMITS.max_event_bytes}")
-
-
-def _decode(data: bytes, model: type[_Event]) -> Any:
-    _check_size(data)
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -274,6 +312,11 @@ def _decode(data: bytes, model: type[_Event]) -> Any:
     version = obj.get("schema_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         raise UnsupportedVersion(f"schema_version {version} > supported {SCHEMA_VERSION}")
+    return obj
+
+
+def _decode(data: bytes, model: type[_Event]) -> Any:
+    obj = _load(data)
     try:
         return model.model_validate(obj)
     except PydanticValidationError as exc:
@@ -298,3 +341,339 @@ def decode_label(data: bytes) -> LabelEvent:
     """Decode and validate one label event from its wire bytes (see :func:`decode_prediction`)."""
     event: LabelEvent = _decode(data, LabelEvent)
     return event
+
+
+# --- fast path ------------------------------------------------------------------------
+#
+# Hand-written checks that accept and refuse exactly what PredictionEvent and LabelEvent
+# do, for the monitor's hot path. They take what orjson.loads returns, so only the exact
+# built-in JSON types occur and a class identity test is both the fastest check and the
+# right one (``bool`` is a subclass of ``int``, so ``isinstance(True, int)`` would lie).
+# The happy path is inlined; helpers run only to word the reason of a refusal.
+# tests/unit/test_contract.py checks them against pydantic and the JSON Schemas.
+
+_MAX_ID = LIMITS.max_id_length
+_MAX_NAME = LIMITS.max_name_length
+_MAX_STRING = LIMITS.max_string_value_length
+_MAX_SEGMENT_VALUE = LIMITS.max_segment_value_length
+_MAX_FEATURES = LIMITS.max_features
+_MAX_CLASSES = LIMITS.max_classes
+_MAX_SEGMENT_KEYS = LIMITS.max_segment_keys
+_rfc3339_fullmatch = _RFC3339.fullmatch
+
+#: Names (feature, class and segment keys) already found valid. A model sends the same
+#: few hundred names in every event, and orjson reuses one ``str`` object per key with
+#: its hash cached, so ``set.issuperset(dict)`` checks all keys of an event in C. Only
+#: valid names ever enter; the set is emptied when it grows past ``_NAME_CACHE_SIZE``.
+_valid_names: set[str] = set()
+_NAME_CACHE_SIZE = 65_536
+
+_KINDS = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a float",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+}
+
+
+def _kind(v: object) -> str:
+    if v is None:
+        return "null"
+    return _KINDS.get(type(v), type(v).__name__)
+
+
+def _short(key: object) -> str:
+    text = repr(key)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _string_problem(v: object, min_length: int, max_length: int) -> str:
+    if type(v) is not str:
+        return f"expected a string, got {_kind(v)}"
+    if len(v) < min_length:
+        return "string is empty"
+    return f"string is longer than {max_length} characters"
+
+
+def _field_problem(obj: dict[str, Any], field: str, max_length: int) -> str:
+    if field not in obj:
+        return f"{field}: field required"
+    return f"{field}: {_string_problem(obj[field], 1, max_length)}"
+
+
+def _version_problem(v: object) -> str | None:
+    if v is None:
+        return None
+    if type(v) is not int:
+        return f"schema_version: expected an integer, got {_kind(v)}"
+    if v < 1:
+        return "schema_version: must be >= 1"
+    if v > SCHEMA_VERSION:
+        return f"schema_version: {v} is newer than {SCHEMA_VERSION}"
+    return None
+
+
+def _timestamp_problem(obj: dict[str, Any]) -> str | None:
+    if "timestamp" not in obj:
+        return "timestamp: field required"
+    v = obj["timestamp"]
+    if type(v) is int:
+        return None if v >= 0 else "timestamp: negative epoch milliseconds"
+    if type(v) is str:
+        # The pattern encodes the calendar, so a match always parses (tested).
+        return None if _rfc3339_fullmatch(v) else "timestamp: not an RFC 3339 date-time"
+    return f"timestamp: expected epoch ms or an RFC 3339 string, got {_kind(v)}"
+
+
+def _label_problem(obj: dict[str, Any], field: str) -> str | None:
+    if field not in obj:
+        return f"{field}: field required"
+    v = obj[field]
+    if type(v) is str:
+        if len(v) <= _MAX_STRING:
+            return None
+        return f"{field}: string is longer than {_MAX_STRING} characters"
+    if type(v) is int or type(v) is float:
+        return None
+    return f"{field}: expected a number or a string, got {_kind(v)}"
+
+
+def _names_problem(where: str, mapping: dict[Any, Any]) -> str | None:
+    """Check the keys of ``mapping`` one by one, remembering the valid ones."""
+    if len(_valid_names) > _NAME_CACHE_SIZE:
+        _valid_names.clear()
+    for key in mapping:
+        if type(key) is not str or not 0 < len(key) <= _MAX_NAME:
+            return f"{where}: key {_short(key)}: {_string_problem(key, 1, _MAX_NAME)}"
+        _valid_names.add(key)
+    return None
+
+
+def _features_problem(v: object) -> str | None:
+    if type(v) is not dict:
+        return f"features: expected an object, got {_kind(v)}"
+    if len(v) > _MAX_FEATURES:
+        return f"features: {len(v)} features, over {_MAX_FEATURES}"
+    if not _valid_names.issuperset(v):
+        problem = _names_problem("features", v)
+        if problem:
+            return problem
+    for key, value in v.items():
+        if value is None or type(value) in (bool, int, float):
+            continue
+        if type(value) is str:
+            if len(value) <= _MAX_STRING:
+                continue
+            return f"features.{_short(key)}: string is longer than {_MAX_STRING} characters"
+        return f"features.{_short(key)}: value is {_kind(value)}"
+    return None
+
+
+def _scores_problem(v: object) -> str | None:
+    if v is None:
+        return None
+    if type(v) is not dict:
+        return f"scores: expected an object or null, got {_kind(v)}"
+    if not 0 < len(v) <= _MAX_CLASSES:
+        return f"scores: {len(v)} classes, need 1 to {_MAX_CLASSES}"
+    if not _valid_names.issuperset(v):
+        problem = _names_problem("scores", v)
+        if problem:
+            return problem
+    for key, p in v.items():
+        if type(p) is float or type(p) is int:
+            if 0 <= p <= 1:
+                continue
+            return f"scores.{_short(key)}: probability {p} outside 0..1"
+        return f"scores.{_short(key)}: expected a number, got {_kind(p)}"
+    return None
+
+
+def _segment_problem(v: object) -> str | None:
+    if v is None:
+        return None
+    if type(v) is not dict:
+        return f"segment: expected an object or null, got {_kind(v)}"
+    if len(v) > _MAX_SEGMENT_KEYS:
+        return f"segment: {len(v)} keys, over {_MAX_SEGMENT_KEYS}"
+    problem = _names_problem("segment", v)
+    if problem:
+        return problem
+    for key, value in v.items():
+        if type(value) is not str or not 0 < len(value) <= _MAX_SEGMENT_VALUE:
+            return f"segment.{_short(key)}: {_string_problem(value, 1, _MAX_SEGMENT_VALUE)}"
+    return None
+
+
+def _prediction_problem(obj: dict[str, Any]) -> str:
+    """The reason a prediction event that failed the inlined checks is refused."""
+    problem = (
+        _version_problem(obj.get("schema_version"))
+        or _id_problem(obj, "prediction_id")
+        or _id_problem(obj, "model_id")
+        or _id_problem(obj, "model_version")
+        or _timestamp_problem(obj)
+        or (
+            _features_problem(obj["features"])
+            if "features" in obj
+            else "features: field required"
+        )
+        or _label_problem(obj, "prediction")
+        or _scores_problem(obj.get("scores"))
+        or _segment_problem(obj.get("segment"))
+    )
+    # The inlined checks refused the event, so one of the above must name a problem.
+    return problem or "invalid prediction event"
+
+
+def _id_problem(obj: dict[str, Any], field: str) -> str | None:
+    v = obj.get(field)
+    if type(v) is str and 0 < len(v) <= _MAX_ID:
+        return None
+    return _field_problem(obj, field, _MAX_ID)
+
+
+def check_prediction(obj: object) -> str | None:
+    """Check a decoded prediction event; ``None`` if valid, else a short reason.
+
+    Accepts and refuses exactly what :class:`PredictionEvent` does, about ten times
+    faster. ``obj`` is what :func:`orjson.loads` returned.
+
+    Examples
+    --------
+    >>> ok = {"prediction_id": "p1", "model_id": "churn", "model_version": "3",
+    ...       "timestamp": 1767225600000, "features": {"age": 41}, "prediction": "stay"}
+    >>> check_prediction(ok) is None
+    True
+    >>> check_prediction({**ok, "features": {"x": [1, 2]}})
+    "features.'x': value is a list"
+    """
+    if type(obj) is not dict:
+        return f"expected a JSON object, got {_kind(obj)}"
+    get = obj.get
+    # Every test below is written so that it can only pass on a valid value; a
+    # missing field reads as None and fails. On any failure the helpers word a reason.
+    v = get("schema_version")
+    if v is not None and (type(v) is not int or not 1 <= v <= SCHEMA_VERSION):
+        return _prediction_problem(obj)
+    v = get("prediction_id")
+    if type(v) is not str or not 0 < len(v) <= _MAX_ID:
+        return _prediction_problem(obj)
+    v = get("model_id")
+    if type(v) is not str or not 0 < len(v) <= _MAX_ID:
+        return _prediction_problem(obj)
+    v = get("model_version")
+    if type(v) is not str or not 0 < len(v) <= _MAX_ID:
+        return _prediction_problem(obj)
+    v = get("timestamp")
+    if type(v) is int:
+        if v < 0:
+            return _prediction_problem(obj)
+    elif type(v) is not str or _rfc3339_fullmatch(v) is None:
+        return _prediction_problem(obj)
+    v = get("prediction")
+    if type(v) is str:
+        if len(v) > _MAX_STRING:
+            return _prediction_problem(obj)
+    elif type(v) is not int and type(v) is not float:
+        return _prediction_problem(obj)
+    # features: every key a valid name, every value a scalar, strings bounded
+    v = get("features")
+    if type(v) is not dict or len(v) > _MAX_FEATURES:
+        return _prediction_problem(obj)
+    if not _valid_names.issuperset(v) and _names_problem("features", v):
+        return _prediction_problem(obj)
+    for x in v.values():
+        c = type(x)
+        if c is float or c is int or c is bool or x is None:
+            continue
+        if c is str and len(x) <= _MAX_STRING:
+            continue
+        return _prediction_problem(obj)
+    v = get("scores")
+    if v is not None:
+        if type(v) is not dict or not 0 < len(v) <= _MAX_CLASSES:
+            return _prediction_problem(obj)
+        if not _valid_names.issuperset(v) and _names_problem("scores", v):
+            return _prediction_problem(obj)
+        for x in v.values():
+            c = type(x)
+            if (c is float or c is int) and 0 <= x <= 1:
+                continue
+            return _prediction_problem(obj)
+    v = get("segment")
+    if v is not None and _segment_problem(v):
+        return _prediction_problem(obj)
+    return None
+
+
+def check_label(obj: object) -> str | None:
+    """Check a decoded label event; ``None`` if valid, else a short reason.
+
+    Accepts and refuses exactly what :class:`LabelEvent` does (see :func:`check_prediction`).
+    """
+    if type(obj) is not dict:
+        return f"expected a JSON object, got {_kind(obj)}"
+    return (
+        _version_problem(obj.get("schema_version"))
+        or _id_problem(obj, "prediction_id")
+        or _id_problem(obj, "model_id")
+        or _label_problem(obj, "label")
+        or _timestamp_problem(obj)
+    )
+
+
+def decode_prediction_fast(data: bytes) -> dict[str, Any]:
+    """Decode and check one prediction event, returning the plain dict (hot path).
+
+    Refuses exactly what :func:`decode_prediction` refuses, with the same exceptions.
+    The dict is what orjson produced: optional fields may be absent rather than ``None``,
+    and unknown top-level fields are kept (ignore them) rather than dropped.
+
+    Raises
+    ------
+    DecodeError, ValidationError, UnsupportedVersion
+        The event breaks the contract; it belongs on the dead-letter topic.
+    """
+    obj = _load(data)
+    reason = check_prediction(obj)
+    if reason is not None:
+        raise ValidationError(reason)
+    return obj
+
+
+def decode_label_fast(data: bytes) -> dict[str, Any]:
+    """Decode and check one label event as a plain dict (see :func:`decode_prediction_fast`)."""
+    obj = _load(data)
+    reason = check_label(obj)
+    if reason is not None:
+        raise ValidationError(reason)
+    return obj
+
+
+# --- JSON Schemas ---------------------------------------------------------------------
+
+#: The JSON Schemas shipped as package data (``driftline/schemas/<name>.json``).
+SCHEMA_NAMES = (
+    "prediction_event.v1",
+    "label_event.v1",
+    "drift_alert.v1",
+    "reference_envelope.v1",
+)
+
+
+def json_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema ``name`` (e.g. ``"prediction_event.v1"``) as shipped with the package.
+
+    Examples
+    --------
+    >>> json_schema("label_event.v1")["$id"]
+    'https://driftline.dev/schemas/label_event.v1.json'
+    """
+    if name not in SCHEMA_NAMES:
+        raise KeyError(f"no JSON Schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
+    resource = resources.files("driftline") / "schemas" / f"{name}.json"
+    schema: dict[str, Any] = orjson.loads(resource.read_bytes())
+    return schema

@@ -1,0 +1,3 @@
+from driftline.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,618 @@
+"""The producer SDK a model server embeds to publish predictions and labels.
+
+The serving path always wins: :meth:`AsyncPredictionProducer.send` is a plain
+(non-async) call that encodes the event, appends it to a bounded in-memory buffer and
+returns. It never waits for Kafka, never raises, and when the buffer is full it drops
+the event and counts it (``driftline_producer_dropped_total``). A background task
+drains the buffer in batches into an ``AIOKafkaProducer``; while Kafka is unreachable
+the buffered events are kept (never more than ``max_buffer``) and retried after
+reconnecting.
+
+Accounting is exact: every call to ``send``/``send_label`` ends up in exactly one of
+``sent`` (acknowledged by Kafka), ``dropped`` (counted with a reason) or ``buffered``
+(still waiting), so ``sent + dropped + buffered`` equals the number of calls.
+
+Drop reasons (the ``reason`` label): ``buffer_full``, ``oversize`` (encoded event over
+``LIMITS.max_event_bytes``), ``invalid`` (not encodable, or a required field missing),
+``closed`` (sent after ``stop``), ``shutdown`` (still buffered when ``stop`` gave up),
+``rejected`` (Kafka refused the record with a non-retriable error).
+
+:class:`PredictionProducer` is the same producer for thread-based servers: it runs the
+async producer on its own event loop in a daemon thread.
+
+See docs/producer.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping
+from types import TracebackType
+from typing import Any, Final, Literal, TypeVar
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka import codec as _kafka_codec
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from driftline.config import Settings
+from driftline.errors import ConfigError
+from driftline.events import LIMITS, LabelEvent, PredictionEvent
+from driftline.metrics import PRODUCER_DROPPED, PRODUCER_SENT
+
+__all__ = ["AsyncPredictionProducer", "Compression", "PredictionProducer"]
+
+log = logging.getLogger(__name__)
+
+Compression = Literal["gzip", "lz4", "snappy", "zstd"] | None
+
+_CODECS: Final[dict[str, Callable[[], bool]]] = {
+    "gzip": _kafka_codec.has_gzip,
+    "lz4": _kafka_codec.has_lz4,
+    "snappy": _kafka_codec.has_snappy,
+    "zstd": _kafka_codec.has_zstd,
+}
+
+_PREDICTION_FIELDS: Final = (
+    "prediction_id", "model_id", "model_version", "timestamp", "features", "prediction",
+)
+_LABEL_FIELDS: Final = ("prediction_id", "model_id", "label", "timestamp")
+
+_BACKOFF_MIN_S: Final = 0.1
+#: aiokafka's per-partition batch limit; one event is at most 64 KiB.
+_KAFKA_BATCH_BYTES: Final = 512 * 1024
+
+#: One buffered record: (sequence number, topic, key, value).
+_Entry = tuple[int, str, bytes, bytes]
+
+_T = TypeVar("_T")
+
+
+def _encode(event: Any, model: type[PredictionEvent] | type[LabelEvent],
+            required: tuple[str, ...]) -> tuple[bytes, bytes] | None:
+    """``(key, value)`` for an event, or ``None`` if it cannot be a valid event."""
+    if isinstance(event, model):
+        obj = {k: v for k, v in event.model_dump(mode="json").items() if v is not None}
+    elif isinstance(event, Mapping):
+        obj = event if isinstance(event, dict) else dict(event)
+        for name in required:
+            if name not in obj:
+                return None
+    else:
+        return None
+    model_id = obj["model_id"]
+    if not isinstance(model_id, str) or not model_id:
+        return None
+    return model_id.encode(), orjson.dumps(obj)
+
+
+def _permanent(exc: BaseException) -> bool:
+    """A Kafka error that retrying the same record cannot fix (e.g. message too large)."""
+    return (
+        isinstance(exc, KafkaError)
+        and not isinstance(exc, KafkaTimeoutError)
+        and not getattr(exc, "retriable", False)
+        and not getattr(exc, "invalid_metadata", False)
+    )
+
+
+def _consume_result(fut: asyncio.Future[Any]) -> None:
+    # Mark a delivery future's exception as retrieved; its outcome is read elsewhere.
+    if not fut.cancelled():
+        fut.exception()
+
+
+class AsyncPredictionProducer:
+    """Non-blocking, bounded, batching producer of prediction and label events.
+
+    Parameters
+    ----------
+    settings
+        Kafka connection (``settings.kafka``) and topic names (``settings.topics``).
+    max_buffer
+        Most events held in memory (waiting plus in flight); further sends are dropped.
+    linger_ms
+        How long the first buffered event waits for more before a batch is sent.
+    max_batch
+        Most events handed to Kafka in one round.
+    compression
+        Kafka compression codec; ``gzip`` needs nothing, the others need ``cramjam``.
+    topic, label_topic
+        Override ``settings.topics.predictions`` / ``settings.topics.labels``.
+    idempotent
+        Ask Kafka for an idempotent producer (``enable_idempotence``). Off by default
+        because Tansu (the dev broker) refuses ``InitProducerId``; turn it on for
+        Apache Kafka / Redpanda / MSK.
+    request_timeout_ms
+        Kafka request and delivery timeout; a batch not acknowledged within it is
+        put back into the buffer and the connection is rebuilt.
+    reconnect_backoff_max_s
+        Upper bound of the exponential pause between reconnection attempts.
+
+    Examples
+    --------
+    >>> async def serve(settings: Settings) -> None:   # doctest: +SKIP
+    ...     async with AsyncPredictionProducer(settings) as producer:
+    ...         producer.send({"prediction_id": "p1", "model_id": "churn", ...})
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        max_buffer: int = 10_000,
+        linger_ms: float = 50,
+        max_batch: int = 500,
+        compression: Compression = "gzip",
+        topic: str | None = None,
+        label_topic: str | None = None,
+        idempotent: bool = False,
+        request_timeout_ms: int = 10_000,
+        reconnect_backoff_max_s: float = 5.0,
+    ) -> None:
+        if max_buffer < 1 or max_batch < 1:
+            raise ConfigError("producer max_buffer and max_batch must be at least 1")
+        if linger_ms < 0 or request_timeout_ms < 1 or reconnect_backoff_max_s <= 0:
+            raise ConfigError("producer timeouts must be positive")
+        if compression is not None:
+            check = _CODECS.get(compression)
+            if check is None:
+                raise ConfigError(f"unknown compression {compression!r}")
+            if not check():
+                raise ConfigError(f"compression {compression!r} needs cramjam installed")
+        self._settings = settings
+        self._max_buffer = max_buffer
+        self._linger_s = linger_ms / 1000
+        self._max_batch = max_batch
+        self._compression = compression
+        self._topic = topic or settings.topics.predictions
+        self._label_topic = label_topic or settings.topics.labels
+        self._idempotent = idempotent
+        self._request_timeout_ms = request_timeout_ms
+        self._backoff_max_s = reconnect_backoff_max_s
+
+        # Shared with foreign threads (PredictionProducer): guarded by _lock.
+        self._lock = threading.Lock()
+        self._buf: deque[_Entry] = deque()
+        self._inflight: list[_Entry] = []
+        self._seq = 0
+        self._sent = 0
+        self._dropped = 0
+        self._state: Literal["new", "running", "closing", "closed"] = "new"
+
+        # Event-loop side.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._flushing = 0
+        self._runner: asyncio.Task[None] | None = None
+        self._kafka: Any = None
+        self._outage = False
+
+        self._sent_metric = {
+            t: PRODUCER_SENT.labels(t) for t in (self._topic, self._label_topic)
+        }
+        self._drop_metric: dict[tuple[str, str], Any] = {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def sent(self) -> int:
+        """Events acknowledged by Kafka."""
+        return self._sent
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped, all reasons together (see the module docstring)."""
+        return self._dropped
+
+    @property
+    def buffered(self) -> int:
+        """Events held in memory: waiting plus in flight. Never above ``max_buffer``."""
+        with self._lock:
+            return len(self._buf) + len(self._inflight)
+
+    @property
+    def max_buffer(self) -> int:
+        """The buffer bound."""
+        return self._max_buffer
+
+    @property
+    def connected(self) -> bool:
+        """Whether a Kafka connection is up (for readiness probes and logs)."""
+        return self._kafka is not None and not self._outage
+
+    # ------------------------------------------------------------------ hot path
+    def send(self, event: PredictionEvent | Mapping[str, Any]) -> bool:
+        """Buffer one prediction event; ``True`` if buffered, ``False`` if dropped.
+
+        Never blocks and never raises. ``event`` is a :class:`PredictionEvent` or a
+        mapping with its required fields (checked for presence only; the monitor
+        validates fully and dead-letters bad events).
+        """
+        return self._offer(self._topic, event, PredictionEvent, _PREDICTION_FIELDS)
+
+    def send_label(self, event: LabelEvent | Mapping[str, Any]) -> bool:
+        """Buffer one label event (keyed by ``model_id``, like predictions)."""
+        return self._offer(self._label_topic, event, LabelEvent, _LABEL_FIELDS)
+
+    def _offer(self, topic: str, event: Any, model: type[PredictionEvent] | type[LabelEvent],
+               required: tuple[str, ...]) -> bool:
+        try:
+            try:
+                encoded = _encode(event, model, required)
+            except Exception:  # orjson.JSONEncodeError, odd mappings: never raise here
+                encoded = None
+            if encoded is None:
+                return self._drop(topic, "invalid")
+            key, value = encoded
+            if len(value) > LIMITS.max_event_bytes:
+                return self._drop(topic, "oversize")
+            with self._lock:
+                if self._state in ("closing", "closed"):
+                    reason = "closed"
+                elif len(self._buf) + len(self._inflight) >= self._max_buffer:
+                    reason = "buffer_full"
+                else:
+                    self._seq += 1
+                    self._buf.append((self._seq, topic, key, value))
+                    n = len(self._buf)
+                    reason = ""
+            if reason:
+                return self._drop(topic, reason)
+            if n == 1 or n == self._max_batch:
+                self._notify()
+            return True
+        except Exception:  # pragma: no cover - defensive: the request path must not fail
+            log.exception("driftline producer: unexpected error in send()")
+            return False
+
+    def _drop(self, topic: str, reason: str, n: int = 1, *, locked: bool = False) -> bool:
+        if locked:
+            self._dropped += n
+        else:
+            with self._lock:
+                self._dropped += n
+        child = self._drop_metric.get((topic, reason))
+        if child is None:
+            child = self._drop_metric[(topic, reason)] = PRODUCER_DROPPED.labels(topic, reason)
+        child.inc(n)
+        return False
+
+    def _notify(self) -> None:
+        """Wake the background task, from the loop thread or any other thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._wake.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(self._wake.set)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Start the background task. Never fails because Kafka is unreachable:
+        the task keeps trying to connect while ``send`` buffers."""
+        if self._state == "running":
+            return
+        if self._state != "new":
+            raise RuntimeError("a stopped producer cannot be started again")
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._state = "running"
+        self._runner = self._loop.create_task(self._run(), name="driftline-producer")
+
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event buffered before this call has left the buffer
+        (delivered, or dropped as rejected). ``True`` on success, ``False`` on timeout."""
+        with self._lock:
+            target = self._seq
+        if self._runner is None or self._runner.done():
+            return not self._pending_upto(target)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._flushing += 1
+        self._wake.set()
+        try:
+            while self._pending_upto(target):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                self._progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), remaining)
+            return True
+        finally:
+            self._flushing -= 1
+
+    def _pending_upto(self, seq: int) -> bool:
+        # The buffer and the in-flight batch are both ordered by sequence number.
+        with self._lock:
+            return bool(
+                (self._inflight and self._inflight[0][0] <= seq)
+                or (self._buf and self._buf[0][0] <= seq)
+            )
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Refuse new events, flush what can be delivered within ``timeout`` seconds,
+        then close. Whatever is still buffered is dropped with reason ``shutdown``
+        (events in flight at that moment may in fact have reached Kafka)."""
+        if self._state == "closed":
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with self._lock:
+            was_running = self._state == "running"
+            self._state = "closing"
+        try:
+            if was_running:
+                await self.flush(timeout)
+            if self._runner is not None:
+                self._runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._runner
+            kafka, self._kafka = self._kafka, None
+            if kafka is not None:
+                await self._close_kafka(kafka, max(deadline - loop.time(), 0.5))
+        finally:
+            with self._lock:
+                left = list(self._inflight) + list(self._buf)
+                self._inflight = []
+                self._buf.clear()
+                self._state = "closed"
+                per_topic: dict[str, int] = {}
+                for entry in left:
+                    per_topic[entry[1]] = per_topic.get(entry[1], 0) + 1
+                for t, n in per_topic.items():
+                    self._drop(t, "shutdown", n, locked=True)
+            if left:
+                log.warning("driftline producer: %d events dropped at shutdown", len(left))
+            self._progress.set()
+
+    async def __aenter__(self) -> AsyncPredictionProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ background task
+    async def _run(self) -> None:
+        backoff = _BACKOFF_MIN_S
+        while True:
+            if self._kafka is None:
+                try:
+                    self._kafka = await self._connect()
+                except Exception as exc:
+                    self._note_outage(exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._backoff_max_s)
+                    continue
+            await self._wait_for_work()
+            while True:
+                batch = self._take()
+                if not batch:
+                    break
+                ok = await self._deliver(self._kafka, batch)
+                self._progress.set()
+                if ok:
+                    if self._outage:
+                        self._outage = False
+                        log.info("driftline producer: delivering to Kafka again")
+                    backoff = _BACKOFF_MIN_S
+                    continue
+                kafka, self._kafka = self._kafka, None
+                await self._close_kafka(kafka, self._request_timeout_ms / 1000)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._backoff_max_s)
+                break
+
+    def _note_outage(self, exc: BaseException) -> None:
+        if not self._outage:
+            self._outage = True
+            log.warning("driftline producer: Kafka unavailable (%s); buffering up to %d "
+                        "events and retrying", type(exc).__name__, self._max_buffer)
+        else:
+            log.debug("driftline producer: still unavailable: %r", exc)
+
+    async def _connect(self) -> Any:
+        kafka = AIOKafkaProducer(
+            **self._settings.kafka.client_kwargs(),
+            acks="all",
+            enable_idempotence=self._idempotent,
+            compression_type=self._compression,
+            request_timeout_ms=self._request_timeout_ms,
+            max_batch_size=_KAFKA_BATCH_BYTES,
+            linger_ms=0,
+        )
+        try:
+            await asyncio.wait_for(kafka.start(), self._request_timeout_ms / 1000)
+        except BaseException:
+            await self._close_kafka(kafka, 1.0)
+            raise
+        return kafka
+
+    @staticmethod
+    async def _close_kafka(kafka: Any, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(kafka.stop(), timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("driftline producer: closing the Kafka client: %r", exc)
+
+    async def _wait_for_work(self) -> None:
+        self._wake.clear()
+        if not self._buf:
+            self._progress.set()
+            await self._wake.wait()
+            self._wake.clear()
+        if self._linger_s > 0 and not self._flushing and len(self._buf) < self._max_batch:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._linger_s)
+
+    def _take(self) -> list[_Entry]:
+        with self._lock:
+            n = min(self._max_batch, len(self._buf))
+            batch = [self._buf.popleft() for _ in range(n)]
+            self._inflight = batch
+        return batch
+
+    async def _deliver(self, kafka: Any, batch: list[_Entry]) -> bool:
+        """Hand ``batch`` to Kafka and wait for the acknowledgements.
+
+        Acknowledged events count as sent, permanently refused ones are dropped
+        (``rejected``), the rest go back to the front of the buffer in order.
+        Returns ``False`` if anything must be retried.
+        """
+        futures: list[asyncio.Future[Any]] = []
+        failure: BaseException | None = None
+        try:
+            async with asyncio.timeout(self._request_timeout_ms / 1000 + 5):
+                for _seq, topic, key, value in batch:
+                    fut = await kafka.send(topic, value, key=key)
+                    fut.add_done_callback(_consume_result)
+                    futures.append(fut)
+                await asyncio.wait(futures)
+        except Exception as exc:
+            failure = exc
+        finally:
+            failure = self._settle(batch, futures) or failure
+        if failure is not None:
+            self._note_outage(failure)
+            return False
+        return True
+
+    def _settle(self, batch: list[_Entry],
+                futures: list[asyncio.Future[Any]]) -> BaseException | None:
+        sent: dict[str, int] = {}
+        rejected: dict[str, int] = {}
+        retry: list[_Entry] = []
+        first_error: BaseException | None = None
+        for i, entry in enumerate(batch):
+            fut = futures[i] if i < len(futures) else None
+            if fut is None or not fut.done() or fut.cancelled():
+                retry.append(entry)  # never handed over, or no answer in time
+                continue
+            exc = fut.exception()
+            if exc is None:
+                sent[entry[1]] = sent.get(entry[1], 0) + 1
+            elif _permanent(exc):
+                rejected[entry[1]] = rejected.get(entry[1], 0) + 1
+            else:
+                first_error = first_error or exc
+                retry.append(entry)
+        with self._lock:
+            self._inflight = []
+            self._buf.extendleft(reversed(retry))
+            self._sent += sum(sent.values())
+            for topic, n in rejected.items():
+                self._drop(topic, "rejected", n, locked=True)
+        for topic, n in sent.items():
+            self._sent_metric[topic].inc(n)
+        if rejected:
+            log.warning("driftline producer: Kafka rejected %d events", sum(rejected.values()))
+        if retry and first_error is None:
+            first_error = KafkaTimeoutError("batch not acknowledged")
+        return first_error
+
+
+class PredictionProducer:
+    """The producer for thread-based servers (Flask, Django, gunicorn threads).
+
+    Runs an :class:`AsyncPredictionProducer` on a private event loop in a daemon
+    thread. :meth:`send` and :meth:`send_label` are thread-safe, O(1) and never block
+    (a short lock around a deque). Create one per process, after forking.
+
+    Parameters
+    ----------
+    settings, **kwargs
+        As for :class:`AsyncPredictionProducer`.
+    flush_at_exit
+        If not ``None``, an :mod:`atexit` hook closes the producer with this timeout
+        (seconds) when the interpreter exits; :meth:`close` removes the hook. This is
+        the only global registration.
+    """
+
+    def __init__(self, settings: Settings, *, flush_at_exit: float | None = 5.0,
+                 **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._producer = AsyncPredictionProducer(settings, **kwargs)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="driftline-producer", daemon=True
+        )
+        self._thread.start()
+        self._call(self._producer.start(), 10.0)
+        self._flush_at_exit = flush_at_exit
+        if flush_at_exit is not None:
+            atexit.register(self._atexit)
+
+    def _call(self, coro: Coroutine[Any, Any, _T], timeout: float) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    @property
+    def sent(self) -> int:
+        """Events acknowledged by Kafka."""
+        return self._producer.sent
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped, all reasons together."""
+        return self._producer.dropped
+
+    @property
+    def buffered(self) -> int:
+        """Events held in memory (waiting plus in flight)."""
+        return self._producer.buffered
+
+    def send(self, event: PredictionEvent | Mapping[str, Any]) -> bool:
+        """Buffer one prediction event from any thread; never blocks, never raises."""
+        return self._producer.send(event)
+
+    def send_label(self, event: LabelEvent | Mapping[str, Any]) -> bool:
+        """Buffer one label event from any thread; never blocks, never raises."""
+        return self._producer.send_label(event)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Block the calling thread until everything buffered so far is delivered."""
+        if self._closed:
+            return self._producer.buffered == 0
+        return self._call(self._producer.flush(timeout), timeout + 5.0)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush for up to ``timeout`` seconds, then stop the thread and its loop."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._flush_at_exit is not None:
+            atexit.unregister(self._atexit)
+        try:
+            self._call(self._producer.stop(timeout), timeout + 5.0)
+        except Exception:
+            log.exception("driftline producer: error while closing")
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout + 5.0)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def _atexit(self) -> None:
+        assert self._flush_at_exit is not None
+        self.close(self._flush_at_exit)
+
+    def __enter__(self) -> PredictionProducer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None,
+                 exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

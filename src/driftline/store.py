@@ -1,0 +1,651 @@
+"""Partition state in Redis, committed atomically with the Kafka offset it reflects.
+
+A worker that is assigned a Kafka partition calls :meth:`StateStore.acquire`, which
+bumps the partition's fencing epoch and returns the last offset whose effect is in
+Redis. The worker resumes from the next offset, whatever Kafka's committed offset
+says (that commit is advisory, kept for lag metrics only). After each micro-batch it
+calls :meth:`StateStore.commit`: one Lua script that checks the epoch, refuses an
+offset already applied, and writes the states, the alert outbox and the offset
+together. A stale worker (an older epoch) writes nothing.
+
+Guarantee: **effectively-once state** -- the effect of every Kafka offset on the
+state is applied exactly once, as long as Kafka retention still holds the records
+Redis may have lost (the loss window: up to ~1 s of commits with AOF ``everysec``,
+more after an asynchronous-replica failover). Alerts enter the outbox exactly once
+per applied offset; publishing them from the outbox is at-least-once.
+
+Every stored value is a signed envelope (:class:`Sealer`): HMAC-SHA256 over the
+format version, the name of the place it is stored and the payload, so a record
+cannot be altered, forged, or moved to another field or key without
+:class:`~driftline.errors.StateCorrupt`. Nothing is ever pickled.
+
+Keys (all keys of one partition share the hash tag ``{group:topic:partition}``, so
+a script touches one Redis Cluster slot)::
+
+    {prefix}:{<group>:<topic>:<partition>}:meta     hash  offset epoch token format
+                                                           updated_ms nstate
+    {prefix}:{<group>:<topic>:<partition>}:state    hash  <state key> -> envelope
+    {prefix}:{<group>:<topic>:<partition>}:outbox   list  alert payloads
+    {prefix}:ref:{<model_id>}:<version>             string envelope ("default" = fallback)
+    {prefix}:refs:{<model_id>}                      set   versions with a reference
+
+See ``docs/redis.md`` for the protocol, sizes and the ACL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib import resources
+from typing import Any, NoReturn
+
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+from redis.exceptions import NoScriptError
+
+from driftline.config import RedisSettings
+from driftline.errors import ConfigError, FencedError, StateCorrupt, StateMissing
+
+__all__ = [
+    "DEFAULT_REFERENCE_VERSION",
+    "ENVELOPE_FORMAT",
+    "ENVELOPE_OVERHEAD",
+    "META_FORMAT",
+    "CommitResult",
+    "Lease",
+    "PartitionKeys",
+    "Sealer",
+    "StateStore",
+    "crc16",
+    "key_slot",
+    "partition_keys",
+    "reference_index_key",
+    "reference_key",
+    "state_record_name",
+]
+
+# --------------------------------------------------------------------------- envelope
+
+#: Magic bytes that open every envelope.
+MAGIC = b"DL"
+#: Envelope format version (the byte after the magic). Bump on any layout change.
+ENVELOPE_FORMAT = 1
+_TAG_LEN = hashlib.sha256().digest_size
+_HEADER_LEN = len(MAGIC) + 1
+#: Bytes an envelope adds to its payload: magic, version byte, HMAC-SHA256 tag.
+ENVELOPE_OVERHEAD = _HEADER_LEN + _TAG_LEN
+#: Shortest signing key accepted, in bytes.
+MIN_SIGNING_KEY_BYTES = 16
+
+
+class Sealer:
+    """Seals payloads into signed, versioned envelopes and opens them again.
+
+    Layout: ``b"DL"`` | format version (1 byte) | HMAC-SHA256 tag (32 bytes) | payload.
+    The tag covers the magic, the version, the length-prefixed name of the place the
+    record is stored (``key``) and the payload; it is checked in constant time.
+
+    Examples
+    --------
+    >>> s = Sealer(b"0123456789abcdef-example")
+    >>> blob = s.seal("dl:ref:{m}:v1", b"profile")
+    >>> s.open_sealed("dl:ref:{m}:v1", blob)
+    b'profile'
+    >>> try:
+    ...     s.open_sealed("dl:ref:{m}:v2", blob)  # moved to another key
+    ... except StateCorrupt:
+    ...     print("refused")
+    refused
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, signing_key: bytes | str | SecretStr) -> None:
+        if isinstance(signing_key, SecretStr):
+            signing_key = signing_key.get_secret_value()
+        if isinstance(signing_key, str):
+            signing_key = signing_key.encode("utf-8")
+        if len(signing_key) < MIN_SIGNING_KEY_BYTES:
+            raise ConfigError(
+                f"redis.state_signing_key must be at least {MIN_SIGNING_KEY_BYTES} bytes"
+            )
+        self._key = bytes(signing_key)
+
+    def __repr__(self) -> str:
+        return "Sealer(<signing key redacted>)"
+
+    def _tag(self, key: str, version: int, payload: bytes) -> bytes:
+        name = key.encode("utf-8")
+        mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        mac.update(MAGIC)
+        mac.update(bytes((version,)))
+        mac.update(len(name).to_bytes(4, "big"))
+        mac.update(name)
+        mac.update(payload)
+        return mac.digest()
+
+    def seal(self, key: str, payload: bytes) -> bytes:
+        """Wrap ``payload`` for storage under ``key`` (a Redis key, or key + field)."""
+        tag = self._tag(key, ENVELOPE_FORMAT, payload)
+        return MAGIC + bytes((ENVELOPE_FORMAT,)) + tag + payload
+
+    def open_sealed(self, key: str, blob: bytes) -> bytes:
+        """Check and unwrap an envelope read from ``key``; return the payload.
+
+        Raises
+        ------
+        StateCorrupt
+            Truncated bytes, wrong magic, unknown format version, or a tag that does
+            not match (tampered, moved from another key, or signed with another key).
+        """
+        where = f"record for {key!r}"
+        if len(blob) < ENVELOPE_OVERHEAD:
+            raise StateCorrupt(f"{where}: {len(blob)} bytes, shorter than an envelope")
+        if blob[: len(MAGIC)] != MAGIC:
+            raise StateCorrupt(f"{where}: not a Driftline envelope (bad magic)")
+        version = blob[len(MAGIC)]
+        if version != ENVELOPE_FORMAT:
+            raise StateCorrupt(
+                f"{where}: envelope format version {version} is not {ENVELOPE_FORMAT}"
+            )
+        tag = blob[_HEADER_LEN:ENVELOPE_OVERHEAD]
+        payload = blob[ENVELOPE_OVERHEAD:]
+        if not hmac.compare_digest(tag, self._tag(key, version, payload)):
+            raise StateCorrupt(
+                f"{where}: signature mismatch (tampered, moved from another key, "
+                "or signed with another key)"
+            )
+        return bytes(payload)
+
+
+# --------------------------------------------------------------------------- key layout
+
+#: Version of the partition key layout, stored in ``meta.format``.
+META_FORMAT = 1
+#: Reference version used when a model version has no reference of its own.
+DEFAULT_REFERENCE_VERSION = "default"
+
+# Kafka's legal topic characters: with no ':' in a topic, "<group>:<topic>:<partition>"
+# is unambiguous even when the group contains ':'.
+_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# '{' / '}' would move or cut the hash tag; NUL separates key and field in record names.
+_FORBIDDEN = frozenset("{}\x00")
+
+
+def _check_name(what: str, value: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string")
+    bad = _FORBIDDEN.intersection(value)
+    if bad:
+        raise ValueError(f"{what} {value!r} must not contain {''.join(sorted(bad))!r}")
+    return value
+
+
+def _check_topic(topic: str) -> str:
+    if not isinstance(topic, str) or not _TOPIC_RE.fullmatch(topic):
+        raise ValueError(f"topic {topic!r} is not a legal Kafka topic name")
+    return topic
+
+
+def _check_partition(partition: int) -> int:
+    if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
+        raise ValueError(f"partition must be a non-negative int, got {partition!r}")
+    return partition
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionKeys:
+    """The three Redis keys of one (group, topic, partition); they share one slot."""
+
+    meta: str
+    state: str
+    outbox: str
+
+    def all(self) -> tuple[str, str, str]:
+        """``(meta, state, outbox)`` in the order the script expects them."""
+        return (self.meta, self.state, self.outbox)
+
+
+def partition_keys(prefix: str, group: str, topic: str, partition: int) -> PartitionKeys:
+    """Keys of one partition's state.
+
+    Examples
+    --------
+    >>> partition_keys("dl", "driftline-monitor", "predictions", 3).meta
+    'dl:{driftline-monitor:predictions:3}:meta'
+    """
+    group, topic = _check_name("group", group), _check_topic(topic)
+    partition = _check_partition(partition)
+    base = f"{_check_name('key prefix', prefix)}:{{{group}:{topic}:{partition}}}"
+    return PartitionKeys(meta=f"{base}:meta", state=f"{base}:state", outbox=f"{base}:outbox")
+
+
+def reference_key(prefix: str, model_id: str, version: str) -> str:
+    """Key of one reference profile: ``{prefix}:ref:{<model_id>}:<version>``."""
+    return f"{_check_name('key prefix', prefix)}:ref:{{{_check_name('model_id', model_id)}}}:" + (
+        _check_name("version", version)
+    )
+
+
+def reference_index_key(prefix: str, model_id: str) -> str:
+    """Set of a model's reference versions: ``{prefix}:refs:{<model_id>}``."""
+    return f"{_check_name('key prefix', prefix)}:refs:{{{_check_name('model_id', model_id)}}}"
+
+
+def state_record_name(state_key: str, state_field: str) -> str:
+    """The name a state envelope is signed under: its hash key and field, NUL-separated.
+
+    Keys never contain NUL (checked), so the first NUL splits the name unambiguously.
+    """
+    if "\x00" in state_key:
+        raise ValueError("a state key must not contain NUL")
+    return f"{state_key}\x00{state_field}"
+
+
+# --------------------------------------------------------------------------- cluster slots
+
+
+def _crc16_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC16 = _crc16_table()
+
+
+def crc16(data: bytes) -> int:
+    """CRC16-CCITT (XModem), the checksum Redis Cluster uses: ``b"123456789"`` -> 0x31C3."""
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[((crc >> 8) ^ byte) & 0xFF]
+    return crc
+
+
+def key_slot(key: str | bytes) -> int:
+    """Redis Cluster hash slot of ``key``, honouring ``{hash tags}`` like CLUSTER KEYSLOT.
+
+    Examples
+    --------
+    >>> key_slot("foo")
+    12182
+    >>> key_slot("{user1000}.following") == key_slot("{user1000}.followers")
+    True
+    """
+    raw = key.encode("utf-8") if isinstance(key, str) else key
+    start = raw.find(b"{")
+    if start != -1:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return crc16(raw) & 0x3FFF
+
+
+# --------------------------------------------------------------------------- the store
+
+_SCRIPT = resources.files("driftline").joinpath("store_commit.lua").read_text(encoding="utf-8")
+_SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+class CommitResult(StrEnum):
+    """Outcome of :meth:`StateStore.commit`; compares equal to its string value."""
+
+    #: States, outbox and offset were written together.
+    OK = "ok"
+    #: ``last_offset`` is not past the stored offset: already applied, nothing written.
+    DUPLICATE = "duplicate"
+    #: Another worker acquired the partition since this lease: nothing written.
+    FENCED = "fenced"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Ownership of one partition's state, returned by :meth:`StateStore.acquire`.
+
+    ``offset`` is the last offset whose effect was in Redis at acquisition (-1: none).
+    ``fresh`` is true when no state existed at all: first start, or Redis lost its data;
+    the caller decides where to start reading then.
+    """
+
+    topic: str
+    partition: int
+    epoch: int
+    offset: int
+    fresh: bool
+    #: Random fencing token; epoch and token must both match for a write.
+    token: str = field(repr=False)
+
+    @property
+    def resume_offset(self) -> int | None:
+        """The Kafka offset to seek to, or ``None`` when nothing was committed yet."""
+        return self.offset + 1 if self.offset >= 0 else None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes | bytearray) else str(value)
+
+
+class StateStore:
+    """Per-partition state, outbox and references of one consumer group in Redis.
+
+    ``client`` must be a ``redis.asyncio.Redis`` with ``decode_responses=False``
+    (records are binary). Every multi-key operation stays inside one cluster slot.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
+        *,
+        prefix: str,
+        group: str,
+        signing_key: bytes | str | SecretStr,
+    ) -> None:
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ConfigError(
+                "StateStore needs a Redis client with decode_responses=False "
+                "(state records are binary)"
+            )
+        self._client = client
+        self._prefix = _check_name("key prefix", prefix)
+        self._group = _check_name("group", group)
+        self._sealer = Sealer(signing_key)
+
+    @classmethod
+    def from_settings(
+        cls,
+        client: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
+        settings: RedisSettings,
+        group: str,
+    ) -> StateStore:
+        """A store using ``settings.key_prefix`` and ``settings.state_signing_key``."""
+        return cls(
+            client,
+            prefix=settings.key_prefix,
+            group=group,
+            signing_key=settings.state_signing_key,
+        )
+
+    def __repr__(self) -> str:
+        return f"StateStore(prefix={self._prefix!r}, group={self._group!r})"
+
+    @property
+    def sealer(self) -> Sealer:
+        """The envelope sealer (signing key inside)."""
+        return self._sealer
+
+    def keys(self, topic: str, partition: int) -> PartitionKeys:
+        """Redis keys of ``topic``/``partition`` for this store's group."""
+        return partition_keys(self._prefix, self._group, topic, partition)
+
+    def _where(self, topic: str, partition: int) -> str:
+        return f"{self._group}/{topic}[{partition}]"
+
+    async def _script(self, keys: PartitionKeys, *args: str | bytes) -> list[Any]:
+        """Run the store script: EVALSHA, or EVAL when the server does not know it yet."""
+        # Bound as plain callables: some redis stubs leave these methods unannotated.
+        evalsha: Callable[..., Awaitable[Any]] = self._client.evalsha
+        eval_: Callable[..., Awaitable[Any]] = self._client.eval
+        try:
+            reply = await evalsha(_SCRIPT_SHA, 3, *keys.all(), *args)
+        except NoScriptError:
+            # EVAL also caches the script, so the next call's EVALSHA finds it.
+            reply = await eval_(_SCRIPT, 3, *keys.all(), *args)
+        if not isinstance(reply, list) or not reply:
+            raise StateCorrupt(f"unexpected reply from the store script: {reply!r}")
+        return [reply[0].decode("ascii"), *reply[1:]]
+
+    # ------------------------------------------------------------------ ownership
+
+    async def acquire(self, topic: str, partition: int) -> Lease:
+        """Take ownership of a partition: bump its epoch and read the stored offset.
+
+        One script call, atomic. Any older lease on the partition is fenced from now
+        on. Creates the meta record (``offset=-1``, ``epoch=1``) when none exists and
+        reports ``fresh=True``.
+
+        Raises
+        ------
+        StateMissing
+            State or outbox exist without meta (their offset is unknown), or state
+            fields recorded in meta have vanished (eviction, manual deletion). Nothing
+            was changed; an operator inspects and may :meth:`reset_partition`.
+        StateCorrupt
+            Meta has another layout format, or a key holds the wrong Redis type.
+        """
+        keys = self.keys(topic, partition)
+        where = self._where(topic, partition)
+        token = secrets.token_hex(16)
+        status, *rest = await self._script(keys, "acquire", str(META_FORMAT), token)
+        if status in ("ok", "fresh"):
+            return Lease(
+                topic=topic,
+                partition=partition,
+                epoch=int(rest[0]),
+                offset=int(rest[1]),
+                fresh=status == "fresh",
+                token=token,
+            )
+        if status == "orphan":
+            raise StateMissing(
+                f"{where}: meta is missing but {rest[0]} state fields and {rest[1]} outbox "
+                "entries exist; the offset they reflect is unknown"
+            )
+        if status == "lost":
+            raise StateMissing(
+                f"{where}: state has {rest[0]} fields but meta records {_text(rest[1])}; "
+                "Redis lost data (maxmemory eviction?)"
+            )
+        if status == "format":
+            raise StateCorrupt(
+                f"{where}: meta format {_text(rest[0])!r} is not {META_FORMAT} "
+                "(written by another Driftline version?)"
+            )
+        self._script_failure(where, status, rest)
+
+    @staticmethod
+    def _script_failure(where: str, status: str, rest: list[Any]) -> NoReturn:
+        if status == "wrongtype":
+            raise StateCorrupt(f"{where}: key {_text(rest[0])} holds another Redis type")
+        raise StateCorrupt(f"{where}: unexpected store script status {status!r}")
+
+    # ------------------------------------------------------------------ state
+
+    async def load(self, lease: Lease, keys: Iterable[str] | None = None) -> dict[str, bytes]:
+        """Verified state payloads of the partition: all fields, or only ``keys``.
+
+        Requested keys that do not exist are absent from the result.
+
+        Raises
+        ------
+        StateCorrupt
+            A record fails its envelope check. It is never skipped silently.
+        """
+        pk = self.keys(lease.topic, lease.partition)
+        items: list[tuple[Any, Any]]
+        if keys is None:
+            raw: dict[Any, Any] = await self._client.hgetall(pk.state)
+            items = list(raw.items())
+        else:
+            names = list(dict.fromkeys(keys))
+            if not names:
+                return {}
+            values: list[Any] = await self._client.hmget(pk.state, names)
+            items = [(n, v) for n, v in zip(names, values, strict=True) if v is not None]
+        out: dict[str, bytes] = {}
+        for name, blob in items:
+            try:
+                state_field = _text(name)
+            except UnicodeDecodeError:
+                raise StateCorrupt(
+                    f"{self._where(lease.topic, lease.partition)}: state field {name!r} "
+                    "is not UTF-8"
+                ) from None
+            out[state_field] = self._sealer.open_sealed(
+                state_record_name(pk.state, state_field), blob
+            )
+        return out
+
+    async def commit(
+        self,
+        lease: Lease,
+        last_offset: int,
+        states: Mapping[str, bytes],
+        outbox: Sequence[bytes] = (),
+    ) -> CommitResult:
+        """Write a batch's states and alerts together with the offset they reflect.
+
+        One EVALSHA (EVAL on NOSCRIPT) of ``store_commit.lua``, atomic in Redis:
+
+        1. Fencing: if ``meta.epoch``/``meta.token`` are not the lease's, another
+           worker owns the partition -> ``FENCED``, nothing written.
+        2. Idempotence: if ``last_offset <= meta.offset`` the batch was already
+           applied (a replay or a retried call that did land) -> ``DUPLICATE``,
+           nothing written.
+        3. ``HSET`` the states, each sealed for its (key, field).
+        4. ``RPUSH`` the outbox payloads, in order.
+        5. ``HSET`` ``meta.offset = last_offset``, ``updated_ms``, ``nstate``.
+
+        Every check that can fail (including Redis types) runs before the first write,
+        so a call writes all of 3-5 or none. Guarantee: **effectively-once state** --
+        each offset's effect is applied exactly once, provided Kafka retention covers
+        Redis's loss window. A call that failed on the network may be retried as is:
+        ``DUPLICATE`` then means the first attempt was applied.
+        """
+        if isinstance(last_offset, bool) or not isinstance(last_offset, int) or last_offset < 0:
+            raise ValueError(f"last_offset must be a non-negative int, got {last_offset!r}")
+        pk = self.keys(lease.topic, lease.partition)
+        args: list[str | bytes] = [
+            "commit",
+            str(META_FORMAT),
+            str(lease.epoch),
+            lease.token,
+            str(last_offset),
+            str(len(states)),
+        ]
+        for state_field, payload in states.items():
+            if not isinstance(state_field, str) or not state_field:
+                raise ValueError(f"state keys must be non-empty strings, got {state_field!r}")
+            args.append(state_field)
+            args.append(self._sealer.seal(state_record_name(pk.state, state_field), payload))
+        args.extend(outbox)
+        status, *rest = await self._script(pk, *args)
+        if status in ("ok", "duplicate", "fenced"):
+            return CommitResult(status)
+        self._script_failure(self._where(lease.topic, lease.partition), status, rest)
+
+    async def commit_or_raise(
+        self,
+        lease: Lease,
+        last_offset: int,
+        states: Mapping[str, bytes],
+        outbox: Sequence[bytes] = (),
+    ) -> CommitResult:
+        """:meth:`commit`, raising :class:`FencedError` instead of returning ``FENCED``.
+
+        Returns ``OK`` or ``DUPLICATE``.
+        """
+        result = await self.commit(lease, last_offset, states, outbox)
+        if result is CommitResult.FENCED:
+            raise FencedError(
+                f"{self._where(lease.topic, lease.partition)}: epoch {lease.epoch} is stale; "
+                "another worker owns the partition"
+            )
+        return result
+
+    # ------------------------------------------------------------------ outbox
+
+    async def outbox_peek(self, lease: Lease, n: int) -> list[bytes]:
+        """The first ``n`` alert payloads waiting in the outbox (oldest first)."""
+        if n <= 0:
+            return []
+        pk = self.keys(lease.topic, lease.partition)
+        items: list[bytes] = await self._client.lrange(pk.outbox, 0, n - 1)
+        return items
+
+    async def outbox_len(self, lease: Lease) -> int:
+        """Number of alert payloads waiting in the outbox."""
+        pk = self.keys(lease.topic, lease.partition)
+        return int(await self._client.llen(pk.outbox))
+
+    async def outbox_ack(self, lease: Lease, count: int) -> int:
+        """Drop the first ``count`` payloads once the alert producer acknowledged them.
+
+        Fenced like :meth:`commit`, so a stale worker cannot trim alerts it no longer
+        owns. Returns the number of payloads left.
+
+        Raises
+        ------
+        FencedError
+            Another worker owns the partition; nothing was trimmed.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be a non-negative int, got {count!r}")
+        pk = self.keys(lease.topic, lease.partition)
+        where = self._where(lease.topic, lease.partition)
+        status, *rest = await self._script(
+            pk, "ack", str(META_FORMAT), str(lease.epoch), lease.token, str(count)
+        )
+        if status == "ok":
+            return int(rest[1])
+        if status == "fenced":
+            raise FencedError(f"{where}: epoch {lease.epoch} is stale; outbox not trimmed")
+        self._script_failure(where, status, rest)
+
+    # ------------------------------------------------------------------ references
+
+    async def put_reference(self, model_id: str, version: str, payload: bytes) -> None:
+        """Store a model version's reference profile (``version="default"``: fallback)."""
+        key = reference_key(self._prefix, model_id, version)
+        blob = self._sealer.seal(key, payload)
+        # Same hash tag {model_id}: a single-slot transaction.
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(key, blob)
+            pipe.sadd(reference_index_key(self._prefix, model_id), version)
+            await pipe.execute()
+
+    async def resolve_reference(self, model_id: str, version: str) -> tuple[str, bytes] | None:
+        """``(version_used, payload)`` for ``version``, else for ``"default"``, else None.
+
+        A stored but corrupt reference raises :class:`StateCorrupt`; it never falls back.
+        """
+        wanted = [version]
+        if version != DEFAULT_REFERENCE_VERSION:
+            wanted.append(DEFAULT_REFERENCE_VERSION)
+        keys = [reference_key(self._prefix, model_id, v) for v in wanted]
+        blobs: list[Any] = await self._client.mget(keys)
+        for v, key, blob in zip(wanted, keys, blobs, strict=True):
+            if blob is not None:
+                return v, self._sealer.open_sealed(key, blob)
+        return None
+
+    async def get_reference(self, model_id: str, version: str) -> bytes | None:
+        """Reference payload of ``version``, falling back to ``"default"``; None if neither."""
+        found = await self.resolve_reference(model_id, version)
+        return None if found is None else found[1]
+
+    async def list_references(self, model_id: str) -> list[str]:
+        """Versions with a stored reference, sorted."""
+        index = reference_index_key(self._prefix, model_id)
+        members: set[Any] = await self._client.smembers(index)
+        return sorted(_text(m) for m in members)
+
+    # ------------------------------------------------------------------ tools
+
+    async def reset_partition(self, topic: str, partition: int) -> int:
+        """Delete a partition's meta, state and outbox (tools and tests, not the hot path).
+
+        Fences every current lease (its next commit finds no meta). Needs ``DEL``,
+        which the service ACL in ``docs/redis.md`` does not grant. Returns the number
+        of keys deleted.
+        """
+        return int(await self._client.delete(*self.keys(topic, partition).all()))

@@ -1,0 +1,243 @@
+"""The producer SDK against real Tansu brokers: round trip, keying, ordering, backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from driftline.config import Settings
+from driftline.devstack import TansuBroker
+from driftline.events import PredictionEvent
+from driftline.metrics import REGISTRY
+from driftline.producer import AsyncPredictionProducer, PredictionProducer
+
+pytestmark = pytest.mark.integration
+
+MODELS = [f"model-{k}" for k in range(6)]
+
+
+def _prediction(model: str, pid: str, i: int) -> dict[str, Any]:
+    return {
+        "prediction_id": pid, "model_id": model, "model_version": "3",
+        "timestamp": 1_767_225_600_000 + i,
+        "features": {"age": 20 + i % 50, "plan": ["free", "pro"][i % 2], "score": i / 7,
+                     "flag": i % 3 == 0, "missing": None},
+        "prediction": "stay" if i % 2 else "leave",
+        "scores": {"stay": 0.25, "leave": 0.75},
+    }
+
+
+def _label(model: str, pid: str, i: int) -> dict[str, Any]:
+    return {"prediction_id": pid, "model_id": model, "label": i % 2, "timestamp": i}
+
+
+async def _create_topics(bootstrap: str, *topics: str, partitions: int = 2) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+    finally:
+        await admin.close()
+
+
+async def _read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + 10
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                records.extend(recs)
+        # Nothing beyond what was sent (no duplicates on a healthy broker).
+        for recs in (await consumer.getmany(timeout_ms=300)).values():
+            records.extend(recs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def _check_records(records: list[Any], sent: dict[str, dict[str, Any]],
+                   order: dict[tuple[str, str], list[str]]) -> None:
+    """Byte-equal values, key == model_id, one partition per model, send order kept.
+
+    ``order`` maps (model, sender) to the prediction ids that sender sent, in order.
+    """
+    assert len(records) == len(sent)
+    partitions: dict[str, set[int]] = defaultdict(set)
+    seen: dict[int, list[str]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        original = sent[orjson.loads(r.value)["prediction_id"]]
+        assert r.value == orjson.dumps(original)
+        assert orjson.loads(r.value) == original
+        assert r.key == original["model_id"].encode()
+        partitions[original["model_id"]].add(r.partition)
+        seen[r.partition].append(original["prediction_id"])
+    assert all(len(p) == 1 for p in partitions.values()), dict(partitions)
+    assert set(partitions) == {m for m, _ in order}
+    for (model, _sender), pids in order.items():
+        (partition,) = partitions[model]
+        wanted = set(pids)
+        assert [pid for pid in seen[partition] if pid in wanted] == pids
+
+
+async def test_async_producer_round_trip(stack: Any, settings: Settings) -> None:
+    bootstrap = stack.broker.bootstrap
+    await _create_topics(bootstrap, settings.topics.predictions, settings.topics.labels)
+    sent: dict[str, dict[str, Any]] = {}
+    labels: dict[str, dict[str, Any]] = {}
+    order: dict[tuple[str, str], list[str]] = defaultdict(list)
+    async with AsyncPredictionProducer(settings, linger_ms=5, max_batch=64) as producer:
+        for i in range(600):
+            model = MODELS[i % len(MODELS)]
+            pid = f"a-{i}"
+            event = _prediction(model, pid, i)
+            if i % 5 == 0:
+                # A pydantic event is sent as its JSON form, without the null top-level
+                # fields (null feature values are kept).
+                assert producer.send(PredictionEvent.model_validate(event)) is True
+                event = PredictionEvent.model_validate(event).model_dump(mode="json")
+                event = {k: v for k, v in event.items() if v is not None}
+            else:
+                assert producer.send(event) is True
+            sent[pid] = event
+            order[(model, "async")].append(pid)
+            labels[pid] = _label(model, pid, i)
+            assert producer.send_label(labels[pid]) is True
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+        assert await producer.flush(timeout=10) is True
+        assert (producer.sent, producer.dropped, producer.buffered) == (1200, 0, 0)
+    value = REGISTRY.get_sample_value(
+        "driftline_producer_sent_total", {"topic": settings.topics.predictions}
+    )
+    assert value == 600
+    records = await _read_all(bootstrap, settings.topics.predictions, len(sent))
+    _check_records(records, sent, order)
+    label_records = await _read_all(bootstrap, settings.topics.labels, len(labels))
+    _check_records(label_records, labels,
+                   {(m, s): [p for p in pids] for (m, s), pids in order.items()})
+
+
+async def test_sync_facade_from_threads(stack: Any, settings: Settings) -> None:
+    bootstrap = stack.broker.bootstrap
+    await _create_topics(bootstrap, settings.topics.predictions)
+    per_thread = 400
+    sent: dict[str, dict[str, Any]] = {}
+    order: dict[tuple[str, str], list[str]] = defaultdict(list)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def serve(producer: PredictionProducer, name: str) -> None:
+        local: list[tuple[str, dict[str, Any]]] = []
+        for i in range(per_thread):
+            model = MODELS[(i * 7 + len(name)) % len(MODELS)]
+            event = _prediction(model, f"{name}-{i}", i)
+            local.append((name, event))
+            ok = producer.send(event)
+            with lock:
+                results.append(ok)
+        with lock:
+            for sender, event in local:
+                sent[event["prediction_id"]] = event
+                order[(event["model_id"], sender)].append(event["prediction_id"])
+
+    def run() -> PredictionProducer:
+        with PredictionProducer(settings, linger_ms=5, max_batch=100,
+                                flush_at_exit=None) as producer:
+            threads = [threading.Thread(target=serve, args=(producer, f"t{k}"))
+                       for k in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert producer.flush(timeout=10) is True
+        return producer
+
+    producer = await asyncio.to_thread(run)
+    assert all(results) and len(results) == 4 * per_thread
+    assert (producer.sent, producer.dropped, producer.buffered) == (4 * per_thread, 0, 0)
+    records = await _read_all(bootstrap, settings.topics.predictions, len(sent))
+    _check_records(records, sent, order)
+
+
+def _metric(topic: str, reason: str) -> float:
+    v = REGISTRY.get_sample_value(
+        "driftline_producer_dropped_total", {"topic": topic, "reason": reason}
+    )
+    return v or 0.0
+
+
+async def test_backpressure_with_broker_down_then_recovery(tmp_path: Path, unique: str) -> None:
+    broker = TansuBroker().start(tmp_path)
+    topic = f"bp-{unique}"
+    settings = Settings(
+        kafka={"bootstrap_servers": broker.bootstrap},
+        topics={"predictions": topic, "labels": f"bpl-{unique}"},
+    )
+    max_buffer = 2_000
+    producer = AsyncPredictionProducer(
+        settings, max_buffer=max_buffer, linger_ms=5, request_timeout_ms=1_000,
+        reconnect_backoff_max_s=0.5,
+    )
+    restarted: TansuBroker | None = None
+    try:
+        await _create_topics(broker.bootstrap, topic)
+        await producer.start()
+        for i in range(100):
+            assert producer.send(_prediction(MODELS[i % 6], f"pre-{i}", i))
+        assert await producer.flush(timeout=10) is True
+        assert producer.sent == 100
+
+        # The broker crashes. (SIGKILL: with clients connected, Tansu does not exit on
+        # SIGTERM until they disconnect, so TansuBroker.stop() would wait 5 s.)
+        assert broker.proc is not None
+        broker.proc.kill()
+        broker.proc.wait()
+        before = _metric(topic, "buffer_full")
+        attempted, refused, worst = 100, 0, 0.0
+        event = _prediction("model-0", "down", 0)
+        for i in range(50_000):
+            t0 = time.perf_counter()
+            ok = producer.send(event)
+            worst = max(worst, time.perf_counter() - t0)
+            attempted += 1
+            refused += not ok
+            assert producer.buffered <= max_buffer
+            if i % 1_000 == 0:
+                await asyncio.sleep(0)  # let the background task try (and fail) to deliver
+        print(f"\nmax send() latency with the broker down: {worst * 1e6:.1f} us")
+        assert worst < 0.005
+        assert producer.buffered == max_buffer
+        assert producer.dropped == refused
+        assert producer.sent + producer.dropped + producer.buffered == attempted
+        assert _metric(topic, "buffer_full") - before == refused
+
+        # A broker returns on the same port. Tansu's memory storage forgot the topic;
+        # it auto-creates topics on first use (with 4 partitions).
+        (tmp_path / "again").mkdir()
+        restarted = TansuBroker(port=broker.port).start(tmp_path / "again")
+        buffered = producer.buffered
+        assert await producer.flush(timeout=15) is True
+        assert producer.sent == 100 + buffered
+        assert producer.sent + producer.dropped + producer.buffered == attempted
+        records = await _read_all(restarted.bootstrap, topic, buffered)
+        assert len(records) == buffered
+        assert all(orjson.loads(r.value) == event for r in records)
+    finally:
+        await producer.stop(timeout=1)
+        broker.stop()
+        if restarted is not None:
+            restarted.stop()
