@@ -1,3 +1,5 @@
-from driftline.cli import main
 import sys
+
+from driftline.cli import main
+
 sys.exit(main())

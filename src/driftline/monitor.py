@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 
 from driftline.codec import pack, unpack
 from driftline.detectors import ADWIN, PageHinkley
-from driftline.events import DriftAlert, FeatureContribution, make_alert_id
+from driftline.events import AlertWindow, DriftAlert, FeatureContribution, make_alert_id
 from driftline.reference import (
     CategoricalProfile,
     NumericProfile,
@@ -161,8 +161,8 @@ class ModelState:
     prediction: NumericSketch | None = None
     ph: dict[str, PageHinkley] = field(default_factory=dict)
     adwin: ADWIN | None = None
-    block_sum: float = 0.0
-    block_n: int = 0
+    #: Confidences of the unfinished ADWIN block (fewer than ``adwin_block``).
+    block: list[float] = field(default_factory=list)
     episodes: dict[str, Episode] = field(default_factory=dict)
     max_event_ms: int = -1
     late_events: int = 0
@@ -192,8 +192,10 @@ class ModelState:
             if isinstance(prof, NumericProfile):
                 self.num[name] = NumericSketch.zero(prof.edges, prof.min, prof.max)
                 self.ph[name] = PageHinkley(
-                    min_instances=pol.ph_min_instances, delta=pol.ph_delta,
-                    threshold=pol.ph_threshold, alpha=pol.ph_alpha,
+                    min_instances=pol.ph_min_instances,
+                    delta=pol.ph_delta,
+                    threshold=pol.ph_threshold,
+                    alpha=pol.ph_alpha,
                 )
             else:
                 self.cat[name] = CategoricalSketch.zero(prof.categories)
@@ -201,11 +203,13 @@ class ModelState:
         self.classes = CategoricalSketch.zero(out.classes.categories) if out.classes else None
         self.confidence = (
             NumericSketch.zero(out.confidence.edges, out.confidence.min, out.confidence.max)
-            if out.confidence else None
+            if out.confidence
+            else None
         )
         self.prediction = (
             NumericSketch.zero(out.prediction.edges, out.prediction.min, out.prediction.max)
-            if out.prediction else None
+            if out.prediction
+            else None
         )
         self.adwin = ADWIN(delta=pol.adwin_delta) if out.confidence else None
         self.type_mismatch = {name: 0 for name in ref.features}
@@ -213,8 +217,8 @@ class ModelState:
 
     def _reset_window_sketches(self, ref: ReferenceProfile) -> None:
         for name, sk in self.num.items():
-            self.num[name] = NumericSketch.zero(sk.edges, ref.features[name].min,  # type: ignore[union-attr]
-                                                ref.features[name].max)  # type: ignore[union-attr]
+            # A fresh sketch on the same (shared, read-only) edges and reference range.
+            self.num[name] = NumericSketch.zero(sk.edges, sk.ref_min, sk.ref_max)
         for name, csk in self.cat.items():
             self.cat[name] = CategoricalSketch.zero(csk.categories)
         out = ref.outputs
@@ -234,27 +238,37 @@ class ModelState:
     # ------------------------------------------------------------------ bytes
     def to_bytes(self) -> bytes:
         """Versioned, pickle-free record (sketches and detectors as nested records)."""
+
         def s(b: bytes) -> str:
             return b.decode()
 
-        return pack("model_state", STATE_FORMAT, {
-            "key": self.key.encode(), "reference_id": self.reference_id,
-            "window": self.window.__dict__,
-            "num": {k: s(v.to_bytes()) for k, v in self.num.items()},
-            "cat": {k: s(v.to_bytes()) for k, v in self.cat.items()},
-            "type_mismatch": self.type_mismatch, "unknown_features": self.unknown_features,
-            "classes": s(self.classes.to_bytes()) if self.classes else None,
-            "confidence": s(self.confidence.to_bytes()) if self.confidence else None,
-            "low_confidence": self.low_confidence,
-            "prediction": s(self.prediction.to_bytes()) if self.prediction else None,
-            "ph": {k: s(v.to_bytes()) for k, v in self.ph.items()},
-            "adwin": s(self.adwin.to_bytes()) if self.adwin else None,
-            "block_sum": self.block_sum, "block_n": self.block_n,
-            "episodes": {k: e.to_dict() for k, e in self.episodes.items()},
-            "max_event_ms": self.max_event_ms, "late_events": self.late_events,
-            "future_events": self.future_events, "events": self.events,
-            "warmup": self.warmup, "early": self.early,
-        })
+        return pack(
+            "model_state",
+            STATE_FORMAT,
+            {
+                "key": self.key.encode(),
+                "reference_id": self.reference_id,
+                "window": self.window.__dict__,
+                "num": {k: s(v.to_bytes()) for k, v in self.num.items()},
+                "cat": {k: s(v.to_bytes()) for k, v in self.cat.items()},
+                "type_mismatch": self.type_mismatch,
+                "unknown_features": self.unknown_features,
+                "classes": s(self.classes.to_bytes()) if self.classes else None,
+                "confidence": s(self.confidence.to_bytes()) if self.confidence else None,
+                "low_confidence": self.low_confidence,
+                "prediction": s(self.prediction.to_bytes()) if self.prediction else None,
+                "ph": {k: s(v.to_bytes()) for k, v in self.ph.items()},
+                "adwin": s(self.adwin.to_bytes()) if self.adwin else None,
+                "block": self.block,
+                "episodes": {k: e.to_dict() for k, e in self.episodes.items()},
+                "max_event_ms": self.max_event_ms,
+                "late_events": self.late_events,
+                "future_events": self.future_events,
+                "events": self.events,
+                "warmup": self.warmup,
+                "early": self.early,
+            },
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes, ref: ReferenceProfile | None) -> ModelState:
@@ -274,14 +288,17 @@ class ModelState:
                 st.cat[k] = CategoricalSketch.from_bytes(b.encode(), categories=cprof.categories)
             out = ref.outputs
             if d["classes"] and out.classes:
-                st.classes = CategoricalSketch.from_bytes(d["classes"].encode(),
-                                                          categories=out.classes.categories)
+                st.classes = CategoricalSketch.from_bytes(
+                    d["classes"].encode(), categories=out.classes.categories
+                )
             if d["confidence"] and out.confidence:
-                st.confidence = NumericSketch.from_bytes(d["confidence"].encode(),
-                                                         edges=out.confidence.edges)
+                st.confidence = NumericSketch.from_bytes(
+                    d["confidence"].encode(), edges=out.confidence.edges
+                )
             if d["prediction"] and out.prediction:
-                st.prediction = NumericSketch.from_bytes(d["prediction"].encode(),
-                                                         edges=out.prediction.edges)
+                st.prediction = NumericSketch.from_bytes(
+                    d["prediction"].encode(), edges=out.prediction.edges
+                )
             st.ph = {k: PageHinkley.from_bytes(b.encode()) for k, b in d["ph"].items()}
             st.adwin = ADWIN.from_bytes(d["adwin"].encode()) if d["adwin"] else None
         elif ref is not None:
@@ -290,8 +307,7 @@ class ModelState:
         st.type_mismatch = d["type_mismatch"] if st.reference_id == d["reference_id"] else {}
         st.unknown_features = d["unknown_features"]
         st.low_confidence = d["low_confidence"]
-        st.block_sum = d["block_sum"]
-        st.block_n = d["block_n"]
+        st.block = d["block"]
         st.episodes = {k: Episode(**e) for k, e in d["episodes"].items()}
         st.max_event_ms = d["max_event_ms"]
         st.late_events = d["late_events"]
@@ -345,9 +361,9 @@ def process_batch(
         Alerts raised, statistics for metrics, warm-up references to store.
     """
     result = BatchResult()
-    groups: dict[StateKey, list[Mapping[str, Any]]] = {}
+    groups: dict[StateKey, Sequence[Mapping[str, Any]]] = {}
     for e in events:
-        groups.setdefault(state_key(e), []).append(e)
+        groups.setdefault(state_key(e), []).append(e)  # type: ignore[attr-defined]
     for key, evs in groups.items():
         ref = references(key.model_id, key.model_version)
         st = states.get(key)
@@ -357,29 +373,39 @@ def process_batch(
         elif ref is not None and st.reference_id != ref.reference_id:
             st.attach(ref)
         if ref is None:
-            ref = _warm_up(st, evs, default_policy or Policy(), result)
+            ref, evs = _warm_up(st, evs, default_policy or Policy(), result)
             if ref is None:
                 continue
-            evs = []  # the warm-up events built the reference; they are not tested again
         _process_key(st, ref, evs, result)
     return result
 
 
 def _warm_up(
     st: ModelState, evs: Sequence[Mapping[str, Any]], policy: Policy, result: BatchResult
-) -> ReferenceProfile | None:
-    st.warmup.extend(dict(e) for e in evs)
-    st.events += len(evs)
+) -> tuple[ReferenceProfile | None, Sequence[Mapping[str, Any]]]:
+    """Collect the first :data:`WARMUP_EVENTS` events; then build the reference from them.
+
+    Returns the reference (or None while warming up) and the events left to monitor.
+    """
+    take = WARMUP_EVENTS - len(st.warmup)
+    st.warmup.extend(dict(e) for e in evs[:take])
+    st.events += min(take, len(evs))
     if len(st.warmup) < WARMUP_EVENTS:
-        return None
+        return None, ()
     data = features_from_events(st.warmup)
     created = max(_time_ms(e) for e in st.warmup)
-    ref = build_reference(data, st.key.model_id, st.key.model_version, policy=policy,
-                          source="warm-up", created_at=created)
+    ref = build_reference(
+        data,
+        st.key.model_id,
+        st.key.model_version,
+        policy=policy,
+        source="warm-up",
+        created_at=created,
+    )
     st.warmup = []
     st.attach(ref)
     result.new_references.append(ref)
-    return ref
+    return ref, evs[take:]
 
 
 def _time_ms(e: Mapping[str, Any]) -> int:
@@ -439,11 +465,14 @@ def _window_cut(st: ModelState, pol: Policy, times: Sequence[int], start: int) -
 # ---------------------------------------------------------------------- absorbing
 
 
-def _numeric_column(feats: Sequence[Mapping[str, Any]], name: str) -> tuple[NDArray[np.float64], int]:
+def _numeric_column(
+    feats: Sequence[Mapping[str, Any]], name: str
+) -> tuple[NDArray[np.float64], int]:
     vals = [f.get(name) for f in feats]
     arr = np.fromiter(
         (v if (type(v) is float or type(v) is int) else math.nan for v in vals),
-        dtype=np.float64, count=len(vals),
+        dtype=np.float64,
+        count=len(vals),
     )
     nulls = vals.count(None)
     mismatches = int(np.isnan(arr).sum()) - nulls
@@ -451,8 +480,11 @@ def _numeric_column(feats: Sequence[Mapping[str, Any]], name: str) -> tuple[NDAr
 
 
 def _absorb(
-    st: ModelState, ref: ReferenceProfile, evs: Sequence[Mapping[str, Any]],
-    times: Sequence[int], result: BatchResult,
+    st: ModelState,
+    ref: ReferenceProfile,
+    evs: Sequence[Mapping[str, Any]],
+    times: Sequence[int],
+    result: BatchResult,
 ) -> None:
     pol = ref.policy
     n = len(evs)
@@ -497,8 +529,9 @@ def _absorb(
     if first_hit is not None:
         # The earliest detecting event fires, whatever the batch boundaries were.
         at, name = first_hit
-        _early_fire(st, ref, "input_drift", name, "page_hinkley", times[at],
-                    count_before + at + 1, result)
+        _early_fire(
+            st, ref, "input_drift", name, "page_hinkley", times[at], count_before + at + 1, result
+        )
     for name, csk in st.cat.items():
         vals = [f.get(name) for f in feats]
         mismatches = sum(1 for v in vals if v is not None and not isinstance(v, str | bool))
@@ -507,15 +540,21 @@ def _absorb(
     out = ref.outputs
     if out.task == "regression" and st.prediction is not None:
         preds = np.fromiter(
-            (p if (type(p) is float or type(p) is int) else math.nan
-             for p in (e["prediction"] for e in evs)), dtype=np.float64, count=n)
+            (
+                p if (type(p) is float or type(p) is int) else math.nan
+                for p in (e["prediction"] for e in evs)
+            ),
+            dtype=np.float64,
+            count=n,
+        )
         st.prediction.update(preds)
     if st.classes is not None:
         st.classes.update([category_value(e["prediction"]) for e in evs])
     if st.confidence is not None:
         conf = np.fromiter(
             (max(s.values()) if (s := e.get("scores")) else math.nan for e in evs),
-            dtype=np.float64, count=n,
+            dtype=np.float64,
+            count=n,
         )
         st.confidence.update(conf)
         pos = np.flatnonzero(np.isfinite(conf))
@@ -526,8 +565,13 @@ def _absorb(
 
 
 def _feed_adwin(
-    st: ModelState, ref: ReferenceProfile, conf: NDArray[np.float64], pos: NDArray[np.intp],
-    times: Sequence[int], count_before: int, result: BatchResult,
+    st: ModelState,
+    ref: ReferenceProfile,
+    conf: NDArray[np.float64],
+    pos: NDArray[np.intp],
+    times: Sequence[int],
+    count_before: int,
+    result: BatchResult,
 ) -> None:
     """ADWIN sees the mean confidence of consecutive blocks of ``adwin_block`` events.
 
@@ -535,26 +579,35 @@ def _feed_adwin(
     """
     assert st.adwin is not None
     block = ref.policy.adwin_block
-    i = 0
     means: list[float] = []
     ends: list[int] = []
+    # Each block's mean is summed over the same array whatever the batch boundaries,
+    # so a replay in other batches gives bit-identical ADWIN state.
+    i = 0
     while i < conf.size:
-        take = min(block - st.block_n, conf.size - i)
-        st.block_sum += float(conf[i:i + take].sum())
-        st.block_n += take
+        take = min(block - len(st.block), conf.size - i)
+        st.block.extend(conf[i : i + take].tolist())
         i += take
-        if st.block_n == block:
-            means.append(st.block_sum / block)
+        if len(st.block) == block:
+            means.append(float(np.sum(np.asarray(st.block)) / block))
             ends.append(int(pos[i - 1]))
-            st.block_sum, st.block_n = 0.0, 0
+            st.block = []
     if not means:
         return
     hits = st.adwin.update_many(np.asarray(means))
     if hits.size:
         st.early["__confidence__"] = 1.0
         at = ends[int(hits[0])]
-        _early_fire(st, ref, "output_drift", "__confidence__", "adwin", times[at],
-                    count_before + at + 1, result)
+        _early_fire(
+            st,
+            ref,
+            "output_drift",
+            "__confidence__",
+            "adwin",
+            times[at],
+            count_before + at + 1,
+            result,
+        )
 
 
 # ---------------------------------------------------------------------- testing
@@ -577,28 +630,37 @@ def _numeric_test(name: str, prof: NumericProfile, sk: NumericSketch) -> _Test |
     p = ks_pvalue(d.statistic, sk.n, prof.n)
     ref_g = np.add.reduceat(prof.counts, prof.groups)
     cur_g = np.add.reduceat(sk.counts, prof.groups)
-    return _Test(name, "psi", p, psi(ref_g, cur_g), prof.psi_threshold,
-                 {"ks": d.statistic, "js": js_distance(ref_g, cur_g)})
+    return _Test(
+        name,
+        "psi",
+        p,
+        psi(ref_g, cur_g),
+        prof.psi_threshold,
+        {"ks": d.statistic, "js": js_distance(ref_g, cur_g)},
+    )
 
 
 def _categorical_test(name: str, prof: CategoricalProfile, sk: CategoricalSketch) -> _Test | None:
     if sk.n < 1 or prof.n < 1:
         return None
     c = chi2_homogeneity(prof.counts, sk.counts)
-    return _Test(name, "psi", c.p_value, psi(prof.counts, sk.counts), prof.psi_threshold,
-                 {"chi2": c.statistic, "js": js_distance(prof.counts, sk.counts)})
+    return _Test(
+        name,
+        "psi",
+        c.p_value,
+        psi(prof.counts, sk.counts),
+        prof.psi_threshold,
+        {"chi2": c.statistic, "js": js_distance(prof.counts, sk.counts)},
+    )
 
 
-def _decide(
-    tests: list[_Test], alpha: float, episode: Episode
-) -> list[_Test]:
+def _decide(tests: list[_Test], alpha: float, episode: Episode) -> list[_Test]:
     """Tests that drifted: Holm-significant AND effect over threshold (hysteresis when firing)."""
     if not tests:
         return []
     reject = holm(np.asarray([t.p_value for t in tests]), alpha)
     factor = 0.5 if episode.firing else 1.0  # easier to stay firing than to start
-    return [t for t, r in zip(tests, reject, strict=True)
-            if r and t.effect >= factor * t.threshold]
+    return [t for t, r in zip(tests, reject, strict=True) if r and t.effect >= factor * t.threshold]
 
 
 def _close_window(st: ModelState, ref: ReferenceProfile, result: BatchResult) -> None:
@@ -638,26 +700,49 @@ def _close_window(st: ModelState, ref: ReferenceProfile, result: BatchResult) ->
             otests.append(t)
         share = float(st.classes.counts.max() / st.classes.n)
         z = _binomial_z(share, out.top_class_share, st.classes.n)
-        otests.append(_Test("__top_class_share__", "share_excess", _norm_sf(z),
-                            share - out.top_class_share, pol.quality_margin * 2, {}))
-    if st.confidence is not None and out.confidence is not None and \
-            st.confidence.n >= pol.min_window_events:
+        otests.append(
+            _Test(
+                "__top_class_share__",
+                "share_excess",
+                _norm_sf(z),
+                share - out.top_class_share,
+                pol.quality_margin * 2,
+                {},
+            )
+        )
+    if (
+        st.confidence is not None
+        and out.confidence is not None
+        and st.confidence.n >= pol.min_window_events
+    ):
         if t := _numeric_test("__confidence__", out.confidence, st.confidence):
             otests.append(t)
         rate = st.low_confidence / st.confidence.n
         z = _binomial_z(rate, out.low_confidence_rate, st.confidence.n)
-        otests.append(_Test("__low_confidence__", "rate_excess", _norm_sf(z),
-                            rate - out.low_confidence_rate, pol.quality_margin, {}))
-    if st.prediction is not None and out.prediction is not None and \
-            st.prediction.n >= pol.min_window_events:
+        otests.append(
+            _Test(
+                "__low_confidence__",
+                "rate_excess",
+                _norm_sf(z),
+                rate - out.low_confidence_rate,
+                pol.quality_margin,
+                {},
+            )
+        )
+    if (
+        st.prediction is not None
+        and out.prediction is not None
+        and st.prediction.n >= pol.min_window_events
+    ):
         if t := _numeric_test("__prediction__", out.prediction, st.prediction):
             otests.append(t)
     for t in otests:
         result.observations.append(Observation(mid, ver, t.feature, t.statistic, t.effect))
     oep = st.episodes.setdefault("output_drift", Episode())
     odrifted = _decide(otests, alpha, oep)
-    _step_episode(st, ref, "output_drift", odrifted, "__confidence__" in st.early, result,
-                  "window_output")
+    _step_episode(
+        st, ref, "output_drift", odrifted, "__confidence__" in st.early, result, "window_output"
+    )
 
     # -- data quality
     qtests = _quality_tests(st, ref)
@@ -694,8 +779,9 @@ def _quality_tests(st: ModelState, ref: ReferenceProfile) -> list[_Test]:
         prof = ref.features[name]
         assert isinstance(prof, NumericProfile)
         missing = (sk.missing - st.type_mismatch.get(name, 0)) / total
-        tests.append(_Test(name, "missing_rate_excess", 0.0, missing - prof.missing_rate,
-                           margin, {}))
+        tests.append(
+            _Test(name, "missing_rate_excess", 0.0, missing - prof.missing_rate, margin, {})
+        )
         if sk.n:
             oor = (sk.below + sk.above) / sk.n
             tests.append(_Test(name, "out_of_range_rate", 0.0, oor, margin, {}))
@@ -705,8 +791,9 @@ def _quality_tests(st: ModelState, ref: ReferenceProfile) -> list[_Test]:
         cprof = ref.features[name]
         assert isinstance(cprof, CategoricalProfile)
         missing = csk.missing / total
-        tests.append(_Test(name, "missing_rate_excess", 0.0, missing - cprof.missing_rate,
-                           margin, {}))
+        tests.append(
+            _Test(name, "missing_rate_excess", 0.0, missing - cprof.missing_rate, margin, {})
+        )
         if csk.n and cprof.n:
             other = float(csk.counts[-1] / csk.n) - float(cprof.counts[-1] / cprof.n)
             tests.append(_Test(name, "unseen_category_rate", 0.0, other, margin, {}))
@@ -714,8 +801,16 @@ def _quality_tests(st: ModelState, ref: ReferenceProfile) -> list[_Test]:
         if mism:
             tests.append(_Test(name, "type_mismatch_rate", 0.0, mism / total, margin, {}))
     if st.unknown_features:
-        tests.append(_Test("__unknown_features__", "unknown_feature_rate", 0.0,
-                           st.unknown_features / total, margin, {}))
+        tests.append(
+            _Test(
+                "__unknown_features__",
+                "unknown_feature_rate",
+                0.0,
+                st.unknown_features / total,
+                margin,
+                {},
+            )
+        )
     return tests
 
 
@@ -729,14 +824,27 @@ def _severity(kind: str, drifted: Sequence[_Test]) -> str:
 def _top_features(drifted: Sequence[_Test]) -> list[FeatureContribution]:
     ranked = sorted(drifted, key=lambda t: (-t.effect, t.feature))[:20]
     total = sum(max(t.effect, 0.0) for t in ranked) or 1.0
-    return [FeatureContribution(feature=t.feature, score=round(t.effect, 6),
-                                contribution=round(max(t.effect, 0.0) / total, 6),
-                                statistic=t.statistic) for t in ranked]
+    return [
+        FeatureContribution(
+            feature=t.feature,
+            score=round(t.effect, 6),
+            contribution=round(max(t.effect, 0.0) / total, 6),
+            statistic=t.statistic,
+        )
+        for t in ranked
+    ]
 
 
 def _alert(
-    st: ModelState, ref: ReferenceProfile, kind: str, status: str, ep: Episode,
-    detector: str, drifted: Sequence[_Test], at_ms: int, count: int,
+    st: ModelState,
+    ref: ReferenceProfile,
+    kind: str,
+    status: str,
+    ep: Episode,
+    detector: str,
+    drifted: Sequence[_Test],
+    at_ms: int,
+    count: int,
 ) -> DriftAlert:
     top = sorted(drifted, key=lambda t: (-t.effect, t.feature))
     first = top[0] if top else None
@@ -744,20 +852,24 @@ def _alert(
     w = st.window
     start = w.start_ms if w.start_ms >= 0 else at_ms
     return DriftAlert(
-        alert_id=make_alert_id(key.model_id, key.model_version, key.segment, kind, ep.number,
-                               status),
-        model_id=key.model_id, model_version=key.model_version, segment=key.segment_dict(),
-        kind=kind,  # type: ignore[arg-type]
-        status=status,  # type: ignore[arg-type]
-        severity=ep.severity,  # type: ignore[arg-type]
+        alert_id=make_alert_id(
+            key.model_id, key.model_version, key.segment, kind, ep.number, status
+        ),
+        model_id=key.model_id,
+        model_version=key.model_version,
+        segment=key.segment_dict(),
+        kind=kind,
+        status=status,
+        severity=ep.severity,
         feature=first.feature if first else ep.feature,
         detector=detector,
         statistic=round(first.effect, 6) if first else 0.0,
         threshold=round(first.threshold, 6) if first else 0.0,
-        p_value=(min(1.0, max(0.0, first.p_value)) if first and first.statistic == "psi"
-                 else None),
-        window={"start": max(0, start), "end": max(0, at_ms), "count": count},  # type: ignore[arg-type]
-        reference=ref.reference_id, detected_at=max(0, at_ms), episode=ep.number,
+        p_value=(min(1.0, max(0.0, first.p_value)) if first and first.statistic == "psi" else None),
+        window=AlertWindow(start=max(0, start), end=max(0, at_ms), count=count),
+        reference=ref.reference_id,
+        detected_at=max(0, at_ms),
+        episode=ep.number,
         diagnosis=_diagnosis(kind),
         top_features=_top_features(drifted),
     )
@@ -767,12 +879,19 @@ def _diagnosis(kind: str) -> Any:
     # The fast loop alone cannot tell benign from harmful input drift; the slow loop
     # (labels) refines this. Until then input drift is "undetermined".
     return {"output_drift": "output_drift", "data_quality": "data_quality"}.get(
-        kind, "undetermined")
+        kind, "undetermined"
+    )
 
 
 def _early_fire(
-    st: ModelState, ref: ReferenceProfile, kind: str, feature: str, detector: str, at_ms: int,
-    count: int, result: BatchResult,
+    st: ModelState,
+    ref: ReferenceProfile,
+    kind: str,
+    feature: str,
+    detector: str,
+    at_ms: int,
+    count: int,
+    result: BatchResult,
 ) -> None:
     ep = st.episodes.setdefault(kind, Episode())
     if ep.firing or ep.cooldown > 0:
@@ -788,8 +907,13 @@ def _early_fire(
 
 
 def _step_episode(
-    st: ModelState, ref: ReferenceProfile, kind: str, drifted: list[_Test], early: bool,
-    result: BatchResult, detector: str,
+    st: ModelState,
+    ref: ReferenceProfile,
+    kind: str,
+    drifted: list[_Test],
+    early: bool,
+    result: BatchResult,
+    detector: str,
 ) -> None:
     ep = st.episodes.setdefault(kind, Episode())
     at = st.window.end_ms
@@ -803,8 +927,9 @@ def _step_episode(
             ep.number += 1
             ep.severity = _severity(kind, drifted)
             ep.feature = sorted(drifted, key=lambda t: (-t.effect, t.feature))[0].feature
-            result.alerts.append(_alert(st, ref, kind, "firing", ep, detector, drifted, at,
-                                        st.window.count))
+            result.alerts.append(
+                _alert(st, ref, kind, "firing", ep, detector, drifted, at, st.window.count)
+            )
         return
     if drifted or early:
         ep.clean_windows = 0
@@ -813,8 +938,9 @@ def _step_episode(
     if ep.clean_windows >= pol.resolve_after_windows:
         ep.firing = False
         ep.cooldown = pol.cooldown_windows
-        result.alerts.append(_alert(st, ref, kind, "resolved", ep, detector, [], at,
-                                    st.window.count))
+        result.alerts.append(
+            _alert(st, ref, kind, "resolved", ep, detector, [], at, st.window.count)
+        )
 
 
 def alerts_to_jsonl(alerts: Sequence[DriftAlert]) -> bytes:

@@ -192,6 +192,7 @@ class AsyncPredictionProducer:
         self._progress = asyncio.Event()
         self._flushing = 0
         self._runner: asyncio.Task[None] | None = None
+        self._halt = False
         self._kafka: Any = None
         self._outage = False
 
@@ -326,7 +327,8 @@ class AsyncPredictionProducer:
                     return False
                 self._progress.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await self._progress.wait()
             return True
         finally:
             self._flushing -= 1
@@ -353,10 +355,9 @@ class AsyncPredictionProducer:
         try:
             if was_running:
                 await self.flush(timeout)
+            self._halt = True
             if self._runner is not None:
-                self._runner.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._runner
+                await self._cancel_runner(self._runner)
             kafka, self._kafka = self._kafka, None
             if kafka is not None:
                 await self._close_kafka(kafka, max(deadline - loop.time(), 0.5))
@@ -375,6 +376,17 @@ class AsyncPredictionProducer:
                 log.warning("driftline producer: %d events dropped at shutdown", len(left))
             self._progress.set()
 
+    @staticmethod
+    async def _cancel_runner(runner: asyncio.Task[None]) -> None:
+        # Cancel until the task is done: a library call may swallow one cancellation
+        # (asyncio.wait_for does on 3.11 when the inner call fails at the same moment);
+        # the _halt flag ends the loop at its next turn in any case.
+        while not runner.done():
+            runner.cancel()
+            await asyncio.wait({runner}, timeout=0.1)
+        if not runner.cancelled() and runner.exception() is not None:
+            log.error("driftline producer: background task failed", exc_info=runner.exception())
+
     async def __aenter__(self) -> AsyncPredictionProducer:
         await self.start()
         return self
@@ -386,7 +398,7 @@ class AsyncPredictionProducer:
     # ------------------------------------------------------------------ background task
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN_S
-        while True:
+        while not self._halt:
             if self._kafka is None:
                 try:
                     self._kafka = await self._connect()
@@ -433,7 +445,8 @@ class AsyncPredictionProducer:
             linger_ms=0,
         )
         try:
-            await asyncio.wait_for(kafka.start(), self._request_timeout_ms / 1000)
+            async with asyncio.timeout(self._request_timeout_ms / 1000):
+                await kafka.start()
         except BaseException:
             await self._close_kafka(kafka, 1.0)
             raise
@@ -442,7 +455,8 @@ class AsyncPredictionProducer:
     @staticmethod
     async def _close_kafka(kafka: Any, timeout: float) -> None:
         try:
-            await asyncio.wait_for(kafka.stop(), timeout)
+            async with asyncio.timeout(timeout):
+                await kafka.stop()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -456,7 +470,8 @@ class AsyncPredictionProducer:
             self._wake.clear()
         if self._linger_s > 0 and not self._flushing and len(self._buf) < self._max_batch:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._linger_s)
+                async with asyncio.timeout(self._linger_s):
+                    await self._wake.wait()
 
     def _take(self) -> list[_Entry]:
         with self._lock:
@@ -522,6 +537,16 @@ class AsyncPredictionProducer:
         if retry and first_error is None:
             first_error = KafkaTimeoutError("batch not acknowledged")
         return first_error
+
+
+async def _cancel_all_tasks() -> None:
+    """Cancel every other task of the running loop and wait briefly for them."""
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=1.0)
 
 
 class PredictionProducer:
@@ -600,6 +625,8 @@ class PredictionProducer:
             self._call(self._producer.stop(timeout), timeout + 5.0)
         except Exception:
             log.exception("driftline producer: error while closing")
+            with contextlib.suppress(Exception):
+                self._call(_cancel_all_tasks(), 2.0)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout + 5.0)

@@ -126,21 +126,34 @@ class NumericProfile:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for storage."""
         return {
-            "kind": "numeric", "edges": self.edges.tolist(), "counts": self.counts.tolist(),
-            "groups": self.groups.tolist(), "n": self.n, "missing": self.missing,
-            "mean": self.mean, "std": self.std, "min": self.min, "max": self.max,
+            "kind": "numeric",
+            "edges": self.edges.tolist(),
+            "counts": self.counts.tolist(),
+            "groups": self.groups.tolist(),
+            "n": self.n,
+            "missing": self.missing,
+            "mean": self.mean,
+            "std": self.std,
+            "min": self.min,
+            "max": self.max,
             "psi_threshold": self.psi_threshold,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NumericProfile:
         """Inverse of :meth:`to_dict`."""
+        edges = np.asarray(d["edges"], dtype=np.float64)
+        edges.flags.writeable = False  # window sketches share it instead of copying
         return cls(
-            edges=np.asarray(d["edges"], dtype=np.float64),
+            edges=edges,
             counts=np.asarray(d["counts"], dtype=np.int64),
             groups=np.asarray(d["groups"], dtype=np.intp),
-            n=int(d["n"]), missing=int(d["missing"]), mean=float(d["mean"]),
-            std=float(d["std"]), min=float(d["min"]), max=float(d["max"]),
+            n=int(d["n"]),
+            missing=int(d["missing"]),
+            mean=float(d["mean"]),
+            std=float(d["std"]),
+            min=float(d["min"]),
+            max=float(d["max"]),
             psi_threshold=float(d.get("psi_threshold", 0.0)),
         )
 
@@ -167,8 +180,11 @@ class CategoricalProfile:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for storage."""
         return {
-            "kind": "categorical", "categories": list(self.categories),
-            "counts": self.counts.tolist(), "n": self.n, "missing": self.missing,
+            "kind": "categorical",
+            "categories": list(self.categories),
+            "counts": self.counts.tolist(),
+            "n": self.n,
+            "missing": self.missing,
             "psi_threshold": self.psi_threshold,
         }
 
@@ -176,8 +192,10 @@ class CategoricalProfile:
     def from_dict(cls, d: Mapping[str, Any]) -> CategoricalProfile:
         """Inverse of :meth:`to_dict`."""
         return cls(
-            categories=tuple(d["categories"]), counts=np.asarray(d["counts"], dtype=np.int64),
-            n=int(d["n"]), missing=int(d["missing"]),
+            categories=tuple(d["categories"]),
+            counts=np.asarray(d["counts"], dtype=np.int64),
+            n=int(d["n"]),
+            missing=int(d["missing"]),
             psi_threshold=float(d.get("psi_threshold", 0.0)),
         )
 
@@ -257,8 +275,11 @@ class ReferenceProfile:
     def to_envelope(self) -> ReferenceEnvelope:
         """The versioned envelope stored in Redis."""
         return ReferenceEnvelope(
-            reference_id=self.reference_id, model_id=self.model_id,
-            model_version=self.model_version, created_at=self.created_at, source=self.source,
+            reference_id=self.reference_id,
+            model_id=self.model_id,
+            model_version=self.model_version,
+            created_at=self.created_at,
+            source=self.source,
             row_count=self.row_count,
             profile={
                 "features": {k: v.to_dict() for k, v in self.features.items()},
@@ -284,23 +305,34 @@ class ReferenceProfile:
         feats: dict[str, FeatureProfile] = {}
         for name, d in p["features"].items():
             feats[name] = (
-                NumericProfile.from_dict(d) if d["kind"] == "numeric"
+                NumericProfile.from_dict(d)
+                if d["kind"] == "numeric"
                 else CategoricalProfile.from_dict(d)
             )
         return cls(
-            reference_id=env.reference_id, model_id=env.model_id,
-            model_version=env.model_version, features=feats,
+            reference_id=env.reference_id,
+            model_id=env.model_id,
+            model_version=env.model_version,
+            features=feats,
             outputs=OutputProfile.from_dict(p["outputs"]),
-            policy=Policy.from_dict(p.get("policy", {})), row_count=env.row_count,
-            source=env.source, created_at=env.created_at,
+            policy=Policy.from_dict(p.get("policy", {})),
+            row_count=env.row_count,
+            source=env.source,
+            created_at=env.created_at,
         )
 
     def with_version(self, version: str) -> ReferenceProfile:
         """The same profile stored under another model version (e.g. ``default``)."""
         return ReferenceProfile(
-            reference_id=self.reference_id, model_id=self.model_id, model_version=version,
-            features=self.features, outputs=self.outputs, policy=self.policy,
-            row_count=self.row_count, source=self.source, created_at=self.created_at,
+            reference_id=self.reference_id,
+            model_id=self.model_id,
+            model_version=version,
+            features=self.features,
+            outputs=self.outputs,
+            policy=self.policy,
+            row_count=self.row_count,
+            source=self.source,
+            created_at=self.created_at,
         )
 
 
@@ -341,18 +373,27 @@ def numeric_profile(values: NDArray[np.float64], bins: int = DEFAULT_BINS) -> Nu
     missing = int(values.size - finite.size)
     if finite.size == 0:
         edges = np.zeros(0, dtype=np.float64)
-        return NumericProfile(edges, np.zeros(1, np.int64), np.zeros(1, np.intp), 0, missing,
-                              0.0, 0.0, 0.0, 0.0)
+        return NumericProfile(
+            edges, np.zeros(1, np.int64), np.zeros(1, np.intp), 0, missing, 0.0, 0.0, 0.0, 0.0
+        )
     qs = np.arange(1, bins) / bins
     # inverted_cdf puts edges on observed values, so tied values share one bin.
     edges = np.unique(np.quantile(finite, qs, method="inverted_cdf")).astype(np.float64)
     edges = edges[edges < finite.max()]  # the last bin must not be empty by construction
-    counts = np.bincount(np.searchsorted(edges, finite, side="left"),
-                         minlength=edges.size + 1).astype(np.int64)
+    edges.flags.writeable = False  # window sketches share it instead of copying
+    counts = np.bincount(
+        np.searchsorted(edges, finite, side="left"), minlength=edges.size + 1
+    ).astype(np.int64)
     return NumericProfile(
-        edges=edges, counts=counts, groups=psi_groups(counts), n=int(finite.size),
-        missing=missing, mean=float(finite.mean()), std=float(finite.std()),
-        min=float(finite.min()), max=float(finite.max()),
+        edges=edges,
+        counts=counts,
+        groups=psi_groups(counts),
+        n=int(finite.size),
+        missing=missing,
+        mean=float(finite.mean()),
+        std=float(finite.std()),
+        min=float(finite.min()),
+        max=float(finite.max()),
     )
 
 
@@ -379,8 +420,7 @@ def categorical_profile(values: Sequence[Any], top_k: int = DEFAULT_TOP_K) -> Ca
     top = sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
     categories = tuple(k for k, _ in top)
     counts = np.array([c for _, c in top] + [len(present) - sum(c for _, c in top)], np.int64)
-    return CategoricalProfile(categories, counts, n=len(present),
-                              missing=len(cats) - len(present))
+    return CategoricalProfile(categories, counts, n=len(present), missing=len(cats) - len(present))
 
 
 def category_value(v: object) -> str | None:
@@ -397,7 +437,8 @@ def category_value(v: object) -> str | None:
 def _column(rows: Sequence[Mapping[str, Any]], name: str) -> NDArray[np.float64]:
     return np.fromiter(
         (v if _is_number(v) else math.nan for v in (r.get(name) for r in rows)),
-        dtype=np.float64, count=len(rows),
+        dtype=np.float64,
+        count=len(rows),
     )
 
 
@@ -444,14 +485,28 @@ def build_reference(
     feats, outputs = calibrate(feats, outputs, policy, seed)
     created = int(time.time() * 1000) if created_at is None else created_at
     digest = hashlib.blake2b(
-        orjson.dumps([model_id, model_version, {k: v.to_dict() for k, v in feats.items()},
-                      outputs.to_dict(), policy.to_dict()], option=orjson.OPT_SERIALIZE_NUMPY),
+        orjson.dumps(
+            [
+                model_id,
+                model_version,
+                {k: v.to_dict() for k, v in feats.items()},
+                outputs.to_dict(),
+                policy.to_dict(),
+            ],
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        ),
         digest_size=6,
     ).hexdigest()
     return ReferenceProfile(
-        reference_id=f"{model_id}:{model_version}:{digest}", model_id=model_id,
-        model_version=model_version, features=feats, outputs=outputs, policy=policy,
-        row_count=len(rows), source=source, created_at=created,
+        reference_id=f"{model_id}:{model_version}:{digest}",
+        model_id=model_id,
+        model_version=model_version,
+        features=feats,
+        outputs=outputs,
+        policy=policy,
+        row_count=len(rows),
+        source=source,
+        created_at=created,
     )
 
 
@@ -468,7 +523,8 @@ def _output_profile(data: TrainingData, bins: int) -> OutputProfile:
     low_thr = low_rate = 0.0
     if data.scores:
         conf = np.fromiter(
-            (max(s.values()) if s else math.nan for s in data.scores), np.float64,
+            (max(s.values()) if s else math.nan for s in data.scores),
+            np.float64,
             count=len(data.scores),
         )
         confidence = numeric_profile(conf, bins)
@@ -477,12 +533,17 @@ def _output_profile(data: TrainingData, bins: int) -> OutputProfile:
         low_rate = float((finite < low_thr).mean()) if finite.size else 0.0
     accuracy = None
     if data.labels is not None:
-        accuracy = float(np.mean([str(p) == str(y) for p, y in zip(preds, data.labels,
-                                                                  strict=True)]))
+        accuracy = float(
+            np.mean([str(p) == str(y) for p, y in zip(preds, data.labels, strict=True)])
+        )
     return OutputProfile(
-        task="classification", classes=classes, confidence=confidence,
-        low_confidence_threshold=low_thr, low_confidence_rate=low_rate,
-        top_class_share=top_share, accuracy=accuracy,
+        task="classification",
+        classes=classes,
+        confidence=confidence,
+        low_confidence_threshold=low_thr,
+        low_confidence_rate=low_rate,
+        top_class_share=top_share,
+        accuracy=accuracy,
     )
 
 
@@ -527,18 +588,24 @@ def calibrate(
     def num(p: NumericProfile | None, name: str) -> NumericProfile | None:
         if p is None:
             return None
-        return NumericProfile(**{**p.__dict__, "psi_threshold": thr(_grouped(p.counts, p.groups),
-                                                                     name)})
+        return NumericProfile(
+            **{**p.__dict__, "psi_threshold": thr(_grouped(p.counts, p.groups), name)}
+        )
 
     classes = outputs.classes
     if classes is not None:
-        classes = CategoricalProfile(**{**classes.__dict__,
-                                        "psi_threshold": thr(classes.counts, "__class__")})
+        classes = CategoricalProfile(
+            **{**classes.__dict__, "psi_threshold": thr(classes.counts, "__class__")}
+        )
     new_out = OutputProfile(
-        task=outputs.task, classes=classes, confidence=num(outputs.confidence, "__confidence__"),
+        task=outputs.task,
+        classes=classes,
+        confidence=num(outputs.confidence, "__confidence__"),
         low_confidence_threshold=outputs.low_confidence_threshold,
-        low_confidence_rate=outputs.low_confidence_rate, top_class_share=outputs.top_class_share,
-        prediction=num(outputs.prediction, "__prediction__"), accuracy=outputs.accuracy,
+        low_confidence_rate=outputs.low_confidence_rate,
+        top_class_share=outputs.top_class_share,
+        prediction=num(outputs.prediction, "__prediction__"),
+        accuracy=outputs.accuracy,
     )
     return out, new_out
 
@@ -609,14 +676,16 @@ def _split_columns(
             elif k.startswith(score_prefix):
                 has_scores = True
                 if v is not None:
-                    s[k[len(score_prefix):]] = float(v)
+                    s[k[len(score_prefix) :]] = float(v)
             else:
                 f[k] = v
         feats.append(f)
         scores.append(s or None)
     return TrainingData(
-        features=feats, predictions=preds if has_pred else None,
-        scores=scores if has_scores else None, labels=labels if has_labels else None,
+        features=feats,
+        predictions=preds if has_pred else None,
+        scores=scores if has_scores else None,
+        labels=labels if has_labels else None,
     )
 
 
@@ -636,8 +705,9 @@ def _from_events(path: Path) -> TrainingData:
             labels.append(obj.get("label"))
     has_scores = any(s is not None for s in scores)
     has_labels = any(lbl is not None for lbl in labels)
-    return TrainingData(feats, preds, scores if has_scores else None,
-                        labels if has_labels else None)
+    return TrainingData(
+        feats, preds, scores if has_scores else None, labels if has_labels else None
+    )
 
 
 def features_from_events(events: Sequence[Mapping[str, Any]]) -> TrainingData:

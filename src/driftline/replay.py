@@ -46,7 +46,8 @@ class Replayer:
     """
 
     def __init__(
-        self, references: Mapping[tuple[str, str], ReferenceProfile],
+        self,
+        references: Mapping[tuple[str, str], ReferenceProfile],
         default_policy: Policy | None = None,
     ) -> None:
         self.references = dict(references)
@@ -59,8 +60,9 @@ class Replayer:
 
     def feed(self, events: list[dict[str, Any]]) -> BatchResult:
         """Process one batch of decoded events."""
-        res = process_batch(events, self.result.states, self.lookup,
-                            default_policy=self.default_policy)
+        res = process_batch(
+            events, self.result.states, self.lookup, default_policy=self.default_policy
+        )
         for ref in res.new_references:
             self.references[(ref.model_id, ref.model_version)] = ref
         self.result.alerts.extend(res.alerts)

@@ -41,8 +41,9 @@ class Shift:
 class SimulatedModel:
     """Generates feature rows, predictions and scores for a 3-class model."""
 
-    def __init__(self, n_numeric: int = 20, seed: int = 0, model_id: str = "churn",
-                 model_version: str = "1") -> None:
+    def __init__(
+        self, n_numeric: int = 20, seed: int = 0, model_id: str = "churn", model_version: str = "1"
+    ) -> None:
         self.n_numeric = n_numeric
         self.names = [f"f{i:02d}" for i in range(n_numeric)]
         self.model_id = model_id
@@ -53,14 +54,16 @@ class SimulatedModel:
         self.scales = rng.uniform(0.5, 3, size=n_numeric)
         self.rng = np.random.default_rng(seed)
 
-    def _rows(self, n: int, offset: int, shift: Shift | None) -> tuple[np.ndarray, list[dict[str, str]]]:
+    def _rows(
+        self, n: int, offset: int, shift: Shift | None
+    ) -> tuple[np.ndarray, list[dict[str, str]]]:
         z = self.rng.normal(0, 1, size=(n, self.n_numeric))
         cats: list[dict[str, str]] = [{} for _ in range(n)]
         for cname, options in CATEGORIES.items():
             labels = [o for o, _ in options]
             probs = np.array([p for _, p in options])
             draws = self.rng.choice(len(labels), size=n, p=probs)
-            for i, d in enumerate(draws):
+            for i, d in enumerate(draws.tolist()):
                 cats[i][cname] = labels[d]
         if shift is not None:
             idx = np.arange(offset, offset + n) >= shift.start
@@ -68,7 +71,7 @@ class SimulatedModel:
                 z[idx, self.names.index(shift.feature)] += shift.sigmas
             if shift.cat_feature:
                 flip = idx & (self.rng.random(n) < shift.share)
-                for i in np.flatnonzero(flip):
+                for i in np.flatnonzero(flip).tolist():
                     cats[i][shift.cat_feature] = shift.category
         x = self.means + z * self.scales
         return x, cats
@@ -84,15 +87,26 @@ class SimulatedModel:
         """Reference rows with the model's predictions and scores."""
         x, cats = self._rows(n, 0, None)
         p = self._scores(x)
-        feats = [{**{nm: float(v) for nm, v in zip(self.names, row, strict=True)}, **c}
-                 for row, c in zip(x, cats, strict=True)]
+        feats = [
+            {**{nm: float(v) for nm, v in zip(self.names, row, strict=True)}, **c}
+            for row, c in zip(x, cats, strict=True)
+        ]
         preds = [CLASSES[i] for i in p.argmax(axis=1)]
-        scores = [{c: round(float(v), 6) for c, v in zip(CLASSES, row, strict=True)} for row in p]
+        scores: list[dict[str, float] | None] = [
+            {c: round(float(v), 6) for c, v in zip(CLASSES, row, strict=True)} for row in p
+        ]
         return TrainingData(features=feats, predictions=preds, scores=scores)
 
-    def events(self, n: int, *, start: int = 0, shift: Shift | None = None,
-               t0_ms: int = 1_767_225_600_000, step_ms: int = 10,
-               chunk: int = 10_000) -> Iterator[dict[str, Any]]:
+    def events(
+        self,
+        n: int,
+        *,
+        start: int = 0,
+        shift: Shift | None = None,
+        t0_ms: int = 1_767_225_600_000,
+        step_ms: int = 10,
+        chunk: int = 10_000,
+    ) -> Iterator[dict[str, Any]]:
         """Prediction events ``start .. start+n`` (ids and times follow the index)."""
         done = 0
         while done < n:
@@ -107,11 +121,11 @@ class SimulatedModel:
                     "model_id": self.model_id,
                     "model_version": self.model_version,
                     "timestamp": t0_ms + j * step_ms,
-                    "features": {**{nm: round(float(v), 6) for nm, v in zip(self.names, x[i],
-                                                                             strict=True)},
-                                 **cats[i]},
+                    "features": {
+                        **{nm: round(float(v), 6) for nm, v in zip(self.names, x[i], strict=True)},
+                        **cats[i],
+                    },
                     "prediction": CLASSES[int(p[i].argmax())],
-                    "scores": {c: round(float(v), 6) for c, v in zip(CLASSES, p[i],
-                                                                      strict=True)},
+                    "scores": {c: round(float(v), 6) for c, v in zip(CLASSES, p[i], strict=True)},
                 }
             done += k

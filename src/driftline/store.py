@@ -476,6 +476,8 @@ class StateStore:
             raw: dict[Any, Any] = await self._client.hgetall(pk.state)
             items = list(raw.items())
         else:
+            if isinstance(keys, str | bytes):
+                raise TypeError("keys must be an iterable of state keys, not one string")
             names = list(dict.fromkeys(keys))
             if not names:
                 return {}

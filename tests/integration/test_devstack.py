@@ -18,8 +18,9 @@ async def test_broker_round_trip(stack, unique):
     for i in range(10):
         await prod.send_and_wait(topic, f"v{i}".encode(), key=b"k")
     await prod.stop()
-    cons = AIOKafkaConsumer(topic, bootstrap_servers=stack.broker.bootstrap,
-                            auto_offset_reset="earliest", group_id=None)
+    cons = AIOKafkaConsumer(
+        topic, bootstrap_servers=stack.broker.bootstrap, auto_offset_reset="earliest", group_id=None
+    )
     await cons.start()
     got = []
     while len(got) < 10:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import threading
 import time
 from collections import defaultdict
@@ -21,6 +22,8 @@ from driftline.metrics import REGISTRY
 from driftline.producer import AsyncPredictionProducer, PredictionProducer
 
 pytestmark = pytest.mark.integration
+
+RUSAGE_THREAD: int = resource.RUSAGE_THREAD  # Linux
 
 MODELS = [f"model-{k}" for k in range(6)]
 
@@ -207,26 +210,51 @@ async def test_backpressure_with_broker_down_then_recovery(tmp_path: Path, uniqu
         broker.proc.kill()
         broker.proc.wait()
         before = _metric(topic, "buffer_full")
-        attempted, refused, worst = 100, 0, 0.0
+        attempted, refused = 100, 0
+        latencies: list[float] = []
+        blocked = preempted = 0
         event = _prediction("model-0", "down", 0)
         for i in range(50_000):
+            u0 = resource.getrusage(RUSAGE_THREAD)
             t0 = time.perf_counter()
             ok = producer.send(event)
-            worst = max(worst, time.perf_counter() - t0)
+            dt = time.perf_counter() - t0
+            u1 = resource.getrusage(RUSAGE_THREAD)
+            # A voluntary context switch means the call waited (lock, I/O, sleep); an
+            # involuntary one means the OS preempted the thread (other processes on a
+            # busy CI box), which says nothing about send() and is excluded.
+            blocked += u1.ru_nvcsw - u0.ru_nvcsw
+            if u1.ru_nivcsw == u0.ru_nivcsw:
+                latencies.append(dt)
+            else:
+                preempted += 1
             attempted += 1
             refused += not ok
             assert producer.buffered <= max_buffer
             if i % 1_000 == 0:
                 await asyncio.sleep(0)  # let the background task try (and fail) to deliver
-        print(f"\nmax send() latency with the broker down: {worst * 1e6:.1f} us")
-        assert worst < 0.005
+        latencies.sort()
+        print(f"\nsend() with the broker down: max {latencies[-1] * 1e6:.0f} us, "
+              f"p99.9 {latencies[int(len(latencies) * 0.999)] * 1e6:.1f} us, "
+              f"median {latencies[len(latencies) // 2] * 1e6:.1f} us "
+              f"({preempted} calls preempted by the OS, excluded)")
+        assert blocked == 0
+        assert latencies[-1] < 0.005
+        assert preempted < 500
         assert producer.buffered == max_buffer
         assert producer.dropped == refused
         assert producer.sent + producer.dropped + producer.buffered == attempted
         assert _metric(topic, "buffer_full") - before == refused
 
-        # A broker returns on the same port. Tansu's memory storage forgot the topic;
-        # it auto-creates topics on first use (with 4 partitions).
+        # Let the SDK notice the outage (a batch times out after request_timeout_ms)
+        # before a broker returns on the same port. Tansu's memory storage forgot the
+        # topic; a fresh connection auto-creates it (4 partitions). Quirk: a client that
+        # still holds the old metadata gets produce requests to the missing topic
+        # acknowledged by Tansu and the records are lost, hence the wait.
+        deadline = time.monotonic() + 5
+        while producer.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not producer.connected
         (tmp_path / "again").mkdir()
         restarted = TansuBroker(port=broker.port).start(tmp_path / "again")
         buffered = producer.buffered

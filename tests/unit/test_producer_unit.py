@@ -100,7 +100,8 @@ async def test_send_after_stop_returns_false_and_counts(unique: str) -> None:
     async with AsyncPredictionProducer(s, request_timeout_ms=500) as p:
         pass
     assert p.send(_event()) is False
-    assert p.send_label({"prediction_id": "p", "model_id": "m", "label": 0, "timestamp": 1}) is False
+    label = {"prediction_id": "p", "model_id": "m", "label": 0, "timestamp": 1}
+    assert p.send_label(label) is False
     assert p.dropped == 2
     assert _dropped(s.topics.predictions, "closed") == 1
     assert _dropped(s.topics.labels, "closed") == 1
