@@ -663,6 +663,43 @@ _SIZES: Final = tuple(float(1 << i) for i in range(64))
 _TWO_THIRDS: Final = 2.0 / 3.0
 
 
+def _wrap_i32(tick: int) -> int:
+    """``tick`` as river's wrapping 32-bit counter holds it."""
+    return (tick + _I32_WRAP) % (2 * _I32_WRAP) - _I32_WRAP
+
+
+def _steps_to_test(tick: int, clock: int) -> int:
+    """Updates until the wrapping counter, now at ``tick``, is next a multiple of clock."""
+    steps = clock - tick % clock
+    if tick + steps < _I32_WRAP:
+        return steps
+    # The counter wraps to -2**31 after 2**31 - tick steps, then counts up again.
+    return _I32_WRAP - tick + _I32_WRAP % clock
+
+
+def _compress_from(
+    totals: list[list[float]], variances: list[list[float]], idx: int, max_buckets: int
+) -> None:
+    """river's compress_buckets from row ``idx`` up, while a row is over-full."""
+    while len(totals[idx]) > max_buckets:
+        row_t = totals[idx]
+        row_v = variances[idx]
+        size = _SIZES[idx]
+        t0 = row_t[0]
+        t1 = row_t[1]
+        mu1 = t0 / size
+        mu2 = t1 / size
+        merged_v = row_v[0] + row_v[1] + size * 0.5 * (mu1 - mu2) * (mu1 - mu2)
+        del row_t[:2]
+        del row_v[:2]
+        idx += 1
+        if idx == len(totals):
+            totals.append([])
+            variances.append([])
+        totals[idx].append(t0 + t1)
+        variances[idx].append(merged_v)
+
+
 class ADWIN:
     r"""ADaptive WINdowing change detector, as ``river.drift.ADWIN`` (0.26.1).
 
@@ -826,73 +863,85 @@ class ADWIN:
         return np.asarray(hits, dtype=np.int64)
 
     def _run(self, xs: list[float] | tuple[float, ...], hits: list[int] | None) -> None:
-        """The update loop, on local variables; appends detection positions to ``hits``."""
+        """The update loop, on local variables; appends detection positions to ``hits``.
+
+        The operations are river's, in river's order. The clock is not incremented
+        per value: the index of the next test is computed instead, and ``tick`` is
+        brought up to date at each test and at the end.
+        """
         totals = self._totals
         variances = self._variances
+        row_t = totals[0]
+        row_v = variances[0]
         width = self._width
         total = self._total
         var = self._variance
-        tick = self._tick
         n_det = self._n_detections
         drift = self._drift
         max_buckets = self.max_buckets
         clock = self.clock
         grace = float(self.grace_period)
-        sizes = _SIZES
+        base_i = -1  # tick had the value base_tick after the value at index base_i
+        base_tick = self._tick
+        test_at = _steps_to_test(base_tick, clock) - 1
         for i, x in enumerate(xs):
             if drift:  # river resets on the update after a detection
                 totals = [[]]
                 variances = [[]]
+                row_t = totals[0]
+                row_v = variances[0]
                 width = total = var = 0.0
-                tick = n_det = 0
+                n_det = 0
                 drift = False
-            # insert_element
-            row = totals[0]
-            row.append(x)
-            variances[0].append(0.0)
-            width += 1.0
-            if width > 1.0:
-                dv = x - total / (width - 1.0)
-                var += (width - 1.0) * dv * dv / width
+                base_i = i - 1
+                base_tick = 0
+                test_at = i + _steps_to_test(0, clock) - 1
+            # insert_element (width is an integer-valued float: w1 == width - 1.0)
+            row_t.append(x)
+            row_v.append(0.0)
+            w1 = width
+            width = w1 + 1.0
+            if w1:
+                dv = x - total / w1
+                var += w1 * dv * dv / width
             else:
                 var += 0.0
             total += x
             # compress_buckets: merge the two oldest buckets of a full row upwards
-            idx = 0
-            while len(row) > max_buckets:
-                vrow = variances[idx]
-                size = sizes[idx]
-                t0 = row[0]
-                t1 = row[1]
-                mu1 = t0 / size
-                mu2 = t1 / size
-                merged_v = vrow[0] + vrow[1] + size * 0.5 * (mu1 - mu2) * (mu1 - mu2)
-                del row[:2]
-                del vrow[:2]
-                idx += 1
-                if idx == len(totals):
+            if len(row_t) > max_buckets:
+                t0 = row_t[0]
+                t1 = row_t[1]
+                d = t0 - t1  # buckets of row 0 hold one value: mean == total
+                merged_v = row_v[0] + row_v[1] + 0.5 * d * d
+                del row_t[:2]
+                del row_v[:2]
+                if len(totals) == 1:
                     totals.append([])
                     variances.append([])
-                row = totals[idx]
-                row.append(t0 + t1)
-                variances[idx].append(merged_v)
+                up = totals[1]
+                up.append(t0 + t1)
+                variances[1].append(merged_v)
+                if len(up) > max_buckets:
+                    _compress_from(totals, variances, 1, max_buckets)
             # detect_change
-            tick += 1
-            if tick == _I32_WRAP:  # river's tick is an i32 that wraps
-                tick = -_I32_WRAP
-            if tick % clock == 0 and width > grace:
-                cut, width, total, var = self._shrink(totals, variances, width, total, var)
-                if cut:
-                    n_det += 1
-                    drift = True
-                    if hits is not None:
-                        hits.append(i)
+            if i == test_at:
+                tick = _wrap_i32(base_tick + (i - base_i))
+                base_i = i
+                base_tick = tick
+                test_at = i + _steps_to_test(tick, clock)
+                if width > grace:
+                    cut, width, total, var = self._shrink(totals, variances, width, total, var)
+                    if cut:
+                        n_det += 1
+                        drift = True
+                        if hits is not None:
+                            hits.append(i)
         self._totals = totals
         self._variances = variances
         self._width = width
         self._total = total
         self._variance = var
-        self._tick = tick
+        self._tick = _wrap_i32(base_tick + (len(xs) - 1 - base_i))
         self._n_detections = n_det
         self._drift = drift
 
@@ -907,6 +956,8 @@ class ADWIN:
         """Drop the oldest bucket while some split of the window shows a change."""
         delta = self.delta
         mwl = float(self.min_window_length)
+        k1 = 1.0 - mwl  # n - mwl + 1.0 == n + k1 exactly: all are integer-valued
+        may_be_empty = mwl <= 0.0  # W1 can then be empty (n1 == 0)
         sizes = _SIZES
         sqrt = math.sqrt
         change = False
@@ -914,13 +965,19 @@ class ADWIN:
             delta_prime = _ln(_div(2.0 * _ln(width), delta))
             var_w = _div(var, width)
             c23 = _TWO_THIRDS * delta_prime
+            # epsilon grows with m_recip = 1/n0' + 1/n1' >= 4 / (n0' + n1'): a
+            # difference of means below that bound (less a margin far wider than
+            # rounding) is no cut, and the exact test can be skipped.
+            floor = -1.0
+            if var_w >= 0.0 and 0.0 <= delta_prime < math.inf and width + 2.0 * k1 > 0.0:
+                m_min = 4.0 / (width + 2.0 * k1)
+                floor = (sqrt(2.0 * m_min * var_w * delta_prime) + c23 * m_min) * (1.0 - 1e-9)
             n0 = 0.0
             n1 = width
             u0 = 0.0
             u1 = total
             cut = False
-            top = len(totals) - 1
-            for idx in range(top, -1, -1):
+            for idx in range(len(totals) - 1, -1, -1):
                 size = sizes[idx]
                 # The last bucket of row 0 is never a split point (W1 would be empty).
                 row = totals[idx] if idx else totals[0][:-1]
@@ -933,12 +990,16 @@ class ADWIN:
                         break
                     if n0 < mwl:
                         continue
-                    m_recip = 1.0 / (n0 - mwl + 1.0) + 1.0 / (n1 - mwl + 1.0)
-                    a = 2.0 * m_recip * var_w * delta_prime
-                    if not a >= 0.0:  # sqrt would be NaN: the comparison is false
+                    if may_be_empty and not n1:
+                        dmean = abs(u0 / n0 - _div(u1, n1))
+                    else:
+                        dmean = abs(u0 / n0 - u1 / n1)
+                    if dmean <= floor:
                         continue
-                    dmean = u0 / n0 - (u1 / n1 if n1 else _div(u1, n1))
-                    if abs(dmean) > sqrt(a) + c23 * m_recip:
+                    m_recip = 1.0 / (n0 + k1) + 1.0 / (n1 + k1)
+                    a = 2.0 * m_recip * var_w * delta_prime
+                    # sqrt of a negative or NaN is NaN in river: the comparison is false
+                    if a >= 0.0 and dmean > sqrt(a) + c23 * m_recip:
                         cut = True
                         break
                 else:

@@ -549,60 +549,70 @@ def check_prediction(obj: object) -> str | None:
     """
     if type(obj) is not dict:
         return f"expected a JSON object, got {_kind(obj)}"
+    # Each test below can only pass on a valid value; on any failure the helpers work
+    # out and word the reason (the refusal path need not be fast).
+    try:
+        pid = obj["prediction_id"]
+        mid = obj["model_id"]
+        mver = obj["model_version"]
+        ts = obj["timestamp"]
+        feats = obj["features"]
+        pred = obj["prediction"]
+    except KeyError:
+        return _prediction_problem(obj)
     get = obj.get
-    # Every test below is written so that it can only pass on a valid value; a
-    # missing field reads as None and fails. On any failure the helpers word a reason.
-    v = get("schema_version")
-    if v is not None and (type(v) is not int or not 1 <= v <= SCHEMA_VERSION):
-        return _prediction_problem(obj)
-    v = get("prediction_id")
-    if type(v) is not str or not 0 < len(v) <= _MAX_ID:
-        return _prediction_problem(obj)
-    v = get("model_id")
-    if type(v) is not str or not 0 < len(v) <= _MAX_ID:
-        return _prediction_problem(obj)
-    v = get("model_version")
-    if type(v) is not str or not 0 < len(v) <= _MAX_ID:
-        return _prediction_problem(obj)
-    v = get("timestamp")
-    if type(v) is int:
-        if v < 0:
-            return _prediction_problem(obj)
-    elif type(v) is not str or _rfc3339_fullmatch(v) is None:
-        return _prediction_problem(obj)
-    v = get("prediction")
-    if type(v) is str:
-        if len(v) > _MAX_STRING:
-            return _prediction_problem(obj)
-    elif type(v) is not int and type(v) is not float:
+    sv = get("schema_version")
+    if not (
+        (sv is None or (type(sv) is int and 1 <= sv <= SCHEMA_VERSION))
+        and type(pid) is str
+        and type(mid) is str
+        and type(mver) is str
+        and 0 < len(pid) <= _MAX_ID
+        and 0 < len(mid) <= _MAX_ID
+        and 0 < len(mver) <= _MAX_ID
+        and (
+            (type(ts) is int and ts >= 0)
+            or (type(ts) is str and _rfc3339_fullmatch(ts) is not None)
+        )
+        and (
+            (type(pred) is str and len(pred) <= _MAX_STRING)
+            or type(pred) is float
+            or type(pred) is int
+        )
+        and type(feats) is dict
+        and len(feats) <= _MAX_FEATURES
+    ):
         return _prediction_problem(obj)
     # features: every key a valid name, every value a scalar, strings bounded
-    v = get("features")
-    if type(v) is not dict or len(v) > _MAX_FEATURES:
+    if not _valid_names.issuperset(feats) and _names_problem("features", feats):
         return _prediction_problem(obj)
-    if not _valid_names.issuperset(v) and _names_problem("features", v):
-        return _prediction_problem(obj)
-    for x in v.values():
+    for x in feats.values():
         c = type(x)
         if c is float or c is int or c is bool or x is None:
             continue
         if c is str and len(x) <= _MAX_STRING:
             continue
         return _prediction_problem(obj)
-    v = get("scores")
-    if v is not None:
-        if type(v) is not dict or not 0 < len(v) <= _MAX_CLASSES:
+    scores = get("scores")
+    if scores is not None:
+        if type(scores) is not dict or not 0 < len(scores) <= _MAX_CLASSES:
             return _prediction_problem(obj)
-        if not _valid_names.issuperset(v) and _names_problem("scores", v):
+        if not _valid_names.issuperset(scores) and _names_problem("scores", scores):
             return _prediction_problem(obj)
-        for x in v.values():
+        for x in scores.values():
             c = type(x)
             if (c is float or c is int) and 0 <= x <= 1:
                 continue
             return _prediction_problem(obj)
-    v = get("segment")
-    if v is not None and _segment_problem(v):
-        return _prediction_problem(obj)
+    segment = get("segment")
+    if segment is not None:
+        if type(segment) is not dict or len(segment) > _MAX_SEGMENT_KEYS:
+            return _prediction_problem(obj)
+        if not _valid_names.issuperset(segment) and _names_problem("segment", segment):
+            return _prediction_problem(obj)
+        for x in segment.values():
+            if type(x) is not str or not 0 < len(x) <= _MAX_SEGMENT_VALUE:
+                return _prediction_problem(obj)
     return None
 
 

@@ -328,6 +328,8 @@ class BatchResult:
     windows_closed: int = 0
     late_events: int = 0
     future_events: int = 0
+    #: One summary per closed window (plain data): the history behind reports and charts.
+    windows: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------- entry point
@@ -753,11 +755,57 @@ def _close_window(st: ModelState, ref: ReferenceProfile, result: BatchResult) ->
     qdrifted = [t for t in qtests if t.effect >= factor * t.threshold]
     _step_episode(st, ref, "data_quality", qdrifted, False, result, "data_quality")
 
+    drifted_names = {t.feature for t in (*drifted, *odrifted, *qdrifted)}
+    result.windows.append(_summary(st, ref, [*tests, *otests, *qtests], drifted_names))
     result.windows_closed += 1
     w.index += 1
     w.count = 0
     w.start_ms = w.end_ms = -1
     st._reset_window_sketches(ref)
+
+
+def _summary(
+    st: ModelState, ref: ReferenceProfile, tests: Sequence[_Test], drifted: set[str]
+) -> dict[str, Any]:
+    """Plain-data summary of a closing window: its tests and its (grouped) histograms."""
+    hist: dict[str, list[int]] = {}
+    for name, sk in st.num.items():
+        prof = ref.features[name]
+        assert isinstance(prof, NumericProfile)
+        hist[name] = np.add.reduceat(sk.counts, prof.groups).tolist() if sk.counts.size else []
+    for name, csk in st.cat.items():
+        hist[name] = csk.counts.tolist()
+    if st.classes is not None:
+        hist["__class__"] = st.classes.counts.tolist()
+    if st.confidence is not None and ref.outputs.confidence is not None:
+        hist["__confidence__"] = np.add.reduceat(
+            st.confidence.counts, ref.outputs.confidence.groups
+        ).tolist()
+    w = st.window
+    return {
+        "model_id": st.key.model_id,
+        "model_version": st.key.model_version,
+        "segment": st.key.segment,
+        "reference": ref.reference_id,
+        "window": w.index,
+        "start": w.start_ms,
+        "end": w.end_ms,
+        "count": w.count,
+        "tests": [
+            {
+                "feature": t.feature,
+                "statistic": t.statistic,
+                "value": round(t.effect, 6),
+                "threshold": round(t.threshold, 6),
+                "p_value": t.p_value if t.statistic == "psi" else None,
+                "drifted": t.feature in drifted and t.effect >= 0.5 * t.threshold,
+                **{k: round(v, 6) for k, v in t.extra.items()},
+            }
+            for t in tests
+        ],
+        "hist": hist,
+        "episodes": {k: e.firing for k, e in st.episodes.items()},
+    }
 
 
 def _binomial_z(rate: float, p0: float, n: int) -> float:

@@ -399,32 +399,45 @@ class AsyncPredictionProducer:
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN_S
         while not self._halt:
-            if self._kafka is None:
-                try:
-                    self._kafka = await self._connect()
-                except Exception as exc:
-                    self._note_outage(exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self._backoff_max_s)
-                    continue
-            await self._wait_for_work()
-            while True:
-                batch = self._take()
-                if not batch:
-                    break
-                ok = await self._deliver(self._kafka, batch)
-                self._progress.set()
-                if ok:
-                    if self._outage:
-                        self._outage = False
-                        log.info("driftline producer: delivering to Kafka again")
-                    backoff = _BACKOFF_MIN_S
-                    continue
-                kafka, self._kafka = self._kafka, None
-                await self._close_kafka(kafka, self._request_timeout_ms / 1000)
+            try:
+                healthy = await self._step()
+            except Exception:  # a bug must not end delivery for the life of the process
+                log.exception("driftline producer: unexpected error; reconnecting")
+                await self._drop_connection()
+                healthy = False
+            if healthy:
+                backoff = _BACKOFF_MIN_S
+            else:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._backoff_max_s)
-                break
+
+    async def _step(self) -> bool:
+        """Connect if needed, wait for events, deliver until the buffer is empty.
+        ``False`` when Kafka is unavailable (the caller backs off)."""
+        if self._kafka is None:
+            try:
+                self._kafka = await self._connect()
+            except Exception as exc:
+                self._note_outage(exc)
+                return False
+            if self._outage:
+                self._outage = False
+                log.info("driftline producer: connected to Kafka again")
+        await self._wait_for_work()
+        while batch := self._take():
+            ok = await self._deliver(self._kafka, batch)
+            self._progress.set()
+            if not ok:
+                await self._drop_connection()
+                return False
+        return True
+
+    async def _drop_connection(self) -> None:
+        # A fresh client after any failure: new metadata, and with idempotence a new
+        # producer id (a restarted broker may not know the old one).
+        kafka, self._kafka = self._kafka, None
+        if kafka is not None:
+            await self._close_kafka(kafka, self._request_timeout_ms / 1000)
 
     def _note_outage(self, exc: BaseException) -> None:
         if not self._outage:

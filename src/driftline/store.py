@@ -571,8 +571,9 @@ class StateStore:
         if n <= 0:
             return []
         pk = self.keys(lease.topic, lease.partition)
-        items: list[bytes] = await self._client.lrange(pk.outbox, 0, n - 1)
-        return items
+        items = await self._client.lrange(pk.outbox, 0, n - 1)
+        # The client is built with decode_responses=False: every item is bytes.
+        return [i if isinstance(i, bytes) else i.encode() for i in items]
 
     async def outbox_len(self, lease: Lease) -> int:
         """Number of alert payloads waiting in the outbox."""
