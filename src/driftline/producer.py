@@ -59,7 +59,12 @@ _CODECS: Final[dict[str, Callable[[], bool]]] = {
 }
 
 _PREDICTION_FIELDS: Final = (
-    "prediction_id", "model_id", "model_version", "timestamp", "features", "prediction",
+    "prediction_id",
+    "model_id",
+    "model_version",
+    "timestamp",
+    "features",
+    "prediction",
 )
 _LABEL_FIELDS: Final = ("prediction_id", "model_id", "label", "timestamp")
 
@@ -73,8 +78,9 @@ _Entry = tuple[int, str, bytes, bytes]
 _T = TypeVar("_T")
 
 
-def _encode(event: Any, model: type[PredictionEvent] | type[LabelEvent],
-            required: tuple[str, ...]) -> tuple[bytes, bytes] | None:
+def _encode(
+    event: Any, model: type[PredictionEvent] | type[LabelEvent], required: tuple[str, ...]
+) -> tuple[bytes, bytes] | None:
     """``(key, value)`` for an event, or ``None`` if it cannot be a valid event."""
     if isinstance(event, model):
         obj = {k: v for k, v in event.model_dump(mode="json").items() if v is not None}
@@ -196,9 +202,7 @@ class AsyncPredictionProducer:
         self._kafka: Any = None
         self._outage = False
 
-        self._sent_metric = {
-            t: PRODUCER_SENT.labels(t) for t in (self._topic, self._label_topic)
-        }
+        self._sent_metric = {t: PRODUCER_SENT.labels(t) for t in (self._topic, self._label_topic)}
         self._drop_metric: dict[tuple[str, str], Any] = {}
 
     # ------------------------------------------------------------------ properties
@@ -242,8 +246,13 @@ class AsyncPredictionProducer:
         """Buffer one label event (keyed by ``model_id``, like predictions)."""
         return self._offer(self._label_topic, event, LabelEvent, _LABEL_FIELDS)
 
-    def _offer(self, topic: str, event: Any, model: type[PredictionEvent] | type[LabelEvent],
-               required: tuple[str, ...]) -> bool:
+    def _offer(
+        self,
+        topic: str,
+        event: Any,
+        model: type[PredictionEvent] | type[LabelEvent],
+        required: tuple[str, ...],
+    ) -> bool:
         try:
             try:
                 encoded = _encode(event, model, required)
@@ -391,8 +400,12 @@ class AsyncPredictionProducer:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     # ------------------------------------------------------------------ background task
@@ -442,8 +455,12 @@ class AsyncPredictionProducer:
     def _note_outage(self, exc: BaseException) -> None:
         if not self._outage:
             self._outage = True
-            log.warning("driftline producer: Kafka unavailable (%s); buffering up to %d "
-                        "events and retrying", type(exc).__name__, self._max_buffer)
+            log.warning(
+                "driftline producer: Kafka unavailable (%s); buffering up to %d "
+                "events and retrying",
+                type(exc).__name__,
+                self._max_buffer,
+            )
         else:
             log.debug("driftline producer: still unavailable: %r", exc)
 
@@ -518,8 +535,9 @@ class AsyncPredictionProducer:
             return False
         return True
 
-    def _settle(self, batch: list[_Entry],
-                futures: list[asyncio.Future[Any]]) -> BaseException | None:
+    def _settle(
+        self, batch: list[_Entry], futures: list[asyncio.Future[Any]]
+    ) -> BaseException | None:
         sent: dict[str, int] = {}
         rejected: dict[str, int] = {}
         retry: list[_Entry] = []
@@ -579,10 +597,11 @@ class PredictionProducer:
         the only global registration.
     """
 
-    def __init__(self, settings: Settings, *, flush_at_exit: float | None = 5.0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, *, flush_at_exit: float | None = 5.0, **kwargs: Any
+    ) -> None:
+        self._producer = AsyncPredictionProducer(settings, **kwargs)  # may raise ConfigError
         self._loop = asyncio.new_event_loop()
-        self._producer = AsyncPredictionProducer(settings, **kwargs)
         self._closed = False
         self._close_lock = threading.Lock()
         self._thread = threading.Thread(
@@ -611,6 +630,11 @@ class PredictionProducer:
     def buffered(self) -> int:
         """Events held in memory (waiting plus in flight)."""
         return self._producer.buffered
+
+    @property
+    def connected(self) -> bool:
+        """Whether a Kafka connection is up."""
+        return self._producer.connected
 
     def send(self, event: PredictionEvent | Mapping[str, Any]) -> bool:
         """Buffer one prediction event from any thread; never blocks, never raises."""
@@ -653,6 +677,10 @@ class PredictionProducer:
     def __enter__(self) -> PredictionProducer:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None,
-                 exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

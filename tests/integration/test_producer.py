@@ -30,10 +30,17 @@ MODELS = [f"model-{k}" for k in range(6)]
 
 def _prediction(model: str, pid: str, i: int) -> dict[str, Any]:
     return {
-        "prediction_id": pid, "model_id": model, "model_version": "3",
+        "prediction_id": pid,
+        "model_id": model,
+        "model_version": "3",
         "timestamp": 1_767_225_600_000 + i,
-        "features": {"age": 20 + i % 50, "plan": ["free", "pro"][i % 2], "score": i / 7,
-                     "flag": i % 3 == 0, "missing": None},
+        "features": {
+            "age": 20 + i % 50,
+            "plan": ["free", "pro"][i % 2],
+            "score": i / 7,
+            "flag": i % 3 == 0,
+            "missing": None,
+        },
         "prediction": "stay" if i % 2 else "leave",
         "scores": {"stay": 0.25, "leave": 0.75},
     }
@@ -72,8 +79,9 @@ async def _read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
     return records
 
 
-def _check_records(records: list[Any], sent: dict[str, dict[str, Any]],
-                   order: dict[tuple[str, str], list[str]]) -> None:
+def _check_records(
+    records: list[Any], sent: dict[str, dict[str, Any]], order: dict[tuple[str, str], list[str]]
+) -> None:
     """Byte-equal values, key == model_id, one partition per model, send order kept.
 
     ``order`` maps (model, sender) to the prediction ids that sender sent, in order.
@@ -130,8 +138,7 @@ async def test_async_producer_round_trip(stack: Any, settings: Settings) -> None
     records = await _read_all(bootstrap, settings.topics.predictions, len(sent))
     _check_records(records, sent, order)
     label_records = await _read_all(bootstrap, settings.topics.labels, len(labels))
-    _check_records(label_records, labels,
-                   {(m, s): [p for p in pids] for (m, s), pids in order.items()})
+    _check_records(label_records, labels, order)  # labels carry the same ids and keys
 
 
 async def test_sync_facade_from_threads(stack: Any, settings: Settings) -> None:
@@ -158,10 +165,10 @@ async def test_sync_facade_from_threads(stack: Any, settings: Settings) -> None:
                 order[(event["model_id"], sender)].append(event["prediction_id"])
 
     def run() -> PredictionProducer:
-        with PredictionProducer(settings, linger_ms=5, max_batch=100,
-                                flush_at_exit=None) as producer:
-            threads = [threading.Thread(target=serve, args=(producer, f"t{k}"))
-                       for k in range(4)]
+        with PredictionProducer(
+            settings, linger_ms=5, max_batch=100, flush_at_exit=None
+        ) as producer:
+            threads = [threading.Thread(target=serve, args=(producer, f"t{k}")) for k in range(4)]
             for t in threads:
                 t.start()
             for t in threads:
@@ -192,7 +199,10 @@ async def test_backpressure_with_broker_down_then_recovery(tmp_path: Path, uniqu
     )
     max_buffer = 2_000
     producer = AsyncPredictionProducer(
-        settings, max_buffer=max_buffer, linger_ms=5, request_timeout_ms=1_000,
+        settings,
+        max_buffer=max_buffer,
+        linger_ms=5,
+        request_timeout_ms=1_000,
         reconnect_backoff_max_s=0.5,
     )
     restarted: TansuBroker | None = None
@@ -234,13 +244,15 @@ async def test_backpressure_with_broker_down_then_recovery(tmp_path: Path, uniqu
             if i % 1_000 == 0:
                 await asyncio.sleep(0)  # let the background task try (and fail) to deliver
         latencies.sort()
-        print(f"\nsend() with the broker down: max {latencies[-1] * 1e6:.0f} us, "
-              f"p99.9 {latencies[int(len(latencies) * 0.999)] * 1e6:.1f} us, "
-              f"median {latencies[len(latencies) // 2] * 1e6:.1f} us "
-              f"({preempted} calls preempted by the OS, excluded)")
+        print(
+            f"\nsend() with the broker down: max {latencies[-1] * 1e6:.0f} us, "
+            f"p99.9 {latencies[int(len(latencies) * 0.999)] * 1e6:.1f} us, "
+            f"median {latencies[len(latencies) // 2] * 1e6:.1f} us "
+            f"({preempted} calls preempted by the OS, excluded)"
+        )
         assert blocked == 0
         assert latencies[-1] < 0.005
-        assert preempted < 500
+        assert preempted < 1_000  # < 2 %: the exclusion must not hide a pattern
         assert producer.buffered == max_buffer
         assert producer.dropped == refused
         assert producer.sent + producer.dropped + producer.buffered == attempted

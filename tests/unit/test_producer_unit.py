@@ -34,8 +34,13 @@ def _dropped(topic: str, reason: str) -> float:
 
 def _event(i: int = 0, **extra: object) -> dict[str, object]:
     return {
-        "prediction_id": f"p{i}", "model_id": "m", "model_version": "1",
-        "timestamp": 1_767_225_600_000 + i, "features": {"x": i}, "prediction": 1, **extra,
+        "prediction_id": f"p{i}",
+        "model_id": "m",
+        "model_version": "1",
+        "timestamp": 1_767_225_600_000 + i,
+        "features": {"x": i},
+        "prediction": 1,
+        **extra,
     }
 
 
@@ -83,9 +88,9 @@ async def test_start_with_broker_down_does_not_fail_and_stop_is_bounded(unique: 
     t0 = time.monotonic()
     await p.start()  # nothing listens: must not raise
     assert p.send(_event()) is True
-    assert p.send_label(
-        {"prediction_id": "p0", "model_id": "m", "label": 1, "timestamp": 1}
-    ) is True
+    assert (
+        p.send_label({"prediction_id": "p0", "model_id": "m", "label": 1, "timestamp": 1}) is True
+    )
     assert await p.flush(timeout=0.3) is False
     assert not p.connected
     await p.stop(timeout=0.5)
