@@ -23,7 +23,7 @@ Examples
 >>> ph.update_many(xs)
 array([510])
 >>> ADWIN().update_many(xs)
-array([543])
+array([511])
 >>> DETECTORS["adwin"].from_bytes(ADWIN().update(1.0).to_bytes()).width
 1
 """
@@ -141,6 +141,15 @@ def _ln(a: float) -> float:
     return -math.inf if a == 0.0 else math.nan
 
 
+def _whole(value: float, what: str, least: int = -(2**31)) -> int:
+    """``value`` as an int in ``[least, 2**31)``, or :class:`ConfigError`."""
+    if isinstance(value, bool) or not float(value).is_integer():
+        raise ConfigError(f"{what} must be a whole number, not {value!r}")
+    if not least <= int(value) < 2**31:
+        raise ConfigError(f"{what} must be in [{least}, 2**31), not {value!r}")
+    return int(value)
+
+
 #: Longest chunk of the blocked linear-recurrence solver.
 _CHUNK: Final = 16384
 #: Largest |log2| of a power of the factor used inside one chunk (no overflow).
@@ -256,7 +265,7 @@ class _Scratch(threading.local):
 
     def get(self) -> tuple[_F64, npt.NDArray[np.bool_]]:
         if self.buf is None or self.mask is None:
-            self.buf = np.empty((5, _BLOCK_MAX))
+            self.buf = np.empty((5, _BLOCK_MAX + 1))
             self.mask = np.empty(_BLOCK_MAX, dtype=np.bool_)
         return self.buf, self.mask
 
@@ -265,17 +274,24 @@ _SCRATCH: Final = _Scratch()
 
 
 @functools.lru_cache(maxsize=16)
-def _fade_tables(alpha: float, delta: float) -> tuple[_F64, _F64]:
-    """``alpha**t`` and ``dec_t - inc_t`` from a fresh start, ``t = 1 .. _BLOCK_MAX``.
+def _fade_tables(
+    alpha: float, delta: float
+) -> tuple[_F64, _F64, int, tuple[_F64, _F64, _F64] | None]:
+    """Tables of the faded sums for ``t = 1 .. _BLOCK_MAX`` (|alpha| <= 1).
 
-    ``dec_t - inc_t = alpha * (dec_{t-1} - inc_{t-1}) + 2 delta`` whatever the data,
-    so the decreasing sum is the increasing one plus this table (|alpha| <= 1).
+    ``alpha**t``; ``dec_t - inc_t`` from a fresh start (it follows
+    ``alpha * (dec_{t-1} - inc_{t-1}) + 2 delta`` whatever the data, so the decreasing
+    sum is the increasing one plus this table); and the chunk length and powers of
+    :func:`_linrec` for ``alpha`` (None when it takes another path).
     """
     pw = np.power(alpha, _T)
     gap = _linrec(np.full(_BLOCK_MAX, 2.0 * delta), alpha, 0.0)
     pw.flags.writeable = False
     gap.flags.writeable = False
-    return pw, gap
+    if alpha in (0.0, 1.0) or _chunk_len(alpha) < 4:
+        return pw, gap, 0, None
+    chunk = _chunk_len(alpha)
+    return pw, gap, chunk, _powers(alpha, chunk)
 
 
 class PageHinkley:
@@ -308,7 +324,8 @@ class PageHinkley:
     Raises
     ------
     ConfigError
-        ``mode`` is not one of the three.
+        ``mode`` is not one of the three, ``alpha`` is not finite, or
+        ``min_instances`` is not a whole number.
 
     Notes
     -----
@@ -316,25 +333,24 @@ class PageHinkley:
     is bit-for-bit river's. :meth:`update_many` computes the same quantities with
     vectorised closed forms (a cumulative sum for the mean, a blocked solver for
     the faded sums); they differ from the one-at-a-time values only by rounding
-    (relative 1e-12 or so). Wherever a test statistic falls within a tolerance of
-    ``threshold`` that covers this rounding (far wider than it), the values are
+    (1e-15 to 1e-12 relative). Wherever a test statistic falls within a tolerance of
+    ``threshold`` that covers this rounding (a thousand times wider), the values are
     recomputed one by one with river's arithmetic before deciding, so the detection
     indices are river's. The state after :meth:`update_many` has the same ``n`` and
     ``drift_detected`` as after the same updates one by one, and floats equal up to
-    that rounding; after any detection inside the array the state restarts exact.
+    that rounding, which never carries over a detection (the detector restarts).
 
     Examples
     --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(7)
     >>> xs = np.r_[rng.normal(0, 1, 1000), rng.normal(3, 1, 1000)]
-    >>> ph = PageHinkley()
-    >>> hits = ph.update_many(xs)
-    >>> hits.tolist()
-    [1022]
-    >>> ph = PageHinkley()
+    >>> ph = PageHinkley(delta=0.25, threshold=40.0)
+    >>> ph.update_many(xs).tolist()
+    [1011]
+    >>> ph = PageHinkley(delta=0.25, threshold=40.0)
     >>> [i for i, x in enumerate(xs) if ph.update(x).drift_detected]
-    [1022]
+    [1011]
     """
 
     TAG: Final = "page_hinkley"
@@ -350,7 +366,9 @@ class PageHinkley:
     ) -> None:
         if mode not in _MODES:
             raise ConfigError(f"PageHinkley mode must be one of {_MODES}, not {mode!r}")
-        self.min_instances = int(min_instances)
+        if not math.isfinite(alpha):
+            raise ConfigError(f"PageHinkley alpha must be finite, not {alpha}")
+        self.min_instances = _whole(min_instances, "PageHinkley min_instances")
         self.delta = float(delta)
         self.threshold = float(threshold)
         self.alpha = float(alpha)
@@ -493,7 +511,10 @@ class PageHinkley:
         min0 = self._min_inc
         max0 = self._max_dec
         buf, mask = _SCRATCH.get()
-        inc, frac, dec, lo, hi = buf[0, :m], buf[1, :m], buf[2, :m], buf[3, :m], buf[4, :m]
+        # Rows 0 and 2 hold inc and dec from column 1: column 0 receives the running
+        # extrema carried in, so that one accumulate gives min(min0, inc_0..t).
+        inc, frac, dec = buf[0, 1 : m + 1], buf[1, :m], buf[2, 1 : m + 1]
+        lo, hi = buf[3, 1 : m + 1], buf[4, 1 : m + 1]
         # Running mean, centred for accuracy: mean_t = c + sum(x - c) / n_t.
         center = self._mean if n0 else float(xb[0])
         np.subtract(xb, center, out=inc)
@@ -505,26 +526,31 @@ class PageHinkley:
             frac *= _INV_T[:m]
         inc -= frac  # deviations x_t - mean_t
         # Faded sums: inc_t = alpha * inc_{t-1} + dev_t - delta, dec_t likewise + delta.
+        inc -= delta
         if abs(alpha) <= 1.0:
-            inc -= delta
-            _linrec(inc, alpha, self._inc, overwrite=True)
+            pw, gap, chunk, powers = _fade_tables(alpha, delta)
+            if m <= chunk and powers is not None:  # one chunk: _linrec, inlined
+                up, down, up1 = powers
+                inc *= down[:m]
+                np.cumsum(inc, out=inc)
+                inc *= up[:m]
+                if self._inc != 0.0:
+                    inc += np.multiply(up1[:m], self._inc, out=lo)
+            else:
+                _linrec(inc, alpha, self._inc, overwrite=True)
             # dec_t - inc_t follows its own recurrence, independent of the data.
-            pw, gap = _fade_tables(alpha, delta)
             np.add(inc, gap[:m], out=dec)
             gap0 = self._dec - self._inc
             if gap0 != 0.0:
-                np.multiply(pw[:m], gap0, out=lo)
-                dec += lo
+                dec += np.multiply(pw[:m], gap0, out=lo)
         else:
-            np.add(inc, delta, out=dec)
+            np.add(inc, 2.0 * delta, out=dec)  # dev + delta, up to rounding
             dec[:] = _linrec(dec, alpha, self._dec)
-            inc -= delta
             inc[:] = _linrec(inc, alpha, self._inc)
-        np.fmin.accumulate(inc, out=lo)  # fmin/fmax: a NaN never becomes the extremum
-        np.fmax.accumulate(dec, out=hi)
-        if min0 < math.inf:
-            np.fmin(lo, min0, out=lo)
-        np.fmax(hi, max0, out=hi)
+        buf[0, 0] = min0  # fmin/fmax: a NaN never becomes the extremum (as in river)
+        buf[2, 0] = max0
+        np.fmin.accumulate(buf[0, : m + 1], out=buf[3, : m + 1])
+        np.fmax.accumulate(buf[2, : m + 1], out=buf[4, : m + 1])
         lo_end = float(lo[-1])
         hi_end = float(hi[-1])
 
@@ -539,7 +565,7 @@ class PageHinkley:
         if abs(alpha) < 1.0:
             horizon = min(horizon, 1.0 / (1.0 - abs(alpha)))
         thr = self.threshold
-        tol = 1e-9 * (1.0 + abs(thr) + scale)
+        tol = 1e-9 * (abs(thr) + scale) + 1e-300
         tol += 1e-12 * horizon * (abs(center) + abs(float(frac[-1])))
         if not math.isfinite(tol):
             return _AMBIGUOUS, m - 1
@@ -625,13 +651,16 @@ class PageHinkley:
         n = _int(f, "n", tag)
         if n < 0:
             raise StateCorrupt(f"{tag}: negative count")
-        obj = cls(
-            min_instances=_int(f, "min_instances", tag),
-            delta=_num(f, "delta", tag),
-            threshold=_num(f, "threshold", tag),
-            alpha=_num(f, "alpha", tag),
-            mode=mode,
-        )
+        try:
+            obj = cls(
+                min_instances=_int(f, "min_instances", tag),
+                delta=_num(f, "delta", tag),
+                threshold=_num(f, "threshold", tag),
+                alpha=_num(f, "alpha", tag),
+                mode=mode,
+            )
+        except ConfigError as exc:
+            raise StateCorrupt(f"{tag}: {exc}") from None
         obj._n = n
         obj._mean = _num(f, "mean", tag)
         obj._inc = _num(f, "sum_increase", tag)
@@ -727,7 +756,7 @@ class ADWIN:
     clock
         Test for a change every ``clock`` updates (at least 1).
     max_buckets
-        Buckets kept per row before the two oldest are merged (at least 1).
+        Buckets kept per row before the two oldest are merged (at least 2).
     min_window_length
         Smallest sub-window, in values, a split may leave on either side.
     grace_period
@@ -736,7 +765,9 @@ class ADWIN:
     Raises
     ------
     ConfigError
-        ``clock`` or ``max_buckets`` is below 1 (river would panic on first use).
+        A count is not a whole number in the 32-bit range river uses, ``clock`` is
+        below 1 (river panics on the first update), or ``max_buckets`` is below 2
+        (river panics once a detection leaves an empty row of buckets on top).
 
     Notes
     -----
@@ -753,9 +784,9 @@ class ADWIN:
     >>> errors = np.r_[rng.random(2000) < 0.1, rng.random(2000) < 0.4].astype(float)
     >>> adwin = ADWIN()
     >>> adwin.update_many(errors).tolist()
-    [2143]
-    >>> adwin.width, adwin.n_detections
-    (1120, 1)
+    [2079]
+    >>> adwin.width, round(adwin.estimation, 2)
+    (1920, 0.41)
     """
 
     TAG: Final = "adwin"
@@ -769,15 +800,11 @@ class ADWIN:
         min_window_length: int = 5,
         grace_period: int = 10,
     ) -> None:
-        if int(clock) < 1:
-            raise ConfigError(f"ADWIN clock must be at least 1, not {clock}")
-        if int(max_buckets) < 1:
-            raise ConfigError(f"ADWIN max_buckets must be at least 1, not {max_buckets}")
         self.delta = float(delta)
-        self.clock = int(clock)
-        self.max_buckets = int(max_buckets)
-        self.min_window_length = int(min_window_length)
-        self.grace_period = int(grace_period)
+        self.clock = _whole(clock, "ADWIN clock", 1)
+        self.max_buckets = _whole(max_buckets, "ADWIN max_buckets", 2)
+        self.min_window_length = _whole(min_window_length, "ADWIN min_window_length")
+        self.grace_period = _whole(grace_period, "ADWIN grace_period")
         self._drift = False
         self._reset()
 
@@ -870,9 +897,8 @@ class ADWIN:
         brought up to date at each test and at the end.
         """
         totals = self._totals
-        variances = self._variances
+        variances = self._variances  # row 0 is kept empty: its variances are all 0.0
         row_t = totals[0]
-        row_v = variances[0]
         width = self._width
         total = self._total
         var = self._variance
@@ -889,7 +915,6 @@ class ADWIN:
                 totals = [[]]
                 variances = [[]]
                 row_t = totals[0]
-                row_v = variances[0]
                 width = total = var = 0.0
                 n_det = 0
                 drift = False
@@ -898,7 +923,6 @@ class ADWIN:
                 test_at = i + _steps_to_test(0, clock) - 1
             # insert_element (width is an integer-valued float: w1 == width - 1.0)
             row_t.append(x)
-            row_v.append(0.0)
             w1 = width
             width = w1 + 1.0
             if w1:
@@ -909,12 +933,13 @@ class ADWIN:
             total += x
             # compress_buckets: merge the two oldest buckets of a full row upwards
             if len(row_t) > max_buckets:
+                # Buckets of row 0 hold one value (mean == total, variance 0.0), so
+                # river's (0.0 + 0.0) + 0.5 * d * d is exactly 0.5 * d * d.
                 t0 = row_t[0]
                 t1 = row_t[1]
-                d = t0 - t1  # buckets of row 0 hold one value: mean == total
-                merged_v = row_v[0] + row_v[1] + 0.5 * d * d
+                d = t0 - t1
+                merged_v = 0.5 * d * d
                 del row_t[:2]
-                del row_v[:2]
                 if len(totals) == 1:
                     totals.append([])
                     variances.append([])
@@ -965,13 +990,12 @@ class ADWIN:
             delta_prime = _ln(_div(2.0 * _ln(width), delta))
             var_w = _div(var, width)
             c23 = _TWO_THIRDS * delta_prime
-            # epsilon grows with m_recip = 1/n0' + 1/n1' >= 4 / (n0' + n1'): a
-            # difference of means below that bound (less a margin far wider than
-            # rounding) is no cut, and the exact test can be skipped.
-            floor = -1.0
-            if var_w >= 0.0 and 0.0 <= delta_prime < math.inf and width + 2.0 * k1 > 0.0:
-                m_min = 4.0 / (width + 2.0 * k1)
-                floor = (sqrt(2.0 * m_min * var_w * delta_prime) + c23 * m_min) * (1.0 - 1e-9)
+            # epsilon grows with m_recip = 1/n0' + 1/n1' (n' = n - mwl + 1); within a
+            # row n0' and n1' are at most their values at its last and first split, so
+            # epsilon there is at least the one computed with those. A difference of
+            # means below that floor (less a margin far wider than rounding) is no cut,
+            # and the exact test is skipped. No floor for odd parameters (-1.0).
+            bounded = var_w >= 0.0 and 0.0 <= delta_prime < math.inf
             n0 = 0.0
             n1 = width
             u0 = 0.0
@@ -981,6 +1005,14 @@ class ADWIN:
                 size = sizes[idx]
                 # The last bucket of row 0 is never a split point (W1 would be empty).
                 row = totals[idx] if idx else totals[0][:-1]
+                floor = -1.0
+                if bounded:
+                    hi0 = n0 + len(row) * size + k1
+                    hi1 = n1 - size + k1
+                    if hi0 > 0.0 and hi1 > 0.0:
+                        m_lo = 1.0 / hi0 + 1.0 / hi1
+                        floor = sqrt(2.0 * m_lo * var_w * delta_prime) + c23 * m_lo
+                        floor *= 1.0 - 1e-9
                 for t in row:
                     n0 += size
                     n1 -= size
@@ -1012,14 +1044,15 @@ class ADWIN:
             last = len(totals) - 1
             size = sizes[last]
             u = totals[last][0]
-            v = variances[last][0]
+            v = variances[last][0] if last else 0.0
             mu = u / size
             width -= size
             total -= u
             mu_w = _div(total, width)
             var -= v + _div(size * width * (mu - mu_w) * (mu - mu_w), size + width)
             del totals[last][0]
-            del variances[last][0]
+            if last:
+                del variances[last][0]
             if not totals[last] and last:
                 totals.pop()
                 variances.pop()
@@ -1045,7 +1078,8 @@ class ADWIN:
                 "min_window_length": self.min_window_length,
                 "grace_period": self.grace_period,
                 "totals": [[_enc(t) for t in row] for row in self._totals],
-                "variances": [[_enc(v) for v in row] for row in self._variances],
+                "variances": [[0.0] * len(self._totals[0])]
+                + [[_enc(v) for v in row] for row in self._variances[1:]],
                 "width": int(self._width),
                 "total": _enc(self._total),
                 "variance": _enc(self._variance),
@@ -1101,6 +1135,9 @@ class ADWIN:
             totals.append([_dec(t, f"{tag}.totals") for t in rt])
             variances.append([_dec(v, f"{tag}.variances") for v in rv])
             count += len(rt) << i
+        if any(v != 0.0 for v in variances[0]):
+            raise StateCorrupt(f"{tag}: single-value buckets with a nonzero variance")
+        variances[0] = []  # kept implicit, see _run
         if len(totals) > 1 and not totals[-1]:
             raise StateCorrupt(f"{tag}: empty last bucket row")
         width = _int(f, "width", tag)
