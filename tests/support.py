@@ -89,7 +89,7 @@ async def stored_states(settings: Any, partitions: int = 2) -> dict[str, bytes]:
 
     from driftline.store import StateStore
 
-    client = aioredis.Redis.from_url(settings.redis.url)
+    client = aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
     store = StateStore(
         client,
         prefix=settings.redis.key_prefix,
@@ -105,3 +105,346 @@ async def stored_states(settings: Any, partitions: int = 2) -> dict[str, bytes]:
     finally:
         await client.aclose()
     return out
+
+
+# --------------------------------------------------------------------------- reliability
+# Helpers for tests/reliability: monitor subprocesses, raw Redis reads that take no lease,
+# Kafka group offsets, and the "equals a clean replay" invariant.
+
+MONITOR_SRC = str(__import__("pathlib").Path(__import__("driftline").__file__).parents[1])
+
+
+def monitor_env(settings: Any, **extra: str) -> dict[str, str]:
+    """Environment of a ``python -m driftline monitor`` child pointed at ``settings``.
+
+    PYTHONPATH names the source tree this test process imported, so the child runs the
+    same code whatever the interpreter's editable install points at.
+    """
+    import os
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": MONITOR_SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "DRIFTLINE_REDIS__URL": settings.redis.url,
+        "DRIFTLINE_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+        "DRIFTLINE_TOPICS__PREDICTIONS": settings.topics.predictions,
+        "DRIFTLINE_TOPICS__ALERTS": settings.topics.alerts,
+        "DRIFTLINE_MONITOR__GROUP_ID": settings.monitor.group_id,
+        "DRIFTLINE_MONITOR__MAX_BATCH_EVENTS": "500",
+        # A crashed member's partitions move after this: short, to keep the suite fast.
+        "DRIFTLINE_MONITOR__SESSION_TIMEOUT_MS": str(settings.monitor.session_timeout_ms),
+        "DRIFTLINE_METRICS_PORT": "0",
+    }
+    env.pop("DRIFTLINE_FAULT", None)
+    env.update(extra)
+    return env
+
+
+class MonitorProc:
+    """A ``driftline monitor`` child process whose output goes to a log file."""
+
+    def __init__(
+        self,
+        settings: Any,
+        log_path: Any,
+        name: str = "monitor",
+        idle_exit: float | None = 3.0,
+        **env: str,
+    ) -> None:
+        import subprocess
+        import sys
+
+        self.log_path = log_path
+        args = [sys.executable, "-m", "driftline", "monitor", "--name", name]
+        if idle_exit is not None:
+            args += ["--idle-exit", str(idle_exit)]
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                args,
+                env=monitor_env(settings, **env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        with open(self.log_path, "rb") as fh:
+            return fh.read().decode(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float = 120.0) -> int:
+        """Wait for the process to exit (without blocking the event loop)."""
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError(f"monitor did not exit in {timeout}s:\n{self.log()[-3000:]}")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def stopped(self) -> bool:
+        """True while the process is stopped by a signal (SIGSTOP)."""
+        with open(f"/proc/{self.pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "T"
+
+    async def metrics_port(self, timeout: float = 30.0) -> int:
+        import asyncio
+        import re
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(r"metrics on :(\d+)/metrics", self.log())
+            if found:
+                return int(found.group(1))
+            await asyncio.sleep(0.05)
+        raise AssertionError("the monitor never logged its metrics port")
+
+    async def scrape(self) -> str:
+        """The child's /metrics text."""
+        import asyncio
+        import urllib.request
+
+        port = await self.metrics_port()
+
+        def get() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return str(r.read().decode())
+
+        return await asyncio.to_thread(get)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` in a /metrics text whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+def _store_for(settings: Any, client: Any) -> Any:
+    from driftline.store import StateStore
+
+    return StateStore(
+        client,
+        prefix=settings.redis.key_prefix,
+        group=settings.monitor.group_id,
+        signing_key=settings.redis.state_signing_key.get_secret_value().encode(),
+    )
+
+
+def redis_client(settings: Any) -> Any:
+    """A redis.asyncio client for ``settings`` (TLS, ACL user and all)."""
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
+
+
+async def put_reference(settings: Any, ref: Any) -> None:
+    """Store ``ref`` under ``settings``'s key prefix."""
+    client = redis_client(settings)
+    try:
+        await _store_for(settings, client).put_reference(
+            ref.model_id, ref.model_version, ref.to_bytes()
+        )
+    finally:
+        await client.aclose()
+
+
+async def redis_offsets(settings: Any, partitions: int = 2) -> dict[int, int]:
+    """Offset stored in each partition's meta (-1: none). Takes no lease."""
+    client = redis_client(settings)
+    store = _store_for(settings, client)
+    try:
+        out = {}
+        for p in range(partitions):
+            # HMGET, not HGET: the documented service ACL grants only what the store uses.
+            (v,) = await client.hmget(store.keys(settings.topics.predictions, p).meta, ["offset"])
+            out[p] = int(v) if v is not None else -1
+        return out
+    finally:
+        await client.aclose()
+
+
+async def raw_partition_state(settings: Any, partitions: int = 2) -> dict[str, Any]:
+    """Meta offsets, state hashes and outbox lengths as stored (no lease, no fencing)."""
+    client = redis_client(settings)
+    store = _store_for(settings, client)
+    try:
+        out: dict[str, Any] = {}
+        for p in range(partitions):
+            k = store.keys(settings.topics.predictions, p)
+            (offset,) = await client.hmget(k.meta, ["offset"])
+            out[f"{p}.offset"] = None if offset is None else int(offset)
+            out[f"{p}.state"] = await client.hgetall(k.state)
+            out[f"{p}.outbox"] = await client.llen(k.outbox)
+        return out
+    finally:
+        await client.aclose()
+
+
+async def kafka_committed(
+    bootstrap: str, group: str, topic: str, partitions: int = 2
+) -> dict[int, int]:
+    """The group's committed Kafka offsets (-1: none), read without joining the group."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    cons = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await cons.start()
+    try:
+        out = {}
+        for p in range(partitions):
+            c = await cons.committed(TopicPartition(topic, p))
+            out[p] = -1 if c is None else int(c)
+        return out
+    finally:
+        await cons.stop()
+
+
+async def commit_group_offsets(bootstrap: str, group: str, offsets: dict[Any, int]) -> None:
+    """Commit ``offsets`` ({TopicPartition: offset}) for ``group`` as an outside consumer.
+
+    Call it while no other member is in the group (e.g. to rewind the group to offset
+    0). It joins the group first: Tansu refuses commits from outside the group.
+    """
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    topics = sorted({tp.topic for tp in offsets})
+    cons = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await cons.start()
+    try:
+        for _ in range(300):
+            if set(offsets) <= cons.assignment():
+                break
+            await cons.getmany(timeout_ms=100, max_records=1)
+            await asyncio.sleep(0.05)
+        await cons.commit(offsets)
+    finally:
+        await cons.stop()
+
+
+async def assert_equals_replay(
+    settings: Any, replay: Any, partitions: int = 2, alerts: list[bytes] | None = None
+) -> list[dict[str, Any]]:
+    """The invariant: stored states and the alert-id set equal a clean replay's.
+
+    Returns the alerts read from the topic (duplicates included). Call after the
+    workers stopped: it takes leases, which fences any worker still running.
+    """
+    values = alerts
+    if values is None:
+        values = await read_all(settings.kafka.bootstrap_servers, settings.topics.alerts)
+    got = [orjson.loads(v) for v in values]
+    assert {a["alert_id"] for a in got} == {a.alert_id for a in replay.result.alerts}
+    stored = await stored_states(settings, partitions)
+    assert set(stored) == {k.encode() for k in replay.result.states}
+    for key, st in replay.result.states.items():
+        assert_close(stored[key.encode()], st.to_bytes(), path=key.encode())
+    return got
+
+
+class TcpProxy:
+    """A small asyncio TCP proxy for fault tests: latency, cut connections, refusal.
+
+    Runs in the test's event loop. ``latency`` delays every chunk in both directions;
+    :meth:`cut` closes every open connection and refuses new ones until :meth:`restore`.
+    """
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        from driftline.devstack import free_port
+
+        self.target_port = target_port
+        self.port = port or free_port()
+        self.latency = 0.0
+        self.refusing = False
+        self.connections = 0
+        self._server: Any = None
+        self._writers: set[Any] = set()
+
+    async def start(self) -> TcpProxy:
+        import asyncio
+
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        if self.refusing:
+            writer.close()
+            return
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self.connections += 1
+        self._writers.update((writer, up_w))
+
+        async def pump(src: Any, dst: Any) -> None:
+            try:
+                while True:
+                    data = await src.read(65536)
+                    if not data:
+                        break
+                    if self.latency:
+                        await asyncio.sleep(self.latency)
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
+        self._writers.discard(writer)
+        self._writers.discard(up_w)
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones (an unreachable server)."""
+        self.refusing = True
+        for w in list(self._writers):
+            w.close()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self.refusing = False
+        self.latency = 0.0
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0

@@ -5,9 +5,13 @@
     driftline dev up                      start Tansu + redis-server for a person
     driftline demo                        the whole fast loop end to end, locally
     driftline monitor                     run a monitor worker (predictions -> alerts)
+    driftline labels [--report]           label joiner: performance, concept drift (slow loop)
     driftline reference build|show        build / print a model's reference profile
     driftline replay --events FILE        run the core over a JSONL file, print alerts
-    driftline alerts [--since-start]      follow the alert topic and print alerts
+    driftline alerts [--since 1h]         follow the alert topic (history, filters)
+    driftline retrain [--approval]        alerts -> retraining requests (topic, webhook)
+    driftline report --model M --out F    one self-contained HTML drift report (or --events)
+    driftline serve                       the live status page (read-only)
 
 Configuration comes from ``DRIFTLINE_*`` environment variables (:mod:`driftline.config`).
 """
@@ -22,7 +26,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,53 +209,185 @@ async def _monitor(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- labels
+
+
+async def _labels(args: argparse.Namespace, settings: Settings) -> int:
+    from driftline.labels import LabelJoiner, report_text
+    from driftline.metrics import serve_metrics
+
+    if args.report:
+        print(await report_text(settings, args.model, args.champion, args.json))
+        return 0
+    serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
+    worker = LabelJoiner(settings, name=args.name)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    await worker.start()
+    try:
+        await worker.run(idle_exit_s=args.idle_exit)
+    finally:
+        await worker.close()
+    log.info(
+        "label joiner stopped after %d predictions, %d labels, %d alerts, %d dead letters",
+        worker.predictions_seen,
+        worker.labels_seen,
+        worker.alerts_published,
+        worker.dead_letters,
+    )
+    return 0
+
+
 # ---------------------------------------------------------------------------- alerts
 
 
 def format_alert(a: dict[str, Any]) -> str:
     """One readable line for an alert event."""
+    from datetime import UTC, datetime
+
     top = ", ".join(f"{f['feature']}={f['score']:.3g}" for f in a.get("top_features", [])[:3])
     mark = "FIRING  " if a["status"] == "firing" else "resolved"
+    at = datetime.fromtimestamp(a["detected_at"] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    diagnosis = a.get("diagnosis")
+    diag = f"  diagnosis={diagnosis}" if diagnosis and diagnosis != "undetermined" else ""
     return (
-        f"[{mark}] {a['severity']:<8} {a['kind']:<12} model={a['model_id']}:"
+        f"{at} [{mark}] {a['severity']:<8} {a['kind']:<12} model={a['model_id']}:"
         f"{a['model_version']} feature={a['feature']} detector={a['detector']} "
         f"stat={a['statistic']:.3g} thr={a['threshold']:.3g} "
-        f"window={a['window']['count']} ev  top=[{top}]  id={a['alert_id'][:12]}"
+        f"window={a['window']['count']} ev  top=[{top}]{diag}  id={a['alert_id'][:12]}"
     )
+
+
+def _choices(value: str | Sequence[str] | None) -> frozenset[str] | None:
+    """``"a,b"`` or ``["a", "b"]`` -> {"a", "b"}; nothing -> no filter."""
+    if not value:
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    return frozenset(p.strip() for p in parts if p.strip()) or None
+
+
+def alert_matches(
+    a: dict[str, Any],
+    model: str | Sequence[str] | None = None,
+    kind: str | Sequence[str] | None = None,
+    severity: str | Sequence[str] | None = None,
+) -> bool:
+    """Whether an alert passes the ``--model``/``--kind``/``--severity`` filters
+    (each a value or a comma-separated list; empty means any)."""
+    for key, allowed in (("model_id", model), ("kind", kind), ("severity", severity)):
+        values = _choices(allowed)
+        if values is not None and a.get(key) not in values:
+            return False
+    return True
+
+
+def parse_since_ms(text: str, now_ms: int | None = None) -> int:
+    """``--since``: an ISO 8601 date-time (``2026-01-01T10:00Z``; naive means UTC), epoch
+    ms, or a duration back from now (``90s``, ``30m``, ``1h``, ``7d``, ``2w``)."""
+    from driftline.report import parse_since
+
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    try:
+        ms = parse_since(text, now)
+    except ValueError as exc:
+        raise DriftlineError(str(exc)) from None
+    if ms is None:
+        raise DriftlineError(f"--since {text!r}: empty")
+    return ms
+
+
+#: At most this many alert ids are remembered for deduplication (oldest forgotten).
+DEDUPE_IDS = 100_000
 
 
 async def follow_alerts(
     settings: Settings,
     from_start: bool,
     stop: asyncio.Event,
-    model: str | None = None,
-    kind: str | None = None,
-) -> None:
-    """Print alerts from the alert topic until ``stop`` is set."""
-    from aiokafka import AIOKafkaConsumer
+    model: str | Sequence[str] | None = None,
+    kind: str | Sequence[str] | None = None,
+    *,
+    severity: str | Sequence[str] | None = None,
+    since_ms: int | None = None,
+    follow: bool = True,
+    emit: Callable[[str], None] | None = None,
+) -> int:
+    """Print alerts from the alert topic until ``stop`` is set; return how many.
 
+    Where to start: ``since_ms`` (records whose Kafka timestamp is at or after it; the
+    consumer seeks there with ``offsets_for_times``), else the beginning
+    (``from_start``), else the end. With
+    ``follow=False`` it stops at the end offsets seen at the start (history only).
+    Alerts are deduplicated by ``alert_id`` (the outbox may publish one twice) and
+    filtered by model, kind and severity.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    out = emit or (lambda line: print(line, flush=True))
+    topic = settings.topics.alerts
     consumer = AIOKafkaConsumer(
-        settings.topics.alerts,
-        **settings.kafka.client_kwargs(),
-        group_id=None,
-        auto_offset_reset="earliest" if from_start else "latest",
+        **settings.kafka.client_kwargs(), group_id=None, enable_auto_commit=False
     )
     await consumer.start()
-    seen: set[str] = set()
+    seen: dict[str, None] = {}
+    shown = 0
     try:
+        parts: set[int] | None = None
         while not stop.is_set():
+            await consumer.topics()  # refresh metadata
+            parts = consumer.partitions_for_topic(topic)
+            if parts or not follow:
+                break
+            await asyncio.sleep(1.0)  # the topic does not exist yet: wait for it
+        if not parts:
+            return 0
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        if since_ms is not None:
+            found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+            for tp in tps:
+                hit = found.get(tp)
+                if hit is None:  # nothing published since then
+                    await consumer.seek_to_end(tp)
+                else:
+                    consumer.seek(tp, hit.offset)
+        elif from_start:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        end = await consumer.end_offsets(tps) if not follow else {}
+        while not stop.is_set():
+            if not follow:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    break
             batch = await consumer.getmany(timeout_ms=300)
             for recs in batch.values():
                 for r in recs:
-                    a = orjson.loads(r.value)
-                    if a["alert_id"] in seen:  # consumers deduplicate on the alert id
+                    if not follow and r.offset >= end[TopicPartition(r.topic, r.partition)]:
                         continue
-                    seen.add(a["alert_id"])
-                    if (model and a["model_id"] != model) or (kind and a["kind"] != kind):
+                    if since_ms is not None and r.timestamp < since_ms:
+                        # offsets_for_times is a lower bound on some brokers (Tansu
+                        # answers with the earliest offset): the timestamp decides.
                         continue
-                    print(format_alert(a), flush=True)
+                    try:
+                        a = orjson.loads(r.value)
+                        alert_id = a["alert_id"]
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        log.warning("skipped an unreadable record at offset %d", r.offset)
+                        continue
+                    if alert_id in seen:  # consumers deduplicate on the alert id
+                        continue
+                    seen[alert_id] = None
+                    if len(seen) > DEDUPE_IDS:
+                        del seen[next(iter(seen))]
+                    if alert_matches(a, model, kind, severity):
+                        out(format_alert(a))
+                        shown += 1
     finally:
         await consumer.stop()
+    return shown
 
 
 async def _alerts(args: argparse.Namespace, settings: Settings) -> int:
@@ -259,7 +395,68 @@ async def _alerts(args: argparse.Namespace, settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await follow_alerts(settings, args.since_start, stop, args.model, args.kind)
+    since_ms = parse_since_ms(args.since) if args.since else None
+    shown = await follow_alerts(
+        settings,
+        args.since_start,
+        stop,
+        args.model,
+        args.kind,
+        severity=args.severity,
+        since_ms=since_ms,
+        follow=not args.no_follow,
+    )
+    if args.no_follow:
+        print(f"{shown} alerts", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------- retrain
+
+
+async def _retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from driftline.metrics import serve_metrics
+    from driftline.retrain import RetrainPolicy, RetrainService, parse_duration_ms
+
+    default = RetrainPolicy()
+
+    def _set(text: str | None, fallback: frozenset[str]) -> frozenset[str]:
+        return frozenset(_choices(text) or fallback) if text is not None else fallback
+
+    policy = RetrainPolicy(
+        kinds=_set(args.kinds, default.kinds),
+        severities=_set(args.severities, default.severities),
+        ignore_diagnoses=frozenset(_choices(args.ignore_diagnoses) or ())
+        if args.ignore_diagnoses is not None
+        else default.ignore_diagnoses,
+        debounce_ms=parse_duration_ms(args.debounce),
+        require_approval=args.approval,
+    )
+    service = RetrainService(
+        settings,
+        policy,
+        group_id=args.group,
+        webhook_url=args.webhook,
+        publish=not args.no_publish,
+        from_start=args.from_start,
+    )
+    if not args.no_metrics:
+        port = serve_metrics(
+            settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile
+        )
+        log.info("metrics on :%d/metrics", port)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)
+    log.info("retrain policy: %s", policy.to_dict())
+    await service.start()
+    try:
+        await service.run(idle_exit_s=args.idle_exit)
+    finally:
+        await service.close()
+    log.info(
+        "retrain stopped after %d alerts, %d requests", service.decisions, len(service.requests)
+    )
     return 0
 
 
@@ -367,8 +564,87 @@ async def _demo(args: argparse.Namespace) -> int:
                 f"4. processed {worker.processed} events, published "
                 f"{worker.alerts_published} alert events, {worker.dead_letters} dead letters"
             )
+            from driftline.report import report_from_store, write_report
+
+            client, store = _store(settings)
+            try:
+                data = await report_from_store(store, sim.model_id, source="driftline demo")
+            finally:
+                await client.aclose()
+            out = Path(args.report)
+            size = write_report(out, data)
+            print(f"5. wrote the drift report {out.resolve()} ({size:,} bytes)")
+            if not args.skip_slow_loop:
+                from driftline.labels import demo_slow_loop
+
+                print("6. the slow loop: delayed labels, a concept switch, concept-drift alerts")
+                await demo_slow_loop(settings)
         finally:
             stack.stop()
+    return 0
+
+
+# ---------------------------------------------------------------------------- report
+
+
+async def _report(args: argparse.Namespace, settings: Settings) -> int:
+    from driftline.report import report_from_replay, report_from_store, write_report
+
+    try:
+        if args.events:
+            refs = [ReferenceProfile.from_bytes(Path(f).read_bytes()) for f in args.reference or []]
+            data = report_from_replay(
+                Path(args.events),
+                refs,
+                model_id=args.model,
+                version=args.version,
+                segment=args.segment,
+                since=args.since,
+            )
+        else:
+            if not args.model:
+                raise DriftlineError("report: give --model (Redis) or --events (replay)")
+            client, store = _store(settings)
+            try:
+                data = await report_from_store(
+                    store,
+                    args.model,
+                    version=args.version,
+                    segment=args.segment,
+                    since=args.since,
+                    max_windows=args.max_windows,
+                    source=f"Redis {settings.redis.redacted_url()} "
+                    f"(prefix {settings.redis.key_prefix})",
+                )
+            finally:
+                await client.aclose()
+    except ValueError as exc:
+        print(f"driftline report: {exc}", file=sys.stderr)
+        return 2
+    size = write_report(Path(args.out), data)
+    print(
+        f"wrote {args.out} ({size:,} bytes): model {data['model']} v{data['version']}, "
+        f"{data['windows']} windows, {len(data['features'])} features "
+        f"({data['drifted_count']} drifted), {len(data['alerts'])} alerts, state {data['state']}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from driftline.serve import StatusServer
+
+    server = StatusServer(settings, host=args.host, port=args.port)
+
+    def _stop(signum: int, frame: Any) -> None:
+        import threading
+
+        threading.Thread(target=server.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("status page on %s (redis %s)", server.url, settings.redis.redacted_url())
+    server.serve_forever()
     return 0
 
 
@@ -390,6 +666,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", type=int, default=9000)
     demo.add_argument("--sigmas", type=float, default=1.0)
     demo.add_argument("--window", type=int, default=500)
+    demo.add_argument("--report", default="driftline-demo-report.html", help="report path")
+    demo.add_argument("--skip-slow-loop", action="store_true", help="fast loop only")
 
     mon = sub.add_parser("monitor", help="run a monitor worker")
     mon.add_argument("--name", default="monitor", help="worker name in metric labels")
@@ -431,10 +709,67 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="-", help="alerts JSONL (default stdout)")
     rp.add_argument("--batch", type=int, default=5000)
 
-    al = sub.add_parser("alerts", help="follow the alert topic")
+    al = sub.add_parser("alerts", help="follow the alert topic (or show its history)")
     al.add_argument("--since-start", action="store_true", help="from the topic's beginning")
-    al.add_argument("--model")
-    al.add_argument("--kind")
+    al.add_argument(
+        "--since",
+        help="from alerts published since: ISO time (2026-01-01T10:00Z), epoch ms, "
+        "or a duration back from now (30m, 1h, 7d)",
+    )
+    al.add_argument(
+        "--no-follow", action="store_true", help="print the history up to now, then exit"
+    )
+    al.add_argument("--model", help="only these models (comma-separated)")
+    al.add_argument("--kind", help="only these kinds, e.g. input_drift,concept_drift")
+    al.add_argument("--severity", help="only these severities, e.g. warning,critical")
+
+    rep = sub.add_parser(
+        "report", help="write one self-contained HTML drift report (Redis or --events replay)"
+    )
+    rep.add_argument("--model", help="model id (required with Redis)")
+    rep.add_argument("--version", help="model version (default: the most recent one)")
+    rep.add_argument("--segment", help="segment key, e.g. 'region=eu' (default: unsegmented)")
+    rep.add_argument(
+        "--since", help="date-time (2026-01-01T10:00Z), epoch ms, or a span back (6h, 7d)"
+    )
+    rep.add_argument("--out", required=True, help="the HTML file to write")
+    rep.add_argument("--events", help="replay this JSONL file instead of reading Redis")
+    rep.add_argument("--reference", action="append", help="reference JSON file(s) for --events")
+    rep.add_argument("--max-windows", type=int, default=5000, help="newest windows read")
+
+    srv = sub.add_parser("serve", help="serve the read-only status page")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
+    srv.add_argument("--port", type=int, default=9109)
+
+    rt = sub.add_parser("retrain", help="turn drift alerts into retraining requests")
+    rt.add_argument(
+        "--kinds", help="alert kinds that trigger (default input/output/concept/performance)"
+    )
+    rt.add_argument("--severities", help="severities that trigger (default warning,critical)")
+    rt.add_argument(
+        "--ignore-diagnoses",
+        help="diagnoses that never trigger (default input_drift_benign,data_quality; '' = none)",
+    )
+    rt.add_argument("--debounce", default="24h", help="per-model minimum gap (event time)")
+    rt.add_argument("--approval", action="store_true", help="publish requests as pending_approval")
+    rt.add_argument("--webhook", help="POST each request as JSON to this http(s) URL")
+    rt.add_argument(
+        "--no-publish", action="store_true", help="do not publish to the retrain-requests topic"
+    )
+    rt.add_argument("--group", default="driftline-retrain", help="consumer group")
+    rt.add_argument(
+        "--from-start", action="store_true", help="a new group reads the alert topic from start"
+    )
+    rt.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    rt.add_argument("--idle-exit", type=float, default=None, help="exit after idle seconds")
+
+    lb = sub.add_parser("labels", help="join labels to predictions: performance, concept drift")
+    lb.add_argument("--report", action="store_true", help="print performance and exit")
+    lb.add_argument("--model", help="--report: only this model")
+    lb.add_argument("--champion", help="--report: version compared with the others")
+    lb.add_argument("--json", action="store_true", help="--report: as JSON")
+    lb.add_argument("--name", default="labels", help="worker name in metric labels")
+    lb.add_argument("--idle-exit", type=float, default=None, help="exit after idle seconds")
     return p
 
 
@@ -459,6 +794,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_replay(args, settings))
         if args.cmd == "alerts":
             return asyncio.run(_alerts(args, settings))
+        if args.cmd == "report":
+            return asyncio.run(_report(args, settings))
+        if args.cmd == "serve":
+            return _serve(args, settings)
+        if args.cmd == "retrain":
+            return asyncio.run(_retrain(args, settings))
+        if args.cmd == "labels":
+            return asyncio.run(_labels(args, settings))
     except DriftlineError as exc:
         print(f"driftline: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ never appear in ``repr``, logs or metric labels.
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,7 +19,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from driftline.errors import ConfigError
 
 __all__ = [
+    "FAULT_POINTS",
+    "FaultSpec",
     "KafkaSettings",
+    "LabelsSettings",
     "MonitorSettings",
     "RedisSettings",
     "load_settings",
@@ -88,6 +92,11 @@ class RedisSettings(BaseModel):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     key_prefix: str = "dl"
+    #: Seconds a command may wait for its reply (a stalled server or network); the
+    #: worker then retries, which the commit protocol makes safe. ``None``: wait forever.
+    socket_timeout: float | None = Field(default=10.0, gt=0)
+    #: Seconds to establish a connection.
+    socket_connect_timeout: float | None = Field(default=5.0, gt=0)
     #: HMAC key that signs every stored state record; a tampered record is rejected.
     state_signing_key: SecretStr = SecretStr("driftline-dev-signing-key")
 
@@ -108,7 +117,10 @@ class RedisSettings(BaseModel):
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.asyncio.Redis.from_url(self.url, **kwargs)``."""
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_connect_timeout,
+        }
         if self.username:
             kw["username"] = self.username
         if self.password is not None:
@@ -129,6 +141,8 @@ class TopicSettings(BaseModel):
     predictions: str = "predictions"
     labels: str = "labels"
     alerts: str = "drift-alerts"
+    #: Retraining requests published by ``driftline retrain`` (driftline.retrain).
+    retrain_requests: str = "retrain-requests"
     dlq_suffix: str = ".dlq"
 
     def dlq(self, topic: str) -> str:
@@ -154,6 +168,94 @@ class MonitorSettings(BaseModel):
     max_batch_events: int = Field(default=5000, ge=1)
     #: Maximum features exported as metric label values per model (others -> "other").
     metrics_max_features: int = Field(default=50, ge=1)
+    #: Kafka group session timeout: how long a silent worker (crashed, paused) keeps its
+    #: partitions before the group moves them. Heartbeats go every tenth of it.
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+
+
+class LabelsSettings(BaseModel):
+    """The slow loop (``driftline labels``): label join, performance, concept drift.
+
+    See docs/slow-loop.md for what each knob does.
+    """
+
+    group_id: str = "driftline-labels"
+    #: Label horizon: a label later than this after its prediction (event time) is
+    #: counted as expired; pending predictions are kept about this long in Redis.
+    horizon_seconds: float = Field(default=7 * 86_400.0, gt=0)
+    #: Per-model horizons (model id -> seconds), overriding ``horizon_seconds``.
+    model_horizons: dict[str, float] = Field(default_factory=dict)
+    #: Pending predictions live in this many time generations per horizon.
+    generations: int = Field(default=7, ge=1, le=64)
+    #: Hash buckets of the first generation of a model (later ones are sized from it).
+    initial_buckets: int = Field(default=64, ge=1, le=65_536)
+    #: A label whose prediction is not stored yet is held until the model's prediction
+    #: event time passes the label's time by this much, then counted as an orphan.
+    grace_seconds: float = Field(default=300.0, ge=0)
+    #: Most labels held per partition; beyond it the oldest become orphans.
+    max_held_labels: int = Field(default=20_000, ge=1)
+    #: Width of the event-time buckets of the performance history.
+    bucket_seconds: float = Field(default=3600.0, gt=0)
+    #: Labelled predictions per performance window (tumbling, per model/version/segment).
+    window_labels: int = Field(default=250, ge=20)
+    #: ADWIN significance on the per-prediction error stream.
+    adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    #: ADWIN change counted as concept drift only if the error rate rose this much
+    #: (classification) or by this fraction of the old mean absolute error (regression).
+    min_error_increase: float = Field(default=0.03, ge=0)
+    #: Performance alert: windowed accuracy clearly below ``max(accuracy_floor,
+    #: reference accuracy - accuracy_margin)`` (upper confidence bound under it).
+    accuracy_floor: float = Field(default=0.0, ge=0, le=1)
+    accuracy_margin: float = Field(default=0.05, ge=0, le=1)
+    #: z of the one-sided confidence bound used by the performance rules (2.33 = 99%).
+    confidence_z: float = Field(default=2.33, gt=0)
+    #: Without a reference accuracy, learn it from this many first labels.
+    learn_reference_labels: int = Field(default=1000, ge=1)
+    resolve_after_windows: int = Field(default=2, ge=1)
+    cooldown_windows: int = Field(default=2, ge=0)
+    max_batch_events: int = Field(default=5000, ge=1)
+
+
+#: Points of the commit path where a test can inject a fault (see ``Settings.fault``).
+FAULT_POINTS = (
+    "before_redis_commit",
+    "after_redis_commit",
+    "before_outbox_ack",
+    "after_kafka_commit",
+)
+_FAULT_ACTIONS = ("crash", "stop")
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A parsed test-only fault: ``<action>_<point>:<n>``.
+
+    ``crash`` ends the process at once with exit status 137 (as SIGKILL would); ``stop``
+    sends the process SIGSTOP (a paused "zombie" worker). It fires at ``point`` of the
+    ``n``-th batch commit (counted from 1) of the worker.
+
+    Examples
+    --------
+    >>> FaultSpec.parse("crash_after_redis_commit:3")
+    FaultSpec(action='crash', point='after_redis_commit', batch=3)
+    """
+
+    action: str
+    point: str
+    batch: int
+
+    @classmethod
+    def parse(cls, spec: str) -> FaultSpec:
+        """Parse ``<action>_<point>:<n>``; raise ``ValueError`` on anything else."""
+        head, sep, n = spec.partition(":")
+        action, _, point = head.partition("_")
+        if not sep or action not in _FAULT_ACTIONS or point not in FAULT_POINTS:
+            raise ValueError(
+                f"fault must be <{'|'.join(_FAULT_ACTIONS)}>_<{'|'.join(FAULT_POINTS)}>:<n>"
+            )
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError("fault batch number must be a positive integer")
+        return cls(action, point, int(n))
 
 
 class Settings(BaseSettings):
@@ -174,10 +276,25 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    labels: LabelsSettings = Field(default_factory=LabelsSettings)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     metrics_certfile: str | None = None
     metrics_keyfile: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: Test-only fault injection (``DRIFTLINE_FAULT``), e.g. ``crash_after_redis_commit:3``.
+    #: Hidden: never set it in production. Empty means no fault.
+    fault: str = Field(default="", repr=False)
+
+    @field_validator("fault")
+    @classmethod
+    def _fault_spec(cls, v: str) -> str:
+        if v:
+            FaultSpec.parse(v)
+        return v
+
+    def fault_spec(self) -> FaultSpec | None:
+        """The parsed :attr:`fault`, or ``None`` when no fault is configured."""
+        return FaultSpec.parse(self.fault) if self.fault else None
 
 
 def load_settings(**overrides: Any) -> Settings:

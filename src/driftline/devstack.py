@@ -78,13 +78,27 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
         proc.wait(timeout)
 
 
+def _kill(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout)
+
+
 @dataclass
 class TansuBroker:
-    """A Tansu broker process with in-memory storage (topics vanish when it stops)."""
+    """A Tansu broker process, with in-memory storage by default.
+
+    Memory storage forgets topics when the broker stops; ``storage="s3://bucket/"``
+    (with ``AWS_*`` variables in ``env``) keeps them across a restart. ``advertised``
+    overrides the address clients are told to reconnect to (a proxy in front).
+    """
 
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    storage: str = "memory://tansu/"
+    advertised: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
@@ -95,7 +109,7 @@ class TansuBroker:
         """Start the broker and wait until it accepts connections."""
         url = f"tcp://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"tansu-{self.port}.log"
-        with self.log_path.open("wb") as log:  # the child keeps its own descriptor
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [
                     find_tansu(),
@@ -103,13 +117,14 @@ class TansuBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    self.advertised or url,
                     "--storage-engine",
-                    "memory://tansu/",
+                    self.storage,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, **self.env} if self.env else None,
             )
         wait_port(self.port, proc=self.proc)
         return self
@@ -118,6 +133,11 @@ class TansuBroker:
         """Stop the broker (SIGTERM, then SIGKILL)."""
         if self.proc is not None:
             _stop(self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash), and reap it."""
+        if self.proc is not None:
+            _kill(self.proc)
 
 
 @dataclass
@@ -171,6 +191,11 @@ class RedisServer:
         """Stop redis-server (SIGTERM, then SIGKILL)."""
         if self.proc is not None:
             _stop(self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL redis-server (a crash: only what the AOF fsynced survives), and reap it."""
+        if self.proc is not None:
+            _kill(self.proc)
 
 
 @dataclass

@@ -80,7 +80,15 @@ STATE_COMMITS = Counter(
 )
 STATE_REWINDS = Counter(
     "driftline_state_rewind_total",
-    "Partitions found with no stored state that had to be rebuilt by replay.",
+    "Partitions whose stored state was lost or went back (Redis data loss) and is being "
+    "rebuilt by replaying Kafka.",
+    ["worker", "topic"],
+    registry=REGISTRY,
+)
+QUARANTINED = Gauge(
+    "driftline_partitions_quarantined",
+    "Partitions this worker holds but will not process: stored state unreadable "
+    "(StateCorrupt) or incomplete (StateMissing); an operator must act.",
     ["worker", "topic"],
     registry=REGISTRY,
 )
@@ -140,6 +148,58 @@ LABEL_COVERAGE = Gauge(
     "driftline_label_coverage_ratio",
     "Labelled predictions / predictions in the horizon.",
     ["model", "version"],
+    registry=REGISTRY,
+)
+ESTIMATION_ERROR = Gauge(
+    "driftline_estimation_error_ratio",
+    "Estimated (from calibrated scores) minus realised accuracy, last labelled window.",
+    ["model", "version"],
+    registry=REGISTRY,
+)
+PERFORMANCE = Gauge(
+    "driftline_performance_score",
+    "Last labelled window's log_loss, brier (classification) or mae, rmse (regression).",
+    ["model", "version", "metric"],
+    registry=REGISTRY,
+)
+DIAGNOSIS = Gauge(
+    "driftline_diagnosis",
+    "1 for the slow loop's current diagnosis of a model version, 0 for the others.",
+    ["model", "version", "diagnosis"],
+    registry=REGISTRY,
+)
+LABEL_LAG = Histogram(
+    "driftline_label_lag_seconds",
+    "Event time of a joined label minus event time of its prediction.",
+    ["model"],
+    registry=REGISTRY,
+    buckets=(1, 5, 10, 30, 60, 300, 600, 1800, 3600, 21600, 43200, 86400, 259200, 604800),
+)
+JOIN_PREDICTIONS = Counter(
+    "driftline_join_predictions_total",
+    "Predictions seen by the label joiner, by outcome (stored, duplicate, too_old, invalid).",
+    ["model", "outcome"],
+    registry=REGISTRY,
+)
+HELD_LABELS = Gauge(
+    "driftline_held_labels",
+    "Labels waiting for their prediction (arrived first), per joiner worker.",
+    ["worker"],
+    registry=REGISTRY,
+)
+
+
+# --- retraining trigger ------------------------------------------------------------
+RETRAIN_ALERTS = Counter(
+    "driftline_retrain_alerts_total",
+    "Alerts consumed by the retraining trigger, by decision outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+RETRAIN_REQUESTS = Counter(
+    "driftline_retrain_requests_total",
+    "Retraining requests published, by status (requested, pending_approval).",
+    ["model", "status"],
     registry=REGISTRY,
 )
 

@@ -28,6 +28,14 @@ multiples of ``window_seconds``, and close when an event at or after the window 
 arrives. An event older than the open window is *late*, one more than
 ``future_tolerance_ms`` ahead of the newest event seen is *future-dated*; both are
 counted and folded into the open window (never dropped), and neither moves the clock.
+Performance: the core works on columns (:mod:`driftline.columnar`), not on event
+dicts. Per batch and stream it reads every feature of every event in one pass into
+a float64 matrix (numeric) and a code matrix (categorical), bins them once, and then
+per window chunk updates all sketches with one ``bincount`` each, all Page-Hinkley
+detectors as rows of one matrix, and at the window's close computes KS, PSI and JS for
+all numeric features in a handful of array operations. Results equal the feature-by-
+feature computation (alert ids exactly, floats to rounding); docs/performance.md has
+the figures and tests/unit/test_monitor_fast.py the proofs.
 """
 
 from __future__ import annotations
@@ -42,19 +50,38 @@ import orjson
 from numpy.typing import NDArray
 
 from driftline.codec import pack, unpack
+from driftline.columnar import (
+    ColumnarBatch,
+    Columns,
+    KeyTuple,
+    category_codes,
+    group_items,
+    numeric_column,
+    segment_key,
+)
 from driftline.detectors import ADWIN, PageHinkley
-from driftline.events import AlertWindow, DriftAlert, FeatureContribution, make_alert_id
+from driftline.events import (
+    AlertWindow,
+    DriftAlert,
+    FeatureContribution,
+    event_time_ms,
+    make_alert_id,
+)
 from driftline.reference import (
     CategoricalProfile,
     NumericProfile,
     Policy,
     ReferenceProfile,
     build_reference,
-    category_value,
     features_from_events,
 )
-from driftline.sketches import CategoricalSketch, NumericSketch
-from driftline.stats import chi2_homogeneity, holm, js_distance, ks_binned, ks_pvalue, psi
+from driftline.sketches import (
+    CategoricalSketch,
+    NumericSketch,
+    categories_fingerprint,
+    edges_fingerprint,
+)
+from driftline.stats import chi2_sf, holm, kolmogorov_sf
 
 __all__ = [
     "BatchResult",
@@ -64,6 +91,7 @@ __all__ = [
     "StateKey",
     "WARMUP_EVENTS",
     "process_batch",
+    "process_columns",
     "state_key",
 ]
 
@@ -101,10 +129,9 @@ class StateKey:
 
 
 def state_key(event: Mapping[str, Any]) -> StateKey:
-    """The :class:`StateKey` an event belongs to."""
+    """The :class:`StateKey` an event (or a columnar batch) belongs to."""
     seg = event.get("segment")
-    seg_key = ",".join(f"{k}={seg[k]}" for k in sorted(seg)) if seg else ""
-    return StateKey(event["model_id"], event["model_version"], seg_key)
+    return _key((event["model_id"], event["model_version"], segment_key(seg) if seg else ""))
 
 
 @dataclass
@@ -132,6 +159,16 @@ class Observation:
     feature: str
     test: str
     value: float
+
+
+def _observation(model_id: str, version: str, feature: str, test: str, value: float) -> Observation:
+    """``Observation(...)`` without the frozen dataclass's per-field ``object.__setattr__``
+    calls (a window makes about three per feature)."""
+    obs = object.__new__(Observation)
+    obs.__dict__.update(
+        model_id=model_id, model_version=version, feature=feature, test=test, value=value
+    )
+    return obs
 
 
 @dataclass
@@ -349,7 +386,9 @@ def process_batch(
     Parameters
     ----------
     events
-        Decoded, contract-valid prediction events (dicts), in partition order.
+        Decoded, contract-valid prediction events (dicts), in partition order. Columnar
+        batches (:class:`driftline.columnar.ColumnarBatch`) may be mixed in; see
+        :func:`process_columns`.
     states
         Current state per key; updated in place and extended with new keys.
     references
@@ -362,11 +401,34 @@ def process_batch(
     BatchResult
         Alerts raised, statistics for metrics, warm-up references to store.
     """
+    return _process(group_items(events), states, references, default_policy)
+
+
+def process_columns(
+    batches: Sequence[ColumnarBatch | Mapping[str, Any]],
+    states: dict[StateKey, ModelState],
+    references: RefLookup,
+    *,
+    default_policy: Policy | None = None,
+) -> BatchResult:
+    """Process columnar batches (and single events, mixed) in partition order.
+
+    The same core as :func:`process_batch`: a batch of ``n`` predictions gives exactly
+    the result of its ``n`` rows sent as single events (alert ids, states, window
+    summaries), only without reading them event by event.
+    """
+    return _process(group_items(batches), states, references, default_policy)
+
+
+def _process(
+    groups: Mapping[KeyTuple, Sequence[Columns]],
+    states: dict[StateKey, ModelState],
+    references: RefLookup,
+    default_policy: Policy | None,
+) -> BatchResult:
     result = BatchResult()
-    groups: dict[StateKey, Sequence[Mapping[str, Any]]] = {}
-    for e in events:
-        groups.setdefault(state_key(e), []).append(e)  # type: ignore[attr-defined]
-    for key, evs in groups.items():
+    for kt, parts in groups.items():
+        key = _key(kt)
         ref = references(key.model_id, key.model_version)
         st = states.get(key)
         if st is None:
@@ -374,26 +436,37 @@ def process_batch(
             states[key] = st
         elif ref is not None and st.reference_id != ref.reference_id:
             st.attach(ref)
-        if ref is None:
-            ref, evs = _warm_up(st, evs, default_policy or Policy(), result)
+        plan: _Plan | None = None
+        acc: _Acc | None = None
+        for cols in parts:
             if ref is None:
+                ref, rest = _warm_up(st, cols, default_policy or Policy(), result)
+                if ref is None or rest is None:
+                    continue
+                cols = rest
+            if cols.n == 0:
                 continue
-        _process_key(st, ref, evs, result)
+            if plan is None or acc is None:
+                plan = _plan(ref)
+                acc = _Acc.load(st, plan)
+            _process_cols(st, ref, plan, acc, cols, result)
+        if plan is not None and acc is not None:
+            acc.store(st, plan)
     return result
 
 
 def _warm_up(
-    st: ModelState, evs: Sequence[Mapping[str, Any]], policy: Policy, result: BatchResult
-) -> tuple[ReferenceProfile | None, Sequence[Mapping[str, Any]]]:
+    st: ModelState, cols: Columns, policy: Policy, result: BatchResult
+) -> tuple[ReferenceProfile | None, Columns | None]:
     """Collect the first :data:`WARMUP_EVENTS` events; then build the reference from them.
 
     Returns the reference (or None while warming up) and the events left to monitor.
     """
     take = WARMUP_EVENTS - len(st.warmup)
-    st.warmup.extend(dict(e) for e in evs[:take])
-    st.events += min(take, len(evs))
+    st.warmup.extend(cols.rows(0, take))
+    st.events += min(take, cols.n)
     if len(st.warmup) < WARMUP_EVENTS:
-        return None, ()
+        return None, None
     data = features_from_events(st.warmup)
     created = max(_time_ms(e) for e in st.warmup)
     ref = build_reference(
@@ -407,31 +480,538 @@ def _warm_up(
     st.warmup = []
     st.attach(ref)
     result.new_references.append(ref)
-    return ref, evs[take:]
+    return ref, cols.tail(min(take, cols.n))
 
 
 def _time_ms(e: Mapping[str, Any]) -> int:
     ts = e["timestamp"]
     if isinstance(ts, int):
         return ts
-    from driftline.events import event_time_ms
-
     return event_time_ms(ts)
 
 
-def _process_key(
-    st: ModelState, ref: ReferenceProfile, evs: Sequence[Mapping[str, Any]], result: BatchResult
+_KEYS: dict[KeyTuple, StateKey] = {}
+
+
+def _key(kt: KeyTuple) -> StateKey:
+    """The (shared) :class:`StateKey` of a key tuple."""
+    key = _KEYS.get(kt)
+    if key is None:
+        if len(_KEYS) > 100_000:
+            _KEYS.clear()
+        key = _KEYS[kt] = StateKey(*kt)
+    return key
+
+
+# ---------------------------------------------------------------------- the plan
+#
+# Everything about a reference the core needs per batch, computed once per reference
+# object: the numeric columns (features, then confidence, then a regression's
+# prediction) with their bins padded to one width so a window's counts are one matrix,
+# the reference's cumulative distribution for KS, its PSI groups bucketed by size for
+# one vectorised PSI/JS per bucket, the Page-Hinkley standardisation, and the category
+# lookups.
+
+
+class _Plan:
+    def __init__(self, ref: ReferenceProfile) -> None:
+        feats = ref.features
+        out = ref.outputs
+        self.ref = ref
+        self.expected = feats.keys()
+        self.all_names = list(feats)
+        where = {k: i for i, k in enumerate(self.all_names)}
+        self.num_names = [k for k, v in feats.items() if isinstance(v, NumericProfile)]
+        self.cat_names = [k for k, v in feats.items() if isinstance(v, CategoricalProfile)]
+        self.num_pos = [where[k] for k in self.num_names]
+        self.cat_pos = [where[k] for k in self.cat_names]
+
+        nprofs: list[NumericProfile] = []
+        for k in self.num_names:
+            p = feats[k]
+            assert isinstance(p, NumericProfile)
+            nprofs.append(p)
+        self.conf_col = self.pred_col = -1
+        if out.confidence is not None:
+            self.conf_col = len(nprofs)
+            nprofs.append(out.confidence)
+        if out.prediction is not None and out.task == "regression":
+            self.pred_col = len(nprofs)
+            nprofs.append(out.prediction)
+        self.nprofs = nprofs
+        nc = self.nc = len(nprofs)
+        self.edges = [p.edges for p in nprofs]
+        self.bins = [int(p.edges.size) + 1 for p in nprofs]
+        bmax = self.bmax = max(self.bins, default=1)
+        self.offsets = np.arange(nc, dtype=np.intp) * bmax
+        self.sentinel = nc * bmax
+        self.ref_min = np.array([p.min for p in nprofs], dtype=np.float64)
+        self.ref_max = np.array([p.max for p in nprofs], dtype=np.float64)
+        self.fps = [edges_fingerprint(e) for e in self.edges]
+        self.prof_n = [int(p.n) for p in nprofs]
+        self.psi_thr = [float(p.psi_threshold) for p in nprofs]
+        ref_counts = np.zeros((nc, bmax), dtype=np.float64)
+        for i, p in enumerate(nprofs):
+            ref_counts[i, : self.bins[i]] = p.counts
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.cum_r = np.cumsum(ref_counts / ref_counts.sum(axis=1, keepdims=True), axis=1)
+        # KS compares the CDFs at the interior edges only (positions < bins - 1).
+        self.ks_pad = np.arange(bmax)[None, :] >= (np.asarray(self.bins) - 1)[:, None]
+
+        # PSI groups: one reduceat over the flat counts, then buckets of equal size.
+        starts: list[NDArray[np.intp]] = []
+        self.gslice: list[slice] = []
+        base = 0
+        sizes: dict[int, list[int]] = {}
+        for i, p in enumerate(nprofs):
+            g = np.asarray(p.groups, dtype=np.intp)
+            starts.append(g + i * bmax)
+            self.gslice.append(slice(base, base + g.size))
+            sizes.setdefault(int(g.size), []).append(i)
+            base += g.size
+        self.gstarts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.intp)
+        self.buckets: list[tuple[list[int], NDArray[np.intp], NDArray[np.float64]]] = []
+        for size, cols in sizes.items():
+            idx = np.array(
+                [np.arange(self.gslice[i].start, self.gslice[i].stop) for i in cols],
+                dtype=np.intp,
+            ).reshape(len(cols), size)
+            ref_g = np.array(
+                [np.add.reduceat(nprofs[i].counts, nprofs[i].groups) for i in cols],
+                dtype=np.float64,
+            ).reshape(len(cols), size)
+            self.buckets.append((cols, idx, ref_g))
+
+        self.binner = _Binner(self.edges)
+        pol = ref.policy
+        self.ph_rows = [i for i, k in enumerate(self.num_names) if nprofs[i].std > 0]
+        self.ph_mean = np.array([nprofs[i].mean for i in self.ph_rows], dtype=np.float64)
+        self.ph_std = np.array([nprofs[i].std for i in self.ph_rows], dtype=np.float64)
+        self.ph_clip = float(pol.ph_clip)
+
+        cprofs: list[CategoricalProfile] = []
+        for k in self.cat_names:
+            cp = feats[k]
+            assert isinstance(cp, CategoricalProfile)
+            cprofs.append(cp)
+        self.class_row = -1
+        if out.classes is not None:
+            self.class_row = len(cprofs)
+            cprofs.append(out.classes)
+        self.cprofs = cprofs
+        self.kc = len(cprofs)
+        self.ncat = [len(cp.categories) for cp in cprofs]
+        width = max(self.ncat, default=0) + 2  # missing, categories..., other
+        self.cwidth = width
+        self.coff = np.arange(self.kc, dtype=np.int64) * width + 1
+        self.cindex = [{c: i for i, c in enumerate(cp.categories)} for cp in cprofs]
+        self.luts: list[dict[str | None, int]] = []
+        for index in self.cindex:
+            lut: dict[str | None, int] = {None: -1}
+            for c, i in index.items():
+                lut[c] = i
+            self.luts.append(lut)
+        self.cfps = [categories_fingerprint(cp.categories) for cp in cprofs]
+        self.cref = [np.asarray(cp.counts, dtype=np.float64) for cp in cprofs]
+        widths: dict[int, list[int]] = {}
+        for r, size in enumerate(self.ncat):
+            widths.setdefault(size + 1, []).append(r)
+        self.cbuckets = [
+            (rows, np.array([self.cref[r] for r in rows], dtype=np.float64).reshape(len(rows), w))
+            for w, rows in widths.items()
+        ]
+
+
+class _Binner:
+    """``searchsorted(edges[i], x[i], side="left")`` for every row of ``x`` at once.
+
+    A lookup grid of :data:`_GRID` cells per column gives, for each value, a lower
+    bound of its bin (the bin of the grid point one cell below); a few vectorised
+    "is the next edge still below x?" steps finish the search. Columns whose edges
+    crowd more than :data:`_GRID_STEPS` into a few cells use ``searchsorted``.
+    The result is exactly ``searchsorted``'s (tests/unit/test_monitor_fast.py).
+    """
+
+    def __init__(self, edges: Sequence[NDArray[np.float64]]) -> None:
+        self.n = len(edges)
+        grid_rows: list[int] = []
+        bases: list[NDArray[np.intp]] = []
+        lows: list[float] = []
+        scales: list[float] = []
+        steps = 0
+        for i, e in enumerate(edges):
+            if e.size < 2:
+                continue
+            lo, hi = float(e[0]), float(e[-1])
+            scale = _GRID / (hi - lo)
+            if not (math.isfinite(scale) and scale > 0):
+                continue
+            points = lo + np.arange(_GRID) / scale
+            base = np.searchsorted(e, points, side="left")
+            per_cell = np.diff(np.searchsorted(e, np.r_[points, math.inf], side="left"))
+            near = int(np.convolve(per_cell, np.ones(5, dtype=np.int64), mode="same").max())
+            if near + 1 > _GRID_STEPS:
+                continue
+            steps = max(steps, near + 1)
+            grid_rows.append(i)
+            bases.append(base.astype(np.intp))
+            lows.append(lo)
+            scales.append(scale)
+        self.edges = list(edges)
+        self.grid_rows = np.asarray(grid_rows, dtype=np.intp)
+        self.other_rows = [i for i in range(self.n) if i not in set(grid_rows)]
+        self.steps = steps
+        k = len(grid_rows)
+        width = max((edges[i].size for i in grid_rows), default=0) + steps + 1
+        pad = np.full((k, width), math.inf)
+        for j, i in enumerate(grid_rows):
+            pad[j, : edges[i].size] = edges[i]
+        self.pad = pad.ravel()
+        self.pad_off = (np.arange(k, dtype=np.intp) * width)[:, None]
+        self.base = np.concatenate(bases) if bases else np.zeros(0, dtype=np.intp)
+        self.base_off = (np.arange(k, dtype=np.intp) * _GRID - 1)[:, None]
+        self.low = np.asarray(lows, dtype=np.float64)[:, None]
+        self.scale = np.asarray(scales, dtype=np.float64)[:, None]
+
+    def bins(self, x: NDArray[np.float64], finite: NDArray[np.bool_]) -> NDArray[np.intp]:
+        """Bin index of every value (non-finite values get an arbitrary bin)."""
+        out = np.empty(x.shape, dtype=np.intp)
+        rows = self.grid_rows
+        if rows.size:
+            xs = x if rows.size == self.n else x[rows]
+            if not finite[rows].all():
+                xs = np.where(np.isfinite(xs), xs, self.low)
+            with np.errstate(over="ignore", invalid="ignore"):
+                cell = (xs - self.low) * self.scale
+            np.clip(cell, 1.0, _GRID - 1.0, out=cell)
+            at = cell.astype(np.intp)
+            at += self.base_off
+            idx = self.base[at]
+            idx += self.pad_off
+            pad = self.pad
+            for _ in range(self.steps):
+                idx += pad[idx] < xs
+            idx -= self.pad_off
+            if rows.size == self.n:
+                out = idx
+            else:
+                out[rows] = idx
+        for i in self.other_rows:
+            out[i] = np.searchsorted(self.edges[i], x[i], side="left")
+        return out
+
+
+_GRID = 2048
+_GRID_STEPS = 6
+
+
+_PLANS: dict[int, tuple[ReferenceProfile, _Plan]] = {}
+
+
+def _plan(ref: ReferenceProfile) -> _Plan:
+    """The plan of ``ref``, cached per reference object."""
+    hit = _PLANS.get(id(ref))
+    if hit is not None and hit[0] is ref:
+        return hit[1]
+    if len(_PLANS) >= 1024:
+        _PLANS.clear()
+    plan = _Plan(ref)
+    _PLANS[id(ref)] = (ref, plan)
+    return plan
+
+
+# ---------------------------------------------------------------------- the window
+#
+# During a batch the open window of a stream lives in arrays (:class:`_Acc`), one row
+# per numeric column and one per categorical column; the sketches of the ModelState are
+# read into them when the batch starts and written back (without validation, sharing
+# the reference's edges and fingerprints) when it ends. Closing a window zeroes the
+# arrays in place instead of building new sketch objects.
+
+
+class _Acc:
+    def __init__(self, plan: _Plan) -> None:
+        nc, kc = plan.nc, plan.kc
+        self.counts = np.zeros((nc, plan.bmax), dtype=np.int64)
+        self.missing = np.zeros(nc, dtype=np.int64)
+        self.nonfinite = np.zeros(nc, dtype=np.int64)
+        self.n = np.zeros(nc, dtype=np.int64)
+        self.below = np.zeros(nc, dtype=np.int64)
+        self.above = np.zeros(nc, dtype=np.int64)
+        self.mean = np.zeros(nc, dtype=np.float64)
+        self.m2 = np.zeros(nc, dtype=np.float64)
+        self.mn = np.full(nc, math.inf)
+        self.mx = np.full(nc, -math.inf)
+        self.ccounts = np.zeros((kc, max(plan.cwidth - 1, 1)), dtype=np.int64)
+        self.cmissing = np.zeros(kc, dtype=np.int64)
+        self.mism = np.zeros(len(plan.all_names), dtype=np.int64)
+
+    def _numeric_sketches(self, st: ModelState, plan: _Plan) -> list[NumericSketch | None]:
+        sks: list[NumericSketch | None] = [st.num.get(k) for k in plan.num_names]
+        if plan.conf_col >= 0:
+            sks.append(st.confidence)
+        if plan.pred_col >= 0:
+            sks.append(st.prediction)
+        return sks
+
+    def _categorical_sketches(self, st: ModelState, plan: _Plan) -> list[CategoricalSketch | None]:
+        sks: list[CategoricalSketch | None] = [st.cat.get(k) for k in plan.cat_names]
+        if plan.class_row >= 0:
+            sks.append(st.classes)
+        return sks
+
+    @classmethod
+    def load(cls, st: ModelState, plan: _Plan) -> _Acc:
+        acc = cls(plan)
+        for i, sk in enumerate(acc._numeric_sketches(st, plan)):
+            if sk is None or sk.bins != plan.bins[i]:
+                continue
+            acc.counts[i, : plan.bins[i]] = sk.counts
+            acc.missing[i] = sk.missing
+            acc.nonfinite[i] = sk.nonfinite
+            acc.n[i] = sk.n
+            acc.below[i] = sk.below
+            acc.above[i] = sk.above
+            if sk.n:
+                acc.mean[i] = sk.mean
+                acc.m2[i] = sk.m2
+                acc.mn[i] = sk.min
+                acc.mx[i] = sk.max
+        for r, csk in enumerate(acc._categorical_sketches(st, plan)):
+            if csk is None or csk.bins != plan.ncat[r] + 1:
+                continue
+            acc.ccounts[r, : plan.ncat[r] + 1] = csk.counts
+            acc.cmissing[r] = csk.missing
+        tm = st.type_mismatch
+        acc.mism[:] = [tm.get(k, 0) for k in plan.all_names]
+        return acc
+
+    def store(self, st: ModelState, plan: _Plan) -> None:
+        """Write the window back into ``st``'s sketches and type-mismatch counts."""
+        missing, nonfinite, n = self.missing.tolist(), self.nonfinite.tolist(), self.n.tolist()
+        below, above = self.below.tolist(), self.above.tolist()
+        mean, m2, mn, mx = self.mean.tolist(), self.m2.tolist(), self.mn.tolist(), self.mx.tolist()
+        out: list[NumericSketch] = []
+        for i, prof in enumerate(plan.nprofs):
+            counts = self.counts[i, : plan.bins[i]].copy()
+            counts.flags.writeable = False
+            out.append(
+                NumericSketch(
+                    plan.edges[i],
+                    float(prof.min),
+                    float(prof.max),
+                    counts,
+                    missing=missing[i],
+                    nonfinite=nonfinite[i],
+                    n=n[i],
+                    mean=mean[i] if n[i] else 0.0,
+                    m2=m2[i] if n[i] else 0.0,
+                    min=mn[i],
+                    max=mx[i],
+                    below=below[i],
+                    above=above[i],
+                    fingerprint=plan.fps[i],
+                )
+            )
+        for i, k in enumerate(plan.num_names):
+            if k in st.num:
+                st.num[k] = out[i]
+        if plan.conf_col >= 0 and st.confidence is not None:
+            st.confidence = out[plan.conf_col]
+        if plan.pred_col >= 0 and st.prediction is not None:
+            st.prediction = out[plan.pred_col]
+        cmissing = self.cmissing.tolist()
+        cats: list[CategoricalSketch] = []
+        for r, cprof in enumerate(plan.cprofs):
+            counts = self.ccounts[r, : plan.ncat[r] + 1].copy()
+            counts.flags.writeable = False
+            cats.append(
+                CategoricalSketch(
+                    cprof.categories,
+                    counts,
+                    missing=cmissing[r],
+                    n=int(counts.sum()),
+                    index=plan.cindex[r],
+                    fingerprint=plan.cfps[r],
+                )
+            )
+        for r, k in enumerate(plan.cat_names):
+            if k in st.cat:
+                st.cat[k] = cats[r]
+        if plan.class_row >= 0 and st.classes is not None:
+            st.classes = cats[plan.class_row]
+        st.type_mismatch = dict(zip(plan.all_names, self.mism.tolist(), strict=True))
+
+    def reset(self) -> None:
+        for a in (self.counts, self.missing, self.nonfinite, self.n, self.below, self.above):
+            a.fill(0)
+        self.mean.fill(0.0)
+        self.m2.fill(0.0)
+        self.mn.fill(math.inf)
+        self.mx.fill(-math.inf)
+        self.ccounts.fill(0)
+        self.cmissing.fill(0)
+        self.mism.fill(0)
+
+    # ------------------------------------------------------------------ absorbing
+    def add_numeric(self, plan: _Plan, data: _Data, a: int, b: int) -> None:
+        """Fold events ``a:b`` into every numeric column (NumericSketch.update, vectorised)."""
+        m = b - a
+        nc = plan.nc
+        g = data.bins[:, a:b]
+        hist = np.bincount(g.ravel(), minlength=plan.sentinel + 1)
+        self.counts += hist[: plan.sentinel].reshape(nc, plan.bmax)
+        x = data.x[:, a:b]
+        rows = data.finite_rows
+        if rows.size:
+            sub = x if rows.size == nc else x[rows]
+            with np.errstate(over="ignore", invalid="ignore"):
+                bmean = sub.mean(axis=1)
+                dev = sub - bmean[:, None]
+                bm2 = np.einsum("ij,ij->i", dev, dev)
+                na = self.n[rows]
+                ntot = na + m
+                fresh = na == 0
+                ma = self.mean[rows]
+                mean = ma * (na / ntot) + bmean * (m / ntot)
+                delta = bmean - ma
+                m2 = (self.m2[rows] + bm2) + delta * delta * ((na * m) / ntot)
+            self.mean[rows] = np.where(fresh, bmean, mean)
+            self.m2[rows] = np.where(fresh, bm2, m2)
+            self.n[rows] = ntot
+            self.mn[rows] = np.minimum(self.mn[rows], sub.min(axis=1))
+            self.mx[rows] = np.maximum(self.mx[rows], sub.max(axis=1))
+            self.below[rows] += np.count_nonzero(sub < plan.ref_min[rows, None], axis=1)
+            self.above[rows] += np.count_nonzero(sub > plan.ref_max[rows, None], axis=1)
+        for i in data.other_rows.tolist():
+            self._add_one(plan, i, x[i])
+
+    def _add_one(self, plan: _Plan, i: int, x: NDArray[np.float64]) -> None:
+        """NumericSketch.update for one column with missing or infinite values."""
+        finite = np.isfinite(x)
+        n_missing = int(np.count_nonzero(np.isnan(x)))
+        self.missing[i] += n_missing
+        fin = x[finite]
+        self.nonfinite[i] += x.size - fin.size - n_missing
+        if fin.size == 0:
+            return
+        self.below[i] += int(np.count_nonzero(fin < plan.ref_min[i]))
+        self.above[i] += int(np.count_nonzero(fin > plan.ref_max[i]))
+        with np.errstate(over="ignore", invalid="ignore"):
+            bmean = float(fin.mean())
+            dev = fin - bmean
+            bm2 = float(dev @ dev)
+            n, mean, m2 = _chan(
+                int(self.n[i]), float(self.mean[i]), float(self.m2[i]), int(fin.size), bmean, bm2
+            )
+        self.n[i], self.mean[i], self.m2[i] = n, mean, m2
+        self.mn[i] = min(float(self.mn[i]), float(fin.min()))
+        self.mx[i] = max(float(self.mx[i]), float(fin.max()))
+
+    def add_categorical(self, plan: _Plan, data: _Data, a: int, b: int) -> None:
+        """Fold events ``a:b`` into every categorical column (one bincount)."""
+        codes = data.codes[:, a:b] + plan.coff[:, None]
+        hist = np.bincount(codes.ravel(), minlength=plan.kc * plan.cwidth)
+        hist = hist.reshape(plan.kc, plan.cwidth)
+        self.cmissing += hist[:, 0]
+        self.ccounts += hist[:, 1:]
+
+
+def _chan(
+    na: int, ma: float, m2a: float, nb: int, mb: float, m2b: float
+) -> tuple[int, float, float]:
+    """Combine (count, mean, M2) pairs (as :mod:`driftline.sketches` does)."""
+    if nb == 0:
+        return na, ma, m2a
+    if na == 0:
+        return nb, mb, m2b
+    n = na + nb
+    mean = ma * (na / n) + mb * (nb / n)
+    delta = mb - ma
+    return n, mean, (m2a + m2b) + delta * delta * ((na * nb) / n)
+
+
+class _Data:
+    """One segment's events as arrays on the plan's columns (built once per batch)."""
+
+    def __init__(self, plan: _Plan, cols: Columns) -> None:
+        n = self.n = cols.n
+        ts = cols.timestamps()
+        if set(map(type, ts)) == {int}:
+            times: list[int] = list(ts)  # type: ignore[arg-type]
+        else:
+            times = [t if isinstance(t, int) else event_time_ms(t) for t in ts]
+        self.times = times
+        self.t64: NDArray[np.int64] | None = None
+        try:
+            t64 = np.array(times, dtype=np.int64)
+            if t64.size and int(t64.max()) < 2**62:
+                self.t64 = t64
+        except OverflowError:
+            pass
+
+        self.mism: list[tuple[int, NDArray[np.bool_]]] = []
+        x = self.x = np.empty((plan.nc, n), dtype=np.float64)
+        for i, name in enumerate(plan.num_names):
+            x[i], mm = numeric_column(cols.column(name), cols.types(name))
+            if mm is not None:
+                self.mism.append((plan.num_pos[i], mm))
+        if plan.conf_col >= 0:
+            x[plan.conf_col] = cols.confidence()
+        if plan.pred_col >= 0:
+            preds = cols.predictions()
+            x[plan.pred_col] = numeric_column(preds, frozenset(map(type, preds)))[0]
+        finite: NDArray[np.bool_] = np.ones(plan.nc, dtype=np.bool_)
+        if n:
+            finite = np.asarray(np.isfinite(x).all(axis=1))
+        self.finite_rows = np.flatnonzero(finite)
+        self.other_rows = np.flatnonzero(~finite)
+        self.finite = finite
+        bins = self.bins = plan.binner.bins(x, finite)
+        bins += plan.offsets[:, None]
+        for i in self.other_rows.tolist():
+            bins[i, ~np.isfinite(x[i])] = plan.sentinel
+
+        codes = self.codes = np.empty((plan.kc, n), dtype=np.int64)
+        for r, name in enumerate(plan.cat_names):
+            codes[r], mm = category_codes(
+                cols.column(name), cols.types(name), plan.luts[r], plan.ncat[r]
+            )
+            if mm is not None:
+                self.mism.append((plan.cat_pos[r], mm))
+        if plan.class_row >= 0:
+            preds = cols.predictions()
+            r = plan.class_row
+            codes[r] = category_codes(
+                preds, frozenset(map(type, preds)), plan.luts[r], plan.ncat[r], track=False
+            )[0]
+        self.unknown = cols.unknown(plan.expected)
+
+
+# ---------------------------------------------------------------------- absorbing
+
+
+def _process_cols(
+    st: ModelState,
+    ref: ReferenceProfile,
+    plan: _Plan,
+    acc: _Acc,
+    cols: Columns,
+    result: BatchResult,
 ) -> None:
     pol = ref.policy
-    times = [_time_ms(e) for e in evs]
+    data = _Data(plan, cols)
+    run = _PHRun(st, plan, data) if plan.ph_rows else None
+    times = data.times
+    n = data.n
     start = 0
-    while start < len(evs):
+    while start < n:
         end = _window_cut(st, pol, times, start)
         if end > start:
-            _absorb(st, ref, evs[start:end], times[start:end], result)
-        if end < len(evs) or _window_full(st, pol):
-            _close_window(st, ref, result)
-            if end < len(evs) and pol.window_seconds > 0:
+            _absorb(st, ref, plan, acc, data, run, start, end, result)
+        if end < n or _window_full(st, pol):
+            _close_window(st, ref, plan, acc, result)
+            if end < n and pol.window_seconds > 0:
                 _open_time_window(st, pol, times[end])
         start = end
 
@@ -464,106 +1044,93 @@ def _window_cut(st: ModelState, pol: Policy, times: Sequence[int], start: int) -
     return len(times)
 
 
-# ---------------------------------------------------------------------- absorbing
-
-
-def _numeric_column(
-    feats: Sequence[Mapping[str, Any]], name: str
-) -> tuple[NDArray[np.float64], int]:
-    vals = [f.get(name) for f in feats]
-    arr = np.fromiter(
-        (v if (type(v) is float or type(v) is int) else math.nan for v in vals),
-        dtype=np.float64,
-        count=len(vals),
-    )
-    nulls = vals.count(None)
-    mismatches = int(np.isnan(arr).sum()) - nulls
-    return arr, mismatches
+def _track_time(st: ModelState, data: _Data, a: int, b: int, result: BatchResult) -> None:
+    """Event-time bookkeeping: late and future-dated events are counted, never dropped."""
+    w = st.window
+    t64 = data.t64
+    if t64 is not None:
+        t = t64[a:b]
+        prev = st.max_event_ms
+        newest = np.maximum.accumulate(t)
+        before = np.empty_like(t)
+        before[0] = prev
+        np.maximum(newest[:-1], prev, out=before[1:])
+        # Assuming no event is future-dated, the newest time before each event is the
+        # running maximum; if that finds none, the assumption held.
+        if not np.any((before >= 0) & (t > before + FUTURE_TOLERANCE_MS)):
+            if w.open_ms >= 0:
+                late = int(np.count_nonzero(t < w.open_ms))
+                st.late_events += late
+                result.late_events += late
+            lo, hi = int(t.min()), int(newest[-1])
+            st.max_event_ms = max(prev, hi)
+            w.start_ms = lo if w.start_ms < 0 else min(w.start_ms, lo)
+            w.end_ms = max(w.end_ms, hi)
+            return
+    for t_ in data.times[a:b]:
+        if st.max_event_ms >= 0 and t_ > st.max_event_ms + FUTURE_TOLERANCE_MS:
+            st.future_events += 1
+            result.future_events += 1
+            continue
+        if w.open_ms >= 0 and t_ < w.open_ms:
+            st.late_events += 1
+            result.late_events += 1
+        st.max_event_ms = max(st.max_event_ms, t_)
+        w.start_ms = t_ if w.start_ms < 0 else min(w.start_ms, t_)
+        w.end_ms = max(w.end_ms, t_)
 
 
 def _absorb(
     st: ModelState,
     ref: ReferenceProfile,
-    evs: Sequence[Mapping[str, Any]],
-    times: Sequence[int],
+    plan: _Plan,
+    acc: _Acc,
+    data: _Data,
+    run: _PHRun | None,
+    a: int,
+    b: int,
     result: BatchResult,
 ) -> None:
-    pol = ref.policy
-    n = len(evs)
+    m = b - a
     w = st.window
-    # Event time bookkeeping (late / future-dated are counted, never dropped).
-    for t in times:
-        if st.max_event_ms >= 0 and t > st.max_event_ms + FUTURE_TOLERANCE_MS:
-            st.future_events += 1
-            result.future_events += 1
-            continue
-        if w.open_ms >= 0 and t < w.open_ms:
-            st.late_events += 1
-            result.late_events += 1
-        st.max_event_ms = max(st.max_event_ms, t)
-        w.start_ms = t if w.start_ms < 0 else min(w.start_ms, t)
-        w.end_ms = max(w.end_ms, t)
-    w.count += n
-    st.events += n
-
-    feats = [e["features"] for e in evs]
-    expected = ref.features.keys()
-    for f in feats:
-        if f.keys() != expected:
-            st.unknown_features += len(f.keys() - expected)
-    count_before = w.count - n
-    first_hit: tuple[int, str] | None = None
-    for name, sk in st.num.items():
-        arr, mismatches = _numeric_column(feats, name)
-        sk.update(arr)
-        st.type_mismatch[name] = st.type_mismatch.get(name, 0) + mismatches
-        prof = ref.features[name]
-        assert isinstance(prof, NumericProfile)
-        finite_at = np.flatnonzero(np.isfinite(arr))
-        if finite_at.size and prof.std > 0:
-            z = np.clip((arr[finite_at] - prof.mean) / prof.std, -pol.ph_clip, pol.ph_clip)
-            hits = st.ph[name].update_many(z)
-            if hits.size:
-                st.early[name] = float(pol.ph_threshold)
-                at = int(finite_at[hits[0]])
-                if first_hit is None or (at, name) < first_hit:
-                    first_hit = (at, name)
-    if first_hit is not None:
-        # The earliest detecting event fires, whatever the batch boundaries were.
-        at, name = first_hit
-        _early_fire(
-            st, ref, "input_drift", name, "page_hinkley", times[at], count_before + at + 1, result
-        )
-    for name, csk in st.cat.items():
-        vals = [f.get(name) for f in feats]
-        mismatches = sum(1 for v in vals if v is not None and not isinstance(v, str | bool))
-        st.type_mismatch[name] = st.type_mismatch.get(name, 0) + mismatches
-        csk.update([category_value(v) for v in vals])
-    out = ref.outputs
-    if out.task == "regression" and st.prediction is not None:
-        preds = np.fromiter(
-            (
-                p if (type(p) is float or type(p) is int) else math.nan
-                for p in (e["prediction"] for e in evs)
-            ),
-            dtype=np.float64,
-            count=n,
-        )
-        st.prediction.update(preds)
-    if st.classes is not None:
-        st.classes.update([category_value(e["prediction"]) for e in evs])
-    if st.confidence is not None:
-        conf = np.fromiter(
-            (max(s.values()) if (s := e.get("scores")) else math.nan for e in evs),
-            dtype=np.float64,
-            count=n,
-        )
-        st.confidence.update(conf)
-        pos = np.flatnonzero(np.isfinite(conf))
-        finite = conf[pos]
-        st.low_confidence += int((finite < out.low_confidence_threshold).sum())
+    _track_time(st, data, a, b, result)
+    w.count += m
+    st.events += m
+    if data.unknown is not None:
+        st.unknown_features += int(data.unknown[a:b].sum())
+    count_before = w.count - m
+    if plan.nc:
+        acc.add_numeric(plan, data, a, b)
+    for where, mm in data.mism:
+        acc.mism[where] += int(np.count_nonzero(mm[a:b]))
+    if run is not None and run.pending:
+        first_hit = _page_hinkley(st, ref, plan, data, run, a, b)
+        if first_hit is not None:
+            # The earliest detecting event fires, whatever the batch boundaries were.
+            at, name = first_hit
+            _early_fire(
+                st,
+                ref,
+                "input_drift",
+                name,
+                "page_hinkley",
+                data.times[a + at],
+                count_before + at + 1,
+                result,
+            )
+    if plan.kc:
+        acc.add_categorical(plan, data, a, b)
+    if plan.conf_col >= 0 and st.confidence is not None:
+        conf = data.x[plan.conf_col, a:b]
+        if data.finite[plan.conf_col]:
+            pos = np.arange(m)
+            finite = conf
+        else:
+            pos = np.flatnonzero(np.isfinite(conf))
+            finite = conf[pos]
+        st.low_confidence += int(np.count_nonzero(finite < ref.outputs.low_confidence_threshold))
         if st.adwin is not None and finite.size:
-            _feed_adwin(st, ref, finite, pos, times, count_before, result)
+            _feed_adwin(st, ref, finite, pos, data.times, a, count_before, result)
 
 
 def _feed_adwin(
@@ -572,12 +1139,14 @@ def _feed_adwin(
     conf: NDArray[np.float64],
     pos: NDArray[np.intp],
     times: Sequence[int],
+    base: int,
     count_before: int,
     result: BatchResult,
 ) -> None:
     """ADWIN sees the mean confidence of consecutive blocks of ``adwin_block`` events.
 
-    ``pos`` maps each confidence value to its event's index in the absorbed chunk.
+    ``pos`` maps each confidence value to its event's index in the absorbed chunk,
+    which starts at ``times[base]``.
     """
     assert st.adwin is not None
     block = ref.policy.adwin_block
@@ -606,16 +1175,184 @@ def _feed_adwin(
             "output_drift",
             "__confidence__",
             "adwin",
-            times[at],
+            times[base + at],
             count_before + at + 1,
             result,
         )
 
 
+# ---------------------------------------------------------------------- Page-Hinkley
+#
+# One Page-Hinkley detector per numeric feature, all fed the same events. Instead of
+# one PageHinkley.update_many call per feature (tens of numpy calls each), the
+# detectors of a window's chunk run as rows of one matrix: the closed forms of
+# PageHinkley._block (running mean by a cumulative sum, the unfaded sums by another)
+# along axis 1. A row whose statistic comes anywhere near the threshold (a margin a
+# million times wider than rounding), or that needs anything unusual (missing values,
+# a pending reset, fading, a long chunk), goes through PageHinkley.update_many instead,
+# so detections are exactly the detector's (and river's); the states differ from
+# update_many's only by rounding (tests/unit/test_monitor_fast.py).
+
+_PH_BLOCK = 16384
+_T = np.arange(1, _PH_BLOCK + 1, dtype=np.float64)
+_INV_T = 1.0 / _T
+_GAPS: dict[float, NDArray[np.float64]] = {}
+
+
+def _gap(delta: float) -> NDArray[np.float64]:
+    """``dec_t - inc_t`` of an unfaded detector from a fresh start: ``2 delta t``, summed."""
+    g = _GAPS.get(delta)
+    if g is None:
+        g = _GAPS[delta] = np.cumsum(np.full(_PH_BLOCK, 2.0 * delta))
+    return g
+
+
+def _bankable(p: PageHinkley, first: PageHinkley) -> bool:
+    return (
+        not p._drift
+        and p.alpha == 1.0
+        and p.mode == "both"
+        and p.delta >= 0.0
+        and p.delta == first.delta
+        and p.threshold == first.threshold
+        and p.min_instances == first.min_instances
+        and (p._n == 0 or math.isfinite(p._mean))
+        and math.isfinite(p._inc)
+        and math.isfinite(p._dec)
+    )
+
+
+def _ph_bank(phs: Sequence[PageHinkley], z: NDArray[np.float64]) -> list[int]:
+    """Feed row ``j`` of ``z`` to ``phs[j]`` where that certainly detects nothing.
+
+    Returns the rows it left untouched (they must go through ``update_many``).
+    """
+    k, m = z.shape
+    p0 = phs[0]
+    delta, thr, mi = p0.delta, p0.threshold, p0.min_instances
+    n0 = np.array([p._n for p in phs], dtype=np.float64)
+    mean0 = np.array([p._mean for p in phs], dtype=np.float64)
+    inc0 = np.array([p._inc for p in phs], dtype=np.float64)
+    dec0 = np.array([p._dec for p in phs], dtype=np.float64)
+    min0 = np.array([p._min_inc for p in phs], dtype=np.float64)
+    max0 = np.array([p._max_dec for p in phs], dtype=np.float64)
+    started = n0 > 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        center = np.where(started, mean0, z[:, 0])
+        inc = z - center[:, None]
+        frac = np.cumsum(inc, axis=1)
+        if started.all():
+            frac /= _T[:m] + n0[:, None]
+        elif not started.any():
+            frac *= _INV_T[:m]
+        else:
+            frac = np.where(started[:, None], frac / (_T[:m] + n0[:, None]), frac * _INV_T[:m])
+        inc -= frac  # deviations from the running mean
+        inc -= delta
+        np.cumsum(inc, axis=1, out=inc)
+        inc += inc0[:, None]
+        dec = inc + _gap(delta)[:m]
+        shift = dec0 - inc0
+        moved = shift != 0.0
+        if moved.any():
+            dec[moved] += shift[moved, None]
+        lo = np.fmin.accumulate(inc, axis=1)
+        np.fmin(lo, min0[:, None], out=lo)
+        hi = np.fmax.accumulate(dec, axis=1)
+        np.fmax(hi, max0[:, None], out=hi)
+        stat = np.fmax(inc - lo, hi - dec)
+        first = np.maximum(0.0, mi - n0 - 1.0)
+        if (first > 0).any():
+            stat[np.arange(m)[None, :] < first[:, None]] = -math.inf
+        worst = stat.max(axis=1)
+        scale = np.maximum(np.abs(lo[:, -1]), np.abs(hi[:, -1]))
+        tol = 1e-6 * (1.0 + abs(thr) + scale)
+        tol += 1e-9 * (n0 + m) * (np.abs(center) + np.abs(frac[:, -1]))
+        safe = (worst < thr - tol) & np.isfinite(tol)
+    n_end = (n0 + m).tolist()
+    mean_end = (center + frac[:, -1]).tolist()
+    inc_end, dec_end = inc[:, -1].tolist(), dec[:, -1].tolist()
+    lo_end, hi_end = lo[:, -1].tolist(), hi[:, -1].tolist()
+    left: list[int] = []
+    for j, ok in enumerate(safe.tolist()):
+        if not ok:
+            left.append(j)
+            continue
+        p = phs[j]
+        p._n = int(n_end[j])
+        p._mean = mean_end[j]
+        p._inc = inc_end[j]
+        p._dec = dec_end[j]
+        p._min_inc = lo_end[j]
+        p._max_dec = hi_end[j]
+    return left
+
+
+class _PHRun:
+    """Page-Hinkley over one segment: the standardised values and, per detector row,
+    the offset from which it must be fed chunk by chunk (``n``: never)."""
+
+    def __init__(self, st: ModelState, plan: _Plan, data: _Data) -> None:
+        rows = plan.ph_rows
+        n = data.n
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (data.x[rows] - plan.ph_mean[:, None]) / plan.ph_std[:, None]
+            np.clip(z, -plan.ph_clip, plan.ph_clip, out=z)
+        self.z = z
+        phs = self.phs = [st.ph[plan.num_names[i]] for i in rows]
+        finite = self.finite = data.finite[rows].tolist()
+        exact_from = self.exact_from = [0] * len(rows)
+        # Rows that certainly detect nothing in the whole segment are fed now, in
+        # blocks of at most _PH_BLOCK; the others (and the rest of a row from the block
+        # where it came near the threshold) go event-exact, chunk by chunk.
+        todo = [j for j, f in enumerate(finite) if f and _bankable(phs[j], phs[0])]
+        start = 0
+        while todo and start < n:
+            stop = min(n, start + _PH_BLOCK)
+            block = z[todo, start:stop] if len(todo) < len(rows) else z[:, start:stop]
+            left = set(_ph_bank([phs[j] for j in todo], block))
+            for i in left:
+                exact_from[todo[i]] = start
+            todo = [j for i, j in enumerate(todo) if i not in left]
+            start = stop
+        for j in todo:
+            exact_from[j] = n
+        self.pending = [j for j in range(len(rows)) if exact_from[j] < n]
+
+
+def _page_hinkley(
+    st: ModelState, ref: ReferenceProfile, plan: _Plan, data: _Data, run: _PHRun, a: int, b: int
+) -> tuple[int, str] | None:
+    """Feed events ``a:b`` to the detectors left event-exact; the earliest detection."""
+    pol = ref.policy
+    first_hit: tuple[int, str] | None = None
+    for j in run.pending:
+        lo = max(a, run.exact_from[j])
+        if lo >= b:
+            continue
+        i = plan.ph_rows[j]
+        name = plan.num_names[i]
+        if run.finite[j]:
+            at_of: NDArray[np.intp] | None = None
+            zz = run.z[j, lo:b]
+        else:
+            at_of = np.flatnonzero(np.isfinite(data.x[i, lo:b]))
+            zz = run.z[j, lo:b][at_of]
+        if zz.size == 0:
+            continue
+        hits = run.phs[j].update_many(zz)
+        if hits.size:
+            st.early[name] = float(pol.ph_threshold)
+            at = lo - a + (int(hits[0]) if at_of is None else int(at_of[hits[0]]))
+            if first_hit is None or (at, name) < first_hit:
+                first_hit = (at, name)
+    return first_hit
+
+
 # ---------------------------------------------------------------------- testing
 
 
-@dataclass
+@dataclass(slots=True)
 class _Test:
     feature: str
     statistic: str
@@ -625,35 +1362,134 @@ class _Test:
     extra: dict[str, float]
 
 
-def _numeric_test(name: str, prof: NumericProfile, sk: NumericSketch) -> _Test | None:
-    if sk.n < 1 or prof.n < 1:
-        return None
-    d = ks_binned(prof.counts, sk.counts)
-    p = ks_pvalue(d.statistic, sk.n, prof.n)
-    ref_g = np.add.reduceat(prof.counts, prof.groups)
-    cur_g = np.add.reduceat(sk.counts, prof.groups)
-    return _Test(
-        name,
-        "psi",
-        p,
-        psi(ref_g, cur_g),
-        prof.psi_threshold,
-        {"ks": d.statistic, "js": js_distance(ref_g, cur_g)},
-    )
+def _psi_kernel(
+    ref: NDArray[np.float64], cur: NDArray[np.float64], eps: float = 1e-4
+) -> NDArray[np.float64]:
+    """PSI of each row pair, as :func:`driftline.stats.psi` (same operations, no checks)."""
+    p = np.maximum(ref / ref.sum(axis=-1, keepdims=True), eps)
+    q = np.maximum(cur / cur.sum(axis=-1, keepdims=True), eps)
+    out: NDArray[np.float64] = np.sum((q - p) * np.log(q / p), axis=-1)
+    return out
 
 
-def _categorical_test(name: str, prof: CategoricalProfile, sk: CategoricalSketch) -> _Test | None:
-    if sk.n < 1 or prof.n < 1:
-        return None
-    c = chi2_homogeneity(prof.counts, sk.counts)
-    return _Test(
-        name,
-        "psi",
-        c.p_value,
-        psi(prof.counts, sk.counts),
-        prof.psi_threshold,
-        {"chi2": c.statistic, "js": js_distance(prof.counts, sk.counts)},
-    )
+def _js_kernel(ref: NDArray[np.float64], cur: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Jensen-Shannon distance of each row pair, as :func:`driftline.stats.js_distance`."""
+    p = ref / ref.sum(axis=-1, keepdims=True)
+    q = cur / cur.sum(axis=-1, keepdims=True)
+    mid = 0.5 * (p + q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kp = np.where(p > 0, p * np.log2(p / mid), 0.0).sum(axis=-1)
+        kq = np.where(q > 0, q * np.log2(q / mid), 0.0).sum(axis=-1)
+    out: NDArray[np.float64] = np.sqrt(np.clip(0.5 * (kp + kq), 0.0, 1.0))
+    return out
+
+
+def _js_1d(r: NDArray[np.float64], c: NDArray[np.float64]) -> float:
+    """:func:`driftline.stats.js_distance` without its input checks (bit for bit)."""
+    p, q = r / r.sum(), c / c.sum()
+    mid = 0.5 * (p + q)
+    pp, qq = p > 0, q > 0
+    kp = float(np.sum(p[pp] * np.log2(p[pp] / mid[pp])))
+    kq = float(np.sum(q[qq] * np.log2(q[qq] / mid[qq])))
+    return math.sqrt(min(1.0, max(0.0, 0.5 * (kp + kq))))
+
+
+def _chi2_kernel(r: NDArray[np.float64], c: NDArray[np.float64]) -> tuple[float, float]:
+    """:func:`driftline.stats.chi2_homogeneity` without its input checks: (stat, p)."""
+    keep = (r + c) > 0
+    r, c = r[keep], c[keep]
+    if r.size <= 1:
+        return 0.0, 1.0
+    nr, ncur = r.sum(), c.sum()
+    col = r + c
+    n = nr + ncur
+    er, ec = col * (nr / n), col * (ncur / n)
+    stat = float(np.sum((r - er) ** 2 / er) + np.sum((c - ec) ** 2 / ec))
+    return stat, chi2_sf(stat, int(r.size - 1))
+
+
+def _numeric_stats(
+    plan: _Plan, acc: _Acc
+) -> tuple[list[float], list[float], list[float], NDArray[np.int64]]:
+    """KS (on the sketch), PSI and JS (on the PSI groups) of every numeric column at once.
+
+    Returns ``(ks, psi, js, grouped)``; ``grouped[plan.gslice[i]]`` are column ``i``'s
+    counts per PSI group. Columns without events get NaN.
+    """
+    counts = acc.counts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cur = counts / acc.n[:, None].astype(np.float64)
+        d = np.abs(plan.cum_r - np.cumsum(cur, axis=1))
+    d[plan.ks_pad] = 0.0
+    ks = d.max(axis=1) if plan.bmax else np.zeros(plan.nc)
+    grouped = np.add.reduceat(counts.ravel(), plan.gstarts)
+    psi = np.full(plan.nc, math.nan)
+    js = np.full(plan.nc, math.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for cols, idx, ref_g in plan.buckets:
+            cur_g = grouped[idx].astype(np.float64)
+            psi[cols] = _psi_kernel(ref_g, cur_g)
+            js[cols] = _js_kernel(ref_g, cur_g)
+            if ref_g.shape[1] >= 8:  # zero proportions: sum as js_distance does (exact)
+                for j in np.flatnonzero(~((ref_g > 0) & (cur_g > 0)).all(axis=1)).tolist():
+                    if cur_g[j].sum() > 0:
+                        js[cols[j]] = _js_1d(ref_g[j], cur_g[j])
+    return ks.tolist(), psi.tolist(), js.tolist(), grouped
+
+
+def _categorical_stats(
+    plan: _Plan, acc: _Acc, least: int
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Chi-square (statistic, p-value), PSI and JS of every categorical column.
+
+    Rows of one width are computed together, equal bit for bit to
+    :func:`driftline.stats.chi2_homogeneity`, :func:`~driftline.stats.psi` and
+    :func:`~driftline.stats.js_distance`: chi-square drops buckets empty on both sides
+    and JS skips zero proportions, which here become zero terms; numpy adds fewer
+    than eight terms one by one, so a zero term changes nothing. Wider rows with such
+    buckets take the one-row kernels. Rows with fewer than ``least`` events get NaN.
+    """
+    kc = plan.kc
+    chi = [math.nan] * kc
+    chi_p = [math.nan] * kc
+    psi_ = [math.nan] * kc
+    js = [math.nan] * kc
+    for rows, ref in plan.cbuckets:
+        w = ref.shape[1]
+        cur = acc.ccounts[rows, :w].astype(np.float64)
+        total = cur.sum(axis=1)
+        live = (total >= least).tolist()
+        if not any(live):
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            psis = _psi_kernel(ref, cur).tolist()
+            jss = _js_kernel(ref, cur).tolist()
+            col = ref + cur
+            kept = col > 0
+            nr = ref.sum(axis=1)
+            ntot = nr + total
+            er = col * (nr / ntot)[:, None]
+            ec = col * (total / ntot)[:, None]
+            tr = np.where(kept, (ref - er) ** 2 / er, 0.0)
+            tc = np.where(kept, (cur - ec) ** 2 / ec, 0.0)
+            stats = (tr.sum(axis=1) + tc.sum(axis=1)).tolist()
+        dof: list[int] = (kept.sum(axis=1) - 1).tolist()
+        full: list[bool] = np.asarray(kept.all(axis=1)).tolist()
+        no_zero: list[bool] = np.asarray(((ref > 0) & (cur > 0)).all(axis=1)).tolist()
+        short = w < 8
+        for j, r in enumerate(rows):
+            if not live[j]:
+                continue
+            psi_[r] = psis[j]
+            if full[j] or short:
+                if dof[j] < 1:
+                    chi[r], chi_p[r] = 0.0, 1.0
+                else:
+                    chi[r], chi_p[r] = stats[j], chi2_sf(stats[j], dof[j])
+            else:
+                chi[r], chi_p[r] = _chi2_kernel(ref[j], cur[j])
+            js[r] = jss[j] if no_zero[j] or short else _js_1d(ref[j], cur[j])
+    return chi, chi_p, psi_, js
 
 
 def _decide(tests: list[_Test], alpha: float, episode: Episode) -> list[_Test]:
@@ -665,30 +1501,54 @@ def _decide(tests: list[_Test], alpha: float, episode: Episode) -> list[_Test]:
     return [t for t, r in zip(tests, reject, strict=True) if r and t.effect >= factor * t.threshold]
 
 
-def _close_window(st: ModelState, ref: ReferenceProfile, result: BatchResult) -> None:
+def _close_window(
+    st: ModelState, ref: ReferenceProfile, plan: _Plan, acc: _Acc, result: BatchResult
+) -> None:
     w = st.window
     if w.count == 0:
         return
     pol = ref.policy
     alpha = min(0.5, w.count / pol.false_alarm_events)
     mid, ver = st.key.model_id, st.key.model_version
+    least = max(pol.min_window_events, 1)
+    n = acc.n.tolist()
+    grouped = np.zeros(0, dtype=np.int64)
+    if plan.nc:
+        ks, psi_, js, grouped = _numeric_stats(plan, acc)
+
+    def numeric_test(name: str, i: int) -> _Test | None:
+        m = plan.prof_n[i]
+        if n[i] < least or m < 1:
+            return None
+        # ks_pvalue without its argument checks (n, m > 0 here; 0 <= ks <= 1).
+        p = kolmogorov_sf(math.sqrt(n[i] * m / (n[i] + m)) * ks[i])
+        return _Test(name, "psi", p, psi_[i], plan.psi_thr[i], {"ks": ks[i], "js": js[i]})
+
+    cn = acc.ccounts.sum(axis=1).tolist()
+    if plan.kc:
+        chi, chi_p, cpsi, cjs = _categorical_stats(plan, acc, least)
+
+    def categorical_test(name: str, r: int) -> _Test | None:
+        prof = plan.cprofs[r]
+        if cn[r] < least or prof.n < 1:
+            return None
+        return _Test(
+            name, "psi", chi_p[r], cpsi[r], prof.psi_threshold, {"chi2": chi[r], "js": cjs[r]}
+        )
 
     # -- input drift
     tests: list[_Test] = []
-    for name, sk in st.num.items():
-        prof = ref.features[name]
-        assert isinstance(prof, NumericProfile)
-        if sk.n >= pol.min_window_events and (t := _numeric_test(name, prof, sk)):
+    for i, name in enumerate(plan.num_names):
+        if name in st.num and (t := numeric_test(name, i)):
             tests.append(t)
-    for name, csk in st.cat.items():
-        cprof = ref.features[name]
-        assert isinstance(cprof, CategoricalProfile)
-        if csk.n >= pol.min_window_events and (t := _categorical_test(name, cprof, csk)):
+    for r, name in enumerate(plan.cat_names):
+        if name in st.cat and (t := categorical_test(name, r)):
             tests.append(t)
+    obs = result.observations
     for t in tests:
-        result.observations.append(Observation(mid, ver, t.feature, "psi", t.effect))
+        obs.append(_observation(mid, ver, t.feature, "psi", t.effect))
         for k, v in t.extra.items():
-            result.observations.append(Observation(mid, ver, t.feature, k, v))
+            obs.append(_observation(mid, ver, t.feature, k, v))
     ep = st.episodes.setdefault("input_drift", Episode())
     drifted = _decide(tests, alpha, ep)
     early_in = {k: v for k, v in st.early.items() if not k.startswith("__")}
@@ -697,11 +1557,17 @@ def _close_window(st: ModelState, ref: ReferenceProfile, result: BatchResult) ->
     # -- output drift
     out = ref.outputs
     otests: list[_Test] = []
-    if st.classes is not None and out.classes is not None and st.classes.n >= pol.min_window_events:
-        if t := _categorical_test("__class__", out.classes, st.classes):
+    r = plan.class_row
+    if (
+        st.classes is not None
+        and out.classes is not None
+        and r >= 0
+        and cn[r] >= pol.min_window_events
+    ):
+        if t := categorical_test("__class__", r):
             otests.append(t)
-        share = float(st.classes.counts.max() / st.classes.n)
-        z = _binomial_z(share, out.top_class_share, st.classes.n)
+        share = int(acc.ccounts[r].max()) / cn[r]
+        z = _binomial_z(share, out.top_class_share, cn[r])
         otests.append(
             _Test(
                 "__top_class_share__",
@@ -712,15 +1578,17 @@ def _close_window(st: ModelState, ref: ReferenceProfile, result: BatchResult) ->
                 {},
             )
         )
+    c = plan.conf_col
     if (
         st.confidence is not None
         and out.confidence is not None
-        and st.confidence.n >= pol.min_window_events
+        and c >= 0
+        and n[c] >= pol.min_window_events
     ):
-        if t := _numeric_test("__confidence__", out.confidence, st.confidence):
+        if t := numeric_test("__confidence__", c):
             otests.append(t)
-        rate = st.low_confidence / st.confidence.n
-        z = _binomial_z(rate, out.low_confidence_rate, st.confidence.n)
+        rate = st.low_confidence / n[c]
+        z = _binomial_z(rate, out.low_confidence_rate, n[c])
         otests.append(
             _Test(
                 "__low_confidence__",
@@ -731,15 +1599,17 @@ def _close_window(st: ModelState, ref: ReferenceProfile, result: BatchResult) ->
                 {},
             )
         )
+    pc = plan.pred_col
     if (
         st.prediction is not None
         and out.prediction is not None
-        and st.prediction.n >= pol.min_window_events
+        and pc >= 0
+        and n[pc] >= pol.min_window_events
     ):
-        if t := _numeric_test("__prediction__", out.prediction, st.prediction):
+        if t := numeric_test("__prediction__", pc):
             otests.append(t)
     for t in otests:
-        result.observations.append(Observation(mid, ver, t.feature, t.statistic, t.effect))
+        obs.append(_observation(mid, ver, t.feature, t.statistic, t.effect))
     oep = st.episodes.setdefault("output_drift", Episode())
     odrifted = _decide(otests, alpha, oep)
     _step_episode(
@@ -747,40 +1617,50 @@ def _close_window(st: ModelState, ref: ReferenceProfile, result: BatchResult) ->
     )
 
     # -- data quality
-    qtests = _quality_tests(st, ref)
+    qtests = _quality_tests(st, ref, plan, acc)
     for t in qtests:
-        result.observations.append(Observation(mid, ver, t.feature, t.statistic, t.effect))
+        obs.append(_observation(mid, ver, t.feature, t.statistic, t.effect))
     qep = st.episodes.setdefault("data_quality", Episode())
     factor = 0.5 if qep.firing else 1.0
     qdrifted = [t for t in qtests if t.effect >= factor * t.threshold]
     _step_episode(st, ref, "data_quality", qdrifted, False, result, "data_quality")
 
     drifted_names = {t.feature for t in (*drifted, *odrifted, *qdrifted)}
-    result.windows.append(_summary(st, ref, [*tests, *otests, *qtests], drifted_names))
+    result.windows.append(
+        _summary(st, ref, plan, acc, grouped, [*tests, *otests, *qtests], drifted_names)
+    )
     result.windows_closed += 1
     w.index += 1
     w.count = 0
     w.start_ms = w.end_ms = -1
-    st._reset_window_sketches(ref)
+    acc.reset()
+    st.unknown_features = 0
+    st.low_confidence = 0
+    st.early = {}
 
 
 def _summary(
-    st: ModelState, ref: ReferenceProfile, tests: Sequence[_Test], drifted: set[str]
+    st: ModelState,
+    ref: ReferenceProfile,
+    plan: _Plan,
+    acc: _Acc,
+    grouped: NDArray[np.int64],
+    tests: Sequence[_Test],
+    drifted: set[str],
 ) -> dict[str, Any]:
     """Plain-data summary of a closing window: its tests and its (grouped) histograms."""
     hist: dict[str, list[int]] = {}
-    for name, sk in st.num.items():
-        prof = ref.features[name]
-        assert isinstance(prof, NumericProfile)
-        hist[name] = np.add.reduceat(sk.counts, prof.groups).tolist() if sk.counts.size else []
-    for name, csk in st.cat.items():
-        hist[name] = csk.counts.tolist()
-    if st.classes is not None:
-        hist["__class__"] = st.classes.counts.tolist()
-    if st.confidence is not None and ref.outputs.confidence is not None:
-        hist["__confidence__"] = np.add.reduceat(
-            st.confidence.counts, ref.outputs.confidence.groups
-        ).tolist()
+    for i, name in enumerate(plan.num_names):
+        if name in st.num:
+            hist[name] = grouped[plan.gslice[i]].tolist()
+    for r, name in enumerate(plan.cat_names):
+        if name in st.cat:
+            hist[name] = acc.ccounts[r, : plan.ncat[r] + 1].tolist()
+    if st.classes is not None and plan.class_row >= 0:
+        r = plan.class_row
+        hist["__class__"] = acc.ccounts[r, : plan.ncat[r] + 1].tolist()
+    if st.confidence is not None and ref.outputs.confidence is not None and plan.conf_col >= 0:
+        hist["__confidence__"] = grouped[plan.gslice[plan.conf_col]].tolist()
     w = st.window
     return {
         "model_id": st.key.model_id,
@@ -791,21 +1671,54 @@ def _summary(
         "start": w.start_ms,
         "end": w.end_ms,
         "count": w.count,
-        "tests": [
-            {
-                "feature": t.feature,
-                "statistic": t.statistic,
-                "value": round(t.effect, 6),
-                "threshold": round(t.threshold, 6),
-                "p_value": t.p_value if t.statistic == "psi" else None,
-                "drifted": t.feature in drifted and t.effect >= 0.5 * t.threshold,
-                **{k: round(v, 6) for k, v in t.extra.items()},
-            }
-            for t in tests
-        ],
+        "tests": _test_summaries(tests, drifted),
         "hist": hist,
         "episodes": {k: e.firing for k, e in st.episodes.items()},
     }
+
+
+def _test_summaries(tests: Sequence[_Test], drifted: set[str]) -> list[dict[str, Any]]:
+    flat: list[float] = []
+    for t in tests:
+        flat.append(t.effect)
+        flat.append(t.threshold)
+        flat.extend(t.extra.values())
+    rounded = iter(_round6(flat))
+    out: list[dict[str, Any]] = []
+    for t in tests:
+        d = {
+            "feature": t.feature,
+            "statistic": t.statistic,
+            "value": next(rounded),
+            "threshold": next(rounded),
+            "p_value": t.p_value if t.statistic == "psi" else None,
+            "drifted": t.feature in drifted and t.effect >= 0.5 * t.threshold,
+        }
+        for k in t.extra:
+            d[k] = next(rounded)
+        out.append(d)
+    return out
+
+
+def _round6(values: list[float]) -> list[float]:
+    """``[round(v, 6) for v in values]``, vectorised.
+
+    ``round`` gives the double nearest to ``k / 10**6``, ``k`` the exact value times
+    ``10**6`` rounded half-even; numpy's ``rint(v * 1e6) / 1e6`` gives the same unless
+    the product's rounding moved it across a half-integer, so values within a wide
+    band of one (and non-finite or huge ones) take ``round`` itself.
+    """
+    if not values:
+        return []
+    a = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = a * 1e6
+        out: list[float] = (np.rint(v) / 1e6).tolist()
+        risky = ~(np.abs(v - np.floor(v) - 0.5) > 1e-9 * np.maximum(1.0, np.abs(v)))
+        risky |= ~(np.abs(v) < 2.0**52)
+    for i in np.flatnonzero(risky).tolist():
+        out[i] = round(values[i], 6)
+    return out
 
 
 def _binomial_z(rate: float, p0: float, n: int) -> float:
@@ -817,37 +1730,41 @@ def _norm_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
-def _quality_tests(st: ModelState, ref: ReferenceProfile) -> list[_Test]:
+def _quality_tests(st: ModelState, ref: ReferenceProfile, plan: _Plan, acc: _Acc) -> list[_Test]:
     """Data-quality signals: excess rates over the reference's own rates."""
     pol = ref.policy
     total = st.window.count
     tests: list[_Test] = []
     margin = pol.quality_margin
-    for name, sk in st.num.items():
-        prof = ref.features[name]
-        assert isinstance(prof, NumericProfile)
-        missing = (sk.missing - st.type_mismatch.get(name, 0)) / total
-        tests.append(
-            _Test(name, "missing_rate_excess", 0.0, missing - prof.missing_rate, margin, {})
-        )
-        if sk.n:
-            oor = (sk.below + sk.above) / sk.n
+    mism = dict(zip(plan.all_names, acc.mism.tolist(), strict=True))
+    missing, n = acc.missing.tolist(), acc.n.tolist()
+    below, above, nonfinite = acc.below.tolist(), acc.above.tolist(), acc.nonfinite.tolist()
+    for i, name in enumerate(plan.num_names):
+        if name not in st.num:
+            continue
+        prof = plan.nprofs[i]
+        rate = (missing[i] - mism.get(name, 0)) / total
+        tests.append(_Test(name, "missing_rate_excess", 0.0, rate - prof.missing_rate, margin, {}))
+        if n[i]:
+            oor = (below[i] + above[i]) / n[i]
             tests.append(_Test(name, "out_of_range_rate", 0.0, oor, margin, {}))
-        if sk.nonfinite:
-            tests.append(_Test(name, "nonfinite_rate", 0.0, sk.nonfinite / total, margin, {}))
-    for name, csk in st.cat.items():
-        cprof = ref.features[name]
-        assert isinstance(cprof, CategoricalProfile)
-        missing = csk.missing / total
-        tests.append(
-            _Test(name, "missing_rate_excess", 0.0, missing - cprof.missing_rate, margin, {})
-        )
-        if csk.n and cprof.n:
-            other = float(csk.counts[-1] / csk.n) - float(cprof.counts[-1] / cprof.n)
+        if nonfinite[i]:
+            tests.append(_Test(name, "nonfinite_rate", 0.0, nonfinite[i] / total, margin, {}))
+    cmissing = acc.cmissing.tolist()
+    for r, name in enumerate(plan.cat_names):
+        if name not in st.cat:
+            continue
+        cprof = plan.cprofs[r]
+        rate = cmissing[r] / total
+        tests.append(_Test(name, "missing_rate_excess", 0.0, rate - cprof.missing_rate, margin, {}))
+        counts = acc.ccounts[r, : plan.ncat[r] + 1]
+        cn = int(counts.sum())
+        if cn and cprof.n:
+            other = int(counts[-1]) / cn - int(cprof.counts[-1]) / cprof.n
             tests.append(_Test(name, "unseen_category_rate", 0.0, other, margin, {}))
-    for name, mism in st.type_mismatch.items():
-        if mism:
-            tests.append(_Test(name, "type_mismatch_rate", 0.0, mism / total, margin, {}))
+    for name, count in mism.items():
+        if count:
+            tests.append(_Test(name, "type_mismatch_rate", 0.0, count / total, margin, {}))
     if st.unknown_features:
         tests.append(
             _Test(

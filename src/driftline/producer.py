@@ -42,7 +42,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from driftline.config import Settings
 from driftline.errors import ConfigError
-from driftline.events import LIMITS, LabelEvent, PredictionEvent
+from driftline.events import BATCH_FORMAT, LIMITS, SCHEMA_VERSION, LabelEvent, PredictionEvent
 from driftline.metrics import PRODUCER_DROPPED, PRODUCER_SENT
 
 __all__ = ["AsyncPredictionProducer", "Compression", "PredictionProducer"]
@@ -67,6 +67,14 @@ _PREDICTION_FIELDS: Final = (
     "prediction",
 )
 _LABEL_FIELDS: Final = ("prediction_id", "model_id", "label", "timestamp")
+_BATCH_FIELDS: Final = (
+    "model_id",
+    "model_version",
+    "prediction_ids",
+    "timestamps",
+    "features",
+    "predictions",
+)
 
 _BACKOFF_MIN_S: Final = 0.1
 #: aiokafka's per-partition batch limit; one event is at most 64 KiB.
@@ -95,6 +103,31 @@ def _encode(
     if not isinstance(model_id, str) or not model_id:
         return None
     return model_id.encode(), orjson.dumps(obj)
+
+
+def _encode_batch(
+    batch: Any, _model: Any = None, _required: Any = None
+) -> tuple[bytes, bytes] | None:
+    """``(key, value)`` for a columnar batch (``prediction_batch.v1``), or ``None``.
+
+    Columns may be lists or numpy arrays (NaN in a float array is written as null,
+    i.e. missing). ``format``, ``schema_version`` and ``count`` are filled in.
+    """
+    if not isinstance(batch, Mapping):
+        return None
+    for name in _BATCH_FIELDS:
+        if name not in batch:
+            return None
+    model_id = batch["model_id"]
+    if not isinstance(model_id, str) or not model_id:
+        return None
+    obj = {
+        **batch,
+        "format": BATCH_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "count": len(batch["prediction_ids"]),
+    }
+    return model_id.encode(), orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _permanent(exc: BaseException) -> bool:
@@ -246,22 +279,40 @@ class AsyncPredictionProducer:
         """Buffer one label event (keyed by ``model_id``, like predictions)."""
         return self._offer(self._label_topic, event, LabelEvent, _LABEL_FIELDS)
 
+    def send_batch(self, batch: Mapping[str, Any]) -> bool:
+        """Buffer a columnar batch of predictions (one Kafka record); ``True`` if buffered.
+
+        ``batch`` has ``model_id``, ``model_version``, and the columns
+        ``prediction_ids``, ``timestamps``, ``features`` (name -> values),
+        ``predictions`` and optionally ``scores`` (class -> probabilities) and
+        ``segment``: the ``prediction_batch.v1`` envelope without its ``format``,
+        ``schema_version`` and ``count``, which are filled in. Columns may be numpy
+        arrays. Never blocks and never raises; in the ``sent``/``dropped``/``buffered``
+        accounting a batch counts as one. Over ``LIMITS.max_batch_bytes`` encoded it is
+        dropped as ``oversize``: send fewer rows (:func:`driftline.columnar.pack_events`
+        cuts single events into batches of a given size).
+        """
+        limit = LIMITS.max_batch_bytes
+        return self._offer(self._topic, batch, PredictionEvent, _BATCH_FIELDS, _encode_batch, limit)
+
     def _offer(
         self,
         topic: str,
         event: Any,
         model: type[PredictionEvent] | type[LabelEvent],
         required: tuple[str, ...],
+        encode: Callable[..., tuple[bytes, bytes] | None] = _encode,
+        limit: int = LIMITS.max_event_bytes,
     ) -> bool:
         try:
             try:
-                encoded = _encode(event, model, required)
+                encoded = encode(event, model, required)
             except Exception:  # orjson.JSONEncodeError, odd mappings: never raise here
                 encoded = None
             if encoded is None:
                 return self._drop(topic, "invalid")
             key, value = encoded
-            if len(value) > LIMITS.max_event_bytes:
+            if len(value) > limit:
                 return self._drop(topic, "oversize")
             with self._lock:
                 if self._state in ("closing", "closed"):
@@ -643,6 +694,10 @@ class PredictionProducer:
     def send_label(self, event: LabelEvent | Mapping[str, Any]) -> bool:
         """Buffer one label event from any thread; never blocks, never raises."""
         return self._producer.send_label(event)
+
+    def send_batch(self, batch: Mapping[str, Any]) -> bool:
+        """Buffer a columnar batch from any thread (see ``AsyncPredictionProducer.send_batch``)."""
+        return self._producer.send_batch(batch)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Block the calling thread until everything buffered so far is delivered."""

@@ -221,10 +221,13 @@ class OutputProfile:
     prediction: NumericProfile | None = None
     #: Accuracy on labelled reference rows (for the slow loop), if labels were given.
     accuracy: float | None = None
+    #: Top score -> probability of being right, fitted on labelled reference rows with
+    #: scores (``performance.Calibration.to_dict()``); the slow loop's blind estimate.
+    calibration: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for storage."""
-        return {
+        d = {
             "task": self.task,
             "classes": self.classes.to_dict() if self.classes else None,
             "confidence": self.confidence.to_dict() if self.confidence else None,
@@ -234,6 +237,9 @@ class OutputProfile:
             "prediction": self.prediction.to_dict() if self.prediction else None,
             "accuracy": self.accuracy,
         }
+        if self.calibration is not None:  # absent key: references without labels unchanged
+            d["calibration"] = dict(self.calibration)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> OutputProfile:
@@ -247,6 +253,7 @@ class OutputProfile:
             top_class_share=float(d.get("top_class_share", 0.0)),
             prediction=NumericProfile.from_dict(d["prediction"]) if d.get("prediction") else None,
             accuracy=d.get("accuracy"),
+            calibration=d.get("calibration"),
         )
 
 
@@ -532,10 +539,16 @@ def _output_profile(data: TrainingData, bins: int) -> OutputProfile:
         low_thr = float(np.quantile(finite, 0.1, method="inverted_cdf")) if finite.size else 0.0
         low_rate = float((finite < low_thr).mean()) if finite.size else 0.0
     accuracy = None
+    calibration = None
     if data.labels is not None:
-        accuracy = float(
-            np.mean([str(p) == str(y) for p, y in zip(preds, data.labels, strict=True)])
-        )
+        correct = [str(p) == str(y) for p, y in zip(preds, data.labels, strict=True)]
+        accuracy = float(np.mean(correct))
+        if data.scores:
+            from driftline.performance import fit_calibration  # the slow loop's CBPE map
+
+            tops = [max(s.values()) if s else math.nan for s in data.scores]
+            cal = fit_calibration(tops, correct)
+            calibration = cal.to_dict() if cal is not None else None
     return OutputProfile(
         task="classification",
         classes=classes,
@@ -544,6 +557,7 @@ def _output_profile(data: TrainingData, bins: int) -> OutputProfile:
         low_confidence_rate=low_rate,
         top_class_share=top_share,
         accuracy=accuracy,
+        calibration=calibration,
     )
 
 
@@ -606,6 +620,7 @@ def calibrate(
         top_class_share=outputs.top_class_share,
         prediction=num(outputs.prediction, "__prediction__"),
         accuracy=outputs.accuracy,
+        calibration=outputs.calibration,
     )
     return out, new_out
 

@@ -28,6 +28,9 @@ a script touches one Redis Cluster slot)::
     {prefix}:{<group>:<topic>:<partition>}:outbox   list  alert payloads
     {prefix}:ref:{<model_id>}:<version>             string envelope ("default" = fallback)
     {prefix}:refs:{<model_id>}                      set   versions with a reference
+    {prefix}:hist:{<model_id>}:windows|alerts|perf  stream history (plain JSON, capped)
+    {prefix}:hist:{<model_id>}:latest               hash  last window per version/segment
+    {prefix}:hist:models                            set   models with history
 
 See ``docs/redis.md`` for the protocol, sizes and the ACL.
 """
@@ -57,11 +60,14 @@ __all__ = [
     "ENVELOPE_OVERHEAD",
     "META_FORMAT",
     "CommitResult",
+    "HistoryBatch",
     "Lease",
     "PartitionKeys",
     "Sealer",
     "StateStore",
     "crc16",
+    "history_key",
+    "history_models_key",
     "key_slot",
     "partition_keys",
     "reference_index_key",
@@ -237,6 +243,33 @@ def reference_index_key(prefix: str, model_id: str) -> str:
     return f"{_check_name('key prefix', prefix)}:refs:{{{_check_name('model_id', model_id)}}}"
 
 
+#: History streams kept per model (see :mod:`driftline.history`), plus the ``latest`` hash.
+HISTORY_KINDS = ("windows", "alerts", "perf", "latest")
+
+
+def history_key(prefix: str, model_id: str, kind: str) -> str:
+    """Key of one model's history: ``{prefix}:hist:{<model_id>}:<kind>``.
+
+    ``kind`` is ``windows``, ``alerts``, ``perf`` (capped streams) or ``latest`` (hash).
+    All of a model's history keys share the hash tag ``{<model_id>}``.
+
+    Examples
+    --------
+    >>> history_key("dl", "churn", "windows")
+    'dl:hist:{churn}:windows'
+    """
+    if kind not in HISTORY_KINDS:
+        raise ValueError(f"history kind must be one of {HISTORY_KINDS}, got {kind!r}")
+    return (
+        f"{_check_name('key prefix', prefix)}:hist:{{{_check_name('model_id', model_id)}}}:{kind}"
+    )
+
+
+def history_models_key(prefix: str) -> str:
+    """Set of the model ids that have history: ``{prefix}:hist:models``."""
+    return f"{_check_name('key prefix', prefix)}:hist:models"
+
+
 def state_record_name(state_key: str, state_field: str) -> str:
     """The name a state envelope is signed under: its hash key and field, NUL-separated.
 
@@ -295,6 +328,8 @@ def key_slot(key: str | bytes) -> int:
 
 _SCRIPT = resources.files("driftline").joinpath("store_commit.lua").read_text(encoding="utf-8")
 _SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
+_JOIN_SCRIPT = resources.files("driftline").joinpath("store_join.lua").read_text(encoding="utf-8")
+_JOIN_SCRIPT_SHA = hashlib.sha1(_JOIN_SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 class CommitResult(StrEnum):
@@ -306,6 +341,10 @@ class CommitResult(StrEnum):
     DUPLICATE = "duplicate"
     #: Another worker acquired the partition since this lease: nothing written.
     FENCED = "fenced"
+    #: The stored offset is not ``expected_offset``: Redis went back in time (restart
+    #: from an older AOF, failover) under a still-valid lease. Nothing written; the
+    #: caller reloads the stored state and replays from its offset.
+    REWOUND = "rewound"
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +372,23 @@ class Lease:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes | bytearray) else str(value)
+
+
+@dataclass(frozen=True)
+class HistoryBatch:
+    """One model's history entries to append in :meth:`StateStore.append_history`.
+
+    Payloads are plain JSON bytes (observability data, not state: never signed, never
+    unpickled). ``maxlen`` caps each stream approximately (``XADD MAXLEN ~``).
+    """
+
+    model_id: str
+    windows: Sequence[bytes] = ()
+    alerts: Sequence[bytes] = ()
+    perf: Sequence[bytes] = ()
+    #: ``latest`` hash fields (``version\x1fsegment``) -> small JSON status record.
+    latest: Mapping[str, bytes] = field(default_factory=dict)
+    maxlen: Mapping[str, int] = field(default_factory=dict)
 
 
 class StateStore:
@@ -503,6 +559,8 @@ class StateStore:
         last_offset: int,
         states: Mapping[str, bytes],
         outbox: Sequence[bytes] = (),
+        *,
+        expected_offset: int | None = None,
     ) -> CommitResult:
         """Write a batch's states and alerts together with the offset they reflect.
 
@@ -513,6 +571,9 @@ class StateStore:
         2. Idempotence: if ``last_offset <= meta.offset`` the batch was already
            applied (a replay or a retried call that did land) -> ``DUPLICATE``,
            nothing written.
+           Continuity (only with ``expected_offset``, the offset this lease last
+           committed or acquired at): if ``meta.offset`` differs, Redis lost commits
+           while the lease stayed valid -> ``REWOUND``, nothing written.
         3. ``HSET`` the states, each sealed for its (key, field).
         4. ``RPUSH`` the outbox payloads, in order.
         5. ``HSET`` ``meta.offset = last_offset``, ``updated_ms``, ``nstate``.
@@ -533,6 +594,7 @@ class StateStore:
             lease.token,
             str(last_offset),
             str(len(states)),
+            "" if expected_offset is None else str(expected_offset),
         ]
         for state_field, payload in states.items():
             if not isinstance(state_field, str) or not state_field:
@@ -541,7 +603,7 @@ class StateStore:
             args.append(self._sealer.seal(state_record_name(pk.state, state_field), payload))
         args.extend(outbox)
         status, *rest = await self._script(pk, *args)
-        if status in ("ok", "duplicate", "fenced"):
+        if status in ("ok", "duplicate", "fenced", "rewound"):
             return CommitResult(status)
         self._script_failure(self._where(lease.topic, lease.partition), status, rest)
 
@@ -563,6 +625,18 @@ class StateStore:
                 "another worker owns the partition"
             )
         return result
+
+    async def stored_position(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """``(epoch, offset)`` stored in the partition's meta, or ``None`` without meta.
+
+        Lets a fenced worker tell "another worker took the partition" (a newer epoch)
+        from "Redis lost the lease" (no meta, or an older epoch than its own).
+        """
+        pk = self.keys(topic, partition)
+        epoch, offset = await self._client.hmget(pk.meta, ["epoch", "offset"])
+        if epoch is None or offset is None:
+            return None
+        return int(_text(epoch)), int(_text(offset))
 
     # ------------------------------------------------------------------ outbox
 
@@ -641,6 +715,236 @@ class StateStore:
         index = reference_index_key(self._prefix, model_id)
         members: set[Any] = await self._client.smembers(index)
         return sorted(_text(m) for m in members)
+
+    # ------------------------------------------------------------------ history
+
+    async def append_history(self, batches: Sequence[HistoryBatch]) -> int:
+        """Append history entries of one or more models in one round trip.
+
+        ``XADD key MAXLEN ~ n * d <payload>`` per entry, ``HSET`` of the ``latest``
+        hash and ``SADD`` of the model to ``{prefix}:hist:models``, in one
+        non-transactional pipeline (each model's keys share a slot; the pipeline may
+        span slots, so it is not a transaction). Best effort by design: history is
+        observability data, written after the state commit. Returns the number of
+        stream entries written.
+        """
+        written = 0
+        async with self._client.pipeline(transaction=False) as pipe:
+            for b in batches:
+                for kind, payloads in (
+                    ("windows", b.windows),
+                    ("alerts", b.alerts),
+                    ("perf", b.perf),
+                ):
+                    if not payloads:
+                        continue
+                    key = history_key(self._prefix, b.model_id, kind)
+                    cap = int(b.maxlen.get(kind, 10_000))
+                    if cap < 1:
+                        raise ValueError(f"maxlen for {kind} must be positive, got {cap}")
+                    for payload in payloads:
+                        pipe.xadd(key, {"d": payload}, maxlen=cap, approximate=True)
+                        written += 1
+                if b.latest:
+                    latest: dict[Any, Any] = dict(b.latest)
+                    pipe.hset(history_key(self._prefix, b.model_id, "latest"), mapping=latest)
+                pipe.sadd(history_models_key(self._prefix), b.model_id)
+            if len(pipe):
+                await pipe.execute()
+        return written
+
+    async def read_history(
+        self, model_id: str, kind: str, *, count: int, before: str | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Up to ``count`` entries of a history stream, newest first (``XREVRANGE``).
+
+        ``before`` is an entry id: only older entries are returned (paging).
+        Returns ``(entry id, payload)`` pairs; entries without a ``d`` field are skipped.
+        """
+        if count < 1:
+            return []
+        key = history_key(self._prefix, model_id, kind)
+        top = f"({before}" if before else "+"
+        rows: Any = await self._client.xrevrange(key, max=top, min="-", count=count)
+        out: list[tuple[str, bytes]] = []
+        for entry_id, fields in rows or []:
+            payload = fields.get(b"d", fields.get("d"))
+            if payload is None:
+                continue
+            out.append(
+                (_text(entry_id), payload if isinstance(payload, bytes) else payload.encode())
+            )
+        return out
+
+    async def history_latest(self, model_id: str) -> dict[str, bytes]:
+        """The ``latest`` hash of a model: ``version\x1fsegment`` -> status JSON."""
+        raw: dict[Any, Any] = await self._client.hgetall(
+            history_key(self._prefix, model_id, "latest")
+        )
+        return {_text(k): v if isinstance(v, bytes) else str(v).encode() for k, v in raw.items()}
+
+    async def history_models(self) -> list[str]:
+        """Model ids that have history, sorted."""
+        members: set[Any] = await self._client.smembers(history_models_key(self._prefix))
+        return sorted(_text(m) for m in members)
+
+    # ------------------------------------------------------------------ label join records
+
+    def record_key(self, topic: str, partition: int, name: str) -> str:
+        """Key of a partition-scoped record hash (same hash tag as the partition's state).
+
+        Used by the label joiner for its pending predictions:
+        ``{prefix}:{<group>:<topic>:<partition>}:r:<name>``.
+        """
+        if not name or "\x00" in name:
+            raise ValueError("record name must be non-empty and free of NUL")
+        base = self.keys(topic, partition).meta[: -len(":meta")]
+        return f"{base}:r:{name}"
+
+    async def _join_script(self, keys: Sequence[str], *args: str | bytes) -> list[Any]:
+        evalsha: Callable[..., Awaitable[Any]] = self._client.evalsha
+        eval_: Callable[..., Awaitable[Any]] = self._client.eval
+        try:
+            reply = await evalsha(_JOIN_SCRIPT_SHA, len(keys), *keys, *args)
+        except NoScriptError:
+            reply = await eval_(_JOIN_SCRIPT, len(keys), *keys, *args)
+        if not isinstance(reply, list):
+            raise StateCorrupt(f"unexpected reply from the join script: {reply!r}")
+        return reply
+
+    async def lookup_records(
+        self,
+        topic: str,
+        partition: int,
+        names: Sequence[str],
+        probes: Sequence[tuple[bytes, Sequence[int]]],
+    ) -> list[tuple[int, bytes] | None]:
+        """Batched lookup of record fields in the partition's record hashes.
+
+        ``names`` are record names (see :meth:`record_key`); each probe is
+        ``(field, indexes into names)``, tried in order until a hash holds the field.
+        Returns, per probe, ``(index into names, value)`` of the first hit, or None.
+
+        Round ``r`` asks every probe still unresolved for its ``r``-th candidate: one
+        ``HMGET`` per hash with all its fields, pipelined (one round trip per round;
+        most probes resolve in the first). Read-only, so it needs no lease.
+        """
+        out: list[tuple[int, bytes] | None] = [None] * len(probes)
+        pending = [i for i, (_, idxs) in enumerate(probes) if idxs]
+        level = 0
+        while pending:
+            groups: dict[int, list[int]] = {}
+            for i in pending:
+                groups.setdefault(probes[i][1][level], []).append(i)
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name_ix, members in groups.items():
+                    pipe.hmget(
+                        self.record_key(topic, partition, names[name_ix]),
+                        [probes[i][0] for i in members],
+                    )
+                replies: list[Any] = await pipe.execute()
+            level += 1
+            nxt: list[int] = []
+            for (name_ix, members), values in zip(groups.items(), replies, strict=True):
+                for i, v in zip(members, values, strict=True):
+                    if v is not None:
+                        out[i] = (name_ix, bytes(v))
+                    elif len(probes[i][1]) > level:
+                        nxt.append(i)
+            pending = nxt
+        return out
+
+    async def commit_records(
+        self,
+        lease: Lease,
+        last_offset: int,
+        states: Mapping[str, bytes],
+        outbox: Sequence[bytes] = (),
+        *,
+        puts: Mapping[str, Mapping[bytes, bytes]] | None = None,
+        expire_at_ms: Mapping[str, int] | None = None,
+        tombs: Mapping[str, Sequence[bytes]] | None = None,
+        tombstone: bytes = b"\x00",
+        expected_offset: int | None = None,
+    ) -> CommitResult:
+        """:meth:`commit`, plus record hashes written in the same atomic script.
+
+        Same checks as :meth:`commit` (types, fencing, continuity with
+        ``expected_offset``, idempotence on ``last_offset``), all before any write;
+        then the sealed states, the outbox, ``puts`` (``HSET`` of each record name's
+        fields, then ``PEXPIREAT expire_at_ms[name]``), ``tombs`` (fields set to
+        ``tombstone`` in hashes that still exist) and the offset. Record values are
+        not sealed: they are looked up by a digest and carry no authority.
+        """
+        if isinstance(last_offset, bool) or not isinstance(last_offset, int) or last_offset < 0:
+            raise ValueError(f"last_offset must be a non-negative int, got {last_offset!r}")
+        puts = puts or {}
+        tombs = tombs or {}
+        expire_at_ms = expire_at_ms or {}
+        pk = self.keys(lease.topic, lease.partition)
+        names = list(dict.fromkeys([*puts, *tombs]))
+        index = {n: i + 4 for i, n in enumerate(names)}
+        keys = [*pk.all(), *(self.record_key(lease.topic, lease.partition, n) for n in names)]
+        args: list[str | bytes] = [
+            "commit",
+            str(META_FORMAT),
+            str(lease.epoch),
+            lease.token,
+            str(last_offset),
+            "" if expected_offset is None else str(expected_offset),
+            str(len(states)),
+        ]
+        for state_field, payload in states.items():
+            if not isinstance(state_field, str) or not state_field:
+                raise ValueError(f"state keys must be non-empty strings, got {state_field!r}")
+            args.append(state_field)
+            args.append(self._sealer.seal(state_record_name(pk.state, state_field), payload))
+        args.append(str(len(outbox)))
+        args.extend(outbox)
+        live = [n for n in puts if puts[n]]
+        args.append(str(len(live)))
+        for n in live:
+            if n not in expire_at_ms:
+                raise ValueError(f"record {n!r} is written without an expiry")
+            args += [str(index[n]), str(int(expire_at_ms[n])), str(len(puts[n]))]
+            for fld, value in puts[n].items():
+                args += [fld, value]
+        dead = [n for n in tombs if tombs[n]]
+        args.append(str(len(dead)))
+        for n in dead:
+            args += [str(index[n]), str(len(tombs[n])), *tombs[n], tombstone]
+        status, *rest = await self._join_script(keys, *args)
+        status = status.decode("ascii") if isinstance(status, bytes) else str(status)
+        if status in ("ok", "duplicate", "fenced", "rewound"):
+            return CommitResult(status)
+        self._script_failure(self._where(lease.topic, lease.partition), status, rest)
+
+    async def peek(self, topic: str, partition: int) -> tuple[int, dict[str, bytes]] | None:
+        """``(stored offset, verified state payloads)`` without taking a lease.
+
+        Read-only, for reports and tools: it fences nobody (unlike :meth:`acquire`).
+        The state and the offset are read in one ``MULTI``/``EXEC`` (one slot), so they
+        match. ``None`` when the partition has no meta.
+
+        Raises
+        ------
+        StateCorrupt
+            A record fails its envelope check.
+        """
+        pk = self.keys(topic, partition)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hmget(pk.meta, ["offset"])
+            pipe.hgetall(pk.state)
+            (offset,), raw = await pipe.execute()
+        if offset is None:
+            return None
+        out: dict[str, bytes] = {}
+        for name, blob in raw.items():
+            state_field = _text(name)
+            out[state_field] = self._sealer.open_sealed(
+                state_record_name(pk.state, state_field), blob
+            )
+        return int(_text(offset)), out
 
     # ------------------------------------------------------------------ tools
 

@@ -21,9 +21,11 @@
 --    | {"orphan", nstate_found, outbox_len} | {"lost", nstate_found, nstate_expected}
 --    | {"format", stored_format} | {"wrongtype", key}
 -- commit:  ARGV[3] epoch, ARGV[4] token, ARGV[5] last_offset, ARGV[6] n_states,
---          ARGV[7 .. 6+2n] field, envelope pairs, ARGV[7+2n ..] outbox payloads
+--          ARGV[7] expected stored offset ("" = no expectation),
+--          ARGV[8 .. 7+2n] field, envelope pairs, ARGV[8+2n ..] outbox payloads
 --   -> {"ok", epoch, offset} | {"duplicate", epoch, stored_offset}
---    | {"fenced", stored_epoch, stored_offset} | {"wrongtype", key}
+--    | {"fenced", stored_epoch, stored_offset} | {"rewound", epoch, stored_offset}
+--    | {"wrongtype", key}
 -- ack:     ARGV[3] epoch, ARGV[4] token, ARGV[5] count
 --   -> {"ok", epoch, outbox_len} | {"fenced", stored_epoch, ""} | {"wrongtype", key}
 
@@ -113,6 +115,7 @@ if op == 'acquire' then
 elseif op == 'commit' then
   local epoch, token, last = ARGV[3], ARGV[4], ARGV[5]
   local n = tonumber(ARGV[6])
+  local expected = ARGV[7]
   -- (1) fencing: a stale epoch writes nothing.
   local f, cur = fenced(epoch, token)
   if f then return f end
@@ -120,10 +123,17 @@ elseif op == 'commit' then
   if not offset_gt(last, cur[3]) then
     return {'duplicate', epoch, cur[3]}
   end
+  -- (2b) continuity: the stored offset must be the one this lease last wrote. If it
+  -- is not, Redis lost commits (a restart from an older AOF, a failover) and the
+  -- caller's in-memory state is ahead of the stored one: writing only the touched
+  -- fields would leave the others behind under a newer offset. Write nothing.
+  if expected ~= '' and cur[3] ~= expected then
+    return {'rewound', epoch, cur[3]}
+  end
   -- (3) the sealed states.
-  push_slices('HSET', state, ARGV, 7, 6 + 2 * n)
+  push_slices('HSET', state, ARGV, 8, 7 + 2 * n)
   -- (4) the alerts, in order, at the tail of the outbox.
-  push_slices('RPUSH', outbox, ARGV, 7 + 2 * n, #ARGV)
+  push_slices('RPUSH', outbox, ARGV, 8 + 2 * n, #ARGV)
   -- (5) the offset these writes reflect.
   redis.call('HSET', meta, 'offset', last, 'updated_ms', now_ms(),
     'nstate', tostring(redis.call('HLEN', state)))

@@ -1,0 +1,473 @@
+"""The live status page: ``driftline serve``.
+
+A read-only web page over what Driftline keeps in Redis: every model with history, its
+state (healthy, drifting, degraded), its active alerts and its last window, with a link
+to a per-model page that carries the same charts as the report (:mod:`driftline.report`).
+
+Standard library only: :class:`http.server.ThreadingHTTPServer` answers requests in
+threads; one asyncio loop in a background thread owns the Redis client and the
+:class:`~driftline.store.StateStore`, and request threads hand it coroutines. Pages are
+cached for a few seconds, so a page left open on a wall screen costs Redis little.
+
+Routes (GET and HEAD only; anything else is 405)::
+
+    /                     the models and their state (refreshes itself every 15 s)
+    /model/<model_id>     the model's report page (?version=&segment=&since=)
+    /api/status           the same as / in JSON
+    /healthz              "ok" when Redis answers
+
+TLS uses the same settings as the metrics endpoint (``metrics_certfile`` and
+``metrics_keyfile``); the TLS handshake runs in the request's thread, so a slow client
+cannot hold up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import orjson
+import redis.asyncio as aioredis
+
+from driftline.config import Settings
+from driftline.history import decode_alert, decode_perf
+from driftline.reference import ReferenceProfile
+from driftline.report import (
+    ACCURACY_DROP,
+    active_alerts,
+    alerts_table,
+    classify_state,
+    content_security_policy,
+    fmt_time,
+    page_css,
+    render_report,
+    report_from_store,
+)
+from driftline.store import StateStore
+
+__all__ = ["StatusServer", "model_statuses", "render_index"]
+
+log = logging.getLogger("driftline.serve")
+
+#: Seconds a rendered page or status is reused.
+CACHE_SECONDS = 5.0
+#: Alerts read per model for the index (newest first).
+INDEX_ALERTS = 200
+#: Seconds a request waits for Redis before answering 503.
+REDIS_TIMEOUT = 20.0
+#: Socket timeout of one connection (also bounds the TLS handshake).
+CONNECTION_TIMEOUT = 30.0
+
+_T = TypeVar("_T")
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+async def model_statuses(store: StateStore) -> list[dict[str, Any]]:
+    """One status record per model with history: state, active alerts, last windows."""
+    out: list[dict[str, Any]] = []
+    for model in await store.history_models():
+        latest_raw = await store.history_latest(model)
+        streams: dict[tuple[str, str], dict[str, Any]] = {}
+        for blob in latest_raw.values():
+            try:
+                w = orjson.loads(blob)
+                key = (str(w["model_version"]), str(w.get("segment", "")))
+                streams[key] = {
+                    "version": key[0],
+                    "segment": key[1],
+                    "window": int(w["window"]),
+                    "start": int(w["start"]),
+                    "end": int(w["end"]),
+                    "count": int(w["count"]),
+                    "episodes": {str(k): bool(v) for k, v in dict(w["episodes"]).items()},
+                    "drifted": [
+                        {"feature": str(d["feature"]), "value": float(d["value"])}
+                        for d in w.get("drifted", [])
+                    ],
+                }
+            except (ValueError, KeyError, TypeError):
+                continue
+        alerts = []
+        for _, blob in await store.read_history(model, "alerts", count=INDEX_ALERTS):
+            try:
+                alerts.append(decode_alert(blob))
+            except ValueError:
+                continue
+        alerts.sort(key=lambda a: (a["detected_at"], a["episode"], a["status"] == "resolved"))
+        active = active_alerts(alerts, streams)
+        acc_drop = False
+        perf = await store.read_history(model, "perf", count=1)
+        if perf:
+            try:
+                point = decode_perf(perf[0][1])
+                found = await store.resolve_reference(model, point["model_version"])
+                ref_acc = ReferenceProfile.from_bytes(found[1]).outputs.accuracy if found else None
+                acc = point.get("accuracy")
+                acc = acc if acc is not None else point.get("estimated_accuracy")
+                acc_drop = ref_acc is not None and acc is not None and acc < ref_acc - ACCURACY_DROP
+            except ValueError:
+                acc_drop = False
+        ordered = sorted(streams.values(), key=lambda s: -s["end"])
+        out.append(
+            {
+                "model": model,
+                "state": classify_state(active, bool(streams), acc_drop),
+                "active": active,
+                "streams": ordered,
+                "last_end": ordered[0]["end"] if ordered else None,
+                "accuracy_drop": acc_drop,
+            }
+        )
+    order = {"degraded": 0, "drifting": 1, "unknown": 2, "healthy": 3}
+    out.sort(key=lambda s: (order[s["state"]], s["model"]))
+    return out
+
+
+def _badge(text: str) -> str:
+    return f'<span class="badge b-{_e(text)}">{_e(text)}</span>'
+
+
+def render_index(statuses: list[dict[str, Any]], generated_ms: int) -> str:
+    """The status page: one row per model."""
+    rows = []
+    for s in statuses:
+        link = f"/model/{quote(s['model'], safe='')}"
+        streams = "<br>".join(
+            f"v{_e(w['version'])}{(' ' + _e(w['segment'])) if w['segment'] else ''}: "
+            f"window #{w['window']} ({w['count']:,} events) ended {_e(fmt_time(w['end']))}"
+            for w in s["streams"][:5]
+        )
+        drifted = sorted(
+            {d["feature"] for w in s["streams"] for d in w["drifted"]},
+        )
+        act = (
+            "<br>".join(
+                f"{_badge(a['severity'])} {_e(a['kind'])}"
+                f"{(' · ' + _e(a['feature'])) if a.get('feature') else ''} "
+                f"<small class=muted>v{_e(a['model_version'])} since "
+                f"{_e(fmt_time(a['detected_at']))}</small>"
+                for a in s["active"]
+            )
+            or '<span class="muted">none</span>'
+        )
+        rows.append(
+            f'<tr class="model" data-model="{_e(s["model"])}" data-state="{_e(s["state"])}">'
+            f'<td><a href="{_e(link)}">{_e(s["model"])}</a></td>'
+            f"<td>{_badge(s['state'])}</td>"
+            f"<td>{act}</td>"
+            f"<td>{streams or '—'}</td>"
+            f"<td>{_e(', '.join(drifted[:8])) or '—'}</td>"
+            f'<td><a href="{_e(link)}">charts</a></td>'
+            "</tr>"
+        )
+    counts = {k: sum(1 for s in statuses if s["state"] == k) for k in ("degraded", "drifting")}
+    summary = (
+        f"{len(statuses)} models; {counts['drifting']} drifting, {counts['degraded']} degraded."
+        if statuses
+        else "No model has history yet: start a monitor (driftline monitor) and send events."
+    )
+    table = (
+        '<table class="models"><thead><tr><th>model</th><th>state</th><th>active alerts</th>'
+        "<th>last window</th><th>drifted in last window</th><th></th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        if rows
+        else ""
+    )
+    csp = content_security_policy([])
+    return (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">'
+        '<meta http-equiv="refresh" content="15">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Driftline status</title><style>{page_css()}</style></head><body>"
+        "<header><h1>Driftline status</h1>"
+        f'<p id="status-summary">{_e(summary)}</p>'
+        f'<p class="muted small">Updated {_e(fmt_time(generated_ms))}; refreshes every 15 s. '
+        "Read-only. Times are event times (UTC).</p></header>"
+        f"<section>{table}</section>"
+        "<section><h2>Active alerts</h2>"
+        + (
+            alerts_table([a for s in statuses for a in s["active"]])
+            if any(s["active"] for s in statuses)
+            else '<p class="ok">No active alert.</p>'
+        )
+        + "</section></body></html>\n"
+    )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    app: StatusServer
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(CONNECTION_TIMEOUT)
+        ctx = self.app.tls
+        if ctx is not None:
+            try:
+                request = ctx.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("TLS handshake failed: %s", type(exc).__name__)
+                return
+        super().finish_request(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "driftline-status"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _send(
+        self, status: int, body: bytes, ctype: str, csp: str | None = None, head: bool = False
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header(
+            "Content-Security-Policy", csp or "default-src 'none'; style-src 'unsafe-inline'"
+        )
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _not_allowed(self) -> None:
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        self.send_header("Allow", "GET, HEAD")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._route(head=True)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._route(head=False)
+
+    def _route(self, head: bool) -> None:
+        app = self.server.app
+        url = urlsplit(self.path)
+        try:
+            if url.path == "/":
+                body = app.index().encode()
+                self._send(200, body, "text/html; charset=utf-8", head=head)
+            elif url.path == "/api/status":
+                body = orjson.dumps({"models": app.statuses()})
+                self._send(200, body, "application/json", head=head)
+            elif url.path == "/healthz":
+                app.ping()
+                self._send(200, b"ok\n", "text/plain; charset=utf-8", head=head)
+            elif url.path.startswith("/model/") and len(url.path) > len("/model/"):
+                model = unquote(url.path[len("/model/") :])
+                q = {k: v[-1] for k, v in parse_qs(url.query).items() if v}
+                html_text, csp = app.model_page(
+                    model, q.get("version"), q.get("segment"), q.get("since")
+                )
+                if html_text is None:
+                    self._send(404, b"no such model\n", "text/plain; charset=utf-8", head=head)
+                else:
+                    self._send(200, html_text.encode(), "text/html; charset=utf-8", csp, head)
+            else:
+                self._send(404, b"not found\n", "text/plain; charset=utf-8", head=head)
+        except (FutureTimeout, TimeoutError, ConnectionError, OSError) as exc:
+            log.warning("status page: Redis unavailable: %s", type(exc).__name__)
+            self._send(503, b"redis unavailable\n", "text/plain; charset=utf-8", head=head)
+        except ValueError as exc:
+            self._send(400, f"{exc}\n".encode(), "text/plain; charset=utf-8", head=head)
+        except Exception:
+            log.exception("status page error")
+            self._send(500, b"internal error\n", "text/plain; charset=utf-8", head=head)
+
+
+class StatusServer:
+    """The status page server. ``start()`` serves in a thread; ``stop()`` ends it.
+
+    Parameters
+    ----------
+    settings
+        Redis connection, key prefix and signing key (references are signed), and the
+        TLS certificate of the metrics endpoint, if any.
+    host, port
+        Where to listen (``port=0``: a free port, see :attr:`port`).
+    """
+
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 9109) -> None:
+        self.settings = settings
+        self.tls: ssl.SSLContext | None = None
+        if settings.metrics_certfile:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(settings.metrics_certfile, settings.metrics_keyfile)
+            self.tls = ctx
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(
+            target=self._loop.run_forever, name="driftline-serve-redis", daemon=True
+        )
+        self._client: aioredis.Redis | None = None  # type: ignore[type-arg, unused-ignore]
+        self._store: StateStore | None = None
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self._httpd = _Server((host, port), _Handler, bind_and_activate=True)
+        self._httpd.app = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The base URL (``https`` when TLS is on)."""
+        bound = self._httpd.server_address[0]
+        host = bound.decode() if isinstance(bound, bytes) else str(bound)
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> StatusServer:
+        """Connect to Redis (lazily) and serve in a background thread."""
+        self._loop_thread.start()
+        s = self.settings
+        self._call(self._connect(s))
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="driftline-serve", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    async def _connect(self, s: Settings) -> None:
+        self._client = aioredis.Redis.from_url(s.redis.url, **s.redis.client_kwargs())
+        self._store = StateStore(
+            self._client,
+            prefix=s.redis.key_prefix,
+            group=s.monitor.group_id,
+            signing_key=s.redis.state_signing_key.get_secret_value().encode(),
+        )
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until :meth:`stop` (from another thread or a signal)."""
+        self._loop_thread.start()
+        self._call(self._connect(self.settings))
+        self._httpd.serve_forever()
+
+    def stop(self) -> None:
+        """Stop serving and close the Redis connection."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._client is not None and self._loop.is_running():
+            self._call(self._client.aclose())
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._loop_thread.is_alive():
+            self._loop_thread.join(5)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    # ------------------------------------------------------------------ data
+    def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(REDIS_TIMEOUT)
+        except FutureTimeout:
+            fut.cancel()
+            raise
+
+    def _cached(self, key: str, make: Any) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and now - hit[0] < CACHE_SECONDS:
+                return hit[1]
+        value = make()
+        with self._lock:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            self._cache[key] = (now, value)
+        return value
+
+    @property
+    def store(self) -> StateStore:
+        assert self._store is not None, "start() first"
+        return self._store
+
+    def ping(self) -> None:
+        """Raise ConnectionError when Redis does not answer."""
+        client = self._client
+        assert client is not None
+
+        async def ping() -> bool:
+            return bool(await client.ping())
+
+        if not self._call(ping()):
+            raise ConnectionError("redis did not answer PING")
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """The models' status records (cached)."""
+        result: list[dict[str, Any]] = self._cached(
+            "statuses", lambda: self._call(model_statuses(self.store))
+        )
+        return result
+
+    def index(self) -> str:
+        """The index page HTML."""
+        return render_index(self.statuses(), int(time.time() * 1000))
+
+    def model_page(
+        self, model: str, version: str | None, segment: str | None, since: str | None
+    ) -> tuple[str | None, str]:
+        """A model's report page and its CSP, or ``(None, "")`` for an unknown model."""
+        key = f"model\x1f{model}\x1f{version}\x1f{segment}\x1f{since}"
+
+        def make() -> tuple[str | None, str]:
+            try:
+                data = self._call(
+                    report_from_store(
+                        self.store,
+                        model,
+                        version=version,
+                        segment=segment,
+                        since=since,
+                        source=f"Redis {self.settings.redis.redacted_url()} "
+                        f"(prefix {self.settings.redis.key_prefix})",
+                    )
+                )
+            except ValueError as exc:
+                if "no stored reference and no history" in str(exc):
+                    return None, ""
+                raise
+            nav = '<nav class="crumbs"><a href="/">← all models</a></nav>'
+            page = render_report(data, nav_html=nav)
+            return page, _csp_of(page)
+
+        result: tuple[str | None, str] = self._cached(key, make)
+        return result
+
+
+def _csp_of(page: str) -> str:
+    """The CSP a report page carries in its meta tag (sent as a header too)."""
+    start = page.find('http-equiv="Content-Security-Policy" content="')
+    if start < 0:
+        return "default-src 'none'"
+    start += len('http-equiv="Content-Security-Policy" content="')
+    end = page.find('"', start)
+    return html.unescape(page[start:end])

@@ -1,0 +1,177 @@
+"""History in a real redis-server: streams, caps, paging, slots, ACL, and the worker's writes."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from pathlib import Path
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from driftline.config import RedisSettings
+from driftline.devstack import RedisServer
+from driftline.history import (
+    decode_alert,
+    decode_window,
+    encode_window,
+    load_history,
+    record_history,
+    replay_history,
+)
+from driftline.ingest import MonitorWorker
+from driftline.replay import Replayer
+from driftline.report import report_from_replay, report_from_store
+from driftline.store import HistoryBatch, StateStore, history_key, history_models_key, key_slot
+from report_scenarios import (
+    churn_events,
+    churn_reference,
+    quiet_events,
+    quiet_reference,
+    write_jsonl,
+)
+from support import publish
+
+pytestmark = pytest.mark.integration
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "redis.md"
+KEY = "history-test-signing-key"
+
+
+def _store(client, prefix="dl"):
+    return StateStore(client, prefix=prefix, group="g", signing_key=KEY)
+
+
+def test_a_models_history_keys_share_one_slot():
+    keys = [history_key("dl", "churn", k) for k in ("windows", "alerts", "perf", "latest")]
+    assert len({key_slot(k) for k in keys}) == 1
+    assert keys[0] == "dl:hist:{churn}:windows"
+    with pytest.raises(ValueError):
+        history_key("dl", "a{b}", "windows")
+    with pytest.raises(ValueError):
+        history_key("dl", "churn", "state")
+
+
+async def test_append_page_and_cap(settings):
+    client = aioredis.Redis.from_url(settings.redis.url)
+    store = _store(client, settings.redis.key_prefix)
+    try:
+        payloads = [orjson.dumps({"i": i}) for i in range(600)]
+        n = await store.append_history([HistoryBatch("m1", perf=payloads, maxlen={"perf": 10})])
+        assert n == 600
+        # MAXLEN ~ trims whole stream nodes: about the cap, never the whole stream.
+        assert 10 <= await client.xlen(history_key(settings.redis.key_prefix, "m1", "perf")) <= 110
+        newest = await store.read_history("m1", "perf", count=3)
+        assert [orjson.loads(p)["i"] for _, p in newest] == [599, 598, 597]
+        older = await store.read_history("m1", "perf", count=2, before=newest[-1][0])
+        assert [orjson.loads(p)["i"] for _, p in older] == [596, 595]
+        assert await store.history_models() == ["m1"]
+        assert await store.read_history("nobody", "windows", count=5) == []
+    finally:
+        await client.aclose()
+
+
+async def test_the_worker_writes_history_that_equals_a_replay(settings, tmp_path):
+    ref, other = churn_reference(), quiet_reference("fraud", "7")
+    client = aioredis.Redis.from_url(settings.redis.url)
+    store = StateStore.from_settings(client, settings.redis, settings.monitor.group_id)
+    await store.put_reference("churn", "1", ref.to_bytes())
+    await store.put_reference("fraud", "7", other.to_bytes())
+    events = churn_events(9000)
+    quiet = quiet_events(3000, "fraud", "7")
+    await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, events + quiet)
+    worker = MonitorWorker(settings, name="history-test")
+    await worker.start()
+    try:
+        await worker.run(idle_exit_s=3.0)
+    finally:
+        await worker.close()
+    assert worker.processed == len(events) + len(quiet)
+    try:
+        assert await store.history_models() == ["churn", "fraud"]
+        hist = await load_history(store, "churn")
+        path = write_jsonl(tmp_path / "e.jsonl", events)
+        replayed, _ = replay_history(path, {("churn", "1"): ref})
+        want = replayed["churn"]
+        assert len(hist.windows) == len(want.windows) == 18
+        assert hist.windows == want.windows
+        assert [a["alert_id"] for a in hist.alerts] == [a["alert_id"] for a in want.alerts]
+        assert hist.skipped == 0 and not hist.truncated
+        latest = await store.history_latest("churn")
+        assert orjson.loads(latest["1\x1f"])["window"] == want.windows[-1]["window"]
+
+        # The same report from Redis as from the replay of the same events.
+        from_redis = await report_from_store(store, "churn")
+        from_file = report_from_replay(path, [ref])
+        for d in (from_redis, from_file):
+            d.pop("source"), d.pop("generated")
+        assert from_redis == from_file
+
+        # Re-writing a batch (at-least-once) changes nothing once read.
+        rp = Replayer({("churn", "1"): ref})
+        res = rp.feed(events[:1000])
+        assert await record_history(store, res)
+        again = await load_history(store, "churn")
+        assert again.windows == hist.windows and again.alerts == hist.alerts
+    finally:
+        await client.aclose()
+
+
+async def test_unreadable_entries_are_skipped_and_counted(settings):
+    client = aioredis.Redis.from_url(settings.redis.url)
+    store = _store(client, settings.redis.key_prefix)
+    try:
+        rp = Replayer({("churn", "1"): churn_reference()})
+        res = rp.feed(churn_events(1000))
+        assert await record_history(store, res)
+        key = history_key(settings.redis.key_prefix, "churn", "windows")
+        await client.xadd(key, {"d": b"\x80garbage"})
+        await client.xadd(key, {"other": b"field"})
+        hist = await load_history(store, "churn")
+        assert len(hist.windows) == 2 and hist.skipped == 1
+        assert decode_window(encode_window(res.windows[0])) == hist.windows[0]
+        assert [decode_alert(a.to_json()) for a in res.alerts] == hist.alerts
+    finally:
+        await client.aclose()
+
+
+def _acl_line() -> str:
+    lines = [ln.strip() for ln in DOCS.read_text().splitlines() if ln.startswith("user driftline ")]
+    assert len(lines) == 1
+    return lines[0]
+
+
+async def test_history_works_under_the_documented_acl(tmp_path):
+    password, admin_password = secrets.token_hex(16), secrets.token_hex(16)
+    line = _acl_line().replace(
+        "<sha256-of-password>", hashlib.sha256(password.encode()).hexdigest()
+    )
+    acl = tmp_path / "users.acl"
+    acl.write_text(f"user default off\nuser admin on >{admin_password} ~* &* +@all\n{line}\n")
+    server = RedisServer(extra_args=["--aclfile", str(acl)]).start(tmp_path / "redis")
+    settings = RedisSettings(
+        url=server.url, username="driftline", password=password, state_signing_key=KEY
+    )
+    client = aioredis.Redis.from_url(settings.url, **settings.client_kwargs())
+    admin = aioredis.Redis.from_url(server.url, username="admin", password=admin_password)
+    try:
+        await admin.execute_command("ACL", "LOG", "RESET")
+        store = StateStore.from_settings(client, settings, "driftline-monitor")
+        ref = churn_reference()
+        await store.put_reference("churn", "1", ref.to_bytes())
+        res = Replayer({("churn", "1"): ref}).feed(churn_events(6000))
+        assert res.windows and res.alerts
+        assert await record_history(store, res)
+        hist = await load_history(store, "churn")
+        assert len(hist.windows) == len(res.windows)
+        assert await store.history_models() == ["churn"]
+        assert await store.history_latest("churn")
+        data = await report_from_store(store, "churn")
+        assert data["windows"] == len(res.windows)
+        assert await admin.execute_command("ACL", "LOG") == []
+        assert await admin.exists(history_models_key("dl")) == 1
+    finally:
+        await client.aclose()
+        await admin.aclose()
+        server.stop()

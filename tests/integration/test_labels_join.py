@@ -1,0 +1,430 @@
+"""The label joiner (slow loop) through real Tansu and redis-server.
+
+Predictions and labels are SEA streams (river's generator) scored by a fixed model;
+labels arrive hundreds of events after their predictions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from driftline.config import Settings
+from driftline.devstack import DevStack
+from driftline.ingest import MonitorWorker
+from driftline.labels import LabelJoiner, SeaScenario, load_perf_states, report_text
+from driftline.metrics import REGISTRY
+from driftline.performance import UnitState, stream_key
+from driftline.reference import Policy, build_reference
+from driftline.store import StateStore
+from support import read_all
+
+pytestmark = pytest.mark.integration
+
+T0 = SeaScenario().t0_ms
+STEP = SeaScenario().step_ms
+
+
+@pytest.fixture
+def lsettings(settings: Settings, unique: str) -> Settings:
+    """Per-test settings with the slow loop tuned to the test's event-time scale."""
+    return settings.model_copy(
+        update={
+            "labels": settings.labels.model_copy(
+                update={
+                    "group_id": f"labels-{unique}",
+                    "grace_seconds": 5.0,
+                    "bucket_seconds": 10.0,
+                    "max_batch_events": 1000,
+                }
+            )
+        }
+    )
+
+
+async def create_topics(s: Settings, partitions: int = 2) -> None:
+    """Predictions, labels and alerts with the same partition count (co-partitioned)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        names = [
+            s.topics.predictions,
+            s.topics.labels,
+            s.topics.alerts,
+            s.topics.dlq(s.topics.labels),
+            s.topics.dlq(s.topics.predictions),
+        ]
+        existing = set(await admin.list_topics())
+        new = [NewTopic(t, partitions, 1) for t in names if t not in existing]
+        if new:
+            await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+async def send(s: Settings, topic: str, items: list[Any]) -> None:
+    """Publish dict events (keyed by model id) or raw ``(key, bytes)`` pairs."""
+    prod = AIOKafkaProducer(
+        bootstrap_servers=s.kafka.bootstrap_servers, linger_ms=20, max_batch_size=1 << 20
+    )
+    await prod.start()
+    try:
+        futs = []
+        for it in items:
+            if isinstance(it, tuple):
+                key, value = it
+            else:
+                key, value = it["model_id"].encode(), orjson.dumps(it)
+            futs.append(await prod.send(topic, value, key=key))
+        for f in futs:
+            await f
+    finally:
+        await prod.stop()
+
+
+async def store_reference(s: Settings, ref: Any) -> None:
+    client = aioredis.Redis.from_url(s.redis.url)
+    store = StateStore.from_settings(client, s.redis, s.monitor.group_id)
+    await store.put_reference(ref.model_id, ref.model_version, ref.to_bytes())
+    await client.aclose()
+
+
+def sea_reference(sc: SeaScenario) -> Any:
+    return build_reference(
+        sc.training_data(5000),
+        sc.model_id,
+        sc.model_version,
+        policy=Policy(window_events=500),
+        seed=0,
+        created_at=0,
+    )
+
+
+async def run_monitor(s: Settings) -> MonitorWorker:
+    worker = MonitorWorker(s, name="test-monitor")
+    await worker.start()
+    try:
+        await worker.run(idle_exit_s=2.5)
+    finally:
+        await worker.close()
+    return worker
+
+
+async def alerts_of(s: Settings, kinds: set[str]) -> list[dict[str, Any]]:
+    vals = await read_all(s.kafka.bootstrap_servers, s.topics.alerts, idle_ms=800)
+    return [a for a in map(orjson.loads, vals) if a["kind"] in kinds]
+
+
+def event_index(t_ms: int) -> int:
+    return (t_ms - T0) // STEP
+
+
+def gauge(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+# ------------------------------------------------------------------ one scenario, four models
+#
+# Four independent models share the topics (so partitions hold several models each) and
+# are processed by ONE monitor run, then ONE joiner in two phases, which keeps the suite
+# fast (every worker start pays a Kafka group join). Restarts: the SIGKILL test below.
+#
+#   sea-c  the concept switches halfway (same inputs, new labelling rule)
+#   sea-b  the irrelevant input x2 shrinks (covariate shift; accuracy unchanged)
+#   sea-x  orphan, duplicate, expired (3 s horizon) and invalid labels, counted exactly
+#   sea-h  labels published before their predictions, which only come in phase two
+
+
+class Scenario:
+    def __init__(self) -> None:
+        self.monitor: MonitorWorker | None = None
+        self.joiner: LabelJoiner | None = None
+        #: Label outcome totals and held labels at the end of phase one.
+        self.phase1: dict[str, dict[str, int]] = {}
+        self.held1 = 0
+        self.alerts: list[dict[str, Any]] = []
+        self.want_x: dict[str, int] = {}
+        self.bad: list[bytes] = []
+        self.settings: Settings | None = None
+
+
+N_C, SWITCH = 8000, 4000
+N_B, SHIFT = 8000, 3000
+N_X = 3000
+
+
+def _sea_x() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    sc = SeaScenario(model_id="sea-x", seed=13)
+    preds, _ = sc.events(N_X)
+    unlabelled = set(range(0, N_X, 30))  # 100 predictions never get a label
+    expired = set(range(5, 2500, 60)) - unlabelled  # 3.5 s late: past the 3 s horizon
+    dup = set(range(7, 2500, 50))  # 50 labels are published twice
+    labels: list[dict[str, Any]] = []
+    for i, p in enumerate(preds):
+        if i in unlabelled:
+            continue
+        late = 350 if i in expired else 100
+        lab = {"prediction_id": p["prediction_id"], "model_id": "sea-x", "label": "pos"}
+        labels.append({**lab, "timestamp": p["timestamp"] + late * STEP})
+        if i in dup:
+            labels.append({**lab, "timestamp": p["timestamp"] + (late + 5) * STEP})
+    ghosts = [
+        {
+            "prediction_id": f"ghost-{i}",
+            "model_id": "sea-x",
+            "label": "neg",
+            "timestamp": T0 + i * 500,
+        }
+        for i in range(30)
+    ]
+    want = {
+        "joined": N_X - len(unlabelled) - len(expired),
+        "expired": len(expired),
+        "duplicate": len(dup),
+        "orphan": len(ghosts),
+    }
+    return preds, sorted(labels + ghosts, key=lambda e: e["timestamp"]), want
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def scenario(stack: DevStack) -> Scenario:
+    u = uuid.uuid4().hex[:10]
+    s = Settings(
+        kafka={"bootstrap_servers": stack.broker.bootstrap},
+        redis={"url": stack.redis.url, "key_prefix": f"t{u}"},
+        topics={
+            "predictions": f"predictions-{u}",
+            "labels": f"labels-{u}",
+            "alerts": f"alerts-{u}",
+        },
+        monitor={"group_id": f"monitor-{u}"},
+        labels={
+            "group_id": f"labels-{u}",
+            "grace_seconds": 5.0,
+            "bucket_seconds": 10.0,
+            "max_batch_events": 2000,
+            "model_horizons": {"sea-x": 3.0},
+        },
+        metrics_port=0,
+    )
+    out = Scenario()
+    out.settings = s
+    await create_topics(s)
+    c, b = SeaScenario(model_id="sea-c", seed=11), SeaScenario(model_id="sea-b", seed=12)
+    h = SeaScenario(model_id="sea-h", seed=14)
+    for sc in (c, b):
+        await store_reference(s, sea_reference(sc))
+    c_preds, c_labels = c.events(N_C, concept_at=SWITCH)
+    b_preds, b_labels = b.events(N_B, covariate_at=SHIFT)
+    x_preds, x_labels, out.want_x = _sea_x()
+    h_preds, h_labels = h.events(900, delay_events=20, jitter_events=0)
+    h_ghosts = [
+        {"prediction_id": f"ghost-{i}", "model_id": "sea-h", "label": "pos", "timestamp": T0 + i}
+        for i in range(5)
+    ]
+    out.bad = [
+        b"not json",
+        orjson.dumps({"model_id": "sea-x", "label": "pos"}),
+        orjson.dumps({**x_labels[0], "label": [1, 2]}),
+    ]
+    await send(s, s.topics.predictions, c_preds + b_preds + x_preds)
+    phase1_labels = (
+        [*c_labels, *b_labels, *x_labels[:1000], *((b"sea-x", v) for v in out.bad)]
+        + x_labels[1000:]
+        + h_ghosts
+        + h_labels[:500]
+    )
+    await send(s, s.topics.labels, phase1_labels)
+    out.monitor = await run_monitor(s)
+    j = out.joiner = LabelJoiner(s, name="test-labels")
+    await j.start()
+    task = asyncio.create_task(j.run())
+    try:
+        n_pred = N_C + N_B + N_X
+        await until(lambda: j.labels_seen >= len(phase1_labels) and j.predictions_seen >= n_pred)
+        out.phase1 = {m: dict(t) for m, t in j.totals().items()}
+        out.held1 = sum(len(u.state.held) for u in j.units.values())
+        await send(s, s.topics.predictions, h_preds)  # sea-h's predictions come late
+        await until(lambda: j.predictions_seen >= n_pred + len(h_preds))
+    finally:
+        j.stop()
+        await task
+        await j.close()
+    out.alerts = [
+        orjson.loads(v) for v in await read_all(s.kafka.bootstrap_servers, s.topics.alerts)
+    ]
+    return out
+
+
+async def until(cond: Any, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+def _alerts(sc: Scenario, model: str, kinds: set[str]) -> list[dict[str, Any]]:
+    return [a for a in sc.alerts if a["model_id"] == model and a["kind"] in kinds]
+
+
+async def test_concept_switch_raises_concept_drift_diagnosed_as_concept_drift(scenario):
+    assert scenario.joiner is not None and scenario.joiner.totals()["sea-c"] == {"joined": N_C}
+    assert _alerts(scenario, "sea-c", {"input_drift"}) == [], "the inputs did not move"
+    slow = _alerts(scenario, "sea-c", {"concept_drift", "performance"})
+    firing = [a for a in slow if a["status"] == "firing"]
+    concept = [a for a in firing if a["kind"] == "concept_drift"]
+    assert concept, f"no concept_drift alert among {slow}"
+    first = concept[0]
+    assert first["diagnosis"] == "concept_drift"
+    # Fired on the error of predictions made after the switch, within a few hundred.
+    at = event_index(first["window"]["end"])
+    assert SWITCH <= at <= SWITCH + 600, at
+    # ... and nothing fired on predictions made before the switch.
+    assert all(event_index(a["window"]["end"]) >= SWITCH for a in firing)
+    perf = [a for a in firing if a["kind"] == "performance"]
+    assert perf and perf[0]["diagnosis"] == "concept_drift"
+    assert perf[0]["statistic"] < perf[0]["threshold"]
+    assert len({a["alert_id"] for a in slow}) == len(slow)
+    assert gauge("driftline_diagnosis", model="sea-c", version="1", diagnosis="concept_drift") == 1
+    assert scenario.settings is not None
+    text = await report_text(scenario.settings, model="sea-c")
+    assert "model sea-c" in text and "concept_drift" in text
+
+
+async def test_covariate_shift_with_stable_accuracy_is_benign_input_drift(scenario):
+    inputs = _alerts(scenario, "sea-b", {"input_drift"})
+    assert inputs and inputs[0]["status"] == "firing"
+    assert event_index(inputs[0]["detected_at"]) >= SHIFT
+    assert scenario.joiner is not None and scenario.joiner.totals()["sea-b"] == {"joined": N_B}
+    assert _alerts(scenario, "sea-b", {"concept_drift", "performance"}) == []
+    assert scenario.settings is not None
+    states, _ = await load_perf_states(scenario.settings)
+    (st,) = [x for x in states if x.key == stream_key("sea-b", "1", "")]
+    assert set(st.drift_diag.values()) == {"input_drift_benign"}
+    assert st.current_diagnosis() == "input_drift_benign"
+    assert (
+        gauge("driftline_diagnosis", model="sea-b", version="1", diagnosis="input_drift_benign")
+        == 1
+    )
+
+
+async def test_orphan_duplicate_expired_and_invalid_labels_are_counted_exactly(scenario):
+    s, want = scenario.settings, scenario.want_x
+    assert s is not None and scenario.joiner is not None
+    assert scenario.joiner.totals()["sea-x"] == want
+    assert scenario.joiner.outcomes[("_invalid", "invalid")] == 3
+    for outcome, count in want.items():
+        assert gauge("driftline_labels_total", model="sea-x", outcome=outcome) == count
+    dlq = await read_all(s.kafka.bootstrap_servers, s.topics.dlq(s.topics.labels), idle_ms=800)
+    assert sorted(dlq) == sorted(scenario.bad)
+    assert scenario.phase1["sea-x"] == want
+    states, totals = await load_perf_states(s)
+    assert totals["sea-x"] == want
+    (st,) = [x for x in states if x.key == stream_key("sea-x", "1", "")]
+    assert (st.predicted, st.labelled) == (N_X, want["joined"])
+    assert "sea-x: duplicate=50, expired=" in await report_text(s, model="sea-x")
+
+
+async def test_labels_before_their_predictions_are_held_until_they_come(scenario):
+    assert scenario.joiner is not None and scenario.settings is not None
+    assert scenario.phase1.get("sea-h", {}) == {}
+    assert scenario.held1 == 505
+    assert scenario.joiner.totals()["sea-h"] == {"joined": 500, "orphan": 5}
+    assert sum(len(u.state.held) for u in scenario.joiner.units.values()) == 0
+    # Phase two changed nothing for the other models.
+    for model in ("sea-c", "sea-b", "sea-x"):
+        assert scenario.joiner.totals()[model] == scenario.phase1[model]
+    # What is committed in Redis is what the worker counted.
+    _, totals = await load_perf_states(scenario.settings)
+    assert totals == scenario.joiner.totals()
+
+
+# ------------------------------------------------------------------ crash and restart
+
+
+def _spawn_labels(s: Settings) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+        "DRIFTLINE_REDIS__URL": s.redis.url,
+        "DRIFTLINE_REDIS__KEY_PREFIX": s.redis.key_prefix,
+        "DRIFTLINE_TOPICS__PREDICTIONS": s.topics.predictions,
+        "DRIFTLINE_TOPICS__LABELS": s.topics.labels,
+        "DRIFTLINE_TOPICS__ALERTS": s.topics.alerts,
+        "DRIFTLINE_LABELS__GROUP_ID": s.labels.group_id,
+        "DRIFTLINE_LABELS__MAX_BATCH_EVENTS": "300",
+        "DRIFTLINE_LABELS__GRACE_SECONDS": "5",
+        "DRIFTLINE_LABELS__BUCKET_SECONDS": "10",
+        "DRIFTLINE_METRICS_PORT": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "driftline", "labels", "--idle-exit", "3"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_stream_then_restart_counts_every_label_once(lsettings):
+    s = lsettings
+    sc = SeaScenario(model_id="sea-k", seed=15)
+    await create_topics(s, partitions=1)
+    await store_reference(s, sea_reference(sc))
+    n = 6000
+    preds, labels = sc.events(n, concept_at=3000)
+    dups = [dict(lab, timestamp=lab["timestamp"] + 30) for lab in labels[::100]]
+    ghosts = [
+        {"prediction_id": f"ghost-{i}", "model_id": "sea-k", "label": "pos", "timestamp": T0 + i}
+        for i in range(20)
+    ]
+    labels = sorted(labels + dups + ghosts, key=lambda e: e["timestamp"])
+    await send(s, s.topics.predictions, preds)
+    await send(s, s.topics.labels, labels)
+
+    client = aioredis.Redis.from_url(s.redis.url)
+    store = StateStore.from_settings(client, s.redis, s.labels.group_id)
+    meta = store.keys(s.topics.labels, 0).meta
+    proc = _spawn_labels(s)
+    for _ in range(800):  # kill once some, not all, batches are committed
+        await asyncio.sleep(0.03)
+        seq = await client.hget(meta, "offset")
+        if seq is not None and int(seq) >= 8:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    mid = int(await client.hget(meta, "offset") or -1)
+    proc = _spawn_labels(s)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out.decode()[-2000:]
+    got = await store.peek(s.topics.labels, 0)
+    await client.aclose()
+    assert got is not None and mid < got[0], "the kill must land mid-stream"
+    unit = UnitState.from_fields(got[1])
+    assert unit.models["sea-k"].labels == {
+        "joined": n,
+        "duplicate": len(dups),
+        "orphan": len(ghosts),
+    }
+    assert unit.models["sea-k"].predictions == {"stored": n}
+    st = unit.perf[stream_key("sea-k", "1", "")]
+    assert (st.predicted, st.labelled) == (n, n)
+    alerts = await alerts_of(s, {"concept_drift", "performance"})
+    firing = {(a["kind"], a["episode"]) for a in alerts if a["status"] == "firing"}
+    assert ("concept_drift", 1) in firing
+    # Re-published alerts after the crash keep their ids: one id per (kind, episode, status).
+    assert len({a["alert_id"] for a in alerts}) == len(
+        {(a["kind"], a["episode"], a["status"]) for a in alerts}
+    )

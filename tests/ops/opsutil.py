@@ -1,0 +1,65 @@
+"""Helpers shared by the operations tests: the metric registry as data, free ports."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One metric family declared in ``driftline.metrics.REGISTRY``."""
+
+    name: str  # the family name as exposed (counters end in _total)
+    type: str
+    labels: tuple[str, ...]
+
+    def sample_names(self) -> set[str]:
+        """Every sample name this family can expose."""
+        if self.type == "histogram":
+            return {f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count"}
+        return {self.name}
+
+
+def registry_metrics() -> dict[str, MetricInfo]:
+    """Every metric in driftline.metrics.REGISTRY, by exposed name."""
+    from driftline.metrics import REGISTRY
+
+    out: dict[str, MetricInfo] = {}
+    for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001 - the registry is ours
+        name = collector._name
+        mtype = collector._type
+        if mtype == "counter":
+            name = f"{name}_total"
+        out[name] = MetricInfo(name, mtype, tuple(collector._labelnames))
+    return out
+
+
+def all_sample_names() -> set[str]:
+    """Every sample name the registry can expose (plus Prometheus' own ``up``)."""
+    names = {"up"}
+    for info in registry_metrics().values():
+        names |= info.sample_names()
+    return names
+
+
+_METRIC_RE = re.compile(r"\b(driftline_[a-z0-9_]+|up)\b")
+_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression selects (``driftline_*`` and ``up``).
+
+    A name directly followed by ``(`` is a function, not a metric; label names inside
+    ``{...}`` and ``by (...)`` never start with ``driftline_``.
+    """
+    found = set()
+    for m in _METRIC_RE.finditer(expr):
+        rest = expr[m.end() :].lstrip()
+        if m.group(1) == "up" and rest.startswith("("):
+            continue
+        found.add(m.group(1))
+    return found - _KEYWORDS

@@ -1,0 +1,213 @@
+"""`driftline alerts`: history with --since (offsets_for_times), filters, dedupe by
+alert_id, follow mode; against the real Tansu broker. Plus the pure helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+import driftline
+from driftline.cli import alert_matches, follow_alerts, format_alert, parse_since_ms
+from driftline.errors import DriftlineError
+from driftline.events import DriftAlert, make_alert_id
+
+NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def _alert(
+    model: str, kind: str, severity: str, status: str = "firing", episode: int = 1, at: int = NOW
+) -> DriftAlert:
+    return DriftAlert(
+        alert_id=make_alert_id(model, "1", "", kind, episode, status),
+        model_id=model,
+        model_version="1",
+        kind=kind,
+        status=status,
+        severity=severity,
+        feature="f03" if kind == "input_drift" else None,
+        detector="window_ks_psi",
+        statistic=0.42,
+        threshold=0.1,
+        p_value=0.001,
+        window={"start": at - 5000, "end": at, "count": 500},
+        reference="churn:1:abc",
+        detected_at=at,
+        episode=episode,
+        diagnosis="covariate_shift_harmful" if kind == "input_drift" else "undetermined",
+        top_features=[{"feature": "f03", "score": 0.42, "contribution": 1.0, "statistic": "psi"}],
+    )
+
+
+# ---------------------------------------------------------------------------- pure
+
+
+def test_parse_since_accepts_iso_epoch_and_durations():
+    assert parse_since_ms("1h", now_ms=NOW) == NOW - 3_600_000
+    assert parse_since_ms("30m", now_ms=NOW) == NOW - 1_800_000
+    assert parse_since_ms("7d", now_ms=NOW) == NOW - 7 * 86_400_000
+    assert parse_since_ms("2026-01-01T00:00:00Z", now_ms=0) == NOW
+    assert parse_since_ms("2026-01-01T01:00:00+01:00", now_ms=0) == NOW
+    assert parse_since_ms("2026-01-01T00:00:00", now_ms=0) == NOW  # naive = UTC
+    assert parse_since_ms(str(NOW), now_ms=0) == NOW
+    with pytest.raises(DriftlineError):
+        parse_since_ms("yesterday-ish", now_ms=NOW)
+
+
+def test_filters_take_values_or_comma_lists():
+    a = _alert("churn", "input_drift", "critical").model_dump(mode="json")
+    assert alert_matches(a)
+    assert alert_matches(a, model="churn", kind="input_drift,output_drift", severity="critical")
+    assert alert_matches(a, severity=["warning", "critical"])
+    assert not alert_matches(a, model="fraud")
+    assert not alert_matches(a, kind="data_quality")
+    assert not alert_matches(a, severity="warning")
+
+
+def test_format_alert_is_one_readable_line():
+    line = format_alert(_alert("churn", "input_drift", "critical").model_dump(mode="json"))
+    assert line.startswith("2026-01-01T00:00:00Z [FIRING  ] critical input_drift")
+    assert "model=churn:1" in line and "top=[f03=0.42]" in line
+    assert "diagnosis=covariate_shift_harmful" in line and "\n" not in line
+    quiet = format_alert(_alert("churn", "output_drift", "warning").model_dump(mode="json"))
+    assert "diagnosis" not in quiet  # "undetermined" is not worth printing
+
+
+# ---------------------------------------------------------------------------- Tansu
+
+
+async def _publish(settings, records: list[tuple[DriftAlert, int]]) -> None:
+    bootstrap = settings.kafka.bootstrap_servers
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if settings.topics.alerts not in await admin.list_topics():
+            await admin.create_topics([NewTopic(settings.topics.alerts, 2, 1)])
+    finally:
+        await admin.close()
+    prod = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await prod.start()
+    try:
+        for alert, ts in records:
+            await prod.send_and_wait(
+                settings.topics.alerts,
+                alert.to_json(),
+                key=alert.model_id.encode(),
+                timestamp_ms=ts,
+            )
+    finally:
+        await prod.stop()
+
+
+async def _history(settings, **kw) -> list[str]:
+    lines: list[str] = []
+    await asyncio.wait_for(
+        follow_alerts(
+            settings,
+            kw.pop("from_start", False),
+            asyncio.Event(),
+            follow=False,
+            emit=lines.append,
+            **kw,
+        ),
+        30,
+    )
+    return lines
+
+
+@pytest.mark.integration
+async def test_history_since_filters_and_dedupe_then_follow(settings):
+    now = int(time.time() * 1000)
+    old = _alert("churn", "input_drift", "warning", episode=1)
+    new = _alert("churn", "input_drift", "critical", episode=2)
+    dq = _alert("fraud", "data_quality", "warning")
+    out = _alert("churn", "output_drift", "warning")
+    await _publish(
+        settings,
+        [
+            (old, now - 3 * 3_600_000),
+            (new, now - 1_800_000),
+            (new, now - 1_700_000),  # the outbox published it twice
+            (dq, now - 1_600_000),
+            (out, now - 1_500_000),
+        ],
+    )
+
+    since = await _history(settings, since_ms=now - 3_600_000)
+    ids = [line.rsplit("id=", 1)[1] for line in since]
+    assert sorted(ids) == sorted(a.alert_id[:12] for a in (new, dq, out))
+
+    everything = await _history(settings, from_start=True)
+    assert len(everything) == 4  # the duplicate is shown once
+
+    only = await _history(settings, since_ms=now - 3_600_000, model="churn", severity="critical")
+    assert len(only) == 1 and new.alert_id[:12] in only[0]
+    kinds = await _history(settings, from_start=True, kind="input_drift,data_quality")
+    assert len(kinds) == 3
+
+    nothing_new = await _history(settings, since_ms=now + 60_000)
+    assert nothing_new == []
+
+    # Follow: starts at the end, prints what is published afterwards, until stopped.
+    lines: list[str] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(follow_alerts(settings, False, stop, emit=lines.append))
+    await asyncio.sleep(2.0)  # assigned and positioned at the end
+    late = _alert("churn", "concept_drift", "critical")
+    await _publish(settings, [(late, int(time.time() * 1000)), (new, int(time.time() * 1000))])
+    deadline = time.monotonic() + 15
+    while len(lines) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert [line.rsplit("id=", 1)[1] for line in lines] == [
+        late.alert_id[:12],
+        new.alert_id[:12],
+    ]
+
+
+@pytest.mark.integration
+async def test_cli_since_no_follow(settings):
+    now = int(time.time() * 1000)
+    recent = _alert("churn", "input_drift", "critical", episode=5)
+    await _publish(
+        settings,
+        [(_alert("churn", "input_drift", "warning", episode=4), now - 7_200_000), (recent, now)],
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(driftline.__file__).parents[1]),
+        "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "DRIFTLINE_TOPICS__ALERTS": settings.topics.alerts,
+    }
+    res = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "driftline",
+            "alerts",
+            "--since",
+            "1h",
+            "--no-follow",
+            "--model",
+            "churn",
+            "--severity",
+            "critical",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1 and recent.alert_id[:12] in lines[0], res.stdout
+    assert "1 alerts" in res.stderr

@@ -1,0 +1,89 @@
+"""The alerting rules: promtool check + unit tests covering every rule, the k8s copy,
+runbook anchors and metric names."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from opsutil import ROOT, all_sample_names, promql_metric_names
+
+RULES = ROOT / "deploy" / "prometheus" / "driftline-rules.yml"
+RULE_TESTS = sorted((ROOT / "deploy" / "prometheus" / "tests").glob("*.yml"))
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not installed (Debian package 'prometheus')"
+)
+
+
+def _rules() -> list[dict]:
+    return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+
+
+@needs_promtool
+def test_promtool_check_rules():
+    res = subprocess.run(
+        [PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@needs_promtool
+@pytest.mark.parametrize("test_file", RULE_TESTS, ids=lambda p: p.name)
+def test_promtool_rule_unit_tests(test_file):
+    res = subprocess.run(
+        [PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_every_rule_has_a_firing_and_a_quiet_unit_test():
+    fires: set[str] = set()
+    quiet: set[str] = set()
+    for path in RULE_TESTS:
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            for t in case.get("alert_rule_test", []):
+                (fires if t.get("exp_alerts") else quiet).add(t["alertname"])
+    names = {r["alert"] for r in _rules()}
+    assert names - fires == set(), f"rules never shown to fire: {sorted(names - fires)}"
+    assert names - quiet == set(), f"rules never shown to stay quiet: {sorted(names - quiet)}"
+
+
+def test_every_rule_has_severity_summary_description_and_runbook():
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", RUNBOOKS.read_text(), flags=re.M)
+    }
+    for r in _rules():
+        assert r["labels"]["severity"] in ("warning", "critical"), r["alert"]
+        ann = r["annotations"]
+        assert ann["summary"] and ann["description"], r["alert"]
+        url = ann["runbook_url"]
+        assert "/docs/runbooks.md#" in url, r["alert"]
+        assert url.rsplit("#", 1)[1] in anchors, f"{r['alert']}: no anchor in docs/runbooks.md"
+
+
+def test_rule_expressions_use_only_declared_metrics():
+    known = all_sample_names()
+    for r in _rules():
+        used = promql_metric_names(r["expr"])
+        assert used, r["alert"]
+        assert used <= known, f"{r['alert']}: unknown metrics {sorted(used - known)}"
+
+
+def test_k8s_prometheus_rule_is_generated_from_the_rules_file():
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "prometheus" / "make_prometheusrule.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    k8s = yaml.safe_load((ROOT / "k8s" / "prometheus-rule.yaml").read_text())
+    assert k8s["kind"] == "PrometheusRule"
+    assert k8s["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]

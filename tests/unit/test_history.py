@@ -1,0 +1,194 @@
+"""History entries: encoding, validation, deduplication, caps, best-effort writing."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+
+from driftline.history import (
+    MAX_WINDOWS,
+    MIN_WINDOWS,
+    History,
+    decode_alert,
+    decode_perf,
+    decode_window,
+    encode_perf,
+    encode_window,
+    history_batches,
+    record_alerts,
+    record_history,
+    window_maxlen,
+)
+from driftline.monitor import BatchResult
+from driftline.replay import Replayer
+from report_scenarios import churn_events, churn_reference
+
+
+@pytest.fixture(scope="module")
+def batches():
+    rp = Replayer({("churn", "1"): churn_reference()})
+    events = churn_events(9000)
+    return [rp.feed(events[i : i + 1000]) for i in range(0, len(events), 1000)]
+
+
+def test_window_entry_round_trips_in_row_form_and_is_smaller(batches):
+    summary = batches[0].windows[0]
+    blob = encode_window(summary)
+    assert len(blob) < 0.6 * len(orjson.dumps(summary))
+    back = decode_window(blob)
+    for k in ("model_id", "model_version", "segment", "reference", "window", "start", "end"):
+        assert back[k] == summary[k]
+    assert back["hist"] == summary["hist"]
+    assert back["episodes"] == summary["episodes"]
+    assert len(back["tests"]) == len(summary["tests"])
+    for a, b in zip(back["tests"], summary["tests"], strict=True):
+        assert (a["feature"], a["statistic"], a["drifted"]) == (
+            b["feature"],
+            b["statistic"],
+            b["drifted"],
+        )
+        assert math.isclose(a["value"], b["value"], rel_tol=1e-4, abs_tol=1e-9)
+        if b["p_value"] is None:
+            assert a["p_value"] is None
+        else:
+            assert math.isclose(a["p_value"], b["p_value"], rel_tol=1e-3, abs_tol=1e-300)
+        if "ks" in b:
+            assert math.isclose(a["ks"], b["ks"], rel_tol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b"[]",
+        b'{"f": 99}',
+        orjson.dumps({"f": 1, "model_id": "m"}),
+        # columns of different lengths
+        orjson.dumps(
+            {
+                "f": 1,
+                "model_id": "m",
+                "model_version": "1",
+                "segment": "",
+                "reference": "r",
+                "window": 0,
+                "start": 0,
+                "end": 1,
+                "count": 1,
+                "episodes": {},
+                "hist": {},
+                "tests": {"feature": ["a", "b"], "statistic": ["psi"]},
+            }
+        ),
+        # a string where an integer belongs
+        orjson.dumps(
+            {
+                "f": 1,
+                "model_id": "m",
+                "model_version": "1",
+                "segment": "",
+                "reference": "r",
+                "window": "0",
+                "start": 0,
+                "end": 1,
+                "count": 1,
+                "episodes": {},
+                "hist": {},
+                "tests": {},
+            }
+        ),
+    ],
+)
+def test_malformed_window_entries_are_refused(payload):
+    with pytest.raises(ValueError):
+        decode_window(payload)
+
+
+def test_hostile_histogram_values_are_dropped_not_trusted(batches):
+    obj = orjson.loads(encode_window(batches[0].windows[0]))
+    obj["hist"]["f00"] = ["<script>", 1]
+    obj["episodes"] = {"input_drift": "yes"}
+    back = decode_window(orjson.dumps(obj))
+    assert "f00" not in back["hist"]
+    assert back["episodes"] == {"input_drift": True}
+
+
+def test_alert_entries_are_checked_against_the_contract(batches):
+    alerts = [a for b in batches for a in b.alerts]
+    assert alerts
+    assert decode_alert(alerts[0].to_json())["alert_id"] == alerts[0].alert_id
+    bad = orjson.loads(alerts[0].to_json())
+    bad["kind"] = "<img src=x>"
+    with pytest.raises(ValueError):
+        decode_alert(orjson.dumps(bad))
+
+
+def test_perf_points_round_trip_and_drop_non_numbers():
+    p = {"model_version": "1", "at": 5, "accuracy": 0.912345678, "coverage": 0.5}
+    back = decode_perf(encode_perf(p))
+    assert back["accuracy"] == pytest.approx(0.912345678, rel=1e-4)
+    assert back["coverage"] == 0.5 and back["lag_seconds"] is None and back["segment"] == ""
+    raw = orjson.loads(encode_perf(p))
+    raw["accuracy"] = "high"
+    assert decode_perf(orjson.dumps(raw))["accuracy"] is None
+    with pytest.raises(ValueError):
+        decode_perf(orjson.dumps({"f": 1, "at": "x", "model_version": "1"}))
+
+
+def test_history_build_deduplicates_and_sorts(batches):
+    wins = [decode_window(encode_window(w)) for b in batches for w in b.windows]
+    alerts = [decode_alert(a.to_json()) for b in batches for a in b.alerts]
+    # At-least-once writing: every entry twice, and out of order.
+    h = History.build([*reversed(wins), *wins], [*alerts, *alerts])
+    assert [w["window"] for w in h.windows] == [w["window"] for w in wins]
+    assert [a["alert_id"] for a in h.alerts] == [a["alert_id"] for a in alerts]
+
+
+def test_window_cap_follows_the_byte_budget():
+    assert window_maxlen(4_000) == 4194
+    assert window_maxlen(10) == MAX_WINDOWS
+    assert window_maxlen(10_000_000) == MIN_WINDOWS
+
+
+def test_batches_are_grouped_per_model_with_latest(batches):
+    res = batches[3]
+    out = history_batches(res.windows, res.alerts)
+    assert [b.model_id for b in out] == ["churn"]
+    b = out[0]
+    assert len(b.windows) == len(res.windows) and len(b.alerts) == len(res.alerts)
+    latest = orjson.loads(b.latest["1\x1f"])
+    assert latest["window"] == res.windows[-1]["window"]
+    assert b.maxlen["windows"] >= MIN_WINDOWS
+
+
+class _Failing:
+    async def append_history(self, batches):
+        raise ConnectionError("redis went away")
+
+
+async def test_record_history_is_best_effort(batches, caplog):
+    assert await record_history(None, batches[0]) is False
+    assert await record_history(_Failing(), BatchResult()) is False  # nothing to write
+    assert await record_history(_Failing(), batches[0]) is False  # logged, not raised
+
+
+class _Recording:
+    def __init__(self):
+        self.batches = []
+
+    async def append_history(self, batches):
+        self.batches.extend(batches)
+        return 0
+
+
+async def test_alerts_from_elsewhere_are_recorded_per_model(batches):
+    alerts = [a for b in batches for a in b.alerts]
+    store = _Recording()
+    assert await record_alerts(store, alerts)
+    assert [b.model_id for b in store.batches] == ["churn"]
+    assert store.batches[0].alerts == [a.to_json() for a in alerts]
+    assert store.batches[0].windows == [] and not store.batches[0].latest
+    assert await record_alerts(store, []) is False
+    assert await record_alerts(_Failing(), alerts) is False
