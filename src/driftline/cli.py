@@ -46,12 +46,7 @@ def _store(settings: Settings, group: str | None = None) -> tuple[Any, Any]:
     from driftline.store import StateStore
 
     client = aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
-    store = StateStore(
-        client,
-        prefix=settings.redis.key_prefix,
-        group=group or settings.monitor.group_id,
-        signing_key=settings.redis.state_signing_key.get_secret_value().encode(),
-    )
+    store = StateStore.from_settings(client, settings.redis, group or settings.monitor.group_id)
     return client, store
 
 

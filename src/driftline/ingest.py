@@ -200,12 +200,7 @@ class MonitorWorker:
         """Connect to Redis and Kafka and join the consumer group."""
         s = self.settings
         self.redis = aioredis.Redis.from_url(s.redis.url, **s.redis.client_kwargs())
-        self.store = StateStore(
-            self.redis,
-            prefix=s.redis.key_prefix,
-            group=s.monitor.group_id,
-            signing_key=s.redis.state_signing_key.get_secret_value().encode(),
-        )
+        self.store = StateStore.from_settings(self.redis, s.redis, s.monitor.group_id)
         await ensure_topics(s, [self.topic, s.topics.alerts, s.topics.dlq(self.topic)])
         kw = s.kafka.client_kwargs()
         self.producer = AIOKafkaProducer(

@@ -155,12 +155,7 @@ class LabelJoiner:
         """Connect, check co-partitioning and join the consumer group."""
         s = self.settings
         self.redis = aioredis.Redis.from_url(s.redis.url, **s.redis.client_kwargs())
-        self.store = StateStore(
-            self.redis,
-            prefix=s.redis.key_prefix,
-            group=self.cfg.group_id,
-            signing_key=s.redis.state_signing_key.get_secret_value().encode(),
-        )
+        self.store = StateStore.from_settings(self.redis, s.redis, self.cfg.group_id)
         # A missing topic is created with the partition count of the predictions topic,
         # so that the two stay co-partitioned.
         have = await topic_partitions(s, [self.pred_topic], missing_ok=True)
@@ -581,12 +576,7 @@ async def load_perf_states(settings: Settings) -> tuple[list[PerfState], dict[st
     """
     counts = await topic_partitions(settings, [settings.topics.labels])
     client = aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
-    store = StateStore(
-        client,
-        prefix=settings.redis.key_prefix,
-        group=settings.labels.group_id,
-        signing_key=settings.redis.state_signing_key.get_secret_value().encode(),
-    )
+    store = StateStore.from_settings(client, settings.redis, settings.labels.group_id)
     states: list[PerfState] = []
     totals: dict[str, dict[str, int]] = {}
     try:
@@ -783,12 +773,7 @@ async def demo_slow_loop(
         source="SEA variant 0, labelled",
     )
     client = aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
-    store = StateStore(
-        client,
-        prefix=settings.redis.key_prefix,
-        group=settings.monitor.group_id,
-        signing_key=settings.redis.state_signing_key.get_secret_value().encode(),
-    )
+    store = StateStore.from_settings(client, settings.redis, settings.monitor.group_id)
     await store.put_reference(sc.model_id, sc.model_version, ref.to_bytes())
     await client.aclose()
     acc = ref.outputs.accuracy or 0.0

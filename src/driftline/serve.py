@@ -357,12 +357,7 @@ class StatusServer:
 
     async def _connect(self, s: Settings) -> None:
         self._client = aioredis.Redis.from_url(s.redis.url, **s.redis.client_kwargs())
-        self._store = StateStore(
-            self._client,
-            prefix=s.redis.key_prefix,
-            group=s.monitor.group_id,
-            signing_key=s.redis.state_signing_key.get_secret_value().encode(),
-        )
+        self._store = StateStore.from_settings(self._client, s.redis, s.monitor.group_id)
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until :meth:`stop` (from another thread or a signal)."""
