@@ -383,10 +383,12 @@ class ReferenceEnvelope(BaseModel):
     profile: dict[str, Any]
 
 
-def _load(data: bytes) -> dict[str, Any]:
+def _load(
+    data: bytes, max_bytes: int = LIMITS.max_event_bytes, what: str = "event"
+) -> dict[str, Any]:
     """Size check, JSON parse, object check and version gate shared by every decoder."""
-    if len(data) > LIMITS.max_event_bytes:
-        raise ValidationError(f"event is {len(data)} bytes, over {LIMITS.max_event_bytes}")
+    if len(data) > max_bytes:
+        raise ValidationError(f"{what} is {len(data)} bytes, over {max_bytes}")
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -919,18 +921,7 @@ def check_prediction_batch(
 
 
 def _load_batch(data: bytes) -> dict[str, Any]:
-    if len(data) > LIMITS.max_batch_bytes:
-        raise ValidationError(f"batch is {len(data)} bytes, over {LIMITS.max_batch_bytes}")
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise DecodeError(f"expected a JSON object, got {type(obj).__name__}")
-    version = obj.get("schema_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-        raise UnsupportedVersion(f"schema_version {version} > supported {SCHEMA_VERSION}")
-    return obj
+    return _load(data, LIMITS.max_batch_bytes, "batch")
 
 
 def decode_prediction_batch(data: bytes) -> PredictionBatch:

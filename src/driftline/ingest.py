@@ -50,7 +50,13 @@ from driftline.monitor import BatchResult, ModelState, StateKey, process_batch, 
 from driftline.reference import ReferenceProfile
 from driftline.store import Lease, StateStore
 
-__all__ = ["MonitorWorker", "dead_letter_headers", "ensure_topics", "run_monitor"]
+__all__ = [
+    "MonitorWorker",
+    "dead_letter_headers",
+    "ensure_topics",
+    "publish_alerts",
+    "run_monitor",
+]
 
 log = logging.getLogger("driftline.monitor")
 
@@ -81,6 +87,31 @@ class _Stopping(Exception):
 
     Nothing of the abandoned batch was committed, so it is replayed after a restart.
     """
+
+
+async def publish_alerts(
+    producer: AIOKafkaProducer, topic: str, blobs: Sequence[bytes]
+) -> list[dict[str, Any]]:
+    """Publish outbox alert payloads (keyed by model, alert id in a header); wait for acks.
+
+    Shared by every worker with an alert outbox. Returns the decoded alerts.
+    """
+    futs = []
+    alerts = []
+    for blob in blobs:
+        alert = orjson.loads(blob)
+        alerts.append(alert)
+        futs.append(
+            await producer.send(
+                topic,
+                value=blob,
+                key=alert["model_id"].encode(),
+                headers=[("dl.alert_id", alert["alert_id"].encode())],
+            )
+        )
+        m.ALERTS.labels(alert["model_id"], alert["kind"], alert["status"], alert["severity"]).inc()
+    await asyncio.gather(*futs)
+    return alerts
 
 
 def dead_letter_headers(
@@ -637,21 +668,7 @@ class MonitorWorker:
             )
             if not pending:
                 return
-            futs = []
-            for blob in pending:
-                alert = orjson.loads(blob)
-                futs.append(
-                    await self.producer.send(
-                        self.settings.topics.alerts,
-                        value=blob,
-                        key=alert["model_id"].encode(),
-                        headers=[("dl.alert_id", alert["alert_id"].encode())],
-                    )
-                )
-                m.ALERTS.labels(
-                    alert["model_id"], alert["kind"], alert["status"], alert["severity"]
-                ).inc()
-            await asyncio.gather(*futs)
+            await publish_alerts(self.producer, self.settings.topics.alerts, pending)
             self.alerts_published += len(pending)
             self._fault_point("before_outbox_ack")
             try:

@@ -52,7 +52,7 @@ from driftline import metrics as m
 from driftline.config import Settings
 from driftline.errors import ConfigError, ContractError, DecodeError, ValidationError
 from driftline.events import decode_label_fast, decode_prediction_fast
-from driftline.ingest import dead_letter_headers, ensure_topics
+from driftline.ingest import dead_letter_headers, ensure_topics, publish_alerts
 from driftline.performance import (
     DIAGNOSES,
     TOMBSTONE,
@@ -466,22 +466,9 @@ class LabelJoiner:
             pending = await self.store.outbox_peek(unit.lease, 500)
             if not pending:
                 return
-            futs = []
-            for blob in pending:
-                alert = orjson.loads(blob)
-                self.alerts.append(alert)
-                futs.append(
-                    await self.producer.send(
-                        self.settings.topics.alerts,
-                        value=blob,
-                        key=alert["model_id"].encode(),
-                        headers=[("dl.alert_id", alert["alert_id"].encode())],
-                    )
-                )
-                m.ALERTS.labels(
-                    alert["model_id"], alert["kind"], alert["status"], alert["severity"]
-                ).inc()
-            await asyncio.gather(*futs)
+            self.alerts.extend(
+                await publish_alerts(self.producer, self.settings.topics.alerts, pending)
+            )
             self.alerts_published += len(pending)
             try:
                 await self.store.outbox_ack(unit.lease, len(pending))
