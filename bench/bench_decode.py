@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import orjson
 
-from driftline.events import (
+from driftline.contract.events import (
     PredictionEvent,
     check_prediction,
     decode_prediction,

@@ -59,10 +59,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from driftline.columnar import decode_records, pack_events
 from driftline.config import Settings
+from driftline.contract.columnar import pack_events
+from driftline.contract.decode import decode_records
+from driftline.contract.keys import StateKey
 from driftline.devstack import DevStack
-from driftline.monitor import ModelState, StateKey, process_batch, process_columns
+from driftline.monitor import ModelState, process_batch, process_columns
 from driftline.reference import Policy, ReferenceProfile, build_reference
 from driftline.simulate import Shift, SimulatedModel
 
@@ -296,9 +298,9 @@ def _use_previous_core() -> None:
     decoded one by one with ``decode_prediction_fast`` as the worker used to.
     """
     from driftline import ingest
-    from driftline.columnar import EventFrame
+    from driftline.contract.columnar import EventFrame
+    from driftline.contract.events import decode_prediction_fast
     from driftline.errors import ContractError
-    from driftline.events import decode_prediction_fast
 
     sys.path.insert(0, str(HERE.parents[1] / "tests"))
     import monitor_v1

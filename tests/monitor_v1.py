@@ -41,16 +41,16 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from driftline.codec import pack, unpack
+from driftline.contract.codec import pack, unpack
+from driftline.contract.columnar import category_value
+from driftline.contract.events import AlertWindow, DriftAlert, FeatureContribution, make_alert_id
 from driftline.detectors import ADWIN, PageHinkley
-from driftline.events import AlertWindow, DriftAlert, FeatureContribution, make_alert_id
 from driftline.reference import (
     CategoricalProfile,
     NumericProfile,
     Policy,
     ReferenceProfile,
     build_reference,
-    category_value,
     features_from_events,
 )
 from driftline.sketches import CategoricalSketch, NumericSketch
@@ -414,7 +414,7 @@ def _time_ms(e: Mapping[str, Any]) -> int:
     ts = e["timestamp"]
     if isinstance(ts, int):
         return ts
-    from driftline.events import event_time_ms
+    from driftline.contract.events import event_time_ms
 
     return event_time_ms(ts)
 

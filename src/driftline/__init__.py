@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from driftline.config import Settings, load_settings
+from driftline.contract.events import DriftAlert, LabelEvent, PredictionEvent
 from driftline.errors import DriftlineError
-from driftline.events import DriftAlert, LabelEvent, PredictionEvent
 
 __version__ = "0.1.0"
 

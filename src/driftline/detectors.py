@@ -38,7 +38,7 @@ from typing import Any, Final, Protocol, Self, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from driftline.codec import pack, unpack
+from driftline.contract.codec import pack, unpack
 from driftline.errors import ConfigError, StateCorrupt
 
 __all__ = ["ADWIN", "DETECTORS", "Detector", "PageHinkley"]

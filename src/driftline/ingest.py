@@ -37,8 +37,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from driftline import metrics as m
-from driftline.columnar import ColumnarBatch, decode_record, decode_records, row_count
 from driftline.config import Settings
+from driftline.contract.columnar import ColumnarBatch, row_count
+from driftline.contract.decode import decode_record, decode_records
+from driftline.contract.keys import StateKey, state_key
 from driftline.errors import (
     ContractError,
     FencedError,
@@ -46,7 +48,7 @@ from driftline.errors import (
     StateError,
 )
 from driftline.history import record_history
-from driftline.monitor import BatchResult, ModelState, StateKey, process_batch, state_key
+from driftline.monitor import BatchResult, ModelState, process_batch
 from driftline.reference import ReferenceProfile
 from driftline.store import Lease, StateStore
 

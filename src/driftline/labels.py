@@ -50,8 +50,8 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from driftline import metrics as m
 from driftline.config import Settings
+from driftline.contract.events import decode_label_fast, decode_prediction_fast
 from driftline.errors import ConfigError, ContractError, DecodeError, ValidationError
-from driftline.events import decode_label_fast, decode_prediction_fast
 from driftline.ingest import dead_letter_headers, ensure_topics, publish_alerts
 from driftline.performance import (
     DIAGNOSES,

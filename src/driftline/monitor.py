@@ -49,24 +49,23 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from driftline.codec import pack, unpack
-from driftline.columnar import (
+from driftline.contract.codec import pack, unpack
+from driftline.contract.columnar import (
     ColumnarBatch,
     Columns,
-    KeyTuple,
     category_codes,
     group_items,
     numeric_column,
-    segment_key,
 )
-from driftline.detectors import ADWIN, PageHinkley
-from driftline.events import (
+from driftline.contract.events import (
     AlertWindow,
     DriftAlert,
     FeatureContribution,
     event_time_ms,
     make_alert_id,
 )
+from driftline.contract.keys import KeyTuple, StateKey, interned_key
+from driftline.detectors import ADWIN, PageHinkley
 from driftline.reference import (
     CategoricalProfile,
     NumericProfile,
@@ -88,11 +87,9 @@ __all__ = [
     "Episode",
     "ModelState",
     "Observation",
-    "StateKey",
     "WARMUP_EVENTS",
     "process_batch",
     "process_columns",
-    "state_key",
 ]
 
 #: Live events used to build a warm-up reference for a model that has none.
@@ -101,37 +98,6 @@ FUTURE_TOLERANCE_MS = 5 * 60 * 1000
 STATE_FORMAT = 1
 
 KINDS = ("input_drift", "output_drift", "data_quality")
-
-
-@dataclass(frozen=True)
-class StateKey:
-    """Identity of one monitored stream: model, version and segment."""
-
-    model_id: str
-    model_version: str
-    segment: str = ""
-
-    def encode(self) -> str:
-        """The Redis hash field for this key."""
-        return f"{self.model_id}\x1f{self.model_version}\x1f{self.segment}"
-
-    @classmethod
-    def decode(cls, s: str) -> StateKey:
-        """Inverse of :meth:`encode`."""
-        m, v, seg = s.split("\x1f")
-        return cls(m, v, seg)
-
-    def segment_dict(self) -> dict[str, str] | None:
-        """The segment as the alert's ``segment`` object."""
-        if not self.segment:
-            return None
-        return dict(kv.split("=", 1) for kv in self.segment.split(","))
-
-
-def state_key(event: Mapping[str, Any]) -> StateKey:
-    """The :class:`StateKey` an event (or a columnar batch) belongs to."""
-    seg = event.get("segment")
-    return _key((event["model_id"], event["model_version"], segment_key(seg) if seg else ""))
 
 
 @dataclass
@@ -428,7 +394,7 @@ def _process(
 ) -> BatchResult:
     result = BatchResult()
     for kt, parts in groups.items():
-        key = _key(kt)
+        key = interned_key(kt)
         ref = references(key.model_id, key.model_version)
         st = states.get(key)
         if st is None:
@@ -488,19 +454,6 @@ def _time_ms(e: Mapping[str, Any]) -> int:
     if isinstance(ts, int):
         return ts
     return event_time_ms(ts)
-
-
-_KEYS: dict[KeyTuple, StateKey] = {}
-
-
-def _key(kt: KeyTuple) -> StateKey:
-    """The (shared) :class:`StateKey` of a key tuple."""
-    key = _KEYS.get(kt)
-    if key is None:
-        if len(_KEYS) > 100_000:
-            _KEYS.clear()
-        key = _KEYS[kt] = StateKey(*kt)
-    return key
 
 
 # ---------------------------------------------------------------------- the plan

@@ -44,12 +44,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from driftline.codec import pack, unpack
 from driftline.config import LabelsSettings
+from driftline.contract.codec import pack, unpack
+from driftline.contract.columnar import category_value
+from driftline.contract.events import AlertWindow, DriftAlert, event_time_ms, make_alert_id
 from driftline.detectors import ADWIN
 from driftline.errors import StateCorrupt
-from driftline.events import AlertWindow, DriftAlert, event_time_ms, make_alert_id
-from driftline.reference import ReferenceProfile, category_value
+from driftline.reference import ReferenceProfile
 
 __all__ = [
     "DIGEST_BYTES",

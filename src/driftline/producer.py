@@ -41,8 +41,14 @@ from aiokafka import codec as _kafka_codec
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from driftline.config import Settings
+from driftline.contract.events import (
+    BATCH_FORMAT,
+    LIMITS,
+    SCHEMA_VERSION,
+    LabelEvent,
+    PredictionEvent,
+)
 from driftline.errors import ConfigError
-from driftline.events import BATCH_FORMAT, LIMITS, SCHEMA_VERSION, LabelEvent, PredictionEvent
 from driftline.metrics import PRODUCER_DROPPED, PRODUCER_SENT
 
 __all__ = ["AsyncPredictionProducer", "Compression", "PredictionProducer"]

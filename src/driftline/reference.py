@@ -29,8 +29,9 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from driftline.contract.columnar import category_value
+from driftline.contract.events import ReferenceEnvelope
 from driftline.errors import ReferenceMissing, ValidationError
-from driftline.events import ReferenceEnvelope
 from driftline.stats import calibrate_psi_threshold
 
 __all__ = [
@@ -428,17 +429,6 @@ def categorical_profile(values: Sequence[Any], top_k: int = DEFAULT_TOP_K) -> Ca
     categories = tuple(k for k, _ in top)
     counts = np.array([c for _, c in top] + [len(present) - sum(c for _, c in top)], np.int64)
     return CategoricalProfile(categories, counts, n=len(present), missing=len(cats) - len(present))
-
-
-def category_value(v: object) -> str | None:
-    """How a raw value is seen as a category (booleans as ``true``/``false``)."""
-    if v is None:
-        return None
-    if v is True:
-        return "true"
-    if v is False:
-        return "false"
-    return str(v)
 
 
 def _column(rows: Sequence[Mapping[str, Any]], name: str) -> NDArray[np.float64]:

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from driftline.contract.events import DriftAlert, decode_prediction_fast
+from driftline.contract.keys import StateKey
 from driftline.errors import ContractError
-from driftline.events import DriftAlert, decode_prediction_fast
-from driftline.monitor import BatchResult, ModelState, StateKey, process_batch
+from driftline.monitor import BatchResult, ModelState, process_batch
 from driftline.reference import Policy, ReferenceProfile
 
 __all__ = ["ReplayResult", "Replayer", "read_events", "replay_file"]

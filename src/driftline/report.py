@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from driftline.history import History, decode_window, load_history, replay_history
+from driftline.contract.history import History, decode_window
+from driftline.history import load_history, replay_history
 from driftline.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.store import StateStore
 

@@ -40,7 +40,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from driftline.config import Settings
-from driftline.history import decode_alert, decode_perf
+from driftline.contract.history import decode_alert, decode_perf
 from driftline.reference import ReferenceProfile
 from driftline.report import (
     ACCURACY_DROP,

@@ -45,7 +45,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 
-from driftline.codec import pack, unpack
+from driftline.contract.codec import pack, unpack
 from driftline.errors import SketchMismatch, StateCorrupt
 
 __all__ = [

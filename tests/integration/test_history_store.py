@@ -11,15 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from driftline.config import RedisSettings
+from driftline.contract.history import decode_alert, decode_window, encode_window
 from driftline.devstack import RedisServer
-from driftline.history import (
-    decode_alert,
-    decode_window,
-    encode_window,
-    load_history,
-    record_history,
-    replay_history,
-)
+from driftline.history import load_history, record_history, replay_history
 from driftline.ingest import MonitorWorker
 from driftline.replay import Replayer
 from driftline.report import report_from_replay, report_from_store

@@ -15,7 +15,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from driftline.columnar import ColumnarBatch, pack_events
+from driftline.contract.columnar import ColumnarBatch, pack_events
 from driftline.ingest import MonitorWorker
 from driftline.producer import AsyncPredictionProducer
 from driftline.reference import ReferenceProfile, build_reference

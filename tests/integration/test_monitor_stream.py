@@ -12,8 +12,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from driftline.contract.keys import StateKey
 from driftline.ingest import MonitorWorker
-from driftline.monitor import StateKey
 from driftline.reference import build_reference
 from driftline.replay import Replayer
 from driftline.simulate import Shift, SimulatedModel

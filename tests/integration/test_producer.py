@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.config import Settings
+from driftline.contract.events import PredictionEvent
 from driftline.devstack import TansuBroker
-from driftline.events import PredictionEvent
 from driftline.metrics import REGISTRY
 from driftline.producer import AsyncPredictionProducer, PredictionProducer
 

@@ -16,8 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 import driftline
 from driftline.cli import alert_matches, follow_alerts, format_alert, parse_since_ms
+from driftline.contract.events import DriftAlert, make_alert_id
 from driftline.errors import DriftlineError
-from driftline.events import DriftAlert, make_alert_id
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from driftline.contract.events import DriftAlert, make_alert_id
 from driftline.errors import ConfigError
-from driftline.events import DriftAlert, make_alert_id
 from driftline.retrain import (
     RetrainPolicy,
     RetrainRequest,

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from driftline.monitor import FUTURE_TOLERANCE_MS, ModelState, StateKey
+from driftline.contract.keys import StateKey
+from driftline.monitor import FUTURE_TOLERANCE_MS, ModelState
 from driftline.reference import Policy, ReferenceProfile, build_reference
 from driftline.replay import Replayer
 from driftline.simulate import SimulatedModel

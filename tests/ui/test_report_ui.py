@@ -9,7 +9,8 @@ import pytest
 from ui_fixtures import artifacts as artifacts
 from ui_fixtures import browser as browser
 
-from driftline.history import History, decode_perf, encode_perf, replay_history
+from driftline.contract.history import History, decode_perf, encode_perf
+from driftline.history import replay_history
 from driftline.report import ReportInput, build_report, render_report, report_from_replay
 from report_scenarios import (
     churn_events,

@@ -12,27 +12,24 @@ from typing import Any
 import orjson
 import pytest
 
-from driftline.columnar import (
+from driftline.contract.batch import (
+    check_prediction_batch,
+    decode_prediction_batch,
+    decode_prediction_batch_fast,
+)
+from driftline.contract.columnar import (
     ColumnarBatch,
     EventColumns,
     EventFrame,
-    decode_record,
-    decode_records,
     group_items,
     pack_events,
     row_count,
 )
+from driftline.contract.decode import decode_record, decode_records
+from driftline.contract.events import BATCH_FORMAT, LIMITS, PredictionBatch, decode_prediction_fast
+from driftline.contract.keys import StateKey
 from driftline.errors import ContractError, DecodeError, UnsupportedVersion, ValidationError
-from driftline.events import (
-    BATCH_FORMAT,
-    LIMITS,
-    PredictionBatch,
-    check_prediction_batch,
-    decode_prediction_batch,
-    decode_prediction_batch_fast,
-    decode_prediction_fast,
-)
-from driftline.monitor import StateKey, process_batch, process_columns
+from driftline.monitor import process_batch, process_columns
 from driftline.reference import ReferenceProfile, build_reference
 from driftline.simulate import Shift, SimulatedModel
 from support import assert_close

@@ -29,9 +29,13 @@ from jsonschema.validators import extend
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from driftline import events
-from driftline.errors import ContractError, DecodeError, UnsupportedVersion, ValidationError
-from driftline.events import (
+from driftline.contract import events
+from driftline.contract.batch import (
+    check_prediction_batch,
+    decode_prediction_batch,
+    decode_prediction_batch_fast,
+)
+from driftline.contract.events import (
     LIMITS,
     RFC3339_PATTERN,
     SCHEMA_NAMES,
@@ -42,15 +46,13 @@ from driftline.events import (
     ReferenceEnvelope,
     check_label,
     check_prediction,
-    check_prediction_batch,
     decode_label,
     decode_label_fast,
     decode_prediction,
-    decode_prediction_batch,
-    decode_prediction_batch_fast,
     decode_prediction_fast,
     json_schema,
 )
+from driftline.errors import ContractError, DecodeError, UnsupportedVersion, ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "schemas"
@@ -151,13 +153,13 @@ def test_schema_names_cover_the_schema_dir() -> None:
 def test_packaged_schema_is_byte_identical_to_schemas_dir(name: str) -> None:
     # schemas/ is what people read and link to; src/driftline/schemas/ is what ships.
     # Edit one, copy it to the other: `cp schemas/*.json src/driftline/schemas/`.
-    packaged = resources.files("driftline") / "schemas" / f"{name}.json"
+    packaged = resources.files("driftline.contract") / "schemas" / f"{name}.json"
     assert packaged.read_bytes() == (SCHEMA_DIR / f"{name}.json").read_bytes()
     assert json_schema(name) == json.loads((SCHEMA_DIR / f"{name}.json").read_bytes())
 
 
 def test_no_stray_packaged_schema() -> None:
-    packaged = resources.files("driftline") / "schemas"
+    packaged = resources.files("driftline.contract") / "schemas"
     names = sorted(p.name for p in packaged.iterdir() if p.name.endswith(".json"))
     assert names == sorted(f"{n}.json" for n in SCHEMA_NAMES)
 

@@ -19,7 +19,7 @@ import orjson
 import pytest
 from river import drift
 
-from driftline.codec import pack, unpack
+from driftline.contract.codec import pack, unpack
 from driftline.detectors import ADWIN, DETECTORS, Detector, PageHinkley
 from driftline.errors import ConfigError, StateCorrupt
 

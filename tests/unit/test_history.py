@@ -7,15 +7,17 @@ import math
 import orjson
 import pytest
 
-from driftline.history import (
-    MAX_WINDOWS,
-    MIN_WINDOWS,
+from driftline.contract.history import (
     History,
     decode_alert,
     decode_perf,
     decode_window,
     encode_perf,
     encode_window,
+)
+from driftline.history import (
+    MAX_WINDOWS,
+    MIN_WINDOWS,
     history_batches,
     record_alerts,
     record_history,

@@ -6,7 +6,8 @@ import functools
 
 import pytest
 
-from driftline.monitor import ModelState, StateKey, process_batch
+from driftline.contract.keys import StateKey
+from driftline.monitor import ModelState, process_batch
 from driftline.reference import Policy, ReferenceProfile, build_reference
 from driftline.replay import Replayer
 from driftline.simulate import Shift, SimulatedModel

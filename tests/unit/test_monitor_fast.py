@@ -19,8 +19,9 @@ import pytest
 
 import monitor_v1
 from driftline import monitor
+from driftline.contract.keys import StateKey
 from driftline.detectors import PageHinkley
-from driftline.monitor import StateKey, _chi2_kernel, _js_1d, _js_kernel, _ph_bank, _psi_kernel
+from driftline.monitor import _chi2_kernel, _js_1d, _js_kernel, _ph_bank, _psi_kernel
 from driftline.reference import Policy, ReferenceProfile, build_reference
 from driftline.simulate import Shift, SimulatedModel
 from driftline.stats import chi2_homogeneity, js_distance, psi

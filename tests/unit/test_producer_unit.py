@@ -11,9 +11,9 @@ import time
 import pytest
 
 from driftline.config import Settings
+from driftline.contract.events import LIMITS, PredictionEvent
 from driftline.devstack import free_port
 from driftline.errors import ConfigError
-from driftline.events import LIMITS, PredictionEvent
 from driftline.metrics import REGISTRY
 from driftline.producer import AsyncPredictionProducer, PredictionProducer
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from driftline.history import History, decode_perf, encode_perf, replay_history
+from driftline.contract.history import History, decode_perf, encode_perf
+from driftline.history import replay_history
 from driftline.report import (
     TOP_SHOWN,
     ReportInput,

@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
-from driftline.codec import pack
+from driftline.contract.codec import pack
 from driftline.errors import SketchMismatch, StateCorrupt
 from driftline.sketches import (
     CategoricalSketch,

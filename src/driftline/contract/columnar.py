@@ -31,31 +31,21 @@ sends).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from itertools import chain, compress, repeat
-from operator import is_, is_not, itemgetter, methodcaller
+from itertools import chain, repeat
+from operator import itemgetter, methodcaller
 from typing import Any
 
 import numpy as np
-import orjson
 from numpy.typing import NDArray
 
-from driftline.errors import ContractError, DecodeError, ValidationError
-from driftline.events import (
+from driftline.contract.events import (
     BATCH_FORMAT,
-    LIMITS,
-    RFC3339_PATTERN,
     SCHEMA_VERSION,
-    check_prediction,
-    check_prediction_batch,
-    decode_prediction_batch_fast,
-    decode_prediction_fast,
     event_time_ms,
-    names_are_valid,
 )
-from driftline.reference import category_value
+from driftline.contract.keys import KeyTuple, segment_key
 
 __all__ = [
     "BatchColumns",
@@ -63,19 +53,13 @@ __all__ = [
     "Columns",
     "EventColumns",
     "EventFrame",
-    "KeyTuple",
     "category_codes",
-    "decode_record",
-    "decode_records",
+    "category_value",
     "group_items",
     "numeric_column",
     "pack_events",
     "row_count",
-    "segment_key",
 ]
-
-#: A stream's identity as plain data: (model_id, model_version, segment key).
-KeyTuple = tuple[str, str, str]
 
 _NONE = type(None)
 _NUMBER = frozenset({float, int})
@@ -94,12 +78,18 @@ _get_scores = methodcaller("get", "scores")
 _get_segment = methodcaller("get", "segment")
 
 
-def segment_key(segment: Mapping[str, str] | None) -> str:
-    """The canonical text of a segment: ``k=v`` pairs sorted by key, comma-separated."""
-    return ",".join(f"{k}={segment[k]}" for k in sorted(segment)) if segment else ""
-
-
 # --------------------------------------------------------------------------- columns
+
+
+def category_value(v: object) -> str | None:
+    """How a raw value is seen as a category (booleans as ``true``/``false``)."""
+    if v is None:
+        return None
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    return str(v)
 
 
 def numeric_column(
@@ -676,281 +666,6 @@ def group_items(items: Sequence[Mapping[str, Any]]) -> dict[KeyTuple, list[Colum
 def row_count(items: Sequence[Mapping[str, Any]]) -> int:
     """Predictions in ``items``: one per event, ``count`` per batch."""
     return sum(it.count if isinstance(it, ColumnarBatch) else 1 for it in items)
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def decode_record(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
-    """Decode and check one record: a single event (dict) or a batch.
-
-    A record is a batch when it is a JSON object whose ``format`` is
-    :data:`driftline.events.BATCH_FORMAT`; anything else is read as a single event.
-
-    Raises
-    ------
-    DecodeError, ValidationError, UnsupportedVersion
-        The record breaks the contract (exactly as
-        :func:`driftline.events.decode_prediction_fast` for a single event and
-        :func:`driftline.events.decode_prediction_batch_fast` for a batch).
-    """
-    if value is None:
-        raise DecodeError("record has no value")
-    # Cheap test on the bytes first: only a record naming the batch format can be one.
-    if b'"driftline.prediction_batch"' not in value:
-        return decode_prediction_fast(value)
-    if len(value) > LIMITS.max_batch_bytes:  # refused as a batch: names the batch limit
-        return ColumnarBatch.from_dict(decode_prediction_batch_fast(value))
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return decode_prediction_fast(value)  # words the refusal
-    if type(obj) is not dict or obj.get("format") != BATCH_FORMAT:
-        return decode_prediction_fast(value)
-    version = obj.get("schema_version")
-    if type(version) is int and version > SCHEMA_VERSION:
-        return ColumnarBatch.from_dict(decode_prediction_batch_fast(value))  # raises
-    types: dict[str, frozenset[type]] = {}
-    reason = check_prediction_batch(obj, types)
-    if reason is not None:
-        raise ValidationError(reason)
-    return ColumnarBatch.from_dict(obj, types)
-
-
-def decode_records(
-    values: Sequence[bytes | None],
-) -> tuple[EventFrame, list[tuple[int, ContractError]]]:
-    """Decode a fetched batch of record values, in order.
-
-    Returns the valid items (an :class:`EventFrame` of event dicts and
-    :class:`ColumnarBatch`, with their columns built when possible) and
-    ``(index, error)`` for each refused record, each error exactly what
-    :func:`decode_record` raises for it.
-
-    Single events are checked in bulk (:func:`_bulk_columns`): when every rule holds
-    for every event, which a few C-level passes per column establish, nothing is
-    checked event by event; otherwise each event gets the exact per-event check.
-    """
-    loads = orjson.loads
-    limit = LIMITS.max_event_bytes
-    fast = _all_singles(values)
-    if fast is not None:
-        groups = _bulk_columns(fast)
-        if groups is not None:
-            frame = EventFrame(fast)
-            frame.groups = groups
-            return frame, []
-    items: list[Any] = []
-    index: list[int] = []
-    bad: list[tuple[int, ContractError]] = []
-    batches = False
-    for i, v in enumerate(values):
-        if v is not None and len(v) <= limit and b'"driftline.prediction_batch"' not in v:
-            try:
-                obj = loads(v)
-            except orjson.JSONDecodeError:
-                obj = None
-            if type(obj) is dict:
-                items.append(obj)
-                index.append(i)
-                continue
-        try:
-            item = decode_record(v)
-        except ContractError as exc:
-            bad.append((i, exc))
-            continue
-        batches = batches or isinstance(item, ColumnarBatch)
-        items.append(item)
-        index.append(i)
-    if not batches:
-        groups = _bulk_columns(items)
-        if groups is not None:
-            frame = EventFrame(items)
-            frame.groups = groups
-            return frame, bad
-    frame = EventFrame()
-    singles = [it for it in items if type(it) is dict]
-    if batches and singles and _bulk_columns(singles) is not None:
-        frame.extend(items)  # all valid; the core groups the mix itself
-        return frame, bad
-    for item, i in zip(items, index, strict=True):
-        if type(item) is dict and not _prediction_ok(item):
-            v = values[i]
-            assert v is not None
-            try:
-                item = decode_prediction_fast(v)  # raises: words the refusal
-            except ContractError as exc:
-                bad.append((i, exc))
-                continue
-        frame.append(item)
-    bad.sort(key=lambda p: p[0])
-    return frame, bad
-
-
-_MARK = b'"driftline.prediction_batch"'
-
-
-def _all_singles(values: Sequence[bytes | None]) -> list[dict[str, Any]] | None:
-    """The decoded objects when every value is a JSON object small enough for a single
-    event and none names the batch format (C-level passes); else None."""
-    try:
-        if not values or max(map(len, values)) > LIMITS.max_event_bytes:  # type: ignore[arg-type]
-            return None
-        if any(map(bytes.__contains__, values, repeat(_MARK))):  # type: ignore[arg-type]
-            return None
-        objs = list(map(orjson.loads, values))  # type: ignore[arg-type]
-    except (TypeError, orjson.JSONDecodeError):  # a None value, a value that is not JSON
-        return None
-    return objs if set(map(type, objs)) == {dict} else None
-
-
-def _prediction_ok(obj: dict[str, Any]) -> bool:
-    version = obj.get("schema_version")
-    if type(version) is int and version > SCHEMA_VERSION:
-        return False
-    return check_prediction(obj) is None
-
-
-# ---------------------------------------------------------------------- bulk checking
-
-_REQUIRED = itemgetter(
-    "prediction_id", "model_id", "model_version", "timestamp", "features", "prediction"
-)
-_MAX_ID = LIMITS.max_id_length
-_rfc3339_fullmatch = re.compile(RFC3339_PATTERN).fullmatch
-_MAX_STRING = LIMITS.max_string_value_length
-
-
-def _texts(values: Sequence[Any]) -> Iterator[Any]:
-    """The values whose type is exactly ``str`` (C-level filtering)."""
-    return compress(values, map(is_, map(type, values), repeat(str)))
-
-
-def _ids_ok(col: Sequence[Any]) -> bool:
-    return set(map(type, col)) == {str} and min(map(len, col)) > 0 and max(map(len, col)) <= _MAX_ID
-
-
-def _bulk_columns(objs: list[dict[str, Any]]) -> dict[KeyTuple, list[Columns]] | None:
-    """Check decoded single events in bulk; their columns if all are valid, else None.
-
-    Every rule of :func:`driftline.events.check_prediction` is checked column-wise with
-    C-level passes; None means "look at each event" (some rule may fail), never a
-    verdict, so the per-event check stays the only authority on refusals.
-    """
-    if not objs:
-        return {}
-    try:
-        tops = list(map(_REQUIRED, objs))
-    except (KeyError, TypeError):
-        return None
-    pid, mid, mver, ts, feats, pred = zip(*tops, strict=True)
-    if not (_ids_ok(pid) and _ids_ok(mid) and _ids_ok(mver)):
-        return None
-    versions = list(map(_get_schema_version, objs))
-    if not (set(map(type, versions)) <= {_NONE, int} and set(versions) <= _VERSIONS_OK):
-        return None
-    ts_types = set(map(type, ts))
-    if not ts_types <= {int, str}:
-        return None
-    if int in ts_types:
-        ints = list(compress(ts, map(is_, map(type, ts), repeat(int))))
-        if min(ints) < 0:
-            return None
-    if str in ts_types and not all(map(_rfc3339_fullmatch, _texts(ts))):
-        return None
-    pred_types = set(map(type, pred))
-    if not pred_types <= _TEXT_OR_NUMBER:
-        return None
-    if str in pred_types and max(map(len, _texts(pred))) > _MAX_STRING:
-        return None
-    if set(map(type, feats)) != {dict}:
-        return None
-    scores = list(map(_get_scores, objs))
-    conf: NDArray[np.float64] | None = None
-    if any(s is not None for s in scores):
-        ok, conf = _scores_ok(scores)
-        if not ok:
-            return None
-    segments = list(map(_get_segment, objs))
-    if any(s is not None for s in segments) and not _segments_ok(segments):
-        return None
-    if len(set(mid)) == 1 and len(set(mver)) == 1 and not any(segments):
-        # One stream (the common case): hand over what was read already.
-        cols = EventColumns(objs, feats)
-        cols._timestamps, cols._predictions, cols._confidence = ts, pred, conf
-        groups: dict[KeyTuple, list[Columns]] = {(mid[0], mver[0], ""): [cols]}
-    else:
-        groups = group_items(objs)
-    for parts in groups.values():
-        for part in parts:
-            assert isinstance(part, EventColumns)
-            if not _features_ok(part):
-                return None
-    return groups
-
-
-# With the types limited to None and int (1.0 and True are equal to 1 and hash alike,
-# so the type test must come first), the values must be known versions.
-_VERSIONS_OK = frozenset({None, *range(1, SCHEMA_VERSION + 1)})
-_get_schema_version = methodcaller("get", "schema_version")
-
-
-def _features_ok(cols: EventColumns) -> bool:
-    keys = cols.feature_names
-    if keys is None or len(keys) > LIMITS.max_features or not names_are_valid(keys):
-        return False
-    for name in keys:
-        types = cols.types(name)
-        if not types <= _FEATURE_TYPES:
-            return False
-        if str in types and max(map(len, _texts(cols.column(name)))) > _MAX_STRING:
-            return False
-    return True
-
-
-def _present(values: list[Any]) -> list[Any]:
-    return list(compress(values, map(is_not, values, repeat(None))))
-
-
-def _scores_ok(scores: list[Any]) -> tuple[bool, NDArray[np.float64] | None]:
-    """Whether the scores are valid, and (when every event has scores with the same
-    number of classes) each event's top score, read off the same pass."""
-    present = _present(scores)
-    if set(map(type, present)) != {dict}:
-        return False, None
-    sizes = set(map(len, present))
-    if min(sizes) < 1 or max(sizes) > LIMITS.max_classes:
-        return False, None
-    names: set[str] = set().union(*present)
-    if not names_are_valid(names):
-        return False, None
-    values = list(chain.from_iterable(map(dict.values, present)))
-    if not set(map(type, values)) <= _NUMBER:
-        return False, None
-    if not (min(values) >= 0 and max(values) <= 1):
-        return False, None
-    if len(sizes) != 1 or len(present) != len(scores):
-        return True, None
-    table = np.array(values, dtype=np.float64).reshape(len(scores), sizes.pop())
-    top: NDArray[np.float64] = table.max(axis=1)
-    return True, top
-
-
-def _segments_ok(segments: list[Any]) -> bool:
-    present = _present(segments)
-    if set(map(type, present)) != {dict}:
-        return False
-    if max(map(len, present)) > LIMITS.max_segment_keys:
-        return False
-    names: set[str] = set().union(*present)
-    if not names_are_valid(names):
-        return False
-    values = list(chain.from_iterable(map(dict.values, present)))
-    if not values:
-        return True
-    if set(map(type, values)) != {str}:
-        return False
-    return min(map(len, values)) > 0 and max(map(len, values)) <= LIMITS.max_segment_value_length
 
 
 # --------------------------------------------------------------------------- packing

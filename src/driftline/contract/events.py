@@ -21,8 +21,6 @@ import hashlib
 import re
 from datetime import UTC, datetime
 from importlib import resources
-from itertools import compress, repeat
-from operator import is_
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -57,12 +55,9 @@ __all__ = [
     "SCHEMA_NAMES",
     "check_label",
     "check_prediction",
-    "check_prediction_batch",
     "decode_label",
     "decode_label_fast",
     "decode_prediction",
-    "decode_prediction_batch",
-    "decode_prediction_batch_fast",
     "decode_prediction_fast",
     "event_time_ms",
     "json_schema",
@@ -751,28 +746,6 @@ def decode_label_fast(data: bytes) -> dict[str, Any]:
     return obj
 
 
-# --- columnar batches -----------------------------------------------------------------
-#
-# A batch's columns hold up to 10 000 values each, so the checks below never loop in
-# Python over values: each column's set of Python types comes from one C-level pass
-# (``set(map(type, column))``), string lengths and number ranges from ``max``/``min``
-# over the right values. tests/unit/test_contract.py checks the verdicts against
-# pydantic and the JSON Schema; tests/unit/test_columnar.py the length rule.
-
-_NONE_TYPE = type(None)
-_FEATURE_VALUE_TYPES = frozenset({_NONE_TYPE, bool, int, float, str})
-_NUMBER_TYPES = frozenset({int, float})
-_MAX_ROWS = LIMITS.max_batch_rows
-
-
-def _max_text(values: list[Any], types: set[type]) -> int:
-    """Longest string among ``values`` (whose set of types is ``types``)."""
-    if types == {str}:
-        return max(map(len, values))
-    texts = compress(values, map(is_, map(type, values), repeat(str)))
-    return max(map(len, texts), default=0)
-
-
 def names_are_valid(names: Any) -> bool:
     """Whether every key of ``names`` (a set, dict or sequence) is a valid name.
 
@@ -790,168 +763,6 @@ def names_are_valid(names: Any) -> bool:
     _valid_names.update(found)
     return True
 
-
-def _column_problem(where: str, v: object, count: int) -> str | None:
-    if type(v) is not list:
-        return f"{where}: expected an array, got {_kind(v)}"
-    if not 0 < len(v) <= _MAX_ROWS:
-        return f"{where}: {len(v)} entries, need 1 to {_MAX_ROWS}"
-    if len(v) != count:
-        return f"{where}: {len(v)} entries, count is {count}"
-    return None
-
-
-def _batch_features_problem(
-    v: object, count: int, seen: dict[str, frozenset[type]] | None
-) -> str | None:
-    if type(v) is not dict:
-        return f"features: expected an object, got {_kind(v)}"
-    if len(v) > _MAX_FEATURES:
-        return f"features: {len(v)} features, over {_MAX_FEATURES}"
-    if not names_are_valid(v):
-        return _names_problem("features", v)
-    for key, col in v.items():
-        where = f"features.{_short(key)}"
-        problem = _column_problem(where, col, count)
-        if problem:
-            return problem
-        types = set(map(type, col))
-        if not types <= _FEATURE_VALUE_TYPES:
-            bad = next(x for x in col if type(x) not in _FEATURE_VALUE_TYPES)
-            return f"{where}: value is {_kind(bad)}"
-        if str in types and _max_text(col, types) > _MAX_STRING:
-            return f"{where}: string is longer than {_MAX_STRING} characters"
-        if seen is not None:
-            seen[key] = frozenset(types)
-    return None
-
-
-def _batch_scores_problem(v: object, count: int) -> str | None:
-    if v is None:
-        return None
-    if type(v) is not dict:
-        return f"scores: expected an object or null, got {_kind(v)}"
-    if not 0 < len(v) <= _MAX_CLASSES:
-        return f"scores: {len(v)} classes, need 1 to {_MAX_CLASSES}"
-    if not names_are_valid(v):
-        return _names_problem("scores", v)
-    for key, col in v.items():
-        where = f"scores.{_short(key)}"
-        problem = _column_problem(where, col, count)
-        if problem:
-            return problem
-        types = set(map(type, col))
-        if not types <= _NUMBER_TYPES | {_NONE_TYPE}:
-            bad = next(x for x in col if x is not None and type(x) not in _NUMBER_TYPES)
-            return f"{where}: expected numbers or nulls, got {_kind(bad)}"
-        present = [x for x in col if x is not None] if _NONE_TYPE in types else col
-        if present and not (min(present) >= 0 and max(present) <= 1):
-            return f"{where}: probability outside 0..1"
-    return None
-
-
-def check_prediction_batch(
-    obj: object, feature_types: dict[str, frozenset[type]] | None = None
-) -> str | None:
-    """Check a decoded columnar batch; ``None`` if valid, else a short reason.
-
-    Accepts and refuses exactly what :class:`PredictionBatch` does (all columns of
-    ``count`` entries included), with C-level passes over each column. If
-    ``feature_types`` is given, it receives the set of Python types of each feature
-    column (the monitor converts columns by them without looking again).
-
-    Examples
-    --------
-    >>> ok = {"format": BATCH_FORMAT, "model_id": "m", "model_version": "1", "count": 1,
-    ...       "prediction_ids": ["p1"], "timestamps": [0], "features": {"x": [1.5]},
-    ...       "predictions": ["a"]}
-    >>> check_prediction_batch(ok) is None
-    True
-    >>> check_prediction_batch({**ok, "features": {"x": [1.5, 2.5]}})
-    "features.'x': 2 entries, count is 1"
-    """
-    if type(obj) is not dict:
-        return f"expected a JSON object, got {_kind(obj)}"
-    problem = _version_problem(obj.get("schema_version"))
-    if problem:
-        return problem
-    if obj.get("format") != BATCH_FORMAT or type(obj.get("format")) is not str:
-        return f"format: must be {BATCH_FORMAT!r}" if "format" in obj else "format: field required"
-    problem = _id_problem(obj, "model_id") or _id_problem(obj, "model_version")
-    if problem:
-        return problem
-    count = obj.get("count")
-    if type(count) is not int or not 0 < count <= _MAX_ROWS:
-        return "count: field required" if "count" not in obj else f"count: need 1 to {_MAX_ROWS}"
-    for field in ("prediction_ids", "timestamps", "features", "predictions"):
-        if field not in obj:
-            return f"{field}: field required"
-    ids = obj["prediction_ids"]
-    problem = _column_problem("prediction_ids", ids, count)
-    if problem:
-        return problem
-    if set(map(type, ids)) != {str} or not 0 < min(map(len, ids)) <= max(map(len, ids)) <= _MAX_ID:
-        return "prediction_ids: need strings of 1 to 256 characters"
-    ts = obj["timestamps"]
-    problem = _column_problem("timestamps", ts, count)
-    if problem:
-        return problem
-    types = set(map(type, ts))
-    if not types <= {int, str}:
-        return "timestamps: expected epoch ms or RFC 3339 strings"
-    if int in types and min(t for t in ts if type(t) is int) < 0:
-        return "timestamps: negative epoch milliseconds"
-    if str in types and not all(
-        map(_rfc3339_fullmatch, compress(ts, map(is_, map(type, ts), repeat(str))))
-    ):
-        return "timestamps: not an RFC 3339 date-time"
-    problem = _batch_features_problem(obj["features"], count, feature_types)
-    if problem:
-        return problem
-    preds = obj["predictions"]
-    problem = _column_problem("predictions", preds, count)
-    if problem:
-        return problem
-    types = set(map(type, preds))
-    if not types <= {str, int, float}:
-        return "predictions: expected numbers or strings"
-    if str in types and _max_text(preds, types) > _MAX_STRING:
-        return f"predictions: string is longer than {_MAX_STRING} characters"
-    return _batch_scores_problem(obj.get("scores"), count) or _segment_problem(obj.get("segment"))
-
-
-def _load_batch(data: bytes) -> dict[str, Any]:
-    return _load(data, LIMITS.max_batch_bytes, "batch")
-
-
-def decode_prediction_batch(data: bytes) -> PredictionBatch:
-    """Decode and validate one columnar batch with the pydantic model (the oracle).
-
-    Raises
-    ------
-    DecodeError, ValidationError, UnsupportedVersion
-        The batch breaks the contract.
-    """
-    obj = _load_batch(data)
-    try:
-        return PredictionBatch.model_validate(obj)
-    except PydanticValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValidationError(f"{where}: {first['msg']} ({exc.error_count()} errors)") from None
-
-
-def decode_prediction_batch_fast(data: bytes) -> dict[str, Any]:
-    """Decode and check one columnar batch, returning the plain dict (hot path).
-
-    Refuses exactly what :func:`decode_prediction_batch` refuses, with the same
-    exceptions.
-    """
-    obj = _load_batch(data)
-    reason = check_prediction_batch(obj)
-    if reason is not None:
-        raise ValidationError(reason)
-    return obj
 
 
 # --- JSON Schemas ---------------------------------------------------------------------
@@ -976,6 +787,6 @@ def json_schema(name: str) -> dict[str, Any]:
     """
     if name not in SCHEMA_NAMES:
         raise KeyError(f"no JSON Schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
-    resource = resources.files("driftline") / "schemas" / f"{name}.json"
+    resource = resources.files("driftline.contract") / "schemas" / f"{name}.json"
     schema: dict[str, Any] = orjson.loads(resource.read_bytes())
     return schema

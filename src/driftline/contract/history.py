@@ -1,0 +1,274 @@
+"""History entry formats: window summaries, alerts and performance points, as stored.
+
+History is observability data, not state (see :mod:`driftline.runtime.history` for
+where it is kept and why it is not signed): plain JSON entries with a layout version
+(the ``f`` field). Decoders treat every entry as untrusted input: shape-checked, and
+a malformed entry raises ``ValueError`` so readers skip and count it.
+:class:`History` is a model's entries deduplicated and in time order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from driftline.contract.events import DriftAlert
+
+__all__ = [
+    "HISTORY_FORMAT",
+    "PERF_FIELDS",
+    "History",
+    "decode_alert",
+    "decode_perf",
+    "decode_window",
+    "encode_perf",
+    "encode_window",
+    "latest_entry",
+]
+
+#: Layout version of history entries (the ``f`` field of every entry).
+HISTORY_FORMAT = 1
+# Per-test fields of the core's window summary, stored column-wise (the row form repeats
+# every key for every test: columns make an entry about 2.5 times smaller).
+_TEST_COLUMNS = ("feature", "statistic", "value", "threshold", "p_value", "drifted")
+_EXTRA_COLUMNS = ("ks", "js", "chi2")
+
+
+def _sig(x: Any, digits: int = 5) -> Any:
+    """Round a float to ``digits`` significant digits (JSON-safe: NaN/inf -> None)."""
+    if x is None or isinstance(x, bool) or not isinstance(x, int | float):
+        return x
+    if isinstance(x, int):
+        return x
+    if not math.isfinite(x):
+        return None
+    if x == 0.0:
+        return 0.0
+    return float(f"{x:.{digits}g}")
+
+
+# ---------------------------------------------------------------------- encoding
+
+
+def encode_window(summary: Mapping[str, Any]) -> bytes:
+    """One window summary of the core (:attr:`BatchResult.windows`) as a history entry."""
+    tests: Sequence[Mapping[str, Any]] = summary.get("tests", ())
+    cols: dict[str, list[Any]] = {c: [] for c in _TEST_COLUMNS}
+    extra: dict[str, list[Any]] = {c: [] for c in _EXTRA_COLUMNS}
+    for t in tests:
+        cols["feature"].append(t["feature"])
+        cols["statistic"].append(t["statistic"])
+        cols["value"].append(_sig(t["value"]))
+        cols["threshold"].append(_sig(t["threshold"]))
+        cols["p_value"].append(_sig(t.get("p_value"), 4))
+        cols["drifted"].append(1 if t.get("drifted") else 0)
+        for c in _EXTRA_COLUMNS:
+            extra[c].append(_sig(t.get(c)))
+    for c, values in extra.items():
+        if any(v is not None for v in values):
+            cols[c] = values
+    return orjson.dumps(
+        {
+            "f": HISTORY_FORMAT,
+            "model_id": summary["model_id"],
+            "model_version": summary["model_version"],
+            "segment": summary.get("segment", ""),
+            "reference": summary.get("reference", ""),
+            "window": summary["window"],
+            "start": summary["start"],
+            "end": summary["end"],
+            "count": summary["count"],
+            "episodes": summary.get("episodes", {}),
+            "tests": cols,
+            "hist": summary.get("hist", {}),
+        }
+    )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def decode_window(data: bytes) -> dict[str, Any]:
+    """A history entry back in the core's row form (``tests`` as a list of dicts).
+
+    Raises
+    ------
+    ValueError
+        Not a window entry of a known format (the entry is skipped by readers).
+    """
+    obj = orjson.loads(data)
+    if not isinstance(obj, dict) or obj.get("f") != HISTORY_FORMAT:
+        raise ValueError("not a window history entry of a known format")
+    for k in ("model_id", "model_version", "segment", "reference"):
+        if not isinstance(obj.get(k), str):
+            raise ValueError(f"window entry: {k} is not a string")
+    for k in ("window", "start", "end", "count"):
+        if not _is_int(obj.get(k)):
+            raise ValueError(f"window entry: {k} is not an integer")
+    cols = obj.get("tests")
+    hist = obj.get("hist")
+    episodes = obj.get("episodes")
+    if not isinstance(cols, dict) or not isinstance(hist, dict) or not isinstance(episodes, dict):
+        raise ValueError("window entry: tests, hist and episodes must be objects")
+    n = len(cols.get("feature", []))
+    names = [c for c in (*_TEST_COLUMNS, *_EXTRA_COLUMNS) if c in cols]
+    if any(not isinstance(cols[c], list) or len(cols[c]) != n for c in names):
+        raise ValueError("window entry: test columns differ in length")
+    tests = []
+    for i in range(n):
+        t = {c: cols[c][i] for c in names}
+        if not isinstance(t.get("feature"), str) or not isinstance(t.get("statistic"), str):
+            raise ValueError("window entry: a test without feature or statistic")
+        for c in ("value", "threshold"):
+            if not isinstance(t.get(c), int | float) or isinstance(t.get(c), bool):
+                t[c] = math.nan if c == "value" else 0.0
+        t["drifted"] = bool(t.get("drifted"))
+        tests.append(t)
+    clean_hist: dict[str, list[float]] = {}
+    for k, v in hist.items():
+        if isinstance(v, list) and all(isinstance(x, int | float) for x in v):
+            clean_hist[str(k)] = v
+    obj["tests"] = tests
+    obj["hist"] = clean_hist
+    obj["episodes"] = {str(k): bool(v) for k, v in episodes.items()}
+    del obj["f"]
+    return obj
+
+
+def decode_alert(data: bytes) -> dict[str, Any]:
+    """An alert entry (the alert event's JSON), validated against the alert contract.
+
+    Raises
+    ------
+    ValueError
+        Not a valid alert event.
+    """
+    alert = DriftAlert.model_validate(orjson.loads(data))
+    out: dict[str, Any] = alert.model_dump(mode="json")
+    return out
+
+
+#: Fields of a performance point (written by the slow loop); all but the first three
+#: are optional and may be null.
+PERF_FIELDS = (
+    "model_version",
+    "segment",
+    "at",
+    "accuracy",
+    "estimated_accuracy",
+    "coverage",
+    "lag_seconds",
+    "labels",
+)
+
+
+def encode_perf(point: Mapping[str, Any]) -> bytes:
+    """A performance point as a history entry.
+
+    ``point`` has ``model_version`` (str), ``at`` (event-time epoch ms) and any of
+    ``accuracy`` and ``estimated_accuracy`` (0..1), ``coverage`` (labelled share of
+    predictions, 0..1), ``lag_seconds`` (label delay) and ``labels`` (count); an
+    optional ``segment`` (str, default ``""``).
+    """
+    out: dict[str, Any] = {"f": HISTORY_FORMAT}
+    for k in PERF_FIELDS:
+        v = point.get(k)
+        out[k] = v if k in ("model_version", "segment", "at", "labels") else _sig(v)
+    out["segment"] = out["segment"] or ""
+    return orjson.dumps(out)
+
+
+def decode_perf(data: bytes) -> dict[str, Any]:
+    """Inverse of :func:`encode_perf` (shape-checked; raises ValueError)."""
+    obj = orjson.loads(data)
+    if not isinstance(obj, dict) or obj.get("f") != HISTORY_FORMAT:
+        raise ValueError("not a performance history entry of a known format")
+    if not isinstance(obj.get("model_version"), str) or not _is_int(obj.get("at")):
+        raise ValueError("performance entry: model_version and at are required")
+    out: dict[str, Any] = {"model_version": obj["model_version"], "at": obj["at"]}
+    out["segment"] = obj["segment"] if isinstance(obj.get("segment"), str) else ""
+    for k in PERF_FIELDS[3:]:
+        v = obj.get(k)
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        out[k] = v if ok else None
+    return out
+
+
+def latest_entry(summary: Mapping[str, Any]) -> bytes:
+    """The small record of a model's last window kept in the ``latest`` hash."""
+    drifted = sorted(
+        (
+            (t["value"] / t["threshold"] if t["threshold"] else 0.0, t["feature"], t["value"])
+            for t in summary.get("tests", ())
+            if t.get("drifted") and not str(t["feature"]).startswith("__")
+        ),
+        reverse=True,
+    )
+    return orjson.dumps(
+        {
+            "f": HISTORY_FORMAT,
+            "model_version": summary["model_version"],
+            "segment": summary.get("segment", ""),
+            "reference": summary.get("reference", ""),
+            "window": summary["window"],
+            "start": summary["start"],
+            "end": summary["end"],
+            "count": summary["count"],
+            "episodes": summary.get("episodes", {}),
+            "drifted": [{"feature": f, "value": _sig(v)} for _, f, v in drifted[:5]],
+            "written_ms": int(time.time() * 1000),
+        }
+    )
+
+
+# ---------------------------------------------------------------------- reading
+
+
+@dataclass
+class History:
+    """A model's history, deduplicated and in time order."""
+
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    perf: list[dict[str, Any]] = field(default_factory=list)
+    #: Entries that could not be read (malformed, unknown format) and were skipped.
+    skipped: int = 0
+    #: True when a reading limit stopped before ``since`` (older windows not read).
+    truncated: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        windows: Iterable[dict[str, Any]],
+        alerts: Iterable[dict[str, Any]] = (),
+        perf: Iterable[dict[str, Any]] = (),
+        skipped: int = 0,
+        truncated: bool = False,
+    ) -> History:
+        """Deduplicate (last one wins) and sort the entries."""
+        wins: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for w in windows:
+            key = (w["model_version"], w["segment"], w["window"], w["start"], w["end"])
+            wins[key] = w
+        als: dict[str, dict[str, Any]] = {a["alert_id"]: a for a in alerts}
+        pts: dict[tuple[Any, ...], dict[str, Any]] = {
+            (p["model_version"], p.get("segment", ""), p["at"]): p for p in perf
+        }
+        return cls(
+            windows=sorted(
+                wins.values(), key=lambda w: (w["end"], w["model_version"], w["window"])
+            ),
+            alerts=sorted(
+                als.values(),
+                key=lambda a: (a["detected_at"], a["episode"], a["status"] == "resolved"),
+            ),
+            perf=sorted(pts.values(), key=lambda p: p["at"]),
+            skipped=skipped,
+            truncated=truncated,
+        )
