@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from river import drift
 
-from driftline.detectors import ADWIN, PageHinkley
+from driftline.core.detectors import ADWIN, PageHinkley
 
 
 def best_ns(run: Callable[[], Any], n: int, repeat: int) -> tuple[float, Any]:

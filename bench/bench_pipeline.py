@@ -63,9 +63,9 @@ from driftline.config import Settings
 from driftline.contract.columnar import pack_events
 from driftline.contract.decode import decode_records
 from driftline.contract.keys import StateKey
+from driftline.core.fastloop.monitor import ModelState, process_batch, process_columns
+from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.devstack import DevStack
-from driftline.monitor import ModelState, process_batch, process_columns
-from driftline.reference import Policy, ReferenceProfile, build_reference
 from driftline.simulate import Shift, SimulatedModel
 
 T0_MS = 1_767_225_600_000

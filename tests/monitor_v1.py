@@ -44,8 +44,8 @@ from numpy.typing import NDArray
 from driftline.contract.codec import pack, unpack
 from driftline.contract.columnar import category_value
 from driftline.contract.events import AlertWindow, DriftAlert, FeatureContribution, make_alert_id
-from driftline.detectors import ADWIN, PageHinkley
-from driftline.reference import (
+from driftline.core.detectors import ADWIN, PageHinkley
+from driftline.core.reference import (
     CategoricalProfile,
     NumericProfile,
     Policy,
@@ -53,8 +53,8 @@ from driftline.reference import (
     build_reference,
     features_from_events,
 )
-from driftline.sketches import CategoricalSketch, NumericSketch
-from driftline.stats import chi2_homogeneity, holm, js_distance, ks_binned, ks_pvalue, psi
+from driftline.core.sketches import CategoricalSketch, NumericSketch
+from driftline.core.stats import chi2_homogeneity, holm, js_distance, ks_binned, ks_pvalue, psi
 
 __all__ = [
     "BatchResult",

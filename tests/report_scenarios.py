@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from driftline.reference import ReferenceProfile, TrainingData, build_reference
+from driftline.core.reference import ReferenceProfile, TrainingData, build_reference
 from driftline.simulate import Shift, SimulatedModel
 
 T0 = 1_767_225_600_000

@@ -20,8 +20,8 @@ import time
 import redis.asyncio as aioredis
 
 from driftline import load_settings
+from driftline.core.reference import Policy, build_reference
 from driftline.producer import AsyncPredictionProducer
-from driftline.reference import Policy, build_reference
 from driftline.simulate import Shift, SimulatedModel
 from driftline.store import StateStore
 

@@ -34,8 +34,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from driftline.config import Settings, load_settings
+from driftline.core.reference import Policy, ReferenceProfile, build_reference, load_training_data
 from driftline.errors import DriftlineError
-from driftline.reference import Policy, ReferenceProfile, build_reference, load_training_data
 
 __all__ = ["main"]
 

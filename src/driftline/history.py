@@ -51,8 +51,8 @@ from driftline.contract.history import (
     encode_window,
     latest_entry,
 )
-from driftline.monitor import BatchResult
-from driftline.reference import ReferenceProfile
+from driftline.core.fastloop.monitor import BatchResult
+from driftline.core.reference import ReferenceProfile
 from driftline.store import HistoryBatch, StateStore
 
 __all__ = [

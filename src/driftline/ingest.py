@@ -41,6 +41,8 @@ from driftline.config import Settings
 from driftline.contract.columnar import ColumnarBatch, row_count
 from driftline.contract.decode import decode_record, decode_records
 from driftline.contract.keys import StateKey, state_key
+from driftline.core.fastloop.monitor import BatchResult, ModelState, process_batch
+from driftline.core.reference import ReferenceProfile
 from driftline.errors import (
     ContractError,
     FencedError,
@@ -48,8 +50,6 @@ from driftline.errors import (
     StateError,
 )
 from driftline.history import record_history
-from driftline.monitor import BatchResult, ModelState, process_batch
-from driftline.reference import ReferenceProfile
 from driftline.store import Lease, StateStore
 
 __all__ = [

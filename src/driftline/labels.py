@@ -51,9 +51,8 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from driftline import metrics as m
 from driftline.config import Settings
 from driftline.contract.events import decode_label_fast, decode_prediction_fast
-from driftline.errors import ConfigError, ContractError, DecodeError, ValidationError
-from driftline.ingest import dead_letter_headers, ensure_topics, publish_alerts
-from driftline.performance import (
+from driftline.core.reference import ReferenceProfile, TrainingData
+from driftline.core.slowloop.join import (
     DIAGNOSES,
     TOMBSTONE,
     DriftIndex,
@@ -66,7 +65,8 @@ from driftline.performance import (
     plan_lookups,
     retention_ms,
 )
-from driftline.reference import ReferenceProfile, TrainingData
+from driftline.errors import ConfigError, ContractError, DecodeError, ValidationError
+from driftline.ingest import dead_letter_headers, ensure_topics, publish_alerts
 from driftline.store import CommitResult, Lease, StateStore
 
 __all__ = [
@@ -746,9 +746,9 @@ async def demo_slow_loop(
     import sys
 
     from driftline.cli import format_alert
+    from driftline.core.reference import Policy, build_reference
     from driftline.ingest import MonitorWorker
     from driftline.producer import AsyncPredictionProducer
-    from driftline.reference import Policy, build_reference
 
     write = out or sys.stdout
     sc = SeaScenario()

@@ -14,9 +14,9 @@ from typing import Any
 
 from driftline.contract.events import DriftAlert, decode_prediction_fast
 from driftline.contract.keys import StateKey
+from driftline.core.fastloop.monitor import BatchResult, ModelState, process_batch
+from driftline.core.reference import Policy, ReferenceProfile
 from driftline.errors import ContractError
-from driftline.monitor import BatchResult, ModelState, process_batch
-from driftline.reference import Policy, ReferenceProfile
 
 __all__ = ["ReplayResult", "Replayer", "read_events", "replay_file"]
 

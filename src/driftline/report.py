@@ -38,8 +38,8 @@ import numpy as np
 import orjson
 
 from driftline.contract.history import History, decode_window
+from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.history import load_history, replay_history
-from driftline.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.store import StateStore
 
 __all__ = [

@@ -41,7 +41,7 @@ import redis.asyncio as aioredis
 
 from driftline.config import Settings
 from driftline.contract.history import decode_alert, decode_perf
-from driftline.reference import ReferenceProfile
+from driftline.core.reference import ReferenceProfile
 from driftline.report import (
     ACCURACY_DROP,
     active_alerts,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from driftline.reference import TrainingData
+from driftline.core.reference import TrainingData
 
 __all__ = ["Shift", "SimulatedModel"]
 

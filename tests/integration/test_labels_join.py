@@ -22,12 +22,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.config import Settings
+from driftline.core.reference import Policy, build_reference
+from driftline.core.slowloop.join import UnitState, stream_key
 from driftline.devstack import DevStack
 from driftline.ingest import MonitorWorker
 from driftline.labels import LabelJoiner, SeaScenario, load_perf_states, report_text
 from driftline.metrics import REGISTRY
-from driftline.performance import UnitState, stream_key
-from driftline.reference import Policy, build_reference
 from driftline.store import StateStore
 from support import read_all
 

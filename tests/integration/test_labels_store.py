@@ -14,10 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from driftline.config import LabelsSettings, RedisSettings
-from driftline.devstack import RedisServer
-from driftline.errors import StateCorrupt
-from driftline.labels import SeaScenario
-from driftline.performance import (
+from driftline.core.slowloop.join import (
     TOMBSTONE,
     DriftIndex,
     UnitState,
@@ -25,6 +22,9 @@ from driftline.performance import (
     plan_lookups,
     record_key,
 )
+from driftline.devstack import RedisServer
+from driftline.errors import StateCorrupt
+from driftline.labels import SeaScenario
 from driftline.store import CommitResult, StateStore
 
 pytestmark = pytest.mark.integration

@@ -16,9 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from driftline.contract.columnar import ColumnarBatch, pack_events
+from driftline.core.reference import ReferenceProfile, build_reference
 from driftline.ingest import MonitorWorker
 from driftline.producer import AsyncPredictionProducer
-from driftline.reference import ReferenceProfile, build_reference
 from driftline.replay import Replayer
 from driftline.simulate import Shift, SimulatedModel
 from driftline.store import StateStore

@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from driftline.contract.keys import StateKey
+from driftline.core.reference import build_reference
 from driftline.ingest import MonitorWorker
-from driftline.reference import build_reference
 from driftline.replay import Replayer
 from driftline.simulate import Shift, SimulatedModel
 from driftline.store import StateStore

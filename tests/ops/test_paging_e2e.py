@@ -31,8 +31,8 @@ import yaml
 from opsutil import ROOT
 
 import driftline
+from driftline.core.reference import build_reference
 from driftline.devstack import free_port, wait_port
-from driftline.reference import build_reference
 from driftline.simulate import Shift, SimulatedModel
 from driftline.store import StateStore
 from support import publish

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline.config import Settings
-from driftline.reference import ReferenceProfile, build_reference
+from driftline.core.reference import ReferenceProfile, build_reference
 from driftline.replay import Replayer
 from driftline.simulate import Shift, SimulatedModel
 

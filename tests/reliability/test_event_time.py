@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from driftline.contract.keys import StateKey
-from driftline.monitor import FUTURE_TOLERANCE_MS, ModelState
-from driftline.reference import Policy, ReferenceProfile, build_reference
+from driftline.core.fastloop.monitor import FUTURE_TOLERANCE_MS, ModelState
+from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.replay import Replayer
 from driftline.simulate import SimulatedModel
 

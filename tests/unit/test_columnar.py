@@ -28,9 +28,9 @@ from driftline.contract.columnar import (
 from driftline.contract.decode import decode_record, decode_records
 from driftline.contract.events import BATCH_FORMAT, LIMITS, PredictionBatch, decode_prediction_fast
 from driftline.contract.keys import StateKey
+from driftline.core.fastloop.monitor import process_batch, process_columns
+from driftline.core.reference import ReferenceProfile, build_reference
 from driftline.errors import ContractError, DecodeError, UnsupportedVersion, ValidationError
-from driftline.monitor import process_batch, process_columns
-from driftline.reference import ReferenceProfile, build_reference
 from driftline.simulate import Shift, SimulatedModel
 from support import assert_close
 

@@ -20,7 +20,7 @@ import pytest
 from river import drift
 
 from driftline.contract.codec import pack, unpack
-from driftline.detectors import ADWIN, DETECTORS, Detector, PageHinkley
+from driftline.core.detectors import ADWIN, DETECTORS, Detector, PageHinkley
 from driftline.errors import ConfigError, StateCorrupt
 
 # --------------------------------------------------------------------------------------

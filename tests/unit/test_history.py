@@ -15,6 +15,7 @@ from driftline.contract.history import (
     encode_perf,
     encode_window,
 )
+from driftline.core.fastloop.monitor import BatchResult
 from driftline.history import (
     MAX_WINDOWS,
     MIN_WINDOWS,
@@ -23,7 +24,6 @@ from driftline.history import (
     record_history,
     window_maxlen,
 )
-from driftline.monitor import BatchResult
 from driftline.replay import Replayer
 from report_scenarios import churn_events, churn_reference
 

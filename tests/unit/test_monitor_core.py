@@ -7,8 +7,8 @@ import functools
 import pytest
 
 from driftline.contract.keys import StateKey
-from driftline.monitor import ModelState, process_batch
-from driftline.reference import Policy, ReferenceProfile, build_reference
+from driftline.core.fastloop.monitor import ModelState, process_batch
+from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.replay import Replayer
 from driftline.simulate import Shift, SimulatedModel
 from support import assert_close

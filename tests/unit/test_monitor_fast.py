@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 
 import monitor_v1
-from driftline import monitor
 from driftline.contract.keys import StateKey
-from driftline.detectors import PageHinkley
-from driftline.monitor import _chi2_kernel, _js_1d, _js_kernel, _ph_bank, _psi_kernel
-from driftline.reference import Policy, ReferenceProfile, build_reference
+from driftline.core.detectors import PageHinkley
+from driftline.core.fastloop import monitor
+from driftline.core.fastloop.monitor import _chi2_kernel, _js_1d, _js_kernel, _ph_bank, _psi_kernel
+from driftline.core.reference import Policy, ReferenceProfile, build_reference
+from driftline.core.stats import chi2_homogeneity, js_distance, psi
 from driftline.simulate import Shift, SimulatedModel
-from driftline.stats import chi2_homogeneity, js_distance, psi
 from support import assert_close
 
 
@@ -186,8 +186,8 @@ def test_statistics_kernels_equal_the_public_functions(zeros: bool) -> None:
 
 
 def test_window_statistics_equal_the_public_functions() -> None:
-    from driftline.monitor import _Acc, _numeric_stats, _plan
-    from driftline.stats import ks_binned
+    from driftline.core.fastloop.monitor import _Acc, _numeric_stats, _plan
+    from driftline.core.stats import ks_binned
 
     ref = reference()
     plan = _plan(ref)
@@ -246,8 +246,8 @@ def test_page_hinkley_bank_equals_update_many() -> None:
 
 
 def test_categorical_window_statistics_are_bit_exact() -> None:
-    from driftline.monitor import _Acc, _categorical_stats, _Plan
-    from driftline.reference import CategoricalProfile
+    from driftline.core.fastloop.monitor import _Acc, _categorical_stats, _Plan
+    from driftline.core.reference import CategoricalProfile
 
     rng = np.random.default_rng(8)
     base = reference()
@@ -281,7 +281,7 @@ def test_categorical_window_statistics_are_bit_exact() -> None:
 
 
 def test_binner_equals_searchsorted() -> None:
-    from driftline.monitor import _Binner
+    from driftline.core.fastloop.monitor import _Binner
 
     rng = np.random.default_rng(0)
     for trial in range(150):
@@ -311,7 +311,7 @@ def test_binner_equals_searchsorted() -> None:
 
 
 def test_vectorised_rounding_equals_round() -> None:
-    from driftline.monitor import _round6
+    from driftline.core.fastloop.monitor import _round6
 
     rng = np.random.default_rng(4)
     values = list(rng.normal(0, 1, 20_000)) + list(rng.exponential(1e-4, 5_000))

@@ -13,24 +13,23 @@ import numpy as np
 import pytest
 
 from driftline.config import LabelsSettings
-from driftline.errors import StateCorrupt
-from driftline.labels import SeaScenario, interleave
-from driftline.performance import (
+from driftline.core.calibration import Calibration, fit_calibration
+from driftline.core.reference import build_reference
+from driftline.core.slowloop.join import (
     TOMBSTONE,
-    Calibration,
     DriftIndex,
     JoinResult,
     MemoryRecords,
     PendingPrediction,
     UnitState,
     build_report,
-    fit_calibration,
     format_report,
     join_batch,
     plan_lookups,
     stream_key,
 )
-from driftline.reference import build_reference
+from driftline.errors import StateCorrupt
+from driftline.labels import SeaScenario, interleave
 
 T0 = 1_767_225_600_000
 

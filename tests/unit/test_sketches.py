@@ -17,13 +17,13 @@ import orjson
 import pytest
 
 from driftline.contract.codec import pack
-from driftline.errors import SketchMismatch, StateCorrupt
-from driftline.sketches import (
+from driftline.core.sketches import (
     CategoricalSketch,
     NumericSketch,
     categories_fingerprint,
     edges_fingerprint,
 )
+from driftline.errors import SketchMismatch, StateCorrupt
 
 EDGES = np.array([-1.5, -0.5, 0.0, 0.5, 1.5])
 EDGES.flags.writeable = False

@@ -19,9 +19,8 @@ import pytest
 import scipy.spatial.distance as ssd
 import scipy.stats as ss
 
-from driftline.errors import SketchMismatch
-from driftline.sketches import NumericSketch
-from driftline.stats import (
+from driftline.core.sketches import NumericSketch
+from driftline.core.stats import (
     Chi2Result,
     KSResult,
     _psi_rows,
@@ -38,6 +37,7 @@ from driftline.stats import (
     psi,
     wasserstein_binned,
 )
+from driftline.errors import SketchMismatch
 
 Pair = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 

@@ -65,8 +65,8 @@ from driftline.contract.events import (
     make_alert_id,
 )
 from driftline.contract.keys import KeyTuple, StateKey, interned_key
-from driftline.detectors import ADWIN, PageHinkley
-from driftline.reference import (
+from driftline.core.detectors import ADWIN, PageHinkley
+from driftline.core.reference import (
     CategoricalProfile,
     NumericProfile,
     Policy,
@@ -74,13 +74,13 @@ from driftline.reference import (
     build_reference,
     features_from_events,
 )
-from driftline.sketches import (
+from driftline.core.sketches import (
     CategoricalSketch,
     NumericSketch,
     categories_fingerprint,
     edges_fingerprint,
 )
-from driftline.stats import chi2_sf, holm, kolmogorov_sf
+from driftline.core.stats import chi2_sf, holm, kolmogorov_sf
 
 __all__ = [
     "BatchResult",

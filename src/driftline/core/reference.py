@@ -31,8 +31,9 @@ from numpy.typing import NDArray
 
 from driftline.contract.columnar import category_value
 from driftline.contract.events import ReferenceEnvelope
+from driftline.core.calibration import fit_calibration  # the slow loop's CBPE map
+from driftline.core.stats import calibrate_psi_threshold
 from driftline.errors import ReferenceMissing, ValidationError
-from driftline.stats import calibrate_psi_threshold
 
 __all__ = [
     "CategoricalProfile",
@@ -534,8 +535,6 @@ def _output_profile(data: TrainingData, bins: int) -> OutputProfile:
         correct = [str(p) == str(y) for p, y in zip(preds, data.labels, strict=True)]
         accuracy = float(np.mean(correct))
         if data.scores:
-            from driftline.performance import fit_calibration  # the slow loop's CBPE map
-
             tops = [max(s.values()) if s else math.nan for s in data.scores]
             cal = fit_calibration(tops, correct)
             calibration = cal.to_dict() if cal is not None else None
@@ -722,10 +721,3 @@ def features_from_events(events: Sequence[Mapping[str, Any]]) -> TrainingData:
         predictions=[e.get("prediction") for e in events],
         scores=[e.get("scores") for e in events] if any(e.get("scores") for e in events) else None,
     )
-
-
-def require(profile: ReferenceProfile | None, model_id: str, version: str) -> ReferenceProfile:
-    """Raise :class:`ReferenceMissing` when no reference was found."""
-    if profile is None:
-        raise ReferenceMissing(f"no reference for model {model_id!r} version {version!r}")
-    return profile
