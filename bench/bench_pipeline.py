@@ -65,7 +65,7 @@ from driftline.contract.decode import decode_records
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop.monitor import ModelState, process_batch, process_columns
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
-from driftline.devstack import DevStack
+from driftline.runtime.devstack import DevStack
 from driftline.simulate import Shift, SimulatedModel
 
 T0_MS = 1_767_225_600_000
@@ -95,7 +95,7 @@ async def _put_references(cfg: dict[str, Any]) -> None:
 
     import redis.asyncio as aioredis
 
-    from driftline.store import StateStore
+    from driftline.runtime.store import StateStore
 
     ref = _load_reference(cfg)
     client = aioredis.Redis.from_url(cfg["redis"])
@@ -297,10 +297,10 @@ def _use_previous_core() -> None:
     ``tests/monitor_v1.py`` is the previous core, kept as the tests' oracle; records are
     decoded one by one with ``decode_prediction_fast`` as the worker used to.
     """
-    from driftline import ingest
     from driftline.contract.columnar import EventFrame
     from driftline.contract.events import decode_prediction_fast
     from driftline.errors import ContractError
+    from driftline.runtime import monitor as ingest
 
     sys.path.insert(0, str(HERE.parents[1] / "tests"))
     import monitor_v1
@@ -323,7 +323,7 @@ def _use_previous_core() -> None:
 
 
 async def phase_monitor(cfg: dict[str, Any]) -> dict[str, Any]:
-    from driftline.ingest import MonitorWorker
+    from driftline.runtime.monitor import MonitorWorker
 
     if cfg.get("previous"):
         _use_previous_core()
@@ -409,7 +409,7 @@ async def phase_naive(cfg: dict[str, Any]) -> dict[str, Any]:
 
 async def phase_labels(cfg: dict[str, Any]) -> dict[str, Any]:
     try:
-        from driftline.labels import LabelJoiner
+        from driftline.runtime.labels import LabelJoiner
     except ImportError as exc:
         return {"error": f"n/a ({exc})"}
     await _put_references(cfg)
@@ -439,7 +439,7 @@ async def phase_labels(cfg: dict[str, Any]) -> dict[str, Any]:
 
 async def phase_live(cfg: dict[str, Any]) -> dict[str, Any]:
     """A monitor that follows a live topic until it stays idle (latency run)."""
-    from driftline.ingest import MonitorWorker
+    from driftline.runtime.monitor import MonitorWorker
 
     await _put_references(cfg)
     settings = _settings(cfg, predictions=cfg["topic"], alerts=cfg["alerts"])
@@ -713,13 +713,14 @@ def throughput(b: Bench, n: int, rounds: int) -> dict[str, list[dict[str, Any]]]
     res = b.run("naive", b.cfg(topic="in-json", rows=naive_n))
     results["naive"] = [res]
     print(f"  naive          {_fmt_rate(res.get('rate', math.nan))} ev/s")
-    if (Path(__file__).resolve().parents[1] / "src" / "driftline" / "labels.py").exists():
+    joiner = Path(__file__).resolve().parents[1] / "src" / "driftline" / "runtime" / "labels.py"
+    if joiner.exists():
         res = b.run(
             "labels",
             b.cfg(topic="in-json", labels="in-labels", rows=n, labels_count=n, timeout=900),
         )
     else:
-        res = {"error": "n/a (src/driftline/labels.py does not exist)"}
+        res = {"error": "n/a (src/driftline/runtime/labels.py does not exist)"}
     results["labels"] = [res]
     print(f"  labels         {res.get('error') or _fmt_rate(res.get('rate', math.nan))}")
     return results

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from driftline.config import Settings
-from driftline.devstack import DevStack
+from driftline.runtime.devstack import DevStack
 
 
 @pytest.fixture(scope="session")

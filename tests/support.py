@@ -87,7 +87,7 @@ async def stored_states(settings: Any, partitions: int = 2) -> dict[str, bytes]:
     """The monitor's state records in Redis, merged over partitions (verified)."""
     import redis.asyncio as aioredis
 
-    from driftline.store import StateStore
+    from driftline.runtime.store import StateStore
 
     client = aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
     store = StateStore(
@@ -242,7 +242,7 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
 
 def _store_for(settings: Any, client: Any) -> Any:
-    from driftline.store import StateStore
+    from driftline.runtime.store import StateStore
 
     return StateStore(
         client,
@@ -374,7 +374,7 @@ class TcpProxy:
     """
 
     def __init__(self, target_port: int, port: int | None = None) -> None:
-        from driftline.devstack import free_port
+        from driftline.runtime.devstack import free_port
 
         self.target_port = target_port
         self.port = port or free_port()

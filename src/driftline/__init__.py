@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from driftline._version import __version__
 from driftline.config import Settings, load_settings
 from driftline.contract.events import DriftAlert, LabelEvent, PredictionEvent
 from driftline.errors import DriftlineError
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DriftAlert",

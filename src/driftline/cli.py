@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from driftline.config import Settings, load_settings
 from driftline.core.reference import Policy, ReferenceProfile, build_reference, load_training_data
@@ -43,11 +42,9 @@ log = logging.getLogger("driftline")
 
 
 def _store(settings: Settings, group: str | None = None) -> tuple[Any, Any]:
-    from driftline.store import StateStore
+    from driftline.runtime.store import open_store
 
-    client = aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
-    store = StateStore.from_settings(client, settings.redis, group or settings.monitor.group_id)
-    return client, store
+    return open_store(settings.redis, group or settings.monitor.group_id)
 
 
 # ---------------------------------------------------------------------------- reference
@@ -176,8 +173,8 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _monitor(args: argparse.Namespace, settings: Settings) -> int:
-    from driftline.ingest import MonitorWorker
-    from driftline.metrics import serve_metrics
+    from driftline.runtime.metrics import serve_metrics
+    from driftline.runtime.monitor import MonitorWorker
 
     port = serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
     log.info(
@@ -208,8 +205,8 @@ async def _monitor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _labels(args: argparse.Namespace, settings: Settings) -> int:
-    from driftline.labels import LabelJoiner, report_text
-    from driftline.metrics import serve_metrics
+    from driftline.runtime.labels import LabelJoiner, report_text
+    from driftline.runtime.metrics import serve_metrics
 
     if args.report:
         print(await report_text(settings, args.model, args.champion, args.json))
@@ -410,8 +407,8 @@ async def _alerts(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _retrain(args: argparse.Namespace, settings: Settings) -> int:
-    from driftline.metrics import serve_metrics
-    from driftline.retrain import RetrainPolicy, RetrainService, parse_duration_ms
+    from driftline.runtime.metrics import serve_metrics
+    from driftline.runtime.retrain import RetrainPolicy, RetrainService, parse_duration_ms
 
     default = RetrainPolicy()
 
@@ -459,7 +456,7 @@ async def _retrain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dev_up(args: argparse.Namespace) -> int:
-    from driftline.devstack import DevStack
+    from driftline.runtime.devstack import DevStack
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="driftline-dev-"))
     stack = DevStack(workdir).start()
@@ -478,9 +475,9 @@ def _dev_up(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from driftline.devstack import DevStack
-    from driftline.ingest import MonitorWorker, ensure_topics
     from driftline.producer import AsyncPredictionProducer
+    from driftline.runtime.devstack import DevStack
+    from driftline.runtime.monitor import MonitorWorker, ensure_topics
     from driftline.simulate import Shift, SimulatedModel
 
     with tempfile.TemporaryDirectory(prefix="driftline-demo-") as tmp:
@@ -570,7 +567,7 @@ async def _demo(args: argparse.Namespace) -> int:
             size = write_report(out, data)
             print(f"5. wrote the drift report {out.resolve()} ({size:,} bytes)")
             if not args.skip_slow_loop:
-                from driftline.labels import demo_slow_loop
+                from driftline.runtime.labels import demo_slow_loop
 
                 print("6. the slow loop: delayed labels, a concept switch, concept-drift alerts")
                 await demo_slow_loop(settings)

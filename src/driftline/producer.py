@@ -49,7 +49,7 @@ from driftline.contract.events import (
     PredictionEvent,
 )
 from driftline.errors import ConfigError
-from driftline.metrics import PRODUCER_DROPPED, PRODUCER_SENT
+from driftline.runtime.metrics import PRODUCER_DROPPED, PRODUCER_SENT
 
 __all__ = ["AsyncPredictionProducer", "Compression", "PredictionProducer"]
 

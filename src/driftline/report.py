@@ -39,8 +39,8 @@ import orjson
 
 from driftline.contract.history import History, decode_window
 from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
-from driftline.history import load_history, replay_history
-from driftline.store import StateStore
+from driftline.runtime.history import load_history, replay_history
+from driftline.runtime.store import StateStore
 
 __all__ = [
     "CHARTJS_LICENSE",

@@ -53,7 +53,7 @@ from driftline.report import (
     render_report,
     report_from_store,
 )
-from driftline.store import StateStore
+from driftline.runtime.store import StateStore, open_store
 
 __all__ = ["StatusServer", "model_statuses", "render_index"]
 
@@ -356,8 +356,7 @@ class StatusServer:
         return self
 
     async def _connect(self, s: Settings) -> None:
-        self._client = aioredis.Redis.from_url(s.redis.url, **s.redis.client_kwargs())
-        self._store = StateStore.from_settings(self._client, s.redis, s.monitor.group_id)
+        self._client, self._store = open_store(s.redis, s.monitor.group_id)
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until :meth:`stop` (from another thread or a signal)."""

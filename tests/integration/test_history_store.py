@@ -12,12 +12,13 @@ import redis.asyncio as aioredis
 
 from driftline.config import RedisSettings
 from driftline.contract.history import decode_alert, decode_window, encode_window
-from driftline.devstack import RedisServer
-from driftline.history import load_history, record_history, replay_history
-from driftline.ingest import MonitorWorker
 from driftline.replay import Replayer
 from driftline.report import report_from_replay, report_from_store
-from driftline.store import HistoryBatch, StateStore, history_key, history_models_key, key_slot
+from driftline.runtime.devstack import RedisServer
+from driftline.runtime.history import load_history, record_history, replay_history
+from driftline.runtime.keyspace import history_key, history_models_key, key_slot
+from driftline.runtime.monitor import MonitorWorker
+from driftline.runtime.store import HistoryBatch, StateStore
 from report_scenarios import (
     churn_events,
     churn_reference,

@@ -24,11 +24,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from driftline.config import Settings
 from driftline.core.reference import Policy, build_reference
 from driftline.core.slowloop.join import UnitState, stream_key
-from driftline.devstack import DevStack
-from driftline.ingest import MonitorWorker
-from driftline.labels import LabelJoiner, SeaScenario, load_perf_states, report_text
-from driftline.metrics import REGISTRY
-from driftline.store import StateStore
+from driftline.runtime.devstack import DevStack
+from driftline.runtime.labels import LabelJoiner, SeaScenario, load_perf_states, report_text
+from driftline.runtime.metrics import REGISTRY
+from driftline.runtime.monitor import MonitorWorker
+from driftline.runtime.store import StateStore
 from support import read_all
 
 pytestmark = pytest.mark.integration

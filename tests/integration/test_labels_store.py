@@ -22,10 +22,10 @@ from driftline.core.slowloop.join import (
     plan_lookups,
     record_key,
 )
-from driftline.devstack import RedisServer
 from driftline.errors import StateCorrupt
-from driftline.labels import SeaScenario
-from driftline.store import CommitResult, StateStore
+from driftline.runtime.devstack import RedisServer
+from driftline.runtime.labels import SeaScenario
+from driftline.runtime.store import CommitResult, StateStore
 
 pytestmark = pytest.mark.integration
 

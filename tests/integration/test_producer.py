@@ -17,9 +17,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.config import Settings
 from driftline.contract.events import PredictionEvent
-from driftline.devstack import TansuBroker
-from driftline.metrics import REGISTRY
 from driftline.producer import AsyncPredictionProducer, PredictionProducer
+from driftline.runtime.devstack import TansuBroker
+from driftline.runtime.metrics import REGISTRY
 
 pytestmark = pytest.mark.integration
 

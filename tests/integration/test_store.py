@@ -15,17 +15,16 @@ import redis.asyncio as aioredis
 from redis.exceptions import ClusterCrossSlotError, NoPermissionError, ResponseError
 
 from driftline.config import RedisSettings
-from driftline.devstack import RedisServer, free_port
 from driftline.errors import ConfigError, FencedError, StateCorrupt, StateMissing
-from driftline.store import (
-    ENVELOPE_OVERHEAD,
-    CommitResult,
-    StateStore,
+from driftline.runtime.devstack import RedisServer, free_port
+from driftline.runtime.keyspace import (
     key_slot,
     reference_index_key,
     reference_key,
     state_record_name,
 )
+from driftline.runtime.sealer import ENVELOPE_OVERHEAD
+from driftline.runtime.store import CommitResult, StateStore
 
 pytestmark = pytest.mark.integration
 

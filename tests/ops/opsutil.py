@@ -26,7 +26,7 @@ class MetricInfo:
 
 def registry_metrics() -> dict[str, MetricInfo]:
     """Every metric in driftline.metrics.REGISTRY, by exposed name."""
-    from driftline.metrics import REGISTRY
+    from driftline.runtime.metrics import REGISTRY
 
     out: dict[str, MetricInfo] = {}
     for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001 - the registry is ours

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from test_retrain_unit import T0, H, alert
 
 import driftline
-from driftline.retrain import RetrainPolicy, RetrainRequest, RetrainService
+from driftline.runtime.retrain import RetrainPolicy, RetrainRequest, RetrainService
 from support import read_all
 
 pytestmark = pytest.mark.integration

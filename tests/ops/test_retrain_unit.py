@@ -6,7 +6,7 @@ import pytest
 
 from driftline.contract.events import DriftAlert, make_alert_id
 from driftline.errors import ConfigError
-from driftline.retrain import (
+from driftline.runtime.retrain import (
     RetrainPolicy,
     RetrainRequest,
     RetrainTrigger,

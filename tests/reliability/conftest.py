@@ -17,7 +17,7 @@ import pytest
 from reliability_support import Stream, clean_replay, references, settings_for, stream_events
 
 from driftline.config import Settings
-from driftline.devstack import DevStack
+from driftline.runtime.devstack import DevStack
 from support import publish, put_reference
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from reliability_support import Stream, settings_for
 
-from driftline.devstack import DevStack, TansuBroker, free_port, wait_port
+from driftline.runtime.devstack import DevStack, TansuBroker, free_port, wait_port
 from support import MonitorProc, assert_equals_replay, publish, put_reference, redis_offsets
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -18,10 +18,10 @@ import pytest
 from aiokafka import TopicPartition
 from reliability_support import Stream, clean_replay, settings_for
 
-from driftline import metrics as m
 from driftline.config import Settings
-from driftline.devstack import DevStack
-from driftline.ingest import MonitorWorker
+from driftline.runtime import metrics as m
+from driftline.runtime.devstack import DevStack
+from driftline.runtime.monitor import MonitorWorker
 from support import (
     MonitorProc,
     assert_equals_replay,

@@ -14,10 +14,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from reliability_support import references, settings_for
 
-from driftline import metrics as m
-from driftline.devstack import DevStack
-from driftline.ingest import APP_VERSION, MonitorWorker, ensure_topics
+from driftline import __version__ as APP_VERSION
 from driftline.replay import Replayer
+from driftline.runtime import metrics as m
+from driftline.runtime.devstack import DevStack
+from driftline.runtime.monitor import MonitorWorker, ensure_topics
 from driftline.simulate import SimulatedModel
 from support import assert_equals_replay, put_reference, redis_offsets
 

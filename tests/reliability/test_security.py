@@ -23,10 +23,10 @@ import redis.exceptions as redis_errors
 from pydantic import SecretStr
 from reliability_support import Stream, settings_for
 
-from driftline import metrics as m
 from driftline.config import Settings
-from driftline.devstack import DevStack, RedisServer
-from driftline.ingest import MonitorWorker
+from driftline.runtime import metrics as m
+from driftline.runtime.devstack import DevStack, RedisServer
+from driftline.runtime.monitor import MonitorWorker
 from support import (
     MonitorProc,
     assert_equals_replay,
@@ -241,7 +241,7 @@ async def scram_broker(
     """Tansu behind the TLS + SCRAM proxy; yields (bootstrap, users)."""
     from scram_proxy import ScramTlsProxy
 
-    from driftline.devstack import TansuBroker, free_port
+    from driftline.runtime.devstack import TansuBroker, free_port
 
     users = {"driftline": secrets.token_hex(16)}
     port = free_port()
@@ -316,7 +316,7 @@ async def test_monitor_over_sasl_ssl_kafka_and_tls_redis_leaks_no_secret(
     prod = AIOKafkaProducer(**kafka.client_kwargs(), linger_ms=20)
     await prod.start()
     try:
-        from driftline.ingest import ensure_topics
+        from driftline.runtime.monitor import ensure_topics
 
         await ensure_topics(s, [s.topics.predictions], partitions=2)
         for e in stream.events:

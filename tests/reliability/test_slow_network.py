@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from reliability_support import Stream, settings_for
 
-from driftline.devstack import DevStack, TansuBroker
+from driftline.runtime.devstack import DevStack, TansuBroker
 from support import (
     MonitorProc,
     TcpProxy,

@@ -10,8 +10,8 @@ from ui_fixtures import artifacts as artifacts
 from ui_fixtures import browser as browser
 
 from driftline.contract.history import History, decode_perf, encode_perf
-from driftline.history import replay_history
 from driftline.report import ReportInput, build_report, render_report, report_from_replay
+from driftline.runtime.history import replay_history
 from report_scenarios import (
     churn_events,
     churn_reference,

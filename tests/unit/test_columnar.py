@@ -331,8 +331,8 @@ async def test_producer_send_batch_encodes_a_valid_envelope() -> None:
     import numpy as np
 
     from driftline.config import Settings
-    from driftline.devstack import free_port
     from driftline.producer import AsyncPredictionProducer
+    from driftline.runtime.devstack import free_port
 
     settings = Settings(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
     p = AsyncPredictionProducer(settings)

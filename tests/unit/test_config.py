@@ -61,6 +61,6 @@ def test_only_config_reads_the_environment():
     import pathlib
 
     src = pathlib.Path(__file__).resolve().parents[2] / "src" / "driftline"
-    offenders = [p.name for p in src.glob("*.py")
+    offenders = [p.name for p in src.rglob("*.py")
                  if "os.environ" in p.read_text() and p.name not in ("config.py", "devstack.py")]
     assert offenders == []

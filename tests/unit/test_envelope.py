@@ -6,11 +6,7 @@ import pytest
 from pydantic import SecretStr
 
 from driftline.errors import ConfigError, StateCorrupt
-from driftline.store import (
-    ENVELOPE_FORMAT,
-    ENVELOPE_OVERHEAD,
-    MAGIC,
-    Sealer,
+from driftline.runtime.keyspace import (
     crc16,
     key_slot,
     partition_keys,
@@ -18,6 +14,7 @@ from driftline.store import (
     reference_key,
     state_record_name,
 )
+from driftline.runtime.sealer import ENVELOPE_FORMAT, ENVELOPE_OVERHEAD, MAGIC, Sealer
 
 KEY = "dl:{g:predictions:0}:state\x00m1\x1fv1\x1fall"
 

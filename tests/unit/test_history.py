@@ -16,7 +16,8 @@ from driftline.contract.history import (
     encode_window,
 )
 from driftline.core.fastloop.monitor import BatchResult
-from driftline.history import (
+from driftline.replay import Replayer
+from driftline.runtime.history import (
     MAX_WINDOWS,
     MIN_WINDOWS,
     history_batches,
@@ -24,7 +25,6 @@ from driftline.history import (
     record_history,
     window_maxlen,
 )
-from driftline.replay import Replayer
 from report_scenarios import churn_events, churn_reference
 
 

@@ -29,7 +29,7 @@ from driftline.core.slowloop.join import (
     stream_key,
 )
 from driftline.errors import StateCorrupt
-from driftline.labels import SeaScenario, interleave
+from driftline.runtime.labels import SeaScenario, interleave
 
 T0 = 1_767_225_600_000
 

@@ -12,10 +12,10 @@ import pytest
 
 from driftline.config import Settings
 from driftline.contract.events import LIMITS, PredictionEvent
-from driftline.devstack import free_port
 from driftline.errors import ConfigError
-from driftline.metrics import REGISTRY
 from driftline.producer import AsyncPredictionProducer, PredictionProducer
+from driftline.runtime.devstack import free_port
+from driftline.runtime.metrics import REGISTRY
 
 
 def _settings(unique: str) -> Settings:

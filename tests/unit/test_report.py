@@ -11,7 +11,6 @@ import orjson
 import pytest
 
 from driftline.contract.history import History, decode_perf, encode_perf
-from driftline.history import replay_history
 from driftline.report import (
     TOP_SHOWN,
     ReportInput,
@@ -22,6 +21,7 @@ from driftline.report import (
     render_report,
     report_from_replay,
 )
+from driftline.runtime.history import replay_history
 from report_scenarios import (
     T0,
     churn_events,

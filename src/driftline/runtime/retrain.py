@@ -50,9 +50,9 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftline import metrics as m
 from driftline.config import Settings
 from driftline.errors import ConfigError, DriftlineError
+from driftline.runtime import metrics as m
 
 __all__ = [
     "Decision",
@@ -320,7 +320,7 @@ class RetrainService:
         """Create topics, restore state from the request topic, join the group."""
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-        from driftline.ingest import ensure_topics
+        from driftline.runtime.monitor import ensure_topics
 
         s = self.settings
         topics = [s.topics.alerts] + ([s.topics.retrain_requests] if self.publish else [])

@@ -53,7 +53,7 @@ from driftline.contract.history import (
 )
 from driftline.core.fastloop.monitor import BatchResult
 from driftline.core.reference import ReferenceProfile
-from driftline.store import HistoryBatch, StateStore
+from driftline.runtime.store import HistoryBatch, StateStore
 
 __all__ = [
     "MAX_ALERTS",

@@ -38,8 +38,6 @@ See ``docs/redis.md`` for the protocol, sizes and the ACL.
 from __future__ import annotations
 
 import hashlib
-import hmac
-import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,282 +51,34 @@ from redis.exceptions import NoScriptError
 
 from driftline.config import RedisSettings
 from driftline.errors import ConfigError, FencedError, StateCorrupt, StateMissing
+from driftline.runtime.keyspace import (
+    DEFAULT_REFERENCE_VERSION,
+    META_FORMAT,
+    PartitionKeys,
+    _check_name,
+    history_key,
+    history_models_key,
+    partition_keys,
+    reference_index_key,
+    reference_key,
+    state_record_name,
+)
+from driftline.runtime.sealer import Sealer
 
 __all__ = [
-    "DEFAULT_REFERENCE_VERSION",
-    "ENVELOPE_FORMAT",
-    "ENVELOPE_OVERHEAD",
-    "META_FORMAT",
     "CommitResult",
     "HistoryBatch",
     "Lease",
-    "PartitionKeys",
-    "Sealer",
     "StateStore",
-    "crc16",
-    "history_key",
-    "history_models_key",
-    "key_slot",
-    "partition_keys",
-    "reference_index_key",
-    "reference_key",
-    "state_record_name",
+    "open_store",
 ]
-
-# --------------------------------------------------------------------------- envelope
-
-#: Magic bytes that open every envelope.
-MAGIC = b"DL"
-#: Envelope format version (the byte after the magic). Bump on any layout change.
-ENVELOPE_FORMAT = 1
-_TAG_LEN = hashlib.sha256().digest_size
-_HEADER_LEN = len(MAGIC) + 1
-#: Bytes an envelope adds to its payload: magic, version byte, HMAC-SHA256 tag.
-ENVELOPE_OVERHEAD = _HEADER_LEN + _TAG_LEN
-#: Shortest signing key accepted, in bytes.
-MIN_SIGNING_KEY_BYTES = 16
-
-
-class Sealer:
-    """Seals payloads into signed, versioned envelopes and opens them again.
-
-    Layout: ``b"DL"`` | format version (1 byte) | HMAC-SHA256 tag (32 bytes) | payload.
-    The tag covers the magic, the version, the length-prefixed name of the place the
-    record is stored (``key``) and the payload; it is checked in constant time.
-
-    Examples
-    --------
-    >>> s = Sealer(b"0123456789abcdef-example")
-    >>> blob = s.seal("dl:ref:{m}:v1", b"profile")
-    >>> s.open_sealed("dl:ref:{m}:v1", blob)
-    b'profile'
-    >>> try:
-    ...     s.open_sealed("dl:ref:{m}:v2", blob)  # moved to another key
-    ... except StateCorrupt:
-    ...     print("refused")
-    refused
-    """
-
-    __slots__ = ("_key",)
-
-    def __init__(self, signing_key: bytes | str | SecretStr) -> None:
-        if isinstance(signing_key, SecretStr):
-            signing_key = signing_key.get_secret_value()
-        if isinstance(signing_key, str):
-            signing_key = signing_key.encode("utf-8")
-        if len(signing_key) < MIN_SIGNING_KEY_BYTES:
-            raise ConfigError(
-                f"redis.state_signing_key must be at least {MIN_SIGNING_KEY_BYTES} bytes"
-            )
-        self._key = bytes(signing_key)
-
-    def __repr__(self) -> str:
-        return "Sealer(<signing key redacted>)"
-
-    def _tag(self, key: str, version: int, payload: bytes) -> bytes:
-        name = key.encode("utf-8")
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        mac.update(MAGIC)
-        mac.update(bytes((version,)))
-        mac.update(len(name).to_bytes(4, "big"))
-        mac.update(name)
-        mac.update(payload)
-        return mac.digest()
-
-    def seal(self, key: str, payload: bytes) -> bytes:
-        """Wrap ``payload`` for storage under ``key`` (a Redis key, or key + field)."""
-        tag = self._tag(key, ENVELOPE_FORMAT, payload)
-        return MAGIC + bytes((ENVELOPE_FORMAT,)) + tag + payload
-
-    def open_sealed(self, key: str, blob: bytes) -> bytes:
-        """Check and unwrap an envelope read from ``key``; return the payload.
-
-        Raises
-        ------
-        StateCorrupt
-            Truncated bytes, wrong magic, unknown format version, or a tag that does
-            not match (tampered, moved from another key, or signed with another key).
-        """
-        where = f"record for {key!r}"
-        if len(blob) < ENVELOPE_OVERHEAD:
-            raise StateCorrupt(f"{where}: {len(blob)} bytes, shorter than an envelope")
-        if blob[: len(MAGIC)] != MAGIC:
-            raise StateCorrupt(f"{where}: not a Driftline envelope (bad magic)")
-        version = blob[len(MAGIC)]
-        if version != ENVELOPE_FORMAT:
-            raise StateCorrupt(
-                f"{where}: envelope format version {version} is not {ENVELOPE_FORMAT}"
-            )
-        tag = blob[_HEADER_LEN:ENVELOPE_OVERHEAD]
-        payload = blob[ENVELOPE_OVERHEAD:]
-        if not hmac.compare_digest(tag, self._tag(key, version, payload)):
-            raise StateCorrupt(
-                f"{where}: signature mismatch (tampered, moved from another key, "
-                "or signed with another key)"
-            )
-        return bytes(payload)
-
-
-# --------------------------------------------------------------------------- key layout
-
-#: Version of the partition key layout, stored in ``meta.format``.
-META_FORMAT = 1
-#: Reference version used when a model version has no reference of its own.
-DEFAULT_REFERENCE_VERSION = "default"
-
-# Kafka's legal topic characters: with no ':' in a topic, "<group>:<topic>:<partition>"
-# is unambiguous even when the group contains ':'.
-_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
-# '{' / '}' would move or cut the hash tag; NUL separates key and field in record names.
-_FORBIDDEN = frozenset("{}\x00")
-
-
-def _check_name(what: str, value: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} must be a non-empty string")
-    bad = _FORBIDDEN.intersection(value)
-    if bad:
-        raise ValueError(f"{what} {value!r} must not contain {''.join(sorted(bad))!r}")
-    return value
-
-
-def _check_topic(topic: str) -> str:
-    if not isinstance(topic, str) or not _TOPIC_RE.fullmatch(topic):
-        raise ValueError(f"topic {topic!r} is not a legal Kafka topic name")
-    return topic
-
-
-def _check_partition(partition: int) -> int:
-    if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
-        raise ValueError(f"partition must be a non-negative int, got {partition!r}")
-    return partition
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionKeys:
-    """The three Redis keys of one (group, topic, partition); they share one slot."""
-
-    meta: str
-    state: str
-    outbox: str
-
-    def all(self) -> tuple[str, str, str]:
-        """``(meta, state, outbox)`` in the order the script expects them."""
-        return (self.meta, self.state, self.outbox)
-
-
-def partition_keys(prefix: str, group: str, topic: str, partition: int) -> PartitionKeys:
-    """Keys of one partition's state.
-
-    Examples
-    --------
-    >>> partition_keys("dl", "driftline-monitor", "predictions", 3).meta
-    'dl:{driftline-monitor:predictions:3}:meta'
-    """
-    group, topic = _check_name("group", group), _check_topic(topic)
-    partition = _check_partition(partition)
-    base = f"{_check_name('key prefix', prefix)}:{{{group}:{topic}:{partition}}}"
-    return PartitionKeys(meta=f"{base}:meta", state=f"{base}:state", outbox=f"{base}:outbox")
-
-
-def reference_key(prefix: str, model_id: str, version: str) -> str:
-    """Key of one reference profile: ``{prefix}:ref:{<model_id>}:<version>``."""
-    return f"{_check_name('key prefix', prefix)}:ref:{{{_check_name('model_id', model_id)}}}:" + (
-        _check_name("version", version)
-    )
-
-
-def reference_index_key(prefix: str, model_id: str) -> str:
-    """Set of a model's reference versions: ``{prefix}:refs:{<model_id>}``."""
-    return f"{_check_name('key prefix', prefix)}:refs:{{{_check_name('model_id', model_id)}}}"
-
-
-#: History streams kept per model (see :mod:`driftline.history`), plus the ``latest`` hash.
-HISTORY_KINDS = ("windows", "alerts", "perf", "latest")
-
-
-def history_key(prefix: str, model_id: str, kind: str) -> str:
-    """Key of one model's history: ``{prefix}:hist:{<model_id>}:<kind>``.
-
-    ``kind`` is ``windows``, ``alerts``, ``perf`` (capped streams) or ``latest`` (hash).
-    All of a model's history keys share the hash tag ``{<model_id>}``.
-
-    Examples
-    --------
-    >>> history_key("dl", "churn", "windows")
-    'dl:hist:{churn}:windows'
-    """
-    if kind not in HISTORY_KINDS:
-        raise ValueError(f"history kind must be one of {HISTORY_KINDS}, got {kind!r}")
-    return (
-        f"{_check_name('key prefix', prefix)}:hist:{{{_check_name('model_id', model_id)}}}:{kind}"
-    )
-
-
-def history_models_key(prefix: str) -> str:
-    """Set of the model ids that have history: ``{prefix}:hist:models``."""
-    return f"{_check_name('key prefix', prefix)}:hist:models"
-
-
-def state_record_name(state_key: str, state_field: str) -> str:
-    """The name a state envelope is signed under: its hash key and field, NUL-separated.
-
-    Keys never contain NUL (checked), so the first NUL splits the name unambiguously.
-    """
-    if "\x00" in state_key:
-        raise ValueError("a state key must not contain NUL")
-    return f"{state_key}\x00{state_field}"
-
-
-# --------------------------------------------------------------------------- cluster slots
-
-
-def _crc16_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC16 = _crc16_table()
-
-
-def crc16(data: bytes) -> int:
-    """CRC16-CCITT (XModem), the checksum Redis Cluster uses: ``b"123456789"`` -> 0x31C3."""
-    crc = 0
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[((crc >> 8) ^ byte) & 0xFF]
-    return crc
-
-
-def key_slot(key: str | bytes) -> int:
-    """Redis Cluster hash slot of ``key``, honouring ``{hash tags}`` like CLUSTER KEYSLOT.
-
-    Examples
-    --------
-    >>> key_slot("foo")
-    12182
-    >>> key_slot("{user1000}.following") == key_slot("{user1000}.followers")
-    True
-    """
-    raw = key.encode("utf-8") if isinstance(key, str) else key
-    start = raw.find(b"{")
-    if start != -1:
-        end = raw.find(b"}", start + 1)
-        if end > start + 1:
-            raw = raw[start + 1 : end]
-    return crc16(raw) & 0x3FFF
-
 
 # --------------------------------------------------------------------------- the store
 
-_SCRIPT = resources.files("driftline").joinpath("store_commit.lua").read_text(encoding="utf-8")
+_LUA = resources.files("driftline.runtime").joinpath("lua")
+_SCRIPT = _LUA.joinpath("store_commit.lua").read_text(encoding="utf-8")
 _SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
-_JOIN_SCRIPT = resources.files("driftline").joinpath("store_join.lua").read_text(encoding="utf-8")
+_JOIN_SCRIPT = _LUA.joinpath("store_join.lua").read_text(encoding="utf-8")
 _JOIN_SCRIPT_SHA = hashlib.sha1(_JOIN_SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
@@ -956,3 +706,16 @@ class StateStore:
         of keys deleted.
         """
         return int(await self._client.delete(*self.keys(topic, partition).all()))
+
+
+def open_store(
+    settings: RedisSettings, group: str
+) -> tuple[aioredis.Redis, StateStore]:  # type: ignore[type-arg, unused-ignore]
+    """A Redis client and consumer group ``group``'s :class:`StateStore`, from settings.
+
+    The one place Driftline builds its Redis client (URL, TLS, credentials, timeouts
+    from :class:`~driftline.config.RedisSettings`); the caller closes the client
+    (``await client.aclose()``).
+    """
+    client = aioredis.Redis.from_url(settings.url, **settings.client_kwargs())
+    return client, StateStore.from_settings(client, settings, group)

@@ -48,7 +48,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
-from driftline import metrics as m
 from driftline.config import Settings
 from driftline.contract.events import decode_label_fast, decode_prediction_fast
 from driftline.core.reference import ReferenceProfile, TrainingData
@@ -66,8 +65,9 @@ from driftline.core.slowloop.join import (
     retention_ms,
 )
 from driftline.errors import ConfigError, ContractError, DecodeError, ValidationError
-from driftline.ingest import dead_letter_headers, ensure_topics, publish_alerts
-from driftline.store import CommitResult, Lease, StateStore
+from driftline.runtime import metrics as m
+from driftline.runtime.monitor import dead_letter_headers, ensure_topics, publish_alerts
+from driftline.runtime.store import CommitResult, Lease, StateStore, open_store
 
 __all__ = [
     "LabelJoiner",
@@ -154,8 +154,7 @@ class LabelJoiner:
     async def start(self) -> None:
         """Connect, check co-partitioning and join the consumer group."""
         s = self.settings
-        self.redis = aioredis.Redis.from_url(s.redis.url, **s.redis.client_kwargs())
-        self.store = StateStore.from_settings(self.redis, s.redis, self.cfg.group_id)
+        self.redis, self.store = open_store(s.redis, self.cfg.group_id)
         # A missing topic is created with the partition count of the predictions topic,
         # so that the two stay co-partitioned.
         have = await topic_partitions(s, [self.pred_topic], missing_ok=True)
@@ -452,7 +451,7 @@ class LabelJoiner:
         """Performance points for reports (best effort: observability, not state)."""
         if not result.points or self.store is None:
             return
-        from driftline.history import record_performance
+        from driftline.runtime.history import record_performance
 
         for model, points in result.points.items():
             try:
@@ -562,8 +561,7 @@ async def load_perf_states(settings: Settings) -> tuple[list[PerfState], dict[st
     Read-only (:meth:`StateStore.peek`): a running joiner is not fenced.
     """
     counts = await topic_partitions(settings, [settings.topics.labels])
-    client = aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
-    store = StateStore.from_settings(client, settings.redis, settings.labels.group_id)
+    client, store = open_store(settings.redis, settings.labels.group_id)
     states: list[PerfState] = []
     totals: dict[str, dict[str, int]] = {}
     try:
@@ -747,8 +745,8 @@ async def demo_slow_loop(
 
     from driftline.cli import format_alert
     from driftline.core.reference import Policy, build_reference
-    from driftline.ingest import MonitorWorker
     from driftline.producer import AsyncPredictionProducer
+    from driftline.runtime.monitor import MonitorWorker
 
     write = out or sys.stdout
     sc = SeaScenario()
@@ -759,8 +757,7 @@ async def demo_slow_loop(
         policy=Policy(window_events=500),
         source="SEA variant 0, labelled",
     )
-    client = aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
-    store = StateStore.from_settings(client, settings.redis, settings.monitor.group_id)
+    client, store = open_store(settings.redis, settings.monitor.group_id)
     await store.put_reference(sc.model_id, sc.model_version, ref.to_bytes())
     await client.aclose()
     acc = ref.outputs.accuracy or 0.0

@@ -36,10 +36,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from driftline import metrics as m
+from driftline._version import __version__
 from driftline.config import Settings
 from driftline.contract.columnar import ColumnarBatch, row_count
-from driftline.contract.decode import decode_record, decode_records
+from driftline.contract.decode import decode_records
 from driftline.contract.keys import StateKey, state_key
 from driftline.core.fastloop.monitor import BatchResult, ModelState, process_batch
 from driftline.core.reference import ReferenceProfile
@@ -49,8 +49,9 @@ from driftline.errors import (
     StateCorrupt,
     StateError,
 )
-from driftline.history import record_history
-from driftline.store import Lease, StateStore
+from driftline.runtime import metrics as m
+from driftline.runtime.history import record_history
+from driftline.runtime.store import Lease, StateStore, open_store
 
 __all__ = [
     "MonitorWorker",
@@ -62,7 +63,6 @@ __all__ = [
 
 log = logging.getLogger("driftline.monitor")
 
-APP_VERSION = "0.1.0"
 REFERENCE_TTL_S = 30.0
 #: Largest record the consumer fetches; the producer accepts as much (dead letters).
 MAX_RECORD_BYTES = 8 * 1024 * 1024
@@ -127,14 +127,8 @@ def dead_letter_headers(
         ("dl.error.stage", stage.encode()),
         ("dl.error.class", type(exc).__name__.encode()),
         ("dl.error.message", str(exc)[:512].encode()),
-        ("dl.app.version", APP_VERSION.encode()),
+        ("dl.app.version", __version__.encode()),
     ]
-
-
-def decode_checked(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
-    """Decode one record value and check it against the contract (fast path): a single
-    prediction event (a dict) or a columnar batch (``driftline.columnar``)."""
-    return decode_record(value)
 
 
 async def ensure_topics(settings: Settings, topics: Sequence[str], partitions: int = 4) -> None:
@@ -232,8 +226,7 @@ class MonitorWorker:
     async def start(self) -> None:
         """Connect to Redis and Kafka and join the consumer group."""
         s = self.settings
-        self.redis = aioredis.Redis.from_url(s.redis.url, **s.redis.client_kwargs())
-        self.store = StateStore.from_settings(self.redis, s.redis, s.monitor.group_id)
+        self.redis, self.store = open_store(s.redis, s.monitor.group_id)
         await ensure_topics(s, [self.topic, s.topics.alerts, s.topics.dlq(self.topic)])
         kw = s.kafka.client_kwargs()
         self.producer = AIOKafkaProducer(

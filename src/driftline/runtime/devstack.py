@@ -14,9 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,14 +222,3 @@ class DevStack:
             "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "DRIFTLINE_REDIS__URL": self.redis.url,
         }
-
-
-@contextlib.contextmanager
-def running_stack(workdir: Path | None = None) -> Iterator[DevStack]:
-    """Context manager: a started :class:`DevStack`, stopped on exit."""
-    with tempfile.TemporaryDirectory(prefix="driftline-") as tmp:
-        stack = DevStack(workdir or Path(tmp)).start()
-        try:
-            yield stack
-        finally:
-            stack.stop()
