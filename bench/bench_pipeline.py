@@ -65,8 +65,8 @@ from driftline.contract.decode import decode_records
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop.monitor import ModelState, process_batch, process_columns
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
+from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.runtime.devstack import DevStack
-from driftline.simulate import Shift, SimulatedModel
 
 T0_MS = 1_767_225_600_000
 STEP_MS = 10

@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from driftline.core.reference import ReferenceProfile, TrainingData, build_reference
-from driftline.simulate import Shift, SimulatedModel
+from driftline.demo.simulate import Shift, SimulatedModel
 
 T0 = 1_767_225_600_000
 

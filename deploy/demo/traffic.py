@@ -21,9 +21,9 @@ import redis.asyncio as aioredis
 
 from driftline import load_settings
 from driftline.core.reference import Policy, build_reference
+from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.producer import AsyncPredictionProducer
 from driftline.runtime.store import StateStore
-from driftline.simulate import Shift, SimulatedModel
 
 
 async def store_reference(sim: SimulatedModel) -> None:

@@ -12,13 +12,13 @@ import redis.asyncio as aioredis
 
 from driftline.config import RedisSettings
 from driftline.contract.history import decode_alert, decode_window, encode_window
-from driftline.replay import Replayer
-from driftline.report import report_from_replay, report_from_store
+from driftline.offline.replay import Replayer, replay_history, report_from_replay
 from driftline.runtime.devstack import RedisServer
-from driftline.runtime.history import load_history, record_history, replay_history
+from driftline.runtime.history import load_history, record_history
 from driftline.runtime.keyspace import history_key, history_models_key, key_slot
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import HistoryBatch, StateStore
+from driftline.views.report.build import report_from_store
 from report_scenarios import (
     churn_events,
     churn_reference,

@@ -24,11 +24,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from driftline.config import Settings
 from driftline.core.reference import Policy, build_reference
 from driftline.core.slowloop.join import UnitState, stream_key
+from driftline.demo.sea import SeaScenario
 from driftline.runtime.devstack import DevStack
-from driftline.runtime.labels import LabelJoiner, SeaScenario, load_perf_states, report_text
+from driftline.runtime.labels import LabelJoiner
 from driftline.runtime.metrics import REGISTRY
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import StateStore
+from driftline.views.slow_loop import load_perf_states, report_text
 from support import read_all
 
 pytestmark = pytest.mark.integration

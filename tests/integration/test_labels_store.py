@@ -22,9 +22,9 @@ from driftline.core.slowloop.join import (
     plan_lookups,
     record_key,
 )
+from driftline.demo.sea import SeaScenario
 from driftline.errors import StateCorrupt
 from driftline.runtime.devstack import RedisServer
-from driftline.runtime.labels import SeaScenario
 from driftline.runtime.store import CommitResult, StateStore
 
 pytestmark = pytest.mark.integration

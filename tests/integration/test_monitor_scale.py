@@ -17,11 +17,11 @@ import redis.asyncio as aioredis
 
 from driftline.contract.columnar import ColumnarBatch, pack_events
 from driftline.core.reference import ReferenceProfile, build_reference
+from driftline.demo.simulate import Shift, SimulatedModel
+from driftline.offline.replay import Replayer
 from driftline.producer import AsyncPredictionProducer
-from driftline.replay import Replayer
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import StateStore
-from driftline.simulate import Shift, SimulatedModel
 from support import assert_close, publish, read_all, stored_states
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ import redis.asyncio as aioredis
 
 from driftline.contract.keys import StateKey
 from driftline.core.reference import build_reference
-from driftline.replay import Replayer
+from driftline.demo.simulate import Shift, SimulatedModel
+from driftline.offline.replay import Replayer
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import StateStore
-from driftline.simulate import Shift, SimulatedModel
 from support import assert_close, publish, read_all, stored_states
 
 pytestmark = pytest.mark.integration

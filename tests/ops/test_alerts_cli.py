@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 import driftline
-from driftline.cli import alert_matches, follow_alerts, format_alert, parse_since_ms
 from driftline.contract.events import DriftAlert, make_alert_id
 from driftline.errors import DriftlineError
+from driftline.views.alerts import alert_matches, follow_alerts, format_alert, parse_since_ms
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

@@ -32,9 +32,9 @@ from opsutil import ROOT
 
 import driftline
 from driftline.core.reference import build_reference
+from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.runtime.devstack import free_port, wait_port
 from driftline.runtime.store import StateStore
-from driftline.simulate import Shift, SimulatedModel
 from support import publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

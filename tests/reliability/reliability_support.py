@@ -12,8 +12,8 @@ from typing import Any
 
 from driftline.config import Settings
 from driftline.core.reference import ReferenceProfile, build_reference
-from driftline.replay import Replayer
-from driftline.simulate import Shift, SimulatedModel
+from driftline.demo.simulate import Shift, SimulatedModel
+from driftline.offline.replay import Replayer
 
 #: Events in the shared stream: two models, so both partitions carry traffic.
 CHURN_EVENTS = 8_000

@@ -21,8 +21,8 @@ import pytest
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop.monitor import FUTURE_TOLERANCE_MS, ModelState
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
-from driftline.replay import Replayer
-from driftline.simulate import SimulatedModel
+from driftline.demo.simulate import SimulatedModel
+from driftline.offline.replay import Replayer
 
 T0 = 1_767_225_600_000  # aligned to 10 s
 KEY = StateKey("churn", "1")

@@ -15,11 +15,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from reliability_support import references, settings_for
 
 from driftline import __version__ as APP_VERSION
-from driftline.replay import Replayer
+from driftline.demo.simulate import SimulatedModel
+from driftline.offline.replay import Replayer
 from driftline.runtime import metrics as m
 from driftline.runtime.devstack import DevStack
 from driftline.runtime.monitor import MonitorWorker, ensure_topics
-from driftline.simulate import SimulatedModel
 from support import assert_equals_replay, put_reference, redis_offsets
 
 pytestmark = pytest.mark.integration

@@ -19,11 +19,11 @@ import redis.asyncio as aioredis
 from reliability_support import Stream, clean_replay, references, settings_for
 
 from driftline.config import Settings
+from driftline.demo.simulate import SimulatedModel
 from driftline.runtime import metrics as m
 from driftline.runtime.devstack import DevStack, RedisServer
 from driftline.runtime.keyspace import reference_index_key, reference_key
 from driftline.runtime.monitor import MonitorWorker, ensure_topics
-from driftline.simulate import SimulatedModel
 from support import (
     MonitorProc,
     assert_equals_replay,

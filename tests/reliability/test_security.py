@@ -186,7 +186,7 @@ async def test_tampered_state_quarantines_the_partition_loudly(stack: DevStack) 
     not ready; never a silent fresh start. The other partition keeps flowing."""
     from reliability_support import references
 
-    from driftline.simulate import SimulatedModel
+    from driftline.demo.simulate import SimulatedModel
 
     s = settings_for(stack.broker.bootstrap, stack.redis.url)
     for ref in references():

@@ -10,8 +10,9 @@ from ui_fixtures import artifacts as artifacts
 from ui_fixtures import browser as browser
 
 from driftline.contract.history import History, decode_perf, encode_perf
-from driftline.report import ReportInput, build_report, render_report, report_from_replay
-from driftline.runtime.history import replay_history
+from driftline.offline.replay import replay_history, report_from_replay
+from driftline.views.report.build import ReportInput, build_report
+from driftline.views.report.render import render_report
 from report_scenarios import (
     churn_events,
     churn_reference,

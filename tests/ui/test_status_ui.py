@@ -14,10 +14,10 @@ import redis.asyncio as aioredis
 from ui_fixtures import artifacts as artifacts
 from ui_fixtures import browser as browser
 
-from driftline.replay import Replayer
+from driftline.offline.replay import Replayer
 from driftline.runtime.history import record_history, record_performance
 from driftline.runtime.store import StateStore
-from driftline.serve import StatusServer
+from driftline.views.status import StatusServer
 from report_scenarios import (
     churn_events,
     churn_reference,

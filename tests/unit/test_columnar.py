@@ -30,8 +30,8 @@ from driftline.contract.events import BATCH_FORMAT, LIMITS, PredictionBatch, dec
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop.monitor import process_batch, process_columns
 from driftline.core.reference import ReferenceProfile, build_reference
+from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.errors import ContractError, DecodeError, UnsupportedVersion, ValidationError
-from driftline.simulate import Shift, SimulatedModel
 from support import assert_close
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "prediction_batch.v1.json"

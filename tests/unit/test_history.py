@@ -16,7 +16,7 @@ from driftline.contract.history import (
     encode_window,
 )
 from driftline.core.fastloop.monitor import BatchResult
-from driftline.replay import Replayer
+from driftline.offline.replay import Replayer
 from driftline.runtime.history import (
     MAX_WINDOWS,
     MIN_WINDOWS,

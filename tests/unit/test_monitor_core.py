@@ -9,8 +9,8 @@ import pytest
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop.monitor import ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
-from driftline.replay import Replayer
-from driftline.simulate import Shift, SimulatedModel
+from driftline.demo.simulate import Shift, SimulatedModel
+from driftline.offline.replay import Replayer
 from support import assert_close
 
 T0 = 1_767_225_600_000

@@ -24,7 +24,7 @@ from driftline.core.fastloop import monitor
 from driftline.core.fastloop.monitor import _chi2_kernel, _js_1d, _js_kernel, _ph_bank, _psi_kernel
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.core.stats import chi2_homogeneity, js_distance, psi
-from driftline.simulate import Shift, SimulatedModel
+from driftline.demo.simulate import Shift, SimulatedModel
 from support import assert_close
 
 

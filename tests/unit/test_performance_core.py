@@ -28,8 +28,8 @@ from driftline.core.slowloop.join import (
     plan_lookups,
     stream_key,
 )
+from driftline.demo.sea import SeaScenario, interleave
 from driftline.errors import StateCorrupt
-from driftline.runtime.labels import SeaScenario, interleave
 
 T0 = 1_767_225_600_000
 

@@ -11,17 +11,15 @@ import orjson
 import pytest
 
 from driftline.contract.history import History, decode_perf, encode_perf
-from driftline.report import (
-    TOP_SHOWN,
+from driftline.offline.replay import replay_history, report_from_replay
+from driftline.views.report.build import (
     ReportInput,
     active_alerts,
     build_report,
     classify_state,
     parse_since,
-    render_report,
-    report_from_replay,
 )
-from driftline.runtime.history import replay_history
+from driftline.views.report.render import TOP_SHOWN, render_report
 from report_scenarios import (
     T0,
     churn_events,
@@ -231,9 +229,9 @@ def test_cli_report_from_replay(tmp_path, capsys):
 def test_the_vendored_chart_library_and_its_licence_ship_as_package_data():
     from importlib import resources
 
-    from driftline.report import CHARTJS_VERSION
+    from driftline.views.report.render import CHARTJS_VERSION
 
-    assets = resources.files("driftline") / "report_assets"
+    assets = resources.files("driftline.views.report") / "assets"
     bundle = (assets / "chart.umd.min.js").read_text(encoding="utf-8")
     assert bundle.startswith(f"/*!\n * Chart.js v{CHARTJS_VERSION}\n")
     assert "</script" not in bundle.lower() and "<!--" not in bundle

@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from driftline.contract.events import DriftAlert
@@ -52,7 +51,6 @@ from driftline.contract.history import (
     latest_entry,
 )
 from driftline.core.fastloop.monitor import BatchResult
-from driftline.core.reference import ReferenceProfile
 from driftline.runtime.store import HistoryBatch, StateStore
 
 __all__ = [
@@ -64,7 +62,6 @@ __all__ = [
     "record_alerts",
     "record_history",
     "record_performance",
-    "replay_history",
     "window_maxlen",
 ]
 
@@ -264,49 +261,3 @@ async def load_history(
     wins = [w for w in wins if w["model_id"] == model_id]
     alerts = [a for a in alerts if a["model_id"] == model_id]
     return History.build(wins, alerts, perf, skipped=s1 + s2 + s3, truncated=trunc)
-
-
-def replay_history(
-    events: Path,
-    references: Mapping[tuple[str, str], ReferenceProfile],
-    *,
-    batch: int = 5000,
-) -> tuple[dict[str, History], dict[str, ReferenceProfile]]:
-    """History of every model in a JSONL file of prediction events, by replay (no Redis).
-
-    Runs the same core as the worker (:class:`driftline.replay.Replayer`) and keeps
-    each batch's window summaries and alerts, encoded and decoded exactly as the Redis
-    path does. Returns the history per model id and every reference used (by
-    reference id), including warm-up references built during the replay.
-    """
-    from driftline.contract.events import decode_prediction_fast
-    from driftline.errors import ContractError
-    from driftline.replay import Replayer, read_events
-
-    replayer = Replayer(references)
-    windows: dict[str, list[dict[str, Any]]] = {}
-    alerts: dict[str, list[dict[str, Any]]] = {}
-
-    def feed(buf: list[dict[str, Any]]) -> None:
-        res = replayer.feed(buf)
-        for w in res.windows:
-            windows.setdefault(w["model_id"], []).append(decode_window(encode_window(w)))
-        for a in res.alerts:
-            alerts.setdefault(a.model_id, []).append(decode_alert(a.to_json()))
-
-    buf: list[dict[str, Any]] = []
-    for lineno, raw in read_events(events):
-        try:
-            buf.append(decode_prediction_fast(raw))
-        except ContractError as exc:
-            replayer.result.refused.append((lineno, f"{exc.stage}: {exc}"))
-            continue
-        if len(buf) >= batch:
-            feed(buf)
-            buf = []
-    if buf:
-        feed(buf)
-    models = set(windows) | set(alerts) | {k.model_id for k in replayer.result.states}
-    hist = {m: History.build(windows.get(m, []), alerts.get(m, [])) for m in models}
-    refs = {r.reference_id: r for r in replayer.references.values()}
-    return hist, refs

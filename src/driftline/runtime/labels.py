@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,16 +48,13 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from driftline.config import Settings
 from driftline.contract.events import decode_label_fast, decode_prediction_fast
-from driftline.core.reference import ReferenceProfile, TrainingData
+from driftline.core.reference import ReferenceProfile
 from driftline.core.slowloop.join import (
     DIAGNOSES,
     TOMBSTONE,
     DriftIndex,
     JoinResult,
-    PerfState,
     UnitState,
-    build_report,
-    format_report,
     join_batch,
     plan_lookups,
     retention_ms,
@@ -71,11 +66,6 @@ from driftline.runtime.store import CommitResult, Lease, StateStore, open_store
 
 __all__ = [
     "LabelJoiner",
-    "SeaScenario",
-    "demo_slow_loop",
-    "interleave",
-    "load_perf_states",
-    "report_text",
     "run_labels",
     "topic_partitions",
 ]
@@ -550,264 +540,3 @@ async def run_labels(settings: Settings, idle_exit_s: float | None = None) -> La
     finally:
         await worker.close()
     return worker
-
-
-# ---------------------------------------------------------------------------- report
-
-
-async def load_perf_states(settings: Settings) -> tuple[list[PerfState], dict[str, dict[str, int]]]:
-    """Every stored performance state and the label outcome totals per model.
-
-    Read-only (:meth:`StateStore.peek`): a running joiner is not fenced.
-    """
-    counts = await topic_partitions(settings, [settings.topics.labels])
-    client, store = open_store(settings.redis, settings.labels.group_id)
-    states: list[PerfState] = []
-    totals: dict[str, dict[str, int]] = {}
-    try:
-        for p in range(counts[settings.topics.labels]):
-            got = await store.peek(settings.topics.labels, p)
-            if got is None:
-                continue
-            unit = UnitState.from_fields(got[1])
-            states.extend(unit.perf.values())
-            for mj in unit.models.values():
-                t = totals.setdefault(mj.model_id, {})
-                for k, v in mj.labels.items():
-                    t[k] = t.get(k, 0) + v
-    finally:
-        await client.aclose()
-    return states, totals
-
-
-async def report_text(
-    settings: Settings,
-    model: str | None = None,
-    champion: str | None = None,
-    as_json: bool = False,
-) -> str:
-    """The ``driftline labels --report`` view: performance, champion vs challengers."""
-    states, totals = await load_perf_states(settings)
-    rep = build_report(states, model=model, champion=champion)
-    for mid, entry in rep.items():
-        entry["labels"] = totals.get(mid, {})
-    if as_json:
-        return orjson.dumps(rep, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
-    lines = [format_report(rep)]
-    for mid, t in sorted(totals.items()):
-        if model is None or mid == model:
-            lines.append(f"labels {mid}: " + ", ".join(f"{k}={v}" for k, v in sorted(t.items())))
-    return "\n".join(x for x in lines if x)
-
-
-# ---------------------------------------------------------------------------- scenario
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
-
-
-@dataclass
-class SeaScenario:
-    """SEA stream (river's ``SEA`` generator) with a model, delayed labels and drifts.
-
-    Features and true labels come from ``river.datasets.synth.SEA``; the "model" is the
-    variant-0 rule ``x0 + x1 > 8`` with a logistic score. A *concept switch* changes the
-    generator's variant (same inputs, new labelling rule); a *covariate shift* rescales
-    the irrelevant feature ``x2`` (inputs move, accuracy does not).
-    """
-
-    model_id: str = "sea"
-    model_version: str = "1"
-    seed: int = 7
-    noise: float = 0.05
-    t0_ms: int = 1_767_225_600_000
-    step_ms: int = 10
-    slope: float = 1.5
-    segment: Mapping[str, str] | None = None
-
-    def _score(self, x: Mapping[int, float]) -> tuple[str, dict[str, float]]:
-        p = _sigmoid(self.slope * (x[0] + x[1] - 8.0))
-        scores = {"pos": round(p, 6), "neg": round(1.0 - p, 6)}
-        return ("pos" if p > 0.5 else "neg"), scores
-
-    def _rows(self, n: int, variant: int, seed: int) -> Iterator[tuple[dict[int, float], bool]]:
-        from river.datasets import synth
-
-        gen = synth.SEA(variant=variant, noise=self.noise, seed=seed)
-        for x, y in gen.take(n):
-            yield dict(x), bool(y)
-
-    def training_data(self, n: int = 5000) -> TrainingData:
-        """Labelled reference rows (features, predictions, scores, labels)."""
-        feats: list[dict[str, Any]] = []
-        preds: list[Any] = []
-        scores: list[dict[str, float] | None] = []
-        labels: list[Any] = []
-        for x, y in self._rows(n, 0, self.seed + 1000):
-            pred, sc = self._score(x)
-            feats.append({"x0": round(x[0], 6), "x1": round(x[1], 6), "x2": round(x[2], 6)})
-            preds.append(pred)
-            scores.append(sc)
-            labels.append("pos" if y else "neg")
-        return TrainingData(features=feats, predictions=preds, scores=scores, labels=labels)
-
-    def events(
-        self,
-        n: int,
-        *,
-        concept_at: int | None = None,
-        variant_after: int = 3,
-        covariate_at: int | None = None,
-        x2_scale: float = 0.4,
-        delay_events: int = 300,
-        jitter_events: int = 100,
-        start: int = 0,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """``n`` prediction events and their label events (labels sorted by label time).
-
-        Label ``i`` is observed ``delay_events`` (+ uniform jitter) events after
-        prediction ``i``.
-        """
-        rng = random.Random(self.seed)
-        switch = n if concept_at is None else max(0, concept_at - start)
-        rows = list(self._rows(switch, 0, self.seed + start))
-        if switch < n:
-            rows += list(self._rows(n - switch, variant_after, self.seed + 77 + start))
-        preds: list[dict[str, Any]] = []
-        labels: list[tuple[int, dict[str, Any]]] = []
-        for i, (x, y) in enumerate(rows):
-            j = start + i
-            if covariate_at is not None and j >= covariate_at:
-                x[2] = x[2] * x2_scale
-            pred, sc = self._score(x)
-            t = self.t0_ms + j * self.step_ms
-            e: dict[str, Any] = {
-                "prediction_id": f"{self.model_id}-{self.model_version}-{j}",
-                "model_id": self.model_id,
-                "model_version": self.model_version,
-                "timestamp": t,
-                "features": {"x0": round(x[0], 6), "x1": round(x[1], 6), "x2": round(x[2], 6)},
-                "prediction": pred,
-                "scores": sc,
-            }
-            if self.segment:
-                e["segment"] = dict(self.segment)
-            preds.append(e)
-            lag = (delay_events + rng.randint(0, jitter_events)) * self.step_ms
-            labels.append(
-                (
-                    t + lag,
-                    {
-                        "prediction_id": e["prediction_id"],
-                        "model_id": self.model_id,
-                        "label": "pos" if y else "neg",
-                        "timestamp": t + lag,
-                    },
-                )
-            )
-        labels.sort(key=lambda tl: tl[0])
-        return preds, [lab for _, lab in labels]
-
-
-def interleave(
-    preds: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]]
-) -> list[tuple[str, dict[str, Any]]]:
-    """Predictions and labels in event-time order, as a live system would publish them."""
-    out: list[tuple[str, dict[str, Any]]] = []
-    i = j = 0
-    while i < len(preds) or j < len(labels):
-        if j >= len(labels) or (i < len(preds) and preds[i]["timestamp"] <= labels[j]["timestamp"]):
-            out.append(("p", preds[i]))
-            i += 1
-        else:
-            out.append(("l", labels[j]))
-            j += 1
-    return out
-
-
-# ---------------------------------------------------------------------------- demo
-
-
-async def demo_slow_loop(
-    settings: Settings, events: int = 12_000, out: Any = None
-) -> dict[str, Any]:
-    """The slow loop end to end on a running stack (called by ``driftline demo``).
-
-    Builds a labelled reference for a SEA model (accuracy and score calibration), then
-    runs the monitor and the label joiner while a model server publishes predictions
-    and, ~3 s of event time later, their labels. Halfway the concept switches (same
-    inputs, new labelling rule): the monitor stays quiet, the joiner raises
-    ``concept_drift`` (diagnosis ``concept_drift``) and ``performance`` alerts. Prints
-    alerts as they are published and the performance report at the end.
-    """
-    import sys
-
-    from driftline.cli import format_alert
-    from driftline.core.reference import Policy, build_reference
-    from driftline.producer import AsyncPredictionProducer
-    from driftline.runtime.monitor import MonitorWorker
-
-    write = out or sys.stdout
-    sc = SeaScenario()
-    ref = build_reference(
-        sc.training_data(5000),
-        sc.model_id,
-        sc.model_version,
-        policy=Policy(window_events=500),
-        source="SEA variant 0, labelled",
-    )
-    client, store = open_store(settings.redis, settings.monitor.group_id)
-    await store.put_reference(sc.model_id, sc.model_version, ref.to_bytes())
-    await client.aclose()
-    acc = ref.outputs.accuracy or 0.0
-    print(
-        f"slow loop: reference {ref.reference_id} with labelled accuracy {acc:.3f} and a "
-        f"score calibration; {events} predictions, labels ~3 s (300 events) later; "
-        f"concept switch (SEA variant 0 -> 3) at prediction {events // 2}",
-        file=write,
-        flush=True,
-    )
-    await ensure_topics(
-        settings,
-        [
-            settings.topics.predictions,
-            settings.topics.labels,
-            settings.topics.alerts,
-            settings.topics.dlq(settings.topics.labels),
-            settings.topics.dlq(settings.topics.predictions),
-        ],
-    )
-    monitor = MonitorWorker(settings, name="demo-monitor")
-    joiner = LabelJoiner(settings, name="demo-labels")
-    await monitor.start()
-    await joiner.start()
-    tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(joiner.run())]
-    preds, labels = sc.events(events, concept_at=events // 2)
-    printed = 0
-    async with AsyncPredictionProducer(settings, linger_ms=20) as producer:
-        for i, (kind, e) in enumerate(interleave(preds, labels)):
-            send = producer.send if kind == "p" else producer.send_label
-            while not send(e):
-                await asyncio.sleep(0.01)
-            if i % 1000 == 999:
-                await asyncio.sleep(0.05)
-                for a in joiner.alerts[printed:]:
-                    print(f"  {format_alert(a)}", file=write)
-                printed = len(joiner.alerts)
-        await producer.flush(30)
-    deadline = time.monotonic() + 60
-    while joiner.labels_seen < len(labels) and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(1.0)
-    monitor.stop()
-    joiner.stop()
-    await asyncio.gather(*tasks)
-    for a in joiner.alerts[printed:]:
-        print(f"  {format_alert(a)}", file=write)
-    totals = joiner.totals()
-    await monitor.close()
-    await joiner.close()
-    print(f"monitor alerts: {monitor.alerts_published} (inputs did not move)", file=write)
-    print(await report_text(settings), file=write, flush=True)
-    return {"alerts": joiner.alerts, "totals": totals, "monitor_alerts": monitor.alerts_published}

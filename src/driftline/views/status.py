@@ -42,18 +42,20 @@ import redis.asyncio as aioredis
 from driftline.config import Settings
 from driftline.contract.history import decode_alert, decode_perf
 from driftline.core.reference import ReferenceProfile
-from driftline.report import (
+from driftline.runtime.store import StateStore, open_store
+from driftline.views.report.build import (
     ACCURACY_DROP,
     active_alerts,
-    alerts_table,
     classify_state,
-    content_security_policy,
     fmt_time,
-    page_css,
-    render_report,
     report_from_store,
 )
-from driftline.runtime.store import StateStore, open_store
+from driftline.views.report.render import (
+    alerts_table,
+    content_security_policy,
+    page_css,
+    render_report,
+)
 
 __all__ = ["StatusServer", "model_statuses", "render_index"]
 

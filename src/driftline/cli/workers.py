@@ -1,0 +1,113 @@
+"""``driftline monitor|labels|retrain``: run a worker until stopped (or idle)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from driftline.config import Settings
+from driftline.runtime.labels import LabelJoiner
+from driftline.runtime.metrics import serve_metrics
+from driftline.runtime.monitor import MonitorWorker
+from driftline.runtime.retrain import RetrainPolicy, RetrainService, parse_duration_ms
+from driftline.views.alerts import parse_choices
+from driftline.views.slow_loop import report_text
+
+__all__ = ["labels", "monitor", "retrain"]
+
+log = logging.getLogger("driftline")
+
+
+async def monitor(args: argparse.Namespace, settings: Settings) -> int:
+    port = serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
+    log.info(
+        "metrics on :%d/metrics; kafka %s; redis %s",
+        port,
+        settings.kafka.bootstrap_servers,
+        settings.redis.redacted_url(),
+    )
+    worker = MonitorWorker(settings, name=args.name)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    await worker.start()
+    try:
+        await worker.run(idle_exit_s=args.idle_exit)
+    finally:
+        await worker.close()
+    log.info(
+        "monitor stopped after %d events, %d alerts, %d dead letters",
+        worker.processed,
+        worker.alerts_published,
+        worker.dead_letters,
+    )
+    return 0
+
+
+async def labels(args: argparse.Namespace, settings: Settings) -> int:
+    if args.report:
+        print(await report_text(settings, args.model, args.champion, args.json))
+        return 0
+    serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
+    worker = LabelJoiner(settings, name=args.name)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    await worker.start()
+    try:
+        await worker.run(idle_exit_s=args.idle_exit)
+    finally:
+        await worker.close()
+    log.info(
+        "label joiner stopped after %d predictions, %d labels, %d alerts, %d dead letters",
+        worker.predictions_seen,
+        worker.labels_seen,
+        worker.alerts_published,
+        worker.dead_letters,
+    )
+    return 0
+
+
+async def retrain(args: argparse.Namespace, settings: Settings) -> int:
+    default = RetrainPolicy()
+
+    def _set(text: str | None, fallback: frozenset[str]) -> frozenset[str]:
+        return frozenset(parse_choices(text) or fallback) if text is not None else fallback
+
+    policy = RetrainPolicy(
+        kinds=_set(args.kinds, default.kinds),
+        severities=_set(args.severities, default.severities),
+        ignore_diagnoses=frozenset(parse_choices(args.ignore_diagnoses) or ())
+        if args.ignore_diagnoses is not None
+        else default.ignore_diagnoses,
+        debounce_ms=parse_duration_ms(args.debounce),
+        require_approval=args.approval,
+    )
+    service = RetrainService(
+        settings,
+        policy,
+        group_id=args.group,
+        webhook_url=args.webhook,
+        publish=not args.no_publish,
+        from_start=args.from_start,
+    )
+    if not args.no_metrics:
+        port = serve_metrics(
+            settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile
+        )
+        log.info("metrics on :%d/metrics", port)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)
+    log.info("retrain policy: %s", policy.to_dict())
+    await service.start()
+    try:
+        await service.run(idle_exit_s=args.idle_exit)
+    finally:
+        await service.close()
+    log.info(
+        "retrain stopped after %d alerts, %d requests", service.decisions, len(service.requests)
+    )
+    return 0

@@ -1,0 +1,182 @@
+"""Alerts for people: one readable line per alert, filters, and following the alert topic.
+
+Used by ``driftline alerts`` and by the demo. :func:`follow_alerts` reads the alert topic
+(deduplicating on ``alert_id``, since the outbox may publish an alert twice) and prints
+the alerts that pass the filters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from driftline.config import Settings
+from driftline.errors import DriftlineError
+from driftline.views.report.build import parse_since
+
+__all__ = [
+    "DEDUPE_IDS",
+    "alert_matches",
+    "follow_alerts",
+    "format_alert",
+    "parse_choices",
+    "parse_since_ms",
+]
+
+log = logging.getLogger("driftline")
+
+
+def format_alert(a: dict[str, Any]) -> str:
+    """One readable line for an alert event."""
+    from datetime import UTC, datetime
+
+    top = ", ".join(f"{f['feature']}={f['score']:.3g}" for f in a.get("top_features", [])[:3])
+    mark = "FIRING  " if a["status"] == "firing" else "resolved"
+    at = datetime.fromtimestamp(a["detected_at"] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    diagnosis = a.get("diagnosis")
+    diag = f"  diagnosis={diagnosis}" if diagnosis and diagnosis != "undetermined" else ""
+    return (
+        f"{at} [{mark}] {a['severity']:<8} {a['kind']:<12} model={a['model_id']}:"
+        f"{a['model_version']} feature={a['feature']} detector={a['detector']} "
+        f"stat={a['statistic']:.3g} thr={a['threshold']:.3g} "
+        f"window={a['window']['count']} ev  top=[{top}]{diag}  id={a['alert_id'][:12]}"
+    )
+
+
+
+def parse_choices(value: str | Sequence[str] | None) -> frozenset[str] | None:
+    """``"a,b"`` or ``["a", "b"]`` -> {"a", "b"}; nothing -> no filter."""
+    if not value:
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    return frozenset(p.strip() for p in parts if p.strip()) or None
+
+
+
+def alert_matches(
+    a: dict[str, Any],
+    model: str | Sequence[str] | None = None,
+    kind: str | Sequence[str] | None = None,
+    severity: str | Sequence[str] | None = None,
+) -> bool:
+    """Whether an alert passes the ``--model``/``--kind``/``--severity`` filters
+    (each a value or a comma-separated list; empty means any)."""
+    for key, allowed in (("model_id", model), ("kind", kind), ("severity", severity)):
+        values = parse_choices(allowed)
+        if values is not None and a.get(key) not in values:
+            return False
+    return True
+
+
+
+def parse_since_ms(text: str, now_ms: int | None = None) -> int:
+    """``--since``: an ISO 8601 date-time (``2026-01-01T10:00Z``; naive means UTC), epoch
+    ms, or a duration back from now (``90s``, ``30m``, ``1h``, ``7d``, ``2w``)."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    try:
+        ms = parse_since(text, now)
+    except ValueError as exc:
+        raise DriftlineError(str(exc)) from None
+    if ms is None:
+        raise DriftlineError(f"--since {text!r}: empty")
+    return ms
+
+
+
+#: At most this many alert ids are remembered for deduplication (oldest forgotten).
+DEDUPE_IDS = 100_000
+
+
+
+async def follow_alerts(
+    settings: Settings,
+    from_start: bool,
+    stop: asyncio.Event,
+    model: str | Sequence[str] | None = None,
+    kind: str | Sequence[str] | None = None,
+    *,
+    severity: str | Sequence[str] | None = None,
+    since_ms: int | None = None,
+    follow: bool = True,
+    emit: Callable[[str], None] | None = None,
+) -> int:
+    """Print alerts from the alert topic until ``stop`` is set; return how many.
+
+    Where to start: ``since_ms`` (records whose Kafka timestamp is at or after it; the
+    consumer seeks there with ``offsets_for_times``), else the beginning
+    (``from_start``), else the end. With
+    ``follow=False`` it stops at the end offsets seen at the start (history only).
+    Alerts are deduplicated by ``alert_id`` (the outbox may publish one twice) and
+    filtered by model, kind and severity.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    out = emit or (lambda line: print(line, flush=True))
+    topic = settings.topics.alerts
+    consumer = AIOKafkaConsumer(
+        **settings.kafka.client_kwargs(), group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    seen: dict[str, None] = {}
+    shown = 0
+    try:
+        parts: set[int] | None = None
+        while not stop.is_set():
+            await consumer.topics()  # refresh metadata
+            parts = consumer.partitions_for_topic(topic)
+            if parts or not follow:
+                break
+            await asyncio.sleep(1.0)  # the topic does not exist yet: wait for it
+        if not parts:
+            return 0
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        if since_ms is not None:
+            found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+            for tp in tps:
+                hit = found.get(tp)
+                if hit is None:  # nothing published since then
+                    await consumer.seek_to_end(tp)
+                else:
+                    consumer.seek(tp, hit.offset)
+        elif from_start:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        end = await consumer.end_offsets(tps) if not follow else {}
+        while not stop.is_set():
+            if not follow:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    break
+            batch = await consumer.getmany(timeout_ms=300)
+            for recs in batch.values():
+                for r in recs:
+                    if not follow and r.offset >= end[TopicPartition(r.topic, r.partition)]:
+                        continue
+                    if since_ms is not None and r.timestamp < since_ms:
+                        # offsets_for_times is a lower bound on some brokers (Tansu
+                        # answers with the earliest offset): the timestamp decides.
+                        continue
+                    try:
+                        a = orjson.loads(r.value)
+                        alert_id = a["alert_id"]
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        log.warning("skipped an unreadable record at offset %d", r.offset)
+                        continue
+                    if alert_id in seen:  # consumers deduplicate on the alert id
+                        continue
+                    seen[alert_id] = None
+                    if len(seen) > DEDUPE_IDS:
+                        del seen[next(iter(seen))]
+                    if alert_matches(a, model, kind, severity):
+                        out(format_alert(a))
+                        shown += 1
+    finally:
+        await consumer.stop()
+    return shown

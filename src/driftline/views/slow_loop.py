@@ -1,0 +1,58 @@
+"""The slow loop's text report (``driftline labels --report``): performance per model,
+champion vs challengers, label outcome totals, read from the joiner's stored state."""
+
+from __future__ import annotations
+
+import orjson
+
+from driftline.config import Settings
+from driftline.core.slowloop.join import PerfState, UnitState, build_report, format_report
+from driftline.runtime.labels import topic_partitions
+from driftline.runtime.store import open_store
+
+__all__ = ["load_perf_states", "report_text"]
+
+
+async def load_perf_states(settings: Settings) -> tuple[list[PerfState], dict[str, dict[str, int]]]:
+    """Every stored performance state and the label outcome totals per model.
+
+    Read-only (:meth:`StateStore.peek`): a running joiner is not fenced.
+    """
+    counts = await topic_partitions(settings, [settings.topics.labels])
+    client, store = open_store(settings.redis, settings.labels.group_id)
+    states: list[PerfState] = []
+    totals: dict[str, dict[str, int]] = {}
+    try:
+        for p in range(counts[settings.topics.labels]):
+            got = await store.peek(settings.topics.labels, p)
+            if got is None:
+                continue
+            unit = UnitState.from_fields(got[1])
+            states.extend(unit.perf.values())
+            for mj in unit.models.values():
+                t = totals.setdefault(mj.model_id, {})
+                for k, v in mj.labels.items():
+                    t[k] = t.get(k, 0) + v
+    finally:
+        await client.aclose()
+    return states, totals
+
+
+async def report_text(
+    settings: Settings,
+    model: str | None = None,
+    champion: str | None = None,
+    as_json: bool = False,
+) -> str:
+    """The ``driftline labels --report`` view: performance, champion vs challengers."""
+    states, totals = await load_perf_states(settings)
+    rep = build_report(states, model=model, champion=champion)
+    for mid, entry in rep.items():
+        entry["labels"] = totals.get(mid, {})
+    if as_json:
+        return orjson.dumps(rep, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+    lines = [format_report(rep)]
+    for mid, t in sorted(totals.items()):
+        if model is None or mid == model:
+            lines.append(f"labels {mid}: " + ", ".join(f"{k}={v}" for k, v in sorted(t.items())))
+    return "\n".join(x for x in lines if x)
