@@ -4,8 +4,8 @@ Run (one command, prints the tables; a few minutes, ``--quick`` well under one):
 
     python bench/bench_pipeline.py [--quick] [--events N] [--rounds R] [--json FILE]
 
-It starts its own Tansu broker and redis-server (``driftline.devstack``), publishes the
-same simulated predictions (``driftline.simulate.SimulatedModel``: 20 numeric and 3
+It starts its own Tansu broker and redis-server (``driftline.runtime.devstack``), publishes the
+same simulated predictions (``driftline.demo.simulate.SimulatedModel``: 20 numeric and 3
 categorical features, 3 classes with scores, a 0.5 sd shift of ``f03`` at 60%) once as
 single JSON events and once as columnar batches of 500, and measures side by side, each
 case in a fresh process (so peak memory is its own), ``--rounds`` times interleaved:
@@ -17,7 +17,7 @@ case in a fresh process (so peak memory is its own), ``--rounds`` times interlea
   single events and on batches;
 * ``naive``: river's PageHinkley per numeric feature and ADWIN on the confidence, event
   by event in a Python loop (consume + decode included);
-* ``labels``: the label joiner (``driftline.labels``) on the same predictions plus one
+* ``labels``: the label joiner (``driftline.runtime.labels``) on the same predictions plus one
   label each, if that module exists.
 
 Rates are steady state: the clock starts when the first fetched batch arrives (group

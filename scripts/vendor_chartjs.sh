@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && npm pack --silent "chart.js@${VERSION}" >/dev/null && tar xzf chart.js-*.tgz)
-dest=src/driftline/report_assets
+dest=src/driftline/views/report/assets
 # The source-map comment is dropped: a report has no map next to it and fetches nothing.
 grep -v '^//# sourceMappingURL=' "$tmp/package/dist/chart.umd.min.js" >"$dest/chart.umd.min.js"
 cp "$tmp/package/LICENSE.md" "$dest/chart.js.LICENSE.md"
@@ -18,4 +18,4 @@ if grep -qiE '</script|<!--' "$dest/chart.umd.min.js"; then
   exit 1
 fi
 sha256sum "$dest/chart.umd.min.js"
-echo "vendored Chart.js ${VERSION}: update CHARTJS_VERSION in src/driftline/report.py and docs/report.md"
+echo "vendored Chart.js ${VERSION}: update CHARTJS_VERSION in src/driftline/views/report/render.py and docs/report.md"

@@ -141,7 +141,7 @@ class TopicSettings(BaseModel):
     predictions: str = "predictions"
     labels: str = "labels"
     alerts: str = "drift-alerts"
-    #: Retraining requests published by ``driftline retrain`` (driftline.retrain).
+    #: Retraining requests published by ``driftline retrain`` (driftline.runtime.retrain).
     retrain_requests: str = "retrain-requests"
     dlq_suffix: str = ".dlq"
 

@@ -295,7 +295,7 @@ class AsyncPredictionProducer:
         ``schema_version`` and ``count``, which are filled in. Columns may be numpy
         arrays. Never blocks and never raises; in the ``sent``/``dropped``/``buffered``
         accounting a batch counts as one. Over ``LIMITS.max_batch_bytes`` encoded it is
-        dropped as ``oversize``: send fewer rows (:func:`driftline.columnar.pack_events`
+        dropped as ``oversize``: send fewer rows (:func:`driftline.contract.columnar.pack_events`
         cuts single events into batches of a given size).
         """
         limit = LIMITS.max_batch_bytes

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """One metric family declared in ``driftline.metrics.REGISTRY``."""
+    """One metric family declared in ``driftline.runtime.metrics.REGISTRY``."""
 
     name: str  # the family name as exposed (counters end in _total)
     type: str
@@ -25,7 +25,7 @@ class MetricInfo:
 
 
 def registry_metrics() -> dict[str, MetricInfo]:
-    """Every metric in driftline.metrics.REGISTRY, by exposed name."""
+    """Every metric in driftline.runtime.metrics.REGISTRY, by exposed name."""
     from driftline.runtime.metrics import REGISTRY
 
     out: dict[str, MetricInfo] = {}

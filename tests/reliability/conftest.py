@@ -2,7 +2,7 @@
 
 Every scenario checks one invariant: after the fault and the recovery, the stored Redis
 state and the set of alert ids equal those of a clean single-pass replay of the same
-input (:class:`driftline.replay.Replayer`, compared with ``support.assert_close``).
+input (:class:`driftline.offline.replay.Replayer`, compared with ``support.assert_close``).
 
 The crash matrix shares one published stream (``stream``): each test gets its own
 consumer group and Redis key prefix over the same topic, so the stream is published and

@@ -151,8 +151,8 @@ def test_schema_names_cover_the_schema_dir() -> None:
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
 def test_packaged_schema_is_byte_identical_to_schemas_dir(name: str) -> None:
-    # schemas/ is what people read and link to; src/driftline/schemas/ is what ships.
-    # Edit one, copy it to the other: `cp schemas/*.json src/driftline/schemas/`.
+    # schemas/ is what people read and link to; src/driftline/contract/schemas/ is what ships.
+    # Edit one, copy it to the other: `cp schemas/*.json src/driftline/contract/schemas/`.
     packaged = resources.files("driftline.contract") / "schemas" / f"{name}.json"
     assert packaged.read_bytes() == (SCHEMA_DIR / f"{name}.json").read_bytes()
     assert json_schema(name) == json.loads((SCHEMA_DIR / f"{name}.json").read_bytes())

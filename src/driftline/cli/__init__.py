@@ -1,19 +1,11 @@
-"""The ``driftline`` command line.
+"""The ``driftline`` command line (internal; the entry point is :func:`main`).
 
-::
-
-    driftline dev up                      start Tansu + redis-server for a person
-    driftline demo                        the whole fast loop end to end, locally
-    driftline monitor                     run a monitor worker (predictions -> alerts)
-    driftline labels [--report]           label joiner: performance, concept drift (slow loop)
-    driftline reference build|show        build / print a model's reference profile
-    driftline replay --events FILE        run the core over a JSONL file, print alerts
-    driftline alerts [--since 1h]         follow the alert topic (history, filters)
-    driftline retrain [--approval]        alerts -> retraining requests (topic, webhook)
-    driftline report --model M --out F    one self-contained HTML drift report (or --events)
-    driftline serve                       the live status page (read-only)
-
-Configuration comes from ``DRIFTLINE_*`` environment variables (:mod:`driftline.config`).
+:func:`main` parses the arguments (:mod:`driftline.cli.parser`, whose ``USAGE`` lists
+the commands) and hands each command to its group's module: :mod:`.reference`,
+:mod:`.replay`, :mod:`.workers` (monitor, labels, retrain), :mod:`.alerts`,
+:mod:`.report` (report, serve) and :mod:`.dev` (dev up, demo). User errors print one
+line and exit 2. Configuration comes from ``DRIFTLINE_*`` environment variables
+(:mod:`driftline.config`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Prediction data column by column: the batched envelope and fast column extraction.
 
-The monitor's core (:mod:`driftline.monitor`) works on columns: one float64 array per
+The monitor's core (:mod:`driftline.core.fastloop.monitor`) works on columns: one float64 array per
 numeric feature, one array of category codes per categorical feature. Events arrive in
 two shapes and both end up as :class:`Columns` of one stream (model, version, segment)
 in partition order:
@@ -10,7 +10,7 @@ in partition order:
   and a transposition (``zip``) instead of one ``dict.get`` per value, and works out the
   Python types of each column in one C-level pass, so a column of numbers becomes a
   float64 array without a per-value Python test;
-* columnar batches (:data:`driftline.events.BATCH_FORMAT`, many predictions per Kafka
+* columnar batches (:data:`driftline.contract.events.BATCH_FORMAT`, many predictions per Kafka
   message, features as arrays): :class:`ColumnarBatch` / :class:`BatchColumns` hand the
   decoded arrays over as they are.
 
@@ -21,9 +21,9 @@ events sent both ways).
 :func:`decode_records` is the worker's decoding step: it decodes a fetched batch of
 Kafka records, checks the single events in bulk (the common all-valid case with a few
 C-level passes per column, falling back to the exact per-event check when anything
-looks wrong, so the verdicts are always :func:`driftline.events.check_prediction`'s)
+looks wrong, so the verdicts are always :func:`driftline.contract.events.check_prediction`'s)
 and returns an :class:`EventFrame`, a plain list of the valid items that also carries
-the columns already built, which :func:`driftline.monitor.process_batch` reuses.
+the columns already built, which :func:`driftline.core.fastloop.monitor.process_batch` reuses.
 :func:`pack_events` turns rows into batched envelopes (what the SDK's ``send_batch``
 sends).
 """
@@ -133,7 +133,7 @@ def category_codes(
 ) -> tuple[NDArray[np.int64], NDArray[np.bool_] | None]:
     """Category codes of a column: ``lookup[category]``, ``other`` if unknown, -1 missing.
 
-    A value is seen as :func:`driftline.reference.category_value` sees it (booleans as
+    A value is seen as :func:`driftline.contract.columnar.category_value` sees it (booleans as
     ``true``/``false``, numbers as their text). ``lookup`` maps the reference's
     categories to their index and ``None`` to -1. With ``track`` the second array flags
     values that are neither text, boolean nor missing (a type mismatch).
@@ -388,7 +388,7 @@ class ColumnarBatch(Mapping[str, Any]):
     def from_dict(
         cls, obj: Mapping[str, Any], feature_types: dict[str, frozenset[type]] | None = None
     ) -> ColumnarBatch:
-        """Wrap a decoded envelope (see :func:`driftline.events.check_prediction_batch`,
+        """Wrap a decoded envelope (see :func:`driftline.contract.batch.check_prediction_batch`,
         which also gives ``feature_types``: the Python types of each feature column)."""
         batch = cls(
             model_id=obj["model_id"],

@@ -55,14 +55,14 @@ def decode_record(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
     """Decode and check one record: a single event (dict) or a batch.
 
     A record is a batch when it is a JSON object whose ``format`` is
-    :data:`driftline.events.BATCH_FORMAT`; anything else is read as a single event.
+    :data:`driftline.contract.events.BATCH_FORMAT`; anything else is read as a single event.
 
     Raises
     ------
     DecodeError, ValidationError, UnsupportedVersion
         The record breaks the contract (exactly as
-        :func:`driftline.events.decode_prediction_fast` for a single event and
-        :func:`driftline.events.decode_prediction_batch_fast` for a batch).
+        :func:`driftline.contract.events.decode_prediction_fast` for a single event and
+        :func:`driftline.contract.batch.decode_prediction_batch_fast` for a batch).
     """
     if value is None:
         raise DecodeError("record has no value")
@@ -203,7 +203,7 @@ def _ids_ok(col: Sequence[Any]) -> bool:
 def _bulk_columns(objs: list[dict[str, Any]]) -> dict[KeyTuple, list[Columns]] | None:
     """Check decoded single events in bulk; their columns if all are valid, else None.
 
-    Every rule of :func:`driftline.events.check_prediction` is checked column-wise with
+    Every rule of :func:`driftline.contract.events.check_prediction` is checked column-wise with
     C-level passes; None means "look at each event" (some rule may fail), never a
     verdict, so the per-event check stays the only authority on refusals.
     """

@@ -362,7 +362,7 @@ class ReferenceEnvelope(BaseModel):
     """The versioned envelope of a model's reference profile as stored in Redis.
 
     ``profile`` holds the per-feature and output profiles built by
-    :mod:`driftline.reference`; its own layout is versioned by ``format_version``.
+    :mod:`driftline.core.reference`; its own layout is versioned by ``format_version``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

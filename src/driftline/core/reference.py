@@ -224,7 +224,7 @@ class OutputProfile:
     #: Accuracy on labelled reference rows (for the slow loop), if labels were given.
     accuracy: float | None = None
     #: Top score -> probability of being right, fitted on labelled reference rows with
-    #: scores (``performance.Calibration.to_dict()``); the slow loop's blind estimate.
+    #: scores (``calibration.Calibration.to_dict()``); the slow loop's blind estimate.
     calibration: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -563,7 +563,7 @@ def calibrate(
     false-alarm probability per window is ``window_events / false_alarm_events``;
     split over the tests (Bonferroni), each threshold is the PSI that a window drawn
     from the reference itself exceeds with that probability, estimated by resampling
-    the reference (:func:`driftline.stats.calibrate_psi_threshold`). The effective
+    the reference (:func:`driftline.core.stats.calibrate_psi_threshold`). The effective
     threshold is never below ``policy.psi_floor`` (trivial shifts never alert).
     """
     rng = np.random.default_rng(seed)

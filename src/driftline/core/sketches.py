@@ -3,7 +3,7 @@
 A reference profile fixes, per numeric feature, interior bin edges
 ``e_1 < ... < e_{B-1}`` and, per categorical feature, its top-K categories. The live
 stream keeps one sketch per window and feature on exactly those bins, so every
-window-versus-reference test in :mod:`driftline.stats` works on two count vectors.
+window-versus-reference test in :mod:`driftline.core.stats` works on two count vectors.
 
 Sketches form a monoid: ``zero`` is the identity of ``merge``, ``merge`` is associative
 and commutative, and ``zero().update(a ++ b)`` equals ``zero().update(a).merge(
@@ -24,7 +24,7 @@ Conventions
 
 Bytes
 -----
-``to_bytes`` writes a :func:`driftline.codec.pack` record. Storing the bin edges (or the
+``to_bytes`` writes a :func:`driftline.contract.codec.pack` record. Storing the bin edges (or the
 category list) in every window sketch would be wasteful, so a record carries only a
 fingerprint of them (BLAKE2b-128 of the float64 little-endian edge bytes, resp. of the
 length-prefixed UTF-8 categories), and ``from_bytes`` needs the caller to pass the edges

@@ -1,7 +1,7 @@
 """Window-versus-reference drift statistics on two count vectors (numpy only).
 
 Every test here takes the reference's and the window's counts on the *same* bins (see
-:mod:`driftline.sketches`): ``ref_counts[i]`` and ``cur_counts[i]`` count the values in
+:mod:`driftline.core.sketches`): ``ref_counts[i]`` and ``cur_counts[i]`` count the values in
 bin ``i``. Counts must be finite and non-negative (they need not be integers) and each
 vector must have a positive total; vectors of different lengths raise
 :class:`~driftline.errors.SketchMismatch`, other bad arguments :class:`ValueError`.

@@ -101,7 +101,7 @@ def reference_index_key(prefix: str, model_id: str) -> str:
     return f"{_check_name('key prefix', prefix)}:refs:{{{_check_name('model_id', model_id)}}}"
 
 
-#: History streams kept per model (see :mod:`driftline.history`), plus the ``latest`` hash.
+#: History streams kept per model (see :mod:`driftline.runtime.history`), plus the ``latest`` hash.
 HISTORY_KINDS = ("windows", "alerts", "perf", "latest")
 
 

@@ -5,7 +5,7 @@ keyed by ``model_id`` and must have the same partition count, so partition ``p``
 holds the same models: they are *co-partitioned* and assigned together by Kafka's
 range assignor), Redis for pending predictions and state, Kafka out (alerts on the
 alert topic, refused labels on ``labels.dlq``), Prometheus for metrics. The logic is the
-pure core in :mod:`driftline.performance`.
+pure core in :mod:`driftline.core.slowloop.join`.
 
 Per batch of partition ``p`` (predictions-p and labels-p together):
 
@@ -14,7 +14,7 @@ Per batch of partition ``p`` (predictions-p and labels-p together):
    the monitor dead-letters predictions);
 2. one script call looks up every pending prediction the batch needs
    (:meth:`StateStore.lookup_records`);
-3. :func:`performance.join_batch` decides every outcome;
+3. :func:`~driftline.core.slowloop.join.join_batch` decides every outcome;
 4. one script call commits the new pending predictions, the tombstones of joined ones,
    the state, the alert outbox and the position -- atomically, fenced by the lease of
    partition ``p`` (:meth:`StateStore.commit_records`);
@@ -27,8 +27,8 @@ field; ``meta.offset`` of the partition holds the joiner's *commit sequence numb
 
 Input drift is learnt by following the alert topic (all partitions, from the start,
 no group): the monitor's ``input_drift`` alerts become event-time intervals
-(:class:`performance.DriftIndex`). Labels are delayed, so by the time the labels of
-event time ``t`` arrive, the monitor has long reported on ``t``.
+(:class:`~driftline.core.slowloop.join.DriftIndex`). Labels are delayed, so by the time
+the labels of event time ``t`` arrive, the monitor has long reported on ``t``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The monitor worker: the thin I/O shell around :func:`driftline.monitor.process_batch`.
+"""The monitor worker: the thin I/O shell around the fast loop's pure core
+(:func:`driftline.core.fastloop.monitor.process_batch`).
 
 Kafka in (aiokafka batch fetching), Redis for state, Kafka out (alerts, dead letters),
 Prometheus for metrics. The worker uses aiokafka directly rather than a faust agent:
@@ -492,7 +493,7 @@ class MonitorWorker:
     # ------------------------------------------------------------------ one batch
     async def _handle(self, tp: TopicPartition, part: _Partition, records: Sequence[Any]) -> None:
         t0 = time.perf_counter()
-        # Bulk decode (driftline.columnar): the valid items in order, with their columns
+        # Bulk decode (driftline.contract.columnar): the valid items in order, with their columns
         # already built for the core, and each refused record with its error.
         events, refused = decode_records([rec.value for rec in records])
         dlq: list[Any] = [self._dead_letter(tp, records[i], exc) for i, exc in refused]

@@ -2,11 +2,12 @@
 
 A read-only web page over what Driftline keeps in Redis: every model with history, its
 state (healthy, drifting, degraded), its active alerts and its last window, with a link
-to a per-model page that carries the same charts as the report (:mod:`driftline.report`).
+to a per-model page that carries the same charts as the report
+(:mod:`driftline.views.report`).
 
 Standard library only: :class:`http.server.ThreadingHTTPServer` answers requests in
 threads; one asyncio loop in a background thread owns the Redis client and the
-:class:`~driftline.store.StateStore`, and request threads hand it coroutines. Pages are
+:class:`~driftline.runtime.store.StateStore`, and request threads hand it coroutines. Pages are
 cached for a few seconds, so a page left open on a wall screen costs Redis little.
 
 Routes (GET and HEAD only; anything else is 405)::

@@ -11,7 +11,7 @@ counterpart on the same sequence:
 
 Both follow river's style: one verb (``update``), results as read-only properties
 (``drift_detected`` ...). As in river, a detector that reported a drift resets itself
-on the *next* update. State is written with :func:`driftline.codec.pack` (a tagged,
+on the *next* update. State is written with :func:`driftline.contract.codec.pack` (a tagged,
 versioned JSON record: never pickle) and read back with ``from_bytes``, which raises
 :class:`~driftline.errors.StateCorrupt` on anything it does not recognise.
 

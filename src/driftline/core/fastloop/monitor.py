@@ -1,8 +1,8 @@
 """The fast loop's pure core: prediction events in, drift verdicts and alerts out.
 
 :func:`process_batch` is a function of (events, state, references) with no I/O. The
-same code runs under the Kafka worker (:mod:`driftline.ingest`), in a replay from a
-file (:mod:`driftline.replay`) and in unit tests, which is what makes "a stream run
+same code runs under the Kafka worker (:mod:`driftline.runtime.monitor`), in a replay from a
+file (:mod:`driftline.offline.replay`) and in unit tests, which is what makes "a stream run
 equals a clean single-pass replay" checkable.
 
 Per (model, version, segment) a :class:`ModelState` keeps:
@@ -28,7 +28,7 @@ multiples of ``window_seconds``, and close when an event at or after the window 
 arrives. An event older than the open window is *late*, one more than
 ``future_tolerance_ms`` ahead of the newest event seen is *future-dated*; both are
 counted and folded into the open window (never dropped), and neither moves the clock.
-Performance: the core works on columns (:mod:`driftline.columnar`), not on event
+Performance: the core works on columns (:mod:`driftline.contract.columnar`), not on event
 dicts. Per batch and stream it reads every feature of every event in one pass into
 a float64 matrix (numeric) and a code matrix (categorical), bins them once, and then
 per window chunk updates all sketches with one ``bincount`` each, all Page-Hinkley
@@ -353,7 +353,7 @@ def process_batch(
     ----------
     events
         Decoded, contract-valid prediction events (dicts), in partition order. Columnar
-        batches (:class:`driftline.columnar.ColumnarBatch`) may be mixed in; see
+        batches (:class:`driftline.contract.columnar.ColumnarBatch`) may be mixed in; see
         :func:`process_columns`.
     states
         Current state per key; updated in place and extended with new keys.
@@ -873,7 +873,7 @@ class _Acc:
 def _chan(
     na: int, ma: float, m2a: float, nb: int, mb: float, m2b: float
 ) -> tuple[int, float, float]:
-    """Combine (count, mean, M2) pairs (as :mod:`driftline.sketches` does)."""
+    """Combine (count, mean, M2) pairs (as :mod:`driftline.core.sketches` does)."""
     if nb == 0:
         return na, ma, m2a
     if na == 0:
@@ -1318,7 +1318,7 @@ class _Test:
 def _psi_kernel(
     ref: NDArray[np.float64], cur: NDArray[np.float64], eps: float = 1e-4
 ) -> NDArray[np.float64]:
-    """PSI of each row pair, as :func:`driftline.stats.psi` (same operations, no checks)."""
+    """PSI of each row pair, as :func:`driftline.core.stats.psi` (same operations, no checks)."""
     p = np.maximum(ref / ref.sum(axis=-1, keepdims=True), eps)
     q = np.maximum(cur / cur.sum(axis=-1, keepdims=True), eps)
     out: NDArray[np.float64] = np.sum((q - p) * np.log(q / p), axis=-1)
@@ -1326,7 +1326,7 @@ def _psi_kernel(
 
 
 def _js_kernel(ref: NDArray[np.float64], cur: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Jensen-Shannon distance of each row pair, as :func:`driftline.stats.js_distance`."""
+    """Jensen-Shannon distance of each row pair, as :func:`driftline.core.stats.js_distance`."""
     p = ref / ref.sum(axis=-1, keepdims=True)
     q = cur / cur.sum(axis=-1, keepdims=True)
     mid = 0.5 * (p + q)
@@ -1338,7 +1338,7 @@ def _js_kernel(ref: NDArray[np.float64], cur: NDArray[np.float64]) -> NDArray[np
 
 
 def _js_1d(r: NDArray[np.float64], c: NDArray[np.float64]) -> float:
-    """:func:`driftline.stats.js_distance` without its input checks (bit for bit)."""
+    """:func:`driftline.core.stats.js_distance` without its input checks (bit for bit)."""
     p, q = r / r.sum(), c / c.sum()
     mid = 0.5 * (p + q)
     pp, qq = p > 0, q > 0
@@ -1348,7 +1348,7 @@ def _js_1d(r: NDArray[np.float64], c: NDArray[np.float64]) -> float:
 
 
 def _chi2_kernel(r: NDArray[np.float64], c: NDArray[np.float64]) -> tuple[float, float]:
-    """:func:`driftline.stats.chi2_homogeneity` without its input checks: (stat, p)."""
+    """:func:`driftline.core.stats.chi2_homogeneity` without its input checks: (stat, p)."""
     keep = (r + c) > 0
     r, c = r[keep], c[keep]
     if r.size <= 1:
@@ -1396,8 +1396,8 @@ def _categorical_stats(
     """Chi-square (statistic, p-value), PSI and JS of every categorical column.
 
     Rows of one width are computed together, equal bit for bit to
-    :func:`driftline.stats.chi2_homogeneity`, :func:`~driftline.stats.psi` and
-    :func:`~driftline.stats.js_distance`: chi-square drops buckets empty on both sides
+    :func:`driftline.core.stats.chi2_homogeneity`, :func:`~driftline.core.stats.psi` and
+    :func:`~driftline.core.stats.js_distance`: chi-square drops buckets empty on both sides
     and JS skips zero proportions, which here become zero terms; numpy adds fewer
     than eight terms one by one, so a zero term changes nothing. Wider rows with such
     buckets take the one-row kernels. Rows with fewer than ``least`` events get NaN.

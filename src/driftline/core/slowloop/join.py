@@ -1,6 +1,6 @@
 """The slow loop's pure core: predictions and delayed labels in, performance and alerts out.
 
-No I/O. The ``driftline labels`` worker (:mod:`driftline.labels`) is the thin shell: it
+No I/O. The ``driftline labels`` worker (:mod:`driftline.runtime.labels`) is the thin shell: it
 fetches batches from Kafka, asks Redis for the pending predictions this module names
 (:func:`plan_lookups`), calls :func:`join_batch`, and commits what it returns.
 

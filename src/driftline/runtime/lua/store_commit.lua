@@ -1,7 +1,7 @@
 #!lua
 -- Driftline partition state: acquire, commit and outbox-ack in one script.
 --
--- Loaded by driftline.store (EVALSHA, falling back to EVAL on NOSCRIPT). The
+-- Loaded by driftline.runtime.store (EVALSHA, falling back to EVAL on NOSCRIPT). The
 -- shebang line makes Redis 7 refuse the whole script up front when it cannot write
 -- (out of memory, read-only replica) instead of failing half-way, and, in Redis
 -- Cluster, refuse keys of more than one slot. All three KEYS share one hash tag.

@@ -2,7 +2,7 @@
 -- Driftline label joiner: a commit that writes pending predictions together with the
 -- partition's state, outbox and offset (lookups are plain pipelined HMGETs).
 --
--- Loaded by driftline.store (StateStore.commit_records; EVALSHA,
+-- Loaded by driftline.runtime.store (StateStore.commit_records; EVALSHA,
 -- falling back to EVAL on NOSCRIPT). Every key shares the partition's hash tag, so a
 -- call touches one Redis Cluster slot. The meta/state/outbox layout and the fencing
 -- rules are those of store_commit.lua (acquire, load and the outbox use that script).
