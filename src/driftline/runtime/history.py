@@ -31,6 +31,9 @@ Caps: the window stream of a model is trimmed (``XADD MAXLEN ~``) to about
 :data:`WINDOW_BUDGET_BYTES` of entries (at least :data:`MIN_WINDOWS`, at most
 :data:`MAX_WINDOWS`), so a model with 300 features keeps fewer windows than one with
 20; alerts and performance points keep :data:`MAX_ALERTS` / :data:`MAX_PERF`.
+
+The entry formats are pure and live in :mod:`driftline.contract.history`; the history of
+a file comes from a replay (:func:`driftline.offline.replay.replay_history`).
 """
 
 from __future__ import annotations
