@@ -291,42 +291,9 @@ async def phase_raw(cfg: dict[str, Any]) -> dict[str, Any]:
     return span.result(rows)
 
 
-def _use_previous_core() -> None:
-    """Run the worker with the core and decoding as they were before issue 6.
-
-    ``tests/monitor_v1.py`` is the previous core, kept as the tests' oracle; records are
-    decoded one by one with ``decode_prediction_fast`` as the worker used to.
-    """
-    from driftline.contract.columnar import EventFrame
-    from driftline.contract.events import decode_prediction_fast
-    from driftline.errors import ContractError
-    from driftline.runtime import monitor as ingest
-
-    sys.path.insert(0, str(HERE.parents[1] / "tests"))
-    import monitor_v1
-
-    def decode_one_by_one(values: Sequence[bytes | None]) -> tuple[EventFrame, list[Any]]:
-        frame, bad = EventFrame(), []
-        for i, v in enumerate(values):
-            try:
-                if v is None:
-                    raise ValueError
-                frame.append(decode_prediction_fast(v))
-            except (ContractError, ValueError) as exc:
-                bad.append((i, exc))
-        return frame, bad
-
-    ingest.decode_records = decode_one_by_one  # type: ignore[assignment]
-    ingest.process_batch = monitor_v1.process_batch  # type: ignore[assignment]
-    ingest.ModelState = monitor_v1.ModelState  # type: ignore[assignment, misc]
-    ingest.state_key = monitor_v1.state_key  # type: ignore[assignment]
-
-
 async def phase_monitor(cfg: dict[str, Any]) -> dict[str, Any]:
     from driftline.runtime.monitor import MonitorWorker
 
-    if cfg.get("previous"):
-        _use_previous_core()
     await _put_references(cfg)
     settings = _settings(cfg, predictions=cfg["topic"], alerts=cfg["alerts"])
     worker = MonitorWorker(settings, name=cfg.get("name", "bench"))
@@ -694,11 +661,6 @@ def throughput(b: Bench, n: int, rounds: int) -> dict[str, list[dict[str, Any]]]
             {"topic": "in-batch", "rows_per_record": ROWS_PER_BATCH, "stop_rows": n},
         ),
         (
-            "monitor-before",
-            "monitor",
-            {"topic": "in-json", "rows_per_record": 1, "stop_rows": n, "previous": True},
-        ),
-        (
             "raw-batch",
             "raw",
             {"topic": "in-batch", "rows": batch_records * ROWS_PER_BATCH, "rows_per_record": 500},
@@ -889,7 +851,6 @@ def report(
         ("raw getmany+orjson (JSON)", "raw"),
         ("monitor, single JSON events", "monitor"),
         ("monitor, columnar batches", "monitor-batch"),
-        ("monitor before (old core)", "monitor-before"),
         ("raw getmany+orjson (batches)", "raw-batch"),
         ("naive river per event", "naive"),
         ("label joiner (+1 label/pred)", "labels"),
@@ -908,11 +869,7 @@ def report(
         )
     single = best("monitor").get("rate", math.nan)
     batch = best("monitor-batch").get("rate", math.nan)
-    before = best("monitor-before").get("rate", math.nan)
-    print(
-        f"batches / single events: {batch / single:.2f}x; single events now / before: "
-        f"{single / before:.2f}x; batches / single events before: {batch / before:.2f}x"
-    )
+    print(f"batches / single events: {batch / single:.2f}x")
     spread = {k: [round(r.get("rate", 0)) for r in v] for k, v in tp.items()}
     print(f"(all rounds, events/s: {spread})")
     if lat:

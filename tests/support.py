@@ -20,17 +20,40 @@ def assert_close(a: Any, b: Any, rel: float = 1e-9, path: str = "") -> None:
             assert_close(a2, b2, rel, path)
             return
     if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: keys differ"
+        assert isinstance(b, dict), f"{path}: {a!r} != {b!r}"
+        assert a.keys() == b.keys(), (
+            f"{path}: keys differ (only left: {sorted(a.keys() - b.keys())}, "
+            f"only right: {sorted(b.keys() - a.keys())})"
+        )
         for k in a:
             assert_close(a[k], b[k], rel, f"{path}.{k}")
     elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), f"{path}: lengths differ"
+        assert isinstance(b, list), f"{path}: {a!r} != {b!r}"
+        assert len(a) == len(b), f"{path}: lengths differ ({len(a)} != {len(b)})"
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_close(x, y, rel, f"{path}[{i}]")
     elif isinstance(a, float) or isinstance(b, float):
-        assert math.isclose(a, b, rel_tol=rel, abs_tol=1e-12), f"{path}: {a} != {b}"
+        numbers = isinstance(a, int | float) and isinstance(b, int | float)
+        assert numbers and math.isclose(a, b, rel_tol=rel, abs_tol=1e-12), f"{path}: {a} != {b}"
     else:
         assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def mixed_items(events: list[dict[str, Any]]) -> list[Any]:
+    """``events`` as runs of single events alternating with columnar batches (same order)."""
+    from driftline.contract.columnar import ColumnarBatch, pack_events
+
+    items: list[Any] = []
+    i = 0
+    while i < len(events):
+        n = 1 + (i * 7919) % 400
+        chunk = events[i : i + n]
+        if (i // 7) % 2:
+            items.append(ColumnarBatch.from_dict(pack_events(chunk, max_rows=10_000)[0]))
+        else:
+            items.extend(chunk)
+        i += n
+    return items
 
 
 async def publish(

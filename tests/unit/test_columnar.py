@@ -32,7 +32,7 @@ from driftline.core.fastloop.monitor import process_batch, process_columns
 from driftline.core.reference import ReferenceProfile, build_reference
 from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.errors import ContractError, DecodeError, UnsupportedVersion, ValidationError
-from support import assert_close
+from support import assert_close, mixed_items
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "prediction_batch.v1.json"
 
@@ -272,16 +272,7 @@ def test_columnar_batches_give_the_results_of_single_events(rows: int) -> None:
 
 def test_mixed_singles_and_batches_keep_partition_order() -> None:
     events = _events(3_000, seed=14, shift=Shift(start=1_200, sigmas=1.0))
-    mixed: list[Any] = []
-    i = 0
-    while i < len(events):
-        n = 1 + (i * 7919) % 400
-        chunk = events[i : i + n]
-        if (i // 7) % 2:
-            mixed.append(ColumnarBatch.from_dict(pack_events(chunk, max_rows=10_000)[0]))
-        else:
-            mixed.extend(chunk)
-        i += n
+    mixed = mixed_items(events)
     a_alerts, a_windows, a_states = _run(events, 1_000, columns=False)
     b_alerts, b_windows, b_states = _run(mixed, 13, columns=False)
     assert [a.alert_id for a in b_alerts] == [a.alert_id for a in a_alerts]

@@ -35,7 +35,7 @@ per window chunk updates all sketches with one ``bincount`` each, all Page-Hinkl
 detectors as rows of one matrix, and at the window's close computes KS, PSI and JS for
 all numeric features in a handful of array operations. Results equal the feature-by-
 feature computation (alert ids exactly, floats to rounding); docs/performance.md has
-the figures and tests/unit/test_monitor_fast.py the proofs.
+the figures, tests/unit/test_monitor_fast.py and the golden fixtures the proofs.
 """
 
 from __future__ import annotations
