@@ -51,6 +51,20 @@ from typing import Any
 import numpy as np
 import orjson
 
+# Driftline's entry points, in one place (issue 11's layout). When the fast-loop core is
+# split by concept, only ``process_batch``'s module changes here.
+from driftline.config import LabelsSettings
+from driftline.core.detectors import ADWIN, PageHinkley
+from driftline.core.fastloop.monitor import process_batch
+from driftline.core.reference import Policy, TrainingData, build_reference
+from driftline.core.slowloop.join import (
+    DriftIndex,
+    MemoryRecords,
+    UnitState,
+    join_batch,
+    plan_lookups,
+)
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import detection_textbook as textbook  # noqa: E402
@@ -74,37 +88,6 @@ from detection_cases import (  # noqa: E402
     stream_rng,
 )
 from detection_textbook import Alarms  # noqa: E402
-
-# Driftline's entry points, in one place. Issue 11 moves them to core/ (reference,
-# fastloop, slowloop, detectors); the old paths stay as the fallback until it lands.
-from driftline.config import LabelsSettings
-
-try:
-    from driftline.core.detectors import ADWIN, PageHinkley
-    from driftline.core.fastloop.monitor import process_batch
-    from driftline.core.reference import Policy, TrainingData, build_reference
-    from driftline.core.slowloop.join import (
-        DriftIndex,
-        MemoryRecords,
-        UnitState,
-        join_batch,
-        plan_lookups,
-    )
-except ImportError:
-    from driftline.detectors import ADWIN, PageHinkley
-    from driftline.monitor import process_batch
-    from driftline.performance import (
-        DriftIndex,
-        MemoryRecords,
-        UnitState,
-        join_batch,
-        plan_lookups,
-    )
-    from driftline.reference import (
-        Policy,
-        TrainingData,
-        build_reference,
-    )
 
 # ------------------------------------------------------------------------- detectors
 
