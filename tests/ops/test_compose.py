@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import jsonschema
 import pytest
 import yaml
 from opsutil import ROOT
+
+from tool_checks import require_tool
 
 COMPOSE = ROOT / "docker-compose.yml"
 
@@ -108,24 +109,24 @@ def test_mounted_files_exist():
                 assert (ROOT / src).exists(), f"{name}: {src} does not exist"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_compose_prometheus_config_is_valid(tmp_path):
+    promtool = require_tool("promtool")
     cfg = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     cfg["rule_files"] = [str(ROOT / "deploy" / "prometheus" / "driftline-rules.yml")]
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(cfg))
     res = subprocess.run(
-        ["promtool", "check", "config", str(path)], capture_output=True, text=True, timeout=60
+        [promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 0, res.stdout + res.stderr
     jobs = {j["job_name"] for j in cfg["scrape_configs"]}
     assert "driftline" in jobs
 
 
-@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool not installed")
 def test_compose_alertmanager_config_is_valid():
+    amtool = require_tool("amtool")
     res = subprocess.run(
-        ["amtool", "check-config", str(ROOT / "deploy" / "prometheus" / "alertmanager.yml")],
+        [amtool, "check-config", str(ROOT / "deploy" / "prometheus" / "alertmanager.yml")],
         capture_output=True,
         text=True,
         timeout=60,

@@ -4,12 +4,12 @@ need are there, every PromQL expression parses and selects metrics metrics.py de
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
-import pytest
 import yaml
 from opsutil import ROOT, all_sample_names, promql_metric_names
+
+from tool_checks import require_tool
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "driftline-dashboard.json"
 PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
@@ -77,8 +77,8 @@ def test_per_model_panels_filter_on_the_model_variable():
                 assert '$model"' in t["expr"], f"{p['title']}: not filtered by $model"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_every_expression_is_valid_promql(tmp_path):
+    promtool = require_tool("promtool")
     rules = [
         {"record": f"driftline:dashboard_check:{i}", "expr": _concrete(e)}
         for i, e in enumerate(_exprs(_dashboard()))
@@ -86,7 +86,7 @@ def test_every_expression_is_valid_promql(tmp_path):
     path = tmp_path / "exprs.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     res = subprocess.run(
-        ["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 0, res.stdout + res.stderr
 

@@ -14,6 +14,7 @@ import yaml
 from opsutil import ROOT
 
 from driftline.config import Settings
+from tool_checks import require_module
 
 K8S = ROOT / "k8s"
 KUBE_VERSION = "1.30.0"
@@ -186,7 +187,7 @@ def test_the_set_is_complete():
 
 
 def test_core_kinds_against_the_kubernetes_schemas():
-    kv = pytest.importorskip("kubernetes_validate", reason="test extra: kubernetes-validate")
+    kv = require_module("kubernetes_validate")
     checked = 0
     for path, doc in _docs():
         if doc["kind"] in CORE_KINDS:
@@ -198,7 +199,7 @@ def test_core_kinds_against_the_kubernetes_schemas():
 
 
 def test_kubernetes_schema_validation_is_not_vacuous():
-    kv = pytest.importorskip("kubernetes_validate", reason="test extra: kubernetes-validate")
+    kv = require_module("kubernetes_validate")
     bad = _by_kind("Deployment")[0]
     bad["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exeq"] = {}
     with pytest.raises(kv.ValidationError):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -36,11 +35,10 @@ from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.runtime.devstack import free_port, wait_port
 from driftline.runtime.store import StateStore
 from support import publish
+from tool_checks import require_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PROMETHEUS = shutil.which("prometheus")
-ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 RULES = ROOT / "deploy" / "prometheus" / "driftline-rules.yml"
 
 
@@ -137,11 +135,8 @@ async def _until(pred: Callable[[], Any], timeout: float, what: str, logs: list[
     raise AssertionError(f"timed out waiting for {what}\n{tails}")
 
 
-@pytest.mark.skipif(
-    PROMETHEUS is None or ALERTMANAGER is None,
-    reason="needs Debian's prometheus and prometheus-alertmanager",
-)
 async def test_input_drift_pages_through_alertmanager_and_resolves(settings, hook, tmp_path):
+    prometheus, alertmanager = require_tool("prometheus"), require_tool("alertmanager")
     t_start = time.monotonic()
     # 1. A reference for the simulated model, stored where the monitor reads it.
     sim = SimulatedModel(seed=3)
@@ -217,7 +212,7 @@ async def test_input_drift_pages_through_alertmanager_and_resolves(settings, hoo
     try:
         am = _spawn(
             [
-                ALERTMANAGER,
+                alertmanager,
                 f"--config.file={am_cfg}",
                 f"--storage.path={tmp_path / 'am-data'}",
                 f"--web.listen-address=127.0.0.1:{am_port}",
@@ -228,7 +223,7 @@ async def test_input_drift_pages_through_alertmanager_and_resolves(settings, hoo
         procs.append(am)
         prom = _spawn(
             [
-                PROMETHEUS,
+                prometheus,
                 f"--config.file={prom_cfg}",
                 f"--storage.tsdb.path={tmp_path / 'prom-data'}",
                 f"--web.listen-address=127.0.0.1:{prom_port}",

@@ -4,7 +4,6 @@ runbook anchors and metric names."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 
@@ -12,32 +11,33 @@ import pytest
 import yaml
 from opsutil import ROOT, all_sample_names, promql_metric_names
 
+from tool_checks import require_tool
+
 RULES = ROOT / "deploy" / "prometheus" / "driftline-rules.yml"
 RULE_TESTS = sorted((ROOT / "deploy" / "prometheus" / "tests").glob("*.yml"))
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (Debian package 'prometheus')"
-)
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    return require_tool("promtool")
 
 
 def _rules() -> list[dict]:
     return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
 
 
-@needs_promtool
-def test_promtool_check_rules():
+def test_promtool_check_rules(promtool):
     res = subprocess.run(
-        [PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@needs_promtool
 @pytest.mark.parametrize("test_file", RULE_TESTS, ids=lambda p: p.name)
-def test_promtool_rule_unit_tests(test_file):
+def test_promtool_rule_unit_tests(promtool, test_file):
     res = subprocess.run(
-        [PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120
+        [promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120
     )
     assert res.returncode == 0, res.stdout + res.stderr
 

@@ -20,6 +20,7 @@ from reliability_support import Stream, settings_for
 
 from driftline.runtime.devstack import DevStack, TansuBroker, free_port, wait_port
 from support import MonitorProc, assert_equals_replay, publish, put_reference, redis_offsets
+from tool_checks import require_module
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,8 +30,8 @@ BUCKET = "tansu"
 @pytest.fixture
 def s3(tmp_path: Path) -> Iterator[dict[str, str]]:
     """moto's S3 server on a free port, with the bucket; yields Tansu's environment."""
-    pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
+    require_module("moto.server")
+    boto3 = require_module("boto3")
     port = free_port()
     with (tmp_path / "moto.log").open("wb") as log:
         proc = subprocess.Popen(

@@ -36,9 +36,9 @@ from support import (
     raw_partition_state,
     redis_offsets,
 )
+from tool_checks import require_module
 
 pytestmark = pytest.mark.integration
-trustme = pytest.importorskip("trustme")
 
 DOCS = Path(__file__).parents[2] / "docs" / "redis.md"
 
@@ -47,6 +47,7 @@ DOCS = Path(__file__).parents[2] / "docs" / "redis.md"
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A CA, a server certificate for 127.0.0.1, and a second, untrusted CA."""
     d = tmp_path_factory.mktemp("pki")
+    trustme = require_module("trustme")
     ca, other = trustme.CA(), trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     ca.cert_pem.write_to_path(str(d / "ca.pem"))

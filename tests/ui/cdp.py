@@ -37,15 +37,6 @@ FLAGS = [
 ]
 
 
-def chromium_path() -> str | None:
-    """The Chromium binary, or None when it is not installed."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 @dataclass
 class PageLog:
     """What the page reported while it was open."""
@@ -64,10 +55,7 @@ class PageLog:
 class Browser:
     """One headless Chromium process and one page in it."""
 
-    def __init__(self, width: int = 1400, height: int = 1000) -> None:
-        binary = chromium_path()
-        if binary is None:
-            raise RuntimeError("chromium is not installed")
+    def __init__(self, binary: str, width: int = 1400, height: int = 1000) -> None:
         self.profile = Path(tempfile.mkdtemp(prefix="dl-chromium-"))
         self.proc = subprocess.Popen(
             [

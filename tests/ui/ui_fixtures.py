@@ -1,6 +1,6 @@
 """Fixtures of the UI tests: pages rendered in headless Chromium, checked as a person
-would see them. Skipped, with the reason, only when Chromium (Debian's ``chromium``) is
-missing. Screenshots are kept under ``test-artifacts/ui/`` (gitignored).
+would see them. A missing Chromium (Debian's ``chromium``) fails them (tool_checks.py).
+Screenshots are kept under ``test-artifacts/ui/`` (gitignored).
 
 Imported by the test modules (``from ui_fixtures import browser as browser``) rather
 than kept in a ``conftest.py``: other test folders import their own ``conftest`` by
@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cdp import Browser, chromium_path
+from cdp import Browser
+
+from tool_checks import require_tool
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 
@@ -26,9 +28,7 @@ def artifacts() -> Path:
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed: apt-get install -y chromium")
-    b = Browser(width=1400, height=1000)
+    b = Browser(require_tool("chromium"), width=1400, height=1000)
     try:
         yield b
     finally:
