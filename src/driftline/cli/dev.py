@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
-import time
 from pathlib import Path
 
-from driftline.runtime.devstack import DevStack
+from driftline.runtime.devstack import DevStack, RedisCluster, RedisServer, run_until_stopped
 
 __all__ = ["demo", "dev_up"]
 
+
 def dev_up(args: argparse.Namespace) -> int:
+    """``driftline dev up``: the stack until a stop signal; 1 when a child dies on its own."""
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="driftline-dev-"))
-    stack = DevStack(workdir).start()
-    print("Tansu broker and redis-server are up. In another shell:")
-    for k, v in stack.env().items():
-        print(f"  export {k}={v}")
-    print("Ctrl-C stops both.", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stack.stop()
+    redis = RedisCluster() if args.cluster else RedisServer()
+    stack = DevStack(workdir, redis=redis)
+
+    def ready(stack: DevStack) -> None:
+        services = "Redis Cluster" if args.cluster else "redis-server"
+        print(f"Tansu broker and {services} are up (working directory {workdir}).")
+        for name, proc in stack.processes().items():
+            print(f"  {name}: pid {proc.pid}")
+        print("In another shell:")
+        for k, v in stack.env().items():
+            print(f"  export {k}={v}")
+        print("Ctrl-C (or SIGTERM) stops them all.", flush=True)
+
+    died = run_until_stopped(stack, ready, remove_workdir=not args.workdir)
+    if died is not None:
+        print(f"driftline: {died} exited on its own; stopped the rest", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,7 +11,7 @@ USAGE = """The ``driftline`` command line.
 
 ::
 
-    driftline dev up                      start Tansu + redis-server for a person
+    driftline dev up [--cluster]          start Tansu + redis-server (or a Redis Cluster)
     driftline demo                        the whole fast loop end to end, locally
     driftline monitor                     run a monitor worker (predictions -> alerts)
     driftline labels [--report]           label joiner: performance, concept drift (slow loop)
@@ -34,8 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="local stack for people")
     dev_sub = dev.add_subparsers(dest="dev_cmd", required=True)
-    up = dev_sub.add_parser("up", help="start Tansu + redis-server until Ctrl-C")
-    up.add_argument("--workdir")
+    up = dev_sub.add_parser("up", help="start Tansu + redis-server until Ctrl-C or SIGTERM")
+    up.add_argument(
+        "--workdir",
+        help="keep logs and data in this directory (kept on exit); "
+        "default: a temporary directory, removed on exit",
+    )
+    up.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a local Redis Cluster (three masters) instead of a single redis-server",
+    )
 
     demo = sub.add_parser("demo", help="run the fast loop end to end with simulated traffic")
     demo.add_argument("--events", type=int, default=9000)

