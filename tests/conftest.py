@@ -1,7 +1,8 @@
-"""Session fixtures: a real Tansu broker and a real redis-server on free ports.
+"""Session fixtures: a real Tansu broker and a real redis-server on free ports, and (on
+first use) a local Redis Cluster of three redis-server masters.
 
 No mocks: integration tests talk to these processes. Each test gets fresh topic names
-and its own Redis key prefix, so tests share the two servers without sharing state.
+and its own Redis key prefix, so tests share the servers without sharing state.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
 
 from driftline.config import Settings
-from driftline.runtime.devstack import DevStack
+from driftline.runtime.devstack import DevStack, RedisCluster
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +56,33 @@ async def redis_client(stack: DevStack) -> AsyncIterator[aioredis.Redis]:
     """An async Redis client on the session server."""
     client = aioredis.Redis.from_url(stack.redis.url)
     try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A local Redis Cluster (three masters, no replicas) for the whole session.
+
+    Started on first use, stopped by PID at the end. ``redis_cluster.url`` is one node;
+    a cluster client finds the others from it.
+    """
+    cluster = RedisCluster().start(Path(tmp_path_factory.mktemp("redis-cluster")))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def redis_cluster_client(
+    redis_cluster: RedisCluster,
+) -> AsyncIterator[aiocluster.RedisCluster]:
+    """redis-py's asyncio cluster client on the session cluster."""
+    client = aiocluster.RedisCluster.from_url(redis_cluster.url)
+    try:
+        await client.initialize()
         yield client
     finally:
         await client.aclose()
