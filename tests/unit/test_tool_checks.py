@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -114,3 +115,27 @@ def test_the_test_command_names_missing_programs(empty_path: Path) -> None:
 def test_the_test_command_passes_where_everything_is_installed() -> None:
     res = _test_deps({k: v for k, v in os.environ.items() if k != ALLOW_MISSING_ENV})
     assert (res.returncode, res.stderr) == (0, "")
+
+
+def test_the_test_command_installs_missing_programs_with_apt_as_root(empty_path: Path) -> None:
+    """A stand-in apt-get on PATH records its calls and "installs" every program."""
+    calls = empty_path.parent / "apt-calls"
+    programs = " ".join(name for tool in TOOLS.values() for name in tool.names[:1])
+    apt = empty_path / "apt-get"
+    apt.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        f'if [ "$1" = install ]; then for p in {programs}; do\n'
+        f'  printf "#!/bin/sh\\n" > {empty_path}/$p; chmod +x {empty_path}/$p; done; fi\n'
+    )
+    apt.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != ALLOW_MISSING_ENV}  # PATH: empty_path
+    (empty_path / "chmod").symlink_to(shutil.which("chmod", path="/usr/bin:/bin"))
+    script = TESTS.parent / "scripts" / "test_deps.py"
+    res = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
+    if os.geteuid() != 0:  # not root: nothing installed, the missing programs named
+        assert res.returncode == 1 and not calls.exists(), res.stderr
+        return
+    assert res.returncode == 0, res.stderr
+    packages = "chromium prometheus prometheus-alertmanager redis-server redis-tools"
+    assert calls.read_text().splitlines() == ["update -qq", f"install -y -qq {packages}"]
