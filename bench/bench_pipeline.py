@@ -52,7 +52,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -304,14 +304,15 @@ async def phase_monitor(cfg: dict[str, Any]) -> dict[str, Any]:
     seen = {"rows": 0, "first": 0.0, "last": 0.0}
     sizes: list[int] = []
 
-    async def timed(tp: Any, part: Any, records: Sequence[Any]) -> None:
-        sizes.append(len(records))
+    async def timed(unit: Any, records: Mapping[str, Sequence[Any]]) -> None:
+        n = sum(len(r) for r in records.values())
+        sizes.append(n)
         if not span.started:
             seen["first"] = time.time()
             span.start(0)
-        await handle(tp, part, records)
+        await handle(unit, records)
         seen["last"] = time.time()
-        seen["rows"] += len(records) * per
+        seen["rows"] += n * per
         if seen["rows"] >= cfg["stop_rows"]:
             worker.stop()
 
@@ -387,10 +388,10 @@ async def phase_labels(cfg: dict[str, Any]) -> dict[str, Any]:
     handle = joiner._handle
     want = cfg["rows"] + cfg["labels_count"]
 
-    async def timed(unit: Any, precs: Sequence[Any], lrecs: Sequence[Any]) -> None:
+    async def timed(unit: Any, records: Mapping[str, Sequence[Any]]) -> None:
         if not span.started:
             span.start(joiner.predictions_seen + joiner.labels_seen)
-        await handle(unit, precs, lrecs)
+        await handle(unit, records)
         done = joiner.predictions_seen + joiner.labels_seen
         if done >= want:
             joiner.stop()
@@ -415,14 +416,14 @@ async def phase_live(cfg: dict[str, Any]) -> dict[str, Any]:
     batches: list[int] = []
     handle = worker._handle
 
-    async def counted(tp: Any, part: Any, records: Sequence[Any]) -> None:
-        batches.append(len(records))
-        await handle(tp, part, records)
+    async def counted(unit: Any, records: Mapping[str, Sequence[Any]]) -> None:
+        batches.append(sum(len(r) for r in records.values()))
+        await handle(unit, records)
 
     worker._handle = counted  # type: ignore[method-assign]
 
     async def ready() -> None:
-        while len(worker.partitions) < PARTITIONS:
+        while len(worker.units) < PARTITIONS:
             await asyncio.sleep(0.05)
         print("READY", flush=True)
 

@@ -159,13 +159,19 @@ def monitor_env(settings: Any, **extra: str) -> dict[str, str]:
         "DRIFTLINE_MONITOR__SESSION_TIMEOUT_MS": str(settings.monitor.session_timeout_ms),
         "DRIFTLINE_METRICS_PORT": "0",
     }
-    env.pop("DRIFTLINE_FAULT", None)
     env.update(extra)
     return env
 
 
+#: Runs ``driftline monitor`` with a fault injected from the test side.
+FAULT_RUNNER = str(__import__("pathlib").Path(__file__).parent / "reliability" / "fault_runner.py")
+
+
 class MonitorProc:
-    """A ``driftline monitor`` child process whose output goes to a log file."""
+    """A ``driftline monitor`` (or ``command``) child process logging to a file.
+
+    ``fault`` (``<crash|stop>_<point>:<n>``) runs it through ``fault_runner.py``.
+    """
 
     def __init__(
         self,
@@ -173,13 +179,16 @@ class MonitorProc:
         log_path: Any,
         name: str = "monitor",
         idle_exit: float | None = 3.0,
+        fault: str | None = None,
+        command: str = "monitor",
         **env: str,
     ) -> None:
         import subprocess
         import sys
 
         self.log_path = log_path
-        args = [sys.executable, "-m", "driftline", "monitor", "--name", name]
+        entry = [FAULT_RUNNER, fault] if fault else ["-m", "driftline"]
+        args = [sys.executable, *entry, command, "--name", name]
         if idle_exit is not None:
             args += ["--idle-exit", str(idle_exit)]
         with open(log_path, "ab") as log:

@@ -8,7 +8,6 @@ never appear in ``repr``, logs or metric labels.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,8 +18,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from driftline.errors import ConfigError
 
 __all__ = [
-    "FAULT_POINTS",
-    "FaultSpec",
     "KafkaSettings",
     "LabelsSettings",
     "MonitorSettings",
@@ -28,6 +25,7 @@ __all__ = [
     "load_settings",
     "Settings",
     "TopicSettings",
+    "WorkerSettings",
 ]
 
 
@@ -150,8 +148,31 @@ class TopicSettings(BaseModel):
         return f"{topic}{self.dlq_suffix}"
 
 
-class MonitorSettings(BaseModel):
-    """Defaults of the fast loop; a model's reference may override them."""
+class WorkerSettings(BaseModel):
+    """What every Kafka worker shell reads (:mod:`driftline.runtime.worker`).
+
+    The monitor (``monitor.*``) and the label joiner (``labels.*``) each have their own
+    values; the fields mean the same for both.
+    """
+
+    #: Kafka consumer group (and the Redis key space of the group's state).
+    group_id: str
+    #: Upper bound of records fetched per poll (one micro-batch).
+    max_batch_events: int = Field(default=5000, ge=1)
+    #: Kafka group session timeout: how long a silent worker (crashed, paused) keeps its
+    #: partitions before the group moves them. Heartbeats go every tenth of it.
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    #: Seconds a reference profile read from Redis is used before it is read again
+    #: (how soon a new or rebuilt reference is picked up).
+    reference_ttl_seconds: float = Field(default=30.0, gt=0)
+    #: Largest record fetched per partition and sent (dead letters keep the original
+    #: bytes); a dead letter the broker still refuses is truncated.
+    max_record_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+
+
+class MonitorSettings(WorkerSettings):
+    """The fast loop (``driftline monitor``); a model's reference may override the
+    window and alert defaults."""
 
     group_id: str = "driftline-monitor"
     #: Events per count window (tumbling) per (model, version, segment).
@@ -164,16 +185,11 @@ class MonitorSettings(BaseModel):
     resolve_after_windows: int = Field(default=2, ge=1)
     #: Windows after a resolution during which the same episode kind cannot fire again.
     cooldown_windows: int = Field(default=2, ge=0)
-    #: Upper bound of events fetched per poll (one micro-batch).
-    max_batch_events: int = Field(default=5000, ge=1)
     #: Maximum features exported as metric label values per model (others -> "other").
     metrics_max_features: int = Field(default=50, ge=1)
-    #: Kafka group session timeout: how long a silent worker (crashed, paused) keeps its
-    #: partitions before the group moves them. Heartbeats go every tenth of it.
-    session_timeout_ms: int = Field(default=10_000, ge=1_000)
 
 
-class LabelsSettings(BaseModel):
+class LabelsSettings(WorkerSettings):
     """The slow loop (``driftline labels``): label join, performance, concept drift.
 
     See docs/slow-loop.md for what each knob does.
@@ -213,49 +229,6 @@ class LabelsSettings(BaseModel):
     learn_reference_labels: int = Field(default=1000, ge=1)
     resolve_after_windows: int = Field(default=2, ge=1)
     cooldown_windows: int = Field(default=2, ge=0)
-    max_batch_events: int = Field(default=5000, ge=1)
-
-
-#: Points of the commit path where a test can inject a fault (see ``Settings.fault``).
-FAULT_POINTS = (
-    "before_redis_commit",
-    "after_redis_commit",
-    "before_outbox_ack",
-    "after_kafka_commit",
-)
-_FAULT_ACTIONS = ("crash", "stop")
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    """A parsed test-only fault: ``<action>_<point>:<n>``.
-
-    ``crash`` ends the process at once with exit status 137 (as SIGKILL would); ``stop``
-    sends the process SIGSTOP (a paused "zombie" worker). It fires at ``point`` of the
-    ``n``-th batch commit (counted from 1) of the worker.
-
-    Examples
-    --------
-    >>> FaultSpec.parse("crash_after_redis_commit:3")
-    FaultSpec(action='crash', point='after_redis_commit', batch=3)
-    """
-
-    action: str
-    point: str
-    batch: int
-
-    @classmethod
-    def parse(cls, spec: str) -> FaultSpec:
-        """Parse ``<action>_<point>:<n>``; raise ``ValueError`` on anything else."""
-        head, sep, n = spec.partition(":")
-        action, _, point = head.partition("_")
-        if not sep or action not in _FAULT_ACTIONS or point not in FAULT_POINTS:
-            raise ValueError(
-                f"fault must be <{'|'.join(_FAULT_ACTIONS)}>_<{'|'.join(FAULT_POINTS)}>:<n>"
-            )
-        if not n.isdigit() or int(n) < 1:
-            raise ValueError("fault batch number must be a positive integer")
-        return cls(action, point, int(n))
 
 
 class Settings(BaseSettings):
@@ -281,20 +254,6 @@ class Settings(BaseSettings):
     metrics_certfile: str | None = None
     metrics_keyfile: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    #: Test-only fault injection (``DRIFTLINE_FAULT``), e.g. ``crash_after_redis_commit:3``.
-    #: Hidden: never set it in production. Empty means no fault.
-    fault: str = Field(default="", repr=False)
-
-    @field_validator("fault")
-    @classmethod
-    def _fault_spec(cls, v: str) -> str:
-        if v:
-            FaultSpec.parse(v)
-        return v
-
-    def fault_spec(self) -> FaultSpec | None:
-        """The parsed :attr:`fault`, or ``None`` when no fault is configured."""
-        return FaultSpec.parse(self.fault) if self.fault else None
 
 
 def load_settings(**overrides: Any) -> Settings:

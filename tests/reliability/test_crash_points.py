@@ -70,7 +70,7 @@ async def test_sigkill_at_every_commit_point_then_restart_equals_replay(
             await put_reference(s, ref)
         runs[point] = s
     crashed = {
-        p: MonitorProc(s, tmp_path / f"{p}.log", DRIFTLINE_FAULT=f"crash_{p}:4")
+        p: MonitorProc(s, tmp_path / f"{p}.log", fault=f"crash_{p}:4")
         for p, s in runs.items()
     }
     for point, proc in crashed.items():
@@ -181,8 +181,8 @@ async def test_redelivered_batches_are_no_ops(on_stream: Settings, stream: Strea
         before = await raw_partition_state(on_stream)
         dup_before = m.EVENTS.labels("redeliver", "duplicate")._value.get()
         assert worker.consumer is not None
-        for tp in list(worker.partitions):
-            worker.consumer.seek(tp, 0)
+        for p in list(worker.units):
+            worker.consumer.seek(TopicPartition(stream.topic, p), 0)
         await worker.run(idle_exit_s=2.0)
         assert worker.processed == len(stream.events), "nothing processed twice"
         dup = m.EVENTS.labels("redeliver", "duplicate")._value.get() - dup_before
@@ -191,9 +191,9 @@ async def test_redelivered_batches_are_no_ops(on_stream: Settings, stream: Strea
 
         # The store's offset guard, under the filter: a batch ending at or before the
         # stored offset is refused as a duplicate and writes nothing.
-        tp, part = next((tp, p) for tp, p in worker.partitions.items() if p.offset > 0)
+        unit = next(u for u in worker.units.values() if u.stored > 0)
         assert worker.store is not None
-        res = await worker.store.commit(part.lease, part.offset, {"x": b"zombie"}, [b"a"])
+        res = await worker.store.commit(unit.lease, unit.stored, {"x": b"zombie"}, [b"a"])
         assert res == "duplicate"
         assert await raw_partition_state(on_stream) == before
     finally:
@@ -211,7 +211,7 @@ async def test_paused_worker_is_fenced_after_its_partitions_moved(
         tmp_path / "zombie.log",
         name="zombie",
         idle_exit=6.0,
-        DRIFTLINE_FAULT="stop_before_redis_commit:3",
+        fault="stop_before_redis_commit:3",
     )
     zombie_port = await zombie.metrics_port()
 

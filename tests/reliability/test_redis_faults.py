@@ -66,9 +66,9 @@ class Watched:
         self.ready_at_batch: list[float] = []
         inner = self.worker._handle
 
-        async def handle(tp: Any, part: Any, records: Any) -> None:
+        async def handle(unit: Any, records: Any) -> None:
             self.ready_at_batch.append(m.READY.labels(name)._value.get())
-            await inner(tp, part, records)
+            await inner(unit, records)
 
         self.worker._handle = handle  # type: ignore[method-assign]
 
@@ -229,3 +229,63 @@ async def test_redis_kill_9_and_aof_restart_under_a_running_worker(
     assert "retrying" in log, "the worker rode out the outage instead of crashing"
     assert "Traceback" not in log
     await assert_equals_replay(s, stream.replay)
+
+
+@pytest.mark.slow
+async def test_label_joiner_rides_out_redis_kill_9_and_counts_every_label_once(
+    stack: DevStack, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """The joiner runs on the same worker shell: it retries with backoff through a Redis
+    outage (it used to exit), replays what the AOF lost, and counts each label once."""
+    import uuid
+
+    from driftline.core.slowloop.join import UnitState
+    from driftline.demo.sea import SeaScenario
+    from driftline.runtime.store import StateStore
+
+    u = uuid.uuid4().hex[:8]
+    s = settings_for(stack.broker.bootstrap, own_redis.url)
+    s = s.model_copy(
+        update={
+            "topics": s.topics.model_copy(update={"labels": f"labels-{u}"}),
+            "labels": s.labels.model_copy(update={"group_id": f"rel-labels-{u}"}),
+        }
+    )
+    n = 6_000
+    preds, labels = SeaScenario(model_id="sea-r", seed=17).events(n)
+    await publish(stack.broker.bootstrap, s.topics.predictions, preds, partitions=1)
+    await publish(stack.broker.bootstrap, s.topics.labels, labels, partitions=1)
+    proc = MonitorProc(
+        s,
+        tmp_path / "labels.log",
+        command="labels",
+        DRIFTLINE_TOPICS__LABELS=s.topics.labels,
+        DRIFTLINE_LABELS__GROUP_ID=s.labels.group_id,
+        DRIFTLINE_LABELS__MAX_BATCH_EVENTS="200",
+    )
+    client = aioredis.Redis.from_url(own_redis.url)
+    store = StateStore.from_settings(client, s.redis, s.labels.group_id)
+    meta = store.keys(s.topics.labels, 0).meta
+    for _ in range(3_000):  # kill once some, not all, batches are committed
+        seq = await client.hget(meta, "offset")
+        if seq is not None and int(seq) >= 10:
+            break
+        await asyncio.sleep(0.01)
+    await client.aclose()
+    own_redis.kill()  # SIGKILL: only what the AOF fsynced (every second) survives
+    await asyncio.sleep(1.5)
+    assert own_redis.data_dir is not None
+    own_redis.start(own_redis.data_dir)
+
+    assert await proc.wait() == 0, proc.log()[-3000:]
+    log = proc.log()
+    assert "retrying" in log, "the joiner rode out the outage instead of crashing"
+    assert "Traceback" not in log
+    client = aioredis.Redis.from_url(own_redis.url)
+    store = StateStore.from_settings(client, s.redis, s.labels.group_id)
+    got = await store.peek(s.topics.labels, 0)
+    await client.aclose()
+    assert got is not None
+    unit = UnitState.from_fields(got[1])
+    assert unit.models["sea-r"].labels == {"joined": n}
+    assert unit.models["sea-r"].predictions == {"stored": n}

@@ -187,9 +187,9 @@ async def demo_slow_loop(
                 await asyncio.sleep(0.01)
             if i % 1000 == 999:
                 await asyncio.sleep(0.05)
-                for a in joiner.alerts[printed:]:
+                for a in joiner.alerts_after(printed):
                     print(f"  {format_alert(a)}", file=write)
-                printed = len(joiner.alerts)
+                printed = joiner.alerts_published
         await producer.flush(30)
     deadline = time.monotonic() + 60
     while joiner.labels_seen < len(labels) and time.monotonic() < deadline:
@@ -198,11 +198,15 @@ async def demo_slow_loop(
     monitor.stop()
     joiner.stop()
     await asyncio.gather(*tasks)
-    for a in joiner.alerts[printed:]:
+    for a in joiner.alerts_after(printed):
         print(f"  {format_alert(a)}", file=write)
     totals = joiner.totals()
     await monitor.close()
     await joiner.close()
     print(f"monitor alerts: {monitor.alerts_published} (inputs did not move)", file=write)
     print(await report_text(settings), file=write, flush=True)
-    return {"alerts": joiner.alerts, "totals": totals, "monitor_alerts": monitor.alerts_published}
+    return {
+        "alerts": list(joiner.recent_alerts),
+        "totals": totals,
+        "monitor_alerts": monitor.alerts_published,
+    }

@@ -69,6 +69,7 @@ __all__ = [
     "CommitResult",
     "HistoryBatch",
     "Lease",
+    "RecordWrites",
     "StateStore",
     "open_store",
 ]
@@ -76,10 +77,26 @@ __all__ = [
 # --------------------------------------------------------------------------- the store
 
 _LUA = resources.files("driftline.runtime").joinpath("lua")
-_SCRIPT = _LUA.joinpath("store_commit.lua").read_text(encoding="utf-8")
-_SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
-_JOIN_SCRIPT = _LUA.joinpath("store_join.lua").read_text(encoding="utf-8")
-_JOIN_SCRIPT_SHA = hashlib.sha1(_JOIN_SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Script:
+    """A store script: the shared commit prelude followed by the script's own text."""
+
+    text: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> _Script:
+        prelude = _LUA.joinpath("commit_prelude.lua").read_text(encoding="utf-8")
+        text = prelude + "\n" + _LUA.joinpath(name).read_text(encoding="utf-8")
+        return cls(text, hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest())
+
+
+#: acquire, commit and outbox ack of a partition.
+_PARTITION_SCRIPT = _Script.load("store_commit.lua")
+#: a commit that also writes record hashes (the label joiner's pending predictions).
+_RECORDS_SCRIPT = _Script.load("store_join.lua")
 
 
 class CommitResult(StrEnum):
@@ -141,6 +158,40 @@ class HistoryBatch:
     maxlen: Mapping[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RecordWrites:
+    """Record hashes a :meth:`StateStore.commit` writes with the state (the label joiner).
+
+    ``puts``: record name -> {field: value}, each written hash then gets
+    ``PEXPIREAT expire_at_ms[name]``; ``tombs``: record name -> fields set to
+    ``tombstone`` in hashes that still exist. Names are those of
+    :meth:`StateStore.record_key`. Record values are not sealed: they are looked up by a
+    digest and carry no authority.
+    """
+
+    puts: Mapping[str, Mapping[bytes, bytes]] = field(default_factory=dict)
+    expire_at_ms: Mapping[str, int] = field(default_factory=dict)
+    tombs: Mapping[str, Sequence[bytes]] = field(default_factory=dict)
+    tombstone: bytes = b"\x00"
+
+    def arguments(self, key_index: Mapping[str, int]) -> list[str | bytes]:
+        """The script arguments after the prelude's (see ``lua/store_join.lua``)."""
+        args: list[str | bytes] = []
+        live = [n for n in self.puts if self.puts[n]]
+        args.append(str(len(live)))
+        for n in live:
+            if n not in self.expire_at_ms:
+                raise ValueError(f"record {n!r} is written without an expiry")
+            args += [str(key_index[n]), str(int(self.expire_at_ms[n])), str(len(self.puts[n]))]
+            for fld, value in self.puts[n].items():
+                args += [fld, value]
+        dead = [n for n in self.tombs if self.tombs[n]]
+        args.append(str(len(dead)))
+        for n in dead:
+            args += [str(key_index[n]), str(len(self.tombs[n])), *self.tombs[n], self.tombstone]
+        return args
+
+
 class StateStore:
     """Per-partition state, outbox and references of one consumer group in Redis.
 
@@ -196,19 +247,26 @@ class StateStore:
     def _where(self, topic: str, partition: int) -> str:
         return f"{self._group}/{topic}[{partition}]"
 
-    async def _script(self, keys: PartitionKeys, *args: str | bytes) -> list[Any]:
-        """Run the store script: EVALSHA, or EVAL when the server does not know it yet."""
+    async def _run(self, script: _Script, keys: Sequence[str], *args: str | bytes) -> list[Any]:
+        """Run a store script: EVALSHA, or EVAL when the server does not know it yet.
+
+        Returns the reply with its status decoded: ``[status, *rest]``.
+        """
         # Bound as plain callables: some redis stubs leave these methods unannotated.
         evalsha: Callable[..., Awaitable[Any]] = self._client.evalsha
         eval_: Callable[..., Awaitable[Any]] = self._client.eval
         try:
-            reply = await evalsha(_SCRIPT_SHA, 3, *keys.all(), *args)
+            reply = await evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
             # EVAL also caches the script, so the next call's EVALSHA finds it.
-            reply = await eval_(_SCRIPT, 3, *keys.all(), *args)
+            reply = await eval_(script.text, len(keys), *keys, *args)
         if not isinstance(reply, list) or not reply:
-            raise StateCorrupt(f"unexpected reply from the store script: {reply!r}")
-        return [reply[0].decode("ascii"), *reply[1:]]
+            raise StateCorrupt(f"unexpected reply from a store script: {reply!r}")
+        return [_text(reply[0]), *reply[1:]]
+
+    async def _script(self, keys: PartitionKeys, *args: str | bytes) -> list[Any]:
+        """Run the partition script (acquire, commit, ack) on a partition's keys."""
+        return await self._run(_PARTITION_SCRIPT, keys.all(), *args)
 
     # ------------------------------------------------------------------ ownership
 
@@ -311,11 +369,15 @@ class StateStore:
         outbox: Sequence[bytes] = (),
         *,
         expected_offset: int | None = None,
+        records: RecordWrites | None = None,
     ) -> CommitResult:
         """Write a batch's states and alerts together with the offset they reflect.
 
-        One EVALSHA (EVAL on NOSCRIPT) of ``store_commit.lua``, atomic in Redis:
+        The one commit of every worker: one EVALSHA (EVAL on NOSCRIPT) of a script that
+        starts with ``lua/commit_prelude.lua``, atomic in Redis:
 
+        0. Types: a key holding another Redis type -> :class:`StateCorrupt`, nothing
+           written.
         1. Fencing: if ``meta.epoch``/``meta.token`` are not the lease's, another
            worker owns the partition -> ``FENCED``, nothing written.
         2. Idempotence: if ``last_offset <= meta.offset`` the batch was already
@@ -325,34 +387,43 @@ class StateStore:
            committed or acquired at): if ``meta.offset`` differs, Redis lost commits
            while the lease stayed valid -> ``REWOUND``, nothing written.
         3. ``HSET`` the states, each sealed for its (key, field).
-        4. ``RPUSH`` the outbox payloads, in order.
+        4. ``RPUSH`` the outbox payloads, in order; with ``records``, their hashes too
+           (``store_join.lua``).
         5. ``HSET`` ``meta.offset = last_offset``, ``updated_ms``, ``nstate``.
 
-        Every check that can fail (including Redis types) runs before the first write,
-        so a call writes all of 3-5 or none. Guarantee: **effectively-once state** --
-        each offset's effect is applied exactly once, provided Kafka retention covers
-        Redis's loss window. A call that failed on the network may be retried as is:
-        ``DUPLICATE`` then means the first attempt was applied.
+        Every check that can fail runs before the first write, so a call writes all of
+        3-5 or none. Guarantee: **effectively-once state** -- each offset's effect is
+        applied exactly once, provided Kafka retention covers Redis's loss window. A
+        call that failed on the network may be retried as is: ``DUPLICATE`` then means
+        the first attempt was applied.
         """
         if isinstance(last_offset, bool) or not isinstance(last_offset, int) or last_offset < 0:
             raise ValueError(f"last_offset must be a non-negative int, got {last_offset!r}")
         pk = self.keys(lease.topic, lease.partition)
+        keys: list[str] = list(pk.all())
         args: list[str | bytes] = [
             "commit",
             str(META_FORMAT),
             str(lease.epoch),
             lease.token,
             str(last_offset),
-            str(len(states)),
             "" if expected_offset is None else str(expected_offset),
+            str(len(states)),
         ]
         for state_field, payload in states.items():
             if not isinstance(state_field, str) or not state_field:
                 raise ValueError(f"state keys must be non-empty strings, got {state_field!r}")
             args.append(state_field)
             args.append(self._sealer.seal(state_record_name(pk.state, state_field), payload))
+        args.append(str(len(outbox)))
         args.extend(outbox)
-        status, *rest = await self._script(pk, *args)
+        script = _PARTITION_SCRIPT
+        if records is not None:
+            script = _RECORDS_SCRIPT
+            names = list(dict.fromkeys([*records.puts, *records.tombs]))
+            keys = [*keys, *(self.record_key(lease.topic, lease.partition, n) for n in names)]
+            args.extend(records.arguments({n: i + 4 for i, n in enumerate(names)}))
+        status, *rest = await self._run(script, keys, *args)
         if status in ("ok", "duplicate", "fenced", "rewound"):
             return CommitResult(status)
         self._script_failure(self._where(lease.topic, lease.partition), status, rest)
@@ -551,17 +622,6 @@ class StateStore:
         base = self.keys(topic, partition).meta[: -len(":meta")]
         return f"{base}:r:{name}"
 
-    async def _join_script(self, keys: Sequence[str], *args: str | bytes) -> list[Any]:
-        evalsha: Callable[..., Awaitable[Any]] = self._client.evalsha
-        eval_: Callable[..., Awaitable[Any]] = self._client.eval
-        try:
-            reply = await evalsha(_JOIN_SCRIPT_SHA, len(keys), *keys, *args)
-        except NoScriptError:
-            reply = await eval_(_JOIN_SCRIPT, len(keys), *keys, *args)
-        if not isinstance(reply, list):
-            raise StateCorrupt(f"unexpected reply from the join script: {reply!r}")
-        return reply
-
     async def lookup_records(
         self,
         topic: str,
@@ -617,57 +677,15 @@ class StateStore:
         tombstone: bytes = b"\x00",
         expected_offset: int | None = None,
     ) -> CommitResult:
-        """:meth:`commit`, plus record hashes written in the same atomic script.
-
-        Same checks as :meth:`commit` (types, fencing, continuity with
-        ``expected_offset``, idempotence on ``last_offset``), all before any write;
-        then the sealed states, the outbox, ``puts`` (``HSET`` of each record name's
-        fields, then ``PEXPIREAT expire_at_ms[name]``), ``tombs`` (fields set to
-        ``tombstone`` in hashes that still exist) and the offset. Record values are
-        not sealed: they are looked up by a digest and carry no authority.
-        """
-        if isinstance(last_offset, bool) or not isinstance(last_offset, int) or last_offset < 0:
-            raise ValueError(f"last_offset must be a non-negative int, got {last_offset!r}")
-        puts = puts or {}
-        tombs = tombs or {}
-        expire_at_ms = expire_at_ms or {}
-        pk = self.keys(lease.topic, lease.partition)
-        names = list(dict.fromkeys([*puts, *tombs]))
-        index = {n: i + 4 for i, n in enumerate(names)}
-        keys = [*pk.all(), *(self.record_key(lease.topic, lease.partition, n) for n in names)]
-        args: list[str | bytes] = [
-            "commit",
-            str(META_FORMAT),
-            str(lease.epoch),
-            lease.token,
-            str(last_offset),
-            "" if expected_offset is None else str(expected_offset),
-            str(len(states)),
-        ]
-        for state_field, payload in states.items():
-            if not isinstance(state_field, str) or not state_field:
-                raise ValueError(f"state keys must be non-empty strings, got {state_field!r}")
-            args.append(state_field)
-            args.append(self._sealer.seal(state_record_name(pk.state, state_field), payload))
-        args.append(str(len(outbox)))
-        args.extend(outbox)
-        live = [n for n in puts if puts[n]]
-        args.append(str(len(live)))
-        for n in live:
-            if n not in expire_at_ms:
-                raise ValueError(f"record {n!r} is written without an expiry")
-            args += [str(index[n]), str(int(expire_at_ms[n])), str(len(puts[n]))]
-            for fld, value in puts[n].items():
-                args += [fld, value]
-        dead = [n for n in tombs if tombs[n]]
-        args.append(str(len(dead)))
-        for n in dead:
-            args += [str(index[n]), str(len(tombs[n])), *tombs[n], tombstone]
-        status, *rest = await self._join_script(keys, *args)
-        status = status.decode("ascii") if isinstance(status, bytes) else str(status)
-        if status in ("ok", "duplicate", "fenced", "rewound"):
-            return CommitResult(status)
-        self._script_failure(self._where(lease.topic, lease.partition), status, rest)
+        """:meth:`commit` with ``records=RecordWrites(puts, expire_at_ms, tombs, tombstone)``."""
+        return await self.commit(
+            lease,
+            last_offset,
+            states,
+            outbox,
+            expected_offset=expected_offset,
+            records=RecordWrites(puts or {}, expire_at_ms or {}, tombs or {}, tombstone),
+        )
 
     async def peek(self, topic: str, partition: int) -> tuple[int, dict[str, bytes]] | None:
         """``(stored offset, verified state payloads)`` without taking a lease.
