@@ -751,10 +751,12 @@ class Worker(Generic[S, R]):
                 records=batch.records,
             ),
         )
-        m.STATE_COMMITS.labels(self.name, res).inc()
         if res in (CommitResult.FENCED, CommitResult.REWOUND):
             await self._lost_lease(unit, res)
+            # Counted once handled, so whoever watches the counter sees the outcome too.
+            m.STATE_COMMITS.labels(self.name, res).inc()
             return False
+        m.STATE_COMMITS.labels(self.name, res).inc()
         unit.stored = batch.stored_offset
         unit.positions.update(batch.positions)
         await self._publish_outbox(unit)
