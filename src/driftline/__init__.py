@@ -2,12 +2,14 @@
 
 The public API is what this module exports (``__all__``): the configuration object,
 the error tree, the wire-contract event models, the producer SDK that model servers
-embed, and the offline replay. Everything in the subpackages (``contract``, ``core``,
-``runtime``, ``offline``, ``views``, ``cli``, ``demo``) is internal and may change;
-docs/architecture.md describes them.
+embed, the offline replay, and the notebook API (:func:`build_reference` and
+:func:`monitor` on DataFrames, tables or files, no servers: docs/notebook.md).
+Everything in the subpackages (``contract``, ``core``, ``runtime``, ``offline``,
+``views``, ``cli``, ``demo``) is internal and may change; docs/architecture.md
+describes them.
 
-The producer and the replay are loaded on first use, so ``import driftline`` stays
-light (no Kafka client, numpy or Redis client until they are needed).
+The producer, the replay and the notebook API are loaded on first use, so ``import
+driftline`` stays light (no Kafka client, numpy, pandas or Redis client until needed).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from driftline.errors import (
     ContractError,
     DecodeError,
     DriftlineError,
+    InputError,
     ReferenceMissing,
     StateError,
     UnsupportedVersion,
@@ -30,27 +33,42 @@ from driftline.errors import (
 )
 
 if TYPE_CHECKING:
+    from driftline.offline.notebook import (
+        MonitorResult,
+        Reference,
+        Report,
+        build_reference,
+        monitor,
+    )
     from driftline.offline.replay import Replayer, replay_file
+    from driftline.offline.roles import ColumnMap
     from driftline.producer import AsyncPredictionProducer, PredictionProducer
 
 __all__ = [
     "AsyncPredictionProducer",
+    "ColumnMap",
     "ConfigError",
     "ContractError",
     "DecodeError",
     "DriftAlert",
     "DriftlineError",
+    "InputError",
     "LabelEvent",
+    "MonitorResult",
     "PredictionEvent",
     "PredictionProducer",
+    "Reference",
     "ReferenceMissing",
     "Replayer",
+    "Report",
     "Settings",
     "StateError",
     "UnsupportedVersion",
     "ValidationError",
     "__version__",
+    "build_reference",
     "load_settings",
+    "monitor",
     "replay_file",
 ]
 
@@ -60,6 +78,12 @@ _LAZY = {
     "PredictionProducer": "driftline.producer",
     "Replayer": "driftline.offline.replay",
     "replay_file": "driftline.offline.replay",
+    "ColumnMap": "driftline.offline.roles",
+    "MonitorResult": "driftline.offline.notebook",
+    "Reference": "driftline.offline.notebook",
+    "Report": "driftline.offline.notebook",
+    "build_reference": "driftline.offline.notebook",
+    "monitor": "driftline.offline.notebook",
 }
 
 

@@ -14,6 +14,7 @@ so a caller can catch the whole family with one clause::
     │   ├── FencedError          another worker owns the partition now (stale epoch)
     │   └── StateMissing         state expected but absent (e.g. Redis lost its data)
     ├── ReferenceMissing         no usable reference profile for a model
+    ├── InputError               a file, table or argument cannot be used as given
     └── SketchMismatch           merging or testing sketches built on different bins
 
 Contract errors carry a ``stage`` that becomes the ``dl.error.stage`` header
@@ -28,6 +29,7 @@ __all__ = [
     "DecodeError",
     "DriftlineError",
     "FencedError",
+    "InputError",
     "ReferenceMissing",
     "SketchMismatch",
     "StateCorrupt",
@@ -88,6 +90,14 @@ class StateMissing(StateError):
 
 class ReferenceMissing(DriftlineError):
     """No reference profile is stored for the model and version (nor a default)."""
+
+
+class InputError(DriftlineError, ValueError):
+    """A file, table or argument given by a person cannot be used as given.
+
+    The message names where (file, line or row, column) and what to do; the CLI
+    prints it as one line and exits 2. It is also a ``ValueError`` (a bad value).
+    """
 
 
 class SketchMismatch(DriftlineError):

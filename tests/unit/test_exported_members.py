@@ -11,22 +11,29 @@ import driftline
 
 EXPORTED = [
     "AsyncPredictionProducer",
+    "ColumnMap",
     "ConfigError",
     "ContractError",
     "DecodeError",
     "DriftAlert",
     "DriftlineError",
+    "InputError",
     "LabelEvent",
+    "MonitorResult",
     "PredictionEvent",
     "PredictionProducer",
+    "Reference",
     "ReferenceMissing",
     "Replayer",
+    "Report",
     "Settings",
     "StateError",
     "UnsupportedVersion",
     "ValidationError",
     "__version__",
+    "build_reference",
     "load_settings",
+    "monitor",
     "replay_file",
 ]
 
@@ -40,6 +47,7 @@ def test_every_exported_name_resolves() -> None:
         assert getattr(driftline, name) is not None, name
     assert driftline.PredictionProducer.__module__ == "driftline.producer"
     assert driftline.Replayer.__module__ == "driftline.offline.replay"
+    assert driftline.monitor.__module__ == "driftline.offline.notebook"
 
 
 def test_the_errors_are_one_tree() -> None:
@@ -48,7 +56,7 @@ def test_the_errors_are_one_tree() -> None:
         for n in driftline.__all__
         if isinstance(getattr(driftline, n), type) and n.endswith(("Error", "Missing", "Version"))
     ]
-    assert len(errors) == 8
+    assert len(errors) == 9
     assert all(issubclass(e, driftline.DriftlineError) for e in errors)
 
 

@@ -213,9 +213,10 @@ def test_replay_needs_a_model_when_the_file_has_several(tmp_path):
 
 def test_cli_report_from_replay(tmp_path, capsys):
     from driftline.cli import main
+    from driftline.config import load_settings
 
-    ref_file = tmp_path / "ref.json"
-    ref_file.write_bytes(churn_reference().to_bytes())
+    ref_file = tmp_path / "churn.ref"  # a signed reference file (reference build --out)
+    ref_file.write_bytes(churn_reference().to_sealed(load_settings().redis.state_signing_key))
     events = write_jsonl(tmp_path / "e.jsonl", churn_events(6000))
     out = tmp_path / "report.html"
     rc = main(["report", "--events", str(events), "--reference", str(ref_file), "--out", str(out)])

@@ -12,6 +12,7 @@ from driftline.views.alerts import follow_alerts, parse_since_ms
 
 __all__ = ["alerts"]
 
+
 async def alerts(args: argparse.Namespace, settings: Settings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

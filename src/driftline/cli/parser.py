@@ -3,37 +3,148 @@
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
-__all__ = ["USAGE", "build_parser"]
+from driftline._version import __version__
+
+__all__ = ["USAGE", "DriftlineParser", "add_mapping_options", "build_parser", "positive_int"]
 
 #: The command overview printed by ``driftline --help``.
-USAGE = """The ``driftline`` command line.
+USAGE = """Streaming drift detection for machine-learning models in production.
 
-::
+commands:
+  driftline dev up                      start Tansu + redis-server for a person
+  driftline demo                        the whole fast loop end to end, locally
+  driftline monitor                     run a monitor worker (predictions -> alerts)
+  driftline labels [--report]           label joiner: performance, concept drift (slow loop)
+  driftline reference build|show        build / print a model's reference profile
+  driftline replay --events FILE        run both loops over files, print alerts (no servers)
+  driftline alerts [--since 1h]         follow the alert topic (history, filters)
+  driftline retrain [--approval]        alerts -> retraining requests (topic, webhook)
+  driftline report --out FILE           one self-contained HTML drift report (Redis or files)
+  driftline serve                       the live status page (read-only)
 
-    driftline dev up [--cluster]          start Tansu + redis-server (or a Redis Cluster)
-    driftline demo                        the whole fast loop end to end, locally
-    driftline monitor                     run a monitor worker (predictions -> alerts)
-    driftline labels [--report]           label joiner: performance, concept drift (slow loop)
-    driftline reference build|show        build / print a model's reference profile
-    driftline replay --events FILE        run the core over a JSONL file, print alerts
-    driftline alerts [--since 1h]         follow the alert topic (history, filters)
-    driftline retrain [--approval]        alerts -> retraining requests (topic, webhook)
-    driftline report --model M --out F    one self-contained HTML drift report (or --events)
-    driftline serve                       the live status page (read-only)
+with your own data, no servers:
+  driftline reference build --model churn --version 3 --data train.csv --out churn.ref
+  driftline replay --events current.csv --reference churn.ref --labels labels.csv
+  driftline report --events current.csv --reference churn.ref --out report.html
 
-Configuration comes from ``DRIFTLINE_*`` environment variables (:mod:`driftline.config`).
+exit status: 0 ok; 1 failure (a server unreachable, an internal error); 2 usage or
+input error (a bad option, a missing or malformed file, input rows refused).
+Configuration comes from DRIFTLINE_* environment variables (docs/operations.md).
 """
 
 
+class DriftlineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: ``driftline: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"driftline: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be at least 1")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number above 0")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number of at least 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number of at least 0")
+    return v
+
+
+def add_mapping_options(p: argparse.ArgumentParser) -> None:
+    """The options that say which column of a file plays which role."""
+    g = p.add_argument_group(
+        "columns of a CSV/Parquet/JSONL table (inferred from names and values when not "
+        "given; the outcome is printed)"
+    )
+    g.add_argument(
+        "--mapping",
+        metavar="FILE",
+        help="a JSON or TOML file with these keys "
+        "(id, timestamp, prediction, label, scores, features, exclude, types, task)",
+    )
+    g.add_argument("--id", metavar="COL", help="the prediction id column ('' = none)")
+    g.add_argument("--timestamp", metavar="COL", help="the event time column ('' = none)")
+    g.add_argument("--prediction", metavar="COL", help="the model's prediction ('' = none)")
+    g.add_argument("--label", metavar="COL", help="the true label / target ('' = none)")
+    g.add_argument(
+        "--scores",
+        metavar="COLS",
+        help="class probability columns: "
+        "proba_a,proba_b or CLASS=COL,... (one column of a binary model: CLASS=COL)",
+    )
+    g.add_argument(
+        "--features", metavar="COLS", help="only these feature columns (comma-separated)"
+    )
+    g.add_argument("--exclude", metavar="COLS", help="columns that are neither features nor roles")
+    g.add_argument(
+        "--types", metavar="COL=TYPE,...", help="declared types: COL=numeric|categorical,..."
+    )
+    g.add_argument(
+        "--task",
+        choices=("classification", "regression"),
+        help="the model's task (default: inferred from the outputs)",
+    )
+    g.add_argument(
+        "--on-bad-value",
+        choices=("error", "dlq"),
+        default="error",
+        help="a value that is not a number in a numeric column: stop with an error "
+        "naming line and column (default), or set the row aside into --dlq",
+    )
+    g.add_argument(
+        "--dlq",
+        metavar="FILE",
+        help="JSONL file for rows set aside (default: <data>.refused.jsonl)",
+    )
+    g.add_argument(
+        "--dry-run", action="store_true", help="print the columns' roles and types, then stop"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = DriftlineParser(
         prog="driftline", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"driftline {__version__}",
+        help="print the version and exit",
+    )
+    p.add_argument(
+        "--debug", action="store_true", help="on an error, print the Python traceback too"
+    )
+    sub = p.add_subparsers(
+        dest="cmd", required=True, metavar="COMMAND", parser_class=DriftlineParser
+    )
 
     dev = sub.add_parser("dev", help="local stack for people")
-    dev_sub = dev.add_subparsers(dest="dev_cmd", required=True)
+    dev_sub = dev.add_subparsers(dest="dev_cmd", required=True, metavar="SUBCOMMAND")
     up = dev_sub.add_parser("up", help="start Tansu + redis-server until Ctrl-C or SIGTERM")
     up.add_argument(
         "--workdir",
@@ -47,9 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     demo = sub.add_parser("demo", help="run the fast loop end to end with simulated traffic")
-    demo.add_argument("--events", type=int, default=9000)
-    demo.add_argument("--sigmas", type=float, default=1.0)
-    demo.add_argument("--window", type=int, default=500)
+    demo.add_argument(
+        "--events",
+        type=positive_int,
+        default=9000,
+        help="simulated predictions to send (default 9000)",
+    )
+    demo.add_argument(
+        "--sigmas",
+        type=float,
+        default=1.0,
+        help="size of the shift of feature f03, in standard deviations",
+    )
+    demo.add_argument(
+        "--window", type=positive_int, default=500, help="events per monitor window (default 500)"
+    )
     demo.add_argument("--report", default="driftline-demo-report.html", help="report path")
     demo.add_argument("--skip-slow-loop", action="store_true", help="fast loop only")
 
@@ -57,23 +180,41 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("--name", default="monitor", help="worker name in metric labels")
     mon.add_argument(
         "--idle-exit",
-        type=float,
+        type=positive_float,
         default=None,
         help="exit after this many seconds without records (tests, batch use)",
     )
 
     ref = sub.add_parser("reference", help="reference profiles")
-    ref_sub = ref.add_subparsers(dest="ref_cmd", required=True)
-    b = ref_sub.add_parser("build", help="build and store a reference from training data")
-    b.add_argument("--model", required=True)
-    b.add_argument("--version", required=True)
-    b.add_argument("--data", required=True, help="CSV, Parquet or JSONL file")
-    b.add_argument("--types", help="declared types: name=numeric|categorical,...")
-    b.add_argument("--window-events", type=int, default=500)
-    b.add_argument("--window-seconds", type=float, default=0.0)
+    ref_sub = ref.add_subparsers(dest="ref_cmd", required=True, metavar="SUBCOMMAND")
+    b = ref_sub.add_parser(
+        "build",
+        help="build a reference from training data (into Redis, or a file with --out)",
+        description="Build a model's reference profile from training data: a CSV, Parquet "
+        "or JSONL file whose columns' roles are inferred from their names and values "
+        "(printed before any work) or given with the options below.",
+    )
+    b.add_argument("--model", required=True, help="model id")
+    b.add_argument("--version", required=True, help="model version ('default': the fallback)")
+    b.add_argument("--data", required=True, metavar="FILE", help="CSV, Parquet or JSONL file")
+    b.add_argument(
+        "--out", metavar="FILE", help="write the signed reference to this file instead of Redis"
+    )
+    b.add_argument(
+        "--window-events",
+        type=positive_int,
+        default=500,
+        help="events per monitor window (default 500)",
+    )
+    b.add_argument(
+        "--window-seconds",
+        type=non_negative_float,
+        default=0.0,
+        help="event-time window length in seconds (default 0: count windows only)",
+    )
     b.add_argument(
         "--false-alarm-events",
-        type=float,
+        type=positive_float,
         default=1_000_000.0,
         help="expected events between false alarms (the one number to set)",
     )
@@ -82,16 +223,61 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also store it as the model's default (fallback for other versions)",
     )
-    s = ref_sub.add_parser("show", help="print a stored reference")
-    s.add_argument("--model", required=True)
-    s.add_argument("--version", default="default")
-    s.add_argument("--json", action="store_true")
+    add_mapping_options(b)
+    s = ref_sub.add_parser("show", help="print a reference (from Redis or a file)")
+    s.add_argument("--model", help="model id (Redis)")
+    s.add_argument("--version", default="default", help="model version (default 'default')")
+    s.add_argument("--file", metavar="FILE", help="a reference file instead of Redis")
+    s.add_argument("--json", action="store_true", help="print the stored JSON envelope")
+    s.add_argument(
+        "--out", metavar="FILE", help="also write the reference read from Redis to this signed file"
+    )
 
-    rp = sub.add_parser("replay", help="run the core over a JSONL file of prediction events")
-    rp.add_argument("--events", required=True)
-    rp.add_argument("--reference", action="append", help="reference JSON file (else Redis)")
-    rp.add_argument("--out", default="-", help="alerts JSONL (default stdout)")
-    rp.add_argument("--batch", type=int, default=5000)
+    rp = sub.add_parser(
+        "replay",
+        help="run both loops over files: drift alerts, and accuracy with --labels",
+        description="Run the monitor's core (and, with --labels, the label joiner's) over "
+        "a file of predictions: a JSONL file of prediction events, or a CSV/Parquet/JSONL "
+        "table whose columns are mapped as for reference build. Alerts go to --out.",
+    )
+    rp.add_argument(
+        "--events",
+        required=True,
+        metavar="FILE",
+        help="predictions: JSONL events, or a CSV/Parquet/JSONL table",
+    )
+    rp.add_argument(
+        "--reference",
+        action="append",
+        metavar="FILE",
+        help="a signed reference file (repeatable; default: Redis)",
+    )
+    rp.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="labels: JSONL label events, or a table "
+        "with id and label columns; a table's label column also counts",
+    )
+    rp.add_argument("--model", help="model id of a table's rows (default: the reference's)")
+    rp.add_argument("--version", help="model version of a table's rows (default: the reference's)")
+    rp.add_argument("--out", default="-", metavar="FILE", help="alerts as JSONL (default: stdout)")
+    rp.add_argument(
+        "--windows",
+        metavar="FILE",
+        help="also write every window's tests as JSONL (per-window results)",
+    )
+    rp.add_argument(
+        "--performance",
+        action="store_true",
+        help="print accuracy and the other performance figures (with labels)",
+    )
+    rp.add_argument(
+        "--batch",
+        type=positive_int,
+        default=5000,
+        help="events per core call; results do not depend on it (default 5000)",
+    )
+    add_mapping_options(rp)
 
     al = sub.add_parser("alerts", help="follow the alert topic (or show its history)")
     al.add_argument("--since-start", action="store_true", help="from the topic's beginning")
@@ -108,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--severity", help="only these severities, e.g. warning,critical")
 
     rep = sub.add_parser(
-        "report", help="write one self-contained HTML drift report (Redis or --events replay)"
+        "report", help="write one self-contained HTML drift report (Redis, or files)"
     )
     rep.add_argument("--model", help="model id (required with Redis)")
     rep.add_argument("--version", help="model version (default: the most recent one)")
@@ -116,14 +302,26 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--since", help="date-time (2026-01-01T10:00Z), epoch ms, or a span back (6h, 7d)"
     )
-    rep.add_argument("--out", required=True, help="the HTML file to write")
-    rep.add_argument("--events", help="replay this JSONL file instead of reading Redis")
-    rep.add_argument("--reference", action="append", help="reference JSON file(s) for --events")
-    rep.add_argument("--max-windows", type=int, default=5000, help="newest windows read")
+    rep.add_argument("--out", required=True, metavar="FILE", help="the HTML file to write")
+    rep.add_argument(
+        "--events",
+        metavar="FILE",
+        help="replay this file (JSONL events or a table) instead of reading Redis",
+    )
+    rep.add_argument(
+        "--reference", action="append", metavar="FILE", help="signed reference file(s) for --events"
+    )
+    rep.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="labels for --events: accuracy and concept drift in the report",
+    )
+    rep.add_argument("--max-windows", type=positive_int, default=5000, help="newest windows read")
+    add_mapping_options(rep)
 
     srv = sub.add_parser("serve", help="serve the read-only status page")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
-    srv.add_argument("--port", type=int, default=9109)
+    srv.add_argument("--port", type=int, default=9109, help="port to listen on (default 9109)")
 
     rt = sub.add_parser("retrain", help="turn drift alerts into retraining requests")
     rt.add_argument(
@@ -145,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-start", action="store_true", help="a new group reads the alert topic from start"
     )
     rt.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
-    rt.add_argument("--idle-exit", type=float, default=None, help="exit after idle seconds")
+    rt.add_argument(
+        "--idle-exit", type=positive_float, default=None, help="exit after idle seconds"
+    )
 
     lb = sub.add_parser("labels", help="join labels to predictions: performance, concept drift")
     lb.add_argument("--report", action="store_true", help="print performance and exit")
@@ -153,5 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--champion", help="--report: version compared with the others")
     lb.add_argument("--json", action="store_true", help="--report: as JSON")
     lb.add_argument("--name", default="labels", help="worker name in metric labels")
-    lb.add_argument("--idle-exit", type=float, default=None, help="exit after idle seconds")
+    lb.add_argument(
+        "--idle-exit", type=positive_float, default=None, help="exit after idle seconds"
+    )
     return p

@@ -4,68 +4,91 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
-from typing import Any
 
+from driftline.cli.common import column_map, dlq_path, say
 from driftline.config import Settings
-from driftline.core.reference import Policy, ReferenceProfile, build_reference, load_training_data
-from driftline.errors import DriftlineError
-from driftline.runtime.store import open_store
+from driftline.core.reference import Policy, ReferenceProfile, build_reference
+from driftline.errors import InputError
+from driftline.offline.files import read_reference_file, write_jsonl, write_reference_file
+from driftline.offline.roles import resolve
+from driftline.offline.tables import read_table
 
 __all__ = ["reference_build", "reference_show"]
 
-def _parse_types(spec: str | None) -> dict[str, Any]:
-    if not spec:
-        return {}
-    out: dict[str, Any] = {}
-    for part in spec.split(","):
-        name, _, kind = part.partition("=")
-        if kind not in ("numeric", "categorical"):
-            raise DriftlineError(f"--types: {part!r} must be name=numeric|categorical")
-        out[name.strip()] = kind
-    return out
-
 
 async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
-    data = load_training_data(Path(args.data))
+    """Read the data, print the columns' roles, build; store in Redis or ``--out``."""
+    t0 = time.monotonic()
+    table = read_table(Path(args.data))
+    res = resolve(table, column_map(args))
+    say(res.describe())
+    if args.dry_run:
+        return 0
+    dlq = None
+    if res.refused:
+        dlq = dlq_path(args, args.data)
+        write_jsonl(dlq, (r.to_dict() for r in sorted(res.refused.values(), key=lambda r: r.row)))
     policy = Policy(
         window_events=args.window_events,
         window_seconds=args.window_seconds,
         false_alarm_events=args.false_alarm_events,
     )
+    if sys.stderr.isatty():
+        say(f"driftline: building the reference from {table.n_rows - len(res.refused):,} rows")
     ref = build_reference(
-        data,
-        args.model,
-        args.version,
-        policy=policy,
-        feature_types=_parse_types(args.types),
-        source=str(args.data),
+        res.training_data(), args.model, args.version, policy=policy, source=str(args.data)
     )
-    client, store = open_store(settings.redis, settings.monitor.group_id)
-    try:
-        await store.put_reference(args.model, args.version, ref.to_bytes())
-        if args.default:
-            await store.put_reference(args.model, "default", ref.with_version("default").to_bytes())
-    finally:
-        await client.aclose()
-    print(
-        f"stored reference {ref.reference_id}: {len(ref.features)} features, "
-        f"{ref.row_count} rows, window {policy.window_events} events, "
-        f"budget 1 false alarm per {policy.false_alarm_events:.0f} events"
+    if args.out:
+        size = write_reference_file(Path(args.out), ref, settings.redis.state_signing_key)
+        where = f"wrote {args.out} ({size:,} bytes)"
+    else:
+        from driftline.runtime.store import open_store
+
+        client, store = open_store(settings.redis, settings.monitor.group_id)
+        try:
+            await store.put_reference(args.model, args.version, ref.to_bytes())
+            if args.default:
+                await store.put_reference(
+                    args.model, "default", ref.with_version("default").to_bytes()
+                )
+        finally:
+            await client.aclose()
+        where = f"stored in Redis {settings.redis.redacted_url()}"
+    say(
+        f"driftline: reference {ref.reference_id}: {len(ref.features)} features, "
+        f"{ref.row_count:,} rows, task {ref.outputs.task}, window {policy.window_events} "
+        f"events, 1 false alarm per {policy.false_alarm_events:,.0f} events; {where} "
+        f"in {time.monotonic() - t0:.1f} s"
     )
+    if dlq is not None:
+        say(f"driftline: {len(res.refused):,} rows set aside (bad values), listed in {dlq}")
     return 0
 
 
 async def reference_show(args: argparse.Namespace, settings: Settings) -> int:
-    client, store = open_store(settings.redis, settings.monitor.group_id)
-    try:
-        blob = await store.get_reference(args.model, args.version)
-    finally:
-        await client.aclose()
-    if blob is None:
-        print(f"no reference for {args.model} {args.version}", file=sys.stderr)
-        return 1
-    ref = ReferenceProfile.from_bytes(blob)
+    """Print a reference from Redis or a file (``--json``: the stored envelope)."""
+    if args.file:
+        ref = read_reference_file(Path(args.file), settings.redis.state_signing_key)
+        blob = ref.to_bytes()
+    else:
+        if not args.model:
+            raise InputError("reference show: give --model (Redis) or --file")
+        from driftline.runtime.store import open_store
+
+        client, store = open_store(settings.redis, settings.monitor.group_id)
+        try:
+            found = await store.get_reference(args.model, args.version)
+        finally:
+            await client.aclose()
+        if found is None:
+            raise InputError(f"no reference for model {args.model!r} version {args.version!r}")
+        blob = found
+        ref = ReferenceProfile.from_bytes(blob)
+        if args.out:
+            write_reference_file(Path(args.out), ref, settings.redis.state_signing_key)
+            say(f"driftline: wrote {args.out}")
     if args.json:
         print(blob.decode())
         return 0
@@ -85,8 +108,9 @@ async def reference_show(args: argparse.Namespace, settings: Settings) -> int:
                 f"missing={prof.missing_rate:.2%} psi_thr={prof.psi_threshold:.3f}"
             )
     out = ref.outputs
+    acc = f" accuracy={out.accuracy:.2%}" if out.accuracy is not None else ""
     print(
         f"outputs: task={out.task} low_confidence<{out.low_confidence_threshold:.3f} "
-        f"(rate {out.low_confidence_rate:.2%}) top_class_share={out.top_class_share:.2%}"
+        f"(rate {out.low_confidence_rate:.2%}) top_class_share={out.top_class_share:.2%}{acc}"
     )
     return 0

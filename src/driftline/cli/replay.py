@@ -1,4 +1,4 @@
-"""``driftline replay``: run the core over a JSONL file of prediction events."""
+"""``driftline replay``: both loops over files of predictions (and labels), no servers."""
 
 from __future__ import annotations
 
@@ -9,45 +9,113 @@ from pathlib import Path
 
 import orjson
 
+from driftline.cli.common import column_map, dlq_path, read_references, say
 from driftline.config import Settings
 from driftline.core.reference import ReferenceProfile
-from driftline.runtime.store import open_store
+from driftline.core.slowloop.join import format_report
+from driftline.offline.files import write_jsonl
+from driftline.offline.inputs import is_event_file, replay_inputs
+from driftline.offline.replay import OfflineRun, read_events
 
-__all__ = ["replay"]
+__all__ = ["offline_run", "refusal_exit", "replay"]
+
+
+async def _redis_references(path: Path, settings: Settings) -> list[ReferenceProfile]:
+    """The references in Redis of every model a JSONL file of events names."""
+    from driftline.runtime.store import open_store
+
+    models: set[tuple[str, str]] = set()
+    for _, raw in read_events(path):
+        with contextlib.suppress(Exception):
+            obj = orjson.loads(raw)
+            models.add((obj["model_id"], obj["model_version"]))
+    client, store = open_store(settings.redis, settings.monitor.group_id)
+    refs = []
+    try:
+        for mo, v in sorted(models):
+            blob = await store.get_reference(mo, v)
+            if blob is not None:
+                refs.append(ReferenceProfile.from_bytes(blob))
+    finally:
+        await client.aclose()
+    return refs
+
+
+async def offline_run(args: argparse.Namespace, settings: Settings) -> OfflineRun | None:
+    """Open ``--events``, ``--reference`` and ``--labels`` and run both loops.
+
+    Returns ``None`` after ``--dry-run`` (the columns were printed).
+    """
+    refs = read_references(args.reference, settings)
+    if not refs and is_event_file(args.events):
+        refs = await _redis_references(Path(args.events), settings)
+    run, _ = replay_inputs(
+        args.events,
+        refs,
+        columns=column_map(args),
+        labels=args.labels,
+        model_id=args.model,
+        model_version=args.version,
+        labels_settings=settings.labels,
+        batch=getattr(args, "batch", 5000),
+        show=say,
+        dry_run=args.dry_run,
+    )
+    return run
+
+
+def refusal_exit(args: argparse.Namespace, run: OfflineRun) -> int:
+    """Report refused input; the exit status: 2 when input was refused and not kept."""
+    if not run.refused:
+        return 0
+    say(f"driftline: {len(run.refused):,} input rows refused: {run.refusal_summary()}")
+    if args.dlq or args.on_bad_value == "dlq":
+        path = dlq_path(args, args.events)
+        write_jsonl(path, ({"where": w, "reason": r} for w, r in run.refused))
+        say(f"driftline: refused rows listed in {path}")
+        return 0
+    return 2
+
 
 async def replay(args: argparse.Namespace, settings: Settings) -> int:
-    from driftline.offline.replay import Replayer, read_events
-
-    refs: dict[tuple[str, str], ReferenceProfile] = {}
-    for path in args.reference or []:
-        ref = ReferenceProfile.from_bytes(Path(path).read_bytes())
-        refs[(ref.model_id, ref.model_version)] = ref
-    if not refs:
-        # Load every model's references from Redis for the models in the file.
-        models: set[tuple[str, str]] = set()
-        for _, raw in read_events(Path(args.events)):
-            with contextlib.suppress(Exception):
-                obj = orjson.loads(raw)
-                models.add((obj["model_id"], obj["model_version"]))
-        client, store = open_store(settings.redis, settings.monitor.group_id)
-        try:
-            for mo, v in sorted(models):
-                blob = await store.get_reference(mo, v)
-                if blob is not None:
-                    refs[(mo, v)] = ReferenceProfile.from_bytes(blob)
-        finally:
-            await client.aclose()
-    result = Replayer(refs).feed_lines(read_events(Path(args.events)), batch=args.batch)
+    """Replay files through both loops; alerts to ``--out``; a summary on stderr."""
+    run = await offline_run(args, settings)
+    if run is None:
+        return 0
     out = open(args.out, "wb") if args.out != "-" else sys.stdout.buffer  # noqa: SIM115
     try:
-        for a in result.alerts:
+        for a in run.alerts:
             out.write(orjson.dumps(a.model_dump(mode="json")) + b"\n")
     finally:
         if out is not sys.stdout.buffer:
             out.close()
-    print(
-        f"replayed {result.events} events, {len(result.alerts)} alerts, "
-        f"{len(result.refused)} lines refused",
-        file=sys.stderr,
+    if args.windows:
+        write_jsonl(Path(args.windows), (w for m in sorted(run.windows) for w in run.windows[m]))
+    by_kind: dict[str, int] = {}
+    for a in run.alerts:
+        if a.status == "firing":
+            by_kind[a.kind] = by_kind.get(a.kind, 0) + 1
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items())) or "none firing"
+    say(
+        f"driftline: replayed {run.events:,} events: {len(run.alerts)} alerts ({kinds}); "
+        f"{sum(len(w) for w in run.windows.values()):,} windows"
     )
-    return 0
+    if run.slow is not None:
+        joined = run.label_outcomes.get("joined", 0)
+        say(f"driftline: labels: {joined:,} of {run.labels:,} joined; " + _accuracy(run))
+        if args.performance:
+            print(format_report(run.performance()), file=sys.stderr)
+    return refusal_exit(args, run)
+
+
+def _accuracy(run: OfflineRun) -> str:
+    parts = []
+    for model, entry in run.performance().items():
+        for version, v in entry["versions"].items():
+            acc, ref = v.get("accuracy"), v.get("reference_accuracy")
+            if acc is not None:
+                ref_text = f" (reference {ref:.2%})" if ref is not None else ""
+                parts.append(f"{model} v{version} accuracy {acc:.2%}{ref_text}")
+            elif v.get("mae") is not None:
+                parts.append(f"{model} v{version} MAE {v['mae']:.4g}")
+    return "; ".join(parts) or "no accuracy (no labels joined)"

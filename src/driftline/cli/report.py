@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from driftline.cli.replay import offline_run, refusal_exit
 from driftline.config import Settings
-from driftline.core.reference import ReferenceProfile
-from driftline.errors import DriftlineError
-from driftline.offline.replay import report_from_replay
+from driftline.errors import InputError
+from driftline.offline.replay import report_from_run
 from driftline.runtime.store import open_store
 from driftline.views.report import report_from_store, write_report
+from driftline.views.report.build import parse_since
 from driftline.views.status import StatusServer
 
 __all__ = ["report", "serve"]
@@ -23,37 +24,42 @@ log = logging.getLogger("driftline")
 
 
 async def report(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the HTML report of a model, from Redis or from files (``--events``)."""
+    status = 0
     try:
-        if args.events:
-            refs = [ReferenceProfile.from_bytes(Path(f).read_bytes()) for f in args.reference or []]
-            data = report_from_replay(
-                Path(args.events),
-                refs,
-                model_id=args.model,
+        parse_since(args.since, 0)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if args.events:
+        run = await offline_run(args, settings)
+        if run is None:
+            return 0
+        data = report_from_run(
+            run,
+            model_id=args.model,
+            version=args.version,
+            segment=args.segment,
+            since=args.since,
+            source=f"replay of {Path(args.events).name}",
+        )
+        status = refusal_exit(args, run)
+    else:
+        if not args.model:
+            raise InputError("report: give --model (Redis) or --events (files)")
+        client, store = open_store(settings.redis, settings.monitor.group_id)
+        try:
+            data = await report_from_store(
+                store,
+                args.model,
                 version=args.version,
                 segment=args.segment,
                 since=args.since,
+                max_windows=args.max_windows,
+                source=f"Redis {settings.redis.redacted_url()} "
+                f"(prefix {settings.redis.key_prefix})",
             )
-        else:
-            if not args.model:
-                raise DriftlineError("report: give --model (Redis) or --events (replay)")
-            client, store = open_store(settings.redis, settings.monitor.group_id)
-            try:
-                data = await report_from_store(
-                    store,
-                    args.model,
-                    version=args.version,
-                    segment=args.segment,
-                    since=args.since,
-                    max_windows=args.max_windows,
-                    source=f"Redis {settings.redis.redacted_url()} "
-                    f"(prefix {settings.redis.key_prefix})",
-                )
-            finally:
-                await client.aclose()
-    except ValueError as exc:
-        print(f"driftline report: {exc}", file=sys.stderr)
-        return 2
+        finally:
+            await client.aclose()
     size = write_report(Path(args.out), data)
     print(
         f"wrote {args.out} ({size:,} bytes): model {data['model']} v{data['version']}, "
@@ -61,7 +67,7 @@ async def report(args: argparse.Namespace, settings: Settings) -> int:
         f"({data['drifted_count']} drifted), {len(data['alerts'])} alerts, state {data['state']}",
         file=sys.stderr,
     )
-    return 0
+    return status
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,35 +1,75 @@
-"""Replay: run the monitor's pure core over a JSONL file of prediction events.
+"""Replay: run the monitor's and the label joiner's pure cores over files, no servers.
 
 The same :func:`driftline.core.fastloop.monitor.process_batch` as the stream worker,
-with no Kafka and no Redis, so "what would the monitor have said?" has one answer.
-Events that break the contract are counted (and listed with their reason), never used.
-:func:`replay_history` and :func:`report_from_replay` give the history and the drift
-report of a file the same way (``driftline report --events``).
+and, when labels are given, the same :func:`driftline.core.slowloop.join.join_batch`
+as the label joiner (pending predictions in :class:`~driftline.core.slowloop.join.MemoryRecords`,
+a dict with the Redis script's semantics), with no Kafka and no Redis, so "what would
+Driftline have said?" has one answer: input and output drift, data quality, and from
+labels accuracy, concept drift, performance alerts and the diagnosis.
+
+Events that break the contract are counted and listed with their reason, never used.
+Labels join in event time: before each batch of predictions is handed to the slow
+loop, the labels whose time is not after the batch's newest prediction join it (a
+label at the time of its prediction joins at once); the rest join after the last batch.
+:func:`run_offline` is the whole run; :class:`OfflineRun` holds its alerts, windows,
+performance and refusals; :func:`report_from_run` builds the drift report of a model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from driftline.contract.events import DriftAlert, decode_prediction_fast
-from driftline.contract.history import History, decode_alert, decode_window, encode_window
+from driftline.config import LabelsSettings
+from driftline.contract.events import (
+    DriftAlert,
+    check_label,
+    decode_prediction_fast,
+    event_time_ms,
+)
+from driftline.contract.history import (
+    History,
+    decode_alert,
+    decode_perf,
+    decode_window,
+    encode_perf,
+    encode_window,
+)
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop.monitor import BatchResult, ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile
-from driftline.errors import ContractError
+from driftline.core.slowloop.join import (
+    DriftIndex,
+    MemoryRecords,
+    UnitState,
+    join_batch,
+    plan_lookups,
+)
+from driftline.core.slowloop.join import build_report as performance_report
+from driftline.errors import ContractError, InputError
 from driftline.views.report.build import ReportInput, build_report, parse_since
 
 __all__ = [
+    "EventSource",
+    "OfflineRun",
     "ReplayResult",
     "Replayer",
+    "jsonl_events",
+    "jsonl_labels",
     "read_events",
     "replay_file",
     "replay_history",
     "report_from_replay",
+    "report_from_run",
+    "run_offline",
 ]
+
+#: ``(where, event or None, reason or None)``: one input row, valid or refused.
+EventSource = Iterable[tuple[str, dict[str, Any] | None, str | None]]
 
 
 @dataclass
@@ -45,14 +85,20 @@ class ReplayResult:
 
 def read_events(path: Path) -> Iterator[tuple[int, bytes]]:
     """``(line number, bytes)`` for each non-empty line of a JSONL file."""
-    with path.open("rb") as fh:
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    with fh:
         for i, line in enumerate(fh, 1):
             if line.strip():
                 yield i, line.rstrip(b"\r\n")
 
 
 class Replayer:
-    """Feeds events to the core in batches, keeping state between batches.
+    """Feeds events to the fast-loop core in batches, keeping state between batches.
 
     Batch boundaries do not change the result: the core is batch-size invariant.
     """
@@ -106,6 +152,250 @@ def replay_file(
     return Replayer(references).feed_lines(read_events(path), batch=batch)
 
 
+# --------------------------------------------------------------------------- sources
+
+
+def jsonl_events(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
+    """The prediction events of a JSONL file, each checked by the contract."""
+    for lineno, raw in read_events(path):
+        try:
+            yield f"line {lineno}", decode_prediction_fast(raw), None
+        except ContractError as exc:
+            yield f"line {lineno}", None, f"{exc.stage}: {exc}"
+
+
+def jsonl_labels(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
+    """The label events of a JSONL file (``prediction_id``, ``model_id``, ``label``,
+    ``timestamp``), each checked by the contract."""
+    import orjson
+
+    for lineno, raw in read_events(path):
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            yield f"line {lineno}", None, f"decode: not JSON: {exc}"
+            continue
+        reason = check_label(obj)
+        yield f"line {lineno}", (obj if reason is None else None), reason
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class OfflineRun:
+    """What a replay of files produced: both loops' alerts, windows, performance."""
+
+    #: Every alert, fast loop (input, output, data quality) and slow loop (concept
+    #: drift, performance), in the order the cores raised them.
+    alerts: list[DriftAlert] = field(default_factory=list)
+    #: Window summaries per model, as the history stores them.
+    windows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Performance points per model (accuracy, estimated accuracy, coverage, lag).
+    perf: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: ``(where, reason)`` of every input row or label that was not used.
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    events: int = 0
+    labels: int = 0
+    #: Label outcomes of the join: joined, duplicate, expired, orphan, invalid.
+    label_outcomes: dict[str, int] = field(default_factory=dict)
+    #: Every reference used, by reference id (warm-up references included).
+    references: dict[str, ReferenceProfile] = field(default_factory=dict)
+    fast: ReplayResult = field(default_factory=ReplayResult)
+    slow: UnitState | None = None
+
+    def models(self) -> list[str]:
+        """Model ids seen, sorted."""
+        seen = set(self.windows) | {a.model_id for a in self.alerts} | set(self.perf)
+        seen |= {k.model_id for k in self.fast.states}
+        return sorted(seen)
+
+    def history(self, model_id: str) -> History:
+        """The model's history (windows, alerts, performance) as the report reads it."""
+        alerts = [decode_alert(a.to_json()) for a in self.alerts if a.model_id == model_id]
+        return History.build(self.windows.get(model_id, []), alerts, self.perf.get(model_id, []))
+
+    def performance(self, model: str | None = None) -> dict[str, Any]:
+        """Performance per model and version (as ``driftline labels --report`` gives it)."""
+        if self.slow is None:
+            return {}
+        return performance_report(self.slow.perf.values(), model=model)
+
+    def refusal_summary(self, limit: int = 3) -> str:
+        """Counts of refusal reasons, the most frequent first, with where they were first."""
+        counts: dict[str, list[Any]] = {}
+        for where, reason in self.refused:
+            key = reason.split(" (")[0]
+            hit = counts.setdefault(key, [0, where])
+            hit[0] += 1
+        top = sorted(counts.items(), key=lambda kv: -kv[1][0])
+        parts = [f"{n:,} x {reason} (first at {where})" for reason, (n, where) in top[:limit]]
+        if len(top) > limit:
+            parts.append(f"{len(top) - limit} other reasons")
+        return "; ".join(parts)
+
+
+class _SlowLoop:
+    """The label joiner's core driven like the worker drives it, records in memory."""
+
+    def __init__(self, settings: LabelsSettings, lookup: Callable[[str, str], Any]) -> None:
+        self.settings = settings
+        self.lookup = lookup
+        self.unit = UnitState()
+        self.records = MemoryRecords()
+        self.drift = DriftIndex()
+
+    def feed(
+        self,
+        preds: Sequence[dict[str, Any]],
+        labels: Sequence[dict[str, Any]],
+        alerts: Sequence[DriftAlert],
+        run: OfflineRun,
+    ) -> None:
+        for a in alerts:  # the worker follows the alert topic for the diagnosis
+            self.drift.observe(a.model_dump(mode="json"))
+        plan = plan_lookups(preds, labels, self.unit, self.settings)
+        found = self.records.lookup(plan)
+        res = join_batch(
+            preds, labels, plan, found, self.unit, self.lookup, self.drift, self.settings
+        )
+        self.records.apply(res)
+        run.alerts.extend(res.alerts)
+        for model, points in res.points.items():
+            run.perf.setdefault(model, []).extend(decode_perf(encode_perf(p)) for p in points)
+        for (_, outcome), n in res.labels.items():
+            run.label_outcomes[outcome] = run.label_outcomes.get(outcome, 0) + n
+        for idx, reason, _event in res.rejected:
+            where = f"label {idx}" if idx >= 0 else "a held label"
+            run.refused.append((where, f"join: {reason}"))
+
+
+def _progress(what: str) -> Callable[[int, bool], None]:
+    if not sys.stderr.isatty():
+        return lambda n, done: None
+    t0 = time.monotonic()
+
+    def show(n: int, done: bool) -> None:
+        rate = n / max(time.monotonic() - t0, 1e-6)
+        print(
+            f"driftline: {what}: {n:,} events ({rate:,.0f}/s)",
+            end="\n" if done else "\r",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
+
+
+def _label_time(lab: dict[str, Any]) -> int:
+    ts = lab["timestamp"]
+    return ts if type(ts) is int else event_time_ms(ts)
+
+
+def run_offline(
+    events: EventSource,
+    references: Mapping[tuple[str, str], ReferenceProfile],
+    *,
+    labels: EventSource | None = None,
+    labels_settings: LabelsSettings | None = None,
+    batch: int = 5000,
+    default_policy: Policy | None = None,
+    progress: bool = True,
+) -> OfflineRun:
+    """Run the fast loop over ``events`` and, with ``labels``, the slow loop too.
+
+    Parameters
+    ----------
+    events
+        ``(where, prediction event, refusal reason)`` rows (:func:`jsonl_events`, or
+        :meth:`driftline.offline.roles.Resolved.events` for tables).
+    references
+        ``(model_id, version) -> reference`` (``version="default"``: the fallback).
+    labels
+        Label events in the same form; a label without ``timestamp`` gets its
+        prediction's time. ``None``: no slow loop.
+    labels_settings
+        The slow loop's settings (horizon, windows, ADWIN); defaults otherwise.
+    batch
+        Events per core call (results do not depend on it).
+    progress
+        Show progress on stderr when it is a terminal.
+
+    Returns
+    -------
+    OfflineRun
+    """
+    if batch < 1:
+        raise InputError("batch must be at least 1")
+    run = OfflineRun()
+    replayer = Replayer(references, default_policy)
+    run.fast = replayer.result
+    slow = None
+    pending: list[dict[str, Any]] = []
+    untimed: list[dict[str, Any]] = []
+    if labels is not None:
+        slow = _SlowLoop(labels_settings or LabelsSettings(), replayer.lookup)
+        run.slow = slow.unit
+        for where, lab, reason in labels:
+            if lab is None:
+                run.refused.append((where, reason or "invalid label"))
+            elif lab.get("timestamp") is None:
+                untimed.append(lab)
+            else:
+                pending.append(lab)
+        run.labels = len(pending) + len(untimed)
+    pred_time: dict[tuple[str, str], int] = {}
+    show = _progress("replay") if progress else (lambda n, done: None)
+
+    def feed(buf: list[dict[str, Any]]) -> None:
+        res = replayer.feed(buf)
+        run.alerts.extend(res.alerts)
+        for w in res.windows:
+            run.windows.setdefault(w["model_id"], []).append(decode_window(encode_window(w)))
+        if slow is None:
+            return
+        newest = max(_label_time(e) for e in buf)
+        due = [lab for lab in pending if _label_time(lab) <= newest]
+        if due:
+            pending[:] = [lab for lab in pending if _label_time(lab) > newest]
+        slow.feed(buf, due, res.alerts, run)
+
+    if untimed:  # labels without a time take their prediction's: read the events first
+        rows = list(events)
+        for _, e, _ in rows:
+            if e is not None:
+                pred_time[(e["model_id"], e["prediction_id"])] = _label_time(e)
+        for lab in untimed:
+            t = pred_time.get((lab["model_id"], lab["prediction_id"]))
+            if t is None:
+                run.refused.append((f"label of {lab['prediction_id']}", "no such prediction"))
+            else:
+                pending.append({**lab, "timestamp": t})
+        events = rows
+    pending.sort(key=_label_time)
+    buf: list[dict[str, Any]] = []
+    for where, e, reason in events:
+        if e is None:
+            run.refused.append((where, reason or "invalid event"))
+            continue
+        buf.append(e)
+        if len(buf) >= batch:
+            feed(buf)
+            buf = []
+            show(replayer.result.events, False)
+    if buf:
+        feed(buf)
+    if slow is not None and pending:
+        slow.feed([], pending, [], run)
+    show(replayer.result.events, True)
+    run.events = replayer.result.events
+    run.references = {r.reference_id: r for r in replayer.references.values()}
+    return run
+
+
+# --------------------------------------------------------------------------- history, report
+
+
 def replay_history(
     events: Path,
     references: Mapping[tuple[str, str], ReferenceProfile],
@@ -114,38 +404,50 @@ def replay_history(
 ) -> tuple[dict[str, History], dict[str, ReferenceProfile]]:
     """History of every model in a JSONL file of prediction events, by replay (no Redis).
 
-    Runs the same core as the worker (:class:`Replayer`) and keeps
-    each batch's window summaries and alerts, encoded and decoded exactly as the Redis
-    path does. Returns the history per model id and every reference used (by
-    reference id), including warm-up references built during the replay.
+    Runs the same core as the worker and keeps each batch's window summaries and
+    alerts, encoded and decoded exactly as the Redis path does. Returns the history
+    per model id and every reference used (by reference id), including warm-up
+    references built during the replay.
     """
-    replayer = Replayer(references)
-    windows: dict[str, list[dict[str, Any]]] = {}
-    alerts: dict[str, list[dict[str, Any]]] = {}
+    run = run_offline(jsonl_events(events), references, batch=batch, progress=False)
+    return {m: run.history(m) for m in run.models()}, run.references
 
-    def feed(buf: list[dict[str, Any]]) -> None:
-        res = replayer.feed(buf)
-        for w in res.windows:
-            windows.setdefault(w["model_id"], []).append(decode_window(encode_window(w)))
-        for a in res.alerts:
-            alerts.setdefault(a.model_id, []).append(decode_alert(a.to_json()))
 
-    buf: list[dict[str, Any]] = []
-    for lineno, raw in read_events(events):
-        try:
-            buf.append(decode_prediction_fast(raw))
-        except ContractError as exc:
-            replayer.result.refused.append((lineno, f"{exc.stage}: {exc}"))
-            continue
-        if len(buf) >= batch:
-            feed(buf)
-            buf = []
-    if buf:
-        feed(buf)
-    models = set(windows) | set(alerts) | {k.model_id for k in replayer.result.states}
-    hist = {m: History.build(windows.get(m, []), alerts.get(m, [])) for m in models}
-    refs = {r.reference_id: r for r in replayer.references.values()}
-    return hist, refs
+def report_from_run(
+    run: OfflineRun,
+    *,
+    model_id: str | None = None,
+    version: str | None = None,
+    segment: str | None = None,
+    since: str | None = None,
+    source: str = "replay",
+) -> dict[str, Any]:
+    """Report data of one model of an offline run (see :func:`report_from_replay`).
+
+    Raises
+    ------
+    InputError
+        The run holds several models and ``model_id`` is not given, or none at all.
+    """
+    models = run.models() or sorted({r.model_id for r in run.references.values()})
+    if model_id is None:
+        if len(models) != 1:
+            raise InputError(
+                f"{source} holds models {', '.join(models) or 'none'}: choose one with --model"
+            )
+        model_id = models[0]
+    hist = run.history(model_id)
+    newest = hist.windows[-1]["end"] if hist.windows else None
+    inp = ReportInput(
+        model_id=model_id,
+        history=hist,
+        references={rid: r for rid, r in run.references.items() if r.model_id == model_id},
+        version=version,
+        segment=segment,
+        since_ms=parse_since(since, newest),
+        source=source,
+    )
+    return build_report(inp)
 
 
 def report_from_replay(
@@ -161,29 +463,16 @@ def report_from_replay(
 
     Raises
     ------
-    ValueError
+    InputError
         The file holds several models and ``model_id`` is not given, or none at all.
     """
     refs = {(r.model_id, r.model_version): r for r in references}
-    hists, used = replay_history(events, refs)
-    models = sorted(hists) or sorted({r.model_id for r in references})
-    if model_id is None:
-        if len(models) != 1:
-            raise ValueError(
-                f"{events} holds models {', '.join(models) or 'none'}: choose one with --model"
-            )
-        model_id = models[0]
-    hist = hists.get(model_id, History())
-    newest = hist.windows[-1]["end"] if hist.windows else None
-    since_ms = parse_since(since, newest)
-    model_refs = {rid: r for rid, r in used.items() if r.model_id == model_id}
-    inp = ReportInput(
+    run = run_offline(jsonl_events(events), refs, progress=False)
+    return report_from_run(
+        run,
         model_id=model_id,
-        history=hist,
-        references=model_refs,
         version=version,
         segment=segment,
-        since_ms=since_ms,
+        since=since,
         source=f"replay of {events.name}",
     )
-    return build_report(inp)

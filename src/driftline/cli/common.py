@@ -1,0 +1,72 @@
+"""What several commands share: the column map from options, reference files, output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from driftline.config import Settings
+from driftline.core.reference import ReferenceProfile
+from driftline.errors import InputError
+from driftline.offline.files import read_reference_file
+from driftline.offline.roles import ColumnMap
+
+__all__ = ["column_map", "dlq_path", "read_references", "say"]
+
+
+def say(text: str) -> None:
+    """One line (or block) for a person, on stderr (stdout carries data)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def _list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _pairs(text: str, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in _list(text) or []:
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise InputError(f"{flag}: {part!r} must be NAME=VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def column_map(args: argparse.Namespace) -> ColumnMap:
+    """The column map the options say (a --mapping file, overridden by the flags)."""
+    base = ColumnMap.from_file(Path(args.mapping)) if args.mapping else ColumnMap()
+    scores: dict[str, str] | list[str] | None = None
+    if args.scores:
+        scores = _pairs(args.scores, "--scores") if "=" in args.scores else _list(args.scores)
+    types = _pairs(args.types, "--types") if args.types else {}
+    for col, kind in types.items():
+        if kind not in ("numeric", "categorical"):
+            raise InputError(f"--types: {col}={kind}: a type is numeric or categorical")
+    flags = ColumnMap(
+        id=args.id,
+        timestamp=args.timestamp,
+        prediction=args.prediction,
+        label=args.label,
+        scores=scores,
+        features=_list(args.features),
+        exclude=_list(args.exclude) or [],
+        types=types,
+        task=args.task,
+        on_bad_value=args.on_bad_value,
+    )
+    return base.merged(flags)
+
+
+def dlq_path(args: argparse.Namespace, data: str) -> Path:
+    """Where rows set aside go: --dlq, or ``<data>.refused.jsonl`` in the working folder."""
+    return Path(args.dlq) if args.dlq else Path(f"{Path(data).name}.refused.jsonl")
+
+
+def read_references(paths: list[str] | None, settings: Settings) -> list[ReferenceProfile]:
+    """Signed reference files, checked with the state signing key."""
+    key = settings.redis.state_signing_key
+    return [read_reference_file(Path(p), key) for p in paths or []]

@@ -1,0 +1,203 @@
+"""What Python values from model servers and tables become on the wire.
+
+Model servers hand over what their libraries return: numpy scalars and 0-d arrays
+(``np.float64`` features, ``np.int64`` classes, ``np.float32`` scores), ``bool`` and
+``np.bool_``, pandas ``Timestamp`` and ``datetime`` times, pandas' missing markers.
+Tables (CSV, Parquet, DataFrames) hold the same. This module turns them into the wire
+types of the contract in ONE place, used by the SDK (:mod:`driftline.producer`) and by
+the readers of files and tables (:mod:`driftline.offline`):
+
+* numpy scalars and 0-d arrays become the Python scalar they hold; ``NaN``, ``None``,
+  ``pd.NA`` and ``NaT`` are missing (``None``);
+* a boolean feature stays a boolean (a category ``true``/``false`` for the monitor);
+  a boolean prediction or label becomes the class name ``"true"``/``"false"`` (the
+  contract's labels are numbers or strings), the name the monitor gives it anyway;
+* a time is epoch milliseconds; a ``datetime`` must carry a time zone (a naive one is
+  refused, saying so: its instant is unknown).
+
+Pure: imports numpy only (pandas is recognised by duck typing, never imported).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from driftline.contract.events import event_time_ms
+
+__all__ = [
+    "class_value",
+    "event_time",
+    "plain",
+    "prepare_label",
+    "prepare_prediction",
+]
+
+
+def plain(v: Any) -> Any:
+    """A Python scalar for ``v``: numpy and pandas scalars unwrapped, missing as ``None``.
+
+    Examples
+    --------
+    >>> plain(np.float32(0.5)), plain(np.int64(3)), plain(np.bool_(True))
+    (0.5, 3, True)
+    >>> plain(float("nan")) is None and plain(np.array(2.0)) == 2.0
+    True
+    """
+    if v is None:
+        return None
+    t = type(v)
+    if t is str or t is bool or t is int:
+        return v
+    if t is float:
+        return None if math.isnan(v) else v
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        v = v[()]
+    if isinstance(v, np.generic):
+        if isinstance(v, np.datetime64 | np.timedelta64):
+            return None if np.isnat(v) else v
+        v = v.item()
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        return v
+    if isinstance(v, float):  # a float subclass
+        return None if math.isnan(v) else float(v)
+    if t.__name__ in ("NAType", "NaTType"):  # pandas' missing markers
+        return None
+    return v
+
+
+def class_value(v: Any) -> Any:
+    """A prediction or label as the contract carries it (a number or a string).
+
+    Booleans become ``"true"``/``"false"`` (as the monitor names boolean categories);
+    a float holding an integer stays a float (``1.0``), numbers and strings pass.
+    """
+    v = plain(v)
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    return v
+
+
+def event_time(v: Any, *, assume_utc: bool = False) -> int:
+    """Event time in epoch milliseconds from what callers hold.
+
+    Accepts epoch milliseconds (int, numpy integer), an RFC 3339 string, or a
+    time-zone aware ``datetime`` / pandas ``Timestamp``. A naive ``datetime`` and a
+    ``numpy.datetime64`` (which has no time zone) are refused unless ``assume_utc``
+    (files: the readers say so when they do it).
+
+    Raises
+    ------
+    ValueError
+        Naive times, non-integer numbers, booleans and unparsable strings, with the reason.
+    """
+    v = plain(v)
+    if v is None:
+        raise ValueError("timestamp is missing")
+    if type(v) is int:
+        if v < 0:
+            raise ValueError("timestamp: negative epoch milliseconds")
+        return v
+    if isinstance(v, datetime):
+        if v.tzinfo is None or v.utcoffset() is None:
+            if not assume_utc:
+                raise ValueError(
+                    "timestamp: naive datetime (no time zone): pass an aware one, e.g. "
+                    "datetime.now(timezone.utc) or pd.Timestamp(..., tz='UTC')"
+                )
+            return _naive_utc_ms(v)
+        return int(round(v.timestamp() * 1000))
+    if isinstance(v, np.datetime64):
+        if not assume_utc:
+            raise ValueError(
+                "timestamp: numpy datetime64 has no time zone: pass epoch ms or an aware datetime"
+            )
+        return int(v.astype("datetime64[ms]").astype(np.int64))
+    if type(v) is str:
+        try:
+            return event_time_ms(v) if _aware_text(v) else _naive_text(v, assume_utc)
+        except ValueError as exc:
+            raise ValueError(f"timestamp: {exc}") from None
+    raise ValueError(f"timestamp: expected epoch ms or a date-time, got {type(v).__name__}")
+
+
+def _aware_text(v: str) -> bool:
+    tail = v[-6:]
+    return v.endswith(("Z", "z")) or (len(v) > 10 and tail[0] in "+-" and tail[3] == ":")
+
+
+def _naive_utc_ms(dt: datetime) -> int:
+    return (dt - _EPOCH) // _ONE_MS
+
+
+def _naive_text(v: str, assume_utc: bool) -> int:
+    dt = datetime.fromisoformat(v)
+    if dt.tzinfo is not None:
+        return int(round(dt.timestamp() * 1000))
+    if not assume_utc:
+        raise ValueError(f"{v!r} has no time zone")
+    return _naive_utc_ms(dt)
+
+
+_EPOCH = datetime(1970, 1, 1)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def _mapping(v: Any, what: str) -> dict[str, Any] | None:
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        raise ValueError(f"{what}: expected a mapping, got {type(v).__name__}")
+    return {str(k) if not isinstance(k, str) else k: plain(x) for k, x in v.items()}
+
+
+def prepare_prediction(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The wire form of a prediction event given with everyday Python values.
+
+    Unwraps numpy and pandas values, turns a ``datetime`` into epoch milliseconds
+    (refusing a naive one) and a boolean prediction into ``"true"``/``"false"``.
+    Other fields pass as they are; the contract check comes after.
+
+    Raises
+    ------
+    ValueError
+        The reason, e.g. a naive timestamp or features that are not a mapping.
+    """
+    out = dict(event)
+    if "timestamp" in out and type(out["timestamp"]) is not str:
+        out["timestamp"] = event_time(out["timestamp"])
+    if "features" in out:
+        out["features"] = _mapping(out["features"], "features")
+    if "scores" in out:
+        scores = _mapping(out["scores"], "scores")
+        if scores is not None:
+            scores = {k: p for k, p in scores.items() if p is not None}
+        out["scores"] = scores or None
+        if out["scores"] is None:
+            del out["scores"]
+    if "prediction" in out:
+        out["prediction"] = class_value(out["prediction"])
+    for name in ("prediction_id", "model_id", "model_version"):
+        if name in out:
+            out[name] = plain(out[name])
+    return out
+
+
+def prepare_label(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The wire form of a label event (see :func:`prepare_prediction`)."""
+    out = dict(event)
+    if "timestamp" in out and type(out["timestamp"]) is not str:
+        out["timestamp"] = event_time(out["timestamp"])
+    if "label" in out:
+        out["label"] = class_value(out["label"])
+    for name in ("prediction_id", "model_id"):
+        if name in out:
+            out[name] = plain(out[name])
+    return out

@@ -1,0 +1,382 @@
+"""Reference profiles: what a model's live data is compared with (the stored form).
+
+Per numeric feature a profile fixes ``B`` quantile bins (the live sketches use the
+same bins, so every window test is a comparison of two count vectors), the reference
+counts, moments, range and missing rate; per categorical feature the top-K
+frequencies plus an "other" bucket. For outputs it keeps the class mix and the
+confidence distribution (classification) or the prediction distribution (regression).
+It also carries the model's *policy* (:class:`Policy`).
+
+A profile is stored as a versioned JSON envelope (:class:`ReferenceEnvelope`), signed
+with the state signing key in Redis and in reference files alike
+(:meth:`ReferenceProfile.to_sealed`, :meth:`ReferenceProfile.from_sealed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+from pydantic import SecretStr
+from pydantic import ValidationError as PydanticValidationError
+
+from driftline.contract.events import ReferenceEnvelope
+from driftline.contract.sealed import MAGIC, Sealer
+from driftline.errors import StateCorrupt
+
+__all__ = [
+    "DEFAULT_BINS",
+    "DEFAULT_TOP_K",
+    "PSI_GROUPS",
+    "REFERENCE_FILE_PLACE",
+    "CategoricalProfile",
+    "FeatureProfile",
+    "FeatureType",
+    "NumericProfile",
+    "OutputProfile",
+    "Policy",
+    "ReferenceProfile",
+]
+
+FeatureType = Literal["numeric", "categorical"]
+
+#: The place name a reference *file* is signed under (a Redis key in the store). A file
+#: can be renamed or copied, so the name is fixed; the model and version it belongs to
+#: are inside the signed payload.
+REFERENCE_FILE_PLACE = "driftline.reference-file"
+
+
+#: Fine bins per numeric feature: KS on the sketch is exact to within the largest bin mass.
+DEFAULT_BINS = 100
+#: PSI and JS use about this many groups of fine bins (the usual PSI practice of deciles).
+PSI_GROUPS = 10
+DEFAULT_TOP_K = 50
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a model is watched. Stored with its reference; every field has a default."""
+
+    window_events: int = 500
+    window_seconds: float = 0.0
+    min_window_events: int = 50
+    false_alarm_events: float = 1_000_000.0
+    #: Effect-size floor: a window drifts only if PSI also reaches this (0.1 = moderate).
+    psi_floor: float = 0.1
+    ph_delta: float = 0.25
+    ph_threshold: float = 50.0
+    ph_min_instances: int = 30
+    #: No fading: with alpha < 1 the faded sums settle into a stationary spread (about
+    #: 1/sqrt(2(1-alpha)) = 70 for river's default 0.9999) that crosses any practical
+    #: threshold on stationary data, so Page-Hinkley would raise false alarms.
+    ph_alpha: float = 1.0
+    #: Standardised values are clipped to +-this before Page-Hinkley (robust to outliers).
+    ph_clip: float = 3.0
+    adwin_delta: float = 1e-5
+    #: ADWIN watches the mean confidence of blocks of this many events.
+    adwin_block: int = 32
+    resolve_after_windows: int = 2
+    cooldown_windows: int = 2
+    #: Alert on data quality when a rate exceeds the reference rate by this much.
+    quality_margin: float = 0.05
+    feature_overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    @property
+    def alpha_window(self) -> float:
+        """Family-wise false-alarm probability per window: events per window / budget."""
+        return min(0.5, self.window_events / self.false_alarm_events)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for storage."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["feature_overrides"] = {k: dict(v) for k, v in self.feature_overrides.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Policy:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored (forward compatible)."""
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class NumericProfile:
+    """Reference distribution of one numeric feature on fixed quantile bins."""
+
+    edges: NDArray[np.float64]
+    counts: NDArray[np.int64]
+    #: Start index of each PSI group of fine bins (for ``np.add.reduceat``).
+    groups: NDArray[np.intp]
+    n: int
+    missing: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    psi_threshold: float = 0.0
+
+    kind: Literal["numeric"] = "numeric"
+
+    @property
+    def missing_rate(self) -> float:
+        """Share of reference rows where the feature was null or absent."""
+        total = self.n + self.missing
+        return self.missing / total if total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for storage."""
+        return {
+            "kind": "numeric",
+            "edges": self.edges.tolist(),
+            "counts": self.counts.tolist(),
+            "groups": self.groups.tolist(),
+            "n": self.n,
+            "missing": self.missing,
+            "mean": self.mean,
+            "std": self.std,
+            "min": self.min,
+            "max": self.max,
+            "psi_threshold": self.psi_threshold,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NumericProfile:
+        """Inverse of :meth:`to_dict`."""
+        edges = np.asarray(d["edges"], dtype=np.float64)
+        edges.flags.writeable = False  # window sketches share it instead of copying
+        return cls(
+            edges=edges,
+            counts=np.asarray(d["counts"], dtype=np.int64),
+            groups=np.asarray(d["groups"], dtype=np.intp),
+            n=int(d["n"]),
+            missing=int(d["missing"]),
+            mean=float(d["mean"]),
+            std=float(d["std"]),
+            min=float(d["min"]),
+            max=float(d["max"]),
+            psi_threshold=float(d.get("psi_threshold", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class CategoricalProfile:
+    """Reference frequencies of one categorical feature: top K plus "other"."""
+
+    categories: tuple[str, ...]
+    #: ``len(categories) + 1`` counts; the last is every other category.
+    counts: NDArray[np.int64]
+    n: int
+    missing: int
+    psi_threshold: float = 0.0
+
+    kind: Literal["categorical"] = "categorical"
+
+    @property
+    def missing_rate(self) -> float:
+        """Share of reference rows where the feature was null or absent."""
+        total = self.n + self.missing
+        return self.missing / total if total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for storage."""
+        return {
+            "kind": "categorical",
+            "categories": list(self.categories),
+            "counts": self.counts.tolist(),
+            "n": self.n,
+            "missing": self.missing,
+            "psi_threshold": self.psi_threshold,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CategoricalProfile:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            categories=tuple(d["categories"]),
+            counts=np.asarray(d["counts"], dtype=np.int64),
+            n=int(d["n"]),
+            missing=int(d["missing"]),
+            psi_threshold=float(d.get("psi_threshold", 0.0)),
+        )
+
+
+FeatureProfile = NumericProfile | CategoricalProfile
+
+
+@dataclass(frozen=True)
+class OutputProfile:
+    """Reference of the model's outputs."""
+
+    task: Literal["classification", "regression"]
+    #: Classification: predicted-class mix (classes + "other" bucket).
+    classes: CategoricalProfile | None = None
+    #: Classification with scores: distribution of the top score.
+    confidence: NumericProfile | None = None
+    #: Confidence below this is "low confidence" (the reference's 10th percentile).
+    low_confidence_threshold: float = 0.0
+    low_confidence_rate: float = 0.0
+    #: Share of the most frequent predicted class in the reference.
+    top_class_share: float = 0.0
+    #: Regression: distribution of the predicted value.
+    prediction: NumericProfile | None = None
+    #: Accuracy on labelled reference rows (for the slow loop), if labels were given.
+    accuracy: float | None = None
+    #: Top score -> probability of being right, fitted on labelled reference rows with
+    #: scores (``calibration.Calibration.to_dict()``); the slow loop's blind estimate.
+    calibration: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for storage."""
+        d = {
+            "task": self.task,
+            "classes": self.classes.to_dict() if self.classes else None,
+            "confidence": self.confidence.to_dict() if self.confidence else None,
+            "low_confidence_threshold": self.low_confidence_threshold,
+            "low_confidence_rate": self.low_confidence_rate,
+            "top_class_share": self.top_class_share,
+            "prediction": self.prediction.to_dict() if self.prediction else None,
+            "accuracy": self.accuracy,
+        }
+        if self.calibration is not None:  # absent key: references without labels unchanged
+            d["calibration"] = dict(self.calibration)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OutputProfile:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            task=d["task"],
+            classes=CategoricalProfile.from_dict(d["classes"]) if d.get("classes") else None,
+            confidence=NumericProfile.from_dict(d["confidence"]) if d.get("confidence") else None,
+            low_confidence_threshold=float(d.get("low_confidence_threshold", 0.0)),
+            low_confidence_rate=float(d.get("low_confidence_rate", 0.0)),
+            top_class_share=float(d.get("top_class_share", 0.0)),
+            prediction=NumericProfile.from_dict(d["prediction"]) if d.get("prediction") else None,
+            accuracy=d.get("accuracy"),
+            calibration=d.get("calibration"),
+        )
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """A model's reference: feature profiles, output profile and policy."""
+
+    reference_id: str
+    model_id: str
+    model_version: str
+    features: Mapping[str, FeatureProfile]
+    outputs: OutputProfile
+    policy: Policy
+    row_count: int
+    source: str = ""
+    created_at: int = 0
+
+    def numeric_features(self) -> list[str]:
+        """Names of numeric features, in stored order."""
+        return [k for k, v in self.features.items() if isinstance(v, NumericProfile)]
+
+    def categorical_features(self) -> list[str]:
+        """Names of categorical features, in stored order."""
+        return [k for k, v in self.features.items() if isinstance(v, CategoricalProfile)]
+
+    def to_envelope(self) -> ReferenceEnvelope:
+        """The versioned envelope stored in Redis."""
+        return ReferenceEnvelope(
+            reference_id=self.reference_id,
+            model_id=self.model_id,
+            model_version=self.model_version,
+            created_at=self.created_at,
+            source=self.source,
+            row_count=self.row_count,
+            profile={
+                "features": {k: v.to_dict() for k, v in self.features.items()},
+                "outputs": self.outputs.to_dict(),
+                "policy": self.policy.to_dict(),
+            },
+        )
+
+    def to_bytes(self) -> bytes:
+        """Wire/storage form: the JSON envelope."""
+        return orjson.dumps(self.to_envelope().model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ReferenceProfile:
+        """Parse a stored envelope (validated against the envelope schema)."""
+        env = ReferenceEnvelope.model_validate(orjson.loads(data))
+        return cls.from_envelope(env)
+
+    def to_sealed(self, signing_key: bytes | str | SecretStr) -> bytes:
+        """The reference file form: the JSON envelope, signed and versioned.
+
+        The same envelope (``DL`` | format version | HMAC-SHA256 | payload) as every
+        record in Redis (:class:`~driftline.contract.sealed.Sealer`), keyed with the
+        state signing key, under the fixed place name :data:`REFERENCE_FILE_PLACE`.
+        """
+        return Sealer(signing_key).seal(REFERENCE_FILE_PLACE, self.to_bytes())
+
+    @classmethod
+    def from_sealed(
+        cls, blob: bytes, signing_key: bytes | str | SecretStr, where: str = "reference file"
+    ) -> ReferenceProfile:
+        """Check the signature of a reference file and read it.
+
+        Raises
+        ------
+        StateCorrupt
+            Not a signed reference (an unsigned JSON file included), signed with
+            another key, altered, or an envelope this build cannot read.
+        """
+        if not blob.startswith(MAGIC):
+            unsigned = blob.lstrip()[:1] == b"{"
+            hint = " (unsigned JSON: rebuild it with reference build --out)" if unsigned else ""
+            raise StateCorrupt(f"{where} is not a signed Driftline reference{hint}")
+        try:
+            payload = Sealer(signing_key).open_sealed(REFERENCE_FILE_PLACE, blob)
+        except StateCorrupt as exc:
+            raise StateCorrupt(f"{where}: {exc}") from None
+        try:
+            return cls.from_bytes(payload)
+        except (orjson.JSONDecodeError, PydanticValidationError, KeyError, TypeError) as exc:
+            why = type(exc).__name__
+            raise StateCorrupt(f"{where}: not a reference envelope ({why})") from None
+
+    @classmethod
+    def from_envelope(cls, env: ReferenceEnvelope) -> ReferenceProfile:
+        """Build the profile objects from a validated envelope."""
+        p = env.profile
+        feats: dict[str, FeatureProfile] = {}
+        for name, d in p["features"].items():
+            feats[name] = (
+                NumericProfile.from_dict(d)
+                if d["kind"] == "numeric"
+                else CategoricalProfile.from_dict(d)
+            )
+        return cls(
+            reference_id=env.reference_id,
+            model_id=env.model_id,
+            model_version=env.model_version,
+            features=feats,
+            outputs=OutputProfile.from_dict(p["outputs"]),
+            policy=Policy.from_dict(p.get("policy", {})),
+            row_count=env.row_count,
+            source=env.source,
+            created_at=env.created_at,
+        )
+
+    def with_version(self, version: str) -> ReferenceProfile:
+        """The same profile stored under another model version (e.g. ``default``)."""
+        return ReferenceProfile(
+            reference_id=self.reference_id,
+            model_id=self.model_id,
+            model_version=version,
+            features=self.features,
+            outputs=self.outputs,
+            policy=self.policy,
+            row_count=self.row_count,
+            source=self.source,
+            created_at=self.created_at,
+        )

@@ -1,0 +1,42 @@
+"""Building a reference from a file or a table with an explicit column mapping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from driftline.core.reference import Policy, ReferenceProfile, build_reference
+from driftline.offline.roles import ColumnMap, Resolved, resolve
+from driftline.offline.tables import Table, table_from
+
+__all__ = ["build_from_table"]
+
+
+def build_from_table(
+    data: Any,
+    model_id: str,
+    model_version: str,
+    *,
+    columns: ColumnMap | None = None,
+    policy: Policy | None = None,
+    source: str | None = None,
+    seed: int = 0,
+    created_at: int | None = None,
+) -> tuple[ReferenceProfile, Resolved]:
+    """Resolve the columns of ``data`` and build the reference from its rows.
+
+    ``data`` is anything :func:`~driftline.offline.tables.table_from` reads (a file
+    path, a data frame, a pyarrow table, records). Rows set aside for bad values
+    (``columns.on_bad_value="dlq"``) are left out and listed in ``Resolved.refused``.
+    """
+    table: Table = table_from(data)
+    res = resolve(table, columns)
+    ref = build_reference(
+        res.training_data(),
+        model_id,
+        model_version,
+        policy=policy,
+        source=source if source is not None else table.source,
+        seed=seed,
+        created_at=created_at,
+    )
+    return ref, res

@@ -1,0 +1,156 @@
+"""Opening what the offline commands and the notebook API read: events and labels.
+
+Prediction events come as a JSONL file of wire events (checked by the contract line
+by line) or as a table (CSV, Parquet, flat JSONL, a data frame) whose columns are
+mapped to an event's fields (:mod:`driftline.offline.roles`); labels come as a JSONL
+file of label events or a table with an id and a label column (and a time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from driftline.config import LabelsSettings
+from driftline.core.reference import ReferenceProfile
+from driftline.errors import InputError
+from driftline.offline.replay import (
+    EventSource,
+    OfflineRun,
+    jsonl_events,
+    jsonl_labels,
+    run_offline,
+)
+from driftline.offline.roles import ColumnMap, Resolved, resolve
+from driftline.offline.tables import table_from
+
+__all__ = ["is_event_file", "open_labels", "open_predictions", "replay_inputs"]
+
+
+def is_event_file(data: Any) -> bool:
+    """Whether ``data`` is a path to a JSONL file of prediction or label events."""
+    if not isinstance(data, str | Path):
+        return False
+    path = Path(data)
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+        return False
+    try:
+        with path.open("rb") as fh:
+            for line in fh:
+                if line.strip():
+                    obj = orjson.loads(line)
+                    return isinstance(obj, dict) and "model_id" in obj
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{path}, first line: not JSON ({exc})") from None
+    return False
+
+
+def open_predictions(
+    data: Any,
+    columns: ColumnMap | None,
+    model_id: str | None,
+    model_version: str | None,
+    labels: list[dict[str, Any]] | None = None,
+) -> tuple[EventSource, Resolved | None]:
+    """The prediction events of ``data``; a table's label column fills ``labels``.
+
+    Raises
+    ------
+    InputError
+        A table without ``model_id``/``model_version`` to give its events, or any
+        problem of its columns (see :func:`driftline.offline.roles.resolve`).
+    """
+    if is_event_file(data):
+        return jsonl_events(Path(data)), None
+    res = resolve(table_from(data), columns)
+    if not model_id or not model_version:
+        raise InputError(
+            f"{res.table.source} is a table: say which model its rows belong to "
+            "(--model and --version, or one --reference)"
+        )
+    return res.event_rows(model_id, model_version, labels), res
+
+
+def open_labels(
+    data: Any, columns: ColumnMap | None, model_id: str | None
+) -> tuple[EventSource, Resolved | None]:
+    """The label events of ``data`` (a JSONL file of label events, or a table)."""
+    if is_event_file(data):
+        return jsonl_labels(Path(data)), None
+    cm = (columns or ColumnMap()).merged(ColumnMap(features=[]))
+    res = resolve(table_from(data), cm)
+    if not model_id:
+        raise InputError(f"{res.table.source}: say which model the labels belong to (--model)")
+    return res.label_rows(model_id), res
+
+
+def replay_inputs(
+    current: Any,
+    references: Sequence[ReferenceProfile],
+    *,
+    columns: ColumnMap | None = None,
+    labels: Any = None,
+    model_id: str | None = None,
+    model_version: str | None = None,
+    labels_settings: LabelsSettings | None = None,
+    batch: int = 5000,
+    progress: bool = True,
+    show: Callable[[str], None] | None = None,
+    dry_run: bool = False,
+) -> tuple[OfflineRun | None, Resolved | None]:
+    """Open predictions (and labels) and run both loops: what ``driftline replay``,
+    ``driftline report --events`` and :func:`driftline.monitor` share.
+
+    A table's rows belong to ``model_id``/``model_version``, by default those of the
+    only reference. Labels come from ``labels`` or, without it, from the table's label
+    column. ``show`` receives the table of the columns' roles; ``dry_run`` stops there
+    (the run is ``None``).
+
+    Raises
+    ------
+    InputError
+        No reference for a table's model, or any problem of the inputs.
+    """
+    if len(references) == 1:
+        model_id = model_id or references[0].model_id
+        model_version = model_version or references[0].model_version
+    table_labels: list[dict[str, Any]] = []
+    events, res = open_predictions(current, columns, model_id, model_version, table_labels)
+    if res is not None:
+        if show is not None:
+            show(res.describe())
+        have = {(r.model_id, r.model_version) for r in references}
+        if not have:
+            raise InputError(f"{res.table.source}: give the reference to compare with")
+        if (model_id, model_version) not in have and (model_id, "default") not in have:
+            known = ", ".join(f"{m} v{v}" for m, v in sorted(have))
+            raise InputError(
+                f"no reference for model {model_id!r} version {model_version!r} among the "
+                f"references given ({known})"
+            )
+    if dry_run:
+        return None, res
+    label_source: EventSource | None = None
+    if labels is not None:
+        label_source, lres = open_labels(labels, None, model_id)
+        if lres is not None and show is not None:
+            show(lres.describe())
+    elif res is not None and res.label is not None:
+        events = list(events)  # reading the rows collects their labels
+        label_source = [(f"label of {e['prediction_id']}", e, None) for e in table_labels]
+    run = run_offline(
+        events,
+        {(r.model_id, r.model_version): r for r in references},
+        labels=label_source,
+        labels_settings=labels_settings,
+        batch=batch,
+        progress=progress,
+    )
+    return run, res

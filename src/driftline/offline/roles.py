@@ -1,0 +1,687 @@
+"""The roles and types of a table's columns: said by the user, inferred, always shown.
+
+A training export holds more than features: an id, a time, the model's prediction and
+class probabilities, the true label. :func:`resolve` gives every column one role
+(``id``, ``timestamp``, ``prediction``, ``score``, ``label``, ``feature`` or
+``excluded``) and a type (``numeric``, ``categorical``, ``boolean``, ``datetime``),
+from what the user said (:class:`ColumnMap`: flags, a mapping file, keyword
+arguments) and, for the rest, from the column names and values. :meth:`Resolved.describe`
+prints the outcome as a table; nothing is decided silently:
+
+* names: ``prediction_id``/``id`` (else a single ``*_id``) is the id and other ``*_id``
+  columns are excluded; ``timestamp``/``ts``/``time``/``event_time``/``datetime`` the
+  time; ``target``/``label``/``y``/``y_true`` the label; ``prediction``/``pred``/
+  ``y_pred``/``predicted`` the prediction; ``proba_*``/``prob_*``/``probability_*``/
+  ``score.*``/``score_*``/``scores.*`` class probabilities (the class is the rest of the
+  name), and a lone ``probability``/``proba``/``score`` column is the probability of
+  the positive class of a binary model. Two candidates for one role are an error that
+  names both.
+* types: all booleans -> ``boolean``; all numbers -> ``numeric``; date-times ->
+  ``datetime`` (not a feature); mostly strings -> ``categorical``. A column of mostly
+  numbers with some other values is numeric with *bad values*: an error naming the
+  line and column, unless the column is declared (``types``) or such rows are set
+  aside (``on_bad_value="dlq"``: counted, listed, never used). Ambiguities (integer
+  codes, a few numbers among strings, naive times) are noted in the table.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+from driftline.contract.events import check_label, check_prediction
+from driftline.contract.values import class_value, event_time, plain
+from driftline.core.reference import TrainingData
+from driftline.errors import InputError
+from driftline.offline.tables import ColumnStats, Table
+
+__all__ = ["ColumnMap", "Refusal", "Resolved", "resolve"]
+
+Kind = Literal["numeric", "categorical", "boolean", "datetime"]
+OnBadValue = Literal["error", "dlq"]
+
+_ID_NAMES = ("prediction_id", "id")
+_TIME_NAMES = ("timestamp", "ts", "time", "event_time", "datetime")
+_LABEL_NAMES = ("target", "label", "y", "y_true")
+_PREDICTION_NAMES = ("prediction", "pred", "y_pred", "predicted")
+_SCORE_PREFIXES = (
+    "proba_",
+    "proba.",
+    "prob_",
+    "probability_",
+    "probability.",
+    "score.",
+    "score_",
+    "scores.",
+)
+_LONE_SCORE_NAMES = ("probability", "proba", "prob", "score")
+_TIME_TEXT = re.compile(
+    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:[Zz]|[+-]\d{2}:?\d{2})?$"
+)
+#: Integer columns with at most this many distinct values are noted as possible codes.
+_CODES = 10
+
+
+@dataclass
+class ColumnMap:
+    """What the user says about columns; anything left ``None`` is inferred.
+
+    Parameters
+    ----------
+    id, timestamp, prediction, label
+        Column names; ``""`` says there is no such column (nothing is inferred).
+    scores
+        Class probability columns: a mapping class -> column, or a list of columns
+        (the class is the name without its ``proba_``/``score.``-like prefix).
+    features
+        The feature columns (every other column is excluded); default: every column
+        without another role.
+    exclude
+        Columns that are neither features nor anything else.
+    types
+        Declared types, column -> ``numeric`` or ``categorical``.
+    task
+        ``classification`` or ``regression`` (default: inferred from the outputs).
+    on_bad_value
+        ``error`` (default): a bad value in a numeric column stops the read, naming the
+        line and column; ``dlq``: rows with one are set aside, counted and listed.
+    """
+
+    id: str | None = None
+    timestamp: str | None = None
+    prediction: str | None = None
+    label: str | None = None
+    scores: Mapping[str, str] | Sequence[str] | None = None
+    features: Sequence[str] | None = None
+    exclude: Sequence[str] = ()
+    types: Mapping[str, str] = field(default_factory=dict)
+    task: str | None = None
+    on_bad_value: str = "error"
+
+    @classmethod
+    def from_file(cls, path: Path) -> ColumnMap:
+        """Read a mapping file (JSON, or TOML by its ``.toml`` suffix) with these keys."""
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read the mapping file ({exc.strerror})") from None
+        try:
+            obj = tomllib.loads(raw.decode()) if path.suffix == ".toml" else orjson.loads(raw)
+        except (orjson.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not a valid mapping file ({exc})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}: a mapping file holds one object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(obj) - known)
+        if unknown:
+            raise InputError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**obj)
+
+    def merged(self, over: ColumnMap) -> ColumnMap:
+        """This map with every field that ``over`` sets taken from ``over``."""
+        base = ColumnMap()
+        kw = {
+            f.name: getattr(over, f.name)
+            if getattr(over, f.name) != getattr(base, f.name)
+            else getattr(self, f.name)
+            for f in fields(self)
+        }
+        kw["types"] = {**self.types, **over.types}
+        return ColumnMap(**kw)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A row set aside: where, which column, and why."""
+
+    row: int
+    where: str
+    column: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (a line of the dead-letter file)."""
+        return {"where": self.where, "column": self.column, "reason": self.reason}
+
+
+@dataclass
+class Resolved:
+    """Every column's role and type, the notes, and the rows set aside."""
+
+    table: Table
+    id: str | None = None
+    timestamp: str | None = None
+    prediction: str | None = None
+    label: str | None = None
+    #: class -> column.
+    scores: dict[str, str] = field(default_factory=dict)
+    #: (class, of column): a class whose probability is ``1 - column`` (binary models).
+    complement: tuple[str, str] | None = None
+    features: list[str] = field(default_factory=list)
+    kinds: dict[str, Kind] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    task: str = "classification"
+    refused: dict[int, Refusal] = field(default_factory=dict)
+    #: Notes about the table as a whole, printed under the columns.
+    remarks: list[str] = field(default_factory=list)
+
+    def role(self, name: str) -> str:
+        """The role of column ``name``."""
+        for role in ("id", "timestamp", "prediction", "label"):
+            if getattr(self, role) == name:
+                return role
+        for cls, col in self.scores.items():
+            if col == name:
+                return f"score[{cls}]"
+        return "feature" if name in self.features else "excluded"
+
+    def describe(self) -> str:
+        """The table of column -> role -> type (-> note) printed before any work."""
+        t = self.table
+        rows = [("column", "role", "type", "note")]
+        for name in t.names:
+            kind = self.kinds.get(name, "")
+            note = self.notes.get(name) or self.excluded.get(name, "")
+            rows.append((name, self.role(name), kind, note))
+        if self.complement is not None:
+            cls, col = self.complement
+            rows.append((f"(1 - {col})", f"score[{cls}]", "numeric", "binary: the other class"))
+        w = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = [
+            f"driftline: {t.source}: {t.n_rows:,} rows, {len(self.features)} features, "
+            f"task {self.task}"
+        ]
+        lines += ["  " + "  ".join(r[i].ljust(w[i]) for i in range(3)) + "  " + r[3] for r in rows]
+        lines += [f"  note: {r}" for r in self.remarks]
+        if self.refused:
+            lines.append(f"  {len(self.refused):,} rows set aside (bad values)")
+        return "\n".join(line.rstrip() for line in lines)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _class_column(self, name: str) -> list[Any]:
+        vals = self.table.values([name])[name]
+        if self.kinds.get(name) == "numeric":
+            st = self.table.stats(name)
+            if st.integers == st.numbers:  # 1.0 from a column pandas made float: class 1
+                return [v if v is None else int(v) for v in vals]
+            return vals
+        return [class_value(v) for v in vals]
+
+    def training_data(self) -> TrainingData:
+        """The rows (less those set aside) as columns for ``build_reference``."""
+        t = self.table
+        keep = np.ones(t.n_rows, np.bool_)
+        if self.refused:
+            keep[list(self.refused)] = False
+        idx = np.flatnonzero(keep).tolist() if self.refused else None
+
+        def pick(vals: list[Any]) -> list[Any]:
+            return vals if idx is None else [vals[i] for i in idx]
+
+        columns: dict[str, Any] = {}
+        types: dict[str, Any] = {}
+        cats = [f for f in self.features if self.kinds[f] != "numeric"]
+        cat_values = t.values(cats)
+        for f in self.features:
+            if self.kinds[f] == "numeric":
+                columns[f] = t.floats(f)[keep]
+                types[f] = "numeric"
+            else:
+                columns[f] = pick(cat_values[f])
+                types[f] = "categorical"
+        scores = {c: t.floats(col)[keep] for c, col in self.scores.items()}
+        if self.complement is not None:
+            cls, col = self.complement
+            scores[cls] = 1.0 - t.floats(col)[keep]
+        preds = pick(self._class_column(self.prediction)) if self.prediction else None
+        labels = pick(self._class_column(self.label)) if self.label else None
+        if self.task == "regression" and preds is not None:
+            preds = [float(p) if isinstance(p, int | float) else None for p in preds]
+        return TrainingData(
+            predictions=preds,
+            labels=labels,
+            columns=columns,
+            column_types=types,
+            score_columns=scores or None,
+            task="regression" if self.task == "regression" else "classification",
+        )
+
+    def events(
+        self, model_id: str, model_version: str
+    ) -> Iterator[tuple[int, dict[str, Any] | None, dict[str, Any] | None, Refusal | None]]:
+        """``(row, prediction event, label event, refusal)`` for every row, in order.
+
+        Each prediction event passes the contract's check (else the row is refused with
+        the reason); the label event is ``None`` where the row has no label.
+        """
+        t = self.table
+        want = [c for c in (self.id, self.timestamp) if c]
+        cats = [f for f in self.features if self.kinds[f] != "numeric"]
+        vals = t.values([*want, *cats])
+        nums = {f: t.floats(f) for f in self.features if self.kinds[f] == "numeric"}
+        score_cols = {c: t.floats(col) for c, col in self.scores.items()}
+        comp = (self.complement[0], t.floats(self.complement[1])) if self.complement else None
+        preds = self._class_column(self.prediction) if self.prediction else None
+        labels = self._class_column(self.label) if self.label else None
+        ids = vals.get(self.id) if self.id else None
+        times = vals.get(self.timestamp) if self.timestamp else None
+        epoch_scale = self._epoch_scale()
+        for row in range(t.n_rows):
+            gone = self.refused.get(row)
+            if gone is not None:
+                yield row, None, None, gone
+                continue
+            try:
+                pid = _id_text(ids[row]) if ids is not None else f"row-{row}"
+                ts = _time_ms(times[row], epoch_scale) if times is not None else row
+            except ValueError as exc:
+                col = self.id if "id" in str(exc) else self.timestamp
+                yield row, None, None, Refusal(row, t.where(row), col, str(exc))
+                continue
+            feats: dict[str, Any] = {}
+            for f, arr in nums.items():
+                x = float(arr[row])
+                feats[f] = None if x != x else x
+            for f in cats:
+                feats[f] = vals[f][row]
+            event: dict[str, Any] = {
+                "prediction_id": pid,
+                "model_id": model_id,
+                "model_version": model_version,
+                "timestamp": ts,
+                "features": feats,
+                "prediction": preds[row] if preds is not None else None,
+            }
+            sc = {c: float(a[row]) for c, a in score_cols.items() if a[row] == a[row]}
+            if comp is not None and comp[1][row] == comp[1][row]:
+                sc[comp[0]] = 1.0 - float(comp[1][row])
+            if sc:
+                event["scores"] = sc
+            reason = check_prediction(event)
+            if reason is not None:
+                yield row, None, None, Refusal(row, t.where(row), None, reason)
+                continue
+            label_event = None
+            if labels is not None and labels[row] is not None:
+                label_event = {
+                    "prediction_id": pid,
+                    "model_id": model_id,
+                    "label": labels[row],
+                    "timestamp": ts,
+                }
+                if check_label(label_event) is not None:
+                    label_event = None
+            yield row, event, label_event, None
+
+    def event_rows(
+        self, model_id: str, model_version: str, labels: list[dict[str, Any]] | None = None
+    ) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
+        """The rows as ``(where, prediction event, refusal)``; label events of the rows
+        that have one are appended to ``labels`` (when given)."""
+        for row, event, label, refusal in self.events(model_id, model_version):
+            where = self.table.where(row)
+            if refusal is not None:
+                col = f"column {refusal.column!r}: " if refusal.column else ""
+                yield where, None, f"{col}{refusal.reason}"
+                continue
+            if labels is not None and label is not None:
+                labels.append(label)
+            yield where, event, None
+
+    def label_rows(self, model_id: str) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
+        """A table of labels as ``(where, label event, refusal)``: the id and label
+        columns, and the time if there is one (else the label takes its prediction's)."""
+        t = self.table
+        if self.id is None or self.label is None:
+            raise InputError(
+                f"{t.source}: a labels table needs an id and a label column "
+                f"(found id={self.id!r}, label={self.label!r}; name them with --id, --label)"
+            )
+        vals = t.values([c for c in (self.id, self.timestamp) if c])
+        labels = self._class_column(self.label)
+        scale = self._epoch_scale()
+        for row in range(t.n_rows):
+            where = t.where(row)
+            if labels[row] is None:
+                yield where, None, f"column {self.label!r}: the label is missing"
+                continue
+            try:
+                pid = _id_text(vals[self.id][row])
+                ts = _time_ms(vals[self.timestamp][row], scale) if self.timestamp else None
+            except ValueError as exc:
+                yield where, None, str(exc)
+                continue
+            ev: dict[str, Any] = {
+                "prediction_id": pid,
+                "model_id": model_id,
+                "label": labels[row],
+                "timestamp": ts,
+            }
+            reason = check_label(ev) if ts is not None else None
+            yield where, (ev if reason is None else None), reason
+
+    def _epoch_scale(self) -> int:
+        if not self.timestamp or self.kinds.get(self.timestamp) != "numeric":
+            return 1
+        return 1000 if "epoch seconds" in self.notes.get(self.timestamp, "") else 1
+
+
+def _id_text(v: Any) -> str:
+    v = plain(v)
+    if v is None or v == "":
+        raise ValueError("the id is missing")
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _time_ms(v: Any, scale: int) -> int:
+    v = plain(v)
+    if isinstance(v, float):
+        if not v.is_integer():
+            v = v * scale
+            return int(round(v))
+        v = int(v)
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v * scale
+    return event_time(v, assume_utc=True)
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def _lower(names: Sequence[str]) -> dict[str, str]:
+    return {n.lower(): n for n in names}
+
+
+def _pick(role: str, free: Sequence[str], candidates: Sequence[str], source: str) -> str | None:
+    low = {n.lower(): n for n in free}
+    found = [low[c] for c in candidates if c in low]
+    if len(found) > 1:
+        flag = {"label": "--label", "prediction": "--prediction", "timestamp": "--timestamp"}
+        raise InputError(
+            f"{source}: columns {' and '.join(repr(f) for f in found)} could both be the "
+            f"{role}: choose one with {flag.get(role, '--' + role)} (and --exclude the other)"
+        )
+    return found[0] if found else None
+
+
+def _score_class(name: str) -> str | None:
+    low = name.lower()
+    for p in _SCORE_PREFIXES:
+        if low.startswith(p) and len(name) > len(p):
+            cls = name[len(p) :]
+            return cls.lower() if cls.lower() in ("true", "false") else cls
+    return None
+
+
+def _kind(name: str, st: ColumnStats, declared: str | None) -> tuple[Kind, str]:
+    present = st.present
+    if declared in ("numeric", "categorical"):
+        return declared, "declared"  # type: ignore[return-value]
+    if declared is not None:
+        raise InputError(f"--types {name}={declared}: a type is numeric or categorical")
+    if present == 0:
+        return "numeric", "every value is missing"
+    if st.bools == present:
+        return "boolean", ""
+    if st.numbers == present:
+        if st.integers == present and len(st.distinct) <= _CODES:
+            vals = ", ".join(sorted(st.distinct, key=lambda s: float(s))[:5])
+            return "numeric", (
+                f"{len(st.distinct)} distinct integers ({vals}): codes? --types {name}=categorical"
+            )
+        return "numeric", ""
+    if st.times == present or (
+        st.strings == present and st.distinct and all(_TIME_TEXT.match(s) for s in st.distinct)
+    ):
+        return "datetime", ""
+    if st.numbers * 2 >= present:
+        return "numeric", "has values that are not numbers"
+    note = ""
+    if st.numbers:
+        note = f"{st.numbers:,} numbers among {present - st.numbers:,} strings, read as categories"
+    return "categorical", note
+
+
+def resolve(table: Table, cmap: ColumnMap | None = None) -> Resolved:
+    """Give every column of ``table`` a role and a type (see the module docstring).
+
+    Raises
+    ------
+    InputError
+        A named column is not in the table, two columns could fill one role, a bad
+        value in a numeric column (with ``on_bad_value="error"``), a bad declaration.
+    """
+    cm = cmap or ColumnMap()
+    src = table.source
+    names = table.names
+    if cm.on_bad_value not in ("error", "dlq"):
+        raise InputError(f"on_bad_value is error or dlq, not {cm.on_bad_value!r}")
+    if cm.task not in (None, "classification", "regression"):
+        raise InputError(f"task is classification or regression, not {cm.task!r}")
+
+    def known(col: str, what: str) -> str:
+        if col not in names:
+            shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
+            raise InputError(f"{src}: no column {col!r} ({what}); the columns are: {shown}")
+        return col
+
+    given_scores: dict[str, str] = {}
+    if isinstance(cm.scores, Mapping):
+        given_scores = {str(k): known(v, "scores") for k, v in cm.scores.items()}
+    elif cm.scores is not None:
+        for col in cm.scores:
+            known(col, "scores")
+            given_scores[_score_class(col) or col] = col
+    for col in [*cm.exclude, *(cm.features or ()), *cm.types]:
+        known(col, "features/exclude/types")
+    res = Resolved(table)
+    taken: set[str] = set(given_scores.values()) | set(cm.exclude)
+    for col in cm.exclude:
+        res.excluded[col] = "excluded"
+    for role in ("id", "timestamp", "prediction", "label"):
+        v = getattr(cm, role)
+        if v:
+            setattr(res, role, known(v, f"--{role}"))
+            taken.add(v)
+    free = [n for n in names if n not in taken and n not in (cm.features or ())]
+    ids_given = cm.id is not None
+    if not ids_given:
+        res.id = _pick("id", free, _ID_NAMES, src)
+        if res.id is None:
+            others = [n for n in free if n.lower().endswith("_id")]
+            if len(others) == 1:
+                res.id = others[0]
+    for role, cands in (
+        ("timestamp", _TIME_NAMES),
+        ("prediction", _PREDICTION_NAMES),
+        ("label", _LABEL_NAMES),
+    ):
+        if getattr(cm, role) is None:
+            setattr(res, role, _pick(role, [n for n in free if n != res.id], cands, src))
+    roles = {res.id, res.timestamp, res.prediction, res.label} - {None}
+    if cm.scores is None:
+        for n in free:
+            cls = _score_class(n)
+            if cls is not None and n not in roles:
+                if cls in given_scores:
+                    raise InputError(
+                        f"{src}: columns {given_scores[cls]!r} and {n!r} both "
+                        f"hold class {cls!r}: name them with --scores"
+                    )
+                given_scores[cls] = n
+        lone = [n for n in free if n.lower() in _LONE_SCORE_NAMES and n not in roles]
+        if len(lone) > 1:
+            raise InputError(
+                f"{src}: columns {lone} could each be the probability: "
+                "name it with --scores CLASS=COLUMN"
+            )
+        if lone and not given_scores:
+            given_scores[""] = lone[0]  # the class is worked out below
+    roles |= set(given_scores.values())
+    for n in names:
+        if n in roles or n in res.excluded:
+            continue
+        if cm.features is not None:
+            if n in cm.features:
+                res.features.append(n)
+            else:
+                res.excluded[n] = "not in --features"
+        elif n.lower().endswith("_id"):
+            res.excluded[n] = "an identifier (name ends in _id)"
+        else:
+            res.features.append(n)
+    # Types.
+    for n in names:
+        if n in res.excluded and n not in cm.types:
+            continue
+        kind, note = _kind(n, table.stats(n), cm.types.get(n))
+        res.kinds[n] = kind
+        if note and n != res.id:
+            res.notes[n] = note
+    for n in list(res.features):
+        if res.kinds[n] == "datetime" and (cm.features is None or n not in cm.features):
+            res.features.remove(n)
+            res.excluded[n] = "date-times are not a feature (the event time? --timestamp)"
+            res.notes.pop(n, None)
+        elif res.kinds[n] == "datetime":
+            res.kinds[n] = "categorical"
+    _scores(res, given_scores, cm)
+    _task(res, cm)
+    _time_notes(res)
+    _bad_values(res, cm)
+    return res
+
+
+def _class_names(res: Resolved) -> list[str]:
+    col = res.prediction or res.label
+    if col is None:
+        return []
+    st = res.table.stats(col)
+    if st.bools:
+        return ["false", "true"]
+    names = sorted(st.distinct, key=lambda s: (float(s) if _num(s) else 0.0, s))
+    if res.kinds.get(col) == "numeric" and st.integers == st.numbers:
+        names = [str(int(float(s))) for s in names]
+    return names
+
+
+def _num(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _scores(res: Resolved, given: dict[str, str], cm: ColumnMap) -> None:
+    src = res.table.source
+    if "" in given:  # a lone probability column: the positive class of a binary model
+        col = given.pop("")
+        classes = _class_names(res)
+        numeric = all(_num(c) for c in classes) or classes == ["false", "true"]
+        if len(classes) != 2 or not numeric:
+            raise InputError(
+                f"{src}: column {col!r} holds one probability but the classes are "
+                f"{classes or 'unknown'}: say whose it is with --scores CLASS={col}"
+            )
+        given[classes[1]] = col
+        res.complement = (classes[0], col)
+        res.notes[col] = f"probability of class {classes[1]!r}; {classes[0]!r} gets 1 - it"
+    elif len(given) == 1 and isinstance(cm.scores, Mapping):
+        classes = _class_names(res)
+        ((cls, col),) = given.items()
+        if len(classes) == 2 and cls in classes:
+            other = classes[0] if classes[1] == cls else classes[1]
+            res.complement = (other, col)
+            res.notes[col] = f"probability of class {cls!r}; {other!r} gets 1 - it"
+    res.scores = given
+    for col in given.values():
+        if res.kinds.get(col) not in ("numeric", None):
+            raise InputError(f"{src}: score column {col!r} is {res.kinds[col]}, not numbers")
+        res.kinds[col] = "numeric"
+
+
+def _task(res: Resolved, cm: ColumnMap) -> None:
+    if cm.task is not None:
+        res.task = cm.task
+        return
+    p = res.prediction
+    if p is None or res.scores or res.kinds.get(p) != "numeric":
+        res.task = "classification"
+        return
+    st = res.table.stats(p)
+    res.task = "regression"
+    if st.integers == st.numbers and len(st.distinct) <= _CODES:
+        res.notes[p] = (
+            f"{len(st.distinct)} distinct integers and no scores: read as "
+            "regression; --task classification if they are classes"
+        )
+
+
+def _time_notes(res: Resolved) -> None:
+    ts = res.timestamp
+    if ts is None:
+        res.remarks.append(
+            "no timestamp column: a replay puts events 1 ms apart in row order "
+            "(--timestamp COLUMN names one)"
+        )
+        return
+    kind = res.kinds.get(ts)
+    st = res.table.stats(ts)
+    if kind == "numeric":
+        top = max((float(s) for s in st.distinct), default=0.0)
+        res.notes[ts] = "epoch seconds" if top < 1e11 else "epoch milliseconds"
+    elif kind == "datetime":
+        sample = next(iter(st.distinct), "")
+        aware = bool(re.search(r"(?:[Zz]|[+-]\d{2}:?\d{2})$", sample)) or (
+            st.times > 0 and _aware_first(res.table, ts)
+        )
+        if not aware:
+            res.notes[ts] = "no time zone: read as UTC"
+
+
+def _aware_first(table: Table, col: str) -> bool:
+    st = table.stats(col)
+    if st.first_non_number is None:
+        return False
+    v = st.first_non_number[1]
+    return getattr(v, "tzinfo", None) is not None
+
+
+def _bad_values(res: Resolved, cm: ColumnMap) -> None:
+    t = res.table
+    for col, kind in res.kinds.items():
+        if kind != "numeric" or (col in res.excluded):
+            continue
+        st = t.stats(col)
+        if st.numbers == st.present:
+            continue
+        bad = np.flatnonzero(t.non_numbers(col))
+        if not bad.size:
+            continue
+        first = int(bad[0])
+        value = t.values([col])[col][first]
+        why = f"{value!r} is not a number"
+        if cm.on_bad_value == "error":
+            raise InputError(
+                f"{t.source}, {t.where(first)}, column {col!r}: {why} ({st.numbers:,} of "
+                f"{st.present:,} values are numbers); fix the data, "
+                f"declare the column (--types {col}=categorical) or set such rows aside "
+                "(--on-bad-value dlq)"
+            )
+        values = t.values([col])[col]
+        for r in bad.tolist():
+            if r not in res.refused:
+                res.refused[r] = Refusal(r, t.where(r), col, f"{values[r]!r} is not a number")
+        res.notes[col] = f"{bad.size:,} rows with a value that is not a number set aside"

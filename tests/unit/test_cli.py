@@ -1,0 +1,398 @@
+"""The ``driftline`` command as a person uses it (issue 12 items 3 and 6).
+
+Every command runs in a subprocess, as from a shell, with no Redis and no Kafka
+reachable (their addresses point at a closed port): files in, files out, one line per
+error and the documented exit status (0 ok, 1 failure, 2 usage or input error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from driftline.cli.parser import USAGE, build_parser
+
+SRC = str(Path(__import__("driftline").__file__).parents[1])
+KEY = "test-signing-key-0123456789"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed when the block ends: nothing listens
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, str]:
+    port = closed_port()
+    return {
+        **os.environ,
+        "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "DRIFTLINE_REDIS__URL": f"redis://127.0.0.1:{port}/0",
+        "DRIFTLINE_REDIS__SOCKET_CONNECT_TIMEOUT": "2",
+        "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+        "DRIFTLINE_REDIS__STATE_SIGNING_KEY": KEY,
+    }
+
+
+def dl(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "driftline", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def frame(n: int, seed: int, shift: float = 0.0, flip: bool = False) -> Any:
+    rng = np.random.default_rng(seed)
+    start = "2026-01-01" if not shift else "2026-03-01"
+    df = pd.DataFrame(
+        {
+            "id": np.arange(n) + (10**6 if shift else 0),
+            "timestamp": pd.date_range(start, periods=n, freq="9min", tz="UTC"),
+            "age": rng.normal(40 + shift, 10, n).round(1),
+            "plan": rng.choice(["basic", "pro", "team"], n),
+            "is_member": rng.random(n) < 0.3,
+        }
+    )
+    p = 1 / (1 + np.exp(-(df["age"] - 40) / 8))
+    truth = rng.random(n) < p
+    df["target"] = ~truth if flip else truth
+    df["prediction"] = p > 0.5
+    df["proba_False"] = 1 - p
+    df["proba_True"] = p
+    return df
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cli")
+    frame(4000, 0).to_csv(d / "train.csv", index=False)
+    frame(4000, 0).to_parquet(d / "train.parquet")
+    cur = frame(3000, 1, shift=8.0, flip=True)
+    cur.drop(columns=["target"]).to_csv(d / "current.csv", index=False)
+    cur[["id", "timestamp", "target"]].to_csv(d / "labels.csv", index=False)
+    return d
+
+
+def test_offline_from_a_clean_clone_no_redis(env: dict[str, str], files: Path) -> None:
+    """reference build to a file, replay with labels, a report with accuracy: no servers."""
+    b = dl(
+        env,
+        "reference",
+        "build",
+        "--model",
+        "churn",
+        "--version",
+        "1",
+        "--data",
+        "train.csv",
+        "--out",
+        "churn.ref",
+        cwd=files,
+    )
+    assert b.returncode == 0, b.stderr
+    assert "target       label" in b.stderr and "wrote churn.ref" in b.stderr
+    assert (files / "churn.ref").read_bytes()[:2] == b"DL"  # the signed envelope
+    # The same data as Parquet: the identical reference (same id).
+    p = dl(
+        env,
+        "reference",
+        "build",
+        "--model",
+        "churn",
+        "--version",
+        "1",
+        "--data",
+        "train.parquet",
+        "--out",
+        "churn-pq.ref",
+        cwd=files,
+    )
+    ref_id = next(w for w in b.stderr.split() if w.startswith("churn:1:"))
+    assert ref_id in p.stderr
+    r = dl(
+        env,
+        "replay",
+        "--events",
+        "current.csv",
+        "--reference",
+        "churn.ref",
+        "--labels",
+        "labels.csv",
+        "--out",
+        "alerts.jsonl",
+        "--performance",
+        cwd=files,
+    )
+    assert r.returncode == 0, r.stderr
+    alerts = [orjson.loads(x) for x in (files / "alerts.jsonl").read_bytes().splitlines()]
+    kinds = {a["kind"] for a in alerts}
+    assert "input_drift" in kinds and "performance" in kinds, kinds
+    assert all(a["detected_at"] > 1_700_000_000_000 for a in alerts)
+    assert "labels: 3,000 of 3,000 joined" in r.stderr and "accuracy" in r.stderr
+    rep = dl(
+        env,
+        "report",
+        "--events",
+        "current.csv",
+        "--reference",
+        "churn.ref",
+        "--labels",
+        "labels.csv",
+        "--out",
+        "report.html",
+        cwd=files,
+    )
+    assert rep.returncode == 0, rep.stderr
+    html = (files / "report.html").read_text()
+    assert "accuracy (labelled) vs estimated accuracy" in html
+    assert "state degraded" in rep.stderr
+
+
+def test_refused_input_exits_2_with_a_summary(env: dict[str, str], files: Path) -> None:
+    ev = files / "events.jsonl"
+    good = {
+        "prediction_id": "p1",
+        "model_id": "churn",
+        "model_version": "1",
+        "timestamp": 1767225600000,
+        "features": {"age": 40.0},
+        "prediction": "true",
+    }
+    ev.write_bytes(
+        orjson.dumps(good)
+        + b"\n"
+        + orjson.dumps({**good, "timestamp": -1})
+        + b"\n"
+        + orjson.dumps({**good, "prediction": True})
+        + b"\n"
+    )
+    dl(
+        env,
+        "reference",
+        "build",
+        "--model",
+        "churn",
+        "--version",
+        "1",
+        "--data",
+        "train.csv",
+        "--out",
+        "churn.ref",
+        cwd=files,
+    )
+    r = dl(env, "replay", "--events", "events.jsonl", "--reference", "churn.ref", cwd=files)
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert "2 input rows refused" in last and "negative epoch" in last and "line 2" in last
+    kept = dl(
+        env,
+        "replay",
+        "--events",
+        "events.jsonl",
+        "--reference",
+        "churn.ref",
+        "--dlq",
+        "refused.jsonl",
+        cwd=files,
+    )
+    assert kept.returncode == 0
+    assert len((files / "refused.jsonl").read_bytes().splitlines()) == 2
+
+
+def error_cases(d: Path) -> list[tuple[str, list[str], int, str]]:
+    (d / "bad.jsonl").write_text('{"prediction_id": "p1", \n')
+    (d / "badvalue.csv").write_text("age,plan\n41,a\nabc,b\n40,c\n39,a\n")
+    (d / "notref.json").write_text('{"format": "driftline.reference"}')
+    return [
+        (
+            "missing file",
+            [
+                "reference",
+                "build",
+                "--model",
+                "m",
+                "--version",
+                "1",
+                "--data",
+                "nope.csv",
+                "--out",
+                "x.ref",
+            ],
+            2,
+            "nope.csv: no such file",
+        ),
+        (
+            "bad JSON",
+            [
+                "reference",
+                "build",
+                "--model",
+                "m",
+                "--version",
+                "1",
+                "--data",
+                "bad.jsonl",
+                "--out",
+                "x.ref",
+            ],
+            2,
+            "line 1: not JSON",
+        ),
+        (
+            "bad CSV value",
+            [
+                "reference",
+                "build",
+                "--model",
+                "m",
+                "--version",
+                "1",
+                "--data",
+                "badvalue.csv",
+                "--out",
+                "x.ref",
+            ],
+            2,
+            "badvalue.csv, line 3, column 'age': 'abc' is not a number",
+        ),
+        (
+            "unknown model",
+            ["replay", "--events", "current.csv", "--reference", "churn.ref", "--model", "fraud"],
+            2,
+            "no reference for model 'fraud'",
+        ),
+        (
+            "bad flag value",
+            ["replay", "--events", "current.csv", "--batch", "0"],
+            2,
+            "argument --batch: 0 must be at least 1",
+        ),
+        (
+            "unknown flag",
+            ["replay", "--events", "x", "--frobnicate"],
+            2,
+            "unrecognized arguments: --frobnicate",
+        ),
+        (
+            "unsigned reference",
+            ["replay", "--events", "current.csv", "--reference", "notref.json"],
+            2,
+            "is not a signed Driftline reference",
+        ),
+        (
+            "missing reference file",
+            ["replay", "--events", "current.csv", "--reference", "gone.ref"],
+            2,
+            "gone.ref: no such reference file",
+        ),
+        (
+            "bad --types",
+            [
+                "reference",
+                "build",
+                "--model",
+                "m",
+                "--version",
+                "1",
+                "--data",
+                "train.csv",
+                "--types",
+                "age=float",
+            ],
+            2,
+            "a type is numeric or",
+        ),
+        ("no Redis", ["reference", "show", "--model", "m"], 1, "cannot reach Redis"),
+        (
+            "bad --since",
+            [
+                "report",
+                "--events",
+                "current.csv",
+                "--reference",
+                "churn.ref",
+                "--out",
+                "r.html",
+                "--since",
+                "yesterday",
+            ],
+            2,
+            "--since 'yesterday'",
+        ),
+    ]
+
+
+def test_every_error_path_is_one_line_and_the_documented_exit_code(
+    env: dict[str, str], files: Path
+) -> None:
+    dl(
+        env,
+        "reference",
+        "build",
+        "--model",
+        "churn",
+        "--version",
+        "1",
+        "--data",
+        "train.csv",
+        "--out",
+        "churn.ref",
+        cwd=files,
+    )
+    for name, args, code, text in error_cases(files):
+        r = dl(env, *args, cwd=files)
+        lines = [ln for ln in r.stderr.splitlines() if ln.startswith("driftline: error:")]
+        assert r.returncode == code, (name, r.returncode, r.stderr)
+        assert len(lines) == 1 and text in lines[0], (name, r.stderr)
+        assert "Traceback" not in r.stderr, name
+    debug = dl(env, "--debug", "reference", "show", "--model", "m", cwd=files)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_version(env: dict[str, str]) -> None:
+    from driftline import __version__
+
+    r = dl(env, "--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"driftline {__version__}"
+
+
+def walk(parser: argparse.ArgumentParser, path: str = "driftline") -> list[tuple[str, Any]]:
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += walk(sub, f"{path} {name}")
+        else:
+            out.append((path, action))
+    return out
+
+
+def test_every_option_has_help_and_the_help_has_no_rest_markup() -> None:
+    missing = [
+        f"{path} {'/'.join(a.option_strings)}"
+        for path, a in walk(build_parser())
+        if a.option_strings and not a.help and a.dest != "help"
+    ]
+    assert not missing, missing
+    assert len(walk(build_parser())) > 80  # the walk reached the subcommands
+    text = build_parser().format_help()
+    for rest in ("``", "::", ":mod:", ":func:"):
+        assert rest not in text and rest not in USAGE, rest
+    assert "exit status" in text

@@ -1,0 +1,192 @@
+"""The notebook API (issue 12 item 4): DataFrames in, the same results as ``driftline replay``."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import driftline
+from driftline.contract.history import decode_window, encode_window
+from tool_checks import require_module
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = str(Path(driftline.__file__).parents[1])
+KEY = "notebook-test-key-0123456789"
+
+
+def scored(n: int, start: str, age_mean: float, seed: int, flip: bool = False) -> Any:
+    rng = np.random.default_rng(seed)
+    age = rng.normal(age_mean, 10, n).round(1)
+    p = 1 / (1 + np.exp(-(age - 40) / 8))
+    truth = rng.random(n) < p
+    return pd.DataFrame(
+        {
+            "id": np.arange(n) + (0 if age_mean == 40 else 10**6),
+            "timestamp": pd.date_range(start, periods=n, freq="9min", tz="UTC"),
+            "age": age,
+            "plan": rng.choice(["basic", "pro", "team"], n),
+            "is_member": rng.random(n) < 0.3,
+            "target": ~truth if flip else truth,
+            "prediction": p > 0.5,
+            "proba_False": 1 - p,
+            "proba_True": p,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def frames() -> tuple[Any, Any]:
+    return scored(5000, "2026-01-01", 40, 0), scored(3000, "2026-03-01", 48, 1, flip=True)
+
+
+@pytest.fixture(scope="module")
+def ref(frames: tuple[Any, Any]) -> driftline.Reference:
+    return driftline.build_reference(frames[0], "churn", "1", show=False)
+
+
+def test_the_example_in_docs_notebook_runs(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "notebook.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, "docs/notebook.md has no python example"
+    script = tmp_path / "example.py"
+    script.write_text("\n".join(blocks))
+    env = {
+        **os.environ,
+        "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "DRIFTLINE_REDIS__STATE_SIGNING_KEY": KEY,
+    }
+    r = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "churn-report.html").read_text().startswith("<!DOCTYPE html>")
+    assert (tmp_path / "churn.ref").read_bytes()[:2] == b"DL"
+
+
+def test_monitor_equals_driftline_replay(
+    tmp_path: Path, frames: tuple[Any, Any], ref: driftline.Reference
+) -> None:
+    train, current = frames
+    ref.save(tmp_path / "churn.ref", KEY)
+    current.drop(columns=["target"]).to_csv(tmp_path / "current.csv", index=False)
+    current[["id", "timestamp", "target"]].to_csv(tmp_path / "labels.csv", index=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "DRIFTLINE_REDIS__STATE_SIGNING_KEY": KEY,
+    }
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "driftline",
+            "replay",
+            "--events",
+            "current.csv",
+            "--reference",
+            "churn.ref",
+            "--labels",
+            "labels.csv",
+            "--out",
+            "alerts.jsonl",
+            "--windows",
+            "windows.jsonl",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    cli_alerts = [orjson.loads(x) for x in (tmp_path / "alerts.jsonl").read_bytes().splitlines()]
+    cli_windows = [orjson.loads(x) for x in (tmp_path / "windows.jsonl").read_bytes().splitlines()]
+
+    labels = current[["id", "timestamp", "target"]]
+    api = driftline.monitor(current.drop(columns=["target"]), ref, labels=labels, show=False)
+    assert [a["alert_id"] for a in cli_alerts] == list(api.alerts["alert_id"])
+    assert {a["kind"] for a in cli_alerts} >= {"input_drift", "performance"}
+    api_windows = [w for m in sorted(api.run.windows) for w in api.run.windows[m]]
+    assert [decode_window(encode_window(w)) for w in cli_windows] == api_windows
+    frame = api.windows
+    assert len(frame) == sum(len(w["tests"]) for w in cli_windows)
+    assert set(frame.columns) >= {"window", "start", "end", "feature", "value", "drifted"}
+    assert api.summary["churn"]["versions"]["1"]["accuracy"] < 0.5
+    assert len(api.performance) > 0
+
+
+def test_the_labels_of_the_table_itself_and_other_table_kinds(
+    frames: tuple[Any, Any], ref: driftline.Reference
+) -> None:
+    _, current = frames
+    pl = require_module("polars")
+    by_pandas = driftline.monitor(current, ref, show=False)
+    ids = list(by_pandas.alerts["alert_id"])
+    assert "performance" in set(by_pandas.alerts["kind"])
+    for other in (pl.from_pandas(current), pa.Table.from_pandas(current)):
+        assert list(driftline.monitor(other, ref, show=False).alerts["alert_id"]) == ids
+
+
+def test_without_pandas_results_are_lists_of_dicts(
+    monkeypatch: pytest.MonkeyPatch, frames: tuple[Any, Any], ref: driftline.Reference
+) -> None:
+    _, current = frames
+    records = current.assign(timestamp=current["timestamp"].map(lambda t: t.isoformat()))
+    rows = records.to_dict("records")
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now fails
+    result = driftline.monitor(rows, ref, show=False)
+    alerts = result.alerts
+    assert isinstance(alerts, list) and alerts and isinstance(alerts[0], dict)
+    assert {"alert_id", "kind", "detected_at", "window_start"} <= set(alerts[0])
+
+
+def test_reference_files_and_the_report(
+    tmp_path: Path, frames: tuple[Any, Any], ref: driftline.Reference
+) -> None:
+    path = ref.save(tmp_path / "r.ref", KEY)
+    again = driftline.Reference.load(path, KEY)
+    assert again.reference_id == ref.reference_id and again.features == ref.features
+    with pytest.raises(driftline.InputError, match="signature"):
+        driftline.Reference.load(path, "another-key-0123456789")
+    assert "target       label" in ref.describe()
+    result = driftline.monitor(frames[1], ref, show=False)
+    report = result.report()
+    shown = report._repr_html_()
+    assert shown.startswith("<iframe srcdoc=") and "&lt;!DOCTYPE html&gt;" in shown
+    assert report.save(tmp_path / "r.html").read_text() == report.html
+    assert "accuracy (labelled) vs estimated accuracy" in report.html
+    assert repr(result).startswith("MonitorResult(3000 events")
+
+
+def test_build_reference_roles_as_keywords() -> None:
+    rows = [
+        {"x": float(i % 17), "zip": 2134 + i % 3, "outcome": "a" if i % 4 else "b", "guess": "a"}
+        for i in range(300)
+    ]
+    ref = driftline.build_reference(
+        rows,
+        "m",
+        "1",
+        label="outcome",
+        prediction="guess",
+        types={"zip": "categorical"},
+        show=False,
+    )
+    assert ref.features == ["x", "zip"]
+    assert ref.profile.features["zip"].kind == "categorical"
+    assert ref.profile.outputs.accuracy == pytest.approx(0.75)

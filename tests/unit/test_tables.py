@@ -1,0 +1,280 @@
+"""Files and tables as users have them: roles, types, booleans, bad values (issue 12 item 2).
+
+The data is made here the way users make it: a pandas DataFrame with an id, a
+time-zone aware timestamp, features (floats with missing values, integers, strings,
+booleans), the target, the prediction and ``proba_*`` columns, exported with
+``to_csv`` / ``to_parquet`` / ``to_json(orient="records", lines=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from driftline.contract.values import prepare_prediction
+from driftline.core.reference import ReferenceProfile, build_reference
+from driftline.errors import InputError
+from driftline.offline.build import build_from_table
+from driftline.offline.roles import ColumnMap, resolve
+from driftline.offline.tables import csv_cell, read_table, table_from
+from tool_checks import require_module
+
+
+def training_frame(n: int = 3000, seed: int = 0) -> Any:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "timestamp": pd.date_range("2026-01-01", periods=n, freq="9min", tz="UTC"),
+            "age": rng.normal(40, 10, n).round(1),
+            "income": rng.lognormal(10, 1, n),
+            "plan": rng.choice(["basic", "pro", "team"], n),
+            "is_member": rng.random(n) < 0.3,
+            "tenure": rng.integers(0, 120, n),
+        }
+    )
+    df.loc[rng.random(n) < 0.05, "age"] = np.nan
+    p = 1 / (1 + np.exp(-(df["age"].fillna(40) - 40) / 10))
+    df["target"] = rng.random(n) < p
+    df["prediction"] = p > 0.5
+    df["proba_False"] = 1 - p
+    df["proba_True"] = p
+    return df
+
+
+def profile_of(ref: ReferenceProfile) -> tuple[str, Any, int]:
+    env = ref.to_envelope()
+    return ref.reference_id, env.profile, env.row_count
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("exports")
+    df = training_frame()
+    paths = {"csv": d / "train.csv", "parquet": d / "train.parquet", "jsonl": d / "train.jsonl"}
+    df.to_csv(paths["csv"], index=False)
+    df.to_parquet(paths["parquet"])
+    # pandas' to_json rounds floats to 10 digits (15 at most): write exact JSON lines.
+    rows = df.assign(timestamp=df["timestamp"].map(lambda t: t.isoformat())).to_dict("records")
+    paths["jsonl"].write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return paths
+
+
+def test_a_pandas_csv_export_gets_the_right_roles_and_types(exports: dict[str, Path]) -> None:
+    res = resolve(read_table(exports["csv"]))
+    assert (res.id, res.timestamp, res.label, res.prediction) == (
+        "id",
+        "timestamp",
+        "target",
+        "prediction",
+    )
+    assert res.scores == {"false": "proba_False", "true": "proba_True"}
+    assert res.features == ["age", "income", "plan", "is_member", "tenure"]
+    assert res.kinds["is_member"] == "boolean" and res.kinds["plan"] == "categorical"
+    assert res.kinds["age"] == "numeric" and res.kinds["timestamp"] == "datetime"
+    text = res.describe()
+    for line in ("id           id", "target       label", "proba_True   score[true]"):
+        assert line in text
+    ref = build_reference(res.training_data(), "churn", "1", created_at=0)
+    assert sorted(ref.features) == ["age", "income", "is_member", "plan", "tenure"]
+    assert ref.outputs.task == "classification"
+    assert ref.outputs.classes is not None
+    assert set(ref.outputs.classes.categories) == {"true", "false"}
+    assert ref.outputs.confidence is not None and ref.outputs.accuracy is not None
+    member = ref.features["is_member"]
+    assert member.kind == "categorical" and set(member.categories) == {"true", "false"}
+    assert ref.features["age"].missing > 0
+
+
+def test_csv_parquet_jsonl_and_the_data_frame_give_the_identical_reference(
+    exports: dict[str, Path],
+) -> None:
+    refs = {k: build_from_table(p, "churn", "1", created_at=0)[0] for k, p in exports.items()}
+    refs["frame"] = build_from_table(training_frame(), "churn", "1", created_at=0)[0]
+    refs["arrow"] = build_from_table(
+        pa.Table.from_pandas(training_frame()), "churn", "1", created_at=0
+    )[0]
+    first = profile_of(refs["csv"])
+    for kind, ref in refs.items():
+        assert profile_of(ref) == first, kind
+
+
+def test_polars_gives_the_same_reference(exports: dict[str, Path]) -> None:
+    pl = require_module("polars")
+    frame = pl.from_pandas(training_frame())
+    ref, _ = build_from_table(frame, "churn", "1", created_at=0)
+    assert profile_of(ref) == profile_of(
+        build_from_table(exports["csv"], "churn", "1", created_at=0)[0]
+    )
+
+
+@pytest.mark.parametrize("tokens", [("True", "False"), ("true", "false"), ("TRUE", "FALSE")])
+def test_booleans_read_the_same_from_csv_parquet_jsonl_and_the_sdk(
+    tmp_path: Path, tokens: tuple[str, str]
+) -> None:
+    flags = [True, False, True, True, False] * 20
+    csv = tmp_path / "b.csv"
+    csv.write_text(
+        "flag,x\n" + "".join(f"{tokens[0] if f else tokens[1]},{i}\n" for i, f in enumerate(flags))
+    )
+    frame = pd.DataFrame({"flag": flags, "x": range(len(flags))})
+    frame.to_parquet(tmp_path / "b.parquet")
+    frame.to_json(tmp_path / "b.jsonl", orient="records", lines=True)
+    sdk_rows = [
+        prepare_prediction({"features": {"flag": np.bool_(f), "x": np.int64(i)}})["features"]
+        for i, f in enumerate(flags)
+    ]
+    profiles = []
+    for data in (csv, tmp_path / "b.parquet", tmp_path / "b.jsonl", sdk_rows):
+        ref, res = build_from_table(data, "m", "1", created_at=0)
+        assert res.kinds["flag"] == "boolean"
+        profiles.append(ref.features["flag"].to_dict())
+    assert all(p == profiles[0] for p in profiles)
+    assert set(profiles[0]["categories"]) == {"true", "false"}
+
+
+def test_csv_cells() -> None:
+    assert [csv_cell(t) for t in ("", "NA", "NaN", "null", "<NA>")] == [None] * 5
+    assert [csv_cell(t) for t in ("True", "false", "3", "-2", "3.5", "1e3", "abc")] == [
+        True,
+        False,
+        3,
+        -2,
+        3.5,
+        1000.0,
+        "abc",
+    ]
+
+
+def test_a_bad_value_in_a_numeric_column_names_the_line_and_the_column(tmp_path: Path) -> None:
+    df = training_frame(200)
+    df["income"] = df["income"].astype(object)
+    df.loc[57, "income"] = "abc"
+    path = tmp_path / "bad.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(InputError) as err:
+        resolve(read_table(path))
+    msg = str(err.value)
+    assert "line 59" in msg and "column 'income'" in msg and "'abc' is not a number" in msg
+    assert "--types income=categorical" in msg and "--on-bad-value dlq" in msg
+    # Declared: the column is categorical, as asked; nothing silent.
+    res = resolve(read_table(path), ColumnMap(types={"income": "categorical"}))
+    assert res.kinds["income"] == "categorical" and res.notes["income"] == "declared"
+    # Set aside: the row is left out, listed with where and why.
+    res = resolve(read_table(path), ColumnMap(on_bad_value="dlq"))
+    assert list(res.refused) == [57]
+    assert res.refused[57].where == "line 59" and res.refused[57].column == "income"
+    data = res.training_data()
+    assert data.row_count == 199
+    assert build_reference(data, "m", "1").row_count == 199
+
+
+def test_a_few_numbers_among_strings_is_categorical_and_noted(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_text("zone\n" + "".join(f"{v}\n" for v in ["north", "south", "7", "east"] * 10))
+    res = resolve(read_table(path))
+    assert res.kinds["zone"] == "categorical"
+    assert "numbers among" in res.notes["zone"]
+
+
+def test_two_candidates_for_one_role_is_an_error_naming_both(tmp_path: Path) -> None:
+    path = tmp_path / "two.csv"
+    path.write_text("x,label,target\n1,a,a\n2,b,b\n")
+    with pytest.raises(InputError, match="'target' and 'label'|'label' and 'target'"):
+        resolve(read_table(path))
+    res = resolve(read_table(path), ColumnMap(label="target", exclude=["label"]))
+    assert res.label == "target" and res.excluded["label"] == "excluded"
+
+
+def test_unknown_columns_in_the_mapping_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("x,y\n1,2\n")
+    with pytest.raises(InputError, match="no column 'z'"):
+        resolve(read_table(path), ColumnMap(label="z"))
+
+
+def test_a_lone_probability_column_is_the_positive_class(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    p = rng.random(500)
+    df = pd.DataFrame(
+        {
+            "x": rng.normal(size=500),
+            "pred": (p > 0.5).astype(int),
+            "probability": p,
+            "y": (rng.random(500) < p).astype(int),
+        }
+    )
+    res = resolve(table_from(df))
+    assert res.scores == {"1": "probability"} and res.complement == ("0", "probability")
+    data = res.training_data()
+    assert data.score_columns is not None
+    np.testing.assert_allclose(data.top_scores(), np.maximum(p, 1 - p))
+    ref = build_reference(data, "m", "1")
+    assert ref.outputs.task == "classification"
+
+
+def test_other_id_columns_are_excluded_and_codes_are_noted() -> None:
+    rows = [
+        {"customer_id": i, "order_id": i * 7, "tier": i % 3, "amount": i * 1.5} for i in range(100)
+    ]
+    res = resolve(table_from(rows))
+    assert res.id is None
+    assert "identifier" in res.excluded["customer_id"] and "order_id" in res.excluded
+    assert "codes?" in res.notes["tier"]
+    assert res.features == ["tier", "amount"]
+
+
+def test_a_mapping_file_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text('{"label": "outcome", "exclude": ["noise"], "types": {"zip": "categorical"}}')
+    cm = ColumnMap.from_file(path).merged(ColumnMap(prediction="guess"))
+    df = pd.DataFrame(
+        {
+            "outcome": [1, 0] * 50,
+            "guess": [1, 1] * 50,
+            "noise": range(100),
+            "zip": [2134, 10001] * 50,
+        }
+    )
+    res = resolve(table_from(df), cm)
+    assert (res.label, res.prediction, res.features) == ("outcome", "guess", ["zip"])
+    assert res.kinds["zip"] == "categorical"
+    (tmp_path / "bad.json").write_text('{"lable": "x"}')
+    with pytest.raises(InputError, match="unknown keys"):
+        ColumnMap.from_file(tmp_path / "bad.json")
+
+
+def test_numpy_and_pandas_scalars_in_records() -> None:
+    rows = [
+        {
+            "a": np.float64(i),
+            "b": np.int64(i % 2),
+            "c": np.bool_(i % 3 == 0),
+            "d": pd.NA if i % 5 == 0 else "x",
+        }
+        for i in range(60)
+    ]
+    res = resolve(table_from(rows))
+    assert res.kinds == {"a": "numeric", "b": "numeric", "c": "boolean", "d": "categorical"}
+    ref = build_reference(res.training_data(), "m", "1")
+    assert ref.features["d"].missing == 12
+
+
+def test_a_table_becomes_contract_valid_events_and_labels(exports: dict[str, Path]) -> None:
+    res = resolve(read_table(exports["csv"]))
+    labels: list[dict[str, Any]] = []
+    rows = list(res.event_rows("churn", "1", labels))
+    assert len(rows) == 3000 and all(e is not None for _, e, _ in rows)
+    where, first, _ = rows[0]
+    assert where == "line 2"
+    assert first is not None
+    assert first["timestamp"] == 1767225600000 and first["prediction_id"] == "0"
+    assert first["prediction"] in ("true", "false") and set(first["scores"]) == {"true", "false"}
+    assert first["features"]["is_member"] in (True, False)
+    assert len(labels) == 3000 and labels[0]["label"] in ("true", "false")
