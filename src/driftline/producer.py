@@ -13,9 +13,18 @@ Accounting is exact: every call to ``send``/``send_label`` ends up in exactly on
 (still waiting), so ``sent + dropped + buffered`` equals the number of calls.
 
 Drop reasons (the ``reason`` label): ``buffer_full``, ``oversize`` (encoded event over
-``LIMITS.max_event_bytes``), ``invalid`` (not encodable, or a required field missing),
-``closed`` (sent after ``stop``), ``shutdown`` (still buffered when ``stop`` gave up),
-``rejected`` (Kafka refused the record with a non-retriable error).
+``LIMITS.max_event_bytes``), ``invalid`` (the event breaks the wire contract: checked in
+``send`` with the monitor's own check, after numpy and pandas values, ``datetime`` times
+and boolean predictions were turned into wire values), ``closed`` (sent after ``stop``),
+``shutdown`` (still buffered when ``stop`` gave up), ``rejected`` (Kafka refused the
+record with a non-retriable error). Why an event was dropped is kept for the caller:
+:attr:`AsyncPredictionProducer.last_refusal`, the recent :attr:`~AsyncPredictionProducer.refusals`
+and the counts :attr:`~AsyncPredictionProducer.dropped_by_reason`.
+
+Predictions go out as columnar batches (``prediction_batch.v1``) by default: each
+delivery round packs the buffered events of a stream (model, version, segment), in send
+order, into as few records as fit. ``batch_events=False`` sends one record per event,
+for consumers that read single events. The monitor gives both the same results.
 
 :class:`PredictionProducer` is the same producer for thread-based servers: it runs the
 async producer on its own event loop in a daemon thread.
@@ -30,28 +39,24 @@ import atexit
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka import codec as _kafka_codec
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from driftline.config import Settings
-from driftline.contract.events import (
-    BATCH_FORMAT,
-    LIMITS,
-    SCHEMA_VERSION,
-    LabelEvent,
-    PredictionEvent,
-)
-from driftline.errors import ConfigError
+from driftline.contract.events import LIMITS, LabelEvent, PredictionEvent
+from driftline.contract.records import encode_batch, encode_event, pack_records, stream_of
+from driftline.errors import ConfigError, ValidationError
 from driftline.runtime.metrics import PRODUCER_DROPPED, PRODUCER_SENT
 
-__all__ = ["AsyncPredictionProducer", "Compression", "PredictionProducer"]
+__all__ = ["AsyncPredictionProducer", "Compression", "PredictionProducer", "Refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -64,76 +69,35 @@ _CODECS: Final[dict[str, Callable[[], bool]]] = {
     "zstd": _kafka_codec.has_zstd,
 }
 
-_PREDICTION_FIELDS: Final = (
-    "prediction_id",
-    "model_id",
-    "model_version",
-    "timestamp",
-    "features",
-    "prediction",
-)
-_LABEL_FIELDS: Final = ("prediction_id", "model_id", "label", "timestamp")
-_BATCH_FIELDS: Final = (
-    "model_id",
-    "model_version",
-    "prediction_ids",
-    "timestamps",
-    "features",
-    "predictions",
-)
-
 _BACKOFF_MIN_S: Final = 0.1
 #: aiokafka's per-partition batch limit; one event is at most 64 KiB.
 _KAFKA_BATCH_BYTES: Final = 512 * 1024
 
-#: One buffered record: (sequence number, topic, key, value).
-_Entry = tuple[int, str, bytes, bytes]
+#: Most refusals kept for :attr:`AsyncPredictionProducer.refusals`.
+_RECENT_REFUSALS = 100
+
+#: One buffered record: (sequence number, topic, key, value, prepared event). The event
+#: is kept (and the value left empty) for predictions packed into batches on delivery.
+_Entry = tuple[int, str, bytes, bytes, dict[str, Any] | None]
 
 _T = TypeVar("_T")
 
 
-def _encode(
-    event: Any, model: type[PredictionEvent] | type[LabelEvent], required: tuple[str, ...]
-) -> tuple[bytes, bytes] | None:
-    """``(key, value)`` for an event, or ``None`` if it cannot be a valid event."""
-    if isinstance(event, model):
-        obj = {k: v for k, v in event.model_dump(mode="json").items() if v is not None}
-    elif isinstance(event, Mapping):
-        obj = event if isinstance(event, dict) else dict(event)
-        for name in required:
-            if name not in obj:
-                return None
-    else:
-        return None
-    model_id = obj["model_id"]
-    if not isinstance(model_id, str) or not model_id:
-        return None
-    return model_id.encode(), orjson.dumps(obj)
+@dataclass(frozen=True)
+class Refusal:
+    """Why an event did not go out: what ``send()`` returning ``False`` means.
 
-
-def _encode_batch(
-    batch: Any, _model: Any = None, _required: Any = None
-) -> tuple[bytes, bytes] | None:
-    """``(key, value)`` for a columnar batch (``prediction_batch.v1``), or ``None``.
-
-    Columns may be lists or numpy arrays (NaN in a float array is written as null,
-    i.e. missing). ``format``, ``schema_version`` and ``count`` are filled in.
+    ``drop`` is the counter's reason (``invalid``, ``oversize``, ``buffer_full``,
+    ``closed``, ``shutdown``, ``rejected``); ``reason`` says it for a person, e.g.
+    ``timestamp: naive datetime (no time zone): ...``; ``prediction_id`` names the
+    event when it had one; ``at`` is the wall-clock time (``time.time()``).
     """
-    if not isinstance(batch, Mapping):
-        return None
-    for name in _BATCH_FIELDS:
-        if name not in batch:
-            return None
-    model_id = batch["model_id"]
-    if not isinstance(model_id, str) or not model_id:
-        return None
-    obj = {
-        **batch,
-        "format": BATCH_FORMAT,
-        "schema_version": SCHEMA_VERSION,
-        "count": len(batch["prediction_ids"]),
-    }
-    return model_id.encode(), orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    drop: str
+    reason: str
+    prediction_id: str | None = None
+    at: float = 0.0
+    count: int = 1
 
 
 def _permanent(exc: BaseException) -> bool:
@@ -178,6 +142,9 @@ class AsyncPredictionProducer:
         put back into the buffer and the connection is rebuilt.
     reconnect_backoff_max_s
         Upper bound of the exponential pause between reconnection attempts.
+    batch_events
+        Pack predictions into columnar batch records (``prediction_batch.v1``, the
+        default); ``False`` sends one record per event (for consumers of single events).
 
     Examples
     --------
@@ -199,6 +166,7 @@ class AsyncPredictionProducer:
         idempotent: bool = False,
         request_timeout_ms: int = 10_000,
         reconnect_backoff_max_s: float = 5.0,
+        batch_events: bool = True,
     ) -> None:
         if max_buffer < 1 or max_batch < 1:
             raise ConfigError("producer max_buffer and max_batch must be at least 1")
@@ -220,6 +188,7 @@ class AsyncPredictionProducer:
         self._idempotent = idempotent
         self._request_timeout_ms = request_timeout_ms
         self._backoff_max_s = reconnect_backoff_max_s
+        self._batch_events = batch_events
 
         # Shared with foreign threads (PredictionProducer): guarded by _lock.
         self._lock = threading.Lock()
@@ -228,6 +197,8 @@ class AsyncPredictionProducer:
         self._seq = 0
         self._sent = 0
         self._dropped = 0
+        self._by_reason: dict[str, int] = {}
+        self._refusals: deque[Refusal] = deque(maxlen=_RECENT_REFUSALS)
         self._state: Literal["new", "running", "closing", "closed"] = "new"
 
         # Event-loop side.
@@ -256,6 +227,24 @@ class AsyncPredictionProducer:
         return self._dropped
 
     @property
+    def dropped_by_reason(self) -> dict[str, int]:
+        """Events dropped, by reason (``invalid``, ``oversize``, ``buffer_full``, ...)."""
+        with self._lock:
+            return dict(self._by_reason)
+
+    @property
+    def last_refusal(self) -> Refusal | None:
+        """Why the latest dropped event was dropped (``None`` if none was)."""
+        with self._lock:
+            return self._refusals[-1] if self._refusals else None
+
+    @property
+    def refusals(self) -> list[Refusal]:
+        """The most recent refusals (up to 100), oldest first, for logs."""
+        with self._lock:
+            return list(self._refusals)
+
+    @property
     def buffered(self) -> int:
         """Events held in memory: waiting plus in flight. Never above ``max_buffer``."""
         with self._lock:
@@ -276,14 +265,19 @@ class AsyncPredictionProducer:
         """Buffer one prediction event; ``True`` if buffered, ``False`` if dropped.
 
         Never blocks and never raises. ``event`` is a :class:`PredictionEvent` or a
-        mapping with its required fields (checked for presence only; the monitor
-        validates fully and dead-letters bad events).
+        mapping with its fields, which may hold what model servers have: numpy
+        scalars and 0-d arrays, pandas values, booleans, a time-zone aware
+        ``datetime`` or pandas ``Timestamp`` (a naive one is refused, saying so). The
+        event is checked by the monitor's own contract check here, so an invalid one
+        is refused now (``False``; :attr:`last_refusal` says why) rather than found
+        later on the dead-letter topic.
         """
-        return self._offer(self._topic, event, PredictionEvent, _PREDICTION_FIELDS)
+        return self._offer(self._topic, event, PredictionEvent, keep=self._batch_events)
 
     def send_label(self, event: LabelEvent | Mapping[str, Any]) -> bool:
-        """Buffer one label event (keyed by ``model_id``, like predictions)."""
-        return self._offer(self._label_topic, event, LabelEvent, _LABEL_FIELDS)
+        """Buffer one label event (keyed by ``model_id``, like predictions); checked
+        like :meth:`send`."""
+        return self._offer(self._label_topic, event, LabelEvent)
 
     def send_batch(self, batch: Mapping[str, Any]) -> bool:
         """Buffer a columnar batch of predictions (one Kafka record); ``True`` if buffered.
@@ -298,28 +292,30 @@ class AsyncPredictionProducer:
         dropped as ``oversize``: send fewer rows (:func:`driftline.contract.columnar.pack_events`
         cuts single events into batches of a given size).
         """
-        limit = LIMITS.max_batch_bytes
-        return self._offer(self._topic, batch, PredictionEvent, _BATCH_FIELDS, _encode_batch, limit)
+        return self._offer(self._topic, batch, PredictionEvent, batch=True)
 
     def _offer(
         self,
         topic: str,
         event: Any,
         model: type[PredictionEvent] | type[LabelEvent],
-        required: tuple[str, ...],
-        encode: Callable[..., tuple[bytes, bytes] | None] = _encode,
-        limit: int = LIMITS.max_event_bytes,
+        keep: bool = False,
+        batch: bool = False,
     ) -> bool:
+        limit = LIMITS.max_batch_bytes if batch else LIMITS.max_event_bytes
         try:
             try:
-                encoded = encode(event, model, required)
-            except Exception:  # orjson.JSONEncodeError, odd mappings: never raise here
-                encoded = None
-            if encoded is None:
-                return self._drop(topic, "invalid")
-            key, value = encoded
+                key, value, obj = encode_batch(event) if batch else encode_event(event, model, keep)
+            except ValidationError as exc:
+                return self._drop(topic, "invalid", why=str(exc), event=event)
+            except Exception as exc:  # orjson.JSONEncodeError, odd mappings: never raise
+                why = f"not encodable as JSON: {type(exc).__name__}: {exc}"
+                return self._drop(topic, "invalid", why=why, event=event)
             if len(value) > limit:
-                return self._drop(topic, "oversize")
+                why = f"{len(value):,} bytes encoded, over the limit of {limit:,}"
+                return self._drop(topic, "oversize", why=why, event=event)
+            if obj is not None:
+                value = b""  # packed into a batch record on delivery
             with self._lock:
                 if self._state in ("closing", "closed"):
                     reason = "closed"
@@ -327,11 +323,16 @@ class AsyncPredictionProducer:
                     reason = "buffer_full"
                 else:
                     self._seq += 1
-                    self._buf.append((self._seq, topic, key, value))
+                    self._buf.append((self._seq, topic, key, value, obj))
                     n = len(self._buf)
                     reason = ""
             if reason:
-                return self._drop(topic, reason)
+                why = (
+                    "the producer is closed"
+                    if reason == "closed"
+                    else f"{self._max_buffer:,} events already buffered (Kafka slow or down)"
+                )
+                return self._drop(topic, reason, why=why, event=event)
             if n == 1 or n == self._max_batch:
                 self._notify()
             return True
@@ -339,17 +340,37 @@ class AsyncPredictionProducer:
             log.exception("driftline producer: unexpected error in send()")
             return False
 
-    def _drop(self, topic: str, reason: str, n: int = 1, *, locked: bool = False) -> bool:
+    def _drop(
+        self,
+        topic: str,
+        reason: str,
+        n: int = 1,
+        *,
+        locked: bool = False,
+        why: str = "",
+        event: Any = None,
+    ) -> bool:
+        pid = event.get("prediction_id") if isinstance(event, Mapping) else None
+        if pid is None:
+            pid = getattr(event, "prediction_id", None)
+        refusal = Refusal(
+            reason, why or reason, pid if isinstance(pid, str) else None, time.time(), n
+        )
         if locked:
-            self._dropped += n
+            self._count_drop(reason, n, refusal)
         else:
             with self._lock:
-                self._dropped += n
+                self._count_drop(reason, n, refusal)
         child = self._drop_metric.get((topic, reason))
         if child is None:
             child = self._drop_metric[(topic, reason)] = PRODUCER_DROPPED.labels(topic, reason)
         child.inc(n)
         return False
+
+    def _count_drop(self, reason: str, n: int, refusal: Refusal) -> None:
+        self._dropped += n
+        self._by_reason[reason] = self._by_reason.get(reason, 0) + n
+        self._refusals.append(refusal)
 
     def _notify(self) -> None:
         """Wake the background task, from the loop thread or any other thread."""
@@ -437,7 +458,8 @@ class AsyncPredictionProducer:
                 for entry in left:
                     per_topic[entry[1]] = per_topic.get(entry[1], 0) + 1
                 for t, n in per_topic.items():
-                    self._drop(t, "shutdown", n, locked=True)
+                    why = f"{n} events still buffered when stop() gave up"
+                    self._drop(t, "shutdown", n, locked=True, why=why)
             if left:
                 log.warning("driftline producer: %d events dropped at shutdown", len(left))
             self._progress.set()
@@ -567,6 +589,27 @@ class AsyncPredictionProducer:
             self._inflight = batch
         return batch
 
+    def _records(self, batch: list[_Entry]) -> list[tuple[str, bytes, bytes, list[int]]]:
+        """The Kafka records of a round: ``(topic, key, value, indices of its events)``.
+
+        Predictions kept for packing become batch records, one stream (model, version,
+        segment) at a time in send order; everything else is one record per entry.
+        """
+        out: list[tuple[str, bytes, bytes, list[int]]] = []
+        streams: dict[tuple[str, str, str, str], list[int]] = {}
+        for i, (_seq, topic, key, value, obj) in enumerate(batch):
+            if obj is None:
+                out.append((topic, key, value, [i]))
+            else:
+                streams.setdefault((topic, *stream_of(obj)), []).append(i)
+        for (topic, *_), idx in streams.items():
+            events = [batch[i][4] for i in idx]
+            start = 0
+            for value, rows in pack_records(events, LIMITS.max_batch_bytes):  # type: ignore[arg-type]
+                out.append((topic, batch[idx[0]][2], value, idx[start : start + rows]))
+                start += rows
+        return out
+
     async def _deliver(self, kafka: Any, batch: list[_Entry]) -> bool:
         """Hand ``batch`` to Kafka and wait for the acknowledgements.
 
@@ -574,11 +617,12 @@ class AsyncPredictionProducer:
         (``rejected``), the rest go back to the front of the buffer in order.
         Returns ``False`` if anything must be retried.
         """
+        records = self._records(batch)
         futures: list[asyncio.Future[Any]] = []
         failure: BaseException | None = None
         try:
             async with asyncio.timeout(self._request_timeout_ms / 1000 + 5):
-                for _seq, topic, key, value in batch:
+                for topic, key, value, _members in records:
                     fut = await kafka.send(topic, value, key=key)
                     fut.add_done_callback(_consume_result)
                     futures.append(fut)
@@ -586,38 +630,42 @@ class AsyncPredictionProducer:
         except Exception as exc:
             failure = exc
         finally:
-            failure = self._settle(batch, futures) or failure
+            failure = self._settle(batch, records, futures) or failure
         if failure is not None:
             self._note_outage(failure)
             return False
         return True
 
     def _settle(
-        self, batch: list[_Entry], futures: list[asyncio.Future[Any]]
+        self,
+        batch: list[_Entry],
+        records: list[tuple[str, bytes, bytes, list[int]]],
+        futures: list[asyncio.Future[Any]],
     ) -> BaseException | None:
         sent: dict[str, int] = {}
         rejected: dict[str, int] = {}
-        retry: list[_Entry] = []
+        retry: list[int] = []
         first_error: BaseException | None = None
-        for i, entry in enumerate(batch):
-            fut = futures[i] if i < len(futures) else None
+        for r, (topic, _key, _value, members) in enumerate(records):
+            fut = futures[r] if r < len(futures) else None
             if fut is None or not fut.done() or fut.cancelled():
-                retry.append(entry)  # never handed over, or no answer in time
+                retry.extend(members)  # never handed over, or no answer in time
                 continue
             exc = fut.exception()
             if exc is None:
-                sent[entry[1]] = sent.get(entry[1], 0) + 1
+                sent[topic] = sent.get(topic, 0) + len(members)
             elif _permanent(exc):
-                rejected[entry[1]] = rejected.get(entry[1], 0) + 1
+                rejected[topic] = rejected.get(topic, 0) + len(members)
             else:
                 first_error = first_error or exc
-                retry.append(entry)
+                retry.extend(members)
         with self._lock:
             self._inflight = []
-            self._buf.extendleft(reversed(retry))
+            self._buf.extendleft(reversed([batch[i] for i in sorted(retry)]))
             self._sent += sum(sent.values())
             for topic, n in rejected.items():
-                self._drop(topic, "rejected", n, locked=True)
+                why = "Kafka refused the record (non-retriable)"
+                self._drop(topic, "rejected", n, locked=True, why=why)
         for topic, n in sent.items():
             self._sent_metric[topic].inc(n)
         if rejected:
@@ -693,8 +741,24 @@ class PredictionProducer:
         """Whether a Kafka connection is up."""
         return self._producer.connected
 
+    @property
+    def dropped_by_reason(self) -> dict[str, int]:
+        """Events dropped, by reason."""
+        return self._producer.dropped_by_reason
+
+    @property
+    def last_refusal(self) -> Refusal | None:
+        """Why the latest dropped event was dropped (``None`` if none was)."""
+        return self._producer.last_refusal
+
+    @property
+    def refusals(self) -> list[Refusal]:
+        """The most recent refusals (up to 100), oldest first."""
+        return self._producer.refusals
+
     def send(self, event: PredictionEvent | Mapping[str, Any]) -> bool:
-        """Buffer one prediction event from any thread; never blocks, never raises."""
+        """Buffer one prediction event from any thread; never blocks, never raises
+        (see :meth:`AsyncPredictionProducer.send`)."""
         return self._producer.send(event)
 
     def send_label(self, event: LabelEvent | Mapping[str, Any]) -> bool:

@@ -137,3 +137,26 @@ async def test_batches_from_the_sdk_equal_single_events(settings):
     batches = [ColumnarBatch.from_dict(b) for b in pack_events(events, max_rows=400)]
     again = _replay(refs, batches)  # type: ignore[arg-type]
     assert [x.alert_id for x in again.result.alerts] == [x.alert_id for x in replay.result.alerts]
+
+
+async def test_send_packs_batches_by_default_with_single_event_results(settings):
+    """The SDK's default path (issue 14 item 2): send() one by one, batch records on the
+    wire, the monitor's results those of the same events read one by one."""
+    refs = await _store_references(settings)
+    events = _streams(1_500)
+    producer = AsyncPredictionProducer(settings, compression=None, linger_ms=20)
+    await producer.start()
+    try:
+        for i, e in enumerate(events):
+            assert producer.send(e), producer.last_refusal
+            if i % 500 == 0:
+                await asyncio.sleep(0)
+        assert await producer.flush(30)
+    finally:
+        await producer.stop()
+    assert (producer.sent, producer.dropped) == (len(events), 0)
+    records = await read_all(settings.kafka.bootstrap_servers, settings.topics.predictions)
+    assert len(records) < len(events) // 10  # batch records, not one per event
+    worker = await _run(settings, "sdk-batches")
+    assert worker.dead_letters == 0 and worker.processed == len(events)
+    await _assert_equals_replay(settings, _replay(refs, events))

@@ -10,13 +10,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.config import Settings
-from driftline.contract.events import PredictionEvent
+from driftline.contract.columnar import ColumnarBatch
+from driftline.contract.decode import decode_records
+from driftline.contract.events import BATCH_FORMAT, PredictionEvent
 from driftline.producer import AsyncPredictionProducer, PredictionProducer
 from driftline.runtime.devstack import TansuBroker
 from driftline.runtime.metrics import REGISTRY
@@ -59,7 +63,16 @@ async def _create_topics(bootstrap: str, *topics: str, partitions: int = 2) -> N
         await admin.close()
 
 
+def _rows(record: Any) -> list[dict[str, Any]]:
+    """The events a record carries: one, or the rows of a batch (``prediction_batch.v1``)."""
+    obj = orjson.loads(record.value)
+    if obj.get("format") == BATCH_FORMAT:
+        return ColumnarBatch.from_dict(obj).rows()
+    return [obj]
+
+
 async def _read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
+    """The records of ``topic`` until they carry ``expected`` events (or 10 s pass)."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )
@@ -67,7 +80,7 @@ async def _read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
     records: list[Any] = []
     try:
         deadline = time.monotonic() + 10
-        while len(records) < expected and time.monotonic() < deadline:
+        while sum(len(_rows(r)) for r in records) < expected and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for recs in batch.values():
                 records.extend(recs)
@@ -82,20 +95,24 @@ async def _read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
 def _check_records(
     records: list[Any], sent: dict[str, dict[str, Any]], order: dict[tuple[str, str], list[str]]
 ) -> None:
-    """Byte-equal values, key == model_id, one partition per model, send order kept.
+    """Equal events (byte-equal single records), key == model_id, one partition per
+    model, send order kept; batch records are read row by row.
 
     ``order`` maps (model, sender) to the prediction ids that sender sent, in order.
     """
-    assert len(records) == len(sent)
+    assert sum(len(_rows(r)) for r in records) == len(sent)
     partitions: dict[str, set[int]] = defaultdict(set)
     seen: dict[int, list[str]] = defaultdict(list)
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
-        original = sent[orjson.loads(r.value)["prediction_id"]]
-        assert r.value == orjson.dumps(original)
-        assert orjson.loads(r.value) == original
-        assert r.key == original["model_id"].encode()
-        partitions[original["model_id"]].add(r.partition)
-        seen[r.partition].append(original["prediction_id"])
+        rows = _rows(r)
+        if orjson.loads(r.value).get("format") != BATCH_FORMAT:
+            assert r.value == orjson.dumps(sent[rows[0]["prediction_id"]])
+        for row in rows:
+            original = sent[row["prediction_id"]]
+            assert row == original
+            assert r.key == original["model_id"].encode()
+            partitions[original["model_id"]].add(r.partition)
+            seen[r.partition].append(original["prediction_id"])
     assert all(len(p) == 1 for p in partitions.values()), dict(partitions)
     assert set(partitions) == {m for m, _ in order}
     for (model, _sender), pids in order.items():
@@ -104,13 +121,18 @@ def _check_records(
         assert [pid for pid in seen[partition] if pid in wanted] == pids
 
 
-async def test_async_producer_round_trip(stack: Any, settings: Settings) -> None:
+@pytest.mark.parametrize("batch_events", [True, False], ids=["batches", "single-events"])
+async def test_async_producer_round_trip(
+    stack: Any, settings: Settings, batch_events: bool
+) -> None:
     bootstrap = stack.broker.bootstrap
     await _create_topics(bootstrap, settings.topics.predictions, settings.topics.labels)
     sent: dict[str, dict[str, Any]] = {}
     labels: dict[str, dict[str, Any]] = {}
     order: dict[tuple[str, str], list[str]] = defaultdict(list)
-    async with AsyncPredictionProducer(settings, linger_ms=5, max_batch=64) as producer:
+    async with AsyncPredictionProducer(
+        settings, linger_ms=5, max_batch=64, batch_events=batch_events
+    ) as producer:
         for i in range(600):
             model = MODELS[i % len(MODELS)]
             pid = f"a-{i}"
@@ -136,6 +158,7 @@ async def test_async_producer_round_trip(stack: Any, settings: Settings) -> None
     )
     assert value == 600
     records = await _read_all(bootstrap, settings.topics.predictions, len(sent))
+    assert (len(records) < len(sent)) is batch_events  # packed, or one record per event
     _check_records(records, sent, order)
     label_records = await _read_all(bootstrap, settings.topics.labels, len(labels))
     _check_records(label_records, labels, order)  # labels carry the same ids and keys
@@ -274,10 +297,85 @@ async def test_backpressure_with_broker_down_then_recovery(tmp_path: Path, uniqu
         assert producer.sent == 100 + buffered
         assert producer.sent + producer.dropped + producer.buffered == attempted
         records = await _read_all(restarted.bootstrap, topic, buffered)
-        assert len(records) == buffered
-        assert all(orjson.loads(r.value) == event for r in records)
+        rows = [row for r in records for row in _rows(r)]
+        assert len(rows) == buffered and len(records) < buffered  # packed into batches
+        assert all(row == event for row in rows)
     finally:
         await producer.stop(timeout=1)
         broker.stop()
         if restarted is not None:
             restarted.stop()
+
+
+# --------------------------------------------------------------------------- issue 12 item 5
+
+
+class SklearnLikeModel:
+    """A model that answers like scikit-learn: numpy arrays of numpy scalars."""
+
+    classes_ = np.array(["leave", "stay"])
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = 1 / (1 + np.exp(-(x[:, 0] - 40) / 10))
+        return np.stack([1 - p, p], axis=1).astype(np.float32)
+
+
+async def test_values_from_a_model_server_arrive_as_valid_events(
+    stack: Any, settings: Settings
+) -> None:
+    """numpy/pandas values in, contract-valid events out (the monitor's own decoding)."""
+    bootstrap = stack.broker.bootstrap
+    await _create_topics(bootstrap, settings.topics.predictions)
+    model = SklearnLikeModel()
+    rng = np.random.default_rng(5)
+    x = np.column_stack([rng.normal(40, 10, 300), rng.integers(0, 100, 300)])
+    proba = model.predict_proba(x)
+    t0 = pd.Timestamp("2026-01-01T10:00:00", tz="Europe/Paris")
+    async with AsyncPredictionProducer(settings, linger_ms=5) as producer:
+        for i in range(len(x)):
+            best = int(proba[i].argmax())
+            event = {
+                "prediction_id": f"r{i}",
+                "model_id": "churn",
+                "model_version": "3",
+                "timestamp": t0 + pd.Timedelta(minutes=9 * i),
+                "features": {
+                    "age": x[i, 0],  # np.float64
+                    "tenure": np.int64(x[i, 1]),
+                    "member": np.bool_(i % 3 == 0),
+                    "plan": np.str_(["free", "pro"][i % 2]),
+                    "ratio": np.array(x[i, 0] / 100.0),  # a 0-d array
+                    "missing": np.nan,
+                },
+                "prediction": model.classes_[best],  # np.str_
+                "scores": dict(zip(model.classes_, proba[i], strict=True)),  # np.float32
+            }
+            assert producer.send(event) is True, producer.last_refusal
+        refused = {
+            "naive": {
+                **event,
+                "prediction_id": "bad1",
+                "timestamp": pd.Timestamp("2026-01-01 10:00"),
+            },
+            "score": {**event, "prediction_id": "bad2", "scores": {"stay": np.float32(1.5)}},
+            "list": {**event, "prediction_id": "bad3", "features": {"v": np.arange(3)}},
+        }
+        reasons = {}
+        for name, bad in refused.items():
+            assert producer.send(bad) is False
+            assert producer.last_refusal is not None
+            reasons[name] = producer.last_refusal.reason
+        assert await producer.flush(timeout=10) is True
+        assert producer.dropped_by_reason == {"invalid": 3}
+    assert "naive datetime" in reasons["naive"]
+    assert "scores.'stay'" in reasons["score"] and "features.'v'" in reasons["list"]
+    records = await _read_all(bootstrap, settings.topics.predictions, len(x))
+    frame, bad = decode_records([r.value for r in records])  # the monitor's decoding step
+    assert bad == []
+    rows = [r for it in frame for r in (it.rows() if isinstance(it, ColumnarBatch) else [it])]
+    assert [r["prediction_id"] for r in rows] == [f"r{i}" for i in range(len(x))]
+    first = rows[0]
+    assert first["timestamp"] == 1_767_258_000_000  # 10:00 in Paris = 09:00 UTC
+    assert first["features"]["member"] is True and first["features"]["missing"] is None
+    assert type(first["features"]["tenure"]) is int and first["prediction"] in ("leave", "stay")
+    assert abs(first["scores"]["stay"] - float(proba[0, 1])) == 0.0

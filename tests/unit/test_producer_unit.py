@@ -7,11 +7,18 @@ serving app must survive booting while Kafka is down.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
+import numpy as np
+import orjson
+import pandas as pd
 import pytest
 
 from driftline.config import Settings
-from driftline.contract.events import LIMITS, PredictionEvent
+from driftline.contract.columnar import ColumnarBatch
+from driftline.contract.decode import decode_record
+from driftline.contract.events import LIMITS, PredictionEvent, check_prediction
+from driftline.contract.records import pack_records
 from driftline.errors import ConfigError
 from driftline.producer import AsyncPredictionProducer, PredictionProducer
 from driftline.runtime.devstack import free_port
@@ -47,10 +54,13 @@ def _event(i: int = 0, **extra: object) -> dict[str, object]:
 async def test_oversize_event_is_dropped_with_reason(unique: str) -> None:
     s = _settings(unique)
     p = AsyncPredictionProducer(s)
-    big = _event(features={"blob": "x" * LIMITS.max_event_bytes})
+    # Valid by the contract (strings up to 256 characters), but over 64 KiB encoded.
+    n = LIMITS.max_event_bytes // 250 + 10
+    big = _event(features={f"f{i}": "x" * 250 for i in range(n)})
     assert p.send(big) is False
     assert p.dropped == 1 and p.buffered == 0
     assert _dropped(s.topics.predictions, "oversize") == 1
+    assert p.last_refusal is not None and "over the limit of 65,536" in p.last_refusal.reason
     await p.stop(timeout=0.1)
 
 
@@ -116,7 +126,7 @@ async def test_send_after_stop_returns_false_and_counts(unique: str) -> None:
 
 async def test_pydantic_event_encodes_without_nulls(unique: str) -> None:
     s = _settings(unique)
-    p = AsyncPredictionProducer(s)
+    p = AsyncPredictionProducer(s, batch_events=False)
     ev = PredictionEvent.model_validate(_event())
     assert p.send(ev) is True
     value = p._buf[0][3]
@@ -143,3 +153,131 @@ def test_bad_configuration_is_refused_at_construction(unique: str) -> None:
         AsyncPredictionProducer(s, max_buffer=0)
     with pytest.raises(ConfigError):
         AsyncPredictionProducer(s, compression="brotli")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- issue 12 item 5
+
+
+class FakeModel:
+    """What scikit-learn-like models return: numpy arrays of numpy scalars."""
+
+    classes_ = np.array(["leave", "stay"])
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = 1 / (1 + np.exp(-x[:, 0] / 10))
+        return np.stack([1 - p, p], axis=1).astype(np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(x).argmax(axis=1)]
+
+
+def model_event(i: int, row: np.ndarray, model: FakeModel, **over: object) -> dict[str, object]:
+    proba = model.predict_proba(row[None, :])[0]
+    return {
+        "prediction_id": f"p{i}",
+        "model_id": "churn",
+        "model_version": "3",
+        "timestamp": pd.Timestamp("2026-01-01T10:00:00Z") + pd.Timedelta(seconds=i),
+        "features": {
+            "age": row[0],
+            "tenure": np.int64(row[1]),
+            "member": np.bool_(i % 2),
+            "plan": np.str_("pro"),
+            "score": np.array(row[0] / 100),
+        },
+        "prediction": model.predict(row[None, :])[0],
+        "scores": dict(zip(model.classes_, proba, strict=True)),
+        **over,
+    }
+
+
+async def test_numpy_and_pandas_values_from_a_model_server_are_sent(unique: str) -> None:
+    p = AsyncPredictionProducer(_settings(unique))
+    model = FakeModel()
+    x = np.random.default_rng(0).normal(40, 10, (5, 2))
+    for i, row in enumerate(x):
+        assert p.send(model_event(i, row, model)) is True, p.last_refusal
+    when = datetime(2026, 1, 1, 10, tzinfo=UTC)
+    assert p.send({**model_event(9, x[0], model), "timestamp": when}) is True
+    assert p.send({**model_event(10, x[0], model), "prediction": np.bool_(True)}) is True
+    events = [entry[4] for entry in p._buf]
+    assert all(e is not None and check_prediction(e) is None for e in events)
+    first = events[0]
+    assert first is not None
+    assert first["timestamp"] == 1_767_261_600_000
+    assert type(first["features"]["tenure"]) is int and type(first["features"]["age"]) is float
+    assert first["features"]["member"] is False and first["prediction"] in ("leave", "stay")
+    assert all(type(v) is float for v in first["scores"].values())
+    assert events[-1]["prediction"] == "true"  # type: ignore[index]
+    assert p.dropped == 0 and p.last_refusal is None
+    await p.stop(timeout=0.1)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"timestamp": datetime(2026, 1, 1, 10)}, "naive datetime (no time zone)"),
+        ({"timestamp": pd.Timestamp("2026-01-01 10:00")}, "naive datetime (no time zone)"),
+        ({"timestamp": np.datetime64("2026-01-01T10:00")}, "numpy datetime64 has no time zone"),
+        ({"scores": {"stay": 1.5}}, "scores.'stay'"),
+        ({"features": {"x": [1, 2]}}, "features.'x': value is a list"),
+        ({"model_id": 7}, "model_id: expected a string"),
+        ({"prediction": None}, "prediction: expected a number or a string"),
+    ],
+)
+async def test_invalid_events_are_refused_at_send_with_the_reason(
+    unique: str, change: dict[str, object], reason: str
+) -> None:
+    s = _settings(unique)
+    p = AsyncPredictionProducer(s)
+    assert p.send({**_event(), **change}) is False
+    refusal = p.last_refusal
+    assert refusal is not None and refusal.drop == "invalid" and reason in refusal.reason
+    assert refusal.prediction_id == "p0" and refusal.at > 0
+    assert p.dropped_by_reason == {"invalid": 1} and p.refusals == [refusal]
+    assert _dropped(s.topics.predictions, "invalid") == 1
+    await p.stop(timeout=0.1)
+
+
+def test_the_sync_facade_tells_why_too(unique: str) -> None:
+    with PredictionProducer(_settings(unique), request_timeout_ms=300, flush_at_exit=None) as p:
+        assert p.send({**_event(), "timestamp": datetime(2026, 1, 1)}) is False
+        assert p.last_refusal is not None and "naive" in p.last_refusal.reason
+        assert p.dropped_by_reason == {"invalid": 1} and len(p.refusals) == 1
+
+
+async def test_predictions_are_packed_per_stream_in_send_order(unique: str) -> None:
+    p = AsyncPredictionProducer(_settings(unique))
+    sent = []
+    for i in range(30):
+        e = _event(i, model_id=f"m{i % 2}", model_version="1" if i % 3 else "2")
+        assert p.send(e) is True
+        sent.append(e)
+    label = {"prediction_id": "p0", "model_id": "m0", "label": 1, "timestamp": 5}
+    assert p.send_label(label) is True
+    batch = list(p._buf)
+    records = p._records(batch)
+    assert sum(len(m) for *_, m in records) == 31
+    rows: list[dict[str, object]] = []
+    for topic, key, value, members in records:
+        if topic.startswith("l-"):
+            assert orjson.loads(value) == label and key == b"m0"
+            continue
+        decoded = decode_record(value)  # the monitor's decoding step
+        assert isinstance(decoded, ColumnarBatch) and key == decoded["model_id"].encode()
+        assert [batch[i][4] for i in members] == list(decoded.rows())
+        rows.extend(decoded.rows())
+    for stream in {(e["model_id"], e["model_version"]) for e in sent}:
+        mine = [e for e in sent if (e["model_id"], e["model_version"]) == stream]
+        got = [r for r in rows if (r["model_id"], r["model_version"]) == stream]
+        assert got == mine  # every event, in send order
+    await p.stop(timeout=0.1)
+
+
+def test_a_batch_over_the_size_limit_is_cut() -> None:
+    events = [_event(i, features={"s": "x" * 200}) for i in range(50)]
+    records = pack_records(events, 3000)
+    assert sum(rows for _, rows in records) == 50 and len(records) > 2
+    assert all(len(v) <= 3000 for v, _ in records)
+    rows = [r for v, _ in records for r in ColumnarBatch.from_dict(orjson.loads(v)).rows()]
+    assert rows == events

@@ -155,7 +155,7 @@ def _mapping(v: Any, what: str) -> dict[str, Any] | None:
         return None
     if not isinstance(v, Mapping):
         raise ValueError(f"{what}: expected a mapping, got {type(v).__name__}")
-    return {str(k) if not isinstance(k, str) else k: plain(x) for k, x in v.items()}
+    return {k if type(k) is str else str(k): plain(x) for k, x in v.items()}
 
 
 def prepare_prediction(event: Mapping[str, Any]) -> dict[str, Any]:

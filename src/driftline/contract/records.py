@@ -1,0 +1,137 @@
+"""The Kafka records the SDK writes: single events, columnar batches, packing.
+
+:func:`encode_event` turns what a model server hands to ``send()`` (a pydantic event,
+or a mapping with numpy/pandas values and ``datetime`` times: :mod:`.values`) into the
+record's key and value, checked by the same contract check as the monitor's, so an
+invalid event is refused where it is sent, with the reason. :func:`pack_records` packs
+events of one stream into ``prediction_batch.v1`` records under a size limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from driftline.contract.columnar import pack_events
+from driftline.contract.events import (
+    BATCH_FORMAT,
+    SCHEMA_VERSION,
+    LabelEvent,
+    PredictionEvent,
+    check_label,
+    check_prediction,
+)
+from driftline.contract.keys import segment_key
+from driftline.contract.values import prepare_label, prepare_prediction
+from driftline.errors import ValidationError
+
+__all__ = [
+    "BATCH_FIELDS",
+    "LABEL_FIELDS",
+    "PREDICTION_FIELDS",
+    "encode_batch",
+    "encode_event",
+    "pack_records",
+    "stream_of",
+]
+
+PREDICTION_FIELDS = (
+    "prediction_id",
+    "model_id",
+    "model_version",
+    "timestamp",
+    "features",
+    "prediction",
+)
+LABEL_FIELDS = ("prediction_id", "model_id", "label", "timestamp")
+BATCH_FIELDS = (
+    "model_id",
+    "model_version",
+    "prediction_ids",
+    "timestamps",
+    "features",
+    "predictions",
+)
+
+
+def encode_event(
+    event: Any, model: type[PredictionEvent] | type[LabelEvent], keep: bool = False
+) -> tuple[bytes, bytes, dict[str, Any] | None]:
+    """``(key, value, event)`` for one prediction or label event, checked by the contract.
+
+    A mapping may hold numpy and pandas values and ``datetime`` times: they become wire
+    values. ``event`` is returned (the prepared dict) when ``keep``, for packing.
+
+    Raises
+    ------
+    ValidationError
+        The reason the event cannot be valid (a missing field, a naive time, a value
+        the contract refuses), worded as the monitor words it.
+    """
+    if isinstance(event, model):
+        obj = {k: v for k, v in event.model_dump(mode="json").items() if v is not None}
+    elif isinstance(event, Mapping):
+        required = PREDICTION_FIELDS if model is PredictionEvent else LABEL_FIELDS
+        missing = [name for name in required if name not in event]
+        if missing:
+            raise ValidationError(f"{', '.join(missing)}: field required")
+        try:
+            obj = prepare_prediction(event) if model is PredictionEvent else prepare_label(event)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        problem = check_prediction(obj) if model is PredictionEvent else check_label(obj)
+        if problem is not None:
+            raise ValidationError(problem)
+    else:
+        raise ValidationError(
+            f"expected a mapping or a {model.__name__}, got {type(event).__name__}"
+        )
+    return obj["model_id"].encode(), orjson.dumps(obj), obj if keep else None
+
+
+def encode_batch(batch: Any) -> tuple[bytes, bytes, None]:
+    """``(key, value, None)`` for a columnar batch (``prediction_batch.v1``).
+
+    Columns may be lists or numpy arrays (NaN in a float array is written as null,
+    i.e. missing). ``format``, ``schema_version`` and ``count`` are filled in.
+
+    Raises
+    ------
+    ValidationError
+        Not a mapping, a field missing, or no model id (the monitor checks the rest).
+    """
+    if not isinstance(batch, Mapping):
+        raise ValidationError(f"expected a mapping, got {type(batch).__name__}")
+    missing = [name for name in BATCH_FIELDS if name not in batch]
+    if missing:
+        raise ValidationError(f"{', '.join(missing)}: field required")
+    model_id = batch["model_id"]
+    if not isinstance(model_id, str) or not model_id:
+        raise ValidationError("model_id: expected a non-empty string")
+    obj = {
+        **batch,
+        "format": BATCH_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "count": len(batch["prediction_ids"]),
+    }
+    return model_id.encode(), orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), None
+
+
+def stream_of(event: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The stream of an event: (model, version, segment key)."""
+    return event["model_id"], event["model_version"], segment_key(event.get("segment"))
+
+
+def pack_records(events: list[dict[str, Any]], limit: int) -> list[tuple[bytes, int]]:
+    """Events of one stream as batch record values of at most ``limit`` bytes each.
+
+    Returns ``(value, rows)`` in order; a record over the limit is cut in halves (one
+    event always fits: it is at most ``LIMITS.max_event_bytes``).
+    """
+    value = orjson.dumps(pack_events(events, max_rows=len(events))[0])
+    if len(value) <= limit or len(events) == 1:
+        return [(value, len(events))]
+    half = len(events) // 2
+    return pack_records(events[:half], limit) + pack_records(events[half:], limit)
