@@ -333,7 +333,7 @@ async def test_producer_send_batch_encodes_a_valid_envelope() -> None:
     body["features"]["f00"][3] = np.nan  # NaN is written as null: missing
     assert p.send_batch(body) is True
     assert p.buffered == 1
-    (_, topic, key, value) = p._buf[0]
+    (_, topic, key, value, _event) = p._buf[0]
     assert (topic, key) == (settings.topics.predictions, b"churn")
     batch = decode_record(value)
     assert isinstance(batch, ColumnarBatch) and batch.count == 50

@@ -122,7 +122,9 @@ def replay_inputs(
         model_id = model_id or references[0].model_id
         model_version = model_version or references[0].model_version
     table_labels: list[dict[str, Any]] = []
-    events, res = open_predictions(current, columns, model_id, model_version, table_labels)
+    events, res = open_predictions(
+        current, columns, model_id, model_version, table_labels if labels is None else None
+    )
     if res is not None:
         if show is not None:
             show(res.describe())
@@ -142,13 +144,12 @@ def replay_inputs(
         label_source, lres = open_labels(labels, None, model_id)
         if lres is not None and show is not None:
             show(lres.describe())
-    elif res is not None and res.label is not None:
-        events = list(events)  # reading the rows collects their labels
-        label_source = [(f"label of {e['prediction_id']}", e, None) for e in table_labels]
+    inline = table_labels if labels is None and res is not None and res.label else None
     run = run_offline(
         events,
         {(r.model_id, r.model_version): r for r in references},
         labels=label_source,
+        inline_labels=inline,
         labels_settings=labels_settings,
         batch=batch,
         progress=progress,

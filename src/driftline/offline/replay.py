@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,6 +299,7 @@ def run_offline(
     *,
     labels: EventSource | None = None,
     labels_settings: LabelsSettings | None = None,
+    inline_labels: list[dict[str, Any]] | None = None,
     batch: int = 5000,
     default_policy: Policy | None = None,
     progress: bool = True,
@@ -314,6 +316,10 @@ def run_offline(
     labels
         Label events in the same form; a label without ``timestamp`` gets its
         prediction's time. ``None``: no slow loop.
+    inline_labels
+        A list that reading ``events`` fills with label events at their predictions'
+        times (a table's label column): each batch takes those its rows added, so the
+        events need not be read ahead. Turns the slow loop on.
     labels_settings
         The slow loop's settings (horizon, windows, ADWIN); defaults otherwise.
     batch
@@ -333,6 +339,8 @@ def run_offline(
     slow = None
     pending: list[dict[str, Any]] = []
     untimed: list[dict[str, Any]] = []
+    if labels is None and inline_labels is not None:
+        labels = []
     if labels is not None:
         slow = _SlowLoop(labels_settings or LabelsSettings(), replayer.lookup)
         run.slow = slow.unit
@@ -355,9 +363,13 @@ def run_offline(
         if slow is None:
             return
         newest = max(_label_time(e) for e in buf)
-        due = [lab for lab in pending if _label_time(lab) <= newest]
-        if due:
-            pending[:] = [lab for lab in pending if _label_time(lab) > newest]
+        due = []
+        while queue and _label_time(queue[0]) <= newest:  # the queue is in time order
+            due.append(queue.popleft())
+        if inline_labels:  # the labels of this batch's rows, at their rows' times
+            due.extend(inline_labels)
+            run.labels += len(inline_labels)
+            inline_labels.clear()
         slow.feed(buf, due, res.alerts, run)
 
     if untimed:  # labels without a time take their prediction's: read the events first
@@ -373,6 +385,7 @@ def run_offline(
                 pending.append({**lab, "timestamp": t})
         events = rows
     pending.sort(key=_label_time)
+    queue = deque(pending)
     buf: list[dict[str, Any]] = []
     for where, e, reason in events:
         if e is None:
@@ -385,8 +398,8 @@ def run_offline(
             show(replayer.result.events, False)
     if buf:
         feed(buf)
-    if slow is not None and pending:
-        slow.feed([], pending, [], run)
+    if slow is not None and queue:
+        slow.feed([], list(queue), [], run)
     show(replayer.result.events, True)
     run.events = replayer.result.events
     run.references = {r.reference_id: r for r in replayer.references.values()}
