@@ -146,6 +146,8 @@ def test_offline_from_a_clean_clone_no_redis(env: dict[str, str], files: Path) -
     assert "input_drift" in kinds and "performance" in kinds, kinds
     assert all(a["detected_at"] > 1_700_000_000_000 for a in alerts)
     assert "labels: 3,000 of 3,000 joined" in r.stderr and "accuracy" in r.stderr
+    show = dl(env, "reference", "show", "--file", "churn.ref", cwd=files)
+    assert show.returncode == 0 and "is_member" in show.stdout and "accuracy=" in show.stdout
     rep = dl(
         env,
         "report",

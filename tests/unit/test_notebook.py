@@ -190,3 +190,19 @@ def test_build_reference_roles_as_keywords() -> None:
     assert ref.features == ["x", "zip"]
     assert ref.profile.features["zip"].kind == "categorical"
     assert ref.profile.outputs.accuracy == pytest.approx(0.75)
+
+
+def test_the_runtime_path_imports_neither_pandas_nor_pyarrow() -> None:
+    """pandas and pyarrow are optional extras for files and notebooks only."""
+    code = (
+        "import sys, numpy as np, driftline.producer, driftline.runtime.monitor, "
+        "driftline.runtime.labels, driftline.offline.replay, driftline.offline.notebook; "
+        "from driftline.contract.values import prepare_prediction; "
+        "prepare_prediction({'timestamp': 1, 'features': {'x': np.float64(1)}}); "
+        "print(sorted(m for m in ('pandas', 'pyarrow', 'polars') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    assert out.strip() == "[]"
