@@ -245,6 +245,9 @@ def test_a_mapping_file_and_flags(tmp_path: Path) -> None:
     res = resolve(table_from(df), cm)
     assert (res.label, res.prediction, res.features) == ("outcome", "guess", ["zip"])
     assert res.kinds["zip"] == "categorical"
+    # Flags left at their defaults do not undo the file (an empty --exclude included).
+    kept = ColumnMap.from_file(path).merged(ColumnMap(exclude=[], on_bad_value="error"))
+    assert kept.exclude == ["noise"] and kept.label == "outcome"
     (tmp_path / "bad.json").write_text('{"lable": "x"}')
     with pytest.raises(InputError, match="unknown keys"):
         ColumnMap.from_file(tmp_path / "bad.json")
@@ -278,3 +281,19 @@ def test_a_table_becomes_contract_valid_events_and_labels(exports: dict[str, Pat
     assert first["prediction"] in ("true", "false") and set(first["scores"]) == {"true", "false"}
     assert first["features"]["is_member"] in (True, False)
     assert len(labels) == 3000 and labels[0]["label"] in ("true", "false")
+
+
+def test_rows_without_a_time_or_an_id_are_refused_naming_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "cur.csv"
+    path.write_text(
+        "id,timestamp,x,prediction\n"
+        "a,2026-01-01T00:00:00Z,1.5,yes\n"
+        "b,,2.5,no\n"
+        ",2026-01-01T00:02:00Z,3.5,no\n"
+        "d,2026-01-01T00:03:00Z,4.5,yes\n"
+    )
+    res = resolve(read_table(path))
+    rows = list(res.event_rows("m", "1"))
+    assert [e is not None for _, e, _ in rows] == [True, False, False, True]
+    assert rows[1][0] == "line 3" and "column 'timestamp'" in (rows[1][2] or "")
+    assert rows[2][0] == "line 4" and "column 'id': the id is missing" in (rows[2][2] or "")

@@ -53,7 +53,7 @@ def column_map(args: argparse.Namespace) -> ColumnMap:
         label=args.label,
         scores=scores,
         features=_list(args.features),
-        exclude=_list(args.exclude) or [],
+        exclude=tuple(_list(args.exclude) or ()),
         types=types,
         task=args.task,
         on_bad_value=args.on_bad_value,

@@ -30,8 +30,12 @@ from driftline.offline.tables import table_from
 __all__ = ["is_event_file", "open_labels", "open_predictions", "replay_inputs"]
 
 
-def is_event_file(data: Any) -> bool:
-    """Whether ``data`` is a path to a JSONL file of prediction or label events."""
+def is_event_file(data: Any, kind: str = "prediction") -> bool:
+    """Whether ``data`` is a path to a JSONL file of prediction (or label) events.
+
+    Events carry a ``model_id`` and, predictions, a ``features`` object; labels a
+    ``prediction_id`` and a ``label``. Other JSONL files are tables of flat rows.
+    """
     if not isinstance(data, str | Path):
         return False
     path = Path(data)
@@ -42,7 +46,11 @@ def is_event_file(data: Any) -> bool:
             for line in fh:
                 if line.strip():
                     obj = orjson.loads(line)
-                    return isinstance(obj, dict) and "model_id" in obj
+                    if not isinstance(obj, dict) or "model_id" not in obj:
+                        return False
+                    if kind == "label":
+                        return "prediction_id" in obj and "label" in obj
+                    return isinstance(obj.get("features"), dict)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -82,7 +90,7 @@ def open_labels(
     data: Any, columns: ColumnMap | None, model_id: str | None
 ) -> tuple[EventSource, Resolved | None]:
     """The label events of ``data`` (a JSONL file of label events, or a table)."""
-    if is_event_file(data):
+    if is_event_file(data, "label"):
         return jsonl_labels(Path(data)), None
     cm = (columns or ColumnMap()).merged(ColumnMap(features=[]))
     res = resolve(table_from(data), cm)

@@ -127,12 +127,12 @@ class ColumnMap:
     def merged(self, over: ColumnMap) -> ColumnMap:
         """This map with every field that ``over`` sets taken from ``over``."""
         base = ColumnMap()
-        kw = {
-            f.name: getattr(over, f.name)
-            if getattr(over, f.name) != getattr(base, f.name)
-            else getattr(self, f.name)
-            for f in fields(self)
-        }
+
+        def given(name: str) -> bool:  # set to something other than the default
+            v, d = getattr(over, name), getattr(base, name)
+            return bool(v) if name in ("exclude", "types") else v != d
+
+        kw = {f.name: getattr(over if given(f.name) else self, f.name) for f in fields(self)}
         kw["types"] = {**self.types, **over.types}
         return ColumnMap(**kw)
 
@@ -280,11 +280,12 @@ class Resolved:
             if gone is not None:
                 yield row, None, None, gone
                 continue
+            col = self.id
             try:
                 pid = _id_text(ids[row]) if ids is not None else f"row-{row}"
+                col = self.timestamp
                 ts = _time_ms(times[row], epoch_scale) if times is not None else row
             except ValueError as exc:
-                col = self.id if "id" in str(exc) else self.timestamp
                 yield row, None, None, Refusal(row, t.where(row), col, str(exc))
                 continue
             feats: dict[str, Any] = {}
