@@ -22,6 +22,7 @@ __all__ = [
     "LabelsSettings",
     "MonitorSettings",
     "RedisSettings",
+    "RetrainSettings",
     "load_settings",
     "Settings",
     "TopicSettings",
@@ -147,6 +148,14 @@ class TopicSettings(BaseModel):
         """Name of the dead-letter topic for ``topic``."""
         return f"{topic}{self.dlq_suffix}"
 
+    def retrain_state(self) -> str:
+        """The retraining trigger's state table (its faust changelog topic).
+
+        Named after the request topic, not the consumer group, so the trigger's memory
+        belongs to the requests it made: a new group (lost offsets) finds it again.
+        """
+        return f"{self.retrain_requests}.state"
+
 
 class WorkerSettings(BaseModel):
     """What every Kafka worker shell reads (:mod:`driftline.runtime.worker`).
@@ -231,6 +240,22 @@ class LabelsSettings(WorkerSettings):
     cooldown_windows: int = Field(default=2, ge=0)
 
 
+class RetrainSettings(BaseModel):
+    """The retraining trigger (``driftline retrain``, a faust app on the alert topic)."""
+
+    #: Kafka consumer group, also the faust app id.
+    group_id: str = "driftline-retrain"
+    #: Kafka group session timeout. A new member joins in about half of it on Tansu.
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    #: Alert ids remembered per model to drop re-published alerts (the oldest go first).
+    max_seen_per_model: int = Field(default=64, ge=1)
+    #: Seconds a stop (SIGTERM) may take before the process exits anyway (below the
+    #: 10 s Docker and 30 s Kubernetes grace periods before SIGKILL).
+    stop_timeout_seconds: float = Field(default=8.0, gt=0)
+    #: Seconds one webhook POST may take.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of Driftline's configuration, read from ``DRIFTLINE_*`` environment variables.
 
@@ -250,6 +275,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     labels: LabelsSettings = Field(default_factory=LabelsSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     metrics_certfile: str | None = None
     metrics_keyfile: str | None = None

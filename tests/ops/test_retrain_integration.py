@@ -1,5 +1,6 @@
-"""The retraining trigger through the real Tansu broker: alerts in, requests out on the
-topic and the webhook; a restart with lost offsets re-requests nothing."""
+"""The retraining trigger (a faust worker, ``driftline retrain`` in a subprocess) through
+the real Tansu broker: alerts in, requests out on the topic and the webhook; a restart
+with lost offsets re-requests nothing."""
 
 from __future__ import annotations
 
@@ -14,24 +15,80 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 from test_retrain_unit import T0, H, alert
 
 import driftline
-from driftline.runtime.retrain import RetrainPolicy, RetrainRequest, RetrainService
+from driftline.config import Settings
+from driftline.runtime.retrain import RetrainRequest, request_id
 from support import read_all
 
 pytestmark = pytest.mark.integration
 
 
+def _env(s: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(Path(driftline.__file__).parents[1]),
+        "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+        "DRIFTLINE_TOPICS__ALERTS": s.topics.alerts,
+        "DRIFTLINE_TOPICS__RETRAIN_REQUESTS": s.topics.retrain_requests,
+    }
+
+
+def retrain_cli(s: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``driftline retrain ARGS`` (a faust worker) against ``s``'s broker and topics."""
+    return subprocess.run(
+        [sys.executable, "-m", "driftline", "retrain", *args],
+        env=_env(s),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+async def _publish(s: Settings, records: list[tuple[bytes, bytes]], topic: str = "") -> None:
+    prod = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers)
+    await prod.start()
+    try:
+        for key, value in records:
+            await prod.send_and_wait(topic or s.topics.alerts, value, key=key)
+    finally:
+        await prod.stop()
+
+
+async def _records(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    """Every record of ``topic`` (keys, headers, partitions), from the beginning."""
+    cons = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await cons.start()
+    out: list[ConsumerRecord] = []
+    try:
+        while batch := await cons.getmany(timeout_ms=800):
+            for recs in batch.values():
+                out.extend(recs)
+    finally:
+        await cons.stop()
+    return out
+
+
 class _Hook(BaseHTTPRequestHandler):
     received: list[tuple[str, dict]] = []
+    #: The status every POST gets (503: the webhook is down).
+    status = 202
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Hook.received.append((self.headers["Idempotency-Key"], json.loads(body)))
-        self.send_response(202)
+        if _Hook.status < 300:
+            _Hook.received.append((self.headers["Idempotency-Key"], json.loads(body)))
+        else:
+            _Hook.refused += 1
+        self.send_response(_Hook.status)
         self.end_headers()
+
+    refused = 0
 
     def log_message(self, *args) -> None:
         pass
@@ -55,27 +112,30 @@ async def test_alerts_become_requests_on_topic_and_webhook_once(settings, unique
         await prod.send_and_wait(s.topics.alerts, orjson.dumps(a), key=a["model_id"].encode())
     await prod.stop()
 
-    _Hook.received = []
+    _Hook.received, _Hook.status = [], 202
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        service = RetrainService(
+        url = f"http://127.0.0.1:{server.server_address[1]}/requests"
+        first = await asyncio.to_thread(
+            retrain_cli,
             s,
-            RetrainPolicy(require_approval=True),
-            group_id=f"retrain-{unique}",
-            webhook_url=f"http://127.0.0.1:{server.server_address[1]}/requests",
-            from_start=True,
+            "--approval",
+            "--from-start",
+            "--group",
+            f"retrain-{unique}",
+            "--webhook",
+            url,
+            "--idle-exit",
+            "3",
+            "--no-metrics",
         )
-        await service.start()
-        try:
-            await service.run(idle_exit_s=3.0)
-        finally:
-            await service.close()
     finally:
         server.shutdown()
         server.server_close()
 
-    assert service.decisions == 5
+    assert first.returncode == 0, first.stderr
+    assert "after 5 alerts, 2 requests" in first.stderr  # five decisions
     published = [
         RetrainRequest.model_validate_json(v)
         for v in await read_all(s.kafka.bootstrap_servers, s.topics.retrain_requests, 800)
@@ -94,36 +154,111 @@ async def test_alerts_become_requests_on_topic_and_webhook_once(settings, unique
     assert all(body["request_id"] == key for key, body in _Hook.received)
 
     # Restart with lost offsets (a new group reading from the start), through the CLI:
-    # the state restored from the request topic turns every alert into a no-op.
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(Path(driftline.__file__).parents[1]),
-        "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
-        "DRIFTLINE_TOPICS__ALERTS": s.topics.alerts,
-        "DRIFTLINE_TOPICS__RETRAIN_REQUESTS": s.topics.retrain_requests,
-    }
+    # the state table restored from its changelog turns every alert into a no-op.
     res = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "driftline",
-            "retrain",
-            "--approval",
-            "--from-start",
-            "--group",
-            f"retrain2-{unique}",
-            "--idle-exit",
-            "3",
-            "--no-metrics",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
+        retrain_cli,
+        s,
+        "--approval",
+        "--from-start",
+        "--group",
+        f"retrain2-{unique}",
+        "--idle-exit",
+        "3",
+        "--no-metrics",
     )
     assert res.returncode == 0, res.stderr
     assert "restored 2 earlier requests" in res.stderr
     assert "after 5 alerts, 0 requests" in res.stderr
     again = await read_all(s.kafka.bootstrap_servers, s.topics.retrain_requests, 800)
     assert len(again) == 2
+
+
+async def test_sigterm_during_delivery_then_restart_delivers_once(settings, unique):
+    """The webhook is down: SIGTERM stops the worker cleanly with the alert unacknowledged;
+    the restart delivers the request once; an unreadable alert is dead-lettered."""
+    s = settings.model_copy(
+        update={"topics": settings.topics.model_copy(update={"retrain_requests": f"rr-{unique}"})}
+    )
+    trigger = alert()
+    await _publish(s, [(b"churn", b"{not json"), (b"churn", orjson.dumps(trigger))])
+    _Hook.received, _Hook.refused, _Hook.status = [], 0, 503
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/requests"
+    args = ["--from-start", "--no-publish", "--webhook", url, "--no-metrics"]
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "driftline", "retrain", "--group", f"rt-{unique}", *args],
+            env=_env(s),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for _ in range(600):  # the worker joins, then retries the refused POST
+                if _Hook.refused >= 2 or proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert _Hook.refused >= 2
+            proc.terminate()
+            _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err
+        assert "stopped while delivering a request" in err
+        assert _Hook.received == []
+
+        _Hook.status = 202
+        again = await asyncio.to_thread(
+            retrain_cli, s, "--group", f"rt-{unique}", *args, "--idle-exit", "3"
+        )
+        assert again.returncode == 0, again.stderr
+        assert [k for k, _ in _Hook.received] == [request_id("churn", "3", trigger["alert_id"])]
+        # Lost offsets (a new group from the start): the state table, not the request
+        # topic (there is none in webhook-only mode), makes every alert a no-op.
+        third = await asyncio.to_thread(
+            retrain_cli, s, "--group", f"rt2-{unique}", *args, "--idle-exit", "3"
+        )
+        assert third.returncode == 0, third.stderr
+        assert "restored 1 earlier requests" in third.stderr
+        assert "after 1 alerts, 0 requests" in third.stderr
+        assert len(_Hook.received) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    dead = await _records(s.kafka.bootstrap_servers, s.topics.dlq(s.topics.alerts))
+    assert dead and [r.value for r in dead] == [b"{not json"] * len(dead)  # once per read
+    headers = dict(dead[0].headers)
+    assert headers["dl.error.stage"] == b"decode" and headers["dl.error.topic"] == (
+        s.topics.alerts.encode()
+    )
+
+
+async def test_a_tampered_state_record_is_refused(settings, unique):
+    s = settings.model_copy(
+        update={"topics": settings.topics.model_copy(update={"retrain_requests": f"rr-{unique}"})}
+    )
+    await _publish(s, [(b"churn", orjson.dumps(alert()))])
+    args = ["--from-start", "--idle-exit", "3", "--no-metrics"]
+    first = await asyncio.to_thread(retrain_cli, s, "--group", f"rt-{unique}", *args)
+    assert first.returncode == 0 and "after 1 alerts, 1 requests" in first.stderr, first.stderr
+
+    state = await _records(s.kafka.bootstrap_servers, s.topics.retrain_state())
+    last = [r for r in state if r.key == b"churn"][-1]
+    forged = last.value.replace(b'"requests":1', b'"requests":0')
+    assert forged != last.value
+    prod = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers)
+    await prod.start()
+    try:
+        await prod.send_and_wait(
+            s.topics.retrain_state(), forged, key=b"churn", partition=last.partition
+        )
+    finally:
+        await prod.stop()
+
+    res = await asyncio.to_thread(retrain_cli, s, "--group", f"rt2-{unique}", *args)
+    assert res.returncode == 2, res.stderr
+    assert "StateCorrupt" in res.stderr and "signature mismatch" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert len(await read_all(s.kafka.bootstrap_servers, s.topics.retrain_requests, 800)) == 1

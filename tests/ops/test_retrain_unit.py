@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+from driftline.contract.codec import pack
 from driftline.contract.events import DriftAlert, make_alert_id
-from driftline.errors import ConfigError
+from driftline.errors import ConfigError, StateCorrupt
 from driftline.runtime.retrain import (
+    STATE_TAG,
+    STATE_VERSION,
+    ModelState,
     RetrainPolicy,
     RetrainRequest,
     RetrainTrigger,
+    decide,
     parse_duration_ms,
     request_id,
 )
+from driftline.runtime.retrain_app import faust_settings
 
 H = 3_600_000
 T0 = 1_767_225_600_000
@@ -144,3 +150,120 @@ def test_parse_duration():
     assert parse_duration_ms("0") == 0
     with pytest.raises(ConfigError):
         parse_duration_ms("soon")
+
+
+# ------------------------------------------------------------- one model's state, faust settings
+
+
+def _mixed_alerts():
+    """Three models; firing, resolved, duplicated, filtered and debounced alerts."""
+    out = []
+    for i in range(60):
+        model = ("churn", "fraud", "eta")[i % 3]
+        kind = ("concept_drift", "input_drift", "data_quality", "performance")[i % 4]
+        diagnosis = {"data_quality": "data_quality", "performance": None}.get(kind, "undetermined")
+        status = "resolved" if i % 5 == 4 else "firing"
+        a = alert(
+            model=model,
+            kind=kind,
+            severity=("warning", "critical")[i % 2],
+            status=status,
+            episode=i // 6,
+            at=T0 + i * 2 * H,
+            diagnosis=diagnosis,
+        )
+        out.append(a)
+        if i % 7 == 0:
+            out.append(a)  # published twice by an outbox
+    return out
+
+
+def test_decide_on_per_model_states_equals_one_trigger():
+    policy = RetrainPolicy(debounce_ms=13 * H)
+    one = RetrainTrigger(policy)
+    states: dict[str, ModelState] = {}
+    alerts = _mixed_alerts()
+    for a in alerts:
+        expected = one.feed(a)
+        before = states.get(a["model_id"], ModelState())
+        # Through bytes, as the state table stores it.
+        restored = ModelState.from_bytes(before.to_bytes())
+        assert restored == before
+        got, states[a["model_id"]] = decide(policy, restored, a, max_seen=1000)
+        assert got == expected
+    outcomes = {d.outcome for d in RetrainTrigger(policy).feed_all(alerts)}
+    assert outcomes == {"requested", "debounced", "filtered", "resolved", "duplicate"}
+    assert sum(s.requests for s in states.values()) == sum(
+        d.outcome == "requested" for d in RetrainTrigger(policy).feed_all(alerts)
+    )
+    for model, s in states.items():
+        assert s.last_request_ms == one.last_request_ms[model]
+        assert dict(s.open_alerts) == one.open_alerts[model]
+
+
+def test_model_state_seen_ids_are_bounded_per_model():
+    state = ModelState()
+    for i in range(30):
+        _, state = decide(
+            RetrainPolicy(debounce_ms=0), state, alert(episode=i, at=T0 + i), max_seen=8
+        )
+    assert len(state.seen) == 8 and state.requests == 30
+    assert state.seen[-1] == alert(episode=29, at=T0 + 29)["alert_id"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"last_request_ms": "1", "requests": 0, "open": [], "seen": []},
+        {"last_request_ms": None, "requests": 0, "open": [["3", "", "x"]], "seen": []},
+        {"last_request_ms": None, "requests": 0, "open": [], "seen": [1]},
+        {"last_request_ms": None, "open": [], "seen": []},
+    ],
+)
+def test_model_state_refuses_records_of_the_wrong_shape(fields):
+    with pytest.raises(StateCorrupt):
+        ModelState.from_bytes(pack(STATE_TAG, STATE_VERSION, fields))
+    with pytest.raises(StateCorrupt):
+        ModelState.from_bytes(pack(STATE_TAG, STATE_VERSION + 1, {}))
+
+
+def test_faust_settings_map_the_config_object(monkeypatch, tmp_path):
+    import faust
+
+    from driftline.config import Settings
+
+    s = Settings(
+        kafka={"bootstrap_servers": "k1:9092, k2:9093", "client_id": "dl-test"},
+        retrain={"session_timeout_ms": 6000},
+    )
+    conf = faust_settings(s, group_id="g", partitions=3, from_start=True)
+    assert conf["id"] == "g" and conf["broker_client_id"] == "dl-test"
+    assert conf["broker_credentials"] is None and conf["topic_partitions"] == 3
+    assert conf["consumer_auto_offset_reset"] == "earliest"
+    assert conf["broker_session_timeout"] == 6.0 and conf["stream_wait_empty"] is False
+    # faust's own environment variables never override the config object.
+    monkeypatch.setenv("BROKER_URL", "kafka://elsewhere:1")
+    monkeypatch.setenv("APP_DATADIR", str(tmp_path / "nope"))
+    app = faust.App(**conf)
+    assert [u.host for u in app.conf.broker] == ["k1", "k2"]
+    assert [u.port for u in app.conf.broker] == [9092, 9093]
+    assert app.conf.datadir != tmp_path / "nope"
+
+    sasl = Settings(
+        kafka={
+            "bootstrap_servers": "k1:9092",
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "driftline",
+            "sasl_password": "s3cret-pw",
+        }
+    )
+    cred = faust_settings(sasl, group_id="g", partitions=1, from_start=False)["broker_credentials"]
+    assert isinstance(cred, faust.SASLCredentials)
+    assert cred.protocol.value == "SASL_SSL" and cred.mechanism.value == "SCRAM-SHA-512"
+    assert cred.username == "driftline" and cred.password == "s3cret-pw"
+    assert cred.ssl_context is not None and "s3cret" not in repr(cred)
+
+    tls = Settings(kafka={"bootstrap_servers": "k1:9092", "security_protocol": "SSL"})
+    cred = faust_settings(tls, group_id="g", partitions=1, from_start=False)["broker_credentials"]
+    assert isinstance(cred, faust.SSLCredentials) and cred.protocol.value == "SSL"

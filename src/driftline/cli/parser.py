@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument(
         "--no-publish", action="store_true", help="do not publish to the retrain-requests topic"
     )
-    rt.add_argument("--group", default="driftline-retrain", help="consumer group")
+    rt.add_argument("--group", help="consumer group, the faust app id (default retrain.group_id)")
     rt.add_argument(
         "--from-start", action="store_true", help="a new group reads the alert topic from start"
     )

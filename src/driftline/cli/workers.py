@@ -11,7 +11,8 @@ from driftline.config import Settings
 from driftline.runtime.labels import LabelJoiner
 from driftline.runtime.metrics import serve_metrics
 from driftline.runtime.monitor import MonitorWorker
-from driftline.runtime.retrain import RetrainPolicy, RetrainService, parse_duration_ms
+from driftline.runtime.retrain import RetrainPolicy, parse_duration_ms
+from driftline.runtime.retrain_app import RetrainService
 from driftline.views.alerts import parse_choices
 from driftline.views.slow_loop import report_text
 
@@ -98,16 +99,25 @@ async def retrain(args: argparse.Namespace, settings: Settings) -> int:
             settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile
         )
         log.info("metrics on :%d/metrics", port)
+    # faust and mode log every service start and stop at INFO; keep their warnings.
+    for name in ("faust", "mode"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.stop)
     log.info("retrain policy: %s", policy.to_dict())
-    await service.start()
     try:
+        await service.start()
         await service.run(idle_exit_s=args.idle_exit)
     finally:
         await service.close()
     log.info(
-        "retrain stopped after %d alerts, %d requests", service.decisions, len(service.requests)
+        "retrain stopped after %d alerts, %d requests, %d dead letters",
+        service.decisions,
+        service.requested,
+        service.dead_letters,
     )
+    if service.crashed:
+        log.error("the faust app stopped on an error: %r", service.app_error)
+        return 1
     return 0

@@ -5,8 +5,11 @@ under a :class:`RetrainPolicy` which alerts warrant retraining a model, and publ
 :class:`RetrainRequest` to the ``retrain-requests`` topic and/or POSTs it to a webhook
 (a training pipeline, a ticketing system, a chat bridge).
 
-The decision is pure (:class:`RetrainTrigger`, no I/O, deterministic); the shell
-(:class:`RetrainService`) does Kafka, HTTP and metrics around it.
+This module is the pure part: :class:`RetrainTrigger` decides (no I/O, deterministic)
+and :func:`decide` runs it on one model's :class:`ModelState`. The shell is
+:mod:`driftline.runtime.retrain_app`, a faust app: an agent over the alert topic, the
+per-model state in a faust Table whose changelog topic is ``topics.retrain_state()``,
+Kafka and HTTP out, metrics.
 
 Policy, per alert, in this order:
 
@@ -27,44 +30,39 @@ and consumers deduplicate on it (the webhook gets it as ``Idempotency-Key``). Wi
 ``require_approval`` the request is published with status ``pending_approval``: an
 approver (a person, a pipeline gate) acts on it; without, ``requested``.
 
-Restarts: on start the service reads the ``retrain-requests`` topic (low volume) and
-restores the debounce clock and the triggering alert ids from it, so alerts consumed
-again after a crash neither re-request nor escape the debounce. In webhook-only mode
-(``publish=False``) there is no such record and that state restarts empty.
+Restarts: the state table (debounce clock, open alerts and seen alert ids per model,
+signed) is restored from its changelog before the agent reads an alert, whatever the
+consumer group, so alerts consumed again after a crash or with lost offsets neither
+re-request nor escape the debounce, in webhook-only mode too. Per alert the shell
+delivers the request first, then writes the state; faust commits the alert's offset
+only after the state write is flushed. A crash between the delivery and the state
+write re-delivers the same request id (at least once; consumers deduplicate on it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
 import re
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftline.config import Settings
-from driftline.errors import ConfigError, DriftlineError
-from driftline.runtime import metrics as m
+from driftline.contract.codec import pack, unpack
+from driftline.errors import ConfigError, StateCorrupt
 
 __all__ = [
     "Decision",
+    "ModelState",
     "RetrainPolicy",
     "RetrainRequest",
-    "RetrainService",
     "RetrainTrigger",
+    "decide",
     "parse_duration_ms",
     "request_id",
 ]
-
-log = logging.getLogger("driftline.retrain")
 
 RequestStatus = Literal["requested", "pending_approval"]
 Outcome = Literal["requested", "debounced", "filtered", "resolved", "duplicate"]
@@ -246,210 +244,110 @@ class RetrainTrigger:
         return [self.feed(a) for a in alerts]
 
 
-# ---------------------------------------------------------------------------- the I/O shell
+# ------------------------------------------------------------------ one model's state (pure)
+
+EpisodeKey = tuple[str, str, str]
+
+#: Type tag and format version of a :class:`ModelState` record (contract.codec).
+STATE_TAG = "retrain_state"
+STATE_VERSION = 1
 
 
-def _post_json(url: str, body: bytes, idempotency_key: str, timeout: float) -> int:
-    req = urllib.request.Request(  # noqa: S310 - the scheme is checked in RetrainService
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Idempotency-Key": idempotency_key,
-            "User-Agent": "driftline-retrain",
-        },
-    )
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-        status: int = resp.status
-        return status
+@dataclass(frozen=True)
+class ModelState:
+    """What the trigger remembers about one model: one row of the state table.
 
-
-class RetrainService:
-    """Consumes alerts, runs :class:`RetrainTrigger`, publishes and POSTs requests.
-
-    Parameters
-    ----------
-    settings
-        The configuration object (Kafka, topic names).
-    policy
-        The retraining policy.
-    group_id
-        The service's own consumer group on the alert topic.
-    webhook_url
-        Optional ``http(s)://`` URL that receives each request as a JSON POST.
-    publish
-        Publish requests to ``settings.topics.retrain_requests``.
-    from_start
-        A new consumer group starts at the alert topic's beginning instead of its end.
+    Stored as a versioned JSON record (:func:`driftline.contract.codec.pack`), signed by
+    the shell; reading it can only give numbers, strings, lists and dicts.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        policy: RetrainPolicy,
-        *,
-        group_id: str = "driftline-retrain",
-        webhook_url: str | None = None,
-        publish: bool = True,
-        from_start: bool = False,
-        webhook_timeout_s: float = 10.0,
-    ) -> None:
-        if webhook_url is not None and urlsplit(webhook_url).scheme not in ("http", "https"):
-            raise ConfigError("retrain webhook must be an http:// or https:// URL")
-        if not publish and webhook_url is None:
-            raise ConfigError("retrain: nothing to do (no topic and no webhook)")
-        self.settings = settings
-        self.trigger = RetrainTrigger(policy)
-        self.group_id = group_id
-        self.webhook_url = webhook_url
-        self.publish = publish
-        self.from_start = from_start
-        self.webhook_timeout_s = webhook_timeout_s
-        self.requests: list[RetrainRequest] = []
-        self.decisions = 0
-        self._stop = asyncio.Event()
-        self.consumer: Any = None
-        self.producer: Any = None
+    #: Event time of the model's last request (the debounce clock), epoch ms.
+    last_request_ms: int | None = None
+    #: Requests made for the model so far.
+    requests: int = 0
+    #: The model's alerts still firing, by episode (version, segment, kind).
+    open_alerts: Mapping[EpisodeKey, Mapping[str, Any]] = field(default_factory=dict)
+    #: The model's alert ids seen, oldest first (bounded by the trigger's ``max_seen``).
+    seen: tuple[str, ...] = ()
 
-    def stop(self) -> None:
-        """Finish the current batch, commit and exit."""
-        self._stop.set()
-
-    async def start(self) -> None:
-        """Create topics, restore state from the request topic, join the group."""
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-        from driftline.runtime.monitor import ensure_topics
-
-        s = self.settings
-        topics = [s.topics.alerts] + ([s.topics.retrain_requests] if self.publish else [])
-        await ensure_topics(s, topics)
-        kw = s.kafka.client_kwargs()
-        if self.publish:
-            self.producer = AIOKafkaProducer(**kw, acks="all")
-            await self.producer.start()
-            restored = await self._restore()
-            log.info("restored %d earlier requests from %s", restored, s.topics.retrain_requests)
-        self.consumer = AIOKafkaConsumer(
-            s.topics.alerts,
-            **kw,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest" if self.from_start else "latest",
+    def to_bytes(self) -> bytes:
+        """The versioned record."""
+        return pack(
+            STATE_TAG,
+            STATE_VERSION,
+            {
+                "last_request_ms": self.last_request_ms,
+                "requests": self.requests,
+                "open": [[*k, dict(a)] for k, a in sorted(self.open_alerts.items())],
+                "seen": list(self.seen),
+            },
         )
-        await self.consumer.start()
 
-    async def _restore(self) -> int:
-        """Read every request published so far (the topic is small) into the trigger."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ModelState:
+        """Read a record written by :meth:`to_bytes`.
 
-        topic = self.settings.topics.retrain_requests
-        reader = AIOKafkaConsumer(**self.settings.kafka.client_kwargs(), group_id=None)
-        await reader.start()
-        count = 0
-        try:
-            await reader.topics()
-            parts = reader.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
-            if not tps:
-                return 0
-            reader.assign(tps)
-            await reader.seek_to_beginning(*tps)
-            end = await reader.end_offsets(tps)
-            while True:
-                positions = [await reader.position(tp) for tp in tps]
-                if all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True)):
-                    return count
-                batch = await reader.getmany(timeout_ms=500)
-                for recs in batch.values():
-                    for r in recs:
-                        try:
-                            self.trigger.remember(RetrainRequest.model_validate_json(r.value))
-                            count += 1
-                        except ValueError:
-                            log.warning("unreadable retrain request at offset %d", r.offset)
-        finally:
-            await reader.stop()
+        Raises
+        ------
+        StateCorrupt
+            Not such a record, another version, or fields of the wrong shape.
+        """
+        f = unpack(data, STATE_TAG, STATE_VERSION)
+        last, requests = f.get("last_request_ms"), f.get("requests")
+        opened, seen = f.get("open"), f.get("seen")
+        if not (
+            (last is None or type(last) is int)
+            and type(requests) is int
+            and isinstance(opened, list)
+            and all(_is_open_entry(e) for e in opened)
+            and isinstance(seen, list)
+            and all(isinstance(x, str) for x in seen)
+        ):
+            raise StateCorrupt(f"{STATE_TAG}: fields of the wrong shape")
+        return cls(
+            last_request_ms=last,
+            requests=requests,
+            open_alerts={(e[0], e[1], e[2]): e[3] for e in opened},
+            seen=tuple(seen),
+        )
 
-    async def close(self) -> None:
-        """Leave the group and close the connections."""
-        if self.consumer is not None:
-            await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
 
-    async def run(self, idle_exit_s: float | None = None) -> None:
-        """Process alerts until :meth:`stop` (or ``idle_exit_s`` without records)."""
-        assert self.consumer is not None
-        idle_since = time.monotonic()
-        while not self._stop.is_set():
-            batch = await self.consumer.getmany(timeout_ms=300, max_records=500)
-            if not batch:
-                if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
-                    return
-                continue
-            idle_since = time.monotonic()
-            for records in batch.values():
-                for r in records:
-                    await self._handle(r.value, r.offset)
-            # Offsets are committed after the batch's requests were delivered: a crash
-            # re-reads them, and the restored state makes that a no-op.
-            await self.consumer.commit()
+def _is_open_entry(e: object) -> bool:
+    """``[version, segment key, kind, alert]``, as :meth:`ModelState.to_bytes` writes."""
+    return (
+        isinstance(e, list)
+        and len(e) == 4
+        and all(isinstance(x, str) for x in e[:3])
+        and isinstance(e[3], dict)
+    )
 
-    async def _handle(self, value: bytes | None, offset: int) -> None:
-        try:
-            alert = orjson.loads(value or b"")
-            decision = self.trigger.feed(alert)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            log.warning("skipped an unreadable alert at offset %d", offset)
-            return
-        self.decisions += 1
-        m.RETRAIN_ALERTS.labels(decision.outcome).inc()
-        req = decision.request
-        if req is None:
-            log.debug("alert %s: %s (%s)", decision.alert_id, decision.outcome, decision.reason)
-            return
-        await self._deliver(req)
-        self.requests.append(req)
-        m.RETRAIN_REQUESTS.labels(req.model_id, req.status).inc()
-        log.info("retraining request %s (%s): %s", req.request_id, req.status, req.reason)
 
-    async def _deliver(self, req: RetrainRequest) -> None:
-        body = req.to_json()
-        if self.publish:
-            await self.producer.send_and_wait(
-                self.settings.topics.retrain_requests,
-                value=body,
-                key=req.model_id.encode(),
-                headers=[("dl.request_id", req.request_id.encode())],
-            )
-        if self.webhook_url is not None:
-            await self._post(body, req.request_id)
+def decide(
+    policy: RetrainPolicy, state: ModelState, alert: Mapping[str, Any], *, max_seen: int
+) -> tuple[Decision, ModelState]:
+    """Run one alert through :class:`RetrainTrigger` holding its model's state.
 
-    async def _post(self, body: bytes, key: str) -> None:
-        """POST until the webhook answers 2xx (capped backoff) or the service stops."""
-        assert self.webhook_url is not None
-        delay = 0.5
-        while True:
-            try:
-                status = await asyncio.to_thread(
-                    _post_json, self.webhook_url, body, key, self.webhook_timeout_s
-                )
-                if 200 <= status < 300:
-                    return
-                log.warning("retrain webhook answered %d; retrying", status)
-            except urllib.error.HTTPError as exc:
-                if 400 <= exc.code < 500 and exc.code not in (408, 429):
-                    # The webhook refuses this request for good: retrying cannot help,
-                    # and blocking would stop every later request.
-                    log.error("retrain webhook refused request %s with %d", key, exc.code)
-                    return
-                log.warning("retrain webhook answered %d; retrying", exc.code)
-            except OSError as exc:
-                log.warning("retrain webhook failed (%s); retrying", type(exc).__name__)
-            if self._stop.is_set():
-                # Not delivered: the offset is not committed, a restart sends it again.
-                raise DriftlineError("stopped before the retrain webhook accepted a request")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    Models are independent in the trigger (alert ids include the model), so feeding a
+    trigger that holds one model's state decides exactly as the one trigger holding
+    every model would. ``max_seen`` bounds the model's seen ids.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        The alert lacks a field the policy reads, or has one of the wrong type.
+    """
+    model = str(alert["model_id"])
+    trigger = RetrainTrigger(
+        policy,
+        max_seen=max_seen,
+        last_request_ms={} if state.last_request_ms is None else {model: state.last_request_ms},
+        open_alerts={model: {k: dict(a) for k, a in state.open_alerts.items()}},
+        seen=dict.fromkeys(state.seen),
+    )
+    decision = trigger.feed(alert)
+    return decision, ModelState(
+        last_request_ms=trigger.last_request_ms.get(model),
+        requests=state.requests + (decision.request is not None),
+        open_alerts=trigger.open_alerts.get(model, {}),
+        seen=tuple(trigger.seen),
+    )
