@@ -175,17 +175,19 @@ async def test_alerts_become_requests_on_topic_and_webhook_once(settings, unique
 
 async def test_sigterm_during_delivery_then_restart_delivers_once(settings, unique):
     """The webhook is down: SIGTERM stops the worker cleanly with the alert unacknowledged;
-    the restart delivers the request once; an unreadable alert is dead-lettered."""
+    the restart delivers the request (the old worker restored it from the request topic
+    and never POSTed it); an unreadable alert is dead-lettered."""
     s = settings.model_copy(
         update={"topics": settings.topics.model_copy(update={"retrain_requests": f"rr-{unique}"})}
     )
     trigger = alert()
+    expected = request_id("churn", "3", trigger["alert_id"])
     await _publish(s, [(b"churn", b"{not json"), (b"churn", orjson.dumps(trigger))])
     _Hook.received, _Hook.refused, _Hook.status = [], 0, 503
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/requests"
-    args = ["--from-start", "--no-publish", "--webhook", url, "--no-metrics"]
+    args = ["--from-start", "--webhook", url, "--no-metrics"]
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "driftline", "retrain", "--group", f"rt-{unique}", *args],
@@ -213,11 +215,14 @@ async def test_sigterm_during_delivery_then_restart_delivers_once(settings, uniq
             retrain_cli, s, "--group", f"rt-{unique}", *args, "--idle-exit", "3"
         )
         assert again.returncode == 0, again.stderr
-        assert [k for k, _ in _Hook.received] == [request_id("churn", "3", trigger["alert_id"])]
-        # Lost offsets (a new group from the start): the state table, not the request
-        # topic (there is none in webhook-only mode), makes every alert a no-op.
+        assert [k for k, _ in _Hook.received] == [expected]
+        published = await read_all(s.kafka.bootstrap_servers, s.topics.retrain_requests, 800)
+        # Published before the webhook failed, then again on restart: one request id.
+        assert {RetrainRequest.model_validate_json(v).request_id for v in published} == {expected}
+        # Lost offsets (a new group from the start) in webhook-only mode: the state
+        # table, not a request topic, makes every alert a no-op.
         third = await asyncio.to_thread(
-            retrain_cli, s, "--group", f"rt2-{unique}", *args, "--idle-exit", "3"
+            retrain_cli, s, "--group", f"rt2-{unique}", *args, "--no-publish", "--idle-exit", "3"
         )
         assert third.returncode == 0, third.stderr
         assert "restored 1 earlier requests" in third.stderr

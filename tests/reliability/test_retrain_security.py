@@ -23,7 +23,7 @@ from test_security import _kafka, pki, scram_broker  # noqa: F401 - fixtures
 import driftline
 from driftline.config import Settings
 from driftline.contract.events import DriftAlert, make_alert_id
-from driftline.runtime.monitor import ensure_topics
+from driftline.runtime.worker import ensure_topics
 from driftline.runtime.retrain import RetrainRequest
 
 pytestmark = pytest.mark.integration

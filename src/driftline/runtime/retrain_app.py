@@ -211,7 +211,7 @@ class RetrainService:
 
     async def start(self) -> None:
         """Create the topics, join the group and restore the state table."""
-        from driftline.runtime.monitor import ensure_topics
+        from driftline.runtime.worker import ensure_topics
 
         s = self.settings
         alerts = s.topics.alerts
@@ -368,7 +368,7 @@ class RetrainService:
             self._table[key] = self._seal(model, after)
 
     async def _dead_letter(self, msg: Any, exc: Exception) -> None:
-        from driftline.runtime.monitor import dead_letter_headers
+        from driftline.runtime.worker import dead_letter_headers
 
         headers = dead_letter_headers(msg.topic, msg.partition, msg.offset, "decode", exc)
         await self._send(self._dlq_topic, msg.key, msg.value or b"", headers)
