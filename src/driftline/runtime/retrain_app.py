@@ -22,6 +22,7 @@ the alert unacknowledged, so it is read again on restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import time
@@ -226,8 +227,18 @@ class RetrainService:
             )
         self.app = self._build(partitions)
         started = time.monotonic()
-        # Returns once the group is joined and the table is restored from its changelog.
-        await self.app.start()
+        # app.start() returns once the group is joined and the table restored from its
+        # changelog; a stop meanwhile (SIGTERM during a join) must not wait for that.
+        starting = asyncio.ensure_future(self.app.start())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return
+        starting.result()
         models = 0
         for key, blob in self._table.items():
             self.restored += self._open(key.decode(), blob).requests
