@@ -44,9 +44,9 @@ from aiokafka import AIOKafkaProducer
 from driftline.config import Settings
 from driftline.contract.events import DriftAlert, make_alert_id
 from driftline.runtime.devstack import TansuBroker
-from driftline.runtime.worker import ensure_topics
 from driftline.runtime.retrain import RetrainPolicy
 from driftline.runtime.retrain_app import RetrainService
+from driftline.runtime.worker import ensure_topics
 
 #: main before the faust trigger: the aiokafka ``RetrainService`` is read from here.
 BASELINE = "b400c86ef042cadd8a49e1b02b004a4901d40c7d"
