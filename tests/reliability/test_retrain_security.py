@@ -27,7 +27,6 @@ from driftline.runtime.retrain import RetrainRequest
 from driftline.runtime.worker import ensure_topics
 
 pytestmark = pytest.mark.integration
-trustme = pytest.importorskip("trustme")
 
 
 def _alert() -> dict[str, object]:

@@ -278,7 +278,8 @@ class RetrainService:
         return app
 
     async def run(self, idle_exit_s: float | None = None) -> None:
-        """Wait until :meth:`stop`, ``idle_exit_s`` without alerts, or the app stopping.
+        """Wait until :meth:`stop`, the app stopping, or ``idle_exit_s`` without alerts
+        once every assigned alert partition was fetched to its end.
 
         Raises
         ------
@@ -286,15 +287,38 @@ class RetrainService:
             A stored state record failed its signature or format check.
         """
         assert self.app is not None
+        caught_up: float | None = None
         while not self._stop.is_set() and not self.app.should_stop:
-            if idle_exit_s is not None and time.monotonic() - self._last_activity > idle_exit_s:
-                break
+            if idle_exit_s is not None:
+                # faust starts fetching some time after start() returns (seeks, resumes):
+                # idle time counts from the moment the alerts are all fetched.
+                if caught_up is None and await self._fetched_to_end():
+                    caught_up = time.monotonic()
+                idle_since = max(caught_up or time.monotonic(), self._last_activity)
+                if caught_up is not None and time.monotonic() - idle_since > idle_exit_s:
+                    break
             try:
                 await asyncio.wait_for(self._stop.wait(), 0.2)
             except TimeoutError:
                 pass
         if self._failure is not None:
             raise self._failure
+
+    async def _fetched_to_end(self) -> bool:
+        """Every alert partition assigned here was fetched up to its end offset."""
+        assert self.app is not None
+        consumer = self.app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic == self.settings.topics.alerts]
+        try:
+            ends = await consumer.highwaters(*tps) if tps else {}
+            for tp in tps:
+                position = await consumer.position(tp)
+                if position is None or position < ends.get(tp, 0):
+                    return False
+        except Exception as exc:  # noqa: BLE001 - a broker hiccup: ask again later
+            log.debug("end offsets unavailable (%s)", type(exc).__name__)
+            return False
+        return True
 
     async def close(self) -> None:
         """Finish the alert in hand, then stop the app (commit, leave the group).
