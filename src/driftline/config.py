@@ -198,6 +198,10 @@ class MonitorSettings(WorkerSettings):
     metrics_max_features: int = Field(default=50, ge=1)
 
 
+#: Change detectors the slow loop can run on the label error stream.
+ConceptDetectorName = Literal["adwin", "ddm", "eddm", "hddm_a", "hddm_w", "kswin"]
+
+
 class LabelsSettings(WorkerSettings):
     """The slow loop (``driftline labels``): label join, performance, concept drift.
 
@@ -225,6 +229,16 @@ class LabelsSettings(WorkerSettings):
     window_labels: int = Field(default=250, ge=20)
     #: ADWIN significance on the per-prediction error stream.
     adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    #: Change detector on the per-prediction error: ``adwin`` (ours, river-exact) or one
+    #: of river's ``ddm``, ``eddm``, ``hddm_a``, ``hddm_w``, ``kswin`` (docs/slow-loop.md).
+    concept_detector: ConceptDetectorName = "adwin"
+    #: Per-model choices (model id -> detector name), overriding ``concept_detector``.
+    model_concept_detectors: dict[str, ConceptDetectorName] = Field(default_factory=dict)
+    #: Detector parameters by detector name, e.g. ``{"ddm": {"drift_threshold": 3.5}}``
+    #: (river's parameter names; ADWIN's ``delta`` defaults to ``adwin_delta``).
+    concept_detector_params: dict[ConceptDetectorName, dict[str, float | bool]] = Field(
+        default_factory=dict
+    )
     #: ADWIN change counted as concept drift only if the error rate rose this much
     #: (classification) or by this fraction of the old mean absolute error (regression).
     min_error_increase: float = Field(default=0.03, ge=0)

@@ -38,7 +38,7 @@ from driftline.contract.columnar import ColumnarBatch, pack_events
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop.monitor import BatchResult, ModelState, process_batch, process_columns
 from driftline.core.reference import Policy, ReferenceProfile, TrainingData, build_reference
-from driftline.core.slowloop.join import (
+from driftline.core.slowloop import (
     DriftIndex,
     JoinResult,
     MemoryRecords,

@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.config import Settings
 from driftline.core.reference import Policy, build_reference
-from driftline.core.slowloop.join import UnitState, stream_key
+from driftline.core.slowloop import UnitState, stream_key
 from driftline.demo.sea import SeaScenario
 from driftline.runtime.devstack import DevStack
 from driftline.runtime.labels import LabelJoiner

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from driftline.config import LabelsSettings, RedisSettings
-from driftline.core.slowloop.join import (
+from driftline.core.slowloop import (
     TOMBSTONE,
     DriftIndex,
     UnitState,

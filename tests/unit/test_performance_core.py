@@ -15,7 +15,7 @@ import pytest
 from driftline.config import LabelsSettings
 from driftline.core.calibration import Calibration, fit_calibration
 from driftline.core.reference import build_reference
-from driftline.core.slowloop.join import (
+from driftline.core.slowloop import (
     TOMBSTONE,
     DriftIndex,
     JoinResult,

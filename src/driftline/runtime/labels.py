@@ -6,7 +6,7 @@ keyed by ``model_id`` and must have the same partition count, so partition ``p``
 holds the same models: they are *co-partitioned* and assigned together by Kafka's
 range assignor), Redis for pending predictions and state, Kafka out (alerts on the
 alert topic, refused labels on ``labels.dlq``), Prometheus for metrics. The logic is the
-pure core in :mod:`driftline.core.slowloop.join`.
+pure core in :mod:`driftline.core.slowloop`.
 
 Per batch of partition ``p`` (predictions-p and labels-p together):
 
@@ -15,7 +15,7 @@ Per batch of partition ``p`` (predictions-p and labels-p together):
    the monitor dead-letters predictions);
 2. one script call looks up every pending prediction the batch needs
    (:meth:`StateStore.lookup_records`);
-3. :func:`~driftline.core.slowloop.join.join_batch` decides every outcome;
+3. :func:`~driftline.core.slowloop.join_batch` decides every outcome;
 4. the shell's commit (:meth:`Worker._commit <driftline.runtime.worker.Worker._commit>`)
    writes the new pending predictions, the tombstones of joined ones, the state, the
    alert outbox and the position in one script call -- atomically, fenced by the lease
@@ -29,7 +29,7 @@ field; ``meta.offset`` of the partition holds the joiner's *commit sequence numb
 
 Input drift is learnt by following the alert topic (all partitions, from the start,
 no group): the monitor's ``input_drift`` alerts become event-time intervals
-(:class:`~driftline.core.slowloop.join.DriftIndex`). Labels are delayed, so by the time
+(:class:`~driftline.core.slowloop.DriftIndex`). Labels are delayed, so by the time
 the labels of event time ``t`` arrive, the monitor has long reported on ``t``.
 """
 
@@ -49,12 +49,13 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from driftline.config import Settings
 from driftline.contract.events import decode_label_fast, decode_prediction_fast
-from driftline.core.slowloop.join import (
+from driftline.core.slowloop import (
     DIAGNOSES,
     TOMBSTONE,
     DriftIndex,
     JoinResult,
     UnitState,
+    check_concept_settings,
     join_batch,
     plan_lookups,
     retention_ms,
@@ -121,6 +122,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
     async def setup(self) -> None:
         """Create missing topics co-partitioned, check it, and read the alert topic."""
         s = self.settings
+        check_concept_settings(self.cfg)  # a bad detector choice: one clear ConfigError
         # A missing topic is created with the partition count of the predictions topic,
         # so that the two stay co-partitioned.
         have = await topic_partitions(s, [self.pred_topic], missing_ok=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 
 from driftline.config import Settings
-from driftline.core.slowloop.join import PerfState, UnitState, build_report, format_report
+from driftline.core.slowloop import PerfState, UnitState, build_report, format_report
 from driftline.runtime.labels import topic_partitions
 from driftline.runtime.store import open_store
 

@@ -1,2 +1,58 @@
 """The slow loop's pure core (internal): joining delayed labels to pending predictions,
-performance, concept drift and the diagnosis of input drift, with no I/O (:mod:`.join`)."""
+performance, concept drift and the diagnosis, with no I/O.
+
+Split by concept:
+
+* :mod:`.pending` -- the pending-prediction record and its Redis layout (digests, key
+  names, generations, expiries);
+* :mod:`.perf_state` -- the state: event-time buckets, :class:`PerfState`,
+  :class:`ModelJoin`, held labels, :class:`UnitState`;
+* :mod:`.lookups` -- what a batch reads from Redis first (:func:`plan_lookups`);
+* :mod:`.join` -- the pure join of a batch (:func:`join_batch`);
+* :mod:`.episodes` -- performance windows, alert episodes and alerts;
+* :mod:`.concept` -- the concept-drift detector on the error stream (ADWIN or river's);
+* :mod:`.diagnosis` -- input-drift intervals and the verdicts;
+* :mod:`.results` -- what a batch produces (:class:`JoinResult`);
+* :mod:`.report` -- performance reports, champion vs challengers.
+"""
+
+from driftline.core.slowloop.concept import CONCEPT_DETECTORS, check_concept_settings
+from driftline.core.slowloop.diagnosis import DIAGNOSES, DriftIndex
+from driftline.core.slowloop.join import RefLookup, join_batch
+from driftline.core.slowloop.lookups import Found, LookupPlan, MemoryRecords, plan_lookups
+from driftline.core.slowloop.pending import (
+    TOMBSTONE,
+    PendingPrediction,
+    prediction_digest,
+    record_key,
+    retention_ms,
+)
+from driftline.core.slowloop.perf_state import ModelJoin, PerfState, UnitState, stream_key
+from driftline.core.slowloop.report import build_report, format_report
+from driftline.core.slowloop.results import JoinResult, PerfObservation
+
+__all__ = [
+    "CONCEPT_DETECTORS",
+    "DIAGNOSES",
+    "TOMBSTONE",
+    "DriftIndex",
+    "Found",
+    "JoinResult",
+    "LookupPlan",
+    "MemoryRecords",
+    "ModelJoin",
+    "PendingPrediction",
+    "PerfObservation",
+    "PerfState",
+    "RefLookup",
+    "UnitState",
+    "build_report",
+    "check_concept_settings",
+    "format_report",
+    "join_batch",
+    "plan_lookups",
+    "prediction_digest",
+    "record_key",
+    "retention_ms",
+    "stream_key",
+]

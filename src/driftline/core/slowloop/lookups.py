@@ -1,0 +1,152 @@
+"""What a batch needs from Redis before the join: :func:`plan_lookups`.
+
+A prediction is probed in its own generation (an earlier copy makes it a duplicate); a
+label in every stored generation of its model that may hold its prediction, newest
+first. :class:`MemoryRecords` answers a plan with Redis's semantics from a dict (tests,
+replays, benchmarks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from driftline.config import LabelsSettings
+from driftline.core.slowloop.pending import (
+    FUTURE_TOLERANCE_MS,
+    TOMBSTONE,
+    Horizons,
+    bucket_of,
+    event_ms,
+    prediction_digest,
+    record_key,
+)
+from driftline.core.slowloop.perf_state import UnitState
+from driftline.core.slowloop.results import JoinResult
+
+__all__ = ["Found", "LookupPlan", "MemoryRecords", "plan_lookups"]
+
+
+@dataclass
+class LookupPlan:
+    """The pending predictions a batch needs from Redis.
+
+    ``keys`` are record key names (relative to the partition, see :func:`record_key`);
+    each probe is ``(digest, key indices)``, probed in order until found.
+    """
+
+    keys: list[str] = field(default_factory=list)
+    probes: list[tuple[bytes, tuple[int, ...]]] = field(default_factory=list)
+    pred_probe: list[int] = field(default_factory=list)
+    label_probe: list[int] = field(default_factory=list)
+    #: Digest of each prediction / label of the batch (computed once, here).
+    pred_digest: list[bytes] = field(default_factory=list)
+    label_digest: list[bytes] = field(default_factory=list)
+    _kix: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def key_index(self, name: str) -> int:
+        """Index of ``name`` in :attr:`keys` (added when new)."""
+        i = self._kix.get(name)
+        if i is None:
+            i = self._kix[name] = len(self.keys)
+            self.keys.append(name)
+        return i
+
+    def add(self, digest: bytes, names: Sequence[str]) -> int:
+        """Add a probe; returns its index, or -1 when there is nothing to probe."""
+        if not names:
+            return -1
+        self.probes.append((digest, tuple(self.key_index(n) for n in names)))
+        return len(self.probes) - 1
+
+
+#: Result of one probe: (index into plan.keys where found, stored value), or None.
+Found = tuple[int, bytes] | None
+
+
+def plan_lookups(
+    predictions: Sequence[Mapping[str, Any]],
+    labels: Sequence[Mapping[str, Any]],
+    unit: UnitState,
+    settings: LabelsSettings,
+) -> LookupPlan:
+    """What to read from Redis before :func:`join_batch`. Pure; reads ``unit`` only.
+
+    A prediction is probed in its own generation (to find an earlier copy); a label in
+    every stored generation of its model that may hold its prediction.
+    """
+    c = Horizons(settings)
+    plan = LookupPlan()
+    for e in predictions:
+        mj = unit.models.get(e["model_id"])
+        d = prediction_digest(e["model_id"], e["prediction_id"])
+        plan.pred_digest.append(d)
+        names: list[str] = []
+        if mj is not None:
+            gen = event_ms(e) // c.gen_ms(mj.model_id)
+            info = mj.gens.get(gen)
+            if info is not None:
+                names.append(record_key(mj.model_id, gen, bucket_of(d, info[0])))
+        plan.pred_probe.append(plan.add(d, names))
+    cands: dict[tuple[str, int, int], list[tuple[int, int]]] = {}
+    for lab in labels:
+        model = lab["model_id"]
+        mj = unit.models.get(model)
+        d = prediction_digest(model, lab["prediction_id"])
+        plan.label_digest.append(d)
+        names = []
+        if mj is not None:
+            t = event_ms(lab)
+            g = c.gen_ms(model)
+            lo = (t - c.horizon_ms(model) - 2 * g) // g
+            hi = (t + FUTURE_TOLERANCE_MS) // g
+            gens = cands.get((model, lo, hi))
+            if gens is None:
+                gens = cands[(model, lo, hi)] = [
+                    (x, mj.gens[x][0]) for x in sorted(mj.gens, reverse=True) if lo <= x <= hi
+                ]
+            h = int.from_bytes(d[:4], "little")
+            names = [record_key(model, gen, h % nb) for gen, nb in gens]
+        plan.label_probe.append(plan.add(d, names))
+    return plan
+
+
+class MemoryRecords:
+    """Pending predictions in a dict, with Redis's semantics (tests and replays).
+
+    Examples
+    --------
+    >>> mem = MemoryRecords()
+    >>> plan = LookupPlan(keys=["k"], probes=[(b"d", (0,))])
+    >>> mem.lookup(plan)
+    [None]
+    """
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[bytes, bytes]] = {}
+
+    def lookup(self, plan: LookupPlan) -> list[Found]:
+        """Answer a plan like the Redis lookup script."""
+        out: list[Found] = []
+        for digest, ks in plan.probes:
+            hit: Found = None
+            for k in ks:
+                v = self.data.get(plan.keys[k], {}).get(digest)
+                if v is not None:
+                    hit = (k, v)
+                    break
+            out.append(hit)
+        return out
+
+    def apply(self, result: JoinResult) -> None:
+        """Write a batch's records and tombstones."""
+        for k, fields in result.puts.items():
+            self.data.setdefault(k, {}).update(fields)
+        for k, digests in result.tombs.items():
+            if k in self.data:
+                self.data[k].update(dict.fromkeys(digests, TOMBSTONE))
+
+    def pending(self) -> int:
+        """Stored predictions not joined yet."""
+        return sum(1 for h in self.data.values() for v in h.values() if v != TOMBSTONE)
