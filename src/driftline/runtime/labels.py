@@ -122,7 +122,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
     async def setup(self) -> None:
         """Create missing topics co-partitioned, check it, and read the alert topic."""
         s = self.settings
-        check_concept_settings(self.cfg)  # a bad detector choice: one clear ConfigError
+        check_concept_settings(s.labels)  # a bad detector choice: one clear ConfigError
         # A missing topic is created with the partition count of the predictions topic,
         # so that the two stay co-partitioned.
         have = await topic_partitions(s, [self.pred_topic], missing_ok=True)
