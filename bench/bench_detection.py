@@ -57,7 +57,7 @@ from driftline.config import LabelsSettings
 from driftline.core.detectors import ADWIN, PageHinkley
 from driftline.core.fastloop.monitor import process_batch
 from driftline.core.reference import Policy, TrainingData, build_reference
-from driftline.core.slowloop.join import (
+from driftline.core.slowloop import (
     DriftIndex,
     MemoryRecords,
     UnitState,

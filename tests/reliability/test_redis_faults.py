@@ -239,7 +239,7 @@ async def test_label_joiner_rides_out_redis_kill_9_and_counts_every_label_once(
     outage (it used to exit), replays what the AOF lost, and counts each label once."""
     import uuid
 
-    from driftline.core.slowloop.join import UnitState
+    from driftline.core.slowloop import UnitState
     from driftline.demo.sea import SeaScenario
     from driftline.runtime.store import StateStore
 

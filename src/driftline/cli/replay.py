@@ -12,7 +12,7 @@ import orjson
 from driftline.cli.common import column_map, dlq_path, read_references, say
 from driftline.config import Settings
 from driftline.core.reference import ReferenceProfile
-from driftline.core.slowloop.join import format_report
+from driftline.core.slowloop import format_report
 from driftline.offline.files import write_jsonl
 from driftline.offline.inputs import is_event_file, replay_inputs
 from driftline.offline.replay import OfflineRun, read_events

@@ -1,8 +1,8 @@
 """Replay: run the monitor's and the label joiner's pure cores over files, no servers.
 
 The same :func:`driftline.core.fastloop.monitor.process_batch` as the stream worker,
-and, when labels are given, the same :func:`driftline.core.slowloop.join.join_batch`
-as the label joiner (pending predictions in :class:`~driftline.core.slowloop.join.MemoryRecords`,
+and, when labels are given, the same :func:`driftline.core.slowloop.join_batch`
+as the label joiner (pending predictions in :class:`~driftline.core.slowloop.MemoryRecords`,
 a dict with the Redis script's semantics), with no Kafka and no Redis, so "what would
 Driftline have said?" has one answer: input and output drift, data quality, and from
 labels accuracy, concept drift, performance alerts and the diagnosis.
@@ -43,14 +43,14 @@ from driftline.contract.history import (
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop.monitor import BatchResult, ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile
-from driftline.core.slowloop.join import (
+from driftline.core.slowloop import (
     DriftIndex,
     MemoryRecords,
     UnitState,
     join_batch,
     plan_lookups,
 )
-from driftline.core.slowloop.join import build_report as performance_report
+from driftline.core.slowloop import build_report as performance_report
 from driftline.errors import ContractError, InputError
 from driftline.views.report.build import ReportInput, build_report, parse_since
 
