@@ -1,5 +1,5 @@
 """The monitor worker: the fast loop's pure core
-(:func:`driftline.core.fastloop.monitor.process_batch`) plugged into the worker shell.
+(:func:`driftline.core.fastloop.process_batch`) plugged into the worker shell.
 
 Kafka in (the predictions topic, aiokafka batch fetching), Redis for state, Kafka out
 (alerts, dead letters), Prometheus for metrics. The worker uses aiokafka directly rather
@@ -10,7 +10,7 @@ loop far more than faust's ceiling (docs/architecture.md).
 What is specific to the monitor (everything else -- leases, retries, quarantine,
 readiness, dead letters, the commit, the outbox -- is :class:`~driftline.runtime.worker.Worker`'s):
 its unit is one partition of the predictions topic; its state is one
-:class:`~driftline.core.fastloop.monitor.ModelState` per (model, version, segment), read
+:class:`~driftline.core.fastloop.ModelState` per (model, version, segment), read
 from the partition's state fields when first touched; the stored offset is the last
 Kafka offset a batch covered; warm-up references built by the core are stored before
 the batch is committed.
@@ -31,7 +31,7 @@ from driftline.config import Settings
 from driftline.contract.columnar import ColumnarBatch, row_count
 from driftline.contract.decode import decode_records
 from driftline.contract.keys import StateKey, state_key
-from driftline.core.fastloop.monitor import BatchResult, ModelState, process_batch
+from driftline.core.fastloop import BatchResult, ModelState, process_batch
 from driftline.runtime import metrics as m
 from driftline.runtime.history import record_history
 from driftline.runtime.store import Lease
