@@ -1,7 +1,10 @@
 """Sequential change detectors with explicit, versioned, pickle-free state.
 
-Two detectors, each giving exactly the detection indices of its ``river`` 0.26.1
-counterpart on the same sequence:
+The fast loop runs calibrated banks of one-sided CUSUMs (:mod:`.bank`, thresholds from
+:mod:`.arl`): :class:`FeatureBank` is one feature's bank with the detectors' surface,
+:class:`~driftline.core.detectors.bank.CusumBank` a stream's stacked banks. Two textbook
+detectors give exactly the detection indices of their ``river`` 0.26.1 counterparts on
+the same sequence (ADWIN watches the slow loop's error stream):
 
 * :class:`PageHinkley` -- ``river.drift.PageHinkley``, with a numpy-vectorised
   :meth:`PageHinkley.update_many` for long arrays (tens of ns per value);
@@ -36,11 +39,12 @@ import numpy as np
 import numpy.typing as npt
 
 from driftline.core.detectors.adwin import ADWIN
+from driftline.core.detectors.bank import FeatureBank
 from driftline.core.detectors.page_hinkley import PageHinkley
 
 _I64 = npt.NDArray[np.int64]
 
-__all__ = ["ADWIN", "DETECTORS", "Detector", "PageHinkley"]
+__all__ = ["ADWIN", "DETECTORS", "Detector", "FeatureBank", "PageHinkley"]
 
 
 @runtime_checkable
@@ -49,7 +53,7 @@ class Detector(Protocol):
 
     Examples
     --------
-    >>> all(isinstance(cls(), Detector) for cls in DETECTORS.values())
+    >>> all(isinstance(cls(), Detector) for cls in (PageHinkley, ADWIN))
     True
     """
 
@@ -80,4 +84,5 @@ class Detector(Protocol):
 DETECTORS: Final[dict[str, type[Detector]]] = {
     PageHinkley.TAG: PageHinkley,
     ADWIN.TAG: ADWIN,
+    FeatureBank.TAG: FeatureBank,
 }

@@ -1,0 +1,375 @@
+"""Thresholds of one-sided CUSUMs for a false-alarm budget, by simulation from a reference.
+
+A CUSUM row ``S_t = max(0, S_{t-1} + Y_t)`` with ``E[Y] < 0`` on reference data raises a
+false alarm when ``S`` first reaches its threshold ``h``; its in-control *average run
+length* (ARL) is the expected number of events until then. :func:`calibrate_rows`
+finds, per row, the ``h`` whose ARL is a target, with ``Y`` distributed as on the
+reference (a discrete distribution: the reference's values, or quantile points of them,
+each with a weight):
+
+1. the tilt ``theta > 0`` with ``E[exp(theta Y)] = 1`` (:func:`tilt`): the ARL grows as
+   ``exp(theta h)`` (Cramer-Lundberg); ``theta = 1`` for an exact log-likelihood ratio,
+   otherwise it carries the reference's skew, tails and ties;
+2. ``ARL(h) = E[cycle length] / P(a cycle reaches h)``, since the CUSUM renews each time
+   it returns to 0 (:func:`arl_estimate`): the mean cycle length by plain simulation,
+   the small probability by importance sampling under the tilted distribution
+   ``q = w exp(theta y)`` (Siegmund), whose relative error does not grow with ``h``;
+3. the live data differ from the reference by the reference's own sampling error,
+   which multiplies the false-alarm rate by ``exp(c2 h^2)`` on average; ``h`` solves
+   ``log ARL(h) - c2 h^2 = log target``, and a row without a solution (a reference too
+   small for it) is disabled (threshold ``inf``).
+
+Deterministic: the only randomness is the ``numpy.random.Generator`` passed in (the
+caller seeds it from the reference's seed). The oracle is brute force: run lengths of
+the CUSUM simulated to the alarm at the calibrated threshold average the target
+(``tests/unit/test_bank.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Calibration", "RowDistribution", "arl_estimate", "calibrate_rows", "tilt"]
+
+F64 = NDArray[np.float64]
+
+#: Walks under the tilted distribution per row (the crossing probability).
+PATHS = 300
+#: Plain cycles per row (the mean cycle length).
+CYCLES = 1000
+
+
+@dataclass(frozen=True)
+class RowDistribution:
+    """The increment ``Y = a v + b`` of one row on reference data.
+
+    ``values`` are the increments, ``weights`` their probabilities (summing to 1), and
+    ``scale`` the standard deviation of the channel times ``|a|`` (how much a shift of
+    the channel's mean moves ``Y``: the sampling-error correction of step 3).
+    """
+
+    values: F64
+    weights: F64
+    scale: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A row's threshold (nats; ``inf``: disabled) and how it was found."""
+
+    threshold: float
+    #: The tilt of step 1 (0: the increment never climbs, the row cannot alarm).
+    theta: float
+    #: ARL multiplier of the reference's sampling error at the threshold (``exp(c2 h^2)``).
+    inflation: float
+
+
+def _log_mgf(theta: F64, ys: F64, logw: F64) -> tuple[F64, F64]:
+    """Per row: ``log E[exp(theta Y)]`` and its derivative ``E_theta[Y]``."""
+    a = theta[:, None] * ys + logw
+    m = a.max(axis=1, keepdims=True)
+    e = np.exp(a - m)
+    s = e.sum(axis=1)
+    return m[:, 0] + np.log(s), (e * ys).sum(axis=1) / s
+
+
+def tilt(ys: F64, ws: F64) -> F64:
+    """Per row, the positive root ``theta`` of ``E[exp(theta Y)] = 1`` (0 if none).
+
+    Parameters
+    ----------
+    ys, ws
+        ``(rows, points)``: increments and their weights (zero weights pad short rows).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``theta`` per row; 0 where ``E[Y] >= 0`` or ``Y`` is never positive.
+    """
+    with np.errstate(divide="ignore"):
+        logw = np.where(ws > 0, np.log(np.where(ws > 0, ws, 1.0)), -np.inf)
+    live = ws > 0
+    mu = (ws * ys).sum(axis=1)
+    var = (ws * (ys - mu[:, None]) ** 2).sum(axis=1)
+    top = np.where(live, ys, -np.inf).max(axis=1)
+    ok = (mu < 0) & (top > 0)
+    # 2|mu|/var is the Gaussian root; move right of the true root, then Newton from the
+    # right, which converges monotonically (the log-MGF is convex).
+    theta = np.where(ok, 2 * -mu / np.maximum(var, 1e-300), 0.0)
+    for _ in range(200):
+        g, _ = _log_mgf(np.where(ok, theta, 0.0), ys, logw)
+        low = ok & (g <= 0)
+        if not low.any():
+            break
+        theta = np.where(low, theta * 2, theta)
+    for _ in range(100):
+        g, dg = _log_mgf(np.where(ok, theta, 0.0), ys, logw)
+        step = np.where(ok, g / np.where(dg > 0, dg, 1.0), 0.0)
+        theta = theta - step
+        if np.all(np.abs(step) <= 1e-12 * np.maximum(theta, 1e-12)):
+            break
+    out: F64 = np.where(ok, theta, 0.0)
+    return out
+
+
+class _Sampler:
+    """Exact draws from one discrete distribution per row (inverse CDF with a guide table).
+
+    A guide table of as many cells as points gives each uniform draw a starting index a
+    few points below its answer at most (Chen and Asau), so a draw costs O(1) instead of
+    a binary search; the answer is the inverse CDF, exactly.
+    """
+
+    def __init__(self, ys: F64, ws: F64) -> None:
+        rows, width = ys.shape
+        cdf = np.cumsum(ws, axis=1)
+        cdf /= cdf[:, -1:]
+        cdf[ws == 0] = 1.0  # padding after the last real point is never drawn
+        cdf[:, -1] = 1.0
+        cdf = np.maximum.accumulate(cdf, axis=1)
+        self.width = width
+        self.flat_cdf = (cdf + np.arange(rows)[:, None]).ravel()
+        self.flat_y = ys.ravel()
+        cells = (np.arange(width) / width)[None, :] + np.arange(rows)[:, None]
+        self.guide = np.searchsorted(self.flat_cdf, cells.ravel(), side="right")
+
+    def draw(self, r: NDArray[np.intp], u: F64) -> F64:
+        """Values for rows ``r[:, None]`` at uniforms ``u`` (same shape as ``u``)."""
+        cell = np.minimum((u * self.width).astype(np.intp), self.width - 1)
+        cell += (r * self.width)[:, None]
+        j = self.guide[cell]
+        target = u + r[:, None]
+        last = self.flat_cdf.size - 1
+        lag = self.flat_cdf[np.minimum(j, last)] <= target
+        while lag.any():  # a few steps forward at most
+            j += lag
+            lag = self.flat_cdf[np.minimum(j, last)] <= target
+        lo = (r * self.width)[:, None]
+        np.clip(j, lo, lo + self.width - 1, out=j)
+        values: F64 = self.flat_y[j]
+        return values
+
+
+def _walks(
+    sampler: _Sampler,
+    counts: NDArray[np.intp],
+    h: F64,
+    rng: np.random.Generator,
+    max_steps: int,
+) -> tuple[NDArray[np.intp], F64, F64]:
+    """``counts[r]`` walks of row ``r`` from 0, each until ``S <= 0`` or ``S >= h``.
+
+    All walks advance together, in chunks of steps that double up to 256. Returns each
+    walk's row, steps and ``S`` at its end.
+    """
+    row_of = np.repeat(np.arange(counts.size), counts)
+    total = row_of.size
+    s = np.zeros(total)
+    steps = np.zeros(total)
+    end = np.zeros(total)
+    alive = np.arange(total)
+    chunk, taken = 16, 0
+    while alive.size and taken < max_steps:
+        r = row_of[alive]
+        path = s[alive, None] + np.cumsum(sampler.draw(r, rng.random((alive.size, chunk))), axis=1)
+        stop = (path <= 0) | (path >= h[r, None])
+        stopped = stop.any(axis=1)
+        first = np.argmax(stop, axis=1)
+        done = np.flatnonzero(stopped)
+        end[alive[done]] = path[done, first[done]]
+        steps[alive[done]] += first[done] + 1
+        keep = np.flatnonzero(~stopped)
+        s[alive[keep]] = path[keep, -1]
+        steps[alive[keep]] += chunk
+        alive = alive[keep]
+        taken += chunk
+        chunk = min(chunk * 2, 256)
+    end[alive] = s[alive]  # cut at max_steps: neither boundary reached
+    return row_of, steps, end
+
+
+#: Relative standard error the two simulated means are held to (each)...
+REL_ERROR = 0.08
+#: ... unless a row's walks of that kind would then total more than this many steps.
+STEP_BUDGET = 400_000
+
+
+class _Means:
+    """Per row: count, sum and sum of squares of simulated values, and steps walked."""
+
+    def __init__(self, rows: int) -> None:
+        self.count = np.zeros(rows)
+        self.total = np.zeros(rows)
+        self.squares = np.zeros(rows)
+        self.steps = np.zeros(rows)
+
+    def add(self, row_of: NDArray[np.intp], values: F64, steps: F64) -> None:
+        k = self.count.size
+        self.count += np.bincount(row_of, minlength=k)
+        self.total += np.bincount(row_of, values, minlength=k)
+        self.squares += np.bincount(row_of, values * values, minlength=k)
+        self.steps += np.bincount(row_of, steps, minlength=k)
+
+    def mean(self) -> F64:
+        out: F64 = self.total / np.maximum(self.count, 1)
+        return out
+
+    def more(self, live: NDArray[np.bool_]) -> NDArray[np.intp]:
+        """Walks to add per row for a relative standard error of :data:`REL_ERROR`
+        (from the variance seen so far), within :data:`STEP_BUDGET`."""
+        n = np.maximum(self.count, 1)
+        m = self.mean()
+        var = np.maximum(self.squares / n - m * m, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            want = np.where(m != 0, var / (m * REL_ERROR) ** 2, 0.0)
+        per_walk = np.maximum(self.steps / n, 1.0)
+        want = np.minimum(want, STEP_BUDGET / per_walk)
+        out: NDArray[np.intp] = np.where(live, np.maximum(np.ceil(want - n), 0), 0).astype(np.intp)
+        return out
+
+
+def arl_estimate(
+    ys: F64,
+    ws: F64,
+    h: F64,
+    theta: F64,
+    rng: np.random.Generator,
+    paths: int = PATHS,
+    cycles: int = CYCLES,
+) -> F64:
+    """Per row: the in-control ARL of the CUSUM at threshold ``h``, by simulation.
+
+    ``ARL = E[cycle length] / P(a cycle reaches h)`` (Wald: the CUSUM renews at 0). The mean
+    cycle length comes from plain cycles, as ``E[S at the cycle's end] / E[Y]`` (Wald's
+    identity: the end value varies far less than the length); the probability from
+    walks under the tilted
+    distribution ``q = w exp(theta y)``, where a walk ending at ``S >= h`` has likelihood
+    ratio ``exp(-theta S)`` (Siegmund's importance sampling). First ``cycles`` and
+    ``paths`` per row, then as many more as the variance seen says are needed for a
+    relative standard error of :data:`REL_ERROR` each (rows with big steps, e.g. rare
+    categories, overshoot ``h`` widely; their walks are short), within
+    :data:`STEP_BUDGET` steps per row.
+
+    Returns
+    -------
+    numpy.ndarray
+        The ARL per row (``inf`` where ``theta <= 0`` or no tilted walk crossed).
+    """
+    live = theta > 0
+    with np.errstate(over="ignore"):
+        q = ws * np.exp(np.where(live[:, None], theta[:, None] * ys, 0.0))
+    q /= q.sum(axis=1, keepdims=True)
+    mean_q = (q * ys).sum(axis=1)
+    span = np.where(live, h / np.maximum(mean_q, 1e-9), 0.0)
+    longest = max(4096, int(min(1 << 20, 20 * float(span.max(initial=0.0)))))
+    plain, tilted = _Sampler(ys, ws), _Sampler(ys, q)
+    rows = len(ys)
+    lengths, weights = _Means(rows), _Means(rows)
+    n_c = np.where(live, cycles, 0).astype(np.intp)
+    n_p = np.where(live, paths, 0).astype(np.intp)
+    for _ in range(2):
+        if n_c.any():
+            row_of, steps, end = _walks(plain, n_c, h, rng, longest)
+            lengths.add(row_of, end, steps)
+        if n_p.any():
+            row_of, steps, end = _walks(tilted, n_p, h, rng, longest)
+            hit = end >= h[row_of]
+            w = np.where(hit, np.exp(-theta[row_of] * np.where(hit, end, 0.0)), 0.0)
+            weights.add(row_of, w, steps)
+        n_c, n_p = lengths.more(live), weights.more(live)
+    # Wald: a cycle is a sum of increments from 0, so E[S at its end] = E[length] E[Y].
+    # S at the end is a small undershoot (or h): far less spread than the length.
+    mean_y = (ws * ys).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cycle = lengths.mean() / np.where(live, mean_y, -1.0)
+    p = weights.mean()
+    out: F64 = np.where(live & (p > 0), cycle / np.maximum(p, 1e-300), math.inf)
+    return out
+
+
+def _solve(h_a: F64, log_arl_a: F64, theta: F64, c2: F64, log_t: float) -> F64:
+    """``h`` with ``log ARL(h_a) + theta (h - h_a) - c2 h^2 = log_t`` (NaN: none)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = log_t - log_arl_a + theta * h_a
+        lin = k / theta
+        disc = theta**2 - 4 * c2 * k
+        quad = (theta - np.sqrt(disc)) / (2 * c2)
+        h: F64 = np.where(c2 * lin * lin < 1e-9, lin, np.where(disc > 0, quad, np.nan))
+    return h
+
+
+def calibrate_rows(
+    rows: Sequence[RowDistribution],
+    target_arl: float,
+    n_ref: int | Sequence[int],
+    rng: np.random.Generator,
+    *,
+    paths: int = PATHS,
+    cycles: int = CYCLES,
+) -> list[Calibration]:
+    """Thresholds such that each row's in-control ARL is ``target_arl``.
+
+    Parameters
+    ----------
+    rows
+        Each row's increment on the reference (:class:`RowDistribution`).
+    target_arl
+        Expected events between false alarms of *each* row.
+    n_ref
+        Reference rows the distributions were estimated from (their sampling error), one
+        number or one per row; 0 leaves a row's sampling error out.
+    rng
+        The simulation's generator (seeded by the caller: a rebuild is identical).
+
+    Returns
+    -------
+    list of Calibration
+        One per row, in order. A first ``h0`` from the closed form
+        ``ARL ~ exp(theta h) / (theta |E Y|)``, ``ARL(h0)`` by :func:`arl_estimate`, then
+        ``h`` from that anchor along the exponential law, corrected for the reference's
+        sampling error (module notes).
+    """
+    if not rows:
+        return []
+    width = max(r.values.size for r in rows)
+    ys = np.zeros((len(rows), width))
+    ws = np.zeros((len(rows), width))
+    a_sd = np.zeros(len(rows))
+    for i, r in enumerate(rows):
+        ys[i, : r.values.size] = r.values
+        ws[i, : r.weights.size] = r.weights
+        a_sd[i] = r.scale
+    theta = tilt(ys, ws)
+    live = theta > 0
+    th = np.where(live, theta, 1.0)
+    with np.errstate(over="ignore"):
+        q = ws * np.exp(np.where(live[:, None], theta[:, None] * ys, 0.0))
+    q /= q.sum(axis=1, keepdims=True)
+    mean_q = np.maximum((q * ys).sum(axis=1), 1e-12)
+    # A channel mean off by eps ~ N(0, sd^2 / n_ref) moves the tilt by -theta a eps / E_q[Y]
+    # and multiplies the false-alarm rate by exp(theta h a eps / E_q[Y]): exp(c2 h^2) on
+    # average over eps.
+    n = np.broadcast_to(np.asarray(n_ref, dtype=np.float64), th.shape)
+    with np.errstate(divide="ignore"):
+        c2 = np.where(n > 0, (th * a_sd / mean_q) ** 2 / np.maximum(n, 1.0) / 2, 0.0)
+    mu = -(ws * ys).sum(axis=1)
+    log_t = math.log(target_arl)
+    h0 = _solve(np.zeros_like(th), -np.log(th * np.maximum(mu, 1e-12)), th, c2, log_t)
+    h0 = np.where(live & np.isfinite(h0), np.maximum(h0, 0.5), 1.0)
+    arl = arl_estimate(ys, ws, h0, np.where(live, theta, 0.0), rng, paths, cycles)
+    with np.errstate(divide="ignore"):
+        h = _solve(h0, np.log(arl), th, c2, log_t)
+    ok = live & np.isfinite(h) & (h > 0)
+    out: list[Calibration] = []
+    for i in range(len(rows)):
+        if ok[i]:
+            infl = math.exp(min(50.0, float(c2[i] * h[i] ** 2)))
+            out.append(Calibration(float(h[i]), float(theta[i]), infl))
+        else:
+            out.append(Calibration(math.inf, float(theta[i]), math.inf))
+    return out
