@@ -16,7 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 from scipy import stats
 
 from driftline.contract.codec import pack
-from driftline.core.detectors.cusum import DETECT, SCALE, CusumBank
+from driftline.core.detectors.bank import DETECT, SCALE, BankLayout, CusumBank
 from driftline.core.multivariate import (
     CategoricalInput,
     ComponentSketch,
@@ -332,10 +332,10 @@ def test_cusum_bank_transitions_equal_a_plain_loop_with_groups() -> None:
         role=[0, 0, 1, 0, 0, 1],
         threshold=[10.0, 10.0, 4.0, 10.0, 10.0, 4.0],
     )
-    bank = CusumBank(**rows)  # type: ignore[arg-type]
+    bank = CusumBank(BankLayout.from_rows(**rows))  # type: ignore[arg-type]
     got = []
     for a, b in ((0, 700), (700, 2600), (2600, 2601), (2601, 4000)):
-        got += [(a + c.position, c.kind, c.group, c.direction) for c in bank.update(v[:, a:b])]
+        got += [(a + c.position, c.kind, c.group, c.direction) for c in bank.update_many(v[:, a:b])]
     # The plain loop.
     h = [int(np.ceil(t * SCALE)) for t in rows["threshold"]]
     s = [0] * 6

@@ -95,6 +95,8 @@ __all__ = [
 SCALE = 1 << 24
 #: Threshold of a disabled row (never crossed).
 NEVER = 1 << 62
+#: Largest increment of a row on given (unbounded) channels, in nats per event.
+MAX_STEP = 1024.0
 
 TransitionKind = Literal["fire", "update", "return", "resolve"]
 
@@ -112,7 +114,8 @@ class Transition:
     ``measured`` is the returning group's ``(events, fixed-point channel sum)`` since it
     went away (``(0, 0)`` for fire and update); ``away`` the same for every group of the
     bank away after the transition, so what an alert says about this moment does not
-    depend on where the batch ended.
+    depend on where the batch ended. ``statistic`` and ``threshold`` are the crossing
+    row's, in nats.
     """
 
     position: int
@@ -124,6 +127,8 @@ class Transition:
     shift: float
     measured: tuple[int, int]
     away: tuple[tuple[int, int, int], ...]
+    statistic: float
+    threshold: float
 
 
 class BankLayout:
@@ -131,7 +136,8 @@ class BankLayout:
 
     Immutable; built once per reference (:meth:`of`) and shared by the streams' banks.
     Channels are stacked as: every numeric unit's ``z``, then their ``z**2``, then every
-    rate unit's indicator, then the categorical units' channels, unit by unit.
+    rate unit's indicator, then the categorical units' channels, unit by unit, then the
+    channels of ``channels`` units (computed by their owner: :meth:`from_rows`).
     """
 
     def __init__(self, plans: Sequence[FeaturePlan]) -> None:
@@ -165,6 +171,11 @@ class BankLayout:
             for codes in plans[u].channel_codes:
                 self._cat_channels.append((r, codes))
                 nxt += 1
+        #: Units whose channels are given, not computed here (no bound on their values).
+        self.given_units = [u for u, p in enumerate(plans) if p.kind == "channels"]
+        for u in self.given_units:
+            base[u] = nxt
+            nxt += plans[u].n_channels
         self.n_channels = nxt
 
         def chan(u: int, c: int) -> int:
@@ -229,9 +240,56 @@ class BankLayout:
         step = (
             np.abs(self.row_a) * vmax[self.row_chan] + np.abs(self.row_b) if chans else np.ones(1)
         )
-        self.max_pass = int(max(1, min(1 << 20, 2.0**51 / (SCALE * (float(step.max()) + 1.0)))))
+        #: Given channels are unbounded: their increments are clipped to +-MAX_STEP nats.
+        self.clip_steps = bool(self.given_units)
+        top = MAX_STEP if self.clip_steps else float(step.max())
+        self.max_pass = int(max(1, min(1 << 20, 2.0**51 / (SCALE * (top + 1.0)))))
 
     _CACHE: ClassVar[dict[int, tuple[tuple[FeaturePlan, ...], BankLayout]]] = {}
+
+    @classmethod
+    def from_rows(
+        cls,
+        channel: Sequence[int],
+        a: Sequence[float],
+        b: Sequence[float],
+        group: Sequence[int],
+        direction: Sequence[int],
+        role: Sequence[int],
+        threshold: Sequence[float],
+        names: Sequence[str] | None = None,
+    ) -> BankLayout:
+        """One unit of rows on channels computed by the caller (already standardised:
+        a group's effect is its channel's mean), e.g. the multivariate detector's.
+
+        Parameters
+        ----------
+        channel, a, b, group, direction, role, threshold
+            Per row, as in :class:`~driftline.core.detectors.plans.FeaturePlan`
+            (thresholds in nats, ``inf`` disabled); group ``g`` reads channel ``g``'s rows.
+        names
+            Per group, its name (default ``"0"``, ``"1"``, ...).
+        """
+        k = 1 + max(group, default=-1)
+        chan_of = {g: c for g, c in zip(group, channel, strict=True)}
+        labels = list(names) if names is not None else [str(g) for g in range(k)]
+        plan = FeaturePlan(
+            name="channels",
+            kind="channels",
+            groups=tuple(Group(labels[g], chan_of.get(g, 0), 0.0, 1.0) for g in range(k)),
+            channel=tuple(channel),
+            a=tuple(a),
+            b=tuple(b),
+            group=tuple(group),
+            direction=tuple(direction),
+            role=tuple(role),
+            shift=tuple(0.0 for _ in channel),
+            threshold=tuple(threshold),
+            theta=tuple(0.0 for _ in channel),
+            inflation=tuple(1.0 for _ in channel),
+        )
+        plan.check()
+        return cls([plan])
 
     @classmethod
     def of(cls, plans: Sequence[FeaturePlan]) -> BankLayout:
@@ -270,7 +328,14 @@ class BankLayout:
             (NaN missing; infinities count as missing here).
         codes
             One row per unit in :attr:`code_units`: category codes (-1 missing).
+
+        Raises
+        ------
+        ValueError
+            The layout has units whose channels are given (:meth:`from_rows`).
         """
+        if self.given_units:
+            raise ValueError("this layout's channels are computed by its owner")
         n = floats.shape[1] if floats.ndim == 2 and floats.shape[0] else codes.shape[1]
         out = np.empty((self.n_channels, n), dtype=np.float64)
         k = self._num_rows.size
@@ -332,9 +397,20 @@ class CusumBank:
         self.away_n = np.zeros(layout.n_groups, dtype=np.int64)
         self.away_sum = np.zeros(layout.n_groups, dtype=np.int64)
         self.n = 0
+        #: Highest level (statistic / threshold of a detection row) during the last update.
+        self.peak = 0.0
         self._last: list[Transition] = []
 
     # ---------------------------------------------------------------- properties
+    @property
+    def level(self) -> float:
+        """The highest statistic / threshold among the detection rows now."""
+        lay = self.layout
+        det = lay.detect_rows
+        if det.size == 0:
+            return 0.0
+        return float(np.max(self.s[det] / lay.row_hf[det]))
+
     @property
     def drift_detected(self) -> bool:
         """Whether the last update opened a unit's episode."""
@@ -381,6 +457,7 @@ class CusumBank:
         """
         m = v.shape[1]
         self._last = []
+        self.peak = 0.0
         step = self.layout.max_pass
         for lo in range(0, m, step):
             self._run(v, lo, min(m, lo + step))
@@ -399,6 +476,8 @@ class CusumBank:
             y += lay.row_b[act, None]
             y *= SCALE
             np.rint(y, out=y)
+            if lay.clip_steps:
+                np.clip(y, -MAX_STEP * SCALE, MAX_STEP * SCALE, out=y)
             if finite is None:
                 finite = bool(np.isfinite(v[:, pos:end]).all())
             if not finite:
@@ -409,17 +488,26 @@ class CusumBank:
             np.minimum(low, 0.0, out=low)
             c -= low  # S_t = C_t - min(0, min_{j<=t} C_j): the CUSUM recursion, exactly
             h = lay.row_hf[act]
-            if not (c.max(axis=1) >= h).any():
+            top = c.max(axis=1)
+            if not (top >= h).any():
+                self._note_peak(act, top)
                 self._track(v, pos, end)
                 self.s[act] = c[:, -1]
                 return
             hit = c >= h[:, None]
             t = int(np.flatnonzero(hit.any(axis=0))[0])
+            self._note_peak(act, c[:, : t + 1].max(axis=1))
             self._track(v, pos, pos + t + 1)
             self.s[act] = c[:, t]
             for i in np.flatnonzero(hit[:, t]).tolist():
-                self._transition(int(act[i]), pos + t)
+                self._transition(int(act[i]), pos + t, float(c[i, t]))
             pos += t + 1
+
+    def _note_peak(self, act: NDArray[np.intp], top: _F64) -> None:
+        lay = self.layout
+        det = lay.row_role[act] == DETECT
+        if det.any():
+            self.peak = max(self.peak, float((top[det] / lay.row_hf[act[det]]).max()))
 
     def _active(self) -> NDArray[np.intp]:
         """Rows that run now: detection rows of groups at reference, return rows of
@@ -444,7 +532,7 @@ class CusumBank:
             for g in np.flatnonzero(self.away).tolist()
         )
 
-    def _transition(self, row: int, at: int) -> None:
+    def _transition(self, row: int, at: int, statistic: float) -> None:
         lay = self.layout
         g = int(lay.row_group[row])
         unit = int(lay.group_unit[g])
@@ -476,6 +564,8 @@ class CusumBank:
                 lay.row_shift[row],
                 measured,
                 self._snapshot(),
+                statistic / SCALE,
+                float(lay.row_h[row]) / SCALE,
             )
         )
 
@@ -513,6 +603,16 @@ class CusumBank:
         if not np.all(np.abs(away) <= 1) or (s < 0).any() or (away_n < 0).any() or n < 0:
             raise StateCorrupt(f"{self.TAG}: counters out of range")
         self.s, self.away, self.away_n, self.away_sum, self.n = s, away, away_n, away_sum, n
+
+    def same_state(self, other: CusumBank) -> bool:
+        """Exactly the same statistics, groups and counters."""
+        return (
+            np.array_equal(self.s, other.s)
+            and np.array_equal(self.away, other.away)
+            and np.array_equal(self.away_n, other.away_n)
+            and np.array_equal(self.away_sum, other.away_sum)
+            and self.n == other.n
+        )
 
     def to_bytes(self) -> bytes:
         """The state as a tagged, versioned record (:func:`~driftline.contract.codec.pack`)."""

@@ -10,7 +10,9 @@ unit, run by :mod:`driftline.core.detectors.bank`:
 * categorical unit: the indicator of each category with a reference share of at least
   ``min_category_share`` (the rest pooled); rows are the exact Bernoulli LLR of the
   share moving by ``+-delta`` sd of the indicator (``category_shifts``);
-* rate unit: the indicator ``x < cut`` (e.g. a low-confidence answer), rises only.
+* rate unit: the indicator ``x < cut`` (e.g. a low-confidence answer), rises only;
+* channels unit: channels computed elsewhere (the multivariate detector's), rows given
+  as they are (:meth:`~driftline.core.detectors.bank.BankLayout.from_rows`).
 
 Per channel (a *group*) the detection rows watch each shift both ways, and two return
 rows (one per direction) the LLR of the reference against the boundary drift
@@ -50,7 +52,7 @@ __all__ = [
 #: Row roles: a detection row sends its group away, a return row brings it back.
 DETECT, RETURN = 0, 1
 
-UnitKind = Literal["numeric", "categorical", "rate"]
+UnitKind = Literal["numeric", "categorical", "rate", "channels"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class FeaturePlan:
             return 2
         if self.kind == "rate":
             return 1
+        if self.kind == "channels":
+            return 1 + max((g.channel for g in self.groups), default=-1)
         return len(self.channel_codes)
 
     @property
@@ -158,7 +162,10 @@ class FeaturePlan:
             "clip": self.clip,
             "channel_codes": [list(c) for c in self.channel_codes],
             "cut": self.cut,
-            "groups": [[g.name, g.channel, g.mean, g.sd] for g in self.groups],
+            "groups": [
+                {"name": g.name, "channel": g.channel, "mean": g.mean, "sd": g.sd}
+                for g in self.groups
+            ],
             "rows": {
                 "channel": list(self.channel),
                 "a": list(self.a),
@@ -189,7 +196,8 @@ class FeaturePlan:
             if any(len(v) != n for v in cols.values()):
                 raise ValueError("row columns of different lengths")
             groups = tuple(
-                Group(str(g[0]), int(g[1]), float(g[2]), float(g[3])) for g in d["groups"]
+                Group(str(g["name"]), _int(g["channel"]), float(g["mean"]), float(g["sd"]))
+                for g in d["groups"]
             )
             plan = cls(
                 name=str(d["name"]),
@@ -213,12 +221,13 @@ class FeaturePlan:
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise StateCorrupt(f"detector bank: malformed plan ({exc})") from None
-        plan._check()
+        plan.check()
         return plan
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """Raise :class:`StateCorrupt` unless the rows fit the groups and channels."""
         bad = ""
-        if self.kind not in ("numeric", "categorical", "rate"):
+        if self.kind not in ("numeric", "categorical", "rate", "channels"):
             bad = f"unknown kind {self.kind!r}"
         elif not all(0 <= g < len(self.groups) for g in self.group):
             bad = "a row's group does not exist"

@@ -3,7 +3,7 @@
 Per stream, one :class:`MultivariateDetector` runs the calibrated rows of its
 :class:`~driftline.core.multivariate.fit.MultivariateProfile` over the per-event
 channels (``t2`` and, with dropped components, ``spe``) on the shared fixed-point
-kernel :class:`~driftline.core.detectors.cusum.CusumBank`. Each channel is a *group*
+kernel :class:`~driftline.core.detectors.bank.CusumBank`. Each channel is a *group*
 that is at reference or away (up or down), as in ``bench/DETECTION.md``: a detection
 row crossing its threshold sends its channel away (``fire`` if no channel was away,
 else ``update``); while away, its return row runs and brings it back (``return``, or
@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from driftline.contract.codec import pack, unpack
-from driftline.core.detectors.cusum import CusumBank
+from driftline.core.detectors.bank import BankLayout, CusumBank
 from driftline.core.multivariate.fit import Channels, MultivariateProfile
 from driftline.core.multivariate.sketch import ComponentSketch
 from driftline.errors import SketchMismatch, StateCorrupt
@@ -79,13 +79,16 @@ class MultivariateDetector:
         p = profile
         # Each channel is its own group.
         self.bank = CusumBank(
-            p.row_channel,
-            p.row_a,
-            p.row_b,
-            p.row_channel,
-            p.row_direction,
-            p.row_role,
-            p.row_threshold,
+            BankLayout.from_rows(
+                p.row_channel,
+                p.row_a,
+                p.row_b,
+                p.row_channel,
+                p.row_direction,
+                p.row_role,
+                p.row_threshold,
+                names=p.channel_names,
+            )
         )
         #: Highest CUSUM level (statistic / threshold over the detection rows) this window.
         self.window_level = 0.0
@@ -142,7 +145,7 @@ class MultivariateDetector:
         names = self.profile.channel_names
         self._last = [
             Transition(c.position, c.kind, names[c.group], c.direction, c.statistic, c.threshold)
-            for c in self.bank.update(ch.u)
+            for c in self.bank.update_many(ch.u)
         ]
         self.window_level = max(self.window_level, self.bank.peak)
         self._update_sketches(ch, was)
@@ -185,7 +188,7 @@ class MultivariateDetector:
         """Plain fields for embedding in a larger record."""
         return {
             "fp": self.profile.fingerprint,
-            **self.bank.to_fields(),
+            **self.bank.state_fields(),
             "window_level": self.window_level,
             "window": self.window.to_fields(),
             "previous": self.previous.to_fields(),
@@ -204,7 +207,7 @@ class MultivariateDetector:
             raise SketchMismatch("detector state of another multivariate model")
         det = cls(profile)
         try:
-            det.bank.load_fields(f)
+            det.bank.load_state(f)
             det.window_level = float(f["window_level"])
             det.window = ComponentSketch.from_fields(f["window"], profile)
             det.previous = ComponentSketch.from_fields(f["previous"], profile)

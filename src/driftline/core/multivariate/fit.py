@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.core.detectors.cusum import DETECT, RETURN
+from driftline.core.detectors.plans import DETECT, RETURN
 from driftline.core.multivariate.arl import calibrate_thresholds
 from driftline.core.multivariate.design import (
     CategoricalInput,
