@@ -9,6 +9,7 @@ import pytest
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop import ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
+from driftline.demo.driver import DEMO_SEED, demo_reference, demo_traffic
 from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.offline.replay import Replayer
 from support import assert_close
@@ -42,16 +43,28 @@ def test_half_sigma_shift_in_one_of_20_features_is_alerted_quickly():
     assert not [a for a in alerts if a.detected_at < T0 + 6_000 * STEP]
 
 
-def test_categorical_shift_is_confirmed_by_windows():
+def test_categorical_shift_is_detected_by_its_bank_and_confirmed_by_windows():
+    # Before issue 13 a category mix waited for a window to close (detector
+    # "window_ks_psi"); the category shares now have their own sequential detectors.
     shift = Shift(
         start=3_000, feature="none", sigmas=0, cat_feature="region", category="apac", share=0.5
     )
     events = list(SimulatedModel(seed=5).events(6_000, shift=shift))
-    alerts = replay(events).alerts
+    states: dict[StateKey, ModelState] = {}
+    alerts, windows = [], []
+    for i in range(0, len(events), 1000):
+        res = process_batch(events[i : i + 1000], states, lambda m, v: reference())
+        alerts += res.alerts
+        windows += res.windows
     drift = [a for a in alerts if a.kind == "input_drift" and a.status == "firing"]
     assert drift and drift[0].feature == "region"
-    assert drift[0].detector == "window_ks_psi"
-    assert drift[0].p_value is not None and drift[0].p_value < 1e-6
+    assert drift[0].detector == "cusum" and drift[0].p_value is None
+    assert drift[0].top_features[0].statistic.startswith("share:")
+    delay = (drift[0].detected_at - T0) // STEP - 3_000
+    assert 0 <= delay <= 250, delay
+    # the window tests, kept for history and the report, see it too
+    after = [w for w in windows if w["start"] >= T0 + 3_000 * STEP]
+    assert any(t["feature"] == "region" and t["drifted"] for w in after for t in w["tests"])
 
 
 @pytest.mark.slow
@@ -73,9 +86,19 @@ def test_episode_fires_once_and_resolves_after_recovery():
     shifted = list(sim.events(6_000, shift=Shift(start=2_000, sigmas=1.5)))
     after = list(sim.events(6_000, start=6_000))
     alerts = [a for a in replay(shifted + after).alerts if a.kind == "input_drift"]
-    assert [a.status for a in alerts] == ["firing", "resolved"]
-    assert alerts[0].episode == alerts[1].episode == 1
-    assert alerts[0].alert_id != alerts[1].alert_id
+    # One episode: it fires, is updated (a 1.5 sd shift is 6 times the smallest watched
+    # shift: it becomes critical), and resolves once the data has returned.
+    assert [a.status for a in alerts if a.status != "updated"] == ["firing", "resolved"]
+    assert {a.episode for a in alerts} == {1}
+    assert len({a.alert_id for a in alerts}) == len(alerts)
+    assert alerts[0].severity == "warning"
+    assert [a.severity for a in alerts if a.status == "updated"] == ["critical"]
+    resolved = alerts[-1]
+    assert resolved.detected_at > T0 + 6_000 * STEP
+    # The resolved alert carries the episode's summary, not zeros.
+    assert resolved.feature == "f03" and resolved.statistic > 1.0
+    assert resolved.top_features[0].feature == "f03"
+    assert resolved.window.count > 4_000 and resolved.severity == "critical"
 
 
 def test_batch_boundaries_do_not_change_results():
@@ -135,9 +158,31 @@ def test_large_windows_do_not_alert_on_trivial_shifts():
         SimulatedModel(seed=3).training_data(50_000),
         "churn",
         "1",
-        policy=Policy(window_events=20_000, ph_threshold=1e9),
+        policy=Policy(window_events=20_000),
         seed=0,
     )
     events = list(SimulatedModel(seed=12).events(60_000, shift=Shift(start=0, sigmas=0.03)))
     alerts = [a for a in replay(events, batch=5_000, ref=big).alerts if a.kind == "input_drift"]
     assert alerts == []
+
+
+def test_the_demos_categorical_shift_is_named_in_an_alert():
+    """``driftline demo``'s stream through the core: f03 moves 1 sd and 'plan' gains
+    'enterprise' during f03's episode. Before issue 13 no alert named 'plan'; now an
+    ``updated`` alert of the open episode does, and the episode resolves once."""
+    sim = SimulatedModel(seed=DEMO_SEED)
+    ref = demo_reference(sim)
+    alerts = [a for a in replay(demo_traffic(sim), batch=500, ref=ref).alerts]
+    inputs = [a for a in alerts if a.kind == "input_drift"]
+    assert [a.status for a in inputs if a.status != "updated"] == ["firing", "resolved"]
+    assert inputs[0].feature == "f03"
+    named = [a for a in inputs if a.status == "updated" and a.feature == "plan"]
+    assert named and {f.feature for f in named[0].top_features} == {"f03", "plan"}
+    assert (
+        named[0].top_features[[f.feature for f in named[0].top_features].index("plan")].statistic
+        == "share:enterprise"
+    )
+    assert any(a.severity == "critical" for a in inputs)  # a 1 sd shift is a large effect
+    resolved = inputs[-1]
+    assert {f.feature for f in resolved.top_features} >= {"f03", "plan"}
+    assert resolved.detected_at > T0 + 6_000 * STEP  # after the data recovered

@@ -46,6 +46,7 @@ __all__ = [
     "LIMITS",
     "SCHEMA_VERSION",
     "AlertWindow",
+    "DetectorBank",
     "DriftAlert",
     "FeatureContribution",
     "LabelEvent",
@@ -127,12 +128,14 @@ SchemaVersion = Annotated[StrictInt, Field(ge=1)]
 def _exact_int(v: object) -> object:
     # A lax Literal[1] also takes true and 1.0; the contract says an integer.
     if type(v) is not int:
-        raise ValueError(f"expected the integer 1, got {type(v).__name__}")
+        raise ValueError(f"expected an integer, got {type(v).__name__}")
     return v
 
 
 #: The version literal 1, strictly: not true, not 1.0.
 One = Annotated[Literal[1], BeforeValidator(_exact_int)]
+#: A reference profile's layout version (1: without detector banks; 2: with them).
+LayoutVersion = Annotated[Literal[1, 2], BeforeValidator(_exact_int)]
 
 
 Scores = Annotated[dict[Name, Probability], Field(min_length=1, max_length=LIMITS.max_classes)]
@@ -286,7 +289,7 @@ class PredictionBatch(BaseModel):
 
 
 AlertKind = Literal["input_drift", "output_drift", "concept_drift", "performance", "data_quality"]
-AlertStatus = Literal["firing", "resolved"]
+AlertStatus = Literal["firing", "updated", "resolved"]
 Severity = Literal["info", "warning", "critical"]
 Diagnosis = Literal[
     "input_drift_benign",
@@ -422,19 +425,88 @@ class MultivariateModel(BaseModel):
     notes: dict[str, Any] = Field(default_factory=dict)
 
 
+_Index = Annotated[StrictInt, Field(ge=0)]
+
+
+class _BankGroup(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[StrictStr, StringConstraints(min_length=1, max_length=300)]
+    channel: _Index
+    mean: Number
+    sd: Annotated[Number, Field(ge=0)]
+
+
+class _BankRows(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: list[_Index]
+    a: list[Number]
+    b: list[Number]
+    group: list[_Index]
+    direction: list[Annotated[int, _int_in(1, -1)]]
+    role: list[Annotated[int, _int_in(0, 1)]]
+    shift: list[Number]
+    #: null: a detection row its reference was too small to calibrate (never fires).
+    threshold: list[Positive | None]
+
+
+class DetectorBank(BaseModel):
+    """One feature's or output's calibrated detector bank in a reference profile
+    (``bank`` of a feature or output profile, ``outputs.low_confidence_bank``; layout 2).
+
+    Built by :mod:`driftline.core.detectors.plans`, which also checks that the rows fit
+    the groups and channels when a reference is loaded.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[StrictStr, StringConstraints(min_length=1, max_length=300)]
+    kind: Literal["numeric", "categorical", "rate"]
+    mean: Number
+    std: Positive
+    clip: Positive
+    channel_codes: list[list[Annotated[StrictInt, Field(ge=-1)]]]
+    cut: Number
+    groups: Annotated[list[_BankGroup], Field(min_length=1)]
+    rows: _BankRows
+    theta: list[Annotated[Number, Field(ge=0)]]
+    inflation: list[Annotated[Number, Field(ge=0)] | None]
+
+
+def _bank_places(profile: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Where a profile holds detector banks: (path, value)."""
+    out: list[tuple[str, Any]] = []
+    feats = profile.get("features")
+    if isinstance(feats, dict):
+        for name, f in feats.items():
+            if isinstance(f, dict) and "bank" in f:
+                out.append((f"features.{name}.bank", f["bank"]))
+    outs = profile.get("outputs")
+    if isinstance(outs, dict):
+        for key in ("classes", "confidence", "prediction"):
+            o = outs.get(key)
+            if isinstance(o, dict) and "bank" in o:
+                out.append((f"outputs.{key}.bank", o["bank"]))
+        if "low_confidence_bank" in outs:
+            out.append(("outputs.low_confidence_bank", outs["low_confidence_bank"]))
+    return out
+
+
 class ReferenceEnvelope(BaseModel):
     """The versioned envelope of a model's reference profile as stored in Redis.
 
     ``profile`` holds the per-feature and output profiles built by
-    :mod:`driftline.core.reference`; its own layout is versioned by ``format_version``.
-    An optional ``profile.multivariate`` holds the multivariate model
-    (:class:`MultivariateModel`, checked when present).
+    :mod:`driftline.core.reference`; its own layout is versioned by ``format_version``
+    (absent: 1; 2 adds each feature's and output's calibrated detector bank,
+    :class:`DetectorBank`). An optional ``profile.multivariate`` holds the multivariate
+    model (:class:`MultivariateModel`). Both are checked when present.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: Literal["driftline.reference"] = "driftline.reference"
-    format_version: One = 1
+    format_version: LayoutVersion = 1
     reference_id: Id
     model_id: Id
     model_version: Id
@@ -445,14 +517,19 @@ class ReferenceEnvelope(BaseModel):
 
     @field_validator("profile")
     @classmethod
-    def _check_multivariate(cls, v: dict[str, Any]) -> dict[str, Any]:
+    def _check_parts(cls, v: dict[str, Any]) -> dict[str, Any]:
+        parts: list[tuple[str, type[BaseModel], Any]] = [
+            (where, DetectorBank, bank) for where, bank in _bank_places(v) if bank is not None
+        ]
         if "multivariate" in v:
+            parts.append(("multivariate", MultivariateModel, v["multivariate"]))
+        for where, model, value in parts:
             try:
-                MultivariateModel.model_validate(v["multivariate"])
+                model.model_validate(value)
             except PydanticValidationError as exc:
                 first = exc.errors(include_input=False, include_url=False)[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise ValueError(f"multivariate.{where}: {first['msg']}") from None
+                loc = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"{where}.{loc}: {first['msg']}") from None
         return v
 
 
@@ -840,7 +917,6 @@ def names_are_valid(names: Any) -> bool:
             return False
     _valid_names.update(found)
     return True
-
 
 
 # --- JSON Schemas ---------------------------------------------------------------------

@@ -23,6 +23,7 @@ __all__ = [
     "HISTORY_FORMAT",
     "PERF_FIELDS",
     "History",
+    "alert_order",
     "decode_alert",
     "decode_perf",
     "decode_window",
@@ -30,6 +31,14 @@ __all__ = [
     "encode_window",
     "latest_entry",
 ]
+
+
+def alert_order(a: Mapping[str, Any]) -> tuple[int, int, int]:
+    """Sort key of a stream's alerts: event time, episode, then firing < updated <
+    resolved (an episode's alerts at one instant, in the order they happen)."""
+    step = {"firing": 0, "updated": 1}.get(str(a["status"]), 2)
+    return (int(a["detected_at"]), int(a["episode"]), step)
+
 
 #: Layout version of history entries (the ``f`` field of every entry).
 HISTORY_FORMAT = 1
@@ -266,7 +275,7 @@ class History:
             ),
             alerts=sorted(
                 als.values(),
-                key=lambda a: (a["detected_at"], a["episode"], a["status"] == "resolved"),
+                key=alert_order,
             ),
             perf=sorted(pts.values(), key=lambda p: p["at"]),
             skipped=skipped,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from driftline.config import Settings
-from driftline.core.reference import Policy, build_reference
+from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.demo.sea import SeaScenario, interleave
 from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.producer import AsyncPredictionProducer
@@ -27,7 +27,7 @@ from driftline.views.alerts import follow_alerts, format_alert
 from driftline.views.report import report_from_store, write_report
 from driftline.views.slow_loop import report_text
 
-__all__ = ["demo_slow_loop", "run_demo"]
+__all__ = ["DEMO_SEED", "demo_reference", "demo_slow_loop", "demo_traffic", "run_demo"]
 
 
 async def run_demo(
@@ -51,15 +51,8 @@ async def run_demo(
                 f"1. started Tansu on {stack.broker.bootstrap} and redis-server on "
                 f"{stack.redis.url}"
             )
-            sim = SimulatedModel(seed=42)
-            policy = Policy(window_events=window)
-            ref = build_reference(
-                sim.training_data(20_000),
-                sim.model_id,
-                sim.model_version,
-                policy=policy,
-                source="simulated training data",
-            )
+            sim = SimulatedModel(seed=DEMO_SEED)
+            ref = demo_reference(sim, window)
             client, store = open_store(settings.redis, settings.monitor.group_id)
             await store.put_reference(sim.model_id, sim.model_version, ref.to_bytes())
             await client.aclose()
@@ -86,18 +79,8 @@ async def run_demo(
                 f"feature f03 shifts by {sigmas} sd and 'plan' gains 'enterprise'; "
                 f"from event {recover_at} the data recovers"
             )
-            shift = Shift(
-                start=shift_at,
-                feature="f03",
-                sigmas=sigmas,
-                cat_feature="plan",
-                category="enterprise",
-                share=0.3,
-            )
             async with AsyncPredictionProducer(settings, linger_ms=20) as producer:
-                gen_shifted = sim.events(recover_at, shift=shift)
-                gen_after = sim.events(total - recover_at, start=recover_at)
-                for i, e in enumerate([*gen_shifted, *gen_after]):
+                for i, e in enumerate(demo_traffic(sim, total, sigmas)):
                     while not producer.send(e):
                         await asyncio.sleep(0.01)
                     if i % 500 == 499:
@@ -129,6 +112,41 @@ async def run_demo(
         finally:
             stack.stop()
     return 0
+
+
+#: The demo model server's seed.
+DEMO_SEED = 42
+
+
+def demo_reference(sim: SimulatedModel, window: int = 500) -> ReferenceProfile:
+    """The demo's reference: 20,000 training rows of the simulated model."""
+    return build_reference(
+        sim.training_data(20_000),
+        sim.model_id,
+        sim.model_version,
+        policy=Policy(window_events=window),
+        source="simulated training data",
+    )
+
+
+def demo_traffic(
+    sim: SimulatedModel, events: int = 9000, sigmas: float = 1.0
+) -> list[dict[str, Any]]:
+    """The demo's predictions: from a third of the way, f03 shifts by ``sigmas`` sd and
+    30% of ``plan`` switches to ``enterprise``; from two thirds, the data recovers."""
+    shift_at, recover_at = events // 3, 2 * events // 3
+    shift = Shift(
+        start=shift_at,
+        feature="f03",
+        sigmas=sigmas,
+        cat_feature="plan",
+        category="enterprise",
+        share=0.3,
+    )
+    return [
+        *sim.events(recover_at, shift=shift),
+        *sim.events(events - recover_at, start=recover_at),
+    ]
 
 
 async def demo_slow_loop(

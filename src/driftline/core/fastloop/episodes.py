@@ -1,13 +1,30 @@
-"""Where episodes step: one alert per (stream, kind) episode and status.
+"""Where episodes step: one episode per drift, and the alerts it publishes.
 
-An episode of an alert kind (``input_drift``, ``output_drift``, ``data_quality``)
-fires on a sequential detection (:func:`on_detections`) or on a window whose tests
-drift (:func:`step_episode`); it stays firing while windows keep drifting at half the
-threshold (hysteresis, :func:`~driftline.core.fastloop.window_tests.decide`), resolves
-after ``resolve_after_windows`` clean windows, then cools down for
-``cooldown_windows`` windows (the state machine: :class:`driftline.core.episode.Episode`).
-``alert_id = blake2b(model, version, segment, kind, episode, status)``: deterministic,
-so replays and re-published outboxes dedupe.
+Input drift and output drift follow the stream's detector banks
+(:func:`on_transitions`). A unit (feature or output) whose bank sends a channel away
+fires the kind's episode if none is open (``firing``); a unit that starts drifting
+while the episode is open is published as ``updated``; the episode stays open while
+any of the kind's units is away and resolves only once every one has *returned*: the
+banks' return test, whose boundary (half the smallest watched shift) keeps a drift that
+persists from resolving and re-firing (``resolved``). Each alert ranks every unit that is
+drifting by its effect (the mean of the drifting channel since it went away, in
+reference sd of the channel; the detection's shift until enough events are measured).
+
+Severity follows effect size and persistence: ``critical`` once a unit's effect is, at
+99% confidence, at least ``critical_multiple`` times the smallest shift its bank
+watches, or once the episode has been firing ``critical_after_events`` events; checked
+at each transition and window close (deterministic points of the stream), and an
+escalation is published as ``updated``. A resolved alert carries the episode's summary:
+the peak effect (``statistic``), its unit, every unit that drifted (``top_features``,
+by peak effect), the episode's span and events (``window``).
+
+Data quality follows the window checks (:func:`step_episode`): it fires on a window
+over its margins, stays firing at half of them (hysteresis), resolves after
+``resolve_after_windows`` clean windows and cools down for ``cooldown_windows``
+(:class:`driftline.core.episode.Episode`).
+
+``alert_id = blake2b(model, version, segment, kind, episode, status[, update number])``:
+deterministic, so a replay, whatever its batches, and a re-published outbox dedupe.
 """
 
 from __future__ import annotations
@@ -16,63 +33,274 @@ from collections.abc import Sequence
 from typing import Any
 
 from driftline.contract.events import AlertWindow, DriftAlert, FeatureContribution, make_alert_id
+from driftline.core.detectors.bank import CusumBank, Transition
+from driftline.core.fastloop.plan import Plan
 from driftline.core.fastloop.result import BatchResult
-from driftline.core.fastloop.sequential import Detection
 from driftline.core.fastloop.state import DriftEpisode, ModelState
 from driftline.core.fastloop.window_tests import WindowTest
 from driftline.core.reference import ReferenceProfile
 
-__all__ = ["on_detections", "step_episode"]
+__all__ = [
+    "BANK_KINDS",
+    "DETECTOR",
+    "at_window_close",
+    "on_transitions",
+    "reconcile",
+    "step_episode",
+]
 
-#: Alert kinds that sequential detectors open, in the order they are handled.
-_EARLY_KINDS = ("input_drift", "output_drift")
+#: Alert kinds the detector banks drive.
+BANK_KINDS = ("input_drift", "output_drift")
+#: The ``detector`` of the banks' alerts.
+DETECTOR = "cusum"
+#: Below this many events since a channel went away, its effect is the detection's shift.
+MIN_MEASURED = 50
+#: One-sided 99% normal quantile (the severity's confidence bound).
+Z99 = 2.326
+#: ``top_features`` holds at most this many units (the alert schema's limit).
+MAX_TOP = 50
+
+#: A unit's effect: (|effect| in sd of the channel, the channel, its smallest shift, the
+#: events it was measured on: 0 for the detection's shift).
+Effect = tuple[float, str, float, int]
 
 
-def on_detections(
+# ---------------------------------------------------------------------- bank episodes
+
+
+def on_transitions(
     st: ModelState,
     ref: ReferenceProfile,
-    found: Sequence[Detection],
+    plan: Plan,
+    found: Sequence[Transition],
     times: Sequence[int],
-    count_at: int,
+    a: int,
+    events_before: int,
+    count_before: int,
     result: BatchResult,
 ) -> None:
-    """Detections at the events just absorbed into the open window.
+    """The banks' transitions in segment events ``a:`` (positions from ``a``).
 
-    Each is marked in the window (``st.early``: a firing episode then does not count
-    the window as clean), and the earliest detection of each kind fires that kind's
-    episode, whatever the batch boundaries were. ``times`` are the segment's event
-    times; ``count_at + i`` is the window's event count at segment event ``i``.
+    ``events_before`` and ``count_before`` are the stream's and the open window's event
+    counts before event ``a``.
     """
-    pol = ref.policy
-    for kind in _EARLY_KINDS:
-        mine = [d for d in found if d.kind == kind]
-        if not mine:
+    bank = st.bank
+    if bank is None:
+        return
+    for t in found:
+        unit, kind = plan.bank_units[t.unit]
+        ep = st.episode(kind)
+        at_ms = times[a + t.position]
+        events_at = events_before + t.position + 1
+        away = _away_effects(plan, bank, t, kind, ep if ep.firing else None)
+        if t.kind in ("return", "resolve"):
+            n, total = t.measured
+            if n >= MIN_MEASURED:
+                name, least = _channel(plan, t.group)
+                _peak(ep, unit, (_abs_effect(bank, t.group, n, total), name, least, n))
+        if t.kind == "fire" and not ep.firing:
+            w = st.window
+            ep.open()
+            ep.feature, ep.severity, ep.updates, ep.features = unit, "warning", 0, {}
+            ep.start_ms = min(w.start_ms, at_ms) if w.start_ms >= 0 else at_ms
+            ep.start_event = events_before - count_before
+            _note(ep, away)
+            _escalate(ep, ref, away, events_at)
+            _publish(st, ref, kind, "firing", ep, unit, away, at_ms, events_at, result)
+        elif t.kind == "fire":  # another unit starts drifting during the open episode
+            _note(ep, away)
+            _escalate(ep, ref, away, events_at)
+            ep.updates += 1
+            _publish(st, ref, kind, "updated", ep, unit, away, at_ms, events_at, result)
+        elif t.kind == "update":
+            _note(ep, away)
+        elif t.kind == "resolve" and ep.firing and not away:
+            _resolve(st, ref, kind, ep, at_ms, events_at, result)
+
+
+def at_window_close(st: ModelState, ref: ReferenceProfile, plan: Plan, result: BatchResult) -> None:
+    """A window closed (a deterministic point of the stream; the banks' state is exact
+    here): note each drifting unit's effect, escalate to ``critical`` if due."""
+    bank = st.bank
+    if bank is None:
+        return
+    for kind in BANK_KINDS:
+        ep = st.episodes.get(kind)
+        if ep is None or not ep.firing:
             continue
-        for d in mine:
-            st.early[d.feature] = float(pol.ph_threshold) if d.detector == "page_hinkley" else 1.0
-        first = mine[0]
-        _early_fire(st, ref, first, times[first.at], count_at + first.at + 1, result)
+        away = _away_effects(plan, bank, None, kind, ep)
+        _note(ep, away)
+        if ep.severity != "critical" and _escalate(ep, ref, away, st.events):
+            ep.updates += 1
+            top = max(away, key=lambda u: (away[u][0], u)) if away else ep.feature or ""
+            w = st.window
+            # The window's newest event (every event future-dated: the stream's newest).
+            at_ms = w.end_ms if w.end_ms >= 0 else st.max_event_ms
+            _publish(st, ref, kind, "updated", ep, top, away, at_ms, st.events, result)
 
 
-def _early_fire(
+def reconcile(
+    st: ModelState, ref: ReferenceProfile, plan: Plan, at_ms: int, result: BatchResult
+) -> None:
+    """Resolve an episode left firing with none of its units away: the detectors
+    restarted under it (a new reference, or a state from before the banks)."""
+    for kind in BANK_KINDS:
+        ep = st.episodes.get(kind)
+        if ep is None or not ep.firing:
+            continue
+        bank = st.bank
+        if bank is None or not _away_effects(plan, bank, None, kind):
+            _resolve(st, ref, kind, ep, at_ms, st.events, result)
+
+
+def _resolve(
     st: ModelState,
     ref: ReferenceProfile,
-    d: Detection,
+    kind: str,
+    ep: DriftEpisode,
     at_ms: int,
-    count: int,
+    events_at: int,
     result: BatchResult,
 ) -> None:
-    ep = st.episode(d.kind)
-    if not ep.may_open:
-        return
-    ep.open()
-    ep.severity, ep.feature = "warning", d.feature
-    # The detector crossed its threshold: report the threshold as both numbers.
+    ep.firing = False
+    summary = {u: (float(v[0]), str(v[1]), float(v[2]), 0) for u, v in ep.features.items()}
+    top = max(summary, key=lambda u: (summary[u][0], u)) if summary else ep.feature or ""
+    _publish(st, ref, kind, "resolved", ep, top, summary, at_ms, events_at, result)
+
+
+def _abs_effect(bank: CusumBank, g: int, n: int, total: int) -> float:
+    return abs(bank.effect(g, n, total))
+
+
+def _channel(plan: Plan, g: int) -> tuple[str, float]:
+    return plan.bank_layout.group_name[g], plan.group_min_shift[g]
+
+
+def _away_effects(
+    plan: Plan, bank: CusumBank, t: Transition | None, kind: str, ep: DriftEpisode | None = None
+) -> dict[str, Effect]:
+    """The units of ``kind`` away (after transition ``t``, or now) and their effects: per
+    unit its largest channel effect; until measured, the detection's shift (the
+    crossing row's, or what the episode noted for the unit)."""
+    lay = plan.bank_layout
+    if t is not None:
+        groups = t.away
+    else:
+        groups = tuple(
+            (g, int(bank.away_n[g]), int(bank.away_sum[g])) for g in bank.away.nonzero()[0].tolist()
+        )
+    out: dict[str, Effect] = {}
+    for g, n, total in groups:
+        unit, unit_kind = plan.bank_units[int(lay.group_unit[g])]
+        if unit_kind != kind:
+            continue
+        name, least = _channel(plan, g)
+        measured = n >= MIN_MEASURED
+        if measured:
+            size = _abs_effect(bank, g, n, total)
+        elif t is not None and g == t.group:
+            size = abs(t.shift)
+        elif ep is not None and unit in ep.features:
+            size = float(ep.features[unit][0])
+        else:
+            size = least
+        if unit not in out or size > out[unit][0]:
+            out[unit] = (size, name, least, n if measured else 0)
+    return out
+
+
+def _peak(ep: DriftEpisode, unit: str, eff: Effect) -> None:
+    cur = ep.features.get(unit)
+    if cur is None or eff[0] > cur[0]:
+        ep.features[unit] = [round(eff[0], 6), eff[1], eff[2]]
+
+
+def _note(ep: DriftEpisode, away: dict[str, Effect]) -> None:
+    for unit, eff in away.items():
+        _peak(ep, unit, eff)
+
+
+def _escalate(
+    ep: DriftEpisode, ref: ReferenceProfile, away: dict[str, Effect], events_at: int
+) -> bool:
+    """Make the episode critical if due (module notes); whether it just became so.
+
+    An effect is a mean of ``n`` standardised values: its standard error is about
+    ``1 / sqrt(n)``, so ``size - Z99 / sqrt(n)`` is its 99% lower bound.
+    """
+    if ep.severity == "critical":
+        return False
     pol = ref.policy
-    level = float(pol.ph_threshold if d.detector == "page_hinkley" else pol.adwin_delta)
-    t = WindowTest(d.feature, d.detector, 0.0, level, level, {})
-    alert = _alert(st, ref, d.kind, "firing", ep, d.detector, [t], at_ms, count)
-    result.alerts.append(alert.model_copy(update={"p_value": None}))
+    persistent = events_at - ep.start_event >= pol.critical_after_events
+    large = any(
+        n > 0 and least > 0 and size - Z99 / n**0.5 >= pol.critical_multiple * least
+        for size, _, least, n in away.values()
+    )
+    if persistent or large:
+        ep.severity = "critical"
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------- the alerts
+
+
+def _publish(
+    st: ModelState,
+    ref: ReferenceProfile,
+    kind: str,
+    status: str,
+    ep: DriftEpisode,
+    unit: str,
+    units: dict[str, Effect],
+    at_ms: int,
+    events_at: int,
+    result: BatchResult,
+) -> None:
+    key = st.key
+    ranked = sorted(units.items(), key=lambda kv: (-kv[1][0], kv[0]))[:MAX_TOP]
+    total = sum(e[0] for _, e in ranked) or 1.0
+    top = [
+        FeatureContribution(
+            feature=u,
+            score=round(e[0], 6),
+            contribution=round(e[0] / total, 6),
+            statistic=e[1][:128],
+        )
+        for u, e in ranked
+    ]
+    own = units.get(unit) or (0.0, "", 0.0, 0)
+    parts: list[object] = [key.model_id, key.model_version, key.segment, kind, ep.number, status]
+    if status == "updated":
+        parts.append(ep.updates)
+    start = ep.start_ms if 0 <= ep.start_ms <= at_ms else at_ms
+    result.alerts.append(
+        DriftAlert(
+            alert_id=make_alert_id(*parts),
+            model_id=key.model_id,
+            model_version=key.model_version,
+            segment=key.segment_dict(),
+            kind=kind,
+            status=status,
+            severity=ep.severity,
+            feature=unit or None,
+            detector=DETECTOR,
+            statistic=round(own[0], 6),
+            threshold=round(own[2], 6),
+            p_value=None,
+            window=AlertWindow(
+                start=max(0, start), end=max(0, at_ms), count=max(0, events_at - ep.start_event)
+            ),
+            reference=ref.reference_id,
+            detected_at=max(0, at_ms),
+            episode=ep.number,
+            diagnosis=_diagnosis(kind),
+            top_features=top,
+        )
+    )
+
+
+# ---------------------------------------------------------------------- data quality
 
 
 def step_episode(
@@ -80,20 +308,16 @@ def step_episode(
     ref: ReferenceProfile,
     kind: str,
     drifted: list[WindowTest],
-    early: bool,
     result: BatchResult,
     detector: str,
 ) -> None:
-    """A window of ``st`` closed: fire, keep, resolve or cool down ``kind``'s episode.
-
-    ``drifted`` are the window's tests that drifted, ``early`` whether a sequential
-    detector fired during the window.
-    """
+    """A window of ``st`` closed: fire, keep, resolve or cool down ``kind``'s episode
+    (data quality), ``drifted`` being the window's tests over their margins."""
     ep = st.episode(kind)
     pol = ref.policy
     status = ep.close_window(
         bool(drifted),
-        early,
+        False,
         resolve_after=pol.resolve_after_windows,
         cooldown=pol.cooldown_windows,
     )
@@ -104,9 +328,6 @@ def step_episode(
         ep.feature = sorted(drifted, key=lambda t: (-t.effect, t.feature))[0].feature
     w = st.window
     result.alerts.append(_alert(st, ref, kind, status, ep, detector, drifted, w.end_ms, w.count))
-
-
-# ---------------------------------------------------------------------- the alert
 
 
 def _severity(kind: str, drifted: Sequence[WindowTest]) -> str:

@@ -4,8 +4,9 @@ A :class:`Plan` is computed once per reference object (:func:`plan_for`): the nu
 columns (features, then the confidence, then a regression's prediction) on one
 :class:`~driftline.core.sketches.NumericBins` so a window's counts are one matrix, the
 reference's CDF for KS, its PSI groups bucketed by size for one vectorised PSI/JS per
-bucket, the Page-Hinkley standardisation, and the categorical columns (features, then
-the predicted class) on one :class:`~driftline.core.sketches.CategoricalBins`.
+bucket, the categorical columns (features, then the predicted class) on one
+:class:`~driftline.core.sketches.CategoricalBins`, and the stacked detector banks with
+the column that feeds each of their units.
 :class:`SegmentArrays` reads one stream's events of a batch into arrays on those
 columns, once per batch.
 """
@@ -17,6 +18,7 @@ from numpy.typing import NDArray
 
 from driftline.contract.columnar import Columns, category_codes, numeric_column
 from driftline.contract.events import event_time_ms
+from driftline.core.detectors.bank import DETECT, BankLayout
 from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.core.sketches import (
     CategoricalBins,
@@ -96,13 +98,6 @@ class Plan:
             ).reshape(len(cols), size)
             self.buckets.append((cols, idx, ref_g))
 
-        # Page-Hinkley runs on (x - mean) / std, clipped, of features that vary.
-        pol = ref.policy
-        self.ph_rows = [i for i, k in enumerate(self.num_names) if nprofs[i].std > 0]
-        self.ph_mean = np.array([nprofs[i].mean for i in self.ph_rows], dtype=np.float64)
-        self.ph_std = np.array([nprofs[i].std for i in self.ph_rows], dtype=np.float64)
-        self.ph_clip = float(pol.ph_clip)
-
         # -- categorical columns: features, then the predicted class
         cprofs: list[CategoricalProfile] = []
         for k in self.cat_names:
@@ -127,6 +122,26 @@ class Plan:
             (rows, np.array([self.cref[r] for r in rows], dtype=np.float64).reshape(len(rows), w))
             for w, rows in widths.items()
         ]
+
+        # -- the detector banks: which column feeds each unit (features, then outputs)
+        self.bank_units = [(name, kind) for name, kind, _ in ref.banks()]
+        self.bank_layout = BankLayout.of([plan for _, _, plan in ref.banks()])
+        num_row = {k: i for i, k in enumerate(self.num_names)}
+        cat_row = {k: r for r, k in enumerate(self.cat_names)}
+        num_row.update({"__confidence__": self.conf_col, "__low_confidence__": self.conf_col})
+        num_row["__prediction__"] = self.pred_col
+        cat_row["__class__"] = self.class_row
+        names = [name for name, _ in self.bank_units]
+        lay = self.bank_layout
+        self.bank_x_rows = np.asarray([num_row[names[u]] for u in lay.float_units], np.intp)
+        self.bank_code_rows = np.asarray([cat_row[names[u]] for u in lay.code_units], np.intp)
+        #: Per group of the stacked bank: the smallest shift its detection rows watch.
+        self.group_min_shift = [0.0] * lay.n_groups
+        for row in np.flatnonzero(lay.row_role == DETECT).tolist():
+            grp = int(lay.row_group[row])
+            shift = abs(lay.row_shift[row])
+            cur = self.group_min_shift[grp]
+            self.group_min_shift[grp] = shift if cur == 0.0 else min(cur, shift)
 
 
 _PLANS: dict[int, tuple[ReferenceProfile, Plan]] = {}

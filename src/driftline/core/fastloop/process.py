@@ -3,11 +3,12 @@
 :func:`process_batch` groups the batch by stream (model, version, segment) and, per
 stream, walks its events window by window: each chunk of events that falls in the
 open window is counted into the window's sketches (:class:`~driftline.core.fastloop.
-windows.OpenWindow`) and meets the sequential detectors' detections
-(:mod:`~driftline.core.fastloop.sequential`); when the window closes its tests run
-(:mod:`~driftline.core.fastloop.window_tests`, :mod:`~driftline.core.fastloop.outputs`,
-:mod:`~driftline.core.fastloop.quality`) and the episodes step
-(:mod:`~driftline.core.fastloop.episodes`). A model without a reference first collects
+windows.OpenWindow`) and runs through the stream's detector banks
+(:mod:`~driftline.core.fastloop.sequential`), whose transitions step the input- and
+output-drift episodes (:mod:`~driftline.core.fastloop.episodes`); when the window
+closes its tests run (:mod:`~driftline.core.fastloop.window_tests`,
+:mod:`~driftline.core.fastloop.outputs`, :mod:`~driftline.core.fastloop.quality`: history,
+metrics, and the data-quality episode). A model without a reference first collects
 :data:`WARMUP_EVENTS` events and builds one from them.
 """
 
@@ -21,12 +22,17 @@ import numpy as np
 from driftline.contract.columnar import ColumnarBatch, Columns, group_items
 from driftline.contract.events import event_time_ms
 from driftline.contract.keys import StateKey, interned_key
-from driftline.core.fastloop.episodes import on_detections, step_episode
+from driftline.core.fastloop.episodes import (
+    at_window_close,
+    on_transitions,
+    reconcile,
+    step_episode,
+)
 from driftline.core.fastloop.outputs import output_tests
 from driftline.core.fastloop.plan import Plan, SegmentArrays, plan_for
 from driftline.core.fastloop.quality import quality_tests
 from driftline.core.fastloop.result import BatchResult, observation
-from driftline.core.fastloop.sequential import Detections, run_detectors
+from driftline.core.fastloop.sequential import BankRun
 from driftline.core.fastloop.state import ModelState
 from driftline.core.fastloop.summary import window_summary
 from driftline.core.fastloop.window_tests import WindowStats, decide, input_tests
@@ -150,14 +156,16 @@ def _process_segment(
     pol = ref.policy
     plan = window.plan
     data = SegmentArrays(plan, cols)
-    found = run_detectors(st, ref, plan, data)
+    banks = BankRun(st, plan, data)
     times = data.times
     n = data.n
+    if n:
+        reconcile(st, ref, plan, times[0], result)
     start = 0
     while start < n:
         end = window_cut(st, pol, times, start)
         if end > start:
-            _absorb(st, ref, window, data, found, start, end, result)
+            _absorb(st, ref, window, data, banks, start, end, result)
         if end < n or window_full(st, pol):
             _close_window(st, ref, window, result)
             if end < n and pol.window_seconds > 0:
@@ -170,23 +178,23 @@ def _absorb(
     ref: ReferenceProfile,
     window: OpenWindow,
     data: SegmentArrays,
-    found: Detections,
+    banks: BankRun,
     a: int,
     b: int,
     result: BatchResult,
 ) -> None:
-    """Events ``a:b`` join the open window."""
+    """Events ``a:b`` join the open window and run through the detector banks."""
     plan = window.plan
     w = st.window
     track_time(st, data, a, b, result)
-    count_before = w.count
+    count_before, events_before = w.count, st.events
     w.count += b - a
     st.events += b - a
     if data.unknown is not None:
         st.unknown_features += int(data.unknown[a:b].sum())
     window.absorb(data, a, b)
-    if found and (hits := found.between(a, b)):
-        on_detections(st, ref, hits, data.times, count_before - a, result)
+    if found := banks.update(a, b):
+        on_transitions(st, ref, plan, found, data.times, a, events_before, count_before, result)
     c = plan.conf_col
     if c >= 0 and st.confidence is not None:
         conf = data.x[c, a:b]
@@ -209,23 +217,19 @@ def _close_window(
     stats = WindowStats(plan, window.num, window.cat, max(pol.min_window_events, 1))
     obs = result.observations
 
-    # -- input drift
+    # -- input and output drift: the detector banks drive the episodes (escalation is
+    # checked here); the window tests are history, metrics and the report's evidence.
+    at_window_close(st, ref, plan, result)
     tests = input_tests(st, stats)
     for t in tests:
         obs.append(observation(mid, ver, t.feature, "psi", t.effect))
         for k, v in t.extra.items():
             obs.append(observation(mid, ver, t.feature, k, v))
     drifted = decide(tests, alpha, st.episode("input_drift"))
-    early_in = any(not k.startswith("__") for k in st.early)
-    step_episode(st, ref, "input_drift", drifted, early_in, result, "window_ks_psi")
-
-    # -- output drift
     otests = output_tests(st, ref, stats, window.cat)
     for t in otests:
         obs.append(observation(mid, ver, t.feature, t.statistic, t.effect))
     odrifted = decide(otests, alpha, st.episode("output_drift"))
-    early_out = "__confidence__" in st.early
-    step_episode(st, ref, "output_drift", odrifted, early_out, result, "window_output")
 
     # -- data quality
     qtests = quality_tests(st, ref, plan, window)
@@ -233,7 +237,7 @@ def _close_window(
         obs.append(observation(mid, ver, t.feature, t.statistic, t.effect))
     factor = 0.5 if st.episode("data_quality").firing else 1.0
     qdrifted = [t for t in qtests if t.effect >= factor * t.threshold]
-    step_episode(st, ref, "data_quality", qdrifted, False, result, "data_quality")
+    step_episode(st, ref, "data_quality", qdrifted, result, "data_quality")
 
     drifted_names = {t.feature for t in (*drifted, *odrifted, *qdrifted)}
     all_tests = [*tests, *otests, *qtests]
@@ -247,4 +251,3 @@ def _close_window(
     window.reset()
     st.unknown_features = 0
     st.low_confidence = 0
-    st.early = {}

@@ -1,10 +1,16 @@
 """What the fast loop remembers per stream, and its versioned bytes.
 
 A stream is one (model, version, segment). Its :class:`ModelState` holds the open
-window's sketches (one per feature and output, on the reference's bins), a
-Page-Hinkley detector per numeric feature, ADWIN on the mean confidence of blocks of
-events, one :class:`Episode` per alert kind, the event clock and the counters. The
-worker stores it in Redis after every batch; a replay keeps it in memory.
+window's sketches (one per feature and output, on the reference's bins), the stream's
+stacked detector banks (:class:`~driftline.core.detectors.bank.CusumBank`: integer
+state, the rows live in the reference), one :class:`DriftEpisode` per alert kind, the
+event clock and the counters. The worker stores it in Redis after every batch; a
+replay keeps it in memory.
+
+Format 2 (issue 13) replaced the Page-Hinkley and ADWIN detectors with the bank; a
+format-1 state is read with its detectors restarted (as when the reference changes):
+its windows start afresh and an episode left firing resolves at the next batch
+(:func:`driftline.core.fastloop.episodes.reconcile`).
 """
 
 from __future__ import annotations
@@ -12,23 +18,43 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from driftline.contract.codec import pack, unpack
+import orjson
+
+from driftline.contract.codec import pack
 from driftline.contract.keys import StateKey
-from driftline.core.detectors import ADWIN, PageHinkley
+from driftline.core.detectors.bank import BankLayout, CusumBank
 from driftline.core.episode import Episode
 from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.core.sketches import CategoricalSketch, NumericSketch
+from driftline.errors import StateCorrupt
 
 __all__ = ["STATE_FORMAT", "DriftEpisode", "ModelState", "WindowState"]
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 
 
 @dataclass
 class DriftEpisode(Episode):
-    """An episode of the fast loop: also the feature its first alert named."""
+    """An episode of the fast loop: the feature its alert named and, for the kinds the
+    detector banks drive (``input_drift``, ``output_drift``), what the episode saw.
+    """
 
     feature: str | None = None
+    #: Event time and stream event count where the episode's evidence starts (the open
+    #: window's start when it fired).
+    start_ms: int = -1
+    start_event: int = 0
+    #: ``updated`` alerts published in this episode (the next one's id takes this).
+    updates: int = 0
+    #: Every unit that drifted in the episode: ``[peak |effect|, statistic, smallest
+    #: watched shift]`` (effect in reference sd of its channel).
+    features: dict[str, list[Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form."""
+        d = dict(self.__dict__)
+        d["features"] = {k: list(v) for k, v in self.features.items()}
+        return d
 
 
 @dataclass
@@ -58,18 +84,14 @@ class ModelState:
     confidence: NumericSketch | None = None
     low_confidence: int = 0
     prediction: NumericSketch | None = None
-    ph: dict[str, PageHinkley] = field(default_factory=dict)
-    adwin: ADWIN | None = None
-    #: Confidences of the unfinished ADWIN block (fewer than ``adwin_block``).
-    block: list[float] = field(default_factory=list)
+    #: Every feature's and output's detector bank, stacked (None: the reference has none).
+    bank: CusumBank | None = None
     episodes: dict[str, DriftEpisode] = field(default_factory=dict)
     max_event_ms: int = -1
     late_events: int = 0
     future_events: int = 0
     events: int = 0
     warmup: list[dict[str, Any]] = field(default_factory=list)
-    #: Early detections (Page-Hinkley per feature, ADWIN) inside the open window.
-    early: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -85,21 +107,13 @@ class ModelState:
         return self.episodes.setdefault(kind, DriftEpisode())
 
     def attach(self, ref: ReferenceProfile) -> None:
-        """Start watching against ``ref``: empty window sketches, new detectors."""
-        pol = ref.policy
+        """Start watching against ``ref``: empty window sketches, new detector banks."""
         self.reference_id = ref.reference_id
         self.num = {}
         self.cat = {}
-        self.ph = {}
         for name, prof in ref.features.items():
             if isinstance(prof, NumericProfile):
                 self.num[name] = NumericSketch.zero(prof.edges, prof.min, prof.max)
-                self.ph[name] = PageHinkley(
-                    min_instances=pol.ph_min_instances,
-                    delta=pol.ph_delta,
-                    threshold=pol.ph_threshold,
-                    alpha=pol.ph_alpha,
-                )
             else:
                 self.cat[name] = CategoricalSketch.zero(prof.categories)
         out = ref.outputs
@@ -114,11 +128,10 @@ class ModelState:
             if out.prediction
             else None
         )
-        self.adwin = ADWIN(delta=pol.adwin_delta) if out.confidence else None
+        self.bank = new_bank(ref)
         self.type_mismatch = {name: 0 for name in ref.features}
         self.unknown_features = 0
         self.low_confidence = 0
-        self.early = {}
 
     # ------------------------------------------------------------------ bytes
     def to_bytes(self) -> bytes:
@@ -142,27 +155,33 @@ class ModelState:
                 "confidence": s(self.confidence.to_bytes()) if self.confidence else None,
                 "low_confidence": self.low_confidence,
                 "prediction": s(self.prediction.to_bytes()) if self.prediction else None,
-                "ph": {k: s(v.to_bytes()) for k, v in self.ph.items()},
-                "adwin": s(self.adwin.to_bytes()) if self.adwin else None,
-                "block": self.block,
+                "bank": self.bank.state_fields() if self.bank is not None else None,
                 "episodes": {k: e.to_dict() for k, e in self.episodes.items()},
                 "max_event_ms": self.max_event_ms,
                 "late_events": self.late_events,
                 "future_events": self.future_events,
                 "events": self.events,
                 "warmup": self.warmup,
-                "early": self.early,
             },
         )
 
     @classmethod
     def from_bytes(cls, data: bytes, ref: ReferenceProfile | None) -> ModelState:
-        """Inverse of :meth:`to_bytes`; sketches are rebuilt on ``ref``'s bins."""
-        d = unpack(data, "model_state", STATE_FORMAT)
+        """Inverse of :meth:`to_bytes`; sketches are rebuilt on ``ref``'s bins.
+
+        A format-1 record (Page-Hinkley and ADWIN, before the detector banks) is read
+        with its detectors restarted, as when the reference changes.
+
+        Raises
+        ------
+        StateCorrupt
+            Not a ``model_state`` record of format 1 or 2, or a malformed field.
+        """
+        d, version = _unpack(data)
         st = cls(key=StateKey.decode(d["key"]))
         st.reference_id = d["reference_id"]
         st.window = WindowState(**d["window"])
-        if ref is not None and ref.reference_id == st.reference_id:
+        if ref is not None and ref.reference_id == st.reference_id and version == STATE_FORMAT:
             for k, b in d["num"].items():
                 prof = ref.features[k]
                 assert isinstance(prof, NumericProfile)
@@ -184,20 +203,44 @@ class ModelState:
                 st.prediction = NumericSketch.from_bytes(
                     d["prediction"].encode(), edges=out.prediction.edges
                 )
-            st.ph = {k: PageHinkley.from_bytes(b.encode()) for k, b in d["ph"].items()}
-            st.adwin = ADWIN.from_bytes(d["adwin"].encode()) if d["adwin"] else None
+            st.bank = new_bank(ref)
+            if st.bank is not None and d["bank"] is not None:
+                st.bank.load_state(d["bank"])
         elif ref is not None:
-            # The reference changed (rebuilt or replaced): keep episodes, restart windows.
+            # The reference changed (rebuilt or replaced), or the record predates the
+            # banks: keep episodes and counters, restart windows and detectors.
             st.attach(ref)
-        st.type_mismatch = d["type_mismatch"] if st.reference_id == d["reference_id"] else {}
+            if version != STATE_FORMAT:
+                st.window = WindowState(index=st.window.index)
+        same = st.reference_id == d["reference_id"] and version == STATE_FORMAT
+        st.type_mismatch = d["type_mismatch"] if same else {}
         st.unknown_features = d["unknown_features"]
         st.low_confidence = d["low_confidence"]
-        st.block = d["block"]
         st.episodes = {k: DriftEpisode(**e) for k, e in d["episodes"].items()}
         st.max_event_ms = d["max_event_ms"]
         st.late_events = d["late_events"]
         st.future_events = d["future_events"]
         st.events = d["events"]
         st.warmup = d["warmup"]
-        st.early = d["early"]
         return st
+
+
+def new_bank(ref: ReferenceProfile) -> CusumBank | None:
+    """A fresh stacked bank of ``ref``'s detector banks (None: it has none)."""
+    plans = [plan for _, _, plan in ref.banks()]
+    return CusumBank(BankLayout.of(plans)) if plans else None
+
+
+def _unpack(data: bytes) -> tuple[dict[str, Any], int]:
+    """A ``model_state`` record of format 1 or 2 and its format."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise StateCorrupt("model_state: record is not valid JSON") from None
+    if not isinstance(obj, dict) or obj.get("t") != "model_state":
+        raise StateCorrupt("expected a 'model_state' record")
+    version = obj.get("v")
+    if version not in (1, STATE_FORMAT) or isinstance(version, bool):
+        raise StateCorrupt(f"model_state: format version {version!r} is not 1 or {STATE_FORMAT}")
+    del obj["t"], obj["v"]
+    return obj, int(version)

@@ -2,7 +2,9 @@
 
 :mod:`~driftline.core.reference.profile` holds the profile objects and their signed
 stored form; :mod:`~driftline.core.reference.build` builds and calibrates them from
-training rows or columns. Files and tables are read by :mod:`driftline.offline`.
+training rows or columns; :mod:`~driftline.core.reference.banks` compiles and calibrates
+every feature's and output's detector bank (at build, or on load of an older layout).
+Files and tables are read by :mod:`driftline.offline`.
 """
 
 from driftline.core.reference.build import (
@@ -18,6 +20,7 @@ from driftline.core.reference.build import (
 from driftline.core.reference.profile import (
     DEFAULT_BINS,
     DEFAULT_TOP_K,
+    LAYOUT_VERSION,
     PSI_GROUPS,
     CategoricalProfile,
     FeatureProfile,
@@ -31,6 +34,7 @@ from driftline.core.reference.profile import (
 __all__ = [
     "DEFAULT_BINS",
     "DEFAULT_TOP_K",
+    "LAYOUT_VERSION",
     "PSI_GROUPS",
     "CategoricalProfile",
     "FeatureProfile",

@@ -28,6 +28,7 @@ from driftline.core.multivariate import (
     NumericInput,
     fit_multivariate,
 )
+from driftline.core.reference import banks
 from driftline.core.reference.profile import (
     DEFAULT_BINS,
     DEFAULT_TOP_K,
@@ -205,7 +206,7 @@ def build_reference(
     created_at: int | None = None,
     multivariate: bool | MultivariateSettings = False,
 ) -> ReferenceProfile:
-    """Build a reference profile and calibrate its thresholds.
+    """Build a reference profile and calibrate its thresholds and detector banks.
 
     Parameters
     ----------
@@ -218,7 +219,8 @@ def build_reference(
     feature_types
         Declared types; undeclared features are inferred (:func:`infer_types`).
     seed
-        Seed of the calibration resampling, so a rebuild is byte-identical.
+        Seed of the calibrations' resampling and simulation, so a rebuild is
+        byte-identical.
     multivariate
         Also fit the multivariate model (:mod:`driftline.core.multivariate`; settings,
         or True for the defaults). It counts as one more feature in the split of the
@@ -230,6 +232,14 @@ def build_reference(
     policy = policy or Policy()
     feats: dict[str, FeatureProfile] = {}
     columns: dict[str, Any] = {}  # the columns as profiled (the multivariate fit reuses them)
+    # Quantile points of each numeric column, for the detector banks' calibration.
+    points: dict[str, banks.Points] = {}
+
+    def numeric(name: str, values: NDArray[np.float64]) -> NumericProfile:
+        columns[name] = values
+        points[name] = banks.column_points(values)
+        return numeric_profile(values, bins)
+
     if data.columns is not None:
         declared = {**(data.column_types or {}), **(feature_types or {})}
         for name in sorted(data.columns):
@@ -240,20 +250,19 @@ def build_reference(
                 feats[name] = categorical_profile(col, top_k)
             else:
                 values = col if isinstance(col, np.ndarray) else _column_of(col)
-                columns[name] = np.asarray(values, np.float64)
-                feats[name] = numeric_profile(columns[name], bins)
+                feats[name] = numeric(name, np.asarray(values, np.float64))
     else:
         rows = data.features
         types = {**infer_types(rows), **(feature_types or {})}
         for name in sorted(types):
             if types[name] == "numeric":
-                columns[name] = _column(rows, name)
-                feats[name] = numeric_profile(columns[name], bins)
+                feats[name] = numeric(name, _column(rows, name))
             else:
                 columns[name] = [r.get(name) for r in rows]
                 feats[name] = categorical_profile(columns[name], top_k)
-    outputs = _output_profile(data, bins)
+    outputs = _output_profile(data, bins, points)
     feats, outputs = calibrate(feats, outputs, policy, seed)
+    feats, outputs = banks.attach_banks(feats, outputs, policy, seed, points)
     mv = None
     if multivariate:
         settings = multivariate if isinstance(multivariate, MultivariateSettings) else None
@@ -309,7 +318,11 @@ def _fit_multivariate(
     )
 
 
-def _output_profile(data: TrainingData, bins: int) -> OutputProfile:
+def _output_profile(
+    data: TrainingData, bins: int, points: dict[str, banks.Points]
+) -> OutputProfile:
+    """The outputs' profiles; the confidence's or predicted value's quantile points go
+    into ``points`` (``__confidence__``, ``__prediction__``)."""
     preds = data.predictions
     if preds is None:
         return OutputProfile(task="classification")
@@ -319,13 +332,16 @@ def _output_profile(data: TrainingData, bins: int) -> OutputProfile:
         else all(_is_number(p) for p in preds) and not data.has_scores()
     )
     if regression:
-        return OutputProfile(task="regression", prediction=numeric_profile(_column_of(preds), bins))
+        values = _column_of(preds)
+        points["__prediction__"] = banks.column_points(values)
+        return OutputProfile(task="regression", prediction=numeric_profile(values, bins))
     classes = categorical_profile(preds, top_k=DEFAULT_TOP_K)
     top_share = float(classes.counts.max() / max(1, classes.n))
     confidence = None
     low_thr = low_rate = 0.0
     if data.has_scores():
         conf = data.top_scores()
+        points["__confidence__"] = banks.column_points(conf)
         confidence = numeric_profile(conf, bins)
         finite = conf[np.isfinite(conf)]
         low_thr = float(np.quantile(finite, 0.1, method="inverted_cdf")) if finite.size else 0.0

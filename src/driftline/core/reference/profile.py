@@ -26,12 +26,15 @@ from pydantic import ValidationError as PydanticValidationError
 
 from driftline.contract.events import ReferenceEnvelope
 from driftline.contract.sealed import MAGIC, Sealer
+from driftline.core.detectors.plans import BankSettings, FeaturePlan
 from driftline.core.multivariate import MultivariateProfile
+from driftline.core.reference import banks
 from driftline.errors import StateCorrupt
 
 __all__ = [
     "DEFAULT_BINS",
     "DEFAULT_TOP_K",
+    "LAYOUT_VERSION",
     "PSI_GROUPS",
     "REFERENCE_FILE_PLACE",
     "CategoricalProfile",
@@ -50,6 +53,10 @@ FeatureType = Literal["numeric", "categorical"]
 #: are inside the signed payload.
 REFERENCE_FILE_PLACE = "driftline.reference-file"
 
+#: Layout of the stored profile (the envelope's ``format_version``): 2 adds the
+#: calibrated detector banks of every feature and output.
+LAYOUT_VERSION = 2
+
 
 #: Fine bins per numeric feature: KS on the sketch is exact to within the largest bin mass.
 DEFAULT_BINS = 100
@@ -58,32 +65,56 @@ PSI_GROUPS = 10
 DEFAULT_TOP_K = 50
 
 
+_BANK = BankSettings()
+
+
 @dataclass(frozen=True)
 class Policy:
-    """How a model is watched. Stored with its reference; every field has a default."""
+    """How a model is watched. Stored with its reference; every field has a default.
 
+    The one number to set is ``false_alarm_events``: the expected events between false
+    alarms of one stream (model, version, segment) and alert kind. The detector banks'
+    thresholds are not policy: they are calibrated to that budget at reference build
+    and stored with the reference (docs/architecture.md, "Decisions in the fast loop").
+    """
+
+    #: Window of history, reports, window tests and data-quality checks (events).
     window_events: int = 500
     window_seconds: float = 0.0
     min_window_events: int = 50
     false_alarm_events: float = 1_000_000.0
-    #: Effect-size floor: a window drifts only if PSI also reaches this (0.1 = moderate).
+    #: Effect-size floor of the window tests: a window drifts only if PSI also reaches
+    #: this (0.1 = moderate). Window tests feed history and reports, not alerts.
     psi_floor: float = 0.1
-    ph_delta: float = 0.25
-    ph_threshold: float = 50.0
-    ph_min_instances: int = 30
-    #: No fading: with alpha < 1 the faded sums settle into a stationary spread (about
-    #: 1/sqrt(2(1-alpha)) = 70 for river's default 0.9999) that crosses any practical
-    #: threshold on stationary data, so Page-Hinkley would raise false alarms.
-    ph_alpha: float = 1.0
-    #: Standardised values are clipped to +-this before Page-Hinkley (robust to outliers).
-    ph_clip: float = 3.0
-    adwin_delta: float = 1e-5
-    #: ADWIN watches the mean confidence of blocks of this many events.
-    adwin_block: int = 32
+    #: Mean shifts (reference sd) every numeric feature's bank watches, both ways.
+    shifts: tuple[float, ...] = _BANK.shifts
+    #: Shifts of the spread channel (sd of ``z**2``; 0.5 is sd x1.3 or /1.2 for Gaussian
+    #: data), both ways. Empty: spread is not watched.
+    scale_shifts: tuple[float, ...] = _BANK.scale_shifts
+    #: Shifts of a category's share (sd of its indicator), both ways; rates: rises.
+    category_shifts: tuple[float, ...] = _BANK.category_shifts
+    #: Categories below this reference share are watched pooled.
+    min_category_share: float = _BANK.min_category_share
+    #: A drifting channel has returned once back within this fraction of the smallest
+    #: shift (the return test's boundary: the hysteresis against flapping).
+    resolve_at: float = _BANK.resolve_at
+    #: Standardised values are clipped to +-this (one outlier cannot open an episode).
+    clip: float = _BANK.clip
+    #: An episode is critical once a feature's effect is, at 99% confidence, at least
+    #: this multiple of the smallest shift its bank watches (3 x 0.25 = 0.75 sd: about
+    #: what Cohen calls a large effect, 0.8) ...
+    critical_multiple: float = 3.0
+    #: ... or once it has been firing for this many events.
+    critical_after_events: int = 20_000
+    #: Data quality (window checks): clean windows in a row before its episode resolves,
+    #: and windows after a resolution before it may fire again.
     resolve_after_windows: int = 2
     cooldown_windows: int = 2
     #: Alert on data quality when a rate exceeds the reference rate by this much.
     quality_margin: float = 0.05
+    #: Per feature (or output: ``__class__``, ``__confidence__``, ``__low_confidence__``,
+    #: ``__prediction__``): ``psi_threshold`` (the window test's), ``bank: 0`` (no
+    #: detector bank: the feature never opens an episode).
     feature_overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @property
@@ -91,17 +122,37 @@ class Policy:
         """Family-wise false-alarm probability per window: events per window / budget."""
         return min(0.5, self.window_events / self.false_alarm_events)
 
+    def bank_settings(self) -> BankSettings:
+        """What the detector banks watch, as :mod:`~driftline.core.detectors.plans` takes it."""
+        return BankSettings(
+            shifts=self.shifts,
+            scale_shifts=self.scale_shifts,
+            category_shifts=self.category_shifts,
+            min_category_share=self.min_category_share,
+            resolve_at=self.resolve_at,
+            clip=self.clip,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for storage."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["feature_overrides"] = {k: dict(v) for k, v in self.feature_overrides.items()}
+        for k in _TUPLES:
+            d[k] = list(d[k])
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Policy:
-        """Inverse of :meth:`to_dict`; unknown keys are ignored (forward compatible)."""
+        """Inverse of :meth:`to_dict`; unknown keys are ignored (forward compatible, and
+        the retired ``ph_*``, ``adwin_*`` fields of older references)."""
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for k in _TUPLES:
+            if k in known:
+                known[k] = tuple(float(x) for x in known[k])
         return cls(**known)
+
+
+_TUPLES = ("shifts", "scale_shifts", "category_shifts")
 
 
 @dataclass(frozen=True)
@@ -119,6 +170,8 @@ class NumericProfile:
     min: float
     max: float
     psi_threshold: float = 0.0
+    #: The calibrated detector bank (None: the feature cannot drift, or is switched off).
+    bank: FeaturePlan | None = None
 
     kind: Literal["numeric"] = "numeric"
 
@@ -142,6 +195,7 @@ class NumericProfile:
             "min": self.min,
             "max": self.max,
             "psi_threshold": self.psi_threshold,
+            **_bank_dict(self.bank),
         }
 
     @classmethod
@@ -160,6 +214,7 @@ class NumericProfile:
             min=float(d["min"]),
             max=float(d["max"]),
             psi_threshold=float(d.get("psi_threshold", 0.0)),
+            bank=_bank_of(d),
         )
 
 
@@ -173,6 +228,8 @@ class CategoricalProfile:
     n: int
     missing: int
     psi_threshold: float = 0.0
+    #: The calibrated detector bank (None: a single category, or switched off).
+    bank: FeaturePlan | None = None
 
     kind: Literal["categorical"] = "categorical"
 
@@ -191,6 +248,7 @@ class CategoricalProfile:
             "n": self.n,
             "missing": self.missing,
             "psi_threshold": self.psi_threshold,
+            **_bank_dict(self.bank),
         }
 
     @classmethod
@@ -202,10 +260,24 @@ class CategoricalProfile:
             n=int(d["n"]),
             missing=int(d["missing"]),
             psi_threshold=float(d.get("psi_threshold", 0.0)),
+            bank=_bank_of(d),
         )
 
 
 FeatureProfile = NumericProfile | CategoricalProfile
+
+
+def _bank_dict(bank: FeaturePlan | None) -> dict[str, Any]:
+    return {"bank": bank.to_dict()} if bank is not None else {}
+
+
+def _bank_of(d: Mapping[str, Any], key: str = "bank") -> FeaturePlan | None:
+    raw = d.get(key)
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise StateCorrupt(f"reference: {key} is not an object")
+    return FeaturePlan.from_dict(raw)
 
 
 @dataclass(frozen=True)
@@ -220,6 +292,8 @@ class OutputProfile:
     #: Confidence below this is "low confidence" (the reference's 10th percentile).
     low_confidence_threshold: float = 0.0
     low_confidence_rate: float = 0.0
+    #: The rate bank of low-confidence answers (rises of ``low_confidence_rate``).
+    low_confidence_bank: FeaturePlan | None = None
     #: Share of the most frequent predicted class in the reference.
     top_class_share: float = 0.0
     #: Regression: distribution of the predicted value.
@@ -244,6 +318,8 @@ class OutputProfile:
         }
         if self.calibration is not None:  # absent key: references without labels unchanged
             d["calibration"] = dict(self.calibration)
+        if self.low_confidence_bank is not None:
+            d["low_confidence_bank"] = self.low_confidence_bank.to_dict()
         return d
 
     @classmethod
@@ -259,6 +335,7 @@ class OutputProfile:
             prediction=NumericProfile.from_dict(d["prediction"]) if d.get("prediction") else None,
             accuracy=d.get("accuracy"),
             calibration=d.get("calibration"),
+            low_confidence_bank=_bank_of(d, "low_confidence_bank"),
         )
 
 
@@ -277,6 +354,27 @@ class ReferenceProfile:
     created_at: int = 0
     #: The multivariate model (``driftline.core.multivariate``), if one was fitted.
     multivariate: MultivariateProfile | None = None
+    #: The profile layout it was stored in: an older one (1, no detector banks) is
+    #: calibrated on load from its bins (:mod:`~driftline.core.reference.banks`).
+    stored_layout: int = LAYOUT_VERSION
+
+    def banks(self) -> list[tuple[str, str, FeaturePlan]]:
+        """Every detector bank: (unit, alert kind, plan), features in stored order, then
+        the outputs (``__class__``, ``__confidence__``, ``__low_confidence__``,
+        ``__prediction__``)."""
+        out: list[tuple[str, str, FeaturePlan]] = [
+            (name, "input_drift", p.bank) for name, p in self.features.items() if p.bank
+        ]
+        o = self.outputs
+        for name, plan in (
+            ("__class__", o.classes.bank if o.classes else None),
+            ("__confidence__", o.confidence.bank if o.confidence else None),
+            ("__low_confidence__", o.low_confidence_bank),
+            ("__prediction__", o.prediction.bank if o.prediction else None),
+        ):
+            if plan is not None:
+                out.append((name, "output_drift", plan))
+        return out
 
     def numeric_features(self) -> list[str]:
         """Names of numeric features, in stored order."""
@@ -296,6 +394,7 @@ class ReferenceProfile:
         if self.multivariate is not None:  # absent key: references without one unchanged
             profile["multivariate"] = self.multivariate.to_dict()
         return ReferenceEnvelope(
+            format_version=LAYOUT_VERSION,
             reference_id=self.reference_id,
             model_id=self.model_id,
             model_version=self.model_version,
@@ -352,7 +451,12 @@ class ReferenceProfile:
 
     @classmethod
     def from_envelope(cls, env: ReferenceEnvelope) -> ReferenceProfile:
-        """Build the profile objects from a validated envelope."""
+        """Build the profile objects from a validated envelope.
+
+        A layout-1 envelope (an older Driftline's, without detector banks) gets its banks
+        compiled and calibrated here, from its bins, deterministically (seeded by its id)
+        and once per process (:func:`~driftline.core.reference.banks.cached`).
+        """
         p = env.profile
         feats: dict[str, FeatureProfile] = {}
         for name, d in p["features"].items():
@@ -361,14 +465,21 @@ class ReferenceProfile:
                 if d["kind"] == "numeric"
                 else CategoricalProfile.from_dict(d)
             )
+        outputs = OutputProfile.from_dict(p["outputs"])
+        policy = Policy.from_dict(p.get("policy", {}))
+        if env.format_version < LAYOUT_VERSION:
+            feats, outputs = banks.cached(
+                (env.reference_id, banks.policy_key(p.get("policy", {}))),
+                lambda: banks.attach_banks(feats, outputs, policy, banks.seed_of(env.reference_id)),
+            )
         mv = p.get("multivariate")
         return cls(
             reference_id=env.reference_id,
             model_id=env.model_id,
             model_version=env.model_version,
             features=feats,
-            outputs=OutputProfile.from_dict(p["outputs"]),
-            policy=Policy.from_dict(p.get("policy", {})),
+            outputs=outputs,
+            policy=policy,
             row_count=env.row_count,
             source=env.source,
             created_at=env.created_at,
@@ -377,6 +488,7 @@ class ReferenceProfile:
             else MultivariateProfile.from_dict(
                 mv, {k: f.edges for k, f in feats.items() if isinstance(f, NumericProfile)}
             ),
+            stored_layout=env.format_version,
         )
 
     def with_version(self, version: str) -> ReferenceProfile:
@@ -392,4 +504,5 @@ class ReferenceProfile:
             source=self.source,
             created_at=self.created_at,
             multivariate=self.multivariate,
+            stored_layout=self.stored_layout,
         )

@@ -1,0 +1,227 @@
+"""Detector banks in the reference: built, stored (layout 2), and older references loaded."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from driftline.core.detectors.arl import arl_estimate, tilt
+from driftline.core.detectors.plans import DETECT, RETURN, quantile_points
+from driftline.core.reference import (
+    LAYOUT_VERSION,
+    Policy,
+    ReferenceProfile,
+    TrainingData,
+    build_reference,
+)
+from driftline.core.reference.banks import bank_points_from_bins
+from driftline.demo.simulate import SimulatedModel
+from driftline.errors import StateCorrupt
+
+
+@functools.cache
+def reference() -> ReferenceProfile:
+    sim = SimulatedModel(n_numeric=4, seed=3)
+    return build_reference(sim.training_data(20_000), "churn", "1", seed=0, created_at=0)
+
+
+def as_layout_1(ref: ReferenceProfile) -> bytes:
+    """The reference as an older Driftline stored it: layout 1, no banks."""
+    env = orjson.loads(ref.to_bytes())
+    env["format_version"] = 1
+    for f in env["profile"]["features"].values():
+        del f["bank"]
+    for key in ("classes", "confidence", "prediction"):
+        if env["profile"]["outputs"].get(key):
+            env["profile"]["outputs"][key].pop("bank", None)
+    env["profile"]["outputs"].pop("low_confidence_bank", None)
+    for retired in ("ph_delta", "ph_threshold", "ph_min_instances", "ph_alpha", "ph_clip"):
+        env["profile"]["policy"][retired] = 1.0  # what a layout-1 policy held
+    return orjson.dumps(env)
+
+
+def test_every_feature_and_output_has_a_calibrated_bank() -> None:
+    ref = reference()
+    units = [(u, k) for u, k, _ in ref.banks()]
+    assert units == [
+        *((name, "input_drift") for name in ref.features),
+        ("__class__", "output_drift"),
+        ("__confidence__", "output_drift"),
+        ("__low_confidence__", "output_drift"),
+    ]
+    for unit, _, plan in ref.banks():
+        assert plan.name == unit
+        detect = [t for r, t in zip(plan.role, plan.threshold, strict=True) if r == DETECT]
+        assert detect and all(math.isfinite(t) and 5 < t < 40 for t in detect), unit
+    assert ref.features["f00"].bank is not None and ref.features["f00"].bank.kind == "numeric"
+    assert ref.features["plan"].bank is not None
+    assert [g.name for g in ref.features["plan"].bank.groups] == [
+        "share:basic",
+        "share:pro",
+        "share:enterprise",
+    ]
+    low = ref.outputs.low_confidence_bank
+    assert low is not None and low.kind == "rate"
+    assert low.cut == ref.outputs.low_confidence_threshold
+
+
+def test_the_budget_is_split_over_the_kinds_units() -> None:
+    """A unit of a kind with more units gets a larger target ARL: higher thresholds."""
+    sim = SimulatedModel(n_numeric=4, seed=3)
+    data = sim.training_data(20_000)
+    few = build_reference(data, "churn", "1", seed=0, created_at=0)
+    rows = [{**r, **{f"extra{i}": r["f00"] for i in range(12)}} for r in data.features]
+    many = build_reference(
+        TrainingData(features=rows, predictions=data.predictions, scores=data.scores),
+        "churn",
+        "1",
+        seed=0,
+        created_at=0,
+    )
+    a, b = few.features["f01"].bank, many.features["f01"].bank
+    assert a is not None and b is not None
+    gain = [
+        hb - ha for ha, hb, r in zip(a.threshold, b.threshold, a.role, strict=True) if r == DETECT
+    ]
+    assert all(g > 0.5 for g in gain)  # about log(19 / 7) = 1 nat
+    # The outputs' budget does not depend on the number of features.
+    out_a, out_b = few.outputs.classes, many.outputs.classes
+    assert out_a is not None and out_b is not None and out_a.bank == out_b.bank
+
+
+def test_stored_as_layout_2_and_read_back_identically() -> None:
+    ref = reference()
+    blob = ref.to_bytes()
+    assert orjson.loads(blob)["format_version"] == LAYOUT_VERSION == 2
+    back = ReferenceProfile.from_bytes(blob)
+    assert back.banks() == ref.banks() and back.to_bytes() == blob
+    assert back.stored_layout == 2
+
+
+def test_rebuild_is_byte_identical_and_the_seed_drives_calibration() -> None:
+    sim = SimulatedModel(n_numeric=2, seed=5)
+    data = sim.training_data(5_000)
+    a = build_reference(data, "m", "1", seed=7, created_at=0)
+    b = build_reference(data, "m", "1", seed=7, created_at=0)
+    c = build_reference(data, "m", "1", seed=8, created_at=0)
+    assert a.to_bytes() == b.to_bytes()
+    assert a.features["f00"].bank != c.features["f00"].bank
+
+
+def log10_arl_on(values: np.ndarray, plan: Any, row: int, mean: float, std: float) -> float:
+    """log10 of a row's in-control ARL on ``values`` (the data itself), by simulation at a
+    lower threshold and the exponential law above it."""
+    z = np.clip((quantile_points(values, 4096) - mean) / std, -4, 4)
+    ch = z if plan.channel[row] == 0 else z * z
+    ys = (plan.a[row] * ch + plan.b[row])[None, :]
+    ws = np.full((1, z.size), 1 / z.size)
+    theta = tilt(ys, ws)
+    h = plan.threshold[row]
+    low = max(2.0, h - 8.0)
+    arl = arl_estimate(ys, ws, np.array([low]), theta, np.random.default_rng(0))[0]
+    return math.log10(arl) + float(theta[0]) * (h - low) / math.log(10)
+
+
+def test_a_layout_1_reference_is_calibrated_on_load_and_stays_in_budget() -> None:
+    """An older reference has only its bins: its banks are calibrated on them. On the data
+    itself the rows keep their false-alarm budget (conservative: the bins' tails are
+    wider than the data's, so the spread rows lose some sensitivity)."""
+    ref = reference()
+    old = ReferenceProfile.from_bytes(as_layout_1(ref))
+    assert old.stored_layout == 1
+    assert [(u, k) for u, k, _ in old.banks()] == [(u, k) for u, k, _ in ref.banks()]
+    for (unit, _, fresh), (_, _, loaded) in zip(ref.banks(), old.banks(), strict=True):
+        if fresh.kind != "numeric":  # from the same counts: the same rows, another seed
+            assert loaded.a == fresh.a and loaded.b == fresh.b
+            for t0, t1 in zip(fresh.threshold, loaded.threshold, strict=True):
+                assert t1 == pytest.approx(t0, rel=0.05), unit
+    column = np.asarray(
+        [r["f00"] for r in SimulatedModel(n_numeric=4, seed=3).training_data(20_000).features]
+    )
+    prof = old.features["f00"]
+    plan = prof.bank
+    assert plan is not None and prof.kind == "numeric"
+    rows = [r for r in range(plan.n_rows) if plan.role[r] == DETECT]
+    target = math.log10(ref.policy.false_alarm_events * len(ref.features) * len(rows))
+    for r in rows:
+        excess = log10_arl_on(column, plan, r, prof.mean, prof.std) - target
+        assert excess > -0.3, (r, excess)  # never twice the budget's false alarms
+        if plan.groups[plan.group[r]].name == "mean":
+            assert excess < 0.7, (r, excess)  # and the mean rows about as sensitive
+    # deterministic, and kept: a worker re-reads references every few seconds
+    again = ReferenceProfile.from_bytes(as_layout_1(ref))
+    assert again.banks() == old.banks()
+    assert again.features["f00"].bank is old.features["f00"].bank
+    # re-stored, it is a layout-2 reference with the same id
+    stored = orjson.loads(old.to_bytes())
+    assert stored["format_version"] == 2 and stored["reference_id"] == ref.reference_id
+    assert "ph_delta" not in stored["profile"]["policy"]
+
+
+def test_bins_stand_for_the_column_in_both_shapes() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(3.0, 2.0, 20_000)
+    prof = build_reference(
+        TrainingData(features=[{"x": float(v)} for v in x]), "m", "1", created_at=0
+    ).features["x"]
+    assert prof.kind == "numeric"
+    values, weights = bank_points_from_bins(prof.edges, prof.counts, prof.min, prof.max)
+    assert weights is not None and weights.sum() == pytest.approx(1.0)
+    assert float(weights @ values) == pytest.approx(prof.mean, abs=0.02)
+    counts = rng.poisson(4.0, 20_000).astype(float)
+    whole = build_reference(
+        TrainingData(features=[{"k": float(v)} for v in counts]), "m", "1", created_at=0
+    ).features["k"]
+    assert whole.kind == "numeric"
+    values, weights = bank_points_from_bins(whole.edges, whole.counts, whole.min, whole.max)
+    assert np.all(values == np.round(values))  # whole numbers stay whole
+    assert weights is not None and float(weights @ values) == pytest.approx(4.0, abs=0.05)
+
+
+def test_policy_keeps_its_one_number_and_documents_the_rest() -> None:
+    pol = Policy()
+    assert pol.false_alarm_events == 1_000_000.0
+    assert (pol.shifts, pol.scale_shifts, pol.category_shifts) == ((0.25, 0.5), (0.5,), (0.25, 0.5))
+    assert (pol.resolve_at, pol.clip, pol.critical_multiple) == (0.5, 4.0, 3.0)
+    back = Policy.from_dict(orjson.loads(orjson.dumps(pol.to_dict())))
+    assert back == pol
+    for retired in ("ph_delta", "ph_threshold", "ph_min_instances", "ph_alpha", "ph_clip"):
+        assert not hasattr(pol, retired)
+    assert Policy.from_dict({"ph_threshold": 50.0, "window_events": 200}).window_events == 200
+
+
+def test_a_feature_switched_off_has_no_bank() -> None:
+    sim = SimulatedModel(n_numeric=2, seed=5)
+    pol = Policy(feature_overrides={"f01": {"bank": 0}})
+    ref = build_reference(sim.training_data(5_000), "m", "1", policy=pol, created_at=0)
+    assert ref.features["f00"].bank is not None and ref.features["f01"].bank is None
+    assert "f01" not in {u for u, _, _ in ref.banks()}
+
+
+def test_return_rows_are_calibrated_even_on_a_warm_up_sized_reference() -> None:
+    sim = SimulatedModel(n_numeric=2, seed=5)
+    small = build_reference(sim.training_data(2_000), "m", "1", created_at=0)
+    for _, _, plan in small.banks():
+        back = [t for r, t in zip(plan.role, plan.threshold, strict=True) if r == RETURN]
+        assert back and all(math.isfinite(t) for t in back)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda b: b["rows"]["threshold"].__setitem__(0, -1.0),
+        lambda b: b.__setitem__("kind", "ordinal"),
+        lambda b: b["rows"]["group"].__setitem__(0, 99),
+        lambda b: b.pop("groups"),
+    ],
+)
+def test_a_malformed_bank_is_refused(change: Any) -> None:
+    env = orjson.loads(reference().to_bytes())
+    change(env["profile"]["features"]["f00"]["bank"])
+    with pytest.raises((StateCorrupt, ValueError)):
+        ReferenceProfile.from_bytes(orjson.dumps(env))
