@@ -78,6 +78,10 @@ def test_format_alert_is_one_readable_line():
     assert "diagnosis=covariate_shift_harmful" in line and "\n" not in line
     quiet = format_alert(_alert("churn", "output_drift", "warning").model_dump(mode="json"))
     assert "diagnosis" not in quiet  # "undetermined" is not worth printing
+    grown = _alert("churn", "input_drift", "critical", status="updated").model_dump(mode="json")
+    assert "[UPDATED ] critical input_drift" in format_alert(grown)
+    over = _alert("churn", "input_drift", "warning", status="resolved").model_dump(mode="json")
+    assert "[resolved] warning" in format_alert(over)
 
 
 # ---------------------------------------------------------------------------- Tansu

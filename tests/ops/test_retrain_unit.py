@@ -120,6 +120,32 @@ def test_duplicates_and_resolved_never_trigger_and_resolved_closes_context():
     assert [x["kind"] for x in d.request.alerts] == ["concept_drift"]  # input episode closed
 
 
+def test_an_update_refreshes_the_context_and_triggers_only_when_the_policy_says():
+    """An ``updated`` alert is the open episode's latest state (another feature started
+    drifting, or it became critical): it replaces the episode's alert in the context of
+    a later request, and is not a new trigger unless ``trigger_on_updates``."""
+    warning = alert(kind="input_drift", diagnosis="undetermined", severity="warning")
+    critical = {
+        **alert(kind="input_drift", diagnosis="undetermined", severity="critical", at=T0 + 5),
+        "status": "updated",
+        "alert_id": make_alert_id("churn", "3", "", "input_drift", 1, "updated", 1),
+    }
+    only_critical = RetrainPolicy(severities=frozenset({"critical"}), debounce_ms=0)
+    trig = RetrainTrigger(only_critical)
+    assert trig.feed(warning).outcome == "filtered"
+    d = trig.feed(critical)
+    assert d.outcome == "updated" and d.request is None
+    req = trig.feed(alert(at=T0 + 10)).request  # a concept-drift alert triggers
+    assert req is not None
+    assert [(a["kind"], a["status"]) for a in req.alerts[1:]] == [("input_drift", "updated")]
+    # With trigger_on_updates the escalation itself is a trigger (through the filters).
+    trig = RetrainTrigger(RetrainPolicy(**{**only_critical.__dict__, "trigger_on_updates": True}))
+    assert trig.feed(warning).outcome == "filtered"
+    d = trig.feed(critical)
+    assert d.outcome == "requested" and d.request is not None
+    assert d.request.policy["trigger_on_updates"] is True
+
+
 def test_approval_marks_requests_pending():
     d = RetrainTrigger(RetrainPolicy(require_approval=True)).feed(alert())
     assert d.request.status == "pending_approval"

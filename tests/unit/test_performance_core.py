@@ -451,9 +451,15 @@ def test_drift_index_follows_firing_and_resolved_alerts():
     base = {"kind": "input_drift", "model_id": "m", "model_version": "1", "episode": 2}
     assert ix.observe({**base, "status": "firing", "window": {"start": 10}, "detected_at": 20})
     assert not ix.observe({**base, "status": "firing", "window": {"start": 10}, "detected_at": 20})
+    # an update of the open episode (another feature drifting) neither moves nor ends it
+    assert not ix.observe({**base, "status": "updated", "window": {"start": 10}, "detected_at": 30})
+    assert ix.containing("m", "1", 35) == ["#2"]
     assert ix.observe({**base, "status": "resolved", "window": {"start": 40}, "detected_at": 50})
     assert ix.containing("m", "1", 30) == ["#2"] and ix.containing("m", "1", 60) == []
     assert not ix.observe({**base, "kind": "output_drift", "status": "firing"})
+    # an update whose firing alert was missed opens the episode at its window start
+    late = {**base, "episode": 3, "status": "updated", "window": {"start": 70}, "detected_at": 90}
+    assert ix.observe(late) and ix.containing("m", "1", 80) == ["#3"]
 
 
 def test_state_records_are_versioned_and_checked():

@@ -110,6 +110,10 @@ def test_active_alert_and_state_rules():
     assert classify_state([], False) == "unknown"
     assert classify_state([], True) == "healthy"
     assert classify_state([], True, accuracy_drop=True) == "degraded"
+    # An update is the open episode's latest state: active, and the one shown.
+    grown = [a("input_drift", "firing", 10), {**a("input_drift", "updated", 15), "feature": "x"}]
+    assert [x["status"] for x in active_alerts(grown)] == ["updated"]
+    assert active_alerts([*grown, a("input_drift", "resolved", 15)]) == []
 
 
 def test_parse_since():

@@ -334,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rt.add_argument("--debounce", default="24h", help="per-model minimum gap (event time)")
     rt.add_argument("--approval", action="store_true", help="publish requests as pending_approval")
+    rt.add_argument(
+        "--trigger-on-updates",
+        action="store_true",
+        help="an updated alert (another feature drifting, or the episode became critical) "
+        "may trigger a request; by default it only refreshes the request context",
+    )
     rt.add_argument("--webhook", help="POST each request as JSON to this http(s) URL")
     rt.add_argument(
         "--no-publish", action="store_true", help="do not publish to the retrain-requests topic"

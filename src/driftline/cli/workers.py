@@ -85,6 +85,7 @@ async def retrain(args: argparse.Namespace, settings: Settings) -> int:
         else default.ignore_diagnoses,
         debounce_ms=parse_duration_ms(args.debounce),
         require_approval=args.approval,
+        trigger_on_updates=args.trigger_on_updates,
     )
     service = RetrainService(
         settings,

@@ -13,7 +13,10 @@ Kafka and HTTP out, metrics.
 
 Policy, per alert, in this order:
 
-1. ``resolved`` alerts close the model's open episode and never trigger;
+1. ``resolved`` alerts close the model's open episode and never trigger; ``updated``
+   alerts (the monitor's open episode changed: another feature started drifting, or it
+   became critical) replace the episode's alert in the request context, and trigger
+   only with ``trigger_on_updates`` (then through the checks below, like a firing one);
 2. an ``alert_id`` already seen is a duplicate (the monitor's outbox may publish an
    alert twice);
 3. the alert's ``kind`` must be in ``kinds``, its ``severity`` in ``severities``, its
@@ -65,7 +68,7 @@ __all__ = [
 ]
 
 RequestStatus = Literal["requested", "pending_approval"]
-Outcome = Literal["requested", "debounced", "filtered", "resolved", "duplicate"]
+Outcome = Literal["requested", "debounced", "filtered", "resolved", "updated", "duplicate"]
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -102,6 +105,10 @@ class RetrainPolicy:
     debounce_ms: int = 24 * 3_600_000
     #: Publish requests as ``pending_approval`` instead of ``requested``.
     require_approval: bool = False
+    #: An ``updated`` alert (an open episode changed) may trigger a request, e.g. when
+    #: only ``critical`` alerts do and an episode became critical. Off: it only
+    #: refreshes the open episode's context.
+    trigger_on_updates: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, recorded in every request."""
@@ -111,6 +118,7 @@ class RetrainPolicy:
             "ignore_diagnoses": sorted(self.ignore_diagnoses),
             "debounce_ms": self.debounce_ms,
             "require_approval": self.require_approval,
+            "trigger_on_updates": self.trigger_on_updates,
         }
 
 
@@ -193,10 +201,13 @@ class RetrainTrigger:
             return Decision("duplicate", alert_id, model, "alert id already seen")
         self._remember_id(alert_id)
         key = _episode_key(alert)
-        if alert["status"] != "firing":
+        status = alert["status"]
+        if status not in ("firing", "updated"):
             self.open_alerts.get(model, {}).pop(key, None)
             return Decision("resolved", alert_id, model, "a resolved alert never triggers")
         self.open_alerts.setdefault(model, {})[key] = dict(alert)
+        if status == "updated" and not self.policy.trigger_on_updates:
+            return Decision("updated", alert_id, model, "an update refreshes the open episode")
 
         pol = self.policy
         kind, severity = str(alert["kind"]), str(alert["severity"])

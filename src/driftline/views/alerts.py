@@ -36,7 +36,7 @@ def format_alert(a: dict[str, Any]) -> str:
     from datetime import UTC, datetime
 
     top = ", ".join(f"{f['feature']}={f['score']:.3g}" for f in a.get("top_features", [])[:3])
-    mark = "FIRING  " if a["status"] == "firing" else "resolved"
+    mark = {"firing": "FIRING  ", "updated": "UPDATED "}.get(a["status"], "resolved")
     at = datetime.fromtimestamp(a["detected_at"] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     diagnosis = a.get("diagnosis")
     diag = f"  diagnosis={diagnosis}" if diagnosis and diagnosis != "undetermined" else ""
@@ -48,14 +48,12 @@ def format_alert(a: dict[str, Any]) -> str:
     )
 
 
-
 def parse_choices(value: str | Sequence[str] | None) -> frozenset[str] | None:
     """``"a,b"`` or ``["a", "b"]`` -> {"a", "b"}; nothing -> no filter."""
     if not value:
         return None
     parts = value.split(",") if isinstance(value, str) else value
     return frozenset(p.strip() for p in parts if p.strip()) or None
-
 
 
 def alert_matches(
@@ -73,7 +71,6 @@ def alert_matches(
     return True
 
 
-
 def parse_since_ms(text: str, now_ms: int | None = None) -> int:
     """``--since``: an ISO 8601 date-time (``2026-01-01T10:00Z``; naive means UTC), epoch
     ms, or a duration back from now (``90s``, ``30m``, ``1h``, ``7d``, ``2w``)."""
@@ -87,10 +84,8 @@ def parse_since_ms(text: str, now_ms: int | None = None) -> int:
     return ms
 
 
-
 #: At most this many alert ids are remembered for deduplication (oldest forgotten).
 DEDUPE_IDS = 100_000
-
 
 
 async def follow_alerts(

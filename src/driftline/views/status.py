@@ -41,7 +41,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from driftline.config import Settings
-from driftline.contract.history import decode_alert, decode_perf
+from driftline.contract.history import alert_order, decode_alert, decode_perf
 from driftline.core.reference import ReferenceProfile
 from driftline.runtime.store import StateStore, open_store
 from driftline.views.report.build import (
@@ -109,7 +109,7 @@ async def model_statuses(store: StateStore) -> list[dict[str, Any]]:
                 alerts.append(decode_alert(blob))
             except ValueError:
                 continue
-        alerts.sort(key=lambda a: (a["detected_at"], a["episode"], a["status"] == "resolved"))
+        alerts.sort(key=alert_order)
         active = active_alerts(alerts, streams)
         acc_drop = False
         perf = await store.read_history(model, "perf", count=1)

@@ -33,8 +33,10 @@ class DriftIndex:
     """Input-drift episodes the monitor reported, as event-time intervals per model/version.
 
     Fed with the ``drift-alerts`` topic (:meth:`observe`). A firing ``input_drift``
-    alert opens an interval at its window start; the resolved alert of the same episode
-    closes it at its ``detected_at``. Plain memory: rebuilt from the topic on start.
+    alert opens an interval at its window start; an ``updated`` one (the episode grew)
+    opens it only if its firing alert was not seen; the resolved alert of the same
+    episode closes it at its ``detected_at``. Plain memory: rebuilt from the topic on
+    start.
 
     Examples
     --------
@@ -57,7 +59,10 @@ class DriftIndex:
         ep = f"{segment_key(alert.get('segment'))}#{int(alert['episode'])}"
         eps = self.intervals.setdefault(key, {})
         at = int(alert["detected_at"])
-        if alert.get("status") == "firing":
+        status = alert.get("status")
+        if status == "updated" and ep in eps:
+            return False
+        if status in ("firing", "updated"):
             start = min(int(alert["window"]["start"]), at)
             cur = eps.get(ep)
             if cur is not None and cur[0] == start:

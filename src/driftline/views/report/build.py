@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from driftline.contract.history import History, decode_window
+from driftline.contract.history import History, alert_order, decode_window
 from driftline.contract.keys import segment_key
 from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.runtime.history import load_history
@@ -139,8 +139,9 @@ def active_alerts(
     alerts: Sequence[Mapping[str, Any]],
     latest: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Alerts whose episode is still firing: the last alert of each (version, segment,
-    kind) is a ``firing`` one, and no later window of that stream says otherwise.
+    """Alerts whose episode is still open: the last alert of each (version, segment,
+    kind) is a ``firing`` or ``updated`` one (the latter: the episode's latest state, with
+    every feature drifting), and no later window of that stream says otherwise.
 
     ``latest`` maps (version, segment) to the last window (``end`` and ``episodes``).
     """
@@ -148,16 +149,11 @@ def active_alerts(
     for a in alerts:
         key = (a["model_version"], segment_key(a.get("segment")), a["kind"])
         prev = last.get(key)
-        order = (a["detected_at"], a["episode"], a["status"] == "resolved")
-        if prev is None or order >= (
-            prev["detected_at"],
-            prev["episode"],
-            prev["status"] == "resolved",
-        ):
+        if prev is None or alert_order(a) >= alert_order(prev):
             last[key] = a
     out = []
     for (ver, seg, kind), a in last.items():
-        if a["status"] != "firing":
+        if a["status"] == "resolved":
             continue
         w = (latest or {}).get((ver, seg))
         if w is not None and w["end"] > a["detected_at"] and not w["episodes"].get(kind, True):
@@ -523,8 +519,11 @@ def build_report(inp: ReportInput) -> dict[str, Any]:
         if a["status"] == "firing":
             ep["start"] = a["detected_at"]
             ep["severity"], ep["feature"] = a["severity"], a["feature"]
+        elif a["status"] == "updated":  # the episode grew or became critical
+            ep["severity"] = a["severity"]
         else:
             ep["end"] = a["detected_at"]
+            ep["severity"] = a["severity"]
     t_lo = min([*times[:1], *(a["detected_at"] for a in alerts[:1])], default=None)
     t_hi = max([*times[-1:], *(a["detected_at"] for a in alerts[-1:])], default=None)
     active_keys = {(a["kind"], a["episode"]) for a in active}
