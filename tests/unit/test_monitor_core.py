@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import orjson
 import pytest
 
 from driftline.contract.keys import StateKey
@@ -186,3 +187,40 @@ def test_the_demos_categorical_shift_is_named_in_an_alert():
     resolved = inputs[-1]
     assert {f.feature for f in resolved.top_features} >= {"f03", "plan"}
     assert resolved.detected_at > T0 + 6_000 * STEP  # after the data recovered
+
+
+def test_a_state_from_before_the_banks_restarts_its_detectors_and_ends_its_episode():
+    """A ``ModelState`` of format 1 (Page-Hinkley, an input-drift episode left firing)
+    read against the same reference: its windows and detectors restart, and the open
+    episode resolves at the next batch, once, with the same number; then new drift is a
+    new episode."""
+    ref = reference()
+    sim = SimulatedModel(seed=21)
+    events = list(sim.events(4_000, shift=Shift(start=2_000, sigmas=1.0)))
+    states: dict[StateKey, ModelState] = {}
+    process_batch(events[:1_000], states, lambda m, v: ref)
+    (key, st) = next(iter(states.items()))
+    record = orjson.loads(st.to_bytes())
+    record["v"] = 1
+    del record["bank"]
+    record.update(ph={}, adwin=None, block=[], early={})
+    record["episodes"] = {
+        "input_drift": {
+            "firing": True,
+            "number": 3,
+            "clean_windows": 0,
+            "cooldown": 0,
+            "severity": "warning",
+            "feature": "f03",
+        }
+    }
+    old = ModelState.from_bytes(orjson.dumps(record), ref)
+    assert old.bank is not None and not old.bank.away.any() and old.window.count == 0
+    states = {key: old}
+    alerts = []
+    for i in range(1_000, 4_000, 500):
+        alerts += [a for a in process_batch(events[i : i + 500], states, lambda m, v: ref).alerts]
+    inputs = [(a.status, a.episode) for a in alerts if a.kind == "input_drift"]
+    assert inputs[0] == ("resolved", 3) and alerts[0].detected_at == T0 + 1_000 * STEP
+    assert [s for s, e in inputs if s != "updated"] == ["resolved", "firing"]
+    assert inputs[1] == ("firing", 4)
