@@ -1,9 +1,9 @@
 """Multivariate drift benchmark (issue 15): detection, false alarms, calibration, cost.
 
 One command prints, per case, how often and how fast the multivariate detector fires
-beside the univariate detectors on the same streams (Driftline's current window tests
-and detectors through its pure core, and the calibrated CUSUM banks of
-``bench/proto_detection.py``); the false alarms on stationary streams; a calibration
+beside the univariate detectors on the same streams (Driftline's fast loop through its
+pure core, and the reference's calibrated per-feature CUSUM banks run alone,
+``FeatureBank``); the false alarms on stationary streams; a calibration
 check at budgets small enough to count alarms; the cost per event with and without
 the multivariate detector; and the reference-build time for 20 and 300 features.
 
@@ -16,7 +16,7 @@ change at event 10,000 of 20,000). Each run builds every reference from 20,000 t
 rows of the same generator (another seed). A detection is the first firing at or
 after event 10,000; its delay is its index minus 10,000. A univariate detector "fires"
 when any feature's alert (Driftline now: any ``input_drift`` firing alert) or bank
-(proposed: any feature's episode opening) starts after the change.
+(any feature's episode opening) starts after the change.
 
 BLAS runs on one thread here (``OPENBLAS_NUM_THREADS=1`` unless set): on a shared
 2-core machine threaded BLAS made the small products 3-10x slower.
@@ -43,6 +43,8 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 
 from driftline.contract.columnar import ColumnarBatch, pack_events  # noqa: E402
+from driftline.core.detectors import FeatureBank  # noqa: E402
+from driftline.core.detectors.plans import FeaturePlan  # noqa: E402
 from driftline.core.fastloop import process_batch  # noqa: E402
 from driftline.core.multivariate import (  # noqa: E402
     CategoricalInput,
@@ -55,6 +57,7 @@ from driftline.core.multivariate import (  # noqa: E402
 from driftline.core.reference import (  # noqa: E402
     CategoricalProfile,
     NumericProfile,
+    Policy,
     ReferenceProfile,
     TrainingData,
     build_reference,
@@ -62,7 +65,6 @@ from driftline.core.reference import (  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import proto_detection as proto  # noqa: E402
 from multivariate_cases import (  # noqa: E402
     BATCH,
     CASES,
@@ -90,7 +92,7 @@ class Built:
     layout: Layout
     ref: ReferenceProfile | None
     mv: MultivariateProfile
-    plans: dict[str, proto.FeaturePlan]
+    plans: dict[str, FeaturePlan]
     seconds_reference: float
     seconds_multivariate: float
 
@@ -129,22 +131,20 @@ def build(
     n_features = len(layout.names)
     ref = None
     t_ref = math.nan
-    plans: dict[str, proto.FeaturePlan] = {}
+    plans: dict[str, FeaturePlan] = {}
     if univariate:
         t = time.process_time()
         ref = build_reference(
-            TrainingData(features=rows_of(train, layout)), "mv", "1", seed=run, created_at=0
+            TrainingData(features=rows_of(train, layout)),
+            "mv",
+            "1",
+            policy=Policy(false_alarm_events=budget),
+            seed=run,
+            created_at=0,
         )
         t_ref = time.process_time() - t
-        per_feature = budget * n_features
-        for j, name in enumerate(layout.numeric):
-            plans[name] = proto.build_plan(
-                name, train.x[j], kind="numeric", target_arl=per_feature, seed=run
-            )
-        for name, values in train.cats.items():
-            plans[name] = proto.build_plan(
-                name, values, kind="categorical", target_arl=per_feature, seed=run
-            )
+        # The reference's banks: calibrated at build to the budget split over the features.
+        plans = {name: p.bank for name, p in ref.features.items() if p.bank is not None}
     nums, cats = inputs(train, layout, ref)
     t = time.process_time()
     # The multivariate detector counts as one more feature in the budget's split.
@@ -196,17 +196,22 @@ def run_univariate_now(ref: ReferenceProfile, s: Stream, layout: Layout) -> list
     return out
 
 
-def run_banks(plans: dict[str, proto.FeaturePlan], s: Stream, layout: Layout) -> list[int]:
-    """Positions where any feature's proposed bank opened an episode."""
+def run_banks(built: Built, s: Stream, layout: Layout) -> list[int]:
+    """Positions where any feature's bank (the reference's, run alone) opened an episode."""
+    plans, ref = built.plans, built.ref
+    assert ref is not None
     out: list[int] = []
     for j, name in enumerate(layout.numeric):
-        det = proto.FeatureDetector(plans[name])
+        det = FeatureBank(plans[name])
         for a in range(0, s.n, BATCH):
             out.extend(int(p) for p in det.update_many(s.x[j, a : a + BATCH]))
     for name, values in s.cats.items():
-        plan = plans[name]
-        codes = plan.codes(values)
-        det = proto.FeatureDetector(plan)
+        prof = ref.features[name]
+        assert isinstance(prof, CategoricalProfile)
+        index = {c: i for i, c in enumerate(prof.categories)}
+        other = len(prof.categories)  # the reference's code for any other category
+        codes = np.asarray([index.get(str(v), other) for v in values], dtype=np.float64)
+        det = FeatureBank(plans[name])
         for a in range(0, s.n, BATCH):
             out.extend(int(p) for p in det.update_many(codes[a : a + BATCH]))
     return sorted(out)
@@ -231,7 +236,7 @@ def one_run(args: tuple[int, int, str, float, Sequence[str], bool]) -> dict[str,
         r: dict[str, Any] = {"mv": fires, "mv_top": top, "mv_pair": pairs}
         if univariate and built.ref is not None:
             r["now"] = run_univariate_now(built.ref, s, layout)
-            r["bank"] = run_banks(built.plans, s, layout)
+            r["bank"] = run_banks(built, s, layout)
         out["cases"][case] = r
     return out
 
@@ -267,7 +272,7 @@ def print_detection(runs: list[dict[str, Any]], title: str, univariate: bool) ->
     )
     head = "| case | multivariate | top-2 features right |"
     if univariate:
-        head += " univariate now fired after change | proposed banks fired after change |"
+        head += " univariate now fired after change | feature banks fired after change |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     cases = list(runs[0]["cases"])
@@ -295,7 +300,7 @@ def print_detection(runs: list[dict[str, Any]], title: str, univariate: bool) ->
         f"{sum(stat)} in {len(stat)} ({sum(stat) / max(1, len(stat)):.3f} per run; bar <= 0.05)"
     )
     if univariate:
-        for key, name in (("now", "univariate now"), ("bank", "proposed banks")):
+        for key, name in (("now", "univariate now"), ("bank", "feature banks")):
             st = [len(r["cases"]["stationary"][key]) for r in runs]
             print(
                 f"- {name}: stationary runs {sum(st)} firings in {len(st)} "
@@ -308,7 +313,7 @@ def print_mean_shift(runs: list[dict[str, Any]]) -> None:
         "\n## Mean shift in one feature: multivariate beside univariate "
         "(median delay, runs fired within 1,000 / runs)\n"
     )
-    print("| case | multivariate | univariate now | proposed banks | mv after the banks |")
+    print("| case | multivariate | univariate now | feature banks | mv after the banks |")
     print("|---|---|---|---|---|")
     for case in ("mean_indep_05", "mean_indep_1", "mean_pair_05", "mean_pair_1"):
         if case not in runs[0]["cases"]:
