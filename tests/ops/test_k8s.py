@@ -5,7 +5,6 @@ with small schemas of the fields we use; plus the wiring between the objects."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +265,8 @@ def test_probes_use_the_health_endpoints():
 def test_one_image_reference_for_compose_k8s_and_the_dockerfile():
     """The image compose builds is the one every Deployment runs (kustomize `images:`
     sets the tag), versioned like the package."""
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    from driftline import __version__ as version
+
     ref = f"ghcr.io/driftline/driftline:{version}"
     kust = _by_kind("Kustomization")[0]
     assert kust["images"] == [{"name": "ghcr.io/driftline/driftline", "newTag": version}]

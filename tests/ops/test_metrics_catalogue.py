@@ -1,4 +1,4 @@
-"""docs/metrics.md lists every metric of driftline.metrics.REGISTRY with its labels."""
+"""docs/metrics.md lists every metric of driftline.runtime.metrics.REGISTRY with its labels."""
 
 from __future__ import annotations
 
