@@ -51,7 +51,8 @@ async def labels(args: argparse.Namespace, settings: Settings) -> int:
     if args.report:
         print(await report_text(settings, args.model, args.champion, args.json))
         return 0
-    serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
+    port = serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
+    log.info("metrics on :%d/metrics", port)
     worker = LabelJoiner(settings, name=args.name)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

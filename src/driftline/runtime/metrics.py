@@ -12,13 +12,33 @@ docs/metrics.md is the catalogue with the meaning of each metric.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 
-__all__ = ["REGISTRY", "FeatureLabels", "serve_metrics"]
+__all__ = [
+    "REGISTRY",
+    "FeatureLabels",
+    "init_worker_series",
+    "observe_statistic",
+    "serve_metrics",
+]
 
-#: Driftline's own registry (the process collector is not duplicated in tests).
+#: Driftline's own registry: every metric below, plus the standard process (CPU,
+#: memory, file descriptors), platform (``python_info``) and garbage-collector
+#: collectors that dashboards for Python workers expect.
 REGISTRY = CollectorRegistry(auto_describe=True)
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
 
 # --- producer SDK ------------------------------------------------------------------
 PRODUCER_SENT = Counter(
@@ -33,6 +53,8 @@ PRODUCER_DROPPED = Counter(
     ["topic", "reason"],
     registry=REGISTRY,
 )
+#: Why the producer SDK drops an event (docs/producer.md); its series start at zero.
+PRODUCER_DROP_REASONS = ("buffer_full", "oversize", "invalid", "closed", "shutdown", "rejected")
 
 # --- ingest ------------------------------------------------------------------------
 EVENTS = Counter(
@@ -106,12 +128,40 @@ WINDOWS_CLOSED = Counter(
     ["model", "version"],
     registry=REGISTRY,
 )
-DRIFT_SCORE = Gauge(
-    "driftline_drift_score",
-    "Latest drift statistic per model, feature and test.",
-    ["model", "version", "feature", "test"],
+# One family per statistic and unit, so one panel or threshold fits each.
+DRIFT_PSI = Gauge(
+    "driftline_drift_psi",
+    "Population stability index of the latest window per feature (dimensionless, >= 0).",
+    ["model", "version", "feature"],
     registry=REGISTRY,
 )
+DRIFT_KS = Gauge(
+    "driftline_drift_ks_statistic",
+    "Two-sample Kolmogorov-Smirnov statistic D of the latest window per numeric feature (0..1).",
+    ["model", "version", "feature"],
+    registry=REGISTRY,
+)
+DRIFT_JS = Gauge(
+    "driftline_drift_js_distance",
+    "Jensen-Shannon distance (base 2) of the latest window per feature (0..1).",
+    ["model", "version", "feature"],
+    registry=REGISTRY,
+)
+DRIFT_CHI2 = Gauge(
+    "driftline_drift_chi2_statistic",
+    "Pearson chi-square statistic of the latest window per categorical feature (>= 0; "
+    "grows with the window's size).",
+    ["model", "version", "feature"],
+    registry=REGISTRY,
+)
+DRIFT_RATE = Gauge(
+    "driftline_drift_rate_ratio",
+    "Latest window's data-quality and output rates (0..1) or their excess over the "
+    "reference's (-1..1), by statistic.",
+    ["model", "version", "feature", "statistic"],
+    registry=REGISTRY,
+)
+_DRIFT_FAMILIES = {"psi": DRIFT_PSI, "ks": DRIFT_KS, "js": DRIFT_JS, "chi2": DRIFT_CHI2}
 DRIFT_ACTIVE = Gauge(
     "driftline_drift_active",
     "1 while a drift episode of this kind is firing.",
@@ -187,6 +237,13 @@ HELD_LABELS = Gauge(
     ["worker"],
     registry=REGISTRY,
 )
+HELD_LABELS_FILL = Gauge(
+    "driftline_held_labels_fill_ratio",
+    "Held labels of the fullest partition / labels.max_held_labels (at 1 the oldest "
+    "become orphans).",
+    ["worker"],
+    registry=REGISTRY,
+)
 
 
 # --- retraining trigger ------------------------------------------------------------
@@ -230,6 +287,50 @@ class FeatureLabels:
                 seen.add(feature)
                 return feature
             return "other"
+
+
+def observe_statistic(model: str, version: str, feature: str, test: str, value: float) -> None:
+    """Export one window statistic of the fast loop in the family of its unit.
+
+    ``psi``, ``ks``, ``js`` and ``chi2`` have a gauge each; every other statistic (the
+    data-quality rates, the output shares and their excesses) is a ratio, exported as
+    ``driftline_drift_rate_ratio`` with the statistic's name as the ``statistic`` label.
+    """
+    family = _DRIFT_FAMILIES.get(test)
+    if family is not None:
+        family.labels(model, version, feature).set(value)
+    else:
+        DRIFT_RATE.labels(model, version, feature, test).set(value)
+
+
+#: Outcomes and results a worker exports from its start, at zero: a series that exists
+#: before its first event lets rate() and the alerting rules see the first increase.
+_WORKER_OUTCOMES = ("processed", "dead_letter", "duplicate")
+_COMMIT_RESULTS = ("ok", "duplicate", "fenced", "rewound")  # store.CommitResult
+_DEAD_LETTER_STAGES = ("decode", "validate", "version")
+
+
+def init_worker_series(worker: str, topics: Iterable[str], lease_topic: str) -> None:
+    """Create the fixed-label series of a consuming worker at zero (once, at its start).
+
+    Parameters
+    ----------
+    worker
+        The worker's name (``--name``).
+    topics
+        The topics it consumes (dead letters by topic and stage).
+    lease_topic
+        The topic its units are leased on (rewinds and quarantines).
+    """
+    for outcome in _WORKER_OUTCOMES:
+        EVENTS.labels(worker, outcome)
+    for result in _COMMIT_RESULTS:
+        STATE_COMMITS.labels(worker, result)
+    for topic in topics:
+        for stage in _DEAD_LETTER_STAGES:
+            DEAD_LETTERS.labels(topic, stage)
+    STATE_REWINDS.labels(worker, lease_topic)
+    QUARANTINED.labels(worker, lease_topic)
 
 
 def serve_metrics(port: int, certfile: str | None = None, keyfile: str | None = None) -> int:

@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import urlsplit
 
 import orjson
@@ -37,7 +37,13 @@ import orjson
 from driftline.config import KafkaSettings, Settings
 from driftline.errors import ConfigError, StateCorrupt
 from driftline.runtime import metrics as m
-from driftline.runtime.retrain import ModelState, RetrainPolicy, RetrainRequest, decide
+from driftline.runtime.retrain import (
+    ModelState,
+    Outcome,
+    RetrainPolicy,
+    RetrainRequest,
+    decide,
+)
 from driftline.runtime.sealer import Sealer
 
 if TYPE_CHECKING:
@@ -226,6 +232,8 @@ class RetrainService:
                 f"partitions but {alerts} has {partitions}: they must match"
             )
         self.app = self._build(partitions)
+        for outcome in get_args(Outcome):  # every decision's series from the start
+            m.RETRAIN_ALERTS.labels(outcome)
         started = time.monotonic()
         # app.start() returns once the group is joined and the table restored from its
         # changelog; a stop meanwhile (SIGTERM during a join) must not wait for that.

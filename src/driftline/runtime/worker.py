@@ -338,6 +338,7 @@ class Worker(Generic[S, R]):
             **self.consumer_options(),
         )
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        m.init_worker_series(self.name, self.topics, self.lease_topic)
         await self.consumer.start()
         m.READY.labels(self.name).set(0)
 
