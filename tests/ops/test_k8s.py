@@ -262,6 +262,18 @@ def test_probes_use_the_health_endpoints():
             assert c["startupProbe"]["httpGet"]["path"] == "/livez", c["name"]
 
 
+def test_shutdown_fits_the_grace_period():
+    """SIGTERM ends a worker within health.shutdown_seconds; the pod waits longer."""
+    bound = Settings().health.shutdown_seconds
+    for dep in _by_kind("Deployment"):
+        grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace > bound, dep["metadata"]["name"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name in ("monitor", "labels", "retrain"):
+        grace_s = compose["services"][name]["stop_grace_period"]
+        assert grace_s.endswith("s") and float(grace_s[:-1]) > bound, name
+
+
 def test_one_image_reference_for_compose_k8s_and_the_dockerfile():
     """The image compose builds is the one every Deployment runs (kustomize `images:`
     sets the tag), versioned like the package."""

@@ -6,13 +6,19 @@ deployment serves (operators choose them), and feature names are capped per mode
 :class:`FeatureLabels` (the rest share the value ``"other"``). No label ever carries an
 entity id (prediction id), a secret or free text.
 
-docs/metrics.md is the catalogue with the meaning of each metric.
+docs/metrics.md is the catalogue with the meaning of each metric. The HTTP server of a
+worker (:func:`serve_metrics`) also answers the health checks ``/livez`` (from
+:mod:`driftline.runtime.health`) and ``/readyz`` (from ``driftline_ready``).
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -22,14 +28,17 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    start_http_server,
+    make_wsgi_app,
 )
+
+from driftline.runtime.health import HEALTH
 
 __all__ = [
     "REGISTRY",
     "FeatureLabels",
     "init_worker_series",
     "observe_statistic",
+    "readiness",
     "serve_metrics",
 ]
 
@@ -333,13 +342,74 @@ def init_worker_series(worker: str, topics: Iterable[str], lease_topic: str) -> 
     QUARANTINED.labels(worker, lease_topic)
 
 
-def serve_metrics(port: int, certfile: str | None = None, keyfile: str | None = None) -> int:
-    """Serve ``/metrics`` for :data:`REGISTRY` (TLS when a certificate is given).
-
-    Returns the bound port (useful with ``port=0``).
+def readiness() -> tuple[bool, str]:
+    """``/readyz``: live, started, and every ``driftline_ready`` series of this process
+    at 1. A worker that exports no readiness gauge is ready once its loop runs.
     """
-    server, _thread = start_http_server(
-        port, addr="0.0.0.0", registry=REGISTRY, certfile=certfile, keyfile=keyfile
-    )
-    bound: int = server.server_port
+    live = HEALTH.status()
+    if not live.startswith("ok"):
+        return False, f"not ready: not live: {live}"
+    if not HEALTH.started:
+        return False, f"not ready: {HEALTH.describe()}"
+    samples = [s for family in READY.collect() for s in family.samples]
+    down = sorted(s.labels["worker"] for s in samples if s.value != 1)
+    if down:
+        return False, "not ready: driftline_ready is 0 for worker " + ", ".join(down)
+    return True, "ready"
+
+
+def _liveness() -> tuple[bool, str]:
+    status = HEALTH.status()
+    return status.startswith("ok"), status
+
+
+_CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {"/livez": _liveness, "/readyz": readiness}
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """One thread per request: a slow scrape never holds up a probe."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        """Probes every few seconds would flood the log: log nothing."""
+
+
+def _app() -> Callable[..., Iterable[bytes]]:
+    metrics = make_wsgi_app(REGISTRY)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        check = _CHECKS.get(environ.get("PATH_INFO", ""))
+        if check is None:
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        ok, text = check()
+        start_response(
+            "200 OK" if ok else "503 Service Unavailable",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")],
+        )
+        return [text.encode() + b"\n"]
+
+    return app
+
+
+def serve_metrics(port: int, certfile: str | None = None, keyfile: str | None = None) -> int:
+    """Serve :data:`REGISTRY` on ``/metrics`` and the health checks ``/livez`` and
+    ``/readyz``, from daemon threads (TLS when a certificate is given).
+
+    The checks are answered here, off the worker's event loop, so they answer (503, with
+    the reason) when the worker is wedged. Returns the bound port (useful with
+    ``port=0``).
+    """
+    httpd = make_server("0.0.0.0", port, _app(), _Server, handler_class=_QuietHandler)
+    if certfile and keyfile:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(certfile, keyfile)
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    bound: int = httpd.server_port
     return bound

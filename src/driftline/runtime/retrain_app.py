@@ -37,6 +37,7 @@ import orjson
 from driftline.config import KafkaSettings, Settings
 from driftline.errors import ConfigError, StateCorrupt
 from driftline.runtime import metrics as m
+from driftline.runtime.health import HEALTH
 from driftline.runtime.retrain import (
     ModelState,
     Outcome,
@@ -297,6 +298,7 @@ class RetrainService:
         assert self.app is not None
         caught_up: float | None = None
         while not self._stop.is_set() and not self.app.should_stop:
+            HEALTH.beat()  # /livez: this loop turns every 0.2 s unless the event loop is wedged
             if idle_exit_s is not None:
                 # faust starts fetching some time after start() returns (seeks, resumes):
                 # idle time counts from the moment the alerts are all fetched.
