@@ -304,7 +304,10 @@ class LabelJoiner(Worker[UnitState, Joined]):
         for (model, version), diag in result.diagnoses.items():
             for d in DIAGNOSES:
                 m.DIAGNOSIS.labels(model, version, d).set(1 if d == diag else 0)
-        m.HELD_LABELS.labels(self.name).set(sum(len(u.state.held) for u in self.units.values()))
+        held = [len(u.state.held) for u in self.units.values()]
+        m.HELD_LABELS.labels(self.name).set(sum(held))
+        limit = self.settings.labels.max_held_labels
+        m.HELD_LABELS_FILL.labels(self.name).set(max(held, default=0) / limit)
         m.EVENTS.labels(self.name, "processed").inc(
             done.predictions - done.invalid_predictions + sum(result.labels.values())
         )
