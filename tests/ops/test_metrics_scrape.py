@@ -197,9 +197,8 @@ async def test_every_catalogued_metric_is_exported_with_a_sane_value(
             e["timestamp"] = _rfc3339(e["timestamp"])
         for lab in labs:
             lab["timestamp"] = _rfc3339(lab["timestamp"])
-        # One record per event: the label joiner does not read the SDK's columnar batch
-        # records yet (it counts each as one invalid prediction and joins nothing).
-        async with AsyncPredictionProducer(s, batch_events=False) as producer:
+        # The SDK's default: columnar batch records, read by the monitor and the joiner.
+        async with AsyncPredictionProducer(s) as producer:
             for e in preds:
                 assert producer.send(e)
             assert await producer.flush(60)  # the buffer holds 10 000 events
