@@ -197,14 +197,15 @@ def run_univariate_now(ref: ReferenceProfile, s: Stream, layout: Layout) -> list
 
 
 def run_banks(built: Built, s: Stream, layout: Layout) -> list[int]:
-    """Positions where any feature's bank (the reference's, run alone) opened an episode."""
+    """Positions where any feature's bank (the reference's, run alone) opened an episode
+    (``update_many`` gives positions in its batch)."""
     plans, ref = built.plans, built.ref
     assert ref is not None
     out: list[int] = []
     for j, name in enumerate(layout.numeric):
         det = FeatureBank(plans[name])
         for a in range(0, s.n, BATCH):
-            out.extend(int(p) for p in det.update_many(s.x[j, a : a + BATCH]))
+            out.extend(a + int(p) for p in det.update_many(s.x[j, a : a + BATCH]))
     for name, values in s.cats.items():
         prof = ref.features[name]
         assert isinstance(prof, CategoricalProfile)
@@ -213,7 +214,7 @@ def run_banks(built: Built, s: Stream, layout: Layout) -> list[int]:
         codes = np.asarray([index.get(str(v), other) for v in values], dtype=np.float64)
         det = FeatureBank(plans[name])
         for a in range(0, s.n, BATCH):
-            out.extend(int(p) for p in det.update_many(codes[a : a + BATCH]))
+            out.extend(a + int(p) for p in det.update_many(codes[a : a + BATCH]))
     return sorted(out)
 
 
