@@ -274,29 +274,59 @@ def _publish(
     if status == "updated":
         parts.append(ep.updates)
     start = ep.start_ms if 0 <= ep.start_ms <= at_ms else at_ms
-    result.alerts.append(
-        DriftAlert(
-            alert_id=make_alert_id(*parts),
-            model_id=key.model_id,
-            model_version=key.model_version,
-            segment=key.segment_dict(),
-            kind=kind,
-            status=status,
-            severity=ep.severity,
-            feature=unit or None,
-            detector=DETECTOR,
-            statistic=round(own[0], 6),
-            threshold=round(own[2], 6),
-            p_value=None,
-            window=AlertWindow(
-                start=max(0, start), end=max(0, at_ms), count=max(0, events_at - ep.start_event)
-            ),
-            reference=ref.reference_id,
-            detected_at=max(0, at_ms),
-            episode=ep.number,
-            diagnosis=_diagnosis(kind),
-            top_features=top,
-        )
+    alert = _drift_alert(
+        st,
+        ref,
+        kind,
+        status,
+        ep,
+        alert_id=make_alert_id(*parts),
+        feature=unit or None,
+        detector=DETECTOR,
+        measured=(round(own[0], 6), round(own[2], 6), None),
+        span=(start, at_ms, max(0, events_at - ep.start_event)),
+        top=top,
+    )
+    result.alerts.append(alert)
+
+
+def _drift_alert(
+    st: ModelState,
+    ref: ReferenceProfile,
+    kind: str,
+    status: str,
+    ep: DriftEpisode,
+    *,
+    alert_id: str,
+    feature: str | None,
+    detector: str,
+    measured: tuple[float, float, float | None],
+    span: tuple[int, int, int],
+    top: list[FeatureContribution],
+) -> DriftAlert:
+    """The alert of ``st``'s ``kind`` episode: ``measured`` is (statistic, threshold,
+    p-value), ``span`` the window's (start, end = detection time, events)."""
+    key = st.key
+    start, at_ms, count = span
+    return DriftAlert(
+        alert_id=alert_id,
+        model_id=key.model_id,
+        model_version=key.model_version,
+        segment=key.segment_dict(),
+        kind=kind,
+        status=status,
+        severity=ep.severity,
+        feature=feature,
+        detector=detector,
+        statistic=measured[0],
+        threshold=measured[1],
+        p_value=measured[2],
+        window=AlertWindow(start=max(0, start), end=max(0, at_ms), count=count),
+        reference=ref.reference_id,
+        detected_at=max(0, at_ms),
+        episode=ep.number,
+        diagnosis=_diagnosis(kind),
+        top_features=top,
     )
 
 
@@ -367,27 +397,25 @@ def _alert(
     key = st.key
     w = st.window
     start = w.start_ms if w.start_ms >= 0 else at_ms
-    return DriftAlert(
+    p_value = min(1.0, max(0.0, first.p_value)) if first and first.statistic == "psi" else None
+    return _drift_alert(
+        st,
+        ref,
+        kind,
+        status,
+        ep,
         alert_id=make_alert_id(
             key.model_id, key.model_version, key.segment, kind, ep.number, status
         ),
-        model_id=key.model_id,
-        model_version=key.model_version,
-        segment=key.segment_dict(),
-        kind=kind,
-        status=status,
-        severity=ep.severity,
         feature=first.feature if first else ep.feature,
         detector=detector,
-        statistic=round(first.effect, 6) if first else 0.0,
-        threshold=round(first.threshold, 6) if first else 0.0,
-        p_value=(min(1.0, max(0.0, first.p_value)) if first and first.statistic == "psi" else None),
-        window=AlertWindow(start=max(0, start), end=max(0, at_ms), count=count),
-        reference=ref.reference_id,
-        detected_at=max(0, at_ms),
-        episode=ep.number,
-        diagnosis=_diagnosis(kind),
-        top_features=_top_features(drifted),
+        measured=(
+            round(first.effect, 6) if first else 0.0,
+            round(first.threshold, 6) if first else 0.0,
+            p_value,
+        ),
+        span=(start, at_ms, count),
+        top=_top_features(drifted),
     )
 
 
