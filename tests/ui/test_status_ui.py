@@ -108,7 +108,8 @@ def test_status_http_surface(server):
     assert status == 200 and headers["Content-Type"] == "application/json"
     models = json.loads(body)["models"]
     assert [m["model"] for m in models] == ["churn", "fraud"]
-    assert models[0]["active"][0]["kind"] == "input_drift"
+    # Active episodes by their latest alert's time; the drifting model's input drift is one.
+    assert "input_drift" in {a["kind"] for a in models[0]["active"]}
     assert _get(server.url + "/healthz")[:1] == (200,)
     assert _get(server.url + "/", method="POST")[0] == 405
     assert _get(server.url + "/", method="HEAD")[2] == b""
