@@ -22,6 +22,7 @@ log = logging.getLogger("driftline")
 
 
 async def monitor(args: argparse.Namespace, settings: Settings) -> int:
+    settings.redis.signing_key()  # no key: one line, before anything starts
     port = serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
     log.info(
         "metrics on :%d/metrics; kafka %s; redis %s",
@@ -51,6 +52,7 @@ async def labels(args: argparse.Namespace, settings: Settings) -> int:
     if args.report:
         print(await report_text(settings, args.model, args.champion, args.json))
         return 0
+    settings.redis.signing_key()  # no key: one line, before anything starts
     serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
     worker = LabelJoiner(settings, name=args.name)
     loop = asyncio.get_running_loop()

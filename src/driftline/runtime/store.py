@@ -224,12 +224,18 @@ class StateStore:
         settings: RedisSettings,
         group: str,
     ) -> StateStore:
-        """A store using ``settings.key_prefix`` and ``settings.state_signing_key``."""
+        """A store using ``settings.key_prefix`` and ``settings.state_signing_key``.
+
+        Raises
+        ------
+        ConfigError
+            No signing key is configured (there is no default).
+        """
         return cls(
             client,
             prefix=settings.key_prefix,
             group=group,
-            signing_key=settings.state_signing_key,
+            signing_key=settings.signing_key(),
         )
 
     def __repr__(self) -> str:
@@ -735,5 +741,6 @@ def open_store(
     from :class:`~driftline.config.RedisSettings`); the caller closes the client
     (``await client.aclose()``).
     """
+    settings.signing_key()  # no key, no client: fail before connecting
     client = aioredis.Redis.from_url(settings.url, **settings.client_kwargs())
     return client, StateStore.from_settings(client, settings, group)
