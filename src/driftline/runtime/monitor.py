@@ -49,6 +49,8 @@ class Models:
 
     raw: dict[str, bytes] = field(default_factory=dict)
     states: dict[StateKey, ModelState] = field(default_factory=dict)
+    #: Models this worker registered as carried by the partition (see _claim_models).
+    claimed: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -107,6 +109,7 @@ class MonitorWorker(Worker[Models, Done]):
         refs = {k: await self.reference(*k) for k in keys}
         touched = {state_key(e) for e in events}
         models = unit.state
+        await self._claim_models(unit, touched)
         for key in touched:
             if key not in models.states and key.encode() in models.raw:
                 blob = models.raw.pop(key.encode())
@@ -132,6 +135,45 @@ class MonitorWorker(Worker[Models, Done]):
             stored_offset=last,
             result=Done(result, events, len(refused)),
         )
+
+    async def _claim_models(self, unit: Unit[Models], touched: set[StateKey]) -> None:
+        """Detect a model whose events moved here from another partition (issue 16).
+
+        Checked once per model and partition, when one of its streams is new to the
+        partition. A moved model gets a state of its own here (the old partition's
+        state stays where it is); its alert ids cannot collide with the old ones (they
+        include the stream's first prediction id). It is counted in
+        ``driftline_model_partition_moves_total`` and logged.
+        """
+        models = unit.state
+        new = {
+            k.model_id
+            for k in touched
+            if k.model_id not in models.claimed
+            and k not in models.states
+            and k.encode() not in models.raw
+        }
+        if not new:
+            return
+        store = self.store
+        assert store is not None
+        ordered = sorted(new)
+        moved = await self.retrying(
+            "registering models",
+            functools.partial(store.claim_models, ordered, self.topic, unit.partition),
+        )
+        models.claimed.update(ordered)
+        for model, before in moved.items():
+            m.MODEL_PARTITION_MOVES.labels(self.name, self.topic).inc()
+            log.warning(
+                "model %r arrives on %s[%d] but was carried by %s: its events moved "
+                "partition (partition count or partitioner changed?); this partition "
+                "keeps a state of its own, so its windows restart here",
+                model,
+                self.topic,
+                unit.partition,
+                before,
+            )
 
     async def committed(self, unit: Unit[Models], batch: Batch[Done]) -> None:
         done = batch.result

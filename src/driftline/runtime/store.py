@@ -58,6 +58,7 @@ from driftline.runtime.keyspace import (
     _check_name,
     history_key,
     history_models_key,
+    model_owner_key,
     partition_keys,
     reference_index_key,
     reference_key,
@@ -97,6 +98,14 @@ class _Script:
 _PARTITION_SCRIPT = _Script.load("store_commit.lua")
 #: a commit that also writes record hashes (the label joiner's pending predictions).
 _RECORDS_SCRIPT = _Script.load("store_join.lua")
+
+# Claim a model for a partition; returns the previous owner (nil for none). HMGET and
+# HSET only: the commands the documented service ACL already grants.
+_CLAIM_SCRIPT = """
+local before = redis.call('HMGET', KEYS[1], ARGV[1])[1]
+if before ~= ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return before
+"""
 
 
 class CommitResult(StrEnum):
@@ -504,6 +513,33 @@ class StateStore:
         if status == "fenced":
             raise FencedError(f"{where}: epoch {lease.epoch} is stale; outbox not trimmed")
         self._script_failure(where, status, rest)
+
+    # ------------------------------------------------------------------ model ownership
+
+    async def claim_models(
+        self, model_ids: Sequence[str], topic: str, partition: int
+    ) -> dict[str, str]:
+        """Record that ``topic``/``partition`` now carries ``model_ids`` for this group.
+
+        Returns ``{model: "<topic>:<partition>"}`` for each model another partition
+        carried before (it moved: a partition count change, another partitioner). One
+        atomic script per model on its own key (``{prefix}:owner:{<model_id>}``), all
+        in one pipelined round trip; the worker calls it only for streams new to a
+        partition.
+        """
+        if not model_ids:
+            return {}
+        here = f"{topic}:{partition}"
+        async with self._client.pipeline(transaction=False) as pipe:
+            for model in model_ids:
+                key = model_owner_key(self._prefix, model)
+                pipe.eval(_CLAIM_SCRIPT, 1, key, self._group, here)
+            replies: list[Any] = await pipe.execute()
+        return {
+            model: _text(before)
+            for model, before in zip(model_ids, replies, strict=True)
+            if before is not None and _text(before) != here
+        }
 
     # ------------------------------------------------------------------ references
 
