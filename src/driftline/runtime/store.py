@@ -69,6 +69,7 @@ from driftline.runtime.sealer import Sealer
 __all__ = [
     "CommitResult",
     "HistoryBatch",
+    "HistorySnapshot",
     "Lease",
     "RecordWrites",
     "StateStore",
@@ -199,6 +200,32 @@ class RecordWrites:
         for n in dead:
             args += [str(key_index[n]), str(len(self.tombs[n])), *self.tombs[n], self.tombstone]
         return args
+
+
+@dataclass(frozen=True)
+class HistorySnapshot:
+    """One model's latest windows, newest alerts and newest performance point
+    (:meth:`StateStore.history_snapshots`)."""
+
+    model_id: str
+    latest: dict[str, bytes]
+    alerts: list[tuple[str, bytes]]
+    perf: list[tuple[str, bytes]]
+
+
+def _entries(rows: Any) -> list[tuple[str, bytes]]:
+    """``(entry id, payload)`` of stream entries; entries without a ``d`` field skipped."""
+    out: list[tuple[str, bytes]] = []
+    for entry_id, fields in rows or []:
+        payload = fields.get(b"d", fields.get("d"))
+        if payload is None:
+            continue
+        out.append((_text(entry_id), payload if isinstance(payload, bytes) else payload.encode()))
+    return out
+
+
+def _latest(raw: Mapping[Any, Any]) -> dict[str, bytes]:
+    return {_text(k): v if isinstance(v, bytes) else str(v).encode() for k, v in raw.items()}
 
 
 class StateStore:
@@ -629,27 +656,52 @@ class StateStore:
         key = history_key(self._prefix, model_id, kind)
         top = f"({before}" if before else "+"
         rows: Any = await self._client.xrevrange(key, max=top, min="-", count=count)
-        out: list[tuple[str, bytes]] = []
-        for entry_id, fields in rows or []:
-            payload = fields.get(b"d", fields.get("d"))
-            if payload is None:
-                continue
-            out.append(
-                (_text(entry_id), payload if isinstance(payload, bytes) else payload.encode())
-            )
-        return out
+        return _entries(rows)
 
     async def history_latest(self, model_id: str) -> dict[str, bytes]:
         """The ``latest`` hash of a model: ``version\x1fsegment`` -> status JSON."""
         raw: dict[Any, Any] = await self._client.hgetall(
             history_key(self._prefix, model_id, "latest")
         )
-        return {_text(k): v if isinstance(v, bytes) else str(v).encode() for k, v in raw.items()}
+        return _latest(raw)
 
-    async def history_models(self) -> list[str]:
-        """Model ids that have history, sorted."""
-        members: set[Any] = await self._client.smembers(history_models_key(self._prefix))
-        return sorted(_text(m) for m in members)
+    async def history_models(self, batch: int = 1000) -> list[str]:
+        """Model ids that have history, sorted.
+
+        Read with ``SSCAN``, ``batch`` members per call: a set of 100 000 models is never
+        one O(N) command that holds Redis (and the workers' commits) up.
+        """
+        names: set[str] = set()
+        key = history_models_key(self._prefix)
+        async for member in self._client.sscan_iter(key, count=batch):
+            names.add(_text(member))
+        return sorted(names)
+
+    async def history_snapshots(
+        self, model_ids: Sequence[str], *, alerts: int
+    ) -> list[HistorySnapshot]:
+        """What the status page shows of each model, in one pipelined round trip.
+
+        Per model: its ``latest`` hash, its newest ``alerts`` alert entries and its
+        newest performance point (newest first, as :meth:`read_history` returns them).
+        """
+        if not model_ids:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for model in model_ids:
+                pipe.hgetall(history_key(self._prefix, model, "latest"))
+                pipe.xrevrange(history_key(self._prefix, model, "alerts"), count=alerts)
+                pipe.xrevrange(history_key(self._prefix, model, "perf"), count=1)
+            replies: list[Any] = await pipe.execute()
+        return [
+            HistorySnapshot(
+                model,
+                latest=_latest(replies[3 * i]),
+                alerts=_entries(replies[3 * i + 1]),
+                perf=_entries(replies[3 * i + 2]),
+            )
+            for i, model in enumerate(model_ids)
+        ]
 
     # ------------------------------------------------------------------ label join records
 
