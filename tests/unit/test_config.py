@@ -102,6 +102,7 @@ def test_open_store_refuses_to_build_a_client_without_a_key(monkeypatch):
     [
         ["monitor"],
         ["labels"],
+        ["retrain", "--no-metrics"],
         ["serve", "--port", "0"],
         ["reference", "show", "--model", "m", "--version", "1"],
         ["report", "--model", "m", "--out", "/dev/null"],

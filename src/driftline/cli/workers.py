@@ -74,6 +74,7 @@ async def labels(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def retrain(args: argparse.Namespace, settings: Settings) -> int:
+    settings.redis.signing_key()  # its state is signed: no key, one line, nothing started
     default = RetrainPolicy()
 
     def _set(text: str | None, fallback: frozenset[str]) -> frozenset[str]:
