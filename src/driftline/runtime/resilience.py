@@ -187,6 +187,7 @@ class ModelHolds:
         self.recheck_seconds = recheck_seconds
         self._clock = clock
         self._held: dict[int, dict[tuple[str, ...], Hold]] = {}
+        self._count()  # every reason's series from zero, so a rule sees 0, not absence
 
     def of(self, p: int) -> dict[tuple[str, ...], Hold]:
         """Every hold of partition ``p`` (in force or due for a recheck)."""
