@@ -257,7 +257,6 @@ def _publish(
     events_at: int,
     result: BatchResult,
 ) -> None:
-    key = st.key
     ranked = sorted(units.items(), key=lambda kv: (-kv[1][0], kv[0]))[:MAX_TOP]
     total = sum(e[0] for _, e in ranked) or 1.0
     top = [
@@ -270,9 +269,6 @@ def _publish(
         for u, e in ranked
     ]
     own = units.get(unit) or (0.0, "", 0.0, 0)
-    parts: list[object] = [key.model_id, key.model_version, key.segment, kind, ep.number, status]
-    if status == "updated":
-        parts.append(ep.updates)
     start = ep.start_ms if 0 <= ep.start_ms <= at_ms else at_ms
     alert = _drift_alert(
         st,
@@ -280,7 +276,7 @@ def _publish(
         kind,
         status,
         ep,
-        alert_id=make_alert_id(*parts),
+        alert_id=_alert_id(st, kind, ep, status, *((ep.updates,) if status == "updated" else ())),
         feature=unit or None,
         detector=DETECTOR,
         measured=(round(own[0], 6), round(own[2], 6), None),
@@ -288,6 +284,17 @@ def _publish(
         top=top,
     )
     result.alerts.append(alert)
+
+
+def _alert_id(st: ModelState, kind: str, ep: DriftEpisode, status: str, *more: object) -> str:
+    """Deterministic: the stream, kind, episode, status, ``more`` (an update's number),
+    then the state's ``origin`` (absent in states older than it: their ids keep the
+    earlier form)."""
+    key = st.key
+    origin = (st.origin,) if st.origin else ()
+    return make_alert_id(
+        key.model_id, key.model_version, key.segment, kind, ep.number, status, *more, *origin
+    )
 
 
 def _drift_alert(
@@ -394,7 +401,6 @@ def _alert(
 ) -> DriftAlert:
     top = sorted(drifted, key=lambda t: (-t.effect, t.feature))
     first = top[0] if top else None
-    key = st.key
     w = st.window
     start = w.start_ms if w.start_ms >= 0 else at_ms
     p_value = min(1.0, max(0.0, first.p_value)) if first and first.statistic == "psi" else None
@@ -404,9 +410,7 @@ def _alert(
         kind,
         status,
         ep,
-        alert_id=make_alert_id(
-            key.model_id, key.model_version, key.segment, kind, ep.number, status
-        ),
+        alert_id=_alert_id(st, kind, ep, status),
         feature=first.feature if first else ep.feature,
         detector=detector,
         measured=(

@@ -92,6 +92,11 @@ class ModelState:
     future_events: int = 0
     events: int = 0
     warmup: list[dict[str, Any]] = field(default_factory=list)
+    #: ``prediction_id`` of the first event this state saw: part of its alert ids, so
+    #: two states of one stream (its events moved to another partition, issue 16) never
+    #: publish an episode under the same id. "" for states older than the field, whose
+    #: ids keep the earlier form.
+    origin: str = ""
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -162,6 +167,7 @@ class ModelState:
                 "future_events": self.future_events,
                 "events": self.events,
                 "warmup": self.warmup,
+                "origin": self.origin,
             },
         )
 
@@ -222,6 +228,7 @@ class ModelState:
         st.future_events = d["future_events"]
         st.events = d["events"]
         st.warmup = d["warmup"]
+        st.origin = d.get("origin", "")
         return st
 
 
