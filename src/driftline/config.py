@@ -196,6 +196,10 @@ class MonitorSettings(WorkerSettings):
     cooldown_windows: int = Field(default=2, ge=0)
     #: Maximum features exported as metric label values per model (others -> "other").
     metrics_max_features: int = Field(default=50, ge=1)
+    #: How far ahead of the monitor's clock an event time may be (clock skew between
+    #: model servers and the monitor) before the event counts as future-dated: it is
+    #: then placed at the newest trusted event time and never moves the event clock.
+    future_tolerance_seconds: float = Field(default=300.0, ge=0)
 
 
 #: Change detectors the slow loop can run on the label error stream.

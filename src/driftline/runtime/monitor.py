@@ -113,7 +113,15 @@ class MonitorWorker(Worker[Models, Done]):
                 models.states[key] = ModelState.from_bytes(
                     blob, refs[(key.model_id, key.model_version)]
                 )
-        result = process_batch(events, models.states, lambda mo, v: refs.get((mo, v)))
+        # The processing clock: an event stamped later than this (plus the tolerance)
+        # is future-dated (core/fastloop/clock.py).
+        result = process_batch(
+            events,
+            models.states,
+            lambda mo, v: refs.get((mo, v)),
+            now_ms=int(time.time() * 1000),
+            future_tolerance_ms=int(self.settings.monitor.future_tolerance_seconds * 1000),
+        )
         store = self.store
         assert store is not None
         for ref in result.new_references:
