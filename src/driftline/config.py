@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from driftline.errors import ConfigError
 
 __all__ = [
+    "HealthSettings",
     "KafkaSettings",
     "LabelsSettings",
     "MonitorSettings",
@@ -81,6 +82,11 @@ class KafkaSettings(BaseModel):
         return kw
 
 
+#: Keys that were published with Driftline (the old development fallback): anyone can
+#: forge records with them, so they are refused like a missing key.
+_PUBLIC_KEYS = frozenset({"driftline-dev-signing-key"})
+
+
 class RedisSettings(BaseModel):
     """How to reach Redis: ``redis://`` or ``rediss://`` (TLS), optionally an ACL user."""
 
@@ -96,8 +102,10 @@ class RedisSettings(BaseModel):
     socket_timeout: float | None = Field(default=10.0, gt=0)
     #: Seconds to establish a connection.
     socket_connect_timeout: float | None = Field(default=5.0, gt=0)
-    #: HMAC key that signs every stored state record; a tampered record is rejected.
-    state_signing_key: SecretStr = SecretStr("driftline-dev-signing-key")
+    #: HMAC key that signs every stored record (state, references); a tampered or
+    #: foreign record is refused. Required by every command that reads or writes Redis
+    #: state: there is no default (see :meth:`signing_key`).
+    state_signing_key: SecretStr | None = None
 
     @field_validator("url")
     @classmethod
@@ -105,6 +113,25 @@ class RedisSettings(BaseModel):
         if urlsplit(v).scheme not in ("redis", "rediss"):
             raise ValueError("redis.url must start with redis:// or rediss://")
         return v
+
+    def signing_key(self) -> SecretStr:
+        """The configured state signing key; :class:`ConfigError` when there is none.
+
+        Every worker and command that signs or verifies stored records calls this
+        before it connects, so a missing key stops it with one clear line.
+        """
+        key = self.state_signing_key
+        if key is None or not key.get_secret_value():
+            raise ConfigError(
+                "no state signing key: set DRIFTLINE_REDIS__STATE_SIGNING_KEY "
+                "(e.g. to the output of `openssl rand -hex 32`); there is no default"
+            )
+        if key.get_secret_value() in _PUBLIC_KEYS:
+            raise ConfigError(
+                "redis.state_signing_key is the former built-in development key, which is "
+                "public: generate a key of your own (`openssl rand -hex 32`)"
+            )
+        return key
 
     def redacted_url(self) -> str:
         """The URL without any password, safe for logs."""
@@ -177,6 +204,16 @@ class WorkerSettings(BaseModel):
     #: Largest record fetched per partition and sent (dead letters keep the original
     #: bytes); a dead letter the broker still refuses is truncated.
     max_record_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    #: Most (model, version) references kept in memory (least recently used evicted).
+    reference_cache_size: int = Field(default=1024, ge=1)
+    #: Seconds before a quarantined partition or a held-back model is checked again.
+    quarantine_recheck_seconds: float = Field(default=30.0, gt=0)
+    #: Models this worker processes (``fnmatch`` patterns, e.g. ``fraud-*``); empty:
+    #: all. Events of other models go to the dead-letter topic (stage ``model_limit``).
+    allowed_models: list[str] = Field(default_factory=list)
+    #: Most model ids exported as metric label values by one worker; counters of the
+    #: others are summed under ``model="other"`` and their gauges are not exported.
+    metrics_max_models: int = Field(default=200, ge=1)
 
 
 class MonitorSettings(WorkerSettings):
@@ -196,6 +233,12 @@ class MonitorSettings(WorkerSettings):
     cooldown_windows: int = Field(default=2, ge=0)
     #: Maximum features exported as metric label values per model (others -> "other").
     metrics_max_features: int = Field(default=50, ge=1)
+    #: Most model states (model, version, segment) kept decoded in memory by one worker,
+    #: least recently used evicted first (their state stays in Redis).
+    max_states_in_memory: int = Field(default=2_000, ge=1)
+    #: Most streams (model, version, segment) with state in one partition; events of a
+    #: new stream past it go to the dead-letter topic (stage ``model_limit``).
+    max_streams_per_partition: int = Field(default=10_000, ge=1)
     #: How far ahead of the monitor's clock an event time may be (clock skew between
     #: model servers and the monitor) before the event counts as future-dated: it is
     #: then placed at the newest trusted event time and never moves the event clock.
@@ -274,6 +317,20 @@ class RetrainSettings(BaseModel):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
+class HealthSettings(BaseModel):
+    """Bounds of a worker's liveness and shutdown (docs/operations.md, "Health")."""
+
+    #: ``/livez`` fails when the worker's loop has not turned for this long (a blocking
+    #: call, a deadlock, an await that never returns).
+    loop_stall_seconds: float = Field(default=60.0, gt=0)
+    #: ``/livez`` fails when the worker's start or a consumer-group join has not finished
+    #: for this long; a healthy join ends within the group's rebalance timeout.
+    join_stall_seconds: float = Field(default=120.0, gt=0)
+    #: SIGTERM or SIGINT ends the process within this long, in every state: a worker
+    #: that has not finished its batch, committed and left the group by then exits 1.
+    shutdown_seconds: float = Field(default=20.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of Driftline's configuration, read from ``DRIFTLINE_*`` environment variables.
 
@@ -294,6 +351,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     labels: LabelsSettings = Field(default_factory=LabelsSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     metrics_certfile: str | None = None
     metrics_keyfile: str | None = None

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
+from collections.abc import Callable
 
 from driftline.config import Settings
+from driftline.runtime.health import HEALTH, install_stop_handlers
 from driftline.runtime.labels import LabelJoiner
 from driftline.runtime.metrics import serve_metrics
 from driftline.runtime.monitor import MonitorWorker
@@ -21,7 +22,15 @@ __all__ = ["labels", "monitor", "retrain"]
 log = logging.getLogger("driftline")
 
 
+def _stop_on_signals(stop: Callable[[], None], settings: Settings) -> None:
+    """SIGTERM/SIGINT stop the worker, within ``health.shutdown_seconds`` in every state
+    (driftline.runtime.health); its liveness is judged from now on."""
+    HEALTH.configure(settings.health)
+    install_stop_handlers(stop, asyncio.get_running_loop(), settings.health)
+
+
 async def monitor(args: argparse.Namespace, settings: Settings) -> int:
+    settings.redis.signing_key()  # no key: one line, before anything starts
     port = serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
     log.info(
         "metrics on :%d/metrics; kafka %s; redis %s",
@@ -30,9 +39,7 @@ async def monitor(args: argparse.Namespace, settings: Settings) -> int:
         settings.redis.redacted_url(),
     )
     worker = MonitorWorker(settings, name=args.name)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+    _stop_on_signals(worker.stop, settings)
     await worker.start()
     try:
         await worker.run(idle_exit_s=args.idle_exit)
@@ -51,11 +58,11 @@ async def labels(args: argparse.Namespace, settings: Settings) -> int:
     if args.report:
         print(await report_text(settings, args.model, args.champion, args.json))
         return 0
-    serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
+    settings.redis.signing_key()  # no key: one line, before anything starts
+    port = serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
+    log.info("metrics on :%d/metrics", port)
     worker = LabelJoiner(settings, name=args.name)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+    _stop_on_signals(worker.stop, settings)
     await worker.start()
     try:
         await worker.run(idle_exit_s=args.idle_exit)
@@ -72,6 +79,7 @@ async def labels(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def retrain(args: argparse.Namespace, settings: Settings) -> int:
+    settings.redis.signing_key()  # its state is signed: no key, one line, nothing started
     default = RetrainPolicy()
 
     def _set(text: str | None, fallback: frozenset[str]) -> frozenset[str]:
@@ -102,9 +110,7 @@ async def retrain(args: argparse.Namespace, settings: Settings) -> int:
     # faust and mode log every service start and stop at INFO; keep their warnings.
     for name in ("faust", "mode"):
         logging.getLogger(name).setLevel(max(logging.WARNING, log.getEffectiveLevel()))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stop)
+    _stop_on_signals(service.stop, settings)
     log.info("retrain policy: %s", policy.to_dict())
     try:
         await service.start()

@@ -20,6 +20,7 @@ __all__ = [
     "history_key",
     "history_models_key",
     "key_slot",
+    "model_owner_key",
     "partition_keys",
     "reference_index_key",
     "reference_key",
@@ -64,15 +65,24 @@ def _check_partition(partition: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class PartitionKeys:
-    """The three Redis keys of one (group, topic, partition); they share one slot."""
+    """The Redis keys of one (group, topic, partition); they share one slot.
+
+    ``side`` holds sealed records kept beside the state and not counted in
+    ``meta.nstate`` (the monitor's warm-up buffers, written in chunks).
+    """
 
     meta: str
     state: str
     outbox: str
+    side: str
 
     def all(self) -> tuple[str, str, str]:
-        """``(meta, state, outbox)`` in the order the script expects them."""
+        """``(meta, state, outbox)`` in the order the scripts expect them first."""
         return (self.meta, self.state, self.outbox)
+
+    def every(self) -> tuple[str, str, str, str]:
+        """All four keys (``all()`` and ``side``)."""
+        return (self.meta, self.state, self.outbox, self.side)
 
 
 def partition_keys(prefix: str, group: str, topic: str, partition: int) -> PartitionKeys:
@@ -86,7 +96,9 @@ def partition_keys(prefix: str, group: str, topic: str, partition: int) -> Parti
     group, topic = _check_name("group", group), _check_topic(topic)
     partition = _check_partition(partition)
     base = f"{_check_name('key prefix', prefix)}:{{{group}:{topic}:{partition}}}"
-    return PartitionKeys(meta=f"{base}:meta", state=f"{base}:state", outbox=f"{base}:outbox")
+    return PartitionKeys(
+        meta=f"{base}:meta", state=f"{base}:state", outbox=f"{base}:outbox", side=f"{base}:side"
+    )
 
 
 def reference_key(prefix: str, model_id: str, version: str) -> str:
@@ -126,6 +138,18 @@ def history_key(prefix: str, model_id: str, kind: str) -> str:
 def history_models_key(prefix: str) -> str:
     """Set of the model ids that have history: ``{prefix}:hist:models``."""
     return f"{_check_name('key prefix', prefix)}:hist:models"
+
+
+def model_owner_key(prefix: str, model_id: str) -> str:
+    """Hash of the partition each consumer group last saw a model on:
+    ``{prefix}:owner:{<model_id>}``, field = group, value = ``<topic>:<partition>``.
+
+    Examples
+    --------
+    >>> model_owner_key("dl", "churn")
+    'dl:owner:{churn}'
+    """
+    return f"{_check_name('key prefix', prefix)}:owner:{{{_check_name('model_id', model_id)}}}"
 
 
 def state_record_name(state_key: str, state_field: str) -> str:
