@@ -178,6 +178,7 @@ class MonitorWorker(Worker[Models, Done]):
         self.processed = 0
         self.feature_labels = m.FeatureLabels(settings.monitor.metrics_max_features)
         self.loaded = _Loaded(settings.monitor.max_states_in_memory)
+        m.MODEL_PARTITION_MOVES.labels(name, topic)  # exported from zero: a rule sees 0
 
     # ------------------------------------------------------------------ state
     async def open_state(self, lease: Lease) -> Models:
