@@ -32,6 +32,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from driftline.contract.events import AlertWindow, DriftAlert, FeatureContribution, make_alert_id
 from driftline.core.detectors.bank import CusumBank, Transition
 from driftline.core.fastloop.plan import Plan
@@ -73,7 +76,7 @@ def on_transitions(
     ref: ReferenceProfile,
     plan: Plan,
     found: Sequence[Transition],
-    times: Sequence[int],
+    placed: NDArray[np.int64],
     a: int,
     events_before: int,
     count_before: int,
@@ -81,8 +84,10 @@ def on_transitions(
 ) -> None:
     """The banks' transitions in segment events ``a:`` (positions from ``a``).
 
-    ``events_before`` and ``count_before`` are the stream's and the open window's event
-    counts before event ``a``.
+    ``placed`` are the segment's placed event times
+    (:mod:`~driftline.core.fastloop.clock`: a future-dated event is placed at the event
+    clock); ``events_before`` and ``count_before`` are the stream's and the open
+    window's event counts before event ``a``.
     """
     bank = st.bank
     if bank is None:
@@ -90,7 +95,7 @@ def on_transitions(
     for t in found:
         unit, kind = plan.bank_units[t.unit]
         ep = st.episode(kind)
-        at_ms = times[a + t.position]
+        at_ms = int(placed[a + t.position])
         events_at = events_before + t.position + 1
         away = _away_effects(plan, bank, t, kind, ep if ep.firing else None)
         if t.kind in ("return", "resolve"):
