@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -36,11 +37,31 @@ def unique() -> str:
 
 
 @pytest.fixture
-def settings(stack: DevStack, unique: str) -> Settings:
+def redis_kind() -> str:
+    """The Redis that :func:`settings` points at: ``"server"`` (the session's
+    redis-server) unless a test is parametrised with ``support.ON_BOTH_REDIS``, which
+    runs it on the session's Redis Cluster too (``"cluster"``)."""
+    return "server"
+
+
+def redis_settings(stack: DevStack, request: pytest.FixtureRequest, kind: str) -> dict[str, Any]:
+    """``redis`` settings of the session's server, or (started on first use) cluster."""
+    if kind == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return {"url": cluster.url, "cluster": True}
+    if kind != "server":
+        raise ValueError(f"redis_kind is 'server' or 'cluster', not {kind!r}")
+    return {"url": stack.redis.url}
+
+
+@pytest.fixture
+def settings(
+    stack: DevStack, unique: str, redis_kind: str, request: pytest.FixtureRequest
+) -> Settings:
     """Settings pointing at the session stack, with per-test topics and key prefix."""
     return Settings(
         kafka={"bootstrap_servers": stack.broker.bootstrap},
-        redis={"url": stack.redis.url, "key_prefix": f"t{unique}"},
+        redis={**redis_settings(stack, request, redis_kind), "key_prefix": f"t{unique}"},
         topics={
             "predictions": f"predictions-{unique}",
             "labels": f"labels-{unique}",

@@ -45,7 +45,6 @@ from enum import StrEnum
 from importlib import resources
 from typing import Any, NoReturn
 
-import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis.exceptions import NoScriptError
 
@@ -63,6 +62,7 @@ from driftline.runtime.keyspace import (
     reference_key,
     state_record_name,
 )
+from driftline.runtime.redis_client import RedisClient, connect_redis, decodes_responses
 from driftline.runtime.sealer import Sealer
 
 __all__ = [
@@ -195,19 +195,20 @@ class RecordWrites:
 class StateStore:
     """Per-partition state, outbox and references of one consumer group in Redis.
 
-    ``client`` must be a ``redis.asyncio.Redis`` with ``decode_responses=False``
-    (records are binary). Every multi-key operation stays inside one cluster slot.
+    ``client`` is a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``
+    with ``decode_responses=False`` (records are binary). Every script and transaction
+    stays inside one cluster slot.
     """
 
     def __init__(
         self,
-        client: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
+        client: RedisClient,
         *,
         prefix: str,
         group: str,
         signing_key: bytes | str | SecretStr,
     ) -> None:
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if decodes_responses(client):
             raise ConfigError(
                 "StateStore needs a Redis client with decode_responses=False "
                 "(state records are binary)"
@@ -220,7 +221,7 @@ class StateStore:
     @classmethod
     def from_settings(
         cls,
-        client: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
+        client: RedisClient,
         settings: RedisSettings,
         group: str,
     ) -> StateStore:
@@ -726,14 +727,12 @@ class StateStore:
         return int(await self._client.delete(*self.keys(topic, partition).all()))
 
 
-def open_store(
-    settings: RedisSettings, group: str
-) -> tuple[aioredis.Redis, StateStore]:  # type: ignore[type-arg, unused-ignore]
+def open_store(settings: RedisSettings, group: str) -> tuple[RedisClient, StateStore]:
     """A Redis client and consumer group ``group``'s :class:`StateStore`, from settings.
 
-    The one place Driftline builds its Redis client (URL, TLS, credentials, timeouts
-    from :class:`~driftline.config.RedisSettings`); the caller closes the client
-    (``await client.aclose()``).
+    The client is one server's or, with ``settings.cluster``, a Redis Cluster's
+    (:func:`~driftline.runtime.redis_client.connect_redis`: URL, TLS, credentials,
+    timeouts); the caller closes it (``await client.aclose()``).
     """
-    client = aioredis.Redis.from_url(settings.url, **settings.client_kwargs())
+    client = connect_redis(settings)
     return client, StateStore.from_settings(client, settings, group)

@@ -52,7 +52,6 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -64,6 +63,7 @@ from driftline.core.reference import ReferenceProfile
 from driftline.errors import ConfigError, ContractError, FencedError, StateError
 from driftline.runtime import metrics as m
 from driftline.runtime.health import HEALTH, track_group
+from driftline.runtime.redis_client import RedisClient
 from driftline.runtime.store import CommitResult, Lease, RecordWrites, StateStore, open_store
 
 __all__ = [
@@ -266,7 +266,7 @@ class Worker(Generic[S, R]):
         self.pending: set[int] = set()
         #: Partition indexes refused for unreadable or incomplete state (paused).
         self.quarantined: set[int] = set()
-        self.redis: aioredis.Redis | None = None  # type: ignore[type-arg, unused-ignore]
+        self.redis: RedisClient | None = None
         self.store: StateStore | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
