@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,6 +17,7 @@ import redis.asyncio.cluster as aiocluster
 
 from driftline.config import Settings
 from driftline.runtime.devstack import DevStack, RedisCluster
+from support import redis_settings
 
 
 @pytest.fixture(scope="session")
@@ -42,16 +42,6 @@ def redis_kind() -> str:
     redis-server) unless a test is parametrised with ``support.ON_BOTH_REDIS``, which
     runs it on the session's Redis Cluster too (``"cluster"``)."""
     return "server"
-
-
-def redis_settings(stack: DevStack, request: pytest.FixtureRequest, kind: str) -> dict[str, Any]:
-    """``redis`` settings of the session's server, or (started on first use) cluster."""
-    if kind == "cluster":
-        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-        return {"url": cluster.url, "cluster": True}
-    if kind != "server":
-        raise ValueError(f"redis_kind is 'server' or 'cluster', not {kind!r}")
-    return {"url": stack.redis.url}
 
 
 @pytest.fixture

@@ -112,6 +112,16 @@ async def read_all(bootstrap: str, topic: str, idle_ms: int = 1500) -> list[byte
 ON_BOTH_REDIS = pytest.mark.parametrize("redis_kind", ["server", "cluster"])
 
 
+def redis_settings(stack: Any, request: Any, kind: str) -> dict[str, Any]:
+    """``redis`` settings of the session's server, or (started on first use) cluster."""
+    if kind == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        return {"url": cluster.url, "cluster": True}
+    if kind != "server":
+        raise ValueError(f"redis_kind is 'server' or 'cluster', not {kind!r}")
+    return {"url": stack.redis.url}
+
+
 def redis_env(settings: Any) -> dict[str, str]:
     """``DRIFTLINE_REDIS__*`` variables of a worker child pointed at ``settings.redis``."""
     return {
