@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -21,6 +22,10 @@ from driftline.runtime.store import HistoryBatch, open_store
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "redis.md"
+#: What the cluster client needs beyond the single-server ACL: the slot map, and the
+#: command table it extracts keys with.
+CLUSTER_RULES = "+cluster|slots +command"
 
 #: Writes its two keys and reads them back: a script that needs both keys on one node.
 WRITE_BOTH = """
@@ -169,3 +174,55 @@ async def test_every_store_operation_runs_on_three_masters(redis_cluster, unique
             assert await store.stored_position(topic, p) is None
     finally:
         await client.aclose()
+
+
+async def test_the_documented_acl_is_enough_on_a_cluster(redis_cluster, unique):
+    """The service user of docs/redis.md plus the rule it names for a cluster, created on
+    every master (its key pattern on this test's prefix), runs the store on the cluster
+    with nothing denied."""
+    admin = aiocluster.RedisCluster.from_url(redis_cluster.url)
+    docs = DOCS.read_text()
+    (line,) = [ln for ln in docs.splitlines() if ln.startswith("user driftline ")]
+    assert f"append `{CLUSTER_RULES}`" in docs
+    user, password = f"dl-{unique}", secrets.token_hex(16)
+    rules = line.split()[2:]  # after "user driftline"
+    rules = [f">{password}" if r.startswith("#") else r for r in rules]
+    rules = [f"~t{unique}:*" if r.startswith("~") else r for r in rules]
+    rules += CLUSTER_RULES.split()
+    try:
+        await admin.execute_command(
+            "ACL", "SETUSER", user, *rules, target_nodes=aiocluster.RedisCluster.PRIMARIES
+        )
+        await admin.execute_command(
+            "ACL", "LOG", "RESET", target_nodes=aiocluster.RedisCluster.PRIMARIES
+        )
+        settings = RedisSettings(
+            url=redis_cluster.url,
+            cluster=True,
+            username=user,
+            password=password,
+            key_prefix=f"t{unique}",
+            state_signing_key=secrets.token_hex(32),
+        )
+        client, store = open_store(settings, "monitor")
+        try:
+            lease = await store.acquire("predictions", 0)
+            assert await store.commit(lease, 0, {"m\x1fv\x1f": b"s"}, [b"alert"]) == "ok"
+            assert await store.outbox_ack(lease, 1) == 0
+            await store.put_reference("m", "default", b"ref")
+            assert await store.get_reference("m", "v1") == b"ref"
+            await store.append_history([HistoryBatch("m", windows=[b"{}"])])
+            assert await store.history_models() == ["m"]
+            assert await store.peek("predictions", 0) == (0, {"m\x1fv\x1f": b"s"})
+        finally:
+            await client.aclose()
+        logs = await admin.execute_command(
+            "ACL", "LOG", target_nodes=aiocluster.RedisCluster.PRIMARIES
+        )
+        denied = [entry for node_log in logs.values() for entry in node_log]
+        assert denied == []
+    finally:
+        await admin.execute_command(
+            "ACL", "DELUSER", user, target_nodes=aiocluster.RedisCluster.PRIMARIES
+        )
+        await admin.aclose()
