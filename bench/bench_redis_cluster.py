@@ -132,7 +132,7 @@ async def run_case(cfg: dict[str, Any]) -> dict[str, Any]:
 
     await worker.start()
     handle = worker._handle
-    counted = {"at_first": 0}
+    counted = {"at_first": 0, "held_peak": 0}
 
     async def timed(unit: Any, records: Mapping[str, Sequence[Any]]) -> None:
         if math.isnan(clock.first):
@@ -140,6 +140,11 @@ async def run_case(cfg: dict[str, Any]) -> dict[str, Any]:
             clock.tick()
         await handle(unit, records)
         clock.tick()
+        if cfg["case"] == "labels":
+            # Labels fetched before their predictions are held and looked up again: the
+            # joiner's Redis work follows how its two topics' fetches interleave.
+            held = sum(len(u.state.held) for u in worker.units.values())
+            counted["held_peak"] = max(counted["held_peak"], held)
         if done() >= cfg["want"]:
             worker.stop()
 
@@ -156,6 +161,7 @@ async def run_case(cfg: dict[str, Any]) -> dict[str, Any]:
         "events": done(),
         "rate": n / wall if wall > 0 else math.nan,
         "worker_cpu_us": (clock.cpu_last - clock.cpu_first) / max(1, n) * 1e6,
+        "held_peak": counted["held_peak"],
         "alerts": alerts,
     }
 
@@ -485,9 +491,12 @@ def main() -> None:
                         if "error" not in res:
                             res.update(meter.delta(before, meter.read(), res["events"]))
                         results.setdefault((case, kind), []).append(res)
+                        held = ""
+                        if case == "labels" and "held_peak" in res:
+                            held = f", held labels peak {res['held_peak']:,}"
                         print(
                             f"  round {r + 1} {case:14s} {kind:8s} "
-                            f"{res.get('error') or _f(res['rate']) + ' ev/s'}",
+                            f"{res.get('error') or _f(res['rate']) + ' ev/s'}{held}",
                             flush=True,
                         )
         finally:
