@@ -17,7 +17,7 @@ import redis.exceptions as redis_errors
 
 from driftline.config import RedisSettings
 from driftline.runtime.keyspace import reference_key
-from driftline.runtime.store import HistoryBatch, open_store
+from driftline.runtime.store import HistoryBatch, RecordWrites, open_store
 
 pytestmark = pytest.mark.integration
 
@@ -127,16 +127,11 @@ async def test_every_store_operation_runs_on_three_masters(redis_cluster, unique
             assert (newer.offset, newer.epoch) == (7, lease.epoch + 1)
             assert await store.commit(lease, 8, {}) == "fenced"
             # The label joiner's commit with record hashes, and its batched lookup.
-            assert (
-                await store.commit_records(
-                    newer,
-                    9,
-                    {},
-                    puts={"g1": {b"pred-1": b"p1"}, "g2": {b"pred-2": b"p2"}},
-                    expire_at_ms={"g1": 2**41, "g2": 2**41},
-                )
-                == "ok"
+            records = RecordWrites(
+                puts={"g1": {b"pred-1": b"p1"}, "g2": {b"pred-2": b"p2"}},
+                expire_at_ms={"g1": 2**41, "g2": 2**41},
             )
+            assert await store.commit(newer, 9, {}, records=records) == "ok"
             found = await store.lookup_records(
                 topic, p, ["g2", "g1"], [(b"pred-1", [0, 1]), (b"pred-2", [0]), (b"x", [1])]
             )
@@ -152,6 +147,8 @@ async def test_every_store_operation_runs_on_three_masters(redis_cluster, unique
             await store.put_reference(m, "default", f"ref-{m}".encode())
             await store.put_reference(m, "v1", f"ref-{m}-v1".encode())
             assert await store.resolve_reference(m, "v2") == ("default", f"ref-{m}".encode())
+            (found,) = await store.lookup_references([(m, "v1")])
+            assert (found.payload, found.version) == (f"ref-{m}-v1".encode(), "v1")
             assert await store.get_reference(m, "v1") == f"ref-{m}-v1".encode()
             assert await store.list_references(m) == ["default", "v1"]
 

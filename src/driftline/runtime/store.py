@@ -593,7 +593,10 @@ class StateStore:
                     versions.append(DEFAULT_REFERENCE_VERSION)
                 keys = [reference_key(self._prefix, model_id, v) for v in versions]
                 pipe.smembers(reference_index_key(self._prefix, model_id))
-                pipe.mget(keys)
+                # MGET by name: redis-py's cluster pipeline refuses ``mget`` (it could span
+                # slots); these keys share the model's slot, so the node that owns it
+                # answers, on a cluster as on one server.
+                pipe.execute_command("MGET", *keys)
                 plans.append((versions, keys))
             replies: list[Any] = await pipe.execute() if plans else []
         out: list[ReferenceLookup] = []
