@@ -1,8 +1,12 @@
 """Redis: one redis-server beside a local Redis Cluster of three masters (issue 14, item 5).
 
-Run (one command; about four minutes, ``--quick`` about two)::
+Run (one command; about seven minutes with ``--rounds 3``, ``--quick`` about two)::
 
     python bench/bench_redis_cluster.py [--quick] [--events N] [--rounds R] [--json FILE]
+
+``--quick`` is a smoke run: over 40 000 rows the set-up (connections, the cluster
+client's slot map and command table) weighs on the Redis CPU per event, the cluster's
+most. docs/performance.md quotes a ``--rounds 3`` run.
 
 It starts a Tansu broker, one redis-server and a Redis Cluster of three redis-server
 masters (``driftline.runtime.devstack``), publishes the same simulated predictions once
