@@ -169,6 +169,9 @@ async def test_history_works_under_the_documented_acl(tmp_path):
         assert len(hist.windows) == len(res.windows)
         assert await store.history_models() == ["churn"]
         assert await store.history_latest("churn")
+        # the status page's reads: SSCAN of the models, one pipeline of their history
+        (status,) = await model_statuses(store)
+        assert status["model"] == "churn" and status["streams"]
         data = await report_from_store(store, "churn")
         assert data["windows"] == len(res.windows)
         assert await admin.execute_command("ACL", "LOG") == []

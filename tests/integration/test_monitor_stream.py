@@ -17,7 +17,15 @@ from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.offline.replay import Replayer
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import open_store
-from support import ON_BOTH_REDIS, assert_close, publish, read_all, redis_env, stored_states
+from support import (
+    MONITOR_SRC,
+    ON_BOTH_REDIS,
+    assert_close,
+    publish,
+    read_all,
+    redis_env,
+    stored_states,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -123,6 +131,9 @@ async def test_stationary_stream_of_200k_events_raises_no_alert(settings):
 def _spawn_monitor(settings):
     env = {
         **os.environ,
+        # The child runs the source tree this test imported, not whatever the
+        # interpreter's editable install points at (as support.monitor_env does).
+        "PYTHONPATH": MONITOR_SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
         "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         **redis_env(settings),
         "DRIFTLINE_TOPICS__PREDICTIONS": settings.topics.predictions,
