@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.config import Settings
-from driftline.contract.columnar import ColumnarBatch, row_count
+from driftline.contract.columnar import stream_counts
 from driftline.contract.decode import decode_records
-from driftline.contract.keys import StateKey, state_key
+from driftline.contract.keys import KeyTuple, StateKey, interned_key
 from driftline.core.fastloop import BatchResult, ModelState, process_batch
 from driftline.runtime import metrics as m
 from driftline.runtime.history import record_history
@@ -60,6 +60,8 @@ class Done:
     dead_letters: int
     #: The model states the batch touched (their newest event time: processing lag).
     touched: Sequence[ModelState]
+    #: Predictions per stream (model, version, segment key).
+    counts: Mapping[KeyTuple, int]
 
 
 class MonitorWorker(Worker[Models, Done]):
@@ -95,7 +97,10 @@ class MonitorWorker(Worker[Models, Done]):
         recs = records[self.topic]
         # Bulk decode (driftline.contract.decode): the valid items in order, with their
         # columns already built for the core, and each refused record with its error.
-        events, refused = decode_records([rec.value for rec in recs])
+        # Decoding and the core run in a thread: meanwhile the event loop keeps fetching
+        # the next records (aiokafka prefetches only while the loop runs), heartbeats and
+        # health answer. One batch at a time, so the states are never shared.
+        events, refused = await asyncio.to_thread(decode_records, [rec.value for rec in recs])
         # A poison record is passed only after the dead-letter topic acknowledged it.
         await asyncio.gather(
             *(
@@ -105,9 +110,11 @@ class MonitorWorker(Worker[Models, Done]):
                 for i, exc in refused
             )
         )
-        keys = {(e["model_id"], e["model_version"]) for e in events}
+        # Streams and versions from the decoded columns: no pass over the events.
+        counts = stream_counts(events)
+        touched = [interned_key(kt) for kt in counts]
+        keys = dict.fromkeys((kt[0], kt[1]) for kt in counts)
         refs = {k: await self.reference(*k) for k in keys}
-        touched = {state_key(e) for e in events}
         models = unit.state
         for key in touched:
             if key not in models.states and key.encode() in models.raw:
@@ -115,7 +122,9 @@ class MonitorWorker(Worker[Models, Done]):
                 models.states[key] = ModelState.from_bytes(
                     blob, refs[(key.model_id, key.model_version)]
                 )
-        result = process_batch(events, models.states, lambda mo, v: refs.get((mo, v)))
+        result = await asyncio.to_thread(
+            process_batch, events, models.states, lambda mo, v: refs.get((mo, v))
+        )
         store = self.store
         assert store is not None
         for ref in result.new_references:
@@ -137,12 +146,13 @@ class MonitorWorker(Worker[Models, Done]):
                 events,
                 len(refused),
                 [models.states[k] for k in touched if k in models.states],
+                counts,
             ),
         )
 
     async def committed(self, unit: Unit[Models], batch: Batch[Done]) -> None:
         done = batch.result
-        self.processed += row_count(done.events)
+        self.processed += sum(done.counts.values())
         self._observe(done)
         self._observe_episodes(unit)
         await record_history(self.store, done.result)  # best effort, after the commit
@@ -150,13 +160,12 @@ class MonitorWorker(Worker[Models, Done]):
     # ------------------------------------------------------------------ metrics
     def _observe(self, done: Done) -> None:
         # A columnar batch record carries many predictions: count predictions, not records.
-        m.EVENTS.labels(self.name, "processed").inc(row_count(done.events))
+        m.EVENTS.labels(self.name, "processed").inc(sum(done.counts.values()))
         if done.dead_letters:
             m.EVENTS.labels(self.name, "dead_letter").inc(done.dead_letters)
         per_model: dict[tuple[str, str], int] = {}
-        for e in done.events:
-            k = (e["model_id"], e["model_version"])
-            per_model[k] = per_model.get(k, 0) + (e.count if isinstance(e, ColumnarBatch) else 1)
+        for (mo, v, _), n in done.counts.items():
+            per_model[(mo, v)] = per_model.get((mo, v), 0) + n
         for (mo, v), n in per_model.items():
             m.MODEL_EVENTS.labels(mo, v).inc(n)
         # The newest event time the core accepted, whatever the wire form (epoch
