@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from driftline.contract import typed
-from driftline.contract.columnar import ColumnarBatch, pack_events
+from driftline.contract.columnar import ColumnarBatch, group_items, pack_events
 from driftline.contract.decode import _decode_untyped, decode_record, decode_records
 from driftline.contract.events import LIMITS
 from driftline.contract.keys import StateKey
@@ -298,3 +298,15 @@ def test_golden_scenarios_give_the_same_results_through_both_decoders(name: str)
         (o.feature, o.test, o.value) for o in b.observations
     ]
     assert a_states == b_states
+
+
+def test_typed_events_regrouped_by_hand_still_give_plain_rows() -> None:
+    # A shell that filters a decoded frame (dropped streams) hands the core a plain
+    # list of typed events: warm-up rows must still be plain dicts, as sent.
+    events = _events(30, seed=8)
+    frame, _ = decode_records([orjson.dumps(e) for e in events])
+    (cols,) = group_items(list(frame)).values()
+    rows = cols[0].rows(0, 30)
+    assert rows == events
+    assert all(type(r["features"]) is dict for r in rows)
+    assert orjson.dumps(rows) == orjson.dumps(events)

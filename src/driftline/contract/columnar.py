@@ -318,11 +318,21 @@ class EventColumns(Columns):
 
     def rows(self, start: int, stop: int) -> list[dict[str, Any]]:
         """Events ``start:stop`` as plain dicts (copies)."""
-        return [dict(e) for e in self.events[start:stop]]
+        return [_plain(e) for e in self.events[start:stop]]
 
     def tail(self, start: int) -> EventColumns:
         """The events from ``start`` on."""
         return EventColumns(self.events[start:])
+
+
+def _plain(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of an event as plain dicts, its features too (an event that only reads
+    like a dict, such as a typed one of :mod:`driftline.contract.typed`, included)."""
+    out = dict(event)
+    feats = out.get("features")
+    if feats is not None and type(feats) is not dict:
+        out["features"] = dict(feats.items())
+    return out
 
 
 # --------------------------------------------------------------------- columnar batch
