@@ -126,7 +126,7 @@ def _settings(cfg: dict[str, Any], **topics: str) -> Settings:
         redis={"url": cfg["redis"], "key_prefix": cfg["prefix"]},
         topics=topics,
         monitor={"group_id": cfg["group"]},
-        labels={"group_id": cfg["group"] + "-labels"},
+        labels={"group_id": cfg["group"] + "-labels", **cfg.get("labels_settings", {})},
         metrics_port=0,
     )
 
@@ -719,7 +719,19 @@ def throughput(b: Bench, n: int, rounds: int) -> dict[str, list[dict[str, Any]]]
         # prediction costs in Redis)
         ("labels", {"topic": "in-json", "labels": "in-labels", "labels_count": n}),
         ("labels-batch", {"topic": "in-batch", "labels": "in-labels", "labels_count": n}),
-        ("pending", {"topic": "in-batch", "labels": "in-nolabels", "labels_count": 0}),
+        (
+            "pending",
+            {
+                "topic": "in-batch",
+                "labels": "in-nolabels",
+                "labels_count": 0,
+                # All predictions fall in the first event-time generation of one model
+                # (one partition): give it the buckets the sizing rule gives a later
+                # generation of that many predictions (docs/slow-loop.md), not the
+                # first generation's 64, which only a fresh model has.
+                "labels_settings": {"initial_buckets": _later_buckets(n)},
+            },
+        ),
     ]
     for name, kw in label_cases:
         res = b.run("labels", b.cfg(rows=n, timeout=900, **kw))
@@ -729,6 +741,14 @@ def throughput(b: Bench, n: int, rounds: int) -> dict[str, list[dict[str, Any]]]
             f"labels/s, {_fmt_rate(res.get('rate', math.nan))} records/s"
         )
     return results
+
+
+def _later_buckets(predictions: int) -> int:
+    """Buckets of a generation after one of ``predictions`` (core.slowloop's rule)."""
+    from driftline.core.slowloop.pending import TARGET_PER_BUCKET
+
+    want = math.ceil(1.25 * predictions / TARGET_PER_BUCKET)
+    return 1 << max(0, want - 1).bit_length()
 
 
 async def latency(b: Bench, models: int, per_model: int, rate: float) -> dict[str, Any]:
