@@ -96,8 +96,12 @@ def _break(rng: random.Random, e: dict[str, Any]) -> None:
                 "2026-01-01T00:00:00Z\n",
                 "2026-02-30T00:00:00Z",
                 "2026-01-01 00:00:00",
+                "9999-12-31T23:59:59.999Z",
                 -5,
                 0,
+                253_402_300_799_999,  # the last millisecond of year 9999
+                253_402_300_800_000,
+                2**63 - 1,
                 2**63,
                 1.0,
             ]
@@ -151,6 +155,11 @@ RAW_HOSTILE: list[bytes | None] = [
     b' "timestamp": 1767225600000, "features": {"f00": -0}, "prediction": 1.0}',
     b'{"prediction_id": "p", "model_id": "churn", "model_version": "1",'
     b' "timestamp": 18446744073709551615, "features": {"f00": 1}, "prediction": "a"}',
+    # event times past year 9999, and at its very end
+    b'{"prediction_id": "p", "model_id": "churn", "model_version": "1",'
+    b' "timestamp": 253402300800000, "features": {"f00": 1}, "prediction": "a"}',
+    b'{"prediction_id": "p", "model_id": "churn", "model_version": "1",'
+    b' "timestamp": 253402300799999, "features": {"f00": 1}, "prediction": "a"}',
     # deep nesting
     b'{"prediction_id": "p", "model_id": "churn", "model_version": "1",'
     b' "timestamp": 1, "features": {"f00": ' + b"[" * 2000 + b"]" * 2000 + b'}, "prediction": "a"}',

@@ -20,6 +20,11 @@ verdicts and the values are always those of the per-record path:
 ``tests/unit/test_typed.py`` checks both against it, value for value, on valid,
 broken and unusual records.
 
+Rules a type cannot say are checked after decoding, over the whole fetch at once on the
+fast path (:func:`_checked`): RFC 3339 strings, control characters in ids, model ids and
+versions free of braces and in NFKC form, and no repeated JSON key (counted on the
+fetch's bytes). A record that fails one takes the exact path, which words the refusal.
+
 What the typed form leaves to the exact path (each is accepted or refused there, only
 more slowly): unknown top-level fields (msgspec would skip them without checking their
 JSON), integers outside the signed 64-bit range (orjson reads them as floats), string
@@ -52,7 +57,13 @@ from driftline.contract.columnar import (
     EventFrame,
     _confidence,
 )
-from driftline.contract.events import LIMITS, RFC3339_PATTERN, SCHEMA_VERSION
+from driftline.contract.events import (
+    LIMITS,
+    RFC3339_PATTERN,
+    SCHEMA_VERSION,
+    _id_bad,
+    model_id_ok,
+)
 from driftline.contract.keys import KeyTuple, segment_key
 from driftline.errors import ContractError
 
@@ -74,7 +85,10 @@ _Segment = Annotated[dict[_Name, _SegmentValue], Meta(max_length=LIMITS.max_segm
 _Version = Annotated[int, Meta(ge=1, le=SCHEMA_VERSION)]
 # String timestamps are checked against the RFC 3339 pattern after decoding (msgspec's
 # pattern search would let "$" match before a trailing newline).
-_Timestamp = Annotated[int, Meta(ge=0, le=2**63 - 1)] | str
+# The contract's largest epoch time where it names one (the event-time work adds
+# LIMITS.max_timestamp_ms), else the int64 range.
+_MAX_TIMESTAMP: int = getattr(LIMITS, "max_timestamp_ms", 2**63 - 1)
+_Timestamp = Annotated[int, Meta(ge=0, le=_MAX_TIMESTAMP)] | str
 _Prediction = _Text | _Int | float
 
 _UNSET_TYPE = type(UNSET)
@@ -270,6 +284,7 @@ class TypedColumns(EventColumns):
         self._present: dict[str, bool] = {}  # name -> present in every event
         self._keys = None
         self._raw_cols: list[tuple[Any, ...]] | None = None
+        self._missing: dict[str, int] = {}  # name -> events without it
 
     def _raw_column(self, name: str) -> Sequence[Any]:
         # All columns at once: one ``astuple`` per event and a transposing ``zip`` cost
@@ -288,7 +303,9 @@ class TypedColumns(EventColumns):
         col: Sequence[Any] = self._raw_column(name)
         types = set(map(type, col))
         self._present[name] = _UNSET_TYPE not in types
+        self._missing[name] = 0
         if _UNSET_TYPE in types:
+            self._missing[name] = sum(map(is_, col, repeat(UNSET)))
             col = [None if v is UNSET else v for v in col]
             types.discard(_UNSET_TYPE)
             types.add(_NONE)
@@ -301,6 +318,12 @@ class TypedColumns(EventColumns):
         if col is None:
             col = self._cols[name] = self._read(name)
         return col
+
+    def feature_keys(self) -> int:
+        """Features the events carry, summed (every column is read, as the core will)."""
+        for name in self.layout.names:
+            self.column(name)
+        return self.n * len(self.layout.names) - sum(self._missing.values())
 
     def types(self, name: str) -> frozenset[type]:
         """The Python types found in :meth:`column`."""
@@ -399,6 +422,72 @@ def _times_ok(events: Sequence[Any]) -> bool:
     return all(map(_rfc3339_fullmatch, compress(ts, map(is_, map(type, ts), repeat(str)))))
 
 
+# --------------------------------------------------------------------------- checks past the types
+#
+# Rules a msgspec type cannot say, checked over the whole fetch at once (C-level passes)
+# on the fast path and per record otherwise. A record that fails one is not refused
+# here: it takes the exact path, which words the refusal.
+
+_PID = attrgetter("prediction_id")
+_SEGMENTS = attrgetter("segment")
+_VERSION_FIELD = attrgetter("schema_version")
+_COLON, _QUOTE = ord(":"), ord('"')
+#: Whitespace before a ':' (the count below needs none).
+_WHITESPACE = np.array([ord(c) for c in " \t\n\r"], np.uint8)
+#: Top-level fields every typed event has.
+_REQUIRED_FIELDS = 6
+
+
+def _ids_ok(events: Sequence[Any]) -> bool:
+    """No control character in any prediction id; model ids and versions valid."""
+    if _id_bad("".join(map(_PID, events))) is not None:
+        return False
+    ids = set(map(_MODEL, events))
+    ids.update(map(_VERSION, events))
+    return all(map(model_id_ok, ids))
+
+
+def _parsed_keys(events: Sequence[Any], features: int) -> int:
+    """Keys of the events' objects: top level, ``features`` (counted by the caller),
+    scores, segment."""
+    n = len(events)
+    scores = list(map(_SCORES, events))
+    segments = list(map(_SEGMENTS, events))
+    versions = list(map(_VERSION_FIELD, events))
+    top = (_REQUIRED_FIELDS + 3) * n
+    top -= sum(map(is_, chain(scores, segments, versions), repeat(UNSET)))
+    nested = sum(map(len, filter(None, scores))) + sum(map(len, filter(None, segments)))
+    return top + features + nested
+
+
+def _keys_unique(data: bytes, events: Sequence[Any], features: int) -> bool:
+    """Whether no object of ``data`` (the records of ``events``, joined) repeats a key.
+
+    Every key token is followed by ``":`` when no whitespace precedes a colon, and
+    ``":`` inside a string needs an escaped quote, so the count of ``":`` is at least
+    the key tokens, which are at least the parsed keys: equality proves every key
+    token was parsed, i.e. no key repeats (the argument of
+    :func:`driftline.contract.events.duplicate_key`). False means "ask the exact path".
+    """
+    # numpy finds the byte before every ':' faster than bytes searches for each pair.
+    raw = np.frombuffer(data, np.uint8)
+    before = raw[np.flatnonzero(raw[1:] == _COLON)]
+    if np.isin(before, _WHITESPACE).any():
+        return False
+    return int(np.count_nonzero(before == _QUOTE)) == _parsed_keys(events, features)
+
+
+def _checked(events: Sequence[Any], data: bytes, features: int) -> bool:
+    """The rules past the types hold for ``events`` (decoded from ``data``, carrying
+    ``features`` features in all)."""
+    return _times_ok(events) and _ids_ok(events) and _keys_unique(data, events, features)
+
+
+def _features_of(event: Any) -> int:
+    values = astuple(event.features)
+    return len(values) - sum(map(is_, values, repeat(UNSET)))
+
+
 def _learn(value: bytes | None, slow: Slow) -> Layout | None:
     """The layout of a valid single event (None if ``value`` is not one)."""
     try:
@@ -439,9 +528,14 @@ def decode_typed(
                 events = list(map(lay.decode, values))  # type: ignore[arg-type]
             except _DECODE_ERRORS:
                 events = None
-            if events is not None and _times_ok(events):
-                _used(lay)
-                return _one_layout(events, values, lay), []
+            if events is not None:
+                frame = _one_layout(events, values, lay)
+                assert frame.groups is not None
+                parts = [c for cs in frame.groups.values() for c in cs]
+                feats = sum(c.feature_keys() for c in parts if isinstance(c, TypedColumns))
+                if _checked(events, joined, feats):
+                    _used(lay)
+                    return frame, []
     return _per_record(values, slow, untyped)
 
 
@@ -523,8 +617,8 @@ def _try_typed(v: bytes | None, tries: list[Layout]) -> Any:
             event = lay.decode(v)
         except _DECODE_ERRORS:
             continue
-        if not _times_ok((event,)):
-            return None  # a string timestamp off the pattern: the exact path words it
+        if not _checked((event,), v, _features_of(event)):
+            return None  # a rule past the types does not hold: the exact path words it
         if lay is not tries[0]:
             tries.remove(lay)
             tries.insert(0, lay)
