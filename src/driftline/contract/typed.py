@@ -85,10 +85,7 @@ _Segment = Annotated[dict[_Name, _SegmentValue], Meta(max_length=LIMITS.max_segm
 _Version = Annotated[int, Meta(ge=1, le=SCHEMA_VERSION)]
 # String timestamps are checked against the RFC 3339 pattern after decoding (msgspec's
 # pattern search would let "$" match before a trailing newline).
-# The contract's largest epoch time where it names one (the event-time work adds
-# LIMITS.max_timestamp_ms), else the int64 range.
-_MAX_TIMESTAMP: int = getattr(LIMITS, "max_timestamp_ms", 2**63 - 1)
-_Timestamp = Annotated[int, Meta(ge=0, le=_MAX_TIMESTAMP)] | str
+_Timestamp = Annotated[int, Meta(ge=0, le=LIMITS.max_timestamp_ms)] | str
 _Prediction = _Text | _Int | float
 
 _UNSET_TYPE = type(UNSET)
