@@ -26,11 +26,13 @@ from driftline.core.reference import Policy, build_reference
 from driftline.core.slowloop import UnitState, stream_key
 from driftline.demo.sea import SeaScenario
 from driftline.runtime.devstack import DevStack
+from driftline.runtime.history import load_history
 from driftline.runtime.labels import LabelJoiner
 from driftline.runtime.metrics import REGISTRY
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import StateStore
 from driftline.views.slow_loop import load_perf_states, report_text
+from driftline.views.status import model_statuses, render_index
 from support import read_all
 
 pytestmark = pytest.mark.integration
@@ -433,3 +435,70 @@ async def test_sigkill_mid_stream_then_restart_counts_every_label_once(lsettings
     assert len({a["alert_id"] for a in alerts}) == len(
         {(a["kind"], a["episode"], a["status"]) for a in alerts}
     )
+
+
+# ------------------------------------------------------------------ a backlog of labels
+
+
+async def _join_all(s: Settings, want_labels: int, want_preds: int) -> tuple[LabelJoiner, int]:
+    """Run one joiner until it processed everything; the most labels it held at once."""
+    j = LabelJoiner(s, name=f"backlog-{s.labels.group_id}")
+    await j.start()
+    task = asyncio.create_task(j.run())
+    most_held = 0
+    paused_seen = False
+    try:
+        deadline = asyncio.get_running_loop().time() + 180
+        while j.labels_seen < want_labels or j.predictions_seen < want_preds:
+            assert asyncio.get_running_loop().time() < deadline, "timed out"
+            most_held = max(most_held, sum(len(u.state.held) for u in j.units.values()))
+            paused_seen |= bool(j.labels_paused)
+            await asyncio.sleep(0.02)
+    finally:
+        j.stop()
+        await task
+        await j.close()
+    assert paused_seen or most_held < s.labels.max_held_labels
+    return j, most_held
+
+
+async def test_a_backlog_of_labels_before_their_predictions_loses_nothing(lsettings):
+    # Issue 13: every label published before its prediction (a backlog after an
+    # outage). The joiner holds at most max_held_labels (+ one batch), pauses the
+    # labels partition meanwhile, and joins every label: no orphan, concept drift found.
+    cap, batch = 1500, 500
+    s = lsettings.model_copy(
+        update={
+            "labels": lsettings.labels.model_copy(
+                update={"max_held_labels": cap, "max_batch_events": batch}
+            )
+        }
+    )
+    sc = SeaScenario(model_id="sea-bl", seed=16)
+    await create_topics(s, partitions=1)
+    await store_reference(s, sea_reference(sc))
+    n = 6000
+    preds, labels = sc.events(n, concept_at=3000)
+    await send(s, s.topics.labels, labels)
+    await send(s, s.topics.predictions, preds)
+    j, most_held = await _join_all(s, n, n)
+    assert j.totals()["sea-bl"] == {"joined": n}
+    assert gauge("driftline_labels_total", model="sea-bl", outcome="orphan") is None
+    assert cap <= most_held <= cap + batch, most_held
+    assert gauge("driftline_labels_held", worker=j.name) == 0
+    assert gauge("driftline_labels_paused", worker=j.name) == 0
+    alerts = await alerts_of(s, {"concept_drift", "performance"})
+    concept = [a for a in alerts if a["kind"] == "concept_drift" and a["status"] == "firing"]
+    assert concept and concept[0]["diagnosis"] == "concept_drift"
+    assert event_index(concept[0]["window"]["end"]) >= 3000
+    # ... in the slow-loop history the report and the status page read.
+    client = aioredis.Redis.from_url(s.redis.url)
+    try:
+        store = StateStore.from_settings(client, s.redis, s.labels.group_id)
+        hist = await load_history(store, "sea-bl")
+        assert {a["alert_id"] for a in hist.alerts} == {a["alert_id"] for a in alerts}
+        (status,) = [x for x in await model_statuses(store) if x["model"] == "sea-bl"]
+        assert status["state"] == "degraded"
+        assert "concept_drift" in render_index([status], 0)
+    finally:
+        await client.aclose()

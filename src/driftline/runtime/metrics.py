@@ -182,8 +182,15 @@ JOIN_PREDICTIONS = Counter(
     registry=REGISTRY,
 )
 HELD_LABELS = Gauge(
-    "driftline_held_labels",
+    "driftline_labels_held",
     "Labels waiting for their prediction (arrived first), per joiner worker.",
+    ["worker"],
+    registry=REGISTRY,
+)
+LABELS_PAUSED = Gauge(
+    "driftline_labels_paused",
+    "Label partitions the joiner stopped reading because labels.max_held_labels are held "
+    "(backpressure: the labels wait in Kafka), per joiner worker.",
     ["worker"],
     registry=REGISTRY,
 )
