@@ -280,10 +280,9 @@ class LabelJoiner(Worker[UnitState, Joined]):
         self.labels_seen += done.labels
         self._backpressure(unit)
         self._observe(done)
-        # Performance points for reports (best effort: observability, not state).
         assert self.store is not None
         # Concept-drift and performance alerts in the models' history (report, status
-        # page); best effort, like the points.
+        # page), and performance points: best effort (observability, not state).
         await record_alerts(self.store, done.result.alerts)
         for model, points in done.result.points.items():
             try:
