@@ -533,3 +533,13 @@ def test_format_1_performance_states_are_still_read():
     rec["v"] = 3
     with pytest.raises(StateCorrupt, match="format version 3"):
         PerfState.from_bytes(orjson.dumps(rec))
+
+
+def test_sea_chunks_of_a_long_stream_have_their_own_length():
+    # events(n, start=...) builds a long stream chunk by chunk (bench_label_backlog):
+    # a switch beyond the chunk used to make the chunk run up to the switch.
+    sc = SeaScenario(model_id="sea")
+    whole, _ = sc.events(3000, concept_at=2500)
+    preds, labels = sc.events(1000, concept_at=2500, start=1000)
+    assert len(preds) == len(labels) == 1000
+    assert [p["prediction_id"] for p in preds] == [p["prediction_id"] for p in whole[1000:2000]]

@@ -96,7 +96,7 @@ class SeaScenario:
         the model's boundary (``x0 + x1 = model_threshold``) by the factor ``squeeze``.
         """
         rng = random.Random(self.seed)
-        switch = n if concept_at is None else max(0, concept_at - start)
+        switch = n if concept_at is None else min(n, max(0, concept_at - start))
         rows = list(self._rows(switch, 0, self.seed + start))
         if switch < n:
             rows += list(self._rows(n - switch, variant_after, self.seed + 77 + start))
