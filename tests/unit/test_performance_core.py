@@ -543,3 +543,17 @@ def test_sea_chunks_of_a_long_stream_have_their_own_length():
     preds, labels = sc.events(1000, concept_at=2500, start=1000)
     assert len(preds) == len(labels) == 1000
     assert [p["prediction_id"] for p in preds] == [p["prediction_id"] for p in whole[1000:2000]]
+
+
+def test_alerts_resolve_once_accuracy_is_back_and_never_while_it_is_not(sea_ref):
+    # The concept switches at 3000 and switches back at 8000: each slow-loop kind fires
+    # once and resolves once, after the return, on predictions made after it.
+    sc = SeaScenario(model_id="sea")
+    p1, l1 = sc.events(8000, concept_at=3000)
+    p2, l2 = sc.events(6000, start=8000)
+    loop = Loop(refs={("sea", "1"): sea_ref})
+    loop.feed(interleave(p1 + p2, sorted(l1 + l2, key=lambda e: e["timestamp"])), 1000)
+    for kind in ("concept_drift", "performance"):
+        seen = [(a.status, (a.window.end - T0) // 10) for a in loop.alerts if a.kind == kind]
+        assert [s for s, _ in seen] == ["firing", "resolved"], (kind, seen)
+        assert 3000 <= seen[0][1] < 8000 <= seen[1][1], (kind, seen)
