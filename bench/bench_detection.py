@@ -55,7 +55,7 @@ import orjson
 # split by concept, only ``process_batch``'s module changes here.
 from driftline.config import LabelsSettings
 from driftline.core.detectors import ADWIN, PageHinkley
-from driftline.core.fastloop.monitor import process_batch
+from driftline.core.fastloop import process_batch
 from driftline.core.reference import Policy, TrainingData, build_reference
 from driftline.core.slowloop import (
     DriftIndex,

@@ -63,7 +63,7 @@ from driftline.config import Settings
 from driftline.contract.columnar import pack_events
 from driftline.contract.decode import decode_records
 from driftline.contract.keys import StateKey
-from driftline.core.fastloop.monitor import ModelState, process_batch, process_columns
+from driftline.core.fastloop import ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.runtime.devstack import DevStack
@@ -466,8 +466,7 @@ def phase_growth(cfg: dict[str, Any]) -> dict[str, Any]:
             for i in range(0, len(values), step):
                 frame, bad = decode_records(values[i : i + step])
                 assert not bad
-                fn = process_columns if columns else process_batch
-                fn(frame, states, lambda m, v: refs.get(m) or refs["*"])
+                process_batch(frame, states, lambda m, v: refs.get(m) or refs["*"])
                 keys = {StateKey(it["model_id"], it["model_version"]) for it in frame}
                 state_bytes += sum(len(states[k].to_bytes()) for k in keys)  # the commit
             best = min(best, time.process_time() - c0)

@@ -6,7 +6,7 @@ the current code and compares (alert ids exactly, everything else to a relative 
 vectorised code may change the order of a sum). The fixtures are the oracle of
 refactors of the cores, in place of a frozen second copy of the code.
 
-Only public entry points are called: ``process_batch`` / ``process_columns`` with
+Only public entry points are called: ``process_batch`` (events, columnar batches, mixed) with
 ``BatchResult`` and ``ModelState.to_bytes`` / ``from_bytes`` (fast loop);
 ``plan_lookups`` / ``join_batch`` with ``MemoryRecords``, ``DriftIndex`` and
 ``UnitState.to_fields`` / ``from_fields`` (slow loop).
@@ -36,7 +36,7 @@ import orjson
 from driftline.config import LabelsSettings
 from driftline.contract.columnar import ColumnarBatch, pack_events
 from driftline.contract.keys import StateKey
-from driftline.core.fastloop.monitor import BatchResult, ModelState, process_batch, process_columns
+from driftline.core.fastloop import BatchResult, ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, TrainingData, build_reference
 from driftline.core.slowloop import (
     DriftIndex,
@@ -202,7 +202,7 @@ def _references(names: Sequence[str]) -> dict[tuple[str, str], ReferenceProfile]
 
 #: How a scenario's events reach the core: ``events`` through ``process_batch``;
 #: ``batches`` packed into columnar batches of 137 rows and ``mixed`` (runs of single
-#: events and batches alternating) through ``process_columns``; ``reload`` like
+#: events and batches alternating) through ``process_batch``; ``reload`` like
 #: ``events`` with every state stored and loaded again between batches (as the worker
 #: does through Redis).
 Feed = Literal["events", "batches", "mixed", "reload"]
@@ -453,12 +453,11 @@ def run_fast(scn: FastScenario, feed: tuple[Feed, int] | None = None) -> Record:
     events = scn.events()
     refs = _references(scn.references)
     items = _items(copy.deepcopy(events), how)
-    process = process_columns if how in ("batches", "mixed") else process_batch
     states: dict[StateKey, ModelState] = {}
     total = BatchResult()
     calls: list[list[int]] = []
     for i in range(0, len(items), size):
-        res = process(items[i : i + size], states, lambda m, v: refs.get((m, v)))
+        res = process_batch(items[i : i + size], states, lambda m, v: refs.get((m, v)))
         calls.append(
             [
                 len(res.alerts),

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from driftline.contract.keys import StateKey
-from driftline.core.fastloop.monitor import FUTURE_TOLERANCE_MS, ModelState
+from driftline.core.fastloop import ModelState
+from driftline.core.fastloop.windows import FUTURE_TOLERANCE_MS
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.demo.simulate import SimulatedModel
 from driftline.offline.replay import Replayer

@@ -125,7 +125,7 @@ def all_edges() -> Iterable[tuple[str, str, int]]:
 
 def test_the_graph_is_read() -> None:
     # A guard against a test that passes on an empty graph.
-    assert "driftline.core.fastloop.monitor" in modules()
+    assert "driftline.core.fastloop.process" in modules()
     assert "driftline.contract.decode" in edges()["driftline.runtime.monitor"]
 
 

@@ -28,7 +28,7 @@ from driftline.contract.columnar import (
 from driftline.contract.decode import decode_record, decode_records
 from driftline.contract.events import BATCH_FORMAT, LIMITS, PredictionBatch, decode_prediction_fast
 from driftline.contract.keys import StateKey
-from driftline.core.fastloop.monitor import process_batch, process_columns
+from driftline.core.fastloop import process_batch
 from driftline.core.reference import ReferenceProfile, build_reference
 from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.errors import ContractError, DecodeError, UnsupportedVersion, ValidationError
@@ -231,14 +231,13 @@ def test_decode_record_errors() -> None:
 # ---------------------------------------------------------------------- same drift results
 
 
-def _run(items: list[Any], batch: int, columns: bool) -> Any:
+def _run(items: list[Any], batch: int) -> Any:
     refs = {("churn", "1"): reference(), ("fraud", "1"): reference("fraud")}
     states: dict[StateKey, Any] = {}
     alerts: list[Any] = []
     windows: list[Any] = []
-    fn = process_columns if columns else process_batch
     for i in range(0, len(items), batch):
-        res = fn(items[i : i + batch], states, lambda m, v: refs.get((m, v)))
+        res = process_batch(items[i : i + batch], states, lambda m, v: refs.get((m, v)))
         alerts += res.alerts
         windows += res.windows
     return alerts, windows, states
@@ -258,8 +257,8 @@ def test_columnar_batches_give_the_results_of_single_events(rows: int) -> None:
     singles += churn[len(fraud) :]
     batches = [ColumnarBatch.from_dict(b) for b in pack_events(singles, max_rows=rows)]
     # same order per stream; the two models' batches interleave
-    a_alerts, a_windows, a_states = _run(singles, 5_000, columns=False)
-    b_alerts, b_windows, b_states = _run(batches, 7, columns=True)
+    a_alerts, a_windows, a_states = _run(singles, 5_000)
+    b_alerts, b_windows, b_states = _run(batches, 7)
     assert a_alerts and [a.alert_id for a in b_alerts] == [a.alert_id for a in a_alerts]
     for x, y in zip(b_alerts, a_alerts, strict=True):
         assert_close(x.model_dump(), y.model_dump())
@@ -273,8 +272,8 @@ def test_columnar_batches_give_the_results_of_single_events(rows: int) -> None:
 def test_mixed_singles_and_batches_keep_partition_order() -> None:
     events = _events(3_000, seed=14, shift=Shift(start=1_200, sigmas=1.0))
     mixed = mixed_items(events)
-    a_alerts, a_windows, a_states = _run(events, 1_000, columns=False)
-    b_alerts, b_windows, b_states = _run(mixed, 13, columns=False)
+    a_alerts, a_windows, a_states = _run(events, 1_000)
+    b_alerts, b_windows, b_states = _run(mixed, 13)
     assert [a.alert_id for a in b_alerts] == [a.alert_id for a in a_alerts]
     assert_close(b_windows, a_windows)
     for k, st in a_states.items():
@@ -287,7 +286,7 @@ def test_warm_up_from_a_batch() -> None:
     a_states: dict[StateKey, Any] = {}
     b_states: dict[StateKey, Any] = {}
     a = process_batch(events, a_states, lambda m, v: None)
-    b = process_columns(batches, b_states, lambda m, v: None)
+    b = process_batch(batches, b_states, lambda m, v: None)
     assert [r.reference_id for r in b.new_references] == [r.reference_id for r in a.new_references]
     key = StateKey("churn", "1")
     assert_close(b_states[key].to_bytes(), a_states[key].to_bytes())

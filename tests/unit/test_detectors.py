@@ -465,6 +465,87 @@ def test_page_hinkley_state_after_update_many_matches_loop() -> None:
 
 
 # --------------------------------------------------------------------------------------
+# Page-Hinkley bank: many detectors fed together, as the monitor runs them
+# --------------------------------------------------------------------------------------
+
+BANK = {"min_instances": 30, "delta": 0.25, "threshold": 50.0, "alpha": 1.0}
+
+
+def _bank_rows(rng: np.random.Generator, k: int, m: int) -> np.ndarray:
+    z = rng.normal(0, 1, (k, m))
+    z[:, m // 2 :] += rng.choice([0.0, 0.5, 2.0], size=(k, 1))  # some rows drift
+    return np.clip(z, -3, 3)
+
+
+def test_page_hinkley_bank_detects_what_river_detects() -> None:
+    # The oracle: river's detector, one value at a time, on every row.
+    rng = np.random.default_rng(21)
+    z = np.vstack([_bank_rows(rng, 5, 6_000), sequence("gauss_up", standardise=True)[:6_000]])
+    z[2, rng.random(6_000) < 0.05] = math.nan  # a feature with missing values
+    z[4, 100] = math.nan
+    bank = [PageHinkley(**BANK) for _ in range(z.shape[0])]
+    hits = PageHinkley.update_bank(bank, z)
+    assert any(h.size for h in hits) and not all(h.size for h in hits)
+    for j, row in enumerate(z):
+        kept = np.flatnonzero(~np.isnan(row))  # NaN: a missing value, not fed
+        expected = river_hits(drift.PageHinkley(**BANK), row[kept])
+        assert hits[j].tolist() == kept[expected].tolist(), j
+
+
+def test_page_hinkley_bank_equals_update_many() -> None:
+    rng = np.random.default_rng(2)
+    together = alone = 0
+    for trial in range(60):
+        k = int(rng.integers(1, 8))
+        m = int(rng.integers(1, 700))
+        z = _bank_rows(rng, k, m)
+        starts = [int(rng.integers(0, 3)) * int(rng.integers(0, 400)) for _ in range(k)]
+        prefix = [
+            np.random.default_rng(trial * 10 + j).normal(0, 1, s) for j, s in enumerate(starts)
+        ]
+        bank = [PageHinkley(**BANK) for _ in range(k)]
+        solo = [PageHinkley(**BANK) for _ in range(k)]
+        for j in range(k):
+            bank[j].update_many(prefix[j])
+            solo[j].update_many(prefix[j])
+        if trial % 5 == 0:
+            bank[0] = PageHinkley(**{**BANK, "threshold": 10.0})  # other parameters: alone
+            solo[0] = PageHinkley(**{**BANK, "threshold": 10.0})
+        hits = PageHinkley.update_bank(bank, z)
+        for j in range(k):
+            expected = solo[j].update_many(z[j])
+            assert hits[j].tolist() == expected.tolist()
+            together += not expected.size
+            alone += bool(expected.size)
+            assert bank[j].n == solo[j].n and bank[j].drift_detected == solo[j].drift_detected
+            _ph_state_close(bank[j], solo[j])
+    assert together > 50 and alone > 5
+
+
+def test_page_hinkley_bank_past_one_block_and_in_pieces() -> None:
+    # 40,000 values: three blocks of the bank; fed whole or in uneven pieces, the
+    # detections are the same (the monitor feeds whatever each batch holds).
+    rng = np.random.default_rng(5)
+    z = _bank_rows(rng, 4, 40_000)
+    whole = PageHinkley.update_bank([PageHinkley(**BANK) for _ in range(4)], z)
+    bank = [PageHinkley(**BANK) for _ in range(4)]
+    pieces: list[list[int]] = [[] for _ in range(4)]
+    for lo, hi in ((0, 7), (7, 17_000), (17_000, 17_001), (17_001, 40_000)):
+        bank = [PageHinkley.from_bytes(p.to_bytes()) for p in bank]
+        for j, h in enumerate(PageHinkley.update_bank(bank, z[:, lo:hi])):
+            pieces[j] += (lo + h).tolist()
+    assert [h.tolist() for h in whole] == pieces
+    assert any(pieces)
+
+
+def test_page_hinkley_bank_arguments() -> None:
+    assert PageHinkley.update_bank([], np.zeros((0, 5))) == []
+    assert [h.size for h in PageHinkley.update_bank([PageHinkley()], np.zeros((1, 0)))] == [0]
+    with pytest.raises(ValueError):
+        PageHinkley.update_bank([PageHinkley()], np.zeros((2, 5)))
+
+
+# --------------------------------------------------------------------------------------
 # Contract shared by every detector
 # --------------------------------------------------------------------------------------
 

@@ -1,11 +1,11 @@
 """The cores reproduce their golden fixtures: alert ids, alerts, windows, outcomes, states.
 
-``tests/golden/scenarios.py`` defines the scenarios (fast loop: ``process_batch`` /
-``process_columns``; slow loop: ``plan_lookups`` / ``join_batch``), ``record.py``
-recorded what the cores gave (``tests/golden/*.json``). Every scenario is replayed with
-the current code: alert ids must be equal exactly, everything else to a relative 1e-9
-(vectorised code may sum in another order), so refactors of the cores are checked
-without a frozen second copy of them.
+``tests/golden/scenarios.py`` defines the scenarios (fast loop: ``process_batch``;
+slow loop: ``plan_lookups`` / ``join_batch``), ``record.py`` recorded what the cores
+gave (``tests/golden/*.json``). Every scenario is replayed with the current code: alert
+ids must be equal exactly, everything else to a relative 1e-9 (vectorised code may sum
+in another order), so refactors of the cores are checked without a frozen second copy
+of them.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from driftline.contract.history import (
     encode_perf,
     encode_window,
 )
-from driftline.core.fastloop.monitor import BatchResult
+from driftline.core.fastloop import BatchResult
 from driftline.offline.replay import Replayer
 from driftline.runtime.history import (
     MAX_WINDOWS,

@@ -7,7 +7,7 @@ import functools
 import pytest
 
 from driftline.contract.keys import StateKey
-from driftline.core.fastloop.monitor import ModelState, process_batch
+from driftline.core.fastloop import ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.offline.replay import Replayer

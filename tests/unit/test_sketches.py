@@ -2,7 +2,10 @@
 
 One contract suite runs over both sketch kinds through a small adapter (``Kind``): how
 to make an empty sketch and a random batch, which fields must agree exactly and which
-(the floating-point moments) within 1e-9 relative.
+(the floating-point moments) within 1e-9 relative. A sketch's ``update`` is a bank of
+one column, so the suite runs the code that updates the monitor's windows; the banks'
+own laws (many columns at once, merge, the sketches in and out) and the bin lookup
+they use follow at the end.
 """
 
 from __future__ import annotations
@@ -18,8 +21,13 @@ import pytest
 
 from driftline.contract.codec import pack
 from driftline.core.sketches import (
+    CategoricalBins,
     CategoricalSketch,
+    CategoricalSketchBank,
+    GridBinner,
+    NumericBins,
     NumericSketch,
+    NumericSketchBank,
     categories_fingerprint,
     edges_fingerprint,
 )
@@ -515,3 +523,118 @@ def test_categorical_fingerprint_depends_on_order_and_boundaries() -> None:
     assert categories_fingerprint(["ab", "c"]) != categories_fingerprint(["a", "bc"])
     assert categories_fingerprint(["a", "b"]) != categories_fingerprint(["b", "a"])
     assert edges_fingerprint([0.0, 1.0]) != edges_fingerprint([0.0, 1.0 + 1e-15])
+
+
+# ------------------------------------------------------------------ banks
+
+
+def _numeric_columns() -> list[NumericSketch]:
+    return [
+        NumericSketch.zero(EDGES, REF_MIN, REF_MAX),
+        NumericSketch.zero(OTHER_EDGES, -1.0, 1.0),
+        NumericSketch.zero(np.array([0.0]), 0.0, 0.0),
+        NumericSketch.zero(np.linspace(-3, 3, 99), -4.0, 4.0),  # the grid lookup
+    ]
+
+
+def _rows(rng: np.random.Generator, m: int, clean: bool) -> np.ndarray:
+    x = np.vstack([numeric_batch(rng, m) for _ in range(4)])
+    if clean:  # rows 1 and 3 finite: they take the vectorised path
+        x[[1, 3]] = rng.normal(0.0, 1.3, (2, m))
+    return x
+
+
+@pytest.mark.parametrize("clean", [False, True])
+def test_numeric_bank_equals_one_sketch_per_column(clean: bool) -> None:
+    rng = np.random.default_rng(21)
+    zeros = _numeric_columns()
+    bank = NumericSketchBank.zero(NumericBins.of(*zeros))
+    alone = [z.copy() for z in zeros]
+    for m in (1, 40, 0, 700, 3):
+        x = _rows(rng, m, clean)
+        located = bank.bins.locate(x)
+        cut = m // 2  # the monitor updates chunks of a batch located once
+        bank.update(x[:, :cut], located[:, :cut]).update(x[:, cut:], located[:, cut:])
+        for i, sk in enumerate(alone):
+            sk.update(x[i])
+    for got, want in zip(bank.sketches(), alone, strict=True):
+        assert_equivalent(NUMERIC, got, want)
+        assert got.fingerprint == want.fingerprint
+
+
+def test_numeric_bank_holds_sketches_and_merges_like_them() -> None:
+    rng = np.random.default_rng(22)
+    zeros = _numeric_columns()
+    bins = NumericBins.of(*zeros)
+    a = [z.copy().update(_rows(rng, 300, False)[i]) for i, z in enumerate(zeros)]
+    b = [z.copy().update(_rows(rng, 50, True)[i]) for i, z in enumerate(zeros)]
+    bank_a, bank_b = NumericSketchBank.of(bins, a), NumericSketchBank.of(bins, b)
+    assert bank_a.sketches() == a  # in and out, bit for bit
+    assert [s.to_bytes() for s in bank_a.sketches()] == [s.to_bytes() for s in a]
+    merged = bank_a.merge(bank_b).sketches()
+    assert merged == [x.merge(y) for x, y in zip(a, b, strict=True)]
+    assert bank_a.merge(NumericSketchBank.zero(bins)).sketches() == a  # zero: identity
+    assert NumericSketchBank.of(bins, [None, a[1], None, None]).sketches()[1] == a[1]
+    bank_a.reset()
+    assert bank_a.sketches() == zeros
+    other = NumericBins.of(*_numeric_columns()[::-1])
+    with pytest.raises(SketchMismatch):
+        bank_a.merge(NumericSketchBank.zero(other))
+
+
+def test_categorical_bank_equals_one_sketch_per_row() -> None:
+    rng = np.random.default_rng(23)
+    zeros = [
+        CategoricalSketch.zero(CATS),
+        CategoricalSketch.zero(()),
+        CategoricalSketch.zero(OTHER_CATS[:2]),
+    ]
+    bins = CategoricalBins.of(*zeros)
+    bank = CategoricalSketchBank.zero(bins)
+    alone = [z.copy() for z in zeros]
+    for m in (5, 0, 900):
+        values = [categorical_batch(rng, m) for _ in zeros]
+        codes = np.array(
+            [
+                [bins.lookups[r].get(v, bins.sizes[r]) for v in vals]
+                for r, vals in enumerate(values)
+            ],
+            dtype=np.int64,
+        ).reshape(len(zeros), m)
+        bank.update(codes)
+        for sk, vals in zip(alone, values, strict=True):
+            sk.update(vals)
+    assert bank.sketches() == alone
+    twice = bank.merge(CategoricalSketchBank.of(bins, alone)).sketches()
+    assert twice == [sk.merge(sk) for sk in alone]
+    assert bank.row_totals().tolist() == [sk.n for sk in alone]
+    with pytest.raises(SketchMismatch):
+        bank.merge(CategoricalSketchBank.zero(CategoricalBins.of(*zeros[::-1])))
+
+
+def test_grid_binner_equals_searchsorted() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(150):
+        edges = []
+        for _ in range(6):
+            k = int(rng.integers(0, 120))
+            scale = 10 ** rng.uniform(-3, 3)
+            e = np.unique(np.round(rng.normal(0, scale, k), int(rng.integers(0, 6))))
+            if trial % 7 == 0 and e.size:  # a crowd of edges: searchsorted for that row
+                e = np.unique(np.r_[e, e[0] + np.arange(10) * 1e-9])
+            edges.append(e)
+        binner = GridBinner(edges)
+        x = np.empty((6, 300))
+        for i, e in enumerate(edges):
+            v = rng.normal(0, 10 ** rng.uniform(-3, 3), 300)
+            if e.size:
+                v[:50] = rng.choice(e, 50)  # exactly on an edge
+                v[50:60] = e[0] - 1e-12
+                v[60:70] = e[-1] + 1e-300
+                v[70:80] = np.nextafter(rng.choice(e, 10), math.inf)
+            x[i] = v
+        x[0, 5], x[1, 7], x[2, 9] = math.nan, math.inf, -math.inf
+        out = binner.bins(x, np.isfinite(x).all(axis=1))
+        for i, e in enumerate(edges):
+            ok = np.isfinite(x[i])
+            assert (out[i][ok] == np.searchsorted(e, x[i][ok], side="left")).all()

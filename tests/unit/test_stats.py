@@ -23,18 +23,23 @@ from driftline.core.sketches import NumericSketch
 from driftline.core.stats import (
     Chi2Result,
     KSResult,
-    _psi_rows,
     calibrate_psi_threshold,
+    cdf_rows,
     chi2_homogeneity,
+    chi2_homogeneity_rows,
     chi2_isf,
     chi2_ppf,
     chi2_sf,
     holm,
     js_distance,
+    js_distance_rows,
     kolmogorov_sf,
     ks_binned,
+    ks_binned_rows,
     ks_pvalue,
     psi,
+    psi_rows,
+    rate_excess_p_value,
     wasserstein_binned,
 )
 from driftline.errors import SketchMismatch
@@ -257,6 +262,94 @@ def test_js_distance_matches_scipy() -> None:
     assert js_distance([1, 2], [2, 4]) == pytest.approx(0.0, abs=1e-7)
 
 
+# ------------------------------------------------------------------ row kernels
+#
+# The monitor computes every window's statistics with the row kernels: each row must
+# equal the one-row function bit for bit (so the vectorised core decides as the public
+# functions would), and the row kernels are held to scipy directly as well.
+
+
+def _count_rows(g: np.random.Generator, rows: int, k: int, zeros: bool) -> np.ndarray:
+    c = g.integers(0, 50, size=(rows, k)).astype(np.float64)
+    if zeros:
+        c[g.random((rows, k)) < 0.3] = 0.0
+    c[:, 0] += 1.0
+    return c
+
+
+@pytest.mark.parametrize("zeros", [False, True])
+def test_row_kernels_equal_the_one_row_functions_bit_for_bit(zeros: bool) -> None:
+    g = np.random.default_rng(11)
+    for _ in range(120):
+        k = int(g.integers(1, 30))
+        ref, cur = _count_rows(g, 7, k, zeros), _count_rows(g, 7, k, zeros)
+        psis, jss = psi_rows(ref, cur), js_distance_rows(ref, cur)
+        stats, dofs, ps = chi2_homogeneity_rows(ref, cur)
+        for i in range(7):
+            assert psis[i] == psi(ref[i], cur[i])
+            assert jss[i] == js_distance(ref[i], cur[i])
+            assert (stats[i], dofs[i], ps[i]) == tuple(chi2_homogeneity(ref[i], cur[i]))
+
+
+def test_row_kernels_match_scipy() -> None:
+    g = np.random.default_rng(12)
+    for k in (2, 5, 9, 40):
+        ref, cur = _count_rows(g, 6, k, True), _count_rows(g, 6, k, True)
+        jss = js_distance_rows(ref, cur)
+        stats, dofs, ps = chi2_homogeneity_rows(ref, cur)
+        for i in range(6):
+            assert jss[i] == pytest.approx(ssd.jensenshannon(ref[i], cur[i], base=2), abs=1e-12)
+            table = np.vstack([ref[i], cur[i]])
+            table = table[:, table.sum(axis=0) > 0]
+            if table.shape[1] < 2:
+                assert (stats[i], dofs[i], ps[i]) == (0.0, 0, 1.0)
+                continue
+            stat, pval, dof, _ = ss.chi2_contingency(table, correction=False)
+            assert dofs[i] == dof
+            assert stats[i] == pytest.approx(stat, rel=1e-10)
+            assert ps[i] == pytest.approx(pval, rel=1e-9, abs=1e-300)
+
+
+def test_chi2_rows_compute_only_the_p_values_asked_for() -> None:
+    ref = np.array([[10.0, 20.0, 5.0], [3.0, 3.0, 3.0]])
+    cur = np.array([[20.0, 10.0, 5.0], [3.0, 3.0, 3.0]])
+    stats, dofs, ps = chi2_homogeneity_rows(ref, cur, p_values=[False, True])
+    assert math.isnan(ps[0]) and ps[1] == chi2_homogeneity(ref[1], cur[1]).p_value
+    assert stats[0] == chi2_homogeneity(ref[0], cur[0]).statistic and dofs == [2, 2]
+
+
+@pytest.mark.parametrize("dist", CONTINUOUS)
+def test_ks_rows_equal_ks_binned_and_bracket_scipy(dist: str) -> None:
+    g = np.random.default_rng(zlib.crc32(dist.encode()))
+    sketches, refs, curs = [], [], []
+    for bins in (4, 20, 64):
+        a, b = SAMPLES[dist](g, 3_000)
+        edges = quantile_edges(a, bins)
+        ref = NumericSketch.zero(edges, float(a.min()), float(a.max())).update(a)
+        cur = NumericSketch.zero(edges, float(a.min()), float(a.max())).update(b)
+        sketches.append((a, b, ref, cur))
+        refs.append(ref.counts)
+        curs.append(cur.counts)
+    width = max(r.size for r in refs)
+    pad = np.zeros((len(refs), width))
+    cpad = np.zeros((len(refs), width), dtype=np.int64)
+    for i, (r, c) in enumerate(zip(refs, curs, strict=True)):
+        pad[i, : r.size], cpad[i, : c.size] = r, c
+    ks = ks_binned_rows(cdf_rows(pad), cpad, [r.size for r in refs])
+    for i, (a, b, ref, cur) in enumerate(sketches):
+        one = ks_binned(ref.counts, cur.counts)
+        assert ks[i] == one.statistic
+        exact = ss.ks_2samp(a, b).statistic
+        assert ks[i] <= exact + 1e-12 <= ks[i] + one.error_bound + 1e-12
+
+
+def test_rate_excess_p_value_is_the_normal_tail() -> None:
+    for rate, p0, n in ((0.3, 0.2, 400), (0.1, 0.1, 50), (0.0, 0.5, 10), (0.9, 0.0, 1000)):
+        q = min(max(p0, 1e-6), 1 - 1e-6)
+        z = (rate - q) / math.sqrt(q * (1 - q) / n)
+        assert rate_excess_p_value(rate, p0, n) == pytest.approx(ss.norm.sf(z), rel=1e-12)
+
+
 # ------------------------------------------------------------------ Wasserstein
 
 
@@ -364,7 +457,7 @@ def _null_fpr(
         refs = np.broadcast_to(ref_counts.astype(np.float64), windows.shape)
     else:  # reference and window both fresh samples of one population
         refs = g.multinomial(m, p, size=20_000).astype(np.float64)
-    return float(np.mean(_psi_rows(refs, windows, 1e-4) > threshold))
+    return float(np.mean(psi_rows(refs, windows, 1e-4) > threshold))
 
 
 REF10 = np.array([1500, 1200, 1100, 1000, 1000, 1000, 900, 900, 800, 600])

@@ -1,6 +1,6 @@
 """Prediction data column by column: the batched envelope and fast column extraction.
 
-The monitor's core (:mod:`driftline.core.fastloop.monitor`) works on columns: one float64 array per
+The monitor's core (:mod:`driftline.core.fastloop`) works on columns: one float64 array per
 numeric feature, one array of category codes per categorical feature. Events arrive in
 two shapes and both end up as :class:`Columns` of one stream (model, version, segment)
 in partition order:
@@ -23,7 +23,7 @@ Kafka records, checks the single events in bulk (the common all-valid case with 
 C-level passes per column, falling back to the exact per-event check when anything
 looks wrong, so the verdicts are always :func:`driftline.contract.events.check_prediction`'s)
 and returns an :class:`EventFrame`, a plain list of the valid items that also carries
-the columns already built, which :func:`driftline.core.fastloop.monitor.process_batch` reuses.
+the columns already built, which :func:`driftline.core.fastloop.process_batch` reuses.
 :func:`pack_events` turns rows into batched envelopes (what the SDK's ``send_batch``
 sends).
 """

@@ -51,6 +51,7 @@ __all__ = [
     "LabelEvent",
     "PredictionBatch",
     "PredictionEvent",
+    "MultivariateModel",
     "ReferenceEnvelope",
     "SCHEMA_NAMES",
     "check_label",
@@ -358,11 +359,76 @@ def make_alert_id(*parts: object) -> str:
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
+def _int_in(*choices: int) -> Any:
+    def check(v: object) -> object:
+        if type(v) is not int or v not in choices:
+            raise ValueError(f"expected one of the integers {choices}")
+        return v
+
+    return BeforeValidator(check)
+
+
+Positive = Annotated[Number, Field(gt=0)]
+
+
+class _MultivariateColumn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    feature: Name
+    category: StringValue | None
+    scores: Annotated[list[Number], Field(min_length=2)]
+    edges_fp: StrictStr = ""
+
+
+class _MultivariateChannel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["t2", "spe"]
+    dof: Positive
+    mean: Number
+    sd: Positive
+
+
+class _MultivariateRows(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: list[Annotated[StrictInt, Field(ge=0)]]
+    a: list[Number]
+    b: list[Number]
+    direction: list[Annotated[int, _int_in(1, -1)]]
+    role: list[Annotated[int, _int_in(0, 1)]]
+    #: null: a row its reference was too small to calibrate (never fires).
+    threshold: list[Positive | None]
+
+
+class MultivariateModel(BaseModel):
+    """The multivariate model in a reference profile (``profile.multivariate``).
+
+    Built by :mod:`driftline.core.multivariate`; versioned by its own
+    ``format_version``. Absent from references built without it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: One
+    settings: dict[str, Any]
+    columns: Annotated[list[_MultivariateColumn], Field(min_length=2, max_length=2048)]
+    components: Annotated[list[list[Number]], Field(min_length=1, max_length=64)]
+    variances: Annotated[list[Positive], Field(min_length=1, max_length=64)]
+    weights: list[Annotated[Number, Field(ge=0)]]
+    channels: Annotated[list[_MultivariateChannel], Field(min_length=1, max_length=2)]
+    rows: _MultivariateRows
+    target_arl: Positive
+    notes: dict[str, Any] = Field(default_factory=dict)
+
+
 class ReferenceEnvelope(BaseModel):
     """The versioned envelope of a model's reference profile as stored in Redis.
 
     ``profile`` holds the per-feature and output profiles built by
     :mod:`driftline.core.reference`; its own layout is versioned by ``format_version``.
+    An optional ``profile.multivariate`` holds the multivariate model
+    (:class:`MultivariateModel`, checked when present).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -376,6 +442,18 @@ class ReferenceEnvelope(BaseModel):
     source: Annotated[StrictStr, StringConstraints(max_length=1024)]
     row_count: Annotated[StrictInt, Field(ge=0)]
     profile: dict[str, Any]
+
+    @field_validator("profile")
+    @classmethod
+    def _check_multivariate(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "multivariate" in v:
+            try:
+                MultivariateModel.model_validate(v["multivariate"])
+            except PydanticValidationError as exc:
+                first = exc.errors(include_input=False, include_url=False)[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"multivariate.{where}: {first['msg']}") from None
+        return v
 
 
 def _load(

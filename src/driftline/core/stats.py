@@ -14,6 +14,7 @@ does not depend on scipy; the test suite checks them against scipy.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -25,16 +26,22 @@ __all__ = [
     "Chi2Result",
     "KSResult",
     "calibrate_psi_threshold",
+    "cdf_rows",
     "chi2_homogeneity",
+    "chi2_homogeneity_rows",
     "chi2_isf",
     "chi2_ppf",
     "chi2_sf",
     "holm",
     "js_distance",
+    "js_distance_rows",
     "kolmogorov_sf",
     "ks_binned",
+    "ks_binned_rows",
     "ks_pvalue",
     "psi",
+    "psi_rows",
+    "rate_excess_p_value",
     "wasserstein_binned",
 ]
 
@@ -123,10 +130,53 @@ def ks_binned(ref_counts: npt.ArrayLike, cur_counts: npt.ArrayLike) -> KSResult:
     KSResult(statistic=0.5, error_bound=1.0)
     """
     r, c = _pair(ref_counts, cur_counts)
+    stat = float(ks_binned_rows(cdf_rows(r[None, :]), c[None, :], [r.size])[0])
     pr, pc = r / r.sum(), c / c.sum()
-    d = np.abs(np.cumsum(pr)[:-1] - np.cumsum(pc)[:-1])
-    stat = float(d.max()) if d.size else 0.0
     return KSResult(stat, float(np.maximum(pr, pc).max()))
+
+
+def cdf_rows(counts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The empirical CDF at the upper edge of every bin, row by row (counts ``(k, B)``).
+
+    Computed once per reference, it is the first argument of :func:`ks_binned_rows`.
+    Rows whose counts sum to zero give NaN.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: npt.NDArray[np.float64] = np.cumsum(counts / counts.sum(axis=1, keepdims=True), axis=1)
+    return out
+
+
+def ks_binned_rows(
+    ref_cdf: npt.NDArray[np.float64],
+    cur_counts: npt.ArrayLike,
+    sizes: Sequence[int] | npt.NDArray[np.intp],
+) -> npt.NDArray[np.float64]:
+    """:func:`ks_binned`'s statistic for every row at once, equal to it bit for bit.
+
+    Parameters
+    ----------
+    ref_cdf
+        :func:`cdf_rows` of the reference counts, ``(k, B)``.
+    cur_counts
+        The current counts on the same bins, ``(k, B)``; row ``i`` uses its first
+        ``sizes[i]`` columns (rows of fewer bins are padded at the end).
+    sizes
+        Number of bins of each row.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``k`` statistics; NaN for a row whose current counts sum to zero. No input
+        checks (the caller validated the counts).
+    """
+    cur = np.asarray(cur_counts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = cur / cur.sum(axis=1, keepdims=True, dtype=np.float64)
+        d = np.abs(ref_cdf - np.cumsum(share, axis=1))
+    # The CDFs are compared at the interior edges only (positions < size - 1).
+    d[np.arange(d.shape[1])[None, :] >= (np.asarray(sizes) - 1)[:, None]] = 0.0
+    out: npt.NDArray[np.float64] = d.max(axis=1) if d.shape[1] else np.zeros(d.shape[0])
+    return out
 
 
 def kolmogorov_sf(x: float) -> float:
@@ -328,15 +378,7 @@ def chi2_isf(p: float, k: float) -> float:
     >>> round(chi2_isf(0.05, 1), 9)
     3.841458821
     """
-    k = _check_dof(k)
-    p = float(p)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"probability must be in [0, 1], got {p!r}")
-    if p == 0.0:
-        return math.inf
-    if p == 1.0:
-        return 0.0
-    return _chi2_solve(k, p, upper=True) if p <= 0.5 else _chi2_solve(k, 1.0 - p, upper=False)
+    return _chi2_quantile(p, k, upper=True)
 
 
 def chi2_ppf(q: float, k: float) -> float:
@@ -350,15 +392,18 @@ def chi2_ppf(q: float, k: float) -> float:
     >>> round(chi2_ppf(0.95, 1), 9)
     3.841458821
     """
+    return _chi2_quantile(q, k, upper=False)
+
+
+def _chi2_quantile(p: float, k: float, upper: bool) -> float:
+    """The ``x`` whose upper (``upper``) or lower tail probability is ``p``."""
     k = _check_dof(k)
-    q = float(q)
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"probability must be in [0, 1], got {q!r}")
-    if q == 0.0:
-        return 0.0
-    if q == 1.0:
-        return math.inf
-    return _chi2_solve(k, q, upper=False) if q <= 0.5 else _chi2_solve(k, 1.0 - q, upper=True)
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"probability must be in [0, 1], got {p!r}")
+    if p in (0.0, 1.0):
+        return math.inf if (p == 0.0) == upper else 0.0
+    return _chi2_solve(k, p, upper) if p <= 0.5 else _chi2_solve(k, 1.0 - p, not upper)
 
 
 def chi2_homogeneity(ref_counts: npt.ArrayLike, cur_counts: npt.ArrayLike) -> Chi2Result:
@@ -382,29 +427,90 @@ def chi2_homogeneity(ref_counts: npt.ArrayLike, cur_counts: npt.ArrayLike) -> Ch
     (6.666667, 1, 0.009823)
     """
     r, c = _pair(ref_counts, cur_counts)
+    stat, dof = _chi2_pair(r, c)
+    return Chi2Result(stat, dof, _chi2_p(stat, dof))
+
+
+def _chi2_p(stat: float, dof: int) -> float:
+    return chi2_sf(stat, dof) if dof >= 1 else 1.0
+
+
+def _chi2_pair(r: npt.NDArray[np.float64], c: npt.NDArray[np.float64]) -> tuple[float, int]:
+    """:func:`chi2_homogeneity`'s statistic and dof, without input checks."""
     keep = (r + c) > 0
     r, c = r[keep], c[keep]
     if r.size <= 1:
-        return Chi2Result(0.0, 0, 1.0)
+        return 0.0, 0
     nr, nc = r.sum(), c.sum()
     col = r + c
     n = nr + nc
     er, ec = col * (nr / n), col * (nc / n)
-    stat = float(np.sum((r - er) ** 2 / er) + np.sum((c - ec) ** 2 / ec))
-    dof = int(r.size - 1)
-    return Chi2Result(stat, dof, chi2_sf(stat, dof))
+    return float(np.sum((r - er) ** 2 / er) + np.sum((c - ec) ** 2 / ec)), int(r.size - 1)
+
+
+def chi2_homogeneity_rows(
+    ref_counts: npt.NDArray[np.float64],
+    cur_counts: npt.NDArray[np.float64],
+    p_values: Sequence[bool] | None = None,
+) -> tuple[list[float], list[int], list[float]]:
+    """:func:`chi2_homogeneity` of every row pair at once, equal to it bit for bit.
+
+    Columns empty on both sides are dropped, as in the one-row test, by giving them
+    zero terms: numpy adds fewer than eight terms one by one, so a zero term changes
+    nothing there; wider rows that have such columns take the one-row computation.
+
+    Parameters
+    ----------
+    ref_counts, cur_counts
+        Counts ``(k, B)`` on the same bins, no input checks.
+    p_values
+        Rows whose p-value to compute (the upper tail is a series per row); default
+        all. The others get NaN.
+
+    Returns
+    -------
+    tuple of lists
+        ``(statistic, dof, p_value)`` per row.
+    """
+    r, c = ref_counts, cur_counts
+    k, w = r.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        col = r + c
+        kept = col > 0
+        nr = r.sum(axis=1)
+        ntot = nr + c.sum(axis=1)
+        er = col * (nr / ntot)[:, None]
+        ec = col * (c.sum(axis=1) / ntot)[:, None]
+        tr = np.where(kept, (r - er) ** 2 / er, 0.0)
+        tc = np.where(kept, (c - ec) ** 2 / ec, 0.0)
+        stats: list[float] = (tr.sum(axis=1) + tc.sum(axis=1)).tolist()
+    dofs: list[int] = (kept.sum(axis=1) - 1).tolist()
+    full: list[bool] = np.asarray(kept.all(axis=1)).tolist()
+    ps = [math.nan] * k
+    for j in range(k):
+        if not (full[j] or w < 8):
+            stats[j], dofs[j] = _chi2_pair(r[j], c[j])
+        elif dofs[j] < 1:
+            stats[j], dofs[j] = 0.0, 0
+        if p_values is None or p_values[j]:
+            ps[j] = _chi2_p(stats[j], dofs[j])
+    return stats, dofs, ps
 
 
 # ----------------------------------------------------------- divergences / distances
 
 
-def _psi_rows(
-    ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64], eps: float
+def psi_rows(
+    ref_counts: npt.NDArray[np.float64], cur_counts: npt.NDArray[np.float64], eps: float = 1e-4
 ) -> npt.NDArray[np.float64]:
-    """PSI of each row pair (2-D count arrays), proportions floored at ``eps``."""
-    p = np.maximum(ref / ref.sum(axis=-1, keepdims=True), eps)
-    q = np.maximum(cur / cur.sum(axis=-1, keepdims=True), eps)
-    out: npt.NDArray[np.float64] = np.sum((q - p) * np.log(q / p), axis=-1)
+    """:func:`psi` of every row pair (counts ``(k, B)``), equal to it bit for bit.
+
+    No input checks; a row whose counts sum to zero gives NaN.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.maximum(ref_counts / ref_counts.sum(axis=-1, keepdims=True), eps)
+        q = np.maximum(cur_counts / cur_counts.sum(axis=-1, keepdims=True), eps)
+        out: npt.NDArray[np.float64] = np.sum((q - p) * np.log(q / p), axis=-1)
     return out
 
 
@@ -428,7 +534,7 @@ def psi(ref_counts: npt.ArrayLike, cur_counts: npt.ArrayLike, eps: float = 1e-4)
     if not 0.0 < eps < 1.0:
         raise ValueError(f"eps must be in (0, 1), got {eps!r}")
     r, c = _pair(ref_counts, cur_counts)
-    return float(_psi_rows(r, c, eps))
+    return float(psi_rows(r, c, eps))
 
 
 def js_distance(ref_counts: npt.ArrayLike, cur_counts: npt.ArrayLike) -> float:
@@ -447,6 +553,11 @@ def js_distance(ref_counts: npt.ArrayLike, cur_counts: npt.ArrayLike) -> float:
     1.0
     """
     r, c = _pair(ref_counts, cur_counts)
+    return _js_pair(r, c)
+
+
+def _js_pair(r: npt.NDArray[np.float64], c: npt.NDArray[np.float64]) -> float:
+    """:func:`js_distance` without input checks."""
     p, q = r / r.sum(), c / c.sum()
     m = 0.5 * (p + q)
 
@@ -456,6 +567,31 @@ def js_distance(ref_counts: npt.ArrayLike, cur_counts: npt.ArrayLike) -> float:
 
     div = 0.5 * (kl(p) + kl(q))
     return math.sqrt(min(1.0, max(0.0, div)))
+
+
+def js_distance_rows(
+    ref_counts: npt.NDArray[np.float64], cur_counts: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """:func:`js_distance` of every row pair (counts ``(k, B)``), equal to it bit for bit.
+
+    Zero proportions become zero terms; numpy adds fewer than eight terms one by one,
+    so that changes nothing there, and wider rows with a zero proportion (and counts
+    on both sides) take the one-row computation. No input checks; a row whose counts
+    sum to zero gives NaN.
+    """
+    r, c = ref_counts, cur_counts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = r / r.sum(axis=-1, keepdims=True)
+        q = c / c.sum(axis=-1, keepdims=True)
+        mid = 0.5 * (p + q)
+        kp = np.where(p > 0, p * np.log2(p / mid), 0.0).sum(axis=-1)
+        kq = np.where(q > 0, q * np.log2(q / mid), 0.0).sum(axis=-1)
+        out: npt.NDArray[np.float64] = np.sqrt(np.clip(0.5 * (kp + kq), 0.0, 1.0))
+    if r.shape[-1] >= 8:
+        zero = ~((r > 0) & (c > 0)).all(axis=-1)
+        for j in np.flatnonzero(zero & (c.sum(axis=-1) > 0) & (r.sum(axis=-1) > 0)).tolist():
+            out[j] = _js_pair(r[j], c[j])
+    return out
 
 
 def wasserstein_binned(
@@ -527,6 +663,22 @@ def wasserstein_binned(
 
 
 # ---------------------------------------------------------------- multiple testing
+
+
+def rate_excess_p_value(rate: float, rate0: float, n: int) -> float:
+    """One-sided p-value that a rate observed over ``n`` events exceeds ``rate0``.
+
+    The normal approximation of the binomial: ``z = (rate - p0) / sqrt(p0 (1 - p0) / n)``
+    with ``p0 = rate0`` kept inside ``[1e-6, 1 - 1e-6]``, and ``P(Z > z)``.
+
+    Examples
+    --------
+    >>> round(rate_excess_p_value(0.2, 0.1, 100), 4)
+    0.0004
+    """
+    p0 = min(max(rate0, 1e-6), 1 - 1e-6)
+    z = (rate - p0) / math.sqrt(p0 * (1 - p0) / n)
+    return 0.5 * math.erfc(z / math.sqrt(2))
 
 
 def holm(p_values: npt.ArrayLike, alpha: float) -> npt.NDArray[np.bool_]:
@@ -643,5 +795,5 @@ def calibrate_psi_threshold(
     n_eff = n * m_ref / (n + m_ref)
     ref_star = rng.multinomial(max(1, round(m_ref)), p, size=resamples).astype(np.float64)
     cur_star = rng.multinomial(n, p, size=resamples).astype(np.float64)
-    c_hat = float(np.mean(_psi_rows(ref_star, cur_star, eps))) * n_eff / dof
+    c_hat = float(np.mean(psi_rows(ref_star, cur_star, eps))) * n_eff / dof
     return c_hat * chi2_isf(alpha, dof) / n_eff

@@ -29,7 +29,7 @@ from typing import Any
 
 from driftline.config import LabelsSettings
 from driftline.contract.keys import StateKey
-from driftline.core.fastloop.monitor import ModelState, process_batch
+from driftline.core.fastloop import ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.core.slowloop import (
     DriftIndex,

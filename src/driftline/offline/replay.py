@@ -1,6 +1,6 @@
 """Replay: run the monitor's and the label joiner's pure cores over files, no servers.
 
-The same :func:`driftline.core.fastloop.monitor.process_batch` as the stream worker,
+The same :func:`driftline.core.fastloop.process_batch` as the stream worker,
 and, when labels are given, the same :func:`driftline.core.slowloop.join_batch`
 as the label joiner (pending predictions in :class:`~driftline.core.slowloop.MemoryRecords`,
 a dict with the Redis script's semantics), with no Kafka and no Redis, so "what would
@@ -41,7 +41,7 @@ from driftline.contract.history import (
     encode_window,
 )
 from driftline.contract.keys import StateKey
-from driftline.core.fastloop.monitor import BatchResult, ModelState, process_batch
+from driftline.core.fastloop import BatchResult, ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile
 from driftline.core.slowloop import (
     DriftIndex,

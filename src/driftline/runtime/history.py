@@ -53,7 +53,7 @@ from driftline.contract.history import (
     encode_window,
     latest_entry,
 )
-from driftline.core.fastloop.monitor import BatchResult
+from driftline.core.fastloop import BatchResult
 from driftline.runtime.store import HistoryBatch, StateStore
 
 __all__ = [

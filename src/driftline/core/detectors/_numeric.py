@@ -1,5 +1,5 @@
-"""Numeric helpers of the detectors: exact float round trips through JSON, checked
-state fields, and linear recurrences (vectorised)."""
+"""Numeric helpers of the detectors: checked state fields, IEEE-754 arithmetic where
+Python raises, and linear recurrences (vectorised)."""
 
 from __future__ import annotations
 
@@ -10,35 +10,11 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from driftline.contract.codec import decode_float
 from driftline.errors import ConfigError, StateCorrupt
 
 _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
-
-
-# --------------------------------------------------------------------------------------
-# Helpers: exact float round trip through JSON, linear recurrences.
-# --------------------------------------------------------------------------------------
-
-_NONFINITE: Final = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
-
-
-def _enc(x: float) -> float | str:
-    """A float for JSON: orjson keeps finite floats exact; the others become strings."""
-    if math.isfinite(x):
-        return x
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-
-
-def _dec(value: Any, what: str) -> float:
-    """Inverse of :func:`_enc`, refusing anything that is not a number."""
-    if isinstance(value, bool):
-        raise StateCorrupt(f"{what}: expected a number, got a boolean")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and value in _NONFINITE:
-        return _NONFINITE[value]
-    raise StateCorrupt(f"{what}: expected a number, got {type(value).__name__}")
 
 
 def _int(fields: dict[str, Any], key: str, tag: str) -> int:
@@ -51,7 +27,7 @@ def _int(fields: dict[str, Any], key: str, tag: str) -> int:
 def _num(fields: dict[str, Any], key: str, tag: str) -> float:
     if key not in fields:
         raise StateCorrupt(f"{tag}: field {key!r} is missing")
-    return _dec(fields[key], f"{tag}.{key}")
+    return decode_float(fields[key], f"{tag}.{key}")
 
 
 def _flag(fields: dict[str, Any], key: str, tag: str) -> bool:
@@ -174,5 +150,3 @@ def _as_1d(xs: npt.ArrayLike) -> _F64:
     if arr.ndim != 1:
         raise ValueError(f"update_many expects a 1-D sequence, got shape {arr.shape}")
     return arr
-
-

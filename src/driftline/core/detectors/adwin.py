@@ -5,25 +5,21 @@ are bit-for-bit those of river 0.26.1."""
 from __future__ import annotations
 
 import math
-from typing import Final, Self
+from typing import Any, Final
 
-import numpy as np
-import numpy.typing as npt
-
-from driftline.contract.codec import pack, unpack
+from driftline.contract.codec import decode_float, encode_float
+from driftline.core.detectors._base import DetectorBase, positions
 from driftline.core.detectors._numeric import (
+    _F64,
     _I64,
-    _as_1d,
-    _dec,
     _div,
-    _enc,
     _flag,
     _int,
     _ln,
     _num,
     _whole,
 )
-from driftline.errors import ConfigError, StateCorrupt
+from driftline.errors import StateCorrupt
 
 # --------------------------------------------------------------------------------------
 # ADWIN
@@ -72,7 +68,7 @@ def _compress_from(
         variances[idx].append(merged_v)
 
 
-class ADWIN:
+class ADWIN(DetectorBase):
     r"""ADaptive WINdowing change detector, as ``river.drift.ADWIN`` (0.26.1).
 
     The window is kept as rows of buckets (exponential histogram): row ``i`` holds
@@ -132,8 +128,9 @@ class ADWIN:
     (1920, 0.41)
     """
 
-    TAG: Final = "adwin"
-    VERSION: Final = 1
+    TAG = "adwin"
+    VERSION = 1
+    PARAMS = ("delta", "clock", "max_buckets", "min_window_length", "grace_period")
 
     def __init__(
         self,
@@ -164,11 +161,6 @@ class ADWIN:
     # ---- results ---------------------------------------------------------------------
 
     @property
-    def drift_detected(self) -> bool:
-        """Whether the last update signalled a change."""
-        return self._drift
-
-    @property
     def width(self) -> int:
         """Number of values in the current window."""
         return int(self._width)
@@ -197,40 +189,14 @@ class ADWIN:
 
     # ---- updates ---------------------------------------------------------------------
 
-    def update(self, x: float) -> Self:
-        """Feed one value.
+    def _step(self, x: float) -> None:
+        self._run((x,), None)
 
-        Parameters
-        ----------
-        x
-            The next value of the monitored sequence.
-
-        Returns
-        -------
-        Self
-            The detector, so that ``adwin.update(x).drift_detected`` reads naturally.
-        """
-        self._run((float(x),), None)
-        return self
-
-    def update_many(self, xs: npt.ArrayLike) -> _I64:
-        """Feed a whole 1-D array; return the positions at which a drift was detected.
-
-        Exactly equivalent to calling :meth:`update` on each value in turn.
-
-        Parameters
-        ----------
-        xs
-            The next values of the monitored sequence.
-
-        Returns
-        -------
-        numpy.ndarray
-            int64 positions within ``xs``, increasing.
-        """
+    def _feed(self, x: _F64) -> _I64:
+        """Many values: exactly the one-by-one loop (on Python floats)."""
         hits: list[int] = []
-        self._run(_as_1d(xs).tolist(), hits)
-        return np.asarray(hits, dtype=np.int64)
+        self._run(x.tolist(), hits)
+        return positions(hits)
 
     def _run(self, xs: list[float] | tuple[float, ...], hits: list[int] | None) -> None:
         """The update loop, on local variables; appends detection positions to ``hits``.
@@ -402,58 +368,42 @@ class ADWIN:
 
     # ---- state -----------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        """Serialise parameters and state (tag ``"adwin"``, version 1).
+    def _param_fields(self) -> dict[str, Any]:
+        return {
+            "delta": encode_float(self.delta),
+            "clock": self.clock,
+            "max_buckets": self.max_buckets,
+            "min_window_length": self.min_window_length,
+            "grace_period": self.grace_period,
+        }
 
-        Examples
-        --------
-        >>> a = ADWIN().update_many([0.0, 1.0, 0.5])
-        >>> ADWIN.from_bytes(ADWIN().to_bytes()).width
-        0
-        """
-        return pack(
-            self.TAG,
-            self.VERSION,
-            {
-                "delta": _enc(self.delta),
-                "clock": self.clock,
-                "max_buckets": self.max_buckets,
-                "min_window_length": self.min_window_length,
-                "grace_period": self.grace_period,
-                "totals": [[_enc(t) for t in row] for row in self._totals],
-                "variances": [[0.0] * len(self._totals[0])]
-                + [[_enc(v) for v in row] for row in self._variances[1:]],
-                "width": int(self._width),
-                "total": _enc(self._total),
-                "variance": _enc(self._variance),
-                "tick": self._tick,
-                "n_detections": self._n_detections,
-                "drift_detected": self._drift,
-            },
-        )
+    def _state_fields(self) -> dict[str, Any]:
+        return {
+            "totals": [[encode_float(t) for t in row] for row in self._totals],
+            "variances": [[0.0] * len(self._totals[0])]
+            + [[encode_float(v) for v in row] for row in self._variances[1:]],
+            "width": int(self._width),
+            "total": encode_float(self._total),
+            "variance": encode_float(self._variance),
+            "tick": self._tick,
+            "n_detections": self._n_detections,
+            "drift_detected": self._drift,
+        }
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        """Rebuild a detector from :meth:`to_bytes` output.
-
-        Raises
-        ------
-        StateCorrupt
-            Not an ``adwin`` version-1 record, or a field is missing, malformed or
-            inconsistent (bucket rows that do not add up to ``width``, ...).
-        """
+    def _params_from(cls, f: dict[str, Any]) -> dict[str, Any]:
         tag = cls.TAG
-        f = unpack(data, tag, cls.VERSION)
-        try:
-            obj = cls(
-                delta=_num(f, "delta", tag),
-                clock=_int(f, "clock", tag),
-                max_buckets=_int(f, "max_buckets", tag),
-                min_window_length=_int(f, "min_window_length", tag),
-                grace_period=_int(f, "grace_period", tag),
-            )
-        except ConfigError as exc:
-            raise StateCorrupt(f"{tag}: {exc}") from None
+        return {
+            "delta": _num(f, "delta", tag),
+            "clock": _int(f, "clock", tag),
+            "max_buckets": _int(f, "max_buckets", tag),
+            "min_window_length": _int(f, "min_window_length", tag),
+            "grace_period": _int(f, "grace_period", tag),
+        }
+
+    def _load(self, f: dict[str, Any]) -> None:
+        """The bucket rows must add up to ``width`` and every counter be in range."""
+        tag = self.TAG
         rows_t = f.get("totals")
         rows_v = f.get("variances")
         if (
@@ -472,11 +422,11 @@ class ADWIN:
                 not isinstance(rt, list)
                 or not isinstance(rv, list)
                 or len(rt) != len(rv)
-                or len(rt) > obj.max_buckets
+                or len(rt) > self.max_buckets
             ):
                 raise StateCorrupt(f"{tag}: malformed bucket row {i}")
-            totals.append([_dec(t, f"{tag}.totals") for t in rt])
-            variances.append([_dec(v, f"{tag}.variances") for v in rv])
+            totals.append([decode_float(t, f"{tag}.totals") for t in rt])
+            variances.append([decode_float(v, f"{tag}.variances") for v in rv])
             count += len(rt) << i
         if any(v != 0.0 for v in variances[0]):
             raise StateCorrupt(f"{tag}: single-value buckets with a nonzero variance")
@@ -490,18 +440,11 @@ class ADWIN:
         tick = _int(f, "tick", tag)
         if not 0 <= n_det < _I32_WRAP or not -_I32_WRAP <= tick < _I32_WRAP:
             raise StateCorrupt(f"{tag}: counter out of range")
-        obj._totals = totals
-        obj._variances = variances
-        obj._width = float(width)
-        obj._total = _num(f, "total", tag)
-        obj._variance = _num(f, "variance", tag)
-        obj._tick = tick
-        obj._n_detections = n_det
-        obj._drift = _flag(f, "drift_detected", tag)
-        return obj
-
-    def __repr__(self) -> str:
-        return (
-            f"ADWIN(delta={self.delta}, clock={self.clock}, max_buckets={self.max_buckets}, "
-            f"min_window_length={self.min_window_length}, grace_period={self.grace_period})"
-        )
+        self._totals = totals
+        self._variances = variances
+        self._width = float(width)
+        self._total = _num(f, "total", tag)
+        self._variance = _num(f, "variance", tag)
+        self._tick = tick
+        self._n_detections = n_det
+        self._drift = _flag(f, "drift_detected", tag)

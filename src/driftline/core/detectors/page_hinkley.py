@@ -6,18 +6,18 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from typing import Final, Self
+from collections.abc import Sequence
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from driftline.contract.codec import pack, unpack
+from driftline.contract.codec import encode_float
+from driftline.core.detectors._base import DetectorBase, positions
 from driftline.core.detectors._numeric import (
     _F64,
     _I64,
-    _as_1d,
     _chunk_len,
-    _enc,
     _flag,
     _int,
     _linrec,
@@ -81,7 +81,7 @@ def _fade_tables(
     return pw, gap, chunk, _powers(alpha, chunk)
 
 
-class PageHinkley:
+class PageHinkley(DetectorBase):
     """Page-Hinkley test for a change in the mean, as ``river.drift.PageHinkley``.
 
     A running mean ``m_t`` of the values since the last reset is kept (river's
@@ -140,8 +140,9 @@ class PageHinkley:
     [1011]
     """
 
-    TAG: Final = "page_hinkley"
-    VERSION: Final = 1
+    TAG = "page_hinkley"
+    VERSION = 1
+    PARAMS = ("min_instances", "delta", "threshold", "alpha", "mode")
 
     def __init__(
         self,
@@ -175,11 +176,6 @@ class PageHinkley:
     # ---- results ---------------------------------------------------------------------
 
     @property
-    def drift_detected(self) -> bool:
-        """Whether the last update signalled a change."""
-        return self._drift
-
-    @property
     def n(self) -> int:
         """Number of values seen since the last reset."""
         return self._n
@@ -191,22 +187,10 @@ class PageHinkley:
 
     # ---- one value -------------------------------------------------------------------
 
-    def update(self, x: float) -> Self:
-        """Feed one value (river's arithmetic, operation for operation).
-
-        Parameters
-        ----------
-        x
-            The next value of the monitored sequence.
-
-        Returns
-        -------
-        Self
-            The detector, so that ``ph.update(x).drift_detected`` reads naturally.
-        """
+    def _step(self, x: float) -> None:
+        """One value, with river's arithmetic operation for operation."""
         if self._drift:
             self._reset()
-        x = float(x)
         n = self._n + 1
         self._n = n
         mean = self._mean
@@ -226,28 +210,11 @@ class PageHinkley:
             up = mode != "down" and inc - self._min_inc > self.threshold
             down = mode != "up" and self._max_dec - dec > self.threshold
             self._drift = up or down
-        return self
 
     # ---- many values -----------------------------------------------------------------
 
-    def update_many(self, xs: npt.ArrayLike) -> _I64:
-        """Feed a whole 1-D array; return the positions at which a drift was detected.
-
-        Equivalent to calling :meth:`update` on each value in turn (same detections,
-        same ``n`` and ``drift_detected`` at the end; see the class notes on floats),
-        but vectorised: a few tens of ns per value on long arrays.
-
-        Parameters
-        ----------
-        xs
-            The next values of the monitored sequence.
-
-        Returns
-        -------
-        numpy.ndarray
-            int64 positions within ``xs``, increasing.
-        """
-        x = _as_1d(xs)
+    def _feed(self, x: _F64) -> _I64:
+        """Many values, vectorised by blocks (a few tens of ns per value)."""
         size = x.size
         hits: list[int] = []
         pos = 0
@@ -275,7 +242,159 @@ class PageHinkley:
             if self._drift:  # size the next block after this segment's length
                 seg = pos - seg_start
                 block = min(_BLOCK_MAX, max(_BLOCK_MIN, seg))
-        return np.asarray(hits, dtype=np.int64)
+        return positions(hits)
+
+    # ---- many detectors --------------------------------------------------------------
+
+    @classmethod
+    def update_bank(cls, detectors: Sequence[PageHinkley], xs: npt.ArrayLike) -> list[_I64]:
+        """Feed row ``j`` of ``xs`` to ``detectors[j]``; the detections of every row.
+
+        The monitor runs one detector per feature on the same events: this feeds them
+        all. Detection positions are :meth:`update_many`'s (and so river's) exactly;
+        NaN marks a missing value, which is skipped (not fed). Detectors that share
+        their parameters (``alpha = 1``, mode ``"both"``, ``delta >= 0``) run together
+        as the rows of one matrix, in blocks of up to 16384 values: the closed forms
+        of :meth:`_block` along axis 1. A row whose statistic comes anywhere near the
+        threshold in a block (a margin a million times wider than rounding), or that
+        has missing values, a pending reset or other parameters, continues alone
+        through :meth:`update_many` from that block on. States equal those of
+        :meth:`update_many` up to rounding (tests/unit/test_detectors.py).
+
+        Parameters
+        ----------
+        detectors
+            ``k`` detectors, updated in place.
+        xs
+            ``(k, m)`` values.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            Per row, the int64 positions (columns of ``xs``) of its detections.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> xs = np.r_[np.zeros(500), np.full(500, 5.0)]
+        >>> bank = [PageHinkley(), PageHinkley()]
+        >>> [h.tolist() for h in PageHinkley.update_bank(bank, np.stack([xs, -xs]))]
+        [[510], [510]]
+        """
+        x = np.asarray(xs, dtype=np.float64)
+        k, m = x.shape
+        if k != len(detectors):
+            raise ValueError(f"{len(detectors)} detectors for {k} rows")
+        hits: list[_I64] = [np.zeros(0, dtype=np.int64)] * k
+        gaps: list[bool] = np.asarray(np.isnan(x).any(axis=1)).tolist()
+        alone_from = [0] * k  # where each row leaves the bank (m: never)
+        first = detectors[0] if k else None
+        together = [j for j in range(k) if not gaps[j] and detectors[j]._bankable(first)]
+        start = 0
+        while together and start < m:
+            stop = min(m, start + _BLOCK_MAX)
+            rows = x[together, start:stop] if len(together) < k else x[:, start:stop]
+            near = set(cls._bank_block([detectors[j] for j in together], rows))
+            for i in near:
+                alone_from[together[i]] = start
+            together = [j for i, j in enumerate(together) if i not in near]
+            start = stop
+        for j in together:
+            alone_from[j] = m
+        for j in range(k):
+            lo = alone_from[j]
+            if lo >= m:
+                continue
+            row = x[j, lo:]
+            if gaps[j]:
+                at = np.flatnonzero(~np.isnan(row))
+                hits[j] = lo + at[detectors[j].update_many(row[at])]
+            else:
+                hits[j] = lo + detectors[j].update_many(row)
+        return hits
+
+    def _bankable(self, first: PageHinkley | None) -> bool:
+        """Can this detector run in a bank led by ``first``?"""
+        return (
+            first is not None
+            and not self._drift
+            and self.alpha == 1.0
+            and self.mode == "both"
+            and self.delta >= 0.0
+            and self.delta == first.delta
+            and self.threshold == first.threshold
+            and self.min_instances == first.min_instances
+            and (self._n == 0 or math.isfinite(self._mean))
+            and math.isfinite(self._inc)
+            and math.isfinite(self._dec)
+        )
+
+    @staticmethod
+    def _bank_block(detectors: Sequence[PageHinkley], z: _F64) -> list[int]:
+        """Feed row ``j`` of ``z`` to ``detectors[j]`` where that certainly detects nothing.
+
+        Returns the rows it left untouched (they came near the threshold).
+        """
+        k, m = z.shape
+        p0 = detectors[0]
+        delta, thr, mi = p0.delta, p0.threshold, p0.min_instances
+        n0 = np.array([p._n for p in detectors], dtype=np.float64)
+        mean0 = np.array([p._mean for p in detectors], dtype=np.float64)
+        inc0 = np.array([p._inc for p in detectors], dtype=np.float64)
+        dec0 = np.array([p._dec for p in detectors], dtype=np.float64)
+        min0 = np.array([p._min_inc for p in detectors], dtype=np.float64)
+        max0 = np.array([p._max_dec for p in detectors], dtype=np.float64)
+        started = n0 > 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            center = np.where(started, mean0, z[:, 0])
+            inc = z - center[:, None]
+            frac = np.cumsum(inc, axis=1)
+            if started.all():
+                frac /= _T[:m] + n0[:, None]
+            elif not started.any():
+                frac *= _INV_T[:m]
+            else:
+                frac = np.where(started[:, None], frac / (_T[:m] + n0[:, None]), frac * _INV_T[:m])
+            inc -= frac  # deviations from the running mean
+            inc -= delta
+            np.cumsum(inc, axis=1, out=inc)
+            inc += inc0[:, None]
+            # dec_t - inc_t of an unfaded detector grows by 2 delta per value.
+            dec = inc + _fade_tables(1.0, delta)[1][:m]
+            shift = dec0 - inc0
+            moved = shift != 0.0
+            if moved.any():
+                dec[moved] += shift[moved, None]
+            lo = np.fmin.accumulate(inc, axis=1)
+            np.fmin(lo, min0[:, None], out=lo)
+            hi = np.fmax.accumulate(dec, axis=1)
+            np.fmax(hi, max0[:, None], out=hi)
+            stat = np.fmax(inc - lo, hi - dec)
+            first = np.maximum(0.0, mi - n0 - 1.0)
+            if (first > 0).any():
+                stat[np.arange(m)[None, :] < first[:, None]] = -math.inf
+            worst = stat.max(axis=1)
+            scale = np.maximum(np.abs(lo[:, -1]), np.abs(hi[:, -1]))
+            tol = 1e-6 * (1.0 + abs(thr) + scale)
+            tol += 1e-9 * (n0 + m) * (np.abs(center) + np.abs(frac[:, -1]))
+            safe = (worst < thr - tol) & np.isfinite(tol)
+        n_end = (n0 + m).tolist()
+        mean_end = (center + frac[:, -1]).tolist()
+        inc_end, dec_end = inc[:, -1].tolist(), dec[:, -1].tolist()
+        lo_end, hi_end = lo[:, -1].tolist(), hi[:, -1].tolist()
+        near: list[int] = []
+        for j, ok in enumerate(safe.tolist()):
+            if not ok:
+                near.append(j)
+                continue
+            p = detectors[j]
+            p._n = int(n_end[j])
+            p._mean = mean_end[j]
+            p._inc = inc_end[j]
+            p._dec = dec_end[j]
+            p._min_inc = lo_end[j]
+            p._max_dec = hi_end[j]
+        return near
 
     def _poisoned(self, count: int) -> None:
         """Advance over ``count`` values once the mean is NaN (as river: never detects)."""
@@ -393,79 +512,54 @@ class PageHinkley:
 
     # ---- state -----------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        """Serialise parameters and state (tag ``"page_hinkley"``, version 1).
+    def _param_fields(self) -> dict[str, Any]:
+        return {
+            "min_instances": self.min_instances,
+            "delta": encode_float(self.delta),
+            "threshold": encode_float(self.threshold),
+            "alpha": encode_float(self.alpha),
+            "mode": self.mode,
+        }
 
-        Examples
-        --------
-        >>> ph = PageHinkley(threshold=20.0).update(1.5)
-        >>> PageHinkley.from_bytes(ph.to_bytes()).to_bytes() == ph.to_bytes()
-        True
-        """
-        return pack(
-            self.TAG,
-            self.VERSION,
-            {
-                "min_instances": self.min_instances,
-                "delta": _enc(self.delta),
-                "threshold": _enc(self.threshold),
-                "alpha": _enc(self.alpha),
-                "mode": self.mode,
-                "n": self._n,
-                "mean": _enc(self._mean),
-                "sum_increase": _enc(self._inc),
-                "sum_decrease": _enc(self._dec),
-                "min_increase": _enc(self._min_inc),
-                "max_decrease": _enc(self._max_dec),
-                "drift_detected": self._drift,
-            },
-        )
+    def _state_fields(self) -> dict[str, Any]:
+        return {
+            "n": self._n,
+            "mean": encode_float(self._mean),
+            "sum_increase": encode_float(self._inc),
+            "sum_decrease": encode_float(self._dec),
+            "min_increase": encode_float(self._min_inc),
+            "max_decrease": encode_float(self._max_dec),
+            "drift_detected": self._drift,
+        }
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        """Rebuild a detector from :meth:`to_bytes` output.
-
-        Raises
-        ------
-        StateCorrupt
-            Not a ``page_hinkley`` version-1 record, or a field is missing or malformed.
-        """
+    def _params_from(cls, f: dict[str, Any]) -> dict[str, Any]:
         tag = cls.TAG
-        f = unpack(data, tag, cls.VERSION)
         mode = f.get("mode")
         if mode not in _MODES:
             raise StateCorrupt(f"{tag}: unknown mode {mode!r}")
+        return {
+            "min_instances": _int(f, "min_instances", tag),
+            "delta": _num(f, "delta", tag),
+            "threshold": _num(f, "threshold", tag),
+            "alpha": _num(f, "alpha", tag),
+            "mode": mode,
+        }
+
+    def _load(self, f: dict[str, Any]) -> None:
+        tag = self.TAG
         n = _int(f, "n", tag)
         if n < 0:
             raise StateCorrupt(f"{tag}: negative count")
-        try:
-            obj = cls(
-                min_instances=_int(f, "min_instances", tag),
-                delta=_num(f, "delta", tag),
-                threshold=_num(f, "threshold", tag),
-                alpha=_num(f, "alpha", tag),
-                mode=mode,
-            )
-        except ConfigError as exc:
-            raise StateCorrupt(f"{tag}: {exc}") from None
-        obj._n = n
-        obj._mean = _num(f, "mean", tag)
-        obj._inc = _num(f, "sum_increase", tag)
-        obj._dec = _num(f, "sum_decrease", tag)
-        obj._min_inc = _num(f, "min_increase", tag)
-        obj._max_dec = _num(f, "max_decrease", tag)
-        obj._drift = _flag(f, "drift_detected", tag)
-        return obj
-
-    def __repr__(self) -> str:
-        return (
-            f"PageHinkley(min_instances={self.min_instances}, delta={self.delta}, "
-            f"threshold={self.threshold}, alpha={self.alpha}, mode={self.mode!r})"
-        )
+        self._n = n
+        self._mean = _num(f, "mean", tag)
+        self._inc = _num(f, "sum_increase", tag)
+        self._dec = _num(f, "sum_decrease", tag)
+        self._min_inc = _num(f, "min_increase", tag)
+        self._max_dec = _num(f, "max_decrease", tag)
+        self._drift = _flag(f, "drift_detected", tag)
 
 
 _NONE: Final = 0
 _DETECT: Final = 1
 _AMBIGUOUS: Final = 2
-
-

@@ -43,8 +43,8 @@ from typing import Any, Final, Self
 import numpy as np
 import numpy.typing as npt
 
-from driftline.contract.codec import pack, unpack
-from driftline.core.detectors._numeric import _I64, _as_1d, _dec, _enc
+from driftline.contract.codec import decode_float, encode_float, pack, unpack
+from driftline.core.detectors._numeric import _I64, _as_1d
 from driftline.errors import ConfigError, StateCorrupt
 
 __all__ = ["RIVER_DETECTORS", "RiverDetector", "river_version"]
@@ -61,7 +61,7 @@ def river_version() -> str:
 
 def _mean_out(m: Any) -> list[float | str]:
     """``river.stats.Mean``: [n, mean]."""
-    return [_enc(float(m.n)), _enc(float(m._mean))]
+    return [encode_float(float(m.n)), encode_float(float(m._mean))]
 
 
 def _mean_in(d: Any, what: str) -> Any:
@@ -75,7 +75,7 @@ def _mean_in(d: Any, what: str) -> Any:
 
 def _var_out(v: Any) -> list[Any]:
     """``river.stats.Var``: [ddof, [n, mean], S]."""
-    return [v.ddof, _mean_out(v.mean), _enc(float(v._S))]
+    return [v.ddof, _mean_out(v.mean), encode_float(float(v._S))]
 
 
 def _var_in(d: Any, what: str) -> Any:
@@ -85,13 +85,17 @@ def _var_in(d: Any, what: str) -> Any:
         raise StateCorrupt(f"{what}: expected [ddof, mean, S]")
     v = stats.Var(ddof=d[0])
     v.mean = _mean_in(d[1], f"{what}.mean")
-    v._S = _dec(d[2], f"{what}.S")
+    v._S = decode_float(d[2], f"{what}.S")
     return v
 
 
 def _sample_out(s: Any) -> list[Any]:
     """HDDM_W's ``SampleInfo``: [initialised, ewma, independent bound condition]."""
-    return [bool(s._is_init), _enc(float(s.ewma) if s._is_init else 0.0), _enc(float(s._ibc))]
+    return [
+        bool(s._is_init),
+        encode_float(float(s.ewma) if s._is_init else 0.0),
+        encode_float(float(s._ibc)),
+    ]
 
 
 def _sample_in(d: Any, lambda_val: float, what: str) -> Any:
@@ -101,26 +105,26 @@ def _sample_in(d: Any, lambda_val: float, what: str) -> Any:
         raise StateCorrupt(f"{what}: expected [initialised, ewma, ibc]")
     s = SampleInfo(lambda_val)
     s._is_init = d[0]
-    s._ibc = _dec(d[2], f"{what}.ibc")
+    s._ibc = decode_float(d[2], f"{what}.ibc")
     if d[0]:
         # river's EWMean (Rust) has no setter; its first update sets the mean to the
         # value exactly (checked in the tests), which restores it bit for bit.
-        s._ewma.update(_dec(d[1], f"{what}.ewma"))
+        s._ewma.update(decode_float(d[1], f"{what}.ewma"))
     return s
 
 
 def _pair(d: Any, what: str) -> tuple[float, float]:
     if not isinstance(d, list) or len(d) != 2:
         raise StateCorrupt(f"{what}: expected [n, mean]")
-    return _dec(d[0], f"{what}.n"), _dec(d[1], f"{what}.mean")
+    return decode_float(d[0], f"{what}.n"), decode_float(d[1], f"{what}.mean")
 
 
 def _opt_out(x: float | None) -> float | str | None:
-    return None if x is None else _enc(x)
+    return None if x is None else encode_float(x)
 
 
 def _opt_in(x: Any, what: str) -> float | None:
-    return None if x is None else _dec(x, what)
+    return None if x is None else decode_float(x, what)
 
 
 def _int_in(d: Mapping[str, Any], key: str, what: str) -> int:
@@ -138,7 +142,7 @@ def _ddm_state(det: Any) -> dict[str, Any]:
         "p": _mean_out(det._p),
         "p_min": _opt_out(None if det._p_min is None else float(det._p_min)),
         "s_min": _opt_out(None if det._s_min is None else float(det._s_min)),
-        "ps_min": _enc(float(det._ps_min)),
+        "ps_min": encode_float(float(det._ps_min)),
     }
 
 
@@ -146,7 +150,7 @@ def _ddm_load(det: Any, s: Mapping[str, Any]) -> None:
     det._p = _mean_in(s["p"], "ddm.p")
     det._p_min = _opt_in(s["p_min"], "ddm.p_min")
     det._s_min = _opt_in(s["s_min"], "ddm.s_min")
-    det._ps_min = _dec(s["ps_min"], "ddm.ps_min")
+    det._ps_min = decode_float(s["ps_min"], "ddm.ps_min")
 
 
 def _eddm_state(det: Any) -> dict[str, Any]:
@@ -155,7 +159,7 @@ def _eddm_state(det: Any) -> dict[str, Any]:
         "n": det._n,
         "last_error": det._last_error,
         "n_errors": det._n_errors,
-        "p2s_prime_max": _enc(float(det._p2s_prime_max)),
+        "p2s_prime_max": encode_float(float(det._p2s_prime_max)),
     }
 
 
@@ -164,7 +168,7 @@ def _eddm_load(det: Any, s: Mapping[str, Any]) -> None:
     det._n = _int_in(s, "n", "eddm")
     det._last_error = _int_in(s, "last_error", "eddm")
     det._n_errors = _int_in(s, "n_errors", "eddm")
-    det._p2s_prime_max = _dec(s["p2s_prime_max"], "eddm.p2s_prime_max")
+    det._p2s_prime_max = decode_float(s["p2s_prime_max"], "eddm.p2s_prime_max")
 
 
 def _hddm_a_state(det: Any) -> dict[str, Any]:
@@ -182,36 +186,36 @@ _HDDM_W_SAMPLES: Final = ("total", "s1_decr", "s1_incr", "s2_decr", "s2_incr")
 
 def _hddm_w_state(det: Any) -> dict[str, Any]:
     out: dict[str, Any] = {k: _sample_out(getattr(det, f"_{k}")) for k in _HDDM_W_SAMPLES}
-    out["incr_cutpoint"] = _enc(float(det._incr_cutpoint))
-    out["decr_cutpoint"] = _enc(float(det._decr_cutpoint))
+    out["incr_cutpoint"] = encode_float(float(det._incr_cutpoint))
+    out["decr_cutpoint"] = encode_float(float(det._decr_cutpoint))
     return out
 
 
 def _hddm_w_load(det: Any, s: Mapping[str, Any]) -> None:
     for k in _HDDM_W_SAMPLES:
         setattr(det, f"_{k}", _sample_in(s[k], det.lambda_val, f"hddm_w.{k}"))
-    det._incr_cutpoint = _dec(s["incr_cutpoint"], "hddm_w.incr_cutpoint")
-    det._decr_cutpoint = _dec(s["decr_cutpoint"], "hddm_w.decr_cutpoint")
+    det._incr_cutpoint = decode_float(s["incr_cutpoint"], "hddm_w.incr_cutpoint")
+    det._decr_cutpoint = decode_float(s["decr_cutpoint"], "hddm_w.decr_cutpoint")
 
 
 def _kswin_state(det: Any) -> dict[str, Any]:
     version, words, gauss = det._rng.getstate()
     return {
         "n": det.n,
-        "p_value": _enc(float(det.p_value)),
-        "window": [_enc(float(x)) for x in det.window],
+        "p_value": encode_float(float(det.p_value)),
+        "window": [encode_float(float(x)) for x in det.window],
         "rng": [version, list(words), _opt_out(gauss)],
     }
 
 
 def _kswin_load(det: Any, s: Mapping[str, Any]) -> None:
     det.n = _int_in(s, "n", "kswin")
-    det.p_value = _dec(s["p_value"], "kswin.p_value")
+    det.p_value = decode_float(s["p_value"], "kswin.p_value")
     window = s["window"]
     if not isinstance(window, list) or len(window) > det.window_size:
         raise StateCorrupt("kswin: window must be a list of at most window_size numbers")
     det.window = collections.deque(
-        (_dec(x, "kswin.window") for x in window), maxlen=det.window_size
+        (decode_float(x, "kswin.window") for x in window), maxlen=det.window_size
     )
     rng = s["rng"]
     ok = isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], list)

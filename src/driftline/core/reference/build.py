@@ -21,6 +21,13 @@ from numpy.typing import NDArray
 
 from driftline.contract.columnar import category_value
 from driftline.core.calibration import fit_calibration  # the slow loop's CBPE map
+from driftline.core.multivariate import (
+    CategoricalInput,
+    MultivariateProfile,
+    MultivariateSettings,
+    NumericInput,
+    fit_multivariate,
+)
 from driftline.core.reference.profile import (
     DEFAULT_BINS,
     DEFAULT_TOP_K,
@@ -196,6 +203,7 @@ def build_reference(
     source: str = "",
     seed: int = 0,
     created_at: int | None = None,
+    multivariate: bool | MultivariateSettings = False,
 ) -> ReferenceProfile:
     """Build a reference profile and calibrate its thresholds.
 
@@ -211,45 +219,57 @@ def build_reference(
         Declared types; undeclared features are inferred (:func:`infer_types`).
     seed
         Seed of the calibration resampling, so a rebuild is byte-identical.
+    multivariate
+        Also fit the multivariate model (:mod:`driftline.core.multivariate`; settings,
+        or True for the defaults). It counts as one more feature in the split of the
+        false-alarm budget: its target is ``false_alarm_events * (features + 1)``.
     """
     n_rows = data.row_count
     if not n_rows:
         raise ValidationError("no training rows")
     policy = policy or Policy()
     feats: dict[str, FeatureProfile] = {}
+    columns: dict[str, Any] = {}  # the columns as profiled (the multivariate fit reuses them)
     if data.columns is not None:
         declared = {**(data.column_types or {}), **(feature_types or {})}
         for name in sorted(data.columns):
             col = data.columns[name]
             kind = declared.get(name) or infer_types([{name: v} for v in col]).get(name)
             if kind == "categorical":
+                columns[name] = col
                 feats[name] = categorical_profile(col, top_k)
             else:
                 values = col if isinstance(col, np.ndarray) else _column_of(col)
-                feats[name] = numeric_profile(np.asarray(values, np.float64), bins)
+                columns[name] = np.asarray(values, np.float64)
+                feats[name] = numeric_profile(columns[name], bins)
     else:
         rows = data.features
         types = {**infer_types(rows), **(feature_types or {})}
         for name in sorted(types):
             if types[name] == "numeric":
-                feats[name] = numeric_profile(_column(rows, name), bins)
+                columns[name] = _column(rows, name)
+                feats[name] = numeric_profile(columns[name], bins)
             else:
-                feats[name] = categorical_profile([r.get(name) for r in rows], top_k)
+                columns[name] = [r.get(name) for r in rows]
+                feats[name] = categorical_profile(columns[name], top_k)
     outputs = _output_profile(data, bins)
     feats, outputs = calibrate(feats, outputs, policy, seed)
+    mv = None
+    if multivariate:
+        settings = multivariate if isinstance(multivariate, MultivariateSettings) else None
+        mv = _fit_multivariate(feats, columns, policy, seed, settings)
     created = int(time.time() * 1000) if created_at is None else created_at
+    hashed: list[Any] = [
+        model_id,
+        model_version,
+        {k: v.to_dict() for k, v in feats.items()},
+        outputs.to_dict(),
+        policy.to_dict(),
+    ]
+    if mv is not None:  # references without a multivariate model keep their ids
+        hashed.append(mv.to_dict())
     digest = hashlib.blake2b(
-        orjson.dumps(
-            [
-                model_id,
-                model_version,
-                {k: v.to_dict() for k, v in feats.items()},
-                outputs.to_dict(),
-                policy.to_dict(),
-            ],
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        ),
-        digest_size=6,
+        orjson.dumps(hashed, option=orjson.OPT_SERIALIZE_NUMPY), digest_size=6
     ).hexdigest()
     return ReferenceProfile(
         reference_id=f"{model_id}:{model_version}:{digest}",
@@ -261,6 +281,31 @@ def build_reference(
         row_count=n_rows,
         source=source,
         created_at=created,
+        multivariate=mv,
+    )
+
+
+def _fit_multivariate(
+    feats: Mapping[str, FeatureProfile],
+    columns: Mapping[str, Any],
+    policy: Policy,
+    seed: int,
+    settings: MultivariateSettings | None,
+) -> MultivariateProfile | None:
+    """The multivariate model on the same rows and bins as the feature profiles."""
+    nums: list[NumericInput] = []
+    cats: list[CategoricalInput] = []
+    for name, prof in feats.items():
+        if isinstance(prof, NumericProfile):
+            nums.append(NumericInput(name, columns[name], prof.edges, prof.counts))
+        else:
+            cats.append(CategoricalInput(name, list(columns[name]), prof.categories, prof.counts))
+    return fit_multivariate(
+        nums,
+        cats,
+        target_arl=policy.false_alarm_events * (len(feats) + 1),
+        seed=seed,
+        settings=settings,
     )
 
 

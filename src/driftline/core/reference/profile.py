@@ -26,6 +26,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from driftline.contract.events import ReferenceEnvelope
 from driftline.contract.sealed import MAGIC, Sealer
+from driftline.core.multivariate import MultivariateProfile
 from driftline.errors import StateCorrupt
 
 __all__ = [
@@ -274,6 +275,8 @@ class ReferenceProfile:
     row_count: int
     source: str = ""
     created_at: int = 0
+    #: The multivariate model (``driftline.core.multivariate``), if one was fitted.
+    multivariate: MultivariateProfile | None = None
 
     def numeric_features(self) -> list[str]:
         """Names of numeric features, in stored order."""
@@ -285,6 +288,13 @@ class ReferenceProfile:
 
     def to_envelope(self) -> ReferenceEnvelope:
         """The versioned envelope stored in Redis."""
+        profile: dict[str, Any] = {
+            "features": {k: v.to_dict() for k, v in self.features.items()},
+            "outputs": self.outputs.to_dict(),
+            "policy": self.policy.to_dict(),
+        }
+        if self.multivariate is not None:  # absent key: references without one unchanged
+            profile["multivariate"] = self.multivariate.to_dict()
         return ReferenceEnvelope(
             reference_id=self.reference_id,
             model_id=self.model_id,
@@ -292,11 +302,7 @@ class ReferenceProfile:
             created_at=self.created_at,
             source=self.source,
             row_count=self.row_count,
-            profile={
-                "features": {k: v.to_dict() for k, v in self.features.items()},
-                "outputs": self.outputs.to_dict(),
-                "policy": self.policy.to_dict(),
-            },
+            profile=profile,
         )
 
     def to_bytes(self) -> bytes:
@@ -355,6 +361,7 @@ class ReferenceProfile:
                 if d["kind"] == "numeric"
                 else CategoricalProfile.from_dict(d)
             )
+        mv = p.get("multivariate")
         return cls(
             reference_id=env.reference_id,
             model_id=env.model_id,
@@ -365,6 +372,11 @@ class ReferenceProfile:
             row_count=env.row_count,
             source=env.source,
             created_at=env.created_at,
+            multivariate=None
+            if mv is None
+            else MultivariateProfile.from_dict(
+                mv, {k: f.edges for k, f in feats.items() if isinstance(f, NumericProfile)}
+            ),
         )
 
     def with_version(self, version: str) -> ReferenceProfile:
@@ -379,4 +391,5 @@ class ReferenceProfile:
             row_count=self.row_count,
             source=self.source,
             created_at=self.created_at,
+            multivariate=self.multivariate,
         )

@@ -1,0 +1,200 @@
+"""Everything about a reference the core needs per batch, and a batch on its columns.
+
+A :class:`Plan` is computed once per reference object (:func:`plan_for`): the numeric
+columns (features, then the confidence, then a regression's prediction) on one
+:class:`~driftline.core.sketches.NumericBins` so a window's counts are one matrix, the
+reference's CDF for KS, its PSI groups bucketed by size for one vectorised PSI/JS per
+bucket, the Page-Hinkley standardisation, and the categorical columns (features, then
+the predicted class) on one :class:`~driftline.core.sketches.CategoricalBins`.
+:class:`SegmentArrays` reads one stream's events of a batch into arrays on those
+columns, once per batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.contract.columnar import Columns, category_codes, numeric_column
+from driftline.contract.events import event_time_ms
+from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
+from driftline.core.sketches import (
+    CategoricalBins,
+    NumericBins,
+    categories_fingerprint,
+    edges_fingerprint,
+)
+from driftline.core.stats import cdf_rows
+
+__all__ = ["Plan", "SegmentArrays", "plan_for"]
+
+
+class Plan:
+    """The columns of a reference, laid out for the vectorised window."""
+
+    def __init__(self, ref: ReferenceProfile) -> None:
+        feats = ref.features
+        out = ref.outputs
+        self.ref = ref
+        self.expected = feats.keys()
+        self.all_names = list(feats)
+        where = {k: i for i, k in enumerate(self.all_names)}
+        self.num_names = [k for k, v in feats.items() if isinstance(v, NumericProfile)]
+        self.cat_names = [k for k, v in feats.items() if isinstance(v, CategoricalProfile)]
+        self.num_pos = [where[k] for k in self.num_names]
+        self.cat_pos = [where[k] for k in self.cat_names]
+
+        # -- numeric columns: features, confidence, a regression's prediction
+        nprofs: list[NumericProfile] = []
+        for k in self.num_names:
+            p = feats[k]
+            assert isinstance(p, NumericProfile)
+            nprofs.append(p)
+        self.conf_col = self.pred_col = -1
+        if out.confidence is not None:
+            self.conf_col = len(nprofs)
+            nprofs.append(out.confidence)
+        if out.prediction is not None and out.task == "regression":
+            self.pred_col = len(nprofs)
+            nprofs.append(out.prediction)
+        self.nprofs = nprofs
+        self.nc = len(nprofs)
+        self.num_bins = bins = NumericBins(
+            [p.edges for p in nprofs],
+            [p.min for p in nprofs],
+            [p.max for p in nprofs],
+            [edges_fingerprint(p.edges) for p in nprofs],
+        )
+        self.prof_n = [int(p.n) for p in nprofs]
+        self.psi_thr = [float(p.psi_threshold) for p in nprofs]
+        ref_counts = np.zeros((self.nc, bins.width), dtype=np.float64)
+        for i, p in enumerate(nprofs):
+            ref_counts[i, : bins.sizes[i]] = p.counts
+        self.ref_cdf = cdf_rows(ref_counts)
+
+        # PSI groups: one reduceat over the flat counts, then buckets of equal size.
+        starts: list[NDArray[np.intp]] = []
+        self.gslice: list[slice] = []
+        base = 0
+        sizes: dict[int, list[int]] = {}
+        for i, p in enumerate(nprofs):
+            g = np.asarray(p.groups, dtype=np.intp)
+            starts.append(g + i * bins.width)
+            self.gslice.append(slice(base, base + g.size))
+            sizes.setdefault(int(g.size), []).append(i)
+            base += g.size
+        self.gstarts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.intp)
+        self.buckets: list[tuple[list[int], NDArray[np.intp], NDArray[np.float64]]] = []
+        for size, cols in sizes.items():
+            idx = np.array(
+                [np.arange(self.gslice[i].start, self.gslice[i].stop) for i in cols],
+                dtype=np.intp,
+            ).reshape(len(cols), size)
+            ref_g = np.array(
+                [np.add.reduceat(nprofs[i].counts, nprofs[i].groups) for i in cols],
+                dtype=np.float64,
+            ).reshape(len(cols), size)
+            self.buckets.append((cols, idx, ref_g))
+
+        # Page-Hinkley runs on (x - mean) / std, clipped, of features that vary.
+        pol = ref.policy
+        self.ph_rows = [i for i, k in enumerate(self.num_names) if nprofs[i].std > 0]
+        self.ph_mean = np.array([nprofs[i].mean for i in self.ph_rows], dtype=np.float64)
+        self.ph_std = np.array([nprofs[i].std for i in self.ph_rows], dtype=np.float64)
+        self.ph_clip = float(pol.ph_clip)
+
+        # -- categorical columns: features, then the predicted class
+        cprofs: list[CategoricalProfile] = []
+        for k in self.cat_names:
+            cp = feats[k]
+            assert isinstance(cp, CategoricalProfile)
+            cprofs.append(cp)
+        self.class_row = -1
+        if out.classes is not None:
+            self.class_row = len(cprofs)
+            cprofs.append(out.classes)
+        self.cprofs = cprofs
+        self.kc = len(cprofs)
+        self.cat_bins = CategoricalBins(
+            [cp.categories for cp in cprofs],
+            [categories_fingerprint(cp.categories) for cp in cprofs],
+        )
+        self.cref = [np.asarray(cp.counts, dtype=np.float64) for cp in cprofs]
+        widths: dict[int, list[int]] = {}
+        for r, size in enumerate(self.cat_bins.sizes):
+            widths.setdefault(size + 1, []).append(r)
+        self.cbuckets = [
+            (rows, np.array([self.cref[r] for r in rows], dtype=np.float64).reshape(len(rows), w))
+            for w, rows in widths.items()
+        ]
+
+
+_PLANS: dict[int, tuple[ReferenceProfile, Plan]] = {}
+
+
+def plan_for(ref: ReferenceProfile) -> Plan:
+    """The plan of ``ref``, cached per reference object."""
+    hit = _PLANS.get(id(ref))
+    if hit is not None and hit[0] is ref:
+        return hit[1]
+    if len(_PLANS) >= 1024:
+        _PLANS.clear()
+    plan = Plan(ref)
+    _PLANS[id(ref)] = (ref, plan)
+    return plan
+
+
+class SegmentArrays:
+    """One stream's events of a batch as arrays on the plan's columns.
+
+    ``times`` (event times in ms, and ``t64`` as int64 when they fit), ``x`` (numeric
+    columns, one row each; NaN for missing), ``located`` (their bins), ``codes``
+    (category codes), ``mism`` (type mismatches per feature position) and ``unknown``
+    (unknown features per event).
+    """
+
+    def __init__(self, plan: Plan, cols: Columns) -> None:
+        n = self.n = cols.n
+        ts = cols.timestamps()
+        if set(map(type, ts)) == {int}:
+            times: list[int] = list(ts)  # type: ignore[arg-type]
+        else:
+            times = [t if isinstance(t, int) else event_time_ms(t) for t in ts]
+        self.times = times
+        self.t64: NDArray[np.int64] | None = None
+        try:
+            t64 = np.array(times, dtype=np.int64)
+            if t64.size and int(t64.max()) < 2**62:
+                self.t64 = t64
+        except OverflowError:
+            pass
+
+        self.mism: list[tuple[int, NDArray[np.bool_]]] = []
+        x = self.x = np.empty((plan.nc, n), dtype=np.float64)
+        for i, name in enumerate(plan.num_names):
+            x[i], mm = numeric_column(cols.column(name), cols.types(name))
+            if mm is not None:
+                self.mism.append((plan.num_pos[i], mm))
+        if plan.conf_col >= 0:
+            x[plan.conf_col] = cols.confidence()
+        if plan.pred_col >= 0:
+            preds = cols.predictions()
+            x[plan.pred_col] = numeric_column(preds, frozenset(map(type, preds)))[0]
+        self.located = plan.num_bins.locate(x)
+        self.finite = self.located.finite
+
+        cb = plan.cat_bins
+        codes = self.codes = np.empty((plan.kc, n), dtype=np.int64)
+        for r, name in enumerate(plan.cat_names):
+            codes[r], mm = category_codes(
+                cols.column(name), cols.types(name), cb.lookups[r], cb.sizes[r]
+            )
+            if mm is not None:
+                self.mism.append((plan.cat_pos[r], mm))
+        if plan.class_row >= 0:
+            preds = cols.predictions()
+            r = plan.class_row
+            codes[r] = category_codes(
+                preds, frozenset(map(type, preds)), cb.lookups[r], cb.sizes[r], track=False
+            )[0]
+        self.unknown = cols.unknown(plan.expected)

@@ -1,0 +1,250 @@
+"""The entry point: a batch of prediction events and the states in, verdicts out.
+
+:func:`process_batch` groups the batch by stream (model, version, segment) and, per
+stream, walks its events window by window: each chunk of events that falls in the
+open window is counted into the window's sketches (:class:`~driftline.core.fastloop.
+windows.OpenWindow`) and meets the sequential detectors' detections
+(:mod:`~driftline.core.fastloop.sequential`); when the window closes its tests run
+(:mod:`~driftline.core.fastloop.window_tests`, :mod:`~driftline.core.fastloop.outputs`,
+:mod:`~driftline.core.fastloop.quality`) and the episodes step
+(:mod:`~driftline.core.fastloop.episodes`). A model without a reference first collects
+:data:`WARMUP_EVENTS` events and builds one from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from driftline.contract.columnar import ColumnarBatch, Columns, group_items
+from driftline.contract.events import event_time_ms
+from driftline.contract.keys import StateKey, interned_key
+from driftline.core.fastloop.episodes import on_detections, step_episode
+from driftline.core.fastloop.outputs import output_tests
+from driftline.core.fastloop.plan import Plan, SegmentArrays, plan_for
+from driftline.core.fastloop.quality import quality_tests
+from driftline.core.fastloop.result import BatchResult, observation
+from driftline.core.fastloop.sequential import Detections, run_detectors
+from driftline.core.fastloop.state import ModelState
+from driftline.core.fastloop.summary import window_summary
+from driftline.core.fastloop.window_tests import WindowStats, decide, input_tests
+from driftline.core.fastloop.windows import (
+    OpenWindow,
+    open_time_window,
+    track_time,
+    window_cut,
+    window_full,
+)
+from driftline.core.reference import (
+    Policy,
+    ReferenceProfile,
+    build_reference,
+    features_from_events,
+)
+
+__all__ = ["WARMUP_EVENTS", "RefLookup", "process_batch"]
+
+#: Live events used to build a warm-up reference for a model that has none.
+WARMUP_EVENTS = 2000
+
+RefLookup = Callable[[str, str], ReferenceProfile | None]
+
+
+def process_batch(
+    items: Sequence[ColumnarBatch | Mapping[str, Any]],
+    states: dict[StateKey, ModelState],
+    references: RefLookup,
+    *,
+    default_policy: Policy | None = None,
+) -> BatchResult:
+    """Process validated prediction events in partition order. Pure: no I/O.
+
+    Parameters
+    ----------
+    items
+        Contract-valid prediction events (dicts) and columnar batches
+        (:class:`~driftline.contract.columnar.ColumnarBatch`), mixed, in partition
+        order. A batch of ``n`` predictions gives exactly the result of its ``n`` rows
+        sent as single events (alert ids, states, window summaries).
+    states
+        Current state per key; updated in place and extended with new keys.
+    references
+        ``(model_id, version) -> ReferenceProfile | None`` (with default fallback).
+    default_policy
+        Policy for warm-up references of models without one.
+
+    Returns
+    -------
+    BatchResult
+        Alerts raised, statistics for metrics, warm-up references to store, window
+        summaries.
+    """
+    result = BatchResult()
+    for kt, parts in group_items(items).items():
+        key = interned_key(kt)
+        ref = references(key.model_id, key.model_version)
+        st = states.get(key)
+        if st is None:
+            st = ModelState.fresh(key, ref)
+            states[key] = st
+        elif ref is not None and st.reference_id != ref.reference_id:
+            st.attach(ref)
+        window: OpenWindow | None = None
+        for cols in parts:
+            if ref is None:
+                ref, rest = _warm_up(st, cols, default_policy or Policy(), result)
+                if ref is None or rest is None:
+                    continue
+                cols = rest
+            if cols.n == 0:
+                continue
+            if window is None:
+                window = OpenWindow(st, plan_for(ref))
+            _process_segment(st, ref, window, cols, result)
+        if window is not None:
+            window.store(st)
+    return result
+
+
+def _warm_up(
+    st: ModelState, cols: Columns, policy: Policy, result: BatchResult
+) -> tuple[ReferenceProfile | None, Columns | None]:
+    """Collect the first :data:`WARMUP_EVENTS` events; then build the reference from them.
+
+    Returns the reference (or None while warming up) and the events left to monitor.
+    """
+    take = WARMUP_EVENTS - len(st.warmup)
+    st.warmup.extend(cols.rows(0, take))
+    st.events += min(take, cols.n)
+    if len(st.warmup) < WARMUP_EVENTS:
+        return None, None
+    data = features_from_events(st.warmup)
+    created = max(_time_ms(e) for e in st.warmup)
+    ref = build_reference(
+        data,
+        st.key.model_id,
+        st.key.model_version,
+        policy=policy,
+        source="warm-up",
+        created_at=created,
+    )
+    st.warmup = []
+    st.attach(ref)
+    result.new_references.append(ref)
+    return ref, cols.tail(min(take, cols.n))
+
+
+def _time_ms(e: Mapping[str, Any]) -> int:
+    ts = e["timestamp"]
+    if isinstance(ts, int):
+        return ts
+    return event_time_ms(ts)
+
+
+def _process_segment(
+    st: ModelState, ref: ReferenceProfile, window: OpenWindow, cols: Columns, result: BatchResult
+) -> None:
+    """One stream's events of the batch, window by window."""
+    pol = ref.policy
+    plan = window.plan
+    data = SegmentArrays(plan, cols)
+    found = run_detectors(st, ref, plan, data)
+    times = data.times
+    n = data.n
+    start = 0
+    while start < n:
+        end = window_cut(st, pol, times, start)
+        if end > start:
+            _absorb(st, ref, window, data, found, start, end, result)
+        if end < n or window_full(st, pol):
+            _close_window(st, ref, window, result)
+            if end < n and pol.window_seconds > 0:
+                open_time_window(st, pol, times[end])
+        start = end
+
+
+def _absorb(
+    st: ModelState,
+    ref: ReferenceProfile,
+    window: OpenWindow,
+    data: SegmentArrays,
+    found: Detections,
+    a: int,
+    b: int,
+    result: BatchResult,
+) -> None:
+    """Events ``a:b`` join the open window."""
+    plan = window.plan
+    w = st.window
+    track_time(st, data, a, b, result)
+    count_before = w.count
+    w.count += b - a
+    st.events += b - a
+    if data.unknown is not None:
+        st.unknown_features += int(data.unknown[a:b].sum())
+    window.absorb(data, a, b)
+    if found and (hits := found.between(a, b)):
+        on_detections(st, ref, hits, data.times, count_before - a, result)
+    c = plan.conf_col
+    if c >= 0 and st.confidence is not None:
+        conf = data.x[c, a:b]
+        if not data.finite[c]:
+            conf = conf[np.isfinite(conf)]
+        st.low_confidence += int(np.count_nonzero(conf < ref.outputs.low_confidence_threshold))
+
+
+def _close_window(
+    st: ModelState, ref: ReferenceProfile, window: OpenWindow, result: BatchResult
+) -> None:
+    """Test the open window, step the episodes, summarise it, open the next one."""
+    w = st.window
+    if w.count == 0:
+        return
+    plan: Plan = window.plan
+    pol = ref.policy
+    alpha = min(0.5, w.count / pol.false_alarm_events)
+    mid, ver = st.key.model_id, st.key.model_version
+    stats = WindowStats(plan, window.num, window.cat, max(pol.min_window_events, 1))
+    obs = result.observations
+
+    # -- input drift
+    tests = input_tests(st, stats)
+    for t in tests:
+        obs.append(observation(mid, ver, t.feature, "psi", t.effect))
+        for k, v in t.extra.items():
+            obs.append(observation(mid, ver, t.feature, k, v))
+    drifted = decide(tests, alpha, st.episode("input_drift"))
+    early_in = any(not k.startswith("__") for k in st.early)
+    step_episode(st, ref, "input_drift", drifted, early_in, result, "window_ks_psi")
+
+    # -- output drift
+    otests = output_tests(st, ref, stats, window.cat)
+    for t in otests:
+        obs.append(observation(mid, ver, t.feature, t.statistic, t.effect))
+    odrifted = decide(otests, alpha, st.episode("output_drift"))
+    early_out = "__confidence__" in st.early
+    step_episode(st, ref, "output_drift", odrifted, early_out, result, "window_output")
+
+    # -- data quality
+    qtests = quality_tests(st, ref, plan, window)
+    for t in qtests:
+        obs.append(observation(mid, ver, t.feature, t.statistic, t.effect))
+    factor = 0.5 if st.episode("data_quality").firing else 1.0
+    qdrifted = [t for t in qtests if t.effect >= factor * t.threshold]
+    step_episode(st, ref, "data_quality", qdrifted, False, result, "data_quality")
+
+    drifted_names = {t.feature for t in (*drifted, *odrifted, *qdrifted)}
+    all_tests = [*tests, *otests, *qtests]
+    result.windows.append(
+        window_summary(st, ref, plan, window, stats.grouped, all_tests, drifted_names)
+    )
+    result.windows_closed += 1
+    w.index += 1
+    w.count = 0
+    w.start_ms = w.end_ms = -1
+    window.reset()
+    st.unknown_features = 0
+    st.low_confidence = 0
+    st.early = {}

@@ -1,0 +1,102 @@
+"""The summary of a closing window: plain data for history, reports and charts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.core.fastloop.plan import Plan
+from driftline.core.fastloop.state import ModelState
+from driftline.core.fastloop.window_tests import WindowTest
+from driftline.core.fastloop.windows import OpenWindow
+from driftline.core.reference import ReferenceProfile
+
+__all__ = ["round6", "summarise_tests", "window_summary"]
+
+
+def window_summary(
+    st: ModelState,
+    ref: ReferenceProfile,
+    plan: Plan,
+    window: OpenWindow,
+    grouped: NDArray[np.int64],
+    tests: Sequence[WindowTest],
+    drifted: set[str],
+) -> dict[str, Any]:
+    """Plain-data summary of a closing window: its tests and its (grouped) histograms."""
+    hist: dict[str, list[int]] = {}
+    for i, name in enumerate(plan.num_names):
+        if name in st.num:
+            hist[name] = grouped[plan.gslice[i]].tolist()
+    counts = window.cat.counts
+    sizes = plan.cat_bins.sizes
+    for r, name in enumerate(plan.cat_names):
+        if name in st.cat:
+            hist[name] = counts[r, : sizes[r] + 1].tolist()
+    if st.classes is not None and plan.class_row >= 0:
+        r = plan.class_row
+        hist["__class__"] = counts[r, : sizes[r] + 1].tolist()
+    if st.confidence is not None and ref.outputs.confidence is not None and plan.conf_col >= 0:
+        hist["__confidence__"] = grouped[plan.gslice[plan.conf_col]].tolist()
+    w = st.window
+    return {
+        "model_id": st.key.model_id,
+        "model_version": st.key.model_version,
+        "segment": st.key.segment,
+        "reference": ref.reference_id,
+        "window": w.index,
+        "start": w.start_ms,
+        "end": w.end_ms,
+        "count": w.count,
+        "tests": summarise_tests(tests, drifted),
+        "hist": hist,
+        "episodes": {k: e.firing for k, e in st.episodes.items()},
+    }
+
+
+def summarise_tests(tests: Sequence[WindowTest], drifted: set[str]) -> list[dict[str, Any]]:
+    """The tests as plain data, numbers rounded to 6 places."""
+    flat: list[float] = []
+    for t in tests:
+        flat.append(t.effect)
+        flat.append(t.threshold)
+        flat.extend(t.extra.values())
+    rounded = iter(round6(flat))
+    out: list[dict[str, Any]] = []
+    for t in tests:
+        d = {
+            "feature": t.feature,
+            "statistic": t.statistic,
+            "value": next(rounded),
+            "threshold": next(rounded),
+            "p_value": t.p_value if t.statistic == "psi" else None,
+            "drifted": t.feature in drifted and t.effect >= 0.5 * t.threshold,
+        }
+        for k in t.extra:
+            d[k] = next(rounded)
+        out.append(d)
+    return out
+
+
+def round6(values: list[float]) -> list[float]:
+    """``[round(v, 6) for v in values]``, vectorised.
+
+    ``round`` gives the double nearest to ``k / 10**6``, ``k`` the exact value times
+    ``10**6`` rounded half-even; numpy's ``rint(v * 1e6) / 1e6`` gives the same unless
+    the product's rounding moved it across a half-integer, so values within a wide
+    band of one (and non-finite or huge ones) take ``round`` itself.
+    """
+    if not values:
+        return []
+    a = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = a * 1e6
+        out: list[float] = (np.rint(v) / 1e6).tolist()
+        risky = ~(np.abs(v - np.floor(v) - 0.5) > 1e-9 * np.maximum(1.0, np.abs(v)))
+        risky |= ~(np.abs(v) < 2.0**52)
+    for i in np.flatnonzero(risky).tolist():
+        out[i] = round(values[i], 6)
+    return out
