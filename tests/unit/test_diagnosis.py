@@ -62,3 +62,15 @@ def test_the_evidence_starts_at_the_change_and_the_estimate_decides():
     # No drop and a faithful estimate: benign; no scores: no verdict from evidence.
     assert verdict(since_change(_stream_of(5, 5, 0.95)), 0.0, 0.9, s) == "input_drift_benign"
     assert verdict([200, 160, 0, 0.0, 0], 0.0, 0.9, s) is None
+
+
+def test_the_benchmark_baseline_reproduces_the_old_overlap_rule(runs):
+    # The bench prints the rule before issue 13 beside this one (OverlapRule): it blamed
+    # the irrelevant covariate shift for a concept change when it had read the
+    # monitor's alert first, and said something else when it had not.
+    mixed = [r for r in runs if r.case == "concept+x2"]
+    for seed in SEEDS:
+        first = {r.order: r.old_first for r in mixed if r.seed == seed}
+        assert first["monitor-first"] == "covariate_shift_harmful"
+        assert first["joiner-first"] == "concept_drift"
+    assert all(r.right for r in mixed)

@@ -19,6 +19,13 @@ rows) raises its input-drift alerts on the predictions; the joiner's core
 orders: ``monitor-first`` (all before any label), ``joiner-first`` (only after every
 label, then one empty batch, as the worker does when the alert topic brings news) and
 ``interleaved`` (each once the joiner reaches the label time it was raised at).
+
+Beside each run, what the rule before issue 13 said on the same run
+(:class:`OverlapRule`): a slow-loop alert whose window meets an input-drift interval
+the joiner has read is ``covariate_shift_harmful``, else ``concept_drift``; an
+input-drift episode is ``covariate_shift_harmful`` when the predictions labelled
+*after* the joiner read it are clearly under the accuracy threshold, else
+``input_drift_benign``.
 """
 
 from __future__ import annotations
@@ -33,15 +40,19 @@ from driftline.core.fastloop import ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.core.slowloop import (
     DriftIndex,
+    JoinResult,
     MemoryRecords,
+    PerfState,
     UnitState,
     join_batch,
     plan_lookups,
     stream_key,
 )
+from driftline.core.slowloop.diagnosis import overlap_diagnosis, wilson_upper
+from driftline.core.slowloop.episodes import Rules
 from driftline.demo.sea import SeaScenario, interleave
 
-__all__ = ["CASES", "ORDERS", "Run", "run_case"]
+__all__ = ["CASES", "ORDERS", "OverlapRule", "Run", "run_case"]
 
 #: Case -> the diagnosis it should get.
 CASES: dict[str, str] = {
@@ -67,6 +78,9 @@ class Run:
     resolved: int = 0
     #: Slow-loop alerts about predictions made before the change (false alarms).
     early: int = 0
+    #: What the rule before issue 13 said on the same run (:class:`OverlapRule`).
+    old_first: str | None = None
+    old_final: str | None = None
 
     @property
     def verdict(self) -> str:
@@ -78,10 +92,72 @@ class Run:
 
     @property
     def right(self) -> bool:
-        want = CASES[self.case]
-        if self.case == "benign":
-            return self.first_alert is None and self.final == want
-        return self.early == 0 and self.first_alert == want and self.final == want
+        return _right(self.case, self.first_alert, self.final, self.early)
+
+    @property
+    def old_right(self) -> bool:
+        """Whether the rule before issue 13 was right on this run."""
+        return _right(self.case, self.old_first, self.old_final, self.early)
+
+
+def _right(case: str, first: str | None, final: str | None, early: int) -> bool:
+    want = CASES[case]
+    if case == "benign":
+        return first is None and final == want
+    return early == 0 and first == want and final == want
+
+
+class OverlapRule:
+    """The diagnosis before issue 13, replayed beside the core on the same run.
+
+    A slow-loop alert: ``covariate_shift_harmful`` if its window meets an input-drift
+    interval the joiner has read when it fires, else ``concept_drift``. An input-drift
+    episode: the predictions made during it and labelled after the joiner read it are
+    tallied; with half a window of them, ``covariate_shift_harmful`` if their accuracy
+    is clearly (upper Wilson bound) under the threshold, else ``input_drift_benign``.
+    The current diagnosis: a firing slow-loop episode's, else the newest episode's.
+    (The old code judged the episodes at each window close; here after each batch.)
+    """
+
+    def __init__(self, drift: DriftIndex) -> None:
+        self.drift = drift
+        self.tally: dict[str, list[int]] = {}
+        self.verdicts: dict[str, str] = {}
+        self.alerts: dict[str, str] = {}
+
+    def joined(self, pred: Mapping[str, Any], label: Mapping[str, Any]) -> None:
+        """One label joined to its prediction (tallied by the intervals read so far)."""
+        right = int(pred["prediction"] == label["label"])
+        for ep in self.drift.containing(pred["model_id"], pred["model_version"], pred["timestamp"]):
+            t = self.tally.setdefault(ep, [0, 0])
+            t[0] += 1
+            t[1] += right
+
+    def fired(self, alert: Any, st: PerfState) -> None:
+        """A slow-loop alert fired: its diagnosis by overlap, as read now."""
+        said = overlap_diagnosis(self.drift, st, alert.window.start, alert.window.end)
+        self.alerts[f"{alert.kind}#{alert.episode}"] = said
+
+    def judge(self, st: PerfState) -> None:
+        """The input-drift episodes' verdicts, from the tallies."""
+        thr = Rules(SETTINGS, JoinResult(), self.drift).threshold(st)
+        if thr is None:
+            return
+        for ep, (n, k) in self.tally.items():
+            if n >= max(20, SETTINGS.window_labels // 2):
+                harmful = wilson_upper(k, n, SETTINGS.confidence_z) < thr
+                self.verdicts[ep] = "covariate_shift_harmful" if harmful else "input_drift_benign"
+
+    def current(self, st: PerfState) -> str | None:
+        """What the old rule says about the stream now."""
+        for kind in ("concept_drift", "performance"):
+            ep = st.episodes.get(kind)
+            if ep is not None and ep.firing:
+                return self.alerts.get(f"{kind}#{ep.number}")
+        if self.verdicts:
+            newest = max(self.verdicts, key=lambda e: (int(e.rsplit("#", 1)[1]), e))
+            return self.verdicts[newest]
+        return None
 
 
 def scenario(seed: int) -> SeaScenario:
@@ -137,13 +213,25 @@ def run(
     slow: list[Any] = []
     resolved: list[Any] = []
     items = interleave(preds, labels)
+    by_id = {p["prediction_id"]: p for p in preds}
+    old = OverlapRule(drift)
+    key = stream_key("sea", "1", "")
 
     def batch(p: list[Any], lab: list[Any]) -> None:
         plan = plan_lookups(p, lab, unit, SETTINGS)
         res = join_batch(p, lab, plan, mem.lookup(plan), unit, lambda m, v: ref, drift, SETTINGS)
         mem.apply(res)
-        slow.extend(a for a in res.alerts if a.status == "firing")
+        fired = [a for a in res.alerts if a.status == "firing"]
+        slow.extend(fired)
         resolved.extend(a for a in res.alerts if a.status == "resolved")
+        # Every label of these streams joins: labels come 200+ predictions late.
+        for e in lab:
+            old.joined(by_id[e["prediction_id"]], e)
+        st = unit.perf.get(key)
+        if st is not None:
+            for a in fired:
+                old.fired(a, st)
+            old.judge(st)
 
     for i in range(0, len(items), 500):
         chunk = items[i : i + 500]
@@ -157,11 +245,23 @@ def run(
         for a in pending if order == "interleaved" else inputs:
             drift.observe(a)
         batch([], [])  # the worker's pass when the alert topic brings news
-    st = unit.perf[stream_key("sea", "1", "")]
+    st = unit.perf[key]
     first = slow[0].diagnosis if slow else None
+    old_first = old.alerts.get(f"{slow[0].kind}#{slow[0].episode}") if slow else None
     sc = scenario(seed)
     early = sum(1 for a in slow if (a.window.end - sc.t0_ms) // sc.step_ms < change)
-    return Run(case, order, seed, first, st.current_diagnosis(), len(inputs), len(resolved), early)
+    return Run(
+        case,
+        order,
+        seed,
+        first,
+        st.current_diagnosis(),
+        len(inputs),
+        len(resolved),
+        early,
+        old_first,
+        old.current(st),
+    )
 
 
 def run_case(case: str, seed: int, n: int = 20_000, change: int = 10_000) -> list[Run]:

@@ -24,7 +24,6 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-
 @dataclass
 class SeaScenario:
     """SEA stream (river's ``SEA`` generator) with a model, delayed labels and drifts.
@@ -143,7 +142,6 @@ class SeaScenario:
             )
         labels.sort(key=lambda tl: tl[0])
         return preds, [lab for _, lab in labels]
-
 
 
 def interleave(
