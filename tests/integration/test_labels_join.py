@@ -39,6 +39,7 @@ from driftline.runtime.labels import LabelJoiner
 from driftline.runtime.metrics import REGISTRY
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import StateStore
+from driftline.views.report import render_report, report_from_store
 from driftline.views.slow_loop import load_perf_states, report_text
 from driftline.views.status import model_statuses, render_index
 from support import read_all
@@ -450,26 +451,40 @@ async def test_sigkill_mid_stream_then_restart_counts_every_label_once(lsettings
 # ------------------------------------------------------------------ a backlog of labels
 
 
-async def _join_all(s: Settings, want_labels: int, want_preds: int) -> tuple[LabelJoiner, int]:
-    """Run one joiner until it processed everything; the most labels it held at once."""
+async def _join_backlog(
+    s: Settings, labels: list[dict[str, Any]], preds: list[dict[str, Any]]
+) -> tuple[LabelJoiner, int, bool]:
+    """A backlog through one running joiner: every label is published (and read) before
+    any prediction exists; the predictions are published once the joiner has paused its
+    labels partition. Returns the joiner, the most labels it held at once and whether
+    its labels partition was paused while the predictions were not there yet."""
     j = LabelJoiner(s, name=f"backlog-{s.labels.group_id}")
     await j.start()
     task = asyncio.create_task(j.run())
     most_held = 0
-    paused_seen = False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 180
+
+    def sample() -> None:
+        nonlocal most_held
+        assert loop.time() < deadline, "timed out"
+        most_held = max(most_held, sum(len(u.state.held) for u in j.units.values()))
+
     try:
-        deadline = asyncio.get_running_loop().time() + 180
-        while j.labels_seen < want_labels or j.predictions_seen < want_preds:
-            assert asyncio.get_running_loop().time() < deadline, "timed out"
-            most_held = max(most_held, sum(len(u.state.held) for u in j.units.values()))
-            paused_seen |= bool(j.labels_paused)
+        await send(s, s.topics.labels, labels)
+        while not j.labels_paused:
+            sample()
+            await asyncio.sleep(0.02)
+        paused_before = j.predictions_seen == 0
+        await send(s, s.topics.predictions, preds)
+        while j.labels_seen < len(labels) or j.predictions_seen < len(preds):
+            sample()
             await asyncio.sleep(0.02)
     finally:
         j.stop()
         await task
         await j.close()
-    assert paused_seen or most_held < s.labels.max_held_labels
-    return j, most_held
+    return j, most_held, paused_before
 
 
 def live_alerts(
@@ -508,9 +523,8 @@ async def test_a_backlog_of_labels_before_their_predictions_loses_nothing(lsetti
     await store_reference(s, sea_reference(sc))
     n = 6000
     preds, labels = sc.events(n, concept_at=3000)
-    await send(s, s.topics.labels, labels)
-    await send(s, s.topics.predictions, preds)
-    j, most_held = await _join_all(s, n, n)
+    j, most_held, paused_before = await _join_backlog(s, labels, preds)
+    assert paused_before  # the labels waited in Kafka: nothing else could make room
     assert j.totals()["sea-bl"] == {"joined": n}
     assert gauge("driftline_labels_total", model="sea-bl", outcome="orphan") is None
     assert cap <= most_held <= cap + batch, most_held
@@ -532,5 +546,9 @@ async def test_a_backlog_of_labels_before_their_predictions_loses_nothing(lsetti
         (status,) = [x for x in await model_statuses(store) if x["model"] == "sea-bl"]
         assert status["state"] == "degraded"
         assert "concept_drift" in render_index([status], 0)
+        # ... and in the HTML report's episodes.
+        data = await report_from_store(store, "sea-bl")
+        assert ("concept_drift", 1) in {(e["kind"], e["episode"]) for e in data["episodes"]}
+        assert "concept_drift" in render_report(data)
     finally:
         await client.aclose()
