@@ -70,6 +70,11 @@ class ModelState:
     warmup: list[dict[str, Any]] = field(default_factory=list)
     #: Early detections (Page-Hinkley per feature, ADWIN) inside the open window.
     early: dict[str, float] = field(default_factory=dict)
+    #: ``prediction_id`` of the first event this state saw: part of its alert ids, so
+    #: two states of one stream (its events moved to another partition, issue 16) never
+    #: publish an episode under the same id. "" for states older than the field, whose
+    #: ids keep the earlier form.
+    origin: str = ""
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -152,6 +157,7 @@ class ModelState:
                 "events": self.events,
                 "warmup": self.warmup,
                 "early": self.early,
+                "origin": self.origin,
             },
         )
 
@@ -200,4 +206,5 @@ class ModelState:
         st.events = d["events"]
         st.warmup = d["warmup"]
         st.early = d["early"]
+        st.origin = d.get("origin", "")
         return st

@@ -232,6 +232,10 @@ class PerfState:
     #: the predictions made during it).
     drift_diag: dict[str, str] = field(default_factory=dict)
     last: dict[str, Any] = field(default_factory=dict)
+    #: ``prediction_id`` of the first prediction of this stream in this partition: part
+    #: of its alert ids, so the states of a stream in two partitions (its model moved,
+    #: issue 16) never publish an episode under the same id. "" for older states.
+    origin: str = ""
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -321,6 +325,7 @@ class PerfState:
                 "evidence": {"cells": self.cells, "open": self.cell},
                 "drift_diag": self.drift_diag,
                 "last": self.last,
+                "origin": self.origin,
             },
         )
 
@@ -366,6 +371,7 @@ class PerfState:
                 st.cell = list(ev["open"])
             st.drift_diag = dict(d["drift_diag"])
             st.last = dict(d["last"])
+            st.origin = str(d.get("origin", ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise StateCorrupt(f"perf_state: malformed record ({type(exc).__name__})") from None
         return st
