@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import tempfile
 import time
 import uuid
@@ -105,7 +106,12 @@ async def run(stack: DevStack, n: int, backlog: bool, cap: int) -> dict[str, Any
     u = uuid.uuid4().hex[:8]
     s = Settings(
         kafka={"bootstrap_servers": stack.broker.bootstrap},
-        redis={"url": stack.redis.url, "key_prefix": f"b{u}"},
+        # No default signing key (issue 16): a throwaway one for this throwaway stack.
+        redis={
+            "url": stack.redis.url,
+            "key_prefix": f"b{u}",
+            "state_signing_key": secrets.token_hex(32),
+        },
         topics={"predictions": f"p-{u}", "labels": f"l-{u}", "alerts": f"a-{u}"},
         labels={"group_id": f"labels-{u}", "max_held_labels": cap},
         metrics_port=0,
