@@ -10,15 +10,22 @@ import sys
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from driftline.contract.keys import StateKey
 from driftline.core.reference import build_reference
 from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.offline.replay import Replayer
 from driftline.runtime.monitor import MonitorWorker
-from driftline.runtime.store import StateStore
-from support import MONITOR_SRC, assert_close, publish, read_all, stored_states
+from driftline.runtime.store import open_store
+from support import (
+    MONITOR_SRC,
+    ON_BOTH_REDIS,
+    assert_close,
+    publish,
+    read_all,
+    redis_env,
+    stored_states,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +33,7 @@ T0 = 1_767_225_600_000
 
 
 async def _store_reference(settings, ref):
-    client = aioredis.Redis.from_url(settings.redis.url)
-    store = StateStore(
-        client,
-        prefix=settings.redis.key_prefix,
-        group=settings.monitor.group_id,
-        signing_key=settings.redis.state_signing_key.get_secret_value().encode(),
-    )
+    client, store = open_store(settings.redis, settings.monitor.group_id)
     await store.put_reference(ref.model_id, ref.model_version, ref.to_bytes())
     await client.aclose()
 
@@ -53,6 +54,7 @@ async def _run_worker(settings, idle_exit=3.0):
     return worker
 
 
+@ON_BOTH_REDIS
 async def test_stream_alerts_on_shift_and_equals_replay(settings):
     ref = _reference()
     await _store_reference(settings, ref)
@@ -133,8 +135,7 @@ def _spawn_monitor(settings):
         # interpreter's editable install points at (as support.monitor_env does).
         "PYTHONPATH": MONITOR_SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
         "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "DRIFTLINE_REDIS__URL": settings.redis.url,
-        "DRIFTLINE_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+        **redis_env(settings),
         "DRIFTLINE_TOPICS__PREDICTIONS": settings.topics.predictions,
         "DRIFTLINE_TOPICS__ALERTS": settings.topics.alerts,
         "DRIFTLINE_MONITOR__GROUP_ID": settings.monitor.group_id,
@@ -150,18 +151,13 @@ def _spawn_monitor(settings):
 
 
 @pytest.mark.slow
+@ON_BOTH_REDIS
 async def test_sigkill_mid_stream_then_restart_equals_uninterrupted_run(settings):
     ref = _reference()
     await _store_reference(settings, ref)
     events = list(SimulatedModel(seed=31).events(30_000, shift=Shift(start=12_000, sigmas=1.0)))
     await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, events)
-    client = aioredis.Redis.from_url(settings.redis.url)
-    store = StateStore(
-        client,
-        prefix=settings.redis.key_prefix,
-        group=settings.monitor.group_id,
-        signing_key=settings.redis.state_signing_key.get_secret_value().encode(),
-    )
+    client, store = open_store(settings.redis, settings.monitor.group_id)
 
     proc = _spawn_monitor(settings)
     # Kill it once it has committed some, but not all, of the stream.
