@@ -72,7 +72,18 @@ def _early_fire(
     level = float(pol.ph_threshold if d.detector == "page_hinkley" else pol.adwin_delta)
     t = WindowTest(d.feature, d.detector, 0.0, level, level, {})
     alert = _alert(st, ref, d.kind, "firing", ep, d.detector, [t], at_ms, count)
-    result.alerts.append(alert.model_copy(update={"p_value": None}))
+    update: dict[str, Any] = {"p_value": None}
+    if d.threshold is not None and d.statistic is not None:
+        # A detector that reports its own numbers and the features it names
+        # (the multivariate detector, core/fastloop/multivariate.py).
+        update["statistic"] = round(d.statistic, 6)
+        update["threshold"] = round(d.threshold, 6)
+    if d.top:
+        update["top_features"] = [
+            FeatureContribution(feature=f, score=score, contribution=share, statistic=stat)
+            for f, score, share, stat in d.top
+        ]
+    result.alerts.append(alert.model_copy(update=update))
 
 
 def step_episode(
