@@ -1,7 +1,12 @@
 # Driftline: one image for every role (monitor, label joiner, retraining trigger,
-# demo traffic). The role is the first argument: `docker run driftline monitor`.
+# status page, demo traffic). The role is the first argument:
+# `docker run ghcr.io/driftline/driftline:0.1.0 monitor`.
 #
-#   docker build -t driftline:0.1.0 .
+#   docker build -t ghcr.io/driftline/driftline:0.1.0 .    # or: docker compose build
+#
+# The tag is the one reference docker-compose.yml (DRIFTLINE_IMAGE) and k8s/
+# (kustomization.yaml `images:`) use; push it to your registry under another name with
+# `kustomize edit set image ghcr.io/driftline/driftline=<registry>/driftline:<tag>`.
 #
 # Stage 1 builds a wheel (no compiler in the runtime image); stage 2 installs it as a
 # non-root user. Python 3.11 as in CI.
@@ -26,8 +31,10 @@ RUN pip install --no-index --find-links /wheels driftline \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin driftline
 USER 10001:10001
 EXPOSE 9108
-# /metrics answers while the process's metrics server runs (every role serves it).
+# /livez answers 200 while the worker's event loop and consumer make progress, 503 when
+# they are stuck (docs/operations.md, "Health"). The status page role overrides it
+# (compose: /healthz on its own port).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/metrics' % os.environ.get('DRIFTLINE_METRICS_PORT', '9108'), timeout=2)"]
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/livez' % os.environ.get('DRIFTLINE_METRICS_PORT', '9108'), timeout=2)"]
 ENTRYPOINT ["driftline"]
 CMD ["monitor"]

@@ -170,7 +170,7 @@ FAULT_RUNNER = str(__import__("pathlib").Path(__file__).parent / "reliability" /
 class MonitorProc:
     """A ``driftline monitor`` (or ``command``) child process logging to a file.
 
-    ``fault`` (``<crash|stop>_<point>:<n>``) runs it through ``fault_runner.py``.
+    ``fault`` (``<crash|stop|hang>_<point>:<n>``) runs it through ``fault_runner.py``.
     """
 
     def __init__(

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from driftline.errors import ConfigError
 
 __all__ = [
+    "HealthSettings",
     "KafkaSettings",
     "LabelsSettings",
     "MonitorSettings",
@@ -270,6 +271,20 @@ class RetrainSettings(BaseModel):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
+class HealthSettings(BaseModel):
+    """Bounds of a worker's liveness and shutdown (docs/operations.md, "Health")."""
+
+    #: ``/livez`` fails when the worker's loop has not turned for this long (a blocking
+    #: call, a deadlock, an await that never returns).
+    loop_stall_seconds: float = Field(default=60.0, gt=0)
+    #: ``/livez`` fails when the worker's start or a consumer-group join has not finished
+    #: for this long; a healthy join ends within the group's rebalance timeout.
+    join_stall_seconds: float = Field(default=120.0, gt=0)
+    #: SIGTERM or SIGINT ends the process within this long, in every state: a worker
+    #: that has not finished its batch, committed and left the group by then exits 1.
+    shutdown_seconds: float = Field(default=20.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of Driftline's configuration, read from ``DRIFTLINE_*`` environment variables.
 
@@ -290,6 +305,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     labels: LabelsSettings = Field(default_factory=LabelsSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     metrics_certfile: str | None = None
     metrics_keyfile: str | None = None

@@ -54,7 +54,7 @@ from driftline.config import Settings
 from driftline.contract.events import LIMITS, LabelEvent, PredictionEvent
 from driftline.contract.records import encode_batch, encode_event, pack_records, stream_of
 from driftline.errors import ConfigError, ValidationError
-from driftline.runtime.metrics import PRODUCER_DROPPED, PRODUCER_SENT
+from driftline.runtime.metrics import PRODUCER_DROP_REASONS, PRODUCER_DROPPED, PRODUCER_SENT
 
 __all__ = ["AsyncPredictionProducer", "Compression", "PredictionProducer", "Refusal"]
 
@@ -212,8 +212,12 @@ class AsyncPredictionProducer:
         self._kafka: Any = None
         self._outage = False
 
-        self._sent_metric = {t: PRODUCER_SENT.labels(t) for t in (self._topic, self._label_topic)}
-        self._drop_metric: dict[tuple[str, str], Any] = {}
+        topics = (self._topic, self._label_topic)
+        self._sent_metric = {t: PRODUCER_SENT.labels(t) for t in topics}
+        # Every reason's series from the start (at zero): rate() sees the first drop.
+        self._drop_metric: dict[tuple[str, str], Any] = {
+            (t, r): PRODUCER_DROPPED.labels(t, r) for t in topics for r in PRODUCER_DROP_REASONS
+        }
 
     # ------------------------------------------------------------------ properties
     @property

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.config import Settings
+from driftline.contract.columnar import pack_events
 from driftline.core.reference import Policy, build_reference
 from driftline.core.slowloop import UnitState, stream_key
 from driftline.demo.sea import SeaScenario
@@ -244,7 +245,9 @@ async def scenario(stack: DevStack) -> Scenario:
         orjson.dumps({"model_id": "sea-x", "label": "pos"}),
         orjson.dumps({**x_labels[0], "label": [1, 2]}),
     ]
-    await send(s, s.topics.predictions, c_preds + b_preds + x_preds)
+    # sea-b's predictions come as columnar batches, what the SDK sends by default.
+    b_batches = [(b"sea-b", orjson.dumps(env)) for env in pack_events(b_preds, max_rows=250)]
+    await send(s, s.topics.predictions, c_preds + b_batches + x_preds)
     phase1_labels = (
         [*c_labels, *b_labels, *x_labels[:1000], *((b"sea-x", v) for v in out.bad)]
         + x_labels[1000:]

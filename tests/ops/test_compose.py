@@ -59,11 +59,64 @@ def test_schema_catches_a_broken_file():
 
 def test_the_stack_has_every_service():
     services = _compose()["services"]
-    for name in ("kafka", "redis", "prometheus", "alertmanager", "grafana", "monitor", "labels"):
+    for name in (
+        "kafka",
+        "redis",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "monitor",
+        "labels",
+        "status",
+    ):
         assert name in services, name
     assert services["demo"]["profiles"] == ["demo"]
     assert services["monitor"]["command"] == ["monitor"]
     assert services["labels"]["command"] == ["labels"]
+    assert services["status"]["command"][0] == "serve"
+
+
+def test_compose_builds_the_image_from_the_dockerfile():
+    """Every Driftline service runs the one image compose builds from ./Dockerfile
+    (compose builds a shared tag once); k8s/ uses the same reference (test_k8s)."""
+    services = _compose()["services"]
+    images = set()
+    for name in ("monitor", "labels", "retrain", "status", "demo"):
+        svc = services[name]
+        assert svc["build"]["context"] == "." and (ROOT / svc["build"]["dockerfile"]).is_file()
+        images.add(svc["image"])
+    assert len(images) == 1, images
+    assert images.pop().startswith("${DRIFTLINE_IMAGE:-"), "the tag must be overridable"
+
+
+def _published(svc: dict) -> list[str]:
+    return [str(p) for p in svc.get("ports", [])]
+
+
+def test_admin_endpoints_stay_off_host_ports():
+    """Nothing without authentication listens on the host's public interfaces:
+    Prometheus (no lifecycle or admin API at all), Alertmanager (its API silences
+    alerts) and the status page publish on 127.0.0.1 only; Grafana has a login."""
+    services = _compose()["services"]
+    flags = " ".join(services["prometheus"]["command"])
+    assert "--web.enable-lifecycle" not in flags and "--web.enable-admin-api" not in flags
+    for name, svc in services.items():
+        for port in _published(svc):
+            if name == "grafana":
+                continue
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    for name in ("prometheus", "alertmanager", "status"):
+        assert _published(services[name]), f"{name} should be reachable from the host"
+    assert services["grafana"]["environment"]["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+def test_healthchecks_use_the_health_endpoints():
+    services = _compose()["services"]
+    for name in ("monitor", "labels", "retrain"):
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        assert "127.0.0.1:9108/livez" in probe, name
+    assert "127.0.0.1:9109/healthz" in " ".join(services["status"]["healthcheck"]["test"])
+    assert "/livez" in (ROOT / "Dockerfile").read_text()
 
 
 def test_kafka_runs_in_kraft_mode():

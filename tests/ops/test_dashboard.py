@@ -47,6 +47,10 @@ def test_dashboard_parses_and_has_the_panels_operators_need():
     titles = {p["title"] for p in dash["panels"]}
     for needed in (
         "Drift score by feature (PSI)",
+        "KS statistic and JS distance by feature",
+        "Chi-square statistic by feature (categorical)",
+        "Data-quality and output rates",
+        "Worker memory (RSS)",
         "Active alerts",
         "Accuracy vs estimated accuracy",
         "Label coverage",
@@ -73,7 +77,7 @@ def test_every_expression_selects_declared_metrics():
 def test_per_model_panels_filter_on_the_model_variable():
     for p in _dashboard()["panels"]:
         for t in p.get("targets", []):
-            if any(m in t["expr"] for m in ("drift_score", "drift_active", "accuracy", "coverage")):
+            if any(m in t["expr"] for m in ("driftline_drift_", "accuracy", "coverage")):
                 assert '$model"' in t["expr"], f"{p['title']}: not filtered by $model"
 
 

@@ -161,6 +161,20 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "apiVersion": {"const": "kustomize.config.k8s.io/v1beta1"},
             "resources": {"type": "array", "items": {"type": "string"}},
+            "images": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string"},
+                        "newName": {"type": "string"},
+                        "newTag": {"type": "string"},
+                        "digest": {"type": "string"},
+                    },
+                },
+            },
         },
     },
 }
@@ -237,10 +251,51 @@ def test_workloads_have_requests_probes_and_no_secret_values():
     assert not _by_kind("Secret"), "no Secret (with values) belongs in the repository"
 
 
-def test_monitor_readiness_reads_the_ready_gauge():
-    monitor = next(c for c in _containers() if c["name"] == "monitor")
-    script = " ".join(monitor["readinessProbe"]["exec"]["command"])
-    assert "driftline_ready" in script and "/metrics" in script
+def test_probes_use_the_health_endpoints():
+    """Liveness asks the worker's event loop and consumer (/livez), readiness its
+    driftline_ready gauge (/readyz), both on the metrics port; never /metrics, which a
+    separate thread serves even when the worker is wedged."""
+    for c in _containers():
+        assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}, c["name"]
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}, c["name"]
+        if "startupProbe" in c:
+            assert c["startupProbe"]["httpGet"]["path"] == "/livez", c["name"]
+
+
+def test_shutdown_fits_the_grace_period():
+    """SIGTERM ends a worker within health.shutdown_seconds; the pod waits longer."""
+    bound = Settings().health.shutdown_seconds
+    for dep in _by_kind("Deployment"):
+        grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace > bound, dep["metadata"]["name"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name in ("monitor", "labels", "retrain"):
+        grace_s = compose["services"][name]["stop_grace_period"]
+        assert grace_s.endswith("s") and float(grace_s[:-1]) > bound, name
+
+
+def test_one_image_reference_for_compose_k8s_and_the_dockerfile():
+    """The image compose builds is the one every Deployment runs (kustomize `images:`
+    sets the tag), versioned like the package."""
+    from driftline import __version__ as version
+
+    ref = f"ghcr.io/driftline/driftline:{version}"
+    kust = _by_kind("Kustomization")[0]
+    assert kust["images"] == [{"name": "ghcr.io/driftline/driftline", "newTag": version}]
+    for c in _containers():
+        assert c["image"] == ref, c["name"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    driftline_services = {
+        name: svc
+        for name, svc in compose["services"].items()
+        if "driftline" in str(svc.get("image", ""))
+    }
+    assert {"monitor", "labels", "retrain", "status", "demo"} <= set(driftline_services)
+    for name, svc in driftline_services.items():
+        assert svc["image"] == f"${{DRIFTLINE_IMAGE:-{ref}}}", name
+        assert svc["build"] == {"context": ".", "dockerfile": "Dockerfile"}, name
+    assert f"docker build -t {ref} ." in (ROOT / "Dockerfile").read_text()
+    assert kust["labels"][0]["pairs"]["app.kubernetes.io/version"] == version
 
 
 def test_environment_names_are_real_settings():

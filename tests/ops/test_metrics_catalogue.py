@@ -1,23 +1,13 @@
-"""docs/metrics.md lists every metric of driftline.metrics.REGISTRY with its labels."""
+"""docs/metrics.md lists every metric of driftline.runtime.metrics.REGISTRY with its labels."""
 
 from __future__ import annotations
 
-import re
-
-from opsutil import ROOT, registry_metrics
-
-DOC = ROOT / "docs" / "metrics.md"
+from opsutil import catalogue_rows, planned_metrics, registry_metrics
 
 
 def _catalogue() -> dict[str, tuple[str, tuple[str, ...]]]:
     """Rows of the catalogue table: name -> (type, labels)."""
-    rows: dict[str, tuple[str, tuple[str, ...]]] = {}
-    for line in DOC.read_text().splitlines():
-        m = re.match(r"^\| `(driftline_[a-z0-9_]+)` \| (\w+) \| ([^|]*) \|", line)
-        if m:
-            labels = tuple(re.findall(r"`([a-z_]+)`", m.group(3)))
-            rows[m.group(1)] = (m.group(2), labels)
-    return rows
+    return {name: (info.type, info.labels) for name, (info, _) in catalogue_rows().items()}
 
 
 def test_catalogue_parses():
@@ -39,8 +29,15 @@ def test_catalogue_types_and_labels_match_the_code():
 
 
 def test_catalogue_lists_no_metric_the_code_lacks():
-    stale = sorted(set(_catalogue()) - set(registry_metrics()))
+    stale = sorted(set(_catalogue()) - set(registry_metrics()) - set(planned_metrics()))
     assert not stale, f"docs/metrics.md lists metrics metrics.py does not declare: {stale}"
+
+
+def test_planned_metrics_are_not_declared_yet():
+    """A **Planned** row names a metric a rule already uses; once the code declares it
+    the marker must go (and the row describe what the code does)."""
+    landed = sorted(set(planned_metrics()) & set(registry_metrics()))
+    assert not landed, f"remove the **Planned** marker of {landed} in docs/metrics.md"
 
 
 def test_metric_names_follow_the_conventions():

@@ -4,7 +4,9 @@
 
 The first argument is ``<action>_<point>:<n>``; the rest are the ``driftline`` command
 line. ``crash`` ends the process at once with exit status 137 (as SIGKILL would);
-``stop`` sends it SIGSTOP (a paused "zombie" worker). The points are the calls the
+``stop`` sends it SIGSTOP (a paused "zombie" worker); ``hang`` blocks the event loop in
+a call that never returns while the process's threads (metrics, health checks) run on
+(a wedged worker: tests/ops/test_liveness.py). The points are the calls the
 worker shell makes around the commit of its ``n``-th batch
 (:meth:`driftline.runtime.worker.Worker._commit`):
 
@@ -24,6 +26,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from driftline import cli
@@ -31,6 +34,7 @@ from driftline.cli import workers
 from driftline.runtime.monitor import MonitorWorker
 
 POINTS = ("before_redis_commit", "after_redis_commit", "before_outbox_ack", "after_kafka_commit")
+ACTIONS = ("crash", "stop", "hang")
 
 log = logging.getLogger("driftline.fault")
 
@@ -41,8 +45,10 @@ class Fault:
     def __init__(self, spec: str) -> None:
         head, _, n = spec.partition(":")
         self.action, _, self.point = head.partition("_")
-        if self.action not in ("crash", "stop") or self.point not in POINTS or not n.isdigit():
-            raise SystemExit(f"fault must be <crash|stop>_<{'|'.join(POINTS)}>:<n>, not {spec!r}")
+        if self.action not in ACTIONS or self.point not in POINTS or not n.isdigit():
+            raise SystemExit(
+                f"fault must be <{'|'.join(ACTIONS)}>_<{'|'.join(POINTS)}>:<n>, not {spec!r}"
+            )
         self.batch = int(n)
         self.commits = 0
         self.fired = False
@@ -54,6 +60,9 @@ class Fault:
         log.warning("injected fault: %s at %s of batch %d", self.action, point, self.commits)
         if self.action == "crash":
             os._exit(137)
+        if self.action == "hang":
+            while True:  # a blocking call in the event loop's thread
+                time.sleep(3600)
         os.kill(os.getpid(), signal.SIGSTOP)
 
 

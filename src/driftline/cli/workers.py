@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
+from collections.abc import Callable
 
 from driftline.config import Settings
+from driftline.runtime.health import HEALTH, install_stop_handlers
 from driftline.runtime.labels import LabelJoiner
 from driftline.runtime.metrics import serve_metrics
 from driftline.runtime.monitor import MonitorWorker
@@ -21,6 +22,13 @@ __all__ = ["labels", "monitor", "retrain"]
 log = logging.getLogger("driftline")
 
 
+def _stop_on_signals(stop: Callable[[], None], settings: Settings) -> None:
+    """SIGTERM/SIGINT stop the worker, within ``health.shutdown_seconds`` in every state
+    (driftline.runtime.health); its liveness is judged from now on."""
+    HEALTH.configure(settings.health)
+    install_stop_handlers(stop, asyncio.get_running_loop(), settings.health)
+
+
 async def monitor(args: argparse.Namespace, settings: Settings) -> int:
     port = serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
     log.info(
@@ -30,9 +38,7 @@ async def monitor(args: argparse.Namespace, settings: Settings) -> int:
         settings.redis.redacted_url(),
     )
     worker = MonitorWorker(settings, name=args.name)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+    _stop_on_signals(worker.stop, settings)
     await worker.start()
     try:
         await worker.run(idle_exit_s=args.idle_exit)
@@ -51,11 +57,10 @@ async def labels(args: argparse.Namespace, settings: Settings) -> int:
     if args.report:
         print(await report_text(settings, args.model, args.champion, args.json))
         return 0
-    serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
+    port = serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
+    log.info("metrics on :%d/metrics", port)
     worker = LabelJoiner(settings, name=args.name)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+    _stop_on_signals(worker.stop, settings)
     await worker.start()
     try:
         await worker.run(idle_exit_s=args.idle_exit)
@@ -102,9 +107,7 @@ async def retrain(args: argparse.Namespace, settings: Settings) -> int:
     # faust and mode log every service start and stop at INFO; keep their warnings.
     for name in ("faust", "mode"):
         logging.getLogger(name).setLevel(max(logging.WARNING, log.getEffectiveLevel()))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stop)
+    _stop_on_signals(service.stop, settings)
     log.info("retrain policy: %s", policy.to_dict())
     try:
         await service.start()

@@ -48,7 +48,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from driftline.config import Settings
-from driftline.contract.events import decode_label_fast, decode_prediction_fast
+from driftline.contract.columnar import ColumnarBatch
+from driftline.contract.decode import decode_record
+from driftline.contract.events import decode_label_fast
 from driftline.core.slowloop import (
     DIAGNOSES,
     TOMBSTONE,
@@ -79,6 +81,7 @@ class Joined:
     """What a committed batch reports to the metrics."""
 
     result: JoinResult
+    #: Prediction events (the rows of a batch count one each) plus refused records.
     predictions: int
     labels: int
     invalid_predictions: int
@@ -198,10 +201,10 @@ class LabelJoiner(Worker[UnitState, Joined]):
         lrecs = records.get(self.label_topic, [])
         state = unit.state
         p = unit.partition
-        preds, _, bad_preds = _decode(precs, decode_prediction_fast)
+        preds, bad_preds = _decode_predictions(precs)
         if bad_preds:
             # The monitor dead-letters predictions; the joiner only counts them.
-            m.JOIN_PREDICTIONS.labels("_invalid", "invalid").inc(len(bad_preds))
+            m.JOIN_PREDICTIONS.labels("_invalid", "invalid").inc(bad_preds)
         labels, label_recs, refused = _decode(lrecs, decode_label_fast)
         state.refused += len(refused)
         await asyncio.gather(
@@ -256,7 +259,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
             alerts=[a.to_json() for a in result.alerts],
             positions=positions,
             stored_offset=unit.stored + 1,
-            result=Joined(result, len(precs), len(lrecs), len(precs) - len(preds), len(refused)),
+            result=Joined(result, len(preds) + bad_preds, len(lrecs), bad_preds, len(refused)),
             records=RecordWrites(result.puts, expire, result.tombs, TOMBSTONE),
         )
 
@@ -304,7 +307,10 @@ class LabelJoiner(Worker[UnitState, Joined]):
         for (model, version), diag in result.diagnoses.items():
             for d in DIAGNOSES:
                 m.DIAGNOSIS.labels(model, version, d).set(1 if d == diag else 0)
-        m.HELD_LABELS.labels(self.name).set(sum(len(u.state.held) for u in self.units.values()))
+        held = [len(u.state.held) for u in self.units.values()]
+        m.HELD_LABELS.labels(self.name).set(sum(held))
+        limit = self.settings.labels.max_held_labels
+        m.HELD_LABELS_FILL.labels(self.name).set(max(held, default=0) / limit)
         m.EVENTS.labels(self.name, "processed").inc(
             done.predictions - done.invalid_predictions + sum(result.labels.values())
         )
@@ -321,6 +327,30 @@ class LabelJoiner(Worker[UnitState, Joined]):
                 for k, v in mj.labels.items():
                     t[k] = t.get(k, 0) + v
         return out
+
+
+def _decode_predictions(records: Sequence[Any]) -> tuple[list[dict[str, Any]], int]:
+    """``(prediction events, refused records)``: single events and the rows of columnar
+    batches (``prediction_batch.v1``, what the SDK sends by default), in record order.
+
+    The checks are the monitor's (:func:`~driftline.contract.decode.decode_record`): a
+    batch that breaks the contract is refused whole, as the monitor refuses it.
+    """
+    events: list[dict[str, Any]] = []
+    refused = 0
+    for rec in records:
+        try:
+            if rec.value is None:
+                raise DecodeError("record has no value")
+            item = decode_record(rec.value)
+        except ContractError:
+            refused += 1
+            continue
+        if isinstance(item, ColumnarBatch):
+            events.extend(item.rows())
+        else:
+            events.append(item)
+    return events, refused
 
 
 def _decode(

@@ -6,19 +6,48 @@ deployment serves (operators choose them), and feature names are capped per mode
 :class:`FeatureLabels` (the rest share the value ``"other"``). No label ever carries an
 entity id (prediction id), a secret or free text.
 
-docs/metrics.md is the catalogue with the meaning of each metric.
+docs/metrics.md is the catalogue with the meaning of each metric. The HTTP server of a
+worker (:func:`serve_metrics`) also answers the health checks ``/livez`` (from
+:mod:`driftline.runtime.health`) and ``/readyz`` (from ``driftline_ready``).
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    make_wsgi_app,
+)
 
-__all__ = ["REGISTRY", "FeatureLabels", "serve_metrics"]
+from driftline.runtime.health import HEALTH
 
-#: Driftline's own registry (the process collector is not duplicated in tests).
+__all__ = [
+    "REGISTRY",
+    "FeatureLabels",
+    "init_worker_series",
+    "observe_statistic",
+    "readiness",
+    "serve_metrics",
+]
+
+#: Driftline's own registry: every metric below, plus the standard process (CPU,
+#: memory, file descriptors), platform (``python_info``) and garbage-collector
+#: collectors that dashboards for Python workers expect.
 REGISTRY = CollectorRegistry(auto_describe=True)
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
 
 # --- producer SDK ------------------------------------------------------------------
 PRODUCER_SENT = Counter(
@@ -33,6 +62,8 @@ PRODUCER_DROPPED = Counter(
     ["topic", "reason"],
     registry=REGISTRY,
 )
+#: Why the producer SDK drops an event (docs/producer.md); its series start at zero.
+PRODUCER_DROP_REASONS = ("buffer_full", "oversize", "invalid", "closed", "shutdown", "rejected")
 
 # --- ingest ------------------------------------------------------------------------
 EVENTS = Counter(
@@ -106,12 +137,40 @@ WINDOWS_CLOSED = Counter(
     ["model", "version"],
     registry=REGISTRY,
 )
-DRIFT_SCORE = Gauge(
-    "driftline_drift_score",
-    "Latest drift statistic per model, feature and test.",
-    ["model", "version", "feature", "test"],
+# One family per statistic and unit, so one panel or threshold fits each.
+DRIFT_PSI = Gauge(
+    "driftline_drift_psi",
+    "Population stability index of the latest window per feature (dimensionless, >= 0).",
+    ["model", "version", "feature"],
     registry=REGISTRY,
 )
+DRIFT_KS = Gauge(
+    "driftline_drift_ks_statistic",
+    "Two-sample Kolmogorov-Smirnov statistic D of the latest window per numeric feature (0..1).",
+    ["model", "version", "feature"],
+    registry=REGISTRY,
+)
+DRIFT_JS = Gauge(
+    "driftline_drift_js_distance",
+    "Jensen-Shannon distance (base 2) of the latest window per feature (0..1).",
+    ["model", "version", "feature"],
+    registry=REGISTRY,
+)
+DRIFT_CHI2 = Gauge(
+    "driftline_drift_chi2_statistic",
+    "Pearson chi-square statistic of the latest window per categorical feature (>= 0; "
+    "grows with the window's size).",
+    ["model", "version", "feature"],
+    registry=REGISTRY,
+)
+DRIFT_RATE = Gauge(
+    "driftline_drift_rate_ratio",
+    "Latest window's data-quality and output rates (0..1) or their excess over the "
+    "reference's (-1..1), by statistic.",
+    ["model", "version", "feature", "statistic"],
+    registry=REGISTRY,
+)
+_DRIFT_FAMILIES = {"psi": DRIFT_PSI, "ks": DRIFT_KS, "js": DRIFT_JS, "chi2": DRIFT_CHI2}
 DRIFT_ACTIVE = Gauge(
     "driftline_drift_active",
     "1 while a drift episode of this kind is firing.",
@@ -187,6 +246,13 @@ HELD_LABELS = Gauge(
     ["worker"],
     registry=REGISTRY,
 )
+HELD_LABELS_FILL = Gauge(
+    "driftline_held_labels_fill_ratio",
+    "Held labels of the fullest partition / labels.max_held_labels (at 1 the oldest "
+    "become orphans).",
+    ["worker"],
+    registry=REGISTRY,
+)
 
 
 # --- retraining trigger ------------------------------------------------------------
@@ -232,13 +298,118 @@ class FeatureLabels:
             return "other"
 
 
-def serve_metrics(port: int, certfile: str | None = None, keyfile: str | None = None) -> int:
-    """Serve ``/metrics`` for :data:`REGISTRY` (TLS when a certificate is given).
+def observe_statistic(model: str, version: str, feature: str, test: str, value: float) -> None:
+    """Export one window statistic of the fast loop in the family of its unit.
 
-    Returns the bound port (useful with ``port=0``).
+    ``psi``, ``ks``, ``js`` and ``chi2`` have a gauge each; every other statistic (the
+    data-quality rates, the output shares and their excesses) is a ratio, exported as
+    ``driftline_drift_rate_ratio`` with the statistic's name as the ``statistic`` label.
     """
-    server, _thread = start_http_server(
-        port, addr="0.0.0.0", registry=REGISTRY, certfile=certfile, keyfile=keyfile
-    )
-    bound: int = server.server_port
+    family = _DRIFT_FAMILIES.get(test)
+    if family is not None:
+        family.labels(model, version, feature).set(value)
+    else:
+        DRIFT_RATE.labels(model, version, feature, test).set(value)
+
+
+#: Outcomes and results a worker exports from its start, at zero: a series that exists
+#: before its first event lets rate() and the alerting rules see the first increase.
+_WORKER_OUTCOMES = ("processed", "dead_letter", "duplicate")
+_COMMIT_RESULTS = ("ok", "duplicate", "fenced", "rewound")  # store.CommitResult
+_DEAD_LETTER_STAGES = ("decode", "validate", "version")
+
+
+def init_worker_series(worker: str, topics: Iterable[str], lease_topic: str) -> None:
+    """Create the fixed-label series of a consuming worker at zero (once, at its start).
+
+    Parameters
+    ----------
+    worker
+        The worker's name (``--name``).
+    topics
+        The topics it consumes (dead letters by topic and stage).
+    lease_topic
+        The topic its units are leased on (rewinds and quarantines).
+    """
+    for outcome in _WORKER_OUTCOMES:
+        EVENTS.labels(worker, outcome)
+    for result in _COMMIT_RESULTS:
+        STATE_COMMITS.labels(worker, result)
+    for topic in topics:
+        for stage in _DEAD_LETTER_STAGES:
+            DEAD_LETTERS.labels(topic, stage)
+    STATE_REWINDS.labels(worker, lease_topic)
+    QUARANTINED.labels(worker, lease_topic)
+
+
+def readiness() -> tuple[bool, str]:
+    """``/readyz``: live, started, and every ``driftline_ready`` series of this process
+    at 1. A worker that exports no readiness gauge is ready once its loop runs.
+    """
+    live = HEALTH.status()
+    if not live.startswith("ok"):
+        return False, f"not ready: not live: {live}"
+    if not HEALTH.started:
+        return False, f"not ready: {HEALTH.describe()}"
+    samples = [s for family in READY.collect() for s in family.samples]
+    down = sorted(s.labels["worker"] for s in samples if s.value != 1)
+    if down:
+        return False, "not ready: driftline_ready is 0 for worker " + ", ".join(down)
+    return True, "ready"
+
+
+def _liveness() -> tuple[bool, str]:
+    status = HEALTH.status()
+    return status.startswith("ok"), status
+
+
+_CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {"/livez": _liveness, "/readyz": readiness}
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """One thread per request: a slow scrape never holds up a probe."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        """Probes every few seconds would flood the log: log nothing."""
+
+
+def _app() -> Callable[..., Iterable[bytes]]:
+    metrics = make_wsgi_app(REGISTRY)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        check = _CHECKS.get(environ.get("PATH_INFO", ""))
+        if check is None:
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        ok, text = check()
+        start_response(
+            "200 OK" if ok else "503 Service Unavailable",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")],
+        )
+        return [text.encode() + b"\n"]
+
+    return app
+
+
+def serve_metrics(port: int, certfile: str | None = None, keyfile: str | None = None) -> int:
+    """Serve :data:`REGISTRY` on ``/metrics`` and the health checks ``/livez`` and
+    ``/readyz``, from daemon threads (TLS when a certificate is given).
+
+    The checks are answered here, off the worker's event loop, so they answer (503, with
+    the reason) when the worker is wedged. Returns the bound port (useful with
+    ``port=0``).
+    """
+    httpd = make_server("0.0.0.0", port, _app(), _Server, handler_class=_QuietHandler)
+    if certfile and keyfile:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(certfile, keyfile)
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    bound: int = httpd.server_port
     return bound

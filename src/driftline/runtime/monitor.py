@@ -58,6 +58,8 @@ class Done:
     result: BatchResult
     events: Sequence[Mapping[str, Any]]
     dead_letters: int
+    #: The model states the batch touched (their newest event time: processing lag).
+    touched: Sequence[ModelState]
 
 
 class MonitorWorker(Worker[Models, Done]):
@@ -130,7 +132,12 @@ class MonitorWorker(Worker[Models, Done]):
             alerts=[a.to_json() for a in result.alerts],
             positions={self.topic: last + 1},
             stored_offset=last,
-            result=Done(result, events, len(refused)),
+            result=Done(
+                result,
+                events,
+                len(refused),
+                [models.states[k] for k in touched if k in models.states],
+            ),
         )
 
     async def committed(self, unit: Unit[Models], batch: Batch[Done]) -> None:
@@ -147,21 +154,26 @@ class MonitorWorker(Worker[Models, Done]):
         if done.dead_letters:
             m.EVENTS.labels(self.name, "dead_letter").inc(done.dead_letters)
         per_model: dict[tuple[str, str], int] = {}
-        newest: dict[str, int] = {}
         for e in done.events:
             k = (e["model_id"], e["model_version"])
             per_model[k] = per_model.get(k, 0) + (e.count if isinstance(e, ColumnarBatch) else 1)
-            ts = e["timestamp"]
-            if isinstance(ts, int):
-                newest[e["model_id"]] = max(newest.get(e["model_id"], 0), ts)
         for (mo, v), n in per_model.items():
             m.MODEL_EVENTS.labels(mo, v).inc(n)
+        # The newest event time the core accepted, whatever the wire form (epoch
+        # milliseconds or RFC 3339): the core already parsed every timestamp.
+        newest: dict[str, int] = {}
+        for st in done.touched:
+            mo = st.key.model_id
+            newest[mo] = max(newest.get(mo, -1), st.max_event_ms)
         now_ms = time.time() * 1000
         for mo, ts in newest.items():
-            m.PROCESSING_LAG.labels(self.name, mo).set(max(0.0, (now_ms - ts) / 1000))
+            if ts >= 0:
+                m.PROCESSING_LAG.labels(self.name, mo).set(max(0.0, (now_ms - ts) / 1000))
+        for w in done.result.windows:
+            m.WINDOWS_CLOSED.labels(w["model_id"], w["model_version"]).inc()
         for o in done.result.observations:
             feat = self.feature_labels.label(o.model_id, o.feature)
-            m.DRIFT_SCORE.labels(o.model_id, o.model_version, feat, o.test).set(o.value)
+            m.observe_statistic(o.model_id, o.model_version, feat, o.test, o.value)
 
     def _observe_episodes(self, unit: Unit[Models]) -> None:
         """``driftline_drift_active`` from every episode this worker holds for the unit.

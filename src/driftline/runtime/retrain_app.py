@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import urlsplit
 
 import orjson
@@ -37,7 +37,14 @@ import orjson
 from driftline.config import KafkaSettings, Settings
 from driftline.errors import ConfigError, StateCorrupt
 from driftline.runtime import metrics as m
-from driftline.runtime.retrain import ModelState, RetrainPolicy, RetrainRequest, decide
+from driftline.runtime.health import HEALTH
+from driftline.runtime.retrain import (
+    ModelState,
+    Outcome,
+    RetrainPolicy,
+    RetrainRequest,
+    decide,
+)
 from driftline.runtime.sealer import Sealer
 
 if TYPE_CHECKING:
@@ -226,6 +233,8 @@ class RetrainService:
                 f"partitions but {alerts} has {partitions}: they must match"
             )
         self.app = self._build(partitions)
+        for outcome in get_args(Outcome):  # every decision's series from the start
+            m.RETRAIN_ALERTS.labels(outcome)
         started = time.monotonic()
         # app.start() returns once the group is joined and the table restored from its
         # changelog; a stop meanwhile (SIGTERM during a join) must not wait for that.
@@ -289,6 +298,7 @@ class RetrainService:
         assert self.app is not None
         caught_up: float | None = None
         while not self._stop.is_set() and not self.app.should_stop:
+            HEALTH.beat()  # /livez: this loop turns every 0.2 s unless the event loop is wedged
             if idle_exit_s is not None:
                 # faust starts fetching some time after start() returns (seeks, resumes):
                 # idle time counts from the moment the alerts are all fetched.

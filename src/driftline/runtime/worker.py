@@ -63,6 +63,7 @@ from driftline.config import Settings, WorkerSettings
 from driftline.core.reference import ReferenceProfile
 from driftline.errors import ConfigError, ContractError, FencedError, StateError
 from driftline.runtime import metrics as m
+from driftline.runtime.health import HEALTH, track_group
 from driftline.runtime.store import CommitResult, Lease, RecordWrites, StateStore, open_store
 
 __all__ = [
@@ -337,7 +338,8 @@ class Worker(Generic[S, R]):
             max_partition_fetch_bytes=cfg.max_record_bytes,
             **self.consumer_options(),
         )
-        self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        self.consumer.subscribe(self.topics, listener=track_group(_Rebalance(self)))
+        m.init_worker_series(self.name, self.topics, self.lease_topic)
         await self.consumer.start()
         m.READY.labels(self.name).set(0)
 
@@ -372,6 +374,7 @@ class Worker(Generic[S, R]):
         assert self.consumer is not None
         idle_since = time.monotonic()
         while not self._stop.is_set():
+            HEALTH.beat()
             await self.before_poll()
             await self._retry_pending()
             for held in list(self.units.values()):
@@ -463,6 +466,7 @@ class Worker(Generic[S, R]):
                 attempt += 1
                 m.READY.labels(self.name).set(0)
                 await asyncio.sleep(delay)
+                HEALTH.beat()  # waiting out an outage is not a wedged loop
 
     # ------------------------------------------------------------------ assignment
     def _tps(self, p: int) -> list[TopicPartition]:
@@ -704,6 +708,7 @@ class Worker(Generic[S, R]):
                 log.warning("dead letter not acknowledged (%s); retrying", type(kexc).__name__)
                 await asyncio.sleep(RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)])
                 attempt += 1
+                HEALTH.beat()
         self.dead_letters += 1
         m.DEAD_LETTERS.labels(topic, stage).inc()
 
