@@ -482,13 +482,15 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def couple(features: list[dict[str, Any]], rho: list[float]) -> list[dict[str, Any]]:
-    """Tie f01 to f00 in ``SimulatedModel`` feature dicts: f01's latent becomes
+def couple(
+    features: list[dict[str, Any]], rho: list[float], n_numeric: int = 20
+) -> list[dict[str, Any]]:
+    """Tie f01 to f00 in ``SimulatedModel(n_numeric)`` feature dicts: f01's latent becomes
     ``rho z00 + sqrt(1 - rho^2) z01`` per row (both latents standard normal, so every
     marginal is unchanged). The multivariate detector's test streams (issue 15)."""
     from driftline.demo.simulate import SimulatedModel
 
-    sim = SimulatedModel()
+    sim = SimulatedModel(n_numeric)
     m0, s0, m1, s1 = sim.means[0], sim.scales[0], sim.means[1], sim.scales[1]
     for f, r in zip(features, rho, strict=True):
         z0, z1 = (f["f00"] - m0) / s0, (f["f01"] - m1) / s1

@@ -156,3 +156,42 @@ def test_report_and_latest_record_show_the_joint_statistic(tmp_path: Any) -> Non
     # (tests/ui/test_status_ui.py reads it back from Redis through the page).
     record = orjson.loads(latest_entry(hists["churn"].windows[-1]))
     assert record["joint"]["drifted"] and record["joint"]["value"] >= 1.0
+
+
+def _numbers(v: Any) -> int:
+    """How many numbers a decoded JSON value holds."""
+    if isinstance(v, dict):
+        return sum(_numbers(x) for x in v.values())
+    if isinstance(v, list):
+        return sum(_numbers(x) for x in v)
+    return int(isinstance(v, int | float) and not isinstance(v, bool))
+
+
+def test_three_hundred_features_bounded_components_and_state() -> None:
+    # 300 numeric features (and the simulator's two categoricals): the model keeps at
+    # most 50 components, so the per-stream state grows with k^2 + d, not d^2.
+    n = 300
+    data = SimulatedModel(n, seed=4).training_data(4_000)
+    couple(data.features, [0.8] * 4_000, n)
+    ref = build_reference(data, "churn", "1", seed=0, created_at=0)
+    model = ref.multivariate
+    assert model is not None and model.d >= n and model.k == 50
+    assert model.channel_names == ("t2", "spe")
+    events = list(SimulatedModel(n, seed=5).events(5_000))
+    couple([e["features"] for e in events], [0.8 if i < 1_000 else -0.8 for i in range(5_000)], n)
+    states: dict[StateKey, ModelState] = {}
+    alerts = []
+    for i in range(0, len(events), 500):
+        alerts += process_batch(events[i : i + 500], states, lambda m, v: ref).alerts
+    assert [(a.kind, a.status, a.detector) for a in alerts] == [
+        ("input_drift", "firing", "multivariate")
+    ]
+    assert 1_000 <= at(alerts[0]) < 5_000
+    assert {f.feature for f in alerts[0].top_features[:2]} == {"f00", "f01"}
+    (st,) = states.values()
+    record = orjson.loads(orjson.loads(st.to_bytes())["mv"])
+    k, d = model.k, model.d
+    per_sketch = k * (k + 1) + k + d  # s2 is stored whole (k x k), s1 (k), sq (d)
+    assert _numbers(record) <= 3 * per_sketch + 64 < d * d / 4
+    back = ModelState.from_bytes(st.to_bytes(), ref)
+    assert back.mv is not None and back.mv.same_state(st.mv)
