@@ -210,24 +210,28 @@ def latest_entry(summary: Mapping[str, Any]) -> bytes:
         ),
         reverse=True,
     )
-    entry = {
-        "f": HISTORY_FORMAT,
-        "model_version": summary["model_version"],
-        "segment": summary.get("segment", ""),
-        "reference": summary.get("reference", ""),
-        "window": summary["window"],
-        "start": summary["start"],
-        "end": summary["end"],
-        "count": summary["count"],
-        "episodes": summary.get("episodes", {}),
-        "drifted": [{"feature": f, "value": _sig(v)} for _, f, v in drifted[:5]],
-        "written_ms": int(time.time() * 1000),
-    }
     # The multivariate detector's level (statistic / threshold) when the stream has one.
     joint = next((t for t in summary.get("tests", ()) if t["feature"] == "__multivariate__"), None)
-    if joint is not None:
-        entry["joint"] = {"value": _sig(joint["value"]), "drifted": bool(joint.get("drifted"))}
-    return orjson.dumps(entry)
+    return orjson.dumps(
+        {
+            "f": HISTORY_FORMAT,
+            "model_version": summary["model_version"],
+            "segment": summary.get("segment", ""),
+            "reference": summary.get("reference", ""),
+            "window": summary["window"],
+            "start": summary["start"],
+            "end": summary["end"],
+            "count": summary["count"],
+            "episodes": summary.get("episodes", {}),
+            "drifted": [{"feature": f, "value": _sig(v)} for _, f, v in drifted[:5]],
+            "written_ms": int(time.time() * 1000),
+            **(
+                {"joint": {"value": _sig(joint["value"]), "drifted": bool(joint.get("drifted"))}}
+                if joint is not None
+                else {}
+            ),
+        }
+    )
 
 
 # ---------------------------------------------------------------------- reading

@@ -38,7 +38,7 @@ from driftline.core.fastloop.window_tests import WindowTest
 from driftline.core.multivariate import Attribution, MultivariateProfile
 from driftline.core.reference import ReferenceProfile
 
-__all__ = ["FEATURE", "MultivariateRun", "holding", "start", "window_row"]
+__all__ = ["FEATURE", "MultivariatePlan", "MultivariateRun", "holding", "start", "window_row"]
 
 F64 = NDArray[np.float64]
 
@@ -95,18 +95,11 @@ class MultivariatePlan:
         return z
 
 
-_PLANS: dict[int, tuple[Plan, MultivariatePlan]] = {}
-
-
 def _plan_of(plan: Plan, model: MultivariateProfile) -> MultivariatePlan:
-    hit = _PLANS.get(id(plan))
-    if hit is not None and hit[0] is plan:
-        return hit[1]
-    if len(_PLANS) >= 1024:
-        _PLANS.clear()
-    mp = MultivariatePlan(plan, model)
-    _PLANS[id(plan)] = (plan, mp)
-    return mp
+    """The model's layout on ``plan``, made once per plan (the plan is per reference)."""
+    if plan.joint is None:
+        plan.joint = MultivariatePlan(plan, model)
+    return plan.joint
 
 
 class MultivariateRun:

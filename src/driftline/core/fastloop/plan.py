@@ -12,6 +12,8 @@ columns, once per batch.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -25,6 +27,9 @@ from driftline.core.sketches import (
     edges_fingerprint,
 )
 from driftline.core.stats import cdf_rows
+
+if TYPE_CHECKING:
+    from driftline.core.fastloop.multivariate import MultivariatePlan
 
 __all__ = ["Plan", "SegmentArrays", "plan_for"]
 
@@ -127,6 +132,10 @@ class Plan:
             (rows, np.array([self.cref[r] for r in rows], dtype=np.float64).reshape(len(rows), w))
             for w, rows in widths.items()
         ]
+
+        # -- the multivariate model on these columns (core/fastloop/multivariate.py
+        # lays it out on first use: only streams with a model pay for it)
+        self.joint: MultivariatePlan | None = None
 
 
 _PLANS: dict[int, tuple[ReferenceProfile, Plan]] = {}

@@ -272,9 +272,7 @@ def _correlations(c: F64) -> F64:
     return out
 
 
-def attribute(
-    profile: MultivariateProfile, sketch: ComponentSketch, top: int = 20
-) -> Attribution:
+def attribute(profile: MultivariateProfile, sketch: ComponentSketch, top: int = 20) -> Attribution:
     """Rank the features (and pairs of columns) by how much their joint behaviour moved.
 
     Every score is a z statistic, so a change stands out of the noise of the others
