@@ -34,7 +34,7 @@ async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
         window_events=args.window_events,
         window_seconds=args.window_seconds,
         false_alarm_events=args.false_alarm_events,
-        multivariate=not getattr(args, "no_multivariate", False),
+        multivariate=not args.no_multivariate,
     )
     if sys.stderr.isatty():
         say(f"driftline: building the reference from {table.n_rows - len(res.refused):,} rows")
