@@ -171,6 +171,15 @@ DRIFT_RATE = Gauge(
     registry=REGISTRY,
 )
 _DRIFT_FAMILIES = {"psi": DRIFT_PSI, "ks": DRIFT_KS, "js": DRIFT_JS, "chi2": DRIFT_CHI2}
+DRIFT_MULTIVARIATE = Gauge(
+    "driftline_drift_multivariate_level",
+    "Highest CUSUM level of the multivariate detector in the latest window, over its "
+    "threshold (>= 0; 1 is the threshold).",
+    ["model", "version"],
+    registry=REGISTRY,
+)
+#: The multivariate detector's window statistic (core/fastloop/multivariate.py).
+_MULTIVARIATE_TEST = "cusum_level"
 DRIFT_ACTIVE = Gauge(
     "driftline_drift_active",
     "1 while a drift episode of this kind is firing.",
@@ -303,8 +312,12 @@ def observe_statistic(model: str, version: str, feature: str, test: str, value: 
 
     ``psi``, ``ks``, ``js`` and ``chi2`` have a gauge each; every other statistic (the
     data-quality rates, the output shares and their excesses) is a ratio, exported as
-    ``driftline_drift_rate_ratio`` with the statistic's name as the ``statistic`` label.
+    ``driftline_drift_rate_ratio`` with the statistic's name as the ``statistic`` label;
+    the multivariate detector's level has its own gauge (one per stream, no feature).
     """
+    if test == _MULTIVARIATE_TEST:
+        DRIFT_MULTIVARIATE.labels(model, version).set(value)
+        return
     family = _DRIFT_FAMILIES.get(test)
     if family is not None:
         family.labels(model, version, feature).set(value)
