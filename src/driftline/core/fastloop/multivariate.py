@@ -5,7 +5,8 @@ stream a :class:`~driftline.core.multivariate.MultivariateDetector` in its
 ``ModelState`` (``st.mv``). Per batch and stream:
 
 1. :class:`MultivariateRun` scores the segment's events from the arrays the window
-   already has (numeric bin indices: one table lookup; category codes) and computes
+   already has (numeric bin indices: one table lookup; category codes; the layout is
+   the plan's :class:`~driftline.core.fastloop.plan.MultivariatePlan`) and computes
    their channels once (exact per event, so any split gives the same values);
 2. the window loop hands it each chunk of events that falls in the open window
    (:meth:`MultivariateRun.absorb`): the CUSUM rows run, the window's component sketch
@@ -28,19 +29,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-from numpy.typing import NDArray
-
 from driftline.core.fastloop.plan import Plan, SegmentArrays
 from driftline.core.fastloop.sequential import Detection
 from driftline.core.fastloop.state import ModelState
 from driftline.core.fastloop.window_tests import WindowTest
-from driftline.core.multivariate import Attribution, MultivariateProfile
+from driftline.core.multivariate import Attribution
 from driftline.core.reference import ReferenceProfile
 
-__all__ = ["FEATURE", "MultivariatePlan", "MultivariateRun", "holding", "start", "window_row"]
-
-F64 = NDArray[np.float64]
+__all__ = ["FEATURE", "MultivariateRun", "holding", "start", "window_row"]
 
 #: The window summary's test row (and the metrics' feature label) of the detector.
 FEATURE = "__multivariate__"
@@ -48,68 +44,14 @@ FEATURE = "__multivariate__"
 TOP = 10
 
 
-class MultivariatePlan:
-    """A reference's multivariate model laid out on the plan's columns.
-
-    Numeric design columns score their feature's flat bin index (the plan's numeric
-    layout: ``offsets[i] + bin``, the sentinel for missing and infinite values) by one
-    lookup in a table that holds every column's scores at its feature's offsets and NaN
-    at the sentinel; category columns compare the feature's code with the category's
-    (a missing category: NaN). An event with a NaN is left out of the joint watch.
-    """
-
-    def __init__(self, plan: Plan, model: MultivariateProfile) -> None:
-        self.model = model
-        bins = plan.num_bins
-        where = {name: i for i, name in enumerate(plan.num_names)}
-        cwhere = {name: r for r, name in enumerate(plan.cat_names)}
-        self.num_cols: list[int] = []
-        self.num_rows: list[int] = []
-        # Missing and infinite values sit at the sentinel: NaN (an incomplete event).
-        table = np.full(bins.sentinel + 1, np.nan, dtype=np.float64)
-        self.cat_cols: list[tuple[int, int, int, float, float]] = []
-        for j, col in enumerate(model.design.columns):
-            if col.numeric:
-                i = where[col.feature]
-                if bins.fingerprints[i] != col.edges_fp or bins.sizes[i] != len(col.scores):
-                    raise ValueError(f"multivariate model: {col.feature} has other bins")
-                off = int(bins.offsets[i])
-                table[off : off + bins.sizes[i]] = col.scores
-                self.num_cols.append(j)
-                self.num_rows.append(i)
-            else:
-                r = cwhere[col.feature]
-                code = plan.cat_bins.lookups[r].get(col.category, -2)  # -2: never seen
-                hi, lo = col.scores
-                self.cat_cols.append((j, r, code, hi, lo))
-        self.table = table
-
-    def scores(self, data: SegmentArrays) -> F64:
-        """The design's scores of the segment's events, ``(d, n)``."""
-        z = np.full((self.model.d, data.n), np.nan, dtype=np.float64)
-        if self.num_cols:
-            z[self.num_cols] = self.table[data.located.flat[self.num_rows]]
-        for j, r, code, hi, lo in self.cat_cols:
-            codes = data.codes[r]
-            z[j] = np.where(codes == code, hi, np.where(codes < 0, np.nan, lo))
-        return z
-
-
-def _plan_of(plan: Plan, model: MultivariateProfile) -> MultivariatePlan:
-    """The model's layout on ``plan``, made once per plan (the plan is per reference)."""
-    if plan.joint is None:
-        plan.joint = MultivariatePlan(plan, model)
-    return plan.joint
-
-
 class MultivariateRun:
     """One stream's segment of a batch, fed to its detector window chunk by chunk."""
 
     def __init__(self, st: ModelState, ref: ReferenceProfile, plan: Plan, data: SegmentArrays):
-        model = ref.multivariate
-        assert model is not None and st.mv is not None
+        model, joint = ref.multivariate, plan.joint
+        assert model is not None and joint is not None and st.mv is not None
         self.det = st.mv
-        self.channels = model.channels(_plan_of(plan, model).scores(data))
+        self.channels = model.channels(joint.scores(data))
 
     def absorb(self, a: int, b: int) -> list[Detection]:
         """Events ``a:b`` of the segment; the detector's firing among them, if any."""
