@@ -86,24 +86,37 @@ async def publish(
         await prod.stop()
 
 
-async def read_all(bootstrap: str, topic: str, idle_ms: int = 1500) -> list[bytes]:
-    """Every record value of ``topic`` from the beginning until it stays idle."""
+async def read_records(bootstrap: str, topic: str, idle_ms: int = 1500) -> list[Any]:
+    """Every record of ``topic`` from the beginning until it stays idle."""
     from aiokafka import AIOKafkaConsumer
 
     cons = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
     )
     await cons.start()
-    out: list[bytes] = []
+    out: list[Any] = []
     try:
         while True:
             batch = await cons.getmany(timeout_ms=idle_ms)
             if not batch:
                 return out
             for recs in batch.values():
-                out.extend(r.value for r in recs)
+                out.extend(recs)
     finally:
         await cons.stop()
+
+
+async def read_all(bootstrap: str, topic: str, idle_ms: int = 1500) -> list[bytes]:
+    """Every record value of ``topic`` from the beginning until it stays idle."""
+    return [r.value for r in await read_records(bootstrap, topic, idle_ms)]
+
+
+async def read_dlq(
+    bootstrap: str, topic: str, idle_ms: int = 1500
+) -> list[tuple[bytes, dict[str, str]]]:
+    """Every record of a dead-letter topic: ``(value, headers)``, from the beginning."""
+    records = await read_records(bootstrap, topic, idle_ms)
+    return [(r.value, {k: v.decode() for k, v in r.headers}) for r in records]
 
 
 async def stored_states(settings: Any, partitions: int = 2) -> dict[str, bytes]:
@@ -119,12 +132,14 @@ async def stored_states(settings: Any, partitions: int = 2) -> dict[str, bytes]:
         group=settings.monitor.group_id,
         signing_key=settings.redis.state_signing_key.get_secret_value().encode(),
     )
+    from driftline.runtime.monitor import read_states
+
     out: dict[str, bytes] = {}
     try:
         for p in range(partitions):
             # Taking a lease fences any worker still running: call after workers stopped.
             lease = await store.acquire(settings.topics.predictions, p)
-            out.update(await store.load(lease))
+            out.update(await read_states(store, lease))
     finally:
         await client.aclose()
     return out

@@ -178,6 +178,16 @@ class WorkerSettings(BaseModel):
     #: Largest record fetched per partition and sent (dead letters keep the original
     #: bytes); a dead letter the broker still refuses is truncated.
     max_record_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    #: Most (model, version) references kept in memory (least recently used evicted).
+    reference_cache_size: int = Field(default=1024, ge=1)
+    #: Seconds before a quarantined partition or a held-back model is checked again.
+    quarantine_recheck_seconds: float = Field(default=30.0, gt=0)
+    #: Models this worker processes (``fnmatch`` patterns, e.g. ``fraud-*``); empty:
+    #: all. Events of other models go to the dead-letter topic (stage ``model_limit``).
+    allowed_models: list[str] = Field(default_factory=list)
+    #: Most model ids exported as metric label values by one worker; counters of the
+    #: others are summed under ``model="other"`` and their gauges are not exported.
+    metrics_max_models: int = Field(default=200, ge=1)
 
 
 class MonitorSettings(WorkerSettings):
@@ -197,6 +207,12 @@ class MonitorSettings(WorkerSettings):
     cooldown_windows: int = Field(default=2, ge=0)
     #: Maximum features exported as metric label values per model (others -> "other").
     metrics_max_features: int = Field(default=50, ge=1)
+    #: Most model states (model, version, segment) kept decoded in memory by one worker,
+    #: least recently used evicted first (their state stays in Redis).
+    max_states_in_memory: int = Field(default=2_000, ge=1)
+    #: Most streams (model, version, segment) with state in one partition; events of a
+    #: new stream past it go to the dead-letter topic (stage ``model_limit``).
+    max_streams_per_partition: int = Field(default=10_000, ge=1)
 
 
 #: Change detectors the slow loop can run on the label error stream.

@@ -15,6 +15,7 @@ so a caller can catch the whole family with one clause::
     │   └── StateMissing         state expected but absent (e.g. Redis lost its data)
     ├── ReferenceMissing         no usable reference profile for a model
     ├── InputError               a file, table or argument cannot be used as given
+    ├── ModelLimit               a model refused by a worker's cap or allow-list
     └── SketchMismatch           merging or testing sketches built on different bins
 
 Contract errors carry a ``stage`` that becomes the ``dl.error.stage`` header
@@ -30,6 +31,7 @@ __all__ = [
     "DriftlineError",
     "FencedError",
     "InputError",
+    "ModelLimit",
     "ReferenceMissing",
     "SketchMismatch",
     "StateCorrupt",
@@ -97,6 +99,13 @@ class InputError(DriftlineError, ValueError):
 
     The message names where (file, line or row, column) and what to do; the CLI
     prints it as one line and exits 2. It is also a ``ValueError`` (a bad value).
+    """
+
+
+class ModelLimit(DriftlineError):
+    """A worker refuses a model: outside its allow-list, or past its cap of streams.
+
+    The model's events go to the dead-letter topic (stage ``model_limit``).
     """
 
 

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from driftline.config import LabelsSettings
+from driftline.config import LabelsSettings, WorkerSettings
 from driftline.contract.columnar import ColumnarBatch, pack_events
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop import BatchResult, ModelState, process_batch
@@ -741,6 +741,10 @@ def _chunks(stream: Stream, size: int) -> Iterator[tuple[Events, Events]]:
         yield [e for k, e in chunk if k == "p"], [e for k, e in chunk if k == "l"]
 
 
+#: Settings of the worker shell that the core never reads (not inputs of a scenario).
+_SHELL_ONLY = set(WorkerSettings.model_fields) - {"group_id", "max_batch_events"}
+
+
 def run_slow(scn: SlowScenario) -> Record:
     """Run ``scn`` through ``plan_lookups`` / ``join_batch`` and return its record."""
     stream = scn.stream()
@@ -787,7 +791,7 @@ def run_slow(scn: SlowScenario) -> Record:
             "labels": sum(1 for k, _ in stream if k == "l"),
             "sha256": digest(stream),
             "references": [recorded_references()[n].reference_id for n in scn.references],
-            "settings": settings.model_dump(mode="json"),
+            "settings": settings.model_dump(mode="json", exclude=_SHELL_ONLY),
             "batch": scn.batch,
         },
         "alert_ids": [a.alert_id for a in alerts],

@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -25,7 +26,7 @@ from driftline.core.slowloop import (
 from driftline.demo.sea import SeaScenario
 from driftline.errors import StateCorrupt
 from driftline.runtime.devstack import RedisServer
-from driftline.runtime.store import CommitResult, StateStore
+from driftline.runtime.store import CommitResult, RecordWrites, StateStore
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +39,29 @@ async def store(redis_client, settings) -> StateStore:
     return StateStore.from_settings(redis_client, settings.redis, settings.labels.group_id)
 
 
+async def commit_records(
+    store: StateStore,
+    lease: Any,
+    last_offset: int,
+    states: dict[str, bytes],
+    outbox: Any = (),
+    *,
+    puts: Any = None,
+    expire_at_ms: Any = None,
+    tombs: Any = None,
+    expected_offset: int | None = None,
+) -> CommitResult:
+    """The joiner's commit: StateStore.commit with record hashes (the tombstone of the core)."""
+    return await store.commit(
+        lease,
+        last_offset,
+        states,
+        outbox,
+        expected_offset=expected_offset,
+        records=RecordWrites(puts or {}, expire_at_ms or {}, tombs or {}, TOMBSTONE),
+    )
+
+
 def far_future() -> int:
     return int(time.time() * 1000) + 3_600_000
 
@@ -46,7 +70,8 @@ async def test_commit_records_writes_everything_or_nothing(store, redis_client):
     lease = await store.acquire(TOPIC, 0)
     puts = {"pp:a:1:0": {b"d1": b"r1", b"d2": b"r2"}, "pp:a:1:1": {b"d3": b"r3"}}
     at = far_future()
-    res = await store.commit_records(
+    res = await commit_records(
+        store,
         lease,
         0,
         {"u": b"s0"},
@@ -71,17 +96,17 @@ async def test_commit_records_writes_everything_or_nothing(store, redis_client):
     # Tombstones land only where the hash still exists (a vanished one stays gone).
     await redis_client.delete(store.record_key(TOPIC, 0, "pp:a:1:1"))
     tombs = {"pp:a:1:0": [b"d1"], "pp:a:1:1": [b"d3"]}
-    assert await store.commit_records(lease, 1, {}, tombs=tombs, expected_offset=0) == "ok"
+    assert await commit_records(store, lease, 1, {}, tombs=tombs, expected_offset=0) == "ok"
     assert await redis_client.hget(k, "d1") == TOMBSTONE
     assert not await redis_client.exists(store.record_key(TOPIC, 0, "pp:a:1:1"))
 
     # Replays, stale leases and lost commits write nothing.
     again = {"pp:a:1:0": {b"d9": b"x"}}
     kw = {"puts": again, "expire_at_ms": {"pp:a:1:0": at}}
-    assert await store.commit_records(lease, 1, {"u": b"x"}, **kw) == CommitResult.DUPLICATE
-    assert await store.commit_records(lease, 5, {}, expected_offset=3, **kw) == "rewound"
+    assert await commit_records(store, lease, 1, {"u": b"x"}, **kw) == CommitResult.DUPLICATE
+    assert await commit_records(store, lease, 5, {}, expected_offset=3, **kw) == "rewound"
     newer = await store.acquire(TOPIC, 0)
-    assert await store.commit_records(lease, 2, {}, expected_offset=1, **kw) == "fenced"
+    assert await commit_records(store, lease, 2, {}, expected_offset=1, **kw) == "fenced"
     assert await redis_client.hget(k, "d9") is None
     assert (await store.peek(TOPIC, 0)) == (1, {"u": b"s0"})
     assert await store.load(newer) == {"u": b"s0"}
@@ -89,7 +114,8 @@ async def test_commit_records_writes_everything_or_nothing(store, redis_client):
     # A record hash of the wrong type is refused before any write.
     await redis_client.set(store.record_key(TOPIC, 0, "pp:a:2:0"), b"oops")
     with pytest.raises(StateCorrupt, match="another Redis type"):
-        await store.commit_records(
+        await commit_records(
+            store,
             newer,
             2,
             {"u": b"s2"},
@@ -99,14 +125,14 @@ async def test_commit_records_writes_everything_or_nothing(store, redis_client):
         )
     assert await store.peek(TOPIC, 0) == (1, {"u": b"s0"})
     with pytest.raises(ValueError, match="without an expiry"):
-        await store.commit_records(newer, 2, {}, puts={"pp:a:3:0": {b"d": b"r"}})
+        await commit_records(store, newer, 2, {}, puts={"pp:a:3:0": {b"d": b"r"}})
 
 
 async def test_peek_does_not_fence_and_verifies(store, redis_client):
     lease = await store.acquire(TOPIC, 1)
-    assert await store.commit_records(lease, 0, {"u": b"s"}) == "ok"
+    assert await commit_records(store, lease, 0, {"u": b"s"}) == "ok"
     assert await store.peek(TOPIC, 1) == (0, {"u": b"s"})
-    assert await store.commit_records(lease, 1, {"u": b"t"}) == "ok"  # still the owner
+    assert await commit_records(store, lease, 1, {"u": b"t"}) == "ok"  # still the owner
     await redis_client.hset(store.keys(TOPIC, 1).state, "u", b"DL\x01" + bytes(40))
     with pytest.raises(StateCorrupt):
         await store.peek(TOPIC, 1)
@@ -129,7 +155,8 @@ async def commit_pending(store: StateStore, n: int, partition: int) -> tuple[Sta
         found = await store.lookup_records(TOPIC, partition, plan.keys, plan.probes)
         res = join_batch(chunk, [], plan, found, unit, lambda m, v: None, DriftIndex(), cfg)
         at = {k: far_future() for k in res.puts}
-        r = await store.commit_records(
+        r = await commit_records(
+            store,
             lease,
             seq + 1,
             unit.to_fields(res.dirty),
@@ -207,7 +234,7 @@ async def test_the_joiner_works_under_the_documented_acl(acl_url):
         lease = await store.acquire(TOPIC, 0)
         await store.outbox_ack(lease, 0)
         key = record_key("mem", 0, 0)
-        assert await store.commit_records(lease, 2, {}, tombs={key: [b"x"]}) == "ok"
+        assert await commit_records(store, lease, 2, {}, tombs={key: [b"x"]}) == "ok"
         assert await admin.execute_command("ACL", "LOG") == []
     finally:
         await client.aclose()

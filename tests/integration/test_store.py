@@ -425,12 +425,19 @@ async def exercise(store: StateStore, topic: str) -> None:
     assert await store.outbox_peek(lease, 5) == [b"a1", b"a2"]
     assert await store.outbox_ack(lease, 1) == 1
     assert await store.outbox_len(lease) == 1
+    side = {"w\x00m\x1fv1\x1fall\x000": b"rows"}
+    assert await store.commit(lease, 2, {}, side=side, expected_offset=1) == "ok"
+    assert await store.load_fields(lease, list(side), side=True) == (side, {})
+    assert await store.commit(lease, 3, {}, side_deletes=list(side)) == "ok"
+    assert await store.load_fields(lease, list(side), side=True) == ({}, {})
     newer = await store.acquire(topic, 0)
-    assert newer.offset == 1
-    assert await store.commit(lease, 2, {}) == "fenced"
+    assert (newer.offset, newer.fields) == (3, 1)
+    assert await store.commit(lease, 4, {}) == "fenced"
     await store.put_reference("m", "default", b"ref")
     assert await store.get_reference("m", "v1") == b"ref"
     assert await store.list_references("m") == ["default"]
+    (found,) = await store.lookup_references([("m", "v1")])
+    assert (found.payload, found.version, found.listed) == (b"ref", "default", True)
 
 
 async def test_keys_share_one_slot_on_a_cluster_node(redis_server_factory, tmp_path, topic):
@@ -453,9 +460,9 @@ async def test_keys_share_one_slot_on_a_cluster_node(redis_server_factory, tmp_p
     try:
         store = StateStore(client, prefix="dl", group="driftline-monitor", signing_key=SIGNING_KEY)
         k = store.keys(topic, 3)
-        slots = {await client.execute_command("CLUSTER", "KEYSLOT", key) for key in k.all()}
+        slots = {await client.execute_command("CLUSTER", "KEYSLOT", key) for key in k.every()}
         assert slots == {key_slot(k.meta)}
-        samples = [*k.all(), reference_key("dl", "m", "v1"), reference_index_key("dl", "m")]
+        samples = [*k.every(), reference_key("dl", "m", "v1"), reference_index_key("dl", "m")]
         samples += ["foo", "123456789", "{user1000}.following", "foo{}{bar}", "foo{{bar}}zap"]
         samples += [secrets.token_hex(8) for _ in range(50)]
         for key in samples:

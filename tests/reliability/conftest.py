@@ -12,12 +12,14 @@ replayed once per session.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from reliability_support import Stream, clean_replay, references, settings_for, stream_events
 
 from driftline.config import Settings
-from driftline.runtime.devstack import DevStack
+from driftline.runtime.devstack import DevStack, RedisServer
 from support import publish, put_reference
 
 
@@ -38,3 +40,13 @@ async def on_stream(stack: DevStack, stream: Stream) -> Settings:
     for ref in stream.references:
         await put_reference(s, ref)
     return s
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A redis-server of the test's own (AOF, appendfsync everysec): to kill, fill, edit."""
+    server = RedisServer().start(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()

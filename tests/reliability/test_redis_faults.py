@@ -10,7 +10,6 @@ replays, counts ``driftline_state_rewind_total`` and reports not ready until war
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +33,6 @@ from support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    """A redis-server of the test's own (AOF, appendfsync everysec): it gets killed."""
-    server = RedisServer().start(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _phases() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -105,7 +94,7 @@ async def test_redis_rollback_under_a_live_lease_is_detected_and_replayed(
     try:
         await publish(stack.broker.bootstrap, topic, p1, partitions=1)
         await w.worker.run(idle_exit_s=1.0)
-        keys = w.worker.store.keys(topic, 0).all()  # type: ignore[union-attr]
+        keys = w.worker.store.keys(topic, 0).every()  # type: ignore[union-attr]
         snapshot = {k: await client.dump(k) for k in keys}
         old_offset = (await redis_offsets(s, 1))[0]
 

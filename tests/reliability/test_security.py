@@ -34,6 +34,7 @@ from support import (
     publish,
     put_reference,
     raw_partition_state,
+    read_dlq,
     redis_offsets,
 )
 from tool_checks import require_module
@@ -182,9 +183,11 @@ async def test_monitor_runs_as_the_acl_user_over_tls_and_leaks_no_secret(
     assert "rediss://127.0.0.1" in proc.log()  # the redacted URL is what gets logged
 
 
-async def test_tampered_state_quarantines_the_partition_loudly(stack: DevStack) -> None:
-    """A flipped byte in a stored state record: StateCorrupt, partition paused, metric,
-    not ready; never a silent fresh start. The other partition keeps flowing."""
+async def test_tampered_state_quarantines_the_model_loudly(stack: DevStack) -> None:
+    """A flipped byte in a stored state record: StateCorrupt, never a silent fresh start
+    and never a stopped partition. The model is held back (its events go to the DLQ with
+    stage ``state_corrupt``, metric, error log), the evidence stays in place, and the
+    rest of its partition and the other partition keep flowing (issue 16 row 6)."""
     from reliability_support import references
 
     from driftline.demo.simulate import SimulatedModel
@@ -219,17 +222,25 @@ async def test_tampered_state_quarantines_the_partition_loudly(stack: DevStack) 
     await worker.start()
     try:
         await worker.run(idle_exit_s=2.0)
-        gauge = m.QUARANTINED.labels("tampered", s.topics.predictions)._value.get()
-        assert gauge == 1
-        assert m.READY.labels("tampered")._value.get() == 0
-        assert len(worker.quarantined) == 1
+        assert m.MODELS_QUARANTINED.labels("tampered", "state_corrupt")._value.get() == 1
+        assert m.QUARANTINED.labels("tampered", s.topics.predictions)._value.get() == 0
+        assert m.READY.labels("tampered")._value.get() == 1
+        assert not worker.quarantined
+        assert worker.processed == 500, "fraud's events; churn's are held back"
+        assert worker.dead_letters == 1_000
     finally:
         await worker.close()
     after = await redis_offsets(s)
-    assert after[bad_p] == before[bad_p], "nothing written over the tampered partition"
+    assert after[bad_p] > before[bad_p], "the partition flowed past the held model's events"
     assert after[ok_p] > before[ok_p], "the other partition kept flowing"
     again = await raw_partition_state(s)
     assert again[f"{bad_p}.state"][field] == tampered, "the evidence is left for the operator"
+    dead = await read_dlq(s.kafka.bootstrap_servers, s.topics.dlq(s.topics.predictions))
+    assert len(dead) == 1_000
+    assert {h["dl.error.stage"] for _, h in dead} == {"state_corrupt"}
+    assert {orjson.loads(v)["prediction_id"] for v, _ in dead} == {
+        e["prediction_id"] for e in churn[1_000:]
+    }
 
 
 # ---------------------------------------------------------------------------- Kafka

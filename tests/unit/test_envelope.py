@@ -137,7 +137,7 @@ def test_partition_keys_share_one_slot():
     assert k.meta == "dl:{driftline-monitor:predictions:7}:meta"
     assert k.state == "dl:{driftline-monitor:predictions:7}:state"
     assert k.outbox == "dl:{driftline-monitor:predictions:7}:outbox"
-    assert len({key_slot(x) for x in k.all()}) == 1
+    assert len({key_slot(x) for x in k.every()}) == 1
     # A group may contain ':' -- topics cannot, so the tag stays unambiguous.
     assert partition_keys("dl", "team:monitor", "p", 0).meta == "dl:{team:monitor:p:0}:meta"
 

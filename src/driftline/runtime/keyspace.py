@@ -64,15 +64,24 @@ def _check_partition(partition: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class PartitionKeys:
-    """The three Redis keys of one (group, topic, partition); they share one slot."""
+    """The Redis keys of one (group, topic, partition); they share one slot.
+
+    ``side`` holds sealed records kept beside the state and not counted in
+    ``meta.nstate`` (the monitor's warm-up buffers, written in chunks).
+    """
 
     meta: str
     state: str
     outbox: str
+    side: str
 
     def all(self) -> tuple[str, str, str]:
-        """``(meta, state, outbox)`` in the order the script expects them."""
+        """``(meta, state, outbox)`` in the order the scripts expect them first."""
         return (self.meta, self.state, self.outbox)
+
+    def every(self) -> tuple[str, str, str, str]:
+        """All four keys (``all()`` and ``side``)."""
+        return (self.meta, self.state, self.outbox, self.side)
 
 
 def partition_keys(prefix: str, group: str, topic: str, partition: int) -> PartitionKeys:
@@ -86,7 +95,9 @@ def partition_keys(prefix: str, group: str, topic: str, partition: int) -> Parti
     group, topic = _check_name("group", group), _check_topic(topic)
     partition = _check_partition(partition)
     base = f"{_check_name('key prefix', prefix)}:{{{group}:{topic}:{partition}}}"
-    return PartitionKeys(meta=f"{base}:meta", state=f"{base}:state", outbox=f"{base}:outbox")
+    return PartitionKeys(
+        meta=f"{base}:meta", state=f"{base}:state", outbox=f"{base}:outbox", side=f"{base}:side"
+    )
 
 
 def reference_key(prefix: str, model_id: str, version: str) -> str:

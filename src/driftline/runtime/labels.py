@@ -40,17 +40,18 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from driftline.config import Settings
 from driftline.contract.columnar import ColumnarBatch
 from driftline.contract.decode import decode_record
 from driftline.contract.events import decode_label_fast
+from driftline.core.reference import ReferenceProfile
 from driftline.core.slowloop import (
     DIAGNOSES,
     TOMBSTONE,
@@ -62,16 +63,24 @@ from driftline.core.slowloop import (
     plan_lookups,
     retention_ms,
 )
-from driftline.errors import ConfigError, ContractError, DecodeError, ValidationError
+from driftline.errors import (
+    ConfigError,
+    ContractError,
+    DecodeError,
+    DriftlineError,
+    ModelLimit,
+    ReferenceMissing,
+    StateCorrupt,
+    ValidationError,
+)
 from driftline.runtime import metrics as m
 from driftline.runtime.history import record_performance
+from driftline.runtime.resilience import Hold, bounded
 from driftline.runtime.store import Lease, RecordWrites
-from driftline.runtime.worker import Batch, Unit, Worker, ensure_topics
+from driftline.runtime.topics import ensure_topics, topic_partitions
+from driftline.runtime.worker import Batch, Unit, Worker
 
-__all__ = [
-    "LabelJoiner",
-    "topic_partitions",
-]
+__all__ = ["LabelJoiner"]
 
 log = logging.getLogger("driftline.labels")
 
@@ -84,8 +93,12 @@ class Joined:
     #: Prediction events (the rows of a batch count one each) plus refused records.
     predictions: int
     labels: int
-    invalid_predictions: int
+    #: Valid predictions handed to the core (not those of held or refused models).
+    processed_predictions: int
+    #: Labels refused by the contract (dead-lettered).
     dead_letters: int
+    #: Labels of held or refused models (dead-lettered).
+    held_labels: int = 0
 
 
 class LabelJoiner(Worker[UnitState, Joined]):
@@ -131,7 +144,13 @@ class LabelJoiner(Worker[UnitState, Joined]):
         have = await topic_partitions(s, [self.pred_topic], missing_ok=True)
         await ensure_topics(
             s,
-            [self.pred_topic, self.label_topic, s.topics.alerts, s.topics.dlq(self.label_topic)],
+            [
+                self.pred_topic,
+                self.label_topic,
+                s.topics.alerts,
+                s.topics.dlq(self.label_topic),
+                s.topics.dlq(s.topics.alerts),
+            ],
             **({"partitions": have[self.pred_topic]} if have.get(self.pred_topic) else {}),
         )
         counts = await topic_partitions(s, [self.pred_topic, self.label_topic, s.topics.alerts])
@@ -160,9 +179,10 @@ class LabelJoiner(Worker[UnitState, Joined]):
         return {"partition_assignment_strategy": (RangePartitionAssignor,)}
 
     async def close(self) -> None:
-        """Leave the group and close every connection."""
+        """Leave the group and close every connection (bounded, as the shell's)."""
         if self.alert_consumer is not None:
-            await self.alert_consumer.stop()
+            deadline = time.monotonic() + self.cfg.session_timeout_ms / 1000
+            await bounded("closing the alert reader", self.alert_consumer.stop(), deadline)
         await super().close()
 
     async def before_poll(self) -> None:
@@ -182,8 +202,24 @@ class LabelJoiner(Worker[UnitState, Joined]):
 
     # ------------------------------------------------------------------ state
     async def open_state(self, lease: Lease) -> UnitState:
-        assert self.store is not None
-        return UnitState.from_fields(await self.store.load(lease))
+        """The unit's state; a model's own field that does not read holds that model back
+        (its labels are dead-lettered), while ``u`` and ``h`` (the unit's position and
+        held labels) that do not read quarantine the unit."""
+        store = self.store
+        assert store is not None
+        ok, bad = await self.retrying("loading the unit", lambda: store.load_fields(lease))
+        problems = {name: str(exc) for name, exc in bad.items()}
+        for name, blob in ok.items():
+            try:
+                UnitState.from_fields({name: blob})
+            except _UNREADABLE as exc:
+                problems[name] = f"does not decode: {type(exc).__name__}"
+        for name, why in problems.items():
+            model = _model_of(name)
+            if model is None:
+                raise StateCorrupt(f"joiner state field {name!r}: {why}")
+            self.holds.hold(lease.partition, (model,), "state_corrupt", f"field {name!r}: {why}")
+        return UnitState.from_fields({n: b for n, b in ok.items() if n not in problems})
 
     def resume_positions(self, lease: Lease, state: UnitState) -> dict[str, int | None]:
         return {
@@ -202,6 +238,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
         state = unit.state
         p = unit.partition
         preds, bad_preds = _decode_predictions(precs)
+        seen = len(preds) + bad_preds
         if bad_preds:
             # The monitor dead-letters predictions; the joiner only counts them.
             m.JOIN_PREDICTIONS.labels("_invalid", "invalid").inc(bad_preds)
@@ -216,7 +253,12 @@ class LabelJoiner(Worker[UnitState, Joined]):
         keys = {(e["model_id"], e["model_version"]) for e in preds}
         for mj in state.models.values():
             keys.update((mj.model_id, v) for v, _ in mj.streams)
-        refs = {k: await self.reference(*k) for k in keys}
+        refs, dropped = await self._screen(p, keys, {e["model_id"] for e in (*preds, *labels)})
+        held_labels = 0
+        if dropped:
+            preds, labels, label_recs, held_labels = await self._drop(
+                p, preds, labels, label_recs, dropped
+            )
         plan = plan_lookups(preds, labels, state, self.settings.labels)
         found = await self.retrying(
             "looking up pending predictions",
@@ -259,9 +301,84 @@ class LabelJoiner(Worker[UnitState, Joined]):
             alerts=[a.to_json() for a in result.alerts],
             positions=positions,
             stored_offset=unit.stored + 1,
-            result=Joined(result, len(preds) + bad_preds, len(lrecs), bad_preds, len(refused)),
+            result=Joined(result, seen, len(lrecs), len(preds), len(refused), held_labels),
             records=RecordWrites(result.puts, expire, result.tombs, TOMBSTONE),
         )
+
+    async def _screen(
+        self, p: int, versions: set[tuple[str, str]], models: set[str]
+    ) -> tuple[dict[tuple[str, str], ReferenceProfile | None], dict[str, tuple[str, Exception]]]:
+        """References of the batch's model versions, and the models whose events are
+        dead-lettered: not allowed (``model_limit``), held, or with a reference that is
+        unreadable or was deleted (``reference_missing``: a joiner that learnt its
+        reference accuracy from live labels instead would hide a deleted reference)."""
+        dropped: dict[str, tuple[str, Exception]] = {}
+        for model in models:
+            if not self._allowed(model):
+                dropped[model] = ("model_limit", ModelLimit(f"model {model!r} is not allowed"))
+        refs: dict[tuple[str, str], ReferenceProfile | None] = {}
+        states = await self.references_of(mv for mv in sorted(versions) if mv[0] not in dropped)
+        for mv, rs in states.items():
+            model = mv[0]
+            if model in dropped:
+                continue
+            h = self.holds.holding(p, (model,))
+            if h is None:
+                if rs.error is not None:
+                    h = self.holds.hold(p, (model,), "reference_corrupt", rs.error)
+                elif rs.ref is None and rs.listed:
+                    why = "its reference was deleted"
+                    h = self.holds.hold(p, (model,), "reference_missing", why)
+                else:
+                    refs[mv] = rs.ref
+                    continue
+            dropped[model] = (h.reason, _held(h))
+        for model in models - dropped.keys():
+            h = self.holds.of(p).get((model,))
+            if h is not None and h.reason == "state_corrupt":
+                # Its field is read again with the unit (next lease), never skipped: a
+                # fresh join state would overwrite the evidence.
+                h = self.holds.hold(p, (model,), h.reason, h.detail)
+            elif h is not None and self.holds.holding(p, (model,)) is None:
+                self.holds.release(p, (model,))  # its reference reads again
+                h = None
+            if h is not None:
+                dropped[model] = (h.reason, _held(h))
+        return refs, dropped
+
+    def _allowed(self, model: str) -> bool:
+        patterns = self.settings.labels.allowed_models
+        return not patterns or any(fnmatchcase(model, pat) for pat in patterns)
+
+    async def _drop(
+        self,
+        p: int,
+        preds: list[dict[str, Any]],
+        labels: list[dict[str, Any]],
+        label_recs: list[Any],
+        dropped: Mapping[str, tuple[str, Exception]],
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any], int]:
+        """Dead-letter the labels of dropped models and skip their predictions (counted:
+        the monitor dead-letters predictions); the events left, and labels sent."""
+        kept_preds = []
+        for e in preds:
+            why = dropped.get(e["model_id"])
+            if why is None:
+                kept_preds.append(e)
+            else:
+                m.JOIN_PREDICTIONS.labels(self.model_labels.label(e["model_id"]), why[0]).inc()
+        kept_labels, kept_recs, sends = [], [], []
+        for e, r in zip(labels, label_recs, strict=True):
+            why = dropped.get(e["model_id"])
+            if why is None:
+                kept_labels.append(e)
+                kept_recs.append(r)
+            else:
+                sends.append(
+                    self.dead_letter(self.label_topic, p, r.offset, r.value, r.key, why[1], why[0])
+                )
+        await asyncio.gather(*sends)
+        return kept_preds, kept_labels, kept_recs, len(sends)
 
     async def committed(self, unit: Unit[UnitState], batch: Batch[Joined]) -> None:
         done = batch.result
@@ -280,8 +397,9 @@ class LabelJoiner(Worker[UnitState, Joined]):
     # ------------------------------------------------------------------ metrics
     def _observe(self, done: Joined) -> None:
         result = done.result
+        models = self.model_labels
         for (model, outcome), n in result.labels.items():
-            m.LABELS.labels(model, outcome).inc(n)
+            m.LABELS.labels(models.label(model), outcome).inc(n)
             self.outcomes[(model, outcome)] = self.outcomes.get((model, outcome), 0) + n
         n_dlq = done.dead_letters
         if n_dlq:
@@ -290,32 +408,36 @@ class LabelJoiner(Worker[UnitState, Joined]):
                 self.outcomes.get(("_invalid", "invalid"), 0) + n_dlq
             )
         for (model, outcome), n in result.predictions.items():
-            m.JOIN_PREDICTIONS.labels(model, outcome).inc(n)
+            m.JOIN_PREDICTIONS.labels(models.label(model), outcome).inc(n)
         for model, lag in result.lags:
-            m.LABEL_LAG.labels(model).observe(lag)
+            m.LABEL_LAG.labels(models.label(model)).observe(lag)
+        gauges = {
+            "accuracy": m.ACCURACY,
+            "estimated_accuracy": m.ESTIMATED_ACCURACY,
+            "coverage": m.LABEL_COVERAGE,
+            "estimation_error": m.ESTIMATION_ERROR,
+        }
         for o in result.observations:
-            if o.metric == "accuracy":
-                m.ACCURACY.labels(o.model_id, o.model_version).set(o.value)
-            elif o.metric == "estimated_accuracy":
-                m.ESTIMATED_ACCURACY.labels(o.model_id, o.model_version).set(o.value)
-            elif o.metric == "coverage":
-                m.LABEL_COVERAGE.labels(o.model_id, o.model_version).set(o.value)
-            elif o.metric == "estimation_error":
-                m.ESTIMATION_ERROR.labels(o.model_id, o.model_version).set(o.value)
+            if not models.exported(o.model_id):
+                continue  # a gauge shared by unrelated models would mean nothing
+            gauge = gauges.get(o.metric)
+            if gauge is not None:
+                gauge.labels(o.model_id, o.model_version).set(o.value)
             else:
                 m.PERFORMANCE.labels(o.model_id, o.model_version, o.metric).set(o.value)
         for (model, version), diag in result.diagnoses.items():
-            for d in DIAGNOSES:
-                m.DIAGNOSIS.labels(model, version, d).set(1 if d == diag else 0)
+            if models.exported(model):
+                for d in DIAGNOSES:
+                    m.DIAGNOSIS.labels(model, version, d).set(1 if d == diag else 0)
         held = [len(u.state.held) for u in self.units.values()]
         m.HELD_LABELS.labels(self.name).set(sum(held))
         limit = self.settings.labels.max_held_labels
         m.HELD_LABELS_FILL.labels(self.name).set(max(held, default=0) / limit)
         m.EVENTS.labels(self.name, "processed").inc(
-            done.predictions - done.invalid_predictions + sum(result.labels.values())
+            done.processed_predictions + sum(result.labels.values())
         )
-        if n_dlq:
-            m.EVENTS.labels(self.name, "dead_letter").inc(n_dlq)
+        if n_dlq + done.held_labels:
+            m.EVENTS.labels(self.name, "dead_letter").inc(n_dlq + done.held_labels)
 
     # ------------------------------------------------------------------ views
     def totals(self) -> dict[str, dict[str, int]]:
@@ -353,6 +475,21 @@ def _decode_predictions(records: Sequence[Any]) -> tuple[list[dict[str, Any]], i
     return events, refused
 
 
+#: What decoding a stored field that passed its signature may still raise.
+_UNREADABLE = (DriftlineError, ValueError, KeyError, TypeError, AttributeError)
+
+
+def _model_of(state_field: str) -> str | None:
+    """The model a joiner state field belongs to (``m``/``s`` fields), else None."""
+    parts = state_field.split("\x1f")
+    return parts[1] if len(parts) > 1 and parts[0] in ("m", "s") else None
+
+
+def _held(h: Hold) -> Exception:
+    """The error a held model's dead letters carry."""
+    return ReferenceMissing(h.detail) if h.reason == "reference_missing" else StateCorrupt(h.detail)
+
+
 def _decode(
     records: Sequence[Any], decode: Callable[[bytes], dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[Any], list[tuple[Any, ContractError]]]:
@@ -369,23 +506,3 @@ def _decode(
         except ContractError as exc:
             refused.append((rec, exc))
     return events, kept, refused
-
-
-async def topic_partitions(
-    settings: Settings, topics: Sequence[str], missing_ok: bool = False
-) -> dict[str, int]:
-    """Partition count of each topic (from the cluster metadata); 0 for a missing one
-    with ``missing_ok``, else :class:`ConfigError`."""
-    admin = AIOKafkaAdminClient(**settings.kafka.client_kwargs())
-    await admin.start()
-    try:
-        meta = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    out = {t["topic"]: len(t["partitions"]) for t in meta}
-    missing = [t for t in topics if not out.get(t)]
-    if missing_ok:
-        return {t: out.get(t, 0) for t in topics}
-    if missing:
-        raise ConfigError(f"topics without partitions (or absent): {', '.join(missing)}")
-    return out

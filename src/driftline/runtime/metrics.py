@@ -1,9 +1,10 @@
 """Prometheus metrics: the one place every Driftline metric is declared.
 
 Names follow Prometheus conventions: the ``driftline_`` prefix, base units, ``_total``
-for counters. Label values are bounded: model ids and versions come from the models a
-deployment serves (operators choose them), and feature names are capped per model by
-:class:`FeatureLabels` (the rest share the value ``"other"``). No label ever carries an
+for counters. Label values are bounded: model ids are capped per worker by :class:`ModelLabels`
+(counters of the models past the cap share the value ``"other"``, their gauges are not
+exported), and feature names are capped per model by :class:`FeatureLabels` (the rest
+share the value ``"other"``). No label ever carries an
 entity id (prediction id), a secret or free text.
 
 docs/metrics.md is the catalogue with the meaning of each metric. The HTTP server of a
@@ -36,6 +37,7 @@ from driftline.runtime.health import HEALTH
 __all__ = [
     "REGISTRY",
     "FeatureLabels",
+    "ModelLabels",
     "init_worker_series",
     "observe_statistic",
     "readiness",
@@ -121,6 +123,14 @@ QUARANTINED = Gauge(
     "Partitions this worker holds but will not process: stored state unreadable "
     "(StateCorrupt) or incomplete (StateMissing); an operator must act.",
     ["worker", "topic"],
+    registry=REGISTRY,
+)
+MODELS_QUARANTINED = Gauge(
+    "driftline_models_quarantined",
+    "Models (model, version for the monitor; model for the label joiner) whose events "
+    "this worker dead-letters instead of processing, by reason (state_corrupt, "
+    "reference_corrupt, reference_missing); the rest of their partition keeps flowing.",
+    ["worker", "reason"],
     registry=REGISTRY,
 )
 READY = Gauge(
@@ -277,6 +287,40 @@ RETRAIN_REQUESTS = Counter(
     ["model", "status"],
     registry=REGISTRY,
 )
+
+
+class ModelLabels:
+    """Caps the model ids used as label values: the first ``limit`` models seen keep
+    their id; counters of the others use ``"other"`` and their gauges are not exported
+    (a gauge shared by unrelated models would mean nothing).
+
+    Examples
+    --------
+    >>> ml = ModelLabels(limit=1)
+    >>> [ml.label(x) for x in ("a", "b", "a")], ml.exported("b")
+    (['a', 'other', 'a'], False)
+    """
+
+    OTHER = "other"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+
+    def exported(self, model: str) -> bool:
+        """Whether ``model`` has its own label values (it is within the cap)."""
+        with self._lock:
+            if model in self._known:
+                return True
+            if len(self._known) < self.limit:
+                self._known.add(model)
+                return True
+            return False
+
+    def label(self, model: str) -> str:
+        """The label value to export for ``model`` in counters."""
+        return model if self.exported(model) else self.OTHER
 
 
 class FeatureLabels:

@@ -19,18 +19,9 @@ format version, the name of the place it is stored and the payload, so a record
 cannot be altered, forged, or moved to another field or key without
 :class:`~driftline.errors.StateCorrupt`. Nothing is ever pickled.
 
-Keys (all keys of one partition share the hash tag ``{group:topic:partition}``, so
-a script touches one Redis Cluster slot)::
-
-    {prefix}:{<group>:<topic>:<partition>}:meta     hash  offset epoch token format
-                                                           updated_ms nstate
-    {prefix}:{<group>:<topic>:<partition>}:state    hash  <state key> -> envelope
-    {prefix}:{<group>:<topic>:<partition>}:outbox   list  alert payloads
-    {prefix}:ref:{<model_id>}:<version>             string envelope ("default" = fallback)
-    {prefix}:refs:{<model_id>}                      set   versions with a reference
-    {prefix}:hist:{<model_id>}:windows|alerts|perf  stream history (plain JSON, capped)
-    {prefix}:hist:{<model_id>}:latest               hash  last window per version/segment
-    {prefix}:hist:models                            set   models with history
+Keys: a partition's ``meta``, ``state``, ``outbox`` and ``side`` share the hash tag
+``{group:topic:partition}`` (a script touches one Redis Cluster slot); references and
+history are tagged by model (:mod:`driftline.runtime.keyspace`).
 
 See ``docs/redis.md`` for the protocol, sizes and the ACL.
 """
@@ -70,6 +61,7 @@ __all__ = [
     "HistoryBatch",
     "Lease",
     "RecordWrites",
+    "ReferenceLookup",
     "StateStore",
     "open_store",
 ]
@@ -130,6 +122,8 @@ class Lease:
     fresh: bool
     #: Random fencing token; epoch and token must both match for a write.
     token: str = field(repr=False)
+    #: State fields stored at acquisition (``meta.nstate``).
+    fields: int = 0
 
     @property
     def resume_offset(self) -> int | None:
@@ -156,6 +150,20 @@ class HistoryBatch:
     #: ``latest`` hash fields (``version\x1fsegment``) -> small JSON status record.
     latest: Mapping[str, bytes] = field(default_factory=dict)
     maxlen: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReferenceLookup:
+    """What :meth:`StateStore.lookup_references` found for a model version."""
+
+    #: The verified payload, or None (absent or unreadable).
+    payload: bytes | None
+    #: The version it was stored under (the one asked for, or ``default``).
+    version: str | None
+    #: Why a stored reference cannot be used (bad signature), else None.
+    error: str | None = None
+    #: The model's reference index lists the version asked for or ``default``.
+    listed: bool = False
 
 
 @dataclass(frozen=True)
@@ -266,7 +274,7 @@ class StateStore:
 
     async def _script(self, keys: PartitionKeys, *args: str | bytes) -> list[Any]:
         """Run the partition script (acquire, commit, ack) on a partition's keys."""
-        return await self._run(_PARTITION_SCRIPT, keys.all(), *args)
+        return await self._run(_PARTITION_SCRIPT, keys.every(), *args)
 
     # ------------------------------------------------------------------ ownership
 
@@ -284,7 +292,8 @@ class StateStore:
             fields recorded in meta have vanished (eviction, manual deletion). Nothing
             was changed; an operator inspects and may :meth:`reset_partition`.
         StateCorrupt
-            Meta has another layout format, or a key holds the wrong Redis type.
+            Meta has another layout format or a field that is not a number, or a key
+            holds the wrong Redis type.
         """
         keys = self.keys(topic, partition)
         where = self._where(topic, partition)
@@ -298,6 +307,12 @@ class StateStore:
                 offset=int(rest[1]),
                 fresh=status == "fresh",
                 token=token,
+                fields=int(rest[2]),
+            )
+        if status == "garbage":
+            raise StateCorrupt(
+                f"{where}: meta field {_text(rest[0])} holds {_text(rest[1])[:40]!r}, "
+                "not a number (edited by hand?)"
             )
         if status == "orphan":
             raise StateMissing(
@@ -334,32 +349,51 @@ class StateStore:
         StateCorrupt
             A record fails its envelope check. It is never skipped silently.
         """
+        if isinstance(keys, str | bytes):
+            raise TypeError("keys must be an iterable of state keys, not one string")
+        ok, bad = await self.load_fields(lease, None if keys is None else list(keys))
+        for name, exc in bad.items():
+            raise StateCorrupt(
+                f"{self._where(lease.topic, lease.partition)}: state field {name}: {exc}"
+            )
+        return ok
+
+    async def load_fields(
+        self, lease: Lease, names: Sequence[str] | None = None, *, side: bool = False
+    ) -> tuple[dict[str, bytes], dict[str, StateCorrupt]]:
+        """Verified payloads of state fields (all, or ``names``; or ``side`` records),
+        one by one.
+
+        Returns ``(payloads, refused)``: the fields that exist and pass their envelope
+        check, and for each field that fails it, its :class:`StateCorrupt`. One bad
+        record does not hide the others (the caller quarantines what it belongs to).
+        """
         pk = self.keys(lease.topic, lease.partition)
+        key = pk.side if side else pk.state
         items: list[tuple[Any, Any]]
-        if keys is None:
-            raw: dict[Any, Any] = await self._client.hgetall(pk.state)
+        if names is None:
+            raw: dict[Any, Any] = await self._client.hgetall(key)
             items = list(raw.items())
         else:
-            if isinstance(keys, str | bytes):
-                raise TypeError("keys must be an iterable of state keys, not one string")
-            names = list(dict.fromkeys(keys))
-            if not names:
-                return {}
-            values: list[Any] = await self._client.hmget(pk.state, names)
-            items = [(n, v) for n, v in zip(names, values, strict=True) if v is not None]
-        out: dict[str, bytes] = {}
-        for name, blob in items:
+            wanted = list(dict.fromkeys(names))
+            if not wanted:
+                return {}, {}
+            values: list[Any] = await self._client.hmget(key, wanted)
+            items = [(n, v) for n, v in zip(wanted, values, strict=True) if v is not None]
+        ok: dict[str, bytes] = {}
+        bad: dict[str, StateCorrupt] = {}
+        for raw_name, blob in items:
             try:
-                state_field = _text(name)
+                name = _text(raw_name)
             except UnicodeDecodeError:
-                raise StateCorrupt(
-                    f"{self._where(lease.topic, lease.partition)}: state field {name!r} "
-                    "is not UTF-8"
-                ) from None
-            out[state_field] = self._sealer.open_sealed(
-                state_record_name(pk.state, state_field), blob
-            )
-        return out
+                name = repr(raw_name)
+                bad[name] = StateCorrupt(f"field {name} is not UTF-8")
+                continue
+            try:
+                ok[name] = self._sealer.open_sealed(state_record_name(key, name), blob)
+            except StateCorrupt as exc:
+                bad[name] = exc
+        return ok, bad
 
     async def commit(
         self,
@@ -370,6 +404,8 @@ class StateStore:
         *,
         expected_offset: int | None = None,
         records: RecordWrites | None = None,
+        side: Mapping[str, bytes] | None = None,
+        side_deletes: Sequence[str] = (),
     ) -> CommitResult:
         """Write a batch's states and alerts together with the offset they reflect.
 
@@ -388,7 +424,8 @@ class StateStore:
            while the lease stayed valid -> ``REWOUND``, nothing written.
         3. ``HSET`` the states, each sealed for its (key, field).
         4. ``RPUSH`` the outbox payloads, in order; with ``records``, their hashes too
-           (``store_join.lua``).
+           (``store_join.lua``); otherwise the ``side`` records (sealed like states)
+           and the deletion of ``side_deletes``.
         5. ``HSET`` ``meta.offset = last_offset``, ``updated_ms``, ``nstate``.
 
         Every check that can fail runs before the first write, so a call writes all of
@@ -419,10 +456,20 @@ class StateStore:
         args.extend(outbox)
         script = _PARTITION_SCRIPT
         if records is not None:
+            if side or side_deletes:
+                raise ValueError("side records are written by the partition script only")
             script = _RECORDS_SCRIPT
             names = list(dict.fromkeys([*records.puts, *records.tombs]))
             keys = [*keys, *(self.record_key(lease.topic, lease.partition, n) for n in names)]
             args.extend(records.arguments({n: i + 4 for i, n in enumerate(names)}))
+        else:
+            keys.append(pk.side)
+            side = side or {}
+            args.append(str(len(side)))
+            for name, payload in side.items():
+                args += [name, self._sealer.seal(state_record_name(pk.side, name), payload)]
+            args.append(str(len(side_deletes)))
+            args.extend(side_deletes)
         status, *rest = await self._run(script, keys, *args)
         if status in ("ok", "duplicate", "fenced", "rewound"):
             return CommitResult(status)
@@ -457,7 +504,10 @@ class StateStore:
         epoch, offset = await self._client.hmget(pk.meta, ["epoch", "offset"])
         if epoch is None or offset is None:
             return None
-        return int(_text(epoch)), int(_text(offset))
+        try:
+            return int(_text(epoch)), int(_text(offset))
+        except ValueError:  # garbage written by hand: acquire will say so
+            return None
 
     # ------------------------------------------------------------------ outbox
 
@@ -516,15 +566,52 @@ class StateStore:
 
         A stored but corrupt reference raises :class:`StateCorrupt`; it never falls back.
         """
-        wanted = [version]
-        if version != DEFAULT_REFERENCE_VERSION:
-            wanted.append(DEFAULT_REFERENCE_VERSION)
-        keys = [reference_key(self._prefix, model_id, v) for v in wanted]
-        blobs: list[Any] = await self._client.mget(keys)
-        for v, key, blob in zip(wanted, keys, blobs, strict=True):
+        (found,) = await self.lookup_references([(model_id, version)])
+        if found.error is not None:
+            raise StateCorrupt(found.error)
+        if found.payload is None or found.version is None:
+            return None
+        return found.version, found.payload
+
+    async def lookup_references(self, wanted: Sequence[tuple[str, str]]) -> list[ReferenceLookup]:
+        """What is stored for each ``(model, version)`` (the version, else ``default``),
+        without raising on a bad one, in one round trip.
+
+        A stored but corrupt reference is reported in ``error`` (it never falls back to
+        ``default``). Per model, ``SMEMBERS`` of its reference index, then ``MGET`` of
+        the version and ``default`` (pipelined, not a transaction: the models' keys are
+        in different slots). Reading the index first means a reference being stored meanwhile
+        (``put_reference`` writes both in one transaction) is never seen as listed but
+        absent, which would read as a deleted reference.
+        """
+        plans = []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for model_id, version in wanted:
+                versions = [version]
+                if version != DEFAULT_REFERENCE_VERSION:
+                    versions.append(DEFAULT_REFERENCE_VERSION)
+                keys = [reference_key(self._prefix, model_id, v) for v in versions]
+                pipe.smembers(reference_index_key(self._prefix, model_id))
+                pipe.mget(keys)
+                plans.append((versions, keys))
+            replies: list[Any] = await pipe.execute() if plans else []
+        out: list[ReferenceLookup] = []
+        for i, (versions, keys) in enumerate(plans):
+            members, blobs = replies[2 * i], replies[2 * i + 1]
+            listed = bool({_text(m) for m in members} & set(versions))
+            out.append(self._first_reference(versions, keys, blobs, listed))
+        return out
+
+    def _first_reference(
+        self, versions: list[str], keys: list[str], blobs: list[Any], listed: bool
+    ) -> ReferenceLookup:
+        for v, key, blob in zip(versions, keys, blobs, strict=True):
             if blob is not None:
-                return v, self._sealer.open_sealed(key, blob)
-        return None
+                try:
+                    return ReferenceLookup(self._sealer.open_sealed(key, blob), v, listed=True)
+                except StateCorrupt as exc:
+                    return ReferenceLookup(None, v, error=str(exc), listed=True)
+        return ReferenceLookup(None, None, listed=listed)
 
     async def get_reference(self, model_id: str, version: str) -> bytes | None:
         """Reference payload of ``version``, falling back to ``"default"``; None if neither."""
@@ -664,29 +751,6 @@ class StateStore:
             pending = nxt
         return out
 
-    async def commit_records(
-        self,
-        lease: Lease,
-        last_offset: int,
-        states: Mapping[str, bytes],
-        outbox: Sequence[bytes] = (),
-        *,
-        puts: Mapping[str, Mapping[bytes, bytes]] | None = None,
-        expire_at_ms: Mapping[str, int] | None = None,
-        tombs: Mapping[str, Sequence[bytes]] | None = None,
-        tombstone: bytes = b"\x00",
-        expected_offset: int | None = None,
-    ) -> CommitResult:
-        """:meth:`commit` with ``records=RecordWrites(puts, expire_at_ms, tombs, tombstone)``."""
-        return await self.commit(
-            lease,
-            last_offset,
-            states,
-            outbox,
-            expected_offset=expected_offset,
-            records=RecordWrites(puts or {}, expire_at_ms or {}, tombs or {}, tombstone),
-        )
-
     async def peek(self, topic: str, partition: int) -> tuple[int, dict[str, bytes]] | None:
         """``(stored offset, verified state payloads)`` without taking a lease.
 
@@ -723,12 +787,10 @@ class StateStore:
         which the service ACL in ``docs/redis.md`` does not grant. Returns the number
         of keys deleted.
         """
-        return int(await self._client.delete(*self.keys(topic, partition).all()))
+        return int(await self._client.delete(*self.keys(topic, partition).every()))
 
 
-def open_store(
-    settings: RedisSettings, group: str
-) -> tuple[aioredis.Redis, StateStore]:  # type: ignore[type-arg, unused-ignore]
+def open_store(settings: RedisSettings, group: str) -> tuple[aioredis.Redis, StateStore]:  # type: ignore[type-arg, unused-ignore]
     """A Redis client and consumer group ``group``'s :class:`StateStore`, from settings.
 
     The one place Driftline builds its Redis client (URL, TLS, credentials, timeouts

@@ -1,42 +1,42 @@
 """The one worker shell: everything a Driftline Kafka worker does around its pure core.
 
-The monitor (:mod:`driftline.runtime.monitor`) and the label joiner
-(:mod:`driftline.runtime.labels`) are small subclasses of :class:`Worker` that say what
-to decode, which pure core to call and what to commit. Everything else is here, once:
-the consumer and its rebalance listener, the run loop and its stop handling, fencing
-leases, Redis retries with backoff, quarantine, readiness, dead letters, the outbox,
-the advisory Kafka commit, the reference cache and the common metrics.
+The monitor (:mod:`.monitor`) and the label joiner (:mod:`.labels`) are small
+subclasses of :class:`Worker` that say what to decode, which pure core to call and
+what to commit. Everything else is here, once: the consumer and its rebalance
+listener, the run loop and its stop handling, fencing leases, Redis retries with
+backoff (:mod:`.resilience`), quarantine of partitions and models, readiness, dead
+letters, the outbox, the advisory Kafka commit, the reference cache and common metrics.
 
-Vocabulary. A worker consumes one or more topics that are *co-partitioned* (keyed by
-``model_id``, same partition count): partition index ``p`` of every topic forms one
-**unit**, owned under one fencing lease taken on ``lease_topic``'s partition ``p``
-(:meth:`StateStore.acquire <driftline.runtime.store.StateStore.acquire>`). A unit's
-state, outbox and *stored offset* (``meta.offset``: the monitor stores its Kafka
-offset, the joiner a commit sequence number) live in Redis and change only through
-:meth:`Worker._commit`. Its *positions* (next Kafka offset per topic) are what the
-stored state reflects; the worker resumes from them, whatever Kafka's group offsets say.
+Vocabulary. A worker consumes *co-partitioned* topics (keyed by ``model_id``, same
+partition count): partition index ``p`` of every topic forms one **unit**, owned under
+one fencing lease on ``lease_topic``'s partition ``p``. A unit's state, outbox and
+*stored offset* (``meta.offset``: the monitor's Kafka offset, the joiner's commit
+sequence number) live in Redis and change only through :meth:`Worker._commit`; its
+*positions* (next Kafka offset per topic) are what the stored state reflects, and the
+worker resumes from them whatever Kafka's group offsets say.
 
 The contract of a subclass (everything else is the shell's):
 
-* ``open_state(lease)``: the unit's in-memory state from Redis (may raise
-  :class:`~driftline.errors.StateError`: the unit is quarantined).
-* ``resume_positions(lease, state)``: per topic, the next offset to read (``None``:
-  from the beginning).
-* ``process(unit, records)``: decode, dead-letter what breaks the contract (with
-  :meth:`dead_letter`, awaited before returning), call the pure core, and return the
-  :class:`Batch` to commit. Raising ``StateError`` quarantines the unit; nothing of the
-  batch is then committed.
-* ``committed(unit, batch)``: metrics and history of a batch that is in Redis.
-* optional: ``setup()`` (topics, checks; before the group is joined),
-  ``before_poll()`` (each loop turn), ``released(unit)`` (the unit was revoked).
+* ``open_state(lease)``: the unit's in-memory state from Redis (a
+  :class:`~driftline.errors.StateError` quarantines the unit);
+* ``resume_positions(lease, state)``: per topic, the next offset (``None``: beginning);
+* ``process(unit, records)``: decode, dead-letter what cannot be processed (with
+  :meth:`dead_letter`, awaited before returning; a model whose own state or reference
+  cannot be used is held back with ``self.holds``), call the pure core, return the
+  :class:`Batch` to commit (a ``StateError`` quarantines the unit, nothing committed);
+* ``committed(unit, batch)``: metrics and history of a batch that is in Redis;
+* optional: ``setup()`` (before joining), ``before_poll()`` (each loop turn),
+  ``released(unit)`` (revoked or dropped), ``consumer_options()``.
 
-What the shell guarantees for every worker: records are handed to ``process`` once per
-lease, in partition order, never before the partition is leased and sought to its stored
-positions, never at or below those positions (redeliveries are counted as
-``duplicate``); transient Redis errors are retried with backoff while the batch is held
-(backpressure); a batch's effect is committed effectively once (:meth:`_commit`); a
-unit whose stored state cannot be read is quarantined, never started fresh; readiness
-(``driftline_ready``) is 1 only when no unit is pending, quarantined or catching up.
+What the shell guarantees for every worker: records reach ``process`` in partition
+order, once per lease, never before the unit is leased and sought to its stored
+positions and never at or below them (redeliveries count as ``duplicate``); transient
+Redis errors (unreachable, out of memory) are retried with backoff while the batch is
+held (backpressure); a batch is committed effectively once; state that cannot be read
+is quarantined (unit) or held back (model), never started fresh, and checked again
+every ``quarantine_recheck_seconds``; readiness is 1 only when no unit is pending,
+quarantined or catching up; a stop (SIGTERM) ends the start, the loop and the close
+within bounded time.
 """
 
 from __future__ import annotations
@@ -47,131 +47,50 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import orjson
 import redis.asyncio as aioredis
-import redis.exceptions as redis_errors
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaError
 
-from driftline._version import __version__
 from driftline.config import Settings, WorkerSettings
 from driftline.core.reference import ReferenceProfile
-from driftline.errors import ConfigError, ContractError, FencedError, StateError
+from driftline.errors import ConfigError, FencedError, StateCorrupt, StateError
 from driftline.runtime import metrics as m
 from driftline.runtime.health import HEALTH, track_group
+from driftline.runtime.references import ReferenceCache, ReferenceState
+from driftline.runtime.resilience import (
+    REDIS_FAILURES,
+    RETRY_BACKOFF,
+    ModelHolds,
+    Stopping,
+    bounded,
+    is_transient,
+    retry,
+    until_stopped,
+)
 from driftline.runtime.store import CommitResult, Lease, RecordWrites, StateStore, open_store
+from driftline.runtime.topics import (
+    dead_letter_headers,
+    ensure_topics,
+    publish_alerts,
+    send_dead_letter,
+)
 
-__all__ = [
-    "Batch",
-    "RETRY_BACKOFF",
-    "TRANSIENT_REDIS",
-    "Unit",
-    "Worker",
-    "dead_letter_headers",
-    "ensure_topics",
-    "publish_alerts",
-]
+# dead_letter_headers, ensure_topics: also imported from here by the retraining trigger.
+__all__ = ["Batch", "Unit", "Worker", "dead_letter_headers", "ensure_topics"]
 
 log = logging.getLogger("driftline.worker")
 
-#: A dead letter the broker refuses as too large keeps this many bytes of the original.
-DLQ_TRUNCATE_BYTES = 64 * 1024
 #: Room left in a produce request beside a record of ``max_record_bytes`` (headers, key).
 _REQUEST_MARGIN = 64 * 1024
-#: Backoff between retries of a Redis or Kafka call that failed transiently (seconds).
-RETRY_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 #: Published alerts a worker remembers for in-process readers (the demo): the newest.
 RECENT_ALERTS = 1000
-
-#: Redis errors after which the same call may simply be tried again: the commit
-#: protocol makes a retried commit safe (``duplicate`` means the first one landed).
-TRANSIENT_REDIS = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.BusyLoadingError,
-    redis_errors.TryAgainError,
-    ConnectionError,
-    TimeoutError,
-)
-
 S = TypeVar("S")
 R = TypeVar("R")
 _T = TypeVar("_T")
-
-
-class _Stopping(Exception):
-    """Raised inside a retry loop when the worker was asked to stop: abandon the batch.
-
-    Nothing of the abandoned batch was committed, so it is replayed after a restart.
-    """
-
-
-# --------------------------------------------------------------------------- Kafka helpers
-
-
-async def publish_alerts(
-    producer: AIOKafkaProducer, topic: str, blobs: Sequence[bytes]
-) -> list[dict[str, Any]]:
-    """Publish outbox alert payloads (keyed by model, alert id in a header); wait for acks.
-
-    Returns the decoded alerts.
-    """
-    futs = []
-    alerts = []
-    for blob in blobs:
-        alert = orjson.loads(blob)
-        alerts.append(alert)
-        futs.append(
-            await producer.send(
-                topic,
-                value=blob,
-                key=alert["model_id"].encode(),
-                headers=[("dl.alert_id", alert["alert_id"].encode())],
-            )
-        )
-        m.ALERTS.labels(alert["model_id"], alert["kind"], alert["status"], alert["severity"]).inc()
-    await asyncio.gather(*futs)
-    return alerts
-
-
-def dead_letter_headers(
-    topic: str, partition: int, offset: int, stage: str, exc: BaseException
-) -> list[tuple[str, bytes]]:
-    """Reason headers of a dead-letter record (the message is truncated, never the payload)."""
-    return [
-        ("dl.error.topic", topic.encode()),
-        ("dl.error.partition", str(partition).encode()),
-        ("dl.error.offset", str(offset).encode()),
-        ("dl.error.stage", stage.encode()),
-        ("dl.error.class", type(exc).__name__.encode()),
-        ("dl.error.message", str(exc)[:512].encode()),
-        ("dl.app.version", __version__.encode()),
-    ]
-
-
-async def ensure_topics(settings: Settings, topics: Sequence[str], partitions: int = 4) -> None:
-    """Create topics that do not exist yet (idempotent)."""
-    admin = AIOKafkaAdminClient(**settings.kafka.client_kwargs())
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [
-            NewTopic(t, num_partitions=partitions, replication_factor=1)
-            for t in topics
-            if t not in existing
-        ]
-        if new:
-            try:
-                await admin.create_topics(new)
-            except Exception as exc:  # a concurrent creator won the race
-                log.debug("create_topics: %s", type(exc).__name__)
-    finally:
-        await admin.close()
 
 
 # --------------------------------------------------------------------------- units and batches
@@ -215,6 +134,9 @@ class Batch(Generic[R]):
     result: R
     #: Record hashes written in the same commit (the label joiner's pending predictions).
     records: RecordWrites | None = None
+    #: Side records written (and deleted) in the same commit (the monitor's warm-up rows).
+    side: Mapping[str, bytes] = field(default_factory=dict)
+    side_deletes: Sequence[str] = ()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -264,8 +186,11 @@ class Worker(Generic[S, R]):
         self.units: dict[int, Unit[S]] = {}
         #: Partition indexes whose lease could not be taken yet (Redis unreachable).
         self.pending: set[int] = set()
-        #: Partition indexes refused for unreadable or incomplete state (paused).
-        self.quarantined: set[int] = set()
+        #: Models held back (quarantined), per partition index.
+        self.holds = ModelHolds(name, cfg.quarantine_recheck_seconds)
+        #: Partition indexes refused for unreadable or incomplete state (paused), with
+        #: the monotonic time of the next attempt to take them again.
+        self.quarantined: dict[int, float] = {}
         self.redis: aioredis.Redis | None = None  # type: ignore[type-arg, unused-ignore]
         self.store: StateStore | None = None
         self.consumer: AIOKafkaConsumer | None = None
@@ -274,7 +199,9 @@ class Worker(Generic[S, R]):
         self.alerts_published = 0
         #: The newest published alerts (at most :data:`RECENT_ALERTS`), oldest first.
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
-        self._refs: dict[tuple[str, str], tuple[float, ReferenceProfile | None]] = {}
+        self.references = ReferenceCache(cfg.reference_ttl_seconds, cfg.reference_cache_size)
+        #: Model ids exported as metric label values (the rest share "other").
+        self.model_labels = m.ModelLabels(cfg.metrics_max_models)
         self._stop = asyncio.Event()
 
     # ------------------------------------------------------------------ the subclass's part
@@ -299,7 +226,7 @@ class Worker(Generic[S, R]):
     async def setup(self) -> None:
         """Before joining the group: create the topics this worker reads and writes."""
         s = self.settings
-        out = [s.topics.alerts, *(s.topics.dlq(t) for t in self.topics)]
+        out = [s.topics.alerts, *(s.topics.dlq(t) for t in (*self.topics, s.topics.alerts))]
         await ensure_topics(s, [*self.topics, *out])
 
     async def before_poll(self) -> None:
@@ -315,59 +242,69 @@ class Worker(Generic[S, R]):
         self._stop.set()
 
     async def start(self) -> None:
-        """Connect to Redis and Kafka, run :meth:`setup` and join the consumer group."""
+        """Connect to Redis and Kafka, run :meth:`setup` and join the consumer group.
+
+        A stop requested meanwhile (SIGTERM while the broker does not answer) ends the
+        start at once; :meth:`run` then returns and :meth:`close` closes what is open.
+        """
         s, cfg = self.settings, self.cfg
         self.redis, self.store = open_store(s.redis, cfg.group_id)
-        await self.setup()
-        kw = s.kafka.client_kwargs()
-        self.producer = AIOKafkaProducer(
-            **kw,
-            acks="all",
-            linger_ms=5,
-            max_request_size=cfg.max_record_bytes + _REQUEST_MARGIN,
-        )
-        await self.producer.start()
-        self.consumer = AIOKafkaConsumer(
-            **kw,
-            group_id=cfg.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=cfg.max_batch_events,
-            session_timeout_ms=cfg.session_timeout_ms,
-            heartbeat_interval_ms=max(100, cfg.session_timeout_ms // 10),
-            max_partition_fetch_bytes=cfg.max_record_bytes,
-            **self.consumer_options(),
-        )
-        self.consumer.subscribe(self.topics, listener=track_group(_Rebalance(self)))
-        m.init_worker_series(self.name, self.topics, self.lease_topic)
-        await self.consumer.start()
+        try:
+            await until_stopped(self._stop, self.setup())
+            kw = s.kafka.client_kwargs()
+            self.producer = AIOKafkaProducer(
+                **kw,
+                acks="all",
+                linger_ms=5,
+                max_request_size=cfg.max_record_bytes + _REQUEST_MARGIN,
+            )
+            await until_stopped(self._stop, self.producer.start())
+            self.consumer = AIOKafkaConsumer(
+                **kw,
+                group_id=cfg.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=cfg.max_batch_events,
+                session_timeout_ms=cfg.session_timeout_ms,
+                heartbeat_interval_ms=max(100, cfg.session_timeout_ms // 10),
+                max_partition_fetch_bytes=cfg.max_record_bytes,
+                **self.consumer_options(),
+            )
+            self.consumer.subscribe(self.topics, listener=track_group(_Rebalance(self)))
+            m.init_worker_series(self.name, self.topics, self.lease_topic)
+            await until_stopped(self._stop, self.consumer.start())
+        except Stopping:
+            log.info("stop requested while starting")
         m.READY.labels(self.name).set(0)
 
     async def close(self) -> None:
-        """Publish what is left in the outboxes, leave the group, close every connection."""
+        """Publish what is left in the outboxes, leave the group, close every connection.
+
+        Bounded as a whole by the session timeout (a broker or Redis that never answers
+        cannot hold the process): an unpublished alert stays in Redis for the next
+        owner, and a member that could not leave the group is evicted after its
+        session timeout.
+        """
+        deadline = time.monotonic() + self.cfg.session_timeout_ms / 1000
         for unit in list(self.units.values()):
             if unit.fenced or self.store is None or self.producer is None:
                 continue
-            try:  # best effort: an unpublished alert stays in Redis for the next owner
-                await asyncio.wait_for(self._publish_outbox(unit), timeout=10)
-            except (TimeoutError, KafkaError, *TRANSIENT_REDIS, _Stopping) as exc:
-                log.warning(
-                    "outbox of %s not drained at shutdown: %s",
-                    self._where(unit.partition),
-                    type(exc).__name__,
-                )
+            where = self._where(unit.partition)
+            await bounded(f"draining the outbox of {where}", self._publish_outbox(unit), deadline)
         if self.consumer is not None:
-            await self.consumer.stop()
+            await bounded("leaving the consumer group", self.consumer.stop(), deadline)
         if self.producer is not None:
-            await self.producer.stop()
+            await bounded("closing the producer", self.producer.stop(), deadline)
         if self.redis is not None:
-            await self.redis.aclose()
+            await bounded("closing Redis", self.redis.aclose(), deadline)
 
     async def run(self, idle_exit_s: float | None = None) -> None:
         """Process batches until :meth:`stop` (or ``idle_exit_s`` without records)."""
+        if self.consumer is None:  # the start was stopped before the group was joined
+            return
         try:
             await self._run(idle_exit_s)
-        except _Stopping:
+        except Stopping:
             log.info("stop requested while retrying; the unfinished batch will be replayed")
 
     async def _run(self, idle_exit_s: float | None) -> None:
@@ -419,7 +356,7 @@ class Worker(Generic[S, R]):
         """Joining the group, or assigned partitions not leased (nor quarantined) yet."""
         assert self.consumer is not None
         assigned = {tp.partition for tp in self.consumer.assignment()}
-        return not assigned or bool(assigned - self.units.keys() - self.quarantined)
+        return not assigned or bool(assigned - self.units.keys() - self.quarantined.keys())
 
     def _update_ready(self) -> None:
         """``driftline_ready``: 1 when no unit is pending, quarantined or catching up.
@@ -448,25 +385,15 @@ class Worker(Generic[S, R]):
 
     # ------------------------------------------------------------------ retries
     async def retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        """Run ``call`` until it succeeds, backing off on transient Redis errors.
+        """Run ``call`` until it succeeds, backing off on transient Redis errors (the
+        batch is held: backpressure); :class:`Stopping` if asked to stop meanwhile."""
+        return await retry(what, call, self._stop, self._waiting)
 
-        The loop holds the batch: nothing more is fetched meanwhile (backpressure).
-        Raises :class:`_Stopping` when the worker is asked to stop while waiting.
-        """
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except TRANSIENT_REDIS as exc:
-                if self._stop.is_set():
-                    raise _Stopping(what) from exc
-                delay = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
-                if attempt % 10 == 0:
-                    log.warning("%s failed (%s); retrying", what, type(exc).__name__)
-                attempt += 1
-                m.READY.labels(self.name).set(0)
-                await asyncio.sleep(delay)
-                HEALTH.beat()  # waiting out an outage is not a wedged loop
+    def _waiting(self) -> None:
+        """Called before each wait of a retry (Redis, dead letters): the loop is alive
+        but not making progress."""
+        m.READY.labels(self.name).set(0)
+        HEALTH.beat()  # waiting out an outage is not a wedged loop
 
     # ------------------------------------------------------------------ assignment
     def _tps(self, p: int) -> list[TopicPartition]:
@@ -485,9 +412,8 @@ class Worker(Generic[S, R]):
                 with contextlib.suppress(KeyError):
                     m.CONSUMER_LAG.remove(self.name, t, str(p))
             self.pending.discard(p)
-            if p in self.quarantined:
-                self.quarantined.discard(p)
-                m.QUARANTINED.labels(self.name, self.lease_topic).dec()
+            self._release_quarantine(p)
+            self.holds.forget(p)
 
     async def assign(self, assigned: Sequence[TopicPartition]) -> None:
         """Take a fencing lease per partition index and seek to the stored positions.
@@ -515,34 +441,54 @@ class Worker(Generic[S, R]):
                     p, ConfigError(f"assigned without {missing}: topics are not co-partitioned")
                 )
                 continue
-            try:
-                await self._acquire(p)
-            except (*TRANSIENT_REDIS, KafkaError) as exc:
-                log.warning(
-                    "cannot take %s yet (%s); will retry", self._where(p), type(exc).__name__
-                )
+            await self._take(p)
+
+    async def _take(self, p: int) -> bool:
+        """Acquire unit ``p``, or leave it pending (transient) or quarantined; True if taken.
+
+        Every failure is handled here, as :meth:`assign` runs inside the rebalance
+        callback: a transient error (Redis unreachable or refusing writes, Kafka
+        metadata slow) leaves the unit pending and paused, retried at each loop turn;
+        state that cannot be trusted (garbage, a missing field, a wrong type, an error
+        reply) quarantines it, and the shell tries again every
+        ``quarantine_recheck_seconds`` (an operator's repair is picked up without a
+        restart).
+        """
+        assert self.consumer is not None
+        try:
+            await self._acquire(p)
+        except (*REDIS_FAILURES, KafkaError) as exc:
+            if isinstance(exc, KafkaError) or is_transient(exc):
+                if p not in self.pending:
+                    log.warning(
+                        "cannot take %s yet (%s); will retry", self._where(p), type(exc).__name__
+                    )
                 self.consumer.pause(*self._tps(p))
                 self.pending.add(p)
-            except StateError as exc:
-                self.quarantine(p, exc)
+                return False
+            self.pending.discard(p)
+            self.quarantine(p, exc)
+            return False
+        except StateError as exc:
+            self.pending.discard(p)
+            self.quarantine(p, exc)
+            return False
+        self.pending.discard(p)
+        self._release_quarantine(p)
+        return True
 
     async def _retry_pending(self) -> None:
+        """Take pending units again, and quarantined ones whose recheck time came."""
         assert self.consumer is not None
         assigned = {tp.partition for tp in self.consumer.assignment()}
-        for p in sorted(self.pending):
+        now = time.monotonic()
+        due = sorted(self.pending | {p for p, at in self.quarantined.items() if at <= now})
+        for p in due:
             if p not in assigned:
                 self.pending.discard(p)
                 continue
-            try:
-                await self._acquire(p)
-            except (*TRANSIENT_REDIS, KafkaError):
+            if not await self._take(p) and p in self.pending:
                 await asyncio.sleep(RETRY_BACKOFF[-1] if len(self.pending) == 1 else 0.1)
-                continue
-            except StateError as exc:
-                self.pending.discard(p)
-                self.quarantine(p, exc)
-                continue
-            self.pending.discard(p)
 
     async def _acquire(self, p: int, previous: Unit[S] | None = None) -> None:
         """Lease unit ``p``, load its state, seek, and publish its leftover outbox.
@@ -581,7 +527,11 @@ class Worker(Generic[S, R]):
                 continue
             await self.consumer.seek_to_beginning(tp)
             if known.get(tp.topic, 0) > 0:
-                first = (await self.consumer.beginning_offsets([tp]))[tp]
+                first = (
+                    await asyncio.wait_for(
+                        self.consumer.beginning_offsets([tp]), self.cfg.session_timeout_ms / 1000
+                    )
+                )[tp]
                 if first > 0:
                     log.error(
                         "%s: Kafka no longer retains offsets before %d; the rebuilt state "
@@ -589,7 +539,9 @@ class Worker(Generic[S, R]):
                         tp,
                         first,
                     )
-        ends = await self.consumer.end_offsets(tps)
+        ends = await asyncio.wait_for(
+            self.consumer.end_offsets(tps), self.cfg.session_timeout_ms / 1000
+        )
         unit = Unit(
             partition=p,
             lease=lease,
@@ -598,9 +550,11 @@ class Worker(Generic[S, R]):
             positions={t: resume.get(t) or 0 for t in self.topics},
             warm_until={tp.topic: ends[tp] for tp in tps},
         )
+        # Leftover alerts first: no batch of this unit can drain the outbox meanwhile
+        # (two drains would trim each other's entries).
+        await self._publish_outbox(unit)
         self.units[p] = unit
         self.consumer.resume(*tps)
-        await self._publish_outbox(unit)
 
     async def _kafka_committed(self, tp: TopicPartition) -> int:
         """The group's advisory Kafka commit for ``tp`` (0 if none or unknown)."""
@@ -618,48 +572,46 @@ class Worker(Generic[S, R]):
         Never start such a unit fresh: that would silently replace history with a
         partial one. Its partitions stay paused (others keep flowing), the gauge
         ``driftline_partitions_quarantined`` and readiness say so, and an operator
-        inspects the keys and resets the partition (``StateStore.reset_partition``),
-        after which a rebalance or restart rebuilds it by replay.
+        inspects the keys and repairs or resets the partition
+        (``StateStore.reset_partition``); the worker takes it again by itself once the
+        state reads (checked every ``quarantine_recheck_seconds``).
         """
         assert self.consumer is not None
-        log.error("quarantined %s: %s: %s", self._where(p), type(exc).__name__, exc)
+        if p not in self.quarantined:
+            log.error("quarantined %s: %s: %s", self._where(p), type(exc).__name__, exc)
+            m.QUARANTINED.labels(self.name, self.lease_topic).inc()
         unit = self.units.pop(p, None)
         if unit is not None:
             self.released(unit)
+        self.holds.forget(p)
         assigned = self.consumer.assignment()
         self.consumer.pause(*(tp for tp in self._tps(p) if tp in assigned))
-        if p not in self.quarantined:
-            self.quarantined.add(p)
-            m.QUARANTINED.labels(self.name, self.lease_topic).inc()
+        self.quarantined[p] = time.monotonic() + self.cfg.quarantine_recheck_seconds
         m.READY.labels(self.name).set(0)
 
-    # ------------------------------------------------------------------ references
-    async def reference(self, model: str, version: str) -> ReferenceProfile | None:
-        """The reference of ``(model, version)`` (or its default), cached for a TTL.
+    def _release_quarantine(self, p: int) -> None:
+        if self.quarantined.pop(p, None) is not None:
+            log.warning("%s is no longer quarantined", self._where(p))
+            m.QUARANTINED.labels(self.name, self.lease_topic).dec()
 
-        A reference read again after the TTL that has not changed (same
-        ``reference_id``) keeps its cached object, so whatever the core derived from it
-        (bins, plans) stays valid.
-        """
-        now = time.monotonic()
-        hit = self._refs.get((model, version))
-        if hit is not None and now - hit[0] < self.cfg.reference_ttl_seconds:
-            return hit[1]
+    # ------------------------------------------------------------------ references
+    async def references_of(
+        self, wanted: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], ReferenceState]:
+        """What the worker knows of the references of ``(model, version)`` pairs (or
+        their defaults): read from Redis at most once per ``reference_ttl_seconds``, the
+        stale ones in one round trip."""
         store = self.store
         assert store is not None
-        blob = await self.retrying(
-            "reading a reference", lambda: store.get_reference(model, version)
-        )
-        ref = ReferenceProfile.from_bytes(blob) if blob is not None else None
-        if ref is not None and hit is not None and hit[1] is not None:
-            if hit[1].reference_id == ref.reference_id:
-                ref = hit[1]
-        self._refs[(model, version)] = (now, ref)
-        return ref
+
+        async def read(pairs: list[tuple[str, str]]) -> Any:
+            return await self.retrying("reading references", lambda: store.lookup_references(pairs))
+
+        return await self.references.get(wanted, read)
 
     def remember_reference(self, ref: ReferenceProfile) -> None:
         """Cache a reference this worker just stored (a warm-up reference)."""
-        self._refs[(ref.model_id, ref.model_version)] = (time.monotonic(), ref)
+        self.references.put(ref)
 
     # ------------------------------------------------------------------ dead letters
     async def dead_letter(
@@ -669,7 +621,7 @@ class Worker(Generic[S, R]):
         offset: int,
         value: bytes | None,
         key: bytes | None,
-        exc: ContractError,
+        exc: Exception,
         stage: str | None = None,
     ) -> None:
         """Send one refused record to ``<topic>.dlq``; return once the broker has it.
@@ -678,37 +630,21 @@ class Worker(Generic[S, R]):
         returns, so a dead letter is never lost; a broker that stays unreachable holds
         the unit (backpressure). A record larger than the producer can send
         (``max_record_bytes``), or one the broker refuses as too large, is sent
-        truncated to :data:`DLQ_TRUNCATE_BYTES` with ``dl.error.truncated`` holding the
-        original size (then, if even that is refused, headers only), so one huge record
-        cannot block its partition forever.
+        truncated (:func:`~driftline.runtime.topics.send_dead_letter`), so one huge
+        record cannot block its partition forever.
         """
         assert self.producer is not None
-        stage = stage or exc.stage
-        headers = dead_letter_headers(topic, partition, offset, stage, exc)
-        original = value or b""
-        if len(original) > self.cfg.max_record_bytes:
-            value = original[:DLQ_TRUNCATE_BYTES]
-            headers = [*headers, ("dl.error.truncated", str(len(original)).encode())]
-        attempt = 0
-        while True:
-            try:
-                await self.producer.send_and_wait(
-                    self.settings.topics.dlq(topic), value=value, key=key, headers=headers
-                )
-                break
-            except MessageSizeTooLargeError:
-                if any(k == "dl.error.truncated" for k, _ in headers):
-                    value = None  # even the truncated copy is refused: headers only
-                    continue
-                value = original[:DLQ_TRUNCATE_BYTES]
-                headers = [*headers, ("dl.error.truncated", str(len(original)).encode())]
-            except KafkaError as kexc:
-                if self._stop.is_set():
-                    raise _Stopping("dead letter") from kexc
-                log.warning("dead letter not acknowledged (%s); retrying", type(kexc).__name__)
-                await asyncio.sleep(RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)])
-                attempt += 1
-                HEALTH.beat()
+        stage = stage or str(getattr(exc, "stage", "worker"))
+        await send_dead_letter(
+            self.producer,
+            self.settings.topics.dlq(topic),
+            value,
+            key,
+            dead_letter_headers(topic, partition, offset, stage, exc),
+            self.cfg.max_record_bytes,
+            self._stop,
+            self._waiting,
+        )
         self.dead_letters += 1
         m.DEAD_LETTERS.labels(topic, stage).inc()
 
@@ -717,9 +653,10 @@ class Worker(Generic[S, R]):
         t0 = time.perf_counter()
         try:
             batch = await self.process(unit, records)
-        except StateError as exc:
-            # Signed by us yet unreadable: never start it fresh (that would silently
-            # drop its history). Quarantine the unit instead.
+        except (StateError, *REDIS_FAILURES) as exc:
+            # State of the whole unit that cannot be read (a model's own records are
+            # held back by the subclass instead), or an error reply that no retry will
+            # change: never start it fresh (that would silently drop its history).
             self.quarantine(unit.partition, exc)
             return
         if await self._commit(unit, batch):
@@ -754,6 +691,8 @@ class Worker(Generic[S, R]):
                 batch.alerts,
                 expected_offset=unit.stored,
                 records=batch.records,
+                side=batch.side,
+                side_deletes=batch.side_deletes,
             ),
         )
         if res in (CommitResult.FENCED, CommitResult.REWOUND):
@@ -797,6 +736,7 @@ class Worker(Generic[S, R]):
         log.error("Redis lost committed state of %s (%s); reloading and replaying", p, res)
         self.units.pop(p, None)
         self.released(unit)
+        self.holds.forget(p)
         try:
             await self.retrying("re-acquiring a partition", lambda: self._acquire(p, unit))
         except StateError as exc:
@@ -829,9 +769,15 @@ class Worker(Generic[S, R]):
             )
             if not pending:
                 return
-            published = await publish_alerts(self.producer, self.settings.topics.alerts, pending)
-            self.recent_alerts.extend(published)
-            self.alerts_published += len(pending)
+            alerts = self.settings.topics.alerts
+            published = await publish_alerts(self.producer, alerts, pending, self.model_labels)
+            for blob, why in published.unreadable:
+                # Not an alert (edited by hand, a bug): kept as evidence, not published.
+                await self.dead_letter(
+                    alerts, unit.partition, -1, blob, None, StateCorrupt(why), "outbox"
+                )
+            self.recent_alerts.extend(published.alerts)
+            self.alerts_published += len(published.alerts)
             try:
                 await self.retrying(
                     "trimming the outbox",

@@ -7,8 +7,8 @@ import orjson
 
 from driftline.config import Settings
 from driftline.core.slowloop import PerfState, UnitState, build_report, format_report
-from driftline.runtime.labels import topic_partitions
 from driftline.runtime.store import open_store
+from driftline.runtime.topics import topic_partitions
 
 __all__ = ["load_perf_states", "report_text"]
 

@@ -1,0 +1,237 @@
+"""What keeps a worker running through faults: retries of transient Redis errors, start
+and shutdown steps bounded by a stop request or a deadline, and the models it holds
+back (quarantines) instead of stopping a partition.
+
+Used by the worker shell (:mod:`driftline.runtime.worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis.exceptions as redis_errors
+from aiokafka.errors import KafkaError
+
+from driftline.runtime import metrics as m
+
+__all__ = [
+    "HOLD_REASONS",
+    "bounded",
+    "until_stopped",
+    "REDIS_FAILURES",
+    "RETRY_BACKOFF",
+    "Hold",
+    "ModelHolds",
+    "Stopping",
+    "is_transient",
+    "retry",
+]
+
+log = logging.getLogger("driftline.worker")
+
+#: Backoff between retries of a Redis or Kafka call that failed transiently (seconds).
+RETRY_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+#: Errors after which the same call may simply be tried again: the commit protocol
+#: makes a retried commit safe (``duplicate`` means the first one landed). A Redis that
+#: refuses writes (out of memory under ``noeviction``, a read-only replica, a failed
+#: save) is backpressure, not a failure: the batch is held until it accepts them.
+_TRANSIENT = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    redis_errors.TryAgainError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.ReadOnlyError,
+    redis_errors.ClusterDownError,
+    redis_errors.MasterDownError,
+    ConnectionError,
+    TimeoutError,
+)
+#: Error replies (first word) that mean the same as the classes above.
+_TRANSIENT_REPLIES = frozenset(
+    {"OOM", "MISCONF", "READONLY", "LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"}
+)
+#: What a Redis call may raise (transient or not).
+REDIS_FAILURES = (redis_errors.RedisError, ConnectionError, TimeoutError)
+
+_T = TypeVar("_T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the same Redis call later may succeed (see ``_TRANSIENT``).
+
+    Examples
+    --------
+    >>> is_transient(redis_errors.ResponseError("OOM command not allowed"))
+    True
+    >>> is_transient(redis_errors.ResponseError("WRONGTYPE Operation against a key"))
+    False
+    """
+    if isinstance(exc, _TRANSIENT):
+        return True
+    if isinstance(exc, redis_errors.ResponseError):
+        words = str(exc).split()
+        # EXECABORT wraps the reply of the queued command that failed (OOM, ...).
+        return bool(words) and (
+            words[0] in _TRANSIENT_REPLIES or (words[0] == "EXECABORT" and "OOM" in words)
+        )
+    return False
+
+
+class Stopping(Exception):
+    """Raised inside a retry loop when the worker was asked to stop: abandon the batch.
+
+    Nothing of the abandoned batch was committed, so it is replayed after a restart.
+    """
+
+
+async def retry(
+    what: str,
+    call: Callable[[], Awaitable[_T]],
+    stop: asyncio.Event,
+    waiting: Callable[[], None],
+) -> _T:
+    """Run ``call`` until it succeeds, backing off on transient Redis errors.
+
+    The caller holds its batch meanwhile: nothing more is fetched (backpressure).
+    ``waiting`` is called before each wait (the worker reports not ready). Raises
+    :class:`Stopping` when ``stop`` is set while waiting; other errors propagate.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except REDIS_FAILURES as exc:
+            if not is_transient(exc):
+                raise
+            if stop.is_set():
+                raise Stopping(what) from exc
+            delay = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
+            if attempt % 10 == 0:
+                log.warning("%s failed (%s: %.80s); retrying", what, type(exc).__name__, exc)
+            attempt += 1
+            waiting()
+            await asyncio.sleep(delay)
+
+
+async def until_stopped(stop: asyncio.Event, step: Awaitable[_T]) -> _T:
+    """Await ``step``, or cancel it and raise :class:`Stopping` once ``stop`` is set
+    (a start that waits on a broker that never answers)."""
+    task = asyncio.ensure_future(step)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise Stopping("start")
+    return task.result()
+
+
+async def bounded(what: str, step: Awaitable[Any], deadline: float) -> None:
+    """Await a shutdown step until the monotonic ``deadline`` (at least half a second);
+    a step that fails or does not finish is logged, never raised."""
+    try:
+        await asyncio.wait_for(step, timeout=max(0.5, deadline - time.monotonic()))
+    except (TimeoutError, KafkaError, *REDIS_FAILURES, Stopping) as exc:
+        log.warning("%s at shutdown did not finish: %s", what, type(exc).__name__)
+
+
+#: Why a model may be held back (each is also the ``dl.error.stage`` of its events).
+HOLD_REASONS = ("state_corrupt", "reference_corrupt", "reference_missing")
+
+
+@dataclass
+class Hold:
+    """Why a model's events are dead-lettered instead of processed, and until when."""
+
+    #: One of :data:`HOLD_REASONS`.
+    reason: str
+    #: What was found (for the log and the dead letters' message).
+    detail: str
+    #: Monotonic time after which the worker checks again whether the cause is gone.
+    recheck_at: float
+
+
+class ModelHolds:
+    """The models a worker holds back, per partition index.
+
+    A held model's events go to the dead-letter topic (stage = the reason), its stored
+    state is left as it is (the evidence), and the rest of the partition keeps flowing.
+    The model is checked again after ``recheck_seconds`` (a reference stored again, a
+    repaired record). Each hold is logged once; ``driftline_models_quarantined{reason}``
+    counts them.
+
+    Parameters
+    ----------
+    worker
+        Worker name (metric label).
+    recheck_seconds
+        Seconds a hold stays in force before the cause is checked again.
+    """
+
+    def __init__(
+        self, worker: str, recheck_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.worker = worker
+        self.recheck_seconds = recheck_seconds
+        self._clock = clock
+        self._held: dict[int, dict[tuple[str, ...], Hold]] = {}
+        self._count()  # every reason's series from zero, so a rule sees 0, not absence
+
+    def of(self, p: int) -> dict[tuple[str, ...], Hold]:
+        """Every hold of partition ``p`` (in force or due for a recheck)."""
+        return self._held.get(p, {})
+
+    def holding(self, p: int, model: tuple[str, ...]) -> Hold | None:
+        """The hold on ``model`` in partition ``p`` if in force (not due for a recheck)."""
+        h = self._held.get(p, {}).get(model)
+        return h if h is not None and self._clock() < h.recheck_at else None
+
+    def hold(self, p: int, model: tuple[str, ...], reason: str, detail: str) -> Hold:
+        """Hold back ``model`` in partition ``p`` (again: the recheck time moves on)."""
+        held = self._held.setdefault(p, {})
+        old = held.get(model)
+        if old is None or old.reason != reason:
+            log.error(
+                "model %s of partition %d held back (%s): %s; its events go to the "
+                "dead-letter topic",
+                "/".join(model),
+                p,
+                reason,
+                detail,
+            )
+        h = Hold(reason, detail, self._clock() + self.recheck_seconds)
+        held[model] = h
+        self._count()
+        return h
+
+    def release(self, p: int, model: tuple[str, ...]) -> None:
+        """Process ``model`` again (the cause of its hold is gone)."""
+        h = self._held.get(p, {}).pop(model, None)
+        if h is not None:
+            log.warning("model %s is processed again (was held: %s)", "/".join(model), h.reason)
+            self._count()
+
+    def forget(self, p: int) -> None:
+        """Drop partition ``p``'s holds (revoked, quarantined or reloaded)."""
+        if self._held.pop(p, None):
+            self._count()
+
+    def _count(self) -> None:
+        counts = dict.fromkeys(HOLD_REASONS, 0)
+        for held in self._held.values():
+            for h in held.values():
+                counts[h.reason] = counts.get(h.reason, 0) + 1
+        for reason, n in counts.items():
+            m.MODELS_QUARANTINED.labels(self.worker, reason).set(n)
