@@ -195,3 +195,25 @@ def test_three_hundred_features_bounded_components_and_state() -> None:
     assert _numbers(record) <= 3 * per_sketch + 64 < d * d / 4
     back = ModelState.from_bytes(st.to_bytes(), ref)
     assert back.mv is not None and back.mv.same_state(st.mv)
+
+
+def test_a_firing_during_a_cooldown_opens_the_episode_when_the_cooldown_ends() -> None:
+    # The stream's input_drift episode is cooling down (forced here: 4 windows) when the
+    # pair reverses. The detector fires at once, but no episode may open; it stays away,
+    # so the episode opens at the first window close after the cooldown, by it.
+    events = stream(38, 7_000, lambda i: 0.8 if i < 2_000 else -0.8)
+    ref = reference()
+    states: dict[StateKey, ModelState] = {}
+    alerts = process_batch(events[:2_000], states, lambda m, v: ref).alerts
+    (st,) = states.values()
+    st.episode("input_drift").cooldown = 4
+    for i in range(2_000, 7_000, 500):
+        alerts += process_batch(events[i : i + 500], states, lambda m, v: ref).alerts
+    drift = [a for a in alerts if a.kind == "input_drift"]
+    assert [(a.status, a.detector) for a in drift] == [("firing", "multivariate")]
+    # Windows of 500 events: the cooldown ends at the close of the 4th window after it
+    # started (events 2,000-3,999), so the episode opens at event 3,999.
+    assert at(drift[0]) == 3_999
+    assert {f.feature for f in drift[0].top_features[:2]} == {"f00", "f01"}
+    assert drift[0].threshold == 1.0 and drift[0].statistic >= 1.0
+    assert st.mv is not None and st.mv.drifting

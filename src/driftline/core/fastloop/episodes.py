@@ -22,7 +22,7 @@ from driftline.core.fastloop.state import DriftEpisode, ModelState
 from driftline.core.fastloop.window_tests import WindowTest
 from driftline.core.reference import ReferenceProfile
 
-__all__ = ["on_detections", "step_episode"]
+__all__ = ["on_detections", "open_late", "step_episode"]
 
 #: Alert kinds that sequential detectors open, in the order they are handled.
 _EARLY_KINDS = ("input_drift", "output_drift")
@@ -52,6 +52,19 @@ def on_detections(
             st.early[d.feature] = float(pol.ph_threshold) if d.detector == "page_hinkley" else 1.0
         first = mine[0]
         _early_fire(st, ref, first, times[first.at], count_at + first.at + 1, result)
+
+
+def open_late(
+    st: ModelState,
+    ref: ReferenceProfile,
+    d: Detection,
+    at_ms: int,
+    count: int,
+    result: BatchResult,
+) -> None:
+    """At a window's close, a detector still away whose firing a cooldown swallowed
+    (:func:`driftline.core.fastloop.multivariate.unalerted`) opens its kind's episode."""
+    _early_fire(st, ref, d, at_ms, count, result)
 
 
 def _early_fire(

@@ -33,10 +33,10 @@ from driftline.core.fastloop.plan import Plan, SegmentArrays
 from driftline.core.fastloop.sequential import Detection
 from driftline.core.fastloop.state import ModelState
 from driftline.core.fastloop.window_tests import WindowTest
-from driftline.core.multivariate import Attribution
+from driftline.core.multivariate import Attribution, attribute
 from driftline.core.reference import ReferenceProfile
 
-__all__ = ["FEATURE", "MultivariateRun", "holding", "start", "window_row"]
+__all__ = ["FEATURE", "MultivariateRun", "holding", "start", "unalerted", "window_row"]
 
 #: The window summary's test row (and the metrics' feature label) of the detector.
 FEATURE = "__multivariate__"
@@ -94,6 +94,31 @@ def start(
 def holding(st: ModelState) -> bool:
     """Whether the detector is away from the reference (an open episode stays open)."""
     return st.mv is not None and st.mv.drifting
+
+
+def unalerted(st: ModelState) -> Detection | None:
+    """At a window's close: the detector is away, yet the stream's ``input_drift``
+    episode is neither firing nor cooling down.
+
+    That happens when the detector fired during a cooldown (the firing was not
+    alerted) and is still away when the cooldown ends; its detection then opens the
+    episode now. The statistic is its current level against threshold 1 (the CUSUM
+    is past its crossing), and the features are named from the recent events. None
+    otherwise.
+    """
+    det = st.mv
+    if det is None or not det.drifting or not st.episode("input_drift").may_open:
+        return None
+    top = _top(attribute(det.profile, det.recent()))
+    return Detection(
+        0,
+        "input_drift",
+        top[0][0] if top else FEATURE,
+        "multivariate",
+        statistic=det.level,
+        threshold=1.0,
+        top=top,
+    )
 
 
 def window_row(st: ModelState) -> WindowTest | None:
