@@ -102,7 +102,7 @@ async def _put_references(cfg: dict[str, Any]) -> None:
         client,
         prefix=cfg["prefix"],
         group=cfg["group"],
-        signing_key=Settings().redis.state_signing_key.get_secret_value().encode(),
+        signing_key=Settings().redis.signing_key(),
     )
     try:
         for name in cfg.get("models", ["churn"]):
@@ -961,6 +961,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dl-bench-") as tmp_name:
         tmp = Path(tmp_name)
         stack = DevStack(tmp / "stack").start()
+        # Children inherit the stack's signing key (there is no default key).
+        os.environ["DRIFTLINE_REDIS__STATE_SIGNING_KEY"] = stack.signing_key
         try:
             b = Bench(args, stack, tmp)
             (tmp / "reference.json").write_bytes(_reference().to_bytes())

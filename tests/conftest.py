@@ -7,6 +7,8 @@ and its own Redis key prefix, so tests share the servers without sharing state.
 
 from __future__ import annotations
 
+import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +19,10 @@ import redis.asyncio.cluster as aiocluster
 
 from driftline.config import Settings
 from driftline.runtime.devstack import DevStack, RedisCluster
+
+# There is no default signing key (issue 16): every test run makes its own, and the
+# worker children the tests start inherit it through the environment.
+os.environ["DRIFTLINE_REDIS__STATE_SIGNING_KEY"] = secrets.token_hex(32)
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ async def store_reference(sim: SimulatedModel) -> None:
         client,
         prefix=settings.redis.key_prefix,
         group=settings.monitor.group_id,
-        signing_key=settings.redis.state_signing_key.get_secret_value().encode(),
+        signing_key=settings.redis.signing_key(),
     )
     try:
         await store.put_reference(sim.model_id, sim.model_version, ref.to_bytes())

@@ -82,6 +82,11 @@ class KafkaSettings(BaseModel):
         return kw
 
 
+#: Keys that were published with Driftline (the old development fallback): anyone can
+#: forge records with them, so they are refused like a missing key.
+_PUBLIC_KEYS = frozenset({"driftline-dev-signing-key"})
+
+
 class RedisSettings(BaseModel):
     """How to reach Redis: ``redis://`` or ``rediss://`` (TLS), optionally an ACL user."""
 
@@ -97,8 +102,10 @@ class RedisSettings(BaseModel):
     socket_timeout: float | None = Field(default=10.0, gt=0)
     #: Seconds to establish a connection.
     socket_connect_timeout: float | None = Field(default=5.0, gt=0)
-    #: HMAC key that signs every stored state record; a tampered record is rejected.
-    state_signing_key: SecretStr = SecretStr("driftline-dev-signing-key")
+    #: HMAC key that signs every stored record (state, references); a tampered or
+    #: foreign record is refused. Required by every command that reads or writes Redis
+    #: state: there is no default (see :meth:`signing_key`).
+    state_signing_key: SecretStr | None = None
 
     @field_validator("url")
     @classmethod
@@ -106,6 +113,25 @@ class RedisSettings(BaseModel):
         if urlsplit(v).scheme not in ("redis", "rediss"):
             raise ValueError("redis.url must start with redis:// or rediss://")
         return v
+
+    def signing_key(self) -> SecretStr:
+        """The configured state signing key; :class:`ConfigError` when there is none.
+
+        Every worker and command that signs or verifies stored records calls this
+        before it connects, so a missing key stops it with one clear line.
+        """
+        key = self.state_signing_key
+        if key is None or not key.get_secret_value():
+            raise ConfigError(
+                "no state signing key: set DRIFTLINE_REDIS__STATE_SIGNING_KEY "
+                "(e.g. to the output of `openssl rand -hex 32`); there is no default"
+            )
+        if key.get_secret_value() in _PUBLIC_KEYS:
+            raise ConfigError(
+                "redis.state_signing_key is the former built-in development key, which is "
+                "public: generate a key of your own (`openssl rand -hex 32`)"
+            )
+        return key
 
     def redacted_url(self) -> str:
         """The URL without any password, safe for logs."""

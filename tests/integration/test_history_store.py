@@ -19,6 +19,7 @@ from driftline.runtime.keyspace import history_key, history_models_key, key_slot
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import HistoryBatch, StateStore
 from driftline.views.report.build import report_from_store
+from driftline.views.status import model_statuses
 from report_scenarios import (
     churn_events,
     churn_reference,
@@ -162,6 +163,9 @@ async def test_history_works_under_the_documented_acl(tmp_path):
         assert len(hist.windows) == len(res.windows)
         assert await store.history_models() == ["churn"]
         assert await store.history_latest("churn")
+        # the status page's reads: SSCAN of the models, one pipeline of their history
+        (status,) = await model_statuses(store)
+        assert status["model"] == "churn" and status["streams"]
         data = await report_from_store(store, "churn")
         assert data["windows"] == len(res.windows)
         assert await admin.execute_command("ACL", "LOG") == []

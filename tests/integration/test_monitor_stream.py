@@ -19,6 +19,7 @@ from driftline.offline.replay import Replayer
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import StateStore
 from support import (
+    MONITOR_SRC,
     assert_close,
     pair_events,
     pair_reference,
@@ -151,6 +152,9 @@ async def test_stationary_stream_of_200k_events_raises_no_alert(settings):
 def _spawn_monitor(settings):
     env = {
         **os.environ,
+        # The child runs the source tree this test imported, not whatever the
+        # interpreter's editable install points at (as support.monitor_env does).
+        "PYTHONPATH": MONITOR_SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
         "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "DRIFTLINE_REDIS__URL": settings.redis.url,
         "DRIFTLINE_REDIS__KEY_PREFIX": settings.redis.key_prefix,

@@ -167,6 +167,21 @@ def _mutated_events(n: int, rng: random.Random) -> list[bytes]:
             e["segment"] = rng.choice([{"c": ""}, {"c": "DE"}, {"c": 1}, [], None])
         elif roll < 0.18:
             del e[rng.choice(["prediction_id", "features", "prediction"])]
+        elif roll < 0.19:  # ids a later stage cannot represent, or spelt twice (issue 16)
+            e[rng.choice(["model_id", "model_version"])] = rng.choice(
+                ["churn{x}", "ch\x00urn", "churn\x1f", "ｃｈｕｒｎ", "cafe\u0301", "ok:1"]
+            )
+        elif roll < 0.2:
+            e["prediction_id"] = rng.choice(["p\n1", "p\x851", "{p1}", "p:1"])
+        elif roll < 0.21:  # a repeated key, at the top level or inside an object
+            data = orjson.dumps(e)
+            spot = rng.choice([b'{"', b'"features":{"', b'"scores":{"'])
+            extra = rng.choice([b'"model_id":"fraud",', b'"f00":1.0,', b'"stay":0.5,'])
+            out.append(data.replace(spot, spot[:-1] + extra + b'"', 1))
+            continue
+        elif roll < 0.215:  # bytes that are not UTF-8 inside a string
+            out.append(orjson.dumps(e).replace(b'"churn"', b'"ch\xffurn"', 1))
+            continue
         try:
             out.append(orjson.dumps(e))
         except TypeError:

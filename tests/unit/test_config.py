@@ -64,3 +64,71 @@ def test_only_config_reads_the_environment():
     offenders = [p.name for p in src.rglob("*.py")
                  if "os.environ" in p.read_text() and p.name not in ("config.py", "devstack.py")]
     assert offenders == []
+
+
+# --- no default secrets (issue 16, item 3) --------------------------------------------
+
+
+def test_there_is_no_default_signing_key(monkeypatch):
+    monkeypatch.delenv("DRIFTLINE_REDIS__STATE_SIGNING_KEY", raising=False)
+    s = load_settings()
+    assert s.redis.state_signing_key is None
+    with pytest.raises(ConfigError, match="no state signing key: set DRIFTLINE_REDIS__STATE"):
+        s.redis.signing_key()
+
+
+def test_the_former_development_key_is_refused(monkeypatch):
+    monkeypatch.setenv("DRIFTLINE_REDIS__STATE_SIGNING_KEY", "driftline-dev-signing-key")
+    with pytest.raises(ConfigError, match="former built-in development key") as err:
+        load_settings().redis.signing_key()
+    assert "driftline-dev-signing-key" not in str(err.value)  # never echo a key
+
+
+def test_a_configured_key_is_used(monkeypatch):
+    monkeypatch.setenv("DRIFTLINE_REDIS__STATE_SIGNING_KEY", "k" * 32)
+    assert load_settings().redis.signing_key().get_secret_value() == "k" * 32
+
+
+def test_open_store_refuses_to_build_a_client_without_a_key(monkeypatch):
+    from driftline.runtime.store import open_store
+
+    monkeypatch.delenv("DRIFTLINE_REDIS__STATE_SIGNING_KEY", raising=False)
+    with pytest.raises(ConfigError, match="no state signing key"):
+        open_store(load_settings().redis, "g")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["monitor"],
+        ["labels"],
+        ["retrain", "--no-metrics"],
+        ["serve", "--port", "0"],
+        ["reference", "show", "--model", "m", "--version", "1"],
+        ["report", "--model", "m", "--out", "/dev/null"],
+    ],
+)
+def test_commands_that_sign_or_verify_refuse_to_start_without_a_key(argv):
+    """One clear line on stderr, exit 2, no traceback; nothing is contacted (the
+    Kafka and Redis addresses point nowhere)."""
+    import os
+    import subprocess
+    import sys
+
+    import driftline
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(driftline.__file__))
+    env["DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS"] = "127.0.0.1:1"
+    env["DRIFTLINE_REDIS__URL"] = "redis://127.0.0.1:1/0"
+    out = subprocess.run(
+        [sys.executable, "-m", "driftline", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no state signing key" in lines[0], out.stderr
+    assert "Traceback" not in out.stderr

@@ -42,7 +42,7 @@ async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
         res.training_data(), args.model, args.version, policy=policy, source=str(args.data)
     )
     if args.out:
-        size = write_reference_file(Path(args.out), ref, settings.redis.state_signing_key)
+        size = write_reference_file(Path(args.out), ref, settings.redis.signing_key())
         where = f"wrote {args.out} ({size:,} bytes)"
     else:
         from driftline.runtime.store import open_store
@@ -71,7 +71,7 @@ async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
 async def reference_show(args: argparse.Namespace, settings: Settings) -> int:
     """Print a reference from Redis or a file (``--json``: the stored envelope)."""
     if args.file:
-        ref = read_reference_file(Path(args.file), settings.redis.state_signing_key)
+        ref = read_reference_file(Path(args.file), settings.redis.signing_key())
         blob = ref.to_bytes()
     else:
         if not args.model:
@@ -88,7 +88,7 @@ async def reference_show(args: argparse.Namespace, settings: Settings) -> int:
         blob = found
         ref = ReferenceProfile.from_bytes(blob)
         if args.out:
-            write_reference_file(Path(args.out), ref, settings.redis.state_signing_key)
+            write_reference_file(Path(args.out), ref, settings.redis.signing_key())
             say(f"driftline: wrote {args.out}")
     if args.json:
         print(blob.decode())

@@ -71,6 +71,7 @@ async def report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
+    settings.redis.signing_key()  # references are signed: no key, no page
     server = StatusServer(settings, host=args.host, port=args.port)
 
     def _stop(signum: int, frame: Any) -> None:

@@ -30,6 +30,7 @@ def _stop_on_signals(stop: Callable[[], None], settings: Settings) -> None:
 
 
 async def monitor(args: argparse.Namespace, settings: Settings) -> int:
+    settings.redis.signing_key()  # no key: one line, before anything starts
     port = serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
     log.info(
         "metrics on :%d/metrics; kafka %s; redis %s",
@@ -57,6 +58,7 @@ async def labels(args: argparse.Namespace, settings: Settings) -> int:
     if args.report:
         print(await report_text(settings, args.model, args.champion, args.json))
         return 0
+    settings.redis.signing_key()  # no key: one line, before anything starts
     port = serve_metrics(settings.metrics_port, settings.metrics_certfile, settings.metrics_keyfile)
     log.info("metrics on :%d/metrics", port)
     worker = LabelJoiner(settings, name=args.name)
@@ -77,6 +79,7 @@ async def labels(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def retrain(args: argparse.Namespace, settings: Settings) -> int:
+    settings.redis.signing_key()  # its state is signed: no key, one line, nothing started
     default = RetrainPolicy()
 
     def _set(text: str | None, fallback: frozenset[str]) -> frozenset[str]:

@@ -21,6 +21,7 @@ from driftline.contract.events import (
     BATCH_FORMAT,
     LIMITS,
     PredictionBatch,
+    _id_bad,
     _id_problem,
     _kind,
     _load,
@@ -162,6 +163,8 @@ def check_prediction_batch(
         return problem
     if set(map(type, ids)) != {str} or not 0 < min(map(len, ids)) <= max(map(len, ids)) <= _MAX_ID:
         return "prediction_ids: need strings of 1 to 256 characters"
+    if _id_bad("".join(ids)):
+        return "prediction_ids: must not contain a control character"
     ts = obj["timestamps"]
     problem = _column_problem("timestamps", ts, count)
     if problem:

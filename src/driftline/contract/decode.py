@@ -39,8 +39,11 @@ from driftline.contract.events import (
     LIMITS,
     RFC3339_PATTERN,
     SCHEMA_VERSION,
+    _id_bad,
     check_prediction,
     decode_prediction_fast,
+    duplicate_key,
+    model_id_ok,
     names_are_valid,
 )
 from driftline.contract.keys import KeyTuple
@@ -80,6 +83,8 @@ def decode_record(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
     version = obj.get("schema_version")
     if type(version) is int and version > SCHEMA_VERSION:
         return ColumnarBatch.from_dict(decode_prediction_batch_fast(value))  # raises
+    if duplicate_key(value, obj) is not None:
+        return ColumnarBatch.from_dict(decode_prediction_batch_fast(value))  # raises
     types: dict[str, frozenset[type]] = {}
     reason = check_prediction_batch(obj, types)
     if reason is not None:
@@ -106,7 +111,7 @@ def decode_records(
     fast = _all_singles(values)
     if fast is not None:
         groups = _bulk_columns(fast)
-        if groups is not None:
+        if groups is not None and _keys_unique(values, fast):
             frame = EventFrame(fast)
             frame.groups = groups
             return frame, []
@@ -134,17 +139,24 @@ def decode_records(
         index.append(i)
     if not batches:
         groups = _bulk_columns(items)
-        if groups is not None:
+        if groups is not None and _keys_unique([values[i] for i in index], items):
             frame = EventFrame(items)
             frame.groups = groups
             return frame, bad
     frame = EventFrame()
-    singles = [it for it in items if type(it) is dict]
-    if batches and singles and _bulk_columns(singles) is not None:
+    singles = [(it, i) for it, i in zip(items, index, strict=True) if type(it) is dict]
+    if (
+        batches
+        and singles
+        and _bulk_columns([it for it, _ in singles]) is not None
+        and _keys_unique([values[i] for _, i in singles], [it for it, _ in singles])
+    ):
         frame.extend(items)  # all valid; the core groups the mix itself
         return frame, bad
     for item, i in zip(items, index, strict=True):
-        if type(item) is dict and not _prediction_ok(item):
+        if type(item) is dict and not (
+            _prediction_ok(item) and duplicate_key(values[i] or b"", item) is None
+        ):
             v = values[i]
             assert v is not None
             try:
@@ -197,7 +209,47 @@ def _texts(values: Sequence[Any]) -> Iterator[Any]:
 
 
 def _ids_ok(col: Sequence[Any]) -> bool:
-    return set(map(type, col)) == {str} and min(map(len, col)) > 0 and max(map(len, col)) <= _MAX_ID
+    return (
+        set(map(type, col)) == {str}
+        and min(map(len, col)) > 0
+        and max(map(len, col)) <= _MAX_ID
+        and _id_bad("".join(col)) is None
+    )
+
+
+def _model_ids_ok(col: Sequence[Any]) -> bool:
+    return (
+        set(map(type, col)) == {str}
+        and min(map(len, col)) > 0
+        and max(map(len, col)) <= _MAX_ID
+        and all(map(model_id_ok, set(col)))
+    )
+
+
+_get_features = itemgetter("features")
+
+
+def _keys_unique(values: Sequence[Any], objs: list[dict[str, Any]]) -> bool:
+    """Whether no record repeats a key in one object, proved by counting colons over the
+    whole fetch (see :func:`driftline.contract.events.duplicate_key`); False means "check
+    each record", never a verdict. Call after :func:`_bulk_columns` accepted ``objs``."""
+    joined = b"".join(values)
+    if b"\\" in joined:
+        return False
+    keys = sum(map(len, objs)) + sum(map(len, map(_get_features, objs)))
+    keys += sum(map(len, filter(None, map(_get_scores, objs))))
+    keys += sum(map(len, filter(None, map(_get_segment, objs))))
+    # numpy counts a fetch's colons ~5x faster than bytes.count (bench: 2.7 MB).
+    colons = int(np.count_nonzero(np.frombuffer(joined, np.uint8) == _COLON))
+    excess = colons - keys  # colons inside strings, or repeated keys
+    if excess == 0:
+        return True
+    texts = list(chain.from_iterable(map(_TEXTS, objs)))
+    return excess == "".join(_texts(texts)).count(":")
+
+
+_COLON = ord(":")
+_TEXTS = itemgetter("prediction_id", "model_id", "model_version", "timestamp", "prediction")
 
 
 def _bulk_columns(objs: list[dict[str, Any]]) -> dict[KeyTuple, list[Columns]] | None:
@@ -214,7 +266,7 @@ def _bulk_columns(objs: list[dict[str, Any]]) -> dict[KeyTuple, list[Columns]] |
     except (KeyError, TypeError):
         return None
     pid, mid, mver, ts, feats, pred = zip(*tops, strict=True)
-    if not (_ids_ok(pid) and _ids_ok(mid) and _ids_ok(mver)):
+    if not (_ids_ok(pid) and _model_ids_ok(mid) and _model_ids_ok(mver)):
         return None
     versions = list(map(_get_schema_version, objs))
     if not (set(map(type, versions)) <= {_NONE, int} and set(versions) <= _VERSIONS_OK):

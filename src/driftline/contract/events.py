@@ -18,13 +18,16 @@ plain dict. The schemas ship as package data; :func:`json_schema` loads one.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import unicodedata
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -108,8 +111,51 @@ RFC3339_PATTERN = (
 )
 _RFC3339 = re.compile(RFC3339_PATTERN)
 
+# Ids are names chosen by operators and software, never text from data: a control
+# character in one is a producer bug, and model ids and versions become Redis key names,
+# where '{' and '}' would move the Redis Cluster hash tag. So (issue 16):
+#   * no id holds a control character (C0, DEL, C1);
+#   * model_id and model_version hold no '{' or '}' and are in Unicode NFKC form, so two
+#     ids that read alike ('m1' and full-width 'ｍ１', NFC and NFD 'é') are never two
+#     models; a non-NFKC id is refused, not silently rewritten (the producer would not
+#     recognise its own id in alerts).
+# The schemas say "not": {"pattern": <class>} (search semantics, so ECMA-262, Python and
+# Rust read it alike; an anchored "$" would let Python accept a final newline). NFKC
+# cannot be written in a JSON Schema: see schemas/README.md.
+#: Characters no id may hold: C0 controls, DEL and C1 controls.
+ID_FORBIDDEN = r"[\u0000-\u001F\u007F-\u009F]"
+#: Characters model_id and model_version may not hold: controls and Redis hash-tag braces.
+MODEL_ID_FORBIDDEN = r"[\u0000-\u001F\u007F-\u009F{}]"
+_id_bad = re.compile(ID_FORBIDDEN).search
+_model_id_bad = re.compile(MODEL_ID_FORBIDDEN).search
+
+
+def _id_text(v: str) -> str:
+    if _id_bad(v):
+        raise ValueError("must not contain a control character")
+    return v
+
+
+def _model_id_text(v: str) -> str:
+    if _model_id_bad(v):
+        raise ValueError("must not contain a control character, '{' or '}'")
+    if not unicodedata.is_normalized("NFKC", v):
+        raise ValueError("must be in Unicode NFKC form")
+    return v
+
+
 # Strict: pydantic's lax ``str`` would also take ``bytes`` from a Python caller.
-Id = Annotated[StrictStr, StringConstraints(min_length=1, max_length=LIMITS.max_id_length)]
+Id = Annotated[
+    StrictStr,
+    StringConstraints(min_length=1, max_length=LIMITS.max_id_length),
+    AfterValidator(_id_text),
+]
+#: model_id and model_version: an :data:`Id` without braces, in NFKC form.
+ModelId = Annotated[
+    StrictStr,
+    StringConstraints(min_length=1, max_length=LIMITS.max_id_length),
+    AfterValidator(_model_id_text),
+]
 Name = Annotated[StrictStr, StringConstraints(min_length=1, max_length=LIMITS.max_name_length)]
 StringValue = Annotated[StrictStr, StringConstraints(max_length=LIMITS.max_string_value_length)]
 FeatureValue = StrictBool | StrictInt | StrictFloat | StringValue | None
@@ -196,8 +242,8 @@ class PredictionEvent(_Event):
     """
 
     prediction_id: Id
-    model_id: Id
-    model_version: Id
+    model_id: ModelId
+    model_version: ModelId
     timestamp: Timestamp
     features: Annotated[dict[Name, FeatureValue], Field(max_length=LIMITS.max_features)]
     prediction: Label
@@ -209,7 +255,7 @@ class LabelEvent(_Event):
     """The true outcome of a prediction, arriving later."""
 
     prediction_id: Id
-    model_id: Id
+    model_id: ModelId
     label: Label
     timestamp: Timestamp
 
@@ -244,8 +290,8 @@ class PredictionBatch(BaseModel):
 
     format: Literal["driftline.prediction_batch"]
     schema_version: SchemaVersion | None = None
-    model_id: Id
-    model_version: Id
+    model_id: ModelId
+    model_version: ModelId
     count: Annotated[StrictInt, Field(ge=1, le=LIMITS.max_batch_rows)]
     prediction_ids: Annotated[list[Id], _BatchLength]
     timestamps: Annotated[list[Timestamp], _BatchLength]
@@ -326,8 +372,8 @@ class DriftAlert(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     alert_id: Annotated[StrictStr, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-    model_id: Id
-    model_version: Id
+    model_id: ModelId
+    model_version: ModelId
     segment: dict[Name, SegmentValue] | None = None
     kind: AlertKind
     status: AlertStatus
@@ -436,8 +482,8 @@ class ReferenceEnvelope(BaseModel):
     format: Literal["driftline.reference"] = "driftline.reference"
     format_version: One = 1
     reference_id: Id
-    model_id: Id
-    model_version: Id
+    model_id: ModelId
+    model_version: ModelId
     created_at: Annotated[StrictInt, Field(ge=0)]
     source: Annotated[StrictStr, StringConstraints(max_length=1024)]
     row_count: Annotated[StrictInt, Field(ge=0)]
@@ -456,18 +502,116 @@ class ReferenceEnvelope(BaseModel):
         return v
 
 
+def json_problem(data: bytes, exc: Exception) -> str:
+    """The reason a record orjson could not parse is refused.
+
+    Bytes that are not UTF-8 say so (``invalid_utf8: ...``) rather than orjson's
+    "surrogates not allowed", which names the wrong fault.
+    """
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"invalid_utf8: byte 0x{data[bad.start]:02x} at offset {bad.start} is not UTF-8"
+    except AttributeError:  # not bytes: orjson's own words
+        pass
+    return f"not JSON: {exc}"
+
+
+# --- duplicate keys -------------------------------------------------------------------
+#
+# JSON allows an object to repeat a key and orjson keeps the last value, so
+# {"model_id": "a", ..., "model_id": "b"} would be read as model "b" by Driftline but as
+# "a" by a parser that keeps the first. Such a record is refused. orjson cannot report
+# duplicates, so counts on the raw bytes prove their absence cheaply; only a record
+# the counts cannot clear is parsed a second time (by the json module) to find one.
+#
+# Why the counts are exact (never clear a record with a duplicate): every key token in
+# the raw text is followed by exactly one structural ':' (after optional whitespace),
+# and a parsed object holds at most one entry per key token. So
+#   (1) with no backslash in the bytes (no escapes: parsed strings appear verbatim),
+#       count(b":") >= key tokens + colons of the parsed strings counted, and key
+#       tokens >= parsed keys; equality forces key tokens == parsed keys;
+#   (2) with no whitespace before any ':', every key token ends in b'":' and any other
+#       b'":' lies inside a string, so count(b'":') == parsed keys forces the same.
+# The parsed keys counted are the top level and the known nested objects (features,
+# scores, segment); any other nested object makes the counts disagree (slow path).
+
+_KNOWN_TEXTS = ("prediction_id", "model_id", "model_version", "timestamp", "prediction")
+_LOOSE_COLONS = (b" :", b"\t:", b"\n:", b"\r:")
+
+
+class _Duplicate(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _Duplicate(key)
+        seen.add(key)
+
+
+def declared_keys(obj: dict[str, Any]) -> int:
+    """Keys of ``obj`` and of its known nested objects (features, scores, segment)."""
+    get = obj.get
+    f, c, s = get("features"), get("scores"), get("segment")
+    return (
+        len(obj)
+        + (len(f) if type(f) is dict else 0)
+        + (len(c) if type(c) is dict else 0)
+        + (len(s) if type(s) is dict else 0)
+    )
+
+
+def _known_colons(obj: dict[str, Any]) -> int:
+    n = 0
+    for name in _KNOWN_TEXTS:
+        v = obj.get(name)
+        if type(v) is str:
+            n += v.count(":")
+    return n
+
+
+def duplicate_key(data: bytes, obj: dict[str, Any]) -> str | None:
+    """A key repeated in one of the JSON objects of ``data`` (which parsed to ``obj``).
+
+    ``None`` when every object's keys are distinct. Counting on the raw bytes clears
+    almost every record at the cost of one pass; the others are parsed again.
+    """
+    keys = declared_keys(obj)
+    if b"\\" not in data:
+        excess = data.count(b":") - keys  # colons inside strings, or a repeated key
+        if excess == 0 or excess == _known_colons(obj):
+            return None
+    if data.count(b'":') == keys and not any(c in data for c in _LOOSE_COLONS):
+        return None
+    try:
+        json.loads(data, object_pairs_hook=_unique_pairs)
+    except _Duplicate as dup:
+        return dup.key
+    except (ValueError, RecursionError):
+        return "(nested too deeply to check)"
+    return None
+
+
 def _load(
     data: bytes, max_bytes: int = LIMITS.max_event_bytes, what: str = "event"
 ) -> dict[str, Any]:
-    """Size check, JSON parse, object check and version gate shared by every decoder."""
+    """Size check, JSON parse, object and duplicate-key checks and version gate shared
+    by every decoder."""
     if len(data) > max_bytes:
         raise ValidationError(f"{what} is {len(data)} bytes, over {max_bytes}")
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"not JSON: {exc}") from None
+        raise DecodeError(json_problem(data, exc)) from None
     if not isinstance(obj, dict):
         raise DecodeError(f"expected a JSON object, got {type(obj).__name__}")
+    dup = duplicate_key(data, obj)
+    if dup is not None:
+        raise DecodeError(f"duplicate key {_short(dup)} in a JSON object")
     version = obj.get("schema_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         raise UnsupportedVersion(f"schema_version {version} > supported {SCHEMA_VERSION}")
@@ -684,10 +828,37 @@ def _prediction_problem(obj: dict[str, Any]) -> str:
     return problem or "invalid prediction event"
 
 
+#: Model ids and versions already found valid (the same idea as ``_valid_names``): a
+#: stream carries few, so the character and NFKC checks run once per id.
+_valid_model_ids: set[str] = set()
+_MODEL_FIELDS = frozenset({"model_id", "model_version"})
+
+
+def model_id_ok(v: str) -> bool:
+    """Whether ``v`` (a string of valid length) is a valid model id or version: no
+    control character, no ``{`` or ``}``, in NFKC form. Valid ones are remembered."""
+    if v in _valid_model_ids:
+        return True
+    if _model_id_bad(v) or not unicodedata.is_normalized("NFKC", v):
+        return False
+    if len(_valid_model_ids) > _NAME_CACHE_SIZE:
+        _valid_model_ids.clear()
+    _valid_model_ids.add(v)
+    return True
+
+
 def _id_problem(obj: dict[str, Any], field: str) -> str | None:
     v = obj.get(field)
     if type(v) is str and 0 < len(v) <= _MAX_ID:
-        return None
+        if field in _MODEL_FIELDS:
+            if model_id_ok(v):
+                return None
+            if _model_id_bad(v):
+                return f"{field}: must not contain a control character, '{{' or '}}'"
+            return f"{field}: must be in Unicode NFKC form"
+        if _id_bad(v) is None:
+            return None
+        return f"{field}: must not contain a control character"
     return _field_problem(obj, field, _MAX_ID)
 
 
@@ -741,6 +912,9 @@ def check_prediction(obj: object) -> str | None:
         )
         and type(feats) is dict
         and len(feats) <= _MAX_FEATURES
+        and (mid in _valid_model_ids or model_id_ok(mid))
+        and (mver in _valid_model_ids or model_id_ok(mver))
+        and _id_bad(pid) is None
     ):
         return _prediction_problem(obj)
     # features: every key a valid name, every value a scalar, strings bounded

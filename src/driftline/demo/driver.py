@@ -44,7 +44,7 @@ async def run_demo(
         try:
             settings = Settings(
                 kafka={"bootstrap_servers": stack.broker.bootstrap},
-                redis={"url": stack.redis.url},
+                redis={"url": stack.redis.url, "state_signing_key": stack.signing_key},
                 metrics_port=0,
             )
             print(

@@ -45,7 +45,7 @@ def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> Any:
 
 
 def _signing_key(key: bytes | str | SecretStr | None) -> bytes | str | SecretStr:
-    return key if key is not None else load_settings().redis.state_signing_key
+    return key if key is not None else load_settings().redis.signing_key()
 
 
 class Reference:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -300,6 +301,8 @@ class DevStack:
     workdir: Path
     broker: TansuBroker = field(default_factory=TansuBroker)
     redis: RedisServer | RedisCluster = field(default_factory=RedisServer)
+    #: A state signing key made for this stack (there is no default key; issue 16).
+    signing_key: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
 
     def start(self) -> DevStack:
         """Start both services; when one fails, stop what already started."""
@@ -332,6 +335,7 @@ class DevStack:
         return {
             "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "DRIFTLINE_REDIS__URL": self.redis.url,
+            "DRIFTLINE_REDIS__STATE_SIGNING_KEY": self.signing_key,
         }
 
 

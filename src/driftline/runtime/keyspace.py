@@ -20,6 +20,7 @@ __all__ = [
     "history_key",
     "history_models_key",
     "key_slot",
+    "model_owner_key",
     "partition_keys",
     "reference_index_key",
     "reference_key",
@@ -137,6 +138,18 @@ def history_key(prefix: str, model_id: str, kind: str) -> str:
 def history_models_key(prefix: str) -> str:
     """Set of the model ids that have history: ``{prefix}:hist:models``."""
     return f"{_check_name('key prefix', prefix)}:hist:models"
+
+
+def model_owner_key(prefix: str, model_id: str) -> str:
+    """Hash of the partition each consumer group last saw a model on:
+    ``{prefix}:owner:{<model_id>}``, field = group, value = ``<topic>:<partition>``.
+
+    Examples
+    --------
+    >>> model_owner_key("dl", "churn")
+    'dl:owner:{churn}'
+    """
+    return f"{_check_name('key prefix', prefix)}:owner:{{{_check_name('model_id', model_id)}}}"
 
 
 def state_record_name(state_key: str, state_field: str) -> str:

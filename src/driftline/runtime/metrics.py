@@ -118,6 +118,14 @@ STATE_REWINDS = Counter(
     ["worker", "topic"],
     registry=REGISTRY,
 )
+MODEL_PARTITION_MOVES = Counter(
+    "driftline_model_partition_moves_total",
+    "Models seen on a partition other than the one that had them before (a partition "
+    "count change, another partitioner): the new partition keeps a state of its own "
+    "(docs/reliability.md). The log names the model.",
+    ["worker", "topic"],
+    registry=REGISTRY,
+)
 QUARANTINED = Gauge(
     "driftline_partitions_quarantined",
     "Partitions this worker holds but will not process: stored state unreadable "

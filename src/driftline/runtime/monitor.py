@@ -101,6 +101,8 @@ class Models:
     warm_saved: dict[StateKey, int] = field(default_factory=dict)
     #: ``driftline_drift_active`` series this worker exports for the partition.
     active_series: set[tuple[str, str, str]] = field(default_factory=set)
+    #: Models this worker registered as carried by the partition (see _claim_models).
+    claimed: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -215,6 +217,7 @@ class MonitorWorker(Worker[Models, Done]):
         if screen.dropped:
             events, sent = await self._drop(unit, recs, refused, events, keys, screen.dropped)
             dead += sent
+        await self._claim_models(unit, screen.admitted)
         refs = screen.refs
         states = screen.states
         result = process_batch(events, states, lambda mo, v: refs.get((mo, v)))
@@ -239,6 +242,39 @@ class MonitorWorker(Worker[Models, Done]):
             side=side,
             side_deletes=side_deletes,
         )
+
+    async def _claim_models(self, unit: Unit[Models], admitted: list[StateKey]) -> None:
+        """Detect a model whose events moved here from another partition (issue 16).
+
+        Checked once per model and partition, when one of its streams is new to the
+        partition (admitted without a stored state). A moved model gets a state of its
+        own here (the old partition's state stays where it is); its alert ids cannot
+        collide with the old ones (they include the stream's first prediction id). It is
+        counted in ``driftline_model_partition_moves_total`` and logged.
+        """
+        models = unit.state
+        new = {k.model_id for k in admitted if k.model_id not in models.claimed}
+        if not new:
+            return
+        store = self.store
+        assert store is not None
+        ordered = sorted(new)
+        moved = await self.retrying(
+            "registering models",
+            functools.partial(store.claim_models, ordered, self.topic, unit.partition),
+        )
+        models.claimed.update(ordered)
+        for model, before in moved.items():
+            m.MODEL_PARTITION_MOVES.labels(self.name, self.topic).inc()
+            log.warning(
+                "model %r arrives on %s[%d] but was carried by %s: its events moved "
+                "partition (partition count or partitioner changed?); this partition "
+                "keeps a state of its own, so its windows restart here",
+                model,
+                self.topic,
+                unit.partition,
+                before,
+            )
 
     async def committed(self, unit: Unit[Models], batch: Batch[Done]) -> None:
         done = batch.result

@@ -192,7 +192,7 @@ class RetrainService:
         #: Requests recorded in the state restored on start.
         self.restored = 0
         self.app: faust.App | None = None
-        self._sealer = Sealer(settings.redis.state_signing_key)
+        self._sealer = Sealer(settings.redis.signing_key())
         self._stop = asyncio.Event()
         #: Set while the agent holds no alert (between two alerts, or done).
         self._idle = asyncio.Event()

@@ -49,6 +49,7 @@ from driftline.runtime.keyspace import (
     _check_name,
     history_key,
     history_models_key,
+    model_owner_key,
     partition_keys,
     reference_index_key,
     reference_key,
@@ -59,6 +60,7 @@ from driftline.runtime.sealer import Sealer
 __all__ = [
     "CommitResult",
     "HistoryBatch",
+    "HistorySnapshot",
     "Lease",
     "RecordWrites",
     "ReferenceLookup",
@@ -89,6 +91,14 @@ class _Script:
 _PARTITION_SCRIPT = _Script.load("store_commit.lua")
 #: a commit that also writes record hashes (the label joiner's pending predictions).
 _RECORDS_SCRIPT = _Script.load("store_join.lua")
+
+# Claim a model for a partition; returns the previous owner (nil for none). HMGET and
+# HSET only: the commands the documented service ACL already grants.
+_CLAIM_SCRIPT = """
+local before = redis.call('HMGET', KEYS[1], ARGV[1])[1]
+if before ~= ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return before
+"""
 
 
 class CommitResult(StrEnum):
@@ -200,6 +210,32 @@ class RecordWrites:
         return args
 
 
+@dataclass(frozen=True)
+class HistorySnapshot:
+    """One model's latest windows, newest alerts and newest performance point
+    (:meth:`StateStore.history_snapshots`)."""
+
+    model_id: str
+    latest: dict[str, bytes]
+    alerts: list[tuple[str, bytes]]
+    perf: list[tuple[str, bytes]]
+
+
+def _entries(rows: Any) -> list[tuple[str, bytes]]:
+    """``(entry id, payload)`` of stream entries; entries without a ``d`` field skipped."""
+    out: list[tuple[str, bytes]] = []
+    for entry_id, fields in rows or []:
+        payload = fields.get(b"d", fields.get("d"))
+        if payload is None:
+            continue
+        out.append((_text(entry_id), payload if isinstance(payload, bytes) else payload.encode()))
+    return out
+
+
+def _latest(raw: Mapping[Any, Any]) -> dict[str, bytes]:
+    return {_text(k): v if isinstance(v, bytes) else str(v).encode() for k, v in raw.items()}
+
+
 class StateStore:
     """Per-partition state, outbox and references of one consumer group in Redis.
 
@@ -232,12 +268,18 @@ class StateStore:
         settings: RedisSettings,
         group: str,
     ) -> StateStore:
-        """A store using ``settings.key_prefix`` and ``settings.state_signing_key``."""
+        """A store using ``settings.key_prefix`` and ``settings.state_signing_key``.
+
+        Raises
+        ------
+        ConfigError
+            No signing key is configured (there is no default).
+        """
         return cls(
             client,
             prefix=settings.key_prefix,
             group=group,
-            signing_key=settings.state_signing_key,
+            signing_key=settings.signing_key(),
         )
 
     def __repr__(self) -> str:
@@ -549,6 +591,33 @@ class StateStore:
             raise FencedError(f"{where}: epoch {lease.epoch} is stale; outbox not trimmed")
         self._script_failure(where, status, rest)
 
+    # ------------------------------------------------------------------ model ownership
+
+    async def claim_models(
+        self, model_ids: Sequence[str], topic: str, partition: int
+    ) -> dict[str, str]:
+        """Record that ``topic``/``partition`` now carries ``model_ids`` for this group.
+
+        Returns ``{model: "<topic>:<partition>"}`` for each model another partition
+        carried before (it moved: a partition count change, another partitioner). One
+        atomic script per model on its own key (``{prefix}:owner:{<model_id>}``), all
+        in one pipelined round trip; the worker calls it only for streams new to a
+        partition.
+        """
+        if not model_ids:
+            return {}
+        here = f"{topic}:{partition}"
+        async with self._client.pipeline(transaction=False) as pipe:
+            for model in model_ids:
+                key = model_owner_key(self._prefix, model)
+                pipe.eval(_CLAIM_SCRIPT, 1, key, self._group, here)
+            replies: list[Any] = await pipe.execute()
+        return {
+            model: _text(before)
+            for model, before in zip(model_ids, replies, strict=True)
+            if before is not None and _text(before) != here
+        }
+
     # ------------------------------------------------------------------ references
 
     async def put_reference(self, model_id: str, version: str, payload: bytes) -> None:
@@ -674,27 +743,52 @@ class StateStore:
         key = history_key(self._prefix, model_id, kind)
         top = f"({before}" if before else "+"
         rows: Any = await self._client.xrevrange(key, max=top, min="-", count=count)
-        out: list[tuple[str, bytes]] = []
-        for entry_id, fields in rows or []:
-            payload = fields.get(b"d", fields.get("d"))
-            if payload is None:
-                continue
-            out.append(
-                (_text(entry_id), payload if isinstance(payload, bytes) else payload.encode())
-            )
-        return out
+        return _entries(rows)
 
     async def history_latest(self, model_id: str) -> dict[str, bytes]:
         """The ``latest`` hash of a model: ``version\x1fsegment`` -> status JSON."""
         raw: dict[Any, Any] = await self._client.hgetall(
             history_key(self._prefix, model_id, "latest")
         )
-        return {_text(k): v if isinstance(v, bytes) else str(v).encode() for k, v in raw.items()}
+        return _latest(raw)
 
-    async def history_models(self) -> list[str]:
-        """Model ids that have history, sorted."""
-        members: set[Any] = await self._client.smembers(history_models_key(self._prefix))
-        return sorted(_text(m) for m in members)
+    async def history_models(self, batch: int = 1000) -> list[str]:
+        """Model ids that have history, sorted.
+
+        Read with ``SSCAN``, ``batch`` members per call: a set of 100 000 models is never
+        one O(N) command that holds Redis (and the workers' commits) up.
+        """
+        names: set[str] = set()
+        key = history_models_key(self._prefix)
+        async for member in self._client.sscan_iter(key, count=batch):
+            names.add(_text(member))
+        return sorted(names)
+
+    async def history_snapshots(
+        self, model_ids: Sequence[str], *, alerts: int
+    ) -> list[HistorySnapshot]:
+        """What the status page shows of each model, in one pipelined round trip.
+
+        Per model: its ``latest`` hash, its newest ``alerts`` alert entries and its
+        newest performance point (newest first, as :meth:`read_history` returns them).
+        """
+        if not model_ids:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for model in model_ids:
+                pipe.hgetall(history_key(self._prefix, model, "latest"))
+                pipe.xrevrange(history_key(self._prefix, model, "alerts"), count=alerts)
+                pipe.xrevrange(history_key(self._prefix, model, "perf"), count=1)
+            replies: list[Any] = await pipe.execute()
+        return [
+            HistorySnapshot(
+                model,
+                latest=_latest(replies[3 * i]),
+                alerts=_entries(replies[3 * i + 1]),
+                perf=_entries(replies[3 * i + 2]),
+            )
+            for i, model in enumerate(model_ids)
+        ]
 
     # ------------------------------------------------------------------ label join records
 
@@ -797,5 +891,6 @@ def open_store(settings: RedisSettings, group: str) -> tuple[aioredis.Redis, Sta
     from :class:`~driftline.config.RedisSettings`); the caller closes the client
     (``await client.aclose()``).
     """
+    settings.signing_key()  # no key, no client: fail before connecting
     client = aioredis.Redis.from_url(settings.url, **settings.client_kwargs())
     return client, StateStore.from_settings(client, settings, group)

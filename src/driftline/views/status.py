@@ -5,16 +5,21 @@ state (healthy, drifting, degraded), its active alerts and its last window, with
 to a per-model page that carries the same charts as the report
 (:mod:`driftline.views.report`).
 
-Standard library only: :class:`http.server.ThreadingHTTPServer` answers requests in
-threads; one asyncio loop in a background thread owns the Redis client and the
+Standard library only: a fixed pool of threads answers requests, whatever the number
+of open connections (:mod:`driftline.views.bounded_http`); one asyncio loop in a
+background thread owns the Redis client and the
 :class:`~driftline.runtime.store.StateStore`, and request threads hand it coroutines. Pages are
 cached for a few seconds, so a page left open on a wall screen costs Redis little.
 
+The index lists :data:`PAGE_SIZE` models per page, sorted by name (problems first within
+a page, ``/?page=N``); the model names are read with ``SSCAN`` and each page's history
+in one pipelined round trip, so 100 000 models answer as fast as a few.
+
 Routes (GET and HEAD only; anything else is 405)::
 
-    /                     the models and their state (refreshes itself every 15 s)
+    /?page=N              the models and their state, 50 a page (refreshes every 15 s)
     /model/<model_id>     the model's report page (?version=&segment=&since=)
-    /api/status           the same as / in JSON
+    /api/status?page=N    the same in JSON, with page, pages and total
     /healthz              "ok" when Redis answers
 
 TLS uses the same settings as the metrics endpoint (``metrics_certfile`` and
@@ -30,10 +35,11 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -44,6 +50,7 @@ from driftline.config import Settings
 from driftline.contract.history import decode_alert, decode_perf
 from driftline.core.reference import ReferenceProfile
 from driftline.runtime.store import StateStore, open_store
+from driftline.views.bounded_http import BoundedHTTPServer
 from driftline.views.report.build import (
     ACCURACY_DROP,
     active_alerts,
@@ -58,7 +65,7 @@ from driftline.views.report.render import (
     render_report,
 )
 
-__all__ = ["StatusServer", "model_statuses", "render_index"]
+__all__ = ["PAGE_SIZE", "Page", "StatusServer", "model_statuses", "render_index"]
 
 log = logging.getLogger("driftline.serve")
 
@@ -66,6 +73,8 @@ log = logging.getLogger("driftline.serve")
 CACHE_SECONDS = 5.0
 #: Alerts read per model for the index (newest first).
 INDEX_ALERTS = 200
+#: Models per page of the index (sorted by name; problems first within a page).
+PAGE_SIZE = 50
 #: Seconds a request waits for Redis before answering 503.
 REDIS_TIMEOUT = 20.0
 #: Socket timeout of one connection (also bounds the TLS handshake).
@@ -78,13 +87,23 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-async def model_statuses(store: StateStore) -> list[dict[str, Any]]:
-    """One status record per model with history: state, active alerts, last windows."""
+async def model_statuses(
+    store: StateStore, models: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """One status record per model (``models``, or every model with history): state,
+    active alerts, last windows; problems first.
+
+    The history of all the models is read in one pipelined round trip
+    (:meth:`StateStore.history_snapshots`), so a page of models costs one request to
+    Redis, plus one per model with a performance point (its reference accuracy).
+    """
+    if models is None:
+        models = await store.history_models()
     out: list[dict[str, Any]] = []
-    for model in await store.history_models():
-        latest_raw = await store.history_latest(model)
+    for snap in await store.history_snapshots(models, alerts=INDEX_ALERTS):
+        model = snap.model_id
         streams: dict[tuple[str, str], dict[str, Any]] = {}
-        for blob in latest_raw.values():
+        for blob in snap.latest.values():
             try:
                 w = orjson.loads(blob)
                 key = (str(w["model_version"]), str(w.get("segment", "")))
@@ -105,7 +124,7 @@ async def model_statuses(store: StateStore) -> list[dict[str, Any]]:
             except (ValueError, KeyError, TypeError):
                 continue
         alerts = []
-        for _, blob in await store.read_history(model, "alerts", count=INDEX_ALERTS):
+        for _, blob in snap.alerts:
             try:
                 alerts.append(decode_alert(blob))
             except ValueError:
@@ -113,7 +132,7 @@ async def model_statuses(store: StateStore) -> list[dict[str, Any]]:
         alerts.sort(key=lambda a: (a["detected_at"], a["episode"], a["status"] == "resolved"))
         active = active_alerts(alerts, streams)
         acc_drop = False
-        perf = await store.read_history(model, "perf", count=1)
+        perf = snap.perf
         if perf:
             try:
                 point = decode_perf(perf[0][1])
@@ -151,8 +170,57 @@ def _badge(text: str) -> str:
     return f'<span class="badge b-{_e(text)}">{_e(text)}</span>'
 
 
-def render_index(statuses: list[dict[str, Any]], generated_ms: int) -> str:
-    """The status page: one row per model."""
+@dataclass(frozen=True)
+class Page:
+    """One page of the index: its number (from 1), the page count and the model count."""
+
+    number: int = 1
+    pages: int = 1
+    total: int = 0
+
+    @classmethod
+    def of(cls, number: int, total: int) -> Page:
+        """Page ``number`` of ``total`` models (:data:`PAGE_SIZE` per page)."""
+        pages = max(1, -(-total // PAGE_SIZE))
+        if not 1 <= number <= pages:
+            raise ValueError(f"page {number} does not exist: there are {pages}")
+        return cls(number, pages, total)
+
+    def slice(self, names: Sequence[str]) -> Sequence[str]:
+        """This page's share of the sorted model names."""
+        start = (self.number - 1) * PAGE_SIZE
+        return names[start : start + PAGE_SIZE]
+
+    def to_dict(self) -> dict[str, int]:
+        """The paging fields of ``/api/status``."""
+        return {"page": self.number, "pages": self.pages, "total": self.total}
+
+
+def parse_page(query: dict[str, str]) -> int:
+    """The ``page`` query parameter (1 when absent); ValueError when not a positive int."""
+    text = query.get("page", "1")
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError("page must be a positive integer")
+    return int(text)
+
+
+def _pager(page: Page) -> str:
+    if page.pages == 1:
+        return ""
+    links = []
+    if page.number > 1:
+        links.append(f'<a href="/?page={page.number - 1}" rel="prev">← previous</a>')
+    links.append(f"page {page.number} of {page.pages}")
+    if page.number < page.pages:
+        links.append(f'<a href="/?page={page.number + 1}" rel="next">next →</a>')
+    return f'<nav class="pager">{" · ".join(links)}</nav>'
+
+
+def render_index(
+    statuses: list[dict[str, Any]], generated_ms: int, page: Page | None = None
+) -> str:
+    """The status page: one row per model (of one page of models, sorted by name)."""
+    page = page or Page(1, 1, len(statuses))
     rows = []
     for s in statuses:
         link = f"/model/{quote(s['model'], safe='')}"
@@ -200,6 +268,13 @@ def render_index(statuses: list[dict[str, Any]], generated_ms: int) -> str:
         if statuses
         else "No model has history yet: start a monitor (driftline monitor) and send events."
     )
+    if page.pages > 1:
+        first = (page.number - 1) * PAGE_SIZE + 1
+        summary = (
+            f"{page.total:,} models; this page (models {first:,} to "
+            f"{first + len(statuses) - 1:,} by name): {counts['drifting']} drifting, "
+            f"{counts['degraded']} degraded."
+        )
     table = (
         '<table class="models"><thead><tr><th>model</th><th>state</th><th>active alerts</th>'
         "<th>last window</th><th>drifted in last window</th><th></th></tr></thead>"
@@ -218,7 +293,7 @@ def render_index(statuses: list[dict[str, Any]], generated_ms: int) -> str:
         f'<p id="status-summary">{_e(summary)}</p>'
         f'<p class="muted small">Updated {_e(fmt_time(generated_ms))}; refreshes every 15 s. '
         "Read-only. Times are event times (UTC).</p></header>"
-        f"<section>{table}</section>"
+        f"<section>{table}{_pager(page)}</section>"
         "<section><h2>Active alerts</h2>"
         + (
             alerts_table([a for s in statuses for a in s["active"]])
@@ -229,8 +304,10 @@ def render_index(statuses: list[dict[str, Any]], generated_ms: int) -> str:
     )
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(BoundedHTTPServer):
+    """Threads bounded whatever the number of connections (issue 16): see
+    :mod:`driftline.views.bounded_http`."""
+
     app: StatusServer
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -288,20 +365,21 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.server.app
         url = urlsplit(self.path)
         try:
+            query = {k: v[-1] for k, v in parse_qs(url.query).items() if v}
             if url.path == "/":
-                body = app.index().encode()
+                body = app.index(parse_page(query)).encode()
                 self._send(200, body, "text/html; charset=utf-8", head=head)
             elif url.path == "/api/status":
-                body = orjson.dumps({"models": app.statuses()})
+                page, statuses = app.page(parse_page(query))
+                body = orjson.dumps({"models": statuses, **page.to_dict()})
                 self._send(200, body, "application/json", head=head)
             elif url.path == "/healthz":
                 app.ping()
                 self._send(200, b"ok\n", "text/plain; charset=utf-8", head=head)
             elif url.path.startswith("/model/") and len(url.path) > len("/model/"):
                 model = unquote(url.path[len("/model/") :])
-                q = {k: v[-1] for k, v in parse_qs(url.query).items() if v}
                 html_text, csp = app.model_page(
-                    model, q.get("version"), q.get("segment"), q.get("since")
+                    model, query.get("version"), query.get("segment"), query.get("since")
                 )
                 if html_text is None:
                     self._send(404, b"no such model\n", "text/plain; charset=utf-8", head=head)
@@ -347,7 +425,7 @@ class StatusServer:
         self._store: StateStore | None = None
         self._cache: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
-        self._httpd = _Server((host, port), _Handler, bind_and_activate=True)
+        self._httpd = _Server((host, port), _Handler, idle_timeout=CONNECTION_TIMEOUT)
         self._httpd.app = self
         self._thread: threading.Thread | None = None
 
@@ -436,16 +514,29 @@ class StatusServer:
         if not self._call(ping()):
             raise ConnectionError("redis did not answer PING")
 
-    def statuses(self) -> list[dict[str, Any]]:
-        """The models' status records (cached)."""
-        result: list[dict[str, Any]] = self._cached(
-            "statuses", lambda: self._call(model_statuses(self.store))
-        )
-        return result
+    def model_names(self) -> list[str]:
+        """Every model with history, sorted (cached; read with SSCAN)."""
+        names: list[str] = self._cached("names", lambda: self._call(self.store.history_models()))
+        return names
 
-    def index(self) -> str:
-        """The index page HTML."""
-        return render_index(self.statuses(), int(time.time() * 1000))
+    def page(self, number: int = 1) -> tuple[Page, list[dict[str, Any]]]:
+        """Page ``number`` of the index and its models' status records (cached)."""
+        page = Page.of(number, len(self.model_names()))
+        names = list(page.slice(self.model_names()))
+        statuses: list[dict[str, Any]] = self._cached(
+            f"page\x1f{number}\x1f{page.total}",
+            lambda: self._call(model_statuses(self.store, names)),
+        )
+        return page, statuses
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """The status records of the first page of models (cached)."""
+        return self.page(1)[1]
+
+    def index(self, number: int = 1) -> str:
+        """The index page HTML (page ``number``)."""
+        page, statuses = self.page(number)
+        return render_index(statuses, int(time.time() * 1000), page)
 
     def model_page(
         self, model: str, version: str | None, segment: str | None, since: str | None

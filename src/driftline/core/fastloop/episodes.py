@@ -172,7 +172,13 @@ def _alert(
     start = w.start_ms if w.start_ms >= 0 else at_ms
     return DriftAlert(
         alert_id=make_alert_id(
-            key.model_id, key.model_version, key.segment, kind, ep.number, status
+            key.model_id,
+            key.model_version,
+            key.segment,
+            kind,
+            ep.number,
+            status,
+            *((st.origin,) if st.origin else ()),
         ),
         model_id=key.model_id,
         model_version=key.model_version,

@@ -89,6 +89,7 @@ def process_batch(
         st = states.get(key)
         if st is None:
             st = ModelState.fresh(key, ref)
+            st.origin = next((c.rows(0, 1)[0]["prediction_id"] for c in parts if c.n), "")
             states[key] = st
         elif ref is not None and st.reference_id != ref.reference_id:
             st.attach(ref)

@@ -74,6 +74,11 @@ class ModelState:
     early: dict[str, float] = field(default_factory=dict)
     #: The multivariate detector, when the reference has a multivariate model.
     mv: MultivariateDetector | None = None
+    #: ``prediction_id`` of the first event this state saw: part of its alert ids, so
+    #: two states of one stream (its events moved to another partition, issue 16) never
+    #: publish an episode under the same id. "" for states older than the field, whose
+    #: ids keep the earlier form.
+    origin: str = ""
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -161,6 +166,7 @@ class ModelState:
                 "events": self.events,
                 "warmup": self.warmup,
                 "early": self.early,
+                "origin": self.origin,
             },
         )
 
@@ -216,4 +222,5 @@ class ModelState:
         st.events = d["events"]
         st.warmup = d["warmup"]
         st.early = d["early"]
+        st.origin = d.get("origin", "")
         return st

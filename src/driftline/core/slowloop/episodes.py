@@ -214,7 +214,15 @@ class Rules:
     ) -> DriftAlert:
         """The alert event of ``st``'s episode ``ep`` in ``status``."""
         return DriftAlert(
-            alert_id=make_alert_id(st.model_id, st.version, st.segment, kind, ep.number, status),
+            alert_id=make_alert_id(
+                st.model_id,
+                st.version,
+                st.segment,
+                kind,
+                ep.number,
+                status,
+                *((st.origin,) if st.origin else ()),
+            ),
             model_id=st.model_id,
             model_version=st.version,
             segment=StateKey(st.model_id, st.version, st.segment).segment_dict(),

@@ -145,25 +145,28 @@ class _Joiner:
         return mj
 
     def pstreams(
-        self, model: str, version: str, segment: str, sample: Any
+        self, model: str, version: str, segment: str, sample: Any, origin: str
     ) -> tuple[list[PerfState], Calibration | None]:
-        """The streams a prediction updates (its segment's, and the whole version's)."""
+        """The streams a prediction updates (its segment's, and the whole version's);
+        ``origin`` is the prediction's id (kept by a stream it creates)."""
         k = (model, version, segment)
         hit = self._pstreams.get(k)
         if hit is None:
-            streams = [self.perf(model, version, segment, sample)]
+            streams = [self.perf(model, version, segment, sample, origin)]
             if segment:
-                streams.append(self.perf(model, version, "", sample))
+                streams.append(self.perf(model, version, "", sample, origin))
             cal = _calibration(self.ref(model, version), self._cal)
             hit = self._pstreams[k] = (streams, cal)
         return hit
 
-    def perf(self, model: str, version: str, segment: str, sample: Any) -> PerfState:
+    def perf(
+        self, model: str, version: str, segment: str, sample: Any, origin: str
+    ) -> PerfState:
         key = stream_key(model, version, segment)
         st = self.u.perf.get(key)
         ref = self.ref(model, version)
         if st is None:
-            st = PerfState(model, version, segment)
+            st = PerfState(model, version, segment, origin=origin)
             if ref is not None:
                 st.task = ref.outputs.task
             else:
@@ -213,7 +216,7 @@ class _Joiner:
         seg = e.get("segment")
         segment = segment_key(seg) if seg else ""
         pred = e["prediction"]
-        streams, cal = self.pstreams(model, version, segment, pred)
+        streams, cal = self.pstreams(model, version, segment, pred, e["prediction_id"])
         st = streams[0]
         if st.task == "regression":
             if type(pred) is not float and type(pred) is not int:

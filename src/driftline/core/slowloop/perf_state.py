@@ -197,6 +197,10 @@ class PerfState:
     drift_acc: dict[str, list[int]] = field(default_factory=dict)
     drift_diag: dict[str, str] = field(default_factory=dict)
     last: dict[str, Any] = field(default_factory=dict)
+    #: ``prediction_id`` of the first prediction of this stream in this partition: part
+    #: of its alert ids, so the states of a stream in two partitions (its model moved,
+    #: issue 16) never publish an episode under the same id. "" for older states.
+    origin: str = ""
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -285,6 +289,7 @@ class PerfState:
                 "drift_acc": self.drift_acc,
                 "drift_diag": self.drift_diag,
                 "last": self.last,
+                "origin": self.origin,
             },
         )
 
@@ -317,6 +322,7 @@ class PerfState:
             st.drift_acc = {k: list(v) for k, v in d["drift_acc"].items()}
             st.drift_diag = dict(d["drift_diag"])
             st.last = dict(d["last"])
+            st.origin = str(d.get("origin", ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise StateCorrupt(f"perf_state: malformed record ({type(exc).__name__})") from None
         return st
