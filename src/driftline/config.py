@@ -239,6 +239,10 @@ class MonitorSettings(WorkerSettings):
     #: Most streams (model, version, segment) with state in one partition; events of a
     #: new stream past it go to the dead-letter topic (stage ``model_limit``).
     max_streams_per_partition: int = Field(default=10_000, ge=1)
+    #: How far ahead of the monitor's clock an event time may be (clock skew between
+    #: model servers and the monitor) before the event counts as future-dated: it is
+    #: then placed at the newest trusted event time and never moves the event clock.
+    future_tolerance_seconds: float = Field(default=300.0, ge=0)
 
 
 #: Change detectors the slow loop can run on the label error stream.

@@ -34,7 +34,7 @@ import numpy as np
 import orjson
 
 from driftline.config import LabelsSettings, WorkerSettings
-from driftline.contract.columnar import ColumnarBatch, pack_events
+from driftline.contract.columnar import ColumnarBatch, pack_events, row_count
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop import BatchResult, ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, TrainingData, build_reference
@@ -228,6 +228,9 @@ class FastScenario:
     feeds: tuple[tuple[Feed, int], ...]
     #: What the scenario is there to cover, checked on its record.
     covers: Callable[[Record], None]
+    #: The processing clock (``now_ms``): ``T0 + rows fed so far * now_step_ms``, as if
+    #: the events were processed as they happened. None: no processing clock (replay).
+    now_step_ms: int | None = None
 
 
 def _sim(seed: int, n: int, model: str = "churn", **kw: Any) -> Events:
@@ -294,6 +297,17 @@ def _late_and_future() -> Events:
     return events
 
 
+def _sparse_gappy() -> Events:
+    # One event every 8m43s (a 500-event window spans three days), a first event 30
+    # days ahead of the rest, a week-long gap after event 3100, a 1 sd shift after it.
+    step = 8 * 60_000 + 43_000
+    events = _sim(8, 6_000, step_ms=step, shift=Shift(start=3_500, sigmas=1.0))
+    events[0]["timestamp"] += 30 * 86_400_000
+    for e in events[3_100:]:
+        e["timestamp"] += 7 * 86_400_000
+    return events
+
+
 def _regression() -> Events:
     sim = SimulatedModel(seed=10, model_id="price")
     # f19 weighs most in the churn score, so its shift moves the predicted value too
@@ -337,6 +351,13 @@ def _fires(*kinds: str) -> Callable[[Record], None]:
 
 def _late_future(rec: Record) -> None:
     assert (rec["late_events"], rec["future_events"]) == (1, 2)
+    _fires("input_drift")(rec)
+
+
+def _sparse_times(rec: Record) -> None:
+    assert (rec["late_events"], rec["future_events"]) == (0, 1)
+    starts = [w["start"] for w in rec["windows"]]
+    assert min(starts) >= T0 and all(w["start"] <= w["end"] for w in rec["windows"])
     _fires("input_drift")(rec)
 
 
@@ -408,11 +429,22 @@ FAST: tuple[FastScenario, ...] = (
     ),
     FastScenario(
         "fast_time_windows_late_future",
-        "5 s time windows, one late and two future-dated events, 1 sd shift at 2000",
+        "5 s time windows, one late and two future-dated events (against the processing "
+        "clock), 1 sd shift at 2000",
         _late_and_future,
         ("churn_time_windows",),
-        (("events", 650),),
+        (("events", 650), ("batches", 5)),
         _late_future,
+        now_step_ms=10,
+    ),
+    FastScenario(
+        "fast_sparse_gappy_times",
+        "one event every 8m43s, the first 30 days ahead, a week-long gap, a 1 sd shift "
+        "after it; no processing clock (as a replay)",
+        _sparse_gappy,
+        ("churn",),
+        (("events", 1_000), ("events", 77), ("reload", 500)),
+        _sparse_times,
     ),
     FastScenario(
         "fast_big_windows",
@@ -484,8 +516,12 @@ def run_fast(scn: FastScenario, feed: tuple[Feed, int] | None = None) -> Record:
     states: dict[StateKey, ModelState] = {}
     total = BatchResult()
     calls: list[list[int]] = []
+    rows = 0
     for i in range(0, len(items), size):
-        res = process_batch(items[i : i + size], states, lambda m, v: refs.get((m, v)))
+        call = items[i : i + size]
+        rows += row_count(call)
+        now = None if scn.now_step_ms is None else T0 + rows * scn.now_step_ms
+        res = process_batch(call, states, lambda m, v: refs.get((m, v)), now_ms=now)
         calls.append(
             [
                 len(res.alerts),
@@ -517,6 +553,7 @@ def run_fast(scn: FastScenario, feed: tuple[Feed, int] | None = None) -> Record:
             "events": len(events),
             "sha256": digest(events),
             "references": [recorded_references()[n].reference_id for n in scn.references],
+            **({} if scn.now_step_ms is None else {"now_step_ms": scn.now_step_ms}),
         },
         "feed": [how, size],
         "alert_ids": [a.alert_id for a in total.alerts],

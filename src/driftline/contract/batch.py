@@ -21,6 +21,7 @@ from driftline.contract.events import (
     BATCH_FORMAT,
     LIMITS,
     PredictionBatch,
+    _epoch_problem,
     _id_bad,
     _id_problem,
     _kind,
@@ -172,8 +173,11 @@ def check_prediction_batch(
     types = set(map(type, ts))
     if not types <= {int, str}:
         return "timestamps: expected epoch ms or RFC 3339 strings"
-    if int in types and min(t for t in ts if type(t) is int) < 0:
-        return "timestamps: negative epoch milliseconds"
+    if int in types:
+        ints = [t for t in ts if type(t) is int]
+        lo, hi = min(ints), max(ints)
+        if lo < 0 or hi > LIMITS.max_timestamp_ms:
+            return _epoch_problem("timestamps", lo if lo < 0 else hi)
     if str in types and not all(
         map(_rfc3339_fullmatch, compress(ts, map(is_, map(type, ts), repeat(str))))
     ):

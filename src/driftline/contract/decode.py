@@ -199,6 +199,7 @@ _REQUIRED = itemgetter(
     "prediction_id", "model_id", "model_version", "timestamp", "features", "prediction"
 )
 _MAX_ID = LIMITS.max_id_length
+_MAX_TIMESTAMP = LIMITS.max_timestamp_ms
 _rfc3339_fullmatch = re.compile(RFC3339_PATTERN).fullmatch
 _MAX_STRING = LIMITS.max_string_value_length
 
@@ -276,7 +277,7 @@ def _bulk_columns(objs: list[dict[str, Any]]) -> dict[KeyTuple, list[Columns]] |
         return None
     if int in ts_types:
         ints = list(compress(ts, map(is_, map(type, ts), repeat(int))))
-        if min(ints) < 0:
+        if min(ints) < 0 or max(ints) > _MAX_TIMESTAMP:
             return None
     if str in ts_types and not all(map(_rfc3339_fullmatch, _texts(ts))):
         return None

@@ -88,6 +88,10 @@ class _Limits:
     #: size fits Kafka's default ``message.max.bytes`` (1 MiB) with room for the record.
     max_batch_bytes = 1_000_000
     max_batch_rows = 10_000
+    #: Largest event time in epoch milliseconds: 9999-12-31T23:59:59.999Z, the end of
+    #: the last year RFC 3339 can write. Far below 2**53 and int64, so the core's time
+    #: arithmetic (sums, differences, numpy int64) always holds.
+    max_timestamp_ms = 253_402_300_799_999
 
 
 LIMITS = _Limits()
@@ -162,7 +166,10 @@ FeatureValue = StrictBool | StrictInt | StrictFloat | StringValue | None
 Number = StrictInt | StrictFloat
 Label = StrictInt | StrictFloat | StringValue
 #: Event time: epoch milliseconds or an RFC 3339 string.
-Timestamp = Annotated[StrictInt, Field(ge=0)] | Annotated[StrictStr, Field(pattern=RFC3339_PATTERN)]
+Timestamp = (
+    Annotated[StrictInt, Field(ge=0, le=LIMITS.max_timestamp_ms)]
+    | Annotated[StrictStr, Field(pattern=RFC3339_PATTERN)]
+)
 Probability = Annotated[Number, Field(ge=0, le=1)]
 SegmentValue = Annotated[
     StrictStr, StringConstraints(min_length=1, max_length=LIMITS.max_segment_value_length)
@@ -662,6 +669,7 @@ _MAX_SEGMENT_VALUE = LIMITS.max_segment_value_length
 _MAX_FEATURES = LIMITS.max_features
 _MAX_CLASSES = LIMITS.max_classes
 _MAX_SEGMENT_KEYS = LIMITS.max_segment_keys
+_MAX_TIMESTAMP = LIMITS.max_timestamp_ms
 _rfc3339_fullmatch = _RFC3339.fullmatch
 
 #: Names (feature, class and segment keys) already found valid. A model sends the same
@@ -718,12 +726,19 @@ def _version_problem(v: object) -> str | None:
     return None
 
 
+def _epoch_problem(field: str, v: int) -> str:
+    """Why an integer event time is refused (negative, or past year 9999)."""
+    if v < 0:
+        return f"{field}: negative epoch milliseconds"
+    return f"{field}: epoch milliseconds after 9999-12-31T23:59:59.999Z ({_MAX_TIMESTAMP})"
+
+
 def _timestamp_problem(obj: dict[str, Any]) -> str | None:
     if "timestamp" not in obj:
         return "timestamp: field required"
     v = obj["timestamp"]
     if type(v) is int:
-        return None if v >= 0 else "timestamp: negative epoch milliseconds"
+        return None if 0 <= v <= _MAX_TIMESTAMP else _epoch_problem("timestamp", v)
     if type(v) is str:
         # The pattern encodes the calendar, so a match always parses (tested).
         return None if _rfc3339_fullmatch(v) else "timestamp: not an RFC 3339 date-time"
@@ -902,7 +917,7 @@ def check_prediction(obj: object) -> str | None:
         and 0 < len(mid) <= _MAX_ID
         and 0 < len(mver) <= _MAX_ID
         and (
-            (type(ts) is int and ts >= 0)
+            (type(ts) is int and 0 <= ts <= _MAX_TIMESTAMP)
             or (type(ts) is str and _rfc3339_fullmatch(ts) is not None)
         )
         and (

@@ -178,6 +178,7 @@ class MonitorWorker(Worker[Models, Done]):
         self.processed = 0
         self.feature_labels = m.FeatureLabels(settings.monitor.metrics_max_features)
         self.loaded = _Loaded(settings.monitor.max_states_in_memory)
+        m.MODEL_PARTITION_MOVES.labels(name, topic)  # exported from zero: a rule sees 0
 
     # ------------------------------------------------------------------ state
     async def open_state(self, lease: Lease) -> Models:
@@ -220,7 +221,15 @@ class MonitorWorker(Worker[Models, Done]):
         await self._claim_models(unit, screen.admitted)
         refs = screen.refs
         states = screen.states
-        result = process_batch(events, states, lambda mo, v: refs.get((mo, v)))
+        # The processing clock: an event stamped later than this (plus the tolerance)
+        # is future-dated (core/fastloop/clock.py).
+        result = process_batch(
+            events,
+            states,
+            lambda mo, v: refs.get((mo, v)),
+            now_ms=int(time.time() * 1000),
+            future_tolerance_ms=int(self.settings.monitor.future_tolerance_seconds * 1000),
+        )
         store = self.store
         assert store is not None
         for ref in result.new_references:

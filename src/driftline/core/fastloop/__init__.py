@@ -12,8 +12,9 @@ equals a clean single-pass replay" checkable. One module per concept:
                               and their versioned bytes
 :mod:`.plan`                  a reference's columns laid out for the vectorised window;
                               a batch read into arrays on them
-:mod:`.windows`               the open window's sketch banks; event time (cutting and
-                              closing windows, late and future-dated events)
+:mod:`.windows`               the open window's sketch banks
+:mod:`.clock`                 event time: where events fall, when windows close, late
+                              and future-dated events (the processing clock)
 :mod:`.sequential`            where the sequential detectors run (Page-Hinkley, ADWIN)
 :mod:`.window_tests`          the window's tests and the decision (Holm AND effect size)
 :mod:`.outputs`               output monitoring (class mix, confidence, predicted value)

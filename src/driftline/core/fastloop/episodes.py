@@ -15,6 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from driftline.contract.events import AlertWindow, DriftAlert, FeatureContribution, make_alert_id
 from driftline.core.fastloop.result import BatchResult
 from driftline.core.fastloop.sequential import Detection
@@ -32,7 +35,7 @@ def on_detections(
     st: ModelState,
     ref: ReferenceProfile,
     found: Sequence[Detection],
-    times: Sequence[int],
+    placed: NDArray[np.int64],
     count_at: int,
     result: BatchResult,
 ) -> None:
@@ -40,8 +43,9 @@ def on_detections(
 
     Each is marked in the window (``st.early``: a firing episode then does not count
     the window as clean), and the earliest detection of each kind fires that kind's
-    episode, whatever the batch boundaries were. ``times`` are the segment's event
-    times; ``count_at + i`` is the window's event count at segment event ``i``.
+    episode, whatever the batch boundaries were. ``placed`` are the segment's placed
+    event times (:mod:`~driftline.core.fastloop.clock`); ``count_at + i`` is the
+    window's event count at segment event ``i``.
     """
     pol = ref.policy
     for kind in _EARLY_KINDS:
@@ -51,7 +55,7 @@ def on_detections(
         for d in mine:
             st.early[d.feature] = float(pol.ph_threshold) if d.detector == "page_hinkley" else 1.0
         first = mine[0]
-        _early_fire(st, ref, first, times[first.at], count_at + first.at + 1, result)
+        _early_fire(st, ref, first, int(placed[first.at]), count_at + first.at + 1, result)
 
 
 def open_late(

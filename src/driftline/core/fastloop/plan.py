@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from driftline.contract.columnar import Columns, category_codes, numeric_column
-from driftline.contract.events import event_time_ms
+from driftline.contract.events import LIMITS, event_time_ms
 from driftline.core.multivariate import MultivariateProfile
 from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.core.sketches import (
@@ -28,7 +28,10 @@ from driftline.core.sketches import (
 )
 from driftline.core.stats import cdf_rows
 
-__all__ = ["MultivariatePlan", "Plan", "SegmentArrays", "plan_for"]
+__all__ = ["MAX_TIME_MS", "MultivariatePlan", "Plan", "SegmentArrays", "plan_for"]
+
+#: The newest representable event time (the contract's limit, 9999-12-31T23:59:59.999Z).
+MAX_TIME_MS = LIMITS.max_timestamp_ms
 
 
 class Plan:
@@ -200,7 +203,7 @@ def plan_for(ref: ReferenceProfile) -> Plan:
 class SegmentArrays:
     """One stream's events of a batch as arrays on the plan's columns.
 
-    ``times`` (event times in ms, and ``t64`` as int64 when they fit), ``x`` (numeric
+    ``t64`` (event times in ms) and ``placed`` (where event time put them), ``x`` (numeric
     columns, one row each; NaN for missing), ``located`` (their bins), ``codes``
     (category codes), ``mism`` (type mismatches per feature position) and ``unknown``
     (unknown features per event).
@@ -213,14 +216,14 @@ class SegmentArrays:
             times: list[int] = list(ts)  # type: ignore[arg-type]
         else:
             times = [t if isinstance(t, int) else event_time_ms(t) for t in ts]
-        self.times = times
-        self.t64: NDArray[np.int64] | None = None
-        try:
-            t64 = np.array(times, dtype=np.int64)
-            if t64.size and int(t64.max()) < 2**62:
-                self.t64 = t64
-        except OverflowError:
-            pass
+        if times and not 0 <= min(times) <= max(times) <= MAX_TIME_MS:
+            # The contract refuses these; times before 1970 (RFC 3339 years 0001-1969)
+            # count as 1970, so the clock's arithmetic holds whatever arrives.
+            times = [min(max(t, 0), MAX_TIME_MS) for t in times]
+        #: Event times (ms), and where the clock placed each event (future-dated ones
+        #: are placed at the clock; filled by :func:`driftline.core.fastloop.clock.advance`).
+        self.t64: NDArray[np.int64] = np.array(times, dtype=np.int64)
+        self.placed: NDArray[np.int64] = self.t64.copy()
 
         self.mism: list[tuple[int, NDArray[np.bool_]]] = []
         x = self.x = np.empty((plan.nc, n), dtype=np.float64)

@@ -22,6 +22,13 @@ from driftline.contract.columnar import ColumnarBatch, Columns, group_items
 from driftline.contract.events import event_time_ms
 from driftline.contract.keys import StateKey, interned_key
 from driftline.core.fastloop import multivariate
+from driftline.core.fastloop.clock import (
+    FUTURE_TOLERANCE_MS,
+    ProcessingClock,
+    advance,
+    open_next_window,
+    settle_window_end,
+)
 from driftline.core.fastloop.episodes import on_detections, open_late, step_episode
 from driftline.core.fastloop.outputs import output_tests
 from driftline.core.fastloop.plan import Plan, SegmentArrays, plan_for
@@ -31,13 +38,7 @@ from driftline.core.fastloop.sequential import Detections, run_detectors
 from driftline.core.fastloop.state import ModelState
 from driftline.core.fastloop.summary import window_summary
 from driftline.core.fastloop.window_tests import WindowStats, decide, input_tests
-from driftline.core.fastloop.windows import (
-    OpenWindow,
-    open_time_window,
-    track_time,
-    window_cut,
-    window_full,
-)
+from driftline.core.fastloop.windows import OpenWindow
 from driftline.core.reference import (
     Policy,
     ReferenceProfile,
@@ -59,6 +60,8 @@ def process_batch(
     references: RefLookup,
     *,
     default_policy: Policy | None = None,
+    now_ms: int | None = None,
+    future_tolerance_ms: int = FUTURE_TOLERANCE_MS,
 ) -> BatchResult:
     """Process validated prediction events in partition order. Pure: no I/O.
 
@@ -75,6 +78,13 @@ def process_batch(
         ``(model_id, version) -> ReferenceProfile | None`` (with default fallback).
     default_policy
         Policy for warm-up references of models without one.
+    now_ms
+        The processing clock: when the batch is processed (the worker passes its wall
+        clock). An event stamped more than ``future_tolerance_ms`` later is
+        future-dated (:mod:`driftline.core.fastloop.clock`). None (a replay of a file,
+        which has no arrival times): no event is future-dated.
+    future_tolerance_ms
+        How far ahead of ``now_ms`` an event time may be (clock skew).
 
     Returns
     -------
@@ -83,6 +93,7 @@ def process_batch(
         summaries.
     """
     result = BatchResult()
+    clock = ProcessingClock(now_ms, future_tolerance_ms)
     for kt, parts in group_items(items).items():
         key = interned_key(kt)
         ref = references(key.model_id, key.model_version)
@@ -104,7 +115,7 @@ def process_batch(
                 continue
             if window is None:
                 window = OpenWindow(st, plan_for(ref))
-            _process_segment(st, ref, window, cols, result)
+            _process_segment(st, ref, window, clock, cols, result)
         if window is not None:
             window.store(st)
     return result
@@ -146,7 +157,12 @@ def _time_ms(e: Mapping[str, Any]) -> int:
 
 
 def _process_segment(
-    st: ModelState, ref: ReferenceProfile, window: OpenWindow, cols: Columns, result: BatchResult
+    st: ModelState,
+    ref: ReferenceProfile,
+    window: OpenWindow,
+    clock: ProcessingClock,
+    cols: Columns,
+    result: BatchResult,
 ) -> None:
     """One stream's events of the batch, window by window."""
     pol = ref.policy
@@ -154,17 +170,16 @@ def _process_segment(
     data = SegmentArrays(plan, cols)
     found = run_detectors(st, ref, plan, data)
     mv = multivariate.start(st, ref, plan, data)
-    times = data.times
     n = data.n
     start = 0
     while start < n:
-        end = window_cut(st, pol, times, start)
+        end = advance(st, pol, clock, data, start, result)
         if end > start:
             _absorb(st, ref, window, data, found, mv, start, end, result)
-        if end < n or window_full(st, pol):
-            _close_window(st, ref, window, result)
-            if end < n and pol.window_seconds > 0:
-                open_time_window(st, pol, times[end])
+        if end < n or (pol.window_seconds <= 0 and st.window.count >= pol.window_events):
+            _close_window(st, ref, window, clock, result)
+            if end < n:
+                open_next_window(st, pol, data, end)
         start = end
 
 
@@ -182,7 +197,6 @@ def _absorb(
     """Events ``a:b`` join the open window."""
     plan = window.plan
     w = st.window
-    track_time(st, data, a, b, result)
     count_before = w.count
     w.count += b - a
     st.events += b - a
@@ -193,7 +207,7 @@ def _absorb(
     if mv is not None and (joint := mv.absorb(a, b)):
         hits = sorted([*hits, *joint], key=lambda d: (d.at, d.feature))
     if hits:
-        on_detections(st, ref, hits, data.times, count_before - a, result)
+        on_detections(st, ref, hits, data.placed, count_before - a, result)
     c = plan.conf_col
     if c >= 0 and st.confidence is not None:
         conf = data.x[c, a:b]
@@ -203,12 +217,17 @@ def _absorb(
 
 
 def _close_window(
-    st: ModelState, ref: ReferenceProfile, window: OpenWindow, result: BatchResult
+    st: ModelState,
+    ref: ReferenceProfile,
+    window: OpenWindow,
+    clock: ProcessingClock,
+    result: BatchResult,
 ) -> None:
     """Test the open window, step the episodes, summarise it, open the next one."""
     w = st.window
     if w.count == 0:
         return
+    settle_window_end(st, clock, result)
     plan: Plan = window.plan
     pol = ref.policy
     alpha = min(0.5, w.count / pol.false_alarm_events)
@@ -258,8 +277,8 @@ def _close_window(
     )
     result.windows_closed += 1
     w.index += 1
-    w.count = 0
-    w.start_ms = w.end_ms = -1
+    w.count = w.on_time = 0
+    w.start_ms = w.end_ms = w.top_before = w.after_top = -1
     window.reset()
     st.unknown_features = 0
     st.low_confidence = 0

@@ -43,6 +43,12 @@ class WindowState:
     end_ms: int = -1
     #: Time windows: the aligned start of the open window.
     open_ms: int = -1
+    #: Events of the window that are neither late nor future-dated.
+    on_time: int = 0
+    #: The newest time before the one that is ``end_ms`` now, and the newest after it:
+    #: at the close they tell whether ``end_ms`` was one stray event far ahead.
+    top_before: int = -1
+    after_top: int = -1
 
 
 @dataclass
@@ -65,9 +71,15 @@ class ModelState:
     #: Confidences of the unfinished ADWIN block (fewer than ``adwin_block``).
     block: list[float] = field(default_factory=list)
     episodes: dict[str, DriftEpisode] = field(default_factory=dict)
+    #: The event clock: the newest time of an event that is not future-dated.
     max_event_ms: int = -1
     late_events: int = 0
     future_events: int = 0
+    #: Late events held since the open window's only on-time event (their verdict
+    #: waits: see :mod:`driftline.core.fastloop.clock`, rule 5), and their time span.
+    late_run: int = 0
+    late_run_min: int = -1
+    late_run_max: int = -1
     events: int = 0
     warmup: list[dict[str, Any]] = field(default_factory=list)
     #: Early detections (Page-Hinkley per feature, ADWIN) inside the open window.
@@ -163,6 +175,7 @@ class ModelState:
                 "max_event_ms": self.max_event_ms,
                 "late_events": self.late_events,
                 "future_events": self.future_events,
+                "late_run": [self.late_run, self.late_run_min, self.late_run_max],
                 "events": self.events,
                 "warmup": self.warmup,
                 "early": self.early,
@@ -219,6 +232,8 @@ class ModelState:
         st.max_event_ms = d["max_event_ms"]
         st.late_events = d["late_events"]
         st.future_events = d["future_events"]
+        # Absent from states written before the run was kept: no run then.
+        st.late_run, st.late_run_min, st.late_run_max = d.get("late_run", (0, -1, -1))
         st.events = d["events"]
         st.warmup = d["warmup"]
         st.early = d["early"]

@@ -1,34 +1,23 @@
-"""The open window of a stream: its sketches while a batch runs, and event time.
+"""The open window of a stream: its sketches while a batch runs.
 
 During a batch the open window lives in sketch banks (:class:`OpenWindow`): the
 ModelState's sketches are read into them when the batch starts and written back when
 it ends, so a window's events are counted by one vectorised update per chunk, and
-closing a window zeroes the banks in place.
-
-Event time: windows follow the order of events in the partition. Count windows close
-every ``window_events`` events. Time windows are tumbling, aligned to multiples of
-``window_seconds``, and close when an event at or after the window end arrives. An
-event older than the open window is *late*, one more than :data:`FUTURE_TOLERANCE_MS`
-ahead of the newest event seen is *future-dated*; both are counted and folded into
-the open window (never dropped), and neither moves the clock.
+closing a window zeroes the banks in place. Which events join which window is event
+time's business (:mod:`driftline.core.fastloop.clock`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TypeVar
 
 import numpy as np
 
 from driftline.core.fastloop.plan import Plan, SegmentArrays
-from driftline.core.fastloop.result import BatchResult
 from driftline.core.fastloop.state import ModelState
-from driftline.core.reference import Policy
 from driftline.core.sketches import CategoricalSketchBank, NumericSketchBank
 
-__all__ = ["FUTURE_TOLERANCE_MS", "OpenWindow", "window_cut", "window_full"]
-
-FUTURE_TOLERANCE_MS = 5 * 60 * 1000
+__all__ = ["OpenWindow"]
 
 S = TypeVar("S")
 
@@ -90,72 +79,3 @@ def _put(into: dict[str, S], names: list[str], sketches: list[S]) -> None:
     for name, sketch in zip(names, sketches, strict=False):
         if name in into:
             into[name] = sketch
-
-
-# ---------------------------------------------------------------------- event time
-
-
-def window_full(st: ModelState, pol: Policy) -> bool:
-    """Whether a count window holds its ``window_events``."""
-    return pol.window_seconds <= 0 and st.window.count >= pol.window_events
-
-
-def open_time_window(st: ModelState, pol: Policy, t: int) -> None:
-    """Open the time window (aligned to ``window_seconds``) that holds time ``t``."""
-    span = int(pol.window_seconds * 1000)
-    st.window.open_ms = t - (t % span)
-
-
-def window_cut(st: ModelState, pol: Policy, times: Sequence[int], start: int) -> int:
-    """Index where the open window ends within ``times[start:]``."""
-    if pol.window_seconds <= 0:
-        return min(len(times), start + pol.window_events - st.window.count)
-    span = int(pol.window_seconds * 1000)
-    if st.window.open_ms < 0:
-        open_time_window(st, pol, times[start])
-    close_at = st.window.open_ms + span
-    newest = st.max_event_ms
-    for i in range(start, len(times)):
-        t = times[i]
-        future = newest >= 0 and t > newest + FUTURE_TOLERANCE_MS
-        if t >= close_at and not future and st.window.count + (i - start) >= pol.min_window_events:
-            return i
-        if not future:
-            newest = max(newest, t)
-    return len(times)
-
-
-def track_time(st: ModelState, data: SegmentArrays, a: int, b: int, result: BatchResult) -> None:
-    """Event-time bookkeeping: late and future-dated events are counted, never dropped."""
-    w = st.window
-    t64 = data.t64
-    if t64 is not None:
-        t = t64[a:b]
-        prev = st.max_event_ms
-        newest = np.maximum.accumulate(t)
-        before = np.empty_like(t)
-        before[0] = prev
-        np.maximum(newest[:-1], prev, out=before[1:])
-        # Assuming no event is future-dated, the newest time before each event is the
-        # running maximum; if that finds none, the assumption held.
-        if not np.any((before >= 0) & (t > before + FUTURE_TOLERANCE_MS)):
-            if w.open_ms >= 0:
-                late = int(np.count_nonzero(t < w.open_ms))
-                st.late_events += late
-                result.late_events += late
-            lo, hi = int(t.min()), int(newest[-1])
-            st.max_event_ms = max(prev, hi)
-            w.start_ms = lo if w.start_ms < 0 else min(w.start_ms, lo)
-            w.end_ms = max(w.end_ms, hi)
-            return
-    for t_ in data.times[a:b]:
-        if st.max_event_ms >= 0 and t_ > st.max_event_ms + FUTURE_TOLERANCE_MS:
-            st.future_events += 1
-            result.future_events += 1
-            continue
-        if w.open_ms >= 0 and t_ < w.open_ms:
-            st.late_events += 1
-            result.late_events += 1
-        st.max_event_ms = max(st.max_event_ms, t_)
-        w.start_ms = t_ if w.start_ms < 0 else min(w.start_ms, t_)
-        w.end_ms = max(w.end_ms, t_)
