@@ -25,7 +25,7 @@ from driftline.core.fastloop.state import DriftEpisode, ModelState
 from driftline.core.fastloop.window_tests import WindowTest
 from driftline.core.reference import ReferenceProfile
 
-__all__ = ["on_detections", "open_late", "step_episode"]
+__all__ = ["fire_detection", "on_detections", "step_episode"]
 
 #: Alert kinds that sequential detectors open, in the order they are handled.
 _EARLY_KINDS = ("input_drift", "output_drift")
@@ -55,10 +55,10 @@ def on_detections(
         for d in mine:
             st.early[d.feature] = float(pol.ph_threshold) if d.detector == "page_hinkley" else 1.0
         first = mine[0]
-        _early_fire(st, ref, first, int(placed[first.at]), count_at + first.at + 1, result)
+        fire_detection(st, ref, first, int(placed[first.at]), count_at + first.at + 1, result)
 
 
-def open_late(
+def fire_detection(
     st: ModelState,
     ref: ReferenceProfile,
     d: Detection,
@@ -66,19 +66,10 @@ def open_late(
     count: int,
     result: BatchResult,
 ) -> None:
-    """At a window's close, a detector still away whose firing a cooldown swallowed
-    (:func:`driftline.core.fastloop.multivariate.unalerted`) opens its kind's episode."""
-    _early_fire(st, ref, d, at_ms, count, result)
-
-
-def _early_fire(
-    st: ModelState,
-    ref: ReferenceProfile,
-    d: Detection,
-    at_ms: int,
-    count: int,
-    result: BatchResult,
-) -> None:
+    """Open ``d.kind``'s episode by detection ``d`` at ``at_ms`` (window count ``count``),
+    unless it is firing or cooling down: a sequential detector's firing, or at a
+    window's close a detector still away whose firing a cooldown swallowed
+    (:func:`driftline.core.fastloop.multivariate.unalerted`)."""
     ep = st.episode(d.kind)
     if not ep.may_open:
         return

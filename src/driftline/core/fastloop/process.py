@@ -29,7 +29,7 @@ from driftline.core.fastloop.clock import (
     open_next_window,
     settle_window_end,
 )
-from driftline.core.fastloop.episodes import on_detections, open_late, step_episode
+from driftline.core.fastloop.episodes import fire_detection, on_detections, step_episode
 from driftline.core.fastloop.outputs import output_tests
 from driftline.core.fastloop.plan import Plan, SegmentArrays, plan_for
 from driftline.core.fastloop.quality import quality_tests
@@ -245,7 +245,7 @@ def _close_window(
     early_in = any(not k.startswith("__") for k in st.early) or multivariate.holding(st)
     step_episode(st, ref, "input_drift", drifted, early_in, result, "window_ks_psi")
     if (held := multivariate.unalerted(st)) is not None:
-        open_late(st, ref, held, w.end_ms, w.count, result)
+        fire_detection(st, ref, held, w.end_ms, w.count, result)
     joint = multivariate.window_row(st)
     if joint is not None:
         obs.append(observation(mid, ver, joint.feature, joint.statistic, joint.effect))
