@@ -17,8 +17,14 @@ case in a fresh process (so peak memory is its own), ``--rounds`` times interlea
   single events and on batches;
 * ``naive``: river's PageHinkley per numeric feature and ADWIN on the confidence, event
   by event in a Python loop (consume + decode included);
-* ``labels``: the label joiner (``driftline.runtime.labels``) on the same predictions plus one
-  label each, if that module exists.
+* ``monitor`` with the previous single-event decoder (orjson and bulk checks, the typed
+  decoder's fallback), beside the typed one;
+* ``labels``: the label joiner (``driftline.runtime.labels``) on the same predictions
+  (single JSON, then batches) plus one label each (labels/s); ``pending``: batched
+  predictions without labels, then ``MEMORY USAGE`` of the pending-prediction hashes
+  per prediction.
+
+The last table puts issue 14's bars beside this run's figures.
 
 Rates are steady state: the clock starts when the first fetched batch arrives (group
 join, leases and connection set-up excluded) and stops when the last event is processed
@@ -68,6 +74,7 @@ from driftline.core.fastloop import ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.runtime.devstack import DevStack
+from driftline.runtime.worker import FETCH_MAX_WAIT_MS
 
 T0_MS = 1_767_225_600_000
 STEP_MS = 10
@@ -118,7 +125,7 @@ def _settings(cfg: dict[str, Any], **topics: str) -> Settings:
         redis={"url": cfg["redis"], "key_prefix": cfg["prefix"]},
         topics=topics,
         monitor={"group_id": cfg["group"]},
-        labels={"group_id": cfg["group"] + "-labels"},
+        labels={"group_id": cfg["group"] + "-labels", **cfg.get("labels_settings", {})},
         metrics_port=0,
     )
 
@@ -267,6 +274,8 @@ async def phase_raw(cfg: dict[str, Any]) -> dict[str, Any]:
         group_id=None,
         enable_auto_commit=False,
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        # as the workers fetch (driftline.runtime.worker.FETCH_MAX_WAIT_MS)
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
     await c.start()
     tps = await _partitions(c, cfg["topic"])
@@ -291,8 +300,15 @@ async def phase_raw(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 async def phase_monitor(cfg: dict[str, Any]) -> dict[str, Any]:
+    from driftline.runtime import monitor
     from driftline.runtime.monitor import MonitorWorker
 
+    if cfg.get("decoder") == "untyped":
+        # The decoder before issue 14 (orjson + bulk checks), kept as the typed path's
+        # fallback: the same worker with it, for the side-by-side row.
+        from driftline.contract.decode import _decode_untyped
+
+        monitor.decode_records = _decode_untyped  # type: ignore[assignment]
     await _put_references(cfg)
     settings = _settings(cfg, predictions=cfg["topic"], alerts=cfg["alerts"])
     worker = MonitorWorker(settings, name=cfg.get("name", "bench"))
@@ -401,7 +417,24 @@ async def phase_labels(cfg: dict[str, Any]) -> dict[str, Any]:
     finally:
         await joiner.close()
     done = joiner.predictions_seen + joiner.labels_seen
-    return span.result(done, predictions=joiner.predictions_seen, labels=joiner.labels_seen)
+    res = span.result(done, predictions=joiner.predictions_seen, labels=joiner.labels_seen)
+    res["labels_rate"] = joiner.labels_seen / res["wall"] if res["wall"] > 0 else math.nan
+    if not cfg["labels_count"]:
+        res.update(_pending_bytes(cfg, joiner.predictions_seen))
+    return res
+
+
+def _pending_bytes(cfg: dict[str, Any], predictions: int) -> dict[str, Any]:
+    """``MEMORY USAGE`` of the pending-prediction hashes per prediction (docs/slow-loop.md)."""
+    import redis
+
+    r = redis.Redis.from_url(cfg["redis"])
+    try:
+        keys = list(r.scan_iter(match=f"{cfg['prefix']}:*:r:pp:*", count=1000))
+        total = sum(int(r.memory_usage(k, samples=0) or 0) for k in keys)
+    finally:
+        r.close()
+    return {"pending_keys": len(keys), "pending_b": total / max(1, predictions)}
 
 
 async def phase_live(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -667,6 +700,11 @@ def throughput(b: Bench, n: int, rounds: int) -> dict[str, list[dict[str, Any]]]
             {"topic": "in-json", "rows_per_record": 1, "stop_rows": n},
         ),
         (
+            "monitor-untyped",
+            "monitor",
+            {"topic": "in-json", "rows_per_record": 1, "stop_rows": n, "decoder": "untyped"},
+        ),
+        (
             "monitor-batch",
             "monitor",
             {"topic": "in-batch", "rows_per_record": ROWS_PER_BATCH, "stop_rows": n},
@@ -686,17 +724,42 @@ def throughput(b: Bench, n: int, rounds: int) -> dict[str, list[dict[str, Any]]]
     res = b.run("naive", b.cfg(topic="in-json", rows=naive_n))
     results["naive"] = [res]
     print(f"  naive          {_fmt_rate(res.get('rate', math.nan))} ev/s")
-    joiner = Path(__file__).resolve().parents[1] / "src" / "driftline" / "runtime" / "labels.py"
-    if joiner.exists():
-        res = b.run(
-            "labels",
-            b.cfg(topic="in-json", labels="in-labels", rows=n, labels_count=n, timeout=900),
+    label_cases = [
+        # single JSON predictions and their labels; batched predictions (the SDK's
+        # default) and their labels; batched predictions alone (what a pending
+        # prediction costs in Redis)
+        ("labels", {"topic": "in-json", "labels": "in-labels", "labels_count": n}),
+        ("labels-batch", {"topic": "in-batch", "labels": "in-labels", "labels_count": n}),
+        (
+            "pending",
+            {
+                "topic": "in-batch",
+                "labels": "in-nolabels",
+                "labels_count": 0,
+                # All predictions fall in the first event-time generation of one model
+                # (one partition): give it the buckets the sizing rule gives a later
+                # generation of that many predictions (docs/slow-loop.md), not the
+                # first generation's 64, which only a fresh model has.
+                "labels_settings": {"initial_buckets": _later_buckets(n)},
+            },
+        ),
+    ]
+    for name, kw in label_cases:
+        res = b.run("labels", b.cfg(rows=n, timeout=900, **kw))
+        results[name] = [res]
+        print(
+            f"  {name:14s} {res.get('error') or _fmt_rate(res.get('labels_rate', math.nan))} "
+            f"labels/s, {_fmt_rate(res.get('rate', math.nan))} records/s"
         )
-    else:
-        res = {"error": "n/a (src/driftline/runtime/labels.py does not exist)"}
-    results["labels"] = [res]
-    print(f"  labels         {res.get('error') or _fmt_rate(res.get('rate', math.nan))}")
     return results
+
+
+def _later_buckets(predictions: int) -> int:
+    """Buckets of a generation after one of ``predictions`` (core.slowloop's rule)."""
+    from driftline.core.slowloop.pending import TARGET_PER_BUCKET
+
+    want = math.ceil(1.25 * predictions / TARGET_PER_BUCKET)
+    return 1 << max(0, want - 1).bit_length()
 
 
 async def latency(b: Bench, models: int, per_model: int, rate: float) -> dict[str, Any]:
@@ -853,7 +916,7 @@ def report(
         f"single event {meta['json_bytes']:.0f} B, batch {meta['batch_bytes']:.0f} B/event)"
     )
     header = (
-        f"{'case':28s} {'events/s':>10s} {'x raw':>7s} {'cpu us/ev':>9s} "
+        f"{'case':32s} {'events/s':>10s} {'x raw':>7s} {'cpu us/ev':>9s} "
         f"{'redis cmd/ev':>12s} {'redis B/ev':>10s} {'peak MB':>8s}"
     )
     print(header)
@@ -861,21 +924,23 @@ def report(
     rows = [
         ("raw getmany+orjson (JSON)", "raw"),
         ("monitor, single JSON events", "monitor"),
+        ("  same, previous decoder", "monitor-untyped"),
         ("monitor, columnar batches", "monitor-batch"),
         ("raw getmany+orjson (batches)", "raw-batch"),
         ("naive river per event", "naive"),
-        ("label joiner (+1 label/pred)", "labels"),
+        ("label joiner, JSON preds+labels", "labels"),
+        ("label joiner, batch preds+labels", "labels-batch"),
     ]
     for label, key in rows:
         r = best(key)
         if not r or "rate" not in r:
             err = (tp.get(key) or [{}])[0].get("error", "n/a")
-            print(f"{label:28s} {err}")
+            print(f"{label:32s} {err}")
             continue
         calls = "" if r.get("redis_calls") is None else f"{r['redis_calls']:.4f}"
         rb = "" if r.get("redis_bytes") is None else f"{r['redis_bytes']:.1f}"
         print(
-            f"{label:28s} {_fmt_rate(r['rate']):>10s} {r['rate'] / raw:7.2f} {r['cpu_us']:9.2f} "
+            f"{label:32s} {_fmt_rate(r['rate']):>10s} {r['rate'] / raw:7.2f} {r['cpu_us']:9.2f} "
             f"{calls:>12s} {rb:>10s} {r['peak_mb']:8.0f}"
         )
     single = best("monitor").get("rate", math.nan)
@@ -934,6 +999,34 @@ def report(
             f"events per worker {two['per_worker']}, cpu us/ev {two['cpu_us']}"
         )
         print(f"  same alert ids: {scale['same_alerts']} ({scale['alerts']} alerts)")
+    bars(tp, lat)
+
+
+def bars(tp: dict[str, list[dict[str, Any]]], lat: dict[str, Any] | None) -> None:
+    """Issue 14's bars beside this run's figures (met or not)."""
+
+    def best(name: str, key: str = "rate") -> float:
+        vals = [r[key] for r in tp.get(name, []) if key in r]
+        return max(vals) if vals else math.nan
+
+    raw = best("raw")
+    labels = max(best("labels", "labels_rate"), best("labels-batch", "labels_rate"))
+    pending = best("pending", "pending_b")
+    p99 = lat.get("p99", math.nan) if lat else math.nan
+    rows = [
+        ("monitor, single JSON events", best("monitor") / raw, "x raw", ">=", 0.5),
+        ("monitor, columnar batches", best("monitor-batch") / raw, "x raw", ">=", 1.0),
+        ("label join", labels, "labels/s", ">=", 50_000),
+        ("event-to-alert p99", p99, "s", "<", 1.0),
+        ("Redis per pending prediction", pending, "B", "<=", 40),
+    ]
+    print()
+    print("Issue 14's bars (this run)")
+    for name, value, unit, op, bar in rows:
+        ok = {">=": value >= bar, "<": value < bar, "<=": value <= bar}[op]
+        shown = f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+        verdict = "met" if ok else ("n/a" if math.isnan(value) else "NOT met")
+        print(f"  {name:30s} {shown:>10s} {unit:9s} bar {op} {bar:<8,} {verdict}")
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ import orjson
 
 from driftline.config import LabelsSettings, WorkerSettings
 from driftline.contract.columnar import ColumnarBatch, pack_events, row_count
+from driftline.contract.decode import decode_records
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop import BatchResult, ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, TrainingData, build_reference
@@ -209,8 +210,9 @@ def _references(names: Sequence[str]) -> dict[tuple[str, str], ReferenceProfile]
 #: ``batches`` packed into columnar batches of 137 rows and ``mixed`` (runs of single
 #: events and batches alternating) through ``process_batch``; ``reload`` like
 #: ``events`` with every state stored and loaded again between batches (as the worker
-#: does through Redis).
-Feed = Literal["events", "batches", "mixed", "reload"]
+#: does through Redis); ``wire`` each call's events encoded as JSON records and decoded
+#: by the worker's decoder (``driftline.contract.decode.decode_records``, typed).
+Feed = Literal["events", "batches", "mixed", "reload", "wire"]
 
 
 @dataclass(frozen=True)
@@ -397,9 +399,9 @@ FAST: tuple[FastScenario, ...] = (
             _fires_and_resolves("input_drift"),
         )
         for seed, feeds in (
-            (1, (("events", 5_000),)),
-            (2, (("events", 333),)),
-            (3, (("events", 1_000),)),
+            (1, (("events", 5_000), ("wire", 5_000))),
+            (2, (("events", 333), ("wire", 333))),
+            (3, (("events", 1_000), ("wire", 1_000))),
         )
     ),
     FastScenario(
@@ -407,7 +409,7 @@ FAST: tuple[FastScenario, ...] = (
         "f00 +2.5 sd and 40% of plan set to a new category from event 2000",
         _categorical_and_output_shift,
         ("churn",),
-        (("events", 700),),
+        (("events", 700), ("wire", 700)),
         _fires("input_drift", "output_drift"),
     ),
     FastScenario(
@@ -415,7 +417,7 @@ FAST: tuple[FastScenario, ...] = (
         "missing values, type mismatches, unknown features, infinities, missing scores",
         _data_quality,
         ("churn",),
-        (("events", 400),),
+        (("events", 400),),  # inf is not JSON: no wire feed (see tests/unit/test_typed.py)
         _fires("data_quality"),
     ),
     FastScenario(
@@ -424,7 +426,7 @@ FAST: tuple[FastScenario, ...] = (
         "warming up without a reference",
         _models_segments_string_times,
         ("churn", "fraud"),
-        (("events", 900),),
+        (("events", 900), ("wire", 900)),
         _several_streams,
     ),
     FastScenario(
@@ -433,7 +435,7 @@ FAST: tuple[FastScenario, ...] = (
         "clock), 1 sd shift at 2000",
         _late_and_future,
         ("churn_time_windows",),
-        (("events", 650), ("batches", 5)),
+        (("events", 650), ("batches", 5), ("wire", 650)),
         _late_future,
         now_step_ms=10,
     ),
@@ -443,7 +445,7 @@ FAST: tuple[FastScenario, ...] = (
         "after it; no processing clock (as a replay)",
         _sparse_gappy,
         ("churn",),
-        (("events", 1_000), ("events", 77), ("reload", 500)),
+        (("events", 1_000), ("events", 77), ("reload", 500), ("wire", 1_000)),
         _sparse_times,
     ),
     FastScenario(
@@ -451,7 +453,7 @@ FAST: tuple[FastScenario, ...] = (
         "5000-event windows fed 6000 events per call (past Page-Hinkley's vector block)",
         functools.partial(_sim, 6, 9_000, shift=Shift(start=6_000, sigmas=1.0)),
         ("churn_big_windows",),
-        (("events", 6_000),),
+        (("events", 6_000), ("wire", 6_000)),
         _fires("input_drift"),
     ),
     FastScenario(
@@ -459,7 +461,7 @@ FAST: tuple[FastScenario, ...] = (
         "no reference: the first 2000 events build one, then a shift at 6000 is found",
         functools.partial(_sim, 6, 9_000, shift=Shift(start=6_000, sigmas=1.0)),
         (),
-        (("events", 1_500),),
+        (("events", 1_500), ("wire", 1_500)),
         _warm_up,
     ),
     FastScenario(
@@ -467,7 +469,7 @@ FAST: tuple[FastScenario, ...] = (
         "a regression model (numeric prediction, no scores): shift and recovery",
         _regression,
         ("price_regression",),
-        (("events", 800),),
+        (("events", 800), ("wire", 800)),
         _fires("input_drift", "output_drift"),
     ),
     FastScenario(
@@ -475,7 +477,7 @@ FAST: tuple[FastScenario, ...] = (
         "every state stored and loaded between batches of 700",
         functools.partial(_sim, 4, 6_000, shift=Shift(start=2_500, sigmas=1.0)),
         ("churn",),
-        (("reload", 700), ("events", 6_000)),
+        (("reload", 700), ("events", 6_000), ("wire", 700)),
         _fires("input_drift"),
     ),
     FastScenario(
@@ -493,13 +495,15 @@ FAST: tuple[FastScenario, ...] = (
         "columnar batches of 137 rows (7 per call) give the results of single events",
         _columnar,
         ("churn",),
-        (("batches", 7), ("events", 1_000), ("mixed", 13)),
+        (("batches", 7), ("events", 1_000), ("mixed", 13), ("wire", 1_000)),
         _fires("input_drift"),
     ),
 )
 
 
 def _items(events: Events, how: Feed) -> list[Any]:
+    if how == "wire":  # the encoded records, decoded per call by the worker's decoder
+        return [orjson.dumps(e) for e in events]
     if how == "batches":
         return [ColumnarBatch.from_dict(b) for b in pack_events(events, max_rows=137)]
     if how == "mixed":
@@ -519,6 +523,9 @@ def run_fast(scn: FastScenario, feed: tuple[Feed, int] | None = None) -> Record:
     rows = 0
     for i in range(0, len(items), size):
         call = items[i : i + size]
+        if how == "wire":
+            call, refused = decode_records(call)
+            assert not refused, refused
         rows += row_count(call)
         now = None if scn.now_step_ms is None else T0 + rows * scn.now_step_ms
         res = process_batch(call, states, lambda m, v: refs.get((m, v)), now_ms=now)

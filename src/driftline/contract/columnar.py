@@ -59,6 +59,7 @@ __all__ = [
     "numeric_column",
     "pack_events",
     "row_count",
+    "stream_counts",
 ]
 
 _NONE = type(None)
@@ -317,11 +318,21 @@ class EventColumns(Columns):
 
     def rows(self, start: int, stop: int) -> list[dict[str, Any]]:
         """Events ``start:stop`` as plain dicts (copies)."""
-        return [dict(e) for e in self.events[start:stop]]
+        return [_plain(e) for e in self.events[start:stop]]
 
     def tail(self, start: int) -> EventColumns:
         """The events from ``start`` on."""
         return EventColumns(self.events[start:])
+
+
+def _plain(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of an event as plain dicts, its features too (an event that only reads
+    like a dict, such as a typed one of :mod:`driftline.contract.typed`, included)."""
+    out = dict(event)
+    feats = out.get("features")
+    if feats is not None and type(feats) is not dict:
+        out["features"] = dict(feats.items())
+    return out
 
 
 # --------------------------------------------------------------------- columnar batch
@@ -665,7 +676,18 @@ def group_items(items: Sequence[Mapping[str, Any]]) -> dict[KeyTuple, list[Colum
 
 def row_count(items: Sequence[Mapping[str, Any]]) -> int:
     """Predictions in ``items``: one per event, ``count`` per batch."""
+    if isinstance(items, EventFrame) and items.groups is not None:
+        return sum(c.n for parts in items.groups.values() for c in parts)
     return sum(it.count if isinstance(it, ColumnarBatch) else 1 for it in items)
+
+
+def stream_counts(items: Sequence[Mapping[str, Any]]) -> dict[KeyTuple, int]:
+    """Predictions per stream of ``items``, streams in order of first appearance.
+
+    From the columns a decoded frame carries (no pass over the events), else from
+    :func:`group_items`, which the core reuses.
+    """
+    return {k: sum(c.n for c in parts) for k, parts in group_items(items).items()}
 
 
 # --------------------------------------------------------------------------- packing

@@ -47,6 +47,7 @@ from driftline.contract.events import (
     names_are_valid,
 )
 from driftline.contract.keys import KeyTuple
+from driftline.contract.typed import decode_typed
 from driftline.errors import ContractError, DecodeError, ValidationError
 
 __all__ = ["decode_record", "decode_records"]
@@ -97,10 +98,27 @@ def decode_records(
 ) -> tuple[EventFrame, list[tuple[int, ContractError]]]:
     """Decode a fetched batch of record values, in order.
 
-    Returns the valid items (an :class:`EventFrame` of event dicts and
+    Returns the valid items (an :class:`EventFrame` of events and
     :class:`ColumnarBatch`, with their columns built when possible) and
     ``(index, error)`` for each refused record, each error exactly what
     :func:`decode_record` raises for it.
+
+    Single events are decoded by the typed decoders of
+    :mod:`driftline.contract.typed` (parse and contract check in one C-level pass
+    per record, no dict; the events read like the dicts :func:`decode_record` gives,
+    equal to them). Records those refuse, and fetches holding columnar batches, take
+    the path of :func:`_decode_untyped`.
+    """
+    typed = decode_typed(values, decode_record, _decode_untyped)
+    if typed is not None:
+        return typed
+    return _decode_untyped(values)
+
+
+def _decode_untyped(
+    values: Sequence[bytes | None],
+) -> tuple[EventFrame, list[tuple[int, ContractError]]]:
+    """:func:`decode_records` without typed decoding: ``orjson`` and bulk checks.
 
     Single events are checked in bulk (:func:`_bulk_columns`): when every rule holds
     for every event, which a few C-level passes per column establish, nothing is

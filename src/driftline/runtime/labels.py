@@ -237,7 +237,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
         lrecs = records.get(self.label_topic, [])
         state = unit.state
         p = unit.partition
-        preds, bad_preds = _decode_predictions(precs)
+        preds, bad_preds = await asyncio.to_thread(_decode_predictions, precs)
         seen = len(preds) + bad_preds
         if bad_preds:
             # The monitor dead-letters predictions; the joiner only counts them.
@@ -264,7 +264,10 @@ class LabelJoiner(Worker[UnitState, Joined]):
             "looking up pending predictions",
             lambda: store.lookup_records(self.label_topic, p, plan.keys, plan.probes),
         )
-        result = join_batch(
+        # The core runs in a thread, so the event loop keeps fetching meanwhile (as the
+        # monitor's); one batch at a time, and the alert reader waits between batches.
+        result = await asyncio.to_thread(
+            join_batch,
             preds,
             labels,
             plan,

@@ -367,14 +367,28 @@ def observe_statistic(model: str, version: str, feature: str, test: str, value: 
     ``driftline_drift_rate_ratio`` with the statistic's name as the ``statistic`` label;
     the multivariate detector's level has its own gauge (one per stream, no feature).
     """
-    if test == _MULTIVARIATE_TEST:
-        DRIFT_MULTIVARIATE.labels(model, version).set(value)
-        return
-    family = _DRIFT_FAMILIES.get(test)
-    if family is not None:
-        family.labels(model, version, feature).set(value)
-    else:
-        DRIFT_RATE.labels(model, version, feature, test).set(value)
+    key = (model, version, feature, test)
+    child = _STATISTIC_SERIES.get(key)
+    if child is None:
+        # ``labels()`` checks and locks on every call: about 120 statistics per window
+        # made it a tenth of the monitor's time. The series are never removed, so the
+        # child can be kept (bounded: models and features are capped upstream).
+        family = _DRIFT_FAMILIES.get(test)
+        if test == _MULTIVARIATE_TEST:
+            child = DRIFT_MULTIVARIATE.labels(model, version)
+        elif family is not None:
+            child = family.labels(model, version, feature)
+        else:
+            child = DRIFT_RATE.labels(model, version, feature, test)
+        if len(_STATISTIC_SERIES) >= _MAX_CACHED_SERIES:
+            _STATISTIC_SERIES.clear()
+        _STATISTIC_SERIES[key] = child
+    child.set(value)
+
+
+#: The gauge child of each (model, version, feature, statistic) set so far.
+_STATISTIC_SERIES: dict[tuple[str, str, str, str], Gauge] = {}
+_MAX_CACHED_SERIES = 200_000
 
 
 #: Outcomes and results a worker exports from its start, at zero: a series that exists

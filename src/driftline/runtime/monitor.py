@@ -54,9 +54,9 @@ from typing import Any
 
 from driftline.config import Settings
 from driftline.contract.codec import pack, unpack
-from driftline.contract.columnar import ColumnarBatch, EventFrame, row_count
+from driftline.contract.columnar import EventFrame, stream_counts
 from driftline.contract.decode import decode_records
-from driftline.contract.keys import StateKey, interned_key, state_key
+from driftline.contract.keys import KeyTuple, StateKey, interned_key, state_key
 from driftline.core.fastloop import BatchResult, ModelState, process_batch
 from driftline.core.fastloop.state import STATE_FORMAT
 from driftline.core.reference import ReferenceProfile
@@ -128,6 +128,8 @@ class Done:
     states: dict[StateKey, ModelState]
     warm_saved: dict[StateKey, int]
     new_streams: int
+    #: Predictions per stream (model, version, segment key) handed to the core.
+    counts: Mapping[KeyTuple, int]
 
 
 class _Loaded:
@@ -204,7 +206,10 @@ class MonitorWorker(Worker[Models, Done]):
         p = unit.partition
         # Bulk decode (driftline.contract.decode): the valid items in order, with their
         # columns already built for the core, and each refused record with its error.
-        events, refused = decode_records([rec.value for rec in recs])
+        # Decoding and the core run in a thread: meanwhile the event loop keeps fetching
+        # the next records (aiokafka prefetches only while the loop runs), heartbeats and
+        # health answer. One batch at a time, and each batch's states are its own dict.
+        events, refused = await asyncio.to_thread(decode_records, [rec.value for rec in recs])
         # A poison record is passed only after the dead-letter topic acknowledged it.
         await asyncio.gather(
             *(
@@ -212,10 +217,13 @@ class MonitorWorker(Worker[Models, Done]):
                 for i, exc in refused
             )
         )
-        keys = [state_key(e) for e in events]
-        screen = await self._screen(unit, list(dict.fromkeys(keys)))
+        # The streams from the decoded columns (no pass over the events); each event's
+        # stream only when some are dropped.
+        streams = [interned_key(kt) for kt in stream_counts(events)]
+        screen = await self._screen(unit, streams)
         dead = len(refused)
         if screen.dropped:
+            keys = [state_key(e) for e in events]
             events, sent = await self._drop(unit, recs, refused, events, keys, screen.dropped)
             dead += sent
         await self._claim_models(unit, screen.admitted)
@@ -223,7 +231,8 @@ class MonitorWorker(Worker[Models, Done]):
         states = screen.states
         # The processing clock: an event stamped later than this (plus the tolerance)
         # is future-dated (core/fastloop/clock.py).
-        result = process_batch(
+        result = await asyncio.to_thread(
+            process_batch,
             events,
             states,
             lambda mo, v: refs.get((mo, v)),
@@ -247,7 +256,15 @@ class MonitorWorker(Worker[Models, Done]):
             alerts=[a.to_json() for a in result.alerts],
             positions={self.topic: last + 1},
             stored_offset=last,
-            result=Done(result, events, dead, states, saved, len(screen.admitted)),
+            result=Done(
+                result,
+                events,
+                dead,
+                states,
+                saved,
+                len(screen.admitted),
+                stream_counts(events),
+            ),
             side=side,
             side_deletes=side_deletes,
         )
@@ -299,7 +316,7 @@ class MonitorWorker(Worker[Models, Done]):
             held = self.units.get(p)
             if held is not None:
                 held.state.warm_saved.pop(key, None)
-        self.processed += row_count(done.events)
+        self.processed += sum(done.counts.values())
         self._observe(done)
         self._observe_episodes(unit, done.states)
         await record_history(self.store, done.result)  # best effort, after the commit
@@ -500,14 +517,13 @@ class MonitorWorker(Worker[Models, Done]):
     # ------------------------------------------------------------------ metrics
     def _observe(self, done: Done) -> None:
         # A columnar batch record carries many predictions: count predictions, not records.
-        m.EVENTS.labels(self.name, "processed").inc(row_count(done.events))
+        m.EVENTS.labels(self.name, "processed").inc(sum(done.counts.values()))
         if done.dead_letters:
             m.EVENTS.labels(self.name, "dead_letter").inc(done.dead_letters)
         models = self.model_labels
         per_model: dict[tuple[str, str], int] = {}
-        for e in done.events:
-            k = (e["model_id"], e["model_version"])
-            per_model[k] = per_model.get(k, 0) + (e.count if isinstance(e, ColumnarBatch) else 1)
+        for (mo, v, _), n in done.counts.items():
+            per_model[(mo, v)] = per_model.get((mo, v), 0) + n
         other = 0
         for (mo, v), n in per_model.items():
             if models.exported(mo):
