@@ -19,6 +19,7 @@ import redis.asyncio.cluster as aiocluster
 
 from driftline.config import Settings
 from driftline.runtime.devstack import DevStack, RedisCluster
+from support import redis_settings
 
 # There is no default signing key (issue 16): every test run makes its own, and the
 # worker children the tests start inherit it through the environment.
@@ -42,11 +43,21 @@ def unique() -> str:
 
 
 @pytest.fixture
-def settings(stack: DevStack, unique: str) -> Settings:
+def redis_kind() -> str:
+    """The Redis that :func:`settings` points at: ``"server"`` (the session's
+    redis-server) unless a test is parametrised with ``support.ON_BOTH_REDIS``, which
+    runs it on the session's Redis Cluster too (``"cluster"``)."""
+    return "server"
+
+
+@pytest.fixture
+def settings(
+    stack: DevStack, unique: str, redis_kind: str, request: pytest.FixtureRequest
+) -> Settings:
     """Settings pointing at the session stack, with per-test topics and key prefix."""
     return Settings(
         kafka={"bootstrap_servers": stack.broker.bootstrap},
-        redis={"url": stack.redis.url, "key_prefix": f"t{unique}"},
+        redis={**redis_settings(stack, request, redis_kind), "key_prefix": f"t{unique}"},
         topics={
             "predictions": f"predictions-{unique}",
             "labels": f"labels-{unique}",

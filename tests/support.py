@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import orjson
+import pytest
 
 
 def assert_close(a: Any, b: Any, rel: float = 1e-9, path: str = "") -> None:
@@ -106,6 +107,30 @@ async def read_records(bootstrap: str, topic: str, idle_ms: int = 1500) -> list[
         await cons.stop()
 
 
+#: Runs a test that uses the ``settings`` fixture on one redis-server and again on the
+#: session's local Redis Cluster (three masters): same test, same expected results.
+ON_BOTH_REDIS = pytest.mark.parametrize("redis_kind", ["server", "cluster"])
+
+
+def redis_settings(stack: Any, request: Any, kind: str) -> dict[str, Any]:
+    """``redis`` settings of the session's server, or (started on first use) cluster."""
+    if kind == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        return {"url": cluster.url, "cluster": True}
+    if kind != "server":
+        raise ValueError(f"redis_kind is 'server' or 'cluster', not {kind!r}")
+    return {"url": stack.redis.url}
+
+
+def redis_env(settings: Any) -> dict[str, str]:
+    """``DRIFTLINE_REDIS__*`` variables of a worker child pointed at ``settings.redis``."""
+    return {
+        "DRIFTLINE_REDIS__URL": settings.redis.url,
+        "DRIFTLINE_REDIS__CLUSTER": "true" if settings.redis.cluster else "false",
+        "DRIFTLINE_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+    }
+
+
 async def read_all(bootstrap: str, topic: str, idle_ms: int = 1500) -> list[bytes]:
     """Every record value of ``topic`` from the beginning until it stays idle."""
     return [r.value for r in await read_records(bootstrap, topic, idle_ms)]
@@ -121,18 +146,10 @@ async def read_dlq(
 
 async def stored_states(settings: Any, partitions: int = 2) -> dict[str, bytes]:
     """The monitor's state records in Redis, merged over partitions (verified)."""
-    import redis.asyncio as aioredis
-
-    from driftline.runtime.store import StateStore
-
-    client = aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
-    store = StateStore(
-        client,
-        prefix=settings.redis.key_prefix,
-        group=settings.monitor.group_id,
-        signing_key=settings.redis.state_signing_key.get_secret_value().encode(),
-    )
     from driftline.runtime.monitor import read_states
+    from driftline.runtime.store import open_store
+
+    client, store = open_store(settings.redis, settings.monitor.group_id)
 
     out: dict[str, bytes] = {}
     try:
@@ -164,8 +181,7 @@ def monitor_env(settings: Any, **extra: str) -> dict[str, str]:
         **os.environ,
         "PYTHONPATH": MONITOR_SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
         "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "DRIFTLINE_REDIS__URL": settings.redis.url,
-        "DRIFTLINE_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+        **redis_env(settings),
         "DRIFTLINE_TOPICS__PREDICTIONS": settings.topics.predictions,
         "DRIFTLINE_TOPICS__ALERTS": settings.topics.alerts,
         "DRIFTLINE_MONITOR__GROUP_ID": settings.monitor.group_id,
@@ -300,10 +316,10 @@ def _store_for(settings: Any, client: Any) -> Any:
 
 
 def redis_client(settings: Any) -> Any:
-    """A redis.asyncio client for ``settings`` (TLS, ACL user and all)."""
-    import redis.asyncio as aioredis
+    """A redis.asyncio client for ``settings`` (TLS, ACL user, cluster and all)."""
+    from driftline.runtime.redis_client import connect_redis
 
-    return aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
+    return connect_redis(settings.redis)
 
 
 async def put_reference(settings: Any, ref: Any) -> None:

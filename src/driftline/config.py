@@ -88,9 +88,16 @@ _PUBLIC_KEYS = frozenset({"driftline-dev-signing-key"})
 
 
 class RedisSettings(BaseModel):
-    """How to reach Redis: ``redis://`` or ``rediss://`` (TLS), optionally an ACL user."""
+    """How to reach Redis: ``redis://`` or ``rediss://`` (TLS), optionally an ACL user.
+
+    With ``cluster=True`` the URL names any one node of a Redis Cluster; the client
+    discovers the others and routes every command to the master of its key's slot
+    (docs/redis.md, "Redis Cluster").
+    """
 
     url: str = "redis://127.0.0.1:6379/0"
+    #: The URL is a node of a Redis Cluster (redis-py's cluster client), not one server.
+    cluster: bool = False
     username: str | None = None
     password: SecretStr | None = None
     ssl_ca_certs: str | None = None
@@ -113,6 +120,13 @@ class RedisSettings(BaseModel):
         if urlsplit(v).scheme not in ("redis", "rediss"):
             raise ValueError("redis.url must start with redis:// or rediss://")
         return v
+
+    @model_validator(mode="after")
+    def _cluster_db(self) -> RedisSettings:
+        db = urlsplit(self.url).path.strip("/")
+        if self.cluster and db not in ("", "0"):
+            raise ValueError(f"redis.url selects database {db!r}: a Redis Cluster has only 0")
+        return self
 
     def signing_key(self) -> SecretStr:
         """The configured state signing key; :class:`ConfigError` when there is none.
@@ -142,7 +156,8 @@ class RedisSettings(BaseModel):
         return urlunsplit((parts.scheme, f"{user}{host}{port}", parts.path, "", ""))
 
     def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``redis.asyncio.Redis.from_url(self.url, **kwargs)``."""
+        """Keyword arguments for ``from_url(self.url, **kwargs)`` of redis-py's asyncio
+        ``Redis`` or, with :attr:`cluster`, ``RedisCluster`` (they take the same ones)."""
         kw: dict[str, Any] = {
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_connect_timeout,

@@ -135,6 +135,8 @@ def test_dev_up_stops_its_children_and_removes_its_directory_on_a_signal(tmp_pat
         assert sorted(children.values()) == ["redis-server"] * redis_count + ["tansu"]
         (workdir,) = dev.tmp.iterdir()
         assert f"working directory {workdir}" in dev.text()
+        # A cluster's variables make a Driftline process use the cluster client.
+        assert ("export DRIFTLINE_REDIS__CLUSTER=true" in dev.text()) == bool(args)
         dev.proc.send_signal(sig)
         assert dev.wait() == 0, dev.text()
     finally:

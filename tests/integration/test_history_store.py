@@ -17,7 +17,7 @@ from driftline.runtime.devstack import RedisServer
 from driftline.runtime.history import load_history, record_history
 from driftline.runtime.keyspace import history_key, history_models_key, key_slot
 from driftline.runtime.monitor import MonitorWorker
-from driftline.runtime.store import HistoryBatch, StateStore
+from driftline.runtime.store import HistoryBatch, StateStore, open_store
 from driftline.views.report.build import report_from_store
 from driftline.views.status import model_statuses
 from report_scenarios import (
@@ -27,7 +27,7 @@ from report_scenarios import (
     quiet_reference,
     write_jsonl,
 )
-from support import publish
+from support import ON_BOTH_REDIS, publish, redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -49,8 +49,9 @@ def test_a_models_history_keys_share_one_slot():
         history_key("dl", "churn", "state")
 
 
+@ON_BOTH_REDIS
 async def test_append_page_and_cap(settings):
-    client = aioredis.Redis.from_url(settings.redis.url)
+    client = redis_client(settings)
     store = _store(client, settings.redis.key_prefix)
     try:
         payloads = [orjson.dumps({"i": i}) for i in range(600)]
@@ -68,10 +69,10 @@ async def test_append_page_and_cap(settings):
         await client.aclose()
 
 
+@ON_BOTH_REDIS
 async def test_the_worker_writes_history_that_equals_a_replay(settings, tmp_path):
     ref, other = churn_reference(), quiet_reference("fraud", "7")
-    client = aioredis.Redis.from_url(settings.redis.url)
-    store = StateStore.from_settings(client, settings.redis, settings.monitor.group_id)
+    client, store = open_store(settings.redis, settings.monitor.group_id)
     await store.put_reference("churn", "1", ref.to_bytes())
     await store.put_reference("fraud", "7", other.to_bytes())
     events = churn_events(9000)
@@ -96,6 +97,11 @@ async def test_the_worker_writes_history_that_equals_a_replay(settings, tmp_path
         assert hist.skipped == 0 and not hist.truncated
         latest = await store.history_latest("churn")
         assert orjson.loads(latest["1\x1f"])["window"] == want.windows[-1]["window"]
+
+        # The status page lists both models from the history set, with their last window.
+        statuses = {s["model"]: s for s in await model_statuses(store)}
+        assert sorted(statuses) == ["churn", "fraud"]
+        assert statuses["churn"]["last_end"] == want.windows[-1]["end"]
 
         # The same report from Redis as from the replay of the same events.
         from_redis = await report_from_store(store, "churn")

@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -30,9 +29,9 @@ from driftline.runtime.devstack import DevStack
 from driftline.runtime.labels import LabelJoiner
 from driftline.runtime.metrics import REGISTRY
 from driftline.runtime.monitor import MonitorWorker
-from driftline.runtime.store import StateStore
+from driftline.runtime.store import open_store
 from driftline.views.slow_loop import load_perf_states, report_text
-from support import read_all
+from support import ON_BOTH_REDIS, read_all, redis_env, redis_settings
 
 pytestmark = pytest.mark.integration
 
@@ -98,8 +97,7 @@ async def send(s: Settings, topic: str, items: list[Any]) -> None:
 
 
 async def store_reference(s: Settings, ref: Any) -> None:
-    client = aioredis.Redis.from_url(s.redis.url)
-    store = StateStore.from_settings(client, s.redis, s.monitor.group_id)
+    client, store = open_store(s.redis, s.monitor.group_id)
     await store.put_reference(ref.model_id, ref.model_version, ref.to_bytes())
     await client.aclose()
 
@@ -161,6 +159,9 @@ class Scenario:
         self.want_x: dict[str, int] = {}
         self.bad: list[bytes] = []
         self.settings: Settings | None = None
+        #: driftline_labels_total counted during the scenario: (model, outcome) -> n
+        #: (the registry is the process's, shared by the runs on both Redis kinds).
+        self.label_counts: dict[tuple[str, str], float] = {}
 
 
 N_C, SWITCH = 8000, 4000
@@ -204,12 +205,33 @@ def _sea_x() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]
     return preds, sorted(labels + ghosts, key=lambda e: e["timestamp"]), want
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def scenario(stack: DevStack) -> Scenario:
+def _label_counts() -> dict[tuple[str, str], float]:
+    return {
+        (sample.labels["model"], sample.labels["outcome"]): sample.value
+        for family in REGISTRY.collect()
+        if family.name == "driftline_labels"
+        for sample in family.samples
+        if sample.name == "driftline_labels_total"
+    }
+
+
+#: The scenario's outcome per Redis kind, run once each (the last test compares them).
+_SCENARIOS: dict[str, Scenario] = {}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session", params=["server", "cluster"])
+async def scenario(stack: DevStack, request: pytest.FixtureRequest) -> Scenario:
+    """The scenario on the session's redis-server, and again on its Redis Cluster."""
+    if request.param not in _SCENARIOS:
+        _SCENARIOS[request.param] = await _run_scenario(stack, request, request.param)
+    return _SCENARIOS[request.param]
+
+
+async def _run_scenario(stack: DevStack, request: pytest.FixtureRequest, kind: str) -> Scenario:
     u = uuid.uuid4().hex[:10]
     s = Settings(
         kafka={"bootstrap_servers": stack.broker.bootstrap},
-        redis={"url": stack.redis.url, "key_prefix": f"t{u}"},
+        redis={**redis_settings(stack, request, kind), "key_prefix": f"t{u}"},
         topics={
             "predictions": f"predictions-{u}",
             "labels": f"labels-{u}",
@@ -255,6 +277,7 @@ async def scenario(stack: DevStack) -> Scenario:
         + h_labels[:500]
     )
     await send(s, s.topics.labels, phase1_labels)
+    counts_before = _label_counts()
     out.monitor = await run_monitor(s)
     j = out.joiner = LabelJoiner(s, name="test-labels")
     await j.start()
@@ -270,6 +293,7 @@ async def scenario(stack: DevStack) -> Scenario:
         j.stop()
         await task
         await j.close()
+    out.label_counts = {k: v - counts_before.get(k, 0.0) for k, v in _label_counts().items()}
     out.alerts = [
         orjson.loads(v) for v in await read_all(s.kafka.bootstrap_servers, s.topics.alerts)
     ]
@@ -334,7 +358,7 @@ async def test_orphan_duplicate_expired_and_invalid_labels_are_counted_exactly(s
     assert scenario.joiner.totals()["sea-x"] == want
     assert scenario.joiner.outcomes[("_invalid", "invalid")] == 3
     for outcome, count in want.items():
-        assert gauge("driftline_labels_total", model="sea-x", outcome=outcome) == count
+        assert scenario.label_counts[("sea-x", outcome)] == count
     dlq = await read_all(s.kafka.bootstrap_servers, s.topics.dlq(s.topics.labels), idle_ms=800)
     assert sorted(dlq) == sorted(scenario.bad)
     assert scenario.phase1["sea-x"] == want
@@ -366,8 +390,7 @@ def _spawn_labels(s: Settings) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
-        "DRIFTLINE_REDIS__URL": s.redis.url,
-        "DRIFTLINE_REDIS__KEY_PREFIX": s.redis.key_prefix,
+        **redis_env(s),
         "DRIFTLINE_TOPICS__PREDICTIONS": s.topics.predictions,
         "DRIFTLINE_TOPICS__LABELS": s.topics.labels,
         "DRIFTLINE_TOPICS__ALERTS": s.topics.alerts,
@@ -386,6 +409,7 @@ def _spawn_labels(s: Settings) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.slow
+@ON_BOTH_REDIS
 async def test_sigkill_mid_stream_then_restart_counts_every_label_once(lsettings):
     s = lsettings
     sc = SeaScenario(model_id="sea-k", seed=15)
@@ -402,8 +426,7 @@ async def test_sigkill_mid_stream_then_restart_counts_every_label_once(lsettings
     await send(s, s.topics.predictions, preds)
     await send(s, s.topics.labels, labels)
 
-    client = aioredis.Redis.from_url(s.redis.url)
-    store = StateStore.from_settings(client, s.redis, s.labels.group_id)
+    client, store = open_store(s.redis, s.labels.group_id)
     meta = store.keys(s.topics.labels, 0).meta
     proc = _spawn_labels(s)
     for _ in range(800):  # kill once some, not all, batches are committed
@@ -436,3 +459,53 @@ async def test_sigkill_mid_stream_then_restart_counts_every_label_once(lsettings
     assert len({a["alert_id"] for a in alerts}) == len(
         {(a["kind"], a["episode"], a["status"]) for a in alerts}
     )
+
+
+# ------------------------------------------------------------------ one server = a cluster
+
+
+def _perf_counts(states: list[Any]) -> dict[str, Any]:
+    return {
+        st.key: (
+            st.predicted,
+            st.labelled,
+            {t: (b.pred, b.lab, b.correct) for t, b in st.buckets.items()},
+            {kind: ep.firing for kind, ep in st.episodes.items()},
+            st.drift_diag,
+        )
+        for st in states
+    }
+
+
+async def test_the_scenario_on_a_redis_cluster_equals_the_one_on_one_server(stack, request):
+    """Same alerts (ids, kinds, episodes, windows), totals and committed performance
+    states, whether the state lives on one redis-server or on three cluster masters."""
+    server = _SCENARIOS.get("server") or await _run_scenario(stack, request, "server")
+    cluster = _SCENARIOS.get("cluster") or await _run_scenario(stack, request, "cluster")
+
+    def alerts(sc: Scenario) -> list[tuple[Any, ...]]:
+        return sorted(
+            (
+                a["alert_id"],
+                a["model_id"],
+                a["kind"],
+                a["episode"],
+                a["status"],
+                orjson.dumps(a["window"]),
+            )
+            for a in sc.alerts
+        )
+
+    assert alerts(server) and alerts(server) == alerts(cluster)
+    assert server.joiner is not None and cluster.joiner is not None
+    assert server.joiner.totals() == cluster.joiner.totals()
+    assert server.label_counts == cluster.label_counts
+    assert server.settings is not None and cluster.settings is not None
+    (s_states, s_totals), (c_states, c_totals) = [
+        await load_perf_states(sc.settings) for sc in (server, cluster) if sc.settings
+    ]
+    assert s_totals == c_totals
+    # Counts, not bytes: the joiner meets predictions and labels in the order their two
+    # topics are fetched, which differs from run to run on any Redis, so ADWIN's bucket
+    # merges and float sums may differ in their last bits between two runs.
+    assert _perf_counts(s_states) == _perf_counts(c_states)

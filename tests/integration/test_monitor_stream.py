@@ -10,21 +10,22 @@ import sys
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from driftline.contract.keys import StateKey
 from driftline.core.reference import build_reference
 from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.offline.replay import Replayer
 from driftline.runtime.monitor import MonitorWorker
-from driftline.runtime.store import StateStore
+from driftline.runtime.store import open_store
 from support import (
     MONITOR_SRC,
+    ON_BOTH_REDIS,
     assert_close,
     pair_events,
     pair_reference,
     publish,
     read_all,
+    redis_env,
     stored_states,
 )
 
@@ -34,13 +35,7 @@ T0 = 1_767_225_600_000
 
 
 async def _store_reference(settings, ref):
-    client = aioredis.Redis.from_url(settings.redis.url)
-    store = StateStore(
-        client,
-        prefix=settings.redis.key_prefix,
-        group=settings.monitor.group_id,
-        signing_key=settings.redis.state_signing_key.get_secret_value().encode(),
-    )
+    client, store = open_store(settings.redis, settings.monitor.group_id)
     await store.put_reference(ref.model_id, ref.model_version, ref.to_bytes())
     await client.aclose()
 
@@ -61,6 +56,7 @@ async def _run_worker(settings, idle_exit=3.0):
     return worker
 
 
+@ON_BOTH_REDIS
 async def test_stream_alerts_on_shift_and_equals_replay(settings):
     ref = _reference()
     await _store_reference(settings, ref)
@@ -156,8 +152,7 @@ def _spawn_monitor(settings):
         # interpreter's editable install points at (as support.monitor_env does).
         "PYTHONPATH": MONITOR_SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
         "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "DRIFTLINE_REDIS__URL": settings.redis.url,
-        "DRIFTLINE_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+        **redis_env(settings),
         "DRIFTLINE_TOPICS__PREDICTIONS": settings.topics.predictions,
         "DRIFTLINE_TOPICS__ALERTS": settings.topics.alerts,
         "DRIFTLINE_MONITOR__GROUP_ID": settings.monitor.group_id,
@@ -173,6 +168,7 @@ def _spawn_monitor(settings):
 
 
 @pytest.mark.slow
+@ON_BOTH_REDIS
 async def test_sigkill_mid_stream_then_restart_equals_uninterrupted_run(settings):
     ref = _reference()
     await _store_reference(settings, ref)
@@ -183,13 +179,7 @@ async def test_sigkill_mid_stream_then_restart_equals_uninterrupted_run(settings
     joint = pair_events(17, 16_000, 8_000)
     events = [x for two in zip(events, [*joint, *[None] * 14_000], strict=True) for x in two if x]
     await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, events)
-    client = aioredis.Redis.from_url(settings.redis.url)
-    store = StateStore(
-        client,
-        prefix=settings.redis.key_prefix,
-        group=settings.monitor.group_id,
-        signing_key=settings.redis.state_signing_key.get_secret_value().encode(),
-    )
+    client, store = open_store(settings.redis, settings.monitor.group_id)
 
     proc = _spawn_monitor(settings)
     # Kill it once it has committed some, but not all, of the stream.

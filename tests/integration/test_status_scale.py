@@ -23,17 +23,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from driftline.config import Settings
 from driftline.offline.replay import Replayer
 from driftline.runtime.history import record_history
 from driftline.runtime.keyspace import history_models_key
-from driftline.runtime.store import StateStore
+from driftline.runtime.store import open_store
 from driftline.views.bounded_http import HANDLER_THREADS
 from driftline.views.status import PAGE_SIZE, StatusServer
 from report_scenarios import churn_events, churn_reference
-from support import monitor_env
+from support import ON_BOTH_REDIS, monitor_env
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +49,7 @@ def _get(url: str) -> tuple[int, bytes]:
 
 async def _seed_many(settings: Settings) -> None:
     """MODELS names in the models set, and one real drifting model among them."""
-    client = aioredis.Redis.from_url(settings.redis.url)
-    store = StateStore.from_settings(client, settings.redis, settings.monitor.group_id)
+    client, store = open_store(settings.redis, settings.monitor.group_id)
     try:
         key = history_models_key(settings.redis.key_prefix)
         for start in range(0, MODELS, 10_000):
@@ -64,7 +62,10 @@ async def _seed_many(settings: Settings) -> None:
         await client.aclose()
 
 
+@ON_BOTH_REDIS
 async def test_the_index_pages_through_100k_models(settings: Settings) -> None:
+    """On one server and on a cluster: the model list is one set (one slot) read with
+    SSCAN; a page's history comes in one pipeline, split per master on a cluster."""
     await _seed_many(settings)
     server = StatusServer(settings, port=0).start()
     try:
@@ -93,8 +94,7 @@ async def test_the_index_pages_through_100k_models(settings: Settings) -> None:
 
 
 async def test_a_few_models_fit_on_one_page_problems_first(settings: Settings) -> None:
-    client = aioredis.Redis.from_url(settings.redis.url)
-    store = StateStore.from_settings(client, settings.redis, settings.monitor.group_id)
+    client, store = open_store(settings.redis, settings.monitor.group_id)
     try:
         ref = churn_reference()
         await store.put_reference(ref.model_id, ref.model_version, ref.to_bytes())

@@ -10,13 +10,12 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-import redis.asyncio as aioredis
 from ui_fixtures import artifacts as artifacts
 from ui_fixtures import browser as browser
 
 from driftline.offline.replay import Replayer
 from driftline.runtime.history import record_history, record_performance
-from driftline.runtime.store import StateStore
+from driftline.runtime.store import open_store
 from driftline.views.status import StatusServer
 from report_scenarios import (
     churn_events,
@@ -25,6 +24,7 @@ from report_scenarios import (
     quiet_events,
     quiet_reference,
 )
+from support import ON_BOTH_REDIS
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +33,7 @@ READY = "window.__driftlineReady === true || !!document.getElementById('js-error
 
 async def _seed(settings) -> None:
     """Two models as the worker leaves them: churn ends mid-drift, fraud is quiet."""
-    client = aioredis.Redis.from_url(settings.redis.url)
-    store = StateStore.from_settings(client, settings.redis, settings.monitor.group_id)
+    client, store = open_store(settings.redis, settings.monitor.group_id)
     try:
         for ref, events in (
             (churn_reference(), churn_events(18_000)[:11_000]),
@@ -103,6 +102,7 @@ def test_status_page_lists_models_with_state_and_links_to_charts(browser, server
     assert all(u.startswith(server.url) or u == "about:blank" for u in b.log.requests)
 
 
+@ON_BOTH_REDIS
 def test_status_http_surface(server):
     status, headers, body = _get(server.url + "/api/status")
     assert status == 200 and headers["Content-Type"] == "application/json"

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from driftline.config import Settings, load_settings
+from driftline.config import RedisSettings, Settings, load_settings
 from driftline.errors import ConfigError
 
 
@@ -64,6 +64,28 @@ def test_only_config_reads_the_environment():
     offenders = [p.name for p in src.rglob("*.py")
                  if "os.environ" in p.read_text() and p.name not in ("config.py", "devstack.py")]
     assert offenders == []
+
+
+def test_redis_cluster_flag_picks_the_cluster_client(monkeypatch):
+    import redis.asyncio as aioredis
+    import redis.asyncio.cluster as aiocluster
+
+    from driftline.runtime.redis_client import connect_redis
+
+    monkeypatch.setenv("DRIFTLINE_REDIS__URL", "redis://10.0.0.7:7000")
+    monkeypatch.setenv("DRIFTLINE_REDIS__CLUSTER", "true")
+    s = load_settings()
+    assert s.redis.cluster is True
+    # Built lazily: no connection is opened here.
+    assert isinstance(connect_redis(s.redis), aiocluster.RedisCluster)
+    assert type(connect_redis(RedisSettings())) is aioredis.Redis
+
+
+@pytest.mark.parametrize("url", ["redis://h:7000/1", "rediss://h:7000/15"])
+def test_a_cluster_url_with_a_database_other_than_0_is_refused(url):
+    with pytest.raises(ConfigError, match="a Redis Cluster has only 0"):
+        load_settings(redis={"url": url, "cluster": True})
+    assert load_settings(redis={"url": url}).redis.url == url  # one server has databases
 
 
 # --- no default secrets (issue 16, item 3) --------------------------------------------

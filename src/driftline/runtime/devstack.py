@@ -332,11 +332,14 @@ class DevStack:
 
     def env(self) -> dict[str, str]:
         """``DRIFTLINE_*`` variables that point a Driftline process at this stack."""
-        return {
+        env = {
             "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "DRIFTLINE_REDIS__URL": self.redis.url,
             "DRIFTLINE_REDIS__STATE_SIGNING_KEY": self.signing_key,
         }
+        if isinstance(self.redis, RedisCluster):
+            env["DRIFTLINE_REDIS__CLUSTER"] = "true"
+        return env
 
 
 #: Signals that end ``driftline dev up``: Ctrl-C, ``kill`` or a supervisor, a closed terminal.

@@ -31,12 +31,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NoReturn
 
-import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis.exceptions import NoScriptError
 
@@ -55,7 +53,16 @@ from driftline.runtime.keyspace import (
     reference_key,
     state_record_name,
 )
+from driftline.runtime.redis_client import RedisClient, connect_redis, decodes_responses
 from driftline.runtime.sealer import Sealer
+from driftline.runtime.store_records import (
+    CommitResult,
+    HistoryBatch,
+    HistorySnapshot,
+    Lease,
+    RecordWrites,
+    ReferenceLookup,
+)
 
 __all__ = [
     "CommitResult",
@@ -101,124 +108,8 @@ return before
 """
 
 
-class CommitResult(StrEnum):
-    """Outcome of :meth:`StateStore.commit`; compares equal to its string value."""
-
-    #: States, outbox and offset were written together.
-    OK = "ok"
-    #: ``last_offset`` is not past the stored offset: already applied, nothing written.
-    DUPLICATE = "duplicate"
-    #: Another worker acquired the partition since this lease: nothing written.
-    FENCED = "fenced"
-    #: The stored offset is not ``expected_offset``: Redis went back in time (restart
-    #: from an older AOF, failover) under a still-valid lease. Nothing written; the
-    #: caller reloads the stored state and replays from its offset.
-    REWOUND = "rewound"
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """Ownership of one partition's state, returned by :meth:`StateStore.acquire`.
-
-    ``offset`` is the last offset whose effect was in Redis at acquisition (-1: none).
-    ``fresh`` is true when no state existed at all: first start, or Redis lost its data;
-    the caller decides where to start reading then.
-    """
-
-    topic: str
-    partition: int
-    epoch: int
-    offset: int
-    fresh: bool
-    #: Random fencing token; epoch and token must both match for a write.
-    token: str = field(repr=False)
-    #: State fields stored at acquisition (``meta.nstate``).
-    fields: int = 0
-
-    @property
-    def resume_offset(self) -> int | None:
-        """The Kafka offset to seek to, or ``None`` when nothing was committed yet."""
-        return self.offset + 1 if self.offset >= 0 else None
-
-
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes | bytearray) else str(value)
-
-
-@dataclass(frozen=True)
-class HistoryBatch:
-    """One model's history entries to append in :meth:`StateStore.append_history`.
-
-    Payloads are plain JSON bytes (observability data, not state: never signed, never
-    unpickled). ``maxlen`` caps each stream approximately (``XADD MAXLEN ~``).
-    """
-
-    model_id: str
-    windows: Sequence[bytes] = ()
-    alerts: Sequence[bytes] = ()
-    perf: Sequence[bytes] = ()
-    #: ``latest`` hash fields (``version\x1fsegment``) -> small JSON status record.
-    latest: Mapping[str, bytes] = field(default_factory=dict)
-    maxlen: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ReferenceLookup:
-    """What :meth:`StateStore.lookup_references` found for a model version."""
-
-    #: The verified payload, or None (absent or unreadable).
-    payload: bytes | None
-    #: The version it was stored under (the one asked for, or ``default``).
-    version: str | None
-    #: Why a stored reference cannot be used (bad signature), else None.
-    error: str | None = None
-    #: The model's reference index lists the version asked for or ``default``.
-    listed: bool = False
-
-
-@dataclass(frozen=True)
-class RecordWrites:
-    """Record hashes a :meth:`StateStore.commit` writes with the state (the label joiner).
-
-    ``puts``: record name -> {field: value}, each written hash then gets
-    ``PEXPIREAT expire_at_ms[name]``; ``tombs``: record name -> fields set to
-    ``tombstone`` in hashes that still exist. Names are those of
-    :meth:`StateStore.record_key`. Record values are not sealed: they are looked up by a
-    digest and carry no authority.
-    """
-
-    puts: Mapping[str, Mapping[bytes, bytes]] = field(default_factory=dict)
-    expire_at_ms: Mapping[str, int] = field(default_factory=dict)
-    tombs: Mapping[str, Sequence[bytes]] = field(default_factory=dict)
-    tombstone: bytes = b"\x00"
-
-    def arguments(self, key_index: Mapping[str, int]) -> list[str | bytes]:
-        """The script arguments after the prelude's (see ``lua/store_join.lua``)."""
-        args: list[str | bytes] = []
-        live = [n for n in self.puts if self.puts[n]]
-        args.append(str(len(live)))
-        for n in live:
-            if n not in self.expire_at_ms:
-                raise ValueError(f"record {n!r} is written without an expiry")
-            args += [str(key_index[n]), str(int(self.expire_at_ms[n])), str(len(self.puts[n]))]
-            for fld, value in self.puts[n].items():
-                args += [fld, value]
-        dead = [n for n in self.tombs if self.tombs[n]]
-        args.append(str(len(dead)))
-        for n in dead:
-            args += [str(key_index[n]), str(len(self.tombs[n])), *self.tombs[n], self.tombstone]
-        return args
-
-
-@dataclass(frozen=True)
-class HistorySnapshot:
-    """One model's latest windows, newest alerts and newest performance point
-    (:meth:`StateStore.history_snapshots`)."""
-
-    model_id: str
-    latest: dict[str, bytes]
-    alerts: list[tuple[str, bytes]]
-    perf: list[tuple[str, bytes]]
 
 
 def _entries(rows: Any) -> list[tuple[str, bytes]]:
@@ -239,19 +130,20 @@ def _latest(raw: Mapping[Any, Any]) -> dict[str, bytes]:
 class StateStore:
     """Per-partition state, outbox and references of one consumer group in Redis.
 
-    ``client`` must be a ``redis.asyncio.Redis`` with ``decode_responses=False``
-    (records are binary). Every multi-key operation stays inside one cluster slot.
+    ``client`` is a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``
+    with ``decode_responses=False`` (records are binary). Every script and transaction
+    stays inside one cluster slot.
     """
 
     def __init__(
         self,
-        client: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
+        client: RedisClient,
         *,
         prefix: str,
         group: str,
         signing_key: bytes | str | SecretStr,
     ) -> None:
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if decodes_responses(client):
             raise ConfigError(
                 "StateStore needs a Redis client with decode_responses=False "
                 "(state records are binary)"
@@ -264,7 +156,7 @@ class StateStore:
     @classmethod
     def from_settings(
         cls,
-        client: aioredis.Redis,  # type: ignore[type-arg, unused-ignore]
+        client: RedisClient,
         settings: RedisSettings,
         group: str,
     ) -> StateStore:
@@ -661,7 +553,10 @@ class StateStore:
                     versions.append(DEFAULT_REFERENCE_VERSION)
                 keys = [reference_key(self._prefix, model_id, v) for v in versions]
                 pipe.smembers(reference_index_key(self._prefix, model_id))
-                pipe.mget(keys)
+                # MGET by name: redis-py's cluster pipeline refuses ``mget`` (it could span
+                # slots); these keys share the model's slot, so the node that owns it
+                # answers, on a cluster as on one server.
+                pipe.execute_command("MGET", *keys)
                 plans.append((versions, keys))
             replies: list[Any] = await pipe.execute() if plans else []
         out: list[ReferenceLookup] = []
@@ -884,13 +779,13 @@ class StateStore:
         return int(await self._client.delete(*self.keys(topic, partition).every()))
 
 
-def open_store(settings: RedisSettings, group: str) -> tuple[aioredis.Redis, StateStore]:  # type: ignore[type-arg, unused-ignore]
+def open_store(settings: RedisSettings, group: str) -> tuple[RedisClient, StateStore]:
     """A Redis client and consumer group ``group``'s :class:`StateStore`, from settings.
 
-    The one place Driftline builds its Redis client (URL, TLS, credentials, timeouts
-    from :class:`~driftline.config.RedisSettings`); the caller closes the client
-    (``await client.aclose()``).
+    The client is one server's or, with ``settings.cluster``, a Redis Cluster's
+    (:func:`~driftline.runtime.redis_client.connect_redis`: URL, TLS, credentials,
+    timeouts); the caller closes it (``await client.aclose()``).
     """
     settings.signing_key()  # no key, no client: fail before connecting
-    client = aioredis.Redis.from_url(settings.url, **settings.client_kwargs())
+    client = connect_redis(settings)
     return client, StateStore.from_settings(client, settings, group)

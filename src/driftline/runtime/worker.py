@@ -51,7 +51,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -60,6 +59,7 @@ from driftline.core.reference import ReferenceProfile
 from driftline.errors import ConfigError, FencedError, StateCorrupt, StateError
 from driftline.runtime import metrics as m
 from driftline.runtime.health import HEALTH, track_group
+from driftline.runtime.redis_client import RedisClient
 from driftline.runtime.references import ReferenceCache, ReferenceState
 from driftline.runtime.resilience import (
     REDIS_FAILURES,
@@ -203,7 +203,7 @@ class Worker(Generic[S, R]):
         #: Partition indexes refused for unreadable or incomplete state (paused), with
         #: the monotonic time of the next attempt to take them again.
         self.quarantined: dict[int, float] = {}
-        self.redis: aioredis.Redis | None = None  # type: ignore[type-arg, unused-ignore]
+        self.redis: RedisClient | None = None
         self.store: StateStore | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None

@@ -44,11 +44,11 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import orjson
-import redis.asyncio as aioredis
 
 from driftline.config import Settings
 from driftline.contract.history import decode_alert, decode_perf
 from driftline.core.reference import ReferenceProfile
+from driftline.runtime.redis_client import RedisClient
 from driftline.runtime.store import StateStore, open_store
 from driftline.views.bounded_http import BoundedHTTPServer
 from driftline.views.report.build import (
@@ -421,7 +421,7 @@ class StatusServer:
         self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="driftline-serve-redis", daemon=True
         )
-        self._client: aioredis.Redis | None = None  # type: ignore[type-arg, unused-ignore]
+        self._client: RedisClient | None = None
         self._store: StateStore | None = None
         self._cache: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()

@@ -1,0 +1,136 @@
+"""What the state store takes and returns (:mod:`driftline.runtime.store`).
+
+Plain values: the outcome of a commit, a partition lease, the history and record writes a
+commit or an append carries, and what a reference or history lookup found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "CommitResult",
+    "HistoryBatch",
+    "HistorySnapshot",
+    "Lease",
+    "RecordWrites",
+    "ReferenceLookup",
+]
+
+
+class CommitResult(StrEnum):
+    """Outcome of :meth:`StateStore.commit`; compares equal to its string value."""
+
+    #: States, outbox and offset were written together.
+    OK = "ok"
+    #: ``last_offset`` is not past the stored offset: already applied, nothing written.
+    DUPLICATE = "duplicate"
+    #: Another worker acquired the partition since this lease: nothing written.
+    FENCED = "fenced"
+    #: The stored offset is not ``expected_offset``: Redis went back in time (restart
+    #: from an older AOF, failover) under a still-valid lease. Nothing written; the
+    #: caller reloads the stored state and replays from its offset.
+    REWOUND = "rewound"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Ownership of one partition's state, returned by :meth:`StateStore.acquire`.
+
+    ``offset`` is the last offset whose effect was in Redis at acquisition (-1: none).
+    ``fresh`` is true when no state existed at all: first start, or Redis lost its data;
+    the caller decides where to start reading then.
+    """
+
+    topic: str
+    partition: int
+    epoch: int
+    offset: int
+    fresh: bool
+    #: Random fencing token; epoch and token must both match for a write.
+    token: str = field(repr=False)
+    #: State fields stored at acquisition (``meta.nstate``).
+    fields: int = 0
+
+    @property
+    def resume_offset(self) -> int | None:
+        """The Kafka offset to seek to, or ``None`` when nothing was committed yet."""
+        return self.offset + 1 if self.offset >= 0 else None
+
+
+@dataclass(frozen=True)
+class HistoryBatch:
+    """One model's history entries to append in :meth:`StateStore.append_history`.
+
+    Payloads are plain JSON bytes (observability data, not state: never signed, never
+    unpickled). ``maxlen`` caps each stream approximately (``XADD MAXLEN ~``).
+    """
+
+    model_id: str
+    windows: Sequence[bytes] = ()
+    alerts: Sequence[bytes] = ()
+    perf: Sequence[bytes] = ()
+    #: ``latest`` hash fields (``version\x1fsegment``) -> small JSON status record.
+    latest: Mapping[str, bytes] = field(default_factory=dict)
+    maxlen: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReferenceLookup:
+    """What :meth:`StateStore.lookup_references` found for a model version."""
+
+    #: The verified payload, or None (absent or unreadable).
+    payload: bytes | None
+    #: The version it was stored under (the one asked for, or ``default``).
+    version: str | None
+    #: Why a stored reference cannot be used (bad signature), else None.
+    error: str | None = None
+    #: The model's reference index lists the version asked for or ``default``.
+    listed: bool = False
+
+
+@dataclass(frozen=True)
+class RecordWrites:
+    """Record hashes a :meth:`StateStore.commit` writes with the state (the label joiner).
+
+    ``puts``: record name -> {field: value}, each written hash then gets
+    ``PEXPIREAT expire_at_ms[name]``; ``tombs``: record name -> fields set to
+    ``tombstone`` in hashes that still exist. Names are those of
+    :meth:`StateStore.record_key`. Record values are not sealed: they are looked up by a
+    digest and carry no authority.
+    """
+
+    puts: Mapping[str, Mapping[bytes, bytes]] = field(default_factory=dict)
+    expire_at_ms: Mapping[str, int] = field(default_factory=dict)
+    tombs: Mapping[str, Sequence[bytes]] = field(default_factory=dict)
+    tombstone: bytes = b"\x00"
+
+    def arguments(self, key_index: Mapping[str, int]) -> list[str | bytes]:
+        """The script arguments after the prelude's (see ``lua/store_join.lua``)."""
+        args: list[str | bytes] = []
+        live = [n for n in self.puts if self.puts[n]]
+        args.append(str(len(live)))
+        for n in live:
+            if n not in self.expire_at_ms:
+                raise ValueError(f"record {n!r} is written without an expiry")
+            args += [str(key_index[n]), str(int(self.expire_at_ms[n])), str(len(self.puts[n]))]
+            for fld, value in self.puts[n].items():
+                args += [fld, value]
+        dead = [n for n in self.tombs if self.tombs[n]]
+        args.append(str(len(dead)))
+        for n in dead:
+            args += [str(key_index[n]), str(len(self.tombs[n])), *self.tombs[n], self.tombstone]
+        return args
+
+
+@dataclass(frozen=True)
+class HistorySnapshot:
+    """One model's latest windows, newest alerts and newest performance point
+    (:meth:`StateStore.history_snapshots`)."""
+
+    model_id: str
+    latest: dict[str, bytes]
+    alerts: list[tuple[str, bytes]]
+    perf: list[tuple[str, bytes]]
