@@ -25,7 +25,7 @@ from driftline.core.fastloop.state import DriftEpisode, ModelState
 from driftline.core.fastloop.window_tests import WindowTest
 from driftline.core.reference import ReferenceProfile
 
-__all__ = ["on_detections", "step_episode"]
+__all__ = ["fire_detection", "on_detections", "step_episode"]
 
 #: Alert kinds that sequential detectors open, in the order they are handled.
 _EARLY_KINDS = ("input_drift", "output_drift")
@@ -55,10 +55,10 @@ def on_detections(
         for d in mine:
             st.early[d.feature] = float(pol.ph_threshold) if d.detector == "page_hinkley" else 1.0
         first = mine[0]
-        _early_fire(st, ref, first, int(placed[first.at]), count_at + first.at + 1, result)
+        fire_detection(st, ref, first, int(placed[first.at]), count_at + first.at + 1, result)
 
 
-def _early_fire(
+def fire_detection(
     st: ModelState,
     ref: ReferenceProfile,
     d: Detection,
@@ -66,6 +66,10 @@ def _early_fire(
     count: int,
     result: BatchResult,
 ) -> None:
+    """Open ``d.kind``'s episode by detection ``d`` at ``at_ms`` (window count ``count``),
+    unless it is firing or cooling down: a sequential detector's firing, or at a
+    window's close a detector still away whose firing a cooldown swallowed
+    (:func:`driftline.core.fastloop.multivariate.unalerted`)."""
     ep = st.episode(d.kind)
     if not ep.may_open:
         return
@@ -76,7 +80,18 @@ def _early_fire(
     level = float(pol.ph_threshold if d.detector == "page_hinkley" else pol.adwin_delta)
     t = WindowTest(d.feature, d.detector, 0.0, level, level, {})
     alert = _alert(st, ref, d.kind, "firing", ep, d.detector, [t], at_ms, count)
-    result.alerts.append(alert.model_copy(update={"p_value": None}))
+    update: dict[str, Any] = {"p_value": None}
+    if d.threshold is not None and d.statistic is not None:
+        # A detector that reports its own numbers and the features it names
+        # (the multivariate detector, core/fastloop/multivariate.py).
+        update["statistic"] = round(d.statistic, 6)
+        update["threshold"] = round(d.threshold, 6)
+    if d.top:
+        update["top_features"] = [
+            FeatureContribution(feature=f, score=score, contribution=share, statistic=stat)
+            for f, score, share, stat in d.top
+        ]
+    result.alerts.append(alert.model_copy(update=update))
 
 
 def step_episode(

@@ -21,6 +21,7 @@ import numpy as np
 from driftline.contract.columnar import ColumnarBatch, Columns, group_items
 from driftline.contract.events import event_time_ms
 from driftline.contract.keys import StateKey, interned_key
+from driftline.core.fastloop import multivariate
 from driftline.core.fastloop.clock import (
     FUTURE_TOLERANCE_MS,
     ProcessingClock,
@@ -28,7 +29,7 @@ from driftline.core.fastloop.clock import (
     open_next_window,
     settle_window_end,
 )
-from driftline.core.fastloop.episodes import on_detections, step_episode
+from driftline.core.fastloop.episodes import fire_detection, on_detections, step_episode
 from driftline.core.fastloop.outputs import output_tests
 from driftline.core.fastloop.plan import Plan, SegmentArrays, plan_for
 from driftline.core.fastloop.quality import quality_tests
@@ -168,12 +169,13 @@ def _process_segment(
     plan = window.plan
     data = SegmentArrays(plan, cols)
     found = run_detectors(st, ref, plan, data)
+    mv = multivariate.start(st, ref, plan, data)
     n = data.n
     start = 0
     while start < n:
         end = advance(st, pol, clock, data, start, result)
         if end > start:
-            _absorb(st, ref, window, data, found, start, end, result)
+            _absorb(st, ref, window, data, found, mv, start, end, result)
         if end < n or (pol.window_seconds <= 0 and st.window.count >= pol.window_events):
             _close_window(st, ref, window, clock, result)
             if end < n:
@@ -187,6 +189,7 @@ def _absorb(
     window: OpenWindow,
     data: SegmentArrays,
     found: Detections,
+    mv: multivariate.MultivariateRun | None,
     a: int,
     b: int,
     result: BatchResult,
@@ -200,7 +203,10 @@ def _absorb(
     if data.unknown is not None:
         st.unknown_features += int(data.unknown[a:b].sum())
     window.absorb(data, a, b)
-    if found and (hits := found.between(a, b)):
+    hits = found.between(a, b) if found else []
+    if mv is not None and (joint := mv.absorb(a, b)):
+        hits = sorted([*hits, *joint], key=lambda d: (d.at, d.feature))
+    if hits:
         on_detections(st, ref, hits, data.placed, count_before - a, result)
     c = plan.conf_col
     if c >= 0 and st.confidence is not None:
@@ -236,8 +242,13 @@ def _close_window(
         for k, v in t.extra.items():
             obs.append(observation(mid, ver, t.feature, k, v))
     drifted = decide(tests, alpha, st.episode("input_drift"))
-    early_in = any(not k.startswith("__") for k in st.early)
+    early_in = any(not k.startswith("__") for k in st.early) or multivariate.holding(st)
     step_episode(st, ref, "input_drift", drifted, early_in, result, "window_ks_psi")
+    if (held := multivariate.unalerted(st)) is not None:
+        fire_detection(st, ref, held, w.end_ms, w.count, result)
+    joint = multivariate.window_row(st)
+    if joint is not None:
+        obs.append(observation(mid, ver, joint.feature, joint.statistic, joint.effect))
 
     # -- output drift
     otests = output_tests(st, ref, stats, window.cat)
@@ -257,6 +268,10 @@ def _close_window(
 
     drifted_names = {t.feature for t in (*drifted, *odrifted, *qdrifted)}
     all_tests = [*tests, *otests, *qtests]
+    if joint is not None:
+        all_tests.append(joint)
+        if multivariate.holding(st) or joint.effect >= 1.0:
+            drifted_names.add(joint.feature)
     result.windows.append(
         window_summary(st, ref, plan, window, stats.grouped, all_tests, drifted_names)
     )

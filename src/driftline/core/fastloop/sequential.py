@@ -36,6 +36,12 @@ class Detection:
     kind: str
     feature: str
     detector: str
+    #: The crossing statistic and threshold, when the detector reports them
+    #: (the multivariate detector: nats), and the features it names
+    #: (``(feature, score, share, statistic)``, largest first).
+    statistic: float | None = None
+    threshold: float | None = None
+    top: tuple[tuple[str, float, float, str], ...] = ()
 
 
 class Detections:

@@ -3,7 +3,8 @@
 A stream is one (model, version, segment). Its :class:`ModelState` holds the open
 window's sketches (one per feature and output, on the reference's bins), a
 Page-Hinkley detector per numeric feature, ADWIN on the mean confidence of blocks of
-events, one :class:`Episode` per alert kind, the event clock and the counters. The
+events, the multivariate detector (when the reference has a multivariate model), one
+:class:`Episode` per alert kind, the event clock and the counters. The
 worker stores it in Redis after every batch; a replay keeps it in memory.
 """
 
@@ -16,6 +17,7 @@ from driftline.contract.codec import pack, unpack
 from driftline.contract.keys import StateKey
 from driftline.core.detectors import ADWIN, PageHinkley
 from driftline.core.episode import Episode
+from driftline.core.multivariate import MultivariateDetector
 from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.core.sketches import CategoricalSketch, NumericSketch
 
@@ -82,6 +84,8 @@ class ModelState:
     warmup: list[dict[str, Any]] = field(default_factory=list)
     #: Early detections (Page-Hinkley per feature, ADWIN) inside the open window.
     early: dict[str, float] = field(default_factory=dict)
+    #: The multivariate detector, when the reference has a multivariate model.
+    mv: MultivariateDetector | None = None
     #: ``prediction_id`` of the first event this state saw: part of its alert ids, so
     #: two states of one stream (its events moved to another partition, issue 16) never
     #: publish an episode under the same id. "" for states older than the field, whose
@@ -132,6 +136,7 @@ class ModelState:
             else None
         )
         self.adwin = ADWIN(delta=pol.adwin_delta) if out.confidence else None
+        self.mv = MultivariateDetector(ref.multivariate) if ref.multivariate else None
         self.type_mismatch = {name: 0 for name in ref.features}
         self.unknown_features = 0
         self.low_confidence = 0
@@ -144,10 +149,14 @@ class ModelState:
         def s(b: bytes) -> str:
             return b.decode()
 
+        # The multivariate detector's record only when there is one: a state without it
+        # is the same bytes as before it existed.
+        mv = {"mv": s(self.mv.to_bytes())} if self.mv is not None else {}
         return pack(
             "model_state",
             STATE_FORMAT,
             {
+                **mv,
                 "key": self.key.encode(),
                 "reference_id": self.reference_id,
                 "window": self.window.__dict__,
@@ -205,6 +214,13 @@ class ModelState:
                 )
             st.ph = {k: PageHinkley.from_bytes(b.encode()) for k, b in d["ph"].items()}
             st.adwin = ADWIN.from_bytes(d["adwin"].encode()) if d["adwin"] else None
+            if ref.multivariate is not None:
+                mv = d.get("mv")
+                st.mv = (
+                    MultivariateDetector.from_bytes(mv.encode(), ref.multivariate)
+                    if mv is not None
+                    else MultivariateDetector(ref.multivariate)
+                )
         elif ref is not None:
             # The reference changed (rebuilt or replaced): keep episodes, restart windows.
             st.attach(ref)

@@ -203,7 +203,7 @@ def build_reference(
     source: str = "",
     seed: int = 0,
     created_at: int | None = None,
-    multivariate: bool | MultivariateSettings = False,
+    multivariate: bool | MultivariateSettings | None = None,
 ) -> ReferenceProfile:
     """Build a reference profile and calibrate its thresholds.
 
@@ -220,9 +220,10 @@ def build_reference(
     seed
         Seed of the calibration resampling, so a rebuild is byte-identical.
     multivariate
-        Also fit the multivariate model (:mod:`driftline.core.multivariate`; settings,
-        or True for the defaults). It counts as one more feature in the split of the
-        false-alarm budget: its target is ``false_alarm_events * (features + 1)``.
+        Fit the multivariate model (:mod:`driftline.core.multivariate`): settings, True
+        for the defaults, False for none; None (default) follows ``policy.multivariate``.
+        It counts as one more feature in the split of the false-alarm budget: its
+        target is ``false_alarm_events * (features + 1)``.
     """
     n_rows = data.row_count
     if not n_rows:
@@ -255,6 +256,8 @@ def build_reference(
     outputs = _output_profile(data, bins)
     feats, outputs = calibrate(feats, outputs, policy, seed)
     mv = None
+    if multivariate is None:
+        multivariate = policy.multivariate
     if multivariate:
         settings = multivariate if isinstance(multivariate, MultivariateSettings) else None
         mv = _fit_multivariate(feats, columns, policy, seed, settings)

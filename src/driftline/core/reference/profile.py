@@ -84,6 +84,9 @@ class Policy:
     cooldown_windows: int = 2
     #: Alert on data quality when a rate exceeds the reference rate by this much.
     quality_margin: float = 0.05
+    #: Fit the multivariate model at reference build and watch the features jointly
+    #: (docs/multivariate.md); it takes one feature's share of the budget.
+    multivariate: bool = True
     feature_overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @property
