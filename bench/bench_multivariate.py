@@ -2,10 +2,13 @@
 
 One command prints, per case, how often and how fast the multivariate detector fires
 beside the univariate detectors on the same streams (Driftline's fast loop through its
-pure core, and the reference's calibrated per-feature CUSUM banks run alone,
-``FeatureBank``); the false alarms on stationary streams; a calibration
-check at budgets small enough to count alarms; the cost per event with and without
-the multivariate detector; and the reference-build time for 20 and 300 features.
+pure core without the multivariate model, and the reference's calibrated per-feature
+CUSUM banks run alone, ``FeatureBank``); the same through the fast loop (``process_batch`` with
+a reference built as ``reference build`` builds it: the alert, its episode, the
+univariate detectors beside it) and the issue's "done when" bars; the false alarms on
+stationary streams; a calibration check at budgets small enough to count alarms; the
+cost per event of the fast loop with and without the multivariate detector; and the
+reference-build time for 20 and 300 features.
 
     python bench/bench_multivariate.py                 # 20 runs per case (~6 min on 2 cores)
     python bench/bench_multivariate.py --quick         # 5 runs, short checks (~1.5 min)
@@ -30,6 +33,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -90,7 +94,10 @@ class Built:
     """Everything built from one run's training rows."""
 
     layout: Layout
+    #: The reference as ``reference build`` makes it (with the multivariate model).
     ref: ReferenceProfile | None
+    #: The same without the multivariate model: the univariate detectors alone.
+    uni: ReferenceProfile | None
     mv: MultivariateProfile
     plans: dict[str, FeaturePlan]
     seconds_reference: float
@@ -129,10 +136,11 @@ def build(
 ) -> Built:
     train = generate(stream_rng(seed, run, "train"), layout, n_train, None)
     n_features = len(layout.names)
-    ref = None
-    t_ref = math.nan
+    ref = uni = None
     plans: dict[str, FeaturePlan] = {}
     if univariate:
+        # The production path: build_reference fits the multivariate model (the policy's
+        # default) on the same rows and bins, its target budget * (features + 1).
         t = time.process_time()
         ref = build_reference(
             TrainingData(features=rows_of(train, layout)),
@@ -143,15 +151,19 @@ def build(
             created_at=0,
         )
         t_ref = time.process_time() - t
+        assert ref.multivariate is not None
+        uni = dataclasses.replace(ref, multivariate=None)
+        mv = ref.multivariate
         # The reference's banks: calibrated at build to the budget split over the features.
         plans = {name: p.bank for name, p in ref.features.items() if p.bank is not None}
-    nums, cats = inputs(train, layout, ref)
+        return Built(layout, ref, uni, mv, plans, t_ref, math.nan)
+    nums, cats = inputs(train, layout, None)
     t = time.process_time()
     # The multivariate detector counts as one more feature in the budget's split.
-    mv = fit_multivariate(nums, cats, target_arl=budget * (n_features + 1), seed=run)
+    fitted = fit_multivariate(nums, cats, target_arl=budget * (n_features + 1), seed=run)
     t_mv = time.process_time() - t
-    assert mv is not None
-    return Built(layout, ref, mv, plans, t_ref, t_mv)
+    assert fitted is not None
+    return Built(layout, None, None, fitted, plans, math.nan, t_mv)
 
 
 # ----------------------------------------------------------------------------- running
@@ -183,16 +195,20 @@ def run_multivariate(
     return fires, top, pairs
 
 
-def run_univariate_now(ref: ReferenceProfile, s: Stream, layout: Layout) -> list[int]:
-    """Positions of Driftline's current input-drift firings (window tests and detectors)."""
+def run_fast_loop(
+    ref: ReferenceProfile, s: Stream, layout: Layout
+) -> list[tuple[int, str, list[str]]]:
+    """Driftline's input-drift firings through the fast loop's core, batches of 500:
+    ``(event index, detector, the first two top_features)``."""
     events = events_of(s, layout)
     states: dict[Any, Any] = {}
-    out: list[int] = []
+    out: list[tuple[int, str, list[str]]] = []
     for a in range(0, len(events), BATCH):
         res = process_batch(events[a : a + BATCH], states, lambda m, v: ref)
         for al in res.alerts:
             if al.kind == "input_drift" and al.status == "firing":
-                out.append((al.detected_at - events[0]["timestamp"]) // 10)
+                at = (al.detected_at - events[0]["timestamp"]) // 10
+                out.append((at, al.detector, [f.feature for f in al.top_features[:2]]))
     return out
 
 
@@ -235,8 +251,9 @@ def one_run(args: tuple[int, int, str, float, Sequence[str], bool]) -> dict[str,
         s = generate(stream_rng(seed, run, case), layout, N_EVENTS, case)
         fires, top, pairs = run_multivariate(built.mv, s, layout)
         r: dict[str, Any] = {"mv": fires, "mv_top": top, "mv_pair": pairs}
-        if univariate and built.ref is not None:
-            r["now"] = run_univariate_now(built.ref, s, layout)
+        if univariate and built.ref is not None and built.uni is not None:
+            r["now"] = [p for p, _, _ in run_fast_loop(built.uni, s, layout)]
+            r["fast"] = run_fast_loop(built.ref, s, layout)
             r["bank"] = run_banks(built, s, layout)
         out["cases"][case] = r
     return out
@@ -331,6 +348,80 @@ def print_mean_shift(runs: list[dict[str, Any]]) -> None:
         )
 
 
+def print_fast_loop(runs: list[dict[str, Any]]) -> None:
+    """The issue's bars through the fast loop: the alert a user gets, beside the
+    univariate detectors alone on the same streams (the same reference without its
+    multivariate model)."""
+    n = len(runs)
+    print(
+        "\n## Through the fast loop (process_batch, batches of 500, the reference as "
+        "`reference build` makes it): input_drift alerts\n"
+    )
+    print(
+        "| case | multivariate alert: median delay (within 1,000 / runs) | names the pair "
+        "| univariate alone fired (whole run) | input_drift episodes opened after the "
+        "change, with / without the multivariate detector |"
+    )
+    print("|---|---|---|---|---|")
+    for case in runs[0]["cases"]:
+        rs = [r["cases"][case] for r in runs]
+        mv = [first_after([p for p, d, _ in c["fast"] if d == "multivariate"]) for c in rs]
+        pair = {"corr_neg": {"x0", "x1"}, "corr_zero": {"x0", "x1"}, "cat_link": {"x7", "tier"}}
+        named = ""
+        if case in pair:
+            hits = [
+                set(top) == pair[case]
+                for c in rs
+                for p, d, top in c["fast"][:1]
+                if d == "multivariate" and p >= CHANGE
+            ]
+            named = f"{sum(hits)}/{len(hits)}"
+        uni_fired = sum(1 for c in rs if c["now"])
+        with_mv = sum(1 for c in rs for p, _, _ in c["fast"] if p >= CHANGE)
+        without = sum(1 for c in rs for p in c["now"] if p >= CHANGE)
+        print(
+            f"| {CASES[case].title} | {cell(mv)} | {named} | {uni_fired}/{n} | "
+            f"{with_mv} / {without} in {n} runs |"
+        )
+    print("\nDone when (issue 15), measured here:\n")
+    for case in ("corr_neg", "corr_zero"):
+        if case not in runs[0]["cases"]:
+            continue
+        ok = 0
+        for r in runs:
+            c = r["cases"][case]
+            d = first_after([p for p, det, _ in c["fast"] if det == "multivariate"])
+            ok += int(d is not None and d < WITHIN and not c["now"])
+        print(
+            f"- {CASES[case].title}: multivariate alert within {WITHIN:,} events while "
+            f"every univariate test stayed quiet in {ok}/{n} runs ({ok / n:.0%}; bar >= 95%)"
+        )
+    if "stationary" in runs[0]["cases"]:
+        fa = [
+            sum(1 for _, d, _ in r["cases"]["stationary"]["fast"] if d == "multivariate")
+            for r in runs
+        ]
+        uni = [len(r["cases"]["stationary"]["now"]) for r in runs]
+        print(
+            f"- stationary 20k-event runs: {sum(fa)} multivariate alerts in {n} runs "
+            f"({sum(fa) / n:.3f} per run; bar <= 0.05); univariate alone: {sum(uni) / n:.3f}"
+        )
+    shifts = [c for c in ("mean_indep_1", "mean_pair_05", "mean_pair_1") if c in runs[0]["cases"]]
+    if shifts:
+        one = sum(
+            1
+            for r in runs
+            for c in shifts
+            if len([p for p, _, _ in r["cases"][c]["fast"] if p >= CHANGE])
+            <= max(1, len([p for p in r["cases"][c]["now"] if p >= CHANGE]))
+        )
+        print(
+            f"- mean shift in one feature ({', '.join(shifts)}): the multivariate detector "
+            f"added no input_drift episode to the univariate ones in {one}/{n * len(shifts)} "
+            "runs (it joins the stream's open episode; docs/multivariate.md)"
+        )
+
+
 # ------------------------------------------------------------------------- calibration
 
 
@@ -385,44 +476,57 @@ def best_of(fn: Any, reps: int = 5) -> float:
     return best
 
 
-def cost(seed: int, quick: bool) -> list[tuple[str, float]]:
-    """Microseconds per event: today's core, and the multivariate parts over batches."""
-    rows: list[tuple[str, float]] = []
-    built = build(seed, 0, NARROW, 1e6, univariate=False)
-    train = generate(stream_rng(seed, 0, "train"), NARROW, N_EVENTS, None)
-    ref = build_reference(
-        TrainingData(features=rows_of(train, NARROW)), "mv", "1", seed=0, created_at=0
-    )
+def cost(seed: int, quick: bool) -> tuple[list[tuple[str, float, float]], list[tuple[str, float]]]:
+    """Microseconds per event: the fast loop's core without and with the multivariate
+    detector (the same reference, its model removed), and the multivariate parts."""
+    loop: list[tuple[str, float, float]] = []
+    built = build(seed, 0, NARROW, 1e6, univariate=True)
+    assert built.ref is not None and built.uni is not None
     n = 10_000 if quick else 20_000
     s = generate(stream_rng(seed, 0, "cost"), NARROW, n, None)
-    events = events_of(s, NARROW)
-    batches = [events[a : a + BATCH] for a in range(0, n, BATCH)]
-    packed = [ColumnarBatch.from_dict(pack_events(b)[0]) for b in batches]
-
-    def now_events() -> None:
-        states: dict[Any, Any] = {}
-        for b in batches:
-            process_batch(b, states, lambda m, v: ref)
-
-    def now_columns() -> None:
-        states: dict[Any, Any] = {}
-        for b in packed:
-            process_batch([b], states, lambda m, v: ref)
-
-    rows.append(
-        ("today's core, single events (process_batch, 22 features)", best_of(now_events) / n * 1e6)
+    loop += fast_loop_cost(built.ref, built.uni, s, NARROW, "22 features")
+    wide_n = 1_000 if quick else 2_000
+    wide_train = generate(stream_rng(seed, 0, "train"), WIDE, 5_000, None)
+    wide_ref = build_reference(
+        TrainingData(features=rows_of(wide_train, WIDE)), "mv", "1", seed=0, created_at=0
     )
-    rows.append(
-        (
-            "today's core, columnar batches (process_batch, 22 features)",
-            best_of(now_columns) / n * 1e6,
-        )
+    assert wide_ref.multivariate is not None
+    wide = generate(stream_rng(seed, 0, "cost"), WIDE, wide_n, None)
+    loop += fast_loop_cost(
+        wide_ref, dataclasses.replace(wide_ref, multivariate=None), wide, WIDE, "300 features"
     )
+    parts: list[tuple[str, float]] = []
     for layout, label in ((NARROW, "20 numeric + 2 categorical"), (WIDE, "300 numeric")):
         mv = built.mv if layout is NARROW else build(seed, 0, WIDE, 1e6, univariate=False).mv
         st = s if layout is NARROW else generate(stream_rng(seed, 0, "cost"), WIDE, n, None)
-        rows += multivariate_cost(mv, st, layout, ref, label)
-    return rows
+        parts += multivariate_cost(mv, st, layout, built.ref, label)
+    return loop, parts
+
+
+def fast_loop_cost(
+    ref: ReferenceProfile, uni: ReferenceProfile, s: Stream, layout: Layout, label: str
+) -> list[tuple[str, float, float]]:
+    """``process_batch`` per event over batches of 500, without and with the model."""
+    events = events_of(s, layout)
+    batches = [events[a : a + BATCH] for a in range(0, s.n, BATCH)]
+    packed = [ColumnarBatch.from_dict(pack_events(b)[0]) for b in batches]
+
+    def run(r: ReferenceProfile, columnar: bool) -> None:
+        states: dict[Any, Any] = {}
+        for b in packed if columnar else batches:
+            process_batch([b] if columnar else b, states, lambda m, v: r)
+
+    out = []
+    for columnar, how in ((False, "single events"), (True, "columnar batches")):
+        # Interleaved, best of 7 each: the neighbours' load moves both alike.
+        best = [math.inf, math.inf]
+        for _ in range(7):
+            for i, r in enumerate((uni, ref)):
+                t = time.process_time()
+                run(r, columnar)
+                best[i] = min(best[i], time.process_time() - t)
+        out.append((f"fast loop, {label}, {how}", best[0] / s.n * 1e6, best[1] / s.n * 1e6))
+    return out
 
 
 def multivariate_cost(
@@ -520,6 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["narrow"] = narrow
             print_detection(narrow, "20 numeric + 2 categorical features", True)
             print_mean_shift(narrow)
+            print_fast_loop(narrow)
         if "wide" not in skip:
             jobs = [
                 (a.seed, r, "wide", a.budget, list(WIDE_CASES), False) for r in range(wide_runs)
@@ -550,25 +655,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{measured / expected:.2f} | {disabled:.1f} |"
             )
     if "cost" not in skip:
-        print("\n## Cost per event (CPU time, best of 5, batches of 500, one BLAS thread)\n")
-        rows = cost(a.seed, a.quick)
-        results["cost"] = rows
-        print("| what | us per event |")
+        print(
+            "\n## Cost per event (CPU time, batches of 500, one BLAS thread; the fast loop: "
+            "best of 7 interleaved, the parts: best of 5)\n"
+        )
+        loop, parts = cost(a.seed, a.quick)
+        results["cost"] = {"loop": loop, "parts": parts}
+        print("| process_batch | without (baseline) us | with multivariate us | added |")
+        print("|---|---|---|---|")
+        for what, without, with_mv in loop:
+            print(f"| {what} | {without:.2f} | {with_mv:.2f} | {with_mv / without - 1:+.0%} |")
+        print("\n| multivariate part alone | us per event |")
         print("|---|---|")
-        for what, us in rows:
+        for what, us in parts:
             print(f"| {what} | {us:.2f} |")
     for key, label in (("narrow", "20 numeric + 2 categorical"), ("wide", "300 numeric")):
         if key in results:
             rs = results[key]
-            t_mv = [r["seconds_multivariate"] for r in rs]
+            t_mv = [
+                r["seconds_multivariate"] for r in rs if not math.isnan(r["seconds_multivariate"])
+            ]
             t_ref = [r["seconds_reference"] for r in rs if not math.isnan(r["seconds_reference"])]
-            ref_part = (
-                f"; build_reference today: median {statistics.median(t_ref):.2f} s" if t_ref else ""
-            )
-            print(
-                f"\nReference build, {label}: multivariate fit + calibration median "
-                f"{statistics.median(t_mv):.2f} s CPU (max {max(t_mv):.2f}){ref_part}"
-            )
+            if t_ref:
+                print(
+                    f"\nReference build, {label}: build_reference with the multivariate model "
+                    f"median {statistics.median(t_ref):.2f} s CPU (max {max(t_ref):.2f})"
+                )
+            if t_mv:
+                print(
+                    f"\nReference build, {label}: multivariate fit + calibration median "
+                    f"{statistics.median(t_mv):.2f} s CPU (max {max(t_mv):.2f})"
+                )
     print(f"\n(total {time.time() - t0:.0f} s)")
     if a.json:
         with open(a.json, "wb") as fh:

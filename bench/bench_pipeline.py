@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -98,8 +99,6 @@ def _load_reference(cfg: dict[str, Any]) -> ReferenceProfile:
 
 async def _put_references(cfg: dict[str, Any]) -> None:
     """Store the benchmark's reference for every model of ``cfg`` under its key prefix."""
-    import dataclasses
-
     import redis.asyncio as aioredis
 
     from driftline.runtime.store import StateStore
@@ -510,7 +509,19 @@ def phase_growth(cfg: dict[str, Any]) -> dict[str, Any]:
         ev = [orjson.loads(orjson.dumps(e)) for e in _events(n, n_numeric=nf)]
         js, sb = measure(ev, {"*": ref}, False)
         cs, _ = measure(ev, {"*": ref}, True)
-        out["features"].append({"features": nf + 3, "json_us": js, "batch_us": cs, "state_b": sb})
+        # The baseline: the same reference without its multivariate model (issue 15).
+        uni = dataclasses.replace(ref, multivariate=None)
+        js0, sb0 = measure(ev, {"*": uni}, False)
+        cs0, _ = measure(ev, {"*": uni}, True)
+        out["features"].append(
+            {
+                "features": nf + 3,
+                "json_us": js,
+                "batch_us": cs,
+                "state_b": sb,
+                "no_mv": {"json_us": js0, "batch_us": cs0, "state_b": sb0},
+            }
+        )
     ref = _reference()
     for nm in cfg["models"]:
         sims = [SimulatedModel(seed=100 + i, model_id=f"m{i:04d}") for i in range(nm)]
@@ -966,6 +977,14 @@ def report(
                 print(
                     f"{r[key]:>10d} {r['json_us']:11.2f} {r['batch_us']:12.2f} {r['state_b']:11.0f}"
                 )
+        print("without the multivariate model (the baseline of the rows above, issue 15):")
+        for r in growth["features"]:
+            b = r["no_mv"]
+            print(
+                f"{r['features']:>10d} {b['json_us']:11.2f} {b['batch_us']:12.2f} "
+                f"{b['state_b']:11.0f}   (with it: {r['batch_us'] / b['batch_us'] - 1:+.0%} "
+                "batched)"
+            )
         print(
             f"Python allocations of one 5000-event batch (tracemalloc peak): "
             f"{growth['traced_peak_mb']:.1f} MB"

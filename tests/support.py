@@ -511,3 +511,38 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def couple(
+    features: list[dict[str, Any]], rho: list[float], n_numeric: int = 20
+) -> list[dict[str, Any]]:
+    """Tie f01 to f00 in ``SimulatedModel(n_numeric)`` feature dicts: f01's latent becomes
+    ``rho z00 + sqrt(1 - rho^2) z01`` per row (both latents standard normal, so every
+    marginal is unchanged). The multivariate detector's test streams (issue 15)."""
+    from driftline.demo.simulate import SimulatedModel
+
+    sim = SimulatedModel(n_numeric)
+    m0, s0, m1, s1 = sim.means[0], sim.scales[0], sim.means[1], sim.scales[1]
+    for f, r in zip(features, rho, strict=True):
+        z0, z1 = (f["f00"] - m0) / s0, (f["f01"] - m1) / s1
+        f["f01"] = round(float(m1 + s1 * (r * z0 + math.sqrt(1 - r * r) * z1)), 6)
+    return features
+
+
+def pair_reference(model: str = "pair", version: str = "1") -> Any:
+    """A reference with f01 following f00 (+0.8)."""
+    from driftline.core.reference import build_reference
+    from driftline.demo.simulate import SimulatedModel
+
+    data = SimulatedModel(seed=3, model_id=model, model_version=version).training_data(20_000)
+    couple(data.features, [0.8] * len(data.features))
+    return build_reference(data, model, version, seed=0, created_at=0)
+
+
+def pair_events(seed: int, n: int, change: int, model: str = "pair") -> list[dict[str, Any]]:
+    """Events whose f00/f01 correlation reverses (+0.8 -> -0.8) at ``change``."""
+    from driftline.demo.simulate import SimulatedModel
+
+    events = list(SimulatedModel(seed=seed, model_id=model).events(n))
+    couple([e["features"] for e in events], [0.8 if i < change else -0.8 for i in range(n)])
+    return events

@@ -283,7 +283,9 @@ class LabelsSettings(WorkerSettings):
     #: A label whose prediction is not stored yet is held until the model's prediction
     #: event time passes the label's time by this much, then counted as an orphan.
     grace_seconds: float = Field(default=300.0, ge=0)
-    #: Most labels held per partition; beyond it the oldest become orphans.
+    #: Labels held per partition (arrived before their predictions) at which the joiner
+    #: stops reading that partition's labels until half as many are held
+    #: (backpressure: labels wait in Kafka, none is dropped).
     max_held_labels: int = Field(default=20_000, ge=1)
     #: Width of the event-time buckets of the performance history.
     bucket_seconds: float = Field(default=3600.0, gt=0)

@@ -23,14 +23,24 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from driftline.config import Settings
 from driftline.contract.columnar import pack_events
 from driftline.core.reference import Policy, build_reference
-from driftline.core.slowloop import UnitState, stream_key
-from driftline.demo.sea import SeaScenario
+from driftline.core.slowloop import (
+    DriftIndex,
+    MemoryRecords,
+    UnitState,
+    join_batch,
+    plan_lookups,
+    stream_key,
+)
+from driftline.demo.sea import SeaScenario, interleave
 from driftline.runtime.devstack import DevStack
+from driftline.runtime.history import load_history
 from driftline.runtime.labels import LabelJoiner
 from driftline.runtime.metrics import REGISTRY
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import open_store
+from driftline.views.report import render_report, report_from_store
 from driftline.views.slow_loop import load_perf_states, report_text
+from driftline.views.status import model_statuses, render_index
 from support import ON_BOTH_REDIS, read_all, redis_env, redis_settings
 
 pytestmark = pytest.mark.integration
@@ -459,6 +469,111 @@ async def test_sigkill_mid_stream_then_restart_counts_every_label_once(lsettings
     assert len({a["alert_id"] for a in alerts}) == len(
         {(a["kind"], a["episode"], a["status"]) for a in alerts}
     )
+
+
+# ------------------------------------------------------------------ a backlog of labels
+
+
+async def _join_backlog(
+    s: Settings, labels: list[dict[str, Any]], preds: list[dict[str, Any]]
+) -> tuple[LabelJoiner, int, bool]:
+    """A backlog through one running joiner: every label is published (and read) before
+    any prediction exists; the predictions are published once the joiner has paused its
+    labels partition. Returns the joiner, the most labels it held at once and whether
+    its labels partition was paused while the predictions were not there yet."""
+    j = LabelJoiner(s, name=f"backlog-{s.labels.group_id}")
+    await j.start()
+    task = asyncio.create_task(j.run())
+    most_held = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 180
+
+    def sample() -> None:
+        nonlocal most_held
+        assert loop.time() < deadline, "timed out"
+        most_held = max(most_held, sum(len(u.state.held) for u in j.units.values()))
+
+    try:
+        await send(s, s.topics.labels, labels)
+        while not j.labels_paused:
+            sample()
+            await asyncio.sleep(0.02)
+        paused_before = j.predictions_seen == 0
+        await send(s, s.topics.predictions, preds)
+        while j.labels_seen < len(labels) or j.predictions_seen < len(preds):
+            sample()
+            await asyncio.sleep(0.02)
+    finally:
+        j.stop()
+        await task
+        await j.close()
+    return j, most_held, paused_before
+
+
+def live_alerts(
+    s: Settings, ref: Any, preds: list[dict[str, Any]], labels: list[dict[str, Any]]
+) -> set[tuple[str, str, int, str | None]]:
+    """The slow-loop alerts without a backlog: the joiner's pure core on the events in
+    event-time order (labels after their predictions, as they happen live)."""
+    unit, mem, drift = UnitState(), MemoryRecords(), DriftIndex()
+    items = interleave(preds, labels)
+    out: set[tuple[str, str, int, str | None]] = set()
+    step = s.labels.max_batch_events
+    for i in range(0, len(items), step):
+        p = [e for k, e in items[i : i + step] if k == "p"]
+        lab = [e for k, e in items[i : i + step] if k == "l"]
+        plan = plan_lookups(p, lab, unit, s.labels)
+        res = join_batch(p, lab, plan, mem.lookup(plan), unit, lambda m, v: ref, drift, s.labels)
+        mem.apply(res)
+        out |= {(a.kind, a.status, a.episode, a.diagnosis) for a in res.alerts}
+    return out
+
+
+async def test_a_backlog_of_labels_before_their_predictions_loses_nothing(lsettings):
+    # Issue 13: every label published before its prediction (a backlog after an
+    # outage). The joiner holds at most max_held_labels (+ one batch), pauses the
+    # labels partition meanwhile, and joins every label: no orphan, concept drift found.
+    cap, batch = 1500, 500
+    s = lsettings.model_copy(
+        update={
+            "labels": lsettings.labels.model_copy(
+                update={"max_held_labels": cap, "max_batch_events": batch}
+            )
+        }
+    )
+    sc = SeaScenario(model_id="sea-bl", seed=16)
+    await create_topics(s, partitions=1)
+    await store_reference(s, sea_reference(sc))
+    n = 6000
+    preds, labels = sc.events(n, concept_at=3000)
+    j, most_held, paused_before = await _join_backlog(s, labels, preds)
+    assert paused_before  # the labels waited in Kafka: nothing else could make room
+    assert j.totals()["sea-bl"] == {"joined": n}
+    assert gauge("driftline_labels_total", model="sea-bl", outcome="orphan") is None
+    assert cap <= most_held <= cap + batch, most_held
+    assert gauge("driftline_labels_held", worker=j.name) == 0
+    assert gauge("driftline_labels_paused", worker=j.name) == 0
+    alerts = await alerts_of(s, {"concept_drift", "performance"})
+    concept = [a for a in alerts if a["kind"] == "concept_drift" and a["status"] == "firing"]
+    assert concept and concept[0]["diagnosis"] == "concept_drift"
+    assert event_index(concept[0]["window"]["end"]) >= 3000
+    # ... as without the backlog: the same alerts (kind, status, episode, diagnosis).
+    got = {(a["kind"], a["status"], a["episode"], a["diagnosis"]) for a in alerts}
+    assert got == live_alerts(s, sea_reference(sc), preds, labels)
+    # ... in the slow-loop history the report and the status page read.
+    client, store = open_store(s.redis, s.labels.group_id)
+    try:
+        hist = await load_history(store, "sea-bl")
+        assert {a["alert_id"] for a in hist.alerts} == {a["alert_id"] for a in alerts}
+        (status,) = [x for x in await model_statuses(store) if x["model"] == "sea-bl"]
+        assert status["state"] == "degraded"
+        assert "concept_drift" in render_index([status], 0)
+        # ... and in the HTML report's episodes.
+        data = await report_from_store(store, "sea-bl")
+        assert ("concept_drift", 1) in {(e["kind"], e["episode"]) for e in data["episodes"]}
+        assert "concept_drift" in render_report(data)
+    finally:
+        await client.aclose()
 
 
 # ------------------------------------------------------------------ one server = a cluster

@@ -21,6 +21,8 @@ from support import (
     MONITOR_SRC,
     ON_BOTH_REDIS,
     assert_close,
+    pair_events,
+    pair_reference,
     publish,
     read_all,
     redis_env,
@@ -65,8 +67,14 @@ async def test_stream_alerts_on_shift_and_equals_replay(settings):
         settings, build_reference(other.training_data(20_000), "fraud", "7", seed=0, created_at=0)
     )
     quiet = list(other.events(6_000))
+    # A third model whose two features stop moving together (multivariate, issue 15).
+    pair_ref = pair_reference()
+    await _store_reference(settings, pair_ref)
+    joint = pair_events(13, 6_000, 3_000)
     bad = [b"not json", orjson.dumps({"model_id": "churn"})]
-    await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, events + quiet)
+    await publish(
+        settings.kafka.bootstrap_servers, settings.topics.predictions, events + quiet + joint
+    )
     from aiokafka import AIOKafkaProducer
 
     prod = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
@@ -76,13 +84,19 @@ async def test_stream_alerts_on_shift_and_equals_replay(settings):
     await prod.stop()
 
     worker = await _run_worker(settings)
-    assert worker.processed == len(events) + len(quiet)
+    assert worker.processed == len(events) + len(quiet) + len(joint)
     assert worker.dead_letters == 2
 
     alerts = [
         orjson.loads(v)
         for v in await read_all(settings.kafka.bootstrap_servers, settings.topics.alerts)
     ]
+    paired = [a for a in alerts if a["model_id"] == "pair"]
+    assert [(a["kind"], a["status"], a["detector"]) for a in paired] == [
+        ("input_drift", "firing", "multivariate")
+    ]
+    assert {f["feature"] for f in paired[0]["top_features"][:2]} == {"f00", "f01"}
+    alerts = [a for a in alerts if a["model_id"] != "pair"]
     firing = [a for a in alerts if a["status"] == "firing"]
     assert firing and all(a["model_id"] == "churn" for a in alerts)
     first = firing[0]
@@ -98,10 +112,13 @@ async def test_stream_alerts_on_shift_and_equals_replay(settings):
         seed=0,
         created_at=0,
     )
-    replay = Replayer({("churn", "1"): ref, ("fraud", "7"): other_ref})
+    replay = Replayer({("churn", "1"): ref, ("fraud", "7"): other_ref, ("pair", "1"): pair_ref})
     replay.feed(events)
     replay.feed(quiet)
-    assert {a["alert_id"] for a in alerts} == {a.alert_id for a in replay.result.alerts}
+    replay.feed(joint)
+    want = {a.alert_id: a.model_dump(mode="json") for a in replay.result.alerts}
+    assert {a["alert_id"] for a in alerts + paired} == set(want)
+    assert paired[0] == want[paired[0]["alert_id"]]  # the same alert, top_features included
     stored = await stored_states(settings)
     assert set(stored) == {k.encode() for k in replay.result.states}
     for key, st in replay.result.states.items():
@@ -156,6 +173,11 @@ async def test_sigkill_mid_stream_then_restart_equals_uninterrupted_run(settings
     ref = _reference()
     await _store_reference(settings, ref)
     events = list(SimulatedModel(seed=31).events(30_000, shift=Shift(start=12_000, sigmas=1.0)))
+    # And a model whose features stop moving together: the multivariate state too.
+    pair_ref = pair_reference()
+    await _store_reference(settings, pair_ref)
+    joint = pair_events(17, 16_000, 8_000)
+    events = [x for two in zip(events, [*joint, *[None] * 14_000], strict=True) for x in two if x]
     await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, events)
     client, store = open_store(settings.redis, settings.monitor.group_id)
 
@@ -173,19 +195,20 @@ async def test_sigkill_mid_stream_then_restart_equals_uninterrupted_run(settings
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    mid = max(
-        [
-            int(await client.hget(store.keys(settings.topics.predictions, p).meta, "offset") or -1)
-            for p in (0, 1)
-        ]
-    )
+    # Events committed before the kill, over both partitions.
+    mid = 0
+    for p in (0, 1):
+        mid += int(
+            await client.hget(store.keys(settings.topics.predictions, p).meta, "offset") or -1
+        )
+        mid += 1
     proc = _spawn_monitor(settings)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out.decode()[-2000:]
     await client.aclose()
-    assert 0 < mid < 29_999, "the kill should land mid-stream"
+    assert 0 < mid < len(events), "the kill should land mid-stream"
 
-    replay = Replayer({("churn", "1"): ref})
+    replay = Replayer({("churn", "1"): ref, ("pair", "1"): pair_ref})
     replay.feed(events)
     alerts = [
         orjson.loads(v)
@@ -194,6 +217,9 @@ async def test_sigkill_mid_stream_then_restart_equals_uninterrupted_run(settings
     # Re-published alerts after the crash carry the same ids: the *set* equals the replay's.
     assert {a["alert_id"] for a in alerts} == {a.alert_id for a in replay.result.alerts}
     assert replay.result.alerts, "the shift should have been alerted"
+    assert "multivariate" in {a.detector for a in replay.result.alerts}
     stored = await stored_states(settings)
-    key = StateKey("churn", "1").encode()
-    assert_close(stored[key], replay.result.states[StateKey("churn", "1")].to_bytes())
+    for model in ("churn", "pair"):
+        key = StateKey(model, "1")
+        assert_close(stored[key.encode()], replay.result.states[key].to_bytes())
+        assert "mv" in orjson.loads(stored[key.encode()])

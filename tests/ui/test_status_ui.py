@@ -110,6 +110,11 @@ def test_status_http_surface(server):
     assert [m["model"] for m in models] == ["churn", "fraud"]
     # Active episodes by their latest alert's time; the drifting model's input drift is one.
     assert "input_drift" in {a["kind"] for a in models[0]["active"]}
+    # The references carry a multivariate model: its level in the last window, per stream.
+    joint = models[0]["streams"][0]["joint"]
+    assert set(joint) == {"value", "drifted"} and joint["value"] >= 0
+    status, _, page = _get(server.url + "/")
+    assert status == 200 and b" / 1</small>" in page
     assert _get(server.url + "/healthz")[:1] == (200,)
     assert _get(server.url + "/", method="POST")[0] == 405
     assert _get(server.url + "/", method="HEAD")[2] == b""

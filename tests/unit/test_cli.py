@@ -148,6 +148,14 @@ def test_offline_from_a_clean_clone_no_redis(env: dict[str, str], files: Path) -
     assert "labels: 3,000 of 3,000 joined" in r.stderr and "accuracy" in r.stderr
     show = dl(env, "reference", "show", "--file", "churn.ref", cwd=files)
     assert show.returncode == 0 and "is_member" in show.stdout and "accuracy=" in show.stdout
+    # The multivariate model is fitted by default (docs/multivariate.md), not when asked not.
+    assert "multivariate: " in show.stdout and "CUSUM rows calibrated" in show.stdout
+    args = ("--model", "churn", "--version", "1", "--data", "train.csv", "--out", "plain.ref")
+    plain = dl(env, "reference", "build", *args, "--no-multivariate", cwd=files)
+    assert plain.returncode == 0, plain.stderr
+    show = dl(env, "reference", "show", "--file", "plain.ref", cwd=files)
+    assert show.returncode == 0 and "is_member" in show.stdout
+    assert "multivariate: " not in show.stdout and "'multivariate': False" in show.stdout
     rep = dl(
         env,
         "report",

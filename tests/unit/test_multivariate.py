@@ -30,6 +30,7 @@ from driftline.core.multivariate import (
 from driftline.core.multivariate.arl import calibrate_thresholds, run_length
 from driftline.core.multivariate.design import category_levels, numeric_scores
 from driftline.core.reference import (
+    Policy,
     ReferenceProfile,
     TrainingData,
     categorical_profile,
@@ -145,8 +146,11 @@ def test_scores_from_bins_and_codes_equal_scores_from_raw_values(small: tuple) -
     index = {c: i for i, c in enumerate(REGION)}
     codes = np.asarray([-1 if c is None else index.get(c, 3) for c in raw_cats])
     got = model.design.scores_from_bins(bins, finite, {"region": (codes, index)}, 500)
-    assert np.array_equal(got, want)
-    assert np.all(want[0, :20] == 0) and np.all(want[1, 20:30] == 0)
+    assert np.array_equal(got, want, equal_nan=True)
+    # Missing, infinite and missing-category values: NaN (the event is left out).
+    assert np.isnan(want[0, :20]).all() and np.isnan(want[1, 20:30]).all()
+    assert np.isnan(want[2, 30:40]).all() and not np.isnan(want[:5, 40:]).any()
+    assert np.isnan(want[5, :15]).all() and not np.isnan(want[5, 15:25]).any()
     del rng
 
 
@@ -461,12 +465,13 @@ def _rows(n: int, seed: int) -> list[dict[str, object]]:
 
 def test_reference_envelope_carries_the_model_and_old_references_keep_their_ids() -> None:
     rows = _rows(3000, 16)
-    plain = build(TrainingData(rows), "m", "1", created_at=0)
-    with_mv = build(TrainingData(rows), "m", "1", created_at=0, multivariate=True)
+    plain = build(TrainingData(rows), "m", "1", created_at=0, multivariate=False)
+    with_mv = build(TrainingData(rows), "m", "1", created_at=0)  # the policy's default
+    off = Policy(multivariate=False)
     assert plain.multivariate is None and with_mv.multivariate is not None
-    assert plain.reference_id == build(TrainingData(rows), "m", "1", created_at=0).reference_id
+    assert build(TrainingData(rows), "m", "1", created_at=0, policy=off).multivariate is None
     assert with_mv.reference_id != plain.reference_id
-    assert b"multivariate" not in plain.to_bytes()
+    assert "multivariate" not in orjson.loads(plain.to_bytes())["profile"]
     back = ReferenceProfile.from_bytes(with_mv.to_bytes())
     assert back.multivariate is not None
     assert back.multivariate.to_dict() == with_mv.multivariate.to_dict()

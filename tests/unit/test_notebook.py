@@ -192,6 +192,19 @@ def test_build_reference_roles_as_keywords() -> None:
     assert ref.profile.outputs.accuracy == pytest.approx(0.75)
 
 
+def test_build_reference_fits_the_multivariate_model_unless_told_not_to() -> None:
+    rows = [
+        {"a": float(i % 97), "b": float((i * 7) % 89), "c": float(i % 13), "guess": "y"}
+        for i in range(1_000)
+    ]
+    on = driftline.build_reference(rows, "m", "1", prediction="guess", show=False)
+    off = driftline.build_reference(
+        rows, "m", "1", prediction="guess", multivariate=False, show=False
+    )
+    assert on.profile.multivariate is not None and on.profile.policy.multivariate
+    assert off.profile.multivariate is None and not off.profile.policy.multivariate
+
+
 def test_the_runtime_path_imports_neither_pandas_nor_pyarrow() -> None:
     """pandas and pyarrow are optional extras for files and notebooks only."""
     code = (

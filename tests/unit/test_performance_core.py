@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from driftline.config import LabelsSettings
@@ -21,10 +22,12 @@ from driftline.core.slowloop import (
     JoinResult,
     MemoryRecords,
     PendingPrediction,
+    PerfState,
     UnitState,
     build_report,
     format_report,
     join_batch,
+    labels_backpressure,
     plan_lookups,
     stream_key,
 )
@@ -212,11 +215,24 @@ def test_labels_before_their_prediction_are_held_then_joined():
     assert loop.counts("m")["orphan"] == 1 and loop.unit.held == []
 
 
-def test_held_labels_over_the_limit_become_orphans():
-    loop = Loop(LabelsSettings(max_held_labels=3))
+def test_held_labels_over_the_limit_wait_and_pause_the_labels_instead_of_orphaning():
+    # Issue 13: a full buffer no longer turns the oldest labels into orphans; the worker
+    # stops reading labels (backpressure) until half as many are held.
+    s = LabelsSettings(max_held_labels=4, grace_seconds=2.0)
+    loop = Loop(s)
     loop.batch([pred(0)], [label(i) for i in range(1, 8)])
-    assert len(loop.unit.held) == 3 and loop.counts("m") == {"orphan": 4}
-    assert [h.prediction_id for h in loop.unit.held] == ["p5", "p6", "p7"]
+    assert len(loop.unit.held) == 7 and loop.counts("m") == {}
+    assert labels_backpressure(loop.unit, s, paused=False)
+    loop.batch([pred(i) for i in range(1, 4)], [])
+    assert len(loop.unit.held) == 4 and labels_backpressure(loop.unit, s, paused=True)
+    loop.batch([pred(i) for i in range(4, 6)], [])
+    assert len(loop.unit.held) == 2 and not labels_backpressure(loop.unit, s, paused=True)
+    # Orphans only once the model's predictions are grace_seconds past the label (event
+    # time): p6 and p7 never come.
+    loop.batch([pred(i) for i in range(10, 210, 10)], [])
+    assert loop.counts("m") == {"joined": 5} and len(loop.unit.held) == 2
+    loop.batch([pred(i) for i in range(210, 400, 10)], [])
+    assert loop.counts("m") == {"joined": 5, "orphan": 2} and loop.unit.held == []
 
 
 def test_non_numeric_label_of_a_regression_model_is_rejected():
@@ -349,23 +365,51 @@ def test_batch_boundaries_and_state_round_trips_do_not_change_results(sea_ref):
     assert a.mem.data == b.mem.data
 
 
-def test_same_drop_during_input_drift_is_a_harmful_covariate_shift(sea_ref):
+def _input_drift(episode: int, start: int, end: int) -> dict[str, Any]:
+    return {
+        "kind": "input_drift",
+        "status": "firing",
+        "model_id": "sea",
+        "model_version": "1",
+        "episode": episode,
+        "window": {"start": T0 + start * 10, "end": T0 + end * 10},
+        "detected_at": T0 + end * 10,
+    }
+
+
+def test_a_concept_switch_during_input_drift_is_still_concept_drift(sea_ref):
+    # Issue 13: overlap with an input-drift episode used to make any drop a "harmful
+    # covariate shift". The estimate on the same predictions does not move, so the
+    # drop is unexplained: concept drift.
     loop = Loop(refs={("sea", "1"): sea_ref})
-    loop.drift.observe(
-        {
-            "kind": "input_drift",
-            "status": "firing",
-            "model_id": "sea",
-            "model_version": "1",
-            "episode": 1,
-            "window": {"start": T0 + 4800 * 10, "end": T0 + 5000 * 10},
-            "detected_at": T0 + 5000 * 10,
-        }
-    )
-    loop.feed(sea_stream(8000, concept_at=5000), 1000)
+    loop.drift.observe(_input_drift(1, 4800, 5000))
+    loop.feed(sea_stream(8000, concept_at=5000, covariate_at=5000), 1000)
+    firing = [a for a in loop.alerts if a.status == "firing"]
+    assert firing and {a.diagnosis for a in firing} == {"concept_drift"}
+    assert loop.st("sea").current_diagnosis() == "concept_drift"
+
+
+@pytest.mark.parametrize("alert_read", ["before", "after"])
+def test_a_drop_the_estimate_explains_is_a_harmful_covariate_shift(alert_read):
+    # A model that is wrong, unsure, just above SEA's boundary; its inputs are pulled
+    # to where it is unsure: accuracy and the calibrated estimate fall together. The
+    # monitor's alert read before the labels or only after them: the same verdict.
+    sc = SeaScenario(model_id="sea", model_threshold=8.6)
+    ref = build_reference(sc.training_data(5000), "sea", "1", seed=0, created_at=0)
+    loop = Loop(LabelsSettings(bucket_seconds=5.0), refs={("sea", "1"): ref})
+    alert = _input_drift(1, 5000, 5500)
+    if alert_read == "before":
+        loop.drift.observe(alert)
+    preds, labels = sc.events(9000, squeeze_at=5000)
+    loop.feed(interleave(preds, labels), 1000)
+    if alert_read == "after":
+        loop.drift.observe(alert)
+        loop.batch([], [])  # the worker's pass when the alert topic brings news
     firing = [a for a in loop.alerts if a.status == "firing"]
     assert firing and {a.diagnosis for a in firing} == {"covariate_shift_harmful"}
-    assert loop.st("sea").drift_diag == {"#1": "covariate_shift_harmful"}
+    st = loop.st("sea")
+    assert st.drift_diag == {"#1": "covariate_shift_harmful"}
+    assert st.current_diagnosis() == "covariate_shift_harmful"
 
 
 def test_input_drift_with_stable_accuracy_is_benign(sea_ref):
@@ -386,6 +430,9 @@ def test_input_drift_with_stable_accuracy_is_benign(sea_ref):
     st = loop.st("sea")
     assert st.drift_diag == {"#3": "input_drift_benign"}
     assert st.current_diagnosis() == "input_drift_benign"
+    rep = build_report(loop.unit.perf.values())
+    assert rep["sea"]["versions"]["1"]["input_drift"] == {"#3": "input_drift_benign"}
+    assert "input drift episode #3: input_drift_benign" in format_report(rep)
 
 
 def test_reference_accuracy_is_learned_without_a_reference():
@@ -471,3 +518,48 @@ def test_state_records_are_versioned_and_checked():
         UnitState.from_fields({"s\x1fm\x1f1\x1f": b'{"t":"perf_state","v":99}'})
     with pytest.raises(StateCorrupt):
         UnitState.from_fields({"weird": b"{}"})
+
+
+def test_format_1_performance_states_are_still_read():
+    # Written before the evidence-based diagnosis: no learn_conf, no evidence cells,
+    # buckets without conf_ok, the input-drift tallies (drift_acc) it no longer uses.
+    loop = Loop()
+    loop.feed(sea_stream(600), 600)
+    st = loop.st("sea")
+    rec = orjson.loads(st.to_bytes())
+    rec["v"] = 1
+    del rec["learn_conf"], rec["evidence"]
+    rec["drift_acc"] = {"#1": [10, 9]}
+    for b in rec["buckets"].values():
+        b[0] = b[0][:-1]  # format 1 had no conf_ok slot
+    old = PerfState.from_bytes(orjson.dumps(rec))
+    assert old.labelled == st.labelled and old.cells == [] and old.learn_conf == [0, 0.0, 0]
+    for k, b in old.buckets.items():
+        assert b.conf_ok == st.buckets[k].conf_ok  # every labelled prediction had a score
+    rec["v"] = 3
+    with pytest.raises(StateCorrupt, match="format version 3"):
+        PerfState.from_bytes(orjson.dumps(rec))
+
+
+def test_sea_chunks_of_a_long_stream_have_their_own_length():
+    # events(n, start=...) builds a long stream chunk by chunk (bench_label_backlog):
+    # a switch beyond the chunk used to make the chunk run up to the switch.
+    sc = SeaScenario(model_id="sea")
+    whole, _ = sc.events(3000, concept_at=2500)
+    preds, labels = sc.events(1000, concept_at=2500, start=1000)
+    assert len(preds) == len(labels) == 1000
+    assert [p["prediction_id"] for p in preds] == [p["prediction_id"] for p in whole[1000:2000]]
+
+
+def test_alerts_resolve_once_accuracy_is_back_and_never_while_it_is_not(sea_ref):
+    # The concept switches at 3000 and switches back at 8000: each slow-loop kind fires
+    # once and resolves once, after the return, on predictions made after it.
+    sc = SeaScenario(model_id="sea")
+    p1, l1 = sc.events(8000, concept_at=3000)
+    p2, l2 = sc.events(6000, start=8000)
+    loop = Loop(refs={("sea", "1"): sea_ref})
+    loop.feed(interleave(p1 + p2, sorted(l1 + l2, key=lambda e: e["timestamp"])), 1000)
+    for kind in ("concept_drift", "performance"):
+        seen = [(a.status, (a.window.end - T0) // 10) for a in loop.alerts if a.kind == kind]
+        assert [s for s, _ in seen] == ["firing", "resolved"], (kind, seen)
+        assert 3000 <= seen[0][1] < 8000 <= seen[1][1], (kind, seen)

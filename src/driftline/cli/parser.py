@@ -223,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also store it as the model's default (fallback for other versions)",
     )
+    b.add_argument(
+        "--no-multivariate",
+        action="store_true",
+        help="no multivariate model (features watched one at a time only)",
+    )
     add_mapping_options(b)
     s = ref_sub.add_parser("show", help="print a reference (from Redis or a file)")
     s.add_argument("--model", help="model id (Redis)")

@@ -34,6 +34,7 @@ async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
         window_events=args.window_events,
         window_seconds=args.window_seconds,
         false_alarm_events=args.false_alarm_events,
+        multivariate=not args.no_multivariate,
     )
     if sys.stderr.isatty():
         say(f"driftline: building the reference from {table.n_rows - len(res.refused):,} rows")
@@ -113,4 +114,13 @@ async def reference_show(args: argparse.Namespace, settings: Settings) -> int:
         f"outputs: task={out.task} low_confidence<{out.low_confidence_threshold:.3f} "
         f"(rate {out.low_confidence_rate:.2%}) top_class_share={out.top_class_share:.2%}{acc}"
     )
+    mv = ref.multivariate
+    if mv is not None:
+        n_off = sum(1 for t in mv.row_threshold if t == float("inf"))
+        print(
+            f"multivariate: {mv.d} columns of {len(mv.features)} features, {mv.k} components "
+            f"({mv.notes.get('method', '?')}, {mv.notes.get('explained', 0):.1%} of the "
+            f"variance), channels {'+'.join(mv.channel_names)}, "
+            f"{len(mv.row_threshold) - n_off}/{len(mv.row_threshold)} CUSUM rows calibrated"
+        )
     return 0

@@ -219,6 +219,8 @@ def latest_entry(summary: Mapping[str, Any]) -> bytes:
         ),
         reverse=True,
     )
+    # The multivariate detector's level (statistic / threshold) when the stream has one.
+    joint = next((t for t in summary.get("tests", ()) if t["feature"] == "__multivariate__"), None)
     return orjson.dumps(
         {
             "f": HISTORY_FORMAT,
@@ -232,6 +234,11 @@ def latest_entry(summary: Mapping[str, Any]) -> bytes:
             "episodes": summary.get("episodes", {}),
             "drifted": [{"feature": f, "value": _sig(v)} for _, f, v in drifted[:5]],
             "written_ms": int(time.time() * 1000),
+            **(
+                {"joint": {"value": _sig(joint["value"]), "drifted": bool(joint.get("drifted"))}}
+                if joint is not None
+                else {}
+            ),
         }
     )
 

@@ -16,9 +16,12 @@ from driftline.core.reference import TrainingData
 __all__ = ["SeaScenario", "interleave"]
 
 
+#: river's SEA: ``y = x0 + x1 > threshold`` of the variant (0..3).
+_SEA_THRESHOLDS = (8.0, 9.0, 7.0, 9.5)
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
-
 
 
 @dataclass
@@ -26,9 +29,13 @@ class SeaScenario:
     """SEA stream (river's ``SEA`` generator) with a model, delayed labels and drifts.
 
     Features and true labels come from ``river.datasets.synth.SEA``; the "model" is the
-    variant-0 rule ``x0 + x1 > 8`` with a logistic score. A *concept switch* changes the
-    generator's variant (same inputs, new labelling rule); a *covariate shift* rescales
-    the irrelevant feature ``x2`` (inputs move, accuracy does not).
+    rule ``x0 + x1 > model_threshold`` with a logistic score (8: variant 0's own rule, so
+    it is wrong only on the label noise; above 8 it also errs, with low confidence,
+    between 8 and its threshold). A *concept switch* changes the generator's variant
+    (same inputs, new labelling rule); a *covariate shift* rescales the irrelevant
+    feature ``x2`` (inputs move, accuracy does not); a *squeeze* pulls ``x0`` and ``x1``
+    towards the model's boundary, where it is less sure and, unless it is perfect,
+    less right (a covariate shift that hurts).
     """
 
     model_id: str = "sea"
@@ -39,9 +46,10 @@ class SeaScenario:
     step_ms: int = 10
     slope: float = 1.5
     segment: Mapping[str, str] | None = None
+    model_threshold: float = 8.0
 
     def _score(self, x: Mapping[int, float]) -> tuple[str, dict[str, float]]:
-        p = _sigmoid(self.slope * (x[0] + x[1] - 8.0))
+        p = _sigmoid(self.slope * (x[0] + x[1] - self.model_threshold))
         scores = {"pos": round(p, 6), "neg": round(1.0 - p, 6)}
         return ("pos" if p > 0.5 else "neg"), scores
 
@@ -74,6 +82,8 @@ class SeaScenario:
         variant_after: int = 3,
         covariate_at: int | None = None,
         x2_scale: float = 0.4,
+        squeeze_at: int | None = None,
+        squeeze: float = 0.15,
         delay_events: int = 300,
         jitter_events: int = 100,
         start: int = 0,
@@ -81,10 +91,11 @@ class SeaScenario:
         """``n`` prediction events and their label events (labels sorted by label time).
 
         Label ``i`` is observed ``delay_events`` (+ uniform jitter) events after
-        prediction ``i``.
+        prediction ``i``. From ``squeeze_at`` on, ``x0`` and ``x1`` are pulled towards
+        the model's boundary (``x0 + x1 = model_threshold``) by the factor ``squeeze``.
         """
         rng = random.Random(self.seed)
-        switch = n if concept_at is None else max(0, concept_at - start)
+        switch = n if concept_at is None else min(n, max(0, concept_at - start))
         rows = list(self._rows(switch, 0, self.seed + start))
         if switch < n:
             rows += list(self._rows(n - switch, variant_after, self.seed + 77 + start))
@@ -94,6 +105,15 @@ class SeaScenario:
             j = start + i
             if covariate_at is not None and j >= covariate_at:
                 x[2] = x[2] * x2_scale
+            if squeeze_at is not None and j >= squeeze_at:
+                # Same concept on the moved inputs: SEA's rule for the row's variant,
+                # with the row's label noise kept.
+                theta = _SEA_THRESHOLDS[0 if i < switch else variant_after]
+                noisy = y != (x[0] + x[1] > theta)
+                centre = self.model_threshold / 2
+                x[0] = centre + (x[0] - centre) * squeeze
+                x[1] = centre + (x[1] - centre) * squeeze
+                y = (x[0] + x[1] > theta) != noisy
             pred, sc = self._score(x)
             t = self.t0_ms + j * self.step_ms
             e: dict[str, Any] = {
@@ -122,7 +142,6 @@ class SeaScenario:
             )
         labels.sort(key=lambda tl: tl[0])
         return preds, [lab for _, lab in labels]
-
 
 
 def interleave(

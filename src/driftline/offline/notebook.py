@@ -139,6 +139,7 @@ def build_reference(
     window_events: int = 500,
     window_seconds: float = 0.0,
     false_alarm_events: float = 1_000_000.0,
+    multivariate: bool = True,
     show: bool = True,
 ) -> Reference:
     """Build a reference from training data: a DataFrame, a table, records or a file.
@@ -159,6 +160,10 @@ def build_reference(
     window_events, window_seconds, false_alarm_events
         The monitor's policy stored with the reference: events per window, the
         event-time window (0: none) and the expected events between false alarms.
+    multivariate
+        Also fit the multivariate model, which watches the features jointly
+        (docs/multivariate.md); like ``driftline reference build --no-multivariate``
+        when False.
     show
         Print how each column was read (column, role, type, note).
 
@@ -191,6 +196,7 @@ def build_reference(
         window_events=window_events,
         window_seconds=window_seconds,
         false_alarm_events=false_alarm_events,
+        multivariate=multivariate,
     )
     profile, res = build_from_table(data, model_id, model_version, columns=cm, policy=policy)
     if show:

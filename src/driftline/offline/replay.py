@@ -52,6 +52,7 @@ from driftline.core.slowloop import (
 )
 from driftline.core.slowloop import build_report as performance_report
 from driftline.errors import ContractError, InputError
+from driftline.offline.tables import read_events
 from driftline.views.report.build import ReportInput, build_report, parse_since
 
 __all__ = [
@@ -82,20 +83,6 @@ class ReplayResult:
     events: int = 0
     refused: list[tuple[int, str]] = field(default_factory=list)
     new_references: list[ReferenceProfile] = field(default_factory=list)
-
-
-def read_events(path: Path) -> Iterator[tuple[int, bytes]]:
-    """``(line number, bytes)`` for each non-empty line of a JSONL file."""
-    try:
-        fh = path.open("rb")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
-    with fh:
-        for i, line in enumerate(fh, 1):
-            if line.strip():
-                yield i, line.rstrip(b"\r\n")
 
 
 class Replayer:

@@ -552,8 +552,8 @@ def _read_parquet(path: Path) -> ValueTable:
     return _from_arrow(table, path.name)
 
 
-def read_jsonl_objects(path: Path) -> Iterator[tuple[int, Any]]:
-    """``(line number, parsed JSON)`` for each non-empty line; a bad line is an InputError."""
+def read_events(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(line number, bytes)`` for each non-empty line of a JSONL file."""
     try:
         fh = path.open("rb")
     except FileNotFoundError:
@@ -562,12 +562,17 @@ def read_jsonl_objects(path: Path) -> Iterator[tuple[int, Any]]:
         raise InputError(f"{path}: is a directory") from None
     with fh:
         for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield i, orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise InputError(f"{path}, line {i}: not JSON ({exc})") from None
+            if line.strip():
+                yield i, line.rstrip(b"\r\n")
+
+
+def read_jsonl_objects(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed JSON)`` for each non-empty line; a bad line is an InputError."""
+    for i, line in read_events(path):
+        try:
+            yield i, orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"{path}, line {i}: not JSON ({exc})") from None
 
 
 def flatten_event(obj: Mapping[str, Any]) -> dict[str, Any]:

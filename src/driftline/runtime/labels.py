@@ -60,6 +60,7 @@ from driftline.core.slowloop import (
     UnitState,
     check_concept_settings,
     join_batch,
+    labels_backpressure,
     plan_lookups,
     retention_ms,
 )
@@ -74,7 +75,7 @@ from driftline.errors import (
     ValidationError,
 )
 from driftline.runtime import metrics as m
-from driftline.runtime.history import record_performance
+from driftline.runtime.history import record_alerts, record_performance
 from driftline.runtime.resilience import Hold, bounded
 from driftline.runtime.store import Lease, RecordWrites
 from driftline.runtime.topics import ensure_topics, topic_partitions
@@ -133,6 +134,8 @@ class LabelJoiner(Worker[UnitState, Joined]):
         self.commits = 0
         #: Outcomes counted by this process (committed batches only): (model, outcome) -> n.
         self.outcomes: dict[tuple[str, str], int] = {}
+        #: Partitions whose labels wait in Kafka (backpressure: too many labels held).
+        self.labels_paused: set[int] = set()
 
     # ------------------------------------------------------------------ lifecycle
     async def setup(self) -> None:
@@ -186,19 +189,29 @@ class LabelJoiner(Worker[UnitState, Joined]):
         await super().close()
 
     async def before_poll(self) -> None:
-        """Read new alerts (non-blocking): input-drift episodes for the diagnosis."""
+        """Read new alerts (non-blocking): input-drift episodes for the diagnosis.
+
+        When an episode is new or changed, each unit runs an empty batch: the core
+        re-derives its input-drift verdicts from the stored evidence, so a verdict does
+        not wait for (or depend on) labels arriving after the alert.
+        """
         if self.alert_consumer is None:
             return
+        changed = False
         for _ in range(100):
             batch = await self.alert_consumer.getmany(timeout_ms=0, max_records=5000)
             if not batch:
-                return
+                break
             for records in batch.values():
                 for r in records:
                     try:
-                        self.drift.observe(orjson.loads(r.value))
+                        changed |= self.drift.observe(orjson.loads(r.value))
                     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                         log.warning("unreadable alert record at offset %d", r.offset)
+        if changed:
+            for unit in list(self.units.values()):
+                if not unit.fenced:
+                    await self._handle(unit, {})
 
     # ------------------------------------------------------------------ state
     async def open_state(self, lease: Lease) -> UnitState:
@@ -388,14 +401,42 @@ class LabelJoiner(Worker[UnitState, Joined]):
         self.commits += 1
         self.predictions_seen += done.predictions
         self.labels_seen += done.labels
+        self._backpressure(unit)
         self._observe(done)
-        # Performance points for reports (best effort: observability, not state).
         assert self.store is not None
+        # Concept-drift and performance alerts in the models' history (report, status
+        # page), and performance points: best effort (observability, not state).
+        await record_alerts(self.store, done.result.alerts)
         for model, points in done.result.points.items():
             try:
                 await record_performance(self.store, model, points)
             except Exception as exc:  # never let reporting break the join
                 log.warning("performance history not written: %s", type(exc).__name__)
+
+    def _backpressure(self, unit: Unit[UnitState]) -> None:
+        """Pause the unit's labels partition while too many labels are held; resume
+        at half (:func:`~driftline.core.slowloop.labels_backpressure`). Paused records
+        are not lost: aiokafka fetches again from the last returned offset."""
+        assert self.consumer is not None
+        p = unit.partition
+        tp = TopicPartition(self.label_topic, p)
+        if labels_backpressure(unit.state, self.settings.labels, p in self.labels_paused):
+            if p not in self.labels_paused:
+                log.warning(
+                    "labels of partition %d wait: %d labels held for predictions not read yet",
+                    p,
+                    len(unit.state.held),
+                )
+            self.labels_paused.add(p)
+            self.consumer.pause(tp)  # idempotent; a reload resumes every partition
+        elif p in self.labels_paused:
+            self.labels_paused.discard(p)
+            self.consumer.resume(tp)
+        m.LABELS_PAUSED.labels(self.name).set(len(self.labels_paused))
+
+    def released(self, unit: Unit[UnitState]) -> None:
+        self.labels_paused.discard(unit.partition)
+        m.LABELS_PAUSED.labels(self.name).set(len(self.labels_paused))
 
     # ------------------------------------------------------------------ metrics
     def _observe(self, done: Joined) -> None:

@@ -189,6 +189,15 @@ DRIFT_RATE = Gauge(
     registry=REGISTRY,
 )
 _DRIFT_FAMILIES = {"psi": DRIFT_PSI, "ks": DRIFT_KS, "js": DRIFT_JS, "chi2": DRIFT_CHI2}
+DRIFT_MULTIVARIATE = Gauge(
+    "driftline_drift_multivariate_level",
+    "Highest CUSUM level of the multivariate detector in the latest window, over its "
+    "threshold (>= 0; 1 is the threshold).",
+    ["model", "version"],
+    registry=REGISTRY,
+)
+#: The multivariate detector's window statistic (core/fastloop/multivariate.py).
+_MULTIVARIATE_TEST = "cusum_level"
 DRIFT_ACTIVE = Gauge(
     "driftline_drift_active",
     "1 while a drift episode of this kind is firing.",
@@ -259,15 +268,22 @@ JOIN_PREDICTIONS = Counter(
     registry=REGISTRY,
 )
 HELD_LABELS = Gauge(
-    "driftline_held_labels",
+    "driftline_labels_held",
     "Labels waiting for their prediction (arrived first), per joiner worker.",
     ["worker"],
     registry=REGISTRY,
 )
 HELD_LABELS_FILL = Gauge(
-    "driftline_held_labels_fill_ratio",
-    "Held labels of the fullest partition / labels.max_held_labels (at 1 the oldest "
-    "become orphans).",
+    "driftline_labels_held_fill_ratio",
+    "Held labels of the fullest partition / labels.max_held_labels (at 1 that partition's "
+    "labels wait in Kafka: backpressure).",
+    ["worker"],
+    registry=REGISTRY,
+)
+LABELS_PAUSED = Gauge(
+    "driftline_labels_paused",
+    "Label partitions the joiner stopped reading because labels.max_held_labels are held "
+    "(backpressure: the labels wait in Kafka), per joiner worker.",
     ["worker"],
     registry=REGISTRY,
 )
@@ -355,7 +371,8 @@ def observe_statistic(model: str, version: str, feature: str, test: str, value: 
 
     ``psi``, ``ks``, ``js`` and ``chi2`` have a gauge each; every other statistic (the
     data-quality rates, the output shares and their excesses) is a ratio, exported as
-    ``driftline_drift_rate_ratio`` with the statistic's name as the ``statistic`` label.
+    ``driftline_drift_rate_ratio`` with the statistic's name as the ``statistic`` label;
+    the multivariate detector's level has its own gauge (one per stream, no feature).
     """
     key = (model, version, feature, test)
     child = _STATISTIC_SERIES.get(key)
@@ -364,7 +381,9 @@ def observe_statistic(model: str, version: str, feature: str, test: str, value: 
         # made it a tenth of the monitor's time. The series are never removed, so the
         # child can be kept (bounded: models and features are capped upstream).
         family = _DRIFT_FAMILIES.get(test)
-        if family is not None:
+        if test == _MULTIVARIATE_TEST:
+            child = DRIFT_MULTIVARIATE.labels(model, version)
+        elif family is not None:
             child = family.labels(model, version, feature)
         else:
             child = DRIFT_RATE.labels(model, version, feature, test)

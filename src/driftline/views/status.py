@@ -119,6 +119,7 @@ async def model_statuses(
                         {"feature": str(d["feature"]), "value": float(d["value"])}
                         for d in w.get("drifted", [])
                     ],
+                    "joint": _joint(w.get("joint")),
                 }
             except (ValueError, KeyError, TypeError):
                 continue
@@ -156,6 +157,13 @@ async def model_statuses(
     order = {"degraded": 0, "drifting": 1, "unknown": 2, "healthy": 3}
     out.sort(key=lambda s: (order[s["state"]], s["model"]))
     return out
+
+
+def _joint(v: Any) -> dict[str, Any] | None:
+    """The multivariate detector's level in a stream's last window (None: no detector)."""
+    if not isinstance(v, dict) or not isinstance(v.get("value"), int | float):
+        return None
+    return {"value": float(v["value"]), "drifted": bool(v.get("drifted"))}
 
 
 def _badge(text: str) -> str:
@@ -219,10 +227,20 @@ def render_index(
         streams = "<br>".join(
             f"v{_e(w['version'])}{(' ' + _e(w['segment'])) if w['segment'] else ''}: "
             f"window #{w['window']} ({w['count']:,} events) ended {_e(fmt_time(w['end']))}"
+            + (
+                f" <small class=muted>joint {w['joint']['value']:.2f} / 1</small>"
+                if w.get("joint")
+                else ""
+            )
             for w in s["streams"][:5]
         )
         drifted = sorted(
-            {d["feature"] for w in s["streams"] for d in w["drifted"]},
+            {d["feature"] for w in s["streams"] for d in w["drifted"]}
+            | {
+                "joint (multivariate)"
+                for w in s["streams"]
+                if (w.get("joint") or {}).get("drifted")
+            },
         )
         act = (
             "<br>".join(

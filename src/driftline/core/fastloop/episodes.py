@@ -18,6 +18,14 @@ escalation is published as ``updated``. A resolved alert carries the episode's s
 the peak effect (``statistic``), its unit, every unit that drifted (``top_features``,
 by peak effect), the episode's span and events (``window``).
 
+The multivariate detector (:mod:`~driftline.core.fastloop.multivariate`) is one more
+unit of the ``input_drift`` episode, ``__multivariate__``: its firing opens the episode
+when none is open (detector ``multivariate``, the crossing's statistic and threshold,
+``top_features`` the features whose joint behaviour moved most), adds nothing to an
+open one, and the episode resolves only once it has returned too. Since issue 13 the
+banks' episodes have no cooldown (resolution follows the return), so a firing never
+waits.
+
 Data quality follows the window checks (:func:`step_episode`): it fires on a window
 over its margins, stays firing at half of them (hysteresis), resolves after
 ``resolve_after_windows`` clean windows and cools down for ``cooldown_windows``
@@ -37,16 +45,19 @@ from numpy.typing import NDArray
 
 from driftline.contract.events import AlertWindow, DriftAlert, FeatureContribution, make_alert_id
 from driftline.core.detectors.bank import CusumBank, Transition
+from driftline.core.fastloop import multivariate
 from driftline.core.fastloop.plan import Plan
 from driftline.core.fastloop.result import BatchResult
 from driftline.core.fastloop.state import DriftEpisode, ModelState
 from driftline.core.fastloop.window_tests import WindowTest
+from driftline.core.multivariate import Transition as JointTransition
 from driftline.core.reference import ReferenceProfile
 
 __all__ = [
     "BANK_KINDS",
     "DETECTOR",
     "at_window_close",
+    "input_away",
     "on_transitions",
     "reconcile",
     "step_episode",
@@ -56,6 +67,9 @@ __all__ = [
 BANK_KINDS = ("input_drift", "output_drift")
 #: The ``detector`` of the banks' alerts.
 DETECTOR = "cusum"
+#: The multivariate detector's unit (of ``input_drift``) and its alerts' ``detector``.
+JOINT = multivariate.FEATURE
+JOINT_DETECTOR = "multivariate"
 #: Below this many events since a channel went away, its effect is the detection's shift.
 MIN_MEASURED = 50
 #: One-sided 99% normal quantile (the severity's confidence bound).
@@ -71,56 +85,173 @@ Effect = tuple[float, str, float, int]
 # ---------------------------------------------------------------------- bank episodes
 
 
+def input_away(plan: Plan, bank: CusumBank | None) -> bool:
+    """Whether some ``input_drift`` unit of the bank is away now."""
+    if bank is None:
+        return False
+    groups = bank.away.nonzero()[0].tolist()
+    return _input_groups(plan, [(g, 0, 0) for g in groups])
+
+
+def _input_groups(plan: Plan, groups: Sequence[tuple[int, int, int]]) -> bool:
+    units = plan.bank_layout.group_unit
+    return any(plan.bank_units[int(units[g])][1] == "input_drift" for g, _, _ in groups)
+
+
+def _after(states: list[tuple[int, bool]], position: int, before: bool) -> bool:
+    """The state after event ``position``: that of the last change at or before it."""
+    now = before
+    for at, state in states:
+        if at > position:
+            break
+        now = state
+    return now
+
+
 def on_transitions(
     st: ModelState,
     ref: ReferenceProfile,
     plan: Plan,
     found: Sequence[Transition],
+    joint: Sequence[JointTransition],
     placed: NDArray[np.int64],
     a: int,
     events_before: int,
     count_before: int,
+    input_before: bool,
     result: BatchResult,
 ) -> None:
-    """The banks' transitions in segment events ``a:`` (positions from ``a``).
+    """The banks' and the multivariate detector's transitions in segment events ``a:``
+    (positions from ``a``), in event order (the banks' first at one event).
 
     ``placed`` are the segment's placed event times
     (:mod:`~driftline.core.fastloop.clock`: a future-dated event is placed at the event
     clock); ``events_before`` and ``count_before`` are the stream's and the open
-    window's event counts before event ``a``.
+    window's event counts before event ``a``; ``input_before`` whether an
+    ``input_drift`` unit of the bank was away before it. The input-drift episode
+    resolves only when, after the event, neither a bank unit nor the multivariate
+    detector is away.
     """
+    joint_before = (joint[0].kind != "fire") if joint else multivariate.holding(st)
+    joint_after = [(t.position, t.kind != "resolve") for t in joint]
+    bank_after = [(t.position, _input_groups(plan, t.away)) for t in found]
+    order = sorted(
+        [(t.position, 0, i) for i, t in enumerate(found)]
+        + [(t.position, 1, i) for i, t in enumerate(joint)]
+    )
+    for pos, source, i in order:
+        at_ms = int(placed[a + pos])
+        events_at = events_before + pos + 1
+        if source == 0:
+            joint_away = _after(joint_after, pos, joint_before)
+            _bank_transition(
+                st,
+                ref,
+                plan,
+                found[i],
+                at_ms,
+                events_at,
+                events_before - count_before,
+                joint_away,
+                result,
+            )
+        else:
+            bank_away = _after(bank_after, pos, input_before)
+            _joint_transition(
+                st,
+                ref,
+                joint[i],
+                at_ms,
+                events_at,
+                events_before - count_before,
+                bank_away,
+                result,
+            )
+
+
+def _open(st: ModelState, ep: DriftEpisode, unit: str, at_ms: int, window_start: int) -> None:
+    """Open ``ep`` at ``at_ms``; its evidence starts with the open window."""
+    w = st.window
+    ep.open()
+    ep.feature, ep.severity, ep.updates, ep.features = unit, "warning", 0, {}
+    ep.start_ms = min(w.start_ms, at_ms) if w.start_ms >= 0 else at_ms
+    ep.start_event = window_start
+
+
+def _bank_transition(
+    st: ModelState,
+    ref: ReferenceProfile,
+    plan: Plan,
+    t: Transition,
+    at_ms: int,
+    events_at: int,
+    window_start: int,
+    joint_away: bool,
+    result: BatchResult,
+) -> None:
     bank = st.bank
-    if bank is None:
-        return
-    for t in found:
-        unit, kind = plan.bank_units[t.unit]
-        ep = st.episode(kind)
-        at_ms = int(placed[a + t.position])
-        events_at = events_before + t.position + 1
-        away = _away_effects(plan, bank, t, kind, ep if ep.firing else None)
-        if t.kind in ("return", "resolve"):
-            n, total = t.measured
-            if n >= MIN_MEASURED:
-                name, least = _channel(plan, t.group)
-                _peak(ep, unit, (_abs_effect(bank, t.group, n, total), name, least, n))
-        if t.kind == "fire" and not ep.firing:
-            w = st.window
-            ep.open()
-            ep.feature, ep.severity, ep.updates, ep.features = unit, "warning", 0, {}
-            ep.start_ms = min(w.start_ms, at_ms) if w.start_ms >= 0 else at_ms
-            ep.start_event = events_before - count_before
-            _note(ep, away)
-            _escalate(ep, ref, away, events_at)
-            _publish(st, ref, kind, "firing", ep, unit, away, at_ms, events_at, result)
-        elif t.kind == "fire":  # another unit starts drifting during the open episode
-            _note(ep, away)
-            _escalate(ep, ref, away, events_at)
-            ep.updates += 1
-            _publish(st, ref, kind, "updated", ep, unit, away, at_ms, events_at, result)
-        elif t.kind == "update":
-            _note(ep, away)
-        elif t.kind == "resolve" and ep.firing and not away:
+    assert bank is not None
+    unit, kind = plan.bank_units[t.unit]
+    ep = st.episode(kind)
+    away = _away_effects(plan, bank, t, kind, ep if ep.firing else None)
+    if t.kind in ("return", "resolve"):
+        n, total = t.measured
+        if n >= MIN_MEASURED:
+            name, least = _channel(plan, t.group)
+            _peak(ep, unit, (_abs_effect(bank, t.group, n, total), name, least, n))
+    if t.kind == "fire" and not ep.firing:
+        _open(st, ep, unit, at_ms, window_start)
+        _note(ep, away)
+        _escalate(ep, ref, away, events_at)
+        _publish(st, ref, kind, "firing", ep, unit, away, at_ms, events_at, result)
+    elif t.kind == "fire":  # another unit starts drifting during the open episode
+        _note(ep, away)
+        _escalate(ep, ref, away, events_at)
+        ep.updates += 1
+        _publish(st, ref, kind, "updated", ep, unit, away, at_ms, events_at, result)
+    elif t.kind == "update":
+        _note(ep, away)
+    elif t.kind == "resolve" and ep.firing and not away:
+        if not (kind == "input_drift" and joint_away):
             _resolve(st, ref, kind, ep, at_ms, events_at, result)
+
+
+def _joint_transition(
+    st: ModelState,
+    ref: ReferenceProfile,
+    t: JointTransition,
+    at_ms: int,
+    events_at: int,
+    window_start: int,
+    bank_away: bool,
+    result: BatchResult,
+) -> None:
+    """The multivariate detector's transition: its unit of the input-drift episode."""
+    ep = st.episode("input_drift")
+    if t.kind == "fire" and not ep.firing:
+        top = multivariate.top_features(t.attribution)
+        _open(st, ep, top[0][0] if top else JOINT, at_ms, window_start)
+        level = t.statistic / t.threshold if t.threshold > 0 else 0.0
+        ep.features[JOINT] = [round(level, 6), "cusum_level", 1.0]
+        alert = _drift_alert(
+            st,
+            ref,
+            "input_drift",
+            "firing",
+            ep,
+            alert_id=_alert_id(st, "input_drift", ep, "firing"),
+            feature=ep.feature,
+            detector=JOINT_DETECTOR,
+            measured=(round(t.statistic, 6), round(t.threshold, 6), None),
+            span=(ep.start_ms, at_ms, max(0, events_at - ep.start_event)),
+            top=[
+                FeatureContribution(feature=f, score=score, contribution=share, statistic=stat)
+                for f, score, share, stat in top
+            ],
+        )
+        result.alerts.append(alert)
+    elif t.kind == "resolve" and ep.firing and not bank_away:
+        _resolve(st, ref, "input_drift", ep, at_ms, events_at, result)
 
 
 def at_window_close(st: ModelState, ref: ReferenceProfile, plan: Plan, result: BatchResult) -> None:
@@ -154,6 +285,8 @@ def reconcile(
         if ep is None or not ep.firing:
             continue
         bank = st.bank
+        if kind == "input_drift" and multivariate.holding(st):
+            continue
         if bank is None or not _away_effects(plan, bank, None, kind):
             _resolve(st, ref, kind, ep, at_ms, st.events, result)
 
@@ -283,7 +416,7 @@ def _publish(
         ep,
         alert_id=_alert_id(st, kind, ep, status, *((ep.updates,) if status == "updated" else ())),
         feature=unit or None,
-        detector=DETECTOR,
+        detector=JOINT_DETECTOR if unit == JOINT else DETECTOR,
         measured=(round(own[0], 6), round(own[2], 6), None),
         span=(start, at_ms, max(0, events_at - ep.start_event)),
         top=top,

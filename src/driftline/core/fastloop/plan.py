@@ -6,7 +6,8 @@ columns (features, then the confidence, then a regression's prediction) on one
 reference's CDF for KS, its PSI groups bucketed by size for one vectorised PSI/JS per
 bucket, the categorical columns (features, then the predicted class) on one
 :class:`~driftline.core.sketches.CategoricalBins`, and the stacked detector banks with
-the column that feeds each of their units.
+the column that feeds each of their units, and the reference's multivariate model on
+those columns (:class:`MultivariatePlan`).
 :class:`SegmentArrays` reads one stream's events of a batch into arrays on those
 columns, once per batch.
 """
@@ -19,6 +20,7 @@ from numpy.typing import NDArray
 from driftline.contract.columnar import Columns, category_codes, numeric_column
 from driftline.contract.events import LIMITS, event_time_ms
 from driftline.core.detectors.bank import DETECT, BankLayout
+from driftline.core.multivariate import MultivariateProfile
 from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.core.sketches import (
     CategoricalBins,
@@ -28,7 +30,7 @@ from driftline.core.sketches import (
 )
 from driftline.core.stats import cdf_rows
 
-__all__ = ["MAX_TIME_MS", "Plan", "SegmentArrays", "plan_for"]
+__all__ = ["MAX_TIME_MS", "MultivariatePlan", "Plan", "SegmentArrays", "plan_for"]
 
 #: The newest representable event time (the contract's limit, 9999-12-31T23:59:59.999Z).
 MAX_TIME_MS = LIMITS.max_timestamp_ms
@@ -145,6 +147,56 @@ class Plan:
             shift = abs(lay.row_shift[row])
             cur = self.group_min_shift[grp]
             self.group_min_shift[grp] = shift if cur == 0.0 else min(cur, shift)
+        # -- the multivariate model on these columns (core/fastloop/multivariate.py)
+        model = ref.multivariate
+        self.joint = MultivariatePlan(self, model) if model is not None else None
+
+
+class MultivariatePlan:
+    """A reference's multivariate model laid out on the plan's columns.
+
+    Numeric design columns score their feature's flat bin index (the plan's numeric
+    layout: ``offsets[i] + bin``, the sentinel for missing and infinite values) by one
+    lookup in a table that holds every column's scores at its feature's offsets and NaN
+    at the sentinel; category columns compare the feature's code with the category's
+    (a missing category: NaN). An event with a NaN is left out of the joint watch.
+    """
+
+    def __init__(self, plan: Plan, model: MultivariateProfile) -> None:
+        self.model = model
+        bins = plan.num_bins
+        where = {name: i for i, name in enumerate(plan.num_names)}
+        cwhere = {name: r for r, name in enumerate(plan.cat_names)}
+        self.num_cols: list[int] = []
+        self.num_rows: list[int] = []
+        # Missing and infinite values sit at the sentinel: NaN (an incomplete event).
+        table = np.full(bins.sentinel + 1, np.nan, dtype=np.float64)
+        self.cat_cols: list[tuple[int, int, int, float, float]] = []
+        for j, col in enumerate(model.design.columns):
+            if col.numeric:
+                i = where[col.feature]
+                if bins.fingerprints[i] != col.edges_fp or bins.sizes[i] != len(col.scores):
+                    raise ValueError(f"multivariate model: {col.feature} has other bins")
+                off = int(bins.offsets[i])
+                table[off : off + bins.sizes[i]] = col.scores
+                self.num_cols.append(j)
+                self.num_rows.append(i)
+            else:
+                r = cwhere[col.feature]
+                code = plan.cat_bins.lookups[r].get(col.category, -2)  # -2: never seen
+                hi, lo = col.scores
+                self.cat_cols.append((j, r, code, hi, lo))
+        self.table = table
+
+    def scores(self, data: SegmentArrays) -> NDArray[np.float64]:
+        """The design's scores of the segment's events, ``(d, n)``."""
+        z = np.full((self.model.d, data.n), np.nan, dtype=np.float64)
+        if self.num_cols:
+            z[self.num_cols] = self.table[data.located.flat[self.num_rows]]
+        for j, r, code, hi, lo in self.cat_cols:
+            codes = data.codes[r]
+            z[j] = np.where(codes == code, hi, np.where(codes < 0, np.nan, lo))
+        return z
 
 
 _PLANS: dict[int, tuple[ReferenceProfile, Plan]] = {}

@@ -4,7 +4,8 @@
 stream, walks its events window by window: each chunk of events that falls in the
 open window is counted into the window's sketches (:class:`~driftline.core.fastloop.
 windows.OpenWindow`) and runs through the stream's detector banks
-(:mod:`~driftline.core.fastloop.sequential`), whose transitions step the input- and
+(:mod:`~driftline.core.fastloop.sequential`) and the multivariate detector
+(:mod:`~driftline.core.fastloop.multivariate`), whose transitions step the input- and
 output-drift episodes (:mod:`~driftline.core.fastloop.episodes`); when the window
 closes its tests run (:mod:`~driftline.core.fastloop.window_tests`,
 :mod:`~driftline.core.fastloop.outputs`, :mod:`~driftline.core.fastloop.quality`: history,
@@ -22,6 +23,7 @@ import numpy as np
 from driftline.contract.columnar import ColumnarBatch, Columns, group_items
 from driftline.contract.events import event_time_ms
 from driftline.contract.keys import StateKey, interned_key
+from driftline.core.fastloop import multivariate
 from driftline.core.fastloop.clock import (
     FUTURE_TOLERANCE_MS,
     ProcessingClock,
@@ -31,6 +33,7 @@ from driftline.core.fastloop.clock import (
 )
 from driftline.core.fastloop.episodes import (
     at_window_close,
+    input_away,
     on_transitions,
     reconcile,
     step_episode,
@@ -174,6 +177,7 @@ def _process_segment(
     plan = window.plan
     data = SegmentArrays(plan, cols)
     banks = BankRun(st, plan, data)
+    mv = multivariate.start(st, ref, plan, data)
     n = data.n
     start = 0
     reconciled = False
@@ -184,7 +188,7 @@ def _process_segment(
             reconcile(st, ref, plan, int(data.placed[start]), result)
             reconciled = True
         if end > start:
-            _absorb(st, ref, window, data, banks, start, end, result)
+            _absorb(st, ref, window, data, banks, mv, start, end, result)
         if end < n or (pol.window_seconds <= 0 and st.window.count >= pol.window_events):
             _close_window(st, ref, window, clock, result)
             if end < n:
@@ -198,11 +202,13 @@ def _absorb(
     window: OpenWindow,
     data: SegmentArrays,
     banks: BankRun,
+    mv: multivariate.MultivariateRun | None,
     a: int,
     b: int,
     result: BatchResult,
 ) -> None:
-    """Events ``a:b`` join the open window and run through the detector banks."""
+    """Events ``a:b`` join the open window and run through the detector banks and the
+    multivariate detector."""
     plan = window.plan
     w = st.window
     count_before, events_before = w.count, st.events
@@ -211,8 +217,23 @@ def _absorb(
     if data.unknown is not None:
         st.unknown_features += int(data.unknown[a:b].sum())
     window.absorb(data, a, b)
-    if found := banks.update(a, b):
-        on_transitions(st, ref, plan, found, data.placed, a, events_before, count_before, result)
+    input_before = input_away(plan, st.bank)
+    found = banks.update(a, b)
+    joint = mv.absorb(a, b) if mv is not None else []
+    if found or joint:
+        on_transitions(
+            st,
+            ref,
+            plan,
+            found,
+            joint,
+            data.placed,
+            a,
+            events_before,
+            count_before,
+            input_before,
+            result,
+        )
     c = plan.conf_col
     if c >= 0 and st.confidence is not None:
         conf = data.x[c, a:b]
@@ -253,6 +274,9 @@ def _close_window(
     for t in otests:
         obs.append(observation(mid, ver, t.feature, t.statistic, t.effect))
     odrifted = decide(otests, alpha, st.episode("output_drift"))
+    joint = multivariate.window_row(st)
+    if joint is not None:
+        obs.append(observation(mid, ver, joint.feature, joint.statistic, joint.effect))
 
     # -- data quality
     qtests = quality_tests(st, ref, plan, window)
@@ -264,6 +288,10 @@ def _close_window(
 
     drifted_names = {t.feature for t in (*drifted, *odrifted, *qdrifted)}
     all_tests = [*tests, *otests, *qtests]
+    if joint is not None:
+        all_tests.append(joint)
+        if multivariate.holding(st) or joint.effect >= 1.0:
+            drifted_names.add(joint.feature)
     result.windows.append(
         window_summary(st, ref, plan, window, stats.grouped, all_tests, drifted_names)
     )

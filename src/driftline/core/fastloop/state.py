@@ -3,7 +3,8 @@
 A stream is one (model, version, segment). Its :class:`ModelState` holds the open
 window's sketches (one per feature and output, on the reference's bins), the stream's
 stacked detector banks (:class:`~driftline.core.detectors.bank.CusumBank`: integer
-state, the rows live in the reference), one :class:`DriftEpisode` per alert kind, the
+state, the rows live in the reference), the multivariate detector (when the reference
+has a multivariate model), one :class:`DriftEpisode` per alert kind, the
 event clock and the counters. The worker stores it in Redis after every batch; a
 replay keeps it in memory.
 
@@ -24,6 +25,7 @@ from driftline.contract.codec import pack
 from driftline.contract.keys import StateKey
 from driftline.core.detectors.bank import BankLayout, CusumBank
 from driftline.core.episode import Episode
+from driftline.core.multivariate import MultivariateDetector
 from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.core.sketches import CategoricalSketch, NumericSketch
 from driftline.errors import StateCorrupt
@@ -104,6 +106,8 @@ class ModelState:
     late_run_max: int = -1
     events: int = 0
     warmup: list[dict[str, Any]] = field(default_factory=list)
+    #: The multivariate detector, when the reference has a multivariate model.
+    mv: MultivariateDetector | None = None
     #: ``prediction_id`` of the first event this state saw: part of its alert ids, so
     #: two states of one stream (its events moved to another partition, issue 16) never
     #: publish an episode under the same id. "" for states older than the field, whose
@@ -146,6 +150,7 @@ class ModelState:
             else None
         )
         self.bank = new_bank(ref)
+        self.mv = MultivariateDetector(ref.multivariate) if ref.multivariate else None
         self.type_mismatch = {name: 0 for name in ref.features}
         self.unknown_features = 0
         self.low_confidence = 0
@@ -157,10 +162,14 @@ class ModelState:
         def s(b: bytes) -> str:
             return b.decode()
 
+        # The multivariate detector's record only when there is one: a state without it
+        # is the same bytes as before it existed.
+        mv = {"mv": s(self.mv.to_bytes())} if self.mv is not None else {}
         return pack(
             "model_state",
             STATE_FORMAT,
             {
+                **mv,
                 "key": self.key.encode(),
                 "reference_id": self.reference_id,
                 "window": self.window.__dict__,
@@ -225,6 +234,13 @@ class ModelState:
             st.bank = new_bank(ref)
             if st.bank is not None and d["bank"] is not None:
                 st.bank.load_state(d["bank"])
+            if ref.multivariate is not None:
+                mv = d.get("mv")
+                st.mv = (
+                    MultivariateDetector.from_bytes(mv.encode(), ref.multivariate)
+                    if mv is not None
+                    else MultivariateDetector(ref.multivariate)
+                )
         elif ref is not None:
             # The reference changed (rebuilt or replaced), or the record predates the
             # banks: keep episodes and counters, restart windows and detectors.

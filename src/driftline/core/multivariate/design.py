@@ -19,8 +19,13 @@ out because their standardised indicators are heavy-tailed (a 1% category scores
 and their covariance estimates noisy; when every category of a feature would be a
 column, the rarest is dropped (the indicators would sum to a constant).
 
-Missing and non-finite values score 0 (the reference mean): missingness is a
-data-quality signal of its own, not joint behaviour.
+Missing values. A missing, non-finite or mistyped value scores NaN, and an event
+with one is left out of the joint watch (:mod:`.fit`: it moves neither the CUSUM nor
+the sketches): missingness is a data-quality signal of its own, and imputing it would
+make a feature that goes missing look like joint drift (two features gone missing
+lowered T^2 enough to fire). Features missing in more than ``max_missing`` of the
+reference rows are not columns at all, so that sparse features do not blind the
+detector.
 
 Exactness. Scores are rounded to multiples of ``2**-SCORE_BITS`` and the component
 matrix to multiples of ``2**-COMPONENT_BITS`` (:mod:`.fit`), so every product and sum
@@ -212,17 +217,28 @@ class Design:
         *,
         min_share: float,
         max_levels: int,
+        max_missing: float = 1.0,
     ) -> Design:
-        """The columns of a reference: usable numeric features, then category indicators."""
+        """The columns of a reference: usable numeric features, then category indicators.
+
+        Features missing (or non-finite) in more than ``max_missing`` of the rows are
+        left out.
+        """
         cols: list[Column] = []
         edges: dict[str, F64] = {}
         for f in numeric:
+            values = np.asarray(f.values, dtype=np.float64)
+            if values.size and np.count_nonzero(~np.isfinite(values)) > max_missing * values.size:
+                continue
             s = numeric_scores(f.counts)
             if s is None:
                 continue
             cols.append(Column(f.name, None, tuple(s.tolist()), edges_fingerprint(f.edges)))
             edges[f.name] = np.asarray(f.edges, dtype=np.float64)
         for g in categorical:
+            gone = sum(1 for v in g.values if v is None)
+            if g.values and gone > max_missing * len(g.values):
+                continue
             for cat, p in category_levels(g.categories, g.counts, min_share, max_levels):
                 cols.append(Column(g.name, cat, _indicator_scores(p)))
         return cls(cols, edges)
@@ -238,9 +254,9 @@ class Design:
 
         ``numeric[name]`` are floats (NaN missing), ``categorical[name]`` raw values
         (``None`` missing, seen as :func:`~driftline.contract.columnar.category_value`
-        sees them); an absent feature scores 0.
+        sees them). Missing, non-finite values and absent features score NaN.
         """
-        out = np.zeros((self.d, n), dtype=np.float64)
+        out = np.full((self.d, n), np.nan, dtype=np.float64)
         for j, col in enumerate(self.columns):
             if col.numeric:
                 raw = numeric.get(col.feature)
@@ -248,15 +264,15 @@ class Design:
                     continue
                 x = np.asarray(raw, dtype=np.float64)
                 b = np.searchsorted(self.edges[col.feature], x, side="left")
-                # NaN sorts last, so every bin index is in range; non-finite scores 0.
-                out[j] = np.where(np.isfinite(x), self._tables[j][b], 0.0)
+                # NaN sorts last, so every bin index is in range.
+                out[j] = np.where(np.isfinite(x), self._tables[j][b], np.nan)
             else:
                 vals = categorical.get(col.feature)
                 if vals is None:
                     continue
                 hi, lo = col.scores
                 seen = [category_value(v) for v in vals]
-                out[j] = [0.0 if c is None else (hi if c == col.category else lo) for c in seen]
+                out[j] = [np.nan if c is None else (hi if c == col.category else lo) for c in seen]
         return out
 
     def scores_from_bins(
@@ -272,13 +288,13 @@ class Design:
         ``finite[name]`` marks the values that are finite; ``codes[name]`` is a code
         array and the code of each category (``-1`` missing).
         """
-        out = np.zeros((self.d, n), dtype=np.float64)
+        out = np.full((self.d, n), np.nan, dtype=np.float64)
         for j, col in enumerate(self.columns):
             if col.numeric:
                 b = bins.get(col.feature)
                 if b is None:
                     continue
-                out[j] = np.where(finite[col.feature], self._tables[j][b], 0.0)
+                out[j] = np.where(finite[col.feature], self._tables[j][b], np.nan)
             else:
                 got = codes.get(col.feature)
                 if got is None:
@@ -286,7 +302,7 @@ class Design:
                 arr, index = got
                 code = index.get(col.category or "", -2)
                 hi, lo = col.scores
-                out[j] = np.where(arr == code, hi, np.where(arr < 0, 0.0, lo))
+                out[j] = np.where(arr == code, hi, np.where(arr < 0, np.nan, lo))
         return out
 
     def check_edges(self, edges: Mapping[str, F64]) -> bool:

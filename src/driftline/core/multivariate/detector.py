@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from driftline.contract.codec import pack, unpack
 from driftline.core.detectors.bank import BankLayout, CusumBank
 from driftline.core.multivariate.fit import Channels, MultivariateProfile
-from driftline.core.multivariate.sketch import ComponentSketch
+from driftline.core.multivariate.sketch import Attribution, ComponentSketch, attribute
 from driftline.errors import SketchMismatch, StateCorrupt
 
 __all__ = ["MultivariateDetector", "Transition"]
@@ -56,6 +56,9 @@ class Transition:
     direction: int
     statistic: float
     threshold: float
+    #: ``fire`` and ``update``: what moved, from the events up to and including this
+    #: one (the open window, with the previous one while it is short).
+    attribution: Attribution | None = None
 
 
 class MultivariateDetector:
@@ -143,27 +146,41 @@ class MultivariateDetector:
         """Feed a batch's channels (from ``profile.channels``), in order."""
         was = self.drifting
         names = self.profile.channel_names
-        self._last = [
-            Transition(c.position, c.kind, names[c.group], c.direction, c.statistic, c.threshold)
-            for c in self.bank.update_many(ch.u)
-        ]
+        crossings = self.bank.update_many(ch.u)
         self.window_level = max(self.window_level, self.bank.peak)
-        self._update_sketches(ch, was)
-
-    def _update_sketches(self, ch: Channels, was: bool) -> None:
-        """The window takes every event; the episode sketch the events after a fire."""
-        self.window.update(ch)
-        drifting, start = was, 0
-        for t in self._last:
-            if t.kind == "fire":
+        self._last = []
+        # The sketches take the events up to each transition first, so what a firing
+        # says about the window does not depend on where the batch ended. The episode
+        # sketch takes the events after the firing, up to the resolving event.
+        drifting, done = was, 0
+        for c in crossings:
+            stop = c.position + 1
+            self.window.update(ch, done, stop)
+            if drifting and self.episode is not None:
+                self.episode.update(ch, done, stop)
+            done = stop
+            att = None
+            if c.kind in ("fire", "update"):
+                att = attribute(self.profile, self.recent())
+            if c.kind == "fire":
                 self.episode = ComponentSketch.zero(self.profile)
-                drifting, start = True, t.position + 1
-            elif t.kind == "resolve":
-                if drifting and self.episode is not None:
-                    self.episode.update(ch, start, t.position + 1)
+                drifting = True
+            elif c.kind == "resolve":
                 drifting = False
+            self._last.append(
+                Transition(
+                    c.position,
+                    c.kind,
+                    names[c.group],
+                    c.direction,
+                    c.statistic,
+                    c.threshold,
+                    att,
+                )
+            )
+        self.window.update(ch, done)
         if drifting and self.episode is not None:
-            self.episode.update(ch, start)
+            self.episode.update(ch, done)
 
     def close_window(self) -> tuple[ComponentSketch, float]:
         """End the window: its sketch and highest level; both start afresh."""

@@ -83,6 +83,8 @@ class MultivariateSettings:
     #: Indicator columns per categorical feature, and the share range they need.
     max_levels: int = 8
     min_category_share: float = 0.05
+    #: Features missing in more of the reference rows than this are not watched jointly.
+    max_missing: float = 0.05
     #: Channel shifts (sd of the standardised channel) the detection rows watch, both ways.
     shifts: tuple[float, ...] = (0.25, 0.5)
     #: A channel has returned when its drift is back under ``resolve_at * min(shifts)``.
@@ -120,8 +122,22 @@ class Channels:
     #: ``(n,)`` Hotelling's T^2 and ``(n,)`` weighted reconstruction error (or None).
     t2: F64
     spe: F64 | None
-    #: ``(channels, n)`` standardised, clipped channel values.
+    #: ``(channels, n)`` standardised, clipped channel values (NaN: incomplete event).
     u: F64
+    #: Events with every column present (None: all of them). The others move neither
+    #: the CUSUM (their channels are NaN) nor the sketches.
+    complete: NDArray[np.bool_] | None = None
+
+    def slice(self, a: int, b: int) -> Channels:
+        """Events ``a:b`` (views)."""
+        return Channels(
+            t=self.t[a:b],
+            rsq=None if self.rsq is None else self.rsq[a:b],
+            t2=self.t2[a:b],
+            spe=None if self.spe is None else self.spe[a:b],
+            u=self.u[:, a:b],
+            complete=None if self.complete is None else self.complete[a:b],
+        )
 
 
 @dataclass(frozen=True)
@@ -186,7 +202,12 @@ class MultivariateProfile:
         """Per-event projections and channel values of scores ``z`` (``(d, n)``).
 
         Every value depends on its own event only, bit for bit (see the module notes).
+        An event with a missing score (NaN) gets NaN channels and ``complete`` False.
         """
+        missing: NDArray[np.bool_] = np.asarray(np.isnan(z).any(axis=0))
+        incomplete = bool(missing.any())
+        if incomplete:
+            z = np.where(np.isnan(z), 0.0, z)
         zt = z.T  # (n, d); BLAS reads the transpose without a copy
         u = quantise(zt @ self.components, PROJECTION_BITS)  # exact product, then rounded
         t = u * self.inv_sd
@@ -205,7 +226,10 @@ class MultivariateProfile:
         lim = self.settings.clip
         np.minimum(out, lim, out=out)
         np.maximum(out, -lim, out=out)
-        return Channels(t=t, rsq=rsq, t2=t2, spe=spe, u=out)
+        if incomplete:
+            out[:, missing] = np.nan
+        complete: NDArray[np.bool_] | None = ~missing if incomplete else None
+        return Channels(t=t, rsq=rsq, t2=t2, spe=spe, u=out, complete=complete)
 
     def _roots(self, t2: F64, spe: F64 | None) -> list[F64]:
         """Cube roots of the channels over their degrees of freedom (Wilson-Hilferty)."""
@@ -362,13 +386,17 @@ def fit_multivariate(
     -------
     MultivariateProfile or None
         None when there are fewer than two usable columns or fewer than
-        ``settings.min_rows`` rows.
+        ``settings.min_rows`` complete rows.
     """
     st = settings or MultivariateSettings()
     if not 1 <= st.max_components <= MAX_COMPONENTS:
         raise ValueError(f"max_components must be 1..{MAX_COMPONENTS}")
     design = Design.build(
-        numeric, categorical, min_share=st.min_category_share, max_levels=st.max_levels
+        numeric,
+        categorical,
+        min_share=st.min_category_share,
+        max_levels=st.max_levels,
+        max_missing=st.max_missing,
     )
     lengths = {len(f.values) for f in numeric} | {len(g.values) for g in categorical}
     if len(lengths) > 1:
@@ -382,8 +410,12 @@ def fit_multivariate(
     z = design.scores(
         {f.name: f.values for f in numeric}, {g.name: g.values for g in categorical}, n
     )
-    perm = rng.permutation(n)
-    half = n // 2
+    # Only complete rows: the live detector watches complete events only.
+    complete = np.flatnonzero(~np.isnan(z).any(axis=0))
+    if complete.size < st.min_rows:
+        return None
+    perm = complete[rng.permutation(complete.size)]
+    half = complete.size // 2
     fit_idx = np.sort(perm[:half][: st.max_fit_rows])
     cal_idx = np.sort(perm[half:][: st.max_calibration_rows])
     za = np.ascontiguousarray(z[:, fit_idx].T)

@@ -204,7 +204,7 @@ def build_reference(
     source: str = "",
     seed: int = 0,
     created_at: int | None = None,
-    multivariate: bool | MultivariateSettings = False,
+    multivariate: bool | MultivariateSettings | None = None,
 ) -> ReferenceProfile:
     """Build a reference profile and calibrate its thresholds and detector banks.
 
@@ -222,9 +222,10 @@ def build_reference(
         Seed of the calibrations' resampling and simulation, so a rebuild is
         byte-identical.
     multivariate
-        Also fit the multivariate model (:mod:`driftline.core.multivariate`; settings,
-        or True for the defaults). It counts as one more feature in the split of the
-        false-alarm budget: its target is ``false_alarm_events * (features + 1)``.
+        Fit the multivariate model (:mod:`driftline.core.multivariate`): settings, True
+        for the defaults, False for none; None (default) follows ``policy.multivariate``.
+        It counts as one more feature in the split of the false-alarm budget: its
+        target is ``false_alarm_events * (features + 1)``.
     """
     n_rows = data.row_count
     if not n_rows:
@@ -264,6 +265,8 @@ def build_reference(
     feats, outputs = calibrate(feats, outputs, policy, seed)
     feats, outputs = banks.attach_banks(feats, outputs, policy, seed, points)
     mv = None
+    if multivariate is None:
+        multivariate = policy.multivariate
     if multivariate:
         settings = multivariate if isinstance(multivariate, MultivariateSettings) else None
         mv = _fit_multivariate(feats, columns, policy, seed, settings)

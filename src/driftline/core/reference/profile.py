@@ -112,6 +112,9 @@ class Policy:
     cooldown_windows: int = 2
     #: Alert on data quality when a rate exceeds the reference rate by this much.
     quality_margin: float = 0.05
+    #: Fit the multivariate model at reference build and watch the features jointly
+    #: (docs/multivariate.md); it takes one feature's share of the budget.
+    multivariate: bool = True
     #: Per feature (or output: ``__class__``, ``__confidence__``, ``__low_confidence__``,
     #: ``__prediction__``): ``psi_threshold`` (the window test's), ``bank: 0`` (no
     #: detector bank: the feature never opens an episode).

@@ -33,7 +33,7 @@ from driftline.core.detectors import ADWIN
 from driftline.core.detectors.river_detectors import RIVER_DETECTORS, RiverDetector
 from driftline.core.slowloop.episodes import Rules
 from driftline.core.slowloop.pending import PendingPrediction
-from driftline.core.slowloop.perf_state import ConceptDetector, PerfState
+from driftline.core.slowloop.perf_state import ConceptDetector, PerfState, detector_name
 from driftline.errors import ConfigError
 
 __all__ = [
@@ -103,11 +103,6 @@ def new_detector(settings: LabelsSettings, name: str, task: str, key: str) -> Co
         seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "little")
         det = RiverDetector(name, {**params, "seed": seed})
     return det
-
-
-def detector_name(det: ConceptDetector) -> str:
-    """The name a detector is configured by (and alerts carry as ``detector``)."""
-    return "adwin" if isinstance(det, ADWIN) else det.kind
 
 
 def _expected_error(st: PerfState) -> float | None:

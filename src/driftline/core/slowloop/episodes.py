@@ -17,13 +17,13 @@ from driftline.contract.events import AlertWindow, DriftAlert, make_alert_id
 from driftline.contract.keys import StateKey
 from driftline.core.slowloop.diagnosis import (
     DriftIndex,
-    episode_verdicts,
+    alert_diagnosis,
     norm_cdf,
-    overlap_diagnosis,
+    wilson_lower,
     wilson_upper,
 )
 from driftline.core.slowloop.pending import Horizons
-from driftline.core.slowloop.perf_state import PerfState, PerfWindow, SlowEpisode
+from driftline.core.slowloop.perf_state import PerfState, PerfWindow, SlowEpisode, detector_name
 from driftline.core.slowloop.results import JoinResult, PerfObservation
 
 __all__ = ["Rules"]
@@ -49,8 +49,9 @@ class Rules:
         self.drift = drift
 
     def diagnosis(self, st: PerfState, t0: int, t1: int) -> str:
-        """The diagnosis of a slow-loop alert about predictions made in ``[t0, t1]``."""
-        return overlap_diagnosis(self.drift, st, t0, t1)
+        """The diagnosis of a slow-loop alert on ``st`` (see
+        :func:`~driftline.core.slowloop.diagnosis.alert_diagnosis`)."""
+        return alert_diagnosis(st, self.s, self.drift, t0, t1)
 
     def threshold(self, st: PerfState) -> float | None:
         """Accuracy under which a window is degraded (None: no rule for this stream)."""
@@ -103,27 +104,52 @@ class Rules:
         if not st.segment:
             for name, v in obs:
                 self.r.observations.append(PerfObservation(st.model_id, st.version, name, v))
-        # -- performance episode (classification with a threshold)
+        z = self.s.confidence_z
+        # -- performance episode (classification with a threshold): fires when the
+        # window's accuracy is clearly under the threshold; resolves once the run of
+        # windows back over it is clearly over it (no flapping on a persistent drop).
         thr = self.threshold(st)
         if not regression and thr is not None:
             acc = w.correct / w.n
-            upper = wilson_upper(w.correct, w.n, self.s.confidence_z)
-            self.step(st, "performance", upper < thr, acc >= thr, acc, thr, w, t_label)
-        # -- concept-drift episode: fired by ADWIN, resolved by clean windows
+            ep = self._run(st, "performance", acc >= thr, w.n, w.correct)
+            back = wilson_lower(ep.run_k, ep.run_n, z) >= thr
+            upper = wilson_upper(w.correct, w.n, z)
+            self.step(st, "performance", upper < thr, acc >= thr, back, acc, thr, w, t_label)
+        # -- concept-drift episode: fired by the detector, resolved once the error is
+        # back within the band of its level before the change, clearly so for 0/1 errors
         ep = st.episode("concept_drift")
         inc = self.s.min_error_increase
         if regression:
             clean = mean_err <= ep.baseline * (1 + inc / 2)
+            self._run(st, "concept_drift", clean, w.n, 0)
+            back = True
         else:
             clean = mean_err <= ep.baseline + inc / 2
-        self.step(st, "concept_drift", False, clean, mean_err, ep.baseline + inc, w, t_label)
-        # -- diagnoses of input-drift episodes
-        if thr is not None and not regression:
-            episode_verdicts(st, self.s, thr)
-            self.diag_changed(st)
+            self._run(st, "concept_drift", clean, w.n, w.n - w.correct)
+            back = wilson_upper(ep.run_k, ep.run_n, z) <= ep.baseline + inc
+        self.step(st, "concept_drift", False, clean, back, mean_err, ep.baseline + inc, w, t_label)
+        # -- the diagnosis of a firing episode follows the evidence as it grows
+        for kind in ("performance", "concept_drift"):
+            fired = st.episodes.get(kind)
+            if fired is not None and fired.firing:
+                said = self.diagnosis(st, w.start, w.end)
+                if said != fired.diagnosis:
+                    fired.diagnosis = said
+                    self.diag_changed(st)
         self.prune(st)
         w.index += 1
         st.window = PerfWindow(index=w.index)
+
+    @staticmethod
+    def _run(st: PerfState, kind: str, clean: bool, n: int, k: int) -> SlowEpisode:
+        """Extend (clean window) or end the firing episode's run of clean windows."""
+        ep = st.episode(kind)
+        if ep.firing and clean:
+            ep.run_n += n
+            ep.run_k += k
+        else:
+            ep.run_n = ep.run_k = 0
+        return ep
 
     def step(
         self,
@@ -131,13 +157,15 @@ class Rules:
         kind: str,
         degraded: bool,
         clean: bool,
+        back: bool,
         value: float,
         threshold: float,
         w: PerfWindow,
         t_label: int,
     ) -> None:
-        """One window of an episode's hysteresis: fire when ``degraded``, resolve after
-        ``resolve_after_windows`` ``clean`` windows, then cool down."""
+        """One window of an episode's hysteresis: fire when ``degraded``; resolve once
+        ``resolve_after_windows`` windows in a row were ``clean`` and their evidence
+        together is ``back`` in the band; then cool down."""
         ep = st.episode(kind)
         if not ep.firing:
             if ep.cooldown > 0:
@@ -145,6 +173,7 @@ class Rules:
                 return
             if degraded:
                 ep.firing, ep.clean_windows = True, 0
+                ep.run_n = ep.run_k = 0
                 ep.number += 1
                 ep.baseline = threshold
                 drop = threshold - value
@@ -175,10 +204,11 @@ class Rules:
             ep.clean_windows = 0
             return
         ep.clean_windows += 1
-        if ep.clean_windows >= self.s.resolve_after_windows:
+        if ep.clean_windows >= self.s.resolve_after_windows and back:
             ep.firing = False
             ep.cooldown = self.s.cooldown_windows
-            detector = "adwin" if kind == "concept_drift" else "window_accuracy"
+            ep.run_n = ep.run_k = 0
+            detector = detector_name(st.detector) if kind == "concept_drift" else "window_accuracy"
             self.r.alerts.append(
                 self.alert(
                     st,
@@ -247,11 +277,11 @@ class Rules:
             self.r.diagnoses[(st.model_id, st.version)] = st.current_diagnosis()
 
     def prune(self, st: PerfState) -> None:
-        """Drop buckets and input-drift tallies older than the horizon (bounded state)."""
+        """Drop buckets and verdicts of input-drift episodes older than the horizon."""
         keep_from = st.max_pred_ms - self.c.horizon_ms(st.model_id) - self.c.bucket_ms
         for k in [k for k in st.buckets if k < keep_from]:
             del st.buckets[k]
-        for ep_id in list(st.drift_acc):
+        for ep_id in list(st.drift_diag):
             iv = self.drift.intervals.get((st.model_id, st.version), {}).get(ep_id)
             if iv is not None and 0 <= iv[1] < keep_from:
-                st.drift_acc.pop(ep_id)
+                st.drift_diag.pop(ep_id)

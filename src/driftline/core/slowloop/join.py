@@ -49,7 +49,7 @@ from driftline.core.slowloop.concept import (
     new_detector,
     observe_error,
 )
-from driftline.core.slowloop.diagnosis import DriftIndex
+from driftline.core.slowloop.diagnosis import DriftIndex, add_evidence, episode_verdicts
 from driftline.core.slowloop.episodes import Rules
 from driftline.core.slowloop.lookups import Found, LookupPlan
 from driftline.core.slowloop.pending import (
@@ -79,7 +79,7 @@ from driftline.core.slowloop.perf_state import (
 )
 from driftline.core.slowloop.results import JoinResult, PerfObservation
 
-__all__ = ["RefLookup", "join_batch"]
+__all__ = ["RefLookup", "join_batch", "labels_backpressure"]
 
 RefLookup = Callable[[str, str], ReferenceProfile | None]
 
@@ -366,7 +366,11 @@ class _Joiner:
             self.r.dirty.add("h")
 
     def expire_held(self) -> None:
-        """Held labels become orphans once their model's predictions passed them."""
+        """Held labels become orphans once their model's predictions passed them.
+
+        Only event time decides: a held label is an orphan once its model's prediction
+        watermark is ``grace_seconds`` past the label's time.
+        """
         if not self.u.held:
             return
         keep: list[HeldLabel] = []
@@ -377,14 +381,8 @@ class _Joiner:
                 self._outcome(h.model_id, "orphan")
             else:
                 keep.append(h)
-        over = len(keep) - self.s.max_held_labels
-        if over > 0:
-            order = sorted(range(len(keep)), key=lambda i: (keep[i].time_ms, i))
-            drop = set(order[:over])
-            for i in sorted(drop):
-                self.model(keep[i].model_id)
-                self._outcome(keep[i].model_id, "orphan")
-            keep = [h for i, h in enumerate(keep) if i not in drop]
+        # No cap here: a full buffer pauses the labels partition (labels_backpressure)
+        # instead of turning the oldest labels into orphans.
         if len(keep) != len(self.u.held):
             self.u.held = keep
             self.r.dirty.add("h")
@@ -509,13 +507,20 @@ class _Joiner:
             if conf is not None:
                 b.conf_n += 1
                 b.conf_sum += conf
+                b.conf_ok += int(correct)
                 w.conf_n += 1
                 w.conf_sum += conf
+            add_evidence(st, correct, conf)
         w.err_sum += err
         if st.learn_n < self.s.learn_reference_labels:
             st.learn_n += 1
             st.learn_correct += int(correct)
             st.learn_err += err
+            if conf is not None:
+                lc = st.learn_conf
+                lc[0] += 1
+                lc[1] += conf
+                lc[2] += int(correct)
             if (
                 st.learn_n == self.s.learn_reference_labels
                 and st.ref_accuracy is None
@@ -523,13 +528,23 @@ class _Joiner:
             ):
                 st.ref_accuracy = st.learn_correct / st.learn_n
                 st.ref_source = "learned"
-        for ep_id in self.drift.containing(st.model_id, st.version, rec.time_ms):
-            acc = st.drift_acc.setdefault(ep_id, [0, 0])
-            acc[0] += 1
-            acc[1] += int(correct)
         observe_error(self.rules, st, rec, err, t_label)
         if w.n >= self.s.window_labels:
             self.rules.close_window(st, t_label)
+
+    def judge_input_drift(self) -> None:
+        """Verdicts on the monitor's input-drift episodes, from the buckets of the
+        predictions made during each (whole-version streams; every batch, so a verdict
+        follows new labels and late alerts alike)."""
+        for key, st in self.u.perf.items():
+            if st.segment or st.task == "regression":
+                continue
+            if (st.model_id, st.version) not in self.drift.intervals:
+                continue
+            thr = self.rules.threshold(st)
+            if episode_verdicts(st, self.s, thr, self.drift, self.c.bucket_ms):
+                self.r.dirty.add(key)
+                self.rules.diag_changed(st)
 
     def prune_gens(self) -> None:
         """Forget generations whose predictions are past any use (Redis expires them).
@@ -558,6 +573,27 @@ def _translate(src: PerfState, dst: PerfState, i: int) -> int:
     if i == OTHER_CLASS or i >= len(src.classes):
         return OTHER_CLASS
     return dst.class_index(src.classes[i])
+
+
+def labels_backpressure(unit: UnitState, settings: LabelsSettings, paused: bool) -> bool:
+    """Whether the partition's labels should wait in Kafka (backpressure).
+
+    Labels that come before their predictions are held in the partition's state until
+    the predictions come. Rather than dropping any when there are many (a backlog after
+    an outage: labels read far ahead of their predictions), the worker stops reading
+    labels once ``max_held_labels`` are held and reads predictions only, which join the
+    held labels, until half as many are held (hysteresis: ``paused`` is the current
+    decision). At most one batch of labels arrives past the limit.
+
+    Examples
+    --------
+    >>> s = LabelsSettings(max_held_labels=4)
+    >>> u = UnitState(held=[HeldLabel("m", str(i), "a", 0) for i in range(3)])
+    >>> labels_backpressure(u, s, paused=False), labels_backpressure(u, s, paused=True)
+    (False, True)
+    """
+    cap = settings.max_held_labels
+    return len(unit.held) > cap // 2 if paused else len(unit.held) >= cap
 
 
 def join_batch(
@@ -602,5 +638,6 @@ def join_batch(
         li = plan.label_probe[i]
         j.resolve(i, lab, plan.label_digest[i], found[li] if li >= 0 else None, plan)
     j.expire_held()
+    j.judge_input_drift()
     j.prune_gens()
     return result

@@ -25,6 +25,9 @@ __all__ = [
     "MAX_CLASS_STATS",
     "OTHER_CLASS",
     "SLOTS",
+    "CELL_FIELDS",
+    "CELL_LABELS",
+    "MAX_CELLS",
     "STATE_FORMAT",
     "Bucket",
     "ConceptDetector",
@@ -34,6 +37,7 @@ __all__ = [
     "PerfWindow",
     "SlowEpisode",
     "UnitState",
+    "detector_name",
     "stream_key",
 ]
 
@@ -47,10 +51,23 @@ LAG_EDGES_S = (
     1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0,
     21_600.0, 43_200.0, 86_400.0, 259_200.0, 604_800.0,
 )  # fmt: skip
-STATE_FORMAT = 1
+#: Format of the perf_state record (1: before the evidence-based diagnosis; still read).
+STATE_FORMAT = 2
+#: Labelled predictions per evidence cell, and closed cells kept per stream: the recent
+#: evidence (in join order) that the diagnosis judges a change on.
+CELL_LABELS = 25
+MAX_CELLS = 20
+#: Fields of an evidence cell: labelled, right, with a top score, sum of their
+#: calibrated top scores, right among those with a top score.
+CELL_FIELDS = ("n", "correct", "conf_n", "conf_sum", "conf_ok")
 
 #: The detector on a stream's error (:mod:`driftline.core.slowloop.concept`).
 ConceptDetector = ADWIN | RiverDetector
+
+
+def detector_name(det: ConceptDetector) -> str:
+    """The name a detector is configured by (and alerts carry as ``detector``)."""
+    return "adwin" if isinstance(det, ADWIN) else det.kind
 
 
 def stream_key(model_id: str, version: str, segment: str) -> str:
@@ -73,6 +90,7 @@ SLOTS = (
     "brier_sum",  # ... sum of multi-class Brier scores
     "abs_sum",  # regression: sum |y - y_hat|
     "sq_sum",  # regression: sum (y - y_hat)^2
+    "conf_ok",  # labelled predictions with a top score that were right
 )
 
 
@@ -94,6 +112,7 @@ class Bucket:
         self.brier_sum = 0.0
         self.abs_sum = 0.0
         self.sq_sum = 0.0
+        self.conf_ok = 0.0
         self.lag = [0] * _N_LAG
         self.tp: list[int] = []
         self.pc: list[int] = []
@@ -115,7 +134,13 @@ class Bucket:
     def from_list(cls, d: Sequence[Any]) -> Bucket:
         """Inverse of :meth:`to_list`."""
         b = cls()
-        for s, v in zip(SLOTS, d[0], strict=True):
+        values = list(d[0])
+        if len(values) == len(SLOTS) - 1:
+            # A format-1 bucket has no conf_ok: exact when every labelled prediction had
+            # a score (the usual case), else the right ones in proportion.
+            lab, correct, conf_n = values[3], values[4], values[5]
+            values.append(correct if conf_n == lab else round(correct * conf_n / max(lab, 1)))
+        for s, v in zip(SLOTS, values, strict=True):
             setattr(b, s, v)
         b.lag, b.tp, b.pc, b.ac = list(d[1]), list(d[2]), list(d[3]), list(d[4])
         return b
@@ -133,6 +158,10 @@ class SlowEpisode:
     diagnosis: str = "concept_drift"
     #: Error level before the change (concept drift) or the threshold (performance).
     baseline: float = 0.0
+    #: While firing: labelled predictions of the current run of clean windows, and of
+    #: them the right ones (performance) or the errors (concept drift, classification).
+    run_n: int = 0
+    run_k: int = 0
 
 
 @dataclass
@@ -169,6 +198,9 @@ class PerfState:
     learn_n: int = 0
     learn_correct: int = 0
     learn_err: float = 0.0
+    #: Over the same first labels, those with a top score: count, sum of calibrated top
+    #: scores, right ones (the label-free estimate's bias on this stream).
+    learn_conf: list[float] = field(default_factory=lambda: [0, 0.0, 0])
     buckets: dict[int, Bucket] = field(default_factory=dict)
     max_pred_ms: int = -1
     predicted: int = 0
@@ -193,8 +225,11 @@ class PerfState:
     confirm_n: int = 0
     confirm_sum: float = 0.0
     episodes: dict[str, SlowEpisode] = field(default_factory=dict)
-    #: Input-drift episode -> [labelled, correct] for predictions made during it.
-    drift_acc: dict[str, list[int]] = field(default_factory=dict)
+    #: Recent evidence in join order: closed cells of CELL_LABELS labels, and the open one.
+    cells: list[list[float]] = field(default_factory=list)
+    cell: list[float] = field(default_factory=lambda: [0, 0, 0, 0.0, 0])
+    #: Verdict on each input-drift episode the monitor reported (from the buckets of
+    #: the predictions made during it).
     drift_diag: dict[str, str] = field(default_factory=dict)
     last: dict[str, Any] = field(default_factory=dict)
     #: ``prediction_id`` of the first prediction of this stream in this partition: part
@@ -276,6 +311,7 @@ class PerfState:
                 "ref_accuracy": self.ref_accuracy,
                 "ref_source": self.ref_source,
                 "learn": [self.learn_n, self.learn_correct, self.learn_err],
+                "learn_conf": self.learn_conf,
                 "buckets": {str(k): b.to_list() for k, b in sorted(self.buckets.items())},
                 "max_pred_ms": self.max_pred_ms,
                 "predicted": self.predicted,
@@ -286,7 +322,7 @@ class PerfState:
                 "adwin_start": self.adwin_start,
                 "rise": [self.ewma, self.rise_from, self.rise_until],
                 "episodes": {k: e.__dict__ for k, e in self.episodes.items()},
-                "drift_acc": self.drift_acc,
+                "evidence": {"cells": self.cells, "open": self.cell},
                 "drift_diag": self.drift_diag,
                 "last": self.last,
                 "origin": self.origin,
@@ -296,7 +332,15 @@ class PerfState:
     @classmethod
     def from_bytes(cls, data: bytes) -> PerfState:
         """Inverse of :meth:`to_bytes`."""
-        d = unpack(data, "perf_state", STATE_FORMAT)
+        try:
+            d = unpack(data, "perf_state", STATE_FORMAT)
+        except StateCorrupt as exc:
+            # Format 1 (before the evidence-based diagnosis) is read: the new fields
+            # start empty and the input-drift tallies it kept are no longer used.
+            try:
+                d = unpack(data, "perf_state", 1)
+            except StateCorrupt:
+                raise exc from None
         try:
             st = cls(d["model"], d["version"], d["segment"])
             st.task = d["task"]
@@ -319,7 +363,12 @@ class PerfState:
             st.adwin_start = d["adwin_start"]
             st.ewma, st.rise_from, st.rise_until = d["rise"]
             st.episodes = {k: SlowEpisode(**e) for k, e in d["episodes"].items()}
-            st.drift_acc = {k: list(v) for k, v in d["drift_acc"].items()}
+            if "learn_conf" in d:
+                st.learn_conf = list(d["learn_conf"])
+            if "evidence" in d:
+                ev = d["evidence"]
+                st.cells = [list(c) for c in ev["cells"]]
+                st.cell = list(ev["open"])
             st.drift_diag = dict(d["drift_diag"])
             st.last = dict(d["last"])
             st.origin = str(d.get("origin", ""))
@@ -407,11 +456,11 @@ class HeldLabel:
     prediction_id: str
     label: Any
     time_ms: int
+    #: Its prediction's digest (computed once: held labels are retried every batch).
+    digest: bytes = field(init=False, repr=False, compare=False)
 
-    @property
-    def digest(self) -> bytes:
-        """Its prediction's digest."""
-        return prediction_digest(self.model_id, self.prediction_id)
+    def __post_init__(self) -> None:
+        self.digest = prediction_digest(self.model_id, self.prediction_id)
 
 
 @dataclass

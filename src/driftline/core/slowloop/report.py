@@ -125,6 +125,8 @@ def build_report(
                 reference_accuracy=st.ref_accuracy,
                 reference_source=st.ref_source or None,
                 diagnosis=st.current_diagnosis(),
+                # The monitor's input-drift episodes, judged on their predictions.
+                input_drift=dict(sorted(st.drift_diag.items())),
                 episodes={k: e.firing for k, e in st.episodes.items()},
                 last_window=st.last,
                 segments={
@@ -198,6 +200,8 @@ def format_report(report: Mapping[str, Any]) -> str:
                 f"{_fmt(v.get('brier')):>6}  {_fmt(v.get('mae')):>6}  {_fmt(v.get('rmse')):>6}  "
                 f"{_fmt(v['lag_p50_s'])}/{_fmt(v['lag_p90_s']):<10} {v['diagnosis'] or '-'}"
             )
+            for ep, said in v.get("input_drift", {}).items():
+                lines.append(f"      input drift episode {ep}: {said}")
             for name, pc in v.get("per_class", {}).items():
                 lines.append(
                     f"      class {name:<12} precision {_fmt(pc['precision'], True):>8}  "

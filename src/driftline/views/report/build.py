@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +67,8 @@ _OUTPUT_SERIES = {
     "__top_class_share__": "top-class share above reference",
     "__low_confidence__": "low-confidence rate above reference",
 }
+#: The multivariate detector's row in the window summaries (core/fastloop/multivariate.py).
+_JOINT = "__multivariate__"
 _DRIFT_KINDS = ("input_drift", "output_drift")
 _DEGRADED_KINDS = ("performance", "concept_drift", "data_quality")
 
@@ -251,6 +253,31 @@ def _pick_stream(
     return version, segment, versions, segs
 
 
+def _joint_block(
+    runs: Sequence[tuple[int, Mapping[str, Any]]],
+    series: Callable[[str], tuple[list[float | None], list[int]]],
+    alerts: Sequence[Mapping[str, Any]],
+) -> dict[str, Any] | None:
+    """The multivariate detector over time (level / threshold per bucket) and what its
+    latest alert named; None when no window carries it."""
+    if not runs:
+        return None
+    values, drift = series(_JOINT)
+    last = next((a for a in reversed(alerts) if a.get("detector") == "multivariate"), None)
+    peak = max((float(t["value"]) for _, t in runs if math.isfinite(t["value"])), default=0.0)
+    return {
+        "values": values,
+        "drift": drift,
+        "threshold": 1.0,
+        "latest": _r(float(runs[-1][1]["value"])),
+        "peak": _r(peak),
+        "drifted_windows": sum(1 for _, t in runs if t["drifted"]),
+        "windows": len(runs),
+        "named": [f["feature"] for f in (last or {}).get("top_features", [])[:5]],
+        "alert_at": last["detected_at"] if last else None,
+    }
+
+
 def _perf_block(
     perf: Sequence[Mapping[str, Any]], ref: ReferenceProfile | None
 ) -> dict[str, Any] | None:
@@ -312,7 +339,7 @@ def build_report(inp: ReportInput) -> dict[str, Any]:
     quality: dict[tuple[str, str], list[tuple[int, Mapping[str, Any]]]] = {}
     for i, w in enumerate(wins):
         for t in w["tests"]:
-            if t["statistic"] == "psi" or t["feature"] in _OUTPUT_SERIES:
+            if t["statistic"] == "psi" or t["feature"] in (*_OUTPUT_SERIES, _JOINT):
                 tested.setdefault(t["feature"], []).append((i, t))
             elif t["statistic"] in _QUALITY_STATS:
                 quality.setdefault((t["feature"], t["statistic"]), []).append((i, t))
@@ -556,6 +583,17 @@ def build_report(inp: ReportInput) -> dict[str, Any]:
         for f in features[:TOP_OVER_TIME]
         if f["psi"] and any(v is not None for v in f["psi"])
     ]
+    joint = _joint_block(tested.get(_JOINT, []), series, alerts)
+    if joint is not None:
+        # The joint statistic is already over its threshold (1), next to the features'.
+        top_over_time.append(
+            {
+                "name": "joint (multivariate)",
+                "ratio": joint["peak"],
+                "psi": joint["values"],
+                "threshold": 1.0,
+            }
+        )
     return {
         "model": inp.model_id,
         "version": version,
@@ -598,6 +636,7 @@ def build_report(inp: ReportInput) -> dict[str, Any]:
         "features": features,
         "drifted_count": len(drifted_feats),
         "top_over_time": top_over_time,
+        "joint": joint,
         "outputs": outputs,
         "quality": qrows[:MAX_QUALITY_ROWS],
         "quality_more": max(0, len(qrows) - MAX_QUALITY_ROWS),

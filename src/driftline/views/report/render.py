@@ -272,6 +272,14 @@ def _summary_text(d: Mapping[str, Any]) -> str:
     out_drift = [s for s in d["outputs"]["series"] if s["drifted_windows"]]
     if out_drift:
         parts.append("Output drift: " + ", ".join(_e(s["name"]) for s in out_drift) + ".")
+    joint = d.get("joint")
+    if joint and joint["drifted_windows"]:
+        named = ", ".join(_e(f) for f in joint["named"])
+        parts.append(
+            f"Joint behaviour (multivariate) drifted in {joint['drifted_windows']} of "
+            f"{joint['windows']} windows (peak {_num(joint['peak'])} times its threshold)"
+            + (f"; it named {named}." if named else ".")
+        )
     n_ep = len(d["episodes"])
     if n_ep:
         parts.append(f"{n_ep} alert episode{'s' if n_ep != 1 else ''}, {len(d['active'])} active.")
@@ -414,7 +422,8 @@ def render_report(data: Mapping[str, Any], *, nav_html: str = "") -> str:
     <figure><figcaption>features ranked by drift: peak PSI / threshold (≥ 1 is over the
     threshold)</figcaption><div class="chart tall"><canvas id="chart-ranking" role="img"
     aria-label="features ranked by drift"></canvas></div></figure>
-    <figure><figcaption>top features: PSI / threshold per window</figcaption>
+    <figure><figcaption>top features: PSI / threshold per window (and the joint,
+    multivariate statistic / its threshold)</figcaption>
     <div class="chart tall"><canvas id="chart-top" role="img"
     aria-label="top features over time"></canvas></div></figure>
   </div>

@@ -155,7 +155,7 @@
                  borderColor: COLORS.palette[k % COLORS.palette.length], borderWidth: 1.5,
                  pointRadius: 0, spanGaps: true };
       }) },
-      options: { parsing: false, scales: { x: timeScale(), y: { beginAtZero: true, title: { display: true, text: "PSI / threshold" } } },
+      options: { parsing: false, scales: { x: timeScale(), y: { beginAtZero: true, title: { display: true, text: "statistic / threshold" } } },
                  plugins: { legend: { position: "bottom" }, tooltip: tooltipTime() } }
     });
     var eps = D.episodes || [];
