@@ -49,6 +49,58 @@ def test_a_models_history_keys_share_one_slot():
         history_key("dl", "churn", "state")
 
 
+async def test_a_live_monitor_on_a_nine_minute_cadence_with_a_week_gap_keeps_real_times(
+    settings, tmp_path
+):
+    """Issue 12: a real cadence (one event every 8m43s) with a week-long gap: the live
+    monitor's windows, alerts, history, status page and report carry the data's times
+    and equal a replay of the same file (the whole stream lies in the past, so the
+    processing clock judges nothing future-dated)."""
+    step, gap, t0 = 523_000, 7 * 86_400_000, 1_767_225_600_000
+    events = churn_events(9000)
+    for i, e in enumerate(events):
+        e["timestamp"] = t0 + i * step + (gap if i >= 4_500 else 0)
+    first, last = events[0]["timestamp"], events[-1]["timestamp"]
+    ref = churn_reference()
+    client, store = open_store(settings.redis, settings.monitor.group_id)
+    await store.put_reference("churn", "1", ref.to_bytes())
+    await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, events)
+    worker = MonitorWorker(settings, name="cadence-test")
+    await worker.start()
+    try:
+        await worker.run(idle_exit_s=3.0)
+    finally:
+        await worker.close()
+    assert worker.processed == len(events)
+    try:
+        hist = await load_history(store, "churn")
+        path = write_jsonl(tmp_path / "e.jsonl", events)
+        replayed, _ = replay_history(path, {("churn", "1"): ref})
+        want = replayed["churn"]
+        assert hist.windows == want.windows and len(hist.windows) >= 10
+        for w in hist.windows:
+            assert first <= w["start"] <= w["end"] <= last, w
+        starts = [w["start"] for w in hist.windows]
+        assert starts == sorted(starts)
+        # The week shows between two windows (4,500 is a window boundary), at its length.
+        gaps = [b["start"] - a["end"] for a, b in zip(hist.windows, hist.windows[1:])]
+        assert max(gaps) == gap + step
+        assert hist.alerts and [a["alert_id"] for a in hist.alerts] == [
+            a["alert_id"] for a in want.alerts
+        ]
+        for a in hist.alerts:
+            assert first <= a["detected_at"] <= last, a
+        (status,) = await model_statuses(store)
+        assert status["last_end"] == want.windows[-1]["end"]
+        from_redis = await report_from_store(store, "churn")
+        from_file = report_from_replay(path, [ref])
+        for d in (from_redis, from_file):
+            d.pop("source"), d.pop("generated")
+        assert from_redis == from_file
+    finally:
+        await client.aclose()
+
+
 @ON_BOTH_REDIS
 async def test_append_page_and_cap(settings):
     client = redis_client(settings)
