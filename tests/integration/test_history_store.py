@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from itertools import pairwise
 from pathlib import Path
 
 import orjson
@@ -83,7 +84,7 @@ async def test_a_live_monitor_on_a_nine_minute_cadence_with_a_week_gap_keeps_rea
         starts = [w["start"] for w in hist.windows]
         assert starts == sorted(starts)
         # The week shows between two windows (4,500 is a window boundary), at its length.
-        gaps = [b["start"] - a["end"] for a, b in zip(hist.windows, hist.windows[1:])]
+        gaps = [b["start"] - a["end"] for a, b in pairwise(hist.windows)]
         assert max(gaps) == gap + step
         assert hist.alerts and [a["alert_id"] for a in hist.alerts] == [
             a["alert_id"] for a in want.alerts
