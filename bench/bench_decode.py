@@ -18,11 +18,13 @@ from collections.abc import Callable
 
 import orjson
 
+from driftline.contract.checks import (
+    check_prediction,
+    decode_prediction_fast,
+)
 from driftline.contract.events import (
     PredictionEvent,
-    check_prediction,
     decode_prediction,
-    decode_prediction_fast,
 )
 
 

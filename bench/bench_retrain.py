@@ -42,7 +42,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from driftline.config import Settings
-from driftline.contract.events import DriftAlert, make_alert_id
+from driftline.contract.events import (
+    DriftAlert,
+    make_alert_id,
+)
 from driftline.runtime.devstack import TansuBroker
 from driftline.runtime.retrain import RetrainPolicy
 from driftline.runtime.retrain_app import RetrainService

@@ -19,7 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from driftline._version import __version__
 from driftline.config import Settings, load_settings
-from driftline.contract.events import DriftAlert, LabelEvent, PredictionEvent
+from driftline.contract.events import (
+    DriftAlert,
+    LabelEvent,
+    PredictionEvent,
+)
 from driftline.errors import (
     ConfigError,
     ContractError,

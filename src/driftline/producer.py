@@ -51,7 +51,11 @@ from aiokafka import codec as _kafka_codec
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from driftline.config import Settings
-from driftline.contract.events import LIMITS, LabelEvent, PredictionEvent
+from driftline.contract.events import (
+    LIMITS,
+    LabelEvent,
+    PredictionEvent,
+)
 from driftline.contract.records import encode_batch, encode_event, pack_records, stream_of
 from driftline.errors import ConfigError, ValidationError
 from driftline.runtime.metrics import PRODUCER_DROP_REASONS, PRODUCER_DROPPED, PRODUCER_SENT

@@ -20,7 +20,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from driftline.config import Settings
 from driftline.contract.columnar import ColumnarBatch
 from driftline.contract.decode import decode_records
-from driftline.contract.events import BATCH_FORMAT, PredictionEvent
+from driftline.contract.events import (
+    BATCH_FORMAT,
+    PredictionEvent,
+)
 from driftline.producer import AsyncPredictionProducer, PredictionProducer
 from driftline.runtime.devstack import TansuBroker
 from driftline.runtime.metrics import REGISTRY

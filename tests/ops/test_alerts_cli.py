@@ -15,7 +15,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 import driftline
-from driftline.contract.events import DriftAlert, make_alert_id
+from driftline.contract.events import (
+    DriftAlert,
+    make_alert_id,
+)
 from driftline.errors import DriftlineError
 from driftline.views.alerts import alert_matches, follow_alerts, format_alert, parse_since_ms
 

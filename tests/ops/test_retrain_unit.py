@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from driftline.contract.codec import pack
-from driftline.contract.events import DriftAlert, make_alert_id
+from driftline.contract.events import (
+    DriftAlert,
+    make_alert_id,
+)
 from driftline.errors import ConfigError, StateCorrupt
 from driftline.runtime.retrain import (
     STATE_TAG,

@@ -22,7 +22,10 @@ from test_security import _kafka, pki, scram_broker  # noqa: F401 - fixtures
 
 import driftline
 from driftline.config import Settings
-from driftline.contract.events import DriftAlert, make_alert_id
+from driftline.contract.events import (
+    DriftAlert,
+    make_alert_id,
+)
 from driftline.runtime.retrain import RetrainRequest
 from driftline.runtime.worker import ensure_topics
 

@@ -17,6 +17,9 @@ from driftline.contract.batch import (
     decode_prediction_batch,
     decode_prediction_batch_fast,
 )
+from driftline.contract.checks import (
+    decode_prediction_fast,
+)
 from driftline.contract.columnar import (
     ColumnarBatch,
     EventColumns,
@@ -26,7 +29,11 @@ from driftline.contract.columnar import (
     row_count,
 )
 from driftline.contract.decode import decode_record, decode_records
-from driftline.contract.events import BATCH_FORMAT, LIMITS, PredictionBatch, decode_prediction_fast
+from driftline.contract.events import (
+    BATCH_FORMAT,
+    LIMITS,
+    PredictionBatch,
+)
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop import process_batch
 from driftline.core.reference import ReferenceProfile, build_reference

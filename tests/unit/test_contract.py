@@ -30,11 +30,17 @@ from jsonschema.validators import extend
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from driftline.contract import events
+from driftline.contract import checks, events
 from driftline.contract.batch import (
     check_prediction_batch,
     decode_prediction_batch,
     decode_prediction_batch_fast,
+)
+from driftline.contract.checks import (
+    check_label,
+    check_prediction,
+    decode_label_fast,
+    decode_prediction_fast,
 )
 from driftline.contract.events import (
     LIMITS,
@@ -45,12 +51,8 @@ from driftline.contract.events import (
     PredictionBatch,
     PredictionEvent,
     ReferenceEnvelope,
-    check_label,
-    check_prediction,
     decode_label,
-    decode_label_fast,
     decode_prediction,
-    decode_prediction_fast,
     json_schema,
 )
 from driftline.errors import ContractError, DecodeError, UnsupportedVersion, ValidationError
@@ -363,21 +365,21 @@ def test_validation_error_names_the_field() -> None:
 
 
 def test_invalid_name_is_never_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(events, "_valid_names", set())
+    monkeypatch.setattr(checks, "_valid_names", set())
     assert check_prediction({**GOOD_PREDICTION, "features": {"ok": 1, "": 2}}) is not None
-    assert "" not in events._valid_names
+    assert "" not in checks._valid_names
     assert check_prediction({**GOOD_PREDICTION, "features": {"": 2}}) is not None
     assert check_prediction({**GOOD_PREDICTION, "scores": {"k" * 129: 0.5}}) is not None
-    assert "k" * 129 not in events._valid_names
+    assert "k" * 129 not in checks._valid_names
 
 
 def test_name_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(events, "_valid_names", set())
-    monkeypatch.setattr(events, "_NAME_CACHE_SIZE", 50)
+    monkeypatch.setattr(checks, "_valid_names", set())
+    monkeypatch.setattr(checks, "_NAME_CACHE_SIZE", 50)
     for i in range(20):
         features = {f"f{i}_{j}": j for j in range(10)}
         assert check_prediction({**GOOD_PREDICTION, "features": features}) is None
-        assert len(events._valid_names) <= 50 + 10 + 4
+        assert len(checks._valid_names) <= 50 + 10 + 4
 
 
 # --- RFC 3339: the pattern encodes the calendar ---------------------------------------

@@ -23,8 +23,14 @@ import numpy as np
 import orjson
 import pytest
 
+from driftline.contract.checks import (
+    check_prediction,
+    decode_prediction_fast,
+)
 from driftline.contract.columnar import ColumnarBatch, pack_events
-from driftline.contract.events import LIMITS, check_prediction, decode_prediction_fast
+from driftline.contract.events import (
+    LIMITS,
+)
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop import BatchResult, ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
@@ -62,6 +68,7 @@ def events_at(times: Sequence[int], shift: Shift | None = None, seed: int = 7) -
 def arrival(genuine: Sequence[int]) -> Now:
     """The processing clock of a stream processed as it happens: the batch's newest
     genuine event time (``genuine[i]``: what event ``i``'s time should have been)."""
+
     def now(batch: Sequence[dict[str, Any]]) -> int:
         return max(genuine[int(e["prediction_id"].split("-")[1])] for e in batch)
 

@@ -15,9 +15,15 @@ import pandas as pd
 import pytest
 
 from driftline.config import Settings
+from driftline.contract.checks import (
+    check_prediction,
+)
 from driftline.contract.columnar import ColumnarBatch
 from driftline.contract.decode import decode_record
-from driftline.contract.events import LIMITS, PredictionEvent, check_prediction
+from driftline.contract.events import (
+    LIMITS,
+    PredictionEvent,
+)
 from driftline.contract.records import pack_records
 from driftline.errors import ConfigError
 from driftline.producer import AsyncPredictionProducer, PredictionProducer

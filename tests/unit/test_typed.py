@@ -23,7 +23,9 @@ import pytest
 from driftline.contract import typed
 from driftline.contract.columnar import ColumnarBatch, group_items, pack_events
 from driftline.contract.decode import _decode_untyped, decode_record, decode_records
-from driftline.contract.events import LIMITS
+from driftline.contract.events import (
+    LIMITS,
+)
 from driftline.contract.keys import StateKey
 from driftline.core.fastloop import BatchResult, ModelState, process_batch
 from driftline.demo.simulate import SimulatedModel

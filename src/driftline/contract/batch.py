@@ -13,25 +13,27 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
-from driftline.contract.events import (
+from driftline.contract.checks import (
     _MAX_CLASSES,
     _MAX_FEATURES,
     _MAX_ID,
     _MAX_STRING,
-    BATCH_FORMAT,
-    LIMITS,
-    PredictionBatch,
     _epoch_problem,
-    _id_bad,
     _id_problem,
     _kind,
-    _load,
     _names_problem,
     _rfc3339_fullmatch,
     _segment_problem,
-    _short,
     _version_problem,
     names_are_valid,
+)
+from driftline.contract.events import (
+    BATCH_FORMAT,
+    LIMITS,
+    PredictionBatch,
+    _id_bad,
+    _load,
+    _short,
 )
 from driftline.errors import ValidationError
 
@@ -229,5 +231,3 @@ def decode_prediction_batch_fast(data: bytes) -> dict[str, Any]:
     if reason is not None:
         raise ValidationError(reason)
     return obj
-
-

@@ -21,7 +21,7 @@ events sent both ways).
 :func:`decode_records` is the worker's decoding step: it decodes a fetched batch of
 Kafka records, checks the single events in bulk (the common all-valid case with a few
 C-level passes per column, falling back to the exact per-event check when anything
-looks wrong, so the verdicts are always :func:`driftline.contract.events.check_prediction`'s)
+looks wrong, so the verdicts are always :func:`driftline.contract.checks.check_prediction`'s)
 and returns an :class:`EventFrame`, a plain list of the valid items that also carries
 the columns already built, which :func:`driftline.core.fastloop.process_batch` reuses.
 :func:`pack_events` turns rows into batched envelopes (what the SDK's ``send_batch``

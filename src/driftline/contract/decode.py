@@ -3,7 +3,7 @@
 :func:`decode_records` decodes a fetched batch of Kafka records, checks the single
 events in bulk (the common all-valid case with a few C-level passes per column, falling
 back to the exact per-event check when anything looks wrong, so the verdicts are always
-:func:`driftline.contract.events.check_prediction`'s) and returns an
+:func:`driftline.contract.checks.check_prediction`'s) and returns an
 :class:`~driftline.contract.columnar.EventFrame`, a plain list of the valid items that
 also carries the columns already built, which the monitor core reuses.
 """
@@ -21,6 +21,12 @@ import orjson
 from numpy.typing import NDArray
 
 from driftline.contract.batch import check_prediction_batch, decode_prediction_batch_fast
+from driftline.contract.checks import (
+    check_prediction,
+    decode_prediction_fast,
+    model_id_ok,
+    names_are_valid,
+)
 from driftline.contract.columnar import (
     _FEATURE_TYPES,
     _NONE,
@@ -40,11 +46,7 @@ from driftline.contract.events import (
     RFC3339_PATTERN,
     SCHEMA_VERSION,
     _id_bad,
-    check_prediction,
-    decode_prediction_fast,
     duplicate_key,
-    model_id_ok,
-    names_are_valid,
 )
 from driftline.contract.keys import KeyTuple
 from driftline.contract.typed import decode_typed
@@ -65,7 +67,7 @@ def decode_record(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
     ------
     DecodeError, ValidationError, UnsupportedVersion
         The record breaks the contract (exactly as
-        :func:`driftline.contract.events.decode_prediction_fast` for a single event and
+        :func:`driftline.contract.checks.decode_prediction_fast` for a single event and
         :func:`driftline.contract.batch.decode_prediction_batch_fast` for a batch).
     """
     if value is None:
@@ -274,7 +276,7 @@ _TEXTS = itemgetter("prediction_id", "model_id", "model_version", "timestamp", "
 def _bulk_columns(objs: list[dict[str, Any]]) -> dict[KeyTuple, list[Columns]] | None:
     """Check decoded single events in bulk; their columns if all are valid, else None.
 
-    Every rule of :func:`driftline.contract.events.check_prediction` is checked column-wise with
+    Every rule of :func:`driftline.contract.checks.check_prediction` is checked column-wise with
     C-level passes; None means "look at each event" (some rule may fail), never a
     verdict, so the per-event check stays the only authority on refusals.
     """
@@ -392,5 +394,3 @@ def _segments_ok(segments: list[Any]) -> bool:
     if set(map(type, values)) != {str}:
         return False
     return min(map(len, values)) > 0 and max(map(len, values)) <= LIMITS.max_segment_value_length
-
-

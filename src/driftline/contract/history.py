@@ -17,7 +17,9 @@ from typing import Any
 
 import orjson
 
-from driftline.contract.events import DriftAlert
+from driftline.contract.events import (
+    DriftAlert,
+)
 
 __all__ = [
     "HISTORY_FORMAT",

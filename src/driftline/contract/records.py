@@ -14,14 +14,16 @@ from typing import Any
 
 import orjson
 
+from driftline.contract.checks import (
+    check_label,
+    check_prediction,
+)
 from driftline.contract.columnar import pack_events
 from driftline.contract.events import (
     BATCH_FORMAT,
     SCHEMA_VERSION,
     LabelEvent,
     PredictionEvent,
-    check_label,
-    check_prediction,
 )
 from driftline.contract.keys import segment_key
 from driftline.contract.values import prepare_label, prepare_prediction

@@ -13,7 +13,7 @@ The decoder of a feature layout (the names of an event's features) is learnt fro
 first valid event that has it (:func:`layout_for`) and cached. A record the typed
 decoder refuses is not refused here: it takes the exact path of
 :func:`driftline.contract.decode.decode_record` (``orjson`` and
-:func:`~driftline.contract.events.check_prediction`), which either accepts it (a
+:func:`~driftline.contract.checks.check_prediction`), which either accepts it (a
 record with a field the typed form leaves to that path, such as an unknown top-level
 field or an integer beyond 64 bits) or refuses it with the usual reason. So the
 verdicts and the values are always those of the per-record path:
@@ -49,6 +49,9 @@ from msgspec import UNSET, Meta, UnsetType
 from msgspec.structs import astuple
 from numpy.typing import NDArray
 
+from driftline.contract.checks import (
+    model_id_ok,
+)
 from driftline.contract.columnar import (
     BatchColumns,
     ColumnarBatch,
@@ -62,7 +65,6 @@ from driftline.contract.events import (
     RFC3339_PATTERN,
     SCHEMA_VERSION,
     _id_bad,
-    model_id_ok,
 )
 from driftline.contract.keys import KeyTuple, segment_key
 from driftline.errors import ContractError

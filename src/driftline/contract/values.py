@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from driftline.contract.events import event_time_ms
+from driftline.contract.events import (
+    event_time_ms,
+)
 
 __all__ = [
     "class_value",

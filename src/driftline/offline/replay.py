@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from driftline.config import LabelsSettings
-from driftline.contract.events import (
-    DriftAlert,
+from driftline.contract.checks import (
     check_label,
     decode_prediction_fast,
+)
+from driftline.contract.events import (
+    DriftAlert,
     event_time_ms,
 )
 from driftline.contract.history import (

@@ -36,7 +36,10 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from driftline.contract.events import check_label, check_prediction
+from driftline.contract.checks import (
+    check_label,
+    check_prediction,
+)
 from driftline.contract.values import class_value, event_time, plain
 from driftline.core.reference import TrainingData
 from driftline.errors import InputError

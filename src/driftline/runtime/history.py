@@ -43,7 +43,9 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from driftline.contract.events import DriftAlert
+from driftline.contract.events import (
+    DriftAlert,
+)
 from driftline.contract.history import (
     History,
     decode_alert,

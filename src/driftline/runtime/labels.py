@@ -48,9 +48,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from driftline.config import Settings
+from driftline.contract.checks import (
+    decode_label_fast,
+)
 from driftline.contract.columnar import ColumnarBatch
 from driftline.contract.decode import decode_record
-from driftline.contract.events import decode_label_fast
 from driftline.core.reference import ReferenceProfile
 from driftline.core.slowloop import (
     DIAGNOSES,

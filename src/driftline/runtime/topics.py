@@ -20,7 +20,11 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from driftline._version import __version__
 from driftline.config import Settings
-from driftline.contract.events import AlertKind, AlertStatus, Severity
+from driftline.contract.events import (
+    AlertKind,
+    AlertStatus,
+    Severity,
+)
 from driftline.errors import ConfigError
 from driftline.runtime import metrics as m
 from driftline.runtime.resilience import RETRY_BACKOFF, Stopping

@@ -43,7 +43,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.contract.events import AlertWindow, DriftAlert, FeatureContribution, make_alert_id
+from driftline.contract.events import (
+    AlertWindow,
+    DriftAlert,
+    FeatureContribution,
+    make_alert_id,
+)
 from driftline.core.detectors.bank import CusumBank, Transition
 from driftline.core.fastloop import multivariate
 from driftline.core.fastloop.plan import Plan

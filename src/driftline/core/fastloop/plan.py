@@ -18,7 +18,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from driftline.contract.columnar import Columns, category_codes, numeric_column
-from driftline.contract.events import LIMITS, event_time_ms
+from driftline.contract.events import (
+    LIMITS,
+    event_time_ms,
+)
 from driftline.core.detectors.bank import DETECT, BankLayout
 from driftline.core.multivariate import MultivariateProfile
 from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile

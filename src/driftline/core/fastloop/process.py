@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from driftline.contract.columnar import ColumnarBatch, Columns, group_items
-from driftline.contract.events import event_time_ms
+from driftline.contract.events import (
+    event_time_ms,
+)
 from driftline.contract.keys import StateKey, interned_key
 from driftline.core.fastloop import multivariate
 from driftline.core.fastloop.clock import (

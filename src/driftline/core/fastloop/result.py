@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from driftline.contract.events import DriftAlert
+from driftline.contract.events import (
+    DriftAlert,
+)
 from driftline.core.reference import ReferenceProfile
 
 __all__ = ["BatchResult", "Observation", "observation"]

@@ -24,7 +24,9 @@ from numpy.typing import NDArray
 from pydantic import SecretStr
 from pydantic import ValidationError as PydanticValidationError
 
-from driftline.contract.events import ReferenceEnvelope
+from driftline.contract.events import (
+    ReferenceEnvelope,
+)
 from driftline.contract.sealed import MAGIC, Sealer
 from driftline.core.detectors.plans import BankSettings, FeaturePlan
 from driftline.core.multivariate import MultivariateProfile

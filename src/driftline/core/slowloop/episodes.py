@@ -13,7 +13,11 @@ import math
 from typing import Any
 
 from driftline.config import LabelsSettings
-from driftline.contract.events import AlertWindow, DriftAlert, make_alert_id
+from driftline.contract.events import (
+    AlertWindow,
+    DriftAlert,
+    make_alert_id,
+)
 from driftline.contract.keys import StateKey
 from driftline.core.slowloop.diagnosis import (
     DriftIndex,

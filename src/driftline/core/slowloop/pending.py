@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline.config import LabelsSettings
-from driftline.contract.events import event_time_ms
+from driftline.contract.events import (
+    event_time_ms,
+)
 from driftline.errors import StateCorrupt
 
 __all__ = [

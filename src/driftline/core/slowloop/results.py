@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from driftline.contract.events import DriftAlert
+from driftline.contract.events import (
+    DriftAlert,
+)
 
 __all__ = [
     "LABEL_OUTCOMES",
