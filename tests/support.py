@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -502,6 +504,24 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def broker_behind(proxy: Any, data_dir: Any) -> AsyncIterator[tuple[Any, Any]]:
+    """A Tansu that advertises ``proxy`` (built on the broker's port, e.g. ``TcpProxy``),
+    so every client connection, the ones after metadata included, goes through it."""
+    from driftline.runtime.devstack import TansuBroker
+
+    broker = TansuBroker()
+    front = proxy(broker.port)
+    broker.advertised = f"tcp://127.0.0.1:{front.port}"
+    await front.start()
+    broker.start(data_dir)
+    try:
+        yield broker, front
+    finally:
+        await front.stop()
+        broker.stop()
 
 
 def rss_bytes(pid: int) -> int:

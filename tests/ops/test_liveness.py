@@ -27,7 +27,7 @@ import pytest
 from driftline.config import Settings
 from driftline.demo.sea import SeaScenario
 from driftline.runtime.devstack import TansuBroker
-from support import MonitorProc, publish
+from support import MonitorProc, broker_behind, publish
 
 pytestmark = [pytest.mark.integration]
 
@@ -167,16 +167,8 @@ class JoinBlackhole:
 @pytest.fixture
 async def blackholed_broker(tmp_path: Path) -> AsyncIterator[tuple[TansuBroker, JoinBlackhole]]:
     """A Tansu that advertises the proxy, so every connection goes through it."""
-    broker = TansuBroker()
-    proxy = JoinBlackhole(broker.port)
-    broker.advertised = f"tcp://127.0.0.1:{proxy.port}"
-    await proxy.start()
-    broker.start(tmp_path)
-    try:
-        yield broker, proxy
-    finally:
-        await proxy.stop()
-        broker.stop()
+    async with broker_behind(JoinBlackhole, tmp_path) as pair:
+        yield pair
 
 
 async def test_a_worker_stuck_joining_its_group_fails_livez_and_sigterm_ends_it(

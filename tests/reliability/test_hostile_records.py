@@ -12,10 +12,7 @@ and alert ids equal a clean replay of the valid records.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,7 @@ from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.offline.replay import Replayer
 from driftline.runtime.devstack import DevStack
 from driftline.runtime.monitor import ensure_topics
-from support import MonitorProc, assert_equals_replay, monitor_env, put_reference
+from support import MonitorProc, assert_equals_replay, put_reference
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +115,7 @@ async def test_hostile_ids_and_segments_never_stop_the_monitor(
     assert sent == len(churn) + len(fraud) + len(hostile)
 
     first = MonitorProc(settings, tmp_path / "monitor.log")
-    assert await first.wait() == 0, first.log()[-3000:]
+    assert await first.wait(180) == 0, first.log()[-3000:]
     done = re.search(
         r"monitor stopped after (\d+) events, \d+ alerts, (\d+) dead letters", first.log()
     )
@@ -129,7 +126,7 @@ async def test_hostile_ids_and_segments_never_stop_the_monitor(
 
     # A restart reads back every stored state (row 2: a U+001F key used to crash here).
     again = MonitorProc(settings, tmp_path / "monitor-again.log")
-    assert await again.wait() == 0, again.log()[-3000:]
+    assert await again.wait(180) == 0, again.log()[-3000:]
     assert re.search(r"monitor stopped after 0 events, \d+ alerts, 0 dead letters", again.log())
 
     letters = await _dead_letters(stack.broker.bootstrap, dlq)
@@ -148,37 +145,17 @@ async def test_hostile_ids_and_segments_never_stop_the_monitor(
     assert fired == {orjson.dumps(s, option=orjson.OPT_SORT_KEYS) for s in SEGMENTS}
 
 
-class _LabelsProc:
-    """A ``driftline labels`` child (its log in a file), like support.MonitorProc."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.log_path = log_path
-        env = monitor_env(
-            settings,
-            DRIFTLINE_TOPICS__LABELS=settings.topics.labels,
-            DRIFTLINE_LABELS__GROUP_ID=settings.labels.group_id,
-        )
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "driftline", "labels", "--idle-exit", "4"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_bytes().decode(errors="replace")
-
-    async def wait(self, timeout: float = 180.0) -> int:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.proc.poll() is None:
-            if loop.time() > deadline:
-                self.proc.kill()
-                self.proc.wait(5)
-                raise AssertionError(f"labels did not exit:\n{self.log()[-3000:]}")
-            await asyncio.sleep(0.1)
-        return self.proc.returncode
+def _labels_proc(settings: Settings, log_path: Path) -> MonitorProc:
+    """A ``driftline labels`` child on the test's own labels topic and group."""
+    return MonitorProc(
+        settings,
+        log_path,
+        name="labels",
+        idle_exit=4.0,
+        command="labels",
+        DRIFTLINE_TOPICS__LABELS=settings.topics.labels,
+        DRIFTLINE_LABELS__GROUP_ID=settings.labels.group_id,
+    )
 
 
 async def test_hostile_and_oversized_labels_never_stop_the_joiner(
@@ -232,8 +209,8 @@ async def test_hostile_and_oversized_labels_never_stop_the_joiner(
     finally:
         await prod.stop()
 
-    first = _LabelsProc(settings, tmp_path / "labels.log")
-    assert await first.wait() == 0, first.log()[-3000:]
+    first = _labels_proc(settings, tmp_path / "labels.log")
+    assert await first.wait(180) == 0, first.log()[-3000:]
     done = re.search(
         r"stopped after (\d+) predictions, (\d+) labels, \d+ alerts, (\d+) dead letters",
         first.log(),
@@ -241,8 +218,8 @@ async def test_hostile_and_oversized_labels_never_stop_the_joiner(
     assert done, first.log()[-3000:]
     preds, seen, dead = (int(g) for g in done.groups())
     assert (preds, seen, dead) == (len(events), len(labels) + len(hostile), len(hostile))
-    again = _LabelsProc(settings, tmp_path / "labels-again.log")
-    assert await again.wait() == 0, again.log()[-3000:]
+    again = _labels_proc(settings, tmp_path / "labels-again.log")
+    assert await again.wait(180) == 0, again.log()[-3000:]
 
     letters = await _dead_letters(stack.broker.bootstrap, t.dlq(t.labels))
     assert len(letters) == len(hostile), "sent = processed + dead-lettered"

@@ -19,6 +19,7 @@ from support import (
     MonitorProc,
     TcpProxy,
     assert_equals_replay,
+    broker_behind,
     kafka_committed,
     publish,
     put_reference,
@@ -32,16 +33,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture
 async def proxied_broker(tmp_path: Path) -> AsyncIterator[tuple[TansuBroker, TcpProxy]]:
     """A Tansu that advertises a proxy in front of itself: every client goes through it."""
-    broker = TansuBroker()
-    proxy = TcpProxy(broker.port)
-    broker.advertised = f"tcp://127.0.0.1:{proxy.port}"
-    await proxy.start()
-    broker.start(tmp_path)
-    try:
-        yield broker, proxy
-    finally:
-        await proxy.stop()
-        broker.stop()
+    async with broker_behind(TcpProxy, tmp_path) as pair:
+        yield pair
 
 
 async def test_slow_and_cut_redis_and_broker_lose_nothing_and_keep_offsets_behind_state(

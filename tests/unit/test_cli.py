@@ -175,6 +175,35 @@ def test_offline_from_a_clean_clone_no_redis(env: dict[str, str], files: Path) -
     assert "state degraded" in rep.stderr
 
 
+def test_a_labels_table_with_its_own_column_names(env: dict[str, str], files: Path) -> None:
+    """A labels export named as its warehouse names it: one clear line without a mapping,
+    and with ``--labels-columns`` the same join as the conventionally named file."""
+    built = dl(env, "reference", "build", "--model", "churn", "--version", "1",
+               "--data", "train.csv", "--out", "own.ref", cwd=files)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    own = pd.read_csv(files / "labels.csv").rename(
+        columns={"id": "customer_ref", "target": "churned", "timestamp": "label_time"}
+    )
+    own.to_csv(files / "labels-own.csv", index=False)
+    base = ("replay", "--events", "current.csv", "--reference", "own.ref", "--performance")
+    plain = dl(env, *base, "--labels", "labels.csv", "--out", "a.jsonl", cwd=files)
+    assert plain.returncode == 0, plain.stderr
+    bare = dl(env, *base, "--labels", "labels-own.csv", "--out", "b.jsonl", cwd=files)
+    assert bare.returncode == 2
+    last = bare.stderr.splitlines()[-1]  # after the events table's column roles
+    assert "Traceback" not in bare.stderr and "--labels-columns id=COL,label=COL" in last
+    roles = "id=customer_ref,label=churned,timestamp=label_time"
+    mapped = dl(env, *base, "--labels", "labels-own.csv", "--labels-columns", roles,
+                "--out", "c.jsonl", cwd=files)  # fmt: skip
+    assert mapped.returncode == 0, mapped.stderr
+    assert "labels: 3,000 of 3,000 joined" in mapped.stderr
+    assert (files / "c.jsonl").read_bytes() == (files / "a.jsonl").read_bytes()
+    typo = dl(env, *base, "--labels", "labels-own.csv", "--labels-columns", "target=churned",
+              "--out", "d.jsonl", cwd=files)  # fmt: skip
+    assert typo.returncode == 2 and "Traceback" not in typo.stderr
+    assert "the roles of a labels table are id, label and timestamp" in typo.stderr
+
+
 def test_refused_input_exits_2_with_a_summary(env: dict[str, str], files: Path) -> None:
     ev = files / "events.jsonl"
     good = {

@@ -128,6 +128,15 @@ def test_monitor_equals_driftline_replay(
     assert set(frame.columns) >= {"window", "start", "end", "feature", "value", "drifted"}
     assert api.summary["churn"]["versions"]["1"]["accuracy"] < 0.5
     assert len(api.performance) > 0
+    # The same labels as the warehouse names them, given by role: the same run.
+    own = labels.rename(columns={"id": "ref", "target": "churned", "timestamp": "at"})
+    roles = {"id": "ref", "label": "churned", "timestamp": "at"}
+    mapped = driftline.monitor(
+        current.drop(columns=["target"]), ref, labels=own, label_columns=roles, show=False
+    )
+    assert list(mapped.alerts["alert_id"]) == list(api.alerts["alert_id"])
+    with pytest.raises(driftline.InputError, match="roles of a labels table"):
+        driftline.monitor(current, ref, labels=own, label_columns={"y": "churned"}, show=False)
 
 
 def test_the_labels_of_the_table_itself_and_other_table_kinds(

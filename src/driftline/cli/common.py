@@ -61,6 +61,14 @@ def column_map(args: argparse.Namespace) -> ColumnMap:
     return base.merged(flags)
 
 
+def label_column_map(args: argparse.Namespace) -> ColumnMap | None:
+    """The columns ``--labels-columns`` names for a labels table (``None``: inferred)."""
+    text = getattr(args, "labels_columns", None)
+    if not text:
+        return None
+    return ColumnMap.for_labels(_pairs(text, "--labels-columns"))
+
+
 def dlq_path(args: argparse.Namespace, data: str) -> Path:
     """Where rows set aside go: --dlq, or ``<data>.refused.jsonl`` in the working folder."""
     return Path(args.dlq) if args.dlq else Path(f"{Path(data).name}.refused.jsonl")

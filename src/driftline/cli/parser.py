@@ -263,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="labels: JSONL label events, or a table "
         "with id and label columns; a table's label column also counts",
     )
+    rp.add_argument(
+        "--labels-columns",
+        metavar="ROLE=COL,...",
+        help="columns of a --labels table: id=COL,label=COL,timestamp=COL "
+        "(default: inferred from names such as prediction_id, target, timestamp)",
+    )
     rp.add_argument("--model", help="model id of a table's rows (default: the reference's)")
     rp.add_argument("--version", help="model version of a table's rows (default: the reference's)")
     rp.add_argument("--out", default="-", metavar="FILE", help="alerts as JSONL (default: stdout)")
@@ -320,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         metavar="FILE",
         help="labels for --events: accuracy and concept drift in the report",
+    )
+    rep.add_argument(
+        "--labels-columns",
+        metavar="ROLE=COL,...",
+        help="columns of a --labels table: id=COL,label=COL,timestamp=COL "
+        "(default: inferred from names such as prediction_id, target, timestamp)",
     )
     rep.add_argument("--max-windows", type=positive_int, default=5000, help="newest windows read")
     add_mapping_options(rep)

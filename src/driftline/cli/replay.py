@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from driftline.cli.common import column_map, dlq_path, read_references, say
+from driftline.cli.common import column_map, dlq_path, label_column_map, read_references, say
 from driftline.config import Settings
 from driftline.core.reference import ReferenceProfile
 from driftline.core.slowloop import format_report
@@ -54,6 +54,7 @@ async def offline_run(args: argparse.Namespace, settings: Settings) -> OfflineRu
         refs,
         columns=column_map(args),
         labels=args.labels,
+        label_columns=label_column_map(args),
         model_id=args.model,
         model_version=args.version,
         labels_settings=settings.labels,

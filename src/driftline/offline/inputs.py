@@ -105,6 +105,7 @@ def replay_inputs(
     *,
     columns: ColumnMap | None = None,
     labels: Any = None,
+    label_columns: ColumnMap | None = None,
     model_id: str | None = None,
     model_version: str | None = None,
     labels_settings: LabelsSettings | None = None,
@@ -118,8 +119,9 @@ def replay_inputs(
 
     A table's rows belong to ``model_id``/``model_version``, by default those of the
     only reference. Labels come from ``labels`` or, without it, from the table's label
-    column. ``show`` receives the table of the columns' roles; ``dry_run`` stops there
-    (the run is ``None``).
+    column; ``label_columns`` names the id, label and time columns of a labels table
+    (default: inferred from their names). ``show`` receives the table of the columns'
+    roles; ``dry_run`` stops there (the run is ``None``).
 
     Raises
     ------
@@ -149,7 +151,7 @@ def replay_inputs(
         return None, res
     label_source: EventSource | None = None
     if labels is not None:
-        label_source, lres = open_labels(labels, None, model_id)
+        label_source, lres = open_labels(labels, label_columns, model_id)
         if lres is not None and show is not None:
             show(lres.describe())
     inline = table_labels if labels is None and res is not None and res.label else None

@@ -362,6 +362,7 @@ def monitor(
     model_id: str | None = None,
     model_version: str | None = None,
     columns: ColumnMap | Mapping[str, Any] | None = None,
+    label_columns: Mapping[str, str] | None = None,
     labels_settings: LabelsSettings | None = None,
     batch: int = 5000,
     show: bool = True,
@@ -384,6 +385,9 @@ def monitor(
         The model of a table's rows (default: the reference's).
     columns
         The column roles of ``current`` (see :func:`build_reference`).
+    label_columns
+        The columns of a labels table by role, e.g. ``{"id": "customer_id", "label":
+        "churned", "timestamp": "label_time"}`` (default: inferred from the names).
     labels_settings
         The slow loop's settings (default: those of the environment).
     batch
@@ -400,6 +404,7 @@ def monitor(
         _as_profiles(reference),
         columns=_column_map(columns, {}),
         labels=labels,
+        label_columns=ColumnMap.for_labels(label_columns) if label_columns else None,
         model_id=model_id,
         model_version=model_version,
         labels_settings=labels_settings or load_settings().labels,

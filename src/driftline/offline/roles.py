@@ -109,6 +109,23 @@ class ColumnMap:
     on_bad_value: str = "error"
 
     @classmethod
+    def for_labels(cls, roles: Mapping[str, str]) -> ColumnMap:
+        """The columns of a labels table by role (``id``, ``label``, ``timestamp``).
+
+        Raises
+        ------
+        InputError
+            A role other than those three.
+        """
+        unknown = sorted(set(roles) - {"id", "label", "timestamp"})
+        if unknown:
+            raise InputError(
+                f"labels columns: {', '.join(map(repr, unknown))}: "
+                "the roles of a labels table are id, label and timestamp"
+            )
+        return cls(id=roles.get("id"), label=roles.get("label"), timestamp=roles.get("timestamp"))
+
+    @classmethod
     def from_file(cls, path: Path) -> ColumnMap:
         """Read a mapping file (JSON, or TOML by its ``.toml`` suffix) with these keys."""
         try:
@@ -348,7 +365,8 @@ class Resolved:
         if self.id is None or self.label is None:
             raise InputError(
                 f"{t.source}: a labels table needs an id and a label column "
-                f"(found id={self.id!r}, label={self.label!r}; name them with --id, --label)"
+                f"(found id={self.id!r}, label={self.label!r}; "
+                "name them with --labels-columns id=COL,label=COL, or label_columns=)"
             )
         vals = t.values([c for c in (self.id, self.timestamp) if c])
         labels = self._class_column(self.label)
