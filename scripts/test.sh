@@ -13,4 +13,4 @@ fi
 echo "== dependencies"; "$PYTHON" scripts/test_deps.py
 echo "== ruff";   "$PYTHON" -m ruff check src tests bench
 echo "== mypy";   "$PYTHON" -m mypy
-echo "== pytest"; "$PYTHON" -m pytest -q -rs -p no:cacheprovider --durations=10 "$@"
+echo "== pytest"; "$PYTHON" -m pytest -q -rs -p no:cacheprovider --durations=30 "$@"
