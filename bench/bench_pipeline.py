@@ -715,15 +715,21 @@ def throughput(b: Bench, n: int, rounds: int) -> dict[str, list[dict[str, Any]]]
             {"topic": "in-batch", "rows": batch_records * ROWS_PER_BATCH, "rows_per_record": 500},
         ),
     ]
+    skip = set(filter(None, b.args.skip.split(",")))
+    if "untyped" in skip:
+        cases = [c for c in cases if c[0] != "monitor-untyped"]
     for r in range(rounds):
         for name, phase, kw in cases:
             res = b.run(phase, b.cfg(**kw))
             results.setdefault(name, []).append(res)
             print(f"  round {r + 1} {name:14s} {_fmt_rate(res.get('rate', math.nan))} ev/s")
-    naive_n = min(n, b.args.naive_events)
-    res = b.run("naive", b.cfg(topic="in-json", rows=naive_n))
-    results["naive"] = [res]
-    print(f"  naive          {_fmt_rate(res.get('rate', math.nan))} ev/s")
+    if "naive" not in skip:
+        naive_n = min(n, b.args.naive_events)
+        res = b.run("naive", b.cfg(topic="in-json", rows=naive_n))
+        results["naive"] = [res]
+        print(f"  naive          {_fmt_rate(res.get('rate', math.nan))} ev/s")
+    if "labels" in skip:
+        return results
     label_cases = [
         # single JSON predictions and their labels; batched predictions (the SDK's
         # default) and their labels; batched predictions alone (what a pending
@@ -1035,7 +1041,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, help="events per throughput case")
     parser.add_argument("--rounds", type=int, help="interleaved rounds of the main cases")
     parser.add_argument("--naive-events", type=int, default=30_000)
-    parser.add_argument("--skip", default="", help="comma list: latency,growth,scale")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma list: latency,growth,scale; naive, labels and untyped (the "
+        "previous decoder) for a run of the monitor's throughput cases beside raw",
+    )
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the core")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
