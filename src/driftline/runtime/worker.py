@@ -58,6 +58,7 @@ from driftline.config import Settings, WorkerSettings
 from driftline.core.reference import ReferenceProfile
 from driftline.errors import ConfigError, FencedError, StateCorrupt, StateError
 from driftline.runtime import metrics as m
+from driftline.runtime.blas import single_threaded_blas
 from driftline.runtime.health import HEALTH, track_group
 from driftline.runtime.redis_client import RedisClient
 from driftline.runtime.references import ReferenceCache, ReferenceState
@@ -260,6 +261,7 @@ class Worker(Generic[S, R]):
         start at once; :meth:`run` then returns and :meth:`close` closes what is open.
         """
         s, cfg = self.settings, self.cfg
+        single_threaded_blas()  # runtime/blas.py: spinning BLAS threads cost a core
         self.redis, self.store = open_store(s.redis, cfg.group_id)
         try:
             await until_stopped(self._stop, self.setup())
