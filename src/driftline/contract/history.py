@@ -63,26 +63,34 @@ def _sig(x: Any, digits: int = 5) -> Any:
     return float(f"{x:.{digits}g}")
 
 
+def _sig_all(values: Sequence[Any], digits: int = 5) -> list[Any]:
+    """``[_sig(x, digits) for x in values]``: finite non-zero floats (nearly all of a
+    window's numbers) are rounded inline, without a call each."""
+    fmt = f".{digits}g"
+    return [
+        float(format(x, fmt)) if type(x) is float and x - x == 0.0 and x != 0.0 else _sig(x, digits)
+        for x in values
+    ]
+
+
 # ---------------------------------------------------------------------- encoding
 
 
 def encode_window(summary: Mapping[str, Any]) -> bytes:
     """One window summary of the core (:attr:`BatchResult.windows`) as a history entry."""
     tests: Sequence[Mapping[str, Any]] = summary.get("tests", ())
-    cols: dict[str, list[Any]] = {c: [] for c in _TEST_COLUMNS}
-    extra: dict[str, list[Any]] = {c: [] for c in _EXTRA_COLUMNS}
-    for t in tests:
-        cols["feature"].append(t["feature"])
-        cols["statistic"].append(t["statistic"])
-        cols["value"].append(_sig(t["value"]))
-        cols["threshold"].append(_sig(t["threshold"]))
-        cols["p_value"].append(_sig(t.get("p_value"), 4))
-        cols["drifted"].append(1 if t.get("drifted") else 0)
-        for c in _EXTRA_COLUMNS:
-            extra[c].append(_sig(t.get(c)))
-    for c, values in extra.items():
+    cols: dict[str, list[Any]] = {
+        "feature": [t["feature"] for t in tests],
+        "statistic": [t["statistic"] for t in tests],
+        "value": _sig_all([t["value"] for t in tests]),
+        "threshold": _sig_all([t["threshold"] for t in tests]),
+        "p_value": _sig_all([t.get("p_value") for t in tests], 4),
+        "drifted": [1 if t.get("drifted") else 0 for t in tests],
+    }
+    for c in _EXTRA_COLUMNS:
+        values = [t.get(c) for t in tests]
         if any(v is not None for v in values):
-            cols[c] = values
+            cols[c] = _sig_all(values)
     return orjson.dumps(
         {
             "f": HISTORY_FORMAT,
