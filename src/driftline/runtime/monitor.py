@@ -549,10 +549,7 @@ class MonitorWorker(Worker[Models, Done]):
                 m.WINDOWS_CLOSED.labels(mo, v).inc()
             else:
                 m.WINDOWS_CLOSED.labels(models.OTHER, models.OTHER).inc()
-        for o in done.result.observations:
-            if models.exported(o.model_id):
-                feat = self.feature_labels.label(o.model_id, o.feature)
-                m.observe_statistic(o.model_id, o.model_version, feat, o.test, o.value)
+        m.observe_statistics(done.result.observations, models.exported, self.feature_labels.label)
 
     def _observe_episodes(self, unit: Unit[Models], states: Mapping[StateKey, ModelState]) -> None:
         """``driftline_drift_active`` from the episodes of the states a batch touched.
