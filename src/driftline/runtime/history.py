@@ -105,7 +105,7 @@ def history_batches(
     for w in windows:
         s = slot(w["model_id"])
         s["windows"].append(encode_window(w))
-        s["latest"][f"{w['model_version']}\x1f{w.get('segment', '')}"] = latest_entry(w)
+        s["latest"][f"{w['model_version']}\x1f{w.get('segment', '')}"] = w
     for a in alerts:
         slot(a.model_id)["alerts"].append(a.to_json())
     out = []
@@ -116,7 +116,8 @@ def history_batches(
                 model_id=model,
                 windows=s["windows"],
                 alerts=s["alerts"],
-                latest=s["latest"],
+                # Each stream's last window only (a batch closes about ten per stream).
+                latest={k: latest_entry(w) for k, w in s["latest"].items()},
                 maxlen={"windows": window_maxlen(largest), "alerts": MAX_ALERTS},
             )
         )
