@@ -315,12 +315,16 @@ class RetrainService:
             raise self._failure
 
     async def _fetched_to_end(self) -> bool:
-        """Every alert partition assigned here was fetched up to its end offset."""
+        """Every alert partition assigned here (one at least) was fetched up to its end."""
         assert self.app is not None
         consumer = self.app.consumer
         tps = [tp for tp in consumer.assignment() if tp.topic == self.settings.topics.alerts]
+        if not tps:
+            # Not joined yet (a slow group join on a busy machine took longer than the
+            # idle time and the app left before reading anything): nothing is caught up.
+            return False
         try:
-            ends = await consumer.highwaters(*tps) if tps else {}
+            ends = await consumer.highwaters(*tps)
             for tp in tps:
                 position = await consumer.position(tp)
                 if position is None or position < ends.get(tp, 0):
