@@ -65,6 +65,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from kafka_io import create_topics, publish  # bench/kafka_io.py, beside this script
 
 from driftline.config import Settings
 from driftline.contract.columnar import pack_events
@@ -202,40 +203,6 @@ async def _partitions(consumer: Any, topic: str) -> list[Any]:
             return [TopicPartition(topic, p) for p in sorted(parts)]
         await asyncio.sleep(0.1)
     raise RuntimeError(f"topic {topic} has no partitions")
-
-
-async def _create_topics(bootstrap: str, topics: Sequence[str]) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        have = set(await admin.list_topics())
-        new = [NewTopic(t, PARTITIONS, 1) for t in topics if t not in have]
-        if new:
-            await admin.create_topics(new)
-    finally:
-        await admin.close()
-
-
-async def _publish(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    await _create_topics(bootstrap, [topic])
-    prod = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks="all"
-    )
-    await prod.start()
-    try:
-        futs = []
-        for key, value in records:
-            futs.append(await prod.send(topic, value, key=key))
-            if len(futs) >= 5000:
-                await asyncio.gather(*futs)
-                futs = []
-        await asyncio.gather(*futs)
-    finally:
-        await prod.stop()
 
 
 async def _read_values(bootstrap: str, topic: str, idle_ms: int = 1500) -> list[bytes]:
@@ -677,10 +644,10 @@ async def publish_inputs(b: Bench, n: int) -> dict[str, Any]:
         )
         for i, e in enumerate(events)
     ]
-    await _create_topics(b.bootstrap, ["in-json", "in-batch", "in-labels"])
-    await _publish(b.bootstrap, "in-json", singles)
-    await _publish(b.bootstrap, "in-batch", batches)
-    await _publish(b.bootstrap, "in-labels", labels)
+    await create_topics(b.bootstrap, ["in-json", "in-batch", "in-labels"], PARTITIONS)
+    await publish(b.bootstrap, "in-json", singles, PARTITIONS)
+    await publish(b.bootstrap, "in-batch", batches, PARTITIONS)
+    await publish(b.bootstrap, "in-labels", labels, PARTITIONS)
     return {
         "events": n,
         "json_bytes": sum(len(v) for _, v in singles) / n,
@@ -773,7 +740,7 @@ async def latency(b: Bench, models: int, per_model: int, rate: float) -> dict[st
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     topic, alerts = "live-in", "live-alerts"
-    await _create_topics(b.bootstrap, [topic, alerts])
+    await create_topics(b.bootstrap, [topic, alerts], PARTITIONS)
     names = [f"live{i:03d}" for i in range(models)]
     cfg = b.cfg(topic=topic, alerts=alerts, idle_exit=6.0, models=names)
     # Each model: stationary, then a 1 sd shift of f03 at a staggered point, then back.
@@ -868,7 +835,7 @@ async def latency(b: Bench, models: int, per_model: int, rate: float) -> dict[st
 async def scale_out(b: Bench, n: int) -> dict[str, Any]:
     """One worker against two on a 4-partition topic with 8 models."""
     topic = "scale-in"
-    await _create_topics(b.bootstrap, [topic])
+    await create_topics(b.bootstrap, [topic], PARTITIONS)
     names = [f"s{i}" for i in range(8)]
     per = n // len(names)
     streams = [
@@ -880,7 +847,8 @@ async def scale_out(b: Bench, n: int) -> dict[str, Any]:
         for i, name in enumerate(names)
     ]
     order = [e for row in zip(*streams, strict=True) for e in row]
-    await _publish(b.bootstrap, topic, [(e["model_id"].encode(), orjson.dumps(e)) for e in order])
+    keyed = [(e["model_id"].encode(), orjson.dumps(e)) for e in order]
+    await publish(b.bootstrap, topic, keyed, PARTITIONS)
     out: dict[str, Any] = {}
     for workers in (1, 2):
         cfg = b.cfg(topic=topic, rows_per_record=1, stop_rows=10**12, idle_exit=4.0, models=names)

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from kafka_io import publish  # bench/kafka_io.py, beside this script
 
 from driftline.config import Settings
 from driftline.contract.columnar import pack_events
@@ -280,44 +281,16 @@ def _events(n: int) -> list[dict[str, Any]]:
     return out
 
 
-async def _publish(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        if topic not in set(await admin.list_topics()):
-            await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        await admin.close()
-    prod = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks="all"
-    )
-    await prod.start()
-    try:
-        futs = []
-        for key, value in records:
-            futs.append(await prod.send(topic, value, key=key))
-            if len(futs) >= 5000:
-                await asyncio.gather(*futs)
-                futs = []
-        await asyncio.gather(*futs)
-    finally:
-        await prod.stop()
-
-
 async def publish_inputs(bootstrap: str, n_batch: int, n_json: int) -> None:
     batch_events = _events(n_batch)
     batches = [
         (p["model_id"].encode(), orjson.dumps(p))
         for p in pack_events(batch_events, max_rows=ROWS_PER_BATCH)
     ]
-    await _publish(bootstrap, "rc-batch", batches)
+    await publish(bootstrap, "rc-batch", batches, PARTITIONS)
     singles = _events(n_json)
-    await _publish(
-        bootstrap, "rc-json", [(e["model_id"].encode(), orjson.dumps(e)) for e in singles]
-    )
+    keyed = [(e["model_id"].encode(), orjson.dumps(e)) for e in singles]
+    await publish(bootstrap, "rc-json", keyed, PARTITIONS)
     labels = [
         (
             e["model_id"].encode(),
@@ -332,7 +305,7 @@ async def publish_inputs(bootstrap: str, n_batch: int, n_json: int) -> None:
         )
         for e in singles
     ]
-    await _publish(bootstrap, "rc-labels", labels)
+    await publish(bootstrap, "rc-labels", labels, PARTITIONS)
 
 
 def _child(cfg: dict[str, Any], tmp: Path) -> dict[str, Any]:
