@@ -40,9 +40,11 @@ from driftline.contract.keys import StateKey
 from driftline.core.fastloop import BatchResult, ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, TrainingData, build_reference
 from driftline.core.slowloop import (
+    TOMBSTONE,
     DriftIndex,
     JoinResult,
     MemoryRecords,
+    PendingPrediction,
     UnitState,
     join_batch,
     plan_lookups,
@@ -758,10 +760,13 @@ def _counts(table: Mapping[tuple[str, str], int]) -> list[list[Any]]:
 
 
 def _hash_records(h: Any, records: Mapping[str, Mapping[bytes, bytes]]) -> None:
+    # What a record says, not its bytes: a new version of the stored format (more
+    # compact, same content) gives the same digest, an information change does not.
     for name, fields in sorted(records.items()):
         h.update(name.encode() + b"\x00")
         for d, rec in sorted(fields.items()):
-            h.update(d + rec + b"\x00")
+            said = rec if rec == TOMBSTONE else repr(PendingPrediction.decode(rec)).encode()
+            h.update(d + said + b"\x00")
 
 
 def _writes_digest(res: JoinResult) -> str:
