@@ -7,6 +7,7 @@ semantics); the integration tests run the same core against redis-server.
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -116,14 +117,64 @@ def sea_ref() -> Any:
 def test_pending_prediction_round_trips_and_is_compact():
     three = PendingPrediction(7, T0, cls=2, top_q=40000, scores_q=(10000, 15535, 40000))
     assert PendingPrediction.decode(three.encode()) == three
-    assert len(three.encode()) == 22
+    # version 2: 6-byte time, the top score implied by the vector (22 bytes in version 1)
+    assert len(three.encode()) == 17
     reg = PendingPrediction(1, T0, regression=True, value=-3.25)
-    assert PendingPrediction.decode(reg.encode()) == reg and len(reg.encode()) == 19
+    assert PendingPrediction.decode(reg.encode()) == reg and len(reg.encode()) == 17
     bare = PendingPrediction(0, 0, cls=1)
-    assert PendingPrediction.decode(bare.encode()) == bare and len(bare.encode()) == 13
-    for bad in (b"", TOMBSTONE, three.encode()[:-1], three.encode() + b"x", b"\x20" + bytes(20)):
+    assert PendingPrediction.decode(bare.encode()) == bare and len(bare.encode()) == 11
+    top_only = PendingPrediction(0, T0, cls=40, top_q=30000)
+    assert PendingPrediction.decode(top_only.encode()) == top_only
+    for bad in (b"", TOMBSTONE, three.encode()[:-1], three.encode() + b"x", b"\x30" + bytes(20)):
         with pytest.raises(StateCorrupt):
             PendingPrediction.decode(bad)
+    with pytest.raises(StateCorrupt, match="unknown record version 3"):
+        PendingPrediction.decode(b"\x30" + bytes(20))
+
+
+def _v1_record(p: PendingPrediction) -> bytes:
+    """The version 1 layout, written independently of the module (docs/slow-loop.md)."""
+    if p.regression:
+        return struct.pack("<BHqd", 0x11, p.stream, p.time_ms, p.value)
+    flags = 0x10 | (0x02 if p.top_q is not None else 0) | (0x04 if p.scores_q is not None else 0)
+    out = struct.pack("<BHqH", flags, p.stream, p.time_ms, p.cls)
+    if p.top_q is not None:
+        out += struct.pack("<H", p.top_q)
+    if p.scores_q is not None:
+        out += struct.pack(f"<B{len(p.scores_q)}H", len(p.scores_q), *p.scores_q)
+    return out
+
+
+def test_pending_prediction_round_trips_any_record_and_reads_version_1():
+    rng = np.random.default_rng(5)
+    cases = [
+        PendingPrediction(0, -(2**47), cls=0),  # the narrow time's ends
+        PendingPrediction(0, 2**47 - 1, cls=0),
+        PendingPrediction(0, 2**47, cls=3, top_q=9, scores_q=(9, 1)),  # wide time
+        PendingPrediction(0, -(2**62), regression=True, value=math.inf),
+        PendingPrediction(2, T0, cls=1, top_q=7, scores_q=(8, 9)),  # top not the largest
+        PendingPrediction(2, T0, cls=1, top_q=7, scores_q=()),
+    ]
+    for _ in range(300):
+        n = int(rng.integers(1, 17))
+        scores = tuple(int(x) for x in rng.integers(0, 65536, n))
+        kind = int(rng.integers(0, 4))
+        t = int(rng.integers(-(2**50), 2**50)) if kind == 0 else T0 + int(rng.integers(0, 10**9))
+        if kind == 1:
+            stream = int(rng.integers(0, 65536))
+            cases.append(PendingPrediction(stream, t, True, float(rng.normal())))
+        elif kind == 2:
+            cases.append(PendingPrediction(1, t, cls=int(rng.integers(0, 99)), top_q=max(scores)))
+        else:
+            cases.append(PendingPrediction(1, t, cls=0, top_q=max(scores), scores_q=scores))
+    for p in cases:
+        assert PendingPrediction.decode(p.encode()) == p
+        assert PendingPrediction.decode(_v1_record(p)) == p
+        narrow = -(2**47) <= p.time_ms < 2**47
+        assert p.encode()[0] >> 4 == 2
+        assert len(p.encode()) <= len(_v1_record(p)) - (2 if narrow else 0)
+    with pytest.raises(ValueError, match="top score"):
+        PendingPrediction(0, T0, scores_q=(1, 2)).encode()
 
 
 # ------------------------------------------------------------------ calibration

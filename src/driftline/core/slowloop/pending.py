@@ -92,36 +92,48 @@ def bucket_of(digest: bytes, n_buckets: int) -> int:
     return int.from_bytes(digest[:4], "little") % n_buckets
 
 
-_HEADER = struct.Struct("<BHq")
+_HEADER_V1 = struct.Struct("<BHq")
+#: The header with the 6-byte time read as its low 32 and high 16 bits.
+_HEADER_NARROW = struct.Struct("<BHIh")
+_HEADER_WIDE = struct.Struct("<BHq")
 _U16 = struct.Struct("<H")
 _F64 = struct.Struct("<d")
-_RECORD_VERSION = 0x10
+_RECORD_V1 = 0x10
+_RECORD_VERSION = 0x20
 _KIND_REGRESSION = 0x01
 _HAS_TOP = 0x02
 _HAS_SCORES = 0x04
+_WIDE_TIME = 0x08
+#: Event times within +-2**47 ms of the epoch (years 1829 to 2109) take 6 bytes.
+_TIME48 = 1 << 47
 
 
 @dataclass(frozen=True, slots=True)
 class PendingPrediction:
     """What the join needs from one prediction, as stored in Redis.
 
-    Binary layout (little-endian)::
+    Binary layout, version 2 (little-endian)::
 
-        u8  0x10 | flags (0x01 regression, 0x02 top score, 0x04 score vector)
+        u8  0x20 | flags (0x01 regression, 0x02 top score stored, 0x04 score vector,
+                          0x08 wide time)
         u16 stream index (the model's (version, segment) table in the state)
-        i64 event time, epoch ms
+        i48 event time, epoch ms (i64 with 0x08, outside years 1829-2109)
         regression:     f64 predicted value
         classification: u16 predicted class index
-                        [u16 top score * 65535]
-                        [u8 n, n * u16 score of class 0..n-1 * 65535]
+                        [u16 top score * 65535]           (0x02)
+                        [n * u16 score of class 0..n-1 * 65535]  (0x04; n from the length)
 
-    A 3-class prediction with scores is 22 bytes; a regression 19.
+    With a score vector and no ``0x02``, the top score is the vector's largest
+    (the join's records are always so: both are rounded from the same scores). A
+    3-class prediction with scores is 17 bytes (22 in version 1); a regression 17.
+    Version 1 records (``0x10``: i64 time, top score always stored, a count byte
+    before the vector) still decode; other versions are refused (:class:`StateCorrupt`).
 
     Examples
     --------
     >>> p = PendingPrediction(stream=0, time_ms=5, cls=1, top_q=52428, scores_q=(13107, 52428))
-    >>> PendingPrediction.decode(p.encode()) == p
-    True
+    >>> PendingPrediction.decode(p.encode()) == p, len(p.encode())
+    (True, 15)
     """
 
     stream: int
@@ -138,28 +150,42 @@ class PendingPrediction:
         return None if self.top_q is None else self.top_q / SCORE_SCALE
 
     def encode(self) -> bytes:
-        """The binary record."""
+        """The binary record (version 2).
+
+        Raises
+        ------
+        ValueError
+            A score vector without a top score (the join never makes one).
+        """
         flags = _RECORD_VERSION
+        t = self.time_ms
+        wide = not -_TIME48 <= t < _TIME48
+        if wide:
+            flags |= _WIDE_TIME
         if self.regression:
-            return _HEADER.pack(flags | _KIND_REGRESSION, self.stream, self.time_ms) + (
-                _F64.pack(self.value)
-            )
-        if self.top_q is not None:
-            flags |= _HAS_TOP
-        if self.scores_q is not None:
-            flags |= _HAS_SCORES
-        out = bytearray(_HEADER.pack(flags, self.stream, self.time_ms))
-        out += _U16.pack(self.cls)
-        if self.top_q is not None:
-            out += _U16.pack(self.top_q)
-        if self.scores_q is not None:
-            out.append(len(self.scores_q))
-            out += struct.pack(f"<{len(self.scores_q)}H", *self.scores_q)
-        return bytes(out)
+            flags |= _KIND_REGRESSION
+            tail = _F64.pack(self.value)
+        else:
+            tail = _U16.pack(self.cls)
+            scores, top = self.scores_q, self.top_q
+            if scores is not None:
+                if top is None:
+                    raise ValueError("pending prediction: a score vector needs a top score")
+                flags |= _HAS_SCORES
+                if not scores or top != max(scores):
+                    flags |= _HAS_TOP
+                    tail += _U16.pack(top)
+                tail += struct.pack(f"<{len(scores)}H", *scores)
+            elif top is not None:
+                flags |= _HAS_TOP
+                tail += _U16.pack(top)
+        if wide:
+            return _HEADER_WIDE.pack(flags, self.stream, t) + tail
+        return _HEADER_NARROW.pack(flags, self.stream, t & 0xFFFFFFFF, t >> 32) + tail
 
     @classmethod
     def decode(cls, data: bytes) -> PendingPrediction:
-        """Inverse of :meth:`encode`.
+        """Inverse of :meth:`encode`; reads version 1 records too.
 
         Raises
         ------
@@ -167,10 +193,24 @@ class PendingPrediction:
             Not a pending-prediction record of a known version.
         """
         try:
-            flags, stream, time_ms = _HEADER.unpack_from(data, 0)
-            if flags & 0xF0 != _RECORD_VERSION:
-                raise StateCorrupt(f"pending prediction: unknown record version {flags >> 4}")
-            pos = _HEADER.size
+            if not data:
+                raise StateCorrupt("pending prediction: empty record")
+            version = data[0] & 0xF0
+            if version == _RECORD_V1:
+                return cls._decode_v1(data)
+            if version != _RECORD_VERSION:
+                raise StateCorrupt(
+                    f"pending prediction: unknown record version {version >> 4} "
+                    f"(this release reads versions 1 and 2)"
+                )
+            flags = data[0]
+            if flags & _WIDE_TIME:
+                _, stream, time_ms = _HEADER_WIDE.unpack_from(data, 0)
+                pos = _HEADER_WIDE.size
+            else:
+                _, stream, lo, hi = _HEADER_NARROW.unpack_from(data, 0)
+                time_ms = (hi << 32) | lo
+                pos = _HEADER_NARROW.size
             if flags & _KIND_REGRESSION:
                 (value,) = _F64.unpack_from(data, pos)
                 if pos + _F64.size != len(data):
@@ -184,14 +224,44 @@ class PendingPrediction:
                 pos += 2
             scores_q = None
             if flags & _HAS_SCORES:
-                n = data[pos]
-                scores_q = struct.unpack_from(f"<{n}H", data, pos + 1)
-                pos += 1 + 2 * n
-            if pos != len(data):
+                rest = len(data) - pos
+                if rest & 1:
+                    raise StateCorrupt("pending prediction: trailing bytes")
+                scores_q = struct.unpack_from(f"<{rest >> 1}H", data, pos)
+                if top_q is None:
+                    if not scores_q:
+                        raise StateCorrupt("pending prediction: empty score vector")
+                    top_q = max(scores_q)
+            elif pos != len(data):
                 raise StateCorrupt("pending prediction: trailing bytes")
             return cls(stream, time_ms, cls=klass, top_q=top_q, scores_q=scores_q)
         except (struct.error, IndexError):
             raise StateCorrupt("pending prediction: truncated record") from None
+
+    @classmethod
+    def _decode_v1(cls, data: bytes) -> PendingPrediction:
+        """A version 1 record (written before the 6-byte time and the implied top)."""
+        flags, stream, time_ms = _HEADER_V1.unpack_from(data, 0)
+        pos = _HEADER_V1.size
+        if flags & _KIND_REGRESSION:
+            (value,) = _F64.unpack_from(data, pos)
+            if pos + _F64.size != len(data):
+                raise StateCorrupt("pending prediction: trailing bytes")
+            return cls(stream, time_ms, regression=True, value=value)
+        (klass,) = _U16.unpack_from(data, pos)
+        pos += 2
+        top_q = None
+        if flags & _HAS_TOP:
+            (top_q,) = _U16.unpack_from(data, pos)
+            pos += 2
+        scores_q = None
+        if flags & _HAS_SCORES:
+            n = data[pos]
+            scores_q = struct.unpack_from(f"<{n}H", data, pos + 1)
+            pos += 1 + 2 * n
+        if pos != len(data):
+            raise StateCorrupt("pending prediction: trailing bytes")
+        return cls(stream, time_ms, cls=klass, top_q=top_q, scores_q=scores_q)
 
 
 class Horizons:
