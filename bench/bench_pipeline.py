@@ -695,8 +695,14 @@ def throughput(b: Bench, n: int, rounds: int) -> dict[str, list[dict[str, Any]]]
         res = b.run("naive", b.cfg(topic="in-json", rows=naive_n))
         results["naive"] = [res]
         print(f"  naive          {_fmt_rate(res.get('rate', math.nan))} ev/s")
-    if "labels" in skip:
-        return results
+    if "labels" not in skip:
+        results.update(label_throughput(b, n))
+    return results
+
+
+def label_throughput(b: Bench, n: int) -> dict[str, list[dict[str, Any]]]:
+    """The label joiner's cases (``--only labels`` runs these and ``raw`` alone)."""
+    results: dict[str, list[dict[str, Any]]] = {}
     label_cases = [
         # single JSON predictions and their labels; batched predictions (the SDK's
         # default) and their labels; batched predictions alone (what a pending
@@ -1017,6 +1023,9 @@ def main() -> None:
     )
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the core")
+    parser.add_argument(
+        "--only", choices=["labels"], help="run only these cases (and the raw baseline)"
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1042,6 +1051,12 @@ def main() -> None:
             meta = asyncio.run(publish_inputs(b, n))
             meta["rounds"] = rounds
             print("throughput:")
+            if args.only == "labels":
+                raw = b.run("raw", b.cfg(topic="in-json", rows=n, rows_per_record=1))
+                print(f"  raw            {_fmt_rate(raw.get('rate', math.nan))} ev/s")
+                tp = {"raw": [raw], **label_throughput(b, n)}
+                report(meta, tp, None, None, None)
+                return
             tp = throughput(b, n, rounds)
             lat = None
             if "latency" not in skip:

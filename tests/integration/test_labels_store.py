@@ -139,6 +139,41 @@ async def test_peek_does_not_fence_and_verifies(store, redis_client):
     assert await store.peek(TOPIC, 7) is None
 
 
+async def test_one_lookup_script_answers_like_the_first_hit_oracle(store, redis_client):
+    """Many probes (more fields per hash than one HMGET slice), several candidates
+    each, hits at every level, missing hashes, tombstones: the script's answer is the
+    first hit in candidate order (MemoryRecords, the dict oracle), probe by probe."""
+    import random
+
+    from driftline.core.slowloop import LookupPlan, MemoryRecords
+
+    rng = random.Random(7)
+    names = [f"pp:o:{g}:{b}" for g in range(4) for b in range(3)] + ["pp:o:gone:0"]
+    mem = MemoryRecords()
+    for name in names[:-1]:
+        mem.data[name] = {
+            hashlib.blake2b(f"{name}/{i}".encode(), digest_size=12).digest(): (
+                TOMBSTONE if i % 7 == 0 else bytes([0x20, i % 256]) * rng.randint(1, 20)
+            )
+            for i in range(rng.randint(1000, 5000))
+        }
+        await redis_client.hset(store.record_key(TOPIC, 0, name), mapping=mem.data[name])
+    stored = [(j, d) for j, name in enumerate(names[:-1]) for d in mem.data[name]]
+    probes: list[tuple[bytes, tuple[int, ...]]] = []
+    for _ in range(60_000):  # about 4,600 a hash in round one: more than one slice
+        j, d = rng.choice(stored)
+        if rng.random() < 0.1:
+            d = rng.randbytes(12)
+        cands = rng.sample(range(len(names)), rng.randint(0, 6))
+        if cands and j not in cands and rng.random() < 0.8:
+            cands[rng.randrange(len(cands))] = j  # its hash, at any level
+        probes.append((d, tuple(cands)))
+    found = await store.lookup_records(TOPIC, 0, names, probes)
+    assert found == mem.lookup(LookupPlan(keys=names, probes=probes))
+    assert sum(f is not None for f in found) > 30_000
+    assert await store.lookup_records(TOPIC, 0, names, [(b"x", ())]) == [None]
+
+
 # ------------------------------------------------------------------ memory
 
 

@@ -62,6 +62,8 @@ from driftline.runtime.store_records import (
     Lease,
     RecordWrites,
     ReferenceLookup,
+    pack_probes,
+    unpack_hits,
 )
 
 __all__ = [
@@ -88,9 +90,10 @@ class _Script:
     sha: str
 
     @classmethod
-    def load(cls, name: str) -> _Script:
-        prelude = _LUA.joinpath("commit_prelude.lua").read_text(encoding="utf-8")
-        text = prelude + "\n" + _LUA.joinpath(name).read_text(encoding="utf-8")
+    def load(cls, name: str, prelude: bool = True) -> _Script:
+        text = _LUA.joinpath(name).read_text(encoding="utf-8")
+        if prelude:
+            text = _LUA.joinpath("commit_prelude.lua").read_text(encoding="utf-8") + "\n" + text
         return cls(text, hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest())
 
 
@@ -98,6 +101,8 @@ class _Script:
 _PARTITION_SCRIPT = _Script.load("store_commit.lua")
 #: a commit that also writes record hashes (the label joiner's pending predictions).
 _RECORDS_SCRIPT = _Script.load("store_join.lua")
+#: the label joiner's batched lookups (read-only, no prelude).
+_LOOKUP_SCRIPT = _Script.load("store_lookup.lua", prelude=False)
 
 # Claim a model for a partition; returns the previous owner (nil for none). HMGET and
 # HSET only: the commands the documented service ACL already grants.
@@ -711,34 +716,17 @@ class StateStore:
         ``(field, indexes into names)``, tried in order until a hash holds the field.
         Returns, per probe, ``(index into names, value)`` of the first hit, or None.
 
-        Round ``r`` asks every probe still unresolved for its ``r``-th candidate: one
-        ``HMGET`` per hash with all its fields, pipelined (one round trip per round;
-        most probes resolve in the first). Read-only, so it needs no lease.
+        One script call for the whole batch (``lua/store_lookup.lua``: round by round,
+        one ``HMGET`` per hash), probes in and hits out packed in one string each, so
+        neither side pays per field. Read-only, so it needs no lease.
         """
-        out: list[tuple[int, bytes] | None] = [None] * len(probes)
-        pending = [i for i, (_, idxs) in enumerate(probes) if idxs]
-        level = 0
-        while pending:
-            groups: dict[int, list[int]] = {}
-            for i in pending:
-                groups.setdefault(probes[i][1][level], []).append(i)
-            async with self._client.pipeline(transaction=False) as pipe:
-                for name_ix, members in groups.items():
-                    pipe.hmget(
-                        self.record_key(topic, partition, names[name_ix]),
-                        [probes[i][0] for i in members],
-                    )
-                replies: list[Any] = await pipe.execute()
-            level += 1
-            nxt: list[int] = []
-            for (name_ix, members), values in zip(groups.items(), replies, strict=True):
-                for i, v in zip(members, values, strict=True):
-                    if v is not None:
-                        out[i] = (name_ix, bytes(v))
-                    elif len(probes[i][1]) > level:
-                        nxt.append(i)
-            pending = nxt
-        return out
+        if not any(idxs for _, idxs in probes):
+            return [None] * len(probes)
+        keys = [self.record_key(topic, partition, n) for n in names]
+        status, *rest = await self._run(_LOOKUP_SCRIPT, keys, pack_probes(probes))
+        if status != "ok" or len(rest) != 1:
+            raise StateCorrupt(f"unexpected reply from the lookup script: {status!r}")
+        return unpack_hits(rest[0], len(probes))
 
     async def peek(self, topic: str, partition: int) -> tuple[int, dict[str, bytes]] | None:
         """``(stored offset, verified state payloads)`` without taking a lease.

@@ -6,6 +6,7 @@ commit or an append carries, and what a reference or history lookup found.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,6 +18,8 @@ __all__ = [
     "Lease",
     "RecordWrites",
     "ReferenceLookup",
+    "pack_probes",
+    "unpack_hits",
 ]
 
 
@@ -134,3 +137,43 @@ class HistorySnapshot:
     latest: dict[str, bytes]
     alerts: list[tuple[str, bytes]]
     perf: list[tuple[str, bytes]]
+
+
+_HIT = struct.Struct("<III")
+
+
+def pack_probes(probes: Sequence[tuple[bytes, Sequence[int]]]) -> bytes:
+    """The lookup script's probes argument (``lua/store_lookup.lua``): per probe u8
+    field length, field, u8 candidate count, candidate key indexes as u32.
+
+    Examples
+    --------
+    >>> pack_probes([(b"ab", (1,)), (b"c", ())])
+    b'\\x02ab\\x01\\x01\\x00\\x00\\x00\\x01c\\x00'
+    """
+    parts: list[bytes] = []
+    for fld, idxs in probes:
+        if len(fld) > 255 or len(idxs) > 255:
+            raise ValueError("a lookup probe takes at most 255 field bytes and 255 candidates")
+        n = len(idxs)
+        parts.append(bytes((len(fld),)) + fld + bytes((n,)) + struct.pack(f"<{n}I", *idxs))
+    return b"".join(parts)
+
+
+def unpack_hits(blob: bytes, probes: int) -> list[tuple[int, bytes] | None]:
+    """The lookup script's reply as ``(key index, value)`` or None per probe.
+
+    Examples
+    --------
+    >>> unpack_hits(b"\\x01\\x00\\x00\\x00\\x03\\x00\\x00\\x00\\x02\\x00\\x00\\x00hi", 2)
+    [None, (3, b'hi')]
+    """
+    out: list[tuple[int, bytes] | None] = [None] * probes
+    blob = bytes(blob)
+    pos, size, head = 0, len(blob), _HIT.size
+    while pos < size:
+        i, k, n = _HIT.unpack_from(blob, pos)
+        pos += head
+        out[i] = (k, blob[pos : pos + n])
+        pos += n
+    return out

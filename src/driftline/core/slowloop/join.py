@@ -116,6 +116,10 @@ class _Joiner:
         self.drift = drift
         self.s = settings
         self.c = Horizons(settings)
+        # Read once a batch: per-prediction and per-label code reads these often.
+        self.bucket_ms = self.c.bucket_ms
+        self.window_labels = settings.window_labels
+        self.learn_labels = settings.learn_reference_labels
         self.r = result
         self.rules = Rules(settings, result, drift)
         self.b = _Batch()
@@ -245,8 +249,8 @@ class _Joiner:
                 mj.watermark = t
         top = rec.top
         conf = None if top is None else (top if cal is None else cal.apply(top))
-        window = self.s.window_labels
-        bucket_ms = self.c.bucket_ms
+        window = self.window_labels
+        bucket_ms = self.bucket_ms
         for s in streams:
             s.predicted += 1
             if t > s.max_pred_ms:
@@ -334,6 +338,7 @@ class _Joiner:
         model = lab["model_id"]
         mj = self.model(model)
         t = event_ms(lab)
+        label = lab["label"]
         if mj.label_watermark < 0 or t <= mj.label_watermark + FUTURE_TOLERANCE_MS:
             if t > mj.label_watermark:
                 mj.label_watermark = t
@@ -344,10 +349,10 @@ class _Joiner:
             rec = None if value == TOMBSTONE else PendingPrediction.decode(value)
             hit = self.b.recs[d] = (key, rec)
         if hit is None:
-            self.u.held.append(HeldLabel(model, lab["prediction_id"], lab["label"], event_ms(lab)))
+            self.u.held.append(HeldLabel(model, lab["prediction_id"], label, t))
             self.r.dirty.add("h")
             return
-        self._join(idx, model, d, lab["label"], event_ms(lab), hit)
+        self._join(idx, model, d, label, t, hit)
 
     def retry_held(self) -> None:
         """Held labels whose prediction arrived in this batch are joined now."""
@@ -458,7 +463,7 @@ class _Joiner:
         ``own`` or the whole-version stream, whose class table may order classes
         differently: per-class counts are translated by name.
         """
-        b = st.bucket(rec.time_ms, self.c.bucket_ms)
+        b = st.bucket(rec.time_ms, self.bucket_ms)
         b.lab += 1
         b.lag[bisect.bisect_left(LAG_EDGES_S, lag_s)] += 1
         st.labelled += 1
@@ -512,7 +517,8 @@ class _Joiner:
                 w.conf_sum += conf
             add_evidence(st, correct, conf)
         w.err_sum += err
-        if st.learn_n < self.s.learn_reference_labels:
+        learn = self.learn_labels
+        if st.learn_n < learn:
             st.learn_n += 1
             st.learn_correct += int(correct)
             st.learn_err += err
@@ -522,14 +528,14 @@ class _Joiner:
                 lc[1] += conf
                 lc[2] += int(correct)
             if (
-                st.learn_n == self.s.learn_reference_labels
+                st.learn_n == learn
                 and st.ref_accuracy is None
                 and not rec.regression
             ):
                 st.ref_accuracy = st.learn_correct / st.learn_n
                 st.ref_source = "learned"
         observe_error(self.rules, st, rec, err, t_label)
-        if w.n >= self.s.window_labels:
+        if w.n >= self.window_labels:
             self.rules.close_window(st, t_label)
 
     def judge_input_drift(self) -> None:

@@ -78,24 +78,38 @@ def plan_lookups(
     """
     c = Horizons(settings)
     plan = LookupPlan()
+    probes = plan.probes
+    models = unit.models
+    # Key index of each (model, generation, bucket), so a name is built once a batch.
+    kix: dict[tuple[str, int, int], int] = {}
+
+    def key_of(model: str, gen: int, bucket: int) -> int:
+        i = kix.get((model, gen, bucket))
+        if i is None:
+            i = kix[(model, gen, bucket)] = plan.key_index(record_key(model, gen, bucket))
+        return i
+
+    pred_digest, pred_probe = plan.pred_digest, plan.pred_probe
     for e in predictions:
-        mj = unit.models.get(e["model_id"])
-        d = prediction_digest(e["model_id"], e["prediction_id"])
-        plan.pred_digest.append(d)
-        names: list[str] = []
+        model = e["model_id"]
+        d = prediction_digest(model, e["prediction_id"])
+        pred_digest.append(d)
+        mj = models.get(model)
         if mj is not None:
-            gen = event_ms(e) // c.gen_ms(mj.model_id)
+            gen = event_ms(e) // c.gen_ms(model)
             info = mj.gens.get(gen)
             if info is not None:
-                names.append(record_key(mj.model_id, gen, bucket_of(d, info[0])))
-        plan.pred_probe.append(plan.add(d, names))
+                probes.append((d, (key_of(model, gen, bucket_of(d, info[0])),)))
+                pred_probe.append(len(probes) - 1)
+                continue
+        pred_probe.append(-1)
     cands: dict[tuple[str, int, int], list[tuple[int, int]]] = {}
+    label_digest, label_probe = plan.label_digest, plan.label_probe
     for lab in labels:
         model = lab["model_id"]
-        mj = unit.models.get(model)
         d = prediction_digest(model, lab["prediction_id"])
-        plan.label_digest.append(d)
-        names = []
+        label_digest.append(d)
+        mj = models.get(model)
         if mj is not None:
             t = event_ms(lab)
             g = c.gen_ms(model)
@@ -106,9 +120,12 @@ def plan_lookups(
                 gens = cands[(model, lo, hi)] = [
                     (x, mj.gens[x][0]) for x in sorted(mj.gens, reverse=True) if lo <= x <= hi
                 ]
-            h = int.from_bytes(d[:4], "little")
-            names = [record_key(model, gen, h % nb) for gen, nb in gens]
-        plan.label_probe.append(plan.add(d, names))
+            if gens:
+                h = int.from_bytes(d[:4], "little")
+                probes.append((d, tuple([key_of(model, gen, h % nb) for gen, nb in gens])))
+                label_probe.append(len(probes) - 1)
+                continue
+        label_probe.append(-1)
     return plan
 
 

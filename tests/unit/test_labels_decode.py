@@ -1,0 +1,55 @@
+"""The label joiner's prediction decoding: batch rows with the fields the join reads."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import orjson
+
+from driftline.contract.columnar import ColumnarBatch, pack_events
+from driftline.contract.decode import decode_record
+from driftline.runtime.labels import _decode_predictions, _join_rows
+
+
+def _events() -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for i in range(40):
+        e: dict[str, object] = {
+            "prediction_id": f"p{i}",
+            "model_id": "m",
+            "model_version": "2",
+            "timestamp": 1_767_225_600_000 + i,
+            "features": {"x": float(i), "c": "a"},
+            "prediction": "yes" if i % 3 else "no",
+        }
+        if i % 4:
+            # a class missing from some rows: null in the batch, left out of the row
+            e["scores"] = {"yes": 0.7, "no": 0.3} if i % 5 else {"yes": 0.9}
+        if i >= 20:
+            e["segment"] = {"region": "eu"}
+        out.append(e)
+    return out
+
+
+def test_join_rows_are_the_batch_rows_without_features():
+    batches = [decode_record(orjson.dumps(p)) for p in pack_events(_events(), 7)]
+    assert all(isinstance(b, ColumnarBatch) for b in batches)
+    assert any(b.scores for b in batches) and any(b.segment for b in batches)
+    for b in batches:
+        assert isinstance(b, ColumnarBatch)
+        want = [{k: v for k, v in row.items() if k != "features"} for row in b.rows()]
+        assert _join_rows(b) == want
+
+
+def test_decode_predictions_keeps_record_order_and_counts_refusals():
+    events = _events()
+    packed = [orjson.dumps(p) for p in pack_events(events[:30], 10)]
+    values = [*packed[:2], b"{broken", None, orjson.dumps(events[30]), packed[2]]
+    recs = [SimpleNamespace(value=v) for v in values]
+    rows, refused = _decode_predictions(recs)
+    assert refused == 2
+    assert [r["prediction_id"] for r in rows] == [
+        *(f"p{i}" for i in range(20)),
+        "p30",
+        *(f"p{i}" for i in range(20, 30)),
+    ]
