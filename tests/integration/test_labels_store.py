@@ -139,6 +139,27 @@ async def test_peek_does_not_fence_and_verifies(store, redis_client):
     assert await store.peek(TOPIC, 7) is None
 
 
+async def test_packed_records_and_tombstones_land_whole(store, redis_client):
+    """Records and tombstones go to the script packed, one argument a hash: more than
+    one HSET slice of them lands whole, values of any byte, up to 255 bytes."""
+    lease = await store.acquire(TOPIC, 1)
+    recs = {f"d{i}".encode(): bytes([i % 256]) * (i % 255 + 1) for i in range(1300)}
+    puts = {"pp:p:1:0": recs, "pp:p:1:1": {b"": b"\x00\xff"}}
+    at = far_future()
+    kw = {"expire_at_ms": dict.fromkeys(puts, at)}
+    assert await commit_records(store, lease, 0, {}, puts=puts, expected_offset=-1, **kw) == "ok"
+    k = store.record_key(TOPIC, 1, "pp:p:1:0")
+    assert await redis_client.hgetall(k) == recs
+    assert await redis_client.hgetall(store.record_key(TOPIC, 1, "pp:p:1:1")) == {b"": b"\x00\xff"}
+    joined = [f"d{i}".encode() for i in range(0, 1300, 2)]
+    assert await commit_records(store, lease, 1, {}, tombs={"pp:p:1:0": joined}) == "ok"
+    want = {d: (TOMBSTONE if d in set(joined) else v) for d, v in recs.items()}
+    assert await redis_client.hgetall(k) == want
+    with pytest.raises(ValueError, match="at most 255 bytes"):
+        too_long = {"pp:p:1:0": {b"d": bytes(256)}}
+        await commit_records(store, lease, 2, {}, puts=too_long, **kw)
+
+
 async def test_one_lookup_script_answers_like_the_first_hit_oracle(store, redis_client):
     """Many probes (more fields per hash than one HMGET slice), several candidates
     each, hits at every level, missing hashes, tombstones: the script's answer is the

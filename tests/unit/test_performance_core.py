@@ -177,6 +177,34 @@ def test_pending_prediction_round_trips_any_record_and_reads_version_1():
         PendingPrediction(0, T0, scores_q=(1, 2)).encode()
 
 
+def test_stored_scores_are_the_quantised_scores_in_class_order():
+    """Any key order, classes left out, scores outside [0, 1]: each stored record holds
+    the rounded, clamped score of each class in class-index order, and the largest as
+    its top score (the oracle: the formula applied score by score)."""
+    rng = np.random.default_rng(9)
+    names = ["a", "b", "c", "d"]
+    preds = []
+    for i in range(400):
+        keys = [str(k) for k in rng.permutation(names)[: rng.integers(1, 5)]]
+        scores = {k: float(rng.uniform(-0.2, 1.2)) for k in keys}
+        preds.append(pred(i, prediction=str(rng.choice(names)), scores=scores))
+    loop = Loop()
+    res = loop.batch(preds, [])
+    table = loop.st("m").classes
+    stored = {d: PendingPrediction.decode(v) for f in res.puts.values() for d, v in f.items()}
+    plan = plan_lookups(preds, [], UnitState(), loop.s)
+    for e, d in zip(preds, plan.pred_digest, strict=True):
+        rec = stored[d]
+
+        def q(x: float) -> int:
+            return min(65535, max(0, int(round(x * 65535))))
+
+        by_class = {table.index(k): q(v) for k, v in e["scores"].items()}
+        assert rec.top_q == max(by_class.values())
+        assert rec.scores_q == tuple(by_class.get(i, 0) for i in range(max(by_class) + 1))
+        assert table[rec.cls] == e["prediction"]
+
+
 # ------------------------------------------------------------------ calibration
 
 

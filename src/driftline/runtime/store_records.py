@@ -111,21 +111,29 @@ class RecordWrites:
     tombstone: bytes = b"\x00"
 
     def arguments(self, key_index: Mapping[str, int]) -> list[str | bytes]:
-        """The script arguments after the prelude's (see ``lua/store_join.lua``)."""
+        """The script arguments after the prelude's (see ``lua/store_join.lua``): a
+        hash's records and its tombstones each packed in one argument."""
         args: list[str | bytes] = []
         live = [n for n in self.puts if self.puts[n]]
         args.append(str(len(live)))
         for n in live:
             if n not in self.expire_at_ms:
                 raise ValueError(f"record {n!r} is written without an expiry")
-            args += [str(key_index[n]), str(int(self.expire_at_ms[n])), str(len(self.puts[n]))]
-            for fld, value in self.puts[n].items():
-                args += [fld, value]
+            pairs = self.puts[n]
+            packed = _pack_strings([s for fv in pairs.items() for s in fv])
+            args += [str(key_index[n]), str(int(self.expire_at_ms[n])), packed]
         dead = [n for n in self.tombs if self.tombs[n]]
         args.append(str(len(dead)))
         for n in dead:
-            args += [str(key_index[n]), str(len(self.tombs[n])), *self.tombs[n], self.tombstone]
+            args += [str(key_index[n]), _pack_strings(self.tombs[n]), self.tombstone]
         return args
+
+
+def _pack_strings(items: Sequence[bytes]) -> bytes:
+    """``items`` as one string: each as u8 length + bytes (``lua/store_join.lua``)."""
+    if any(len(x) > 255 for x in items):
+        raise ValueError("record fields and values are at most 255 bytes")
+    return b"".join([bytes((len(x),)) + x for x in items])
 
 
 @dataclass(frozen=True)

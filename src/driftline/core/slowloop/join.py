@@ -128,7 +128,10 @@ class _Joiner:
         self._models: dict[str, ModelJoin] = {}
         self._pstreams: dict[tuple[str, str, str], tuple[list[PerfState], Calibration | None]] = {}
         self._lstreams: dict[tuple[str, int], tuple[list[PerfState], Calibration | None]] = {}
-        self._layouts: dict[tuple[int, tuple[Any, ...]], tuple[int, tuple[int, ...] | None]] = {}
+        # (stream, class names) -> (class index, dense score order or None, in order)
+        self._layouts: dict[
+            tuple[int, tuple[Any, ...]], tuple[int, tuple[int, ...] | None, bool]
+        ] = {}
 
     # ------------------------------------------------------------ helpers
     def ref(self, model: str, version: str) -> ReferenceProfile | None:
@@ -306,17 +309,19 @@ class _Joiner:
                 # position in the dense vector -> position in the scores dict (or -1)
                 where = {c: j for j, c in enumerate(order)}
                 dense = tuple(where.get(i, -1) for i in range(max(order) + 1))
-            layout = self._layouts[ck] = (idx[0], dense)
-        cls, dense = layout
+            in_order = dense == tuple(range(len(order)))
+            layout = self._layouts[ck] = (idx[0], dense, in_order)
+        cls, dense, in_order = layout
         top_q = scores_q = None
         if scores:
-            vals = list(scores.values())
-            top_q = min(SCORE_SCALE, max(0, int(round(max(vals) * SCORE_SCALE))))
+            # Rounding and clamping are monotone, so the top score is the largest
+            # quantised score.
+            qs = [round(v * SCORE_SCALE) for v in scores.values()]
+            if min(qs) < 0 or max(qs) > SCORE_SCALE:
+                qs = [0 if q < 0 else SCORE_SCALE if q > SCORE_SCALE else q for q in qs]
+            top_q = max(qs)
             if dense is not None:
-                scores_q = tuple(
-                    min(SCORE_SCALE, max(0, int(round(vals[j] * SCORE_SCALE)))) if j >= 0 else 0
-                    for j in dense
-                )
+                scores_q = tuple(qs) if in_order else tuple(qs[j] if j >= 0 else 0 for j in dense)
         return PendingPrediction(
             mj.stream_index(version, segment), t, cls=cls, top_q=top_q, scores_q=scores_q
         )
@@ -502,7 +507,7 @@ class _Joiner:
                 ps = [q / SCORE_SCALE for q in rec.scores_q]
                 p_true = ps[truth] if truth < len(ps) else 0.0
                 ll = -math.log(max(p_true, LOG_LOSS_EPS))
-                brier = sum(p * p for p in ps) - 2 * p_true + 1.0
+                brier = sum([p * p for p in ps]) - 2 * p_true + 1.0
                 b.ll_n += 1
                 b.ll_sum += ll
                 b.brier_sum += brier

@@ -11,8 +11,10 @@
 -- KEYS[4..]  record hashes: digest -> pending prediction (or the 1-byte tombstone)
 --
 -- commit: the prelude's arguments, then
---         n_put_keys, per key: KEYS index, expire-at ms, m, m digest/value pairs,
---         then n_tomb_keys, per key: KEYS index, m, m digests, tombstone value
+--         n_put_keys, per key: KEYS index, expire-at ms, its digest/value pairs packed
+--         in one string (each as u8 length + bytes: digest, value, digest, ...),
+--         then n_tomb_keys, per key: KEYS index, its digests packed the same way,
+--         tombstone value
 --   -> the prelude's replies
 
 if ARGV[1] ~= 'commit' then
@@ -28,26 +30,42 @@ if refused then return refused end
 -- (3-4) states and outbox.
 local a = write_states_and_outbox()
 -- (4b) pending predictions, and the expiry of their generation bucket
+-- Strings packed as u8 length + bytes, one after the other (one argument for many: the
+-- client then encodes one argument, not two per record).
+local function unpack_strings(blob, out, every, extra)
+  local pos, size = 1, #blob
+  while pos <= size do
+    local n = string.byte(blob, pos)
+    out[#out + 1] = string.sub(blob, pos + 1, pos + n)
+    pos = pos + 1 + n
+    if every then out[#out + 1] = extra end
+  end
+  return out
+end
+local function hset_slices(key, pairs)
+  local i = 1
+  while i <= #pairs do
+    local j = math.min(i + CHUNK - 1, #pairs)
+    redis.call('HSET', key, unpack(pairs, i, j))
+    i = j + 1
+  end
+end
 local n = tonumber(ARGV[a]); a = a + 1
 for _ = 1, n do
-  local key, at, m = KEYS[tonumber(ARGV[a])], ARGV[a + 1], tonumber(ARGV[a + 2])
-  a = a + 3
-  call_slices('HSET', key, a, a + 2 * m - 1)
-  a = a + 2 * m
+  local key, at = KEYS[tonumber(ARGV[a])], ARGV[a + 1]
+  hset_slices(key, unpack_strings(ARGV[a + 2], {}, false))
   redis.call('PEXPIREAT', key, at)
+  a = a + 3
 end
 -- (4c) tombstones of joined predictions (only where the bucket still exists: a
 -- vanished bucket must not come back without its expiry)
 n = tonumber(ARGV[a]); a = a + 1
 for _ = 1, n do
-  local key, m = KEYS[tonumber(ARGV[a])], tonumber(ARGV[a + 1])
-  local tomb = ARGV[a + 2 + m]
+  local key, tomb = KEYS[tonumber(ARGV[a])], ARGV[a + 2]
   if redis.call('EXISTS', key) == 1 then
-    for x = 0, m - 1 do
-      redis.call('HSET', key, ARGV[a + 2 + x], tomb)
-    end
+    hset_slices(key, unpack_strings(ARGV[a + 1], {}, true, tomb))
   end
-  a = a + 3 + m
+  a = a + 3
 end
 -- (5) the offset these writes reflect
 return write_offset()
