@@ -361,19 +361,19 @@ class _Joiner:
 
     def retry_held(self) -> None:
         """Held labels whose prediction arrived in this batch are joined now."""
-        if not self.u.held or not self.b.new:
+        held, new = self.u.held, self.b.new
+        if not held or not new:
             return
-        keep: list[HeldLabel] = []
-        for h in self.u.held:
+        # Held labels are many in a backlog and this runs every batch: one pass to
+        # find the few that join, in held order.
+        ready = [h for h in held if h.digest in new]
+        if not ready:
+            return
+        for h in ready:
             d = h.digest
-            hit = self.b.recs.get(d) if d in self.b.new else None
-            if hit is None:
-                keep.append(h)
-                continue
-            self._join(-1, h.model_id, d, h.label, h.time_ms, hit)
-        if len(keep) != len(self.u.held):
-            self.u.held = keep
-            self.r.dirty.add("h")
+            self._join(-1, h.model_id, d, h.label, h.time_ms, self.b.recs[d])
+        self.u.held = [h for h in held if h.digest not in new]
+        self.r.dirty.add("h")
 
     def expire_held(self) -> None:
         """Held labels become orphans once their model's predictions passed them.
@@ -381,21 +381,23 @@ class _Joiner:
         Only event time decides: a held label is an orphan once its model's prediction
         watermark is ``grace_seconds`` past the label's time.
         """
-        if not self.u.held:
+        held = self.u.held
+        if not held:
             return
-        keep: list[HeldLabel] = []
-        for h in self.u.held:
-            mj = self.u.models.get(h.model_id)
-            if mj is not None and mj.watermark >= h.time_ms + self.c.grace_ms:
-                self.model(h.model_id)
-                self._outcome(h.model_id, "orphan")
-            else:
-                keep.append(h)
+        grace = self.c.grace_ms
+        # The latest label time each model's watermark makes an orphan (none: -inf).
+        last = {m: mj.watermark - grace for m, mj in self.u.models.items()}
+        never = -math.inf
+        orphans = [h for h in held if h.time_ms <= last.get(h.model_id, never)]
         # No cap here: a full buffer pauses the labels partition (labels_backpressure)
         # instead of turning the oldest labels into orphans.
-        if len(keep) != len(self.u.held):
-            self.u.held = keep
-            self.r.dirty.add("h")
+        if not orphans:
+            return
+        for h in orphans:
+            self.model(h.model_id)
+            self._outcome(h.model_id, "orphan")
+        self.u.held = [h for h in held if h.time_ms > last.get(h.model_id, never)]
+        self.r.dirty.add("h")
 
     def _held_event(
         self, idx: int, model: str, d: bytes, label: Any, t_label: int
