@@ -148,6 +148,8 @@ class HistorySnapshot:
 
 
 _HIT = struct.Struct("<III")
+#: A probe's candidate count and its candidates, by count.
+_CANDIDATES = [struct.Struct(f"<B{n}I") for n in range(256)]
 
 
 def pack_probes(probes: Sequence[tuple[bytes, Sequence[int]]]) -> bytes:
@@ -161,10 +163,10 @@ def pack_probes(probes: Sequence[tuple[bytes, Sequence[int]]]) -> bytes:
     """
     parts: list[bytes] = []
     for fld, idxs in probes:
-        if len(fld) > 255 or len(idxs) > 255:
-            raise ValueError("a lookup probe takes at most 255 field bytes and 255 candidates")
         n = len(idxs)
-        parts.append(bytes((len(fld),)) + fld + bytes((n,)) + struct.pack(f"<{n}I", *idxs))
+        if len(fld) > 255 or n > 255:
+            raise ValueError("a lookup probe takes at most 255 field bytes and 255 candidates")
+        parts.append(bytes((len(fld),)) + fld + _CANDIDATES[n].pack(n, *idxs))
     return b"".join(parts)
 
 

@@ -14,40 +14,36 @@
 -- with all its fields (in slices: unpack() has a stack limit); most resolve in round 1.
 
 local blob = ARGV[1]
-local fields, cands = {}, {}
+-- per probe: field, candidate count, first candidate, all candidates (when several)
+local fields, ncand, first, cands = {}, {}, {}, {}
 local pos, count, size = 1, 0, #blob
 while pos <= size do
-  local flen = string.byte(blob, pos)
+  local f, n
+  f, n, pos = struct.unpack('<Bc0B', blob, pos)
   count = count + 1
-  fields[count] = string.sub(blob, pos + 1, pos + flen)
-  pos = pos + 1 + flen
-  local n = string.byte(blob, pos)
-  pos = pos + 1
-  local ks = {}
-  for j = 1, n do
-    local a, b, c, d = string.byte(blob, pos, pos + 3)
-    ks[j] = a + b * 256 + c * 65536 + d * 16777216
-    pos = pos + 4
+  fields[count] = f
+  ncand[count] = n
+  if n == 1 then
+    first[count], pos = struct.unpack('<I4', blob, pos)
+  elseif n > 1 then
+    local ks = {struct.unpack('<' .. string.rep('I4', n), blob, pos)}
+    pos = ks[n + 1]
+    first[count] = ks[1]
+    cands[count] = ks
   end
-  cands[count] = ks
-end
-
-local function u32(x)
-  return string.char(x % 256, math.floor(x / 256) % 256, math.floor(x / 65536) % 256,
-    math.floor(x / 16777216) % 256)
 end
 
 local SLICE = 4000
 local out = {}
 local pending = {}
 for p = 1, count do
-  if #cands[p] > 0 then pending[#pending + 1] = p end
+  if ncand[p] > 0 then pending[#pending + 1] = p end
 end
 local level = 1
 while #pending > 0 do
   local groups, order = {}, {}
   for _, p in ipairs(pending) do
-    local k = cands[p][level]
+    local k = level == 1 and first[p] or cands[p][level]
     local g = groups[k]
     if not g then
       g = {}
@@ -68,8 +64,8 @@ while #pending > 0 do
         local v = values[m - s + 1]
         local p = members[m]
         if v then
-          out[#out + 1] = u32(p - 1) .. u32(k) .. u32(#v) .. v
-        elseif #cands[p] > level then
+          out[#out + 1] = struct.pack('<I4I4I4', p - 1, k, #v) .. v
+        elseif ncand[p] > level then
           nxt[#nxt + 1] = p
         end
       end
