@@ -128,6 +128,7 @@ class _Joiner:
         self._models: dict[str, ModelJoin] = {}
         self._pstreams: dict[tuple[str, str, str], tuple[list[PerfState], Calibration | None]] = {}
         self._lstreams: dict[tuple[str, int], tuple[list[PerfState], Calibration | None]] = {}
+        self._key_names: dict[tuple[str, int, int], str] = {}
         # (stream, class names) -> (class index, dense score order or None, in order)
         self._layouts: dict[
             tuple[int, tuple[Any, ...]], tuple[int, tuple[int, ...] | None, bool]
@@ -237,7 +238,10 @@ class _Joiner:
         if info is None:
             info = mj.gens[gen] = [self._new_gen_buckets(mj, gen), 0]
         info[1] += 1
-        key = record_key(model, gen, bucket_of(d, info[0]))
+        kk = (model, gen, bucket_of(d, info[0]))
+        key = self._key_names.get(kk)
+        if key is None:
+            key = self._key_names[kk] = record_key(*kk)
         puts = self.r.puts.get(key)
         if puts is None:
             puts = self.r.puts[key] = {}

@@ -104,6 +104,8 @@ _KIND_REGRESSION = 0x01
 _HAS_TOP = 0x02
 _HAS_SCORES = 0x04
 _WIDE_TIME = 0x08
+#: A narrow-time record with a score vector of n classes and its top score implied.
+_SCORED = [struct.Struct(f"<BHIhH{n}H") for n in range(MAX_SCORED_CLASSES + 1)]
 #: Event times within +-2**47 ms of the epoch (years 1829 to 2109) take 6 bytes.
 _TIME48 = 1 << 47
 
@@ -159,6 +161,19 @@ class PendingPrediction:
         """
         flags = _RECORD_VERSION
         t = self.time_ms
+        scores, top = self.scores_q, self.top_q
+        if (
+            scores
+            and len(scores) <= MAX_SCORED_CLASSES
+            and not self.regression
+            and top is not None
+            and top == max(scores)
+            and -_TIME48 <= t < _TIME48
+        ):
+            # The join's usual record, in one pack: header, class, scores (top implied).
+            return _SCORED[len(scores)].pack(
+                flags | _HAS_SCORES, self.stream, t & 0xFFFFFFFF, t >> 32, self.cls, *scores
+            )
         wide = not -_TIME48 <= t < _TIME48
         if wide:
             flags |= _WIDE_TIME
@@ -167,7 +182,6 @@ class PendingPrediction:
             tail = _F64.pack(self.value)
         else:
             tail = _U16.pack(self.cls)
-            scores, top = self.scores_q, self.top_q
             if scores is not None:
                 if top is None:
                     raise ValueError("pending prediction: a score vector needs a top score")
