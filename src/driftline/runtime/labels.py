@@ -455,8 +455,13 @@ class LabelJoiner(Worker[UnitState, Joined]):
             )
         for (model, outcome), n in result.predictions.items():
             m.JOIN_PREDICTIONS.labels(models.label(model), outcome).inc(n)
+        lags: dict[str, list[float]] = {}
         for model, lag in result.lags:
-            m.LABEL_LAG.labels(models.label(model)).observe(lag)
+            lags.setdefault(model, []).append(lag)
+        for model, values in lags.items():
+            observe = m.LABEL_LAG.labels(models.label(model)).observe  # one lookup a model
+            for lag in values:
+                observe(lag)
         gauges = {
             "accuracy": m.ACCURACY,
             "estimated_accuracy": m.ESTIMATED_ACCURACY,
