@@ -1,10 +1,9 @@
 """One BLAS thread per worker process.
 
 The core's matrix products (the multivariate projections of a stream's segment, e.g. a
-5 000-event fetch times 26 components) are split by OpenBLAS over blocks of the output,
-each element still summed by one thread in one order, so the number of BLAS threads
-changes what they cost, not their result (replay, which runs without this limit,
-equals the stream in the integration tests). OpenBLAS splits a
+5 000-event fetch times 26 components) are exact: their inputs are quantised to powers
+of two (core/multivariate/design.py, "Exactness"), so the number of BLAS threads
+changes what they cost, never their result. OpenBLAS splits a
 product of more than about 260 000 multiply-adds over every core and its idle threads
 then spin, waiting for the next one: on the benchmark's 2 cores (docs/performance.md)
 that took a core from the broker, Redis and the worker's own event loop, and cost the
