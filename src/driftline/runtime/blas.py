@@ -1,7 +1,7 @@
 """One BLAS thread per worker process.
 
 The core's matrix products (the multivariate projections of a stream's segment, e.g. a
-5 000-event fetch times 26 components) are exact: their inputs are quantised to powers
+5 000-event fetch times 26 components) are exact: their inputs are quantised to multiples of powers
 of two (core/multivariate/design.py, "Exactness"), so the number of BLAS threads
 changes what they cost, never their result. OpenBLAS splits a
 product of more than about 260 000 multiply-adds over every core and its idle threads
