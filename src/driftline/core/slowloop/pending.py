@@ -225,30 +225,7 @@ class PendingPrediction:
                 _, stream, lo, hi = _HEADER_NARROW.unpack_from(data, 0)
                 time_ms = (hi << 32) | lo
                 pos = _HEADER_NARROW.size
-            if flags & _KIND_REGRESSION:
-                (value,) = _F64.unpack_from(data, pos)
-                if pos + _F64.size != len(data):
-                    raise StateCorrupt("pending prediction: trailing bytes")
-                return cls(stream, time_ms, regression=True, value=value)
-            (klass,) = _U16.unpack_from(data, pos)
-            pos += 2
-            top_q = None
-            if flags & _HAS_TOP:
-                (top_q,) = _U16.unpack_from(data, pos)
-                pos += 2
-            scores_q = None
-            if flags & _HAS_SCORES:
-                rest = len(data) - pos
-                if rest & 1:
-                    raise StateCorrupt("pending prediction: trailing bytes")
-                scores_q = struct.unpack_from(f"<{rest >> 1}H", data, pos)
-                if top_q is None:
-                    if not scores_q:
-                        raise StateCorrupt("pending prediction: empty score vector")
-                    top_q = max(scores_q)
-            elif pos != len(data):
-                raise StateCorrupt("pending prediction: trailing bytes")
-            return cls(stream, time_ms, cls=klass, top_q=top_q, scores_q=scores_q)
+            return cls._decode_body(data, pos, flags, stream, time_ms, v1=False)
         except (struct.error, IndexError):
             raise StateCorrupt("pending prediction: truncated record") from None
 
@@ -256,7 +233,15 @@ class PendingPrediction:
     def _decode_v1(cls, data: bytes) -> PendingPrediction:
         """A version 1 record (written before the 6-byte time and the implied top)."""
         flags, stream, time_ms = _HEADER_V1.unpack_from(data, 0)
-        pos = _HEADER_V1.size
+        return cls._decode_body(data, _HEADER_V1.size, flags, stream, time_ms, v1=True)
+
+    @classmethod
+    def _decode_body(
+        cls, data: bytes, pos: int, flags: int, stream: int, time_ms: int, *, v1: bool
+    ) -> PendingPrediction:
+        """What follows the header. Version 1 counts its scores in a byte and always
+        stores the top score when it has one; version 2 takes the count from the
+        record's length and implies the top as the largest score unless stored."""
         if flags & _KIND_REGRESSION:
             (value,) = _F64.unpack_from(data, pos)
             if pos + _F64.size != len(data):
@@ -270,9 +255,20 @@ class PendingPrediction:
             pos += 2
         scores_q = None
         if flags & _HAS_SCORES:
-            n = data[pos]
-            scores_q = struct.unpack_from(f"<{n}H", data, pos + 1)
-            pos += 1 + 2 * n
+            if v1:
+                n = data[pos]
+                pos += 1
+            else:
+                rest = len(data) - pos
+                if rest & 1:
+                    raise StateCorrupt("pending prediction: trailing bytes")
+                n = rest >> 1
+            scores_q = struct.unpack_from(f"<{n}H", data, pos)
+            pos += 2 * n
+            if top_q is None and not v1:
+                if not scores_q:
+                    raise StateCorrupt("pending prediction: empty score vector")
+                top_q = max(scores_q)
         if pos != len(data):
             raise StateCorrupt("pending prediction: trailing bytes")
         return cls(stream, time_ms, cls=klass, top_q=top_q, scores_q=scores_q)
