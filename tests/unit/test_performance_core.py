@@ -357,6 +357,9 @@ def test_accuracy_per_class_log_loss_brier_lag_and_coverage_are_exact():
     assert rep["lag_p50_s"] == 1.0 and rep["lag_p90_s"] == 5.0
     text = format_report(build_report(loop.unit.perf.values()))
     assert "model m" in text and "class a" in text
+    first, last = rep["period"]  # the event-time buckets summed, said in the text
+    assert first <= pred(0)["timestamp"] <= pred(4)["timestamp"] < last + 3_600_000
+    assert "predictions of 20" in text and "(event-time buckets kept)" in text
 
 
 def test_regression_mae_and_rmse():

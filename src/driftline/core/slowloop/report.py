@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from driftline.core.slowloop.perf_state import LAG_EDGES_S, SLOTS, Bucket, PerfState
@@ -119,8 +120,12 @@ def build_report(
     for mid, versions in sorted(by_model.items()):
         entry: dict[str, Any] = {"versions": {}}
         for ver, st in sorted(versions.items()):
-            v = _summarise(st, sel(st).values())
+            kept = sel(st)
+            v = _summarise(st, kept.values())
             v.update(
+                # Event-time buckets summed (the label horizon's, or since/until's):
+                # first and last bucket start, so a reader knows what "labelled" spans.
+                period=[min(kept), max(kept)] if kept else None,
                 task=st.task,
                 reference_accuracy=st.ref_accuracy,
                 reference_source=st.ref_source or None,
@@ -182,6 +187,10 @@ def _fmt(v: Any, pct: bool = False) -> str:
     return str(v)
 
 
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%MZ")
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """The report as readable text (the ``driftline labels --report`` view)."""
     lines: list[str] = []
@@ -200,6 +209,9 @@ def format_report(report: Mapping[str, Any]) -> str:
                 f"{_fmt(v.get('brier')):>6}  {_fmt(v.get('mae')):>6}  {_fmt(v.get('rmse')):>6}  "
                 f"{_fmt(v['lag_p50_s'])}/{_fmt(v['lag_p90_s']):<10} {v['diagnosis'] or '-'}"
             )
+            if v.get("period"):
+                first, last = (_utc(ms) for ms in v["period"])
+                lines.append(f"      predictions of {first} to {last} (event-time buckets kept)")
             for ep, said in v.get("input_drift", {}).items():
                 lines.append(f"      input drift episode {ep}: {said}")
             for name, pc in v.get("per_class", {}).items():
