@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -196,6 +197,9 @@ def test_a_labels_table_with_its_own_column_names(env: dict[str, str], files: Pa
     mapped = dl(env, *base, "--labels", "labels-own.csv", "--labels-columns", roles,
                 "--out", "c.jsonl", cwd=files)  # fmt: skip
     assert mapped.returncode == 0, mapped.stderr
+    assert "labels-own.csv: 3,000 labels" in mapped.stderr  # not "0 features, task ..."
+    assert re.search(r"label_time +timestamp", mapped.stderr), mapped.stderr
+    assert "no time column" not in mapped.stderr
     assert "labels: 3,000 of 3,000 joined" in mapped.stderr
     assert (files / "c.jsonl").read_bytes() == (files / "a.jsonl").read_bytes()
     typo = dl(env, *base, "--labels", "labels-own.csv", "--labels-columns", "target=churned",

@@ -153,7 +153,7 @@ def replay_inputs(
     if labels is not None:
         label_source, lres = open_labels(labels, label_columns, model_id)
         if lres is not None and show is not None:
-            show(lres.describe())
+            show(lres.describe(labels=True))
     inline = table_labels if labels is None and res is not None and res.label else None
     run = run_offline(
         events,

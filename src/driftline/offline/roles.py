@@ -203,8 +203,10 @@ class Resolved:
                 return f"score[{cls}]"
         return "feature" if name in self.features else "excluded"
 
-    def describe(self) -> str:
-        """The table of column -> role -> type (-> note) printed before any work."""
+    def describe(self, labels: bool = False) -> str:
+        """The table of column -> role -> type (-> note) printed before any work;
+        ``labels``: of a labels table (no features; a label without a time takes its
+        prediction's)."""
         t = self.table
         rows = [("column", "role", "type", "note")]
         for name in t.names:
@@ -215,12 +217,22 @@ class Resolved:
             cls, col = self.complement
             rows.append((f"(1 - {col})", f"score[{cls}]", "numeric", "binary: the other class"))
         w = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = [
-            f"driftline: {t.source}: {t.n_rows:,} rows, {len(self.features)} features, "
-            f"task {self.task}"
-        ]
+        if labels:
+            lines = [f"driftline: {t.source}: {t.n_rows:,} labels"]
+            remarks = [r for r in self.remarks if not r.startswith(_NO_TIME)]
+            if self.timestamp is None:
+                remarks.append(
+                    "no time column: each label takes its prediction's time "
+                    "(--labels-columns timestamp=COLUMN names one)"
+                )
+        else:
+            lines = [
+                f"driftline: {t.source}: {t.n_rows:,} rows, {len(self.features)} features, "
+                f"task {self.task}"
+            ]
+            remarks = self.remarks
         lines += ["  " + "  ".join(r[i].ljust(w[i]) for i in range(3)) + "  " + r[3] for r in rows]
-        lines += [f"  note: {r}" for r in self.remarks]
+        lines += [f"  note: {r}" for r in remarks]
         if self.refused:
             lines.append(f"  {len(self.refused):,} rows set aside (bad values)")
         return "\n".join(line.rstrip() for line in lines)
@@ -651,11 +663,14 @@ def _task(res: Resolved, cm: ColumnMap) -> None:
         )
 
 
+_NO_TIME = "no timestamp column"
+
+
 def _time_notes(res: Resolved) -> None:
     ts = res.timestamp
     if ts is None:
         res.remarks.append(
-            "no timestamp column: a replay puts events 1 ms apart in row order "
+            f"{_NO_TIME}: a replay puts events 1 ms apart in row order "
             "(--timestamp COLUMN names one)"
         )
         return
