@@ -218,3 +218,24 @@ async def test_cli_since_no_follow(settings):
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 1 and recent.alert_id[:12] in lines[0], res.stdout
     assert "1 alerts" in res.stderr
+
+
+@pytest.mark.integration
+async def test_history_shows_every_alert_of_one_produce_batch(settings):
+    """The monitor publishes a batch's alerts together: one record batch of three. Tansu
+    then reports the partition's end offset as 1; the history still shows all three."""
+    three = [
+        _alert("churn", "input_drift", "warning", episode=7),
+        _alert("churn", "output_drift", "warning", episode=7),
+        _alert("churn", "input_drift", "critical", status="updated", episode=7),
+    ]
+    await _publish(settings, [])  # the topic
+    prod = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=200)
+    await prod.start()
+    try:
+        sent = [await prod.send(settings.topics.alerts, a.to_json(), key=b"churn") for a in three]
+        await asyncio.gather(*sent)
+    finally:
+        await prod.stop()
+    lines = await _history(settings, from_start=True)
+    assert [line.rsplit("id=", 1)[1] for line in lines] == [a.alert_id[:12] for a in three]
