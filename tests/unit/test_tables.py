@@ -297,3 +297,29 @@ def test_rows_without_a_time_or_an_id_are_refused_naming_the_column(tmp_path: Pa
     assert [e is not None for _, e, _ in rows] == [True, False, False, True]
     assert rows[1][0] == "line 3" and "column 'timestamp'" in (rows[1][2] or "")
     assert rows[2][0] == "line 4" and "column 'id': the id is missing" in (rows[2][2] or "")
+
+
+def test_outputs_named_otherwise_are_pointed_out_and_true_names_the_class_true() -> None:
+    """A warehouse export: outputs called churn_pred/churn_proba and the truth churned.
+    Read as features, they are named in a note (with the flags that place them); once
+    placed, ``--scores True=churn_proba`` (pandas' spelling) names the class "true"."""
+    df = training_frame(600)[["id", "timestamp", "age", "plan", "is_member"]].copy()
+    rng = np.random.default_rng(3)
+    df["churn_proba"] = rng.random(len(df))
+    df["churn_pred"] = df["churn_proba"] > 0.5
+    df["churned"] = rng.random(len(df)) < df["churn_proba"]
+    plain = resolve(table_from(df))
+    assert plain.prediction is None and "churn_pred" in plain.features
+    text = plain.describe()
+    assert "note: no prediction column" in text and "(--prediction COLUMN)" in text
+    assert "note: churn_proba, churn_pred read as features but named like a model output" in text
+    placed = resolve(
+        table_from(df),
+        ColumnMap(prediction="churn_pred", label="churned", scores={"True": "churn_proba"}),
+    )
+    assert placed.scores == {"true": "churn_proba"}
+    assert placed.complement == ("false", "churn_proba")
+    assert "no prediction column" not in placed.describe()
+    assert "read as features" not in placed.describe()
+    as_labels = resolve(table_from(df[["id", "churned"]]), ColumnMap(label="churned", features=[]))
+    assert "no prediction column" not in as_labels.describe(labels=True)

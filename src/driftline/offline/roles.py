@@ -219,7 +219,7 @@ class Resolved:
         w = [max(len(r[i]) for r in rows) for i in range(3)]
         if labels:
             lines = [f"driftline: {t.source}: {t.n_rows:,} labels"]
-            remarks = [r for r in self.remarks if not r.startswith(_NO_TIME)]
+            remarks = [r for r in self.remarks if not r.startswith((_NO_TIME, _NO_PREDICTION))]
             if self.timestamp is None:
                 remarks.append(
                     "no time column: each label takes its prediction's time "
@@ -593,8 +593,38 @@ def resolve(table: Table, cmap: ColumnMap | None = None) -> Resolved:
     _scores(res, given_scores, cm)
     _task(res, cm)
     _time_notes(res)
+    _output_notes(res, cm)
     _bad_values(res, cm)
     return res
+
+
+#: Name parts of columns that usually hold a model's output or the truth.
+_OUTPUT_WORDS = frozenset(
+    {"pred", "prediction", "predicted", "proba", "prob", "probability", "target", "label"}
+)
+
+
+def _output_notes(res: Resolved, cm: ColumnMap) -> None:
+    """Say when the outputs were not found and which features look like them: a model's
+    own output read as a feature drifts with the model, and a missing prediction leaves
+    output drift and accuracy out."""
+    if res.prediction is None and cm.prediction is None:
+        res.remarks.append(
+            f"{_NO_PREDICTION} (none is named prediction, pred, y_pred or predicted): "
+            "output drift and accuracy need one (--prediction COLUMN)"
+        )
+    if cm.features is not None:
+        return
+    odd = [
+        n
+        for n in res.features
+        if _OUTPUT_WORDS.intersection(p for p in re.split(r"[^a-z0-9]+", n.lower()) if p)
+    ]
+    if odd:
+        res.remarks.append(
+            f"{', '.join(odd)} read as features but named like a model output or the label: "
+            "name them (--prediction, --scores CLASS=COLUMN, --label) or --exclude them"
+        )
 
 
 def _class_names(res: Resolved) -> list[str]:
@@ -620,6 +650,11 @@ def _num(s: str) -> bool:
 
 def _scores(res: Resolved, given: dict[str, str], cm: ColumnMap) -> None:
     src = res.table.source
+    if _class_names(res) == ["false", "true"]:
+        # Boolean classes are named "true"/"false" (as events carry them); pandas and
+        # Python spell them True/False, so --scores True=COL names the class "true".
+        for cls in [c for c in given if c.lower() in ("true", "false") and c != c.lower()]:
+            given[cls.lower()] = given.pop(cls)
     if "" in given:  # a lone probability column: the positive class of a binary model
         col = given.pop("")
         classes = _class_names(res)
@@ -664,6 +699,7 @@ def _task(res: Resolved, cm: ColumnMap) -> None:
 
 
 _NO_TIME = "no timestamp column"
+_NO_PREDICTION = "no prediction column"
 
 
 def _time_notes(res: Resolved) -> None:
