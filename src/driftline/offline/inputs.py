@@ -93,7 +93,7 @@ def open_labels(
     if is_event_file(data, "label"):
         return jsonl_labels(Path(data)), None
     cm = (columns or ColumnMap()).merged(ColumnMap(features=[]))
-    res = resolve(table_from(data), cm)
+    res = resolve(table_from(data), cm, labels=True)
     if not model_id:
         raise InputError(f"{res.table.source}: say which model the labels belong to (--model)")
     return res.label_rows(model_id), res
@@ -153,7 +153,7 @@ def replay_inputs(
     if labels is not None:
         label_source, lres = open_labels(labels, label_columns, model_id)
         if lres is not None and show is not None:
-            show(lres.describe(labels=True))
+            show(lres.describe())
     inline = table_labels if labels is None and res is not None and res.label else None
     run = run_offline(
         events,

@@ -192,6 +192,8 @@ class Resolved:
     refused: dict[int, Refusal] = field(default_factory=dict)
     #: Notes about the table as a whole, printed under the columns.
     remarks: list[str] = field(default_factory=list)
+    #: A table of labels (no features; a label without a time takes its prediction's).
+    labels: bool = False
 
     def role(self, name: str) -> str:
         """The role of column ``name``."""
@@ -203,10 +205,8 @@ class Resolved:
                 return f"score[{cls}]"
         return "feature" if name in self.features else "excluded"
 
-    def describe(self, labels: bool = False) -> str:
-        """The table of column -> role -> type (-> note) printed before any work;
-        ``labels``: of a labels table (no features; a label without a time takes its
-        prediction's)."""
+    def describe(self) -> str:
+        """The table of column -> role -> type (-> note) printed before any work."""
         t = self.table
         rows = [("column", "role", "type", "note")]
         for name in t.names:
@@ -217,22 +217,15 @@ class Resolved:
             cls, col = self.complement
             rows.append((f"(1 - {col})", f"score[{cls}]", "numeric", "binary: the other class"))
         w = [max(len(r[i]) for r in rows) for i in range(3)]
-        if labels:
+        if self.labels:
             lines = [f"driftline: {t.source}: {t.n_rows:,} labels"]
-            remarks = [r for r in self.remarks if not r.startswith((_NO_TIME, _NO_PREDICTION))]
-            if self.timestamp is None:
-                remarks.append(
-                    "no time column: each label takes its prediction's time "
-                    "(--labels-columns timestamp=COLUMN names one)"
-                )
         else:
             lines = [
                 f"driftline: {t.source}: {t.n_rows:,} rows, {len(self.features)} features, "
                 f"task {self.task}"
             ]
-            remarks = self.remarks
         lines += ["  " + "  ".join(r[i].ljust(w[i]) for i in range(3)) + "  " + r[3] for r in rows]
-        lines += [f"  note: {r}" for r in remarks]
+        lines += [f"  note: {r}" for r in self.remarks]
         if self.refused:
             lines.append(f"  {len(self.refused):,} rows set aside (bad values)")
         return "\n".join(line.rstrip() for line in lines)
@@ -487,8 +480,9 @@ def _kind(name: str, st: ColumnStats, declared: str | None) -> tuple[Kind, str]:
     return "categorical", note
 
 
-def resolve(table: Table, cmap: ColumnMap | None = None) -> Resolved:
-    """Give every column of ``table`` a role and a type (see the module docstring).
+def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False) -> Resolved:
+    """Give every column of ``table`` a role and a type (see the module docstring);
+    ``labels``: a table of labels (no features, and notes worded for labels).
 
     Raises
     ------
@@ -519,7 +513,7 @@ def resolve(table: Table, cmap: ColumnMap | None = None) -> Resolved:
             given_scores[_score_class(col) or col] = col
     for col in [*cm.exclude, *(cm.features or ()), *cm.types]:
         known(col, "features/exclude/types")
-    res = Resolved(table)
+    res = Resolved(table, labels=labels)
     taken: set[str] = set(given_scores.values()) | set(cm.exclude)
     for col in cm.exclude:
         res.excluded[col] = "excluded"
@@ -608,9 +602,11 @@ def _output_notes(res: Resolved, cm: ColumnMap) -> None:
     """Say when the outputs were not found and which features look like them: a model's
     own output read as a feature drifts with the model, and a missing prediction leaves
     output drift and accuracy out."""
+    if res.labels:
+        return
     if res.prediction is None and cm.prediction is None:
         res.remarks.append(
-            f"{_NO_PREDICTION} (none is named prediction, pred, y_pred or predicted): "
+            "no prediction column (none is named prediction, pred, y_pred or predicted): "
             "output drift and accuracy need one (--prediction COLUMN)"
         )
     if cm.features is not None:
@@ -698,15 +694,14 @@ def _task(res: Resolved, cm: ColumnMap) -> None:
         )
 
 
-_NO_TIME = "no timestamp column"
-_NO_PREDICTION = "no prediction column"
-
-
 def _time_notes(res: Resolved) -> None:
     ts = res.timestamp
     if ts is None:
         res.remarks.append(
-            f"{_NO_TIME}: a replay puts events 1 ms apart in row order "
+            "no time column: each label takes its prediction's time "
+            "(--labels-columns timestamp=COLUMN names one)"
+            if res.labels
+            else "no timestamp column: a replay puts events 1 ms apart in row order "
             "(--timestamp COLUMN names one)"
         )
         return
