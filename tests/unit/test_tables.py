@@ -324,3 +324,49 @@ def test_outputs_named_otherwise_are_pointed_out_and_true_names_the_class_true()
     labels_map = ColumnMap(label="churned", features=[])
     as_labels = resolve(table_from(df[["id", "churned"]]), labels_map, labels=True)
     assert "no prediction column" not in as_labels.describe()
+
+
+def test_the_row_index_pandas_writes_is_left_out(tmp_path: Path) -> None:
+    """``to_csv`` with its default ``index=True`` (an unnamed first column), the same file
+    read back and written again (``Unnamed: 0``), ``to_parquet`` of a filtered frame
+    (``__index_level_0__``) and ``reset_index`` (``index``) all give the reference of the
+    frame itself: row numbers grow with the data, so read as a feature they would drift
+    by construction. ``--features`` keeps one on purpose."""
+    df = training_frame(1200)
+    kept = df[df.index % 7 != 3]  # the index is no longer a range
+    paths = {
+        "to_csv": tmp_path / "default.csv",
+        "read_csv": tmp_path / "again.csv",
+        "parquet": tmp_path / "filtered.parquet",
+    }
+    df.to_csv(paths["to_csv"])
+    assert paths["to_csv"].read_text().startswith(",id,timestamp,")
+    pd.read_csv(paths["to_csv"]).to_csv(paths["read_csv"], index=False)
+    kept.to_parquet(paths["parquet"])
+    import pyarrow.parquet as pq
+
+    assert "__index_level_0__" in pq.read_schema(paths["parquet"]).names
+    expected = {
+        kept is frame: profile_of(build_from_table(frame, "churn", "1", created_at=0)[0])
+        for frame in (df, kept)
+    }
+    sources: dict[str, Any] = {**paths, "reset_index": df.reset_index()}
+    for kind, src in sources.items():
+        want = expected[kind == "parquet"]
+        table = read_table(src) if isinstance(src, Path) else table_from(src)
+        res = resolve(table)
+        (index_name,) = [n for n in res.excluded if n not in ("id",)]
+        assert index_name in ("Unnamed: 0", "__index_level_0__", "index"), kind
+        assert index_name not in res.features, kind
+        assert "the row index pandas wrote (--features to keep it)" in res.describe(), kind
+        assert profile_of(build_from_table(src, "churn", "1", created_at=0)[0]) == want, kind
+    features = ["age", "Unnamed: 0"]
+    chosen = resolve(read_table(paths["to_csv"]), ColumnMap(features=features))
+    assert sorted(chosen.features) == sorted(features)
+
+
+def test_actual_and_ground_truth_are_the_label() -> None:
+    df = training_frame(300)
+    for name in ("actual", "ground_truth"):
+        res = resolve(table_from(df.rename(columns={"target": name})))
+        assert res.label == name and name not in res.features

@@ -10,12 +10,15 @@ prints the outcome as a table; nothing is decided silently:
 
 * names: ``prediction_id``/``id`` (else a single ``*_id``) is the id and other ``*_id``
   columns are excluded; ``timestamp``/``ts``/``time``/``event_time``/``datetime`` the
-  time; ``target``/``label``/``y``/``y_true`` the label; ``prediction``/``pred``/
-  ``y_pred``/``predicted`` the prediction; ``proba_*``/``prob_*``/``probability_*``/
-  ``score.*``/``score_*``/``scores.*`` class probabilities (the class is the rest of the
-  name), and a lone ``probability``/``proba``/``score`` column is the probability of
-  the positive class of a binary model. Two candidates for one role are an error that
-  names both.
+  time; ``target``/``label``/``y``/``y_true``/``actual``/``ground_truth`` the label;
+  ``prediction``/``pred``/``y_pred``/``predicted`` the prediction; ``proba_*``/
+  ``prob_*``/``probability_*``/``score.*``/``score_*``/``scores.*`` class probabilities
+  (the class is the rest of the name), and a lone ``probability``/``proba``/``score``
+  column is the probability of the positive class of a binary model. Two candidates for
+  one role are an error that names both. The row index pandas writes (``Unnamed: 0``
+  from ``to_csv`` with its default ``index=True``, ``__index_level_0__`` in Parquet,
+  ``index``/``level_0`` from ``reset_index``) is excluded: row numbers grow with the
+  data, so as a feature they would drift by construction.
 * types: all booleans -> ``boolean``; all numbers -> ``numeric``; date-times ->
   ``datetime`` (not a feature); mostly strings -> ``categorical``. A column of mostly
   numbers with some other values is numeric with *bad values*: an error naming the
@@ -52,8 +55,12 @@ OnBadValue = Literal["error", "dlq"]
 
 _ID_NAMES = ("prediction_id", "id")
 _TIME_NAMES = ("timestamp", "ts", "time", "event_time", "datetime")
-_LABEL_NAMES = ("target", "label", "y", "y_true")
+_LABEL_NAMES = ("target", "label", "y", "y_true", "actual", "ground_truth")
 _PREDICTION_NAMES = ("prediction", "pred", "y_pred", "predicted")
+#: The row index pandas writes beside the data: ``to_csv`` (its default ``index=True``;
+#: an unnamed first column, read as ``Unnamed: 0``), ``to_parquet`` of a frame whose
+#: index is not a plain range, ``reset_index``.
+_PANDAS_INDEX = re.compile(r"^(?:Unnamed: \d+|__index_level_\d+__|index|level_0)$")
 _SCORE_PREFIXES = (
     "proba_",
     "proba.",
@@ -567,6 +574,8 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
                 res.excluded[n] = "not in --features"
         elif n.lower().endswith("_id"):
             res.excluded[n] = "an identifier (name ends in _id)"
+        elif _PANDAS_INDEX.match(n):
+            res.excluded[n] = "the row index pandas wrote (--features to keep it)"
         else:
             res.features.append(n)
     # Types.
@@ -594,7 +603,17 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
 
 #: Name parts of columns that usually hold a model's output or the truth.
 _OUTPUT_WORDS = frozenset(
-    {"pred", "prediction", "predicted", "proba", "prob", "probability", "target", "label"}
+    {
+        "pred",
+        "prediction",
+        "predicted",
+        "proba",
+        "prob",
+        "probability",
+        "target",
+        "label",
+        "actual",
+    }
 )
 
 

@@ -217,7 +217,10 @@ class CsvTable(Table):
                 raise InputError(f"{path}: empty file (no header line)") from None
             except csv.Error as exc:
                 raise InputError(f"{path}, line 1: {exc}") from None
-            self.names = [h.strip() for h in header]
+            # pandas reads a column without a name (the index ``to_csv`` writes by
+            # default) as ``Unnamed: <position>``: the same name here, so the roles
+            # table can say what it is.
+            self.names = [h.strip() or f"Unnamed: {i}" for i, h in enumerate(header)]
             _check_names(self.names, path.name)
             k = len(self.names)
             self._chunks: list[list[NDArray[np.float64]]] = [[] for _ in range(k)]
