@@ -370,3 +370,23 @@ def test_actual_and_ground_truth_are_the_label() -> None:
     for name in ("actual", "ground_truth"):
         res = resolve(table_from(df.rename(columns={"target": name})))
         assert res.label == name and name not in res.features
+
+
+def test_integer_classes_of_the_outputs_are_not_called_codes() -> None:
+    """A multi-class export (prediction and label 0/1/2, proba_0..proba_2): the outputs'
+    integers are the classes; only a feature of a few integers asks "codes?"."""
+    rng = np.random.default_rng(8)
+    n = 400
+    p = rng.dirichlet([1, 1, 1], n)
+    df = pd.DataFrame({"f0": rng.normal(size=n), "tier": rng.integers(0, 3, n)})
+    for k in range(3):
+        df[f"proba_{k}"] = p[:, k]
+    df["prediction"] = p.argmax(axis=1)
+    df["label"] = rng.integers(0, 3, n)
+    res = resolve(table_from(df))
+    assert res.task == "classification"
+    assert "prediction" not in res.notes and "label" not in res.notes
+    assert "codes?" in res.notes["tier"]
+    no_scores = resolve(table_from(df.drop(columns=[f"proba_{k}" for k in range(3)])))
+    assert no_scores.task == "regression"
+    assert "--task classification if they are classes" in no_scores.notes["prediction"]

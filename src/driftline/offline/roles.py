@@ -458,7 +458,11 @@ def _score_class(name: str) -> str | None:
     return None
 
 
-def _kind(name: str, st: ColumnStats, declared: str | None) -> tuple[Kind, str]:
+def _kind(
+    name: str, st: ColumnStats, declared: str | None, output: bool = False
+) -> tuple[Kind, str]:
+    """A column's type and a note; ``output``: the prediction or the label, whose few
+    integers are classes or values as the task says (:func:`_task`), not codes."""
     present = st.present
     if declared in ("numeric", "categorical"):
         return declared, "declared"  # type: ignore[return-value]
@@ -469,7 +473,7 @@ def _kind(name: str, st: ColumnStats, declared: str | None) -> tuple[Kind, str]:
     if st.bools == present:
         return "boolean", ""
     if st.numbers == present:
-        if st.integers == present and len(st.distinct) <= _CODES:
+        if st.integers == present and len(st.distinct) <= _CODES and not output:
             vals = ", ".join(sorted(st.distinct, key=lambda s: float(s))[:5])
             return "numeric", (
                 f"{len(st.distinct)} distinct integers ({vals}): codes? --types {name}=categorical"
@@ -582,7 +586,8 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
     for n in names:
         if n in res.excluded and n not in cm.types:
             continue
-        kind, note = _kind(n, table.stats(n), cm.types.get(n))
+        output = n in (res.prediction, res.label)
+        kind, note = _kind(n, table.stats(n), cm.types.get(n), output)
         res.kinds[n] = kind
         if note and n != res.id:
             res.notes[n] = note
