@@ -201,6 +201,45 @@ def test_build_reference_roles_as_keywords() -> None:
     assert ref.profile.outputs.accuracy == pytest.approx(0.75)
 
 
+def test_monitor_reads_the_current_data_with_the_roles_given_at_build(
+    frames: tuple[Any, Any],
+) -> None:
+    """Columns named otherwise (a warehouse export's "Customer ID", "Event Time"...): the
+    roles said once to build_reference hold for monitor too, which also takes them as
+    keywords (the keywords win), with the same alerts as the conventionally named data."""
+    names = {
+        "id": "Customer ID",
+        "timestamp": "Event Time",
+        "target": "Churned?",
+        "prediction": "Model Output",
+        "proba_True": "P(churn)",
+    }
+    train, current = (f.drop(columns=["proba_False"]).rename(columns=names) for f in frames)
+    roles: dict[str, Any] = {
+        "id": "Customer ID",
+        "timestamp": "Event Time",
+        "label": "Churned?",
+        "prediction": "Model Output",
+        "scores": {"true": "P(churn)"},
+    }
+    ref = driftline.build_reference(train, "churn", "1", show=False, **roles)
+    said_once = driftline.monitor(current, ref, show=False)
+    said_again = driftline.monitor(current, ref, show=False, **roles)
+    train0, current0 = (f.drop(columns=["proba_False"]) for f in frames)
+    plain = driftline.build_reference(train0, "churn", "1", show=False)
+    conventional = driftline.monitor(current0, plain, show=False)
+    assert len(said_once.alerts) > 0
+    assert said_once.alerts.equals(said_again.alerts)
+    what = ["kind", "status", "feature", "detected_at", "severity", "diagnosis"]
+    assert said_once.alerts[what].equals(conventional.alerts[what])
+    assert said_once.summary == conventional.summary
+    loaded = driftline.Reference(ref.profile)  # as read from a file: no roles with it
+    assert loaded.column_map is None
+    overridden = driftline.monitor(current, ref, show=False, label="Model Output",
+                                   prediction="Churned?")  # fmt: skip
+    assert not overridden.alerts.equals(said_once.alerts)
+
+
 def test_build_reference_fits_the_multivariate_model_unless_told_not_to() -> None:
     rows = [
         {"a": float(i % 97), "b": float((i * 7) % 89), "c": float(i % 13), "guess": "y"}

@@ -390,3 +390,14 @@ def test_integer_classes_of_the_outputs_are_not_called_codes() -> None:
     no_scores = resolve(table_from(df.drop(columns=[f"proba_{k}" for k in range(3)])))
     assert no_scores.task == "regression"
     assert "--task classification if they are classes" in no_scores.notes["prediction"]
+
+
+def test_one_found_probability_of_a_binary_model_gets_its_complement() -> None:
+    """proba_True alone (predict_proba[:, 1] saved by name): the other class gets 1 - it,
+    as when it is named with --scores, so the confidence is the predicted class's."""
+    df = training_frame(300).drop(columns=["proba_False"])
+    found = resolve(table_from(df))
+    named = resolve(table_from(df), ColumnMap(scores={"True": "proba_True"}))
+    assert found.scores == named.scores == {"true": "proba_True"}
+    assert found.complement == named.complement == ("false", "proba_True")
+    assert "binary: the other class" in found.describe()

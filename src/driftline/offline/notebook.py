@@ -55,9 +55,17 @@ class Reference:
     reference file (the one ``driftline replay --reference`` reads) by :meth:`save`.
     """
 
-    def __init__(self, profile: ReferenceProfile, columns: Resolved | None = None) -> None:
+    def __init__(
+        self,
+        profile: ReferenceProfile,
+        columns: Resolved | None = None,
+        column_map: ColumnMap | None = None,
+    ) -> None:
         self.profile = profile
         self.columns = columns
+        #: The roles the user named at :func:`build_reference` (``None``: read from a
+        #: file); :func:`monitor` reads the current data with them unless told otherwise.
+        self.column_map = column_map
 
     @property
     def model_id(self) -> str:
@@ -201,7 +209,7 @@ def build_reference(
     profile, res = build_from_table(data, model_id, model_version, columns=cm, policy=policy)
     if show:
         print(res.describe())
-    return Reference(profile, res)
+    return Reference(profile, res, cm)
 
 
 def _as_profiles(reference: Any) -> list[ReferenceProfile]:
@@ -362,6 +370,16 @@ def monitor(
     model_id: str | None = None,
     model_version: str | None = None,
     columns: ColumnMap | Mapping[str, Any] | None = None,
+    id: str | None = None,  # noqa: A002 - the role's name
+    timestamp: str | None = None,
+    prediction: str | None = None,
+    label: str | None = None,
+    scores: Mapping[str, str] | Sequence[str] | None = None,
+    features: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    types: Mapping[str, str] | None = None,
+    task: str | None = None,
+    on_bad_value: str | None = None,
     label_columns: Mapping[str, str] | None = None,
     labels_settings: LabelsSettings | None = None,
     batch: int = 5000,
@@ -383,8 +401,11 @@ def monitor(
         label events. ``None``: the current table's label column, if it has one.
     model_id, model_version
         The model of a table's rows (default: the reference's).
-    columns
-        The column roles of ``current`` (see :func:`build_reference`).
+    columns, id, timestamp, prediction, label, scores, features, exclude, types, task, on_bad_value
+        The column roles of ``current``, as for :func:`build_reference` (the keywords
+        override ``columns``). Default: the roles given to :func:`build_reference` when
+        ``reference`` is the :class:`Reference` it returned (the current data usually
+        has the training data's columns); else inferred from names and values.
     label_columns
         The columns of a labels table by role, e.g. ``{"id": "customer_id", "label":
         "churned", "timestamp": "label_time"}`` (default: inferred from the names).
@@ -399,10 +420,18 @@ def monitor(
     -------
     MonitorResult
     """
+    if columns is None and isinstance(reference, Reference):
+        columns = reference.column_map
+    cm = _column_map(
+        columns,
+        dict(id=id, timestamp=timestamp, prediction=prediction, label=label, scores=scores,
+             features=features, exclude=exclude, types=types, task=task,
+             on_bad_value=on_bad_value),
+    )  # fmt: skip
     run, res = replay_inputs(
         current,
         _as_profiles(reference),
-        columns=_column_map(columns, {}),
+        columns=cm,
         labels=labels,
         label_columns=ColumnMap.for_labels(label_columns) if label_columns else None,
         model_id=model_id,

@@ -598,7 +598,7 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
             res.notes.pop(n, None)
         elif res.kinds[n] == "datetime":
             res.kinds[n] = "categorical"
-    _scores(res, given_scores, cm)
+    _scores(res, given_scores)
     _task(res, cm)
     _time_notes(res)
     _output_notes(res, cm)
@@ -668,7 +668,7 @@ def _num(s: str) -> bool:
     return True
 
 
-def _scores(res: Resolved, given: dict[str, str], cm: ColumnMap) -> None:
+def _scores(res: Resolved, given: dict[str, str]) -> None:
     src = res.table.source
     if _class_names(res) == ["false", "true"]:
         # Boolean classes are named "true"/"false" (as events carry them); pandas and
@@ -687,7 +687,10 @@ def _scores(res: Resolved, given: dict[str, str], cm: ColumnMap) -> None:
         given[classes[1]] = col
         res.complement = (classes[0], col)
         res.notes[col] = f"probability of class {classes[1]!r}; {classes[0]!r} gets 1 - it"
-    elif len(given) == 1 and isinstance(cm.scores, Mapping):
+    elif len(given) == 1:
+        # One class's probability of a binary model (sklearn's predict_proba[:, 1] saved
+        # as proba_1, say), named or found by its name: the other class gets 1 - it, so
+        # the score vector (and the confidence, its top) is the model's.
         classes = _class_names(res)
         ((cls, col),) = given.items()
         if len(classes) == 2 and cls in classes:
