@@ -8,6 +8,7 @@ booleans), the target, the prediction and ``proba_*`` columns, exported with
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -401,3 +402,61 @@ def test_one_found_probability_of_a_binary_model_gets_its_complement() -> None:
     assert found.scores == named.scores == {"true": "proba_True"}
     assert found.complement == named.complement == ("false", "proba_True")
     assert "binary: the other class" in found.describe()
+
+
+@pytest.mark.parametrize(
+    "name", ["train.csv.gz", "train.csv.bz2", "train.csv.xz", "train.tsv", "train.tsv.gz"]
+)
+def test_compressed_and_tab_separated_exports_read_as_the_csv(
+    exports: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    """What pandas writes for these names (compression inferred from the name, or
+    ``sep="\\t"``) gives the CSV's reference."""
+    df = pd.read_csv(exports["csv"])
+    df.to_csv(tmp_path / name, index=False, sep="\t" if ".tsv" in name else ",")
+    assert (tmp_path / name).read_bytes()[:3] != exports["csv"].read_bytes()[:3] or "tsv" in name
+    got = build_from_table(tmp_path / name, "churn", "1", created_at=0)[0]
+    want = build_from_table(exports["csv"], "churn", "1", created_at=0)[0]
+    assert profile_of(got) == profile_of(want)
+
+
+def test_compressed_jsonl_events_replay_as_the_plain_file(tmp_path: Path) -> None:
+    import gzip
+
+    from driftline.demo.simulate import Shift, SimulatedModel
+    from driftline.offline.replay import replay_file
+
+    sim = SimulatedModel(n_numeric=4, seed=2, model_id="m")
+    ref = build_reference(sim.training_data(3000), "m", "1", created_at=0)
+    lines = b"".join(
+        orjson.dumps(e) + b"\n" for e in sim.events(3000, shift=Shift(start=1500, sigmas=1.0))
+    )
+    (tmp_path / "ev.jsonl").write_bytes(lines)
+    (tmp_path / "ev.jsonl.gz").write_bytes(gzip.compress(lines))
+    refs = {("m", "1"): ref}
+    plain, packed = (replay_file(tmp_path / n, refs) for n in ("ev.jsonl", "ev.jsonl.gz"))
+    assert plain.events == packed.events == 3000
+    assert plain.alerts and [a.alert_id for a in packed.alerts] == [
+        a.alert_id for a in plain.alerts
+    ]
+
+
+def test_files_that_are_not_what_their_names_say_are_one_line_errors(tmp_path: Path) -> None:
+    import gzip
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("city,x\nZürich,1\n".encode("latin-1"))
+    cut = tmp_path / "cut.csv.gz"
+    rows = "".join(f"{i},{i * 7919 % 10007}\n" for i in range(20000)).encode()
+    packed = gzip.compress(b"a,b\n" + rows)
+    cut.write_bytes(packed[: len(packed) // 2])
+    cases = {
+        latin: "not UTF-8 text (byte 0xfc); save it as UTF-8",
+        cut: "not a gz file (EOFError",
+        tmp_path / "x.parquet.gz": "Parquet compresses inside",
+        tmp_path / "book.xlsx": "unknown file type .xlsx; expected .csv, .tsv, .parquet or .jsonl",
+        tmp_path / "missing.csv.gz": "missing.csv.gz: no such file",
+    }
+    for path, says in cases.items():
+        with pytest.raises(InputError, match=re.escape(says)):
+            read_table(path)

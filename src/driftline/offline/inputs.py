@@ -9,6 +9,7 @@ file of label events or a table with an id and a label column (and a time).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from driftline.offline.replay import (
     run_offline,
 )
 from driftline.offline.roles import ColumnMap, Resolved, resolve
-from driftline.offline.tables import table_from
+from driftline.offline.tables import FILE_KINDS, file_type, read_events, table_from
 
 __all__ = ["is_event_file", "open_labels", "open_predictions", "replay_inputs"]
 
@@ -39,24 +40,21 @@ def is_event_file(data: Any, kind: str = "prediction") -> bool:
     if not isinstance(data, str | Path):
         return False
     path = Path(data)
-    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+    if FILE_KINDS.get(file_type(path)[0]) != "jsonl":
+        return False
+    with closing(read_events(path)) as lines:
+        first = next(lines, None)
+    if first is None:
         return False
     try:
-        with path.open("rb") as fh:
-            for line in fh:
-                if line.strip():
-                    obj = orjson.loads(line)
-                    if not isinstance(obj, dict) or "model_id" not in obj:
-                        return False
-                    if kind == "label":
-                        return "prediction_id" in obj and "label" in obj
-                    return isinstance(obj.get("features"), dict)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
+        obj = orjson.loads(first[1])
     except orjson.JSONDecodeError as exc:
-        raise InputError(f"{path}, first line: not JSON ({exc})") from None
+        raise InputError(f"{path}, line {first[0]}: not JSON ({exc})") from None
+    if not isinstance(obj, dict) or "model_id" not in obj:
+        return False
+    if kind == "label":
+        return "prediction_id" in obj and "label" in obj
+    return isinstance(obj.get("features"), dict)
     return False
 
 

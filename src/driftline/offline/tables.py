@@ -15,22 +15,28 @@ what ``float()`` reads is a number; the rest is a string. A CSV file is read twi
 half a million rows of twenty columns stay well under a gigabyte.
 
 pandas, polars and pyarrow are optional and imported only when such an object (or a
-Parquet file) is given.
+Parquet file) is given. Files named ``.gz``, ``.bz2`` or ``.xz`` after their type
+(``train.csv.gz``, what pandas writes for that name) are read through the standard
+library's decompressors; ``.tsv`` files are CSV with tabs.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import io
+import lzma
 import math
 import sys
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import orjson
@@ -206,17 +212,20 @@ class CsvTable(Table):
     (an id of numbers, say) is read again on demand (:meth:`values`).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, delimiter: str = ",") -> None:
         self.path = path
         self.source = path.name
+        self.delimiter = delimiter
         with _open_text(path) as fh:
-            reader = csv.reader(fh)
+            reader = csv.reader(fh, delimiter=delimiter)
             try:
                 header = next(reader)
             except StopIteration:
                 raise InputError(f"{path}: empty file (no header line)") from None
             except csv.Error as exc:
                 raise InputError(f"{path}, line 1: {exc}") from None
+            except _UNREADABLE as exc:
+                raise _unreadable(path, 0, exc) from None
             # pandas reads a column without a name (the index ``to_csv`` writes by
             # default) as ``Unnamed: <position>``: the same name here, so the roles
             # table can say what it is.
@@ -251,6 +260,8 @@ class CsvTable(Table):
                             show(row, False)
             except csv.Error as exc:
                 raise InputError(f"{path}, line {reader.line_num}: {exc}") from None
+            except _UNREADABLE as exc:
+                raise _unreadable(path, reader.line_num, exc) from None
             if chunk:
                 self._read_chunk(chunk, row, stats, texts, numeric)
                 row += len(chunk)
@@ -353,7 +364,7 @@ class CsvTable(Table):
             cols: list[list[Any]] = [[] for _ in want]
             interned: list[dict[str, Any]] = [{} for _ in want]
             with _open_text(self.path) as fh:
-                reader = csv.reader(fh)
+                reader = csv.reader(fh, delimiter=self.delimiter)
                 next(reader)
                 for cells in reader:
                     if not cells:
@@ -374,15 +385,55 @@ class CsvTable(Table):
         return f"line {self._lines[row]}" if 0 <= row < len(self._lines) else f"row {row}"
 
 
-def _open_text(path: Path) -> Any:
+#: Compressions pandas infers from a file's name (``to_csv("train.csv.gz")``).
+_DECOMPRESSORS: dict[str, Callable[..., Any]] = {
+    ".gz": gzip.open,
+    ".bz2": bz2.open,
+    ".xz": lzma.open,
+}
+#: What reading a file that is not UTF-8 text, or not the compression its name says,
+#: raises (gzip.BadGzipFile is an OSError; a truncated stream an EOFError).
+_UNREADABLE = (UnicodeDecodeError, OSError, EOFError, lzma.LZMAError)
+
+
+def file_type(path: Path) -> tuple[str, str]:
+    """``(type suffix, compression suffix or "")`` of a file name, lower case:
+    ``train.csv.gz`` -> ``(".csv", ".gz")``."""
+    parts = [p.lower() for p in path.suffixes]
+    if parts and parts[-1] in _DECOMPRESSORS:
+        return (parts[-2] if len(parts) > 1 else ""), parts[-1]
+    return (parts[-1] if parts else ""), ""
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """A file's bytes, decompressed when its name ends in ``.gz``, ``.bz2`` or ``.xz``."""
+    opener = _DECOMPRESSORS.get(file_type(path)[1])
     try:
-        return path.open(newline="", encoding="utf-8-sig")
+        fh: IO[bytes] = opener(path, "rb") if opener is not None else path.open("rb")
+        return fh
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
+
+
+def _open_text(path: Path) -> Any:
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="")
+
+
+def _unreadable(path: Path, after_line: int, exc: BaseException) -> InputError:
+    """The one line for a file that cannot be read as what its name says."""
+    where = f"{path}, after line {after_line}" if after_line else str(path)
+    if isinstance(exc, UnicodeDecodeError):
+        return InputError(
+            f"{where}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save it as "
+            "UTF-8 (pandas: to_csv(..., encoding='utf-8'))"
+        )
+    comp = file_type(path)[1]
+    what = f"a {comp[1:]} file" if comp else "readable"
+    return InputError(f"{where}: not {what} ({type(exc).__name__}: {exc or 'truncated'})")
 
 
 def _check_names(names: Sequence[str], source: str) -> None:
@@ -555,18 +606,16 @@ def _read_parquet(path: Path) -> ValueTable:
     return _from_arrow(table, path.name)
 
 
-def read_events(path: Path) -> Iterator[tuple[int, bytes]]:
+def read_events(path: Path) -> Generator[tuple[int, bytes], None, None]:
     """``(line number, bytes)`` for each non-empty line of a JSONL file."""
-    try:
-        fh = path.open("rb")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
-    with fh:
-        for i, line in enumerate(fh, 1):
-            if line.strip():
-                yield i, line.rstrip(b"\r\n")
+    i = 0
+    with open_binary(path) as fh:
+        try:
+            for i, line in enumerate(fh, 1):
+                if line.strip():
+                    yield i, line.rstrip(b"\r\n")
+        except _UNREADABLE as exc:
+            raise _unreadable(path, i, exc) from None
 
 
 def read_jsonl_objects(path: Path) -> Iterator[tuple[int, Any]]:
@@ -615,26 +664,32 @@ FILE_KINDS = {
     ".pq": "parquet",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
+    ".tsv": "tsv",
+    ".tab": "tsv",
 }
 
 
 def read_table(path: Path) -> Table:
-    """Read a CSV, Parquet or JSONL (one flat object per line) file.
+    """Read a CSV (or TSV), Parquet or JSONL (one flat object per line) file; CSV, TSV
+    and JSONL may be compressed (``.gz``, ``.bz2``, ``.xz`` after the type).
 
     Raises
     ------
     InputError
         Missing or unreadable file, an unknown suffix, a malformed line.
     """
-    kind = FILE_KINDS.get(path.suffix.lower())
+    suffix, comp = file_type(path)
+    kind = FILE_KINDS.get(suffix)
     if kind is None:
         raise InputError(
-            f"{path}: unknown file type {path.suffix or '(none)'}; "
-            "expected .csv, .parquet or .jsonl"
+            f"{path}: unknown file type {suffix + comp or '(none)'}; expected .csv, .tsv, "
+            ".parquet or .jsonl (.csv, .tsv and .jsonl may end in .gz, .bz2 or .xz)"
         )
-    if kind == "csv":
-        return CsvTable(path)
+    if kind in ("csv", "tsv"):
+        return CsvTable(path, "\t" if kind == "tsv" else ",")
     if kind == "parquet":
+        if comp:
+            raise InputError(f"{path}: Parquet compresses inside; give the .parquet file")
         return _read_parquet(path)
     return _read_jsonl(path)
 
