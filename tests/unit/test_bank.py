@@ -198,6 +198,46 @@ def test_stacked_bank_equals_one_bank_per_unit() -> None:
     assert {u for _, u, k, _ in got if k == "fire"} == {0, 1, 2}
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_block_bounds_pass_equals_the_running_minimum(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CusumBank._quiet (block bounds, rows walked only where they may cross or hold the
+    peak) gives the exact pass's transitions, statistics, effects and peak, bit for bit,
+    on any cuts (one event, a block's length, not a multiple of it), missing values and
+    drifts that fire and resolve."""
+    import driftline.core.detectors.bank as bank_module
+
+    num, cat = numeric_plan(target=500.0), categorical_plan(target=500.0)
+    rate = compile_rate("low", 0.1, 8.0, n_ref=20_000, target_arl=500, seed=2)
+    assert rate is not None
+    layout = BankLayout.of([num, cat, num, rate])
+    rng = np.random.default_rng(seed)
+    n = 9000
+    x = drifting_values(rng, n)
+    y = drifting_values(rng, n)[::-1].copy()
+    codes = rng.choice(5, n, p=[0.5, 0.3, 0.15, 0.045, 0.005])
+    codes[n // 3 : n // 2] = rng.choice(5, n // 2 - n // 3, p=[0.3, 0.3, 0.15, 0.245, 0.005])
+    codes[rng.random(n) < 0.01] = -1
+    v = layout.channels(np.vstack([x, y, x]), codes[None, :])
+    if seed % 2:
+        v = np.asfortranarray(v)  # the fast loop's order
+    cuts = sorted({1, 2, 20, 21, 40, *rng.choice(np.arange(1, n), 40, replace=False).tolist()})
+    runs = []
+    for quiet_min in (1 << 62, 0):  # the exact pass only; the block pass wherever it runs
+        monkeypatch.setattr(bank_module, "_QUIET_MIN", quiet_min)
+        bank = CusumBank(layout)
+        out = []
+        for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
+            trans = bank.update_many(v[:, lo:hi])
+            out.append((trans, bank.peak, bank.state_fields(), bank.effects()))
+        runs.append(out)
+    assert runs[0] == runs[1]
+    kinds = {t.kind for trans, *_ in runs[0] for t in trans}
+    assert kinds >= {"fire", "resolve"}, kinds
+    assert any(peak > 0.5 for _, peak, _, _ in runs[0])
+
+
 # ------------------------------------------------------------------ episodes and effects
 
 

@@ -30,7 +30,9 @@ Thresholds come from :mod:`driftline.core.detectors.arl` at reference build
 Exact and batch-invariant: increments are rounded to fixed point (:data:`SCALE` units
 per nat) and over a batch ``S_t = C_t - min(0, min_{j<=t} C_j)`` on integer-valued
 cumulative sums (one ``cumsum`` and one ``minimum.accumulate`` per row, every unit's rows
-stacked in one matrix); the batch is cut at each crossing, handled and resumed. Any
+stacked in one matrix); the batch is cut at each crossing, handled and resumed. A pass
+where no row can cross (bounds from blocks of 20 events) walks only the few blocks that
+may cross or hold the peak event by event (``CusumBank._quiet``), with the same result. Any
 batch boundaries give the same transitions and the same integer state, which is plain
 JSON (never pickle). :class:`CusumBank` runs the stacked rows of a stream (what the
 monitor runs); :class:`FeatureBank` is one unit with river's surface (``update``,
@@ -97,6 +99,12 @@ SCALE = 1 << 24
 NEVER = 1 << 62
 #: Largest increment of a row on given (unbounded) channels, in nats per event.
 MAX_STEP = 1024.0
+#: Events per block of :meth:`CusumBank._quiet`, and the least rows x events it runs on
+#: (below, the running minimum of every row costs less than its set-up).
+_BLOCK = 20
+_QUIET_MIN = 4096
+#: Statistics below this keep the cumulative sums of a pass exact in float64.
+_QUIET_MAX_S = 1 << 51
 
 TransitionKind = Literal["fire", "update", "return", "resolve"]
 
@@ -471,17 +479,12 @@ class CusumBank:
             act = self._active()
             if act.size == 0:
                 return
-            y = v[lay.row_chan[act], pos:end]  # a copy (fancy indexing)
-            y *= lay.row_a[act, None]
-            y += lay.row_b[act, None]
-            y *= SCALE
-            np.rint(y, out=y)
-            if lay.clip_steps:
-                np.clip(y, -MAX_STEP * SCALE, MAX_STEP * SCALE, out=y)
             if finite is None:
                 finite = bool(np.isfinite(v[:, pos:end]).all())
-            if not finite:
-                y[np.isnan(y)] = 0.0  # a missing value leaves the statistic unchanged
+            if self._quiet(v, act, pos, end, finite):
+                self._track(v, pos, end)
+                return
+            y = self._increments(v, act, pos, end, finite).T
             c = np.cumsum(y, axis=1)  # integer-valued: exact (BankLayout.max_pass)
             c += self.s[act, None]
             low = np.minimum.accumulate(c, axis=1)
@@ -502,6 +505,87 @@ class CusumBank:
             for i in np.flatnonzero(hit[:, t]).tolist():
                 self._transition(int(act[i]), pos + t, float(c[i, t]))
             pos += t + 1
+
+    def _increments(self, v: _F64, act: NDArray[np.intp], pos: int, end: int, finite: bool) -> _F64:
+        """The fixed-point increments of rows ``act`` over events ``pos:end``, one row
+        per event (``(end - pos, act.size)``): integer-valued, 0 for a missing value."""
+        lay = self.layout
+        # Events as rows (the block pass runs along them): one C-level gather.
+        y = np.asarray(v[:, pos:end].T).take(lay.row_chan[act], axis=1)
+        y *= lay.row_a[act]
+        y += lay.row_b[act]
+        y *= SCALE
+        np.rint(y, out=y)
+        if lay.clip_steps:
+            np.clip(y, -MAX_STEP * SCALE, MAX_STEP * SCALE, out=y)
+        if not finite:
+            y[np.isnan(y)] = 0.0  # a missing value leaves the statistic unchanged
+        return y
+
+    def _quiet(self, v: _F64, act: NDArray[np.intp], pos: int, end: int, finite: bool) -> bool:
+        """Run rows ``act`` over events ``pos:end`` when provably no row crosses its
+        threshold there (statistics and peak exact); False, with nothing changed, when
+        one may cross (the caller runs the exact pass, which finds where).
+
+        The events are cut in blocks of :data:`_BLOCK`. With ``w`` a block's running
+        sums, ``O`` the cumulative sum before it and ``P`` the running minimum of the
+        cumulative sums before it (``min(0, .)``), every statistic in the block lies
+        between ``O + max(w) - P`` and ``O + max(w) - min(P, O + min(w))``; only the
+        blocks whose upper bound reaches a threshold, or the peak's lower bound, are
+        walked event by event. Every number is an integer below 2**53, so the bounds and
+        the statistics are exact, and equal to the running minimum's.
+        """
+        m, r = end - pos, act.size
+        if r * m < _QUIET_MIN or not self.s[act].max(initial=0) < _QUIET_MAX_S:
+            return False
+        lay = self.layout
+        y = self._increments(v, act, pos, end, finite)
+        nb = -(-m // _BLOCK)
+        if nb * _BLOCK != m:  # zero increments after the end change no bound
+            padded = np.zeros((nb * _BLOCK, r), dtype=np.float64)
+            padded[:m] = y
+            y = padded
+        w = y.reshape(nb, _BLOCK, r)  # event t of block k at w[k, t]
+        for t in range(1, _BLOCK):
+            np.add(w[:, t - 1], w[:, t], out=w[:, t])
+        total = w[:, -1]
+        off = np.cumsum(total, axis=0)  # (nb, r): cumulative sum through each block
+        off -= total  # ... before it
+        off += self.s[act]
+        hi = w.max(axis=1)
+        hi += off  # the block's largest cumulative sum
+        lo = w.min(axis=1)
+        lo += off  # and its smallest
+        through = np.minimum.accumulate(lo, axis=0)
+        before = np.empty_like(through)  # min(0, running minimum before the block)
+        before[0] = 0.0
+        np.minimum(through[:-1], 0.0, out=before[1:])
+        upper = hi - np.minimum(before, lo)
+        h = lay.row_hf[act]
+        need = upper >= h
+        det = lay.row_role[act] == DETECT
+        best = -math.inf
+        if det.any():
+            lower = hi - before
+            best = float((lower.max(axis=0)[det] / h[det]).max())
+            need |= det & (upper / h >= best)
+        ks, rs = np.nonzero(need)
+        if ks.size:
+            c = w[ks, :, rs]  # (blocks, _BLOCK): running sums
+            c += off[ks, rs, None]
+            run = np.minimum.accumulate(c, axis=1)
+            np.minimum(run, before[ks, rs, None], out=run)
+            c -= run
+            top = c.max(axis=1)
+            if (top >= h[rs]).any():
+                return False
+            on = det[rs]
+            if on.any():
+                best = max(best, float((top[on] / h[rs[on]]).max()))
+        if det.any():
+            self.peak = max(self.peak, best)
+        self.s[act] = off[-1] + total[-1] - np.minimum(through[-1], 0.0)
+        return True
 
     def _note_peak(self, act: NDArray[np.intp], top: _F64) -> None:
         lay = self.layout
