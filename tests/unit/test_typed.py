@@ -274,6 +274,60 @@ def test_valid_events_are_typed_and_read_like_dicts() -> None:
     assert sum(c.n for c in parts) == len(events)
 
 
+def test_strict_layout_takes_exactly_what_the_general_one_takes() -> None:
+    """After a clean batch a layout learns its strict form (each feature present, numbers
+    only or text only), whose columns need no type scan. Its events and columns are the
+    general layout's; an event it refuses sends the batch to the general layout (the
+    per-record verdicts) and the strict form waits."""
+    from driftline.contract.columnar import numeric_column
+
+    events = _events(60, seed=21)
+    values = [orjson.dumps(e) for e in events]
+    lay = typed.layout_for(tuple(events[0]["features"]))
+    lay.strict, lay.strict_wait = None, 0
+    _same_as_per_record(values)  # learns the strict layout
+    strict = lay.strict
+    assert strict is not None and strict.kinds is not None
+    frame, bad = decode_records(values)
+    assert not bad and frame.groups is not None
+    ((cols,),) = frame.groups.values()
+    assert isinstance(cols, typed.TypedColumns) and cols.layout is strict
+    ((plain,),) = group_items(_decode_untyped(values)[0]).values()
+    for name, kind in zip(strict.names, strict.kinds, strict=True):
+        got, want = cols.column(name), plain.column(name)
+        assert orjson.dumps(list(got)) == orjson.dumps(list(want))
+        assert cols.types(name) >= plain.types(name)
+        if kind == "number":
+            a, b = numeric_column(got, cols.types(name)), numeric_column(want, plain.types(name))
+            assert a[0].tobytes() == b[0].tobytes() and a[1] is None and b[1] is None
+    assert cols.feature_names == plain.feature_names
+    assert cols.feature_keys() == 60 * len(strict.names)
+    num = next(n for n, k in zip(strict.names, strict.kinds, strict=True) if k == "number")
+    text = next(n for n, k in zip(strict.names, strict.kinds, strict=True) if k == "text")
+    changes: list[tuple[str, Any, bool]] = [
+        (num, 3, True),  # an int among floats: still a number
+        (num, -0.0, True),
+        (num, 1e300, True),
+        (num, True, False),
+        (num, None, False),
+        (num, "3.5", False),
+        (num, 2**63, False),
+        (text, 7, False),
+        (text, None, False),
+        (text, "", True),
+        (num, ..., False),  # missing
+    ]
+    for name, value, takes in changes:
+        changed = copy.deepcopy(events)
+        if value is ...:
+            del changed[30]["features"][name]
+        else:
+            changed[30]["features"][name] = value
+        lay.strict, lay.strict_wait = strict, 0
+        _same_as_per_record([orjson.dumps(e) for e in changed])
+        assert (lay.strict is strict) if takes else (lay.strict is None and lay.strict_wait > 0)
+
+
 # ------------------------------------------------------------ golden scenarios, both ways
 
 

@@ -10,7 +10,12 @@ the attributes of a struct, read into columns with one ``astuple`` per event and
 transposing ``zip`` (:class:`TypedColumns`).
 
 The decoder of a feature layout (the names of an event's features) is learnt from the
-first valid event that has it (:func:`layout_for`) and cached. A record the typed
+first valid event that has it (:func:`layout_for`) and cached. Once a fetch of a layout
+decoded cleanly, the layout also learns its *strict* form (:meth:`Layout.learn`):
+every feature present, numbers only or text only as that fetch had them. A fetch the
+strict form decodes has columns whose types are known without a scan of every value;
+a fetch it refuses is decoded by the general form (nothing else changes), which then
+runs alone for a while. A record the typed
 decoder refuses is not refused here: it takes the exact path of
 :func:`driftline.contract.decode.decode_record` (``orjson`` and
 :func:`~driftline.contract.checks.check_prediction`), which either accepts it (a
@@ -157,8 +162,21 @@ class Layout:
     so any valid name works, including ones that are not Python identifiers.
     """
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], kinds: Sequence[str] | None = None) -> None:
         self.names = tuple(names)
+        #: For a strict layout (:meth:`strict_for`): per feature, ``"number"`` or
+        #: ``"text"``; the decoder then takes only events where every feature is there
+        #: with a value of that kind, so its columns need no type scan.
+        self.kinds = tuple(kinds) if kinds is not None else None
+        self.known_types: dict[str, frozenset[type]] | None = None
+        if self.kinds is not None:
+            self.known_types = {
+                n: _KIND_TYPES[k] for n, k in zip(self.names, self.kinds, strict=True)
+            }
+        #: The strict layout its columns allow (learnt from their types), if any.
+        self.strict: Layout | None = None
+        #: Batches to wait before learning a strict layout again (one failed).
+        self.strict_wait = 0
         self.attr = {n: f"x{i}" for i, n in enumerate(self.names)}
         #: Position of each feature in the struct (its column in :func:`astuple`).
         self.index = {n: i for i, n in enumerate(self.names)}
@@ -177,9 +195,14 @@ class Layout:
         def features_iter(obj: Any) -> Iterator[str]:
             return (wire[a] for a in wire if getattr(obj, a) is not UNSET)
 
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = (
+            [(a, _Value | UnsetType, UNSET) for a in attr.values()]
+            if self.kinds is None
+            else [(a, _KIND_VALUE[k]) for a, k in zip(attr.values(), self.kinds, strict=True)]
+        )
         features = msgspec.defstruct(
             "Features",
-            [(a, _Value | UnsetType, UNSET) for a in attr.values()],
+            fields,
             rename=wire,
             forbid_unknown_fields=True,
             gc=False,
@@ -210,6 +233,46 @@ class Layout:
     def __repr__(self) -> str:
         return f"Layout({len(self.names)} features)"
 
+    def learn(self, parts: Sequence[Columns]) -> None:
+        """Learn the strict layout from the columns this layout decoded (a batch that
+        passed every check): each feature in every event, numbers only or text only.
+        None when a feature is missing somewhere or mixes kinds (or booleans, nulls)."""
+        if self.kinds is not None:
+            return
+        if self.strict_wait:
+            self.strict_wait -= 1
+            return
+        kinds: list[str] = []
+        for name in self.names:
+            found: set[type] = set()
+            for p in parts:
+                if not isinstance(p, TypedColumns) or p.missing(name):
+                    self.strict = None
+                    return
+                found |= p.types(name)
+            kind = next((k for k, t in _KIND_TYPES.items() if found and found <= t), None)
+            if kind is None:
+                self.strict = None
+                return
+            kinds.append(kind)
+        if self.strict is None or self.strict.kinds != tuple(kinds):
+            self.strict = Layout(self.names, kinds)
+
+    def strict_failed(self) -> None:
+        """The strict layout refused a batch: decode without it for a while."""
+        self.strict = None
+        self.strict_wait = _STRICT_WAIT
+
+
+#: A strict layout's feature values by kind, and the types its columns may hold (a
+#: superset of what they hold: the core reads numbers ``int`` or ``float`` alike).
+_KIND_VALUE: dict[str, Any] = {"number": _Int | float, "text": _Text}
+_KIND_TYPES: dict[str, frozenset[type]] = {
+    "number": frozenset({int, float}),
+    "text": frozenset({str}),
+}
+#: Batches decoded without the strict layout after it refused one.
+_STRICT_WAIT = 16
 
 # --------------------------------------------------------------------------- learnt layouts
 
@@ -300,6 +363,12 @@ class TypedColumns(EventColumns):
             self._present[name] = False
             return (None,) * self.n
         col: Sequence[Any] = self._raw_column(name)
+        known = self.layout.known_types
+        if known is not None:  # the strict decoder saw every value: no scan
+            self._types[name] = known[name]
+            self._present[name] = True
+            self._missing[name] = 0
+            return col
         types = set(map(type, col))
         self._present[name] = _UNSET_TYPE not in types
         self._missing[name] = 0
@@ -332,7 +401,14 @@ class TypedColumns(EventColumns):
             found = self._types[name]
         return found
 
+    def missing(self, name: str) -> int:
+        """Events without feature ``name`` (one of the layout's)."""
+        self.column(name)
+        return self._missing.get(name, self.n)
+
     def _presence(self, name: str) -> NDArray[np.bool_]:
+        if self.layout.known_types is not None:
+            return np.ones(self.n, dtype=np.bool_)
         raw = self._raw_column(name)
         return np.fromiter(map(is_not, raw, repeat(UNSET)), np.bool_, self.n)
 
@@ -523,19 +599,33 @@ def decode_typed(
         recent = _recent()
         lay = recent[0] if recent else _learn(values[0], slow)
         if lay is not None:
-            try:
-                events = list(map(lay.decode, values))  # type: ignore[arg-type]
-            except _DECODE_ERRORS:
-                events = None
+            events, used = _decode_all(values, lay)  # type: ignore[arg-type]
             if events is not None:
-                frame = _one_layout(events, values, lay)
+                frame = _one_layout(events, values, used)
                 assert frame.groups is not None
                 parts = [c for cs in frame.groups.values() for c in cs]
                 feats = sum(c.feature_keys() for c in parts if isinstance(c, TypedColumns))
                 if _checked(events, joined, feats):
                     _used(lay)
+                    if used is lay:
+                        lay.learn(parts)
                     return frame, []
     return _per_record(values, slow, untyped)
+
+
+def _decode_all(values: Sequence[bytes], lay: Layout) -> tuple[list[Any] | None, Layout]:
+    """Every record decoded by ``lay``'s strict layout (its columns need no type scan)
+    or else by ``lay``; None if a record fits neither."""
+    strict = lay.strict
+    if strict is not None:
+        try:
+            return list(map(strict.decode, values)), strict
+        except _DECODE_ERRORS:
+            lay.strict_failed()
+    try:
+        return list(map(lay.decode, values)), lay
+    except _DECODE_ERRORS:
+        return None, lay
 
 
 def _one_layout(events: list[Any], values: Sequence[bytes | None], lay: Layout) -> EventFrame:
