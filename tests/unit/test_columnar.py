@@ -374,3 +374,56 @@ def test_a_changed_frame_is_grouped_again() -> None:
     assert frame.groups is None
     (cols,) = group_items(frame)[("churn", "1", "")]
     assert cols.n == 29
+
+
+NUMERIC_EDGES: list[list[Any]] = [
+    [],
+    [1.5],
+    [3],
+    [0.0, -0.0, 1e300, -1e-300, 5e-324],
+    [2**53 + 1, 2**63 - 1, -(2**63), 7, 2.5],
+    [float("nan"), 1.0],
+    [float("inf"), -float("inf"), 2],
+    [1.0, None, 3],
+    [True, 1.0, False],
+    ["3.5", 1.0, None],
+    [None, None],
+]
+
+
+@pytest.mark.parametrize("values", NUMERIC_EDGES, ids=range(len(NUMERIC_EDGES)))
+def test_numeric_reads_a_column_as_numeric_column_does(values: list[Any]) -> None:
+    """Columns.numeric (numbers straight into the array) gives numeric_column's array
+    (bit for bit) and mismatches, for single events, batches joined and cut (tail)."""
+    from driftline.contract.columnar import BatchColumns, numeric_column
+
+    n = len(values)
+
+    def batch(vals: list[Any]) -> ColumnarBatch:
+        b = ColumnarBatch(
+            model_id="m",
+            model_version="1",
+            prediction_ids=[f"p{i}" for i in range(len(vals))],
+            timestamps=[1] * len(vals),
+            features={"x": vals},
+            predictions=["a"] * len(vals),
+        )
+        b.feature_types = {"x": frozenset(map(type, vals))}  # as the contract check gives
+        return b
+
+    events = [{"features": {"x": v}} for v in values]
+    half = n // 2
+    cases = [
+        EventColumns(events),  # type: ignore[arg-type]
+        BatchColumns(batch(values)),
+        BatchColumns([batch(values[:half]), batch(values[half:])]),
+        BatchColumns([batch(values[:half]), batch(values[half:]), batch(values)]).tail(n),
+    ]
+    for cols in cases:
+        want = numeric_column(cols.column("x"), cols.types("x"))
+        fresh = cols.tail(0) if isinstance(cols, BatchColumns) else cols  # nothing cached
+        got = fresh.numeric("x")
+        assert got[0].tobytes() == want[0].tobytes()
+        assert (got[1] is None) == (want[1] is None)
+        if want[1] is not None:
+            assert got[1] is not None and got[1].tolist() == want[1].tolist()

@@ -31,9 +31,9 @@ sends).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 from operator import itemgetter, methodcaller
 from typing import Any
 
@@ -193,6 +193,20 @@ class Columns:
         if found is None:
             found = self._types[name] = frozenset(map(type, self.column(name)))
         return found
+
+    def numeric(self, name: str) -> tuple[NDArray[np.float64], NDArray[np.bool_] | None]:
+        """:func:`numeric_column` of feature ``name``: a column of numbers only is read
+        into the array in one pass, without a list of it first."""
+        types = self.types(name)
+        if types <= _NUMBER:
+            arr = np.fromiter(self._values(name), np.float64, self.n)
+            if float not in types or not np.isnan(arr).any():
+                return arr, None
+        return numeric_column(self.column(name), types)
+
+    def _values(self, name: str) -> Iterable[Any]:
+        """The values of :meth:`column`, in order (an iterable is enough)."""
+        return self.column(name)
 
     def unknown(self, expected: AbstractSet[str]) -> NDArray[np.int64] | None:
         """Per event, how many of its features are not in ``expected`` (None: none)."""
@@ -516,6 +530,16 @@ class BatchColumns(Columns):
                 parts.append(c if c is not None else (None,) * b.count)
             col = self._cols[name] = self._join(parts)
         return col
+
+    def _values(self, name: str) -> Iterable[Any]:
+        cached = self._cols.get(name)
+        if cached is not None:
+            return cached
+        parts = [b.features.get(name) for b in self.batches]
+        values = chain.from_iterable(
+            (None,) * b.count if c is None else c for b, c in zip(self.batches, parts, strict=True)
+        )
+        return islice(values, self.start, None) if self.start else values
 
     def types(self, name: str) -> frozenset[type]:
         """The Python types in :meth:`column` (from the contract check when it saw them)."""

@@ -245,7 +245,7 @@ class SegmentArrays:
         self.mism: list[tuple[int, NDArray[np.bool_]]] = []
         x = self.x = np.empty((plan.nc, n), dtype=np.float64)
         for i, name in enumerate(plan.num_names):
-            x[i], mm = numeric_column(cols.column(name), cols.types(name))
+            x[i], mm = cols.numeric(name)
             if mm is not None:
                 self.mism.append((plan.num_pos[i], mm))
         if plan.conf_col >= 0:
