@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 __all__ = ["GridBinner", "Located", "NumericBins"]
 
 #: Grid cells per column and the most "next edge" steps a lookup may need.
-_GRID = 2048
+_GRID = 8192
 _GRID_STEPS = 6
 
 
@@ -68,7 +68,11 @@ class GridBinner:
             pad[j, : edges[i].size] = edges[i]
         self.pad = pad.ravel()
         self.pad_off = (np.arange(k, dtype=np.intp) * width)[:, None]
-        self.base = np.concatenate(bases) if bases else np.zeros(0, dtype=np.intp)
+        # Bin indices are small: int16 keeps the grid's table at 2 bytes a cell.
+        small = max((edges[i].size for i in grid_rows), default=0) < 1 << 15
+        self.base = (np.concatenate(bases) if bases else np.zeros(0, dtype=np.intp)).astype(
+            np.int16 if small else np.intp
+        )
         self.base_off = (np.arange(k, dtype=np.intp) * _GRID - 1)[:, None]
         self.low = np.asarray(lows, dtype=np.float64)[:, None]
         self.scale = np.asarray(scales, dtype=np.float64)[:, None]
@@ -86,7 +90,7 @@ class GridBinner:
             np.clip(cell, 1.0, _GRID - 1.0, out=cell)
             at = cell.astype(np.intp)
             at += self.base_off
-            idx = self.base[at]
+            idx = self.base[at].astype(np.intp)
             idx += self.pad_off
             pad = self.pad
             for _ in range(self.steps):
