@@ -32,7 +32,7 @@ from prometheus_client import (
     make_wsgi_app,
 )
 
-from driftline.core.fastloop.result import Observation
+from driftline.core.fastloop.result import Observation, Observations
 from driftline.runtime.health import HEALTH
 
 __all__ = [
@@ -406,26 +406,29 @@ def observe_statistics(
     Whether a model is exported and a feature's label are asked once per batch (each
     question takes a lock and can register the model or feature: asked in the order of
     first appearance, as per statistic), and a known series is set directly: about 120
-    statistics per window.
+    statistics per window, read from the core's columns
+    (:class:`~driftline.core.fastloop.result.Observations`).
     """
+    if not isinstance(observations, Observations):
+        observations = Observations(observations)
     allowed: dict[str, bool] = {}
     names: dict[tuple[str, str], str] = {}
     series = _STATISTIC_SERIES
-    for o in observations:
-        model = o.model_id
+    for model, version, features, tests, values in observations.blocks:
         ok = allowed.get(model)
         if ok is None:
             ok = allowed[model] = exported(model)
         if not ok:
             continue
-        feature = names.get((model, o.feature))
-        if feature is None:
-            feature = names[(model, o.feature)] = feature_label(model, o.feature)
-        child = series.get((model, o.model_version, feature, o.test))
-        if child is None:
-            observe_statistic(model, o.model_version, feature, o.test, o.value)
-        else:
-            child.set(o.value)
+        for feat, test, value in zip(features, tests, values, strict=True):
+            feature = names.get((model, feat))
+            if feature is None:
+                feature = names[(model, feat)] = feature_label(model, feat)
+            child = series.get((model, version, feature, test))
+            if child is None:
+                observe_statistic(model, version, feature, test, value)
+            else:
+                child.set(value)
 
 
 #: The gauge child of each (model, version, feature, statistic) set so far.

@@ -43,7 +43,7 @@ from driftline.core.fastloop.episodes import (
 from driftline.core.fastloop.outputs import output_tests
 from driftline.core.fastloop.plan import Plan, SegmentArrays, plan_for
 from driftline.core.fastloop.quality import quality_tests
-from driftline.core.fastloop.result import BatchResult, observation
+from driftline.core.fastloop.result import BatchResult
 from driftline.core.fastloop.sequential import BankRun
 from driftline.core.fastloop.state import ModelState
 from driftline.core.fastloop.summary import window_summary
@@ -259,31 +259,37 @@ def _close_window(
     plan: Plan = window.plan
     pol = ref.policy
     alpha = min(0.5, w.count / pol.false_alarm_events)
-    mid, ver = st.key.model_id, st.key.model_version
     stats = WindowStats(plan, window.num, window.cat, max(pol.min_window_events, 1))
-    obs = result.observations
+    # The window's statistics for the metrics shell, as columns (result.Observations).
+    feats: list[str] = []
+    names: list[str] = []
+    values: list[float] = []
 
     # -- input and output drift: the detector banks drive the episodes (escalation is
     # checked here); the window tests are history, metrics and the report's evidence.
     at_window_close(st, ref, plan, result)
     tests = input_tests(st, stats)
     for t in tests:
-        obs.append(observation(mid, ver, t.feature, "psi", t.effect))
+        f = t.feature
+        feats.append(f)
+        names.append("psi")
+        values.append(t.effect)
         for k, v in t.extra.items():
-            obs.append(observation(mid, ver, t.feature, k, v))
+            feats.append(f)
+            names.append(k)
+            values.append(v)
     drifted = decide(tests, alpha, st.episode("input_drift"))
     otests = output_tests(st, ref, stats, window.cat)
-    for t in otests:
-        obs.append(observation(mid, ver, t.feature, t.statistic, t.effect))
     odrifted = decide(otests, alpha, st.episode("output_drift"))
     joint = multivariate.window_row(st)
-    if joint is not None:
-        obs.append(observation(mid, ver, joint.feature, joint.statistic, joint.effect))
 
     # -- data quality
     qtests = quality_tests(st, ref, plan, window)
-    for t in qtests:
-        obs.append(observation(mid, ver, t.feature, t.statistic, t.effect))
+    for t in (*otests, *([joint] if joint is not None else ()), *qtests):
+        feats.append(t.feature)
+        names.append(t.statistic)
+        values.append(t.effect)
+    result.observations.add(st.key.model_id, st.key.model_version, feats, names, values)
     factor = 0.5 if st.episode("data_quality").firing else 1.0
     qdrifted = [t for t in qtests if t.effect >= factor * t.threshold]
     step_episode(st, ref, "data_quality", qdrifted, result, "data_quality")
