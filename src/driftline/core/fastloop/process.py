@@ -47,7 +47,13 @@ from driftline.core.fastloop.result import BatchResult
 from driftline.core.fastloop.sequential import BankRun
 from driftline.core.fastloop.state import ModelState
 from driftline.core.fastloop.summary import window_summary
-from driftline.core.fastloop.window_tests import WindowStats, decide, input_tests
+from driftline.core.fastloop.window_tests import (
+    TestBlock,
+    WindowStats,
+    decide,
+    decide_blocks,
+    input_blocks,
+)
 from driftline.core.fastloop.windows import OpenWindow
 from driftline.core.reference import (
     Policy,
@@ -260,46 +266,37 @@ def _close_window(
     pol = ref.policy
     alpha = min(0.5, w.count / pol.false_alarm_events)
     stats = WindowStats(plan, window.num, window.cat, max(pol.min_window_events, 1))
-    # The window's statistics for the metrics shell, as columns (result.Observations).
-    feats: list[str] = []
-    names: list[str] = []
-    values: list[float] = []
 
     # -- input and output drift: the detector banks drive the episodes (escalation is
     # checked here); the window tests are history, metrics and the report's evidence.
     at_window_close(st, ref, plan, result)
-    tests = input_tests(st, stats)
-    for t in tests:
-        f = t.feature
-        feats.append(f)
-        names.append("psi")
-        values.append(t.effect)
-        for k, v in t.extra.items():
-            feats.append(f)
-            names.append(k)
-            values.append(v)
-    drifted = decide(tests, alpha, st.episode("input_drift"))
+    tests = input_blocks(st, stats)
+    drifted = decide_blocks(tests, alpha, st.episode("input_drift"))
     otests = output_tests(st, ref, stats, window.cat)
     odrifted = decide(otests, alpha, st.episode("output_drift"))
+    oblocks = TestBlock.of(otests)
     joint = multivariate.window_row(st)
+    jtests = TestBlock.of([joint] if joint is not None else [])
 
     # -- data quality
     qtests = quality_tests(st, ref, plan, window)
-    for t in (*otests, *([joint] if joint is not None else ()), *qtests):
-        feats.append(t.feature)
-        names.append(t.statistic)
-        values.append(t.effect)
-    result.observations.add(st.key.model_id, st.key.model_version, feats, names, values)
-    factor = 0.5 if st.episode("data_quality").firing else 1.0
-    qdrifted = [t for t in qtests if t.effect >= factor * t.threshold]
+    qdrifted = qtests.over(0.5 if st.episode("data_quality").firing else 1.0)
     step_episode(st, ref, "data_quality", qdrifted, result, "data_quality")
 
-    drifted_names = {t.feature for t in (*drifted, *odrifted, *qdrifted)}
-    all_tests = [*tests, *otests, *qtests]
-    if joint is not None:
-        all_tests.append(joint)
-        if multivariate.holding(st) or joint.effect >= 1.0:
-            drifted_names.add(joint.feature)
+    # The window's statistics for the metrics shell, as columns (result.Observations).
+    feats: list[str] = []
+    names: list[str] = []
+    values: list[float] = []
+    for b in tests:
+        b.observe(feats, names, values, extras=True)
+    for b in (*oblocks, *jtests, qtests):  # their effects only
+        b.observe(feats, names, values, extras=False)
+    result.observations.add(st.key.model_id, st.key.model_version, feats, names, values)
+
+    drifted_names = {*drifted, *(t.feature for t in (*odrifted, *qdrifted))}
+    if joint is not None and (multivariate.holding(st) or joint.effect >= 1.0):
+        drifted_names.add(joint.feature)
+    all_tests = [*tests, *oblocks, qtests, *jtests]
     result.windows.append(
         window_summary(st, ref, plan, window, stats.grouped, all_tests, drifted_names)
     )

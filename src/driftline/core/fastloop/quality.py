@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from driftline.core.fastloop.plan import Plan
 from driftline.core.fastloop.state import ModelState
-from driftline.core.fastloop.window_tests import WindowTest
+from driftline.core.fastloop.window_tests import TestBlock
 from driftline.core.fastloop.windows import OpenWindow
 from driftline.core.reference import ReferenceProfile
 
@@ -18,12 +18,22 @@ __all__ = ["quality_tests"]
 
 def quality_tests(
     st: ModelState, ref: ReferenceProfile, plan: Plan, window: OpenWindow
-) -> list[WindowTest]:
-    """Data-quality signals of a closing window: excess rates over the reference's."""
+) -> TestBlock:
+    """Data-quality signals of a closing window: excess rates over the reference's.
+
+    Every row's p-value is 0 and its threshold the margin.
+    """
     pol = ref.policy
     total = st.window.count
-    tests: list[WindowTest] = []
-    margin = pol.quality_margin
+    feature: list[str] = []
+    statistic: list[str] = []
+    effect: list[float] = []
+
+    def add(name: str, stat: str, value: float) -> None:
+        feature.append(name)
+        statistic.append(stat)
+        effect.append(value)
+
     mism = dict(zip(plan.all_names, window.mism.tolist(), strict=True))
     num = window.num
     missing, n = num.missing.tolist(), num.n.tolist()
@@ -33,14 +43,11 @@ def quality_tests(
             continue
         prof = plan.nprofs[i]
         rate = (missing[i] - mism.get(name, 0)) / total
-        tests.append(
-            WindowTest(name, "missing_rate_excess", 0.0, rate - prof.missing_rate, margin, {})
-        )
+        add(name, "missing_rate_excess", rate - prof.missing_rate)
         if n[i]:
-            oor = (below[i] + above[i]) / n[i]
-            tests.append(WindowTest(name, "out_of_range_rate", 0.0, oor, margin, {}))
+            add(name, "out_of_range_rate", (below[i] + above[i]) / n[i])
         if nonfinite[i]:
-            tests.append(WindowTest(name, "nonfinite_rate", 0.0, nonfinite[i] / total, margin, {}))
+            add(name, "nonfinite_rate", nonfinite[i] / total)
     cat = window.cat
     cmissing = cat.missing.tolist()
     sizes = plan.cat_bins.sizes
@@ -49,26 +56,16 @@ def quality_tests(
             continue
         cprof = plan.cprofs[r]
         rate = cmissing[r] / total
-        tests.append(
-            WindowTest(name, "missing_rate_excess", 0.0, rate - cprof.missing_rate, margin, {})
-        )
+        add(name, "missing_rate_excess", rate - cprof.missing_rate)
         counts = cat.counts[r, : sizes[r] + 1]
         cn = int(counts.sum())
         if cn and cprof.n:
             other = int(counts[-1]) / cn - int(cprof.counts[-1]) / cprof.n
-            tests.append(WindowTest(name, "unseen_category_rate", 0.0, other, margin, {}))
+            add(name, "unseen_category_rate", other)
     for name, count in mism.items():
         if count:
-            tests.append(WindowTest(name, "type_mismatch_rate", 0.0, count / total, margin, {}))
+            add(name, "type_mismatch_rate", count / total)
     if st.unknown_features:
-        tests.append(
-            WindowTest(
-                "__unknown_features__",
-                "unknown_feature_rate",
-                0.0,
-                st.unknown_features / total,
-                margin,
-                {},
-            )
-        )
-    return tests
+        add("__unknown_features__", "unknown_feature_rate", st.unknown_features / total)
+    k = len(feature)
+    return TestBlock(feature, statistic, [0.0] * k, effect, [pol.quality_margin] * k, {})

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from driftline.core.fastloop.plan import Plan
 from driftline.core.fastloop.state import ModelState
-from driftline.core.fastloop.window_tests import WindowTest
+from driftline.core.fastloop.window_tests import TestBlock
 from driftline.core.fastloop.windows import OpenWindow
 from driftline.core.reference import ReferenceProfile
 
@@ -23,7 +23,7 @@ def window_summary(
     plan: Plan,
     window: OpenWindow,
     grouped: NDArray[np.int64],
-    tests: Sequence[WindowTest],
+    tests: Sequence[TestBlock],
     drifted: set[str],
 ) -> dict[str, Any]:
     """Plain-data summary of a closing window: its tests and its (grouped) histograms."""
@@ -57,27 +57,50 @@ def window_summary(
     }
 
 
-def summarise_tests(tests: Sequence[WindowTest], drifted: set[str]) -> list[dict[str, Any]]:
-    """The tests as plain data, numbers rounded to 6 places."""
+def summarise_tests(blocks: Sequence[TestBlock], drifted: set[str]) -> list[dict[str, Any]]:
+    """The tests as plain data, numbers rounded to 6 places (one :func:`round6` for all).
+
+    A test is drifted when its feature is among ``drifted`` and its effect reaches half
+    its threshold; its p-value is kept for PSI tests only.
+    """
     flat: list[float] = []
-    for t in tests:
-        flat.append(t.effect)
-        flat.append(t.threshold)
-        flat.extend(t.extra.values())
-    rounded = iter(round6(flat))
+    for b in blocks:
+        flat += b.effect
+        flat += b.threshold
+        for v in b.extra.values():
+            flat += v
+    rounded = round6(flat)
     out: list[dict[str, Any]] = []
-    for t in tests:
-        d = {
-            "feature": t.feature,
-            "statistic": t.statistic,
-            "value": next(rounded),
-            "threshold": next(rounded),
-            "p_value": t.p_value if t.statistic == "psi" else None,
-            "drifted": t.feature in drifted and t.effect >= 0.5 * t.threshold,
-        }
-        for k in t.extra:
-            d[k] = next(rounded)
-        out.append(d)
+    at = 0
+    for b in blocks:
+        k = len(b.feature)
+        value, threshold = rounded[at : at + k], rounded[at + k : at + 2 * k]
+        at += 2 * k
+        rows = [
+            {
+                "feature": f,
+                "statistic": s,
+                "value": v,
+                "threshold": t,
+                "p_value": p if s == "psi" else None,
+                "drifted": f in drifted and e >= 0.5 * th,
+            }
+            for f, s, v, t, p, e, th in zip(
+                b.feature,
+                b.statistic,
+                value,
+                threshold,
+                b.p_value,
+                b.effect,
+                b.threshold,
+                strict=True,
+            )
+        ]
+        for name in b.extra:
+            for d, x in zip(rows, rounded[at : at + k], strict=True):
+                d[name] = x
+            at += k
+        out += rows
     return out
 
 

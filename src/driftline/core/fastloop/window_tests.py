@@ -14,6 +14,7 @@ trivial shifts.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,11 +34,13 @@ from driftline.core.stats import (
 )
 
 __all__ = [
+    "TestBlock",
     "WindowStats",
     "WindowTest",
     "categorical_stats",
     "decide",
-    "input_tests",
+    "decide_blocks",
+    "input_blocks",
     "numeric_stats",
 ]
 
@@ -52,6 +55,77 @@ class WindowTest:
     effect: float
     threshold: float
     extra: dict[str, float]
+
+
+@dataclass(slots=True)
+class TestBlock:
+    """Tests of a window as columns: row ``j`` has :class:`WindowTest`'s fields
+    (``feature[j]``, ``statistic[j]``, ...) and ``extra[k][j]`` for each extra statistic
+    ``k`` of the block (every row has the same ones).
+
+    A window has about 75 tests (three numbers each): columns spare an object and a
+    dict per test, and let the summary and the metrics take them in a few passes.
+    """
+
+    feature: list[str]
+    statistic: list[str]
+    p_value: list[float]
+    effect: list[float]
+    threshold: list[float]
+    extra: dict[str, list[float]]
+
+    @classmethod
+    def of(cls, tests: Sequence[WindowTest]) -> list[TestBlock]:
+        """``tests`` as blocks, in order: one per run of tests with the same extras."""
+        blocks: list[TestBlock] = []
+        keys: tuple[str, ...] | None = None
+        for t in tests:
+            k = tuple(t.extra)
+            if k != keys:
+                keys = k
+                blocks.append(cls([], [], [], [], [], {name: [] for name in k}))
+            b = blocks[-1]
+            b.feature.append(t.feature)
+            b.statistic.append(t.statistic)
+            b.p_value.append(t.p_value)
+            b.effect.append(t.effect)
+            b.threshold.append(t.threshold)
+            for name, v in t.extra.items():
+                b.extra[name].append(v)
+        return blocks
+
+    def test(self, j: int) -> WindowTest:
+        """Row ``j`` as a :class:`WindowTest`."""
+        extra = {k: v[j] for k, v in self.extra.items()}
+        return WindowTest(
+            self.feature[j],
+            self.statistic[j],
+            self.p_value[j],
+            self.effect[j],
+            self.threshold[j],
+            extra,
+        )
+
+    def over(self, factor: float) -> list[WindowTest]:
+        """The tests whose effect reaches ``factor`` times their threshold."""
+        rows = zip(self.effect, self.threshold, strict=True)
+        return [self.test(j) for j, (e, t) in enumerate(rows) if e >= factor * t]
+
+    def observe(
+        self, features: list[str], names: list[str], values: list[float], extras: bool
+    ) -> None:
+        """Append the block's statistics for the metrics shell: per test its effect under
+        its statistic's name, then (``extras``) its extras under theirs."""
+        if not (extras and self.extra):
+            features += self.feature
+            names += self.statistic
+            values += self.effect
+            return
+        keys = tuple(self.extra)
+        width = 1 + len(keys)
+        features += [f for f in self.feature for _ in range(width)]
+        names += [k for s in self.statistic for k in (s, *keys)]
+        values += [v for row in zip(self.effect, *self.extra.values(), strict=True) for v in row]
 
 
 def numeric_stats(
@@ -144,17 +218,51 @@ class WindowStats:
         )
 
 
-def input_tests(st: ModelState, stats: WindowStats) -> list[WindowTest]:
-    """The input-drift tests of every feature with enough events."""
+def input_blocks(st: ModelState, stats: WindowStats) -> list[TestBlock]:
+    """The input-drift tests of every feature with enough events, as columns: the
+    numeric features' block (PSI, with KS and JS), then the categorical features' (PSI,
+    with chi-square and JS)."""
     plan = stats.plan
-    tests: list[WindowTest] = []
-    for i, name in enumerate(plan.num_names):
-        if name in st.num and (t := stats.numeric_test(name, i)):
-            tests.append(t)
-    for r, name in enumerate(plan.cat_names):
-        if name in st.cat and (t := stats.categorical_test(name, r)):
-            tests.append(t)
-    return tests
+    least = stats.least
+    blocks: list[TestBlock] = []
+    if plan.nc:
+        n, m, ks = stats.n, plan.prof_n, stats.ks
+        idx = [
+            i
+            for i, name in enumerate(plan.num_names)
+            if name in st.num and n[i] >= least and m[i] >= 1
+        ]
+        # WindowStats.numeric_test's p-value, column by column.
+        p = [kolmogorov_sf(math.sqrt(n[i] * m[i] / (n[i] + m[i])) * ks[i]) for i in idx]
+        psi, thr, js = stats.psi, plan.psi_thr, stats.js
+        blocks.append(
+            TestBlock(
+                [plan.num_names[i] for i in idx],
+                ["psi"] * len(idx),
+                p,
+                [psi[i] for i in idx],
+                [thr[i] for i in idx],
+                {"ks": [ks[i] for i in idx], "js": [js[i] for i in idx]},
+            )
+        )
+    if plan.kc:
+        cn, cprofs = stats.cn, plan.cprofs
+        idx = [
+            r
+            for r, name in enumerate(plan.cat_names)
+            if name in st.cat and cn[r] >= least and cprofs[r].n >= 1
+        ]
+        blocks.append(
+            TestBlock(
+                [plan.cat_names[r] for r in idx],
+                ["psi"] * len(idx),
+                [stats.chi_p[r] for r in idx],
+                [stats.cpsi[r] for r in idx],
+                [cprofs[r].psi_threshold for r in idx],
+                {"chi2": [stats.chi[r] for r in idx], "js": [stats.cjs[r] for r in idx]},
+            )
+        )
+    return blocks
 
 
 def decide(tests: list[WindowTest], alpha: float, episode: Episode) -> list[WindowTest]:
@@ -164,3 +272,20 @@ def decide(tests: list[WindowTest], alpha: float, episode: Episode) -> list[Wind
     reject = holm(np.asarray([t.p_value for t in tests]), alpha)
     factor = 0.5 if episode.firing else 1.0  # easier to stay firing than to start
     return [t for t, r in zip(tests, reject, strict=True) if r and t.effect >= factor * t.threshold]
+
+
+def decide_blocks(blocks: Sequence[TestBlock], alpha: float, episode: Episode) -> list[str]:
+    """:func:`decide` over the tests of ``blocks`` (one family): the drifted tests' features."""
+    p = [v for b in blocks for v in b.p_value]
+    if not p:
+        return []
+    reject = holm(np.asarray(p), alpha).tolist()
+    factor = 0.5 if episode.firing else 1.0
+    rows = zip(
+        reject,
+        [f for b in blocks for f in b.feature],
+        [e for b in blocks for e in b.effect],
+        [t for b in blocks for t in b.threshold],
+        strict=True,
+    )
+    return [f for r, f, e, t in rows if r and e >= factor * t]
