@@ -38,6 +38,7 @@ from driftline.core.stats import (
     ks_binned_rows,
     ks_pvalue,
     psi,
+    psi_js_rows,
     psi_rows,
     rate_excess_p_value,
     wasserstein_binned,
@@ -289,6 +290,20 @@ def test_row_kernels_equal_the_one_row_functions_bit_for_bit(zeros: bool) -> Non
             assert psis[i] == psi(ref[i], cur[i])
             assert jss[i] == js_distance(ref[i], cur[i])
             assert (stats[i], dofs[i], ps[i]) == tuple(chi2_homogeneity(ref[i], cur[i]))
+
+
+def test_psi_js_rows_equal_the_two_row_kernels_bit_for_bit() -> None:
+    g = np.random.default_rng(13)
+    cases = [_count_rows(g, 7, int(g.integers(1, 30)), bool(z)) for z in (0, 1) for _ in range(60)]
+    edge = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
+    cases += [edge, np.array([[3.0]]), np.zeros((0, 4))]
+    for ref in cases:
+        for cur in (ref[::-1].copy(), _count_rows(g, len(ref), ref.shape[1], True)[: len(ref)]):
+            p, j = psi_js_rows(ref, cur)
+            np.testing.assert_array_equal(p, psi_rows(ref, cur))
+            np.testing.assert_array_equal(j, js_distance_rows(ref, cur))
+            assert p.tobytes() == psi_rows(ref, cur).tobytes()  # NaN and -0.0 included
+            assert j.tobytes() == js_distance_rows(ref, cur).tobytes()
 
 
 def test_row_kernels_match_scipy() -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "ks_binned_rows",
     "ks_pvalue",
     "psi",
+    "psi_js_rows",
     "psi_rows",
     "rate_excess_p_value",
     "wasserstein_binned",
@@ -477,10 +478,10 @@ def chi2_homogeneity_rows(
     with np.errstate(divide="ignore", invalid="ignore"):
         col = r + c
         kept = col > 0
-        nr = r.sum(axis=1)
-        ntot = nr + c.sum(axis=1)
+        nr, nc = r.sum(axis=1), c.sum(axis=1)
+        ntot = nr + nc
         er = col * (nr / ntot)[:, None]
-        ec = col * (c.sum(axis=1) / ntot)[:, None]
+        ec = col * (nc / ntot)[:, None]
         tr = np.where(kept, (r - er) ** 2 / er, 0.0)
         tc = np.where(kept, (c - ec) ** 2 / ec, 0.0)
         stats: list[float] = (tr.sum(axis=1) + tc.sum(axis=1)).tolist()
@@ -508,9 +509,31 @@ def psi_rows(
     No input checks; a row whose counts sum to zero gives NaN.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.maximum(ref_counts / ref_counts.sum(axis=-1, keepdims=True), eps)
-        q = np.maximum(cur_counts / cur_counts.sum(axis=-1, keepdims=True), eps)
-        out: npt.NDArray[np.float64] = np.sum((q - p) * np.log(q / p), axis=-1)
+        return _psi_shares(_shares(ref_counts), _shares(cur_counts), eps)
+
+
+def psi_js_rows(
+    ref_counts: npt.NDArray[np.float64], cur_counts: npt.NDArray[np.float64], eps: float = 1e-4
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``(psi_rows(...), js_distance_rows(...))`` of the same row pairs, equal to them
+    bit for bit: the rows' proportions are computed once for both."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p, q = _shares(ref_counts), _shares(cur_counts)
+        return _psi_shares(p, q, eps), _js_shares(ref_counts, cur_counts, p, q)
+
+
+def _shares(counts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each row's counts over the row's sum (NaN for an empty row)."""
+    out: npt.NDArray[np.float64] = counts / counts.sum(axis=-1, keepdims=True)
+    return out
+
+
+def _psi_shares(
+    p: npt.NDArray[np.float64], q: npt.NDArray[np.float64], eps: float
+) -> npt.NDArray[np.float64]:
+    """:func:`psi_rows` from the rows' proportions (floating-point errors ignored by the caller)."""
+    p, q = np.maximum(p, eps), np.maximum(q, eps)
+    out: npt.NDArray[np.float64] = np.sum((q - p) * np.log(q / p), axis=-1)
     return out
 
 
@@ -581,12 +604,22 @@ def js_distance_rows(
     """
     r, c = ref_counts, cur_counts
     with np.errstate(divide="ignore", invalid="ignore"):
-        p = r / r.sum(axis=-1, keepdims=True)
-        q = c / c.sum(axis=-1, keepdims=True)
-        mid = 0.5 * (p + q)
-        kp = np.where(p > 0, p * np.log2(p / mid), 0.0).sum(axis=-1)
-        kq = np.where(q > 0, q * np.log2(q / mid), 0.0).sum(axis=-1)
-        out: npt.NDArray[np.float64] = np.sqrt(np.clip(0.5 * (kp + kq), 0.0, 1.0))
+        return _js_shares(r, c, _shares(r), _shares(c))
+
+
+def _js_shares(
+    r: npt.NDArray[np.float64],
+    c: npt.NDArray[np.float64],
+    p: npt.NDArray[np.float64],
+    q: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """:func:`js_distance_rows` of counts ``r``, ``c`` whose proportions are ``p``, ``q``
+    (floating-point errors ignored by the caller)."""
+    mid = 0.5 * (p + q)
+    kp = np.where(p > 0, p * np.log2(p / mid), 0.0).sum(axis=-1)
+    kq = np.where(q > 0, q * np.log2(q / mid), 0.0).sum(axis=-1)
+    # np.clip(x, 0.0, 1.0) with less call overhead (NaN stays NaN in both).
+    out: npt.NDArray[np.float64] = np.sqrt(np.minimum(np.maximum(0.5 * (kp + kq), 0.0), 1.0))
     if r.shape[-1] >= 8:
         zero = ~((r > 0) & (c > 0)).all(axis=-1)
         for j in np.flatnonzero(zero & (c.sum(axis=-1) > 0) & (r.sum(axis=-1) > 0)).tolist():

@@ -27,20 +27,23 @@ def window_summary(
     drifted: set[str],
 ) -> dict[str, Any]:
     """Plain-data summary of a closing window: its tests and its (grouped) histograms."""
+    # One tolist() each, then list slices (a numpy slice and tolist() per feature cost more).
     hist: dict[str, list[int]] = {}
+    groups: list[int] = grouped.tolist()
+    gslice = plan.gslice
     for i, name in enumerate(plan.num_names):
         if name in st.num:
-            hist[name] = grouped[plan.gslice[i]].tolist()
-    counts = window.cat.counts
+            hist[name] = groups[gslice[i]]
+    rows: list[list[int]] = window.cat.counts.tolist()
     sizes = plan.cat_bins.sizes
     for r, name in enumerate(plan.cat_names):
         if name in st.cat:
-            hist[name] = counts[r, : sizes[r] + 1].tolist()
+            hist[name] = rows[r][: sizes[r] + 1]
     if st.classes is not None and plan.class_row >= 0:
         r = plan.class_row
-        hist["__class__"] = counts[r, : sizes[r] + 1].tolist()
+        hist["__class__"] = rows[r][: sizes[r] + 1]
     if st.confidence is not None and ref.outputs.confidence is not None and plan.conf_col >= 0:
-        hist["__confidence__"] = grouped[plan.gslice[plan.conf_col]].tolist()
+        hist["__confidence__"] = groups[gslice[plan.conf_col]]
     w = st.window
     return {
         "model_id": st.key.model_id,
@@ -83,25 +86,32 @@ def summarise_tests(blocks: Sequence[TestBlock], drifted: set[str]) -> list[dict
                 "value": v,
                 "threshold": t,
                 "p_value": p if s == "psi" else None,
-                "drifted": f in drifted and e >= 0.5 * th,
+                "drifted": d,
             }
-            for f, s, v, t, p, e, th in zip(
+            for f, s, v, t, p, d in zip(
                 b.feature,
                 b.statistic,
                 value,
                 threshold,
                 b.p_value,
-                b.effect,
-                b.threshold,
+                _drifted(b, drifted),
                 strict=True,
             )
         ]
         for name in b.extra:
-            for d, x in zip(rows, rounded[at : at + k], strict=True):
-                d[name] = x
+            for row, x in zip(rows, rounded[at : at + k], strict=True):
+                row[name] = x
             at += k
         out += rows
     return out
+
+
+def _drifted(b: TestBlock, drifted: set[str]) -> list[bool]:
+    """Per test of ``b``: its feature drifted and its effect reaches half its threshold."""
+    if not drifted:  # most windows
+        return [False] * len(b.feature)
+    rows = zip(b.feature, b.effect, b.threshold, strict=True)
+    return [f in drifted and e >= 0.5 * t for f, e, t in rows]
 
 
 def round6(values: list[float]) -> list[float]:

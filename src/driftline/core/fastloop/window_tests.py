@@ -27,10 +27,9 @@ from driftline.core.sketches import CategoricalSketchBank, NumericSketchBank
 from driftline.core.stats import (
     chi2_homogeneity_rows,
     holm,
-    js_distance_rows,
     kolmogorov_sf,
     ks_binned_rows,
-    psi_rows,
+    psi_js_rows,
 )
 
 __all__ = [
@@ -143,8 +142,7 @@ def numeric_stats(
     js = np.full(plan.nc, math.nan)
     for cols, idx, ref_g in plan.buckets:
         cur_g = grouped[idx].astype(np.float64)
-        psi[cols] = psi_rows(ref_g, cur_g)
-        js[cols] = js_distance_rows(ref_g, cur_g)
+        psi[cols], js[cols] = psi_js_rows(ref_g, cur_g)
     return ks.tolist(), psi.tolist(), js.tolist(), grouped
 
 
@@ -166,8 +164,8 @@ def categorical_stats(
         live = (cur.sum(axis=1) >= least).tolist()
         if not any(live):
             continue
-        psis = psi_rows(ref, cur).tolist()
-        jss = js_distance_rows(ref, cur).tolist()
+        psi_a, js_a = psi_js_rows(ref, cur)
+        psis, jss = psi_a.tolist(), js_a.tolist()
         stats, _, ps = chi2_homogeneity_rows(ref, cur, p_values=live)
         for j, r in enumerate(rows):
             if live[j]:
