@@ -265,25 +265,22 @@ def input_blocks(st: ModelState, stats: WindowStats) -> list[TestBlock]:
 
 def decide(tests: list[WindowTest], alpha: float, episode: Episode) -> list[WindowTest]:
     """Tests that drifted: Holm-significant AND effect over threshold (hysteresis when firing)."""
-    if not tests:
+    factor = 0.5 if episode.firing else 1.0  # easier to stay firing than to start
+    big = [j for j, t in enumerate(tests) if t.effect >= factor * t.threshold]
+    if not big:  # most windows: no Holm pass needed
         return []
     reject = holm(np.asarray([t.p_value for t in tests]), alpha)
-    factor = 0.5 if episode.firing else 1.0  # easier to stay firing than to start
-    return [t for t, r in zip(tests, reject, strict=True) if r and t.effect >= factor * t.threshold]
+    return [tests[j] for j in big if reject[j]]
 
 
 def decide_blocks(blocks: Sequence[TestBlock], alpha: float, episode: Episode) -> list[str]:
     """:func:`decide` over the tests of ``blocks`` (one family): the drifted tests' features."""
-    p = [v for b in blocks for v in b.p_value]
-    if not p:
-        return []
-    reject = holm(np.asarray(p), alpha).tolist()
     factor = 0.5 if episode.firing else 1.0
-    rows = zip(
-        reject,
-        [f for b in blocks for f in b.feature],
-        [e for b in blocks for e in b.effect],
-        [t for b in blocks for t in b.threshold],
-        strict=True,
-    )
-    return [f for r, f, e, t in rows if r and e >= factor * t]
+    effect = [e for b in blocks for e in b.effect]
+    threshold = [t for b in blocks for t in b.threshold]
+    big = [j for j, (e, t) in enumerate(zip(effect, threshold, strict=True)) if e >= factor * t]
+    if not big:
+        return []
+    reject = holm(np.asarray([v for b in blocks for v in b.p_value]), alpha)
+    feature = [f for b in blocks for f in b.feature]
+    return [feature[j] for j in big if reject[j]]
