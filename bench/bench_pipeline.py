@@ -75,6 +75,7 @@ from driftline.core.fastloop import ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.runtime.devstack import DevStack
+from driftline.runtime.gc_policy import batch_sized_gc
 from driftline.runtime.worker import FETCH_MAX_WAIT_MS
 
 T0_MS = 1_767_225_600_000
@@ -280,6 +281,7 @@ async def phase_monitor(cfg: dict[str, Any]) -> dict[str, Any]:
     settings = _settings(cfg, predictions=cfg["topic"], alerts=cfg["alerts"])
     worker = MonitorWorker(settings, name=cfg.get("name", "bench"))
     await worker.start()
+    batch_sized_gc()  # as the CLI runs a worker (cli/workers.py)
     span = _Span(cfg["redis"])
     handle = worker._handle
     per = cfg["rows_per_record"]
@@ -366,6 +368,7 @@ async def phase_labels(cfg: dict[str, Any]) -> dict[str, Any]:
     settings = _settings(cfg, predictions=cfg["topic"], labels=cfg["labels"], alerts=cfg["alerts"])
     joiner = LabelJoiner(settings, name="bench-labels")
     await joiner.start()
+    batch_sized_gc()  # as the CLI runs a worker (cli/workers.py)
     span = _Span(cfg["redis"])
     handle = joiner._handle
     want = cfg["rows"] + cfg["labels_count"]
@@ -412,6 +415,7 @@ async def phase_live(cfg: dict[str, Any]) -> dict[str, Any]:
     settings = _settings(cfg, predictions=cfg["topic"], alerts=cfg["alerts"])
     worker = MonitorWorker(settings, name="bench-live")
     await worker.start()
+    batch_sized_gc()  # as the CLI runs a worker (cli/workers.py)
     batches: list[int] = []
     handle = worker._handle
 

@@ -1,0 +1,33 @@
+"""A worker process's collector is sized to its batches (runtime/gc_policy.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import driftline
+from driftline.runtime.gc_policy import YOUNG_THRESHOLD
+
+_PROBE = """
+import gc
+from driftline.runtime.gc_policy import batch_sized_gc
+before = gc.get_threshold()
+start_up = [object() for _ in range(10)]
+batch_sized_gc()
+after = gc.get_threshold()
+print(before[1:] == after[1:], after[0], gc.get_freeze_count() > 0)
+"""
+
+
+def test_a_started_worker_freezes_start_up_and_collects_young_objects_less_often() -> None:
+    # In a child process: the policy is the worker process's, never the test runner's.
+    src = str(driftline.__file__).rsplit("/driftline/", 1)[0]
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        env={"PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == ["True", str(YOUNG_THRESHOLD), "True"]
+
