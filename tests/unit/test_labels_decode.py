@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 
 import orjson
@@ -39,6 +40,23 @@ def test_join_rows_are_the_batch_rows_without_features():
         assert isinstance(b, ColumnarBatch)
         want = [{k: v for k, v in row.items() if k != "features"} for row in b.rows()]
         assert _join_rows(b) == want
+
+
+def test_join_rows_of_batches_without_null_scores():
+    # Every row scored (the usual batch): the rows are built from whole columns.
+    rng = random.Random(7)
+    events = _events()
+    for i, e in enumerate(events):
+        e["scores"] = {"yes": rng.random(), "no": rng.choice([0.0, 1.0, rng.random()])}
+        if i % 9 == 0:
+            e["scores"] = {"no": 0.25, "yes": 0.75}  # another key order in the same batch
+    for size in (1, 7, 40):
+        for b in (decode_record(orjson.dumps(p)) for p in pack_events(events, size)):
+            assert isinstance(b, ColumnarBatch) and b.scores
+            want = [{k: v for k, v in row.items() if k != "features"} for row in b.rows()]
+            got = _join_rows(b)
+            assert got == want
+            assert [list(r["scores"]) for r in got] == [list(r["scores"]) for r in want]
 
 
 def test_decode_predictions_keeps_record_order_and_counts_refusals():

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import partial
 from typing import Any
 
 import orjson
@@ -543,6 +544,14 @@ def _join_rows(b: ColumnarBatch) -> list[dict[str, Any]]:
             for pid, t, y in zip(ids, times, preds, strict=True)
         ]
     names = tuple(b.scores)
+    cols = list(b.scores.values())
+    if all(type(c) is list and None not in c for c in cols):
+        # No null score: each row's scores are all the columns (one C-level dict a row).
+        all_scores = map(dict, map(partial(zip, names), zip(*cols, strict=True)))
+        return [
+            {**head, "prediction_id": pid, "timestamp": t, "prediction": y, "scores": sc}
+            for pid, t, y, sc in zip(ids, times, preds, all_scores, strict=True)
+        ]
     rows: list[dict[str, Any]] = []
     for pid, t, y, *vals in zip(ids, times, preds, *b.scores.values(), strict=True):
         row = {**head, "prediction_id": pid, "timestamp": t, "prediction": y}

@@ -83,6 +83,10 @@ __all__ = ["RefLookup", "join_batch", "labels_backpressure"]
 
 RefLookup = Callable[[str, str], ReferenceProfile | None]
 
+#: ``v * SCORE_SCALE`` as a bound method (the int scale is exact as a float, and the
+#: product commutes, so the quantised scores are the same).
+_SCALE_MUL = float(SCORE_SCALE).__mul__
+
 
 class _Batch:
     """Per-batch working set: records by digest as this batch sees them."""
@@ -280,8 +284,10 @@ class _Joiner:
                     s.est_n, s.est_sum = 0, 0.0
 
     def _pcount(self, mj: ModelJoin, outcome: str) -> None:
-        mj.predictions[outcome] = mj.predictions.get(outcome, 0) + 1
-        self.r.count("predictions", mj.model_id, outcome)
+        own = mj.predictions
+        own[outcome] = own.get(outcome, 0) + 1
+        table, k = self.r.predictions, (mj.model_id, outcome)
+        table[k] = table.get(k, 0) + 1
 
     def _classified(
         self,
@@ -320,7 +326,7 @@ class _Joiner:
         if scores:
             # Rounding and clamping are monotone, so the top score is the largest
             # quantised score.
-            qs = [round(v * SCORE_SCALE) for v in scores.values()]
+            qs = list(map(round, map(_SCALE_MUL, scores.values())))
             if min(qs) < 0 or max(qs) > SCORE_SCALE:
                 qs = [0 if q < 0 else SCORE_SCALE if q > SCORE_SCALE else q for q in qs]
             top_q = max(qs)
@@ -413,9 +419,11 @@ class _Joiner:
         return {"prediction_id": pid, "model_id": model, "label": label, "timestamp": t_label}
 
     def _outcome(self, model: str, outcome: str) -> None:
-        mj = self.model(model)
-        mj.labels[outcome] = mj.labels.get(outcome, 0) + 1
-        self.r.count("labels", model, outcome)
+        mj = self._models.get(model) or self.model(model)
+        own = mj.labels
+        own[outcome] = own.get(outcome, 0) + 1
+        table, k = self.r.labels, (model, outcome)
+        table[k] = table.get(k, 0) + 1
 
     def _join(
         self,
@@ -480,8 +488,11 @@ class _Joiner:
         st.labelled += 1
         w = st.window
         w.n += 1
-        w.start = rec.time_ms if w.start < 0 else min(w.start, rec.time_ms)
-        w.end = max(w.end, rec.time_ms)
+        t_pred = rec.time_ms
+        if w.start < 0 or t_pred < w.start:
+            w.start = t_pred
+        if t_pred > w.end:
+            w.end = t_pred
         w.lag_sum += lag_s
         correct = False
         if rec.regression:
@@ -502,12 +513,14 @@ class _Joiner:
                 pi = _translate(own, st, rec.cls)
                 yi = _translate(own, st, truth)
             if pi < MAX_CLASS_STATS:
-                b.class_slot(pi)
+                if pi >= len(b.tp):
+                    b.class_slot(pi)
                 b.pc[pi] += 1
                 if correct:
                     b.tp[pi] += 1
             if yi < MAX_CLASS_STATS:
-                b.class_slot(yi)
+                if yi >= len(b.tp):
+                    b.class_slot(yi)
                 b.ac[yi] += 1
             if rec.scores_q is not None:
                 ps = [q / SCORE_SCALE for q in rec.scores_q]

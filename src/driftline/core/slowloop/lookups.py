@@ -19,7 +19,7 @@ from driftline.core.slowloop.pending import (
     Horizons,
     bucket_of,
     event_ms,
-    prediction_digest,
+    prediction_digests,
     record_key,
 )
 from driftline.core.slowloop.perf_state import UnitState
@@ -89,11 +89,13 @@ def plan_lookups(
             i = kix[(model, gen, bucket)] = plan.key_index(record_key(model, gen, bucket))
         return i
 
-    pred_digest, pred_probe = plan.pred_digest, plan.pred_probe
-    for e in predictions:
+    # A label whose prediction is in the same batch reuses its digest.
+    known: dict[str, bytes] = {}
+    plan.pred_digest = prediction_digests(predictions, known)
+    plan.label_digest = prediction_digests(labels, known)
+    pred_probe = plan.pred_probe
+    for e, d in zip(predictions, plan.pred_digest, strict=True):
         model = e["model_id"]
-        d = prediction_digest(model, e["prediction_id"])
-        pred_digest.append(d)
         mj = models.get(model)
         if mj is not None:
             gen = event_ms(e) // c.gen_ms(model)
@@ -104,11 +106,9 @@ def plan_lookups(
                 continue
         pred_probe.append(-1)
     cands: dict[tuple[str, int, int], list[tuple[int, int]]] = {}
-    label_digest, label_probe = plan.label_digest, plan.label_probe
-    for lab in labels:
+    label_probe = plan.label_probe
+    for lab, d in zip(labels, plan.label_digest, strict=True):
         model = lab["model_id"]
-        d = prediction_digest(model, lab["prediction_id"])
-        label_digest.append(d)
         mj = models.get(model)
         if mj is not None:
             t = event_ms(lab)
