@@ -68,6 +68,26 @@ def _compress_from(
         variances[idx].append(merged_v)
 
 
+def _merge_row0(totals: list[list[float]], variances: list[list[float]], max_buckets: int) -> None:
+    """river's compress_buckets on a full row 0 (then upwards while rows are full)."""
+    row_t = totals[0]
+    # Buckets of row 0 hold one value (mean == total, variance 0.0), so river's
+    # (0.0 + 0.0) + 0.5 * d * d is exactly 0.5 * d * d.
+    t0 = row_t[0]
+    t1 = row_t[1]
+    d = t0 - t1
+    merged_v = 0.5 * d * d
+    del row_t[:2]
+    if len(totals) == 1:
+        totals.append([])
+        variances.append([])
+    up = totals[1]
+    up.append(t0 + t1)
+    variances[1].append(merged_v)
+    if len(up) > max_buckets:
+        _compress_from(totals, variances, 1, max_buckets)
+
+
 class ADWIN(DetectorBase):
     r"""ADaptive WINdowing change detector, as ``river.drift.ADWIN`` (0.26.1).
 
@@ -190,7 +210,36 @@ class ADWIN(DetectorBase):
     # ---- updates ---------------------------------------------------------------------
 
     def _step(self, x: float) -> None:
-        self._run((x,), None)
+        """One value: :meth:`_run`'s loop body for a single value, without its setup
+        (the label joiner feeds one error at a time). The clock tests after the
+        update that brings the wrapping counter to a multiple of ``clock``."""
+        if self._drift:  # river resets on the update after a detection
+            self._reset()
+        totals = self._totals
+        row_t = totals[0]
+        row_t.append(x)
+        w1 = self._width
+        width = w1 + 1.0
+        total = self._total
+        var = self._variance
+        if w1:
+            dv = x - total / w1
+            var += w1 * dv * dv / width
+        else:
+            var += 0.0
+        total += x
+        if len(row_t) > self.max_buckets:
+            _merge_row0(totals, self._variances, self.max_buckets)
+        tick = self._tick
+        self._tick = _wrap_i32(tick + 1)
+        if _steps_to_test(tick, self.clock) == 1 and width > float(self.grace_period):
+            cut, width, total, var = self._shrink(totals, self._variances, width, total, var)
+            if cut:
+                self._n_detections += 1
+                self._drift = True
+        self._width = width
+        self._total = total
+        self._variance = var
 
     def _feed(self, x: _F64) -> _I64:
         """Many values: exactly the one-by-one loop (on Python floats)."""
@@ -242,21 +291,7 @@ class ADWIN(DetectorBase):
             total += x
             # compress_buckets: merge the two oldest buckets of a full row upwards
             if len(row_t) > max_buckets:
-                # Buckets of row 0 hold one value (mean == total, variance 0.0), so
-                # river's (0.0 + 0.0) + 0.5 * d * d is exactly 0.5 * d * d.
-                t0 = row_t[0]
-                t1 = row_t[1]
-                d = t0 - t1
-                merged_v = 0.5 * d * d
-                del row_t[:2]
-                if len(totals) == 1:
-                    totals.append([])
-                    variances.append([])
-                up = totals[1]
-                up.append(t0 + t1)
-                variances[1].append(merged_v)
-                if len(up) > max_buckets:
-                    _compress_from(totals, variances, 1, max_buckets)
+                _merge_row0(totals, variances, max_buckets)
             # detect_change
             if i == test_at:
                 tick = _wrap_i32(base_tick + (i - base_i))

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -86,6 +87,8 @@ RefLookup = Callable[[str, str], ReferenceProfile | None]
 #: ``v * SCORE_SCALE`` as a bound method (the int scale is exact as a float, and the
 #: product commutes, so the quantised scores are the same).
 _SCALE_MUL = float(SCORE_SCALE).__mul__
+#: ``q / SCORE_SCALE`` for a quantised score (both exact as floats: the same quotient).
+_SCALE_DIV = float(SCORE_SCALE).__rtruediv__
 
 
 class _Batch:
@@ -523,10 +526,10 @@ class _Joiner:
                     b.class_slot(yi)
                 b.ac[yi] += 1
             if rec.scores_q is not None:
-                ps = [q / SCORE_SCALE for q in rec.scores_q]
+                ps = list(map(_SCALE_DIV, rec.scores_q))
                 p_true = ps[truth] if truth < len(ps) else 0.0
                 ll = -math.log(max(p_true, LOG_LOSS_EPS))
-                brier = sum([p * p for p in ps]) - 2 * p_true + 1.0
+                brier = sum(map(operator.mul, ps, ps)) - 2 * p_true + 1.0
                 b.ll_n += 1
                 b.ll_sum += ll
                 b.brier_sum += brier
