@@ -8,7 +8,12 @@ import numpy as np
 
 from driftline.core.detectors import ADWIN
 from driftline.core.slowloop.join import _SCALE_DIV, _SCALE_MUL
-from driftline.core.slowloop.pending import SCORE_SCALE, prediction_digest, prediction_digests
+from driftline.core.slowloop.pending import (
+    SCORE_SCALE,
+    bucket_of,
+    prediction_digest,
+    prediction_digests,
+)
 
 
 def test_prediction_digests_equal_one_by_one() -> None:
@@ -24,6 +29,14 @@ def test_prediction_digests_equal_one_by_one() -> None:
         prediction_digest(e["model_id"], e["prediction_id"]) for e in more
     ]
     assert prediction_digests([], {}) == []
+
+
+def test_bucket_of_is_the_first_four_bytes_little_endian() -> None:
+    rng = random.Random(9)
+    digests = [bytes(12), b"\xff" * 12, *(rng.randbytes(12) for _ in range(2000))]
+    for d in digests:
+        for n in (1, 2, 7, 64, 65_536):
+            assert bucket_of(d, n) == int.from_bytes(d[:4], "little") % n
 
 
 def test_score_scaling_equals_the_arithmetic() -> None:

@@ -111,9 +111,20 @@ def record_key(model_id: str, gen: int, bucket: int) -> str:
     return f"pp:{model_tag(model_id)}:{gen}:{bucket}"
 
 
+#: The digest's first 4 bytes as a little-endian u32 (the bucket hash).
+_DIGEST_U32 = struct.Struct("<I").unpack_from
+
+
 def bucket_of(digest: bytes, n_buckets: int) -> int:
-    """Hash bucket of a digest among ``n_buckets``."""
-    return int.from_bytes(digest[:4], "little") % n_buckets
+    """Hash bucket of a digest among ``n_buckets`` (its first 4 bytes, little-endian).
+
+    Examples
+    --------
+    >>> bucket_of(bytes([1, 1, 0, 0]) + bytes(8), 256)
+    1
+    """
+    h: int = _DIGEST_U32(digest)[0]
+    return h % n_buckets
 
 
 _HEADER_V1 = struct.Struct("<BHq")
