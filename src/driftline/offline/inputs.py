@@ -13,8 +13,6 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from driftline.config import LabelsSettings
 from driftline.core.reference import ReferenceProfile
 from driftline.errors import InputError
@@ -26,7 +24,7 @@ from driftline.offline.replay import (
     run_offline,
 )
 from driftline.offline.roles import ColumnMap, Resolved, resolve
-from driftline.offline.tables import FILE_KINDS, file_type, read_events, table_from
+from driftline.offline.tables import FILE_KINDS, file_type, read_jsonl_objects, table_from
 
 __all__ = ["is_event_file", "open_labels", "open_predictions", "replay_inputs"]
 
@@ -42,20 +40,16 @@ def is_event_file(data: Any, kind: str = "prediction") -> bool:
     path = Path(data)
     if FILE_KINDS.get(file_type(path)[0]) != "jsonl":
         return False
-    with closing(read_events(path)) as lines:
-        first = next(lines, None)
+    with closing(read_jsonl_objects(path)) as objects:
+        first = next(objects, None)
     if first is None:
         return False
-    try:
-        obj = orjson.loads(first[1])
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"{path}, line {first[0]}: not JSON ({exc})") from None
+    obj = first[1]
     if not isinstance(obj, dict) or "model_id" not in obj:
         return False
     if kind == "label":
         return "prediction_id" in obj and "label" in obj
     return isinstance(obj.get("features"), dict)
-    return False
 
 
 def open_predictions(

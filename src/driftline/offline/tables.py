@@ -32,7 +32,7 @@ import sys
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -618,7 +618,7 @@ def read_events(path: Path) -> Generator[tuple[int, bytes], None, None]:
             raise _unreadable(path, i, exc) from None
 
 
-def read_jsonl_objects(path: Path) -> Iterator[tuple[int, Any]]:
+def read_jsonl_objects(path: Path) -> Generator[tuple[int, Any], None, None]:
     """``(line number, parsed JSON)`` for each non-empty line; a bad line is an InputError."""
     for i, line in read_events(path):
         try:
