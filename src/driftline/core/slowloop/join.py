@@ -287,10 +287,8 @@ class _Joiner:
                     s.est_n, s.est_sum = 0, 0.0
 
     def _pcount(self, mj: ModelJoin, outcome: str) -> None:
-        own = mj.predictions
-        own[outcome] = own.get(outcome, 0) + 1
-        table, k = self.r.predictions, (mj.model_id, outcome)
-        table[k] = table.get(k, 0) + 1
+        mj.predictions[outcome] = mj.predictions.get(outcome, 0) + 1
+        self.r.count("predictions", mj.model_id, outcome)
 
     def _classified(
         self,
@@ -422,11 +420,9 @@ class _Joiner:
         return {"prediction_id": pid, "model_id": model, "label": label, "timestamp": t_label}
 
     def _outcome(self, model: str, outcome: str) -> None:
-        mj = self._models.get(model) or self.model(model)
-        own = mj.labels
-        own[outcome] = own.get(outcome, 0) + 1
-        table, k = self.r.labels, (model, outcome)
-        table[k] = table.get(k, 0) + 1
+        mj = self.model(model)
+        mj.labels[outcome] = mj.labels.get(outcome, 0) + 1
+        self.r.count("labels", model, outcome)
 
     def _join(
         self,
@@ -516,14 +512,12 @@ class _Joiner:
                 pi = _translate(own, st, rec.cls)
                 yi = _translate(own, st, truth)
             if pi < MAX_CLASS_STATS:
-                if pi >= len(b.tp):
-                    b.class_slot(pi)
+                b.class_slot(pi)
                 b.pc[pi] += 1
                 if correct:
                     b.tp[pi] += 1
             if yi < MAX_CLASS_STATS:
-                if yi >= len(b.tp):
-                    b.class_slot(yi)
+                b.class_slot(yi)
                 b.ac[yi] += 1
             if rec.scores_q is not None:
                 ps = list(map(_SCALE_DIV, rec.scores_q))

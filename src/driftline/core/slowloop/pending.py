@@ -72,8 +72,14 @@ def prediction_digest(model_id: str, prediction_id: str) -> bytes:
     >>> len(prediction_digest("churn", "p1"))
     12
     """
-    raw = f"{model_id}\x1f{prediction_id}".encode()
-    return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).digest()
+    return _digest(f"{model_id}\x1f{prediction_id}")
+
+
+def _digest(raw: str) -> bytes:
+    """The stored field of a prediction whose model and id, joined by the unit separator
+    (0x1F), are ``raw``: the one formula of :func:`prediction_digest` and
+    :func:`prediction_digests`."""
+    return hashlib.blake2b(raw.encode(), digest_size=DIGEST_BYTES).digest()
 
 
 def prediction_digests(events: Iterable[Mapping[str, Any]], known: dict[str, bytes]) -> list[bytes]:
@@ -90,12 +96,11 @@ def prediction_digests(events: Iterable[Mapping[str, Any]], known: dict[str, byt
     True
     """
     out: list[bytes] = []
-    blake2b = hashlib.blake2b
     for e in events:
         raw = f"{e['model_id']}\x1f{e['prediction_id']}"
         d = known.get(raw)
         if d is None:
-            d = known[raw] = blake2b(raw.encode(), digest_size=DIGEST_BYTES).digest()
+            d = known[raw] = _digest(raw)
         out.append(d)
     return out
 
