@@ -189,31 +189,47 @@ class WindowStats:
         if plan.kc:
             self.chi, self.chi_p, self.cpsi, self.cjs = categorical_stats(plan, cat, least)
 
-    def numeric_test(self, name: str, i: int) -> WindowTest | None:
-        """KS p-value and PSI of numeric column ``i`` (None: too few events)."""
+    def numeric_block(self, columns: Sequence[tuple[str, int]]) -> TestBlock:
+        """KS p-value and PSI (with KS and JS) of the numeric columns ``(name, i)`` that
+        have enough events, as one block."""
         plan = self.plan
-        n, m = self.n[i], plan.prof_n[i]
-        if n < self.least or m < 1:
-            return None
-        # ks_pvalue without its argument checks (n, m > 0 here; 0 <= ks <= 1).
-        p = kolmogorov_sf(math.sqrt(n * m / (n + m)) * self.ks[i])
-        return WindowTest(
-            name, "psi", p, self.psi[i], plan.psi_thr[i], {"ks": self.ks[i], "js": self.js[i]}
+        n, m, ks = self.n, plan.prof_n, self.ks
+        kept = [(name, i) for name, i in columns if n[i] >= self.least and m[i] >= 1]
+        idx = [i for _, i in kept]
+        return TestBlock(
+            [name for name, _ in kept],
+            ["psi"] * len(idx),
+            # ks_pvalue without its argument checks (n, m > 0 here; 0 <= ks <= 1).
+            [kolmogorov_sf(math.sqrt(n[i] * m[i] / (n[i] + m[i])) * ks[i]) for i in idx],
+            [self.psi[i] for i in idx],
+            [plan.psi_thr[i] for i in idx],
+            {"ks": [ks[i] for i in idx], "js": [self.js[i] for i in idx]},
         )
 
-    def categorical_test(self, name: str, r: int) -> WindowTest | None:
-        """Chi-square p-value and PSI of categorical column ``r`` (None: too few events)."""
-        prof = self.plan.cprofs[r]
-        if self.cn[r] < self.least or prof.n < 1:
-            return None
-        return WindowTest(
-            name,
-            "psi",
-            self.chi_p[r],
-            self.cpsi[r],
-            prof.psi_threshold,
-            {"chi2": self.chi[r], "js": self.cjs[r]},
+    def categorical_block(self, columns: Sequence[tuple[str, int]]) -> TestBlock:
+        """Chi-square p-value and PSI (with chi-square and JS) of the categorical columns
+        ``(name, r)`` that have enough events, as one block."""
+        cn, cprofs = self.cn, self.plan.cprofs
+        kept = [(name, r) for name, r in columns if cn[r] >= self.least and cprofs[r].n >= 1]
+        idx = [r for _, r in kept]
+        return TestBlock(
+            [name for name, _ in kept],
+            ["psi"] * len(idx),
+            [self.chi_p[r] for r in idx],
+            [self.cpsi[r] for r in idx],
+            [cprofs[r].psi_threshold for r in idx],
+            {"chi2": [self.chi[r] for r in idx], "js": [self.cjs[r] for r in idx]},
         )
+
+    def numeric_test(self, name: str, i: int) -> WindowTest | None:
+        """:meth:`numeric_block` of one column (None: too few events)."""
+        b = self.numeric_block([(name, i)])
+        return b.test(0) if b.feature else None
+
+    def categorical_test(self, name: str, r: int) -> WindowTest | None:
+        """:meth:`categorical_block` of one column (None: too few events)."""
+        b = self.categorical_block([(name, r)])
+        return b.test(0) if b.feature else None
 
 
 def input_blocks(st: ModelState, stats: WindowStats) -> list[TestBlock]:
@@ -221,66 +237,53 @@ def input_blocks(st: ModelState, stats: WindowStats) -> list[TestBlock]:
     numeric features' block (PSI, with KS and JS), then the categorical features' (PSI,
     with chi-square and JS)."""
     plan = stats.plan
-    least = stats.least
     blocks: list[TestBlock] = []
     if plan.nc:
-        n, m, ks = stats.n, plan.prof_n, stats.ks
-        idx = [
-            i
-            for i, name in enumerate(plan.num_names)
-            if name in st.num and n[i] >= least and m[i] >= 1
-        ]
-        # WindowStats.numeric_test's p-value, column by column.
-        p = [kolmogorov_sf(math.sqrt(n[i] * m[i] / (n[i] + m[i])) * ks[i]) for i in idx]
-        psi, thr, js = stats.psi, plan.psi_thr, stats.js
-        blocks.append(
-            TestBlock(
-                [plan.num_names[i] for i in idx],
-                ["psi"] * len(idx),
-                p,
-                [psi[i] for i in idx],
-                [thr[i] for i in idx],
-                {"ks": [ks[i] for i in idx], "js": [js[i] for i in idx]},
-            )
-        )
+        names = [(name, i) for i, name in enumerate(plan.num_names) if name in st.num]
+        blocks.append(stats.numeric_block(names))
     if plan.kc:
-        cn, cprofs = stats.cn, plan.cprofs
-        idx = [
-            r
-            for r, name in enumerate(plan.cat_names)
-            if name in st.cat and cn[r] >= least and cprofs[r].n >= 1
-        ]
-        blocks.append(
-            TestBlock(
-                [plan.cat_names[r] for r in idx],
-                ["psi"] * len(idx),
-                [stats.chi_p[r] for r in idx],
-                [stats.cpsi[r] for r in idx],
-                [cprofs[r].psi_threshold for r in idx],
-                {"chi2": [stats.chi[r] for r in idx], "js": [stats.cjs[r] for r in idx]},
-            )
-        )
+        names = [(name, r) for r, name in enumerate(plan.cat_names) if name in st.cat]
+        blocks.append(stats.categorical_block(names))
     return blocks
 
 
-def decide(tests: list[WindowTest], alpha: float, episode: Episode) -> list[WindowTest]:
-    """Tests that drifted: Holm-significant AND effect over threshold (hysteresis when firing)."""
+def _drifted_rows(
+    effect: Sequence[float],
+    threshold: Sequence[float],
+    p_value: Sequence[float],
+    alpha: float,
+    episode: Episode,
+) -> list[int]:
+    """Positions of the tests (one family) that drifted: Holm-significant AND effect
+    over threshold (hysteresis when firing)."""
     factor = 0.5 if episode.firing else 1.0  # easier to stay firing than to start
-    big = [j for j, t in enumerate(tests) if t.effect >= factor * t.threshold]
-    if not big:  # most windows: no Holm pass needed
+    big = [j for j, (e, t) in enumerate(zip(effect, threshold, strict=True)) if e >= factor * t]
+    if not big:  # most windows: no Holm pass needed (a test drifts only when both hold)
         return []
-    reject = holm(np.asarray([t.p_value for t in tests]), alpha)
-    return [tests[j] for j in big if reject[j]]
+    reject = holm(np.asarray(p_value), alpha)
+    return [j for j in big if reject[j]]
+
+
+def decide(tests: list[WindowTest], alpha: float, episode: Episode) -> list[WindowTest]:
+    """The tests that drifted (:func:`_drifted_rows`)."""
+    rows = _drifted_rows(
+        [t.effect for t in tests],
+        [t.threshold for t in tests],
+        [t.p_value for t in tests],
+        alpha,
+        episode,
+    )
+    return [tests[j] for j in rows]
 
 
 def decide_blocks(blocks: Sequence[TestBlock], alpha: float, episode: Episode) -> list[str]:
     """:func:`decide` over the tests of ``blocks`` (one family): the drifted tests' features."""
-    factor = 0.5 if episode.firing else 1.0
-    effect = [e for b in blocks for e in b.effect]
-    threshold = [t for b in blocks for t in b.threshold]
-    big = [j for j, (e, t) in enumerate(zip(effect, threshold, strict=True)) if e >= factor * t]
-    if not big:
-        return []
-    reject = holm(np.asarray([v for b in blocks for v in b.p_value]), alpha)
+    rows = _drifted_rows(
+        [e for b in blocks for e in b.effect],
+        [t for b in blocks for t in b.threshold],
+        [p for b in blocks for p in b.p_value],
+        alpha,
+        episode,
+    )
     feature = [f for b in blocks for f in b.feature]
-    return [feature[j] for j in big if reject[j]]
+    return [feature[j] for j in rows]
