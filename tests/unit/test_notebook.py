@@ -240,6 +240,33 @@ def test_monitor_reads_the_current_data_with_the_roles_given_at_build(
     assert not overridden.alerts.equals(said_once.alerts)
 
 
+def test_notebook_errors_and_notes_name_keyword_arguments_not_flags(
+    frames: tuple[Any, Any],
+) -> None:
+    """In a notebook the fix is a keyword argument: errors and notes spell it as one
+    (``label='target'``), where the command line's say ``--label target``."""
+    two_labels = frames[0].assign(label=frames[0]["target"])
+    with pytest.raises(driftline.InputError) as err:
+        driftline.build_reference(two_labels, "churn", "1", show=False)
+    msg = str(err.value)
+    assert "choose one with label='target' (and exclude=['label'])" in msg, msg
+    assert "--" not in msg
+    with pytest.raises(driftline.InputError) as err:
+        driftline.build_reference(frames[0], "churn", "1", types={"age": "text"}, show=False)
+    assert str(err.value).startswith("types={'age': 'text'}: a type is numeric or"), err.value
+    exported = frames[0].reset_index().drop(columns=["prediction", "proba_False"])
+    text = driftline.build_reference(exported, "churn", "1", show=False).describe()
+    assert "the row index pandas wrote (features=[...] to keep it)" in text
+    assert "(prediction='COLUMN')" in text and "--" not in text
+    # The command line's own reading of the same table still names its flags.
+    from driftline.offline.roles import ColumnMap, resolve
+    from driftline.offline.tables import table_from
+
+    res = resolve(table_from(exported), ColumnMap())
+    assert "(--features to keep it)" in res.describe()
+    assert "(--prediction COLUMN)" in res.describe()
+
+
 def test_build_reference_fits_the_multivariate_model_unless_told_not_to() -> None:
     rows = [
         {"a": float(i % 97), "b": float((i * 7) % 89), "c": float(i % 13), "guess": "y"}

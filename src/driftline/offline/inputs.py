@@ -16,6 +16,7 @@ from typing import Any
 from driftline.config import LabelsSettings
 from driftline.core.reference import ReferenceProfile
 from driftline.errors import InputError
+from driftline.offline.options import option
 from driftline.offline.replay import (
     EventSource,
     OfflineRun,
@@ -73,7 +74,7 @@ def open_predictions(
     if not model_id or not model_version:
         raise InputError(
             f"{res.table.source} is a table: say which model its rows belong to "
-            "(--model and --version, or one --reference)"
+            f"({option('model', 'MODEL')} and {option('version', 'VERSION')}, or one reference)"
         )
     return res.event_rows(model_id, model_version, labels), res
 

@@ -28,6 +28,7 @@ from driftline.errors import InputError
 from driftline.offline.build import build_from_table
 from driftline.offline.files import read_reference_file, write_reference_file
 from driftline.offline.inputs import replay_inputs
+from driftline.offline.options import python_spelling
 from driftline.offline.replay import OfflineRun, report_from_run
 from driftline.offline.roles import ColumnMap, Resolved
 from driftline.views.report.render import render_report
@@ -206,7 +207,8 @@ def build_reference(
         false_alarm_events=false_alarm_events,
         multivariate=multivariate,
     )
-    profile, res = build_from_table(data, model_id, model_version, columns=cm, policy=policy)
+    with python_spelling():  # errors and notes name keyword arguments, not flags
+        profile, res = build_from_table(data, model_id, model_version, columns=cm, policy=policy)
     if show:
         print(res.describe())
     return Reference(profile, res, cm)
@@ -428,19 +430,20 @@ def monitor(
              features=features, exclude=exclude, types=types, task=task,
              on_bad_value=on_bad_value),
     )  # fmt: skip
-    run, res = replay_inputs(
-        current,
-        _as_profiles(reference),
-        columns=cm,
-        labels=labels,
-        label_columns=ColumnMap.for_labels(label_columns) if label_columns else None,
-        model_id=model_id,
-        model_version=model_version,
-        labels_settings=labels_settings or load_settings().labels,
-        batch=batch,
-        progress=False,
-        show=print if show else None,
-    )
+    with python_spelling():
+        run, res = replay_inputs(
+            current,
+            _as_profiles(reference),
+            columns=cm,
+            labels=labels,
+            label_columns=ColumnMap.for_labels(label_columns) if label_columns else None,
+            model_id=model_id,
+            model_version=model_version,
+            labels_settings=labels_settings or load_settings().labels,
+            batch=batch,
+            progress=False,
+            show=print if show else None,
+        )
     assert run is not None  # no dry run here
     source = res.table.source if res is not None else str(current)
     if run.refused and show:

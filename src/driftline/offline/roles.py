@@ -46,6 +46,7 @@ from driftline.contract.checks import (
 from driftline.contract.values import class_value, event_time, plain
 from driftline.core.reference import TrainingData
 from driftline.errors import InputError
+from driftline.offline.options import option
 from driftline.offline.tables import ColumnStats, Table
 
 __all__ = ["ColumnMap", "Refusal", "Resolved", "resolve"]
@@ -378,7 +379,7 @@ class Resolved:
             raise InputError(
                 f"{t.source}: a labels table needs an id and a label column "
                 f"(found id={self.id!r}, label={self.label!r}; "
-                "name them with --labels-columns id=COL,label=COL, or label_columns=)"
+                f"name them with {option('labels-columns', 'id=COL,label=COL')})"
             )
         vals = t.values([c for c in (self.id, self.timestamp) if c])
         labels = self._class_column(self.label)
@@ -441,10 +442,10 @@ def _pick(role: str, free: Sequence[str], candidates: Sequence[str], source: str
     low = {n.lower(): n for n in free}
     found = [low[c] for c in candidates if c in low]
     if len(found) > 1:
-        flag = {"label": "--label", "prediction": "--prediction", "timestamp": "--timestamp"}
         raise InputError(
             f"{source}: columns {' and '.join(repr(f) for f in found)} could both be the "
-            f"{role}: choose one with {flag.get(role, '--' + role)} (and --exclude the other)"
+            f"{role}: choose one with {option(role, found[0])} (and "
+            f"{option('exclude', found[1])})"
         )
     return found[0] if found else None
 
@@ -467,7 +468,9 @@ def _kind(
     if declared in ("numeric", "categorical"):
         return declared, "declared"  # type: ignore[return-value]
     if declared is not None:
-        raise InputError(f"--types {name}={declared}: a type is numeric or categorical")
+        raise InputError(
+            f"{option('types', f'{name}={declared}')}: a type is numeric or categorical"
+        )
     if present == 0:
         return "numeric", "every value is missing"
     if st.bools == present:
@@ -476,7 +479,8 @@ def _kind(
         if st.integers == present and len(st.distinct) <= _CODES and not output:
             vals = ", ".join(sorted(st.distinct, key=lambda s: float(s))[:5])
             return "numeric", (
-                f"{len(st.distinct)} distinct integers ({vals}): codes? --types {name}=categorical"
+                f"{len(st.distinct)} distinct integers ({vals}): codes? "
+                f"{option('types', f'{name}=categorical')}"
             )
         return "numeric", ""
     if st.times == present or (
@@ -531,7 +535,7 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
     for role in ("id", "timestamp", "prediction", "label"):
         v = getattr(cm, role)
         if v:
-            setattr(res, role, known(v, f"--{role}"))
+            setattr(res, role, known(v, option(role)))
             taken.add(v)
     free = [n for n in names if n not in taken and n not in (cm.features or ())]
     ids_given = cm.id is not None
@@ -556,14 +560,14 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
                 if cls in given_scores:
                     raise InputError(
                         f"{src}: columns {given_scores[cls]!r} and {n!r} both "
-                        f"hold class {cls!r}: name them with --scores"
+                        f"hold class {cls!r}: name them with {option('scores', 'CLASS=COLUMN')}"
                     )
                 given_scores[cls] = n
         lone = [n for n in free if n.lower() in _LONE_SCORE_NAMES and n not in roles]
         if len(lone) > 1:
             raise InputError(
                 f"{src}: columns {lone} could each be the probability: "
-                "name it with --scores CLASS=COLUMN"
+                f"name it with {option('scores', 'CLASS=COLUMN')}"
             )
         if lone and not given_scores:
             given_scores[""] = lone[0]  # the class is worked out below
@@ -575,11 +579,11 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
             if n in cm.features:
                 res.features.append(n)
             else:
-                res.excluded[n] = "not in --features"
+                res.excluded[n] = f"not in {option('features')}"
         elif n.lower().endswith("_id"):
             res.excluded[n] = "an identifier (name ends in _id)"
         elif _PANDAS_INDEX.match(n):
-            res.excluded[n] = "the row index pandas wrote (--features to keep it)"
+            res.excluded[n] = f"the row index pandas wrote ({option('features')} to keep it)"
         else:
             res.features.append(n)
     # Types.
@@ -631,7 +635,7 @@ def _output_notes(res: Resolved, cm: ColumnMap) -> None:
     if res.prediction is None and cm.prediction is None:
         res.remarks.append(
             "no prediction column (none is named prediction, pred, y_pred or predicted): "
-            "output drift and accuracy need one (--prediction COLUMN)"
+            f"output drift and accuracy need one ({option('prediction', 'COLUMN')})"
         )
     if cm.features is not None:
         return
@@ -643,7 +647,8 @@ def _output_notes(res: Resolved, cm: ColumnMap) -> None:
     if odd:
         res.remarks.append(
             f"{', '.join(odd)} read as features but named like a model output or the label: "
-            "name them (--prediction, --scores CLASS=COLUMN, --label) or --exclude them"
+            f"name them ({option('prediction', 'COLUMN')}, {option('scores', 'CLASS=COLUMN')}, "
+            f"{option('label', 'COLUMN')}) or exclude them ({option('exclude', odd[0])})"
         )
 
 
@@ -682,7 +687,7 @@ def _scores(res: Resolved, given: dict[str, str]) -> None:
         if len(classes) != 2 or not numeric:
             raise InputError(
                 f"{src}: column {col!r} holds one probability but the classes are "
-                f"{classes or 'unknown'}: say whose it is with --scores CLASS={col}"
+                f"{classes or 'unknown'}: say whose it is with {option('scores', f'CLASS={col}')}"
             )
         given[classes[1]] = col
         res.complement = (classes[0], col)
@@ -717,7 +722,7 @@ def _task(res: Resolved, cm: ColumnMap) -> None:
     if st.integers == st.numbers and len(st.distinct) <= _CODES:
         res.notes[p] = (
             f"{len(st.distinct)} distinct integers and no scores: read as "
-            "regression; --task classification if they are classes"
+            f"regression; {option('task', 'classification')} if they are classes"
         )
 
 
@@ -726,10 +731,10 @@ def _time_notes(res: Resolved) -> None:
     if ts is None:
         res.remarks.append(
             "no time column: each label takes its prediction's time "
-            "(--labels-columns timestamp=COLUMN names one)"
+            f"({option('labels-columns', 'timestamp=COLUMN')} names one)"
             if res.labels
             else "no timestamp column: a replay puts events 1 ms apart in row order "
-            "(--timestamp COLUMN names one)"
+            f"({option('timestamp', 'COLUMN')} names one)"
         )
         return
     kind = res.kinds.get(ts)
@@ -772,8 +777,8 @@ def _bad_values(res: Resolved, cm: ColumnMap) -> None:
             raise InputError(
                 f"{t.source}, {t.where(first)}, column {col!r}: {why} ({st.numbers:,} of "
                 f"{st.present:,} values are numbers); fix the data, "
-                f"declare the column (--types {col}=categorical) or set such rows aside "
-                "(--on-bad-value dlq)"
+                f"declare the column ({option('types', f'{col}=categorical')}) or set such "
+                f"rows aside ({option('on-bad-value', 'dlq')})"
             )
         values = t.values([col])[col]
         for r in bad.tolist():
