@@ -220,6 +220,22 @@ def test_a_lone_probability_column_is_the_positive_class(tmp_path: Path) -> None
     assert ref.outputs.task == "classification"
 
 
+def test_scikit_learn_names_of_the_probability_are_found() -> None:
+    """``y_pred``/``y_proba`` as a scikit-learn notebook names them: ``y_proba`` (or
+    ``y_score``) is the positive class's probability, not a feature that drifts with the
+    model, and the negative class gets 1 - it."""
+    rng = np.random.default_rng(5)
+    p = rng.random(400)
+    for name in ("y_proba", "y_score", "pred_proba"):
+        df = pd.DataFrame(
+            {"x": rng.normal(size=400), "y": rng.random(400) < p, "y_pred": p > 0.5, name: p}
+        )
+        res = resolve(table_from(df))
+        assert res.features == ["x"], name
+        assert res.scores == {"true": name} and res.complement == ("false", name)
+        assert not [r for r in res.remarks if "named like a model output" in r], res.remarks
+
+
 def test_other_id_columns_are_excluded_and_codes_are_noted() -> None:
     rows = [
         {"customer_id": i, "order_id": i * 7, "tier": i % 3, "amount": i * 1.5} for i in range(100)

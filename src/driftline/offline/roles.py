@@ -72,7 +72,19 @@ _SCORE_PREFIXES = (
     "score_",
     "scores.",
 )
-_LONE_SCORE_NAMES = ("probability", "proba", "prob", "score")
+#: One probability column of a binary model: plain names and scikit-learn's usual ones
+#: (``y_proba = model.predict_proba(X)[:, 1]``; ``y_score`` as ``roc_auc_score`` calls it).
+_LONE_SCORE_NAMES = (
+    "probability",
+    "proba",
+    "prob",
+    "score",
+    "y_proba",
+    "y_prob",
+    "y_score",
+    "pred_proba",
+    "predict_proba",
+)
 _TIME_TEXT = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:[Zz]|[+-]\d{2}:?\d{2})?$"
 )
