@@ -267,6 +267,24 @@ def test_notebook_errors_and_notes_name_keyword_arguments_not_flags(
     assert "(--prediction COLUMN)" in res.describe()
 
 
+def test_the_roles_table_names_features_the_reference_does_not_share(
+    frames: tuple[Any, Any], ref: driftline.Reference, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A column added to the current data, or one it lost, raises a data-quality alert;
+    the table of roles says so first, and names the keyword that leaves a column out."""
+    current = frames[1].drop(columns=["plan"]).assign(debug_flag=1.5)
+    result = driftline.monitor(current, ref)
+    shown = capsys.readouterr().out
+    assert "note: debug_flag not among the reference's features" in shown, shown
+    assert "(exclude=['debug_flag'] leaves it out)" in shown
+    assert "note: plan of the reference's features not read from this table" in shown
+    quality = result.alerts.query("kind == 'data_quality'")
+    named = {f for a in quality.itertuples() for f in [a.feature, *a.top_features]}
+    assert {"plan", "__unknown_features__"} <= named, named
+    driftline.monitor(frames[1], ref)
+    assert "reference's features" not in capsys.readouterr().out
+
+
 def test_build_reference_fits_the_multivariate_model_unless_told_not_to() -> None:
     rows = [
         {"a": float(i % 97), "b": float((i * 7) % 89), "c": float(i % 13), "guess": "y"}

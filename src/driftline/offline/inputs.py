@@ -92,6 +92,26 @@ def open_labels(
     return res.label_rows(model_id), res
 
 
+def _compare_features(res: Resolved, ref: ReferenceProfile) -> None:
+    """Note the table's features the reference lacks, and the reference's the table
+    lacks: each raises a data-quality alert in the run, and the table of roles is where
+    the user can see why before reading it."""
+    known = set(ref.features)
+    new = [f for f in res.features if f not in known]
+    gone = [f for f in ref.features if f not in set(res.features)]
+    if new:
+        res.remarks.append(
+            f"{', '.join(new)} not among the reference's features: the run raises a "
+            f"data-quality alert on unknown features ({option('exclude', new[0])} leaves "
+            "it out)"
+        )
+    if gone:
+        res.remarks.append(
+            f"{', '.join(gone)} of the reference's features not read from this table: "
+            "every event misses it, a data-quality alert"
+        )
+
+
 def replay_inputs(
     current: Any,
     references: Sequence[ReferenceProfile],
@@ -129,9 +149,15 @@ def replay_inputs(
         current, columns, model_id, model_version, table_labels if labels is None else None
     )
     if res is not None:
+        by_key = {(r.model_id, r.model_version): r for r in references}
+        ref = by_key.get((model_id or "", model_version or "")) or by_key.get(
+            (model_id or "", "default")
+        )
+        if ref is not None:
+            _compare_features(res, ref)
         if show is not None:
             show(res.describe())
-        have = {(r.model_id, r.model_version) for r in references}
+        have = set(by_key)
         if not have:
             raise InputError(f"{res.table.source}: give the reference to compare with")
         if (model_id, model_version) not in have and (model_id, "default") not in have:
