@@ -208,6 +208,26 @@ def test_a_labels_table_with_its_own_column_names(env: dict[str, str], files: Pa
     assert "the roles of a labels table are id, label and timestamp" in typo.stderr
 
 
+def test_a_table_without_a_prediction_column_is_one_line_not_every_row_refused(
+    env: dict[str, str], files: Path
+) -> None:
+    """A reference may be built without the model's output (input drift only), but every
+    event carries a prediction: replaying such a table says so in one line (exit 2)
+    instead of refusing each row as "prediction: got null"."""
+    pd.read_csv(files / "current.csv").drop(columns=["prediction"]).to_csv(
+        files / "no-pred.csv", index=False
+    )
+    built = dl(env, "reference", "build", "--model", "churn", "--version", "1",
+               "--data", "train.csv", "--out", "np.ref", cwd=files)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    run = dl(env, "replay", "--events", "no-pred.csv", "--reference", "np.ref",
+             "--out", "np.jsonl", cwd=files)  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    last = run.stderr.splitlines()[-1]  # after the table of column roles
+    assert "no-pred.csv: no prediction column" in last and "--prediction COLUMN" in last
+    assert not (files / "np.jsonl").exists()
+
+
 def test_refused_input_exits_2_with_a_summary(env: dict[str, str], files: Path) -> None:
     ev = files / "events.jsonl"
     good = {

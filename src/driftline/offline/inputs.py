@@ -168,6 +168,13 @@ def replay_inputs(
             )
     if dry_run:
         return None, res
+    if res is not None and res.prediction is None:
+        # Every prediction event carries the model's output (the contract): a table
+        # without one would have each of its rows refused.
+        raise InputError(
+            f"{res.table.source}: no prediction column, and every event the monitor reads "
+            f"carries the model's prediction: name it with {option('prediction', 'COLUMN')}"
+        )
     label_source: EventSource | None = None
     if labels is not None:
         label_source, lres = open_labels(labels, label_columns, model_id)
