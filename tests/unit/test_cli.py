@@ -147,6 +147,13 @@ def test_offline_from_a_clean_clone_no_redis(env: dict[str, str], files: Path) -
     assert "input_drift" in kinds and "performance" in kinds, kinds
     assert all(a["detected_at"] > 1_700_000_000_000 for a in alerts)
     assert "labels: 3,000 of 3,000 joined" in r.stderr and "accuracy" in r.stderr
+    # The summary counts alert events, and the episodes that fired by kind (an episode's
+    # updates and resolution are events of the same alert).
+    fired = [a["kind"] for a in alerts if a["status"] == "firing"]
+    said = re.search(r"replayed 3,000 events: (\d+) alert events \((\d+) fired: ([^;)]*)", r.stderr)
+    assert said is not None, r.stderr
+    assert int(said[1]) == len(alerts) and int(said[2]) == len(fired), said[0]
+    assert said[3] == ", ".join(f"{fired.count(k)} {k}" for k in sorted(set(fired)))
     show = dl(env, "reference", "show", "--file", "churn.ref", cwd=files)
     assert show.returncode == 0 and "is_member" in show.stdout and "accuracy=" in show.stdout
     # The multivariate model is fitted by default (docs/multivariate.md), not when asked not.

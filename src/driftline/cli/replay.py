@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 
 from driftline.cli.common import column_map, dlq_path, label_column_map, read_references, say
 from driftline.config import Settings
+from driftline.contract.events import DriftAlert
 from driftline.core.reference import ReferenceProfile
 from driftline.core.slowloop import format_report
 from driftline.offline.files import write_jsonl
@@ -92,13 +94,8 @@ async def replay(args: argparse.Namespace, settings: Settings) -> int:
             out.close()
     if args.windows:
         write_jsonl(Path(args.windows), (w for m in sorted(run.windows) for w in run.windows[m]))
-    by_kind: dict[str, int] = {}
-    for a in run.alerts:
-        if a.status == "firing":
-            by_kind[a.kind] = by_kind.get(a.kind, 0) + 1
-    kinds = ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items())) or "none firing"
     say(
-        f"driftline: replayed {run.events:,} events: {len(run.alerts)} alerts ({kinds}); "
+        f"driftline: replayed {run.events:,} events: {_alert_counts(run.alerts)}; "
         f"{sum(len(w) for w in run.windows.values()):,} windows"
     )
     if run.slow is not None:
@@ -107,6 +104,27 @@ async def replay(args: argparse.Namespace, settings: Settings) -> int:
         if args.performance:
             print(format_report(run.performance()), file=sys.stderr)
     return refusal_exit(args, run)
+
+
+def _alert_counts(alerts: Sequence[DriftAlert]) -> str:
+    """``4 alert events (2 fired: 1 input_drift, 1 output_drift; 1 resolved)``: an alert
+    fires once an episode and is then updated or resolved, so the events outnumber the
+    alerts; the kinds count the episodes that fired."""
+    by_kind: dict[str, int] = {}
+    resolved = 0
+    for a in alerts:
+        if a.status == "firing":
+            by_kind[a.kind] = by_kind.get(a.kind, 0) + 1
+        elif a.status == "resolved":
+            resolved += 1
+    if not alerts:
+        return "no alerts"
+    fired = sum(by_kind.values())
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items()))
+    what = f"{fired} fired: {kinds}" if fired else "none fired"
+    if resolved:
+        what += f"; {resolved} resolved"
+    return f"{len(alerts)} alert event{'s' if len(alerts) != 1 else ''} ({what})"
 
 
 def _accuracy(run: OfflineRun) -> str:
