@@ -74,7 +74,8 @@ def open_predictions(
     if not model_id or not model_version:
         raise InputError(
             f"{res.table.source} is a table: say which model its rows belong to "
-            f"({option('model', 'MODEL')} and {option('version', 'VERSION')}, or one reference)"
+            f"({option('model', 'MODEL')} and {option('version', 'VERSION')}, or one "
+            f"{option('reference', 'FILE')})"
         )
     return res.event_rows(model_id, model_version, labels), res
 
