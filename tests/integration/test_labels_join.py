@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.config import Settings
 from driftline.contract.columnar import pack_events
+from driftline.contract.label_batch import pack_label_events
 from driftline.core.reference import Policy, build_reference
 from driftline.core.slowloop import (
     DriftIndex,
@@ -41,7 +42,7 @@ from driftline.runtime.store import open_store
 from driftline.views.report import render_report, report_from_store
 from driftline.views.slow_loop import load_perf_states, report_text
 from driftline.views.status import model_statuses, render_index
-from support import ON_BOTH_REDIS, read_all, redis_env, redis_settings
+from support import ON_BOTH_REDIS, read_all, read_dlq, redis_env, redis_settings
 
 pytestmark = pytest.mark.integration
 
@@ -574,6 +575,50 @@ async def test_a_backlog_of_labels_before_their_predictions_loses_nothing(lsetti
         assert "concept_drift" in render_report(data)
     finally:
         await client.aclose()
+
+
+# ------------------------------------------------------------------ label batches
+
+
+async def test_a_label_batch_dead_letters_its_poison_rows_and_joins_the_rest_once(lsettings):
+    # label_batch.v1 (what the SDK sends by default) mixed with single label events: a
+    # row that breaks the contract goes to the DLQ alone, as its single label event and
+    # with that event's reason; a malformed batch goes whole; the rest is joined once.
+    s = lsettings
+    sc = SeaScenario(model_id="sea-lb", seed=21)
+    await create_topics(s, partitions=1)
+    await store_reference(s, sea_reference(sc))
+    n = 600
+    preds, labels = sc.events(n)
+    poison = [{**labels[10], "label": True}, {**labels[20], "timestamp": -1}]
+    rows = [*labels[:10], poison[0], *labels[10:20], poison[1], *labels[20:300], labels[5]]
+    batches = [(b"sea-lb", orjson.dumps(b)) for b in pack_label_events(rows, max_rows=100)]
+    malformed = orjson.dumps({**pack_label_events(labels[:3])[0], "count": 4})
+    records = [*batches, *labels[300:450], (b"sea-lb", malformed), *labels[450:]]
+    await send(s, s.topics.predictions, preds)
+    await send(s, s.topics.labels, records)
+    j = LabelJoiner(s, name=f"batches-{s.labels.group_id}")
+    await j.start()
+    task = asyncio.create_task(j.run())
+    try:
+        # Labels are counted one each (a batch's rows too; the malformed batch as one).
+        await until(lambda: j.labels_seen >= len(rows) + n - 300 + 1 and j.predictions_seen >= n)
+    finally:
+        j.stop()
+        await task
+        await j.close()
+    assert j.labels_seen == len(rows) + n - 300 + 1
+    assert j.totals()["sea-lb"] == {"joined": n, "duplicate": 1}
+    assert j.outcomes[("_invalid", "invalid")] == 3
+    dlq = await read_dlq(s.kafka.bootstrap_servers, s.topics.dlq(s.topics.labels), idle_ms=800)
+    assert [orjson.loads(v) for v, _ in dlq[:2]] == poison
+    assert [h["dl.error.message"] for _, h in dlq[:2]] == [
+        "label: expected a number or a string, got a boolean",
+        "timestamp: negative epoch milliseconds",
+    ]
+    assert dlq[2][0] == malformed
+    assert dlq[2][1]["dl.error.message"] == "prediction_ids: 3 entries, count is 4"
+    assert len(dlq) == 3
 
 
 # ------------------------------------------------------------------ one server = a cluster

@@ -55,6 +55,7 @@ from driftline.contract.events import (
     decode_prediction,
     json_schema,
 )
+from driftline.contract.label_batch import LabelBatch, check_label_batch
 from driftline.errors import ContractError, DecodeError, UnsupportedVersion, ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,11 +68,13 @@ MODELS: dict[str, type[BaseModel]] = {
     "drift_alert": DriftAlert,
     "reference_envelope": ReferenceEnvelope,
     "prediction_batch": PredictionBatch,
+    "label_batch": LabelBatch,
 }
 CHECKERS: dict[str, Callable[[object], str | None]] = {
     "prediction_event": check_prediction,
     "label_event": check_label,
     "prediction_batch": check_prediction_batch,
+    "label_batch": check_label_batch,
 }
 DECODERS: dict[str, tuple[Callable[[bytes], object], Callable[[bytes], object]]] = {
     "prediction_event": (decode_prediction, decode_prediction_fast),
@@ -84,6 +87,7 @@ MIN_EXAMPLES = {  # (valid, invalid) per schema, as the contract promises
     "drift_alert": (3, 6),
     "reference_envelope": (3, 6),
     "prediction_batch": (4, 10),
+    "label_batch": (4, 10),
 }
 
 
@@ -232,7 +236,7 @@ def test_example_agrees_everywhere(schema: str, folder: str, path: Path) -> None
     if schema in CHECKERS:
         reason = CHECKERS[schema](obj)
         assert (reason is None) is want, reason
-        for decode in DECODERS[schema]:
+        for decode in DECODERS.get(schema, ()):
             if want:
                 decode(data)
             else:

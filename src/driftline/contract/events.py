@@ -737,6 +737,7 @@ SCHEMA_NAMES = (
     "prediction_event.v1",
     "prediction_batch.v1",
     "label_event.v1",
+    "label_batch.v1",
     "drift_alert.v1",
     "reference_envelope.v1",
 )

@@ -10,7 +10,9 @@ pure core in :mod:`driftline.core.slowloop`.
 
 Per batch of partition ``p`` (predictions-p and labels-p together):
 
-1. decode; a label that breaks the contract goes to ``labels.dlq`` with reason headers
+1. decode (single label events and ``label_batch.v1`` batches, in record order); a
+   label that breaks the contract (a record, or a batch's row as its single label
+   event) goes to ``labels.dlq`` with reason headers
    (acknowledged before the commit; a prediction that breaks it is counted and skipped:
    the monitor dead-letters predictions);
 2. one script call looks up every pending prediction the batch needs
@@ -38,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import partial
@@ -49,11 +51,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from driftline.config import Settings
-from driftline.contract.checks import (
-    decode_label_fast,
-)
 from driftline.contract.columnar import ColumnarBatch
 from driftline.contract.decode import decode_record
+from driftline.contract.label_batch import decode_label_records
 from driftline.core.reference import ReferenceProfile
 from driftline.core.slowloop import (
     DIAGNOSES,
@@ -96,10 +96,11 @@ class Joined:
     result: JoinResult
     #: Prediction events (the rows of a batch count one each) plus refused records.
     predictions: int
+    #: Labels read (the rows of a label batch count one each) plus refused records.
     labels: int
     #: Valid predictions handed to the core (not those of held or refused models).
     processed_predictions: int
-    #: Labels refused by the contract (dead-lettered).
+    #: Labels refused by the contract (dead-lettered): records, and rows of label batches.
     dead_letters: int
     #: Labels of held or refused models (dead-lettered).
     held_labels: int = 0
@@ -258,12 +259,22 @@ class LabelJoiner(Worker[UnitState, Joined]):
         if bad_preds:
             # The monitor dead-letters predictions; the joiner only counts them.
             m.JOIN_PREDICTIONS.labels("_invalid", "invalid").inc(bad_preds)
-        labels, label_recs, refused = _decode(lrecs, decode_label_fast)
+        # Single label events and label batches (label_batch.v1), in record order; a
+        # batch's row that breaks the contract is dead-lettered alone, as its event.
+        dec = decode_label_records([r.value for r in lrecs])
+        labels, label_recs, refused = dec.labels, dec.origin, dec.refused
         state.refused += len(refused)
         await asyncio.gather(
             *(
-                self.dead_letter(self.label_topic, p, r.offset, r.value, r.key, exc)
-                for r, exc in refused
+                self.dead_letter(
+                    self.label_topic,
+                    p,
+                    lrecs[ri].offset,
+                    _value(lrecs[ri], row),
+                    lrecs[ri].key,
+                    exc,
+                )
+                for ri, row, exc in refused
             )
         )
         keys = {(e["model_id"], e["model_version"]) for e in preds}
@@ -273,7 +284,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
         held_labels = 0
         if dropped:
             preds, labels, label_recs, held_labels = await self._drop(
-                p, preds, labels, label_recs, dropped
+                p, preds, labels, label_recs, dropped, lrecs, dec.batches
             )
         plan = plan_lookups(preds, labels, state, self.settings.labels)
         found = await self.retrying(
@@ -297,9 +308,10 @@ class LabelJoiner(Worker[UnitState, Joined]):
         for idx, reason, event in result.rejected:
             why = ValidationError(reason)
             if idx >= 0:
-                r = label_recs[idx]
+                r = lrecs[label_recs[idx]]
+                value = _value(r, labels[idx] if label_recs[idx] in dec.batches else None)
                 sends.append(
-                    self.dead_letter(self.label_topic, p, r.offset, r.value, r.key, why, "join")
+                    self.dead_letter(self.label_topic, p, r.offset, value, r.key, why, "join")
                 )
             elif event is not None:
                 raw = orjson.dumps(event)
@@ -320,7 +332,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
             alerts=[a.to_json() for a in result.alerts],
             positions=positions,
             stored_offset=unit.stored + 1,
-            result=Joined(result, seen, len(lrecs), len(preds), len(refused), held_labels),
+            result=Joined(result, seen, dec.count, len(preds), len(refused), held_labels),
             records=RecordWrites(result.puts, expire, result.tombs, TOMBSTONE),
         )
 
@@ -374,11 +386,14 @@ class LabelJoiner(Worker[UnitState, Joined]):
         p: int,
         preds: list[dict[str, Any]],
         labels: list[dict[str, Any]],
-        label_recs: list[Any],
+        label_recs: list[int],
         dropped: Mapping[str, tuple[str, Exception]],
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any], int]:
+        lrecs: Sequence[Any],
+        batches: set[int],
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int], int]:
         """Dead-letter the labels of dropped models and skip their predictions (counted:
-        the monitor dead-letters predictions); the events left, and labels sent."""
+        the monitor dead-letters predictions); the events left, and labels sent.
+        ``label_recs[i]`` is the index in ``lrecs`` of label ``i``'s record."""
         kept_preds = []
         for e in preds:
             why = dropped.get(e["model_id"])
@@ -387,14 +402,16 @@ class LabelJoiner(Worker[UnitState, Joined]):
             else:
                 m.JOIN_PREDICTIONS.labels(self.model_labels.label(e["model_id"]), why[0]).inc()
         kept_labels, kept_recs, sends = [], [], []
-        for e, r in zip(labels, label_recs, strict=True):
+        for e, ri in zip(labels, label_recs, strict=True):
             why = dropped.get(e["model_id"])
             if why is None:
                 kept_labels.append(e)
-                kept_recs.append(r)
+                kept_recs.append(ri)
             else:
+                r = lrecs[ri]
+                value = _value(r, e if ri in batches else None)
                 sends.append(
-                    self.dead_letter(self.label_topic, p, r.offset, r.value, r.key, why[1], why[0])
+                    self.dead_letter(self.label_topic, p, r.offset, value, r.key, why[1], why[0])
                 )
         await asyncio.gather(*sends)
         return kept_preds, kept_labels, kept_recs, len(sends)
@@ -577,19 +594,7 @@ def _held(h: Hold) -> Exception:
     return ReferenceMissing(h.detail) if h.reason == "reference_missing" else StateCorrupt(h.detail)
 
 
-def _decode(
-    records: Sequence[Any], decode: Callable[[bytes], dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[Any], list[tuple[Any, ContractError]]]:
-    """``(events, their records, [(refused record, error)])``, in record order."""
-    events: list[dict[str, Any]] = []
-    kept: list[Any] = []
-    refused: list[tuple[Any, ContractError]] = []
-    for rec in records:
-        try:
-            if rec.value is None:
-                raise DecodeError("record has no value")
-            events.append(decode(rec.value))
-            kept.append(rec)
-        except ContractError as exc:
-            refused.append((rec, exc))
-    return events, kept, refused
+def _value(record: Any, row: dict[str, Any] | None) -> bytes | None:
+    """What a label's dead letter carries: its record's value, or for a row of a label
+    batch that row as its single label event."""
+    return record.value if row is None else orjson.dumps(row)

@@ -1,0 +1,307 @@
+"""Columnar label batches (``label_batch.v1``): the model, checks, decoding and packing.
+
+A label batch carries many labels of one model in one Kafka message, column by column
+(:data:`LABEL_BATCH_FORMAT`): row ``i`` is the label event with ``prediction_id =
+prediction_ids[i]``, ``label = labels[i]`` and ``timestamp = timestamps[i]``, plus the
+batch's ``model_id``. What the SDK sends by default, as it does with predictions
+(``prediction_batch.v1``).
+
+Two levels of refusal, so that nothing is lost and nothing is worded twice:
+
+* the **envelope** (JSON, size, duplicate keys, version, ``format``, ``model_id``,
+  ``count``, the columns being arrays of ``count`` entries): a batch that breaks it is
+  refused whole, with the reason, as one dead letter;
+* a **row** whose values break the label contract is refused alone, with exactly the
+  reason a single label event with those values gets (:func:`check_label` on the row
+  rebuilt as that event, which is also what is dead-lettered); the other rows are kept.
+
+:func:`decode_label_records` decodes a fetch of the labels topic (single label events and
+label batches mixed) into the labels in record order, checking a batch's rows with a few
+C-level passes per column and row by row only when one of them fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+
+from driftline.contract.batch import _max_text
+from driftline.contract.checks import (
+    _MAX_ID,
+    _MAX_STRING,
+    _MAX_TIMESTAMP,
+    _id_problem,
+    _kind,
+    _rfc3339_fullmatch,
+    _version_problem,
+    check_label,
+    decode_label_fast,
+)
+from driftline.contract.events import (
+    LIMITS,
+    SCHEMA_VERSION,
+    Id,
+    Label,
+    ModelId,
+    SchemaVersion,
+    Timestamp,
+    _id_bad,
+    _load,
+    event_time_ms,
+)
+from driftline.errors import ContractError, DecodeError, ValidationError
+
+__all__ = [
+    "LABEL_BATCH_FORMAT",
+    "LabelBatch",
+    "LabelRecords",
+    "check_label_batch",
+    "decode_label_records",
+    "pack_label_events",
+]
+
+#: The ``format`` of a columnar label batch (``label_batch.v1``).
+LABEL_BATCH_FORMAT = "driftline.label_batch"
+_MARK = b'"driftline.label_batch"'
+_MAX_ROWS = LIMITS.max_batch_rows
+_COLUMNS = ("prediction_ids", "labels", "timestamps")
+_BatchLength = Field(min_length=1, max_length=_MAX_ROWS)
+
+
+class LabelBatch(BaseModel):
+    """Many labels of one model, column by column (the oracle of the checks below).
+
+    A batch is valid when its envelope and every row are; the joiner is kinder than
+    this model: it keeps the valid rows of a batch whose envelope is valid.
+
+    Examples
+    --------
+    >>> b = LabelBatch(format=LABEL_BATCH_FORMAT, model_id="churn", count=2,
+    ...     prediction_ids=["p1", "p2"], labels=["stay", "churn"],
+    ...     timestamps=[1767225600000, "2026-01-01T00:00:01Z"])
+    >>> b.labels[1]
+    'churn'
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    format: Literal["driftline.label_batch"]
+    schema_version: SchemaVersion | None = None
+    model_id: ModelId
+    count: Annotated[StrictInt, Field(ge=1, le=_MAX_ROWS)]
+    prediction_ids: Annotated[list[Id], _BatchLength]
+    labels: Annotated[list[Label], _BatchLength]
+    timestamps: Annotated[list[Timestamp], _BatchLength]
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int | None) -> int | None:
+        if v is not None and v > SCHEMA_VERSION:
+            raise ValueError(f"schema_version {v} is newer than {SCHEMA_VERSION}")
+        return v
+
+    @field_validator("timestamps")
+    @classmethod
+    def _parsable_times(cls, v: list[int | str]) -> list[int | str]:
+        for t in v:
+            if isinstance(t, str):
+                event_time_ms(t)  # an impossible date such as 2026-02-30 raises
+        return v
+
+    @model_validator(mode="after")
+    def _rows_line_up(self) -> LabelBatch:
+        for name in _COLUMNS:
+            n = len(getattr(self, name))
+            if n != self.count:
+                raise ValueError(f"{name} has {n} entries, count is {self.count}")
+        return self
+
+
+def _envelope_problem(obj: dict[str, Any]) -> str | None:
+    """Why a decoded label batch is refused whole, or ``None`` (rows not looked at)."""
+    problem = _version_problem(obj.get("schema_version"))
+    if problem:
+        return problem
+    fmt = obj.get("format")
+    if type(fmt) is not str or fmt != LABEL_BATCH_FORMAT:
+        return (
+            f"format: must be {LABEL_BATCH_FORMAT!r}"
+            if "format" in obj
+            else "format: field required"
+        )
+    problem = _id_problem(obj, "model_id")
+    if problem:
+        return problem
+    count = obj.get("count")
+    if type(count) is not int or not 0 < count <= _MAX_ROWS:
+        return "count: field required" if "count" not in obj else f"count: need 1 to {_MAX_ROWS}"
+    for name in _COLUMNS:
+        if name not in obj:
+            return f"{name}: field required"
+        col = obj[name]
+        if type(col) is not list:
+            return f"{name}: expected an array, got {_kind(col)}"
+        if len(col) != count:
+            return f"{name}: {len(col)} entries, count is {count}"
+    return None
+
+
+def _rows_valid(ids: list[Any], labels: list[Any], times: list[Any]) -> bool:
+    """Whether every row holds a valid label, by C-level passes over each column."""
+    if set(map(type, ids)) != {str}:
+        return False
+    if not 0 < min(map(len, ids)) or max(map(len, ids)) > _MAX_ID or _id_bad("".join(ids)):
+        return False
+    types = set(map(type, labels))
+    if not types <= {str, int, float}:
+        return False
+    if str in types and _max_text(labels, types) > _MAX_STRING:
+        return False
+    types = set(map(type, times))
+    if types == {int}:
+        return bool(min(times) >= 0 and max(times) <= _MAX_TIMESTAMP)
+    if not types <= {int, str}:
+        return False
+    ints = [t for t in times if type(t) is int]
+    if ints and (min(ints) < 0 or max(ints) > _MAX_TIMESTAMP):
+        return False
+    return all(map(_rfc3339_fullmatch, [t for t in times if type(t) is str]))
+
+
+def _rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The batch's rows as single label events (what the join reads, and the dead letter)."""
+    mid = obj["model_id"]
+    return [
+        {"prediction_id": pid, "model_id": mid, "label": lab, "timestamp": t}
+        for pid, lab, t in zip(obj["prediction_ids"], obj["labels"], obj["timestamps"], strict=True)
+    ]
+
+
+def check_label_batch(obj: object) -> str | None:
+    """Check a decoded label batch whole; ``None`` if valid, else a short reason.
+
+    Accepts and refuses exactly what :class:`LabelBatch` does. A row's reason is the
+    one its single label event gets, after its index (``row 3: label: ...``).
+
+    Examples
+    --------
+    >>> ok = {"format": LABEL_BATCH_FORMAT, "model_id": "m", "count": 1,
+    ...       "prediction_ids": ["p1"], "labels": ["a"], "timestamps": [0]}
+    >>> check_label_batch(ok) is None
+    True
+    >>> check_label_batch({**ok, "labels": [True]})
+    'row 0: label: expected a number or a string, got a boolean'
+    """
+    if type(obj) is not dict:
+        return f"expected a JSON object, got {_kind(obj)}"
+    problem = _envelope_problem(obj)
+    if problem or _rows_valid(obj["prediction_ids"], obj["labels"], obj["timestamps"]):
+        return problem
+    for i, row in enumerate(_rows(obj)):
+        problem = check_label(row)
+        if problem:
+            return f"row {i}: {problem}"
+    return None  # pragma: no cover - _rows_valid refused a row, so check_label does
+
+
+@dataclass
+class LabelRecords:
+    """A fetch of the labels topic decoded, in record order.
+
+    ``labels`` are the valid labels (plain dicts as a single label event decodes to;
+    a batch's rows as :func:`_rows` builds them), ``origin[i]`` the index of the record
+    label ``i`` came from, ``batches`` the indices of records that were label batches,
+    and ``refused`` ``(record index, dead-letter value, error)`` for each refused
+    record or row: the value is ``None`` for a whole record (its own bytes go to the
+    dead-letter topic) and the row rebuilt as a single label event for a batch's row.
+    """
+
+    labels: list[dict[str, Any]] = field(default_factory=list)
+    origin: list[int] = field(default_factory=list)
+    batches: set[int] = field(default_factory=set)
+    refused: list[tuple[int, dict[str, Any] | None, ContractError]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """Labels read: the valid ones and one per refused record or row."""
+        return len(self.labels) + len(self.refused)
+
+
+def decode_label_records(values: Sequence[bytes | None]) -> LabelRecords:
+    """Decode a fetch of label records (single label events and label batches mixed).
+
+    A single event is decoded and checked as :func:`decode_label_fast` does; a label
+    batch is refused whole when its envelope is malformed, else each row that breaks
+    the contract is refused with the reason its single event gets, and the others kept.
+    """
+    out = LabelRecords()
+    labels, origin = out.labels, out.origin
+    for ri, value in enumerate(values):
+        try:
+            if value is None:
+                raise DecodeError("record has no value")
+            if _MARK not in value:
+                labels.append(decode_label_fast(value))
+                origin.append(ri)
+                continue
+            obj = _load(value, LIMITS.max_batch_bytes, "batch")
+            if obj.get("format") != LABEL_BATCH_FORMAT:
+                labels.append(decode_label_fast(value))  # a single event mentioning the format
+                origin.append(ri)
+                continue
+            problem = _envelope_problem(obj)
+            if problem:
+                raise ValidationError(problem)
+        except ContractError as exc:
+            out.refused.append((ri, None, exc))
+            continue
+        rows = _rows(obj)
+        out.batches.add(ri)
+        if _rows_valid(obj["prediction_ids"], obj["labels"], obj["timestamps"]):
+            labels.extend(rows)
+            origin.extend(repeat(ri, len(rows)))
+            continue
+        for row in rows:
+            problem = check_label(row)
+            if problem is None:
+                labels.append(row)
+                origin.append(ri)
+            else:
+                out.refused.append((ri, row, ValidationError(problem)))
+    return out
+
+
+def pack_label_events(
+    events: Sequence[Mapping[str, Any]], max_rows: int = 500
+) -> list[dict[str, Any]]:
+    """Single label events as label batches (dicts ready for ``orjson.dumps``).
+
+    Events are grouped by model, keeping their order within each model, and cut into
+    batches of at most ``max_rows``. Fields other than the four of a label are not
+    carried (a consumer ignores unknown fields).
+    """
+    if max_rows < 1:
+        raise ValueError("max_rows must be at least 1")
+    runs: dict[str, list[Mapping[str, Any]]] = {}
+    for e in events:
+        runs.setdefault(e["model_id"], []).append(e)
+    out: list[dict[str, Any]] = []
+    for model, run in runs.items():
+        for lo in range(0, len(run), max_rows):
+            rows = run[lo : lo + max_rows]
+            out.append(
+                {
+                    "format": LABEL_BATCH_FORMAT,
+                    "schema_version": SCHEMA_VERSION,
+                    "model_id": model,
+                    "count": len(rows),
+                    "prediction_ids": [e["prediction_id"] for e in rows],
+                    "labels": [e["label"] for e in rows],
+                    "timestamps": [e["timestamp"] for e in rows],
+                }
+            )
+    return out
