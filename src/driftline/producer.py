@@ -23,8 +23,9 @@ and the counts :attr:`~AsyncPredictionProducer.dropped_by_reason`.
 
 Predictions go out as columnar batches (``prediction_batch.v1``) by default: each
 delivery round packs the buffered events of a stream (model, version, segment), in send
-order, into as few records as fit. ``batch_events=False`` sends one record per event,
-for consumers that read single events. The monitor gives both the same results.
+order, into as few records as fit; labels likewise, per model (``label_batch.v1``).
+``batch_events=False`` sends one record per event, for consumers that read single
+events. The monitor and the label joiner give both the same results.
 
 :class:`PredictionProducer` is the same producer for thread-based servers: it runs the
 async producer on its own event loop in a daemon thread.
@@ -147,8 +148,9 @@ class AsyncPredictionProducer:
     reconnect_backoff_max_s
         Upper bound of the exponential pause between reconnection attempts.
     batch_events
-        Pack predictions into columnar batch records (``prediction_batch.v1``, the
-        default); ``False`` sends one record per event (for consumers of single events).
+        Pack predictions and labels into columnar batch records (``prediction_batch.v1``
+        and ``label_batch.v1``, the default); ``False`` sends one record per event (for
+        consumers of single events).
 
     Examples
     --------
@@ -284,8 +286,9 @@ class AsyncPredictionProducer:
 
     def send_label(self, event: LabelEvent | Mapping[str, Any]) -> bool:
         """Buffer one label event (keyed by ``model_id``, like predictions); checked
-        like :meth:`send`."""
-        return self._offer(self._label_topic, event, LabelEvent)
+        like :meth:`send`, and packed like predictions (``label_batch.v1``: the labels
+        of a model) unless ``batch_events=False``."""
+        return self._offer(self._label_topic, event, LabelEvent, keep=self._batch_events)
 
     def send_batch(self, batch: Mapping[str, Any]) -> bool:
         """Buffer a columnar batch of predictions (one Kafka record); ``True`` if buffered.
@@ -600,8 +603,9 @@ class AsyncPredictionProducer:
     def _records(self, batch: list[_Entry]) -> list[tuple[str, bytes, bytes, list[int]]]:
         """The Kafka records of a round: ``(topic, key, value, indices of its events)``.
 
-        Predictions kept for packing become batch records, one stream (model, version,
-        segment) at a time in send order; everything else is one record per entry.
+        Events kept for packing become batch records, one stream (model, version,
+        segment; a label's is its model) at a time in send order; everything else is
+        one record per entry.
         """
         out: list[tuple[str, bytes, bytes, list[int]]] = []
         streams: dict[tuple[str, str, str, str], list[int]] = {}

@@ -24,6 +24,7 @@ from driftline.contract.events import (
     BATCH_FORMAT,
     PredictionEvent,
 )
+from driftline.contract.label_batch import LABEL_BATCH_FORMAT, decode_label_records
 from driftline.producer import AsyncPredictionProducer, PredictionProducer
 from driftline.runtime.devstack import TansuBroker
 from driftline.runtime.metrics import REGISTRY
@@ -67,10 +68,13 @@ async def _create_topics(bootstrap: str, *topics: str, partitions: int = 2) -> N
 
 
 def _rows(record: Any) -> list[dict[str, Any]]:
-    """The events a record carries: one, or the rows of a batch (``prediction_batch.v1``)."""
+    """The events a record carries: one, or the rows of a batch (``prediction_batch.v1``
+    or ``label_batch.v1``)."""
     obj = orjson.loads(record.value)
     if obj.get("format") == BATCH_FORMAT:
         return ColumnarBatch.from_dict(obj).rows()
+    if obj.get("format") == LABEL_BATCH_FORMAT:
+        return decode_label_records([record.value]).labels
     return [obj]
 
 
@@ -108,7 +112,7 @@ def _check_records(
     seen: dict[int, list[str]] = defaultdict(list)
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         rows = _rows(r)
-        if orjson.loads(r.value).get("format") != BATCH_FORMAT:
+        if orjson.loads(r.value).get("format") not in (BATCH_FORMAT, LABEL_BATCH_FORMAT):
             assert r.value == orjson.dumps(sent[rows[0]["prediction_id"]])
         for row in rows:
             original = sent[row["prediction_id"]]
@@ -164,6 +168,7 @@ async def test_async_producer_round_trip(
     assert (len(records) < len(sent)) is batch_events  # packed, or one record per event
     _check_records(records, sent, order)
     label_records = await _read_all(bootstrap, settings.topics.labels, len(labels))
+    assert (len(label_records) < len(labels)) is batch_events  # label_batch.v1 records
     _check_records(label_records, labels, order)  # labels carry the same ids and keys
 
 

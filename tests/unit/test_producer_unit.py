@@ -24,6 +24,7 @@ from driftline.contract.events import (
     LIMITS,
     PredictionEvent,
 )
+from driftline.contract.label_batch import decode_label_records
 from driftline.contract.records import pack_records
 from driftline.errors import ConfigError
 from driftline.producer import AsyncPredictionProducer, PredictionProducer
@@ -266,8 +267,8 @@ async def test_predictions_are_packed_per_stream_in_send_order(unique: str) -> N
     assert sum(len(m) for *_, m in records) == 31
     rows: list[dict[str, object]] = []
     for topic, key, value, members in records:
-        if topic.startswith("l-"):
-            assert orjson.loads(value) == label and key == b"m0"
+        if topic.startswith("l-"):  # a label batch (label_batch.v1) of model m0
+            assert decode_label_records([value]).labels == [label] and key == b"m0"
             continue
         decoded = decode_record(value)  # the monitor's decoding step
         assert isinstance(decoded, ColumnarBatch) and key == decoded["model_id"].encode()
@@ -287,3 +288,40 @@ def test_a_batch_over_the_size_limit_is_cut() -> None:
     assert all(len(v) <= 3000 for v, _ in records)
     rows = [r for v, _ in records for r in ColumnarBatch.from_dict(orjson.loads(v)).rows()]
     assert rows == events
+
+
+@pytest.mark.parametrize("batch_events", [True, False], ids=["batches", "single-events"])
+async def test_labels_are_packed_per_model_in_send_order(unique: str, batch_events: bool) -> None:
+    p = AsyncPredictionProducer(_settings(unique), batch_events=batch_events)
+    sent = []
+    for i in range(25):
+        label = {"prediction_id": f"p{i}", "model_id": f"m{i % 2}", "label": i % 3, "timestamp": i}
+        assert p.send_label(label) is True
+        sent.append(label)
+    assert p.send(_event()) is True
+    batch = list(p._buf)
+    records = [r for r in p._records(batch) if r[0].startswith("l-")]
+    assert len(records) == (2 if batch_events else 25)
+    got = []
+    for _topic, key, value, members in records:
+        dec = decode_label_records([value])  # the joiner's decoding step
+        assert not dec.refused and bool(dec.batches) is batch_events
+        assert {key} == {e["model_id"].encode() for e in dec.labels}
+        assert dec.labels == [sent[i] for i in members]  # buffered first: same index
+        got.extend(dec.labels)
+    for model in ("m0", "m1"):  # every label, in send order per model
+        assert [e for e in got if e["model_id"] == model] == [
+            e for e in sent if e["model_id"] == model
+        ]
+    await p.stop(timeout=0.1)
+
+
+def test_a_label_batch_over_the_size_limit_is_cut() -> None:
+    events = [
+        {"prediction_id": f"p{i}-" + "x" * 200, "model_id": "m", "label": "y", "timestamp": i}
+        for i in range(50)
+    ]
+    records = pack_records(events, 3000)
+    assert sum(rows for _, rows in records) == 50 and len(records) > 2
+    assert all(len(v) <= 3000 for v, _ in records)
+    assert decode_label_records([v for v, _ in records]).labels == events

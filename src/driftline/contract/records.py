@@ -4,7 +4,8 @@
 or a mapping with numpy/pandas values and ``datetime`` times: :mod:`.values`) into the
 record's key and value, checked by the same contract check as the monitor's, so an
 invalid event is refused where it is sent, with the reason. :func:`pack_records` packs
-events of one stream into ``prediction_batch.v1`` records under a size limit.
+events of one stream into ``prediction_batch.v1`` records (labels of one model into
+``label_batch.v1`` records) under a size limit.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from driftline.contract.events import (
     PredictionEvent,
 )
 from driftline.contract.keys import segment_key
+from driftline.contract.label_batch import pack_label_events
 from driftline.contract.values import prepare_label, prepare_prediction
 from driftline.errors import ValidationError
 
@@ -90,6 +92,8 @@ def encode_event(
         raise ValidationError(
             f"expected a mapping or a {model.__name__}, got {type(event).__name__}"
         )
+    if keep and model is LabelEvent:
+        obj = {name: obj[name] for name in LABEL_FIELDS}  # what a label batch carries
     return obj["model_id"].encode(), orjson.dumps(obj), obj if keep else None
 
 
@@ -122,17 +126,22 @@ def encode_batch(batch: Any) -> tuple[bytes, bytes, None]:
 
 
 def stream_of(event: Mapping[str, Any]) -> tuple[str, str, str]:
-    """The stream of an event: (model, version, segment key)."""
+    """The stream of an event: (model, version, segment key); a label's (kept by
+    :func:`encode_event`: no features) is its model's, ``(model, "", "")``."""
+    if "features" not in event:
+        return event["model_id"], "", ""
     return event["model_id"], event["model_version"], segment_key(event.get("segment"))
 
 
 def pack_records(events: list[dict[str, Any]], limit: int) -> list[tuple[bytes, int]]:
-    """Events of one stream as batch record values of at most ``limit`` bytes each.
+    """Events of one stream as batch record values of at most ``limit`` bytes each:
+    ``prediction_batch.v1`` for predictions, ``label_batch.v1`` for labels.
 
     Returns ``(value, rows)`` in order; a record over the limit is cut in halves (one
     event always fits: it is at most ``LIMITS.max_event_bytes``).
     """
-    value = orjson.dumps(pack_events(events, max_rows=len(events))[0])
+    pack = pack_events if "features" in events[0] else pack_label_events
+    value = orjson.dumps(pack(events, max_rows=len(events))[0])
     if len(value) <= limit or len(events) == 1:
         return [(value, len(events))]
     half = len(events) // 2
