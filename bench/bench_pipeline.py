@@ -20,7 +20,9 @@ case in a fresh process (so peak memory is its own), ``--rounds`` times interlea
 * ``monitor`` with the previous single-event decoder (orjson and bulk checks, the typed
   decoder's fallback), beside the typed one;
 * ``labels``: the label joiner (``driftline.runtime.labels``) on the same predictions
-  (single JSON, then batches) plus one label each (labels/s); ``pending``: batched
+  plus one label each (labels/s): single JSON predictions and single JSON labels, then
+  batched predictions and label batches (``label_batch.v1``: what the SDK sends by
+  default); ``pending``: batched
   predictions without labels, then ``MEMORY USAGE`` of the pending-prediction hashes
   per prediction.
 
@@ -71,6 +73,7 @@ from driftline.config import Settings
 from driftline.contract.columnar import pack_events
 from driftline.contract.decode import decode_records
 from driftline.contract.keys import StateKey
+from driftline.contract.label_batch import pack_label_events
 from driftline.core.fastloop import ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.demo.simulate import Shift, SimulatedModel
@@ -648,10 +651,17 @@ async def publish_inputs(b: Bench, n: int) -> dict[str, Any]:
         )
         for i, e in enumerate(events)
     ]
-    await create_topics(b.bootstrap, ["in-json", "in-batch", "in-labels"], PARTITIONS)
+    # The same labels as label batches, as the SDK packs them (per model, send order).
+    label_batches = [
+        (lb["model_id"].encode(), orjson.dumps(lb))
+        for lb in pack_label_events([orjson.loads(v) for _, v in labels], ROWS_PER_BATCH)
+    ]
+    topics = ["in-json", "in-batch", "in-labels", "in-label-batches"]
+    await create_topics(b.bootstrap, topics, PARTITIONS)
     await publish(b.bootstrap, "in-json", singles, PARTITIONS)
     await publish(b.bootstrap, "in-batch", batches, PARTITIONS)
     await publish(b.bootstrap, "in-labels", labels, PARTITIONS)
+    await publish(b.bootstrap, "in-label-batches", label_batches, PARTITIONS)
     return {
         "events": n,
         "json_bytes": sum(len(v) for _, v in singles) / n,
@@ -708,11 +718,14 @@ def label_throughput(b: Bench, n: int) -> dict[str, list[dict[str, Any]]]:
     """The label joiner's cases (``--only labels`` runs these and ``raw`` alone)."""
     results: dict[str, list[dict[str, Any]]] = {}
     label_cases = [
-        # single JSON predictions and their labels; batched predictions (the SDK's
-        # default) and their labels; batched predictions alone (what a pending
+        # single JSON predictions and their single JSON labels; batched predictions and
+        # label batches (the SDK's default); batched predictions alone (what a pending
         # prediction costs in Redis)
         ("labels", {"topic": "in-json", "labels": "in-labels", "labels_count": n}),
-        ("labels-batch", {"topic": "in-batch", "labels": "in-labels", "labels_count": n}),
+        (
+            "labels-batch",
+            {"topic": "in-batch", "labels": "in-label-batches", "labels_count": n},
+        ),
         (
             "pending",
             {
@@ -913,7 +926,7 @@ def report(
         ("raw getmany+orjson (batches)", "raw-batch"),
         ("naive river per event", "naive"),
         ("label joiner, JSON preds+labels", "labels"),
-        ("label joiner, batch preds+labels", "labels-batch"),
+        ("label joiner, batch preds+labels", "labels-batch"),  # label_batch.v1
     ]
     for label, key in rows:
         r = best(key)
