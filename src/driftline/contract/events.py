@@ -691,6 +691,11 @@ def _load(
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(json_problem(data, exc)) from None
+    return _loaded(data, obj)
+
+
+def _loaded(data: bytes, obj: Any) -> dict[str, Any]:
+    """The checks of :func:`_load` after the parse (``obj`` is what ``data`` parsed to)."""
     if not isinstance(obj, dict):
         raise DecodeError(f"expected a JSON object, got {type(obj).__name__}")
     dup = duplicate_key(data, obj)

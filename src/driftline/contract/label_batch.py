@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from driftline.contract.batch import _max_text
@@ -51,6 +52,7 @@ from driftline.contract.events import (
     Timestamp,
     _id_bad,
     _load,
+    _loaded,
     event_time_ms,
 )
 from driftline.errors import ContractError, DecodeError, ValidationError
@@ -66,7 +68,7 @@ __all__ = [
 
 #: The ``format`` of a columnar label batch (``label_batch.v1``).
 LABEL_BATCH_FORMAT = "driftline.label_batch"
-_MARK = b'"driftline.label_batch"'
+_MAX_EVENT_BYTES = LIMITS.max_event_bytes
 _MAX_ROWS = LIMITS.max_batch_rows
 _COLUMNS = ("prediction_ids", "labels", "timestamps")
 _BatchLength = Field(min_length=1, max_length=_MAX_ROWS)
@@ -150,17 +152,20 @@ def _envelope_problem(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _rows_valid(ids: list[Any], labels: list[Any], times: list[Any]) -> bool:
-    """Whether every row holds a valid label, by C-level passes over each column."""
+def _ids_valid(ids: list[Any]) -> bool:
     if set(map(type, ids)) != {str}:
         return False
-    if not 0 < min(map(len, ids)) or max(map(len, ids)) > _MAX_ID or _id_bad("".join(ids)):
-        return False
+    return 0 < min(map(len, ids)) and max(map(len, ids)) <= _MAX_ID and not _id_bad("".join(ids))
+
+
+def _labels_valid(labels: list[Any]) -> bool:
     types = set(map(type, labels))
     if not types <= {str, int, float}:
         return False
-    if str in types and _max_text(labels, types) > _MAX_STRING:
-        return False
+    return str not in types or _max_text(labels, types) <= _MAX_STRING
+
+
+def _times_valid(times: list[Any]) -> bool:
     types = set(map(type, times))
     if types == {int}:
         return bool(min(times) >= 0 and max(times) <= _MAX_TIMESTAMP)
@@ -170,6 +175,35 @@ def _rows_valid(ids: list[Any], labels: list[Any], times: list[Any]) -> bool:
     if ints and (min(ints) < 0 or max(ints) > _MAX_TIMESTAMP):
         return False
     return all(map(_rfc3339_fullmatch, [t for t in times if type(t) is str]))
+
+
+def _bad_rows(ids: list[Any], labels: list[Any], times: list[Any]) -> list[int]:
+    """The rows that may break the contract, in order: a column passes whole with a few
+    C-level passes, and only a column that does not is looked at value by value.
+    ``check_label`` on the row decides (and words the reason)."""
+    bad: set[int] = set()
+    if not _ids_valid(ids):
+        bad.update(
+            i
+            for i, v in enumerate(ids)
+            if type(v) is not str or not 0 < len(v) <= _MAX_ID or _id_bad(v)
+        )
+    if not _labels_valid(labels):
+        bad.update(
+            i
+            for i, v in enumerate(labels)
+            if not ((type(v) is str and len(v) <= _MAX_STRING) or type(v) in (int, float))
+        )
+    if not _times_valid(times):
+        bad.update(
+            i
+            for i, t in enumerate(times)
+            if not (
+                (type(t) is int and 0 <= t <= _MAX_TIMESTAMP)
+                or (type(t) is str and _rfc3339_fullmatch(t))
+            )
+        )
+    return sorted(bad)
 
 
 def _rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -199,13 +233,14 @@ def check_label_batch(obj: object) -> str | None:
     if type(obj) is not dict:
         return f"expected a JSON object, got {_kind(obj)}"
     problem = _envelope_problem(obj)
-    if problem or _rows_valid(obj["prediction_ids"], obj["labels"], obj["timestamps"]):
+    if problem:
         return problem
-    for i, row in enumerate(_rows(obj)):
-        problem = check_label(row)
+    rows = _rows(obj)
+    for i in _bad_rows(obj["prediction_ids"], obj["labels"], obj["timestamps"]):
+        problem = check_label(rows[i])
         if problem:
             return f"row {i}: {problem}"
-    return None  # pragma: no cover - _rows_valid refused a row, so check_label does
+    return None
 
 
 @dataclass
@@ -240,20 +275,31 @@ def decode_label_records(values: Sequence[bytes | None]) -> LabelRecords:
     """
     out = LabelRecords()
     labels, origin = out.labels, out.origin
+    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
     for ri, value in enumerate(values):
         try:
             if value is None:
                 raise DecodeError("record has no value")
-            if _MARK not in value:
-                labels.append(decode_label_fast(value))
+            # One parse tells a batch from an event (cheaper than looking for the
+            # format in the bytes); the refusals are those of decode_label_fast.
+            try:
+                obj = loads(value)
+            except JSONDecodeError:
+                decode_label_fast(value)  # raises, with the words of a single event
+                raise  # pragma: no cover - what orjson refuses, _load refuses
+            if type(obj) is not dict or obj.get("format") != LABEL_BATCH_FORMAT:
+                if len(value) > _MAX_EVENT_BYTES:
+                    decode_label_fast(value)  # raises: over the size of an event
+                obj = _loaded(value, obj)
+                problem = check_label(obj)
+                if problem is not None:
+                    raise ValidationError(problem)
+                labels.append(obj)
                 origin.append(ri)
                 continue
-            obj = _load(value, LIMITS.max_batch_bytes, "batch")
-            if obj.get("format") != LABEL_BATCH_FORMAT:
-                labels.append(decode_label_fast(value))  # a single event mentioning the format
-                origin.append(ri)
-                continue
-            problem = _envelope_problem(obj)
+            if len(value) > LIMITS.max_batch_bytes:
+                _load(value, LIMITS.max_batch_bytes, "batch")  # raises: over a batch's size
+            problem = _envelope_problem(_loaded(value, obj))
             if problem:
                 raise ValidationError(problem)
         except ContractError as exc:
@@ -261,17 +307,16 @@ def decode_label_records(values: Sequence[bytes | None]) -> LabelRecords:
             continue
         rows = _rows(obj)
         out.batches.add(ri)
-        if _rows_valid(obj["prediction_ids"], obj["labels"], obj["timestamps"]):
-            labels.extend(rows)
-            origin.extend(repeat(ri, len(rows)))
-            continue
-        for row in rows:
-            problem = check_label(row)
-            if problem is None:
-                labels.append(row)
-                origin.append(ri)
-            else:
-                out.refused.append((ri, row, ValidationError(problem)))
+        kept = 0  # rows before this index are kept or refused already
+        for i in _bad_rows(obj["prediction_ids"], obj["labels"], obj["timestamps"]):
+            problem = check_label(rows[i])
+            if problem is not None:
+                labels.extend(rows[kept:i])
+                origin.extend(repeat(ri, i - kept))
+                out.refused.append((ri, rows[i], ValidationError(problem)))
+                kept = i + 1
+        labels.extend(rows[kept:] if kept else rows)
+        origin.extend(repeat(ri, len(rows) - kept))
     return out
 
 
