@@ -54,5 +54,6 @@ async def report_text(
     lines = [format_report(rep)]
     for mid, t in sorted(totals.items()):
         if model is None or mid == model:
-            lines.append(f"labels {mid}: " + ", ".join(f"{k}={v}" for k, v in sorted(t.items())))
+            said = ", ".join(f"{k}={v}" for k, v in sorted(t.items()))
+            lines.append(f"labels {mid}: {said or 'none yet'}")
     return "\n".join(x for x in lines if x)
