@@ -18,6 +18,13 @@ from driftline.offline.tables import read_table
 __all__ = ["reference_build", "reference_show"]
 
 
+def _calibrating(done: int, total: int) -> None:
+    """One line on a terminal, rewritten as the features' detectors are calibrated."""
+    end = "\n" if done == total else "\r"
+    print(f"driftline: calibrating detectors: {done:,}/{total:,} features", end=end,
+          file=sys.stderr, flush=True)  # fmt: skip
+
+
 async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
     """Read the data, print the columns' roles, build; store in Redis or ``--out``."""
     t0 = time.monotonic()
@@ -36,10 +43,17 @@ async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
         false_alarm_events=args.false_alarm_events,
         multivariate=not args.no_multivariate,
     )
+    progress = None
     if sys.stderr.isatty():
         say(f"driftline: building the reference from {table.n_rows - len(res.refused):,} rows")
+        progress = _calibrating
     ref = build_reference(
-        res.training_data(), args.model, args.version, policy=policy, source=str(args.data)
+        res.training_data(),
+        args.model,
+        args.version,
+        policy=policy,
+        source=str(args.data),
+        progress=progress,
     )
     if args.out:
         size = write_reference_file(Path(args.out), ref, settings.redis.signing_key())

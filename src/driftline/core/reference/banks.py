@@ -190,22 +190,24 @@ def attach_banks(
     policy: Any,
     seed: int,
     points: Mapping[str, Points] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """The feature and output profiles with their banks compiled and calibrated.
 
     ``points`` hold each numeric column's quantile points (:func:`column_points`; keys
     are feature names and ``__confidence__`` / ``__prediction__``); a numeric profile
     without points is calibrated on its bins (:func:`bank_points_from_bins`).
+    ``progress(done, total)`` is called after each feature's calibration (the longest
+    step of a wide model's build).
     """
     pts = points or {}
     n_in = len(features)
-    feats = {
-        name: replace(
-            prof,
-            bank=compile_input(name, prof, pts.get(name), units=n_in, policy=policy, seed=seed),
-        )
-        for name, prof in features.items()
-    }
+    feats: dict[str, Any] = {}
+    for i, (name, prof) in enumerate(features.items(), 1):
+        plan = compile_input(name, prof, pts.get(name), units=n_in, policy=policy, seed=seed)
+        feats[name] = replace(prof, bank=plan)
+        if progress is not None:
+            progress(i, n_in)
     conf = outputs.confidence
     present = {
         "__class__": outputs.classes,
