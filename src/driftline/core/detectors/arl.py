@@ -27,9 +27,11 @@ the CUSUM simulated to the alarm at the calibrated threshold average the target
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -117,13 +119,41 @@ def tilt(ys: F64, ws: F64) -> F64:
     return out
 
 
+class _Scratch:
+    """Work arrays reused from one chunk of walks to the next (fresh big arrays cost page
+    faults: as much as the arithmetic on them)."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, NDArray[np.generic]] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: type[np.generic]) -> Any:
+        size = math.prod(shape)
+        have = self._arrays.get(name)
+        if have is None or have.size < size:
+            grown = 2 * have.size if have is not None else 0
+            have = self._arrays[name] = np.empty(max(size, grown), dtype)
+        return have[:size].reshape(shape)
+
+
 class _Sampler:
     """Exact draws from one discrete distribution per row (inverse CDF with a guide table).
 
     A guide table of as many cells as points gives each uniform draw a starting index a
     few points below its answer at most (Chen and Asau), so a draw costs O(1) instead of
-    a binary search; the answer is the inverse CDF, exactly.
+    a binary search; the answer is the inverse CDF, exactly. That search defines a draw:
+    the first point at or after the guide's start whose cumulative weight plus the row's
+    number (which keeps all rows in one sorted array) exceeds ``u`` plus the row's
+    number, both sums rounded as doubles; clipped to the row.
+
+    Most draws skip the search: a finer table of ``fine`` cells per row (a power of two,
+    so ``u * fine`` is exact) holds the value itself wherever the search gives the same
+    answer for every ``u`` of the cell, NaN elsewhere (a cell holding a cumulative
+    weight); only those draws are searched. Same values, bit for bit.
     """
+
+    #: Fine cells per point at least (a power of two per row), within :data:`_CELLS`.
+    _PER_POINT = 16
+    _CELLS = 1 << 19
 
     def __init__(self, ys: F64, ws: F64) -> None:
         rows, width = ys.shape
@@ -137,22 +167,102 @@ class _Sampler:
         self.flat_y = ys.ravel()
         cells = (np.arange(width) / width)[None, :] + np.arange(rows)[:, None]
         self.guide = np.searchsorted(self.flat_cdf, cells.ravel(), side="right")
+        fine = 1 << max(0, (self._PER_POINT * width - 1).bit_length())
+        while fine > 1 and fine * rows > self._CELLS:
+            fine >>= 1
+        self.fine = fine
+        self._table(rows, fine)
 
-    def draw(self, r: NDArray[np.intp], u: F64) -> F64:
-        """Values for rows ``r[:, None]`` at uniforms ``u`` (same shape as ``u``)."""
-        cell = np.minimum((u * self.width).astype(np.intp), self.width - 1)
-        cell += (r * self.width)[:, None]
-        j = self.guide[cell]
-        target = u + r[:, None]
-        last = self.flat_cdf.size - 1
-        lag = self.flat_cdf[np.minimum(j, last)] <= target
-        while lag.any():  # a few steps forward at most
-            j += lag
-            lag = self.flat_cdf[np.minimum(j, last)] <= target
-        lo = (r * self.width)[:, None]
-        np.clip(j, lo, lo + self.width - 1, out=j)
-        values: F64 = self.flat_y[j]
+    def _table(self, rows: int, fine: int) -> None:
+        """Per row and fine cell: the value every ``u`` of the cell draws, else NaN
+        (:attr:`table`); where the search may start for a ``u`` of the cell, the answer
+        at its left edge (:attr:`start`); whether the guide's start can be further than
+        that (:attr:`guided`).
+
+        The search's answer is monotone in ``u``, so it is constant on a cell where it is
+        the same at both edges. An edge ``u = c / fine`` and its target ``u + row`` are
+        exact; there the answer is the number of cumulative weights at or below the
+        target where the guide's start is no further (``k / width <= u``, ``k`` the
+        guide's cell: checked), which grows by one at the first edge reaching each
+        weight: the cell before such an edge is NaN.
+        """
+        w, cdf = self.width, self.flat_cdf
+        exact_edges, across, k_last = _fine_cells(w, fine)
+        if not (exact_edges and np.isfinite(cdf).all() and (np.diff(cdf) >= 0).all()):
+            # no closed form: search every draw from the guide's start
+            self.guided = True
+            self.start = np.zeros(rows * fine, np.int32)
+            self.table = np.full(rows * fine, np.nan)
+            return
+        # The first edge reaching each weight p (cdf + row, sorted), as a flat index
+        # (row * fine + c: exact targets; a row's last edge is the next row's first).
+        first = np.ceil(cdf * fine).astype(np.intp)
+        runs = np.diff(first, prepend=0, append=rows * fine)  # edges landing on each point
+        landed = np.minimum(np.arange(cdf.size + 1, dtype=np.int32), cdf.size - 1)
+        self.start = np.repeat(landed, runs)
+        self.table = np.repeat(self.flat_y[landed], runs)
+        self.table[first[first > 0] - 1] = np.nan
+        # A cell holding a guide cell's edge: there the guide's start (of the cell's last
+        # guide cell, the furthest) can be further than the cell's left edge's answer.
+        offsets = np.arange(rows)[:, None]
+        guide = self.guide[offsets * w + k_last]
+        self.guided = bool((guide > self.start[offsets * fine + across]).any())
+
+    def draw(
+        self, r: NDArray[np.intp], u: F64, out: F64 | None = None, work: _Scratch | None = None
+    ) -> F64:
+        """Values for rows ``r[:, None]`` at uniforms ``u`` (same shape as ``u``), into
+        ``out`` if given (``work``: reusable work arrays)."""
+        work = work or _Scratch()
+        cell = work.get("cell", u.shape, np.intp)
+        np.multiply(u, self.fine, out=cell, casting="unsafe")  # exact: a power of two
+        cell += (r * self.fine)[:, None]
+        values: F64 = np.take(self.table, cell, out=out, mode="clip")  # all in range
+        nan = np.isnan(values, out=work.get("nan", u.shape, np.bool_))
+        if nan.any():
+            miss = np.flatnonzero(nan)
+            cells = cell.reshape(-1)[miss]
+            values.reshape(-1)[miss] = self.flat_y[self._resume(cells, u.reshape(-1)[miss])]
         return values
+
+    def _resume(self, cells: NDArray[np.intp], u: F64) -> NDArray[np.intp]:
+        """The search (class notes) for draws at ``u`` in the fine ``cells``, from each
+        cell's :attr:`start` (no further than the answer: monotone) or the guide's."""
+        w, cdf = self.width, self.flat_cdf
+        r = cells // self.fine
+        j = self.start[cells].astype(np.intp)
+        if self.guided:
+            k = np.minimum((u * w).astype(np.intp), w - 1)
+            np.maximum(j, self.guide[k + r * w], out=j)
+        target = u + r
+        last = cdf.size - 1
+        lag = np.flatnonzero(cdf[np.minimum(j, last)] <= target)
+        while lag.size:  # a step or two at most
+            j[lag] += 1
+            at = j[lag]
+            lag = lag[(at <= last) & (cdf[np.minimum(at, last)] <= target[lag])]
+        lo = r * w
+        np.clip(j, lo, lo + (w - 1), out=j)  # as the search: the row's first or last point
+        return j
+
+
+@functools.lru_cache(maxsize=16)
+def _fine_cells(width: int, fine: int) -> tuple[bool, NDArray[np.intp], NDArray[np.intp]]:
+    """For guide cells of ``1 / width`` and fine cells of ``1 / fine``: whether no guide
+    cell starts after a fine cell's left edge that it holds (``k / width <= c / fine``);
+    the fine cells holding a guide cell's edge, and their last guide cells."""
+    edges = np.arange(fine + 1) / fine
+    k = np.minimum((edges * width).astype(np.intp), width - 1)
+    k_last = np.minimum((np.nextafter(edges[1:], 0.0) * width).astype(np.intp), width - 1)
+    across = np.flatnonzero(k_last != k[:-1])
+    k_across = k_last[across]
+    across.flags.writeable = k_across.flags.writeable = False  # shared by the cache
+    return bool((k / width <= edges).all()), across, k_across
+
+
+#: Blocks of a walk's first chunk of steps, drawn at once but mapped and summed block by
+#: block for the walks still going: most walks of a cycle end within a few steps.
+_FIRST_BLOCKS = ((0, 2), (2, 4), (4, 8), (8, 16))
 
 
 def _walks(
@@ -161,11 +271,14 @@ def _walks(
     h: F64,
     rng: np.random.Generator,
     max_steps: int,
+    work: _Scratch | None = None,
 ) -> tuple[NDArray[np.intp], F64, F64]:
     """``counts[r]`` walks of row ``r`` from 0, each until ``S <= 0`` or ``S >= h``.
 
-    All walks advance together, in chunks of steps that double up to 256. Returns each
-    walk's row, steps and ``S`` at its end.
+    All walks advance together, in chunks of steps that double from 16 up to 256: a
+    chunk's uniforms are drawn at once (the generator's stream), then a walk's path in
+    the chunk is ``S`` before it plus the running sum of its increments from the chunk's
+    start. Returns each walk's row, steps and ``S`` at its end.
     """
     row_of = np.repeat(np.arange(counts.size), counts)
     total = row_of.size
@@ -174,19 +287,37 @@ def _walks(
     end = np.zeros(total)
     alive = np.arange(total)
     chunk, taken = 16, 0
+    work = work or _Scratch()
     while alive.size and taken < max_steps:
-        r = row_of[alive]
-        path = s[alive, None] + np.cumsum(sampler.draw(r, rng.random((alive.size, chunk))), axis=1)
-        stop = (path <= 0) | (path >= h[r, None])
-        stopped = stop.any(axis=1)
-        first = np.argmax(stop, axis=1)
-        done = np.flatnonzero(stopped)
-        end[alive[done]] = path[done, first[done]]
-        steps[alive[done]] += first[done] + 1
-        keep = np.flatnonzero(~stopped)
-        s[alive[keep]] = path[keep, -1]
-        steps[alive[keep]] += chunk
-        alive = alive[keep]
+        shape = (alive.size, chunk)
+        u = rng.random(shape, out=work.get("u", shape, np.float64))
+        going = np.arange(alive.size)  # this chunk's walks not ended yet
+        carry = last = np.zeros(0)
+        for lo, hi in _FIRST_BLOCKS if taken == 0 else ((0, chunk),):
+            walk = alive[going]
+            r = row_of[walk]
+            block = u[:, lo:hi] if going.size == alive.size else u[going, lo:hi]
+            path = sampler.draw(r, block, work.get("path", block.shape, np.float64), work)
+            if lo:
+                path[:, 0] += carry  # the running sum goes on from the chunk's start
+            np.cumsum(path, axis=1, out=path)
+            carry = path[:, -1].copy()
+            path += s[walk, None]
+            stop = np.less_equal(path, 0.0, out=work.get("stop", block.shape, np.bool_))
+            high = np.greater_equal(path, h[r, None], out=work.get("high", block.shape, np.bool_))
+            stop |= high
+            first = np.argmax(stop, axis=1)
+            stopped = stop[np.arange(walk.size), first]
+            done = np.flatnonzero(stopped)
+            end[walk[done]] = path[done, first[done]]
+            steps[walk[done]] += lo + first[done] + 1
+            more = np.flatnonzero(~stopped)
+            going, carry, last = going[more], carry[more], path[more, -1]
+            if not going.size:
+                break
+        alive = alive[going]
+        s[alive] = last
+        steps[alive] += chunk
         taken += chunk
         chunk = min(chunk * 2, 256)
     end[alive] = s[alive]  # cut at max_steps: neither boundary reached
@@ -268,16 +399,17 @@ def arl_estimate(
     span = np.where(live, h / np.maximum(mean_q, 1e-9), 0.0)
     longest = max(4096, int(min(1 << 20, 20 * float(span.max(initial=0.0)))))
     plain, tilted = _Sampler(ys, ws), _Sampler(ys, q)
+    work = _Scratch()
     rows = len(ys)
     lengths, weights = _Means(rows), _Means(rows)
     n_c = np.where(live, cycles, 0).astype(np.intp)
     n_p = np.where(live, paths, 0).astype(np.intp)
     for _ in range(2):
         if n_c.any():
-            row_of, steps, end = _walks(plain, n_c, h, rng, longest)
+            row_of, steps, end = _walks(plain, n_c, h, rng, longest, work)
             lengths.add(row_of, end, steps)
         if n_p.any():
-            row_of, steps, end = _walks(tilted, n_p, h, rng, longest)
+            row_of, steps, end = _walks(tilted, n_p, h, rng, longest, work)
             hit = end >= h[row_of]
             w = np.where(hit, np.exp(-theta[row_of] * np.where(hit, end, 0.0)), 0.0)
             weights.add(row_of, w, steps)
