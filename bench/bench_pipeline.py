@@ -234,6 +234,19 @@ def _events(n: int, n_numeric: int = 20, model: str = "churn", seed: int = 11) -
     return list(sim.events(n, shift=Shift(start=int(n * 0.6), sigmas=0.5)))
 
 
+def _label_events(events: list[Any]) -> list[dict[str, Any]]:
+    """The labels of the labels phase: a minute after each prediction, one in five wrong."""
+    return [
+        {
+            "prediction_id": e["prediction_id"],
+            "model_id": e["model_id"],
+            "label": e["prediction"] if i % 5 else "churn",
+            "timestamp": e["timestamp"] + 60_000,
+        }
+        for i, e in enumerate(events)
+    ]
+
+
 # --------------------------------------------------------------------------- phases (child)
 
 
@@ -637,20 +650,7 @@ async def publish_inputs(b: Bench, n: int) -> dict[str, Any]:
     events = _events(n)
     singles = [(e["model_id"].encode(), orjson.dumps(e)) for e in events]
     batches = [(p["model_id"].encode(), orjson.dumps(p)) for p in pack_events(events)]
-    labels = [
-        (
-            e["model_id"].encode(),
-            orjson.dumps(
-                {
-                    "prediction_id": e["prediction_id"],
-                    "model_id": e["model_id"],
-                    "label": e["prediction"] if i % 5 else "churn",
-                    "timestamp": e["timestamp"] + 60_000,
-                }
-            ),
-        )
-        for i, e in enumerate(events)
-    ]
+    labels = [(e["model_id"].encode(), orjson.dumps(e)) for e in _label_events(events)]
     # The same labels as label batches, as the SDK packs them (per model, send order).
     label_batches = [
         (lb["model_id"].encode(), orjson.dumps(lb))

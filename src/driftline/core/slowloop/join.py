@@ -72,10 +72,12 @@ from driftline.core.slowloop.perf_state import (
     LAG_EDGES_S,
     MAX_CLASS_STATS,
     OTHER_CLASS,
+    Bucket,
     HeldLabel,
     ModelJoin,
     PerfState,
     UnitState,
+    bucket_start,
     stream_key,
 )
 from driftline.core.slowloop.results import JoinResult, PerfObservation
@@ -89,6 +91,30 @@ RefLookup = Callable[[str, str], ReferenceProfile | None]
 _SCALE_MUL = float(SCORE_SCALE).__mul__
 #: ``q / SCORE_SCALE`` for a quantised score (both exact as floats: the same quotient).
 _SCALE_DIV = float(SCORE_SCALE).__rtruediv__
+
+
+#: A prediction's class layout in its stream: (class index, dense score order -- the
+#: scores dict's position of each class index, -1 for none -- or None, in order).
+_Layout = tuple[int, tuple[int, ...] | None, bool]
+
+
+def _classified(e: Mapping[str, Any], layout: _Layout, stream: int, t: int) -> PendingPrediction:
+    """The pending record of a classification with the class ``layout`` of its names."""
+    cls, dense, in_order = layout
+    scores = e.get("scores")
+    top_q = scores_q = None
+    if scores:
+        # Rounding and clamping are monotone, so the top score is the largest
+        # quantised score.
+        qs = list(map(round, map(_SCALE_MUL, scores.values())))
+        top_q = max(qs)
+        if min(qs) < 0 or top_q > SCORE_SCALE:
+            qs = [0 if q < 0 else SCORE_SCALE if q > SCORE_SCALE else q for q in qs]
+            top_q = max(qs)
+        if dense is not None:
+            scores_q = tuple(qs) if in_order else tuple(qs[j] if j >= 0 else 0 for j in dense)
+    # positional: a named tuple's keywords cost a tenth of a microsecond
+    return PendingPrediction(stream, t, False, 0.0, cls, top_q, scores_q)
 
 
 class _Batch:
@@ -135,11 +161,9 @@ class _Joiner:
         self._models: dict[str, ModelJoin] = {}
         self._pstreams: dict[tuple[str, str, str], tuple[list[PerfState], Calibration | None]] = {}
         self._lstreams: dict[tuple[str, int], tuple[list[PerfState], Calibration | None]] = {}
-        self._key_names: dict[tuple[str, int, int], str] = {}
-        # (stream, class names) -> (class index, dense score order or None, in order)
-        self._layouts: dict[
-            tuple[int, tuple[Any, ...]], tuple[int, tuple[int, ...] | None, bool]
-        ] = {}
+        # (model, generation) -> hash bucket -> (key name, its new records)
+        self._slots: dict[tuple[str, int], dict[int, tuple[str, dict[bytes, bytes]]]] = {}
+        self._layouts: dict[tuple[int, tuple[Any, ...]], _Layout] = {}
 
     # ------------------------------------------------------------ helpers
     def ref(self, model: str, version: str) -> ReferenceProfile | None:
@@ -217,93 +241,191 @@ class _Joiner:
         return hit
 
     # ------------------------------------------------------------ predictions
-    def add_prediction(self, e: Mapping[str, Any], d: bytes, found: Found) -> None:
-        model = e["model_id"]
-        mj = self.model(model)
-        t = event_ms(e)
-        if d in self.b.recs or found is not None:
-            self._pcount(mj, "duplicate")
-            return
-        if mj.watermark >= 0 and t < mj.watermark - self.c.horizon_ms(model):
-            self._pcount(mj, "too_old")
-            return
-        version = e["model_version"]
-        seg = e.get("segment")
+    def add_predictions(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        digests: Sequence[bytes],
+        found: Sequence[Found],
+    ) -> None:
+        """Store a batch's predictions, in partition order (``found[i]``: what Redis
+        answered for prediction ``i``, ``None`` when it is not stored).
+
+        Predictions come in runs of the same (model, version, segment) (a columnar
+        batch is one run): :meth:`_add_run` looks up what a run shares once.
+        """
+        lo, n = 0, len(events)
+        while lo < n:
+            first = events[lo]
+            model, version = first["model_id"], first["model_version"]
+            seg = first.get("segment")
+            hi = lo + 1
+            while hi < n:
+                e = events[hi]
+                if e["model_id"] != model or e["model_version"] != version:
+                    break
+                if e.get("segment") != seg:
+                    break
+                hi += 1
+            self._add_run(events, digests, found, lo, hi)
+            lo = hi
+
+    def _add_run(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        digests: Sequence[bytes],
+        found: Sequence[Found],
+        lo: int,
+        hi: int,
+    ) -> None:
+        """Store predictions ``lo:hi``, all of one (model, version, segment).
+
+        Each is a duplicate (stored already, by this batch or before), too old (over
+        its model's horizon behind the model's watermark as the run moves it), invalid
+        (a regression prediction that is not a number) or stored. The streams, the
+        generation's key names and the event-time buckets are looked up when they
+        change, and the counts (stored, per stream, per bucket, per generation) are
+        added once a run, bucket or generation: the same integers, in the same order of
+        first appearance. The confidence sums are added one prediction at a time, so
+        the floating sums and the estimated-accuracy windows are those of one by one.
+        """
+        r, recs, new = self.r, self.b.recs, self.b.new
+        first = events[lo]
+        model, version = first["model_id"], first["model_version"]
+        seg = first.get("segment")
         segment = segment_key(seg) if seg else ""
-        pred = e["prediction"]
-        streams, cal = self.pstreams(model, version, segment, pred, e["prediction_id"])
-        st = streams[0]
-        if st.task == "regression":
-            if type(pred) is not float and type(pred) is not int:
-                self._pcount(mj, "invalid")
-                return
-            rec = PendingPrediction(mj.stream_index(version, segment), t, True, float(pred))
-        else:
-            rec = self._classified(e, mj, streams, version, segment, t)
-        gen = t // self.c.gen_ms(model)
-        info = mj.gens.get(gen)
-        if info is None:
-            info = mj.gens[gen] = [self._new_gen_buckets(mj, gen), 0]
-        info[1] += 1
-        kk = (model, gen, bucket_of(d, info[0]))
-        key = self._key_names.get(kk)
-        if key is None:
-            key = self._key_names[kk] = record_key(*kk)
+        mj = self.model(model)
+        horizon, gen_ms = self.c.horizon_ms(model), self.c.gen_ms(model)
+        window, bucket_ms = self.window_labels, self.bucket_ms
+        streams: list[PerfState] = []
+        cal: Calibration | None = None
+        regression = False
+        sidx = -1
+        stored = 0
+        t_max = 0
+        gen = n_gen = -1  # the generation being filled and its predictions not yet added
+        info: list[int] = []
+        slots: dict[int, tuple[str, dict[bytes, bytes]]] = {}
+        b_start = b_end = 0  # the event-time bucket being filled, [start, end)
+        bks: list[Bucket] = []
+        n_bucket = 0
+        for i in range(lo, hi):
+            e = events[i]
+            d = digests[i]
+            t = event_ms(e)
+            if d in recs or found[i] is not None:
+                self._pcount(mj, "duplicate")
+                continue
+            wm = mj.watermark
+            if wm >= 0 and t < wm - horizon:
+                self._pcount(mj, "too_old")
+                continue
+            pred = e["prediction"]
+            if not streams:
+                streams, cal = self.pstreams(model, version, segment, pred, e["prediction_id"])
+                regression = streams[0].task == "regression"
+            if regression:
+                if type(pred) is not float and type(pred) is not int:
+                    self._pcount(mj, "invalid")
+                    continue
+                if sidx < 0:
+                    sidx = mj.stream_index(version, segment)
+                rec = PendingPrediction(sidx, t, True, float(pred))
+            else:
+                layout = self._layout(e, streams)
+                if sidx < 0:
+                    sidx = mj.stream_index(version, segment)
+                rec = _classified(e, layout, sidx, t)
+            g = t // gen_ms
+            if g != gen:
+                if n_gen > 0:
+                    info[1] += n_gen
+                gen, n_gen = g, 0
+                got = mj.gens.get(g)
+                if got is None:
+                    got = mj.gens[g] = [self._new_gen_buckets(mj, g), 0]
+                info = got
+                slots = self._slots.setdefault((model, g), {})
+            n_gen += 1
+            h = bucket_of(d, info[0])
+            slot = slots.get(h)
+            if slot is None:
+                slot = slots[h] = self._put_slot(model, g, h)
+            key = slot[0]
+            slot[1][d] = rec.encode()
+            recs[d] = (key, rec)
+            new.add(d)
+            if not stored:
+                # the counters' keys in the order one by one would add them
+                mj.predictions.setdefault("stored", 0)
+                r.predictions.setdefault((model, "stored"), 0)
+                t_max = t
+            stored += 1
+            if wm < 0 or t <= wm + FUTURE_TOLERANCE_MS:
+                if t > wm:
+                    mj.watermark = t
+            if t > t_max:
+                t_max = t
+            if t >= b_end or t < b_start:
+                for b in bks:
+                    b.pred += n_bucket
+                bks = [s.bucket(t, bucket_ms) for s in streams]
+                b_start = bucket_start(t, bucket_ms)
+                b_end, n_bucket = b_start + bucket_ms, 0
+            n_bucket += 1
+            top = rec.top
+            if top is not None:
+                conf = top if cal is None else cal.apply(top)
+                for s, b in zip(streams, bks, strict=True):
+                    b.est_n += 1
+                    b.est_sum += conf
+                    s.est_n += 1
+                    s.est_sum += conf
+                    if s.est_n >= window:
+                        self._estimate(s)
+        if not stored:
+            return
+        info[1] += n_gen
+        for b in bks:
+            b.pred += n_bucket
+        mj.predictions["stored"] += stored
+        r.count("predictions", model, "stored", stored)
+        for s in streams:
+            s.predicted += stored
+            if t_max > s.max_pred_ms:
+                s.max_pred_ms = t_max
+
+    def _estimate(self, s: PerfState) -> None:
+        """Close a window of the estimated accuracy (``window_labels`` confident
+        predictions): the stream's latest value, a metric for a whole version."""
+        est = s.est_sum / s.est_n
+        s.last["estimated_accuracy"] = round(est, 6)
+        s.est_count += 1
+        if not s.segment:
+            self.r.observations.append(
+                PerfObservation(s.model_id, s.version, "estimated_accuracy", est)
+            )
+        s.est_n, s.est_sum = 0, 0.0
+
+    def _put_slot(self, model: str, gen: int, h: int) -> tuple[str, dict[bytes, bytes]]:
+        """The key name of hash bucket ``h`` of a generation and its new records."""
+        key = record_key(model, gen, h)
         puts = self.r.puts.get(key)
         if puts is None:
             puts = self.r.puts[key] = {}
             self.r.expire_after[key] = gen_expiry_ms(self.s, model, gen)
             self.r.key_model[key] = model
-        puts[d] = rec.encode()
-        self.b.recs[d] = (key, rec)
-        self.b.new.add(d)
-        self._pcount(mj, "stored")
-        if mj.watermark < 0 or t <= mj.watermark + FUTURE_TOLERANCE_MS:
-            if t > mj.watermark:
-                mj.watermark = t
-        top = rec.top
-        conf = None if top is None else (top if cal is None else cal.apply(top))
-        window = self.window_labels
-        bucket_ms = self.bucket_ms
-        for s in streams:
-            s.predicted += 1
-            if t > s.max_pred_ms:
-                s.max_pred_ms = t
-            b = s.bucket(t, bucket_ms)
-            b.pred += 1
-            if conf is not None:
-                b.est_n += 1
-                b.est_sum += conf
-                s.est_n += 1
-                s.est_sum += conf
-                if s.est_n >= window:
-                    est = s.est_sum / s.est_n
-                    s.last["estimated_accuracy"] = round(est, 6)
-                    s.est_count += 1
-                    if not s.segment:
-                        self.r.observations.append(
-                            PerfObservation(model, s.version, "estimated_accuracy", est)
-                        )
-                    s.est_n, s.est_sum = 0, 0.0
+        return key, puts
 
     def _pcount(self, mj: ModelJoin, outcome: str) -> None:
         mj.predictions[outcome] = mj.predictions.get(outcome, 0) + 1
         self.r.count("predictions", mj.model_id, outcome)
 
-    def _classified(
-        self,
-        e: Mapping[str, Any],
-        mj: ModelJoin,
-        streams: list[PerfState],
-        version: str,
-        segment: str,
-        t: int,
-    ) -> PendingPrediction:
+    def _layout(self, e: Mapping[str, Any], streams: list[PerfState]) -> _Layout:
+        """Class indices of a prediction's class and score keys in its streams, cached
+        per batch (a model sends the same few names over and over)."""
         st = streams[0]
         pred = e["prediction"]
         scores = e.get("scores")
-        # Class indices of the prediction and of the score keys, cached per batch: a
-        # model sends the same few names over and over.
         names = (pred, *scores) if scores else (pred,)
         ck = (id(st), names)
         layout = self._layouts.get(ck)
@@ -322,20 +444,7 @@ class _Joiner:
                 dense = tuple(where.get(i, -1) for i in range(max(order) + 1))
             in_order = dense == tuple(range(len(order)))
             layout = self._layouts[ck] = (idx[0], dense, in_order)
-        cls, dense, in_order = layout
-        top_q = scores_q = None
-        if scores:
-            # Rounding and clamping are monotone, so the top score is the largest
-            # quantised score.
-            qs = list(map(round, map(_SCALE_MUL, scores.values())))
-            if min(qs) < 0 or max(qs) > SCORE_SCALE:
-                qs = [0 if q < 0 else SCORE_SCALE if q > SCORE_SCALE else q for q in qs]
-            top_q = max(qs)
-            if dense is not None:
-                scores_q = tuple(qs) if in_order else tuple(qs[j] if j >= 0 else 0 for j in dense)
-        return PendingPrediction(
-            mj.stream_index(version, segment), t, cls=cls, top_q=top_q, scores_q=scores_q
-        )
+        return layout
 
     def _new_gen_buckets(self, mj: ModelJoin, gen: int) -> int:
         """Hash buckets of a new generation: sized from the previous one's count."""
@@ -657,9 +766,9 @@ def join_batch(
     """
     result = JoinResult()
     j = _Joiner(unit, references, drift, settings, result)
-    for i, e in enumerate(predictions):
-        pi = plan.pred_probe[i]
-        j.add_prediction(e, plan.pred_digest[i], found[pi] if pi >= 0 else None)
+    j.add_predictions(
+        predictions, plan.pred_digest, [found[pi] if pi >= 0 else None for pi in plan.pred_probe]
+    )
     j.retry_held()
     for i, lab in enumerate(labels):
         li = plan.label_probe[i]

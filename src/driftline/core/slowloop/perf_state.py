@@ -38,6 +38,7 @@ __all__ = [
     "SlowEpisode",
     "UnitState",
     "detector_name",
+    "bucket_start",
     "stream_key",
 ]
 
@@ -92,6 +93,11 @@ SLOTS = (
     "sq_sum",  # regression: sum (y - y_hat)^2
     "conf_ok",  # labelled predictions with a top score that were right
 )
+
+
+def bucket_start(t: int, width_ms: int) -> int:
+    """Start of the event-time bucket of width ``width_ms`` holding ``t``."""
+    return t - (t % width_ms)
 
 
 class Bucket:
@@ -258,7 +264,7 @@ class PerfState:
 
     def bucket(self, t: int, width_ms: int) -> Bucket:
         """The event-time bucket holding ``t`` (created when new)."""
-        start = t - (t % width_ms)
+        start = bucket_start(t, width_ms)
         b = self.buckets.get(start)
         if b is None:
             b = self.buckets[start] = Bucket()
