@@ -24,13 +24,13 @@ CLASSES = ["a", "b", "c", "d"]
 SEGMENTS = [None, {"region": "eu"}, {"region": "us", "plan": "pro"}]
 
 
-def _batches(seed: int) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+def _batches(seed: int, t0: int = T0) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Random batches: several models, versions and segments in runs, classification
     with and without scores (some out of [0, 1]), regression (some not numbers),
     duplicates within and across batches, too-old and future-dated predictions, and
     labels (joined, held, duplicate, expired, invalid)."""
     rng = random.Random(seed)
-    clock = {m: T0 for m in ("m1", "m2", "reg")}
+    clock = {m: t0 for m in ("m1", "m2", "reg")}
     seen: list[tuple[str, str]] = []
     out = []
     for b in range(rng.randrange(3, 8)):
@@ -84,11 +84,11 @@ def _one_by_one(
         self._add_run(events, digests, found, i, i + 1)
 
 
-def _run(seed: int) -> list[Any]:
+def _run(seed: int, t0: int = T0) -> list[Any]:
     settings = LabelsSettings(window_labels=20, horizon_seconds=6 * 3600)
     unit, mem, drift = UnitState(), MemoryRecords(), DriftIndex()
     seen = []
-    for preds, labels in _batches(seed):
+    for preds, labels in _batches(seed, t0):
         plan = plan_lookups(preds, labels, unit, settings)
         res = join.join_batch(
             preds, labels, plan, mem.lookup(plan), unit, lambda m, v: None, drift, settings
@@ -107,6 +107,14 @@ def test_runs_equal_one_by_one(seed: int, monkeypatch: pytest.MonkeyPatch) -> No
     runs = _run(seed)
     monkeypatch.setattr(join._Joiner, "add_predictions", _one_by_one)
     assert _run(seed) == runs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_runs_equal_one_by_one_before_1970(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # negative event times: generation -1 and negative buckets are ones like any other
+    runs = _run(seed, t0=-3_600_000)
+    monkeypatch.setattr(join._Joiner, "add_predictions", _one_by_one)
+    assert _run(seed, t0=-3_600_000) == runs
 
 
 def test_the_batches_reach_every_outcome() -> None:

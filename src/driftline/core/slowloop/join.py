@@ -302,7 +302,8 @@ class _Joiner:
         sidx = -1
         stored = 0
         t_max = 0
-        gen = n_gen = -1  # the generation being filled and its predictions not yet added
+        gen: int | None = None  # the generation being filled
+        n_gen = 0  # its predictions not yet added to its count
         info: list[int] = []
         slots: dict[int, tuple[str, dict[bytes, bytes]]] = {}
         b_start = b_end = 0  # the event-time bucket being filled, [start, end)
@@ -337,7 +338,7 @@ class _Joiner:
                 rec = _classified(e, layout, sidx, t)
             g = t // gen_ms
             if g != gen:
-                if n_gen > 0:
+                if n_gen:
                     info[1] += n_gen
                 gen, n_gen = g, 0
                 got = mj.gens.get(g)
