@@ -161,22 +161,45 @@ def check_prediction_batch(
         if field not in obj:
             return f"{field}: field required"
     ids = obj["prediction_ids"]
-    problem = _column_problem("prediction_ids", ids, count)
+    problem = _column_problem("prediction_ids", ids, count) or ids_column_problem(ids)
     if problem:
         return problem
+    ts = obj["timestamps"]
+    problem = _column_problem("timestamps", ts, count) or times_column_problem(ts)
+    if problem:
+        return problem
+    problem = _batch_features_problem(obj["features"], count, feature_types)
+    if problem:
+        return problem
+    preds = obj["predictions"]
+    problem = _column_problem("predictions", preds, count) or outputs_column_problem(
+        "predictions", preds
+    )
+    if problem:
+        return problem
+    return _batch_scores_problem(obj.get("scores"), count) or _segment_problem(obj.get("segment"))
+
+
+# The rules of the columns a prediction batch and a label batch share (non-empty lists,
+# as the envelope checks leave them), each in C-level passes over the column.
+
+
+def ids_column_problem(ids: list[Any]) -> str | None:
+    """Why a ``prediction_ids`` column breaks the contract, or ``None``."""
     if set(map(type, ids)) != {str} or not 0 < min(map(len, ids)) <= max(map(len, ids)) <= _MAX_ID:
         return "prediction_ids: need strings of 1 to 256 characters"
     if _id_bad("".join(ids)):
         return "prediction_ids: must not contain a control character"
-    ts = obj["timestamps"]
-    problem = _column_problem("timestamps", ts, count)
-    if problem:
-        return problem
+    return None
+
+
+def times_column_problem(ts: list[Any]) -> str | None:
+    """Why a ``timestamps`` column (epoch ms or RFC 3339 strings) breaks the contract."""
     types = set(map(type, ts))
     if not types <= {int, str}:
         return "timestamps: expected epoch ms or RFC 3339 strings"
     if int in types:
-        ints = [t for t in ts if type(t) is int]
+        ints = ts if types == {int} else [t for t in ts if type(t) is int]
         lo, hi = min(ints), max(ints)
         if lo < 0 or hi > LIMITS.max_timestamp_ms:
             return _epoch_problem("timestamps", lo if lo < 0 else hi)
@@ -184,19 +207,17 @@ def check_prediction_batch(
         map(_rfc3339_fullmatch, compress(ts, map(is_, map(type, ts), repeat(str))))
     ):
         return "timestamps: not an RFC 3339 date-time"
-    problem = _batch_features_problem(obj["features"], count, feature_types)
-    if problem:
-        return problem
-    preds = obj["predictions"]
-    problem = _column_problem("predictions", preds, count)
-    if problem:
-        return problem
-    types = set(map(type, preds))
+    return None
+
+
+def outputs_column_problem(where: str, values: list[Any]) -> str | None:
+    """Why a column of predictions or labels (numbers or strings) breaks the contract."""
+    types = set(map(type, values))
     if not types <= {str, int, float}:
-        return "predictions: expected numbers or strings"
-    if str in types and _max_text(preds, types) > _MAX_STRING:
-        return f"predictions: string is longer than {_MAX_STRING} characters"
-    return _batch_scores_problem(obj.get("scores"), count) or _segment_problem(obj.get("segment"))
+        return f"{where}: expected numbers or strings"
+    if str in types and _max_text(values, types) > _MAX_STRING:
+        return f"{where}: string is longer than {_MAX_STRING} characters"
+    return None
 
 
 def _load_batch(data: bytes) -> dict[str, Any]:

@@ -170,7 +170,16 @@ Probability = Annotated[Number, Field(ge=0, le=1)]
 SegmentValue = Annotated[
     StrictStr, StringConstraints(min_length=1, max_length=LIMITS.max_segment_value_length)
 ]
-SchemaVersion = Annotated[StrictInt, Field(ge=1)]
+
+
+def _known_version(v: int) -> int:
+    if v > SCHEMA_VERSION:
+        raise ValueError(f"schema_version {v} is newer than {SCHEMA_VERSION}")
+    return v
+
+
+#: A version this code reads: every envelope's ``schema_version`` (events and batches).
+SchemaVersion = Annotated[StrictInt, Field(ge=1), AfterValidator(_known_version)]
 
 
 def _exact_int(v: object) -> object:
@@ -213,13 +222,6 @@ class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     schema_version: SchemaVersion | None = None
-
-    @field_validator("schema_version")
-    @classmethod
-    def _known_version(cls, v: int | None) -> int | None:
-        if v is not None and v > SCHEMA_VERSION:
-            raise ValueError(f"schema_version {v} is newer than {SCHEMA_VERSION}")
-        return v
 
     @field_validator("timestamp", check_fields=False)
     @classmethod
@@ -313,13 +315,6 @@ class PredictionBatch(BaseModel):
         | None
     ) = None
     segment: Segment | None = None
-
-    @field_validator("schema_version")
-    @classmethod
-    def _known_version(cls, v: int | None) -> int | None:
-        if v is not None and v > SCHEMA_VERSION:
-            raise ValueError(f"schema_version {v} is newer than {SCHEMA_VERSION}")
-        return v
 
     @model_validator(mode="after")
     def _rows_line_up(self) -> PredictionBatch:

@@ -30,7 +30,11 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
-from driftline.contract.batch import _max_text
+from driftline.contract.batch import (
+    ids_column_problem,
+    outputs_column_problem,
+    times_column_problem,
+)
 from driftline.contract.checks import (
     _MAX_ID,
     _MAX_STRING,
@@ -99,13 +103,6 @@ class LabelBatch(BaseModel):
     labels: Annotated[list[Label], _BatchLength]
     timestamps: Annotated[list[Timestamp], _BatchLength]
 
-    @field_validator("schema_version")
-    @classmethod
-    def _known_version(cls, v: int | None) -> int | None:
-        if v is not None and v > SCHEMA_VERSION:
-            raise ValueError(f"schema_version {v} is newer than {SCHEMA_VERSION}")
-        return v
-
     @field_validator("timestamps")
     @classmethod
     def _parsable_times(cls, v: list[int | str]) -> list[int | str]:
@@ -152,49 +149,24 @@ def _envelope_problem(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _ids_valid(ids: list[Any]) -> bool:
-    if set(map(type, ids)) != {str}:
-        return False
-    return 0 < min(map(len, ids)) and max(map(len, ids)) <= _MAX_ID and not _id_bad("".join(ids))
-
-
-def _labels_valid(labels: list[Any]) -> bool:
-    types = set(map(type, labels))
-    if not types <= {str, int, float}:
-        return False
-    return str not in types or _max_text(labels, types) <= _MAX_STRING
-
-
-def _times_valid(times: list[Any]) -> bool:
-    types = set(map(type, times))
-    if types == {int}:
-        return bool(min(times) >= 0 and max(times) <= _MAX_TIMESTAMP)
-    if not types <= {int, str}:
-        return False
-    ints = [t for t in times if type(t) is int]
-    if ints and (min(ints) < 0 or max(ints) > _MAX_TIMESTAMP):
-        return False
-    return all(map(_rfc3339_fullmatch, [t for t in times if type(t) is str]))
-
-
 def _bad_rows(ids: list[Any], labels: list[Any], times: list[Any]) -> list[int]:
     """The rows that may break the contract, in order: a column passes whole with a few
     C-level passes, and only a column that does not is looked at value by value.
     ``check_label`` on the row decides (and words the reason)."""
     bad: set[int] = set()
-    if not _ids_valid(ids):
+    if ids_column_problem(ids):
         bad.update(
             i
             for i, v in enumerate(ids)
             if type(v) is not str or not 0 < len(v) <= _MAX_ID or _id_bad(v)
         )
-    if not _labels_valid(labels):
+    if outputs_column_problem("labels", labels):
         bad.update(
             i
             for i, v in enumerate(labels)
             if not ((type(v) is str and len(v) <= _MAX_STRING) or type(v) in (int, float))
         )
-    if not _times_valid(times):
+    if times_column_problem(times):
         bad.update(
             i
             for i, t in enumerate(times)
