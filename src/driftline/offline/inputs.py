@@ -99,7 +99,8 @@ def _compare_features(res: Resolved, ref: ReferenceProfile) -> None:
     the user can see why before reading it."""
     known = set(ref.features)
     new = [f for f in res.features if f not in known]
-    gone = [f for f in ref.features if f not in set(res.features)]
+    read = set(res.features)
+    gone = [f for f in ref.features if f not in read]
     if new:
         res.remarks.append(
             f"{', '.join(new)} not among the reference's features: the run raises a "
@@ -149,8 +150,8 @@ def replay_inputs(
     events, res = open_predictions(
         current, columns, model_id, model_version, table_labels if labels is None else None
     )
+    by_key = {(r.model_id, r.model_version): r for r in references}
     if res is not None:
-        by_key = {(r.model_id, r.model_version): r for r in references}
         ref = by_key.get((model_id or "", model_version or "")) or by_key.get(
             (model_id or "", "default")
         )
@@ -158,11 +159,10 @@ def replay_inputs(
             _compare_features(res, ref)
         if show is not None:
             show(res.describe())
-        have = set(by_key)
-        if not have:
+        if not by_key:
             raise InputError(f"{res.table.source}: give the reference to compare with")
-        if (model_id, model_version) not in have and (model_id, "default") not in have:
-            known = ", ".join(f"{m} v{v}" for m, v in sorted(have))
+        if ref is None:
+            known = ", ".join(f"{m} v{v}" for m, v in sorted(by_key))
             raise InputError(
                 f"no reference for model {model_id!r} version {model_version!r} among the "
                 f"references given ({known})"
@@ -184,7 +184,7 @@ def replay_inputs(
     inline = table_labels if labels is None and res is not None and res.label else None
     run = run_offline(
         events,
-        {(r.model_id, r.model_version): r for r in references},
+        by_key,
         labels=label_source,
         inline_labels=inline,
         labels_settings=labels_settings,
