@@ -477,9 +477,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
         for model, lag in result.lags:
             lags.setdefault(model, []).append(lag)
         for model, values in lags.items():
-            observe = m.LABEL_LAG.labels(models.label(model)).observe  # one lookup a model
-            for lag in values:
-                observe(lag)
+            m.LABEL_LAG.observe_many(models.label(model), values)
         gauges = {
             "accuracy": m.ACCURACY,
             "estimated_accuracy": m.ESTIMATED_ACCURACY,

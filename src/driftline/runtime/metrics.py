@@ -14,9 +14,11 @@ worker (:func:`serve_metrics`) also answers the health checks ``/livez`` (from
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -31,6 +33,8 @@ from prometheus_client import (
     Histogram,
     make_wsgi_app,
 )
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from driftline.core.fastloop.result import Observation, Observations
 from driftline.runtime.health import HEALTH
@@ -256,12 +260,66 @@ DIAGNOSIS = Gauge(
     ["model", "version", "diagnosis"],
     registry=REGISTRY,
 )
-LABEL_LAG = Histogram(
+
+
+class BatchHistogram(Collector):
+    """A histogram with one label, fed a batch of values at a time.
+
+    prometheus_client's :class:`~prometheus_client.Histogram` takes one value a call, at
+    about 1-2 us each (a lock and two counters); the label joiner observes one lag per
+    joined label, thousands a batch. This collector adds a batch's bucket counts and sum
+    under one lock and exposes the series a ``Histogram`` would (``_bucket`` by ``le``,
+    ``_sum``, ``_count``; no ``_created``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name, self._doc, self._label = name, documentation, label
+        # Named as on prometheus_client's metrics (the metrics catalogue test reads them).
+        self._type, self._labelnames = "histogram", (label,)
+        self._bounds = tuple(float(b) for b in buckets)
+        # ``le`` as prometheus_client writes these bounds (repr of the float: "1.0")
+        self._le = [repr(b) for b in self._bounds] + ["+Inf"]
+        self._series: dict[str, tuple[list[int], list[float]]] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, label_value: str, values: Sequence[float]) -> None:
+        """Add ``values`` to the series of ``label_value``."""
+        bounds = self._bounds
+        counts = [0] * (len(bounds) + 1)
+        for v in values:
+            counts[bisect.bisect_left(bounds, v)] += 1  # le: v <= bound
+        total = sum(values)
+        with self._lock:
+            have, acc = self._series.setdefault(label_value, ([0] * len(counts), [0.0]))
+            for i, c in enumerate(counts):
+                have[i] += c
+            acc[0] += total
+
+    def collect(self) -> Iterable[Metric]:
+        """The series as one histogram family (cumulative buckets)."""
+        family = HistogramMetricFamily(self._name, self._doc, labels=[self._label])
+        with self._lock:
+            series = [(k, list(c), s[0]) for k, (c, s) in self._series.items()]
+        for value, counts, total in series:
+            cumulative = list(itertools.accumulate(counts))
+            family.add_metric([value], list(zip(self._le, cumulative, strict=True)), total)
+        yield family
+
+
+LABEL_LAG = BatchHistogram(
     "driftline_label_lag_seconds",
     "Event time of a joined label minus event time of its prediction.",
-    ["model"],
-    registry=REGISTRY,
+    "model",
     buckets=(1, 5, 10, 30, 60, 300, 600, 1800, 3600, 21600, 43200, 86400, 259200, 604800),
+    registry=REGISTRY,
 )
 JOIN_PREDICTIONS = Counter(
     "driftline_join_predictions_total",
