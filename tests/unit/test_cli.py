@@ -466,3 +466,19 @@ def test_every_option_has_help_and_the_help_has_no_rest_markup() -> None:
     for rest in ("``", "::", ":mod:", ":func:"):
         assert rest not in text and rest not in USAGE, rest
     assert "exit status" in text
+
+
+def test_every_out_option_also_answers_to_dash_o() -> None:
+    # `-o FILE` is what people type first; every command that writes a file takes it.
+    outs = [(path, a) for path, a in walk(build_parser()) if "--out" in a.option_strings]
+    assert {p for p, _ in outs} == {
+        "driftline reference build",
+        "driftline reference show",
+        "driftline replay",
+        "driftline report",
+    }
+    assert all("-o" in a.option_strings for _, a in outs)
+    ns = build_parser().parse_args(
+        ["reference", "build", "--model", "m", "--version", "1", "--data", "d.csv", "-o", "m.ref"]
+    )
+    assert ns.out == "m.ref"

@@ -198,7 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--version", required=True, help="model version ('default': the fallback)")
     b.add_argument("--data", required=True, metavar="FILE", help="CSV, Parquet or JSONL file")
     b.add_argument(
-        "--out", metavar="FILE", help="write the signed reference to this file instead of Redis"
+        "-o",
+        "--out",
+        metavar="FILE",
+        help="write the signed reference to this file instead of Redis",
     )
     b.add_argument(
         "--window-events",
@@ -235,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--file", metavar="FILE", help="a reference file instead of Redis")
     s.add_argument("--json", action="store_true", help="print the stored JSON envelope")
     s.add_argument(
-        "--out", metavar="FILE", help="also write the reference read from Redis to this signed file"
+        "-o",
+        "--out",
+        metavar="FILE",
+        help="also write the reference read from Redis to this signed file",
     )
 
     rp = sub.add_parser(
@@ -271,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--model", help="model id of a table's rows (default: the reference's)")
     rp.add_argument("--version", help="model version of a table's rows (default: the reference's)")
-    rp.add_argument("--out", default="-", metavar="FILE", help="alerts as JSONL (default: stdout)")
+    rp.add_argument(
+        "-o", "--out", default="-", metavar="FILE", help="alerts as JSONL (default: stdout)"
+    )
     rp.add_argument(
         "--windows",
         metavar="FILE",
@@ -313,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--since", help="date-time (2026-01-01T10:00Z), epoch ms, or a span back (6h, 7d)"
     )
-    rep.add_argument("--out", required=True, metavar="FILE", help="the HTML file to write")
+    rep.add_argument("-o", "--out", required=True, metavar="FILE", help="the HTML file to write")
     rep.add_argument(
         "--events",
         metavar="FILE",
