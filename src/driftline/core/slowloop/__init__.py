@@ -8,7 +8,8 @@ Split by concept:
 * :mod:`.perf_state` -- the state: event-time buckets, :class:`PerfState`,
   :class:`ModelJoin`, held labels, :class:`UnitState`;
 * :mod:`.lookups` -- what a batch reads from Redis first (:func:`plan_lookups`);
-* :mod:`.join` -- the pure join of a batch (:func:`join_batch`);
+* :mod:`.join` -- the pure join of a batch (:func:`join_batch`), its predictions' side;
+* :mod:`.scoring` -- its labels' side: each label's outcome, a joined label's scores;
 * :mod:`.episodes` -- performance windows, alert episodes and alerts;
 * :mod:`.concept` -- the concept-drift detector on the error stream (ADWIN or river's);
 * :mod:`.diagnosis` -- input-drift intervals and the verdicts;

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from driftline.config import LabelsSettings
 from driftline.core.detectors import ADWIN
+from driftline.core.detectors.adwin import _steps_to_test
 from driftline.core.detectors.river_detectors import RIVER_DETECTORS, RiverDetector
 from driftline.core.slowloop.episodes import Rules
 from driftline.core.slowloop.pending import PendingPrediction
@@ -40,6 +41,7 @@ __all__ = [
     "CONCEPT_DETECTORS",
     "CONFIRM_LABELS",
     "EWMA_ALPHA",
+    "ErrorFeed",
     "check_concept_settings",
     "configured_detector",
     "detector_name",
@@ -122,6 +124,75 @@ def observe_error(
         _adwin_rise(rules, st, st.detector, rec, err, t_label)
     else:
         _river_rise(rules, st, st.detector, rec, err, t_label)
+
+
+class _Pending:
+    """One ADWIN's errors not fed yet, and what it would say of them."""
+
+    __slots__ = ("errors", "left", "width")
+
+    def __init__(self, a: ADWIN) -> None:
+        self.errors: list[float] = []
+        self.sync(a)
+
+    def sync(self, a: ADWIN) -> None:
+        """Read the detector after it was fed: its width, and the updates until and
+        including its next test (1 after a detection: the next update resets it)."""
+        self.width = a.width
+        self.left = 1 if a.drift_detected else _steps_to_test(a._tick, a.clock)
+
+
+class ErrorFeed:
+    """Errors to the streams' detectors for one batch, ADWIN's in runs.
+
+    ADWIN changes its window only at its tests (every ``clock`` updates): between two,
+    an update appends one value and the width grows by one, and no change can be
+    detected. So the errors between its tests wait here and go through ADWIN's loop in
+    one run (:meth:`ADWIN._run <driftline.core.detectors.ADWIN>`) at the next test,
+    while each label keeps the short average and the evidence start as one by one does
+    (they need only the width). The test's update itself, every update after a
+    detection, and every update while a rise is pending go one by one
+    (:func:`observe_error`), after the run. River's detectors go one by one.
+    :meth:`flush` feeds what waits (the end of a batch's labels).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[int, tuple[ADWIN, _Pending]] = {}
+
+    def observe(
+        self, rules: Rules, st: PerfState, rec: PendingPrediction, err: float, t_label: int
+    ) -> None:
+        """Feed one error of ``st`` (in join order); fire on a confirmed rise."""
+        a = st.detector
+        if type(a) is not ADWIN:
+            observe_error(rules, st, rec, err, t_label)
+            return
+        got = self._pending.get(id(st))
+        if got is None or got[0] is not a:
+            got = self._pending[id(st)] = (a, _Pending(a))
+        p = got[1]
+        if p.left == 1 or st.rise_until >= 0:
+            if p.errors:
+                a._run(p.errors, None)
+                p.errors = []
+            _adwin_rise(rules, st, a, rec, err, t_label)
+            p.sync(a)
+            return
+        # an update between tests: as _adwin_rise on an update that detects nothing
+        # with no rise pending
+        p.errors.append(err)
+        p.left -= 1
+        p.width += 1
+        st.ewma = err if st.ewma < 0 else st.ewma + EWMA_ALPHA * (err - st.ewma)
+        t = rec.time_ms
+        st.adwin_start = t if p.width <= 1 else min(st.adwin_start, t)
+
+    def flush(self) -> None:
+        """Feed every error that waits to its ADWIN."""
+        for a, p in self._pending.values():
+            if p.errors:
+                a._run(p.errors, None)
+                p.errors = []
 
 
 def _adwin_rise(

@@ -33,9 +33,7 @@ gives the same state and the same alert ids.
 
 from __future__ import annotations
 
-import bisect
 import math
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -48,19 +46,16 @@ from driftline.core.slowloop.concept import (
     configured_detector,
     ensure_detector,
     new_detector,
-    observe_error,
 )
-from driftline.core.slowloop.diagnosis import DriftIndex, add_evidence, episode_verdicts
+from driftline.core.slowloop.diagnosis import DriftIndex, episode_verdicts
 from driftline.core.slowloop.episodes import Rules
 from driftline.core.slowloop.lookups import Found, LookupPlan
 from driftline.core.slowloop.pending import (
     FUTURE_TOLERANCE_MS,
-    LOG_LOSS_EPS,
     MAX_BUCKETS,
     MAX_SCORED_CLASSES,
     SCORE_SCALE,
     TARGET_PER_BUCKET,
-    TOMBSTONE,
     Horizons,
     PendingPrediction,
     bucket_of,
@@ -69,11 +64,7 @@ from driftline.core.slowloop.pending import (
     record_key,
 )
 from driftline.core.slowloop.perf_state import (
-    LAG_EDGES_S,
-    MAX_CLASS_STATS,
-    OTHER_CLASS,
     Bucket,
-    HeldLabel,
     ModelJoin,
     PerfState,
     UnitState,
@@ -81,6 +72,7 @@ from driftline.core.slowloop.perf_state import (
     stream_key,
 )
 from driftline.core.slowloop.results import JoinResult, PerfObservation
+from driftline.core.slowloop.scoring import LabelSide
 
 __all__ = ["RefLookup", "join_batch", "labels_backpressure"]
 
@@ -164,6 +156,7 @@ class _Joiner:
         # (model, generation) -> hash bucket -> (key name, its new records)
         self._slots: dict[tuple[str, int], dict[int, tuple[str, dict[bytes, bytes]]]] = {}
         self._layouts: dict[tuple[int, tuple[Any, ...]], _Layout] = {}
+        self.side = LabelSide(self)
 
     # ------------------------------------------------------------ helpers
     def ref(self, model: str, version: str) -> ReferenceProfile | None:
@@ -198,9 +191,7 @@ class _Joiner:
             hit = self._pstreams[k] = (streams, cal)
         return hit
 
-    def perf(
-        self, model: str, version: str, segment: str, sample: Any, origin: str
-    ) -> PerfState:
+    def perf(self, model: str, version: str, segment: str, sample: Any, origin: str) -> PerfState:
         key = stream_key(model, version, segment)
         st = self.u.perf.get(key)
         ref = self.ref(model, version)
@@ -457,29 +448,6 @@ class _Joiner:
         return int(min(MAX_BUCKETS, 1 << (want - 1).bit_length()))
 
     # ------------------------------------------------------------ labels
-    def resolve(
-        self, idx: int, lab: Mapping[str, Any], d: bytes, found: Found, plan: LookupPlan
-    ) -> None:
-        """Outcome of one label of this batch (joined, duplicate, expired, held...)."""
-        model = lab["model_id"]
-        mj = self.model(model)
-        t = event_ms(lab)
-        label = lab["label"]
-        if mj.label_watermark < 0 or t <= mj.label_watermark + FUTURE_TOLERANCE_MS:
-            if t > mj.label_watermark:
-                mj.label_watermark = t
-        hit = self.b.recs.get(d)
-        if hit is None and found is not None:
-            key = plan.keys[found[0]]
-            value = found[1]
-            rec = None if value == TOMBSTONE else PendingPrediction.decode(value)
-            hit = self.b.recs[d] = (key, rec)
-        if hit is None:
-            self.u.held.append(HeldLabel(model, lab["prediction_id"], label, t))
-            self.r.dirty.add("h")
-            return
-        self._join(idx, model, d, label, t, hit)
-
     def retry_held(self) -> None:
         """Held labels whose prediction arrived in this batch are joined now."""
         held, new = self.u.held, self.b.new
@@ -492,7 +460,7 @@ class _Joiner:
             return
         for h in ready:
             d = h.digest
-            self._join(-1, h.model_id, d, h.label, h.time_ms, self.b.recs[d])
+            self.side.join(-1, h.model_id, d, h.label, h.time_ms, self.b.recs[d])
         self.u.held = [h for h in held if h.digest not in new]
         self.r.dirty.add("h")
 
@@ -516,158 +484,9 @@ class _Joiner:
             return
         for h in orphans:
             self.model(h.model_id)
-            self._outcome(h.model_id, "orphan")
+            self.side.count(h.model_id, "orphan")
         self.u.held = [h for h in held if h.time_ms > last.get(h.model_id, never)]
         self.r.dirty.add("h")
-
-    def _held_event(
-        self, idx: int, model: str, d: bytes, label: Any, t_label: int
-    ) -> dict[str, Any] | None:
-        """A held label rebuilt as a label event (its Kafka record is gone), else None."""
-        if idx >= 0:
-            return None
-        pid = next((h.prediction_id for h in self.u.held if h.digest == d), "")
-        return {"prediction_id": pid, "model_id": model, "label": label, "timestamp": t_label}
-
-    def _outcome(self, model: str, outcome: str) -> None:
-        mj = self.model(model)
-        mj.labels[outcome] = mj.labels.get(outcome, 0) + 1
-        self.r.count("labels", model, outcome)
-
-    def _join(
-        self,
-        idx: int,
-        model: str,
-        d: bytes,
-        label: Any,
-        t_label: int,
-        hit: tuple[str, PendingPrediction | None],
-    ) -> None:
-        key, rec = hit
-        if rec is None:
-            self._outcome(model, "duplicate")
-            return
-        if t_label - rec.time_ms > self.c.horizon_ms(model):
-            self._outcome(model, "expired")
-            return
-        mj = self.u.models[model]
-        streams, cal = self.streams_of(mj, rec)
-        if rec.regression and type(label) is not float and type(label) is not int:
-            reason = f"label {label!r} is not a number; {model} is a regression model"
-            self.r.rejected.append((idx, reason, self._held_event(idx, model, d, label, t_label)))
-            self._outcome(model, "invalid")
-            return
-        self._outcome(model, "joined")
-        self.b.recs[d] = (key, None)
-        if d in self.b.new:
-            self.r.puts[key][d] = TOMBSTONE
-        else:
-            self.r.tombs.setdefault(key, []).append(d)
-        lag_s = (t_label - rec.time_ms) / 1000.0
-        self.r.lags.append((model, lag_s))
-        own = streams[0]
-        truth = None if rec.regression else own.class_index(category_value(label) or "")
-        top = rec.top
-        conf = None if top is None else (top if cal is None else cal.apply(top))
-        for st in streams:
-            self._score(st, own, rec, label, truth, conf, t_label, lag_s)
-
-    # ------------------------------------------------------------ performance
-    def _score(
-        self,
-        st: PerfState,
-        own: PerfState,
-        rec: PendingPrediction,
-        label: Any,
-        truth: int | None,
-        conf: float | None,
-        t_label: int,
-        lag_s: float,
-    ) -> None:
-        """Score one joined prediction in ``st``.
-
-        ``own`` is the stream the record's class indices refer to (its version and
-        segment); ``truth`` the label's index in ``own``'s class table. ``st`` is
-        ``own`` or the whole-version stream, whose class table may order classes
-        differently: per-class counts are translated by name.
-        """
-        b = st.bucket(rec.time_ms, self.bucket_ms)
-        b.lab += 1
-        b.lag[bisect.bisect_left(LAG_EDGES_S, lag_s)] += 1
-        st.labelled += 1
-        w = st.window
-        w.n += 1
-        t_pred = rec.time_ms
-        if w.start < 0 or t_pred < w.start:
-            w.start = t_pred
-        if t_pred > w.end:
-            w.end = t_pred
-        w.lag_sum += lag_s
-        correct = False
-        if rec.regression:
-            e = float(label) - rec.value
-            err = abs(e)
-            b.abs_sum += err
-            b.sq_sum += e * e
-            w.sq_sum += e * e
-        else:
-            assert truth is not None
-            correct = rec.cls == truth and truth != OTHER_CLASS
-            err = 0.0 if correct else 1.0
-            b.correct += int(correct)
-            w.correct += int(correct)
-            if st is own:
-                pi, yi = rec.cls, truth
-            else:
-                pi = _translate(own, st, rec.cls)
-                yi = _translate(own, st, truth)
-            if pi < MAX_CLASS_STATS:
-                b.class_slot(pi)
-                b.pc[pi] += 1
-                if correct:
-                    b.tp[pi] += 1
-            if yi < MAX_CLASS_STATS:
-                b.class_slot(yi)
-                b.ac[yi] += 1
-            if rec.scores_q is not None:
-                ps = list(map(_SCALE_DIV, rec.scores_q))
-                p_true = ps[truth] if truth < len(ps) else 0.0
-                ll = -math.log(max(p_true, LOG_LOSS_EPS))
-                brier = sum(map(operator.mul, ps, ps)) - 2 * p_true + 1.0
-                b.ll_n += 1
-                b.ll_sum += ll
-                b.brier_sum += brier
-                w.ll_n += 1
-                w.ll_sum += ll
-                w.brier_sum += brier
-            if conf is not None:
-                b.conf_n += 1
-                b.conf_sum += conf
-                b.conf_ok += int(correct)
-                w.conf_n += 1
-                w.conf_sum += conf
-            add_evidence(st, correct, conf)
-        w.err_sum += err
-        learn = self.learn_labels
-        if st.learn_n < learn:
-            st.learn_n += 1
-            st.learn_correct += int(correct)
-            st.learn_err += err
-            if conf is not None:
-                lc = st.learn_conf
-                lc[0] += 1
-                lc[1] += conf
-                lc[2] += int(correct)
-            if (
-                st.learn_n == learn
-                and st.ref_accuracy is None
-                and not rec.regression
-            ):
-                st.ref_accuracy = st.learn_correct / st.learn_n
-                st.ref_source = "learned"
-        observe_error(self.rules, st, rec, err, t_label)
-        if w.n >= self.window_labels:
-            self.rules.close_window(st, t_label)
 
     def judge_input_drift(self) -> None:
         """Verdicts on the monitor's input-drift episodes, from the buckets of the
@@ -703,13 +522,6 @@ class _Joiner:
                 del mj.gens[g]
             if old:
                 self.r.dirty.add(mj.key)
-
-
-def _translate(src: PerfState, dst: PerfState, i: int) -> int:
-    """Index in ``dst``'s class table of class ``i`` of ``src``'s."""
-    if i == OTHER_CLASS or i >= len(src.classes):
-        return OTHER_CLASS
-    return dst.class_index(src.classes[i])
 
 
 def labels_backpressure(unit: UnitState, settings: LabelsSettings, paused: bool) -> bool:
@@ -771,9 +583,8 @@ def join_batch(
         predictions, plan.pred_digest, [found[pi] if pi >= 0 else None for pi in plan.pred_probe]
     )
     j.retry_held()
-    for i, lab in enumerate(labels):
-        li = plan.label_probe[i]
-        j.resolve(i, lab, plan.label_digest[i], found[li] if li >= 0 else None, plan)
+    j.side.resolve_all(labels, plan, found)
+    j.side.finish()
     j.expire_held()
     j.judge_input_drift()
     j.prune_gens()
