@@ -8,6 +8,7 @@ replays, benchmarks).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from driftline.core.slowloop.pending import (
     prediction_digests,
     record_key,
 )
-from driftline.core.slowloop.perf_state import UnitState
+from driftline.core.slowloop.perf_state import ModelJoin, UnitState
 from driftline.core.slowloop.results import JoinResult
 
 __all__ = ["Found", "LookupPlan", "MemoryRecords", "plan_lookups"]
@@ -105,24 +106,41 @@ def plan_lookups(
                 pred_probe.append(len(probes) - 1)
                 continue
         pred_probe.append(-1)
-    cands: dict[tuple[str, int, int], list[tuple[int, int]]] = {}
+    # (model, first, last generation) -> the generations a label may be in, newest
+    # first, with their hash buckets, and a period of the hash buckets (a common
+    # multiple of their counts: a digest's bucket in each is that of its hash modulo
+    # the period), and the key indices probed for each hash modulo the period.
+    cands: dict[tuple[str, int, int], tuple[list[tuple[int, int]], int, dict[int, Any]]] = {}
+    # model -> (its state, generation width, how far before a label its prediction may be)
+    spans: dict[str, tuple[ModelJoin, int, int] | None] = {}
     label_probe = plan.label_probe
     for lab, d in zip(labels, plan.label_digest, strict=True):
         model = lab["model_id"]
-        mj = models.get(model)
-        if mj is not None:
+        span = spans.get(model)
+        if span is None and model not in spans:
+            mj = models.get(model)
+            if mj is None:
+                span = spans[model] = None
+            else:
+                g = c.gen_ms(model)
+                span = spans[model] = (mj, g, c.horizon_ms(model) + 2 * g)
+        if span is not None:
+            mj, g, back = span
             t = event_ms(lab)
-            g = c.gen_ms(model)
-            lo = (t - c.horizon_ms(model) - 2 * g) // g
+            lo = (t - back) // g
             hi = (t + FUTURE_TOLERANCE_MS) // g
-            gens = cands.get((model, lo, hi))
-            if gens is None:
-                gens = cands[(model, lo, hi)] = [
-                    (x, mj.gens[x][0]) for x in sorted(mj.gens, reverse=True) if lo <= x <= hi
-                ]
+            got = cands.get((model, lo, hi))
+            if got is None:
+                gens = [(x, mj.gens[x][0]) for x in sorted(mj.gens, reverse=True) if lo <= x <= hi]
+                period = math.lcm(*[nb for _, nb in gens]) if gens else 1
+                got = cands[(model, lo, hi)] = (gens, period, {})
+            gens, period, by_hash = got
             if gens:
-                h = int.from_bytes(d[:4], "little")
-                probes.append((d, tuple([key_of(model, gen, h % nb) for gen, nb in gens])))
+                h = int.from_bytes(d[:4], "little") % period
+                ks = by_hash.get(h)
+                if ks is None:
+                    ks = by_hash[h] = tuple([key_of(model, gen, h % nb) for gen, nb in gens])
+                probes.append((d, ks))
                 label_probe.append(len(probes) - 1)
                 continue
         label_probe.append(-1)

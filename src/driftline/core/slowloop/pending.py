@@ -146,6 +146,8 @@ _HAS_SCORES = 0x04
 _WIDE_TIME = 0x08
 #: A narrow-time record with a score vector of n classes and its top score implied.
 _SCORED = [struct.Struct(f"<BHIhH{n}H") for n in range(MAX_SCORED_CLASSES + 1)]
+#: The flags of such a record.
+_SCORED_FLAGS = _RECORD_VERSION | _HAS_SCORES
 #: Event times within +-2**47 ms of the epoch (years 1829 to 2109) take 6 bytes.
 _TIME48 = 1 << 47
 
@@ -260,6 +262,13 @@ class PendingPrediction(NamedTuple):
                     f"(this release reads versions 1 and 2)"
                 )
             flags = data[0]
+            if flags == _SCORED_FLAGS:
+                # The join's usual record (encode's one pack): read in one unpack.
+                n = (len(data) - _SCORED[0].size) >> 1
+                if 0 < n <= MAX_SCORED_CLASSES and len(data) == _SCORED[n].size:
+                    v = _SCORED[n].unpack(data)
+                    scores_q = v[5:]
+                    return cls(v[1], (v[3] << 32) | v[2], False, 0.0, v[4], max(scores_q), scores_q)
             if flags & _WIDE_TIME:
                 _, stream, time_ms = _HEADER_WIDE.unpack_from(data, 0)
                 pos = _HEADER_WIDE.size
