@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from driftline.contract import columnar
 from driftline.contract.batch import (
     check_prediction_batch,
     decode_prediction_batch,
@@ -21,6 +22,7 @@ from driftline.contract.checks import (
     decode_prediction_fast,
 )
 from driftline.contract.columnar import (
+    BatchColumns,
     ColumnarBatch,
     EventColumns,
     EventFrame,
@@ -289,6 +291,37 @@ def test_columnar_batches_give_the_results_of_single_events(rows: int) -> None:
     assert set(b_states) == set(a_states)
     for k, st in a_states.items():
         assert_close(b_states[k].to_bytes(), st.to_bytes())
+
+
+def test_long_runs_of_batches_are_cut_into_segments_of_whole_batches() -> None:
+    def batch(n: int) -> ColumnarBatch:
+        return ColumnarBatch.from_dict(pack_events(_events(n, seed=20), max_rows=n)[0])
+
+    sizes = [3_000, 1_500, 500, 6_000, 100, 4_900]
+    parts = BatchColumns.runs([batch(n) for n in sizes])
+    assert [[b.count for b in p.batches] for p in parts] == [
+        [3_000, 1_500, 500],
+        [6_000],  # larger than a segment: alone
+        [100, 4_900],
+    ]
+    assert all(p.n <= max(columnar.RUN_ROWS, p.batches[0].count) for p in parts)
+
+
+def test_cutting_runs_of_batches_changes_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    events = _events(12_000, seed=21, shift=Shift(start=5_000, sigmas=0.8))
+    batches = [ColumnarBatch.from_dict(b) for b in pack_events(events, max_rows=500)]
+    (cut,) = group_items(batches).values()
+    assert [c.n for c in cut] == [5_000, 5_000, 2_000]
+    a_alerts, a_windows, a_states = _run(batches, len(batches))
+    monkeypatch.setattr(columnar, "RUN_ROWS", 1 << 30)  # one segment of 12 000 rows
+    (whole,) = group_items(batches).values()
+    assert [c.n for c in whole] == [12_000]
+    b_alerts, b_windows, b_states = _run(batches, len(batches))
+    assert a_alerts and [a.alert_id for a in a_alerts] == [a.alert_id for a in b_alerts]
+    assert orjson.dumps(a_windows) == orjson.dumps(b_windows)  # bit for bit
+    assert {k: s.to_bytes() for k, s in a_states.items()} == {
+        k: s.to_bytes() for k, s in b_states.items()
+    }
 
 
 def test_mixed_singles_and_batches_keep_partition_order() -> None:

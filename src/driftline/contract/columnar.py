@@ -496,12 +496,36 @@ class ColumnarBatch(Mapping[str, Any]):
         )
 
 
+#: Rows of consecutive batches read as one segment at most (whole batches; a batch
+#: larger than this is a segment alone): as many as a fetch of single events holds by
+#: default, so a segment's arrays (columns, bins, detector channels) stay in the caches.
+RUN_ROWS = 5000
+
+
 class BatchColumns(Columns):
     """Columns of consecutive :class:`ColumnarBatch` es of one stream (from row ``start``).
 
     Consecutive batches are read as one segment, so the core converts each column once
-    for all of them (a batch of 500 rows alone would pay the per-column costs often).
+    for all of them (a batch of 500 rows alone would pay the per-column costs often);
+    :meth:`runs` cuts a long run into segments of at most :data:`RUN_ROWS` rows.
     """
+
+    @classmethod
+    def runs(cls, batches: Sequence[ColumnarBatch]) -> list[BatchColumns]:
+        """``batches`` (consecutive, one stream) as segments of whole batches, each of
+        at most :data:`RUN_ROWS` rows or one batch."""
+        out: list[BatchColumns] = []
+        run: list[ColumnarBatch] = []
+        rows = 0
+        for b in batches:
+            if run and rows + b.count > RUN_ROWS:
+                out.append(cls(run))
+                run, rows = [], 0
+            run.append(b)
+            rows += b.count
+        if run:
+            out.append(cls(run))
+        return out
 
     def __init__(self, batches: ColumnarBatch | Sequence[ColumnarBatch], start: int = 0) -> None:
         super().__init__()
@@ -657,7 +681,7 @@ class EventFrame(list[Any]):
 def group_items(items: Sequence[Mapping[str, Any]]) -> dict[KeyTuple, list[Columns]]:
     """Items grouped by stream, in order: per stream, each run of consecutive single
     events becomes one :class:`EventColumns` and each run of batches one
-    :class:`BatchColumns`."""
+    :class:`BatchColumns` per :data:`RUN_ROWS` rows (:meth:`BatchColumns.runs`)."""
     if isinstance(items, EventFrame) and items.groups is not None:
         return items.groups
     if not items:
@@ -693,7 +717,11 @@ def group_items(items: Sequence[Mapping[str, Any]]) -> dict[KeyTuple, list[Colum
         else:
             runs_.append((is_batch, [it]))
     return {
-        k: [BatchColumns(run) if is_batch else EventColumns(run) for is_batch, run in rs]
+        k: [
+            c
+            for is_batch, run in rs
+            for c in (BatchColumns.runs(run) if is_batch else (EventColumns(run),))
+        ]
         for k, rs in parts.items()
     }
 

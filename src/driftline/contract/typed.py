@@ -751,7 +751,7 @@ def _group(
                 if singles:
                     cols.append(_chain(singles))
                     singles = []
-                cols.append(BatchColumns(its))
+                cols.extend(BatchColumns.runs(its))
             elif isinstance(tag, Layout):
                 singles.append(TypedColumns(its, vs, tag))
             else:
