@@ -412,6 +412,10 @@ async def phase_labels(cfg: dict[str, Any]) -> dict[str, Any]:
     done = joiner.predictions_seen + joiner.labels_seen
     res = span.result(done, predictions=joiner.predictions_seen, labels=joiner.labels_seen)
     res["labels_rate"] = joiner.labels_seen / res["wall"] if res["wall"] > 0 else math.nan
+    outcomes: dict[str, int] = {}
+    for (_, outcome), k in joiner.outcomes.items():
+        outcomes[outcome] = outcomes.get(outcome, 0) + k
+    res["label_outcomes"] = outcomes  # a rate of labels that did not join would mean little
     if not cfg["labels_count"]:
         res.update(_pending_bytes(cfg, joiner.predictions_seen))
     return res
@@ -791,9 +795,11 @@ def label_throughput(b: Bench, n: int) -> dict[str, list[dict[str, Any]]]:
     for name, kw in label_cases:
         res = b.run("labels", b.cfg(rows=n, timeout=900, **kw))
         results[name] = [res]
+        outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(res.get("label_outcomes", {}).items()))
         print(
             f"  {name:14s} {res.get('error') or _fmt_rate(res.get('labels_rate', math.nan))} "
             f"labels/s, {_fmt_rate(res.get('rate', math.nan))} records/s"
+            + (f" (labels {outcomes})" if outcomes else "")
         )
     return results
 
