@@ -15,9 +15,12 @@ Per batch of partition ``p`` (predictions-p and labels-p together):
    event) goes to ``labels.dlq`` with reason headers
    (acknowledged before the commit; a prediction that breaks it is counted and skipped:
    the monitor dead-letters predictions);
-2. one script call looks up every pending prediction the batch needs
-   (:meth:`StateStore.lookup_records`);
-3. :func:`~driftline.core.slowloop.join_batch` decides every outcome;
+2. one script call looks up the pending predictions the batch's predictions need
+   (:meth:`StateStore.lookup_records`), then
+   :func:`~driftline.core.slowloop.join_predictions` stores them in a thread while a
+   second call looks up those its labels need;
+3. :func:`~driftline.core.slowloop.join_labels` decides the labels' outcomes (the two
+   halves are :func:`~driftline.core.slowloop.join_batch`);
 4. the shell's commit (:meth:`Worker._commit <driftline.runtime.worker.Worker._commit>`)
    writes the new pending predictions, the tombstones of joined ones, the state, the
    alert outbox and the position in one script call -- atomically, fenced by the lease
@@ -59,10 +62,13 @@ from driftline.core.slowloop import (
     DIAGNOSES,
     TOMBSTONE,
     DriftIndex,
+    Found,
     JoinResult,
+    LookupPlan,
     UnitState,
     check_concept_settings,
-    join_batch,
+    join_labels,
+    join_predictions,
     labels_backpressure,
     plan_lookups,
     retention_ms,
@@ -287,23 +293,31 @@ class LabelJoiner(Worker[UnitState, Joined]):
                 p, preds, labels, label_recs, dropped, lrecs, dec.batches
             )
         plan = plan_lookups(preds, labels, state, self.settings.labels)
-        found = await self.retrying(
-            "looking up pending predictions",
-            lambda: store.lookup_records(self.label_topic, p, plan.keys, plan.probes),
-        )
         # The core runs in a thread, so the event loop keeps fetching meanwhile (as the
         # monitor's); one batch at a time, and the alert reader waits between batches.
-        result = await asyncio.to_thread(
-            join_batch,
-            preds,
-            labels,
-            plan,
-            found,
-            state,
-            lambda mo, v: refs.get((mo, v)),
-            self.drift,
-            self.settings.labels,
+        # Its predictions' half needs only their probes: the labels' probes are read
+        # from Redis while it runs (the same reads, before the same commit).
+        found: list[Found] = [None] * len(plan.probes)
+        split = plan.label_split()
+        await self._lookup(p, plan, 0, split, found)
+        started = asyncio.ensure_future(
+            asyncio.to_thread(
+                join_predictions,
+                preds,
+                plan,
+                found,
+                state,
+                lambda mo, v: refs.get((mo, v)),
+                self.drift,
+                self.settings.labels,
+            )
         )
+        try:
+            await self._lookup(p, plan, split, len(plan.probes), found)
+        finally:
+            # Never leave the state to a thread still writing it, even on an error.
+            joining = await started
+        result = await asyncio.to_thread(join_labels, joining, labels, plan, found)
         sends = []
         for idx, reason, event in result.rejected:
             why = ValidationError(reason)
@@ -335,6 +349,21 @@ class LabelJoiner(Worker[UnitState, Joined]):
             result=Joined(result, seen, dec.count, len(preds), len(refused), held_labels),
             records=RecordWrites(result.puts, expire, result.tombs, TOMBSTONE),
         )
+
+    async def _lookup(
+        self, p: int, plan: LookupPlan, start: int, stop: int, found: list[Found]
+    ) -> None:
+        """Redis's answers to probes ``start:stop`` of ``plan``, into ``found``."""
+        store = self.store
+        assert store is not None
+        probes = plan.probes[start:stop]
+        if not probes:
+            return
+        hits = await self.retrying(
+            "looking up pending predictions",
+            lambda: store.lookup_records(self.label_topic, p, plan.keys, probes),
+        )
+        found[start:stop] = hits
 
     async def _screen(
         self, p: int, versions: set[tuple[str, str]], models: set[str]

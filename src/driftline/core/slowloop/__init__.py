@@ -19,7 +19,13 @@ Split by concept:
 
 from driftline.core.slowloop.concept import CONCEPT_DETECTORS, check_concept_settings
 from driftline.core.slowloop.diagnosis import DIAGNOSES, DriftIndex
-from driftline.core.slowloop.join import RefLookup, join_batch, labels_backpressure
+from driftline.core.slowloop.join import (
+    RefLookup,
+    join_batch,
+    join_labels,
+    join_predictions,
+    labels_backpressure,
+)
 from driftline.core.slowloop.lookups import Found, LookupPlan, MemoryRecords, plan_lookups
 from driftline.core.slowloop.pending import (
     TOMBSTONE,
@@ -51,6 +57,8 @@ __all__ = [
     "check_concept_settings",
     "format_report",
     "join_batch",
+    "join_labels",
+    "join_predictions",
     "labels_backpressure",
     "plan_lookups",
     "prediction_digest",

@@ -577,15 +577,40 @@ def join_batch(
     JoinResult
         Records to write, alerts, dead letters, counters and metric observations.
     """
-    result = JoinResult()
-    j = _Joiner(unit, references, drift, settings, result)
+    j = join_predictions(predictions, plan, found, unit, references, drift, settings)
+    return join_labels(j, labels, plan, found)
+
+
+def join_predictions(
+    predictions: Sequence[Mapping[str, Any]],
+    plan: LookupPlan,
+    found: Sequence[Found],
+    unit: UnitState,
+    references: RefLookup,
+    drift: DriftIndex,
+    settings: LabelsSettings,
+) -> _Joiner:
+    """The first half of :func:`join_batch`: the batch's predictions, then the held
+    labels they let join. Reads only the predictions' answers in ``found`` (the first
+    :meth:`LookupPlan.label_split` probes), so the shell may ask Redis for the rest
+    meanwhile; :func:`join_labels` ends the batch."""
+    j = _Joiner(unit, references, drift, settings, JoinResult())
     j.add_predictions(
         predictions, plan.pred_digest, [found[pi] if pi >= 0 else None for pi in plan.pred_probe]
     )
     j.retry_held()
+    return j
+
+
+def join_labels(
+    j: _Joiner, labels: Sequence[Mapping[str, Any]], plan: LookupPlan, found: Sequence[Found]
+) -> JoinResult:
+    """The second half of :func:`join_batch` (after :func:`join_predictions` of the
+    same batch): the labels' outcomes, held labels that became orphans, the input-drift
+    verdicts and the generations forgotten."""
     j.side.resolve_all(labels, plan, found)
     j.side.finish()
     j.expire_held()
     j.judge_input_drift()
     j.prune_gens()
-    return result
+    return j.r

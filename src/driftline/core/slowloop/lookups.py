@@ -54,12 +54,17 @@ class LookupPlan:
             self.keys.append(name)
         return i
 
+    def label_split(self) -> int:
+        """How many probes, from the first, hold every prediction's probe (those after
+        are labels' only: :func:`plan_lookups` adds the predictions' first)."""
+        return max(self.pred_probe, default=-1) + 1
+
     def add(self, digest: bytes, names: Sequence[str]) -> int:
         """Add a probe; returns its index, or -1 when there is nothing to probe."""
         if not names:
             return -1
         self.probes.append((digest, tuple(self.key_index(n) for n in names)))
-        return len(self.probes) - 1
+        return max(self.pred_probe, default=-1) + 1 - 1
 
 
 #: Result of one probe: (index into plan.keys where found, stored value), or None.
