@@ -59,13 +59,6 @@ class LookupPlan:
         are labels' only: :func:`plan_lookups` adds the predictions' first)."""
         return max(self.pred_probe, default=-1) + 1
 
-    def add(self, digest: bytes, names: Sequence[str]) -> int:
-        """Add a probe; returns its index, or -1 when there is nothing to probe."""
-        if not names:
-            return -1
-        self.probes.append((digest, tuple(self.key_index(n) for n in names)))
-        return max(self.pred_probe, default=-1) + 1 - 1
-
 
 #: Result of one probe: (index into plan.keys where found, stored value), or None.
 Found = tuple[int, bytes] | None
