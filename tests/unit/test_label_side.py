@@ -343,11 +343,48 @@ def _drift() -> DriftIndex:
     return drift
 
 
-def _run(seed: int) -> list[Any]:
+def _one_stream(seed: int) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Long batches of one classification stream (model m1, version 1, no segment): its
+    labels mostly in prediction order (long runs in one bucket, then the next), right
+    90% of the time, then 40% (ADWIN detects, the alert fires mid-batch), windows
+    closing mid-batch; some predictions without scores, some labels duplicated."""
+    rng = random.Random(1000 + seed)
+    t = T0
+    out = []
+    n_batches = rng.randrange(4, 8)
+    for b in range(n_batches):
+        preds = []
+        for k in range(rng.randrange(500, 1500)):
+            t += rng.randrange(0, 2_000)
+            cls = rng.choice(CLASSES[:3])
+            e: dict[str, Any] = {
+                "prediction_id": f"p{b}-{k}",
+                "model_id": "m1",
+                "model_version": "1",
+                "timestamp": t,
+                "prediction": cls,
+            }
+            if rng.random() < 0.9:
+                e["scores"] = {c: rng.random() for c in CLASSES[:3]}
+            preds.append(e)
+        right = 0.9 if b < n_batches // 2 else 0.4
+        labels = []
+        for p in preds:
+            label = p["prediction"] if rng.random() < right else rng.choice(CLASSES[:3])
+            lab = {**{k: p[k] for k in ("prediction_id", "model_id")}, "label": label}
+            lab["timestamp"] = p["timestamp"] + rng.randrange(1_000, 60_000)
+            labels.append(lab)
+            if rng.random() < 0.01:
+                labels.append(dict(lab))
+        out.append((preds, labels))
+    return out
+
+
+def _run(seed: int, sequence: Any = _sequence) -> list[Any]:
     settings = _settings(seed)
     unit, mem, drift = UnitState(), MemoryRecords(), _drift()
     seen = []
-    for preds, labels in _sequence(seed):
+    for preds, labels in sequence(seed):
         plan = plan_lookups(preds, labels, unit, settings)
         res = join.join_batch(
             preds, labels, plan, mem.lookup(plan), unit, lambda m, v: None, drift, settings
@@ -366,6 +403,28 @@ def test_label_side_equals_label_by_label(seed: int, monkeypatch: pytest.MonkeyP
     runs = _run(seed)
     monkeypatch.setattr(join, "LabelSide", _PerLabel)
     assert _run(seed) == runs
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_stream_runs_equal_label_by_label(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long runs of one stream's labels (scored between events on local variables)
+    across window closes, ADWIN's tests and detections, within one batch."""
+    quiet: list[int] = []
+    score_quiet = LabelSide._score_quiet
+
+    def counted(self: LabelSide, st: PerfState, joined: Any, i: int, e: int) -> None:
+        quiet.append(e - i)
+        score_quiet(self, st, joined, i, e)
+
+    monkeypatch.setattr(LabelSide, "_score_quiet", counted)
+    runs = _run(seed, _one_stream)
+    assert max(quiet) >= 15 and sum(quiet) > 2000  # the runs were taken
+    alerts = "".join(r for batch in runs[0::4] for f, r in batch if f == "alerts")
+    assert "kind='concept_drift'" in alerts and "kind='performance'" in alerts
+    monkeypatch.setattr(join, "LabelSide", _PerLabel)
+    assert _run(seed, _one_stream) == runs
 
 
 def test_the_sequences_reach_every_case() -> None:

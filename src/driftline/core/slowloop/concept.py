@@ -187,6 +187,32 @@ class ErrorFeed:
         t = rec.time_ms
         st.adwin_start = t if p.width <= 1 else min(st.adwin_start, t)
 
+    def quiet(self, st: PerfState) -> int:
+        """How many of ``st``'s next errors :meth:`run` may take: those that wait for
+        ADWIN's next test (0 for a river detector, or while a rise is pending)."""
+        a = st.detector
+        if type(a) is not ADWIN or st.rise_until >= 0:
+            return 0
+        got = self._pending.get(id(st))
+        if got is None or got[0] is not a:
+            got = self._pending[id(st)] = (a, _Pending(a))
+        return got[1].left - 1
+
+    def run(self, st: PerfState, errors: list[float], times: list[int]) -> None:
+        """Errors of ``st`` (with their predictions' times), at most :meth:`quiet` of
+        them: each as :meth:`observe` takes an update between tests."""
+        p = self._pending[id(st)][1]
+        p.errors += errors
+        p.left -= len(errors)
+        width = p.width
+        ewma, start = st.ewma, st.adwin_start
+        for err, t in zip(errors, times, strict=True):
+            width += 1
+            ewma = err if ewma < 0 else ewma + EWMA_ALPHA * (err - ewma)
+            start = t if width <= 1 else min(start, t)
+        p.width = width
+        st.ewma, st.adwin_start = ewma, start
+
     def flush(self) -> None:
         """Feed every error that waits to its ADWIN."""
         for a, p in self._pending.values():

@@ -47,6 +47,7 @@ __all__ = [
     "DriftIndex",
     "Evidence",
     "add_evidence",
+    "add_evidence_run",
     "alert_diagnosis",
     "bucket_evidence",
     "episode_verdicts",
@@ -141,19 +142,29 @@ def overlap_diagnosis(drift: DriftIndex, st: PerfState, t0: int, t1: int) -> str
 
 
 def add_evidence(st: PerfState, correct: bool, conf: float | None) -> None:
-    """Add one labelled prediction to ``st``'s recent evidence (cells in join order)."""
+    """Add one labelled prediction to ``st``'s recent evidence."""
+    add_evidence_run(st, (correct,), (conf,))
+
+
+def add_evidence_run(st: PerfState, correct: Sequence[bool], conf: Sequence[float | None]) -> None:
+    """Add labelled predictions to ``st``'s recent evidence (cells in join order)."""
     c = st.cell
-    c[0] += 1
-    c[1] += int(correct)
-    if conf is not None:
-        c[2] += 1
-        c[3] += conf
-        c[4] += int(correct)
-    if c[0] >= CELL_LABELS:
-        st.cells.append(c)
-        if len(st.cells) > MAX_CELLS:
-            del st.cells[0]
-        st.cell = [0, 0, 0, 0.0, 0]
+    n, right, n_conf, conf_sum, conf_right = c
+    for ok, p in zip(correct, conf, strict=True):
+        n += 1
+        right += int(ok)
+        if p is not None:
+            n_conf += 1
+            conf_sum += p
+            conf_right += int(ok)
+        if n >= CELL_LABELS:
+            c[:] = n, right, n_conf, conf_sum, conf_right
+            st.cells.append(c)
+            if len(st.cells) > MAX_CELLS:
+                del st.cells[0]
+            c = st.cell = [0, 0, 0, 0.0, 0]
+            n, right, n_conf, conf_sum, conf_right = c
+    c[:] = n, right, n_conf, conf_sum, conf_right
 
 
 def _sum(cells: Sequence[Sequence[float]]) -> Evidence:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from driftline.contract.columnar import category_value
 from driftline.core.calibration import Calibration
 from driftline.core.slowloop.concept import ErrorFeed
-from driftline.core.slowloop.diagnosis import add_evidence
+from driftline.core.slowloop.diagnosis import add_evidence, add_evidence_run
 from driftline.core.slowloop.episodes import Rules
 from driftline.core.slowloop.lookups import Found, LookupPlan
 from driftline.core.slowloop.pending import (
@@ -62,6 +62,26 @@ __all__ = ["Joiner", "LabelSide"]
 _SCALE_DIV = float(SCORE_SCALE).__rtruediv__
 _decode = PendingPrediction.decode
 _mul = operator.mul
+
+#: A joined label, as its streams score it: (streams, record, label time, prediction
+#: time, bucket start, lag bin, lag in seconds, correct, true class index, error,
+#: squared error, calibrated confidence, log loss, Brier).
+_Joined = tuple[
+    list[PerfState],
+    PendingPrediction,
+    int,
+    int,
+    int,
+    int,
+    float,
+    bool,
+    int,
+    float,
+    float,
+    float | None,
+    float,
+    float,
+]
 
 
 class _Records(Protocol):
@@ -145,7 +165,9 @@ class LabelSide:
         keys, probes, digests = plan.keys, plan.label_probe, plan.label_digest
         held = j.u.held
         dirty = j.r.dirty
-        join = self.join
+        outcome = self.outcome
+        joined: list[_Joined] = []
+        add = joined.append
         for i, lab in enumerate(labels):
             model = lab["model_id"]
             mj = models.get(model) or model_of(model)
@@ -166,7 +188,10 @@ class LabelSide:
                     held.append(HeldLabel(model, lab["prediction_id"], label, t))
                     dirty.add("h")
                     continue
-            join(i, model, d, label, t, hit)
+            item = outcome(i, model, d, label, t, hit)
+            if item is not None:
+                add(item)
+        self.score_all(joined)
 
     def join(
         self,
@@ -179,10 +204,25 @@ class LabelSide:
     ) -> None:
         """A label whose prediction's record is ``hit``: its outcome, and its scores
         when it joins (``idx``: its index in the batch, -1 for a held label)."""
+        item = self.outcome(idx, model, d, label, t_label, hit)
+        if item is not None:
+            self.score(item)
+
+    def outcome(
+        self,
+        idx: int,
+        model: str,
+        d: bytes,
+        label: Any,
+        t_label: int,
+        hit: tuple[str, PendingPrediction | None],
+    ) -> _Joined | None:
+        """The outcome of a label whose prediction's record is ``hit`` (``idx``: its
+        index in the batch, -1 for a held label); when it joins, what its streams add."""
         key, rec = hit
         if rec is None:
             self.count(model, "duplicate")
-            return
+            return None
         j = self.j
         stream, t_pred, regression, value, cls, top_q, scores_q = rec
         horizon = self._horizon.get(model)
@@ -190,7 +230,7 @@ class LabelSide:
             horizon = self._horizon[model] = j.c.horizon_ms(model)
         if t_label - t_pred > horizon:
             self.count(model, "expired")
-            return
+            return None
         hit_s = j._lstreams.get((model, stream))
         if hit_s is None:
             hit_s = j.streams_of(j.u.models[model], rec)
@@ -200,7 +240,7 @@ class LabelSide:
             reason = f"label {label!r} is not a number; {model} is a regression model"
             r.rejected.append((idx, reason, self._held_event(idx, model, d, label, t_label)))
             self.count(model, "invalid")
-            return
+            return None
         self.count(model, "joined")
         j.b.recs[d] = (key, None)
         if d in j.b.new:
@@ -234,6 +274,155 @@ class LabelSide:
                 p_true = ps[truth] if truth < len(ps) else 0.0
                 ll = -math.log(max(p_true, LOG_LOSS_EPS))
                 brier = sum(map(_mul, ps, ps)) - 2 * p_true + 1.0
+        return (
+            streams,
+            rec,
+            t_label,
+            t_pred,
+            b_start,
+            lag_bin,
+            lag_s,
+            correct,
+            truth,
+            err,
+            sq,
+            conf,
+            ll,
+            brier,
+        )
+
+    def score_all(self, joined: Sequence[_Joined]) -> None:
+        """The batch's joined labels, in partition order: runs of one stream's labels
+        that reach no event (no window close, no test of ADWIN, no pending rise, no
+        learning) in one tight loop (:meth:`_score_quiet`); every other label, and
+        every label of more than one stream, one by one (:meth:`score`)."""
+        n = len(joined)
+        i = 0
+        j = self.j
+        quiet = self.errors.quiet
+        while i < n:
+            item = joined[i]
+            streams = item[0]
+            st = streams[0]
+            if len(streams) == 1 and not item[1][2] and st.learn_n >= j.learn_labels:
+                k = min(quiet(st), j.window_labels - st.window.n - 1)
+                if k > 0:
+                    end = min(n, i + k)
+                    e = i + 1
+                    while e < end:
+                        nxt = joined[e]
+                        if nxt[0] is not streams or nxt[1][2]:
+                            break
+                        e += 1
+                    self._score_quiet(st, joined, i, e)
+                    i = e
+                    continue
+            self.score(item)
+            i += 1
+
+    def _score_quiet(self, st: PerfState, joined: Sequence[_Joined], i: int, e: int) -> None:
+        """Labels ``i:e`` of ``joined``, all of classification stream ``st`` alone, none
+        of which closes its window, tests its ADWIN or learns: :meth:`score`'s steps with
+        the window's and the current bucket's sums on local variables, added in the same
+        order (the same floating sums); the evidence and the errors go as one run."""
+        bks = st.buckets
+        w = st.window
+        wn, w_ok, w_err, w_lag = w.n, w.correct, w.err_sum, w.lag_sum
+        w_lln, w_ll, w_brier, w_cn, w_conf = w.ll_n, w.ll_sum, w.brier_sum, w.conf_n, w.conf_sum
+        w_start, w_end = w.start, w.end
+        errs: list[float] = []
+        times: list[int] = []
+        rights: list[bool] = []
+        confs: list[float | None] = []
+        b_at = joined[i][4]
+        b = bks.get(b_at)
+        if b is None:
+            b = bks[b_at] = Bucket()
+        lab, ok_n, lln, ll_sum, br_sum = b.lab, b.correct, b.ll_n, b.ll_sum, b.brier_sum
+        cn, c_sum, c_ok = b.conf_n, b.conf_sum, b.conf_ok
+        for k in range(i, e):
+            _s, rec, _t, t_pred, b_start, lag_bin, lag_s, correct, yi, err, _q, conf, ll, brier = (
+                joined[k]
+            )
+            if b_start != b_at:
+                b.lab, b.correct, b.ll_n, b.ll_sum, b.brier_sum = lab, ok_n, lln, ll_sum, br_sum
+                b.conf_n, b.conf_sum, b.conf_ok = cn, c_sum, c_ok
+                b_at = b_start
+                b = bks.get(b_start)
+                if b is None:
+                    b = bks[b_start] = Bucket()
+                lab, ok_n, lln, ll_sum, br_sum = b.lab, b.correct, b.ll_n, b.ll_sum, b.brier_sum
+                cn, c_sum, c_ok = b.conf_n, b.conf_sum, b.conf_ok
+            lab += 1
+            b.lag[lag_bin] += 1
+            wn += 1
+            if w_start < 0 or t_pred < w_start:
+                w_start = t_pred
+            if t_pred > w_end:
+                w_end = t_pred
+            w_lag += lag_s
+            ok = int(correct)
+            ok_n += ok
+            w_ok += ok
+            pi = rec[4]
+            if pi < MAX_CLASS_STATS:
+                if pi >= len(b.tp):
+                    b.class_slot(pi)
+                b.pc[pi] += 1
+                if correct:
+                    b.tp[pi] += 1
+            if yi < MAX_CLASS_STATS:
+                if yi >= len(b.tp):
+                    b.class_slot(yi)
+                b.ac[yi] += 1
+            if rec[6] is not None:
+                lln += 1
+                ll_sum += ll
+                br_sum += brier
+                w_lln += 1
+                w_ll += ll
+                w_brier += brier
+            if conf is not None:
+                cn += 1
+                c_sum += conf
+                c_ok += ok
+                w_cn += 1
+                w_conf += conf
+            w_err += err
+            rights.append(correct)
+            confs.append(conf)
+            errs.append(err)
+            times.append(t_pred)
+        b.lab, b.correct, b.ll_n, b.ll_sum, b.brier_sum = lab, ok_n, lln, ll_sum, br_sum
+        b.conf_n, b.conf_sum, b.conf_ok = cn, c_sum, c_ok
+        st.labelled += e - i
+        w.n, w.correct, w.err_sum, w.lag_sum = wn, w_ok, w_err, w_lag
+        w.ll_n, w.ll_sum, w.brier_sum, w.conf_n, w.conf_sum = w_lln, w_ll, w_brier, w_cn, w_conf
+        w.start, w.end = w_start, w_end
+        add_evidence_run(st, rights, confs)
+        self.errors.run(st, errs, times)
+
+    def score(self, item: _Joined) -> None:
+        """A joined label's scores in its streams, its own first."""
+        (
+            streams,
+            rec,
+            t_label,
+            t_pred,
+            b_start,
+            lag_bin,
+            lag_s,
+            correct,
+            truth,
+            err,
+            sq,
+            conf,
+            ll,
+            brier,
+        ) = item
+        j = self.j
+        own = streams[0]
+        regression, cls, scores_q = rec[2], rec[4], rec[6]
         ok = int(correct)
         learn = j.learn_labels
         window_labels = j.window_labels
