@@ -406,9 +406,7 @@ def test_label_side_equals_label_by_label(seed: int, monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_one_stream_runs_equal_label_by_label(
-    seed: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_one_stream_runs_equal_label_by_label(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Long runs of one stream's labels (scored between events on local variables)
     across window closes, ADWIN's tests and detections, within one batch."""
     quiet: list[int] = []

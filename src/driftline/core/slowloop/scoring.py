@@ -12,7 +12,9 @@ driven by :func:`driftline.core.slowloop.join.join_batch`):
    whole version's stream: the event-time bucket of its prediction (accuracy, per-class
    counts, log loss, Brier, MAE / RMSE, confidence, lag), the open window, the recent
    evidence of the diagnosis, the learning phase, the error to the concept detector, and
-   the window's close once it is full.
+   the window's close once it is full. A batch's joined labels are scored after its
+   outcomes, in partition order; a run of one stream's labels that reaches no event
+   (window close, ADWIN test, pending rise, learning) on local variables.
 
 What is the same for both streams (the bucket's start, the lag's histogram bin, the
 error, the log loss and Brier of the score vector, the calibrated confidence) is
