@@ -306,14 +306,14 @@ class LabelSide:
             item = joined[i]
             streams = item[0]
             st = streams[0]
-            if len(streams) == 1 and not item[1][2] and st.learn_n >= j.learn_labels:
+            if len(streams) == 1 and not item[1].regression and st.learn_n >= j.learn_labels:
                 k = min(quiet(st), j.window_labels - st.window.n - 1)
                 if k > 0:
                     end = min(n, i + k)
                     e = i + 1
                     while e < end:
                         nxt = joined[e]
-                        if nxt[0] is not streams or nxt[1][2]:
+                        if nxt[0] is not streams or nxt[1].regression:
                             break
                         e += 1
                     self._score_quiet(st, joined, i, e)
@@ -366,7 +366,7 @@ class LabelSide:
             ok = int(correct)
             ok_n += ok
             w_ok += ok
-            pi = rec[4]
+            pi = rec.cls
             if pi < MAX_CLASS_STATS:
                 if pi >= len(b.tp):
                     b.class_slot(pi)
@@ -377,7 +377,7 @@ class LabelSide:
                 if yi >= len(b.tp):
                     b.class_slot(yi)
                 b.ac[yi] += 1
-            if rec[6] is not None:
+            if rec.scores_q is not None:
                 lln += 1
                 ll_sum += ll
                 br_sum += brier
@@ -424,7 +424,7 @@ class LabelSide:
         ) = item
         j = self.j
         own = streams[0]
-        regression, cls, scores_q = rec[2], rec[4], rec[6]
+        regression, cls, scores_q = rec.regression, rec.cls, rec.scores_q
         ok = int(correct)
         learn = j.learn_labels
         window_labels = j.window_labels
