@@ -566,3 +566,15 @@ def pair_events(seed: int, n: int, change: int, model: str = "pair") -> list[dic
     events = list(SimulatedModel(seed=seed, model_id=model).events(n))
     couple([e["features"] for e in events], [0.8 if i < change else -0.8 for i in range(n)])
     return events
+
+
+def join_snapshot(res: Any, unit: Any) -> list[Any]:
+    """What one batch of the label join leaves, to compare two ways of joining it: every
+    ``JoinResult`` field in order (dicts with their order), its dirty state fields, the
+    state as stored, and each stream's buckets, last window and class table."""
+    return [
+        [(f, repr(getattr(res, f))) for f in res.__dataclass_fields__ if f != "dirty"],
+        sorted(res.dirty),
+        list(unit.to_fields().items()),
+        [(k, list(st.buckets), st.last, st.classes) for k, st in unit.perf.items()],
+    ]

@@ -14,6 +14,7 @@ from driftline.core.slowloop import join
 from driftline.core.slowloop.diagnosis import DriftIndex
 from driftline.core.slowloop.lookups import Found, MemoryRecords, plan_lookups
 from driftline.core.slowloop.perf_state import UnitState
+from support import join_snapshot
 
 
 def _run(seed: int, halves: bool) -> tuple[list[Any], int]:
@@ -38,8 +39,7 @@ def _run(seed: int, halves: bool) -> tuple[list[Any], int]:
             )
         label_hits += sum(1 for f in answers[split:] if f is not None)
         mem.apply(res)
-        seen.append([(f, repr(getattr(res, f))) for f in res.__dataclass_fields__])
-        seen.append(list(unit.to_fields().items()))
+        seen += join_snapshot(res, unit)
     return seen, label_hits
 
 

@@ -18,6 +18,7 @@ from driftline.core.slowloop import join
 from driftline.core.slowloop.diagnosis import DriftIndex
 from driftline.core.slowloop.lookups import Found, MemoryRecords, plan_lookups
 from driftline.core.slowloop.perf_state import UnitState
+from support import join_snapshot
 
 T0 = 1_767_225_600_000
 CLASSES = ["a", "b", "c", "d"]
@@ -94,11 +95,7 @@ def _run(seed: int, t0: int = T0) -> list[Any]:
             preds, labels, plan, mem.lookup(plan), unit, lambda m, v: None, drift, settings
         )
         mem.apply(res)
-        # every field, dicts with their order; then the state as stored, in its order
-        seen.append([(f, repr(getattr(res, f))) for f in res.__dataclass_fields__ if f != "dirty"])
-        seen.append(sorted(res.dirty))
-        seen.append(list(unit.to_fields().items()))
-        seen.append([(k, list(st.buckets), st.last) for k, st in unit.perf.items()])
+        seen += join_snapshot(res, unit)
     return seen
 
 

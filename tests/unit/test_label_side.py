@@ -44,6 +44,7 @@ from driftline.core.slowloop.perf_state import (
     UnitState,
 )
 from driftline.core.slowloop.scoring import LabelSide
+from support import join_snapshot
 
 _SCALE_DIV = float(SCORE_SCALE).__rtruediv__
 T0 = 1_767_225_600_000
@@ -390,11 +391,7 @@ def _run(seed: int, sequence: Any = _sequence) -> list[Any]:
             preds, labels, plan, mem.lookup(plan), unit, lambda m, v: None, drift, settings
         )
         mem.apply(res)
-        # every field, dicts with their order; then the state as stored, in its order
-        seen.append([(f, repr(getattr(res, f))) for f in res.__dataclass_fields__ if f != "dirty"])
-        seen.append(sorted(res.dirty))
-        seen.append(list(unit.to_fields().items()))
-        seen.append([(k, list(st.buckets), st.last, st.classes) for k, st in unit.perf.items()])
+        seen += join_snapshot(res, unit)
     return seen
 
 
