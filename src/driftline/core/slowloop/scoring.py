@@ -55,6 +55,7 @@ from driftline.core.slowloop.perf_state import (
     ModelJoin,
     PerfState,
     UnitState,
+    bucket_start,
 )
 from driftline.core.slowloop.results import JoinResult
 
@@ -255,7 +256,7 @@ class LabelSide:
         own = streams[0]
         lag_bin = bisect_left(LAG_EDGES_S, lag_s)
         bucket_ms = j.bucket_ms
-        b_start = t_pred - t_pred % bucket_ms
+        b_start = bucket_start(t_pred, bucket_ms)
         correct = False
         conf: float | None = None
         truth = 0
