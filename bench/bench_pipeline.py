@@ -144,8 +144,10 @@ def _redis_counters(url: str) -> dict[str, float]:
     try:
         calls = sum(v["calls"] for v in r.info("commandstats").values())
         stats = r.info("stats")
+        cpu = r.info("cpu")
         return {
             "calls": float(calls),
+            "cpu": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
             "in": float(stats["total_net_input_bytes"]),
             "out": float(stats["total_net_output_bytes"]),
         }
@@ -195,6 +197,7 @@ class _Span:
             r1 = _redis_counters(self.redis_url)
             out["redis_calls"] = (r1["calls"] - self.r0["calls"]) / n
             out["redis_bytes"] = (r1["in"] - self.r0["in"] + r1["out"] - self.r0["out"]) / n
+            out["redis_cpu_us"] = (r1["cpu"] - self.r0["cpu"]) / n * 1e6
         return out
 
 
@@ -799,6 +802,8 @@ def label_throughput(b: Bench, n: int) -> dict[str, list[dict[str, Any]]]:
         print(
             f"  {name:14s} {res.get('error') or _fmt_rate(res.get('labels_rate', math.nan))} "
             f"labels/s, {_fmt_rate(res.get('rate', math.nan))} records/s"
+            f" (CPU a record: joiner {res.get('cpu_us', math.nan):.2f} us,"
+            f" Redis {res.get('redis_cpu_us', math.nan):.2f} us)"
             + (f" (labels {outcomes})" if outcomes else "")
         )
     return results
@@ -1130,6 +1135,8 @@ def main() -> None:
                 print(f"  raw            {_fmt_rate(raw.get('rate', math.nan))} ev/s")
                 tp = {"raw": [raw], **label_throughput(b, n)}
                 report(meta, tp, None, None, None)
+                if args.json:
+                    Path(args.json).write_text(json.dumps({"meta": meta, "throughput": tp}))
                 return
             tp = throughput(b, n, rounds)
             lat = None
