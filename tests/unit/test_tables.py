@@ -474,9 +474,136 @@ def test_files_that_are_not_what_their_names_say_are_one_line_errors(tmp_path: P
         latin: "not UTF-8 text (byte 0xfc); save it as UTF-8",
         cut: "not a gz file (EOFError",
         tmp_path / "x.parquet.gz": "Parquet compresses inside",
-        tmp_path / "book.xlsx": "unknown file type .xlsx; expected .csv, .tsv, .parquet or .jsonl",
+        tmp_path / "book.xlsx": "an Excel workbook: save the sheet as CSV",
+        tmp_path / "frame.pkl": "a pickle, which Driftline never loads",
+        tmp_path / "model.bin": "unknown file type .bin; expected .csv, .tsv, .parquet, .feather",
+        tmp_path / "x.feather.gz": "Feather compresses inside",
         tmp_path / "missing.csv.gz": "missing.csv.gz: no such file",
     }
     for path, says in cases.items():
         with pytest.raises(InputError, match=re.escape(says)):
             read_table(path)
+
+
+def test_semicolon_separated_exports_with_decimal_commas_read_as_the_csv(
+    exports: dict[str, Path], tmp_path: Path
+) -> None:
+    """Where the comma is the decimal mark, spreadsheets and pandas
+    (``to_csv(sep=";", decimal=",")``) write semicolons: the separator is taken from
+    the header line, and such a file's numbers read with their decimal commas, value
+    for value as the comma-separated export (a ``|`` file too)."""
+    df = pd.read_csv(exports["csv"])
+    csv = read_table(exports["csv"])
+    cols = csv.names
+    for name, sep, dec in (("semi.csv", ";", ","), ("pipe.csv.gz", "|", ".")):
+        df.to_csv(tmp_path / name, index=False, sep=sep, decimal=dec)
+        table = read_table(tmp_path / name)
+        assert table.names == cols and table.n_rows == csv.n_rows, name
+        for c in cols:
+            np.testing.assert_array_equal(table.floats(c), csv.floats(c), err_msg=name)
+        assert table.values(cols) == csv.values(cols), name
+    first_row = (tmp_path / "semi.csv").read_text().splitlines()[1]
+    assert re.search(r";\d+,\d+;", first_row), first_row  # the numbers have decimal commas
+    got = build_from_table(tmp_path / "semi.csv", "churn", "1", created_at=0)[0]
+    want = build_from_table(exports["csv"], "churn", "1", created_at=0)[0]
+    assert profile_of(got) == profile_of(want)
+
+
+def test_decimal_commas_are_numbers_only_in_semicolon_files() -> None:
+    assert csv_cell("-1,5e-3", decimal_comma=True) == -0.0015
+    assert csv_cell("3,0", decimal_comma=True) == 3.0
+    assert csv_cell("12", decimal_comma=True) == 12
+    assert csv_cell("2.5", decimal_comma=True) == 2.5
+    # thousands marks, lists and text are not numbers
+    for text in ("1.234,5", "1,234,567", "a,b", ",5,"):
+        assert csv_cell(text, decimal_comma=True) == text
+    assert csv_cell("1,5") == "1,5"
+
+
+def test_every_to_json_layout_reads_as_the_frame(tmp_path: Path) -> None:
+    """``df.to_json`` in each layout that names its columns (pandas' default
+    ``columns``, ``records``, ``index``, ``split``, ``table``) and with ``lines=True``
+    gives the reference of the frame itself; a list of lists (``values``) has no column
+    names and is one line saying which layouts do."""
+    df = training_frame(1500)
+    # exact through to_json's 15 decimals
+    df = df.round({"income": 2, "proba_False": 6, "proba_True": 6})
+    want = profile_of(build_from_table(df, "churn", "1", created_at=0)[0])
+    layouts: dict[str, dict[str, Any]] = {
+        "columns": {},
+        "records": {"orient": "records"},
+        "index": {"orient": "index"},
+        "split": {"orient": "split"},
+        "table": {"orient": "table"},
+        "lines": {"orient": "records", "lines": True},
+    }
+    for name, kw in layouts.items():
+        path = tmp_path / f"{name}.json"
+        df.to_json(path, date_format="iso", double_precision=15, **kw)
+        res = resolve(read_table(path))
+        assert res.features == ["age", "income", "plan", "is_member", "tenure"], name
+        assert (res.id, res.timestamp, res.label) == ("id", "timestamp", "target"), name
+        got = profile_of(build_from_table(path, "churn", "1", created_at=0)[0])
+        assert got == want, name
+    # pandas' default dates before pandas 4: epoch milliseconds, read as such
+    ms = df["timestamp"].map(lambda t: int(t.timestamp() * 1000))
+    df.assign(timestamp=ms).to_json(tmp_path / "epoch.json", orient="records")
+    res = resolve(read_table(tmp_path / "epoch.json"))
+    assert res.timestamp == "timestamp" and res.notes["timestamp"] == "epoch milliseconds"
+    df.to_json(tmp_path / "values.json", orient="values", date_format="iso")
+    with pytest.raises(InputError, match=re.escape("expected rows with column names")):
+        read_table(tmp_path / "values.json")
+    (tmp_path / "broken.json").write_text('[{"a": 1},')
+    with pytest.raises(InputError, match=re.escape("broken.json: not JSON")):
+        read_table(tmp_path / "broken.json")
+
+
+def test_a_feather_export_reads_as_the_parquet(exports: dict[str, Path], tmp_path: Path) -> None:
+    df = training_frame()
+    df.to_feather(tmp_path / "train.feather")
+    got = build_from_table(tmp_path / "train.feather", "churn", "1", created_at=0)[0]
+    want = build_from_table(exports["parquet"], "churn", "1", created_at=0)[0]
+    assert profile_of(got) == profile_of(want)
+
+
+def test_events_as_json_lines_in_a_json_file_replay_as_the_jsonl(tmp_path: Path) -> None:
+    from driftline.demo.simulate import Shift, SimulatedModel
+    from driftline.offline.inputs import is_event_file
+    from driftline.offline.replay import replay_file
+
+    sim = SimulatedModel(n_numeric=4, seed=3, model_id="m")
+    ref = build_reference(sim.training_data(3000), "m", "1", created_at=0)
+    lines = b"".join(
+        orjson.dumps(e) + b"\n" for e in sim.events(3000, shift=Shift(start=1500, sigmas=1.0))
+    )
+    (tmp_path / "ev.jsonl").write_bytes(lines)
+    (tmp_path / "ev.json").write_bytes(lines)
+    assert is_event_file(tmp_path / "ev.json")
+    refs = {("m", "1"): ref}
+    plain, named = (replay_file(tmp_path / n, refs) for n in ("ev.jsonl", "ev.json"))
+    assert plain.events == named.events == 3000
+    assert plain.alerts and [a.alert_id for a in named.alerts] == [
+        a.alert_id for a in plain.alerts
+    ]
+
+
+def test_predictions_of_only_0_and_1_without_scores_are_two_classes() -> None:
+    """scikit-learn's ``predict()`` of a binary model saved without ``predict_proba``:
+    0 and 1 are classes (a regression that never says 0.5 is not one); more integers
+    stay a regression with a note, and ``--task`` decides either way."""
+    rng = np.random.default_rng(4)
+    n = 600
+    df = pd.DataFrame({"x": rng.normal(size=n), "prediction": rng.integers(0, 2, n)})
+    df["label"] = rng.integers(0, 2, n)
+    res = resolve(table_from(df))
+    assert res.task == "classification"
+    assert "--task regression if they are values" in res.notes["prediction"]
+    ref = build_reference(res.training_data(), "m", "1", created_at=0)
+    assert ref.outputs.classes is not None
+    assert set(ref.outputs.classes.categories) == {"0", "1"}
+    assert resolve(table_from(df), ColumnMap(task="regression")).task == "regression"
+    with_nan = df.astype({"prediction": float})
+    with_nan.loc[3, "prediction"] = np.nan
+    assert resolve(table_from(with_nan)).task == "classification"
+    three = df.assign(prediction=rng.integers(0, 3, n))
+    assert resolve(table_from(three)).task == "regression"

@@ -78,8 +78,8 @@ def non_negative_float(text: str) -> float:
 def add_mapping_options(p: argparse.ArgumentParser) -> None:
     """The options that say which column of a file plays which role."""
     g = p.add_argument_group(
-        "columns of a CSV/Parquet/JSONL table (inferred from names and values when not "
-        "given; the outcome is printed)"
+        "columns of a CSV/Parquet/Feather/JSON/JSONL table (inferred from names and values "
+        "when not given; the outcome is printed)"
     )
     g.add_argument(
         "--mapping",
@@ -196,7 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--model", required=True, help="model id")
     b.add_argument("--version", required=True, help="model version ('default': the fallback)")
-    b.add_argument("--data", required=True, metavar="FILE", help="CSV, Parquet or JSONL file")
+    b.add_argument(
+        "--data",
+        required=True,
+        metavar="FILE",
+        help="CSV, TSV, Parquet, Feather, JSON or JSONL file",
+    )
     b.add_argument(
         "-o",
         "--out",
@@ -248,14 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="run both loops over files: drift alerts, and accuracy with --labels",
         description="Run the monitor's core (and, with --labels, the label joiner's) over "
-        "a file of predictions: a JSONL file of prediction events, or a CSV/Parquet/JSONL "
-        "table whose columns are mapped as for reference build. Alerts go to --out.",
+        "a file of predictions: a JSONL file of prediction events, or a "
+        "CSV/Parquet/Feather/JSON/JSONL table whose columns are mapped as for reference "
+        "build. Alerts go to --out.",
     )
     rp.add_argument(
         "--events",
         required=True,
         metavar="FILE",
-        help="predictions: JSONL events, or a CSV/Parquet/JSONL table",
+        help="predictions: JSONL events, or a CSV/Parquet/Feather/JSON/JSONL table",
     )
     rp.add_argument(
         "--reference",

@@ -25,13 +25,20 @@ from driftline.offline.replay import (
     run_offline,
 )
 from driftline.offline.roles import ColumnMap, Resolved, resolve
-from driftline.offline.tables import FILE_KINDS, file_type, read_jsonl_objects, table_from
+from driftline.offline.tables import (
+    FILE_KINDS,
+    file_type,
+    json_lines,
+    read_jsonl_objects,
+    table_from,
+)
 
 __all__ = ["is_event_file", "open_labels", "open_predictions", "replay_inputs"]
 
 
 def is_event_file(data: Any, kind: str = "prediction") -> bool:
-    """Whether ``data`` is a path to a JSONL file of prediction (or label) events.
+    """Whether ``data`` is a path to a JSONL file (or a ``.json`` file of JSON lines)
+    of prediction (or label) events.
 
     Events carry a ``model_id`` and, predictions, a ``features`` object; labels a
     ``prediction_id`` and a ``label``. Other JSONL files are tables of flat rows.
@@ -39,7 +46,8 @@ def is_event_file(data: Any, kind: str = "prediction") -> bool:
     if not isinstance(data, str | Path):
         return False
     path = Path(data)
-    if FILE_KINDS.get(file_type(path)[0]) != "jsonl":
+    ftype = FILE_KINDS.get(file_type(path)[0])
+    if ftype != "jsonl" and not (ftype == "json" and path.is_file() and json_lines(path)):
         return False
     with closing(read_jsonl_objects(path)) as objects:
         first = next(objects, None)

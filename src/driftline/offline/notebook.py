@@ -1,7 +1,7 @@
 """The notebook API: references and monitoring on DataFrames, with no servers.
 
 :func:`build_reference` reads a training table (pandas or polars DataFrame, pyarrow
-table, records, or a CSV/Parquet/JSONL path) with the same column roles as
+table, records, or a CSV/Parquet/Feather/JSON/JSONL path) with the same column roles as
 ``driftline reference build``; :func:`monitor` runs the same cores as ``driftline
 replay`` over a current table (with labels when present) and returns a
 :class:`MonitorResult`: alerts and per-window results as DataFrames, performance, and
@@ -157,7 +157,7 @@ def build_reference(
     ----------
     data
         A pandas or polars DataFrame, a pyarrow Table, a list of dicts, a dict of
-        columns, or a CSV/Parquet/JSONL path.
+        columns, or a CSV/Parquet/Feather/JSON/JSONL path.
     model_id, model_version
         The model the reference belongs to.
     columns

@@ -730,6 +730,15 @@ def _task(res: Resolved, cm: ColumnMap) -> None:
         res.task = "classification"
         return
     st = res.table.stats(p)
+    if st.integers == st.numbers and {float(v) for v in st.distinct} == {0.0, 1.0}:
+        # Only 0 and 1 (scikit-learn's predict() of a binary model, saved without
+        # predict_proba): two classes, not a regression that never says 0.5.
+        res.task = "classification"
+        res.notes[p] = (
+            "0 and 1 only, no scores: read as two classes; "
+            f"{option('task', 'regression')} if they are values"
+        )
+        return
     res.task = "regression"
     if st.integers == st.numbers and len(st.distinct) <= _CODES:
         res.notes[p] = (

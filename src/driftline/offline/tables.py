@@ -15,9 +15,13 @@ what ``float()`` reads is a number; the rest is a string. A CSV file is read twi
 half a million rows of twenty columns stay well under a gigabyte.
 
 pandas, polars and pyarrow are optional and imported only when such an object (or a
-Parquet file) is given. Files named ``.gz``, ``.bz2`` or ``.xz`` after their type
-(``train.csv.gz``, what pandas writes for that name) are read through the standard
-library's decompressors; ``.tsv`` files are CSV with tabs.
+Parquet or Feather file) is given. Files named ``.gz``, ``.bz2`` or ``.xz`` after their
+type (``train.csv.gz``, what pandas writes for that name) are read through the standard
+library's decompressors; ``.tsv`` files are CSV with tabs. A ``.csv`` file is separated
+by what splits its header line into the most fields: where the comma is the decimal
+mark, spreadsheets and ``to_csv(sep=";", decimal=",")`` write semicolons, and such a
+file's numbers may have a decimal comma. A ``.json`` file is any layout of pandas'
+``to_json`` that names its columns, or JSON lines.
 """
 
 from __future__ import annotations
@@ -186,20 +190,53 @@ def _progress(source: str) -> Callable[[int, bool], None]:
 # --------------------------------------------------------------------------- CSV
 
 
-def csv_cell(tok: str) -> Any:
-    """The plain value of one CSV cell (see the module docstring)."""
+def csv_cell(tok: str, decimal_comma: bool = False) -> Any:
+    """The plain value of one CSV cell (see the module docstring); with
+    ``decimal_comma``, ``1,5`` is the number 1.5 (a file separated by semicolons)."""
     if tok in MISSING_TOKENS:
         return None
     b = BOOL_TOKENS.get(tok.lower()) if len(tok) in (4, 5) else None
     if b is not None:
         return b
     try:
-        f = float(tok)
+        f = _float_comma(tok) if decimal_comma else float(tok)
     except ValueError:
         return tok
     if f.is_integer() and tok.lstrip("+-").isdigit():
         return int(tok)
     return f
+
+
+def _float_comma(tok: str) -> float:
+    """``float`` of a cell that may write its decimal point as a comma (``-1,5e-3``):
+    what Excel and ``to_csv(sep=";", decimal=",")`` write where the comma is the
+    decimal mark. A cell with a comma and a point (``1.234,5``) is not a number."""
+    if "," in tok:
+        if "." in tok or tok.count(",") > 1:
+            raise ValueError(tok)
+        tok = tok.replace(",", ".")
+    return float(tok)
+
+
+#: Separators a ``.csv`` file may use, by preference when its header splits alike.
+_SEPARATORS = (",", ";", "\t", "|")
+
+
+def sniff_separator(path: Path) -> str:
+    """The separator of a ``.csv`` file: the one that splits its header line into the
+    most fields (a comma when none splits it). Spreadsheets where the comma is the
+    decimal mark write semicolons (``to_csv(sep=";", decimal=",")``)."""
+    with _open_text(path) as fh:
+        try:
+            header = fh.readline()
+        except _UNREADABLE as exc:
+            raise _unreadable(path, 0, exc) from None
+    best, fields = ",", 1
+    for sep in _SEPARATORS:
+        n = len(next(csv.reader([header], delimiter=sep), []))
+        if n > fields:
+            best, fields = sep, n
+    return best
 
 
 class CsvTable(Table):
@@ -216,6 +253,8 @@ class CsvTable(Table):
         self.path = path
         self.source = path.name
         self.delimiter = delimiter
+        #: Semicolons separate the fields where the comma is the decimal mark.
+        self.decimal_comma = delimiter == ";"
         with _open_text(path) as fh:
             reader = csv.reader(fh, delimiter=delimiter)
             try:
@@ -292,11 +331,12 @@ class CsvTable(Table):
     ) -> None:
         missing = MISSING_TOKENS
         nan = math.nan
+        number = _float_comma if self.decimal_comma else float
         for j, toks in enumerate(zip(*chunk, strict=True)):
             st = stats[j]
             if numeric[j]:
                 try:
-                    arr = np.array([nan if t in missing else float(t) for t in toks], np.float64)
+                    arr = np.array([nan if t in missing else number(t) for t in toks], np.float64)
                 except ValueError:
                     numeric[j] = False
                 else:
@@ -325,7 +365,7 @@ class CsvTable(Table):
         self, j: int, toks: Sequence[str], row0: int, st: ColumnStats, keep: list[Any] | None
     ) -> None:
         counts = Counter(toks)
-        seen = {tok: csv_cell(tok) for tok in counts}
+        seen = {tok: csv_cell(tok, self.decimal_comma) for tok in counts}
         vals = [seen[t] for t in toks]
         first = None
         for tok, n in counts.items():
@@ -374,7 +414,7 @@ class CsvTable(Table):
                         seen = interned[c]
                         v = seen.get(tok, seen)
                         if v is seen:
-                            v = csv_cell(tok)
+                            v = csv_cell(tok, self.decimal_comma)
                             if len(seen) < 100_000:
                                 seen[tok] = v
                         cols[c].append(v)
@@ -590,19 +630,24 @@ def _from_arrow(table: Any, source: str) -> ValueTable:
     return ValueTable(source, cols, integer_columns=ints)
 
 
-def _read_parquet(path: Path) -> ValueTable:
+def _read_arrow_file(path: Path, kind: str) -> ValueTable:
+    """A Parquet or Feather (Arrow IPC) file, through pyarrow."""
+    what = "Parquet" if kind == "parquet" else "Feather (Arrow)"
     try:
-        import pyarrow.parquet as pq
+        if kind == "parquet":
+            from pyarrow.parquet import read_table as read
+        else:
+            from pyarrow.feather import read_table as read
     except ImportError:
         raise InputError(
-            f"{path}: reading Parquet needs pyarrow (pip install 'driftline[parquet]')"
+            f"{path}: reading {what} needs pyarrow (pip install 'driftline[parquet]')"
         ) from None
     try:
-        table = pq.read_table(path)
+        table = read(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise InputError(f"{path}: not a readable {what} file ({exc})") from None
     return _from_arrow(table, path.name)
 
 
@@ -657,21 +702,123 @@ def _read_jsonl(path: Path) -> ValueTable:
     return _records(path.name, rows, lines)
 
 
+def _read_json(path: Path) -> ValueTable:
+    """A ``.json`` file as pandas writes one: ``to_json`` in any of its layouts, or
+    JSON lines (``lines=True``), which are read as a ``.jsonl`` file."""
+    if json_lines(path):
+        return _read_jsonl(path)
+    try:
+        with open_binary(path) as fh:
+            doc = orjson.loads(fh.read())
+    except _UNREADABLE as exc:
+        raise _unreadable(path, 0, exc) from None
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{path}: not JSON ({exc})") from None
+    rows: Any = None
+    if isinstance(doc, dict) and isinstance(doc.get("data"), list):
+        if isinstance(doc.get("columns"), list):  # orient="split"
+            names = [str(c) for c in doc["columns"]]
+            if all(isinstance(r, list) and len(r) == len(names) for r in doc["data"]):
+                cols = zip(*doc["data"], strict=True) if doc["data"] else [[]] * len(names)
+                return ValueTable(
+                    path.name, {n: _plain_list(c) for n, c in zip(names, cols, strict=True)}
+                )
+        elif isinstance(doc.get("schema"), dict):  # orient="table"
+            rows = doc["data"]
+    elif isinstance(doc, dict) and doc and all(isinstance(v, dict) for v in doc.values()):
+        outer = list(doc)
+        inner = list(next(iter(doc.values())))
+        if _index_like(outer) and not _index_like(inner):  # orient="index": rows by index
+            rows = list(doc.values())
+        else:  # orient="columns", pandas' default: {column: {index: value}}
+            return ValueTable(
+                path.name,
+                {str(n): _plain_list(map(col.get, inner)) for n, col in doc.items()},
+            )
+    elif isinstance(doc, dict) and doc and all(isinstance(v, list) for v in doc.values()):
+        return ValueTable(path.name, {str(n): _plain_list(v) for n, v in doc.items()})
+    elif isinstance(doc, list):  # orient="records"
+        rows = doc
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise InputError(
+            f"{path}: expected rows with column names: a list of objects (pandas: "
+            "to_json(orient='records')), JSON lines, or another to_json layout with "
+            "its column names ('columns', 'index', 'split', 'table')"
+        )
+    return _records(
+        path.name,
+        [flatten_event(r) if isinstance(r.get("features"), dict) else r for r in rows],
+    )
+
+
+def _index_like(keys: Sequence[str]) -> bool:
+    """Whether names are a default row index (``"0"``, ``"1"``, ...)."""
+    return all(k.isdigit() for k in keys[:100])
+
+
+def json_lines(path: Path) -> bool:
+    """Whether a ``.json`` file holds JSON lines: its first line is a whole object,
+    and a second line follows or the object is a row (not one of ``to_json``'s
+    layouts, which pandas writes on one line)."""
+    first: Any = None
+    with open_binary(path) as fh:
+        try:
+            for line in fh:
+                if not line.strip():
+                    continue
+                if first is not None:
+                    return True  # a second object's line
+                try:
+                    first = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    return False  # a document over several lines
+                if not isinstance(first, dict):
+                    return False
+        except _UNREADABLE as exc:
+            raise _unreadable(path, 0, exc) from None
+    return first is not None and not _json_layout(first)
+
+
+def _json_layout(doc: dict[str, Any]) -> bool:
+    """Whether an object is a table in one of ``to_json``'s layouts, not one row."""
+    values = list(doc.values())
+    return bool(values) and (
+        all(isinstance(v, dict) for v in values)
+        or all(isinstance(v, list) for v in values)
+        or (isinstance(doc.get("data"), list) and ("columns" in doc or "schema" in doc))
+    )
+
+
 #: Readers by file suffix.
 FILE_KINDS = {
     ".csv": "csv",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".feather": "feather",
+    ".arrow": "feather",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
+    ".json": "json",
     ".tsv": "tsv",
     ".tab": "tsv",
 }
+_EXCEL = (
+    "an Excel workbook: save the sheet as CSV, or in pandas "
+    "pd.read_excel(path).to_parquet('data.parquet')"
+)
+_PICKLE = (
+    "a pickle, which Driftline never loads (unpickling runs code from the file); "
+    "from a file you trust, in pandas: pd.read_pickle(path).to_parquet('data.parquet')"
+)
+#: Files that are not read, and what to do instead.
+NOT_READ = {".xlsx": _EXCEL, ".xls": _EXCEL, ".pkl": _PICKLE, ".pickle": _PICKLE}
 
 
 def read_table(path: Path) -> Table:
-    """Read a CSV (or TSV), Parquet or JSONL (one flat object per line) file; CSV, TSV
-    and JSONL may be compressed (``.gz``, ``.bz2``, ``.xz`` after the type).
+    """Read a CSV (or TSV; a ``.csv`` file may be separated by semicolons, with decimal
+    commas), Parquet, Feather, JSON (pandas' ``to_json`` layouts) or JSONL (one flat
+    object per line) file; text files may be compressed (``.gz``, ``.bz2``, ``.xz``
+    after the type).
 
     Raises
     ------
@@ -680,17 +827,24 @@ def read_table(path: Path) -> Table:
     """
     suffix, comp = file_type(path)
     kind = FILE_KINDS.get(suffix)
+    if suffix in NOT_READ:
+        raise InputError(f"{path}: {NOT_READ[suffix]}")
     if kind is None:
         raise InputError(
             f"{path}: unknown file type {suffix + comp or '(none)'}; expected .csv, .tsv, "
-            ".parquet or .jsonl (.csv, .tsv and .jsonl may end in .gz, .bz2 or .xz)"
+            ".parquet, .feather, .json or .jsonl (text files may end in .gz, .bz2 or .xz)"
         )
-    if kind in ("csv", "tsv"):
-        return CsvTable(path, "\t" if kind == "tsv" else ",")
-    if kind == "parquet":
+    if kind == "csv":
+        return CsvTable(path, sniff_separator(path))
+    if kind == "tsv":
+        return CsvTable(path, "\t")
+    if kind in ("parquet", "feather"):
         if comp:
-            raise InputError(f"{path}: Parquet compresses inside; give the .parquet file")
-        return _read_parquet(path)
+            name = "Parquet" if kind == "parquet" else "Feather"
+            raise InputError(f"{path}: {name} compresses inside; give the {suffix} file")
+        return _read_arrow_file(path, kind)
+    if kind == "json":
+        return _read_json(path)
     return _read_jsonl(path)
 
 
