@@ -57,6 +57,7 @@ def column_map(args: argparse.Namespace) -> ColumnMap:
         types=types,
         task=args.task,
         on_bad_value=args.on_bad_value,
+        time_format=args.time_format,
     )
     return base.merged(flags)
 

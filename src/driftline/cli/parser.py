@@ -85,10 +85,17 @@ def add_mapping_options(p: argparse.ArgumentParser) -> None:
         "--mapping",
         metavar="FILE",
         help="a JSON or TOML file with these keys "
-        "(id, timestamp, prediction, label, scores, features, exclude, types, task)",
+        "(id, timestamp, prediction, label, scores, features, exclude, types, task, "
+        "time_format)",
     )
     g.add_argument("--id", metavar="COL", help="the prediction id column ('' = none)")
     g.add_argument("--timestamp", metavar="COL", help="the event time column ('' = none)")
+    g.add_argument(
+        "--time-format",
+        metavar="LAYOUT",
+        help="the time column's layout in strptime codes, e.g. '%%d.%%m.%%Y %%H:%%M' "
+        "(default: ISO 8601, or the one common layout that reads every value)",
+    )
     g.add_argument("--prediction", metavar="COL", help="the model's prediction ('' = none)")
     g.add_argument("--label", metavar="COL", help="the true label / target ('' = none)")
     g.add_argument(

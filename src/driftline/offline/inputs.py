@@ -186,6 +186,11 @@ def replay_inputs(
         )
     label_source: EventSource | None = None
     if labels is not None:
+        if columns is not None and columns.time_format:
+            # the labels' times are usually written as the predictions' are
+            given = label_columns or ColumnMap()
+            if not given.time_format:
+                label_columns = given.merged(ColumnMap(time_format=columns.time_format))
         label_source, lres = open_labels(labels, label_columns, model_id)
         if lres is not None and show is not None:
             show(lres.describe())

@@ -145,6 +145,7 @@ def build_reference(
     types: Mapping[str, str] | None = None,
     task: str | None = None,
     on_bad_value: str | None = None,
+    time_format: str | None = None,
     window_events: int = 500,
     window_seconds: float = 0.0,
     false_alarm_events: float = 1_000_000.0,
@@ -166,6 +167,9 @@ def build_reference(
     id, timestamp, prediction, label, scores, features, exclude, types, task, on_bad_value
         The column roles and types (see docs/your-data.md); anything not given is
         inferred from names and values.
+    time_format
+        The time column's layout in ``strptime`` codes (``"%d.%m.%Y %H:%M"``) when it is
+        text that is not ISO 8601 and its layout cannot be inferred.
     window_events, window_seconds, false_alarm_events
         The monitor's policy stored with the reference: events per window, the
         event-time window (0: none) and the expected events between false alarms.
@@ -199,7 +203,7 @@ def build_reference(
         columns,
         dict(id=id, timestamp=timestamp, prediction=prediction, label=label, scores=scores,
              features=features, exclude=exclude, types=types, task=task,
-             on_bad_value=on_bad_value),
+             on_bad_value=on_bad_value, time_format=time_format),
     )  # fmt: skip
     policy = Policy(
         window_events=window_events,
@@ -382,6 +386,7 @@ def monitor(
     types: Mapping[str, str] | None = None,
     task: str | None = None,
     on_bad_value: str | None = None,
+    time_format: str | None = None,
     label_columns: Mapping[str, str] | None = None,
     labels_settings: LabelsSettings | None = None,
     batch: int = 5000,
@@ -408,6 +413,9 @@ def monitor(
         override ``columns``). Default: the roles given to :func:`build_reference` when
         ``reference`` is the :class:`Reference` it returned (the current data usually
         has the training data's columns); else inferred from names and values.
+    time_format
+        As for :func:`build_reference`; a labels table without its own
+        (``label_columns``) reads its times in the same layout.
     label_columns
         The columns of a labels table by role, e.g. ``{"id": "customer_id", "label":
         "churned", "timestamp": "label_time"}`` (default: inferred from the names).
@@ -428,7 +436,7 @@ def monitor(
         columns,
         dict(id=id, timestamp=timestamp, prediction=prediction, label=label, scores=scores,
              features=features, exclude=exclude, types=types, task=task,
-             on_bad_value=on_bad_value),
+             on_bad_value=on_bad_value, time_format=time_format),
     )  # fmt: skip
     with python_spelling():
         run, res = replay_inputs(

@@ -9,6 +9,7 @@ its calls inside :func:`python_spelling`; everything else gets the flags.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -48,7 +49,8 @@ def option(flag: str, value: str = "") -> str:
     ("scores={'CLASS': 'COLUMN'}", "exclude=['x']", 'label')
     """
     if not _PYTHON.get():
-        return f"--{flag} {value}" if value else f"--{flag}"
+        # quoted as a shell needs it (a time layout has a space)
+        return f"--{flag} {shlex.quote(value)}" if value else f"--{flag}"
     name = _KEYWORDS.get(flag, flag.replace("-", "_"))
     if not value:
         return f"{name}=[...]" if flag in _LISTS else name

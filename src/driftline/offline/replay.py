@@ -17,6 +17,7 @@ performance and refusals; :func:`report_from_run` builds the drift report of a m
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections import deque
@@ -212,17 +213,34 @@ class OfflineRun:
         return performance_report(self.slow.perf.values(), model=model)
 
     def refusal_summary(self, limit: int = 3) -> str:
-        """Counts of refusal reasons, the most frequent first, with where they were first."""
+        """Counts of refusal reasons, the most frequent first, with where they were first.
+
+        Reasons that differ only in the values they quote (``'01.01.2026 00:00'``) are
+        one reason, shown with the first row's values."""
         counts: dict[str, list[Any]] = {}
         for where, reason in self.refused:
-            key = reason.split(" (")[0]
-            hit = counts.setdefault(key, [0, where])
+            head = reason.split(" (")[0]
+            key = _QUOTED.sub(_elide_value, head)
+            hit = counts.setdefault(key, [0, where, head])
             hit[0] += 1
         top = sorted(counts.items(), key=lambda kv: -kv[1][0])
-        parts = [f"{n:,} x {reason} (first at {where})" for reason, (n, where) in top[:limit]]
+        parts = []
+        for key, (n, where, first) in top[:limit]:
+            values = [m[1] for m in _QUOTED.findall(first) if not m[0]]
+            shown = f"{where}: {', '.join(values)}" if n > 1 and values else where
+            parts.append(f"{n:,} x {key if n > 1 else first} (first at {shown})")
         if len(top) > limit:
             parts.append(f"{len(top) - limit} other reasons")
         return "; ".join(parts)
+
+
+#: A quoted name or value in a refusal reason: ``column 'age'`` names a column (kept),
+#: any other quoted text is a value.
+_QUOTED = re.compile(r"(column )?('[^']*')")
+
+
+def _elide_value(m: re.Match[str]) -> str:
+    return m[0] if m[1] else "'…'"
 
 
 class _SlowLoop:

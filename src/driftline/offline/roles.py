@@ -33,6 +33,7 @@ import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,6 +116,9 @@ class ColumnMap:
     on_bad_value
         ``error`` (default): a bad value in a numeric column stops the read, naming the
         line and column; ``dlq``: rows with one are set aside, counted and listed.
+    time_format
+        The layout of the time column's text in ``strptime`` codes (``%d.%m.%Y %H:%M``);
+        default: ISO 8601, or the one common layout that reads every value.
     """
 
     id: str | None = None
@@ -127,23 +131,30 @@ class ColumnMap:
     types: Mapping[str, str] = field(default_factory=dict)
     task: str | None = None
     on_bad_value: str = "error"
+    time_format: str | None = None
 
     @classmethod
     def for_labels(cls, roles: Mapping[str, str]) -> ColumnMap:
-        """The columns of a labels table by role (``id``, ``label``, ``timestamp``).
+        """The columns of a labels table by role (``id``, ``label``, ``timestamp``), and
+        the ``time_format`` of its time column.
 
         Raises
         ------
         InputError
             A role other than those three.
         """
-        unknown = sorted(set(roles) - {"id", "label", "timestamp"})
+        unknown = sorted(set(roles) - {"id", "label", "timestamp", "time_format"})
         if unknown:
             raise InputError(
                 f"labels columns: {', '.join(map(repr, unknown))}: "
                 "the roles of a labels table are id, label and timestamp"
             )
-        return cls(id=roles.get("id"), label=roles.get("label"), timestamp=roles.get("timestamp"))
+        return cls(
+            id=roles.get("id"),
+            label=roles.get("label"),
+            timestamp=roles.get("timestamp"),
+            time_format=roles.get("time_format"),
+        )
 
     @classmethod
     def from_file(cls, path: Path) -> ColumnMap:
@@ -214,6 +225,8 @@ class Resolved:
     remarks: list[str] = field(default_factory=list)
     #: A table of labels (no features; a label without a time takes its prediction's).
     labels: bool = False
+    #: The ``strptime`` layout of the time column's text (None: ISO 8601 or numbers).
+    time_format: str | None = None
 
     def role(self, name: str) -> str:
         """The role of column ``name``."""
@@ -329,7 +342,11 @@ class Resolved:
             try:
                 pid = _id_text(ids[row]) if ids is not None else f"row-{row}"
                 col = self.timestamp
-                ts = _time_ms(times[row], epoch_scale) if times is not None else row
+                ts = (
+                    _time_ms(times[row], epoch_scale, self.time_format)
+                    if times is not None
+                    else row
+                )
             except ValueError as exc:
                 yield row, None, None, Refusal(row, t.where(row), col, str(exc))
                 continue
@@ -403,7 +420,11 @@ class Resolved:
                 continue
             try:
                 pid = _id_text(vals[self.id][row])
-                ts = _time_ms(vals[self.timestamp][row], scale) if self.timestamp else None
+                ts = (
+                    _time_ms(vals[self.timestamp][row], scale, self.time_format)
+                    if self.timestamp
+                    else None
+                )
             except ValueError as exc:
                 yield where, None, str(exc)
                 continue
@@ -431,8 +452,14 @@ def _id_text(v: Any) -> str:
     return str(v)
 
 
-def _time_ms(v: Any, scale: int) -> int:
+def _time_ms(v: Any, scale: int, layout: str | None = None) -> int:
     v = plain(v)
+    if layout is not None and isinstance(v, str):
+        try:
+            t = datetime.strptime(v, layout)
+        except ValueError:
+            raise ValueError(f"timestamp {v!r} is not in the layout {layout!r}") from None
+        return event_time(t if t.tzinfo else t.replace(tzinfo=UTC))
     if isinstance(v, float):
         if not v.is_integer():
             v = v * scale
@@ -616,6 +643,7 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
             res.kinds[n] = "categorical"
     _scores(res, given_scores)
     _task(res, cm)
+    _time_layout(res, cm)
     _time_notes(res)
     _output_notes(res, cm)
     _bad_values(res, cm)
@@ -747,6 +775,68 @@ def _task(res: Resolved, cm: ColumnMap) -> None:
         )
 
 
+#: Date and time layouts of spreadsheets and locales that are not ISO 8601, tried on a
+#: time column's text: dates day or month first (or year first with other separators),
+#: with or without a time of day.
+_DATE_LAYOUTS = tuple(
+    f"{a}{sep}{b}{sep}{c}"
+    for sep in ".-/"
+    for a, b, c in (("%d", "%m", "%Y"), ("%m", "%d", "%Y"), ("%d", "%m", "%y"), ("%m", "%d", "%y"))
+) + ("%Y/%m/%d", "%Y.%m.%d")
+_TIME_LAYOUTS = ("", " %H:%M", " %H:%M:%S", " %H:%M:%S.%f", " %I:%M %p", " %I:%M:%S %p")
+_LAYOUTS = tuple(d + t for d in _DATE_LAYOUTS for t in _TIME_LAYOUTS)
+#: Distinct values a layout is tried on (rows it does not read are refused one by one).
+_LAYOUT_SAMPLE = 2000
+
+
+def _reads_all(layout: str, texts: Sequence[str]) -> bool:
+    try:
+        for v in texts:
+            datetime.strptime(v, layout)
+    except ValueError:
+        return False
+    return True
+
+
+def _time_layout(res: Resolved, cm: ColumnMap) -> None:
+    """The layout of a time column of text that is not ISO 8601 (``31.01.2026 14:05``,
+    ``1/31/2026 2:05 PM``): the one given, or the one common layout that reads every
+    value tried; day first or month first with no value to tell them apart is asked."""
+    ts = res.timestamp
+    if ts is None or res.kinds.get(ts) != "categorical":
+        return  # ISO 8601 text, datetimes or epoch numbers: read as they are
+    col = res.table.values([ts])[ts]
+    texts = list(dict.fromkeys(v for v in col if isinstance(v, str)))[:_LAYOUT_SAMPLE]
+    if not texts:
+        return
+    src = f"{res.table.source}: column {ts!r}"
+    if cm.time_format is not None:
+        if not _reads_all(cm.time_format, texts[:100]):
+            bad = next(v for v in texts if not _reads_all(cm.time_format, [v]))
+            raise InputError(
+                f"{src}: {bad!r} is not in the layout {cm.time_format!r} "
+                f"({option('time-format')})"
+            )
+        found = [cm.time_format]
+    else:
+        found = [lay for lay in _LAYOUTS if _reads_all(lay, texts)]
+    if not found:
+        raise InputError(
+            f"{src}: {texts[0]!r} is not a time Driftline reads: give its layout in "
+            f"strptime codes ({option('time-format', '%d.%m.%Y %H:%M')}), or name "
+            f"another time column ({option('timestamp', 'COLUMN')})"
+        )
+    if len(found) > 1:
+        choices = " or ".join(repr(lay) for lay in found[:2])
+        raise InputError(
+            f"{src}: {texts[0]!r} could be day first or month first (no day after the "
+            f"12th): say which with {option('time-format')} {choices}"
+        )
+    res.time_format = found[0]
+    res.kinds[ts] = "datetime"
+    res.notes[ts] = f"read as {found[0]}"
+
+
 def _time_notes(res: Resolved) -> None:
     ts = res.timestamp
     if ts is None:
@@ -769,7 +859,8 @@ def _time_notes(res: Resolved) -> None:
             st.times > 0 and _aware_first(res.table, ts)
         )
         if not aware:
-            res.notes[ts] = "no time zone: read as UTC"
+            layout = f"{res.notes[ts]}, " if res.time_format else ""
+            res.notes[ts] = f"{layout}no time zone: read as UTC"
 
 
 def _aware_first(table: Table, col: str) -> bool:
