@@ -607,3 +607,29 @@ def test_predictions_of_only_0_and_1_without_scores_are_two_classes() -> None:
     assert resolve(table_from(with_nan)).task == "classification"
     three = df.assign(prediction=rng.integers(0, 3, n))
     assert resolve(table_from(three)).task == "regression"
+
+
+def test_ids_of_63_bits_stay_exact_from_frames_parquet_and_csv(tmp_path: Path) -> None:
+    """Hashed and snowflake-like ids pass 2**53, where a float64 stops holding every
+    integer: read through floats they became their neighbours (a DataFrame) or stopped
+    the read (Arrow refuses the cast). Each id stays itself, and every label joins."""
+    from driftline.offline.notebook import build_reference, monitor
+
+    df = training_frame(2000)
+    df["id"] = 2**62 + 3 * np.arange(len(df), dtype=np.int64)
+    df["tenure"] = df["tenure"].astype("Int64")
+    df.loc[5, "tenure"] = pd.NA
+    df.to_parquet(tmp_path / "t.parquet")
+    df.to_csv(tmp_path / "t.csv", index=False)
+    want = [str(2**62 + 3 * i) for i in range(len(df))]
+    ref = build_reference(df, "churn", "1", show=False)
+    for src in (df, tmp_path / "t.parquet", tmp_path / "t.csv"):
+        table = table_from(src)
+        assert [str(v) for v in table.values(["id"])["id"]] == want
+        tenure = table.values(["tenure"])["tenure"]
+        assert tenure[5] is None and tenure[:5] == df["tenure"][:5].tolist()
+        res = resolve(table)
+        ids = [ev["prediction_id"] for _, ev, _, _ in res.events("churn", "1") if ev]
+        assert ids == want
+        run = monitor(src, ref, show=False).run
+        assert run.label_outcomes == {"joined": len(df)}

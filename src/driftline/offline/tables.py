@@ -498,6 +498,7 @@ class ValueTable(Table):
         columns: Mapping[str, NDArray[np.float64] | list[Any]],
         *,
         integer_columns: Iterable[str] = (),
+        exact: Mapping[str, NDArray[np.int64]] | None = None,
         lines: Sequence[int] | None = None,
     ) -> None:
         self.source = source
@@ -505,6 +506,10 @@ class ValueTable(Table):
         _check_names(self.names, source)
         self._cols = dict(columns)
         self._ints = set(integer_columns)
+        #: Integer columns as int64 (missing values as 0; the float column says which):
+        #: a float64 holds integers exactly only up to 2**53, and an id of 63 bits
+        #: (hashed, snowflake-like) must not become its neighbour's.
+        self._exact = dict(exact or {})
         lengths = {len(c) for c in self._cols.values()}
         if len(lengths) > 1:
             raise InputError(f"{source}: columns have different lengths {sorted(lengths)}")
@@ -558,8 +563,11 @@ class ValueTable(Table):
             col = self._cols[n]
             if isinstance(col, np.ndarray):
                 nan = np.isnan(col)
+                exact = self._exact.get(n)
                 vals: list[Any] = (
-                    col.astype(np.int64).tolist()
+                    exact.tolist()
+                    if exact is not None
+                    else col.astype(np.int64).tolist()
                     if n in self._ints and not nan.any()
                     else col.tolist()
                 )
@@ -597,19 +605,21 @@ def _from_pandas(df: Any, source: str) -> ValueTable:
     api = pd.api.types
     cols: dict[str, Any] = {}
     ints: list[str] = []
+    exact: dict[str, NDArray[np.int64]] = {}
     for name in df.columns:
         s = df[name]
         dt = s.dtype
         key = str(name)
-        if api.is_bool_dtype(dt):
-            cols[key] = _plain_list(s.tolist())
+        if api.is_bool_dtype(dt) or (api.is_unsigned_integer_dtype(dt) and dt.itemsize == 8):
+            cols[key] = _plain_list(s.tolist())  # (uint64: past int64's range)
         elif api.is_numeric_dtype(dt):
             cols[key] = s.to_numpy(dtype=np.float64, na_value=np.nan)
             if api.is_integer_dtype(dt):
                 ints.append(key)
+                exact[key] = s.to_numpy(dtype=np.int64, na_value=0)
         else:
             cols[key] = _plain_list(s.tolist())
-    return ValueTable(source, cols, integer_columns=ints)
+    return ValueTable(source, cols, integer_columns=ints, exact=exact)
 
 
 def _from_arrow(table: Any, source: str) -> ValueTable:
@@ -617,17 +627,27 @@ def _from_arrow(table: Any, source: str) -> ValueTable:
 
     cols: dict[str, Any] = {}
     ints: list[str] = []
+    exact: dict[str, NDArray[np.int64]] = {}
     for name in table.column_names:
         col = table.column(name)
         t = col.type
-        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        key = str(name)
+        if pa.types.is_integer(t) and t != pa.uint64():
+            # Arrow refuses an integer past 2**53 as a float; numpy rounds it (a
+            # feature's value), and the exact integers are kept for ids.
+            ints_ = col.cast(pa.int64()).fill_null(0).to_numpy()
+            missing = col.is_null().to_numpy(zero_copy_only=False)
+            floats = ints_.astype(np.float64)
+            floats[missing] = np.nan
+            cols[key] = floats
+            ints.append(key)
+            exact[key] = ints_
+        elif pa.types.is_floating(t) or pa.types.is_decimal(t):
             arr = col.cast(pa.float64()).to_numpy()
-            cols[str(name)] = np.asarray(arr, dtype=np.float64)
-            if pa.types.is_integer(t):
-                ints.append(str(name))
+            cols[key] = np.asarray(arr, dtype=np.float64)
         else:
-            cols[str(name)] = _plain_list(col.to_pylist())
-    return ValueTable(source, cols, integer_columns=ints)
+            cols[key] = _plain_list(col.to_pylist())
+    return ValueTable(source, cols, integer_columns=ints, exact=exact)
 
 
 def _read_arrow_file(path: Path, kind: str) -> ValueTable:
