@@ -13,7 +13,10 @@ def test_flags_by_default_and_keywords_inside_python_spelling() -> None:
         ("scores", "CLASS=COLUMN", "--scores CLASS=COLUMN", "scores={'CLASS': 'COLUMN'}"),
         ("labels-columns", "id=a,label=b", "--labels-columns id=a,label=b",
          "label_columns={'id': 'a', 'label': 'b'}"),
-        ("exclude", "Unnamed: 0", "--exclude Unnamed: 0", "exclude=['Unnamed: 0']"),
+        # quoted as a shell needs (a name or a time layout with a space)
+        ("exclude", "Unnamed: 0", "--exclude 'Unnamed: 0'", "exclude=['Unnamed: 0']"),
+        ("time-format", "%d.%m.%Y %H:%M", "--time-format '%d.%m.%Y %H:%M'",
+         "time_format='%d.%m.%Y %H:%M'"),
         ("features", "", "--features", "features=[...]"),
         ("on-bad-value", "dlq", "--on-bad-value dlq", "on_bad_value='dlq'"),
         ("model", "MODEL", "--model MODEL", "model_id='MODEL'"),
