@@ -1,4 +1,4 @@
-"""The label joiner's prediction decoding: batch rows with the fields the join reads."""
+"""The label joiner's prediction decoding, and a batch's rows with the fields the join reads."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import orjson
 
 from driftline.contract.columnar import ColumnarBatch, pack_events
 from driftline.contract.decode import decode_record
-from driftline.runtime.labels import _decode_predictions, _join_rows
+from driftline.core.slowloop.columns import join_rows as _join_rows
+from driftline.runtime.labels import _decode_predictions
 
 
 def _events() -> list[dict[str, object]]:
@@ -64,8 +65,11 @@ def test_decode_predictions_keeps_record_order_and_counts_refusals():
     packed = [orjson.dumps(p) for p in pack_events(events[:30], 10)]
     values = [*packed[:2], b"{broken", None, orjson.dumps(events[30]), packed[2]]
     recs = [SimpleNamespace(value=v) for v in values]
-    rows, refused = _decode_predictions(recs)
+    items, refused = _decode_predictions(recs)
     assert refused == 2
+    # batches stay whole (the join reads their columns); single events as they are
+    assert [type(it) for it in items] == [ColumnarBatch, ColumnarBatch, dict, ColumnarBatch]
+    rows = [r for it in items for r in (_join_rows(it) if isinstance(it, ColumnarBatch) else [it])]
     assert [r["prediction_id"] for r in rows] == [
         *(f"p{i}" for i in range(20)),
         "p30",

@@ -46,7 +46,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from functools import partial
 from typing import Any
 
 import orjson
@@ -54,7 +53,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from driftline.config import Settings
-from driftline.contract.columnar import ColumnarBatch
+from driftline.contract.columnar import ColumnarBatch, row_count
 from driftline.contract.decode import decode_record
 from driftline.contract.label_batch import decode_label_records
 from driftline.core.reference import ReferenceProfile
@@ -261,7 +260,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
         state = unit.state
         p = unit.partition
         preds, bad_preds = await asyncio.to_thread(_decode_predictions, precs)
-        seen = len(preds) + bad_preds
+        seen = row_count(preds) + bad_preds
         if bad_preds:
             # The monitor dead-letters predictions; the joiner only counts them.
             m.JOIN_PREDICTIONS.labels("_invalid", "invalid").inc(bad_preds)
@@ -346,7 +345,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
             alerts=[a.to_json() for a in result.alerts],
             positions=positions,
             stored_offset=unit.stored + 1,
-            result=Joined(result, seen, dec.count, len(preds), len(refused), held_labels),
+            result=Joined(result, seen, dec.count, row_count(preds), len(refused), held_labels),
             records=RecordWrites(result.puts, expire, result.tombs, TOMBSTONE),
         )
 
@@ -413,13 +412,13 @@ class LabelJoiner(Worker[UnitState, Joined]):
     async def _drop(
         self,
         p: int,
-        preds: list[dict[str, Any]],
+        preds: list[Mapping[str, Any]],
         labels: list[dict[str, Any]],
         label_recs: list[int],
         dropped: Mapping[str, tuple[str, Exception]],
         lrecs: Sequence[Any],
         batches: set[int],
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int], int]:
+    ) -> tuple[list[Mapping[str, Any]], list[dict[str, Any]], list[int], int]:
         """Dead-letter the labels of dropped models and skip their predictions (counted:
         the monitor dead-letters predictions); the events left, and labels sent.
         ``label_recs[i]`` is the index in ``lrecs`` of label ``i``'s record."""
@@ -429,7 +428,8 @@ class LabelJoiner(Worker[UnitState, Joined]):
             if why is None:
                 kept_preds.append(e)
             else:
-                m.JOIN_PREDICTIONS.labels(self.model_labels.label(e["model_id"]), why[0]).inc()
+                n = e.count if isinstance(e, ColumnarBatch) else 1
+                m.JOIN_PREDICTIONS.labels(self.model_labels.label(e["model_id"]), why[0]).inc(n)
         kept_labels, kept_recs, sends = [], [], []
         for e, ri in zip(labels, label_recs, strict=True):
             why = dropped.get(e["model_id"])
@@ -547,63 +547,24 @@ class LabelJoiner(Worker[UnitState, Joined]):
         return out
 
 
-def _decode_predictions(records: Sequence[Any]) -> tuple[list[dict[str, Any]], int]:
-    """``(prediction events, refused records)``: single events and the rows of columnar
-    batches (``prediction_batch.v1``, what the SDK sends by default), in record order.
+def _decode_predictions(records: Sequence[Any]) -> tuple[list[Mapping[str, Any]], int]:
+    """``(predictions, refused records)``: single events and columnar batches
+    (``prediction_batch.v1``, what the SDK sends by default; the join reads a batch's
+    rows from its columns), in record order.
 
     The checks are the monitor's (:func:`~driftline.contract.decode.decode_record`): a
     batch that breaks the contract is refused whole, as the monitor refuses it.
     """
-    events: list[dict[str, Any]] = []
+    items: list[Mapping[str, Any]] = []
     refused = 0
     for rec in records:
         try:
             if rec.value is None:
                 raise DecodeError("record has no value")
-            item = decode_record(rec.value)
+            items.append(decode_record(rec.value))
         except ContractError:
             refused += 1
-            continue
-        if isinstance(item, ColumnarBatch):
-            events.extend(_join_rows(item))
-        else:
-            events.append(item)
-    return events, refused
-
-
-def _join_rows(b: ColumnarBatch) -> list[dict[str, Any]]:
-    """The rows of a batch as prediction events with the fields the join reads.
-
-    :meth:`ColumnarBatch.rows` also copies every feature (the monitor's business, not the
-    join's): building only these fields costs a third. Scores and segment are as in
-    ``rows()`` (a row's null scores left out, the segment shared by the batch's rows).
-    """
-    head = {"model_id": b.model_id, "model_version": b.model_version}
-    if b.segment:
-        head["segment"] = dict(b.segment)  # type: ignore[assignment]
-    ids, times, preds = b.prediction_ids, b.timestamps, b.predictions
-    if not b.scores:
-        return [
-            {**head, "prediction_id": pid, "timestamp": t, "prediction": y}
-            for pid, t, y in zip(ids, times, preds, strict=True)
-        ]
-    names = tuple(b.scores)
-    cols = list(b.scores.values())
-    if all(type(c) is list and None not in c for c in cols):
-        # No null score: each row's scores are all the columns (one C-level dict a row).
-        all_scores = map(dict, map(partial(zip, names), zip(*cols, strict=True)))
-        return [
-            {**head, "prediction_id": pid, "timestamp": t, "prediction": y, "scores": sc}
-            for pid, t, y, sc in zip(ids, times, preds, all_scores, strict=True)
-        ]
-    rows: list[dict[str, Any]] = []
-    for pid, t, y, *vals in zip(ids, times, preds, *b.scores.values(), strict=True):
-        row = {**head, "prediction_id": pid, "timestamp": t, "prediction": y}
-        scores = {c: v for c, v in zip(names, vals, strict=True) if v is not None}
-        if scores:
-            row["scores"] = scores
-        rows.append(row)
-    return rows
+    return items, refused
 
 
 #: What decoding a stored field that passed its signature may still raise.

@@ -9,6 +9,8 @@ Split by concept:
   :class:`ModelJoin`, held labels, :class:`UnitState`;
 * :mod:`.lookups` -- what a batch reads from Redis first (:func:`plan_lookups`);
 * :mod:`.join` -- the pure join of a batch (:func:`join_batch`), its predictions' side;
+* :mod:`.columns` -- a columnar prediction batch as the join reads it (times, quantised
+  scores, records), without a dict per row;
 * :mod:`.scoring` -- its labels' side: each label's outcome, a joined label's scores;
 * :mod:`.episodes` -- performance windows, alert episodes and alerts;
 * :mod:`.concept` -- the concept-drift detector on the error stream (ADWIN or river's);

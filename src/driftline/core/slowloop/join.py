@@ -11,7 +11,9 @@ co-partitioned by ``model_id``):
    fixed binary struct of ~20-30 bytes) in Redis hashes bucketed by event-time
    *generation* and by a hash of the prediction id (see docs/slow-loop.md for the
    layout and its measured memory). A prediction already stored (a producer retry) is
-   counted as a duplicate and not stored again.
+   counted as a duplicate and not stored again. A columnar batch's rows are read from
+   its columns (:mod:`.columns`: scores quantised as one matrix, records packed as one
+   array), with the results of its rows as single events.
 2. **Labels held** by earlier batches (they arrived before their prediction) are
    retried against this batch's predictions.
 3. **Labels** are looked up (one Redis script call for the whole batch) and each gets
@@ -35,13 +37,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from driftline.config import LabelsSettings
-from driftline.contract.columnar import category_value
+from driftline.contract.columnar import ColumnarBatch, category_value
 from driftline.contract.keys import segment_key
 from driftline.core.calibration import Calibration
 from driftline.core.reference import ReferenceProfile
+from driftline.core.slowloop.columns import (
+    Layout,
+    batch_times,
+    classified_records,
+    join_rows,
+    quantised_scores,
+)
 from driftline.core.slowloop.concept import (
     configured_detector,
     ensure_detector,
@@ -85,12 +95,10 @@ _SCALE_MUL = float(SCORE_SCALE).__mul__
 _SCALE_DIV = float(SCORE_SCALE).__rtruediv__
 
 
-#: A prediction's class layout in its stream: (class index, dense score order -- the
-#: scores dict's position of each class index, -1 for none -- or None, in order).
-_Layout = tuple[int, tuple[int, ...] | None, bool]
+_encode = PendingPrediction.encode
 
 
-def _classified(e: Mapping[str, Any], layout: _Layout, stream: int, t: int) -> PendingPrediction:
+def _classified(e: Mapping[str, Any], layout: Layout, stream: int, t: int) -> PendingPrediction:
     """The pending record of a classification with the class ``layout`` of its names."""
     cls, dense, in_order = layout
     scores = e.get("scores")
@@ -155,7 +163,7 @@ class _Joiner:
         self._lstreams: dict[tuple[str, int], tuple[list[PerfState], Calibration | None]] = {}
         # (model, generation) -> hash bucket -> (key name, its new records)
         self._slots: dict[tuple[str, int], dict[int, tuple[str, dict[bytes, bytes]]]] = {}
-        self._layouts: dict[tuple[int, tuple[Any, ...]], _Layout] = {}
+        self._layouts: dict[tuple[int, tuple[Any, ...]], Layout] = {}
         self.side = LabelSide(self)
 
     # ------------------------------------------------------------ helpers
@@ -234,30 +242,45 @@ class _Joiner:
     # ------------------------------------------------------------ predictions
     def add_predictions(
         self,
-        events: Sequence[Mapping[str, Any]],
+        items: Sequence[Mapping[str, Any]],
         digests: Sequence[bytes],
         found: Sequence[Found],
     ) -> None:
-        """Store a batch's predictions, in partition order (``found[i]``: what Redis
-        answered for prediction ``i``, ``None`` when it is not stored).
+        """Store a batch's predictions, in partition order: ``items`` are prediction
+        events and columnar batches, ``digests`` and ``found`` have an entry a
+        prediction (a batch's rows one each; ``found[i]``: what Redis answered for
+        prediction ``i``, ``None`` when it is not stored).
 
-        Predictions come in runs of the same (model, version, segment) (a columnar
-        batch is one run): :meth:`_add_run` looks up what a run shares once.
+        Predictions come in runs of the same (model, version, segment): a columnar
+        batch is one (:meth:`_add_batch`, from its columns), and :meth:`_add_run`
+        looks up what a run of events shares once.
         """
-        lo, n = 0, len(events)
+        lo, n, row = 0, len(items), 0
         while lo < n:
-            first = events[lo]
+            first = items[lo]
+            if type(first) is ColumnarBatch:
+                self._add_batch(first, digests, found, row)
+                row += first.count
+                lo += 1
+                continue
             model, version = first["model_id"], first["model_version"]
             seg = first.get("segment")
             hi = lo + 1
             while hi < n:
-                e = events[hi]
+                e = items[hi]
+                if type(e) is ColumnarBatch:
+                    break
                 if e["model_id"] != model or e["model_version"] != version:
                     break
                 if e.get("segment") != seg:
                     break
                 hi += 1
-            self._add_run(events, digests, found, lo, hi)
+            if row == lo:  # no batch before: an event's index is its prediction's
+                self._add_run(items, digests, found, lo, hi)
+            else:
+                end = row + hi - lo
+                self._add_run(items[lo:hi], digests[row:end], found[row:end], 0, hi - lo)
+            row += hi - lo
             lo = hi
 
     def _add_run(
@@ -272,39 +295,29 @@ class _Joiner:
 
         Each is a duplicate (stored already, by this batch or before), too old (over
         its model's horizon behind the model's watermark as the run moves it), invalid
-        (a regression prediction that is not a number) or stored. The streams, the
-        generation's key names and the event-time buckets are looked up when they
-        change, and the counts (stored, per stream, per bucket, per generation) are
-        added once a run, bucket or generation: the same integers, in the same order of
-        first appearance. The confidence sums are added one prediction at a time, so
-        the floating sums and the estimated-accuracy windows are those of one by one.
+        (a regression prediction that is not a number) or stored; the stored ones'
+        records are then added in order (:meth:`_store`).
         """
-        r, recs, new = self.r, self.b.recs, self.b.new
+        r, recs = self.r, self.b.recs
         first = events[lo]
         model, version = first["model_id"], first["model_version"]
         seg = first.get("segment")
         segment = segment_key(seg) if seg else ""
         mj = self.model(model)
-        horizon, gen_ms = self.c.horizon_ms(model), self.c.gen_ms(model)
-        window, bucket_ms = self.window_labels, self.bucket_ms
+        horizon = self.c.horizon_ms(model)
         streams: list[PerfState] = []
         cal: Calibration | None = None
         regression = False
         sidx = -1
-        stored = 0
-        t_max = 0
-        gen: int | None = None  # the generation being filled
-        n_gen = 0  # its predictions not yet added to its count
-        info: list[int] = []
-        slots: dict[int, tuple[str, dict[bytes, bytes]]] = {}
-        b_start = b_end = 0  # the event-time bucket being filled, [start, end)
-        bks: list[Bucket] = []
-        n_bucket = 0
+        here: set[bytes] = set()
+        ds: list[bytes] = []
+        ts: list[int] = []
+        made: list[PendingPrediction] = []
         for i in range(lo, hi):
             e = events[i]
             d = digests[i]
             t = event_ms(e)
-            if d in recs or found[i] is not None:
+            if d in recs or d in here or found[i] is not None:
                 self._pcount(mj, "duplicate")
                 continue
             wm = mj.watermark
@@ -323,10 +336,128 @@ class _Joiner:
                     sidx = mj.stream_index(version, segment)
                 rec = PendingPrediction(sidx, t, True, float(pred))
             else:
-                layout = self._layout(e, streams)
+                scores = e.get("scores")
+                layout = self._layout((pred, *scores) if scores else (pred,), streams)
                 if sidx < 0:
                     sidx = mj.stream_index(version, segment)
                 rec = _classified(e, layout, sidx, t)
+            if not made:
+                # the counters' keys in the order one by one would add them
+                mj.predictions.setdefault("stored", 0)
+                r.predictions.setdefault((model, "stored"), 0)
+            here.add(d)
+            ds.append(d)
+            ts.append(t)
+            made.append(rec)
+            if wm < 0 or t <= wm + FUTURE_TOLERANCE_MS:
+                if t > wm:
+                    mj.watermark = t
+        if made:
+            self._store(mj, streams, cal, ds, ts, made, list(map(_encode, made)))
+
+    def _add_batch(
+        self, b: ColumnarBatch, digests: Sequence[bytes], found: Sequence[Found], row: int
+    ) -> None:
+        """Store the rows of columnar batch ``b`` (predictions ``row:row + b.count``):
+        what :meth:`_add_run` does with them as events, from the columns.
+
+        Each row's outcome first, in order, then the stored rows' records at once: the
+        class indices of each new (class, scored classes) in order of first appearance,
+        the scores quantised as one matrix (:func:`quantised_scores`), the records
+        packed as one array (:func:`encode_scored`).
+        """
+        n = b.count
+        scores = quantised_scores(b) if b.scores else None
+        if b.scores and scores is None:
+            # A score the matrix does not hold exactly (never a contract-valid one):
+            # the events' path decides, as it would one by one.
+            end = row + n
+            self._add_run(join_rows(b), digests[row:end], found[row:end], 0, n)
+            return
+        r, recs = self.r, self.b.recs
+        model, version = b.model_id, b.model_version
+        segment = segment_key(b.segment) if b.segment else ""
+        mj = self.model(model)
+        horizon = self.c.horizon_ms(model)
+        times = batch_times(b)
+        preds = b.predictions
+        streams: list[PerfState] = []
+        cal: Calibration | None = None
+        regression = False
+        here: set[bytes] = set()
+        keep: list[int] = []
+        wm = mj.watermark
+        for i, d, t, f in zip(
+            range(n), digests[row : row + n], times, found[row : row + n], strict=True
+        ):
+            if f is not None or d in recs or d in here:
+                self._pcount(mj, "duplicate")
+                continue
+            if wm >= 0 and t < wm - horizon:
+                self._pcount(mj, "too_old")
+                continue
+            if not streams:
+                streams, cal = self.pstreams(model, version, segment, preds[i], b.prediction_ids[i])
+                regression = streams[0].task == "regression"
+            if regression and type(preds[i]) is not float and type(preds[i]) is not int:
+                self._pcount(mj, "invalid")
+                continue
+            if not keep:
+                mj.predictions.setdefault("stored", 0)
+                r.predictions.setdefault((model, "stored"), 0)
+            here.add(d)
+            keep.append(i)
+            if (wm < 0 or t <= wm + FUTURE_TOLERANCE_MS) and t > wm:
+                wm = t
+        mj.watermark = wm
+        if not keep:
+            return
+        sidx = mj.stream_index(version, segment)
+        if len(keep) == n:
+            ds, ts, pk = list(digests[row : row + n]), times, list(preds)
+        else:
+            ds = [digests[row + i] for i in keep]
+            ts = [times[i] for i in keep]
+            pk = [preds[i] for i in keep]
+        if regression:
+            made = [PendingPrediction(sidx, t, True, float(y)) for t, y in zip(ts, pk, strict=True)]
+            encs = list(map(_encode, made))
+        else:
+            layout = partial(self._layout, streams=streams)
+            made, encs = classified_records(scores, keep, n, ts, pk, layout, sidx)
+        self._store(mj, streams, cal, ds, ts, made, encs)
+
+    def _store(
+        self,
+        mj: ModelJoin,
+        streams: list[PerfState],
+        cal: Calibration | None,
+        ds: list[bytes],
+        ts: list[int],
+        made: list[PendingPrediction],
+        encs: list[bytes],
+    ) -> None:
+        """Add the stored predictions of one stream's run, in order: digests ``ds``,
+        event times ``ts``, records ``made`` and their bytes ``encs``.
+
+        The generation's key names and the event-time buckets are looked up when they
+        change, and the counts (stored, per stream, per bucket, per generation) are
+        added once a run, bucket or generation: the same integers, in the same order of
+        first appearance. The confidence sums are added one prediction at a time, so
+        the floating sums and the estimated-accuracy windows are those of one by one.
+        """
+        r, recs, new = self.r, self.b.recs, self.b.new
+        model = mj.model_id
+        gen_ms = self.c.gen_ms(model)
+        window, bucket_ms = self.window_labels, self.bucket_ms
+        gen: int | None = None  # the generation being filled
+        n_gen = 0  # its predictions not yet added to its count
+        info: list[int] = []
+        slots: dict[int, tuple[str, dict[bytes, bytes]]] = {}
+        b_start = b_end = 0  # the event-time bucket being filled, [start, end)
+        bks: list[Bucket] = []
+        n_bucket = 0
+        for d, t, rec, enc in zip(ds, ts, made, encs, strict=True):
             g = t // gen_ms
             if g != gen:
                 if n_gen:
@@ -343,20 +474,9 @@ class _Joiner:
             if slot is None:
                 slot = slots[h] = self._put_slot(model, g, h)
             key = slot[0]
-            slot[1][d] = rec.encode()
+            slot[1][d] = enc
             recs[d] = (key, rec)
             new.add(d)
-            if not stored:
-                # the counters' keys in the order one by one would add them
-                mj.predictions.setdefault("stored", 0)
-                r.predictions.setdefault((model, "stored"), 0)
-                t_max = t
-            stored += 1
-            if wm < 0 or t <= wm + FUTURE_TOLERANCE_MS:
-                if t > wm:
-                    mj.watermark = t
-            if t > t_max:
-                t_max = t
             if t >= b_end or t < b_start:
                 for b in bks:
                     b.pred += n_bucket
@@ -374,13 +494,13 @@ class _Joiner:
                     s.est_sum += conf
                     if s.est_n >= window:
                         self._estimate(s)
-        if not stored:
-            return
         info[1] += n_gen
         for b in bks:
             b.pred += n_bucket
+        stored = len(made)
         mj.predictions["stored"] += stored
         r.count("predictions", model, "stored", stored)
+        t_max = max(ts)
         for s in streams:
             s.predicted += stored
             if t_max > s.max_pred_ms:
@@ -412,13 +532,12 @@ class _Joiner:
         mj.predictions[outcome] = mj.predictions.get(outcome, 0) + 1
         self.r.count("predictions", mj.model_id, outcome)
 
-    def _layout(self, e: Mapping[str, Any], streams: list[PerfState]) -> _Layout:
-        """Class indices of a prediction's class and score keys in its streams, cached
-        per batch (a model sends the same few names over and over)."""
+    def _layout(self, names: tuple[Any, ...], streams: list[PerfState]) -> Layout:
+        """Class indices of a prediction's class and score keys (``names``: its
+        prediction, then its scores' classes) in its streams, cached per batch (a model
+        sends the same few names over and over)."""
         st = streams[0]
-        pred = e["prediction"]
-        scores = e.get("scores")
-        names = (pred, *scores) if scores else (pred,)
+        pred = names[0]
         ck = (id(st), names)
         layout = self._layouts.get(ck)
         if layout is None:
@@ -560,7 +679,9 @@ def join_batch(
     Parameters
     ----------
     predictions, labels
-        Contract-valid events (dicts) of the partition, each in partition order.
+        Contract-valid events of the partition, each in partition order: prediction
+        events (dicts) and columnar batches (:class:`ColumnarBatch`, whose rows the join
+        reads from its columns), and label events.
     plan, found
         :func:`plan_lookups` of the same batch and state, and what Redis answered.
     unit

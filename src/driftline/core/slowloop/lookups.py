@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.config import LabelsSettings
+from driftline.contract.columnar import ColumnarBatch
+from driftline.core.slowloop.columns import batch_times
 from driftline.core.slowloop.pending import (
     FUTURE_TOLERANCE_MS,
     TOMBSTONE,
     Horizons,
+    batch_digests,
     bucket_of,
     event_ms,
     prediction_digests,
@@ -72,6 +75,9 @@ def plan_lookups(
 ) -> LookupPlan:
     """What to read from Redis before :func:`join_batch`. Pure; reads ``unit`` only.
 
+    ``predictions`` are events and columnar batches (a batch's rows are predictions
+    of the plan's one each, in order), ``labels`` label events.
+
     A prediction is probed in its own generation (to find an earlier copy); a label in
     every stored generation of its model that may hold its prediction.
     """
@@ -90,10 +96,32 @@ def plan_lookups(
 
     # A label whose prediction is in the same batch reuses its digest.
     known: dict[str, bytes] = {}
-    plan.pred_digest = prediction_digests(predictions, known)
+    plan.pred_digest = _digests(predictions, known)
     plan.label_digest = prediction_digests(labels, known)
     pred_probe = plan.pred_probe
-    for e, d in zip(predictions, plan.pred_digest, strict=True):
+    row = 0
+    for e in predictions:
+        if type(e) is ColumnarBatch:
+            # a batch's rows: one model, their times from the column
+            model, n = e.model_id, e.count
+            ds = plan.pred_digest[row : row + n]
+            row += n
+            mj = models.get(model)
+            if mj is None:
+                pred_probe += [-1] * n
+                continue
+            gm, have = c.gen_ms(model), mj.gens
+            for d, t in zip(ds, batch_times(e), strict=True):
+                g_row = t // gm
+                info = have.get(g_row)
+                if info is not None:
+                    probes.append((d, (key_of(model, g_row, bucket_of(d, info[0])),)))
+                    pred_probe.append(len(probes) - 1)
+                else:
+                    pred_probe.append(-1)
+            continue
+        d = plan.pred_digest[row]
+        row += 1
         model = e["model_id"]
         mj = models.get(model)
         if mj is not None:
@@ -143,6 +171,24 @@ def plan_lookups(
                 continue
         label_probe.append(-1)
     return plan
+
+
+def _digests(items: Sequence[Mapping[str, Any]], known: dict[str, bytes]) -> list[bytes]:
+    """The digest of each prediction of ``items`` (events, and columnar batches' rows)."""
+    out: list[bytes] = []
+    lo, n = 0, len(items)
+    while lo < n:
+        first = items[lo]
+        if type(first) is ColumnarBatch:
+            out += batch_digests(first.model_id, first.prediction_ids, known)
+            lo += 1
+            continue
+        hi = lo + 1
+        while hi < n and type(items[hi]) is not ColumnarBatch:
+            hi += 1
+        out += prediction_digests(items if (lo, hi) == (0, n) else items[lo:hi], known)
+        lo = hi
+    return out
 
 
 class MemoryRecords:

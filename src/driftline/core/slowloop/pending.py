@@ -11,8 +11,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from operator import methodcaller
 from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
 
 from driftline.config import LabelsSettings
 from driftline.contract.events import (
@@ -31,7 +35,9 @@ __all__ = [
     "TOMBSTONE",
     "Horizons",
     "PendingPrediction",
+    "batch_digests",
     "bucket_of",
+    "encode_scored",
     "event_ms",
     "gen_expiry_ms",
     "model_tag",
@@ -75,11 +81,16 @@ def prediction_digest(model_id: str, prediction_id: str) -> bytes:
     return _digest(f"{model_id}\x1f{prediction_id}")
 
 
+#: The hash of a digest (:func:`_digest`), and its value, as C-level callables.
+_BLAKE = functools.partial(hashlib.blake2b, digest_size=DIGEST_BYTES)
+_DIGEST_OF = methodcaller("digest")
+
+
 def _digest(raw: str) -> bytes:
     """The stored field of a prediction whose model and id, joined by the unit separator
     (0x1F), are ``raw``: the one formula of :func:`prediction_digest` and
     :func:`prediction_digests`."""
-    return hashlib.blake2b(raw.encode(), digest_size=DIGEST_BYTES).digest()
+    return _BLAKE(raw.encode()).digest()
 
 
 def prediction_digests(events: Iterable[Mapping[str, Any]], known: dict[str, bytes]) -> list[bytes]:
@@ -102,6 +113,16 @@ def prediction_digests(events: Iterable[Mapping[str, Any]], known: dict[str, byt
         if d is None:
             d = known[raw] = _digest(raw)
         out.append(d)
+    return out
+
+
+def batch_digests(model_id: str, ids: Sequence[str], known: dict[str, bytes]) -> list[bytes]:
+    """:func:`prediction_digests` of a batch's rows (model ``model_id``, prediction ids
+    ``ids``), without an event per row; ``known`` is filled the same way."""
+    prefix = f"{model_id}\x1f"
+    raws = list(map(prefix.__add__, ids))
+    out = list(map(_DIGEST_OF, map(_BLAKE, map(str.encode, raws))))
+    known.update(zip(raws, out, strict=True))
     return out
 
 
@@ -323,6 +344,46 @@ class PendingPrediction(NamedTuple):
         if pos != len(data):
             raise StateCorrupt("pending prediction: trailing bytes")
         return cls(stream, time_ms, cls=klass, top_q=top_q, scores_q=scores_q)
+
+
+def encode_scored(
+    stream: int, times: Sequence[int], cls: Sequence[int], scores: NDArray[np.int64]
+) -> list[bytes] | None:
+    """:meth:`PendingPrediction.encode` of many classification records of one stream
+    with a score vector each (``scores[i]``, all of one length) and the largest as the
+    top score: one array, not a pack a record. ``None`` when a field does not fit the
+    usual record (a time beyond 48 bits, a stream or class index beyond 16): those are
+    encoded one by one.
+    """
+    n, k = scores.shape
+    if not 0 < k <= MAX_SCORED_CLASSES or not n:
+        return None
+    try:
+        t = np.asarray(times, dtype=np.int64)
+        c = np.asarray(cls, dtype=np.int64)
+    except OverflowError:
+        return None
+    if not (0 <= stream <= 0xFFFF and int(c.min()) >= 0 and int(c.max()) <= 0xFFFF):
+        return None
+    if int(t.min()) < -_TIME48 or int(t.max()) >= _TIME48:
+        return None
+    rec = np.empty(n, dtype=_scored_dtype(k))
+    rec["f"] = _SCORED_FLAGS
+    rec["s"] = stream
+    rec["lo"] = t & 0xFFFFFFFF
+    rec["hi"] = t >> 32
+    rec["c"] = c
+    rec["q"] = scores
+    out: list[bytes] = rec.view(f"V{rec.dtype.itemsize}").tolist()
+    return out
+
+
+@functools.lru_cache(maxsize=MAX_SCORED_CLASSES + 1)
+def _scored_dtype(k: int) -> np.dtype[Any]:
+    """The usual record with ``k`` scores as a packed numpy record (``_SCORED[k]``)."""
+    return np.dtype(
+        [("f", "u1"), ("s", "<u2"), ("lo", "<u4"), ("hi", "<i2"), ("c", "<u2"), ("q", "<u2", (k,))]
+    )
 
 
 class Horizons:
