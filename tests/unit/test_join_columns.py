@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -129,9 +130,9 @@ def _batch(rng: random.Random, rows: list[dict[str, Any]]) -> ColumnarBatch:
     )
 
 
-def _batches(seed: int) -> list[tuple[list[Any], list[dict[str, Any]]]]:
+def _batches(seed: int, t0: int = T0) -> list[tuple[list[Any], list[dict[str, Any]]]]:
     rng = random.Random(seed)
-    clock = {m: T0 for m in ("m1", "m2", "reg", "wide")}
+    clock = {m: t0 for m in ("m1", "m2", "reg", "wide")}
     seen: list[tuple[str, str]] = []
     preds = [_events(rng, seed, b, clock, seen) for b in range(rng.randrange(3, 8))]
     out = []
@@ -149,19 +150,34 @@ def _batches(seed: int) -> list[tuple[list[Any], list[dict[str, Any]]]]:
     return out
 
 
+#: Model m2's reference: its calibration maps confidences (the estimated accuracy's).
+M2_REF = SimpleNamespace(
+    reference_id="m2-ref",
+    outputs=SimpleNamespace(
+        task="classification",
+        accuracy=0.8,
+        calibration={"edges": [0.2, 0.5, 0.5, 0.7, 0.9], "values": [0.1, 0.4, 0.45, 0.6, 0.8]},
+    ),
+)
+
+
+def _reference(model: str, version: str) -> Any:
+    return M2_REF if model == "m2" else None
+
+
 def _rows(items: list[Any]) -> list[Any]:
     return [r for it in items for r in (join_rows(it) if isinstance(it, ColumnarBatch) else [it])]
 
 
-def _run(seed: int, columns: bool) -> list[Any]:
+def _run(seed: int, columns: bool, t0: int = T0) -> list[Any]:
     settings = LabelsSettings(window_labels=20, horizon_seconds=6 * 3600)
     unit, mem, drift = UnitState(), MemoryRecords(), DriftIndex()
     seen: list[Any] = []
-    for items, labels in _batches(seed):
+    for items, labels in _batches(seed, t0):
         preds = items if columns else _rows(items)
         plan = plan_lookups(preds, labels, unit, settings)
         res = join.join_batch(
-            preds, labels, plan, mem.lookup(plan), unit, lambda m, v: None, drift, settings
+            preds, labels, plan, mem.lookup(plan), unit, _reference, drift, settings
         )
         mem.apply(res)
         seen += [(plan.keys, plan.probes, plan.pred_probe, plan.label_probe, plan.pred_digest)]
@@ -172,6 +188,13 @@ def _run(seed: int, columns: bool) -> list[Any]:
 @pytest.mark.parametrize("seed", range(30))
 def test_columns_equal_rows(seed: int) -> None:
     assert _run(seed, columns=True) == _run(seed, columns=False)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_columns_equal_rows_before_1970(seed: int) -> None:
+    # negative event times: generation -1, negative buckets (numpy's // and % floor)
+    t0 = -3_600_000
+    assert _run(seed, columns=True, t0=t0) == _run(seed, columns=False, t0=t0)
 
 
 def test_the_batches_reach_every_outcome() -> None:

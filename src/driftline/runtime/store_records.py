@@ -10,6 +10,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import chain
 
 __all__ = [
     "CommitResult",
@@ -119,8 +120,7 @@ class RecordWrites:
         for n in live:
             if n not in self.expire_at_ms:
                 raise ValueError(f"record {n!r} is written without an expiry")
-            pairs = self.puts[n]
-            packed = _pack_strings([s for fv in pairs.items() for s in fv])
+            packed = _pack_strings(list(chain.from_iterable(self.puts[n].items())))
             args += [str(key_index[n]), str(int(self.expire_at_ms[n])), packed]
         dead = [n for n in self.tombs if self.tombs[n]]
         args.append(str(len(dead)))
@@ -129,11 +129,17 @@ class RecordWrites:
         return args
 
 
+#: The u8 length prefix of a string of each length (``_pack_strings``).
+_LENGTH = [bytes((n,)) for n in range(256)]
+
+
 def _pack_strings(items: Sequence[bytes]) -> bytes:
     """``items`` as one string: each as u8 length + bytes (``lua/store_join.lua``)."""
-    if any(len(x) > 255 for x in items):
-        raise ValueError("record fields and values are at most 255 bytes")
-    return b"".join([bytes((len(x),)) + x for x in items])
+    try:
+        heads = list(map(_LENGTH.__getitem__, map(len, items)))
+    except IndexError:
+        raise ValueError("record fields and values are at most 255 bytes") from None
+    return b"".join(chain.from_iterable(zip(heads, items, strict=True)))
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,14 @@ gives the same state and the same alert ids.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from functools import partial, reduce
+from operator import add, setitem
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from driftline.config import LabelsSettings
 from driftline.contract.columnar import ColumnarBatch, category_value
@@ -96,6 +101,9 @@ _SCALE_DIV = float(SCORE_SCALE).__rtruediv__
 
 
 _encode = PendingPrediction.encode
+#: Stored rows from which a batch's are added from arrays (:meth:`_Joiner._store_rows`):
+#: below, numpy's calls cost more than the rows' loop.
+_ARRAY_ROWS = 32
 
 
 def _classified(e: Mapping[str, Any], layout: Layout, stream: int, t: int) -> PendingPrediction:
@@ -425,7 +433,10 @@ class _Joiner:
         else:
             layout = partial(self._layout, streams=streams)
             made, encs = classified_records(scores, keep, n, ts, pk, layout, sidx)
-        self._store(mj, streams, cal, ds, ts, made, encs)
+        if len(made) >= _ARRAY_ROWS:
+            self._store_rows(mj, streams, cal, ds, ts, made, encs)
+        else:
+            self._store(mj, streams, cal, ds, ts, made, encs)
 
     def _store(
         self,
@@ -505,6 +516,103 @@ class _Joiner:
             s.predicted += stored
             if t_max > s.max_pred_ms:
                 s.max_pred_ms = t_max
+
+    def _store_rows(
+        self,
+        mj: ModelJoin,
+        streams: list[PerfState],
+        cal: Calibration | None,
+        ds: list[bytes],
+        ts: list[int],
+        made: list[PendingPrediction],
+        encs: list[bytes],
+    ) -> None:
+        """:meth:`_store` of a columnar batch's stored rows, a stretch at a time: the
+        generations, hash buckets and event-time buckets from arrays (a key or a bucket
+        looked up once a stretch), the confidence sums added in the same order."""
+        r, recs = self.r, self.b.recs
+        model = mj.model_id
+        n = len(ds)
+        t = np.asarray(ts, dtype=np.int64)
+        gens = t // self.c.gen_ms(model)
+        hashes = np.frombuffer(b"".join(ds), dtype="<u4").reshape(n, -1)[:, 0]
+        row_slots: list[dict[bytes, bytes]] = []
+        row_keys: list[str] = []
+        info: list[int] | None = None
+        prev = 0  # rows of the generation before, not yet added to its count
+        for lo, hi in _stretches(gens):
+            g = int(gens[lo])
+            if info is not None:
+                info[1] += prev
+            got = mj.gens.get(g)
+            if got is None:
+                got = mj.gens[g] = [self._new_gen_buckets(mj, g), 0]
+            info, prev = got, hi - lo
+            slots = self._slots.setdefault((model, g), {})
+            # the hash buckets of the stretch, their slots made in order of first use
+            hb = hashes[lo:hi] % info[0]
+            uniq, first, inv = np.unique(hb, return_index=True, return_inverse=True)
+            found: list[tuple[str, dict[bytes, bytes]]] = [("", {})] * len(uniq)
+            for j in np.argsort(first, kind="stable").tolist():
+                h = int(uniq[j])
+                slot = slots.get(h)
+                if slot is None:
+                    slot = slots[h] = self._put_slot(model, g, h)
+                found[j] = slot
+            pick = inv.tolist()
+            row_keys += [found[j][0] for j in pick]
+            row_slots += [found[j][1] for j in pick]
+        if info is not None:
+            info[1] += prev
+        deque(map(setitem, row_slots, ds, encs), maxlen=0)
+        recs.update(zip(ds, zip(row_keys, made, strict=True), strict=True))
+        self.b.new.update(ds)
+        self._batch_sums(streams, cal, t, made)
+        stored = len(made)
+        mj.predictions["stored"] += stored
+        r.count("predictions", model, "stored", stored)
+        t_max = int(t.max())
+        for s in streams:
+            s.predicted += stored
+            if t_max > s.max_pred_ms:
+                s.max_pred_ms = t_max
+
+    def _batch_sums(
+        self,
+        streams: list[PerfState],
+        cal: Calibration | None,
+        t: NDArray[np.int64],
+        made: list[PendingPrediction],
+    ) -> None:
+        """The event-time buckets' prediction counts and the confidence sums of a
+        batch's stored rows (event times ``t``): a bucket looked up once a stretch, each
+        sum added in row order (the floats of one by one), each estimated-accuracy
+        window closed where one by one closes it."""
+        bucket_ms, window = self.bucket_ms, self.window_labels
+        tops = [rec.top_q for rec in made]
+        confs = None if tops.count(None) == len(tops) else _confidences(tops, cal)
+        for lo, hi in _stretches(t - t % bucket_ms):
+            bks = [s.bucket(int(t[lo]), bucket_ms) for s in streams]
+            for b in bks:
+                b.pred += hi - lo
+            if confs is None:
+                continue
+            chunk = [c for c in confs[lo:hi] if c is not None]
+            for b in bks:
+                b.est_n += len(chunk)
+                b.est_sum = reduce(add, chunk, b.est_sum)
+        if confs is None:
+            return
+        seq = [c for c in confs if c is not None]
+        for s in streams:
+            pos = 0
+            while pos < len(seq):
+                take = min(max(window - s.est_n, 1), len(seq) - pos)
+                s.est_n += take
+                s.est_sum = reduce(add, seq[pos : pos + take], s.est_sum)
+                pos += take
+                if s.est_n >= window:
+                    self._estimate(s)
 
     def _estimate(self, s: PerfState) -> None:
         """Close a window of the estimated accuracy (``window_labels`` confident
@@ -641,6 +749,22 @@ class _Joiner:
                 del mj.gens[g]
             if old:
                 self.r.dirty.add(mj.key)
+
+
+def _stretches(values: NDArray[np.int64]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each stretch of equal consecutive ``values``, in order."""
+    cut = (np.flatnonzero(values[1:] != values[:-1]) + 1).tolist()
+    bounds = [0, *cut, len(values)]
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
+def _confidences(tops: list[int | None], cal: Calibration | None) -> list[float | None]:
+    """Each record's confidence (its top score, calibrated), ``None`` without one: what
+    :attr:`PendingPrediction.top` and :meth:`Calibration.apply` give, for many."""
+    if cal is None:
+        return [None if q is None else q / SCORE_SCALE for q in tops]
+    apply = {q: cal.apply(q / SCORE_SCALE) for q in dict.fromkeys(tops) if q is not None}
+    return [None if q is None else apply[q] for q in tops]
 
 
 def labels_backpressure(unit: UnitState, settings: LabelsSettings, paused: bool) -> bool:

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from driftline.config import LabelsSettings
 from driftline.contract.columnar import ColumnarBatch
 from driftline.core.slowloop.columns import batch_times
@@ -110,15 +112,32 @@ def plan_lookups(
             if mj is None:
                 pred_probe += [-1] * n
                 continue
-            gm, have = c.gen_ms(model), mj.gens
-            for d, t in zip(ds, batch_times(e), strict=True):
-                g_row = t // gm
-                info = have.get(g_row)
-                if info is not None:
-                    probes.append((d, (key_of(model, g_row, bucket_of(d, info[0])),)))
-                    pred_probe.append(len(probes) - 1)
-                else:
-                    pred_probe.append(-1)
+            row_gen = np.asarray(batch_times(e), dtype=np.int64) // c.gen_ms(model)
+            have = [g for g in dict.fromkeys(row_gen.tolist()) if g in mj.gens]
+            if not have:
+                pred_probe += [-1] * n
+                continue
+            # The rows in a stored generation, and each one's key: a key's index taken in
+            # order of first use, as row by row takes it.
+            rows = np.flatnonzero(np.isin(row_gen, have))
+            hashes = np.frombuffer(b"".join(ds), dtype="<u4").reshape(n, -1)[rows, 0]
+            hashes = hashes.astype(np.int64)
+            row_gen = row_gen[rows]
+            slot = np.zeros(len(rows), dtype=np.int64)
+            for k, g in enumerate(have):
+                at = row_gen == g
+                slot[at] = (k << 32) | (hashes[at] % mj.gens[g][0])
+            uniq, first, inv = np.unique(slot, return_index=True, return_inverse=True)
+            kidx = [0] * len(uniq)
+            for j in np.argsort(first, kind="stable").tolist():
+                u = int(uniq[j])
+                kidx[j] = key_of(model, have[u >> 32], u & 0xFFFFFFFF)
+            at_probe = np.full(n, -1, dtype=np.int64)
+            at_probe[rows] = np.arange(len(probes), len(probes) + len(rows))
+            picked = rows.tolist()
+            keys = [kidx[j] for j in inv.tolist()]
+            probes += zip([ds[i] for i in picked], zip(keys), strict=True)
+            pred_probe += at_probe.tolist()
             continue
         d = plan.pred_digest[row]
         row += 1
