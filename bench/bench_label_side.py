@@ -8,12 +8,16 @@ classes with scores, its reference and calibration), the predictions as columnar
 batches, the labels as label batches a minute later (one in five wrong), read as the
 joiner reads them in fetches of ``--fetch`` records. Two cases, in CPU time per label
 of ``plan_lookups`` + ``join_batch`` + the state's encoding (records in memory,
-``MemoryRecords``; decoding not counted):
+``MemoryRecords``; decoding not counted), and one per prediction:
 
 * **labels alone**: the predictions are stored first (not timed), then the labels are
   joined against them;
 * **together**: each batch holds a slice of the predictions and of their labels (per
-  label and its prediction).
+  label and its prediction);
+* **predictions alone** (the harness's ``pending`` case): the batched predictions
+  without labels, decoding (``labels._decode_predictions``) and the records' script
+  arguments (``RecordWrites.arguments``) included, per prediction; the generation
+  has the buckets a later one of that many predictions gets, as in the harness.
 
 Each tree runs in a child process (``PYTHONPATH`` its ``src``), the trees alternated in
 each of ``--repeat`` rounds, best figure of each. The children also hash every
@@ -60,6 +64,7 @@ def _child(n: int, fetch: int) -> dict[str, Any]:
     from driftline.runtime.blas import single_threaded_blas
     from driftline.runtime.gc_policy import batch_sized_gc
     from driftline.runtime.labels import _decode_predictions
+    from driftline.runtime.store_records import RecordWrites
 
     single_threaded_blas()
     batch_sized_gc()  # the workers' collector policy
@@ -122,11 +127,39 @@ def _child(n: int, fetch: int) -> dict[str, Any]:
             t += time.process_time() - t0
         return t
 
-    alone(None), together(None)  # warm-up
+    pending = LabelsSettings(initial_buckets=bench_pipeline._later_buckets(n))
+
+    def predictions(h: Any) -> float:
+        unit, mem, drift = UnitState(), MemoryRecords(), DriftIndex()
+        t = 0.0
+        for i in range(0, len(pvals), fetch):
+            recs = [_Record(v) for v in pvals[i : i + fetch]]
+            t0 = time.process_time()
+            preds = _decode_predictions(recs)[0]
+            plan = plan_lookups(preds, [], unit, pending)
+            found = mem.lookup(plan)
+            res = join_batch(preds, [], plan, found, unit, lambda m, v: ref, drift, pending)
+            fields = unit.to_fields(set(res.dirty) | {"u"})
+            writes = RecordWrites(res.puts, res.expire_after, res.tombs)
+            args = writes.arguments({k: j for j, k in enumerate(res.puts)})
+            t += time.process_time() - t0
+            mem.apply(res)
+            if h is not None:
+                out = [(f, getattr(res, f)) for f in res.__dataclass_fields__ if f != "dirty"]
+                h.update(repr((out, sorted(res.dirty), sorted(fields.items()), args)).encode())
+        return t
+
+    alone(None), together(None), predictions(None)  # warm-up
     h = hashlib.blake2b(digest_size=16)
     a = alone(h)
     b = together(h)
-    return {"alone": a / n * 1e6, "together": b / n * 1e6, "digest": h.hexdigest()}
+    c = predictions(h)
+    return {
+        "alone": a / n * 1e6,
+        "together": b / n * 1e6,
+        "predictions": c / n * 1e6,
+        "digest": h.hexdigest(),
+    }
 
 
 def main() -> None:
@@ -156,11 +189,14 @@ def main() -> None:
         f"{args.events} labels, fetches of {args.fetch} records, best of {args.repeat}, "
         "CPU us a label (plan_lookups + join_batch + state encoding)"
     )
-    print(f"{'case':<16}{'baseline':>10}{'this tree':>11}")
-    for case in ("alone", "together"):
-        print(
-            f"{'labels ' + case:<16}{best['baseline'][case]:>10.2f}{best['this tree'][case]:>11.2f}"
-        )
+    print(f"{'case':<20}{'baseline':>10}{'this tree':>11}")
+    for case, name in (
+        ("alone", "labels alone"),
+        ("together", "labels together"),
+        ("predictions", "predictions alone"),
+    ):
+        print(f"{name:<20}{best['baseline'][case]:>10.2f}{best['this tree'][case]:>11.2f}")
+    print("(predictions alone: CPU us a prediction, decoding and record arguments included)")
     same = digests["baseline"] == digests["this tree"] and len(digests["baseline"]) == 1
     print("results and states identical:", "yes" if same else f"NO {digests}")
     if not same:

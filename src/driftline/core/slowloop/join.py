@@ -101,9 +101,11 @@ _SCALE_DIV = float(SCORE_SCALE).__rtruediv__
 
 
 _encode = PendingPrediction.encode
-#: Stored rows from which a batch's are added from arrays (:meth:`_Joiner._store_rows`):
-#: below, numpy's calls cost more than the rows' loop.
+#: Stored predictions of a run from which they are added from arrays
+#: (:meth:`_Joiner._store_arrays`): below, numpy's calls cost more than the loop.
 _ARRAY_ROWS = 32
+#: A run's stored predictions: digests, event times, records, their bytes.
+_Rows = tuple[list[bytes], list[int], list[PendingPrediction], list[bytes]]
 
 
 def _classified(e: Mapping[str, Any], layout: Layout, stream: int, t: int) -> PendingPrediction:
@@ -433,10 +435,7 @@ class _Joiner:
         else:
             layout = partial(self._layout, streams=streams)
             made, encs = classified_records(scores, keep, n, ts, pk, layout, sidx)
-        if len(made) >= _ARRAY_ROWS:
-            self._store_rows(mj, streams, cal, ds, ts, made, encs)
-        else:
-            self._store(mj, streams, cal, ds, ts, made, encs)
+        self._store(mj, streams, cal, ds, ts, made, encs)
 
     def _store(
         self,
@@ -449,7 +448,28 @@ class _Joiner:
         encs: list[bytes],
     ) -> None:
         """Add the stored predictions of one stream's run, in order: digests ``ds``,
-        event times ``ts``, records ``made`` and their bytes ``encs``.
+        event times ``ts``, records ``made`` and their bytes ``encs``; from arrays
+        (:meth:`_store_arrays`) when they are many, else one by one
+        (:meth:`_store_loop`). The same integers and floats either way.
+        """
+        rows = (ds, ts, made, encs)
+        if len(made) >= _ARRAY_ROWS:
+            self._store_arrays(mj, streams, cal, rows)
+        else:
+            self._store_loop(mj, streams, cal, rows)
+        stored = len(made)
+        mj.predictions["stored"] += stored
+        self.r.count("predictions", mj.model_id, "stored", stored)
+        t_max = max(ts)
+        for s in streams:
+            s.predicted += stored
+            if t_max > s.max_pred_ms:
+                s.max_pred_ms = t_max
+
+    def _store_loop(
+        self, mj: ModelJoin, streams: list[PerfState], cal: Calibration | None, rows: _Rows
+    ) -> None:
+        """:meth:`_store` one prediction at a time.
 
         The generation's key names and the event-time buckets are looked up when they
         change, and the counts (stored, per stream, per bucket, per generation) are
@@ -457,7 +477,8 @@ class _Joiner:
         first appearance. The confidence sums are added one prediction at a time, so
         the floating sums and the estimated-accuracy windows are those of one by one.
         """
-        r, recs, new = self.r, self.b.recs, self.b.new
+        ds, ts, made, encs = rows
+        recs, new = self.b.recs, self.b.new
         model = mj.model_id
         gen_ms = self.c.gen_ms(model)
         window, bucket_ms = self.window_labels, self.bucket_ms
@@ -508,29 +529,15 @@ class _Joiner:
         info[1] += n_gen
         for b in bks:
             b.pred += n_bucket
-        stored = len(made)
-        mj.predictions["stored"] += stored
-        r.count("predictions", model, "stored", stored)
-        t_max = max(ts)
-        for s in streams:
-            s.predicted += stored
-            if t_max > s.max_pred_ms:
-                s.max_pred_ms = t_max
 
-    def _store_rows(
-        self,
-        mj: ModelJoin,
-        streams: list[PerfState],
-        cal: Calibration | None,
-        ds: list[bytes],
-        ts: list[int],
-        made: list[PendingPrediction],
-        encs: list[bytes],
+    def _store_arrays(
+        self, mj: ModelJoin, streams: list[PerfState], cal: Calibration | None, rows: _Rows
     ) -> None:
-        """:meth:`_store` of a columnar batch's stored rows, a stretch at a time: the
-        generations, hash buckets and event-time buckets from arrays (a key or a bucket
-        looked up once a stretch), the confidence sums added in the same order."""
-        r, recs = self.r, self.b.recs
+        """:meth:`_store` a stretch at a time: the generations, hash buckets and
+        event-time buckets from arrays (a key or a bucket looked up once a stretch), the
+        confidence sums added in the same order."""
+        ds, ts, made, encs = rows
+        recs = self.b.recs
         model = mj.model_id
         n = len(ds)
         t = np.asarray(ts, dtype=np.int64)
@@ -568,14 +575,6 @@ class _Joiner:
         recs.update(zip(ds, zip(row_keys, made, strict=True), strict=True))
         self.b.new.update(ds)
         self._batch_sums(streams, cal, t, made)
-        stored = len(made)
-        mj.predictions["stored"] += stored
-        r.count("predictions", model, "stored", stored)
-        t_max = int(t.max())
-        for s in streams:
-            s.predicted += stored
-            if t_max > s.max_pred_ms:
-                s.max_pred_ms = t_max
 
     def _batch_sums(
         self,
