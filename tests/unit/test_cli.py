@@ -292,6 +292,18 @@ def error_cases(d: Path) -> list[tuple[str, list[str], int, str]]:
     (d / "notref.json").write_text('{"format": "driftline.reference"}')
     return [
         (
+            "a file without its option",
+            ["reference", "build", "train.csv", "--model", "m", "--version", "1"],
+            2,
+            "train.csv: a file is given with --data",
+        ),
+        (
+            "a second file without an option",
+            ["replay", "--events", "current.csv", "--reference", "churn.ref", "labels.csv"],
+            2,
+            "unrecognized arguments: labels.csv; labels.csv: a file is given with --events or",
+        ),
+        (
             "missing file",
             [
                 "reference",
@@ -482,3 +494,43 @@ def test_every_out_option_also_answers_to_dash_o() -> None:
         ["reference", "build", "--model", "m", "--version", "1", "--data", "d.csv", "-o", "m.ref"]
     )
     assert ns.out == "m.ref"
+
+
+def test_reference_show_takes_the_file_as_its_argument(env: dict[str, str], files: Path) -> None:
+    b = dl(env, "reference", "build", "--model", "churn", "--version", "1", "--data",
+           "train.csv", "-o", "show.ref", cwd=files)  # fmt: skip
+    assert b.returncode == 0, b.stderr
+    by_flag = dl(env, "reference", "show", "--file", "show.ref", cwd=files)
+    by_arg = dl(env, "reference", "show", "show.ref", cwd=files)
+    assert by_flag.returncode == by_arg.returncode == 0, by_arg.stderr
+    assert by_arg.stdout == by_flag.stdout and by_arg.stdout.startswith("reference churn:1:")
+    both = dl(env, "reference", "show", "--file", "show.ref", "show.ref", cwd=files)
+    assert both.returncode == 2 and "give the file once" in both.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(
+    env: dict[str, str], files: Path
+) -> None:
+    """``driftline reference show ref | head -1``: the closed pipe is not an error (it
+    was reported as "cannot reach BrokenPipeError", status 1)."""
+    b = dl(env, "reference", "build", "--model", "churn", "--version", "1", "--data",
+           "train.csv", "-o", "pipe.ref", cwd=files)  # fmt: skip
+    assert b.returncode == 0, b.stderr
+    script = (
+        "import sys\n"
+        "from driftline.cli import main\n"
+        "class Closed:\n"
+        "    def write(self, s):\n"
+        "        raise BrokenPipeError(32, 'Broken pipe')\n"
+        "    def flush(self):\n"
+        "        pass\n"
+        "    def fileno(self):\n"
+        "        return 1\n"
+        "sys.stdout = Closed()\n"
+        "sys.exit(main(['reference', 'show', 'pipe.ref']))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=files, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stderr == "", r.stderr

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -95,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader stopped reading (`driftline reference show ... | head`): nothing
+        # is wrong. Later writes (and the interpreter's own flush) go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except BaseException as exc:  # every error ends as one line and a documented status
         if isinstance(exc, SystemExit):
             raise

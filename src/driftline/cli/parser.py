@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from driftline._version import __version__
@@ -35,11 +38,54 @@ Configuration comes from DRIFTLINE_* environment variables (docs/operations.md).
 """
 
 
+#: Options that take a file beside a command's inputs (not what a lone file name means).
+_AUX = frozenset({"--out", "--mapping", "--dlq", "--windows"})
+
+
 class DriftlineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line: ``driftline: error: ...``."""
 
+    #: The words being parsed (set by :meth:`parse_args`): a usage error looks among them
+    #: for a file given without its option.
+    words: Sequence[str] = ()
+
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"driftline: error: {self.prog}: {message} (see {self.prog} --help)\n")
+        hint = self._file_hint(message)
+        self.exit(
+            2, f"driftline: error: {self.prog}: {message}{hint} (see {self.prog} --help)\n"
+        )
+
+    def _file_hint(self, message: str) -> str:
+        """``; x.csv: a file is given with --events`` when a word that names a file
+        follows no option that takes a value (``driftline replay current.csv``): the
+        missing option that takes a file, else the command's options for its inputs."""
+        files = [
+            a.option_strings[-1]
+            for a in self._actions
+            if a.metavar == "FILE" and a.option_strings and a.option_strings[-1] not in _AUX
+        ]
+        missing = [o for o in files if "required" in message and o in message]
+        takes = missing or files
+        prev = ""
+        for word in self.words:
+            opt = self._option_string_actions.get(prev)
+            after_value = opt is not None and opt.nargs != 0
+            if not word.startswith("-") and Path(word).suffix and not after_value and takes:
+                return f"; {word}: a file is given with {' or '.join(takes)}"
+            prev = word
+        return ""
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """As argparse's, but a word left over is reported by the command it was given
+        to, which says the option a file is given with."""
+        DriftlineParser.words = list(sys.argv[1:] if args is None else args)
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            leaf: DriftlineParser = getattr(ns, "_parser", self)
+            leaf.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns
 
 
 def positive_int(text: str) -> int:
@@ -248,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="model id (Redis)")
     s.add_argument("--version", default="default", help="model version (default 'default')")
     s.add_argument("--file", metavar="FILE", help="a reference file instead of Redis")
+    s.add_argument("path", nargs="?", metavar="FILE", help="a reference file (as --file)")
     s.add_argument("--json", action="store_true", help="print the stored JSON envelope")
     s.add_argument(
         "-o",
@@ -400,4 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument(
         "--idle-exit", type=positive_float, default=None, help="exit after idle seconds"
     )
+    _mark_leaves(p)
     return p
+
+
+def _mark_leaves(p: argparse.ArgumentParser) -> None:
+    """Every (sub)command's parser as ``_parser`` of what it parses: the command a
+    leftover word is reported by (:meth:`DriftlineParser.parse_args`)."""
+    p.set_defaults(_parser=p)
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _mark_leaves(sub)

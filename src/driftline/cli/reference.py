@@ -84,12 +84,14 @@ async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
 
 async def reference_show(args: argparse.Namespace, settings: Settings) -> int:
     """Print a reference from Redis or a file (``--json``: the stored envelope)."""
-    if args.file:
-        ref = read_reference_file(Path(args.file), settings.redis.signing_key())
+    if args.file and args.path:
+        raise InputError("reference show: give the file once (FILE or --file)")
+    if args.file or args.path:
+        ref = read_reference_file(Path(args.file or args.path), settings.redis.signing_key())
         blob = ref.to_bytes()
     else:
         if not args.model:
-            raise InputError("reference show: give --model (Redis) or --file")
+            raise InputError("reference show: give a reference FILE, or --model (Redis)")
         from driftline.runtime.store import open_store
 
         client, store = open_store(settings.redis, settings.monitor.group_id)

@@ -133,7 +133,9 @@ def _accuracy(run: OfflineRun) -> str:
         for version, v in entry["versions"].items():
             acc, ref = v.get("accuracy"), v.get("reference_accuracy")
             if acc is not None:
-                ref_text = f" (reference {ref:.2%})" if ref is not None else ""
+                # without one in the reference, the baseline is learned from the first labels
+                said = "first labels" if v.get("reference_source") == "learned" else "reference"
+                ref_text = f" ({said} {ref:.2%})" if ref is not None else ""
                 parts.append(f"{model} v{version} accuracy {acc:.2%}{ref_text}")
             elif v.get("mae") is not None:
                 parts.append(f"{model} v{version} MAE {v['mae']:.4g}")
