@@ -76,6 +76,13 @@ def test_day_or_month_first_with_no_day_after_the_12th_is_asked() -> None:
     assert events[0][1]["timestamp"] == pd.Timestamp("2026-01-03", tz="UTC").value // 10**6
 
 
+def test_the_day_that_tells_the_layout_may_come_late_in_the_file() -> None:
+    """A minute's data: its first 17,000 rows are in the first twelve days."""
+    df = frame(20_000, "2026-03-01", "1min")
+    as_text = df.assign(timestamp=df["timestamp"].dt.strftime("%d/%m/%Y %H:%M"))
+    assert resolve(table_from(as_text)).time_format == "%d/%m/%Y %H:%M"
+
+
 def test_a_time_no_layout_reads_is_one_line_naming_the_setting() -> None:
     df = frame(200, "2026-03-01", "30min")
     text = df.assign(timestamp="yesterday")

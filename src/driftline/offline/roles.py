@@ -785,7 +785,8 @@ _DATE_LAYOUTS = tuple(
 ) + ("%Y/%m/%d", "%Y.%m.%d")
 _TIME_LAYOUTS = ("", " %H:%M", " %H:%M:%S", " %H:%M:%S.%f", " %I:%M %p", " %I:%M:%S %p")
 _LAYOUTS = tuple(d + t for d in _DATE_LAYOUTS for t in _TIME_LAYOUTS)
-#: Distinct values a layout is tried on (rows it does not read are refused one by one).
+#: Distinct values a layout is tried on, spread over the column (rows it does not read
+#: are refused one by one).
 _LAYOUT_SAMPLE = 2000
 
 
@@ -806,7 +807,9 @@ def _time_layout(res: Resolved, cm: ColumnMap) -> None:
     if ts is None or res.kinds.get(ts) != "categorical":
         return  # ISO 8601 text, datetimes or epoch numbers: read as they are
     col = res.table.values([ts])[ts]
-    texts = list(dict.fromkeys(v for v in col if isinstance(v, str)))[:_LAYOUT_SAMPLE]
+    distinct = list(dict.fromkeys(v for v in col if isinstance(v, str)))
+    # spread over the column: a minute's data has its 13th day far down the file
+    texts = distinct[:: max(1, len(distinct) // _LAYOUT_SAMPLE)] + distinct[-1:]
     if not texts:
         return
     src = f"{res.table.source}: column {ts!r}"
