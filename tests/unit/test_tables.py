@@ -22,8 +22,9 @@ from driftline.contract.values import prepare_prediction
 from driftline.core.reference import ReferenceProfile, build_reference
 from driftline.errors import InputError
 from driftline.offline.build import build_from_table
+from driftline.offline.csv_table import csv_cell
 from driftline.offline.roles import ColumnMap, resolve
-from driftline.offline.tables import csv_cell, read_table, table_from
+from driftline.offline.tables import read_table, table_from
 from tool_checks import require_module
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.offline.roles import ColumnMap, Resolved, resolve
-from driftline.offline.tables import Table, table_from
+from driftline.offline.table_base import Table
+from driftline.offline.tables import table_from
 
 __all__ = ["build_from_table"]
 

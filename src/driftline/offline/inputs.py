@@ -25,13 +25,8 @@ from driftline.offline.replay import (
     run_offline,
 )
 from driftline.offline.roles import ColumnMap, Resolved, resolve
-from driftline.offline.tables import (
-    FILE_KINDS,
-    file_type,
-    json_lines,
-    read_jsonl_objects,
-    table_from,
-)
+from driftline.offline.table_base import file_type
+from driftline.offline.tables import FILE_KINDS, json_lines, read_jsonl_objects, table_from
 
 __all__ = ["is_event_file", "open_labels", "open_predictions", "replay_inputs"]
 

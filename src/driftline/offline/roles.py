@@ -33,7 +33,6 @@ import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,11 +43,12 @@ from driftline.contract.checks import (
     check_label,
     check_prediction,
 )
-from driftline.contract.values import class_value, event_time, plain
+from driftline.contract.values import class_value, plain
 from driftline.core.reference import TrainingData
 from driftline.errors import InputError
 from driftline.offline.options import option
-from driftline.offline.tables import ColumnStats, Table
+from driftline.offline.table_base import ColumnStats, Table
+from driftline.offline.times import TIME_TEXT, infer_layout, time_ms
 
 __all__ = ["ColumnMap", "Refusal", "Resolved", "resolve"]
 
@@ -85,9 +85,6 @@ _LONE_SCORE_NAMES = (
     "y_score",
     "pred_proba",
     "predict_proba",
-)
-_TIME_TEXT = re.compile(
-    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:[Zz]|[+-]\d{2}:?\d{2})?$"
 )
 #: Integer columns with at most this many distinct values are noted as possible codes.
 _CODES = 10
@@ -343,7 +340,7 @@ class Resolved:
                 pid = _id_text(ids[row]) if ids is not None else f"row-{row}"
                 col = self.timestamp
                 ts = (
-                    _time_ms(times[row], epoch_scale, self.time_format)
+                    time_ms(times[row], epoch_scale, self.time_format)
                     if times is not None
                     else row
                 )
@@ -421,7 +418,7 @@ class Resolved:
             try:
                 pid = _id_text(vals[self.id][row])
                 ts = (
-                    _time_ms(vals[self.timestamp][row], scale, self.time_format)
+                    time_ms(vals[self.timestamp][row], scale, self.time_format)
                     if self.timestamp
                     else None
                 )
@@ -450,24 +447,6 @@ def _id_text(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v)
-
-
-def _time_ms(v: Any, scale: int, layout: str | None = None) -> int:
-    v = plain(v)
-    if layout is not None and isinstance(v, str):
-        try:
-            t = datetime.strptime(v, layout)
-        except ValueError:
-            raise ValueError(f"timestamp {v!r} is not in the layout {layout!r}") from None
-        return event_time(t if t.tzinfo else t.replace(tzinfo=UTC))
-    if isinstance(v, float):
-        if not v.is_integer():
-            v = v * scale
-            return int(round(v))
-        v = int(v)
-    if isinstance(v, int) and not isinstance(v, bool):
-        return v * scale
-    return event_time(v, assume_utc=True)
 
 
 # --------------------------------------------------------------------------- resolving
@@ -523,7 +502,7 @@ def _kind(
             )
         return "numeric", ""
     if st.times == present or (
-        st.strings == present and st.distinct and all(_TIME_TEXT.match(s) for s in st.distinct)
+        st.strings == present and st.distinct and all(TIME_TEXT.match(s) for s in st.distinct)
     ):
         return "datetime", ""
     if st.numbers * 2 >= present:
@@ -775,69 +754,18 @@ def _task(res: Resolved, cm: ColumnMap) -> None:
         )
 
 
-#: Date and time layouts of spreadsheets and locales that are not ISO 8601, tried on a
-#: time column's text: dates day or month first (or year first with other separators),
-#: with or without a time of day.
-_DATE_LAYOUTS = tuple(
-    f"{a}{sep}{b}{sep}{c}"
-    for sep in ".-/"
-    for a, b, c in (("%d", "%m", "%Y"), ("%m", "%d", "%Y"), ("%d", "%m", "%y"), ("%m", "%d", "%y"))
-) + ("%Y/%m/%d", "%Y.%m.%d")
-_TIME_LAYOUTS = ("", " %H:%M", " %H:%M:%S", " %H:%M:%S.%f", " %I:%M %p", " %I:%M:%S %p")
-_LAYOUTS = tuple(d + t for d in _DATE_LAYOUTS for t in _TIME_LAYOUTS)
-#: Distinct values a layout is tried on, spread over the column (rows it does not read
-#: are refused one by one).
-_LAYOUT_SAMPLE = 2000
-
-
-def _reads_all(layout: str, texts: Sequence[str]) -> bool:
-    try:
-        for v in texts:
-            datetime.strptime(v, layout)
-    except ValueError:
-        return False
-    return True
-
-
 def _time_layout(res: Resolved, cm: ColumnMap) -> None:
-    """The layout of a time column of text that is not ISO 8601 (``31.01.2026 14:05``,
-    ``1/31/2026 2:05 PM``): the one given, or the one common layout that reads every
-    value tried; day first or month first with no value to tell them apart is asked."""
+    """The layout of a time column of text that is not ISO 8601 (:mod:`.times`)."""
     ts = res.timestamp
     if ts is None or res.kinds.get(ts) != "categorical":
         return  # ISO 8601 text, datetimes or epoch numbers: read as they are
     col = res.table.values([ts])[ts]
     distinct = list(dict.fromkeys(v for v in col if isinstance(v, str)))
-    # spread over the column: a minute's data has its 13th day far down the file
-    texts = distinct[:: max(1, len(distinct) // _LAYOUT_SAMPLE)] + distinct[-1:]
-    if not texts:
-        return
-    src = f"{res.table.source}: column {ts!r}"
-    if cm.time_format is not None:
-        if not _reads_all(cm.time_format, texts[:100]):
-            bad = next(v for v in texts if not _reads_all(cm.time_format, [v]))
-            raise InputError(
-                f"{src}: {bad!r} is not in the layout {cm.time_format!r} "
-                f"({option('time-format')})"
-            )
-        found = [cm.time_format]
-    else:
-        found = [lay for lay in _LAYOUTS if _reads_all(lay, texts)]
-    if not found:
-        raise InputError(
-            f"{src}: {texts[0]!r} is not a time Driftline reads: give its layout in "
-            f"strptime codes ({option('time-format', '%d.%m.%Y %H:%M')}), or name "
-            f"another time column ({option('timestamp', 'COLUMN')})"
-        )
-    if len(found) > 1:
-        choices = " or ".join(repr(lay) for lay in found[:2])
-        raise InputError(
-            f"{src}: {texts[0]!r} could be day first or month first (no day after the "
-            f"12th): say which with {option('time-format')} {choices}"
-        )
-    res.time_format = found[0]
-    res.kinds[ts] = "datetime"
-    res.notes[ts] = f"read as {found[0]}"
+    if distinct:
+        layout = infer_layout(distinct, cm.time_format, f"{res.table.source}: column {ts!r}")
+        res.time_format = layout
+        res.kinds[ts] = "datetime"
+        res.notes[ts] = f"read as {layout}"
 
 
 def _time_notes(res: Resolved) -> None:

@@ -8,39 +8,21 @@ missing), the numbers as a float64 array, and the values as plain Python values
 (:mod:`driftline.offline.roles`) decides every column's role and type whatever the
 source, and booleans read the same from all of them.
 
-CSV has no types, so its cells are read as text: empty, ``NA``, ``NaN``, ``null``,
-``None`` (and the like) are missing; ``True``/``False`` in any case are booleans;
-what ``float()`` reads is a number; the rest is a string. A CSV file is read twice
-(numbers on the first pass, the text of the columns that need it on the second), so
-half a million rows of twenty columns stay well under a gigabyte.
+CSV files are read by :mod:`driftline.offline.csv_table`.
 
 pandas, polars and pyarrow are optional and imported only when such an object (or a
 Parquet or Feather file) is given. Files named ``.gz``, ``.bz2`` or ``.xz`` after their
 type (``train.csv.gz``, what pandas writes for that name) are read through the standard
-library's decompressors; ``.tsv`` files are CSV with tabs. A ``.csv`` file is separated
-by what splits its header line into the most fields: where the comma is the decimal
-mark, spreadsheets and ``to_csv(sep=";", decimal=",")`` write semicolons, and such a
-file's numbers may have a decimal comma. A ``.json`` file is any layout of pandas'
-``to_json`` that names its columns, or JSON lines.
+library's decompressors; ``.tsv`` files are CSV with tabs. A ``.json`` file is any
+layout of pandas' ``to_json`` that names its columns, or JSON lines.
 """
 
 from __future__ import annotations
 
-import bz2
-import csv
-import gzip
-import io
-import lzma
 import math
-import sys
-import time
-from array import array
-from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -48,442 +30,28 @@ from numpy.typing import NDArray
 
 from driftline.contract.values import plain
 from driftline.errors import InputError
+from driftline.offline.csv_table import CsvTable, sniff_separator
+from driftline.offline.table_base import (
+    DISTINCT_CAP,
+    UNREADABLE,
+    ColumnStats,
+    Table,
+    check_names,
+    file_type,
+    open_binary,
+    unreadable,
+)
 
 __all__ = [
-    "BOOL_TOKENS",
-    "MISSING_TOKENS",
-    "ColumnStats",
-    "Table",
+    "FILE_KINDS",
+    "ValueTable",
+    "flatten_event",
+    "json_lines",
+    "read_events",
+    "read_jsonl_objects",
     "read_table",
     "table_from",
 ]
-
-#: CSV cells read as missing values (what pandas, R and spreadsheets write for them).
-MISSING_TOKENS = frozenset(
-    {
-        "",
-        "NA",
-        "N/A",
-        "n/a",
-        "#N/A",
-        "NaN",
-        "nan",
-        "NAN",
-        "null",
-        "NULL",
-        "Null",
-        "None",
-        "none",
-        "<NA>",
-        "NaT",
-    }
-)
-#: CSV cells read as booleans: pandas writes ``True``/``False``, JSON ``true``/``false``.
-BOOL_TOKENS = {"true": True, "false": False}
-_DISTINCT_CAP = 64
-#: Rows between progress lines on a terminal (a multiple of the chunk).
-_PROGRESS_ROWS = 98_304
-#: CSV rows read and typed together.
-_CHUNK_ROWS = 8192
-
-
-@dataclass
-class ColumnStats:
-    """What a column's values are: counts by kind, the first of some, a few distinct."""
-
-    rows: int = 0
-    missing: int = 0
-    numbers: int = 0
-    integers: int = 0
-    bools: int = 0
-    strings: int = 0
-    times: int = 0
-    #: (row, value) of the first present value that is not a number.
-    first_non_number: tuple[int, Any] | None = None
-    #: Up to 64 distinct present values (as text), to tell codes from measurements.
-    distinct: set[str] = field(default_factory=set)
-
-    @property
-    def present(self) -> int:
-        """Values that are not missing."""
-        return self.rows - self.missing
-
-    def see(self, row: int, v: Any) -> None:
-        """Count one plain value, at ``row``."""
-        if (
-            self.first_non_number is None
-            and v is not None
-            and type(v) is not int
-            and type(v) is not float
-        ):
-            self.first_non_number = (row, v)
-        self.see_many(v, 1)
-
-    def see_many(self, v: Any, n: int) -> None:
-        """Count ``n`` occurrences of one plain value."""
-        self.rows += n
-        if v is None:
-            self.missing += n
-            return
-        t = type(v)
-        if t is bool:
-            self.bools += n
-        elif t is int or t is float:
-            self.numbers += n
-            if t is int or v.is_integer():
-                self.integers += n
-        elif isinstance(v, datetime):
-            self.times += n
-        else:
-            self.strings += n
-        if len(self.distinct) < _DISTINCT_CAP:
-            self.distinct.add(repr(v) if t is int or t is float else str(v))
-
-
-class Table:
-    """Columns of one source. Subclasses say where a row came from (:meth:`where`)."""
-
-    source: str
-    names: list[str]
-    n_rows: int
-
-    def stats(self, name: str) -> ColumnStats:
-        """Counts of the column's values by kind."""
-        raise NotImplementedError
-
-    def floats(self, name: str) -> NDArray[np.float64]:
-        """The column's numbers as float64; NaN where missing or not a number."""
-        raise NotImplementedError
-
-    def non_numbers(self, name: str) -> NDArray[np.bool_]:
-        """Rows whose value is present but not a number (booleans included)."""
-        raise NotImplementedError
-
-    def values(self, names: Sequence[str]) -> dict[str, list[Any]]:
-        """The columns as plain Python values (``None``, bool, int, float, str, datetime)."""
-        raise NotImplementedError
-
-    def where(self, row: int) -> str:
-        """Where row ``row`` (0-based) came from, for messages: ``line 12`` or ``row 11``."""
-        return f"row {row}"
-
-
-def _progress(source: str) -> Callable[[int, bool], None]:
-    """Progress lines on stderr while reading, only when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        return lambda rows, done: None
-    t0 = time.monotonic()
-
-    def show(rows: int, done: bool) -> None:
-        end = "\n" if done else "\r"
-        rate = rows / max(time.monotonic() - t0, 1e-6)
-        print(
-            f"driftline: reading {source}: {rows:,} rows ({rate:,.0f}/s)",
-            end=end,
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return show
-
-
-# --------------------------------------------------------------------------- CSV
-
-
-def csv_cell(tok: str, decimal_comma: bool = False) -> Any:
-    """The plain value of one CSV cell (see the module docstring); with
-    ``decimal_comma``, ``1,5`` is the number 1.5 (a file separated by semicolons)."""
-    if tok in MISSING_TOKENS:
-        return None
-    b = BOOL_TOKENS.get(tok.lower()) if len(tok) in (4, 5) else None
-    if b is not None:
-        return b
-    try:
-        f = _float_comma(tok) if decimal_comma else float(tok)
-    except ValueError:
-        return tok
-    if f.is_integer() and tok.lstrip("+-").isdigit():
-        return int(tok)
-    return f
-
-
-def _float_comma(tok: str) -> float:
-    """``float`` of a cell that may write its decimal point as a comma (``-1,5e-3``):
-    what Excel and ``to_csv(sep=";", decimal=",")`` write where the comma is the
-    decimal mark. A cell with a comma and a point (``1.234,5``) is not a number."""
-    if "," in tok:
-        if "." in tok or tok.count(",") > 1:
-            raise ValueError(tok)
-        tok = tok.replace(",", ".")
-    return float(tok)
-
-
-#: Separators a ``.csv`` file may use, by preference when its header splits alike.
-_SEPARATORS = (",", ";", "\t", "|")
-
-
-def sniff_separator(path: Path) -> str:
-    """The separator of a ``.csv`` file: the one that splits its header line into the
-    most fields (a comma when none splits it). Spreadsheets where the comma is the
-    decimal mark write semicolons (``to_csv(sep=";", decimal=",")``)."""
-    with _open_text(path) as fh:
-        try:
-            header = fh.readline()
-        except _UNREADABLE as exc:
-            raise _unreadable(path, 0, exc) from None
-    best, fields = ",", 1
-    for sep in _SEPARATORS:
-        n = len(next(csv.reader([header], delimiter=sep), []))
-        if n > fields:
-            best, fields = sep, n
-    return best
-
-
-class CsvTable(Table):
-    """A CSV file with a header line (see the module docstring).
-
-    Rows are read in chunks and each chunk column by column: a column of numbers (and
-    missing cells) is parsed by numpy in one call; any other column is read by its
-    distinct cells (each cell text is classified once), which keeps the text of
-    columns that are not numbers. A column that turns out to need its text only later
-    (an id of numbers, say) is read again on demand (:meth:`values`).
-    """
-
-    def __init__(self, path: Path, delimiter: str = ",") -> None:
-        self.path = path
-        self.source = path.name
-        self.delimiter = delimiter
-        #: Semicolons separate the fields where the comma is the decimal mark.
-        self.decimal_comma = delimiter == ";"
-        with _open_text(path) as fh:
-            reader = csv.reader(fh, delimiter=delimiter)
-            try:
-                header = next(reader)
-            except StopIteration:
-                raise InputError(f"{path}: empty file (no header line)") from None
-            except csv.Error as exc:
-                raise InputError(f"{path}, line 1: {exc}") from None
-            except _UNREADABLE as exc:
-                raise _unreadable(path, 0, exc) from None
-            # pandas reads a column without a name (the index ``to_csv`` writes by
-            # default) as ``Unnamed: <position>``: the same name here, so the roles
-            # table can say what it is.
-            self.names = [h.strip() or f"Unnamed: {i}" for i, h in enumerate(header)]
-            _check_names(self.names, path.name)
-            k = len(self.names)
-            self._chunks: list[list[NDArray[np.float64]]] = [[] for _ in range(k)]
-            self._odd_chunks: list[list[NDArray[np.bool_]]] = [[] for _ in range(k)]
-            stats = [ColumnStats() for _ in range(k)]
-            texts: list[list[Any] | None] = [None] * k
-            numeric = [True] * k
-            lines = array("q")
-            show = _progress(path.name)
-            row = 0
-            chunk: list[list[str]] = []
-            try:
-                for cells in reader:
-                    if not cells:
-                        continue  # a blank line
-                    if len(cells) != k:
-                        raise InputError(
-                            f"{path}, line {reader.line_num}: {len(cells)} fields, "
-                            f"the header has {k}"
-                        )
-                    lines.append(reader.line_num)
-                    chunk.append(cells)
-                    if len(chunk) == _CHUNK_ROWS:
-                        self._read_chunk(chunk, row, stats, texts, numeric)
-                        row += len(chunk)
-                        chunk = []
-                        if row % _PROGRESS_ROWS == 0:
-                            show(row, False)
-            except csv.Error as exc:
-                raise InputError(f"{path}, line {reader.line_num}: {exc}") from None
-            except _UNREADABLE as exc:
-                raise _unreadable(path, reader.line_num, exc) from None
-            if chunk:
-                self._read_chunk(chunk, row, stats, texts, numeric)
-                row += len(chunk)
-            show(row, True)
-        self.n_rows = row
-        self._lines = lines
-        self._stats = dict(zip(self.names, stats, strict=True))
-        self._floats = {
-            n: np.concatenate(c) if c else np.zeros(0)
-            for n, c in zip(self.names, self._chunks, strict=True)
-        }
-        self._odd = {
-            n: np.concatenate(c) if c else np.zeros(0, np.bool_)
-            for n, c in zip(self.names, self._odd_chunks, strict=True)
-        }
-        del self._chunks, self._odd_chunks
-        self._values: dict[str, list[Any]] = {
-            n: t for n, t in zip(self.names, texts, strict=True) if t is not None
-        }
-
-    def _read_chunk(
-        self,
-        chunk: list[list[str]],
-        row0: int,
-        stats: list[ColumnStats],
-        texts: list[list[Any] | None],
-        numeric: list[bool],
-    ) -> None:
-        missing = MISSING_TOKENS
-        nan = math.nan
-        number = _float_comma if self.decimal_comma else float
-        for j, toks in enumerate(zip(*chunk, strict=True)):
-            st = stats[j]
-            if numeric[j]:
-                try:
-                    arr = np.array([nan if t in missing else number(t) for t in toks], np.float64)
-                except ValueError:
-                    numeric[j] = False
-                else:
-                    self._numbers(j, arr, st)
-                    continue
-            if texts[j] is None:  # the column turned out not to be numbers: keep its text
-                texts[j] = [] if row0 == 0 else None
-            self._mixed(j, toks, row0, st, texts[j])
-
-    def _numbers(self, j: int, arr: NDArray[np.float64], st: ColumnStats) -> None:
-        nan = np.isnan(arr)
-        n_missing = int(nan.sum())
-        st.rows += arr.size
-        st.missing += n_missing
-        st.numbers += arr.size - n_missing
-        ok = arr[~nan]
-        whole = ok == np.floor(ok)
-        st.integers += int(whole.sum())
-        if len(st.distinct) < _DISTINCT_CAP:
-            for v in np.unique(ok)[:_DISTINCT_CAP].tolist():
-                st.distinct.add(repr(int(v)) if v.is_integer() else repr(v))
-        self._chunks[j].append(arr)
-        self._odd_chunks[j].append(np.zeros(arr.size, np.bool_))
-
-    def _mixed(
-        self, j: int, toks: Sequence[str], row0: int, st: ColumnStats, keep: list[Any] | None
-    ) -> None:
-        counts = Counter(toks)
-        seen = {tok: csv_cell(tok, self.decimal_comma) for tok in counts}
-        vals = [seen[t] for t in toks]
-        first = None
-        for tok, n in counts.items():
-            v = seen[tok]
-            st.see_many(v, n)
-            if first is None and v is not None and type(v) is not int and type(v) is not float:
-                first = tok
-        if st.first_non_number is None and first is not None:
-            st.first_non_number = (row0 + toks.index(first), seen[first])
-        nan = math.nan
-        self._chunks[j].append(
-            np.array([v if type(v) is float or type(v) is int else nan for v in vals], np.float64)
-        )
-        self._odd_chunks[j].append(
-            np.array(
-                [v is not None and type(v) is not float and type(v) is not int for v in vals],
-                np.bool_,
-            )
-        )
-        if keep is not None:
-            keep.extend(vals)
-
-    def stats(self, name: str) -> ColumnStats:
-        return self._stats[name]
-
-    def floats(self, name: str) -> NDArray[np.float64]:
-        return self._floats[name]
-
-    def non_numbers(self, name: str) -> NDArray[np.bool_]:
-        return self._odd[name]
-
-    def values(self, names: Sequence[str]) -> dict[str, list[Any]]:
-        want = [n for n in dict.fromkeys(names) if n not in self._values]
-        if want:
-            idx = [self.names.index(n) for n in want]
-            cols: list[list[Any]] = [[] for _ in want]
-            interned: list[dict[str, Any]] = [{} for _ in want]
-            with _open_text(self.path) as fh:
-                reader = csv.reader(fh, delimiter=self.delimiter)
-                next(reader)
-                for cells in reader:
-                    if not cells:
-                        continue
-                    for c, j in enumerate(idx):
-                        tok = cells[j]
-                        seen = interned[c]
-                        v = seen.get(tok, seen)
-                        if v is seen:
-                            v = csv_cell(tok, self.decimal_comma)
-                            if len(seen) < 100_000:
-                                seen[tok] = v
-                        cols[c].append(v)
-            self._values.update(zip(want, cols, strict=True))
-        return {n: self._values[n] for n in names}
-
-    def where(self, row: int) -> str:
-        return f"line {self._lines[row]}" if 0 <= row < len(self._lines) else f"row {row}"
-
-
-#: Compressions pandas infers from a file's name (``to_csv("train.csv.gz")``).
-_DECOMPRESSORS: dict[str, Callable[..., Any]] = {
-    ".gz": gzip.open,
-    ".bz2": bz2.open,
-    ".xz": lzma.open,
-}
-#: What reading a file that is not UTF-8 text, or not the compression its name says,
-#: raises (gzip.BadGzipFile is an OSError; a truncated stream an EOFError).
-_UNREADABLE = (UnicodeDecodeError, OSError, EOFError, lzma.LZMAError)
-
-
-def file_type(path: Path) -> tuple[str, str]:
-    """``(type suffix, compression suffix or "")`` of a file name, lower case:
-    ``train.csv.gz`` -> ``(".csv", ".gz")``."""
-    parts = [p.lower() for p in path.suffixes]
-    if parts and parts[-1] in _DECOMPRESSORS:
-        return (parts[-2] if len(parts) > 1 else ""), parts[-1]
-    return (parts[-1] if parts else ""), ""
-
-
-def open_binary(path: Path) -> IO[bytes]:
-    """A file's bytes, decompressed when its name ends in ``.gz``, ``.bz2`` or ``.xz``."""
-    opener = _DECOMPRESSORS.get(file_type(path)[1])
-    try:
-        fh: IO[bytes] = opener(path, "rb") if opener is not None else path.open("rb")
-        return fh
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
-
-
-def _open_text(path: Path) -> Any:
-    return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="")
-
-
-def _unreadable(path: Path, after_line: int, exc: BaseException) -> InputError:
-    """The one line for a file that cannot be read as what its name says."""
-    where = f"{path}, after line {after_line}" if after_line else str(path)
-    if isinstance(exc, UnicodeDecodeError):
-        return InputError(
-            f"{where}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save it as "
-            "UTF-8 (pandas: to_csv(..., encoding='utf-8'))"
-        )
-    comp = file_type(path)[1]
-    what = f"a {comp[1:]} file" if comp else "readable"
-    return InputError(f"{where}: not {what} ({type(exc).__name__}: {exc or 'truncated'})")
-
-
-def _check_names(names: Sequence[str], source: str) -> None:
-    seen: set[str] = set()
-    for i, n in enumerate(names):
-        if not n:
-            raise InputError(f"{source}: column {i + 1} has no name in the header")
-        if n in seen:
-            raise InputError(f"{source}: column {n!r} appears twice in the header")
-        seen.add(n)
 
 
 # --------------------------------------------------------------------------- in memory
@@ -503,7 +71,7 @@ class ValueTable(Table):
     ) -> None:
         self.source = source
         self.names = list(columns)
-        _check_names(self.names, source)
+        check_names(self.names, source)
         self._cols = dict(columns)
         self._ints = set(integer_columns)
         #: Integer columns as int64 (missing values as 0; the float column says which):
@@ -529,7 +97,7 @@ class ValueTable(Table):
                 st.numbers = st.rows - st.missing
                 ok = col[~nan]
                 st.integers = int((ok == np.floor(ok)).sum())
-                for v in np.unique(ok[:10_000])[:_DISTINCT_CAP]:
+                for v in np.unique(ok[:10_000])[:DISTINCT_CAP]:
                     st.distinct.add(repr(int(v) if name in self._ints else float(v)))
             else:
                 for i, v in enumerate(col):
@@ -679,8 +247,8 @@ def read_events(path: Path) -> Generator[tuple[int, bytes], None, None]:
             for i, line in enumerate(fh, 1):
                 if line.strip():
                     yield i, line.rstrip(b"\r\n")
-        except _UNREADABLE as exc:
-            raise _unreadable(path, i, exc) from None
+        except UNREADABLE as exc:
+            raise unreadable(path, i, exc) from None
 
 
 def read_jsonl_objects(path: Path) -> Generator[tuple[int, Any], None, None]:
@@ -730,8 +298,8 @@ def _read_json(path: Path) -> ValueTable:
     try:
         with open_binary(path) as fh:
             doc = orjson.loads(fh.read())
-    except _UNREADABLE as exc:
-        raise _unreadable(path, 0, exc) from None
+    except UNREADABLE as exc:
+        raise unreadable(path, 0, exc) from None
     except orjson.JSONDecodeError as exc:
         raise InputError(f"{path}: not JSON ({exc})") from None
     rows: Any = None
@@ -794,8 +362,8 @@ def json_lines(path: Path) -> bool:
                     return False  # a document over several lines
                 if not isinstance(first, dict):
                     return False
-        except _UNREADABLE as exc:
-            raise _unreadable(path, 0, exc) from None
+        except UNREADABLE as exc:
+            raise unreadable(path, 0, exc) from None
     return first is not None and not _json_layout(first)
 
 
