@@ -534,3 +534,37 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(
         timeout=120,
     )  # fmt: skip
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_a_file_a_day_replays_as_the_one_file(env: dict[str, str], files: Path) -> None:
+    """``--events days/*.csv`` (the shell's list) and ``--events 'days/*.csv'`` (a
+    pattern the shell left alone) replay as the one current file; JSONL events in
+    several files as their lines in one; labels in several files too."""
+    b = dl(env, "reference", "build", "--model", "churn", "--version", "1", "--data",
+           "train.csv", "-o", "days.ref", cwd=files)  # fmt: skip
+    assert b.returncode == 0, b.stderr
+    days = files / "days"
+    days.mkdir(exist_ok=True)
+    cur = pd.read_csv(files / "current.csv")
+    labels = pd.read_csv(files / "labels.csv")
+    for i, part in enumerate(np.array_split(np.arange(len(cur)), 5)):
+        cur.iloc[part].to_csv(days / f"2026-03-0{i + 1}.csv", index=False)
+        labels.iloc[part].to_csv(days / f"labels-{i}.csv", index=False)
+    common = ["--reference", "days.ref", "--performance"]
+    one = dl(env, "replay", "--events", "current.csv", "--labels", "labels.csv", *common,
+             "-o", "one.jsonl", cwd=files)  # fmt: skip
+    listed = sorted(str(p.relative_to(files)) for p in days.glob("2026-*.csv"))
+    label_files = sorted(str(p.relative_to(files)) for p in days.glob("labels-*.csv"))
+    many = dl(env, "replay", "--events", *listed, "--labels", *label_files, *common,
+              "-o", "many.jsonl", cwd=files)  # fmt: skip
+    pattern = dl(env, "replay", "--events", "days/2026-*.csv", "--labels", "days/labels-*.csv",
+                 *common, "-o", "pattern.jsonl", cwd=files)  # fmt: skip
+    for r in (one, many, pattern):
+        assert r.returncode == 0, r.stderr
+    alerts = (files / "one.jsonl").read_bytes()
+    assert alerts and (files / "many.jsonl").read_bytes() == alerts
+    assert (files / "pattern.jsonl").read_bytes() == alerts
+    summary = [ln for ln in one.stderr.splitlines() if "labels:" in ln]
+    assert summary and summary == [ln for ln in many.stderr.splitlines() if "labels:" in ln]
+    none = dl(env, "replay", "--events", "days/2027-*.csv", *common, "-o", "x.jsonl", cwd=files)
+    assert none.returncode == 2 and "days/2027-*.csv: no file matches this pattern" in none.stderr

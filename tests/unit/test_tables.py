@@ -586,6 +586,15 @@ def test_events_as_json_lines_in_a_json_file_replay_as_the_jsonl(tmp_path: Path)
     assert plain.alerts and [a.alert_id for a in named.alerts] == [
         a.alert_id for a in plain.alerts
     ]
+    # the lines in two files, read one after the other
+    from driftline.offline.notebook import monitor
+
+    rows = lines.splitlines(keepends=True)
+    (tmp_path / "a.jsonl").write_bytes(b"".join(rows[:1000]))
+    (tmp_path / "b.json").write_bytes(b"".join(rows[1000:]))
+    split = monitor([tmp_path / "a.jsonl", tmp_path / "b.json"], ref, show=False).run
+    assert split.events == 3000
+    assert [a.alert_id for a in split.alerts] == [a.alert_id for a in plain.alerts]
 
 
 def test_predictions_of_only_0_and_1_without_scores_are_two_classes() -> None:
@@ -634,3 +643,41 @@ def test_ids_of_63_bits_stay_exact_from_frames_parquet_and_csv(tmp_path: Path) -
         assert ids == want
         run = monitor(src, ref, show=False).run
         assert run.label_outcomes == {"joined": len(df)}
+
+
+def test_the_files_of_one_export_read_as_the_whole_file(
+    exports: dict[str, Path], tmp_path: Path
+) -> None:
+    """A file a day (CSV and Parquet mixed, columns in another order in one): read as
+    one table, value for value the export in one file; the same reference. A row's
+    place names its file; files whose columns differ are one line."""
+    df = pd.read_csv(exports["csv"])
+    whole = read_table(exports["csv"])
+    parts = []
+    for i, chunk in enumerate(np.array_split(np.arange(len(df)), 4)):
+        part = df.iloc[chunk]
+        if i == 2:
+            path = tmp_path / f"day{i}.parquet"
+            part.to_parquet(path, index=False)
+        else:
+            path = tmp_path / f"day{i}.csv"
+            (part[part.columns[::-1]] if i == 1 else part).to_csv(path, index=False)
+        parts.append(path)
+    table = table_from(parts)
+    assert table.names == whole.names and table.n_rows == whole.n_rows
+    for c in whole.names:
+        np.testing.assert_array_equal(table.floats(c), whole.floats(c), err_msg=c)
+        np.testing.assert_array_equal(table.non_numbers(c), whole.non_numbers(c), err_msg=c)
+        got, want = table.stats(c), whole.stats(c)
+        assert (got.rows, got.missing, got.numbers, got.strings, got.bools) == (
+            want.rows, want.missing, want.numbers, want.strings, want.bools
+        ), c  # fmt: skip
+    assert table.values(whole.names) == whole.values(whole.names)
+    last_day = len(np.array_split(np.arange(len(df)), 4)[-1])
+    assert table.where(len(df) - 1) == f"day3.csv line {last_day + 1}"  # after the header
+    got_ref = build_from_table(parts, "churn", "1", created_at=0)[0]
+    want_ref = build_from_table(exports["csv"], "churn", "1", created_at=0)[0]
+    assert profile_of(got_ref) == profile_of(want_ref)
+    df.drop(columns=["plan"]).head(10).to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(InputError, match=re.escape("other.csv: its columns are not")):
+        table_from([parts[0], tmp_path / "other.csv"])

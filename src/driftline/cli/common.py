@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from driftline.config import Settings
@@ -68,6 +70,36 @@ def label_column_map(args: argparse.Namespace) -> ColumnMap | None:
     if not text:
         return None
     return ColumnMap.for_labels(_pairs(text, "--labels-columns"))
+
+
+def input_files(values: Sequence[str] | None) -> list[str] | str | None:
+    """The files of ``--events``/``--labels``: one path as given, or several in order,
+    with a pattern the shell left alone (quoted: ``'preds/*.csv'``) expanded, sorted.
+
+    Raises
+    ------
+    InputError
+        A pattern that matches no file.
+    """
+    if not values:
+        return None
+    files: list[str] = []
+    for v in values:
+        if any(c in v for c in "*?[") and not Path(v).exists():
+            found = sorted(glob.glob(v))
+            if not found:
+                raise InputError(f"{v}: no file matches this pattern")
+            files += found
+        else:
+            files.append(v)
+    return files[0] if len(files) == 1 else files
+
+
+def first_file(files: list[str] | str | None) -> Path:
+    """The first of :func:`input_files`' files (names a dead-letter file, say)."""
+    if not files:
+        raise InputError("no input file")
+    return Path(files if isinstance(files, str) else files[0])
 
 
 def dlq_path(args: argparse.Namespace, data: str) -> Path:

@@ -314,8 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--events",
         required=True,
+        nargs="+",
         metavar="FILE",
-        help="predictions: JSONL events, or a CSV/Parquet/Feather/JSON/JSONL table",
+        help="predictions: JSONL events, or a CSV/Parquet/Feather/JSON/JSONL table; "
+        "several files (or a quoted pattern, 'preds/*.csv') are read as one, in order",
     )
     rp.add_argument(
         "--reference",
@@ -325,9 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument(
         "--labels",
+        nargs="+",
         metavar="FILE",
-        help="labels: JSONL label events, or a table "
-        "with id and label columns; a table's label column also counts",
+        help="labels: JSONL label events, or a table with id and label columns (several "
+        "files as for --events); a table's label column also counts",
     )
     rp.add_argument(
         "--labels-columns",
@@ -384,16 +387,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--out", required=True, metavar="FILE", help="the HTML file to write")
     rep.add_argument(
         "--events",
+        nargs="+",
         metavar="FILE",
-        help="replay this file (JSONL events or a table) instead of reading Redis",
+        help="replay this file (JSONL events or a table; several files as one) instead of "
+        "reading Redis",
     )
     rep.add_argument(
         "--reference", action="append", metavar="FILE", help="signed reference file(s) for --events"
     )
     rep.add_argument(
         "--labels",
+        nargs="+",
         metavar="FILE",
-        help="labels for --events: accuracy and concept drift in the report",
+        help="labels for --events (one file or several): accuracy and concept drift in the "
+        "report",
     )
     rep.add_argument(
         "--labels-columns",

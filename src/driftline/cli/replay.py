@@ -10,7 +10,15 @@ from pathlib import Path
 
 import orjson
 
-from driftline.cli.common import column_map, dlq_path, label_column_map, read_references, say
+from driftline.cli.common import (
+    column_map,
+    dlq_path,
+    first_file,
+    input_files,
+    label_column_map,
+    read_references,
+    say,
+)
 from driftline.config import Settings
 from driftline.contract.events import DriftAlert
 from driftline.core.reference import ReferenceProfile
@@ -22,15 +30,16 @@ from driftline.offline.replay import OfflineRun, read_events
 __all__ = ["offline_run", "refusal_exit", "replay"]
 
 
-async def _redis_references(path: Path, settings: Settings) -> list[ReferenceProfile]:
-    """The references in Redis of every model a JSONL file of events names."""
+async def _redis_references(paths: list[Path], settings: Settings) -> list[ReferenceProfile]:
+    """The references in Redis of every model the JSONL files of events name."""
     from driftline.runtime.store import open_store
 
     models: set[tuple[str, str]] = set()
-    for _, raw in read_events(path):
-        with contextlib.suppress(Exception):
-            obj = orjson.loads(raw)
-            models.add((obj["model_id"], obj["model_version"]))
+    for path in paths:
+        for _, raw in read_events(path):
+            with contextlib.suppress(Exception):
+                obj = orjson.loads(raw)
+                models.add((obj["model_id"], obj["model_version"]))
     client, store = open_store(settings.redis, settings.monitor.group_id)
     refs = []
     try:
@@ -49,13 +58,15 @@ async def offline_run(args: argparse.Namespace, settings: Settings) -> OfflineRu
     Returns ``None`` after ``--dry-run`` (the columns were printed).
     """
     refs = read_references(args.reference, settings)
-    if not refs and is_event_file(args.events):
-        refs = await _redis_references(Path(args.events), settings)
+    events = input_files(args.events)
+    if not refs and is_event_file(events):
+        files = [events] if isinstance(events, str) else events or []
+        refs = await _redis_references([Path(f) for f in files], settings)
     run, _ = replay_inputs(
-        args.events,
+        events,
         refs,
         columns=column_map(args),
-        labels=args.labels,
+        labels=input_files(args.labels),
         label_columns=label_column_map(args),
         model_id=args.model,
         model_version=args.version,
@@ -73,7 +84,7 @@ def refusal_exit(args: argparse.Namespace, run: OfflineRun) -> int:
         return 0
     say(f"driftline: {len(run.refused):,} input rows refused: {run.refusal_summary()}")
     if args.dlq or args.on_bad_value == "dlq":
-        path = dlq_path(args, args.events)
+        path = dlq_path(args, str(first_file(input_files(args.events))))
         write_jsonl(path, ({"where": w, "reason": r} for w, r in run.refused))
         say(f"driftline: refused rows listed in {path}")
         return 0

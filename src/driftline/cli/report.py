@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from driftline.cli.common import input_files
 from driftline.cli.replay import offline_run, refusal_exit
 from driftline.config import Settings
 from driftline.errors import InputError
@@ -40,7 +41,7 @@ async def report(args: argparse.Namespace, settings: Settings) -> int:
             version=args.version,
             segment=args.segment,
             since=args.since,
-            source=f"replay of {Path(args.events).name}",
+            source=f"replay of {_names(input_files(args.events))}",
         )
         status = refusal_exit(args, run)
     else:
@@ -84,3 +85,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     log.info("status page on %s (redis %s)", server.url, settings.redis.redacted_url())
     server.serve_forever()
     return 0
+
+
+def _names(files: list[str] | str | None) -> str:
+    """The replayed files, by name, for the report's source line."""
+    names = [Path(f).name for f in ([files] if isinstance(files, str) else files or [])]
+    return names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more files"

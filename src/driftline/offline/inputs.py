@@ -38,9 +38,12 @@ def is_event_file(data: Any, kind: str = "prediction") -> bool:
     Events carry a ``model_id`` and, predictions, a ``features`` object; labels a
     ``prediction_id`` and a ``label``. Other JSONL files are tables of flat rows.
     """
-    if not isinstance(data, str | Path):
+    paths = _paths(data)
+    if len(paths) > 1:
+        return all(is_event_file(p, kind) for p in paths)
+    if not paths:
         return False
-    path = Path(data)
+    path = paths[0]
     ftype = FILE_KINDS.get(file_type(path)[0])
     if ftype != "jsonl" and not (ftype == "json" and path.is_file() and json_lines(path)):
         return False
@@ -54,6 +57,27 @@ def is_event_file(data: Any, kind: str = "prediction") -> bool:
     if kind == "label":
         return "prediction_id" in obj and "label" in obj
     return isinstance(obj.get("features"), dict)
+
+
+def _paths(data: Any) -> list[Path]:
+    """The file(s) ``data`` names: a path, or a list of paths; else none."""
+    if isinstance(data, str | Path):
+        return [Path(data)]
+    if isinstance(data, list | tuple) and data and all(isinstance(x, str | Path) for x in data):
+        return [Path(x) for x in data]
+    return []
+
+
+def _event_files(data: Any, read: Callable[[Path], EventSource]) -> EventSource:
+    """The events of one JSONL file, or of several one after another (a row's place
+    names its file)."""
+    paths = _paths(data)
+    if len(paths) == 1:
+        yield from read(paths[0])
+        return
+    for path in paths:
+        for where, event, reason in read(path):
+            yield f"{path.name} {where}", event, reason
 
 
 def open_predictions(
@@ -72,7 +96,7 @@ def open_predictions(
         problem of its columns (see :func:`driftline.offline.roles.resolve`).
     """
     if is_event_file(data):
-        return jsonl_events(Path(data)), None
+        return _event_files(data, jsonl_events), None
     res = resolve(table_from(data), columns)
     if not model_id or not model_version:
         raise InputError(
@@ -88,7 +112,7 @@ def open_labels(
 ) -> tuple[EventSource, Resolved | None]:
     """The label events of ``data`` (a JSONL file of label events, or a table)."""
     if is_event_file(data, "label"):
-        return jsonl_labels(Path(data)), None
+        return _event_files(data, jsonl_labels), None
     cm = (columns or ColumnMap()).merged(ColumnMap(features=[]))
     res = resolve(table_from(data), cm, labels=True)
     if not model_id:

@@ -400,7 +400,8 @@ def monitor(
     ----------
     current
         Predictions: a DataFrame, a table, records, a CSV/Parquet path (columns mapped
-        as for :func:`build_reference`), or a JSONL file of prediction events.
+        as for :func:`build_reference`), or a JSONL file of prediction events; a list
+        of paths is read as one table (or one stream of events), in order.
     reference
         A :class:`Reference`, a reference file path, or a list of them.
     labels

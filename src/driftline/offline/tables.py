@@ -44,10 +44,12 @@ from driftline.offline.table_base import (
 
 __all__ = [
     "FILE_KINDS",
+    "ConcatTable",
     "ValueTable",
     "flatten_event",
     "json_lines",
     "read_events",
+    "read_tables",
     "read_jsonl_objects",
     "read_table",
     "table_from",
@@ -436,11 +438,86 @@ def read_table(path: Path) -> Table:
     return _read_jsonl(path)
 
 
+class ConcatTable(Table):
+    """Tables with the same columns one after another: the files of one export (a file
+    a day, say), read as one table. A row's place names its file."""
+
+    def __init__(self, parts: Sequence[Table]) -> None:
+        first = parts[0]
+        for t in parts[1:]:
+            if set(t.names) != set(first.names):
+                missing = [n for n in first.names if n not in t.names]
+                extra = [n for n in t.names if n not in first.names]
+                raise InputError(
+                    f"{t.source}: its columns are not {first.source}'s "
+                    f"(missing {missing}, more {extra}): files read as one table share "
+                    "their columns"
+                )
+        self.parts = list(parts)
+        self.names = list(first.names)
+        self.source = f"{first.source} and {len(parts) - 1} more"
+        self.n_rows = sum(t.n_rows for t in parts)
+        self._starts = np.cumsum([0, *(t.n_rows for t in parts)])
+        self._stats: dict[str, ColumnStats] = {}
+
+    def stats(self, name: str) -> ColumnStats:
+        st = self._stats.get(name)
+        if st is None:
+            st = ColumnStats()
+            for start, t in zip(self._starts.tolist(), self.parts, strict=False):
+                part = t.stats(name)
+                for f in ("rows", "missing", "numbers", "integers", "bools", "strings", "times"):
+                    setattr(st, f, getattr(st, f) + getattr(part, f))
+                if st.first_non_number is None and part.first_non_number is not None:
+                    row, v = part.first_non_number
+                    st.first_non_number = (start + row, v)
+                for d in part.distinct:
+                    if len(st.distinct) >= DISTINCT_CAP:
+                        break
+                    st.distinct.add(d)
+            self._stats[name] = st
+        return st
+
+    def floats(self, name: str) -> NDArray[np.float64]:
+        return np.concatenate([t.floats(name) for t in self.parts])
+
+    def non_numbers(self, name: str) -> NDArray[np.bool_]:
+        return np.concatenate([t.non_numbers(name) for t in self.parts])
+
+    def values(self, names: Sequence[str]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {n: [] for n in names}
+        for t in self.parts:
+            for n, vals in t.values(names).items():
+                out[n].extend(vals)
+        return out
+
+    def where(self, row: int) -> str:
+        i = int(np.searchsorted(self._starts, row, side="right")) - 1
+        if not 0 <= i < len(self.parts):
+            return f"row {row}"
+        t = self.parts[i]
+        return f"{t.source} {t.where(row - int(self._starts[i]))}"
+
+
+def read_tables(paths: Sequence[Path]) -> Table:
+    """One table of several files with the same columns (:class:`ConcatTable`), in the
+    order given, or the table of one file.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_table`, or files whose columns differ.
+    """
+    tables = [read_table(p) for p in paths]
+    return tables[0] if len(tables) == 1 else ConcatTable(tables)
+
+
 def table_from(data: Any, source: str = "") -> Table:
     """A :class:`Table` from a data frame, a pyarrow table, records, or a file path.
 
     Accepts a pandas or polars ``DataFrame``, a ``pyarrow.Table`` or ``RecordBatch``,
-    a sequence of mappings (rows), a mapping of column name to values, or a path.
+    a sequence of mappings (rows), a mapping of column name to values, a path, or a list
+    of paths (the files of one export, read as one table: :class:`ConcatTable`).
 
     Raises
     ------
@@ -451,6 +528,8 @@ def table_from(data: Any, source: str = "") -> Table:
         return data
     if isinstance(data, str | Path):
         return read_table(Path(data))
+    if isinstance(data, list | tuple) and data and all(isinstance(x, str | Path) for x in data):
+        return read_tables([Path(x) for x in data])
     module = type(data).__module__.split(".")[0]
     if module == "pandas" and hasattr(data, "columns"):
         return _from_pandas(data, source or "DataFrame")
