@@ -7,13 +7,14 @@ import random
 import numpy as np
 
 from driftline.core.detectors import ADWIN
-from driftline.core.slowloop.join import _SCALE_DIV, _SCALE_MUL
+from driftline.core.slowloop.columns import _SCALE_MUL
 from driftline.core.slowloop.pending import (
     SCORE_SCALE,
     bucket_of,
     prediction_digest,
     prediction_digests,
 )
+from driftline.core.slowloop.scoring import _SCALE_DIV
 
 
 def test_prediction_digests_equal_one_by_one() -> None:

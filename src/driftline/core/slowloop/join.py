@@ -53,9 +53,12 @@ from driftline.core.reference import ReferenceProfile
 from driftline.core.slowloop.columns import (
     Layout,
     batch_times,
+    classified_event,
     classified_records,
+    confidences,
     join_rows,
     quantised_scores,
+    stretches,
 )
 from driftline.core.slowloop.concept import (
     configured_detector,
@@ -69,7 +72,6 @@ from driftline.core.slowloop.pending import (
     FUTURE_TOLERANCE_MS,
     MAX_BUCKETS,
     MAX_SCORED_CLASSES,
-    SCORE_SCALE,
     TARGET_PER_BUCKET,
     Horizons,
     PendingPrediction,
@@ -93,38 +95,12 @@ __all__ = ["RefLookup", "join_batch", "labels_backpressure"]
 
 RefLookup = Callable[[str, str], ReferenceProfile | None]
 
-#: ``v * SCORE_SCALE`` as a bound method (the int scale is exact as a float, and the
-#: product commutes, so the quantised scores are the same).
-_SCALE_MUL = float(SCORE_SCALE).__mul__
-#: ``q / SCORE_SCALE`` for a quantised score (both exact as floats: the same quotient).
-_SCALE_DIV = float(SCORE_SCALE).__rtruediv__
-
-
 _encode = PendingPrediction.encode
 #: Stored predictions of a run from which they are added from arrays
 #: (:meth:`_Joiner._store_arrays`): below, numpy's calls cost more than the loop.
 _ARRAY_ROWS = 32
 #: A run's stored predictions: digests, event times, records, their bytes.
 _Rows = tuple[list[bytes], list[int], list[PendingPrediction], list[bytes]]
-
-
-def _classified(e: Mapping[str, Any], layout: Layout, stream: int, t: int) -> PendingPrediction:
-    """The pending record of a classification with the class ``layout`` of its names."""
-    cls, dense, in_order = layout
-    scores = e.get("scores")
-    top_q = scores_q = None
-    if scores:
-        # Rounding and clamping are monotone, so the top score is the largest
-        # quantised score.
-        qs = list(map(round, map(_SCALE_MUL, scores.values())))
-        top_q = max(qs)
-        if min(qs) < 0 or top_q > SCORE_SCALE:
-            qs = [0 if q < 0 else SCORE_SCALE if q > SCORE_SCALE else q for q in qs]
-            top_q = max(qs)
-        if dense is not None:
-            scores_q = tuple(qs) if in_order else tuple(qs[j] if j >= 0 else 0 for j in dense)
-    # positional: a named tuple's keywords cost a tenth of a microsecond
-    return PendingPrediction(stream, t, False, 0.0, cls, top_q, scores_q)
 
 
 class _Batch:
@@ -350,7 +326,7 @@ class _Joiner:
                 layout = self._layout((pred, *scores) if scores else (pred,), streams)
                 if sidx < 0:
                     sidx = mj.stream_index(version, segment)
-                rec = _classified(e, layout, sidx, t)
+                rec = classified_event(e, layout, sidx, t)
             if not made:
                 # the counters' keys in the order one by one would add them
                 mj.predictions.setdefault("stored", 0)
@@ -547,7 +523,7 @@ class _Joiner:
         row_keys: list[str] = []
         info: list[int] | None = None
         prev = 0  # rows of the generation before, not yet added to its count
-        for lo, hi in _stretches(gens):
+        for lo, hi in stretches(gens):
             g = int(gens[lo])
             if info is not None:
                 info[1] += prev
@@ -589,8 +565,8 @@ class _Joiner:
         window closed where one by one closes it."""
         bucket_ms, window = self.bucket_ms, self.window_labels
         tops = [rec.top_q for rec in made]
-        confs = None if tops.count(None) == len(tops) else _confidences(tops, cal)
-        for lo, hi in _stretches(t - t % bucket_ms):
+        confs = None if tops.count(None) == len(tops) else confidences(tops, cal)
+        for lo, hi in stretches(t - t % bucket_ms):
             bks = [s.bucket(int(t[lo]), bucket_ms) for s in streams]
             for b in bks:
                 b.pred += hi - lo
@@ -748,22 +724,6 @@ class _Joiner:
                 del mj.gens[g]
             if old:
                 self.r.dirty.add(mj.key)
-
-
-def _stretches(values: NDArray[np.int64]) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each stretch of equal consecutive ``values``, in order."""
-    cut = (np.flatnonzero(values[1:] != values[:-1]) + 1).tolist()
-    bounds = [0, *cut, len(values)]
-    return list(zip(bounds, bounds[1:], strict=False))
-
-
-def _confidences(tops: list[int | None], cal: Calibration | None) -> list[float | None]:
-    """Each record's confidence (its top score, calibrated), ``None`` without one: what
-    :attr:`PendingPrediction.top` and :meth:`Calibration.apply` give, for many."""
-    if cal is None:
-        return [None if q is None else q / SCORE_SCALE for q in tops]
-    apply = {q: cal.apply(q / SCORE_SCALE) for q in dict.fromkeys(tops) if q is not None}
-    return [None if q is None else apply[q] for q in tops]
 
 
 def labels_backpressure(unit: UnitState, settings: LabelsSettings, paused: bool) -> bool:
