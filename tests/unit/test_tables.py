@@ -681,3 +681,44 @@ def test_the_files_of_one_export_read_as_the_whole_file(
     df.drop(columns=["plan"]).head(10).to_csv(tmp_path / "other.csv", index=False)
     with pytest.raises(InputError, match=re.escape("other.csv: its columns are not")):
         table_from([parts[0], tmp_path / "other.csv"])
+
+
+def test_decimals_from_a_database_read_as_their_numbers(tmp_path: Path) -> None:
+    """``pandas.read_sql`` through many drivers gives SQL NUMERIC columns as
+    ``Decimal`` objects: each row was refused ("value is Decimal"). A whole Decimal
+    is an int (ids past 2**53 stay exact, classes stay classes), else a float: the
+    frame gives the reference of its float/int twin, and every label joins.
+    Parquet's decimal128(38, 0) ids are read as exact integers."""
+    from decimal import Decimal
+
+    import pyarrow.parquet as pq
+
+    from driftline.offline.notebook import build_reference, monitor
+
+    rng = np.random.default_rng(9)
+    n = 2000
+    plain_frame = pd.DataFrame(
+        {
+            "id": 4 * 10**18 + np.arange(n, dtype=np.int64),
+            "amount": rng.normal(100, 10, n).round(2),
+            "age": rng.normal(40, 10, n).round(1),
+            "prediction": rng.integers(0, 2, n),
+            "target": rng.integers(0, 2, n),
+        }
+    )
+    as_sql = plain_frame.assign(
+        id=[Decimal(int(v)) for v in plain_frame["id"]],
+        amount=[Decimal(f"{v:.2f}") for v in plain_frame["amount"]],
+        target=[Decimal(int(v)) for v in plain_frame["target"]],
+    )
+    assert resolve(table_from(as_sql)).kinds["amount"] == "numeric"
+    want = build_reference(plain_frame, "m", "1", show=False)
+    got = build_reference(as_sql, "m", "1", show=False)
+    assert got.reference_id == want.reference_id
+    run = monitor(as_sql.assign(id=[Decimal(5 * 10**18 + i) for i in range(n)]), got, show=False)
+    assert not run.run.refused and run.run.label_outcomes == {"joined": n}
+    ids = pa.array([Decimal(7 * 10**18 + i) for i in range(3)], pa.decimal128(38, 0))
+    pq.write_table(pa.table({"id": ids, "x": [1.0, 2.0, 3.0]}), tmp_path / "n.parquet")
+    assert table_from(tmp_path / "n.parquet").values(["id"])["id"] == [
+        7 * 10**18, 7 * 10**18 + 1, 7 * 10**18 + 2
+    ]  # fmt: skip

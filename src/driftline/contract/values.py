@@ -9,6 +9,8 @@ the readers of files and tables (:mod:`driftline.offline`):
 
 * numpy scalars and 0-d arrays become the Python scalar they hold; ``NaN``, ``None``,
   ``pd.NA`` and ``NaT`` are missing (``None``);
+* a ``Decimal`` (what database drivers return for SQL ``NUMERIC``) becomes an ``int``
+  when it is whole (an id or a class stays exact), else a ``float``;
 * a boolean feature stays a boolean (a category ``true``/``false`` for the monitor);
   a boolean prediction or label becomes the class name ``"true"``/``"false"`` (the
   contract's labels are numbers or strings), the name the monitor gives it anyway;
@@ -23,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -49,6 +52,8 @@ def plain(v: Any) -> Any:
     (0.5, 3, True)
     >>> plain(float("nan")) is None and plain(np.array(2.0)) == 2.0
     True
+    >>> plain(Decimal("12.50")), plain(Decimal("4000000000000000001"))
+    (12.5, 4000000000000000001)
     """
     if v is None:
         return None
@@ -70,6 +75,10 @@ def plain(v: Any) -> Any:
         return None if math.isnan(v) else float(v)
     if t.__name__ in ("NAType", "NaTType"):  # pandas' missing markers
         return None
+    if isinstance(v, Decimal):
+        if v.is_nan():
+            return None
+        return int(v) if v.is_finite() and v == v.to_integral_value() else float(v)
     return v
 
 

@@ -19,6 +19,7 @@ layout of pandas' ``to_json`` that names its columns, or JSON lines.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -202,6 +203,10 @@ def _from_arrow(table: Any, source: str) -> ValueTable:
         col = table.column(name)
         t = col.type
         key = str(name)
+        if pa.types.is_decimal(t) and t.scale == 0:
+            # SQL NUMERIC(p, 0) ids and counts: integers, exact when int64 holds them
+            with contextlib.suppress(ValueError):  # pyarrow.ArrowInvalid: past int64
+                col, t = col.cast(pa.int64()), pa.int64()
         if pa.types.is_integer(t) and t != pa.uint64():
             # Arrow refuses an integer past 2**53 as a float; numpy rounds it (a
             # feature's value), and the exact integers are kept for ids.
