@@ -72,9 +72,10 @@ def label_column_map(args: argparse.Namespace) -> ColumnMap | None:
     return ColumnMap.for_labels(_pairs(text, "--labels-columns"))
 
 
-def input_files(values: Sequence[str] | None) -> list[str] | str | None:
-    """The files of ``--events``/``--labels``: one path as given, or several in order,
-    with a pattern the shell left alone (quoted: ``'preds/*.csv'``) expanded, sorted.
+def input_files(values: Sequence[str] | None) -> list[str] | None:
+    """The files of ``--events``/``--labels`` in order, with a pattern the shell left
+    alone (quoted: ``'preds/*.csv'``) expanded, sorted. One file or several: the
+    offline readers take a list of paths either way.
 
     Raises
     ------
@@ -92,14 +93,7 @@ def input_files(values: Sequence[str] | None) -> list[str] | str | None:
             files += found
         else:
             files.append(v)
-    return files[0] if len(files) == 1 else files
-
-
-def first_file(files: list[str] | str | None) -> Path:
-    """The first of :func:`input_files`' files (names a dead-letter file, say)."""
-    if not files:
-        raise InputError("no input file")
-    return Path(files if isinstance(files, str) else files[0])
+    return files
 
 
 def dlq_path(args: argparse.Namespace, data: str) -> Path:

@@ -13,7 +13,6 @@ import orjson
 from driftline.cli.common import (
     column_map,
     dlq_path,
-    first_file,
     input_files,
     label_column_map,
     read_references,
@@ -60,8 +59,7 @@ async def offline_run(args: argparse.Namespace, settings: Settings) -> OfflineRu
     refs = read_references(args.reference, settings)
     events = input_files(args.events)
     if not refs and is_event_file(events):
-        files = [events] if isinstance(events, str) else events or []
-        refs = await _redis_references([Path(f) for f in files], settings)
+        refs = await _redis_references([Path(f) for f in events or []], settings)
     run, _ = replay_inputs(
         events,
         refs,
@@ -84,7 +82,7 @@ def refusal_exit(args: argparse.Namespace, run: OfflineRun) -> int:
         return 0
     say(f"driftline: {len(run.refused):,} input rows refused: {run.refusal_summary()}")
     if args.dlq or args.on_bad_value == "dlq":
-        path = dlq_path(args, str(first_file(input_files(args.events))))
+        path = dlq_path(args, (input_files(args.events) or [""])[0])  # the first file
         write_jsonl(path, ({"where": w, "reason": r} for w, r in run.refused))
         say(f"driftline: refused rows listed in {path}")
         return 0

@@ -41,7 +41,7 @@ async def report(args: argparse.Namespace, settings: Settings) -> int:
             version=args.version,
             segment=args.segment,
             since=args.since,
-            source=f"replay of {_names(input_files(args.events))}",
+            source=f"replay of {_names(input_files(args.events) or [])}",
         )
         status = refusal_exit(args, run)
     else:
@@ -87,7 +87,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _names(files: list[str] | str | None) -> str:
+def _names(files: list[str]) -> str:
     """The replayed files, by name, for the report's source line."""
-    names = [Path(f).name for f in ([files] if isinstance(files, str) else files or [])]
+    names = [Path(f).name for f in files]
     return names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more files"
