@@ -441,17 +441,25 @@ def test_compressed_and_tab_separated_exports_read_as_the_csv(
     assert profile_of(got) == profile_of(want)
 
 
-def test_compressed_jsonl_events_replay_as_the_plain_file(tmp_path: Path) -> None:
-    import gzip
-
+def shifted_event_lines(seed: int) -> tuple[ReferenceProfile, bytes]:
+    """A simulated model's reference, and 3 000 of its events as JSON lines (shifted
+    half way, so a replay raises alerts)."""
     from driftline.demo.simulate import Shift, SimulatedModel
-    from driftline.offline.replay import replay_file
 
-    sim = SimulatedModel(n_numeric=4, seed=2, model_id="m")
+    sim = SimulatedModel(n_numeric=4, seed=seed, model_id="m")
     ref = build_reference(sim.training_data(3000), "m", "1", created_at=0)
     lines = b"".join(
         orjson.dumps(e) + b"\n" for e in sim.events(3000, shift=Shift(start=1500, sigmas=1.0))
     )
+    return ref, lines
+
+
+def test_compressed_jsonl_events_replay_as_the_plain_file(tmp_path: Path) -> None:
+    import gzip
+
+    from driftline.offline.replay import replay_file
+
+    ref, lines = shifted_event_lines(2)
     (tmp_path / "ev.jsonl").write_bytes(lines)
     (tmp_path / "ev.jsonl.gz").write_bytes(gzip.compress(lines))
     refs = {("m", "1"): ref}
@@ -568,15 +576,10 @@ def test_a_feather_export_reads_as_the_parquet(exports: dict[str, Path], tmp_pat
 
 
 def test_events_as_json_lines_in_a_json_file_replay_as_the_jsonl(tmp_path: Path) -> None:
-    from driftline.demo.simulate import Shift, SimulatedModel
     from driftline.offline.inputs import is_event_file
     from driftline.offline.replay import replay_file
 
-    sim = SimulatedModel(n_numeric=4, seed=3, model_id="m")
-    ref = build_reference(sim.training_data(3000), "m", "1", created_at=0)
-    lines = b"".join(
-        orjson.dumps(e) + b"\n" for e in sim.events(3000, shift=Shift(start=1500, sigmas=1.0))
-    )
+    ref, lines = shifted_event_lines(3)
     (tmp_path / "ev.jsonl").write_bytes(lines)
     (tmp_path / "ev.json").write_bytes(lines)
     assert is_event_file(tmp_path / "ev.json")
