@@ -725,3 +725,33 @@ def test_decimals_from_a_database_read_as_their_numbers(tmp_path: Path) -> None:
     assert table_from(tmp_path / "n.parquet").values(["id"])["id"] == [
         7 * 10**18, 7 * 10**18 + 1, 7 * 10**18 + 2
     ]  # fmt: skip
+
+
+def test_ids_and_times_in_the_index_are_read_as_their_columns() -> None:
+    """``set_index("id")`` (or ``read_csv(index_col=...)``) leaves the ids or times in
+    the index. They were not read: predictions had no ids and every label was refused
+    ("no such prediction"). A named index level is its column, an unnamed index of
+    date-times is the timestamp, and row numbers (what filtering leaves) stay out: each
+    frame gives the flat frame's reference and outcomes."""
+    from driftline.offline.notebook import build_reference, monitor
+
+    flat = training_frame(2000)
+    want = build_reference(flat, "m", "1", show=False)
+    by_id = flat.set_index("id")
+    by_time = flat.set_index("timestamp").rename_axis(None)
+    by_both = flat.set_index(["id", "timestamp"])
+    for frame in (by_id, by_time, by_both):
+        assert build_reference(frame, "m", "1", show=False).reference_id == want.reference_id
+    filtered = flat[flat["age"].notna()]
+    assert "index" not in table_from(filtered).names
+    current = training_frame(1500, seed=1)
+    labels = current[["id", "target"]]
+    run = monitor(current.drop(columns="target"), want, labels=labels, show=False)
+    indexed = monitor(
+        current.drop(columns="target").set_index("id"),
+        want,
+        labels=labels.set_index("id"),
+        show=False,
+    )
+    assert run.run.label_outcomes == indexed.run.label_outcomes == {"joined": 1500}
+    assert run.alerts.equals(indexed.alerts)

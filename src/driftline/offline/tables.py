@@ -170,10 +170,36 @@ def _records(source: str, rows: Sequence[Mapping[str, Any]], lines: Any = None) 
     return ValueTable(source, cols, lines=lines)
 
 
+def _index_as_columns(df: Any) -> Any:
+    """``df`` with the data its index holds as columns, as ``reset_index`` gives them.
+
+    ``set_index("id")`` or ``read_csv(..., index_col="timestamp")`` leave ids or times
+    in the index, where they are data: a named index level becomes a column of its name,
+    and an unnamed index of date-times the ``timestamp`` column. An unnamed index of
+    anything else is row numbers (a ``RangeIndex``, or what filtering left of one) and
+    is not read.
+    """
+    import pandas as pd
+
+    idx = df.index
+    named = [n for n in idx.names if n is not None and n not in df.columns]
+    if named:
+        return df.reset_index(level=named)
+    if (
+        idx.nlevels == 1
+        and idx.name is None
+        and pd.api.types.is_datetime64_any_dtype(idx.dtype)
+        and "timestamp" not in df.columns
+    ):
+        return df.reset_index(names="timestamp")
+    return df
+
+
 def _from_pandas(df: Any, source: str) -> ValueTable:
     import pandas as pd
 
     api = pd.api.types
+    df = _index_as_columns(df)
     cols: dict[str, Any] = {}
     ints: list[str] = []
     exact: dict[str, NDArray[np.int64]] = {}
