@@ -755,3 +755,43 @@ def test_ids_and_times_in_the_index_are_read_as_their_columns() -> None:
     )
     assert run.run.label_outcomes == indexed.run.label_outcomes == {"joined": 1500}
     assert run.alerts.equals(indexed.alerts)
+
+
+def test_a_logged_predictions_table_with_its_own_names_gets_its_roles() -> None:
+    """A prediction log as a service writes it: ``created_at``, ``predicted_label`` of
+    named classes, ``predicted_proba`` of one of them. It was read as date-times left
+    out, no prediction and the outputs as features. The one column of date-times is the
+    time (noted), the names are the prediction and the score, and the class whose
+    probability it is shows where the prediction is that class exactly when the
+    probability is above one half; a model with another cut-off is asked about."""
+    rng = np.random.default_rng(8)
+    n = 600
+    p = rng.random(n)
+    df = pd.DataFrame(
+        {
+            "request_id": np.arange(n),
+            "created_at": pd.date_range("2026-01-01", periods=n, freq="min"),
+            "age": rng.normal(40, 10, n),
+            "predicted_proba": p,
+            "predicted_label": np.where(p > 0.5, "churn", "stay"),
+            "true_label": np.where(rng.random(n) < p, "churn", "stay"),
+        }
+    )
+    res = resolve(table_from(df))
+    assert (res.id, res.timestamp, res.prediction, res.label) == (
+        "request_id", "created_at", "predicted_label", "true_label"
+    )  # fmt: skip
+    assert res.features == ["age"]
+    assert res.scores == {"churn": "predicted_proba"}
+    assert res.complement == ("stay", "predicted_proba")
+    assert any(r.startswith("created_at read as the event time") for r in res.remarks)
+    data = res.training_data()
+    np.testing.assert_allclose(data.top_scores(), np.maximum(p, 1 - p))
+    # two columns of date-times: neither is guessed, both are left out with the keyword
+    two = df.assign(updated_at=df["created_at"] + pd.Timedelta("1h"))
+    res2 = resolve(table_from(two))
+    assert res2.timestamp is None and set(res2.excluded) >= {"created_at", "updated_at"}
+    # a cut-off of 0.3: the probability does not say whose it is
+    cut = df.assign(predicted_label=np.where(p > 0.3, "churn", "stay"))
+    with pytest.raises(InputError, match="holds one probability but the classes"):
+        resolve(table_from(cut))

@@ -10,8 +10,10 @@ prints the outcome as a table; nothing is decided silently:
 
 * names: ``prediction_id``/``id`` (else a single ``*_id``) is the id and other ``*_id``
   columns are excluded; ``timestamp``/``ts``/``time``/``event_time``/``datetime`` the
-  time; ``target``/``label``/``y``/``y_true``/``actual``/``ground_truth`` the label;
-  ``prediction``/``pred``/``y_pred``/``predicted`` the prediction; ``proba_*``/
+  time, else the one column of date-times if only one holds them; ``target``/``label``/
+  ``y``/``y_true``/``actual``/``ground_truth``/``true_label`` the label; ``prediction``/
+  ``pred``/``y_pred``/``predicted`` (and ``predicted_label``, ``y_hat``, ...:
+  ``_PREDICTION_NAMES``) the prediction; ``proba_*``/
   ``prob_*``/``probability_*``/``score.*``/``score_*``/``scores.*`` class probabilities
   (the class is the rest of the name), and a lone ``probability``/``proba``/``score``
   column is the probability of the positive class of a binary model. Two candidates for
@@ -57,8 +59,18 @@ OnBadValue = Literal["error", "dlq"]
 
 _ID_NAMES = ("prediction_id", "id")
 _TIME_NAMES = ("timestamp", "ts", "time", "event_time", "datetime")
-_LABEL_NAMES = ("target", "label", "y", "y_true", "actual", "ground_truth")
-_PREDICTION_NAMES = ("prediction", "pred", "y_pred", "predicted")
+_LABEL_NAMES = ("target", "label", "y", "y_true", "actual", "ground_truth", "true_label")
+_PREDICTION_NAMES = (
+    "prediction",
+    "pred",
+    "y_pred",
+    "predicted",
+    "predicted_label",
+    "predicted_class",
+    "pred_label",
+    "y_hat",
+    "yhat",
+)
 #: The row index pandas writes beside the data: ``to_csv`` (its default ``index=True``;
 #: an unnamed first column, read as ``Unnamed: 0``), ``to_parquet`` of a frame whose
 #: index is not a plain range, ``reset_index``.
@@ -85,6 +97,9 @@ _LONE_SCORE_NAMES = (
     "y_score",
     "pred_proba",
     "predict_proba",
+    "predicted_proba",
+    "predicted_probability",
+    "y_pred_proba",
 )
 #: Integer columns with at most this many distinct values are noted as possible codes.
 _CODES = 10
@@ -570,6 +585,8 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
     ):
         if getattr(cm, role) is None:
             setattr(res, role, _pick(role, [n for n in free if n != res.id], cands, src))
+    if res.timestamp is None and cm.timestamp is None:
+        _lone_date_time(res, cm, free)
     roles = {res.id, res.timestamp, res.prediction, res.label} - {None}
     if cm.scores is None:
         for n in free:
@@ -616,7 +633,8 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
     for n in list(res.features):
         if res.kinds[n] == "datetime" and (cm.features is None or n not in cm.features):
             res.features.remove(n)
-            res.excluded[n] = "date-times are not a feature (the event time? --timestamp)"
+            when = option("timestamp", n)
+            res.excluded[n] = f"date-times are not a feature (the event time? {when})"
             res.notes.pop(n, None)
         elif res.kinds[n] == "datetime":
             res.kinds[n] = "categorical"
@@ -653,7 +671,7 @@ def _output_notes(res: Resolved, cm: ColumnMap) -> None:
         return
     if res.prediction is None and cm.prediction is None:
         res.remarks.append(
-            "no prediction column (none is named prediction, pred, y_pred or predicted): "
+            "no prediction column (none is named prediction, pred, y_pred, predicted, ...): "
             f"output drift and accuracy need one ({option('prediction', 'COLUMN')})"
         )
     if cm.features is not None:
@@ -703,6 +721,14 @@ def _scores(res: Resolved, given: dict[str, str]) -> None:
         col = given.pop("")
         classes = _class_names(res)
         numeric = all(_num(c) for c in classes) or classes == ["false", "true"]
+        how = ""
+        if len(classes) == 2 and not numeric:
+            # Classes by name ('churn', 'stay'): whose probability it is shows where the
+            # prediction is that class exactly when the probability is above one half.
+            whose = _class_above_half(res, col, classes)
+            if whose is not None:
+                classes = [c for c in classes if c != whose] + [whose]
+                numeric, how = True, f" (above 0.5 where the prediction is {whose!r})"
         if len(classes) != 2 or not numeric:
             raise InputError(
                 f"{src}: column {col!r} holds one probability but the classes are "
@@ -710,7 +736,7 @@ def _scores(res: Resolved, given: dict[str, str]) -> None:
             )
         given[classes[1]] = col
         res.complement = (classes[0], col)
-        res.notes[col] = f"probability of class {classes[1]!r}; {classes[0]!r} gets 1 - it"
+        res.notes[col] = f"probability of class {classes[1]!r}{how}; {classes[0]!r} gets 1 - it"
     elif len(given) == 1:
         # One class's probability of a binary model (sklearn's predict_proba[:, 1] saved
         # as proba_1, say), named or found by its name: the other class gets 1 - it, so
@@ -726,6 +752,23 @@ def _scores(res: Resolved, given: dict[str, str]) -> None:
         if res.kinds.get(col) not in ("numeric", None):
             raise InputError(f"{src}: score column {col!r} is {res.kinds[col]}, not numbers")
         res.kinds[col] = "numeric"
+
+
+def _class_above_half(res: Resolved, col: str, classes: list[str]) -> str | None:
+    """The class of a binary model predicted exactly where ``col`` is above 0.5, in
+    every row that has both (the prediction is the argmax), or None."""
+    pred = res.prediction
+    if pred is None or res.kinds.get(col) != "numeric":
+        return None
+    vals = res.table.values([col, pred])
+    above: set[str] = set()
+    below: set[str] = set()
+    for p, c in zip(vals[col], vals[pred], strict=True):
+        if isinstance(p, int | float) and not isinstance(p, bool) and p == p and c is not None:
+            (above if p > 0.5 else below if p < 0.5 else set()).add(str(c))
+    if len(above) == 1 and len(below) == 1 and above != below and above | below == set(classes):
+        return above.pop()
+    return None
 
 
 def _task(res: Resolved, cm: ColumnMap) -> None:
@@ -751,6 +794,26 @@ def _task(res: Resolved, cm: ColumnMap) -> None:
         res.notes[p] = (
             f"{len(st.distinct)} distinct integers and no scores: read as "
             f"regression; {option('task', 'classification')} if they are classes"
+        )
+
+
+def _lone_date_time(res: Resolved, cm: ColumnMap, free: Sequence[str]) -> None:
+    """No column is named as a time (``timestamp``, ``ts``, ...) but one column holds
+    date-times (``created_at``, ``scored_at``): it is the event time, and the roles
+    table says so. Two or more are left for the user to choose."""
+    taken = {res.id, res.prediction, res.label}
+    dates = [
+        n
+        for n in free
+        if n not in taken
+        and n not in cm.types
+        and _kind(n, res.table.stats(n), None)[0] == "datetime"
+    ]
+    if len(dates) == 1:
+        res.timestamp = dates[0]
+        res.remarks.append(
+            f"{dates[0]} read as the event time: the one column of date-times "
+            f"({option('timestamp', 'COLUMN')} names another)"
         )
 
 
