@@ -13,7 +13,7 @@ prints the outcome as a table; nothing is decided silently:
   time, else the one column of date-times if only one holds them; ``target``/``label``/
   ``y``/``y_true``/``actual``/``ground_truth``/``true_label`` the label; ``prediction``/
   ``pred``/``y_pred``/``predicted`` (and ``predicted_label``, ``y_hat``, ...:
-  ``_PREDICTION_NAMES``) the prediction; ``proba_*``/
+  :mod:`.column_names`) the prediction; ``proba_*``/
   ``prob_*``/``probability_*``/``score.*``/``score_*``/``scores.*`` class probabilities
   (the class is the rest of the name), and a lone ``probability``/``proba``/``score``
   column is the probability of the positive class of a binary model. Two candidates for
@@ -48,6 +48,17 @@ from driftline.contract.checks import (
 from driftline.contract.values import class_value, plain
 from driftline.core.reference import TrainingData
 from driftline.errors import InputError
+from driftline.offline.column_names import (
+    ID_NAMES,
+    LABEL_NAMES,
+    LONE_SCORE_NAMES,
+    PANDAS_INDEX,
+    PREDICTION_NAMES,
+    TIME_NAMES,
+    named_like_an_output,
+    pick,
+    score_class,
+)
 from driftline.offline.options import option
 from driftline.offline.table_base import ColumnStats, Table
 from driftline.offline.times import TIME_TEXT, infer_layout, time_ms
@@ -57,50 +68,6 @@ __all__ = ["ColumnMap", "Refusal", "Resolved", "resolve"]
 Kind = Literal["numeric", "categorical", "boolean", "datetime"]
 OnBadValue = Literal["error", "dlq"]
 
-_ID_NAMES = ("prediction_id", "id")
-_TIME_NAMES = ("timestamp", "ts", "time", "event_time", "datetime")
-_LABEL_NAMES = ("target", "label", "y", "y_true", "actual", "ground_truth", "true_label")
-_PREDICTION_NAMES = (
-    "prediction",
-    "pred",
-    "y_pred",
-    "predicted",
-    "predicted_label",
-    "predicted_class",
-    "pred_label",
-    "y_hat",
-    "yhat",
-)
-#: The row index pandas writes beside the data: ``to_csv`` (its default ``index=True``;
-#: an unnamed first column, read as ``Unnamed: 0``), ``to_parquet`` of a frame whose
-#: index is not a plain range, ``reset_index``.
-_PANDAS_INDEX = re.compile(r"^(?:Unnamed: \d+|__index_level_\d+__|index|level_0)$")
-_SCORE_PREFIXES = (
-    "proba_",
-    "proba.",
-    "prob_",
-    "probability_",
-    "probability.",
-    "score.",
-    "score_",
-    "scores.",
-)
-#: One probability column of a binary model: plain names and scikit-learn's usual ones
-#: (``y_proba = model.predict_proba(X)[:, 1]``; ``y_score`` as ``roc_auc_score`` calls it).
-_LONE_SCORE_NAMES = (
-    "probability",
-    "proba",
-    "prob",
-    "score",
-    "y_proba",
-    "y_prob",
-    "y_score",
-    "pred_proba",
-    "predict_proba",
-    "predicted_proba",
-    "predicted_probability",
-    "y_pred_proba",
-)
 #: Integer columns with at most this many distinct values are noted as possible codes.
 _CODES = 10
 
@@ -467,31 +434,6 @@ def _id_text(v: Any) -> str:
 # --------------------------------------------------------------------------- resolving
 
 
-def _lower(names: Sequence[str]) -> dict[str, str]:
-    return {n.lower(): n for n in names}
-
-
-def _pick(role: str, free: Sequence[str], candidates: Sequence[str], source: str) -> str | None:
-    low = {n.lower(): n for n in free}
-    found = [low[c] for c in candidates if c in low]
-    if len(found) > 1:
-        raise InputError(
-            f"{source}: columns {' and '.join(repr(f) for f in found)} could both be the "
-            f"{role}: choose one with {option(role, found[0])} (and "
-            f"{option('exclude', found[1])})"
-        )
-    return found[0] if found else None
-
-
-def _score_class(name: str) -> str | None:
-    low = name.lower()
-    for p in _SCORE_PREFIXES:
-        if low.startswith(p) and len(name) > len(p):
-            cls = name[len(p) :]
-            return cls.lower() if cls.lower() in ("true", "false") else cls
-    return None
-
-
 def _kind(
     name: str, st: ColumnStats, declared: str | None, output: bool = False
 ) -> tuple[Kind, str]:
@@ -558,7 +500,7 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
     elif cm.scores is not None:
         for col in cm.scores:
             known(col, "scores")
-            given_scores[_score_class(col) or col] = col
+            given_scores[score_class(col) or col] = col
     for col in [*cm.exclude, *(cm.features or ()), *cm.types]:
         known(col, "features/exclude/types")
     res = Resolved(table, labels=labels)
@@ -573,24 +515,24 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
     free = [n for n in names if n not in taken and n not in (cm.features or ())]
     ids_given = cm.id is not None
     if not ids_given:
-        res.id = _pick("id", free, _ID_NAMES, src)
+        res.id = pick("id", free, ID_NAMES, src)
         if res.id is None:
             others = [n for n in free if n.lower().endswith("_id")]
             if len(others) == 1:
                 res.id = others[0]
     for role, cands in (
-        ("timestamp", _TIME_NAMES),
-        ("prediction", _PREDICTION_NAMES),
-        ("label", _LABEL_NAMES),
+        ("timestamp", TIME_NAMES),
+        ("prediction", PREDICTION_NAMES),
+        ("label", LABEL_NAMES),
     ):
         if getattr(cm, role) is None:
-            setattr(res, role, _pick(role, [n for n in free if n != res.id], cands, src))
+            setattr(res, role, pick(role, [n for n in free if n != res.id], cands, src))
     if res.timestamp is None and cm.timestamp is None:
         _lone_date_time(res, cm, free)
     roles = {res.id, res.timestamp, res.prediction, res.label} - {None}
     if cm.scores is None:
         for n in free:
-            cls = _score_class(n)
+            cls = score_class(n)
             if cls is not None and n not in roles:
                 if cls in given_scores:
                     raise InputError(
@@ -598,7 +540,7 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
                         f"hold class {cls!r}: name them with {option('scores', 'CLASS=COLUMN')}"
                     )
                 given_scores[cls] = n
-        lone = [n for n in free if n.lower() in _LONE_SCORE_NAMES and n not in roles]
+        lone = [n for n in free if n.lower() in LONE_SCORE_NAMES and n not in roles]
         if len(lone) > 1:
             raise InputError(
                 f"{src}: columns {lone} could each be the probability: "
@@ -617,7 +559,7 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
                 res.excluded[n] = f"not in {option('features')}"
         elif n.lower().endswith("_id"):
             res.excluded[n] = "an identifier (name ends in _id)"
-        elif _PANDAS_INDEX.match(n):
+        elif PANDAS_INDEX.match(n):
             res.excluded[n] = f"the row index pandas wrote ({option('features')} to keep it)"
         else:
             res.features.append(n)
@@ -647,22 +589,6 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
     return res
 
 
-#: Name parts of columns that usually hold a model's output or the truth.
-_OUTPUT_WORDS = frozenset(
-    {
-        "pred",
-        "prediction",
-        "predicted",
-        "proba",
-        "prob",
-        "probability",
-        "target",
-        "label",
-        "actual",
-    }
-)
-
-
 def _output_notes(res: Resolved, cm: ColumnMap) -> None:
     """Say when the outputs were not found and which features look like them: a model's
     own output read as a feature drifts with the model, and a missing prediction leaves
@@ -679,7 +605,7 @@ def _output_notes(res: Resolved, cm: ColumnMap) -> None:
     odd = [
         n
         for n in res.features
-        if _OUTPUT_WORDS.intersection(p for p in re.split(r"[^a-z0-9]+", n.lower()) if p)
+        if named_like_an_output(n)
     ]
     if odd:
         res.remarks.append(

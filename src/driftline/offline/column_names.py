@@ -1,0 +1,129 @@
+"""The column names each role is recognised by (docs/your-data.md has the table).
+
+:func:`driftline.offline.roles.resolve` gives a column a role by its name only when the
+user has not said it: ``prediction_id``/``id`` the id; ``timestamp``/``ts``/``time``/
+``event_time``/``datetime`` the time; ``target``/``label``/``y``/``y_true``/... the label;
+``prediction``/``pred``/``y_pred``/``predicted``/... the prediction; ``proba_*``/
+``prob_*``/``probability_*``/``score.*``/``score_*``/``scores.*`` class probabilities
+(the class is the rest of the name), and a lone ``probability``/``proba``/``score``
+column (or scikit-learn's names of it) the positive class's probability of a binary
+model. Features whose name reads like an output are pointed out, not moved.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from driftline.errors import InputError
+from driftline.offline.options import option
+
+__all__ = [
+    "ID_NAMES",
+    "LABEL_NAMES",
+    "LONE_SCORE_NAMES",
+    "OUTPUT_WORDS",
+    "PANDAS_INDEX",
+    "PREDICTION_NAMES",
+    "SCORE_PREFIXES",
+    "TIME_NAMES",
+    "named_like_an_output",
+    "pick",
+    "score_class",
+]
+
+ID_NAMES = ("prediction_id", "id")
+TIME_NAMES = ("timestamp", "ts", "time", "event_time", "datetime")
+LABEL_NAMES = ("target", "label", "y", "y_true", "actual", "ground_truth", "true_label")
+PREDICTION_NAMES = (
+    "prediction",
+    "pred",
+    "y_pred",
+    "predicted",
+    "predicted_label",
+    "predicted_class",
+    "pred_label",
+    "y_hat",
+    "yhat",
+)
+#: The row index pandas writes beside the data: ``to_csv`` (its default ``index=True``;
+#: an unnamed first column, read as ``Unnamed: 0``), ``to_parquet`` of a frame whose
+#: index is not a plain range, ``reset_index``.
+PANDAS_INDEX = re.compile(r"^(?:Unnamed: \d+|__index_level_\d+__|index|level_0)$")
+SCORE_PREFIXES = (
+    "proba_",
+    "proba.",
+    "prob_",
+    "probability_",
+    "probability.",
+    "score.",
+    "score_",
+    "scores.",
+)
+#: One probability column of a binary model: plain names and scikit-learn's usual ones
+#: (``y_proba = model.predict_proba(X)[:, 1]``; ``y_score`` as ``roc_auc_score`` calls it).
+LONE_SCORE_NAMES = (
+    "probability",
+    "proba",
+    "prob",
+    "score",
+    "y_proba",
+    "y_prob",
+    "y_score",
+    "pred_proba",
+    "predict_proba",
+    "predicted_proba",
+    "predicted_probability",
+    "y_pred_proba",
+)
+#: Name parts of columns that usually hold a model's output or the truth.
+OUTPUT_WORDS = frozenset(
+    {
+        "pred",
+        "prediction",
+        "predicted",
+        "proba",
+        "prob",
+        "probability",
+        "target",
+        "label",
+        "actual",
+    }
+)
+
+
+def pick(role: str, free: Sequence[str], candidates: Sequence[str], source: str) -> str | None:
+    """The one column of ``free`` whose name (any case) is among ``candidates``, or None.
+
+    Raises
+    ------
+    InputError
+        Two columns could fill the role: the message names both and the option that
+        chooses.
+    """
+    low = {n.lower(): n for n in free}
+    found = [low[c] for c in candidates if c in low]
+    if len(found) > 1:
+        raise InputError(
+            f"{source}: columns {' and '.join(repr(f) for f in found)} could both be the "
+            f"{role}: choose one with {option(role, found[0])} (and "
+            f"{option('exclude', found[1])})"
+        )
+    return found[0] if found else None
+
+
+def score_class(name: str) -> str | None:
+    """The class a probability column's name gives (``proba_churn``: ``churn``), or None;
+    ``True``/``False`` as ``true``/``false``, as events carry them."""
+    low = name.lower()
+    for p in SCORE_PREFIXES:
+        if low.startswith(p) and len(name) > len(p):
+            cls = name[len(p) :]
+            return cls.lower() if cls.lower() in ("true", "false") else cls
+    return None
+
+
+def named_like_an_output(name: str) -> bool:
+    """Whether a word of ``name`` (``churn_pred``, ``label_v2``) is one of
+    :data:`OUTPUT_WORDS`."""
+    return bool(OUTPUT_WORDS.intersection(p for p in re.split(r"[^a-z0-9]+", name.lower()) if p))
