@@ -360,6 +360,17 @@ def test_accuracy_per_class_log_loss_brier_lag_and_coverage_are_exact():
     first, last = rep["period"]  # the event-time buckets summed, said in the text
     assert first <= pred(0)["timestamp"] <= pred(4)["timestamp"] < last + 3_600_000
     assert "predictions of 20" in text and "(event-time buckets kept)" in text
+    # the lag quantiles are their histogram bucket's upper edge: read as "at most"
+    assert "<=1 s/<=5 s" in text
+
+
+def test_label_lags_read_as_at_most_a_round_duration() -> None:
+    from driftline.core.slowloop.report import _lag
+
+    assert [_lag(s) for s in (1.0, 30.0, 300.0, 3600.0, 43_200.0, 259_200.0)] == [
+        "<=1 s", "<=30 s", "<=5 min", "<=1 h", "<=12 h", "<=3 d"
+    ]  # fmt: skip
+    assert _lag(math.inf) == ">7 d" and _lag(None) == "-"
 
 
 def test_regression_mae_and_rmse():

@@ -795,3 +795,30 @@ def test_a_logged_predictions_table_with_its_own_names_gets_its_roles() -> None:
     cut = df.assign(predicted_label=np.where(p > 0.3, "churn", "stay"))
     with pytest.raises(InputError, match="holds one probability but the classes"):
         resolve(table_from(cut))
+
+
+def test_a_labels_table_with_one_other_column_reads_it_as_the_label() -> None:
+    """Labels exported as ``request_id, labelled_at, outcome``: the label column has no
+    label's name, and the run stopped ("a labels table needs an id and a label
+    column"). With the id and the one column of date-times found, the one column left
+    is the label, noted; with two left, nothing is guessed."""
+    from driftline.offline.notebook import build_reference, monitor
+
+    train = training_frame(2000)
+    ref = build_reference(train, "m", "1", show=False)
+    current = training_frame(1200, seed=2)
+    labels = pd.DataFrame(
+        {
+            "id": current["id"],
+            "labelled_at": current["timestamp"] + pd.Timedelta("2D"),
+            "outcome": current["target"],
+        }
+    ).sample(frac=1.0, random_state=0)
+    res = resolve(table_from(labels), ColumnMap(features=[]), labels=True)
+    assert (res.id, res.timestamp, res.label) == ("id", "labelled_at", "outcome")
+    assert any(r.startswith("outcome read as the label") for r in res.remarks)
+    assert any(r.startswith("labelled_at read as the labels' time") for r in res.remarks)
+    run = monitor(current.drop(columns="target"), ref, labels=labels, show=False)
+    assert run.run.label_outcomes == {"joined": 1200}
+    two = labels.assign(note="checked")
+    assert resolve(table_from(two), ColumnMap(features=[]), labels=True).label is None

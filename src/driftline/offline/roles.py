@@ -529,6 +529,8 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
             setattr(res, role, pick(role, [n for n in free if n != res.id], cands, src))
     if res.timestamp is None and cm.timestamp is None:
         _lone_date_time(res, cm, free)
+    if labels and res.label is None and cm.label is None:
+        _lone_label(res, free)
     roles = {res.id, res.timestamp, res.prediction, res.label} - {None}
     if cm.scores is None:
         for n in free:
@@ -738,8 +740,23 @@ def _lone_date_time(res: Resolved, cm: ColumnMap, free: Sequence[str]) -> None:
     if len(dates) == 1:
         res.timestamp = dates[0]
         res.remarks.append(
-            f"{dates[0]} read as the event time: the one column of date-times "
+            f"{dates[0]} read as the labels' time: the one column of date-times "
+            f"({option('labels-columns', 'timestamp=COLUMN')} names another)"
+            if res.labels
+            else f"{dates[0]} read as the event time: the one column of date-times "
             f"({option('timestamp', 'COLUMN')} names another)"
+        )
+
+
+def _lone_label(res: Resolved, free: Sequence[str]) -> None:
+    """A labels table whose label column has no label's name (``outcome``,
+    ``churned``): with the id (and the time) found, the one column left is the label."""
+    rest = [n for n in free if n not in (res.id, res.timestamp) and not PANDAS_INDEX.match(n)]
+    if res.id is not None and len(rest) == 1:
+        res.label = rest[0]
+        res.remarks.append(
+            f"{rest[0]} read as the label: the one other column "
+            f"({option('labels-columns', 'label=COLUMN')} names another)"
         )
 
 

@@ -187,6 +187,20 @@ def _fmt(v: Any, pct: bool = False) -> str:
     return str(v)
 
 
+def _lag(seconds: Any) -> str:
+    """A label lag quantile as a person reads it. The quantile is the upper edge of its
+    histogram bucket (:data:`LAG_EDGES_S`), so it says "at most": ``<=30 s``, ``<=1 h``,
+    ``<=3 d``."""
+    if not isinstance(seconds, int | float) or math.isnan(seconds):
+        return "-"
+    if math.isinf(seconds):
+        return f">{_lag(LAG_EDGES_S[-1])[2:]}"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"<={seconds / size:.3g} {unit}"
+    return f"<={seconds:.3g} s"
+
+
 def _utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%MZ")
 
@@ -198,7 +212,7 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append(f"model {mid}")
         lines.append(
             "  version   labelled/predicted  coverage  accuracy  estimated  est.err  "
-            "log_loss  brier   mae     rmse    lag p50/p90 s  diagnosis"
+            "log_loss  brier   mae     rmse    lag p50/p90      diagnosis"
         )
         for ver, v in entry["versions"].items():
             lines.append(
@@ -207,7 +221,8 @@ def format_report(report: Mapping[str, Any]) -> str:
                 f"{_fmt(v.get('estimated_accuracy'), True):>9}  "
                 f"{_fmt(v.get('estimation_error')):>7}  {_fmt(v.get('log_loss')):>8}  "
                 f"{_fmt(v.get('brier')):>6}  {_fmt(v.get('mae')):>6}  {_fmt(v.get('rmse')):>6}  "
-                f"{_fmt(v['lag_p50_s'])}/{_fmt(v['lag_p90_s']):<10} {v['diagnosis'] or '-'}"
+                f"{_lag(v['lag_p50_s']) + '/' + _lag(v['lag_p90_s']):<16} "
+                f"{v['diagnosis'] or '-'}"
             )
             if v.get("period"):
                 first, last = (_utc(ms) for ms in v["period"])
