@@ -568,3 +568,45 @@ def test_a_file_a_day_replays_as_the_one_file(env: dict[str, str], files: Path) 
     assert summary and summary == [ln for ln in many.stderr.splitlines() if "labels:" in ln]
     none = dl(env, "replay", "--events", "days/2027-*.csv", *common, "-o", "x.jsonl", cwd=files)
     assert none.returncode == 2 and "days/2027-*.csv: no file matches this pattern" in none.stderr
+
+
+def test_replay_at_a_terminal_prints_one_readable_line_an_alert(
+    env: dict[str, str], files: Path
+) -> None:
+    """At a terminal, ``driftline replay`` printed the alert events as JSON, one blob a
+    line. A person now reads one line an alert (as ``driftline alerts`` prints them); a
+    pipe or ``-o`` still gets the JSON lines, alert for alert."""
+    import pty
+
+    build = ["reference", "build", "--model", "churn", "--version", "1"]
+    assert dl(env, *build, "--data", "train.csv", "--out", "tty.ref", cwd=files).returncode == 0
+    replay = ["replay", "--events", "current.csv", "--reference", "tty.ref"]
+    piped = dl(env, *replay, cwd=files)
+    events = [orjson.loads(line) for line in piped.stdout.splitlines()]
+    assert piped.returncode == 0 and events
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "driftline", *replay],
+        env=env,
+        cwd=files,
+        stdout=secondary,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(primary)
+    assert proc.wait(timeout=300) == 0
+    lines = shown.decode().splitlines()
+    assert len(lines) == len(events)
+    for line, event in zip(lines, events, strict=True):
+        assert not line.startswith("{")
+        assert event["alert_id"][:12] in line and event["kind"] in line
+        assert f"model={event['model_id']}:{event['model_version']}" in line

@@ -341,7 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--model", help="model id of a table's rows (default: the reference's)")
     rp.add_argument("--version", help="model version of a table's rows (default: the reference's)")
     rp.add_argument(
-        "-o", "--out", default="-", metavar="FILE", help="alerts as JSONL (default: stdout)"
+        "-o",
+        "--out",
+        default="-",
+        metavar="FILE",
+        help="alert events as JSONL (default: stdout; one readable line an alert at a terminal)",
     )
     rp.add_argument(
         "--windows",

@@ -25,6 +25,7 @@ from driftline.core.slowloop import format_report
 from driftline.offline.files import write_jsonl
 from driftline.offline.inputs import is_event_file, replay_inputs
 from driftline.offline.replay import OfflineRun, read_events
+from driftline.views.alerts import format_alert
 
 __all__ = ["offline_run", "refusal_exit", "replay"]
 
@@ -94,13 +95,19 @@ async def replay(args: argparse.Namespace, settings: Settings) -> int:
     run = await offline_run(args, settings)
     if run is None:
         return 0
-    out = open(args.out, "wb") if args.out != "-" else sys.stdout.buffer  # noqa: SIM115
-    try:
+    if args.out == "-" and sys.stdout.isatty():
+        # A person at a terminal reads one line an alert; a pipe or a file gets the
+        # alert events as JSON lines, the wire format (as `driftline alerts` prints).
         for a in run.alerts:
-            out.write(orjson.dumps(a.model_dump(mode="json")) + b"\n")
-    finally:
-        if out is not sys.stdout.buffer:
-            out.close()
+            print(format_alert(a.model_dump(mode="json")))
+    else:
+        out = open(args.out, "wb") if args.out != "-" else sys.stdout.buffer  # noqa: SIM115
+        try:
+            for a in run.alerts:
+                out.write(orjson.dumps(a.model_dump(mode="json")) + b"\n")
+        finally:
+            if out is not sys.stdout.buffer:
+                out.close()
     if args.windows:
         write_jsonl(Path(args.windows), (w for m in sorted(run.windows) for w in run.windows[m]))
     say(
