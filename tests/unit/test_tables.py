@@ -822,3 +822,33 @@ def test_a_labels_table_with_one_other_column_reads_it_as_the_label() -> None:
     assert run.run.label_outcomes == {"joined": 1200}
     two = labels.assign(note="checked")
     assert resolve(table_from(two), ColumnMap(features=[]), labels=True).label is None
+
+
+def test_epoch_times_under_a_time_name_are_times_not_features() -> None:
+    """``created_at`` written as epoch seconds (or milliseconds) was a numeric feature
+    that grows with the data, so it drifted by construction, and the table had no time.
+    A column named like a time whose every number is an epoch time of this century is
+    the time when it is the only one, else left out; durations stay features."""
+    rng = np.random.default_rng(12)
+    n = 500
+    t0 = 1_767_225_600
+    df = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "created_at": t0 + 60 * np.arange(n),
+            "wait_time": rng.exponential(30, n),
+            "x": rng.normal(size=n),
+            "prediction": rng.integers(0, 2, n),
+        }
+    )
+    res = resolve(table_from(df))
+    assert res.timestamp == "created_at" and res.notes["created_at"] == "epoch seconds"
+    assert res.features == ["wait_time", "x"]
+    with_ts = df.assign(ts=df["created_at"], signup_date=(t0 - 86_400 * 30) * 1000)
+    res2 = resolve(table_from(with_ts))
+    assert res2.timestamp == "ts"
+    assert res2.excluded["created_at"].startswith("epoch times are not a feature")
+    assert res2.excluded["signup_date"].startswith("epoch times are not a feature")
+    assert res2.features == ["wait_time", "x"]
+    kept = resolve(table_from(with_ts), ColumnMap(types={"signup_date": "numeric"}))
+    assert "signup_date" in kept.features

@@ -26,6 +26,7 @@ __all__ = [
     "PANDAS_INDEX",
     "PREDICTION_NAMES",
     "SCORE_PREFIXES",
+    "TIME_LIKE",
     "TIME_NAMES",
     "named_like_an_output",
     "pick",
@@ -45,6 +46,11 @@ PREDICTION_NAMES = (
     "pred_label",
     "y_hat",
     "yhat",
+)
+#: Names of columns that hold times (``created_at``, ``event_date``, ``signup_ts``):
+#: with epoch numbers in them they are times, not features (:func:`.times.epoch_times`).
+TIME_LIKE = re.compile(
+    r"(?:^|_)(?:at|time|ts|timestamp|date|datetime|epoch)$|^(?:date|time)", re.IGNORECASE
 )
 #: The row index pandas writes beside the data: ``to_csv`` (its default ``index=True``;
 #: an unnamed first column, read as ``Unnamed: 0``), ``to_parquet`` of a frame whose

@@ -54,6 +54,7 @@ from driftline.offline.column_names import (
     LONE_SCORE_NAMES,
     PANDAS_INDEX,
     PREDICTION_NAMES,
+    TIME_LIKE,
     TIME_NAMES,
     named_like_an_output,
     pick,
@@ -61,7 +62,7 @@ from driftline.offline.column_names import (
 )
 from driftline.offline.options import option
 from driftline.offline.table_base import ColumnStats, Table
-from driftline.offline.times import TIME_TEXT, infer_layout, time_ms
+from driftline.offline.times import TIME_TEXT, epoch_times, infer_layout, time_ms
 
 __all__ = ["ColumnMap", "Refusal", "Resolved", "resolve"]
 
@@ -575,13 +576,20 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
         if note and n != res.id:
             res.notes[n] = note
     for n in list(res.features):
-        if res.kinds[n] == "datetime" and (cm.features is None or n not in cm.features):
+        listed = cm.features is not None and n in cm.features
+        if res.kinds[n] == "datetime" and not listed:
             res.features.remove(n)
             when = option("timestamp", n)
             res.excluded[n] = f"date-times are not a feature (the event time? {when})"
             res.notes.pop(n, None)
         elif res.kinds[n] == "datetime":
             res.kinds[n] = "categorical"
+        elif not listed and n not in cm.types and _epoch_named(res.table, n):
+            # times as numbers grow with the data: as a feature they drift by construction
+            res.features.remove(n)
+            when = option("timestamp", n)
+            res.excluded[n] = f"epoch times are not a feature (the event time? {when})"
+            res.notes.pop(n, None)
     _scores(res, given_scores)
     _task(res, cm)
     _time_layout(res, cm)
@@ -604,11 +612,7 @@ def _output_notes(res: Resolved, cm: ColumnMap) -> None:
         )
     if cm.features is not None:
         return
-    odd = [
-        n
-        for n in res.features
-        if named_like_an_output(n)
-    ]
+    odd = [n for n in res.features if named_like_an_output(n)]
     if odd:
         res.remarks.append(
             f"{', '.join(odd)} read as features but named like a model output or the label: "
@@ -725,17 +729,30 @@ def _task(res: Resolved, cm: ColumnMap) -> None:
         )
 
 
+def _epoch_named(table: Table, name: str) -> bool:
+    """A column named like a time whose every value is an epoch time (seconds or
+    milliseconds): ``created_at`` as ``1767225600``."""
+    if not TIME_LIKE.search(name):
+        return False
+    st = table.stats(name)
+    return st.present > 0 and st.numbers == st.present and epoch_times(table.floats(name))
+
+
 def _lone_date_time(res: Resolved, cm: ColumnMap, free: Sequence[str]) -> None:
     """No column is named as a time (``timestamp``, ``ts``, ...) but one column holds
-    date-times (``created_at``, ``scored_at``): it is the event time, and the roles
-    table says so. Two or more are left for the user to choose."""
+    date-times (``created_at``, ``scored_at``), or epoch times under a time's name: it
+    is the event time, and the roles table says so. Two or more are left for the user
+    to choose."""
     taken = {res.id, res.prediction, res.label}
     dates = [
         n
         for n in free
         if n not in taken
         and n not in cm.types
-        and _kind(n, res.table.stats(n), None)[0] == "datetime"
+        and (
+            _kind(n, res.table.stats(n), None)[0] == "datetime"
+            or _epoch_named(res.table, n)
+        )
     ]
     if len(dates) == 1:
         res.timestamp = dates[0]

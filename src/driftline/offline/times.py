@@ -14,11 +14,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from driftline.contract.values import event_time, plain
 from driftline.errors import InputError
 from driftline.offline.options import option
 
-__all__ = ["TIME_TEXT", "infer_layout", "time_ms"]
+__all__ = ["TIME_TEXT", "epoch_times", "infer_layout", "time_ms"]
 
 #: ISO 8601 text (a date, a time of day, a zone).
 TIME_TEXT = re.compile(
@@ -45,6 +48,20 @@ def _reads_all(layout: str, texts: Sequence[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+#: Epoch seconds of 2000-01-01 and 2100-01-01 UTC.
+_EPOCH_S = (946_684_800.0, 4_102_444_800.0)
+
+
+def epoch_times(x: NDArray[np.float64]) -> bool:
+    """Whether every number of ``x`` (NaN: missing) is an epoch time of this century, in
+    seconds or in milliseconds: how a table holds times as numbers."""
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return False
+    lo, hi = float(x.min()), float(x.max())
+    return any(a * k <= lo and hi <= b * k for a, b in (_EPOCH_S,) for k in (1.0, 1000.0))
 
 
 def infer_layout(distinct: Sequence[str], given: str | None, where: str) -> str:
