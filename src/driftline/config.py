@@ -310,6 +310,10 @@ class LabelsSettings(WorkerSettings):
     #: reference accuracy - accuracy_margin)`` (upper confidence bound under it).
     accuracy_floor: float = Field(default=0.0, ge=0, le=1)
     accuracy_margin: float = Field(default=0.05, ge=0, le=1)
+    #: Performance alert of a regression model whose reference has labels: windowed mean
+    #: absolute error clearly above ``reference MAE x (1 + mae_margin)`` (lower
+    #: confidence bound over it).
+    mae_margin: float = Field(default=0.25, ge=0)
     #: z of the one-sided confidence bound used by the performance rules (2.33 = 99%).
     confidence_z: float = Field(default=2.33, gt=0)
     #: Without a reference accuracy, learn it from this many first labels.

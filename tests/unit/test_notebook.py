@@ -312,3 +312,50 @@ def test_the_runtime_path_imports_neither_pandas_nor_pyarrow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_a_regression_model_worse_than_in_training_raises_a_performance_alert() -> None:
+    """A regression model whose errors tripled from the first label on raised nothing:
+    the concept-drift detector watches for a change within the stream, and regression
+    had no performance rule. With labels in the training table the reference keeps its
+    mean absolute error; a window whose MAE is clearly over it x (1 + mae_margin) fires,
+    and the run back at the training error resolves. The oracle is numpy's MAE of the
+    window's rows; the same noise as in training raises nothing over 20,000 labels."""
+    import driftline
+    from driftline.config import LabelsSettings
+
+    rng = np.random.default_rng(19)
+
+    def scored(n: int, noise: float) -> Any:
+        x1, x2 = rng.normal(0, 1, n), rng.uniform(0, 10, n)
+        y_hat = 3 * x1 + 0.5 * x2
+        return pd.DataFrame(
+            {
+                "id": np.arange(n),
+                "ts": pd.date_range("2026-01-01", periods=n, freq="5min"),
+                "x1": x1,
+                "x2": x2,
+                "y_hat": y_hat,
+                "y": y_hat + rng.normal(0, noise, n),
+            }
+        )
+
+    train = scored(5000, 1.0)
+    ref = driftline.build_reference(train, "reg", "1", show=False)
+    ref_mae = float(np.mean(np.abs(train["y_hat"] - train["y"])))
+    assert ref.profile.outputs.mae == pytest.approx(ref_mae, rel=1e-12)
+    quiet = driftline.monitor(scored(20_000, 1.0), ref, show=False)
+    assert len(quiet.alerts) == 0
+    worse = pd.concat([scored(3000, 3.0), scored(4000, 1.0)], ignore_index=True)
+    worse["id"] = np.arange(len(worse))
+    worse["ts"] = pd.date_range("2026-01-01", periods=len(worse), freq="5min")
+    run = driftline.monitor(worse, ref, show=False)
+    alerts = run.alerts[run.alerts["kind"] == "performance"]
+    assert list(alerts["status"]) == ["firing", "resolved"]
+    first = alerts.iloc[0]
+    n = LabelsSettings().window_labels
+    assert first["detector"] == "window_mae" and first["severity"] == "critical"
+    want = float(np.mean(np.abs(worse["y_hat"] - worse["y"]).iloc[:n]))
+    assert first["statistic"] == pytest.approx(want, abs=1e-6)
+    assert first["threshold"] == pytest.approx(ref_mae * 1.25, abs=1e-6)
+    assert run.summary["reg"]["versions"]["1"]["reference_mae"] == pytest.approx(ref_mae)

@@ -154,5 +154,7 @@ def _accuracy(run: OfflineRun) -> str:
                 ref_text = f" ({said} {ref:.2%})" if ref is not None else ""
                 parts.append(f"{model} v{version} accuracy {acc:.2%}{ref_text}")
             elif v.get("mae") is not None:
-                parts.append(f"{model} v{version} MAE {v['mae']:.4g}")
+                ref_mae = v.get("reference_mae")
+                ref_text = f" (reference {ref_mae:.4g})" if ref_mae is not None else ""
+                parts.append(f"{model} v{version} MAE {v['mae']:.4g}{ref_text}")
     return "; ".join(parts) or "no accuracy (no labels joined)"

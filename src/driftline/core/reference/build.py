@@ -341,7 +341,14 @@ def _output_profile(
     if regression:
         values = _column_of(preds)
         points["__prediction__"] = banks.column_points(values)
-        return OutputProfile(task="regression", prediction=numeric_profile(values, bins))
+        mae = None
+        if data.labels is not None:
+            err = np.abs(values - _column_of(data.labels))
+            err = err[np.isfinite(err)]
+            mae = float(err.mean()) if err.size else None
+        return OutputProfile(
+            task="regression", prediction=numeric_profile(values, bins), mae=mae
+        )
     classes = categorical_profile(preds, top_k=DEFAULT_TOP_K)
     top_share = float(classes.counts.max() / max(1, classes.n))
     confidence = None
@@ -432,6 +439,7 @@ def calibrate(
         top_class_share=outputs.top_class_share,
         prediction=num(outputs.prediction, "__prediction__"),
         accuracy=outputs.accuracy,
+        mae=outputs.mae,
         calibration=outputs.calibration,
     )
     return out, new_out

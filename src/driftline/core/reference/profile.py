@@ -305,6 +305,9 @@ class OutputProfile:
     prediction: NumericProfile | None = None
     #: Accuracy on labelled reference rows (for the slow loop), if labels were given.
     accuracy: float | None = None
+    #: Regression: mean absolute error on labelled reference rows, if labels were given
+    #: (the slow loop's performance rule for a regression model).
+    mae: float | None = None
     #: Top score -> probability of being right, fitted on labelled reference rows with
     #: scores (``calibration.Calibration.to_dict()``); the slow loop's blind estimate.
     calibration: Mapping[str, Any] | None = None
@@ -323,6 +326,8 @@ class OutputProfile:
         }
         if self.calibration is not None:  # absent key: references without labels unchanged
             d["calibration"] = dict(self.calibration)
+        if self.mae is not None:  # likewise
+            d["mae"] = self.mae
         if self.low_confidence_bank is not None:
             d["low_confidence_bank"] = self.low_confidence_bank.to_dict()
         return d
@@ -339,6 +344,7 @@ class OutputProfile:
             top_class_share=float(d.get("top_class_share", 0.0)),
             prediction=NumericProfile.from_dict(d["prediction"]) if d.get("prediction") else None,
             accuracy=d.get("accuracy"),
+            mae=d.get("mae"),
             calibration=d.get("calibration"),
             low_confidence_bank=_bank_of(d, "low_confidence_bank"),
         )

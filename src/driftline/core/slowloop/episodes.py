@@ -64,6 +64,13 @@ class Rules:
             return self.s.accuracy_floor if self.s.accuracy_floor > 0 else None
         return max(self.s.accuracy_floor, ref - self.s.accuracy_margin)
 
+    def mae_threshold(self, st: PerfState) -> float | None:
+        """Mean absolute error over which a regression window is degraded (None: the
+        reference has no labels, so no rule)."""
+        if st.ref_mae is None:
+            return None
+        return st.ref_mae * (1.0 + self.s.mae_margin)
+
     def close_window(self, st: PerfState, t_label: int) -> None:
         """Close ``st``'s full window: summary, gauges, point, episodes, verdicts."""
         w = st.window
@@ -119,6 +126,31 @@ class Rules:
             back = wilson_lower(ep.run_k, ep.run_n, z) >= thr
             upper = wilson_upper(w.correct, w.n, z)
             self.step(st, "performance", upper < thr, acc >= thr, back, acc, thr, w, t_label)
+        # -- regression: the same episode on the mean absolute error, which fires when
+        # the window's lower confidence bound is over the threshold
+        mae_thr = self.mae_threshold(st) if regression else None
+        if mae_thr is not None:
+            sd = math.sqrt(max(w.sq_sum / w.n - mean_err * mean_err, 0.0))
+            se = max(sd / math.sqrt(w.n), 1e-12)
+            clean = mean_err <= mae_thr
+            self._run(st, "performance", clean, w.n, 0)
+            severe = st.ref_mae is not None and mean_err >= st.ref_mae * (
+                1.0 + 2.0 * self.s.mae_margin
+            )
+            self.step(
+                st,
+                "performance",
+                mean_err - z * se > mae_thr,
+                clean,
+                True,
+                mean_err,
+                mae_thr,
+                w,
+                t_label,
+                detector="window_mae",
+                severity="critical" if severe else "warning",
+                p_value=norm_cdf((mae_thr - mean_err) / se),
+            )
         # -- concept-drift episode: fired by the detector, resolved once the error is
         # back within the band of its level before the change, clearly so for 0/1 errors
         ep = st.episode("concept_drift")
@@ -166,10 +198,14 @@ class Rules:
         threshold: float,
         w: PerfWindow,
         t_label: int,
+        detector: str = "window_accuracy",
+        severity: str | None = None,
+        p_value: float | None = None,
     ) -> None:
         """One window of an episode's hysteresis: fire when ``degraded``; resolve once
         ``resolve_after_windows`` windows in a row were ``clean`` and their evidence
-        together is ``back`` in the band; then cool down."""
+        together is ``back`` in the band; then cool down. ``severity`` and ``p_value``
+        default to an accuracy's (``value`` under ``threshold``)."""
         ep = st.episode(kind)
         if not ep.firing:
             if ep.cooldown > 0:
@@ -181,18 +217,21 @@ class Rules:
                 ep.number += 1
                 ep.baseline = threshold
                 drop = threshold - value
-                ep.severity = "critical" if drop >= 2 * self.s.accuracy_margin else "warning"
+                if severity is None:
+                    severity = "critical" if drop >= 2 * self.s.accuracy_margin else "warning"
+                ep.severity = severity
                 ep.diagnosis = self.diagnosis(st, w.start, w.end)
-                p = norm_cdf(
-                    (value - threshold) / math.sqrt(max(threshold * (1 - threshold), 1e-9) / w.n)
-                )
+                p = p_value
+                if p is None:
+                    se = math.sqrt(max(threshold * (1 - threshold), 1e-9) / w.n)
+                    p = norm_cdf((value - threshold) / se)
                 self.r.alerts.append(
                     self.alert(
                         st,
                         kind,
                         "firing",
                         ep,
-                        "window_accuracy",
+                        detector,
                         round(value, 6),
                         round(threshold, 6),
                         round(p, 6),
@@ -212,7 +251,8 @@ class Rules:
             ep.firing = False
             ep.cooldown = self.s.cooldown_windows
             ep.run_n = ep.run_k = 0
-            detector = detector_name(st.detector) if kind == "concept_drift" else "window_accuracy"
+            if kind == "concept_drift":
+                detector = detector_name(st.detector)
             self.r.alerts.append(
                 self.alert(
                     st,

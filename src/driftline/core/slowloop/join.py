@@ -204,6 +204,9 @@ class _Joiner:
             if ref.outputs.accuracy is not None:
                 st.ref_accuracy = float(ref.outputs.accuracy)
                 st.ref_source = "reference"
+            if ref.outputs.mae is not None and st.task == "regression":
+                st.ref_mae = float(ref.outputs.mae)
+                st.ref_source = "reference"
         self.r.dirty.add(key)
         return st
 

@@ -200,6 +200,8 @@ class PerfState:
     classes: list[str] = field(default_factory=list)
     reference_id: str = ""
     ref_accuracy: float | None = None
+    #: Regression: the reference's mean absolute error (its labelled rows), if known.
+    ref_mae: float | None = None
     ref_source: str = ""
     learn_n: int = 0
     learn_correct: int = 0
@@ -332,6 +334,8 @@ class PerfState:
                 "drift_diag": self.drift_diag,
                 "last": self.last,
                 "origin": self.origin,
+                # absent unless known: the states of other streams keep their bytes
+                **({"ref_mae": self.ref_mae} if self.ref_mae is not None else {}),
             },
         )
 
@@ -353,6 +357,7 @@ class PerfState:
             st.classes = list(d["classes"])
             st.reference_id = d["reference_id"]
             st.ref_accuracy = d["ref_accuracy"]
+            st.ref_mae = d.get("ref_mae")
             st.ref_source = d["ref_source"]
             st.learn_n, st.learn_correct, st.learn_err = d["learn"]
             st.buckets = {int(k): Bucket.from_list(v) for k, v in d["buckets"].items()}

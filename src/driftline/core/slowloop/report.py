@@ -139,6 +139,8 @@ def build_report(
                     for s in sorted(segments.get((mid, ver), []), key=lambda x: x.segment)
                 },
             )
+            if st.task == "regression":
+                v["reference_mae"] = st.ref_mae
             entry["versions"][ver] = v
         if len(versions) >= 2:
             champ = champion if champion in versions else None
