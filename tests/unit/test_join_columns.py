@@ -156,6 +156,7 @@ M2_REF = SimpleNamespace(
     outputs=SimpleNamespace(
         task="classification",
         accuracy=0.8,
+        mae=None,
         calibration={"edges": [0.2, 0.5, 0.5, 0.7, 0.9], "values": [0.1, 0.4, 0.45, 0.6, 0.8]},
     ),
 )
