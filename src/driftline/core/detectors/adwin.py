@@ -314,6 +314,36 @@ class ADWIN(DetectorBase):
         self._n_detections = n_det
         self._drift = drift
 
+    def _run_unless_detected(self, xs: list[float]) -> int:
+        """:meth:`_run` of ``xs`` when none of their tests detects a change (-1); else
+        the index in ``xs`` of the first value whose test does, and the detector is left
+        as it was (the caller feeds them another way)."""
+        saved = (
+            [row[:] for row in self._totals],
+            [row[:] for row in self._variances],
+            self._width,
+            self._total,
+            self._variance,
+            self._tick,
+            self._n_detections,
+            self._drift,
+        )
+        hits: list[int] = []
+        self._run(xs, hits)
+        if not hits:
+            return -1
+        (
+            self._totals,
+            self._variances,
+            self._width,
+            self._total,
+            self._variance,
+            self._tick,
+            self._n_detections,
+            self._drift,
+        ) = saved
+        return hits[0]
+
     def _shrink(
         self,
         totals: list[list[float]],

@@ -129,10 +129,12 @@ def observe_error(
 class _Pending:
     """One ADWIN's errors not fed yet, and what it would say of them."""
 
-    __slots__ = ("errors", "left", "width")
+    __slots__ = ("errors", "fed", "left", "width")
 
     def __init__(self, a: ADWIN) -> None:
         self.errors: list[float] = []
+        #: The next :meth:`ErrorFeed.run` brings errors already fed (``run_through``).
+        self.fed = False
         self.sync(a)
 
     def sync(self, a: ADWIN) -> None:
@@ -154,6 +156,9 @@ class ErrorFeed:
     detection, and every update while a rise is pending go one by one
     (:func:`observe_error`), after the run. River's detectors go one by one.
     :meth:`flush` feeds what waits (the end of a batch's labels).
+
+    A longer run may cross tests (:meth:`run_through`): fed at once when none of its
+    tests detects a change, since such a test changes nothing but the counts either.
     """
 
     def __init__(self) -> None:
@@ -198,12 +203,33 @@ class ErrorFeed:
             got = self._pending[id(st)] = (a, _Pending(a))
         return got[1].left - 1
 
+    def through(self, st: PerfState) -> bool:
+        """Whether :meth:`run_through` may take ``st``'s next errors: an ADWIN with no
+        rise pending whose last update detected nothing (after :meth:`quiet`)."""
+        a = st.detector
+        return type(a) is ADWIN and st.rise_until < 0 and not a.drift_detected
+
+    def run_through(self, st: PerfState, errors: list[float]) -> int:
+        """Feed ``errors`` of ``st`` (with those waiting) to its ADWIN now, across its
+        tests, when none of those detects a change: -1, and :meth:`run` of the same
+        errors then keeps only the short average and the evidence start. Else the index
+        in ``errors`` of the first whose test detects, and nothing is fed."""
+        p = self._pending[id(st)][1]
+        waiting = p.errors
+        hit = st.detector._run_unless_detected(waiting + errors)  # type: ignore[union-attr]
+        if hit >= 0:
+            return hit - len(waiting)
+        p.errors = []
+        p.fed = True
+        return -1
+
     def run(self, st: PerfState, errors: list[float], times: list[int]) -> None:
         """Errors of ``st`` (with their predictions' times), at most :meth:`quiet` of
         them: each as :meth:`observe` takes an update between tests."""
         p = self._pending[id(st)][1]
-        p.errors += errors
-        p.left -= len(errors)
+        if not p.fed:
+            p.errors += errors
+            p.left -= len(errors)
         width = p.width
         ewma, start = st.ewma, st.adwin_start
         for err, t in zip(errors, times, strict=True):
@@ -212,6 +238,9 @@ class ErrorFeed:
             start = t if width <= 1 else min(start, t)
         p.width = width
         st.ewma, st.adwin_start = ewma, start
+        if p.fed:
+            p.fed = False
+            p.sync(st.detector)  # type: ignore[arg-type]
 
     def flush(self) -> None:
         """Feed every error that waits to its ADWIN."""

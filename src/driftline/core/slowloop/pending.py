@@ -169,6 +169,10 @@ _WIDE_TIME = 0x08
 _SCORED = [struct.Struct(f"<BHIhH{n}H") for n in range(MAX_SCORED_CLASSES + 1)]
 #: The flags of such a record.
 _SCORED_FLAGS = _RECORD_VERSION | _HAS_SCORES
+#: Such a record's layout by its size in bytes (one size per score count).
+_SCORED_BY_SIZE = {s.size: s for s in _SCORED[1:]}
+#: A named tuple from its values without the generated ``__new__`` (its keyword call).
+_new_tuple = tuple.__new__
 #: Event times within +-2**47 ms of the epoch (years 1829 to 2109) take 6 bytes.
 _TIME48 = 1 << 47
 
@@ -274,6 +278,14 @@ class PendingPrediction(NamedTuple):
         try:
             if not data:
                 raise StateCorrupt("pending prediction: empty record")
+            if data[0] == _SCORED_FLAGS:
+                # The join's usual record (encode's one pack): read in one unpack.
+                usual = _SCORED_BY_SIZE.get(len(data))
+                if usual is not None:
+                    v = usual.unpack(data)
+                    scores_q = v[5:]
+                    t = (v[3] << 32) | v[2]
+                    return _new_tuple(cls, (v[1], t, False, 0.0, v[4], max(scores_q), scores_q))
             version = data[0] & 0xF0
             if version == _RECORD_V1:
                 return cls._decode_v1(data)
@@ -283,13 +295,6 @@ class PendingPrediction(NamedTuple):
                     f"(this release reads versions 1 and 2)"
                 )
             flags = data[0]
-            if flags == _SCORED_FLAGS:
-                # The join's usual record (encode's one pack): read in one unpack.
-                n = (len(data) - _SCORED[0].size) >> 1
-                if 0 < n <= MAX_SCORED_CLASSES and len(data) == _SCORED[n].size:
-                    v = _SCORED[n].unpack(data)
-                    scores_q = v[5:]
-                    return cls(v[1], (v[3] << 32) | v[2], False, 0.0, v[4], max(scores_q), scores_q)
             if flags & _WIDE_TIME:
                 _, stream, time_ms = _HEADER_WIDE.unpack_from(data, 0)
                 pos = _HEADER_WIDE.size

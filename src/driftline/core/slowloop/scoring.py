@@ -65,6 +65,7 @@ __all__ = ["Joiner", "LabelSide"]
 _SCALE_DIV = float(SCORE_SCALE).__rtruediv__
 _decode = PendingPrediction.decode
 _mul = operator.mul
+_log = math.log
 
 #: A joined label, as its streams score it: (streams, record, label time, prediction
 #: time, bucket start, lag bin, lag in seconds, correct, true class index, error,
@@ -171,10 +172,15 @@ class LabelSide:
         outcome = self.outcome
         joined: list[_Joined] = []
         add = joined.append
+        # joined labels per model, counted at the end (their counters' keys are added
+        # when first met, as one by one adds them: the state's bytes keep their order)
+        n_joined: dict[str, int] = {}
         for i, lab in enumerate(labels):
             model = lab["model_id"]
             mj = models.get(model) or model_of(model)
-            t = event_ms(lab)
+            t = lab["timestamp"]
+            if type(t) is not int:
+                t = event_ms(lab)
             label = lab["label"]
             lw = mj.label_watermark
             if (lw < 0 or t <= lw + FUTURE_TOLERANCE_MS) and t > lw:
@@ -194,6 +200,15 @@ class LabelSide:
             item = outcome(i, model, d, label, t, hit)
             if item is not None:
                 add(item)
+                k = n_joined.get(model)
+                if k is None:
+                    mj.labels.setdefault("joined", 0)
+                    j.r.labels.setdefault((model, "joined"), 0)
+                    k = 0
+                n_joined[model] = k + 1
+        for model, k in n_joined.items():
+            models[model].labels["joined"] += k
+            j.r.labels[(model, "joined")] += k
         self.score_all(joined)
 
     def join(
@@ -209,6 +224,7 @@ class LabelSide:
         when it joins (``idx``: its index in the batch, -1 for a held label)."""
         item = self.outcome(idx, model, d, label, t_label, hit)
         if item is not None:
+            self.count(model, "joined")
             self.score(item)
 
     def outcome(
@@ -221,7 +237,8 @@ class LabelSide:
         hit: tuple[str, PendingPrediction | None],
     ) -> _Joined | None:
         """The outcome of a label whose prediction's record is ``hit`` (``idx``: its
-        index in the batch, -1 for a held label); when it joins, what its streams add."""
+        index in the batch, -1 for a held label); when it joins, what its streams add
+        (its ``joined`` count is the caller's)."""
         key, rec = hit
         if rec is None:
             self.count(model, "duplicate")
@@ -244,7 +261,6 @@ class LabelSide:
             r.rejected.append((idx, reason, self._held_event(idx, model, d, label, t_label)))
             self.count(model, "invalid")
             return None
-        self.count(model, "joined")
         j.b.recs[d] = (key, None)
         if d in j.b.new:
             r.puts[key][d] = TOMBSTONE
@@ -273,10 +289,19 @@ class LabelSide:
                 top = top_q / SCORE_SCALE
                 conf = top if cal is None else cal.apply(top)
             if scores_q is not None:
-                ps = list(map(_SCALE_DIV, scores_q))
-                p_true = ps[truth] if truth < len(ps) else 0.0
-                ll = -math.log(max(p_true, LOG_LOSS_EPS))
-                brier = sum(map(_mul, ps, ps)) - 2 * p_true + 1.0
+                n = len(scores_q)
+                p_true = scores_q[truth] / SCORE_SCALE if truth < n else 0.0
+                ll = -_log(LOG_LOSS_EPS if LOG_LOSS_EPS > p_true else p_true)
+                # the sum of squares in sum()'s order: ((0 + a * a) + b * b) + ...
+                if n == 3:
+                    a, b, c = map(_SCALE_DIV, scores_q)
+                    brier = a * a + b * b + c * c - 2 * p_true + 1.0
+                elif n == 2:
+                    a, b = map(_SCALE_DIV, scores_q)
+                    brier = a * a + b * b - 2 * p_true + 1.0
+                else:
+                    ps = list(map(_SCALE_DIV, scores_q))
+                    brier = sum(map(_mul, ps, ps)) - 2 * p_true + 1.0
         return (
             streams,
             rec,
@@ -296,32 +321,54 @@ class LabelSide:
 
     def score_all(self, joined: Sequence[_Joined]) -> None:
         """The batch's joined labels, in partition order: runs of one stream's labels
-        that reach no event (no window close, no test of ADWIN, no pending rise, no
-        learning) in one tight loop (:meth:`_score_quiet`); every other label, and
-        every label of more than one stream, one by one (:meth:`score`)."""
+        that reach no event (no window close, no pending rise, no learning, no test of
+        ADWIN that detects a change: its tests are crossed when none does) in one tight
+        loop (:meth:`_score_quiet`); every other label, and every label of more than one
+        stream, one by one (:meth:`score`)."""
         n = len(joined)
         i = 0
         j = self.j
-        quiet = self.errors.quiet
+        feed = self.errors
+        quiet = feed.quiet
+        # a stream's label whose ADWIN test detects a change: no run crosses it
+        detects: dict[int, int] = {}
         while i < n:
             item = joined[i]
             streams = item[0]
             st = streams[0]
             if len(streams) == 1 and not item[1].regression and st.learn_n >= j.learn_labels:
-                k = min(quiet(st), j.window_labels - st.window.n - 1)
+                room = j.window_labels - st.window.n - 1
+                k = min(quiet(st), room)
+                if room > k and i > detects.get(id(st), -1) and feed.through(st):
+                    # up to the window's close, across ADWIN's tests if none detects
+                    e = self._run_end(joined, i, min(n, i + room))
+                    if e - i > k:
+                        hit = feed.run_through(st, [x[9] for x in joined[i:e]])
+                        if hit < 0:
+                            self._score_quiet(st, joined, i, e)
+                            i = e
+                            continue
+                        detects[id(st)] = i + hit
                 if k > 0:
-                    end = min(n, i + k)
-                    e = i + 1
-                    while e < end:
-                        nxt = joined[e]
-                        if nxt[0] is not streams or nxt[1].regression:
-                            break
-                        e += 1
+                    e = self._run_end(joined, i, min(n, i + k))
                     self._score_quiet(st, joined, i, e)
                     i = e
                     continue
             self.score(item)
             i += 1
+
+    @staticmethod
+    def _run_end(joined: Sequence[_Joined], i: int, end: int) -> int:
+        """Where the run of ``joined[i]``'s stream's classification labels from ``i``
+        ends, at ``end`` at the latest."""
+        streams = joined[i][0]
+        e = i + 1
+        while e < end:
+            nxt = joined[e]
+            if nxt[0] is not streams or nxt[1].regression:
+                break
+            e += 1
+        return e
 
     def _score_quiet(self, st: PerfState, joined: Sequence[_Joined], i: int, e: int) -> None:
         """Labels ``i:e`` of ``joined``, all of classification stream ``st`` alone, none
