@@ -168,11 +168,21 @@ def pack_probes(probes: Sequence[tuple[bytes, Sequence[int]]]) -> bytes:
     b'\\x02ab\\x01\\x01\\x00\\x00\\x00\\x01c\\x00'
     """
     parts: list[bytes] = []
+    add = parts.extend
+    # A batch's probes share few candidate lists (a label's keys depend on its hash
+    # bucket only): each is packed once.
+    packed: dict[tuple[int, ...], bytes] = {}
     for fld, idxs in probes:
-        n = len(idxs)
-        if len(fld) > 255 or n > 255:
-            raise ValueError("a lookup probe takes at most 255 field bytes and 255 candidates")
-        parts.append(bytes((len(fld),)) + fld + _CANDIDATES[n].pack(n, *idxs))
+        cands = idxs if type(idxs) is tuple else tuple(idxs)
+        tail = packed.get(cands)
+        if tail is None:
+            n = len(cands)
+            if n > 255:
+                raise ValueError("a lookup probe takes at most 255 candidates")
+            tail = packed[cands] = _CANDIDATES[n].pack(n, *cands)
+        if len(fld) > 255:
+            raise ValueError("a lookup probe takes at most 255 field bytes")
+        add((_LENGTH[len(fld)], fld, tail))
     return b"".join(parts)
 
 

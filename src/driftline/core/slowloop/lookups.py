@@ -159,6 +159,10 @@ def plan_lookups(
     # model -> (its state, generation width, how far before a label its prediction may be)
     spans: dict[str, tuple[ModelJoin, int, int] | None] = {}
     label_probe = plan.label_probe
+    add_probe, add_label = probes.append, label_probe.append
+    n_probes = len(probes)
+    last: tuple[str, int, int] | None = None  # the previous label's (model, lo, hi)
+    got: tuple[list[tuple[int, int]], int, dict[int, Any]] = ([], 1, {})
     for lab, d in zip(labels, plan.label_digest, strict=True):
         model = lab["model_id"]
         span = spans.get(model)
@@ -171,24 +175,32 @@ def plan_lookups(
                 span = spans[model] = (mj, g, c.horizon_ms(model) + 2 * g)
         if span is not None:
             mj, g, back = span
-            t = event_ms(lab)
-            lo = (t - back) // g
-            hi = (t + FUTURE_TOLERANCE_MS) // g
-            got = cands.get((model, lo, hi))
-            if got is None:
-                gens = [(x, mj.gens[x][0]) for x in sorted(mj.gens, reverse=True) if lo <= x <= hi]
-                period = math.lcm(*[nb for _, nb in gens]) if gens else 1
-                got = cands[(model, lo, hi)] = (gens, period, {})
+            t = lab["timestamp"]
+            if type(t) is not int:
+                t = event_ms(lab)
+            at = (model, (t - back) // g, (t + FUTURE_TOLERANCE_MS) // g)
+            if at != last:
+                last = at
+                got_at = cands.get(at)
+                if got_at is None:
+                    _, lo, hi = at
+                    gens = [
+                        (x, mj.gens[x][0]) for x in sorted(mj.gens, reverse=True) if lo <= x <= hi
+                    ]
+                    period = math.lcm(*[nb for _, nb in gens]) if gens else 1
+                    got_at = cands[at] = (gens, period, {})
+                got = got_at
             gens, period, by_hash = got
             if gens:
                 h = int.from_bytes(d[:4], "little") % period
                 ks = by_hash.get(h)
                 if ks is None:
                     ks = by_hash[h] = tuple([key_of(model, gen, h % nb) for gen, nb in gens])
-                probes.append((d, ks))
-                label_probe.append(len(probes) - 1)
+                add_probe((d, ks))
+                add_label(n_probes)
+                n_probes += 1
                 continue
-        label_probe.append(-1)
+        add_label(-1)
     return plan
 
 
