@@ -852,3 +852,54 @@ def test_epoch_times_under_a_time_name_are_times_not_features() -> None:
     assert res2.features == ["wait_time", "x"]
     kept = resolve(table_from(with_ts), ColumnMap(types={"signup_date": "numeric"}))
     assert "signup_date" in kept.features
+
+
+def test_predict_proba_saved_as_one_list_column_reads_as_its_class_columns(
+    tmp_path: Path,
+) -> None:
+    """``df["proba"] = list(model.predict_proba(X))`` saves each row's probabilities as
+    one list. It was read as one probability ("holds one probability but the classes
+    are [...]"). A column of lists of k numbers, with k classes, holds the classes'
+    probabilities in their sorted order (scikit-learn's ``classes_``): the frame, its
+    Parquet file (read by pyarrow) and its JSON lines give the reference of the same
+    data with one ``proba_CLASS`` column per class."""
+    from driftline.offline.notebook import build_reference
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    x = rng.normal(size=(n, 3))
+    logits = x @ rng.normal(size=(3, 3))
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    classes = np.array(["setosa", "versicolor", "virginica"])
+    base = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "a": x[:, 0],
+            "b": x[:, 1],
+            "prediction": classes[p.argmax(1)],
+            "target": classes[[rng.choice(3, p=row) for row in p]],
+        }
+    )
+    wide = base.assign(**{f"proba_{c}": p[:, i] for i, c in enumerate(classes)})
+    listed = base.assign(proba=list(p))
+    want = build_reference(wide, "iris", "1", show=False)
+    res = resolve(table_from(listed))
+    assert res.score_vector == ("proba", list(classes)) and res.features == ["a", "b"]
+    scores = res.training_data().score_columns
+    assert scores is not None
+    for i, c in enumerate(classes):  # each class its own probability, not a permutation
+        np.testing.assert_array_equal(scores[c], p[:, i])
+    _, event, _, _ = next(iter(res.events("iris", "1")))
+    assert event is not None and event["scores"] == dict(zip(classes, p[0].tolist(), strict=True))
+    listed.to_parquet(tmp_path / "p.parquet")
+    rows = listed.assign(proba=[r.tolist() for r in p]).to_dict("records")
+    (tmp_path / "p.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    for data in (listed, tmp_path / "p.parquet", tmp_path / "p.jsonl"):
+        got = build_reference(data, "iris", "1", show=False)
+        assert got.reference_id == want.reference_id, data
+    # two classes seen but three probabilities a row: asked, not guessed
+    two = listed[listed["prediction"] != "virginica"].assign(
+        target=lambda d: d["prediction"]
+    )
+    with pytest.raises(InputError, match="holds 3 probabilities a row"):
+        resolve(table_from(two))

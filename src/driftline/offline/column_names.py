@@ -70,6 +70,7 @@ SCORE_PREFIXES = (
 #: (``y_proba = model.predict_proba(X)[:, 1]``; ``y_score`` as ``roc_auc_score`` calls it).
 LONE_SCORE_NAMES = (
     "probability",
+    "probabilities",
     "proba",
     "prob",
     "score",

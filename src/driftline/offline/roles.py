@@ -32,14 +32,12 @@ prints the outcome as a table; nothing is decided silently:
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import orjson
+from numpy.typing import NDArray
 
 from driftline.contract.checks import (
     check_label,
@@ -48,6 +46,7 @@ from driftline.contract.checks import (
 from driftline.contract.values import class_value, plain
 from driftline.core.reference import TrainingData
 from driftline.errors import InputError
+from driftline.offline.column_map import ColumnMap, Refusal
 from driftline.offline.column_names import (
     ID_NAMES,
     LABEL_NAMES,
@@ -74,115 +73,6 @@ _CODES = 10
 
 
 @dataclass
-class ColumnMap:
-    """What the user says about columns; anything left ``None`` is inferred.
-
-    Parameters
-    ----------
-    id, timestamp, prediction, label
-        Column names; ``""`` says there is no such column (nothing is inferred).
-    scores
-        Class probability columns: a mapping class -> column, or a list of columns
-        (the class is the name without its ``proba_``/``score.``-like prefix).
-    features
-        The feature columns (every other column is excluded); default: every column
-        without another role.
-    exclude
-        Columns that are neither features nor anything else.
-    types
-        Declared types, column -> ``numeric`` or ``categorical``.
-    task
-        ``classification`` or ``regression`` (default: inferred from the outputs).
-    on_bad_value
-        ``error`` (default): a bad value in a numeric column stops the read, naming the
-        line and column; ``dlq``: rows with one are set aside, counted and listed.
-    time_format
-        The layout of the time column's text in ``strptime`` codes (``%d.%m.%Y %H:%M``);
-        default: ISO 8601, or the one common layout that reads every value.
-    """
-
-    id: str | None = None
-    timestamp: str | None = None
-    prediction: str | None = None
-    label: str | None = None
-    scores: Mapping[str, str] | Sequence[str] | None = None
-    features: Sequence[str] | None = None
-    exclude: Sequence[str] = ()
-    types: Mapping[str, str] = field(default_factory=dict)
-    task: str | None = None
-    on_bad_value: str = "error"
-    time_format: str | None = None
-
-    @classmethod
-    def for_labels(cls, roles: Mapping[str, str]) -> ColumnMap:
-        """The columns of a labels table by role (``id``, ``label``, ``timestamp``), and
-        the ``time_format`` of its time column.
-
-        Raises
-        ------
-        InputError
-            A role other than those three.
-        """
-        unknown = sorted(set(roles) - {"id", "label", "timestamp", "time_format"})
-        if unknown:
-            raise InputError(
-                f"labels columns: {', '.join(map(repr, unknown))}: "
-                "the roles of a labels table are id, label and timestamp"
-            )
-        return cls(
-            id=roles.get("id"),
-            label=roles.get("label"),
-            timestamp=roles.get("timestamp"),
-            time_format=roles.get("time_format"),
-        )
-
-    @classmethod
-    def from_file(cls, path: Path) -> ColumnMap:
-        """Read a mapping file (JSON, or TOML by its ``.toml`` suffix) with these keys."""
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read the mapping file ({exc.strerror})") from None
-        try:
-            obj = tomllib.loads(raw.decode()) if path.suffix == ".toml" else orjson.loads(raw)
-        except (orjson.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: not a valid mapping file ({exc})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{path}: a mapping file holds one object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(obj) - known)
-        if unknown:
-            raise InputError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**obj)
-
-    def merged(self, over: ColumnMap) -> ColumnMap:
-        """This map with every field that ``over`` sets taken from ``over``."""
-        base = ColumnMap()
-
-        def given(name: str) -> bool:  # set to something other than the default
-            v, d = getattr(over, name), getattr(base, name)
-            return bool(v) if name in ("exclude", "types") else v != d
-
-        kw = {f.name: getattr(over if given(f.name) else self, f.name) for f in fields(self)}
-        kw["types"] = {**self.types, **over.types}
-        return ColumnMap(**kw)
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A row set aside: where, which column, and why."""
-
-    row: int
-    where: str
-    column: str | None
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (a line of the dead-letter file)."""
-        return {"where": self.where, "column": self.column, "reason": self.reason}
-
-
-@dataclass
 class Resolved:
     """Every column's role and type, the notes, and the rows set aside."""
 
@@ -195,6 +85,9 @@ class Resolved:
     scores: dict[str, str] = field(default_factory=dict)
     #: (class, of column): a class whose probability is ``1 - column`` (binary models).
     complement: tuple[str, str] | None = None
+    #: (column, classes): one column holding each row's probabilities as a list, in the
+    #: classes' order (``list(model.predict_proba(X))``, scikit-learn's ``classes_``).
+    score_vector: tuple[str, list[str]] | None = None
     features: list[str] = field(default_factory=list)
     kinds: dict[str, Kind] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)
@@ -216,6 +109,8 @@ class Resolved:
         for cls, col in self.scores.items():
             if col == name:
                 return f"score[{cls}]"
+        if self.score_vector is not None and self.score_vector[0] == name:
+            return f"scores[{','.join(self.score_vector[1])}]"
         return "feature" if name in self.features else "excluded"
 
     def describe(self) -> str:
@@ -254,6 +149,17 @@ class Resolved:
             return vals
         return [class_value(v) for v in vals]
 
+    def _score_floats(self) -> dict[str, NDArray[np.float64]]:
+        """Each class's probability column (the complement aside), NaN where missing."""
+        t = self.table
+        out = {c: t.floats(col) for c, col in self.scores.items()}
+        if self.score_vector is not None:
+            col, classes = self.score_vector
+            rows = t.lists(col)
+            assert rows is not None  # resolve found it
+            out.update({c: rows[:, i] for i, c in enumerate(classes)})
+        return out
+
     def training_data(self) -> TrainingData:
         """The rows (less those set aside) as columns for ``build_reference``."""
         t = self.table
@@ -276,7 +182,7 @@ class Resolved:
             else:
                 columns[f] = pick(cat_values[f])
                 types[f] = "categorical"
-        scores = {c: t.floats(col)[keep] for c, col in self.scores.items()}
+        scores = {c: x[keep] for c, x in self._score_floats().items()}
         if self.complement is not None:
             cls, col = self.complement
             scores[cls] = 1.0 - t.floats(col)[keep]
@@ -306,7 +212,7 @@ class Resolved:
         cats = [f for f in self.features if self.kinds[f] != "numeric"]
         vals = t.values([*want, *cats])
         nums = {f: t.floats(f) for f in self.features if self.kinds[f] == "numeric"}
-        score_cols = {c: t.floats(col) for c, col in self.scores.items()}
+        score_cols = self._score_floats()
         comp = (self.complement[0], t.floats(self.complement[1])) if self.complement else None
         preds = self._class_column(self.prediction) if self.prediction else None
         labels = self._class_column(self.label) if self.label else None
@@ -621,8 +527,8 @@ def _output_notes(res: Resolved, cm: ColumnMap) -> None:
         )
 
 
-def _class_names(res: Resolved) -> list[str]:
-    col = res.prediction or res.label
+def _class_names(res: Resolved, column: str | None = None) -> list[str]:
+    col = column or res.prediction or res.label
     if col is None:
         return []
     st = res.table.stats(col)
@@ -644,6 +550,8 @@ def _num(s: str) -> bool:
 
 def _scores(res: Resolved, given: dict[str, str]) -> None:
     src = res.table.source
+    if len(given) == 1 and _vector_score(res, next(iter(given.values()))):
+        return
     if _class_names(res) == ["false", "true"]:
         # Boolean classes are named "true"/"false" (as events carry them); pandas and
         # Python spell them True/False, so --scores True=COL names the class "true".
@@ -684,6 +592,32 @@ def _scores(res: Resolved, given: dict[str, str]) -> None:
         if res.kinds.get(col) not in ("numeric", None):
             raise InputError(f"{src}: score column {col!r} is {res.kinds[col]}, not numbers")
         res.kinds[col] = "numeric"
+
+
+def _vector_score(res: Resolved, col: str) -> bool:
+    """Whether ``col`` holds each row's probabilities as a list; then they are the
+    classes' in sorted order, as scikit-learn's ``predict_proba`` gives them."""
+    rows = res.table.lists(col)
+    if rows is None:
+        return False
+    classes = _class_names(res)
+    if res.label and res.prediction and len(classes) < rows.shape[1]:
+        # a class the model never predicted here still has its probability
+        seen = set(classes) | set(_class_names(res, res.label))
+        classes = sorted(seen, key=lambda s: (float(s) if _num(s) else 0.0, s))
+    if len(classes) != rows.shape[1]:
+        raise InputError(
+            f"{res.table.source}: column {col!r} holds {rows.shape[1]} probabilities a row "
+            f"but the classes are {classes or 'unknown'}: give one column per class "
+            f"({option('scores', 'CLASS=COLUMN')})"
+        )
+    res.score_vector = (col, classes)
+    res.kinds[col] = "numeric"
+    res.notes[col] = (
+        f"{len(classes)} probabilities a row, in the classes' sorted order "
+        "(scikit-learn's classes_)"
+    )
+    return True
 
 
 def _class_above_half(res: Resolved, col: str, classes: list[str]) -> str | None:
@@ -828,8 +762,10 @@ def _aware_first(table: Table, col: str) -> bool:
 def _bad_values(res: Resolved, cm: ColumnMap) -> None:
     t = res.table
     for col, kind in res.kinds.items():
-        if kind != "numeric" or (col in res.excluded):
+        if kind != "numeric" or col in res.excluded:
             continue
+        if res.score_vector is not None and col == res.score_vector[0]:
+            continue  # lists of numbers, read by _vector_rows
         st = t.stats(col)
         if st.numbers == st.present:
             continue

@@ -140,6 +140,28 @@ class Table:
         """Rows whose value is present but not a number (booleans included)."""
         raise NotImplementedError
 
+    def lists(self, name: str) -> NDArray[np.float64] | None:
+        """Column ``name`` as a ``(rows, k)`` matrix when every present value is a list
+        of ``k >= 2`` numbers (missing rows NaN), else None: a model's probabilities
+        saved as one list a row."""
+        st = self.stats(name)
+        first = st.first_non_number[1] if st.first_non_number else None
+        if not isinstance(first, list | tuple | np.ndarray) or st.strings != st.present:
+            return None
+        vals = self.values([name])[name]
+        width = len(first)
+        out = np.full((len(vals), width), np.nan)
+        for i, v in enumerate(vals):
+            if v is None:
+                continue
+            if not isinstance(v, list | tuple | np.ndarray) or len(v) != width:
+                return None
+            try:
+                out[i] = np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError):
+                return None
+        return out if width >= 2 else None
+
     def values(self, names: Sequence[str]) -> dict[str, list[Any]]:
         """The columns as plain Python values (``None``, bool, int, float, str, datetime)."""
         raise NotImplementedError
