@@ -897,6 +897,10 @@ def test_predict_proba_saved_as_one_list_column_reads_as_its_class_columns(
     for data in (listed, tmp_path / "p.parquet", tmp_path / "p.jsonl"):
         got = build_reference(data, "iris", "1", show=False)
         assert got.reference_id == want.reference_id, data
+    # the lists as a CSV writes them (text): one line saying what keeps them
+    listed.to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(InputError, match="holds lists written as text"):
+        resolve(table_from(tmp_path / "p.csv"))
     # two classes seen but three probabilities a row: asked, not guessed
     two = listed[listed["prediction"] != "virginica"].assign(
         target=lambda d: d["prediction"]

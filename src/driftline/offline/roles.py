@@ -569,6 +569,15 @@ def _scores(res: Resolved, given: dict[str, str]) -> None:
             if whose is not None:
                 classes = [c for c in classes if c != whose] + [whose]
                 numeric, how = True, f" (above 0.5 where the prediction is {whose!r})"
+        st = res.table.stats(col)
+        first = st.first_non_number[1] if st.first_non_number else None
+        if isinstance(first, str) and first.lstrip().startswith("["):
+            # to_csv of a list column writes each list as text ("[0.06 0.93 0.01]")
+            raise InputError(
+                f"{src}: column {col!r} holds lists written as text ({first[:40]!r}), "
+                "which a CSV cannot keep: save one column per class (proba_CLASS) or "
+                "write Parquet, which keeps lists"
+            )
         if len(classes) != 2 or not numeric:
             raise InputError(
                 f"{src}: column {col!r} holds one probability but the classes are "
