@@ -89,22 +89,41 @@ async def publish(
         await prod.stop()
 
 
-async def read_records(bootstrap: str, topic: str, idle_ms: int = 1500) -> list[Any]:
-    """Every record of ``topic`` from the beginning until it stays idle."""
+async def read_records(
+    bootstrap: str | dict[str, Any], topic: str, idle_ms: int = 1500
+) -> list[Any]:
+    """Every record of ``topic`` from the beginning: up to the high watermark each
+    partition's fetch reports, or (a topic not created yet) until it stays idle.
+    ``bootstrap`` is the broker's address or a whole ``KafkaSettings.client_kwargs()``.
+
+    Call it once the writers are done (their sends acknowledged): the watermarks then
+    cover every record, and the read ends without waiting ``idle_ms`` out.
+    """
+    import time
+
     from aiokafka import AIOKafkaConsumer
 
-    cons = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
+    client = {"bootstrap_servers": bootstrap} if isinstance(bootstrap, str) else bootstrap
+    cons = AIOKafkaConsumer(topic, **client, group_id=None, auto_offset_reset="earliest")
     await cons.start()
     out: list[Any] = []
     try:
+        idle_since = time.monotonic()
         while True:
-            batch = await cons.getmany(timeout_ms=idle_ms)
-            if not batch:
-                return out
+            batch = await cons.getmany(timeout_ms=100)
             for recs in batch.values():
                 out.extend(recs)
+            if batch:
+                idle_since = time.monotonic()
+            # A fetch response (records or none) carries its partition's high watermark.
+            caught_up = bool(cons.assignment())
+            for tp in cons.assignment():
+                end = cons.highwater(tp)
+                caught_up = caught_up and end is not None and await cons.position(tp) >= end
+            if caught_up:
+                return out
+            if time.monotonic() - idle_since > idle_ms / 1000:
+                return out
     finally:
         await cons.stop()
 

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka import AIOKafkaProducer
 from test_retrain_unit import T0, H, alert
 
 import driftline
 from driftline.config import Settings
 from driftline.runtime.retrain import RetrainRequest, request_id
-from support import read_all
+from support import read_all, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -56,22 +55,6 @@ async def _publish(s: Settings, records: list[tuple[bytes, bytes]], topic: str =
             await prod.send_and_wait(topic or s.topics.alerts, value, key=key)
     finally:
         await prod.stop()
-
-
-async def _records(bootstrap: str, topic: str) -> list[ConsumerRecord]:
-    """Every record of ``topic`` (keys, headers, partitions), from the beginning."""
-    cons = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
-    await cons.start()
-    out: list[ConsumerRecord] = []
-    try:
-        while batch := await cons.getmany(timeout_ms=800):
-            for recs in batch.values():
-                out.extend(recs)
-    finally:
-        await cons.stop()
-    return out
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -232,7 +215,7 @@ async def test_sigterm_during_delivery_then_restart_delivers_once(settings, uniq
         server.shutdown()
         server.server_close()
 
-    dead = await _records(s.kafka.bootstrap_servers, s.topics.dlq(s.topics.alerts))
+    dead = await read_records(s.kafka.bootstrap_servers, s.topics.dlq(s.topics.alerts))
     assert dead and [r.value for r in dead] == [b"{not json"] * len(dead)  # once per read
     headers = dict(dead[0].headers)
     assert headers["dl.error.stage"] == b"decode" and headers["dl.error.topic"] == (
@@ -249,7 +232,7 @@ async def test_a_tampered_state_record_is_refused(settings, unique):
     first = await asyncio.to_thread(retrain_cli, s, "--group", f"rt-{unique}", *args)
     assert first.returncode == 0 and "after 1 alerts, 1 requests" in first.stderr, first.stderr
 
-    state = await _records(s.kafka.bootstrap_servers, s.topics.retrain_state())
+    state = await read_records(s.kafka.bootstrap_servers, s.topics.retrain_state())
     last = [r for r in state if r.key == b"churn"][-1]
     forged = last.value.replace(b'"requests":1', b'"requests":0')
     assert forged != last.value

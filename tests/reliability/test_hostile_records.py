@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from reliability_support import references, settings_for
 
 from driftline.config import Settings
@@ -26,7 +26,7 @@ from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.offline.replay import Replayer
 from driftline.runtime.devstack import DevStack
 from driftline.runtime.monitor import ensure_topics
-from support import MonitorProc, assert_equals_replay, put_reference
+from support import MonitorProc, assert_equals_replay, put_reference, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -59,21 +59,6 @@ def _hostile_predictions(valid: dict[str, Any]) -> list[tuple[bytes, str, str]]:
         # degraded: bytes that are not UTF-8
         (raw.replace(b'"churn"', b'"ch\xffurn"', 1), "decode", r"^invalid_utf8: byte 0xff"),
     ]
-
-
-async def _dead_letters(bootstrap: str, topic: str) -> list[Any]:
-    cons = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await cons.start()
-    out: list[Any] = []
-    try:
-        while True:
-            batch = await cons.getmany(timeout_ms=1_500)
-            if not batch:
-                return out
-            for recs in batch.values():
-                out.extend(recs)
-    finally:
-        await cons.stop()
 
 
 def _headers(rec: Any) -> dict[str, str]:
@@ -129,7 +114,7 @@ async def test_hostile_ids_and_segments_never_stop_the_monitor(
     assert await again.wait(180) == 0, again.log()[-3000:]
     assert re.search(r"monitor stopped after 0 events, \d+ alerts, 0 dead letters", again.log())
 
-    letters = await _dead_letters(stack.broker.bootstrap, dlq)
+    letters = await read_records(stack.broker.bootstrap, dlq)
     assert sorted(r.value for r in letters) == sorted(v for v, _, _ in hostile)
     for rec in letters:
         (stage, reason) = next((s, r) for v, s, r in hostile if v == rec.value)
@@ -221,7 +206,7 @@ async def test_hostile_and_oversized_labels_never_stop_the_joiner(
     again = _labels_proc(settings, tmp_path / "labels-again.log")
     assert await again.wait(180) == 0, again.log()[-3000:]
 
-    letters = await _dead_letters(stack.broker.bootstrap, t.dlq(t.labels))
+    letters = await read_records(stack.broker.bootstrap, t.dlq(t.labels))
     assert len(letters) == len(hostile), "sent = processed + dead-lettered"
     big = [r for r in letters if "dl.error.truncated" in _headers(r)]
     assert len(big) == 1 and _headers(big[0])["dl.error.truncated"] == str(len(hostile[4]))

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from reliability_support import references, settings_for
 
 from driftline import __version__ as APP_VERSION
@@ -20,7 +20,7 @@ from driftline.offline.replay import Replayer
 from driftline.runtime import metrics as m
 from driftline.runtime.devstack import DevStack
 from driftline.runtime.monitor import MonitorWorker, ensure_topics
-from support import assert_equals_replay, put_reference, redis_offsets
+from support import assert_equals_replay, put_reference, read_records, redis_offsets
 
 pytestmark = pytest.mark.integration
 
@@ -96,20 +96,7 @@ async def test_poison_records_go_to_the_dlq_and_the_partition_keeps_flowing(
     # The partition flowed past every poison record, up to the last one.
     assert (await redis_offsets(settings))[partition] == last
 
-    cons = AIOKafkaConsumer(
-        dlq, bootstrap_servers=stack.broker.bootstrap, auto_offset_reset="earliest"
-    )
-    await cons.start()
-    records = []
-    try:
-        while True:
-            batch = await cons.getmany(timeout_ms=1_000)
-            if not batch:
-                break
-            for recs in batch.values():
-                records.extend(recs)
-    finally:
-        await cons.stop()
+    records = await read_records(stack.broker.bootstrap, dlq)
     assert len(records) == len(sent)
     by_offset = {}
     for r in records:

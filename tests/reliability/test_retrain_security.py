@@ -28,6 +28,7 @@ from driftline.contract.events import (
 )
 from driftline.runtime.retrain import RetrainRequest
 from driftline.runtime.worker import ensure_topics
+from support import read_records
 
 pytestmark = pytest.mark.integration
 
@@ -55,20 +56,7 @@ def _alert() -> dict[str, object]:
 
 
 async def _records(kafka: object, topic: str) -> list[bytes]:
-    from aiokafka import AIOKafkaConsumer
-
-    cons = AIOKafkaConsumer(
-        topic, **kafka.client_kwargs(), group_id=None, auto_offset_reset="earliest"
-    )
-    await cons.start()
-    out: list[bytes] = []
-    try:
-        while batch := await cons.getmany(timeout_ms=1_500):
-            for recs in batch.values():
-                out.extend(r.value for r in recs)
-    finally:
-        await cons.stop()
-    return out
+    return [r.value for r in await read_records(kafka.client_kwargs(), topic)]
 
 
 async def test_retrain_over_sasl_ssl_kafka_leaks_no_secret(

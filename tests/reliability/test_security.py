@@ -35,6 +35,7 @@ from support import (
     put_reference,
     raw_partition_state,
     read_dlq,
+    read_records,
     redis_offsets,
 )
 from tool_checks import require_module
@@ -315,7 +316,7 @@ async def test_monitor_over_sasl_ssl_kafka_and_tls_redis_leaks_no_secret(
     pki: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import AIOKafkaProducer
 
     bootstrap, users = scram_broker
     kafka_pw = users["driftline"]
@@ -358,19 +359,9 @@ async def test_monitor_over_sasl_ssl_kafka_and_tls_redis_leaks_no_secret(
     metrics_text = await proc.scrape()
     assert await proc.wait() == 0, proc.log()[-3000:]
 
-    cons = AIOKafkaConsumer(
-        s.topics.alerts, **kafka.client_kwargs(), group_id=None, auto_offset_reset="earliest"
-    )
-    await cons.start()
-    alerts: list[bytes] = []
-    headers: list[bytes] = []
-    try:
-        while batch := await cons.getmany(timeout_ms=1_500):
-            for recs in batch.values():
-                alerts.extend(r.value for r in recs)
-                headers.extend(v for r in recs for _, v in r.headers)
-    finally:
-        await cons.stop()
+    records = await read_records(kafka.client_kwargs(), s.topics.alerts)
+    alerts = [r.value for r in records]
+    headers = [v for r in records for _, v in r.headers]
     await assert_equals_replay(s, stream.replay, alerts=alerts)
     for secret in (kafka_pw, redis_pw, s.redis.state_signing_key.get_secret_value()):
         assert secret not in proc.log()
