@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -126,6 +126,28 @@ async def read_records(
                 return out
     finally:
         await cons.stop()
+
+
+async def run_until(worker: Any, done: Callable[[], bool], timeout: float = 180.0) -> None:
+    """Run a started worker until ``done()`` holds (polled), then stop it.
+
+    What ``run(idle_exit_s=...)`` ends with once the test's records are all handled,
+    without waiting the idle time out: the stop lets the batch in hand commit, and the
+    test's assertions on counters and stored state stay as they were.
+    """
+    import asyncio
+    import time
+
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while not done() and not task.done():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the worker was not done in {timeout}s")
+            await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await task
 
 
 #: Runs a test that uses the ``settings`` fixture on one redis-server and again on the

@@ -28,7 +28,7 @@ from report_scenarios import (
     quiet_reference,
     write_jsonl,
 )
-from support import ON_BOTH_REDIS, publish, redis_client
+from support import ON_BOTH_REDIS, publish, redis_client, run_until
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ async def test_a_live_monitor_on_a_nine_minute_cadence_with_a_week_gap_keeps_rea
     worker = MonitorWorker(settings, name="cadence-test")
     await worker.start()
     try:
-        await worker.run(idle_exit_s=3.0)
+        await run_until(worker, lambda: worker.processed + worker.dead_letters >= len(events))
     finally:
         await worker.close()
     assert worker.processed == len(events)
@@ -132,9 +132,10 @@ async def test_the_worker_writes_history_that_equals_a_replay(settings, tmp_path
     quiet = quiet_events(3000, "fraud", "7")
     await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, events + quiet)
     worker = MonitorWorker(settings, name="history-test")
+    total = len(events) + len(quiet)
     await worker.start()
     try:
-        await worker.run(idle_exit_s=3.0)
+        await run_until(worker, lambda: worker.processed + worker.dead_letters >= total)
     finally:
         await worker.close()
     assert worker.processed == len(events) + len(quiet)

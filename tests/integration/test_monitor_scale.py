@@ -22,7 +22,7 @@ from driftline.offline.replay import Replayer
 from driftline.producer import AsyncPredictionProducer
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import StateStore
-from support import assert_close, publish, read_all, stored_states
+from support import assert_close, publish, read_all, run_until, stored_states
 
 pytestmark = pytest.mark.integration
 
@@ -73,11 +73,16 @@ def _streams(per_model: int) -> list[dict[str, Any]]:
     return [e for row in zip(*streams, strict=True) for e in row]
 
 
-async def _run(settings: Any, name: str, idle_exit: float = 5.0) -> MonitorWorker:
+async def _run(settings: Any, name: str, events: int | None = None) -> MonitorWorker:
+    """A monitor in this process: stopped once it handled ``events``, or (two workers
+    sharing the partitions) at 5 s idle."""
     worker = MonitorWorker(settings, name=name)
     await worker.start()
     try:
-        await worker.run(idle_exit_s=idle_exit)
+        if events is None:
+            await worker.run(idle_exit_s=5.0)
+        else:
+            await run_until(worker, lambda: worker.processed + worker.dead_letters >= events)
     finally:
         await worker.close()
     return worker
@@ -128,7 +133,7 @@ async def test_batches_from_the_sdk_equal_single_events(settings):
     finally:
         await producer.stop()
     assert producer.sent == len(pack_events(events, max_rows=400))
-    worker = await _run(settings, "batches")
+    worker = await _run(settings, "batches", len(events))
     assert worker.dead_letters == 0
     # The oracle is the replay of the same events one by one.
     replay = _replay(refs, events)
@@ -163,6 +168,6 @@ async def test_send_packs_batches_by_default_with_single_event_results(settings)
     assert (producer.sent, producer.dropped) == (len(events), 0)
     records = await read_all(settings.kafka.bootstrap_servers, settings.topics.predictions)
     assert len(records) < len(events) // 10  # batch records, not one per event
-    worker = await _run(settings, "sdk-batches")
+    worker = await _run(settings, "sdk-batches", len(events))
     assert worker.dead_letters == 0 and worker.processed == len(events)
     await _assert_equals_replay(settings, _replay(refs, events))

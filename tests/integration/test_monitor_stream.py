@@ -26,6 +26,7 @@ from support import (
     publish,
     read_all,
     redis_env,
+    run_until,
     stored_states,
 )
 
@@ -46,11 +47,12 @@ def _reference():
     )
 
 
-async def _run_worker(settings, idle_exit=3.0):
+async def _run_worker(settings, records):
+    """A monitor in this process, stopped once it handled the topic's ``records``."""
     worker = MonitorWorker(settings, name="test")
     await worker.start()
     try:
-        await worker.run(idle_exit_s=idle_exit)
+        await run_until(worker, lambda: worker.processed + worker.dead_letters >= records)
     finally:
         await worker.close()
     return worker
@@ -83,7 +85,8 @@ async def test_stream_alerts_on_shift_and_equals_replay(settings):
         await prod.send_and_wait(settings.topics.predictions, b, key=b"churn")
     await prod.stop()
 
-    worker = await _run_worker(settings)
+    records = len(events) + len(quiet) + len(joint) + len(bad)
+    worker = await _run_worker(settings, records)
     assert worker.processed == len(events) + len(quiet) + len(joint)
     assert worker.dead_letters == 2
 
@@ -138,7 +141,7 @@ async def test_stationary_stream_of_200k_events_raises_no_alert(settings):
     await _store_reference(settings, ref)
     events = list(SimulatedModel(seed=21).events(200_000))
     await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, events)
-    worker = await _run_worker(settings, idle_exit=4.0)
+    worker = await _run_worker(settings, len(events))
     assert worker.processed == 200_000
     assert (
         await read_all(settings.kafka.bootstrap_servers, settings.topics.alerts, idle_ms=800) == []

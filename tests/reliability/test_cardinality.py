@@ -22,7 +22,14 @@ from driftline.runtime import metrics as m
 from driftline.runtime.devstack import DevStack, RedisServer
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.topics import ensure_topics
-from support import _store_for, assert_equals_replay, publish, read_dlq, redis_client
+from support import (
+    _store_for,
+    assert_equals_replay,
+    publish,
+    read_dlq,
+    redis_client,
+    run_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +65,7 @@ async def test_many_distinct_models_stay_within_the_worker_bounds(stack: DevStac
     worker = MonitorWorker(s, name="cardinality")
     await worker.start()
     try:
-        await worker.run(idle_exit_s=2.0)
+        await run_until(worker, lambda: worker.processed + worker.dead_letters >= n_models)
         assert len(worker.loaded) <= 100
         assert len(worker.references) <= 50
     finally:
@@ -129,7 +136,7 @@ async def test_a_wide_new_model_warms_up_without_rewriting_its_buffer(
     worker = MonitorWorker(s, name="wide")
     await worker.start()
     try:
-        await worker.run(idle_exit_s=2.0)
+        await run_until(worker, lambda: worker.processed + worker.dead_letters >= len(events))
     finally:
         await worker.close()
     written = int((await client.info("stats"))["total_net_input_bytes"]) - before

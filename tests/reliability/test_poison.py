@@ -20,7 +20,13 @@ from driftline.offline.replay import Replayer
 from driftline.runtime import metrics as m
 from driftline.runtime.devstack import DevStack
 from driftline.runtime.monitor import MonitorWorker, ensure_topics
-from support import assert_equals_replay, put_reference, read_records, redis_offsets
+from support import (
+    assert_equals_replay,
+    put_reference,
+    read_records,
+    redis_offsets,
+    run_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -83,9 +89,10 @@ async def test_poison_records_go_to_the_dlq_and_the_partition_keeps_flowing(
         for st in ("decode", "validate", "version")
     }
     worker = MonitorWorker(settings, name="poison")
+    records = len(valid) + len(sent)
     await worker.start()
     try:
-        await worker.run(idle_exit_s=2.0)
+        await run_until(worker, lambda: worker.processed + worker.dead_letters >= records)
     finally:
         await worker.close()
     assert worker.processed == len(valid), "every valid event, the evolved one included"
