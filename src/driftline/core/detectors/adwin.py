@@ -29,6 +29,9 @@ _I32_WRAP: Final = 1 << 31
 #: Number of values a bucket of row i summarises, as a float.
 _SIZES: Final = tuple(float(1 << i) for i in range(64))
 _TWO_THIRDS: Final = 2.0 / 3.0
+#: What :meth:`ADWIN._run` changes besides the buckets (:meth:`ADWIN._run_unless_detected`
+#: puts them back).
+_RUN_SCALARS: Final = ("_width", "_total", "_variance", "_tick", "_n_detections", "_drift")
 
 
 def _wrap_i32(tick: int) -> int:
@@ -318,30 +321,16 @@ class ADWIN(DetectorBase):
         """:meth:`_run` of ``xs`` when none of their tests detects a change (-1); else
         the index in ``xs`` of the first value whose test does, and the detector is left
         as it was (the caller feeds them another way)."""
-        saved = (
-            [row[:] for row in self._totals],
-            [row[:] for row in self._variances],
-            self._width,
-            self._total,
-            self._variance,
-            self._tick,
-            self._n_detections,
-            self._drift,
-        )
+        totals = [row[:] for row in self._totals]
+        variances = [row[:] for row in self._variances]
+        scalars = [getattr(self, name) for name in _RUN_SCALARS]
         hits: list[int] = []
         self._run(xs, hits)
         if not hits:
             return -1
-        (
-            self._totals,
-            self._variances,
-            self._width,
-            self._total,
-            self._variance,
-            self._tick,
-            self._n_detections,
-            self._drift,
-        ) = saved
+        self._totals, self._variances = totals, variances
+        for name, value in zip(_RUN_SCALARS, scalars, strict=True):
+            setattr(self, name, value)
         return hits[0]
 
     def _shrink(
