@@ -26,7 +26,13 @@ from driftline.offline.replay import (
 )
 from driftline.offline.roles import ColumnMap, Resolved, resolve
 from driftline.offline.table_base import file_type
-from driftline.offline.tables import FILE_KINDS, json_lines, read_jsonl_objects, table_from
+from driftline.offline.tables import (
+    FILE_KINDS,
+    file_paths,
+    json_lines,
+    read_jsonl_objects,
+    table_from,
+)
 
 __all__ = ["is_event_file", "open_labels", "open_predictions", "replay_inputs"]
 
@@ -38,7 +44,7 @@ def is_event_file(data: Any, kind: str = "prediction") -> bool:
     Events carry a ``model_id`` and, predictions, a ``features`` object; labels a
     ``prediction_id`` and a ``label``. Other JSONL files are tables of flat rows.
     """
-    paths = _paths(data)
+    paths = file_paths(data)
     if len(paths) > 1:
         return all(is_event_file(p, kind) for p in paths)
     if not paths:
@@ -59,19 +65,10 @@ def is_event_file(data: Any, kind: str = "prediction") -> bool:
     return isinstance(obj.get("features"), dict)
 
 
-def _paths(data: Any) -> list[Path]:
-    """The file(s) ``data`` names: a path, or a list of paths; else none."""
-    if isinstance(data, str | Path):
-        return [Path(data)]
-    if isinstance(data, list | tuple) and data and all(isinstance(x, str | Path) for x in data):
-        return [Path(x) for x in data]
-    return []
-
-
 def _event_files(data: Any, read: Callable[[Path], EventSource]) -> EventSource:
     """The events of one JSONL file, or of several one after another (a row's place
     names its file)."""
-    paths = _paths(data)
+    paths = file_paths(data)
     if len(paths) == 1:
         yield from read(paths[0])
         return

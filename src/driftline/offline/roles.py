@@ -32,7 +32,7 @@ prints the outcome as a table; nothing is decided silently:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -483,19 +483,18 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
             res.notes[n] = note
     for n in list(res.features):
         listed = cm.features is not None and n in cm.features
-        if res.kinds[n] == "datetime" and not listed:
-            res.features.remove(n)
-            when = option("timestamp", n)
-            res.excluded[n] = f"date-times are not a feature (the event time? {when})"
-            res.notes.pop(n, None)
-        elif res.kinds[n] == "datetime":
-            res.kinds[n] = "categorical"
+        if res.kinds[n] == "datetime":
+            if listed:
+                res.kinds[n] = "categorical"
+                continue
+            what = "date-times"
         elif not listed and n not in cm.types and _epoch_named(res.table, n):
-            # times as numbers grow with the data: as a feature they drift by construction
-            res.features.remove(n)
-            when = option("timestamp", n)
-            res.excluded[n] = f"epoch times are not a feature (the event time? {when})"
-            res.notes.pop(n, None)
+            what = "epoch times"  # numbers that grow with the data: drift by construction
+        else:
+            continue
+        res.features.remove(n)
+        res.excluded[n] = f"{what} are not a feature (the event time? {option('timestamp', n)})"
+        res.notes.pop(n, None)
     _scores(res, given_scores)
     _task(res, cm)
     _time_layout(res, cm)
@@ -534,10 +533,15 @@ def _class_names(res: Resolved, column: str | None = None) -> list[str]:
     st = res.table.stats(col)
     if st.bools:
         return ["false", "true"]
-    names = sorted(st.distinct, key=lambda s: (float(s) if _num(s) else 0.0, s))
+    names = _in_class_order(st.distinct)
     if res.kinds.get(col) == "numeric" and st.integers == st.numbers:
         names = [str(int(float(s))) for s in names]
     return names
+
+
+def _in_class_order(names: Iterable[str]) -> list[str]:
+    """Class names in order: numbers by value first, then text."""
+    return sorted(names, key=lambda s: (float(s) if _num(s) else 0.0, s))
 
 
 def _num(s: str) -> bool:
@@ -612,8 +616,7 @@ def _vector_score(res: Resolved, col: str) -> bool:
     classes = _class_names(res)
     if res.label and res.prediction and len(classes) < rows.shape[1]:
         # a class the model never predicted here still has its probability
-        seen = set(classes) | set(_class_names(res, res.label))
-        classes = sorted(seen, key=lambda s: (float(s) if _num(s) else 0.0, s))
+        classes = _in_class_order({*classes, *_class_names(res, res.label)})
     if len(classes) != rows.shape[1]:
         raise InputError(
             f"{res.table.source}: column {col!r} holds {rows.shape[1]} probabilities a row "
@@ -774,7 +777,7 @@ def _bad_values(res: Resolved, cm: ColumnMap) -> None:
         if kind != "numeric" or col in res.excluded:
             continue
         if res.score_vector is not None and col == res.score_vector[0]:
-            continue  # lists of numbers, read by _vector_rows
+            continue  # lists of numbers, read by Table.lists
         st = t.stats(col)
         if st.numbers == st.present:
             continue

@@ -47,6 +47,7 @@ __all__ = [
     "FILE_KINDS",
     "ConcatTable",
     "ValueTable",
+    "file_paths",
     "flatten_event",
     "json_lines",
     "read_events",
@@ -530,6 +531,15 @@ class ConcatTable(Table):
         return f"{t.source} {t.where(row - int(self._starts[i]))}"
 
 
+def file_paths(data: Any) -> list[Path]:
+    """The file(s) ``data`` names: a path, or a list of paths; else none."""
+    if isinstance(data, str | Path):
+        return [Path(data)]
+    if isinstance(data, list | tuple) and data and all(isinstance(x, str | Path) for x in data):
+        return [Path(x) for x in data]
+    return []
+
+
 def read_tables(paths: Sequence[Path]) -> Table:
     """One table of several files with the same columns (:class:`ConcatTable`), in the
     order given, or the table of one file.
@@ -557,10 +567,9 @@ def table_from(data: Any, source: str = "") -> Table:
     """
     if isinstance(data, Table):
         return data
-    if isinstance(data, str | Path):
-        return read_table(Path(data))
-    if isinstance(data, list | tuple) and data and all(isinstance(x, str | Path) for x in data):
-        return read_tables([Path(x) for x in data])
+    paths = file_paths(data)
+    if paths:
+        return read_tables(paths)
     module = type(data).__module__.split(".")[0]
     if module == "pandas" and hasattr(data, "columns"):
         return _from_pandas(data, source or "DataFrame")

@@ -61,7 +61,8 @@ def epoch_times(x: NDArray[np.float64]) -> bool:
     if x.size == 0:
         return False
     lo, hi = float(x.min()), float(x.max())
-    return any(a * k <= lo and hi <= b * k for a, b in (_EPOCH_S,) for k in (1.0, 1000.0))
+    first, last = _EPOCH_S
+    return any(first * k <= lo and hi <= last * k for k in (1.0, 1000.0))
 
 
 def infer_layout(distinct: Sequence[str], given: str | None, where: str) -> str:

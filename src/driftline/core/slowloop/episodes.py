@@ -64,13 +64,6 @@ class Rules:
             return self.s.accuracy_floor if self.s.accuracy_floor > 0 else None
         return max(self.s.accuracy_floor, ref - self.s.accuracy_margin)
 
-    def mae_threshold(self, st: PerfState) -> float | None:
-        """Mean absolute error over which a regression window is degraded (None: the
-        reference has no labels, so no rule)."""
-        if st.ref_mae is None:
-            return None
-        return st.ref_mae * (1.0 + self.s.mae_margin)
-
     def close_window(self, st: PerfState, t_label: int) -> None:
         """Close ``st``'s full window: summary, gauges, point, episodes, verdicts."""
         w = st.window
@@ -128,15 +121,15 @@ class Rules:
             self.step(st, "performance", upper < thr, acc >= thr, back, acc, thr, w, t_label)
         # -- regression: the same episode on the mean absolute error, which fires when
         # the window's lower confidence bound is over the threshold
-        mae_thr = self.mae_threshold(st) if regression else None
-        if mae_thr is not None:
+        # (a reference built without labels has no MAE: no rule)
+        ref_mae = st.ref_mae if regression else None
+        if ref_mae is not None:
+            mae_thr = ref_mae * (1.0 + self.s.mae_margin)
             sd = math.sqrt(max(w.sq_sum / w.n - mean_err * mean_err, 0.0))
             se = max(sd / math.sqrt(w.n), 1e-12)
             clean = mean_err <= mae_thr
             self._run(st, "performance", clean, w.n, 0)
-            severe = st.ref_mae is not None and mean_err >= st.ref_mae * (
-                1.0 + 2.0 * self.s.mae_margin
-            )
+            severe = mean_err >= ref_mae * (1.0 + 2.0 * self.s.mae_margin)
             self.step(
                 st,
                 "performance",
