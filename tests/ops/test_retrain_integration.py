@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class _Hook(BaseHTTPRequestHandler):
     status = 202
 
     def do_POST(self) -> None:  # noqa: N802
+        time.sleep(_Hook.delay)
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if _Hook.status < 300:
             _Hook.received.append((self.headers["Idempotency-Key"], json.loads(body)))
@@ -72,6 +74,8 @@ class _Hook(BaseHTTPRequestHandler):
         self.end_headers()
 
     refused = 0
+    #: Seconds each POST takes to answer (a slow webhook).
+    delay = 0.0
 
     def log_message(self, *args) -> None:
         pass
@@ -221,6 +225,36 @@ async def test_sigterm_during_delivery_then_restart_delivers_once(settings, uniq
     assert headers["dl.error.stage"] == b"decode" and headers["dl.error.topic"] == (
         s.topics.alerts.encode()
     )
+
+
+async def test_a_delivery_longer_than_the_idle_time_does_not_end_the_run(settings, unique):
+    """``--idle-exit`` counts from the last alert handled, not from the last one started:
+    a webhook slower than the idle time must not end the run before the alerts fetched
+    behind the one in hand are delivered."""
+    s = settings.model_copy(
+        update={"topics": settings.topics.model_copy(update={"retrain_requests": f"rr-{unique}"})}
+    )
+    trigger = alert()
+    other = alert(model="fraud", kind="performance", diagnosis=None)
+    await _publish(s, [(b"churn", orjson.dumps(trigger)), (b"fraud", orjson.dumps(other))])
+    _Hook.received, _Hook.refused, _Hook.status, _Hook.delay = [], 0, 202, 3.0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/requests"
+    try:
+        res = await asyncio.to_thread(
+            retrain_cli,
+            s,
+            *("--group", f"rt-{unique}", "--from-start", "--webhook", url, "--no-publish"),
+            *("--idle-exit", "1", "--no-metrics"),
+        )
+    finally:
+        _Hook.delay = 0.0
+        server.shutdown()
+        server.server_close()
+    assert res.returncode == 0, res.stderr
+    assert "after 2 alerts, 2 requests" in res.stderr
+    assert sorted(body["model_id"] for _, body in _Hook.received) == ["churn", "fraud"]
 
 
 async def test_a_tampered_state_record_is_refused(settings, unique):

@@ -287,8 +287,9 @@ class RetrainService:
         return app
 
     async def run(self, idle_exit_s: float | None = None) -> None:
-        """Wait until :meth:`stop`, the app stopping, or ``idle_exit_s`` without alerts
-        once every assigned alert partition was fetched to its end.
+        """Wait until :meth:`stop`, the app stopping, or ``idle_exit_s`` since the last
+        alert was handled, with none in hand, once every assigned alert partition was
+        fetched to its end.
 
         Raises
         ------
@@ -304,8 +305,12 @@ class RetrainService:
                 # idle time counts from the moment the alerts are all fetched.
                 if caught_up is None and await self._fetched_to_end():
                     caught_up = time.monotonic()
+                # Idle means no alert in hand as well: a delivery or a dead letter can
+                # take longer than the idle time (a first send to a new topic on a busy
+                # broker), and the alerts fetched behind it are still to be handled.
                 idle_since = max(caught_up or time.monotonic(), self._last_activity)
-                if caught_up is not None and time.monotonic() - idle_since > idle_exit_s:
+                idle = caught_up is not None and self._idle.is_set()
+                if idle and time.monotonic() - idle_since > idle_exit_s:
                     break
             try:
                 await asyncio.wait_for(self._stop.wait(), 0.2)
@@ -382,6 +387,7 @@ class RetrainService:
                 self._stop.set()
                 return
             finally:
+                self._last_activity = time.monotonic()
                 self._idle.set()
 
     async def _handle(self, event: Any) -> None:
