@@ -139,6 +139,14 @@ def test_perf_points_round_trip_and_drop_non_numbers():
         decode_perf(orjson.dumps({"f": 1, "at": "x", "model_version": "1"}))
 
 
+def test_perf_points_carry_a_regression_models_mae_and_read_older_entries_without_it():
+    back = decode_perf(encode_perf({"model_version": "1", "at": 5, "mae": 2.718281828}))
+    assert back["mae"] == pytest.approx(2.718281828, rel=1e-4) and back["accuracy"] is None
+    older = orjson.loads(encode_perf({"model_version": "1", "at": 5, "accuracy": 0.9}))
+    del older["mae"]  # an entry written before the field existed
+    assert decode_perf(orjson.dumps(older)) == {**back, "mae": None, "accuracy": 0.9}
+
+
 def test_history_build_deduplicates_and_sorts(batches):
     wins = [decode_window(encode_window(w)) for b in batches for w in b.windows]
     alerts = [decode_alert(a.to_json()) for b in batches for a in b.alerts]

@@ -179,6 +179,8 @@ def test_reference_files_and_the_report(
     assert shown.startswith("<iframe srcdoc=") and "&lt;!DOCTYPE html&gt;" in shown
     assert report.save(tmp_path / "r.html").read_text() == report.html
     assert "accuracy (labelled) vs estimated accuracy" in report.html
+    assert report.data["perf"]["regression"] is False
+    assert '<canvas data-chart="mae"' not in report.html
     assert repr(result).startswith("MonitorResult(3000 events")
 
 
@@ -359,3 +361,15 @@ def test_a_regression_model_worse_than_in_training_raises_a_performance_alert() 
     assert first["statistic"] == pytest.approx(want, abs=1e-6)
     assert first["threshold"] == pytest.approx(ref_mae * 1.25, abs=1e-6)
     assert run.summary["reg"]["versions"]["1"]["reference_mae"] == pytest.approx(ref_mae)
+    # The performance series and the report carry the MAE (a regression model has no
+    # accuracy): one point a window, numpy's MAE of that window's rows.
+    perf = run.performance
+    errors = np.abs(worse["y_hat"] - worse["y"]).to_numpy()
+    assert perf["accuracy"].isna().all() and len(perf) == len(worse) // n
+    want_series = [float(np.mean(errors[i * n : (i + 1) * n])) for i in range(len(perf))]
+    assert list(perf["mae"]) == pytest.approx(want_series, rel=1e-4)  # 5 significant digits
+    report = run.report()
+    assert report.data["perf"]["regression"] is True
+    assert report.data["perf"]["reference_mae"] == pytest.approx(ref_mae)
+    assert '<canvas data-chart="mae"' in report.html
+    assert '<canvas data-chart="accuracy"' not in report.html

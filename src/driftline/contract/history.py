@@ -184,6 +184,7 @@ PERF_FIELDS = (
     "coverage",
     "lag_seconds",
     "labels",
+    "mae",
 )
 
 
@@ -192,8 +193,9 @@ def encode_perf(point: Mapping[str, Any]) -> bytes:
 
     ``point`` has ``model_version`` (str), ``at`` (event-time epoch ms) and any of
     ``accuracy`` and ``estimated_accuracy`` (0..1), ``coverage`` (labelled share of
-    predictions, 0..1), ``lag_seconds`` (label delay) and ``labels`` (count); an
-    optional ``segment`` (str, default ``""``).
+    predictions, 0..1), ``lag_seconds`` (label delay), ``labels`` (count) and ``mae``
+    (a regression model's mean absolute error); an optional ``segment`` (str, default
+    ``""``). Entries written before ``mae`` existed decode with it null.
     """
     out: dict[str, Any] = {"f": HISTORY_FORMAT}
     for k in PERF_FIELDS:

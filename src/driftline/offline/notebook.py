@@ -277,7 +277,7 @@ _WINDOW_COLUMNS = (
 )  # fmt: skip
 _PERF_COLUMNS = (
     "model_id", "model_version", "segment", "at", "accuracy", "estimated_accuracy",
-    "coverage", "lag_seconds", "labels",
+    "coverage", "lag_seconds", "labels", "mae",
 )  # fmt: skip
 
 

@@ -103,6 +103,7 @@ class Rules:
                 "coverage": (lab / pred) if pred else None,
                 "lag_seconds": w.lag_sum / w.n,
                 "labels": w.n,
+                "mae": summary.get("mae"),
             }
         )
         if not st.segment:

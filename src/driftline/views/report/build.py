@@ -283,11 +283,16 @@ def _perf_block(
 ) -> dict[str, Any] | None:
     if not perf:
         return None
-    keys = ("accuracy", "estimated_accuracy", "coverage", "lag_seconds", "labels")
+    keys = ("accuracy", "estimated_accuracy", "coverage", "lag_seconds", "labels", "mae")
     out: dict[str, Any] = {"t": [p["at"] for p in perf]}
     for k in keys:
         out[k] = [p.get(k) for p in perf]
     out["reference_accuracy"] = ref.outputs.accuracy if ref is not None else None
+    out["reference_mae"] = ref.outputs.mae if ref is not None else None
+    # A regression model's windows have an error, not an accuracy: its chart is the MAE.
+    out["regression"] = any(v is not None for v in out["mae"]) and not any(
+        v is not None for v in out["accuracy"]
+    )
     return out
 
 

@@ -211,12 +211,19 @@ def _perf_section(d: Mapping[str, Any]) -> str:
         if d["accuracy_drop"]
         else ""
     )
+    first = (
+        "<figure><figcaption>mean absolute error (labelled) vs the reference's</figcaption>"
+        '<div class="chart"><canvas data-chart="mae" role="img" '
+        f'aria-label="mean absolute error over time {_e(acc)}"></canvas></div></figure>'
+        if d["perf"].get("regression")
+        else "<figure><figcaption>accuracy (labelled) vs estimated accuracy</figcaption>"
+        '<div class="chart"><canvas data-chart="accuracy" role="img" '
+        f'aria-label="accuracy over time {_e(acc)}"></canvas></div></figure>'
+    )
     return (
         f"{drop}"
         '<div class="pair">'
-        "<figure><figcaption>accuracy (labelled) vs estimated accuracy</figcaption>"
-        '<div class="chart"><canvas data-chart="accuracy" role="img" '
-        f'aria-label="accuracy over time {_e(acc)}"></canvas></div></figure>'
+        f"{first}"
         "<figure><figcaption>label coverage and label lag</figcaption>"
         '<div class="chart"><canvas data-chart="coverage" role="img" '
         'aria-label="label coverage and lag over time"></canvas></div></figure>'

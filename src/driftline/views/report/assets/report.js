@@ -224,6 +224,18 @@
       acc.push({ label: "reference accuracy", data: [{ x: p.t[0], y: p.reference_accuracy }, { x: p.t[p.t.length - 1], y: p.reference_accuracy }],
                  borderColor: COLORS.ref, borderDash: [2, 2], pointRadius: 0 });
     }
+    if (p.regression) {
+      var err = [{ label: "mean absolute error (labels)", data: xy(p.t, p.mae), borderColor: COLORS.line, spanGaps: true, pointRadius: 2 }];
+      if (p.reference_mae !== null && p.reference_mae !== undefined && p.t.length) {
+        err.push({ label: "reference MAE", data: [{ x: p.t[0], y: p.reference_mae }, { x: p.t[p.t.length - 1], y: p.reference_mae }],
+                   borderColor: COLORS.ref, borderDash: [2, 2], pointRadius: 0 });
+      }
+      make(document.querySelector('canvas[data-chart="mae"]'), {
+        type: "line", data: { datasets: err },
+        options: { parsing: false, scales: { x: timeScale(), y: { beginAtZero: true, title: { display: true, text: "mean absolute error" } } },
+                   plugins: { legend: { position: "bottom" }, tooltip: tooltipTime() } }
+      });
+    }
     make(document.querySelector('canvas[data-chart="accuracy"]'), {
       type: "line", data: { datasets: acc },
       options: { parsing: false, scales: { x: timeScale(), y: { min: 0, max: 1, title: { display: true, text: "accuracy" } } },
