@@ -373,3 +373,36 @@ def test_a_regression_model_worse_than_in_training_raises_a_performance_alert() 
     assert report.data["perf"]["reference_mae"] == pytest.approx(ref_mae)
     assert '<canvas data-chart="mae"' in report.html
     assert '<canvas data-chart="accuracy"' not in report.html
+
+
+def test_label_coverage_over_time_is_the_tables_labelled_share() -> None:
+    """A table whose every row has its label read 5-12% label coverage in its
+    performance points: a replay batch's predictions were all counted before any of its
+    labels joined, and its newest time moved the label horizon past its first rows. The
+    oracle is the table's labelled share: every point 1.0 with all labels, and within
+    sampling noise of 0.6 with 60% of them."""
+    import driftline
+    from driftline.config import LabelsSettings
+
+    rng = np.random.default_rng(23)
+    n = 12_000
+    x1 = rng.normal(0, 1, n)
+    predicted = (x1 > 0).astype(int)
+    table = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "ts": pd.date_range("2026-01-01", periods=n, freq="5min"),
+            "x1": x1,
+            "x2": rng.normal(0, 1, n),
+            "prediction": predicted,
+            "label": np.where(rng.random(n) < 0.9, predicted, 1 - predicted),
+        }
+    )
+    ref = driftline.build_reference(table.iloc[:3000], "c", "1", show=False)
+    full = driftline.monitor(table, ref, show=False).performance
+    assert len(full) == n // LabelsSettings().window_labels
+    assert (full["coverage"] == 1.0).all(), full["coverage"].describe()
+    some = table.assign(label=table["label"].where(rng.random(n) < 0.6))  # NaN: no label
+    share = float(some["label"].notna().mean())
+    part = driftline.monitor(some, ref, show=False).performance
+    assert len(part) > 0 and (part["coverage"] - share).abs().max() < 0.06

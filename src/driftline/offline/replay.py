@@ -17,6 +17,7 @@ performance and refusals; :func:`report_from_run` builds the drift report of a m
 
 from __future__ import annotations
 
+import bisect
 import re
 import sys
 import time
@@ -252,6 +253,14 @@ class _SlowLoop:
         self.unit = UnitState()
         self.records = MemoryRecords()
         self.drift = DriftIndex()
+        # Predictions taken at a time. A replay's batches are thousands of rows that may
+        # span days, where a worker's fetch holds seconds of traffic. Fed as one, a batch's
+        # predictions are all counted before any of its labels join, so the windows closing
+        # inside it read a low label coverage (a table whose every row has its label gave
+        # 5-12%), and its newest time moves the label horizon past its first rows. Steps of
+        # a fifth of a window keep both to what a worker sees, and a stream whose every
+        # prediction has its label closes its windows at a step's end: coverage 100%.
+        self.step_rows = max(1, settings.window_labels // 5)
 
     def feed(
         self,
@@ -293,6 +302,32 @@ def _progress(what: str) -> Callable[[int, bool], None]:
         )
 
     return show
+
+
+def _slow_steps(
+    preds: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]], rows: int
+) -> list[tuple[Sequence[dict[str, Any]], list[dict[str, Any]]]]:
+    """``preds`` in steps of ``rows``, each with the labels due by its end: a label of one
+    of the step's predictions, or (a label of an earlier or unknown prediction) the first
+    step whose newest prediction is not older than the label."""
+    if len(preds) <= rows:
+        return [(preds, list(labels))]
+    steps = [preds[i : i + rows] for i in range(0, len(preds), rows)]
+    step_of: dict[tuple[str, str], int] = {}
+    newest: list[int] = []
+    top = -(2**62)
+    for k, step in enumerate(steps):
+        for e in step:
+            step_of[(e["model_id"], e["prediction_id"])] = k
+            top = max(top, _label_time(e))
+        newest.append(top)
+    due: list[list[dict[str, Any]]] = [[] for _ in steps]
+    for lab in labels:
+        k = step_of.get((lab["model_id"], lab["prediction_id"]))
+        if k is None:
+            k = min(bisect.bisect_left(newest, _label_time(lab)), len(steps) - 1)
+        due[k].append(lab)
+    return list(zip(steps, due, strict=True))
 
 
 def _label_time(lab: dict[str, Any]) -> int:
@@ -377,7 +412,9 @@ def run_offline(
             due.extend(inline_labels)
             run.labels += len(inline_labels)
             inline_labels.clear()
-        slow.feed(buf, due, res.alerts, run)
+        steps = _slow_steps(buf, due, slow.step_rows)
+        for i, (preds, labs) in enumerate(steps):
+            slow.feed(preds, labs, res.alerts if i == 0 else (), run)
 
     if untimed:  # labels without a time take their prediction's: read the events first
         rows = list(events)
