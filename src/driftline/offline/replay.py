@@ -323,10 +323,10 @@ def _slow_steps(
         newest.append(top)
     due: list[list[dict[str, Any]]] = [[] for _ in steps]
     for lab in labels:
-        k = step_of.get((lab["model_id"], lab["prediction_id"]))
-        if k is None:
-            k = min(bisect.bisect_left(newest, _label_time(lab)), len(steps) - 1)
-        due[k].append(lab)
+        found = step_of.get((lab["model_id"], lab["prediction_id"]))
+        if found is None:
+            found = min(bisect.bisect_left(newest, _label_time(lab)), len(steps) - 1)
+        due[found].append(lab)
     return list(zip(steps, due, strict=True))
 
 
