@@ -907,3 +907,44 @@ def test_predict_proba_saved_as_one_list_column_reads_as_its_class_columns(
     )
     with pytest.raises(InputError, match="holds 3 probabilities a row"):
         resolve(table_from(two))
+
+
+def test_probability_columns_named_class_then_proba_are_the_classes_scores() -> None:
+    """``df[f"{c}_proba"] = model.predict_proba(X)[:, i]``: the class before the suffix.
+    ``churn_proba`` was read as a feature (one that drifts with the model's output)
+    and, in a table of predictions without labels, as an unknown feature. Read as the
+    class's score only when the rest of the name is one of the model's classes (in the
+    prediction or label column, or the reference's): the same reference as
+    ``proba_churn``; ``credit_score`` and ``risk_prob`` stay features."""
+    from driftline.offline.notebook import build_reference, monitor
+
+    rng = np.random.default_rng(8)
+    n = 3000
+    x = rng.normal(size=n)
+    p = 1 / (1 + np.exp(-2 * x))
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "ts": pd.date_range("2026-03-01", periods=n, freq="7min"),
+            "x": x,
+            "credit_score": rng.integers(300, 850, n),
+            "risk_prob": rng.uniform(size=n),
+            "predicted": np.where(p > 0.5, "churn", "stay"),
+            "actual": np.where(rng.random(n) < p, "churn", "stay"),
+        }
+    )
+    prefixed = frame.assign(proba_churn=p, proba_stay=1 - p)
+    for suffix in ("_proba", "_prob", "_probability"):
+        named = frame.assign(**{f"churn{suffix}": p, f"Stay{suffix}": 1 - p})
+        res = resolve(table_from(named))
+        assert res.scores == {"churn": f"churn{suffix}", "stay": f"Stay{suffix}"}, suffix
+        assert res.features == ["x", "credit_score", "risk_prob"]
+    want = build_reference(prefixed, "churn", "1", show=False)
+    ref = build_reference(frame.assign(churn_proba=p), "churn", "1", show=False)
+    assert ref.reference_id == want.reference_id
+    # A day of predictions, all "stay" and without labels: the reference knows the class.
+    quiet = frame.assign(churn_proba=p).query("predicted == 'stay'").drop(columns="actual")
+    assert resolve(table_from(quiet)).scores == {}
+    run = monitor(quiet, ref, show=False)
+    assert "__unknown_features__" not in set(run.alerts.get("feature", []))
+    assert len(run.windows) and "churn_proba" not in set(run.windows["feature"])

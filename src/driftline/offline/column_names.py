@@ -5,7 +5,8 @@ user has not said it: ``prediction_id``/``id`` the id; ``timestamp``/``ts``/``ti
 ``event_time``/``datetime`` the time; ``target``/``label``/``y``/``y_true``/... the label;
 ``prediction``/``pred``/``y_pred``/``predicted``/... the prediction; ``proba_*``/
 ``prob_*``/``probability_*``/``score.*``/``score_*``/``scores.*`` class probabilities
-(the class is the rest of the name), and a lone ``probability``/``proba``/``score``
+(the class is the rest of the name), and ``CLASS_proba``/``CLASS_prob``/... where CLASS
+is one of the predicted or true classes, and a lone ``probability``/``proba``/``score``
 column (or scikit-learn's names of it) the positive class's probability of a binary
 model. Features whose name reads like an output are pointed out, not moved.
 """
@@ -127,6 +128,22 @@ def score_class(name: str) -> str | None:
         if low.startswith(p) and len(name) > len(p):
             cls = name[len(p) :]
             return cls.lower() if cls.lower() in ("true", "false") else cls
+    return None
+
+
+#: Ends of a probability column's name after its class (``churn_proba``): read so only
+#: when the rest of the name is one of the model's classes.
+SCORE_SUFFIXES = ("_proba", "_prob", "_probability", "_probabilities", ".proba", ".prob")
+
+
+def class_of_suffixed_score(name: str, classes: Sequence[str]) -> str | None:
+    """The class of ``classes`` a probability column's name ends with a suffix after
+    (``churn_proba`` with classes ``churn`` and ``stay``: ``churn``; any case), or None."""
+    low = name.lower()
+    for suffix in SCORE_SUFFIXES:
+        if low.endswith(suffix) and len(low) > len(suffix):
+            stem = low[: -len(suffix)]
+            return next((c for c in classes if c.lower() == stem), None)
     return None
 
 

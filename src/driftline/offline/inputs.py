@@ -83,8 +83,10 @@ def open_predictions(
     model_id: str | None,
     model_version: str | None,
     labels: list[dict[str, Any]] | None = None,
+    classes: Sequence[str] = (),
 ) -> tuple[EventSource, Resolved | None]:
-    """The prediction events of ``data``; a table's label column fills ``labels``.
+    """The prediction events of ``data``; a table's label column fills ``labels``;
+    ``classes``: the model's classes as its reference knows them.
 
     Raises
     ------
@@ -94,7 +96,7 @@ def open_predictions(
     """
     if is_event_file(data):
         return _event_files(data, jsonl_events), None
-    res = resolve(table_from(data), columns)
+    res = resolve(table_from(data), columns, classes=classes)
     if not model_id or not model_version:
         raise InputError(
             f"{res.table.source} is a table: say which model its rows belong to "
@@ -171,14 +173,20 @@ def replay_inputs(
         model_id = model_id or references[0].model_id
         model_version = model_version or references[0].model_version
     table_labels: list[dict[str, Any]] = []
-    events, res = open_predictions(
-        current, columns, model_id, model_version, table_labels if labels is None else None
-    )
     by_key = {(r.model_id, r.model_version): r for r in references}
+    ref = by_key.get((model_id or "", model_version or "")) or by_key.get(
+        (model_id or "", "default")
+    )
+    classes = ref.outputs.classes.categories if ref and ref.outputs.classes else ()
+    events, res = open_predictions(
+        current,
+        columns,
+        model_id,
+        model_version,
+        table_labels if labels is None else None,
+        classes=classes,
+    )
     if res is not None:
-        ref = by_key.get((model_id or "", model_version or "")) or by_key.get(
-            (model_id or "", "default")
-        )
         if ref is not None:
             _compare_features(res, ref)
         if show is not None:

@@ -55,6 +55,7 @@ from driftline.offline.column_names import (
     PREDICTION_NAMES,
     TIME_LIKE,
     TIME_NAMES,
+    class_of_suffixed_score,
     named_like_an_output,
     pick,
     score_class,
@@ -377,9 +378,17 @@ def _kind(
     return "categorical", note
 
 
-def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False) -> Resolved:
+def resolve(
+    table: Table,
+    cmap: ColumnMap | None = None,
+    *,
+    labels: bool = False,
+    classes: Sequence[str] = (),
+) -> Resolved:
     """Give every column of ``table`` a role and a type (see the module docstring);
-    ``labels``: a table of labels (no features, and notes worded for labels).
+    ``labels``: a table of labels (no features, and notes worded for labels);
+    ``classes``: the model's classes where they are known beyond the table (a
+    reference's), which names such as ``churn_proba`` may name.
 
     Raises
     ------
@@ -449,6 +458,7 @@ def resolve(table: Table, cmap: ColumnMap | None = None, *, labels: bool = False
                         f"hold class {cls!r}: name them with {option('scores', 'CLASS=COLUMN')}"
                     )
                 given_scores[cls] = n
+        _suffixed_scores(res, free, roles, given_scores, classes)
         lone = [n for n in free if n.lower() in LONE_SCORE_NAMES and n not in roles]
         if len(lone) > 1:
             raise InputError(
@@ -550,6 +560,32 @@ def _num(s: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _suffixed_scores(
+    res: Resolved,
+    free: Sequence[str],
+    roles: set[str | None],
+    given: dict[str, str],
+    known: Sequence[str],
+) -> None:
+    """Columns named a class and a probability's suffix (``churn_proba``), where the
+    class is one the prediction or the label column holds (or one of ``known``), as
+    that class's score."""
+    found = {c for col in (res.prediction, res.label) if col for c in res.table.stats(col).distinct}
+    classes = sorted(found | set(known))
+    if not classes:
+        return
+    for n in free:
+        cls = class_of_suffixed_score(n, classes)
+        if cls is None or n in roles or n in given.values():
+            continue
+        if cls in given:
+            raise InputError(
+                f"{res.table.source}: columns {given[cls]!r} and {n!r} both hold class "
+                f"{cls!r}: name them with {option('scores', 'CLASS=COLUMN')}"
+            )
+        given[cls] = n
 
 
 def _scores(res: Resolved, given: dict[str, str]) -> None:
