@@ -245,3 +245,34 @@ def test_the_vendored_chart_library_and_its_licence_ship_as_package_data():
     assert (
         CHARTJS_VERSION in (Path(__file__).resolve().parents[2] / "docs" / "report.md").read_text()
     )
+
+
+def test_alerts_name_output_signals_as_people_read_them():
+    """An output-drift alert on ``__low_confidence__`` with ``__class__`` among its top
+    features read as those internal names in the report's and the status page's alert
+    table; they read as what they stand for, and a feature keeps its own name (escaped)."""
+    from driftline.views.report.build import signal_name
+    from driftline.views.report.render import alerts_table
+
+    alert = {
+        "detected_at": 1767225600000,
+        "status": "firing",
+        "severity": "warning",
+        "kind": "output_drift",
+        "segment": None,
+        "feature": "__low_confidence__",
+        "detector": "cusum",
+        "statistic": 0.3,
+        "threshold": 0.25,
+        "diagnosis": "output_drift",
+        "top_features": [
+            {"feature": "__class__", "score": 0.3},
+            {"feature": "<b>age</b>", "score": 0.2},
+        ],
+        "episode": 1,
+    }
+    html = alerts_table([alert])
+    assert "<td>low-confidence rate</td>" in html
+    assert "class mix 0.3, &lt;b&gt;age&lt;/b&gt; 0.2" in html and "__" not in html
+    assert signal_name("__multivariate__") == "joint (multivariate)"
+    assert signal_name("tenure") == "tenure"

@@ -57,6 +57,7 @@ from driftline.views.report.build import (
     classify_state,
     fmt_time,
     report_from_store,
+    signal_name,
 )
 from driftline.views.report.render import (
     alerts_table,
@@ -245,7 +246,7 @@ def render_index(
         act = (
             "<br>".join(
                 f"{_badge(a['severity'])} {_e(a['kind'])}"
-                f"{(' · ' + _e(a['feature'])) if a.get('feature') else ''} "
+                f"{(' · ' + _e(signal_name(a['feature']))) if a.get('feature') else ''} "
                 f"<small class=muted>v{_e(a['model_version'])} since "
                 f"{_e(fmt_time(a['detected_at']))}</small>"
                 for a in s["active"]

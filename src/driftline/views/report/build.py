@@ -69,6 +69,24 @@ _OUTPUT_SERIES = {
 }
 #: The multivariate detector's row in the window summaries (core/fastloop/multivariate.py).
 _JOINT = "__multivariate__"
+#: What the units that are not features are called where people read alerts.
+_SIGNAL_NAMES = {
+    "__class__": "class mix",
+    "__confidence__": "confidence",
+    "__prediction__": "prediction",
+    "__top_class_share__": "top-class share",
+    "__low_confidence__": "low-confidence rate",
+    _JOINT: "joint (multivariate)",
+    "__unknown_features__": "unknown features",
+}
+
+
+def signal_name(unit: str) -> str:
+    """An alert's feature as a person reads it: a feature's own name, or what an output
+    signal or a pseudo-feature (``__class__``: ``class mix``) stands for."""
+    return _SIGNAL_NAMES.get(unit, unit)
+
+
 _DRIFT_KINDS = ("input_drift", "output_drift")
 _DEGRADED_KINDS = ("performance", "concept_drift", "data_quality")
 

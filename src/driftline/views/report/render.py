@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from driftline.contract.keys import segment_key
-from driftline.views.report.build import ACCURACY_DROP, _num, fmt_time
+from driftline.views.report.build import ACCURACY_DROP, _num, fmt_time, signal_name
 
 __all__ = [
     "CHARTJS_LICENSE",
@@ -119,7 +119,8 @@ def _badge(text: str, cls: str) -> str:
 
 def _alert_row(a: Mapping[str, Any]) -> str:
     top = ", ".join(
-        f"{_e(t['feature'])} {_num(t['score'])}" for t in (a.get("top_features") or [])[:3]
+        f"{_e(signal_name(t['feature']))} {_num(t['score'])}"
+        for t in (a.get("top_features") or [])[:3]
     )
     seg = segment_key(a.get("segment"))
     stat = (
@@ -133,7 +134,7 @@ def _alert_row(a: Mapping[str, Any]) -> str:
         f"<td>{_badge(a['status'], a['status'])}</td>"
         f"<td>{_badge(a['severity'], a['severity'])}</td>"
         f"<td>{_e(a['kind'])}{(' <small>' + _e(seg) + '</small>') if seg else ''}</td>"
-        f"<td>{_e(a.get('feature') or '—')}</td>"
+        f"<td>{_e(signal_name(a['feature']) if a.get('feature') else '—')}</td>"
         f"<td>{_e(a['detector'])}</td>"
         f"<td class=num>{stat}</td>"
         f"<td>{_e(a.get('diagnosis') or '—')}</td>"
