@@ -948,3 +948,47 @@ def test_probability_columns_named_class_then_proba_are_the_classes_scores() -> 
     run = monitor(quiet, ref, show=False)
     assert "__unknown_features__" not in set(run.alerts.get("feature", []))
     assert len(run.windows) and "churn_proba" not in set(run.windows["feature"])
+
+
+def test_probability_columns_named_exactly_as_the_classes_are_their_scores(
+    tmp_path: Path,
+) -> None:
+    """``df[model.classes_] = model.predict_proba(X)``, or ``pd.concat`` with
+    ``pd.DataFrame(model.predict_proba(X))`` (columns 0 and 1): the columns were read as
+    features. Two or more columns named exactly as classes, each holding numbers within
+    0..1, are the classes' scores: the reference of the same data with ``proba_CLASS``
+    columns, from the frame and from its CSV. Columns named as classes that are not
+    probabilities stay features."""
+    from driftline.offline.notebook import build_reference
+
+    rng = np.random.default_rng(4)
+    n = 2000
+    x = rng.normal(size=(n, 3))
+    logits = x @ rng.normal(size=(3, 3))
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    classes = ["setosa", "versicolor", "virginica"]
+    frame = pd.DataFrame({"id": np.arange(n), "a": x[:, 0], "b": x[:, 1]})
+    frame["prediction"] = np.array(classes)[p.argmax(1)]
+    frame["target"] = np.array(classes)[[rng.choice(3, p=row) for row in p]]
+    bare = frame.copy()
+    bare[classes] = p
+    prefixed = frame.assign(**{f"proba_{c}": p[:, i] for i, c in enumerate(classes)})
+    res = resolve(table_from(bare))
+    assert res.scores == {c: c for c in classes} and res.features == ["a", "b"]
+    want = build_reference(prefixed, "iris", "1", show=False).reference_id
+    assert build_reference(bare, "iris", "1", show=False).reference_id == want
+    # binary, integer classes: pd.DataFrame(predict_proba) concatenated (columns 0, 1)
+    q = 1 / (1 + np.exp(-2 * x[:, 0]))
+    binary = pd.DataFrame({"id": np.arange(n), "a": x[:, 0], "b": x[:, 1]})
+    binary["prediction"] = (q > 0.5).astype(int)
+    binary["label"] = (rng.random(n) < q).astype(int)
+    concat = pd.concat([binary, pd.DataFrame(np.c_[1 - q, q])], axis=1)
+    named = binary.assign(proba_0=1 - q, proba_1=q)
+    want = build_reference(named, "bin", "1", show=False).reference_id
+    concat.to_csv(tmp_path / "b.csv", index=False)
+    for data in (concat, tmp_path / "b.csv"):
+        assert build_reference(data, "bin", "1", show=False).reference_id == want, data
+    # counts in columns named as the classes are not probabilities: features
+    counts = frame.assign(**{c: rng.integers(0, 9, n) for c in classes})
+    assert resolve(table_from(counts)).scores == {}
+    assert resolve(table_from(counts)).features == ["a", "b", *classes]

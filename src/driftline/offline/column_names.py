@@ -5,8 +5,9 @@ user has not said it: ``prediction_id``/``id`` the id; ``timestamp``/``ts``/``ti
 ``event_time``/``datetime`` the time; ``target``/``label``/``y``/``y_true``/... the label;
 ``prediction``/``pred``/``y_pred``/``predicted``/... the prediction; ``proba_*``/
 ``prob_*``/``probability_*``/``score.*``/``score_*``/``scores.*`` class probabilities
-(the class is the rest of the name), and ``CLASS_proba``/``CLASS_prob``/... where CLASS
-is one of the predicted or true classes, and a lone ``probability``/``proba``/``score``
+(the class is the rest of the name), ``CLASS_proba``/``CLASS_prob``/... where CLASS
+is one of the predicted or true classes, and columns named exactly as two or more
+classes holding probabilities, and a lone ``probability``/``proba``/``score``
 column (or scikit-learn's names of it) the positive class's probability of a binary
 model. Features whose name reads like an output are pointed out, not moved.
 """

@@ -458,7 +458,7 @@ def resolve(
                         f"hold class {cls!r}: name them with {option('scores', 'CLASS=COLUMN')}"
                     )
                 given_scores[cls] = n
-        _suffixed_scores(res, free, roles, given_scores, classes)
+        _scores_named_by_class(res, free, roles, given_scores, classes)
         lone = [n for n in free if n.lower() in LONE_SCORE_NAMES and n not in roles]
         if len(lone) > 1:
             raise InputError(
@@ -562,30 +562,47 @@ def _num(s: str) -> bool:
     return True
 
 
-def _suffixed_scores(
+def _scores_named_by_class(
     res: Resolved,
     free: Sequence[str],
     roles: set[str | None],
     given: dict[str, str],
     known: Sequence[str],
 ) -> None:
-    """Columns named a class and a probability's suffix (``churn_proba``), where the
-    class is one the prediction or the label column holds (or one of ``known``), as
-    that class's score."""
+    """Probability columns named by their class, where the class is one the prediction
+    or the label column holds (or one of ``known``): a class and a probability's suffix
+    (``churn_proba``), or two or more columns named exactly as classes and holding
+    numbers within 0..1 (``df[model.classes_] = model.predict_proba(X)``)."""
     found = {c for col in (res.prediction, res.label) if col for c in res.table.stats(col).distinct}
     classes = sorted(found | set(known))
     if not classes:
         return
-    for n in free:
+    open_cols = [n for n in free if n not in roles and n not in given.values()]
+    named: list[tuple[str, str]] = []
+    for n in open_cols:
         cls = class_of_suffixed_score(n, classes)
-        if cls is None or n in roles or n in given.values():
-            continue
+        if cls is not None:
+            named.append((cls, n))
+    bare = [n for n in open_cols if n in classes]
+    if len(bare) >= 2 and all(_probabilities(res.table, n) for n in bare):
+        named += [(n, n) for n in bare]
+    for cls, n in named:
         if cls in given:
             raise InputError(
                 f"{res.table.source}: columns {given[cls]!r} and {n!r} both hold class "
                 f"{cls!r}: name them with {option('scores', 'CLASS=COLUMN')}"
             )
         given[cls] = n
+
+
+def _probabilities(table: Table, col: str) -> bool:
+    """Whether ``col`` holds numbers, each within 0..1 (missing values allowed)."""
+    st = table.stats(col)
+    if st.present == 0 or st.numbers != st.present or st.bools:
+        return False
+    v = table.floats(col)
+    v = v[~np.isnan(v)]
+    return bool(v.size) and bool(((v >= 0.0) & (v <= 1.0)).all())
 
 
 def _scores(res: Resolved, given: dict[str, str]) -> None:
