@@ -443,3 +443,27 @@ def test_the_sequences_reach_every_case() -> None:
     assert outcomes == {"joined", "duplicate", "expired", "invalid", "orphan"}
     assert {"adwin", "ddm"} <= detectors
     assert points > 1000
+
+
+def test_a_label_naming_a_binary_class_the_other_way_is_that_class() -> None:
+    """The label side's class of a label: ``true`` for a model predicting ``1``, ``1``
+    or ``1.0`` for one predicting ``true``, ``1.0`` (an SDK sending a float) for ``1``;
+    a name with no such counterpart among the predictions' classes is a class of its
+    own, as before."""
+    from driftline.core.slowloop.perf_state import PerfState
+
+    ints = PerfState("m", "1")
+    zero, one = ints.class_index("0"), ints.class_index("1")
+    assert [ints.label_index(v) for v in ("true", "false", "1.0", "0.0", "1")] == [
+        one,
+        zero,
+        one,
+        zero,
+        one,
+    ]
+    bools = PerfState("m", "1")
+    no, yes = bools.class_index("false"), bools.class_index("true")
+    assert [bools.label_index(v) for v in ("1", "0", "1.0", "0.0")] == [yes, no, yes, no]
+    names = PerfState("m", "1")
+    names.class_index("churn")
+    assert names.label_index("true") == 1 and names.classes == ["churn", "true"]

@@ -406,3 +406,51 @@ def test_label_coverage_over_time_is_the_tables_labelled_share() -> None:
     share = float(some["label"].notna().mean())
     part = driftline.monitor(some, ref, show=False).performance
     assert len(part) > 0 and (part["coverage"] - share).abs().max() < 0.06
+
+
+@pytest.mark.parametrize(
+    ("predicted", "truth"),
+    [
+        ("int", "bool"),  # a model of 0/1, labels written as True/False
+        ("bool", "int"),  # a model of True/False, labels written as 1/0
+        ("int", "float"),  # labels with gaps, so pandas made them 1.0/0.0
+    ],
+)
+def test_labels_naming_binary_classes_the_other_way_score_as_the_same_classes(
+    predicted: str, truth: str
+) -> None:
+    """A label pipeline writing booleans for a model predicting 0/1 scored every label
+    wrong: accuracy 0%, and a critical performance alert. The oracle is the same run
+    with labels named as the predictions are: the same accuracy points and alerts."""
+    import driftline
+
+    rng = np.random.default_rng(31)
+    n = 6000
+    x = rng.normal(size=n)
+    p = 1 / (1 + np.exp(-2 * x))
+    y = rng.random(n) < p
+    as_type = {"int": lambda v: v.astype(int), "bool": lambda v: v.astype(bool)}
+    as_type["float"] = lambda v: v.astype(float)
+    table = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "ts": pd.date_range("2026-10-01", periods=n, freq="3min"),
+            "x": x,
+            "prediction": as_type[predicted](p > 0.5),
+            "probability": p,
+        }
+    )
+    ref = driftline.build_reference(
+        table.iloc[:3000].assign(label=as_type[predicted](y[:3000])), "m", "1", show=False
+    )
+    current = table.iloc[3000:]
+    same = pd.DataFrame({"id": current["id"], "label": as_type[predicted](y[3000:])})
+    other = same.assign(label=as_type[truth](same["label"].to_numpy()))
+    want = driftline.monitor(current, ref, labels=same, show=False)
+    got = driftline.monitor(current, ref, labels=other, show=False)
+    from driftline.config import LabelsSettings
+
+    assert len(want.performance) == 3000 // LabelsSettings().window_labels
+    assert want.performance["accuracy"].min() > 0.6
+    assert list(got.performance["accuracy"]) == list(want.performance["accuracy"])
+    assert list(got.alerts["alert_id"]) == list(want.alerts["alert_id"])

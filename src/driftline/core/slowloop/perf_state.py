@@ -45,6 +45,16 @@ __all__ = [
 #: Classes a stream's class table names; later classes share the index ``OTHER_CLASS``.
 MAX_CLASSES = 1_000
 OTHER_CLASS = 0xFFFF
+#: The names one binary class goes by: a label's name, and the predictions' names it
+#: stands for when the predictions use those (see :meth:`PerfState.label_index`).
+_CLASS_ALIASES: dict[str, tuple[str, ...]] = {
+    "true": ("1", "1.0"),
+    "false": ("0", "0.0"),
+    "1": ("true", "1.0"),
+    "0": ("false", "0.0"),
+    "1.0": ("1", "true"),
+    "0.0": ("0", "false"),
+}
 #: Classes with per-class precision and recall in the buckets.
 MAX_CLASS_STATS = 64
 #: Label-lag histogram: upper edges in seconds (the last bucket is everything above).
@@ -263,6 +273,23 @@ class PerfState:
             self.classes.append(name)
             self._index[name] = i
         return i
+
+    def label_index(self, name: str) -> int:
+        """Index of a label's class: :meth:`class_index`, except that a label naming a
+        binary class the other way than the predictions do is that class (``true`` for
+        a model predicting ``1``, ``0`` for one predicting ``false``, ``1.0`` for
+        ``1``), where the predictions' name is known. A label pipeline writing booleans
+        for a model of 0/1 scored every label wrong."""
+        if len(self._index) != len(self.classes):
+            self._index = {c: i for i, c in enumerate(self.classes)}
+        i = self._index.get(name)
+        if i is not None:
+            return i
+        for alias in _CLASS_ALIASES.get(name, ()):
+            i = self._index.get(alias)
+            if i is not None:
+                return i
+        return self.class_index(name)
 
     def bucket(self, t: int, width_ms: int) -> Bucket:
         """The event-time bucket holding ``t`` (created when new)."""

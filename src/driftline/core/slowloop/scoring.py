@@ -282,7 +282,7 @@ class LabelSide:
             err = abs(e)
             sq = e * e
         else:
-            truth = own.class_index(category_value(label) or "")
+            truth = own.label_index(category_value(label) or "")
             correct = cls == truth and truth != OTHER_CLASS
             err = 0.0 if correct else 1.0
             if top_q is not None:
