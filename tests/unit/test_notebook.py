@@ -454,3 +454,10 @@ def test_labels_naming_binary_classes_the_other_way_score_as_the_same_classes(
     assert want.performance["accuracy"].min() > 0.6
     assert list(got.performance["accuracy"]) == list(want.performance["accuracy"])
     assert list(got.alerts["alert_id"]) == list(want.alerts["alert_id"])
+    # the reference's accuracy and calibration, built from such labels: the same
+    train = table.iloc[:3000]
+    other_ref = driftline.build_reference(
+        train.assign(label=as_type[truth](as_type[predicted](y[:3000]))), "m", "1", show=False
+    )
+    assert other_ref.profile.outputs.accuracy == ref.profile.outputs.accuracy > 0.6
+    assert other_ref.profile.outputs.calibration == ref.profile.outputs.calibration

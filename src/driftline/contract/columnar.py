@@ -31,7 +31,7 @@ sends).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from itertools import chain, islice, repeat
 from operator import itemgetter, methodcaller
@@ -48,6 +48,7 @@ from driftline.contract.events import (
 from driftline.contract.keys import KeyTuple, segment_key
 
 __all__ = [
+    "BINARY_CLASS_ALIASES",
     "BatchColumns",
     "ColumnarBatch",
     "Columns",
@@ -56,6 +57,7 @@ __all__ = [
     "category_codes",
     "category_value",
     "group_items",
+    "label_class",
     "numeric_column",
     "pack_events",
     "row_count",
@@ -91,6 +93,29 @@ def category_value(v: object) -> str | None:
     if v is False:
         return "false"
     return str(v)
+
+
+#: The names one binary class goes by, as :func:`category_value` gives them: a label's
+#: name, and the names of the predictions' class it stands for (a label pipeline that
+#: writes booleans for a model predicting 0/1, or sends 1.0 for 1).
+BINARY_CLASS_ALIASES: dict[str, tuple[str, ...]] = {
+    "true": ("1", "1.0"),
+    "false": ("0", "0.0"),
+    "1": ("true", "1.0"),
+    "0": ("false", "0.0"),
+    "1.0": ("1", "true"),
+    "0.0": ("0", "false"),
+    "True": ("true", "1", "1.0"),  # Python's text of a boolean
+    "False": ("false", "0", "0.0"),
+}
+
+
+def label_class(name: str, classes: Container[str]) -> str:
+    """The class of ``classes`` (the predictions' names) a label's class ``name`` is:
+    itself, or the first of its :data:`BINARY_CLASS_ALIASES` among them, or itself."""
+    if name in classes:
+        return name
+    return next((a for a in BINARY_CLASS_ALIASES.get(name, ()) if a in classes), name)
 
 
 def numeric_column(

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from driftline.contract.columnar import category_value
+from driftline.contract.columnar import category_value, label_class
 from driftline.core.calibration import fit_calibration  # the slow loop's CBPE map
 from driftline.core.multivariate import (
     CategoricalInput,
@@ -363,7 +363,13 @@ def _output_profile(
     accuracy = None
     calibration = None
     if data.labels is not None:
-        correct = [str(p) == str(y) for p, y in zip(preds, data.labels, strict=True)]
+        # by name, as the label joiner compares them (a boolean label for a 0/1 model)
+        named = [category_value(p) or "" for p in preds]
+        seen = set(named)
+        correct = [
+            p == label_class(category_value(y) or "", seen)
+            for p, y in zip(named, data.labels, strict=True)
+        ]
         accuracy = float(np.mean(correct))
         if data.has_scores():
             cal = fit_calibration(data.top_scores().tolist(), correct)

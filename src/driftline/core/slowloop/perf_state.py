@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.contract.codec import pack, unpack
+from driftline.contract.columnar import BINARY_CLASS_ALIASES
 from driftline.core.detectors import ADWIN
 from driftline.core.detectors.river_detectors import RiverDetector
 from driftline.core.slowloop.pending import prediction_digest
@@ -45,16 +46,6 @@ __all__ = [
 #: Classes a stream's class table names; later classes share the index ``OTHER_CLASS``.
 MAX_CLASSES = 1_000
 OTHER_CLASS = 0xFFFF
-#: The names one binary class goes by: a label's name, and the predictions' names it
-#: stands for when the predictions use those (see :meth:`PerfState.label_index`).
-_CLASS_ALIASES: dict[str, tuple[str, ...]] = {
-    "true": ("1", "1.0"),
-    "false": ("0", "0.0"),
-    "1": ("true", "1.0"),
-    "0": ("false", "0.0"),
-    "1.0": ("1", "true"),
-    "0.0": ("0", "false"),
-}
 #: Classes with per-class precision and recall in the buckets.
 MAX_CLASS_STATS = 64
 #: Label-lag histogram: upper edges in seconds (the last bucket is everything above).
@@ -285,7 +276,7 @@ class PerfState:
         i = self._index.get(name)
         if i is not None:
             return i
-        for alias in _CLASS_ALIASES.get(name, ()):
+        for alias in BINARY_CLASS_ALIASES.get(name, ()):
             i = self._index.get(alias)
             if i is not None:
                 return i
