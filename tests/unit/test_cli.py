@@ -219,11 +219,12 @@ def test_a_table_without_a_prediction_column_is_one_line_not_every_row_refused(
     env: dict[str, str], files: Path
 ) -> None:
     """A reference may be built without the model's output (input drift only), but every
-    event carries a prediction: replaying such a table says so in one line (exit 2)
-    instead of refusing each row as "prediction: got null"."""
-    pd.read_csv(files / "current.csv").drop(columns=["prediction"]).to_csv(
-        files / "no-pred.csv", index=False
-    )
+    event carries a prediction: replaying a table with neither a prediction nor the
+    probabilities it comes from says so in one line (exit 2) instead of refusing each
+    row as "prediction: got null"."""
+    current = pd.read_csv(files / "current.csv")
+    outputs = [c for c in current.columns if c == "prediction" or c.startswith("proba")]
+    current.drop(columns=outputs).to_csv(files / "no-pred.csv", index=False)
     built = dl(env, "reference", "build", "--model", "churn", "--version", "1",
                "--data", "train.csv", "--out", "np.ref", cwd=files)  # fmt: skip
     assert built.returncode == 0, built.stderr

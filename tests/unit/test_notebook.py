@@ -256,7 +256,10 @@ def test_notebook_errors_and_notes_name_keyword_arguments_not_flags(
     with pytest.raises(driftline.InputError) as err:
         driftline.build_reference(frames[0], "churn", "1", types={"age": "text"}, show=False)
     assert str(err.value).startswith("types={'age': 'text'}: a type is numeric or"), err.value
-    exported = frames[0].reset_index().drop(columns=["prediction", "proba_False"])
+    scored = frames[0].reset_index().drop(columns=["prediction", "proba_False"])
+    text = driftline.build_reference(scored, "churn", "1", show=False).describe()
+    assert "(prediction='COLUMN' names the model's own" in text and "--" not in text
+    exported = scored.drop(columns=["proba_True"])
     text = driftline.build_reference(exported, "churn", "1", show=False).describe()
     assert "the row index pandas wrote (features=[...] to keep it)" in text
     assert "(prediction='COLUMN')" in text and "--" not in text

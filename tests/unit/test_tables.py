@@ -992,3 +992,55 @@ def test_probability_columns_named_exactly_as_the_classes_are_their_scores(
     counts = frame.assign(**{c: rng.integers(0, 9, n) for c in classes})
     assert resolve(table_from(counts)).scores == {}
     assert resolve(table_from(counts)).features == ["a", "b", *classes]
+
+
+def test_a_model_that_logs_only_its_probabilities_predicts_the_most_probable_class() -> None:
+    """A scoring model (fraud, risk) logs a probability and no class. The training
+    table's build noted "no prediction column" and left output drift and accuracy out;
+    its table of predictions was refused ("the classes are unknown"). The prediction is
+    now the class of the highest probability (ties: the first class, as the argmax of
+    ``predict_proba``): the same reference as with the prediction column, and a replay
+    without it gives the same alerts and accuracy, from the reference's classes."""
+    from driftline.offline.notebook import build_reference, monitor
+
+    rng = np.random.default_rng(12)
+    n = 6000
+    x = rng.normal(size=n)
+    p = np.round(1 / (1 + np.exp(-2 * x)), 3)
+    p[:5] = 0.5  # ties: class 0, as np.argmax(predict_proba) gives
+    y = (rng.random(n) < p).astype(int)
+    drift = np.r_[np.zeros(4500), np.full(1500, 1.5)]
+    table = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "ts": pd.date_range("2026-05-01", periods=n, freq="2min"),
+            "x": x + drift,
+            "z": rng.normal(size=n),
+            "probability": p,
+            "label": y,
+        }
+    )
+    explicit = table.assign(prediction=(p > 0.5).astype(int))
+    res = resolve(table_from(table.iloc[:3000]))
+    assert res.argmax and res.prediction is None
+    assert "(highest score)    prediction" in res.describe()
+    assert res.training_data().predictions == explicit["prediction"].iloc[:3000].tolist()
+    want = build_reference(explicit.iloc[:3000], "risk", "1", show=False)
+    ref = build_reference(table.iloc[:3000], "risk", "1", show=False)
+    assert ref.reference_id == want.reference_id
+    current = table.iloc[3000:].drop(columns="label")
+    labels = table.iloc[3000:][["id", "label"]]
+    got = monitor(current, ref, labels=labels, show=False)
+    expected = monitor(
+        explicit.iloc[3000:].drop(columns="label"), want, labels=labels, show=False
+    )
+    assert len(expected.alerts) > 0
+    assert list(got.alerts["alert_id"]) == list(expected.alerts["alert_id"])
+    assert list(got.performance["accuracy"]) == list(expected.performance["accuracy"])
+    # several classes, one probability column each and no prediction
+    q = rng.dirichlet([1, 1, 1], 500)
+    multi = pd.DataFrame({"a": rng.normal(size=500)}).assign(
+        **{f"proba_{c}": q[:, i] for i, c in enumerate(["cat", "dog", "fox"])}
+    )
+    found = resolve(table_from(multi)).training_data().predictions
+    assert found == [["cat", "dog", "fox"][i] for i in q.argmax(1)]

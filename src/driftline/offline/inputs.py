@@ -201,7 +201,7 @@ def replay_inputs(
             )
     if dry_run:
         return None, res
-    if res is not None and res.prediction is None:
+    if res is not None and res.prediction is None and not res.argmax:
         # Every prediction event carries the model's output (the contract): a table
         # without one would have each of its rows refused.
         raise InputError(

@@ -89,6 +89,10 @@ class Resolved:
     #: (column, classes): one column holding each row's probabilities as a list, in the
     #: classes' order (``list(model.predict_proba(X))``, scikit-learn's ``classes_``).
     score_vector: tuple[str, list[str]] | None = None
+    #: No prediction column: the prediction is the class of the highest probability.
+    argmax: bool = False
+    #: The model's classes as known beyond the table (a reference's), in class order.
+    known_classes: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
     kinds: dict[str, Kind] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)
@@ -125,6 +129,10 @@ class Resolved:
         if self.complement is not None:
             cls, col = self.complement
             rows.append((f"(1 - {col})", f"score[{cls}]", "numeric", "binary: the other class"))
+        if self.argmax:
+            rows.append(
+                ("(highest score)", "prediction", "categorical", "the most probable class")
+            )
         w = [max(len(r[i]) for r in rows) for i in range(3)]
         if self.labels:
             lines = [f"driftline: {t.source}: {t.n_rows:,} labels"]
@@ -149,6 +157,25 @@ class Resolved:
                 return [v if v is None else int(v) for v in vals]
             return vals
         return [class_value(v) for v in vals]
+
+    def _predictions(self) -> list[Any] | None:
+        """The prediction of every row: its column's, or with :attr:`argmax` the class
+        of the highest probability (the first in class order on a tie, as scikit-learn's
+        ``predict`` is the argmax of ``predict_proba``; None where a score is missing)."""
+        if self.prediction:
+            return self._class_column(self.prediction)
+        if not self.argmax:
+            return None
+        scores = self._score_floats()
+        if self.complement is not None:
+            cls, col = self.complement
+            scores[cls] = 1.0 - self.table.floats(col)
+        classes = _in_class_order(scores)
+        matrix = np.column_stack([scores[c] for c in classes])
+        best = np.argmax(np.nan_to_num(matrix, nan=-1.0), axis=1)
+        best[np.isnan(matrix).any(axis=1)] = -1
+        names: list[Any] = [int(c) if c.lstrip("-").isdigit() else c for c in classes]
+        return [None if i < 0 else names[i] for i in best.tolist()]
 
     def _score_floats(self) -> dict[str, NDArray[np.float64]]:
         """Each class's probability column (the complement aside), NaN where missing."""
@@ -187,7 +214,8 @@ class Resolved:
         if self.complement is not None:
             cls, col = self.complement
             scores[cls] = 1.0 - t.floats(col)[keep]
-        preds = pick(self._class_column(self.prediction)) if self.prediction else None
+        found = self._predictions()
+        preds = pick(found) if found is not None else None
         labels = pick(self._class_column(self.label)) if self.label else None
         if self.task == "regression" and preds is not None:
             preds = [float(p) if isinstance(p, int | float) else None for p in preds]
@@ -215,7 +243,7 @@ class Resolved:
         nums = {f: t.floats(f) for f in self.features if self.kinds[f] == "numeric"}
         score_cols = self._score_floats()
         comp = (self.complement[0], t.floats(self.complement[1])) if self.complement else None
-        preds = self._class_column(self.prediction) if self.prediction else None
+        preds = self._predictions()
         labels = self._class_column(self.label) if self.label else None
         ids = vals.get(self.id) if self.id else None
         times = vals.get(self.timestamp) if self.timestamp else None
@@ -419,7 +447,7 @@ def resolve(
             given_scores[score_class(col) or col] = col
     for col in [*cm.exclude, *(cm.features or ()), *cm.types]:
         known(col, "features/exclude/types")
-    res = Resolved(table, labels=labels)
+    res = Resolved(table, labels=labels, known_classes=_in_class_order(set(classes)))
     taken: set[str] = set(given_scores.values()) | set(cm.exclude)
     for col in cm.exclude:
         res.excluded[col] = "excluded"
@@ -507,6 +535,14 @@ def resolve(
         res.notes.pop(n, None)
     _scores(res, given_scores)
     _task(res, cm)
+    if (
+        res.prediction is None
+        and cm.prediction is None
+        and not labels
+        and res.task == "classification"
+        and (res.scores or res.score_vector)
+    ):
+        res.argmax = True
     _time_layout(res, cm)
     _time_notes(res)
     _output_notes(res, cm)
@@ -520,7 +556,13 @@ def _output_notes(res: Resolved, cm: ColumnMap) -> None:
     output drift and accuracy out."""
     if res.labels:
         return
-    if res.prediction is None and cm.prediction is None:
+    if res.argmax:
+        res.remarks.append(
+            "no prediction column: the prediction is the class of the highest probability "
+            f"({option('prediction', 'COLUMN')} names the model's own, if its cut-off is "
+            "another)"
+        )
+    elif res.prediction is None and cm.prediction is None:
         res.remarks.append(
             "no prediction column (none is named prediction, pred, y_pred, predicted, ...): "
             f"output drift and accuracy need one ({option('prediction', 'COLUMN')})"
@@ -616,7 +658,7 @@ def _scores(res: Resolved, given: dict[str, str]) -> None:
             given[cls.lower()] = given.pop(cls)
     if "" in given:  # a lone probability column: the positive class of a binary model
         col = given.pop("")
-        classes = _class_names(res)
+        classes = _class_names(res) or res.known_classes
         numeric = all(_num(c) for c in classes) or classes == ["false", "true"]
         how = ""
         if len(classes) == 2 and not numeric:
@@ -647,7 +689,7 @@ def _scores(res: Resolved, given: dict[str, str]) -> None:
         # One class's probability of a binary model (sklearn's predict_proba[:, 1] saved
         # as proba_1, say), named or found by its name: the other class gets 1 - it, so
         # the score vector (and the confidence, its top) is the model's.
-        classes = _class_names(res)
+        classes = _class_names(res) or res.known_classes
         ((cls, col),) = given.items()
         if len(classes) == 2 and cls in classes:
             other = classes[0] if classes[1] == cls else classes[1]
@@ -666,7 +708,7 @@ def _vector_score(res: Resolved, col: str) -> bool:
     rows = res.table.lists(col)
     if rows is None:
         return False
-    classes = _class_names(res)
+    classes = _class_names(res) or res.known_classes
     if res.label and res.prediction and len(classes) < rows.shape[1]:
         # a class the model never predicted here still has its probability
         classes = _in_class_order({*classes, *_class_names(res, res.label)})
