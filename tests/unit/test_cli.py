@@ -236,6 +236,36 @@ def test_a_table_without_a_prediction_column_is_one_line_not_every_row_refused(
     assert not (files / "np.jsonl").exists()
 
 
+def test_labels_without_their_prediction_are_counted_and_refused_not_lost(
+    env: dict[str, str], files: Path
+) -> None:
+    """A labels export holding labels of predictions not in the file (another period,
+    another model's ids) and some twice: the summary said "2,800 of 3,400 joined" and the
+    other 600 were nowhere. The labels still waiting for their prediction when the
+    replay ends are refused as "no such prediction" (exit 2; ``--dlq`` lists them and
+    exits 0), and the summary counts every outcome."""
+    built = dl(env, "reference", "build", "--model", "churn", "--version", "1",
+               "--data", "train.csv", "--out", "lost.ref", cwd=files)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    labels = pd.read_csv(files / "labels.csv")
+    strangers = labels.head(400).assign(id=[f"other-{i}" for i in range(400)])
+    pd.concat([labels, strangers, labels.tail(200)]).to_csv(files / "messy.csv", index=False)
+    base = ("replay", "--events", "current.csv", "--reference", "lost.ref",
+            "--labels", "messy.csv")  # fmt: skip
+    run = dl(env, *base, "--out", "m.jsonl", cwd=files)
+    assert run.returncode == 2, run.stderr
+    assert (
+        "labels: 3,000 of 3,600 joined (200 duplicates, 400 without their prediction)"
+        in run.stderr
+    ), run.stderr
+    assert "400 input rows refused: 400 x no such prediction" in run.stderr
+    kept = dl(env, *base, "--out", "k.jsonl", "--dlq", "lost.jsonl", cwd=files)
+    assert kept.returncode == 0, kept.stderr
+    listed = [orjson.loads(line) for line in (files / "lost.jsonl").read_bytes().splitlines()]
+    assert sorted(r["where"] for r in listed) == sorted(f"label of other-{i}" for i in range(400))
+    assert (files / "k.jsonl").read_bytes() == (files / "m.jsonl").read_bytes()
+
+
 def test_refused_input_exits_2_with_a_summary(env: dict[str, str], files: Path) -> None:
     ev = files / "events.jsonl"
     good = {

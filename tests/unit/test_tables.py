@@ -1044,3 +1044,23 @@ def test_a_model_that_logs_only_its_probabilities_predicts_the_most_probable_cla
     )
     found = resolve(table_from(multi)).training_data().predictions
     assert found == [["cat", "dog", "fox"][i] for i in q.argmax(1)]
+
+
+def test_ids_mixing_numbers_and_text_are_ids_not_bad_numbers() -> None:
+    """An id column of numbers with a few text ids (another system's, a test row) stopped
+    the run: "'A-17' is not a number ... declare the column (--types id=categorical)".
+    An id is text whatever it looks like: every row keeps its own, none is refused."""
+    ids: list[Any] = list(range(1000, 1300))
+    ids[17], ids[250] = "A-17", "test-row"
+    frame = pd.DataFrame(
+        {"id": ids, "x": np.linspace(0, 1, 300), "prediction": ["a", "b"] * 150}
+    )
+    res = resolve(table_from(frame))
+    assert res.id == "id" and not res.refused
+    events = [e for _, e, _, _ in res.events("m", "1")]
+    assert [e["prediction_id"] for e in events if e] == [str(i) for i in ids]
+    labels = resolve(table_from(frame.rename(columns={"prediction": "label"})), labels=True)
+    assert [ev["prediction_id"] for _, ev, _ in labels.label_rows("m") if ev] == [
+        str(i) for i in ids
+    ]
+    assert not labels.refused

@@ -116,10 +116,25 @@ async def replay(args: argparse.Namespace, settings: Settings) -> int:
     )
     if run.slow is not None:
         joined = run.label_outcomes.get("joined", 0)
-        say(f"driftline: labels: {joined:,} of {run.labels:,} joined; " + _accuracy(run))
+        others = ", ".join(
+            f"{n:,} {_OUTCOME_NAMES.get(k, k)}"
+            for k, n in sorted(run.label_outcomes.items())
+            if k != "joined" and n
+        )
+        said = f" ({others})" if others else ""
+        say(f"driftline: labels: {joined:,} of {run.labels:,} joined{said}; " + _accuracy(run))
         if args.performance:
             print(format_report(run.performance()), file=sys.stderr)
     return refusal_exit(args, run)
+
+
+#: The label outcomes other than ``joined`` as the summary line says them.
+_OUTCOME_NAMES = {
+    "duplicate": "duplicates",
+    "expired": "after the label horizon",
+    "invalid": "invalid",
+    "orphan": "without their prediction",
+}
 
 
 def _alert_counts(alerts: Sequence[DriftAlert]) -> str:

@@ -287,6 +287,16 @@ class _SlowLoop:
             run.refused.append((where, f"join: {reason}"))
 
 
+    def finish(self, run: OfflineRun) -> None:
+        """The replay has ended: a label still held waits for a prediction that no
+        longer comes. A worker makes it an orphan once its model's predictions pass its
+        time; here it is refused as a label without its prediction is, never lost."""
+        for h in self.unit.held:
+            run.label_outcomes["orphan"] = run.label_outcomes.get("orphan", 0) + 1
+            run.refused.append((f"label of {h.prediction_id}", "no such prediction"))
+        self.unit.held = []
+
+
 def _progress(what: str) -> Callable[[int, bool], None]:
     if not sys.stderr.isatty():
         return lambda n, done: None
@@ -444,6 +454,8 @@ def run_offline(
         feed(buf)
     if slow is not None and queue:
         slow.feed([], list(queue), [], run)
+    if slow is not None:
+        slow.finish(run)
     show(replayer.result.events, True)
     run.events = replayer.result.events
     run.references = {r.reference_id: r for r in replayer.references.values()}

@@ -869,8 +869,8 @@ def _aware_first(table: Table, col: str) -> bool:
 def _bad_values(res: Resolved, cm: ColumnMap) -> None:
     t = res.table
     for col, kind in res.kinds.items():
-        if kind != "numeric" or col in res.excluded:
-            continue
+        if kind != "numeric" or col in res.excluded or col == res.id:
+            continue  # an id is text whatever it looks like: 1041 and "other-7" both name one
         if res.score_vector is not None and col == res.score_vector[0]:
             continue  # lists of numbers, read by Table.lists
         st = t.stats(col)
