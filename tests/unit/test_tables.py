@@ -116,6 +116,29 @@ def test_polars_gives_the_same_reference(exports: dict[str, Path]) -> None:
     )
 
 
+def test_the_sdk_names_a_boolean_models_score_classes_as_its_prediction() -> None:
+    """``dict(zip(model.classes_, proba))`` of a boolean target has keys ``np.False_``
+    and ``np.True_``: they were sent as classes ``False``/``True`` while the prediction
+    is the class ``true``, as a table's ``proba_True`` is, so the label side found no
+    probability of the true class. Scores are keyed as the prediction names classes;
+    a bare array of probabilities gets one line saying how to name them."""
+    classes = np.array([False, True])
+    proba = np.array([0.2, 0.8], dtype=np.float32)
+    event = prepare_prediction(
+        {"timestamp": 1, "features": {}, "prediction": classes[1],
+         "scores": dict(zip(classes, proba, strict=True))}  # fmt: skip
+    )
+    assert event["prediction"] == "true"
+    assert event["scores"] == {"false": pytest.approx(0.2), "true": pytest.approx(0.8)}
+    ints = prepare_prediction(
+        {"timestamp": 1, "features": {}, "prediction": np.int64(1),
+         "scores": dict(zip(np.array([0, 1]), proba, strict=True))}  # fmt: skip
+    )
+    assert set(ints["scores"]) == {"0", "1"}
+    with pytest.raises(ValueError, match=r"dict\(zip\(model.classes_, proba\)\)"):
+        prepare_prediction({"timestamp": 1, "features": {}, "prediction": 1, "scores": proba})
+
+
 @pytest.mark.parametrize("tokens", [("True", "False"), ("true", "false"), ("TRUE", "FALSE")])
 def test_booleans_read_the_same_from_csv_parquet_jsonl_and_the_sdk(
     tmp_path: Path, tokens: tuple[str, str]

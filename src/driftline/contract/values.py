@@ -165,8 +165,24 @@ def _mapping(v: Any, what: str) -> dict[str, Any] | None:
     if v is None:
         return None
     if not isinstance(v, Mapping):
-        raise ValueError(f"{what}: expected a mapping, got {type(v).__name__}")
+        hint = (
+            " of class -> probability (dict(zip(model.classes_, proba)))"
+            if what == "scores"
+            else ""
+        )
+        raise ValueError(f"{what}: expected a mapping{hint}, got {type(v).__name__}")
+    if what == "scores":
+        # A class is named as the prediction names it: dict(zip(model.classes_, proba))
+        # of a boolean target has keys np.True_/np.False_, the prediction "true"/"false".
+        return {_class_key(k): plain(x) for k, x in v.items()}
     return {k if type(k) is str else str(k): plain(x) for k, x in v.items()}
+
+
+def _class_key(k: Any) -> str:
+    if type(k) is str:
+        return k
+    v = class_value(k)
+    return v if type(v) is str else str(v)
 
 
 def prepare_prediction(event: Mapping[str, Any]) -> dict[str, Any]:
