@@ -466,13 +466,29 @@ def observe_statistics(
     first appearance, as per statistic), and a known series is set directly: about 120
     statistics per window, read from the core's columns
     (:class:`~driftline.core.fastloop.result.Observations`).
+
+    A gauge shows its last value, and a batch closes about ten windows per stream with
+    the same statistics in the same order: of the windows of one shape (model, version,
+    features and statistics, in order) only the first (which asks the caps and makes
+    the series) and the last (whose values stay) are set; the ones between would only
+    set values that the last one sets again.
     """
     if not isinstance(observations, Observations):
         observations = Observations(observations)
+    blocks = observations.blocks
+    shapes = [(b.model_id, b.model_version, tuple(b.features), tuple(b.tests)) for b in blocks]
+    first: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], int] = {}
+    last = first.copy()
+    for i, shape in enumerate(shapes):
+        first.setdefault(shape, i)
+        last[shape] = i
     allowed: dict[str, bool] = {}
     names: dict[tuple[str, str], str] = {}
     series = _STATISTIC_SERIES
-    for model, version, features, tests, values in observations.blocks:
+    for i, (block, shape) in enumerate(zip(blocks, shapes, strict=True)):
+        if first[shape] != i and last[shape] != i:
+            continue
+        model, version, features, tests, values = block
         ok = allowed.get(model)
         if ok is None:
             ok = allowed[model] = exported(model)
