@@ -464,3 +464,55 @@ def test_labels_naming_binary_classes_the_other_way_score_as_the_same_classes(
     )
     assert other_ref.profile.outputs.accuracy == ref.profile.outputs.accuracy > 0.6
     assert other_ref.profile.outputs.calibration == ref.profile.outputs.calibration
+
+
+def test_a_log_of_several_models_reads_each_rows_model() -> None:
+    """A prediction log of a server with several models has ``model_id`` (and
+    ``model_version``) columns. They were ignored: with one reference every row was
+    replayed as that model's, and with two the run asked which model the table is.
+    Now each row is its model's; one model's reference reads that model's rows (the
+    others left out, and said so), and the oracle is each model's rows on their own."""
+    import driftline
+
+    rng = np.random.default_rng(41)
+
+    def rows(n: int, shift: float, model: str) -> Any:
+        x = rng.normal(size=n) + shift
+        p = 1 / (1 + np.exp(-x))
+        return pd.DataFrame(
+            {
+                "id": [f"{model}-{i}" for i in range(n)],
+                "ts": pd.date_range("2026-06-01", periods=n, freq="1min"),
+                "x": x,
+                "z": rng.normal(size=n),
+                "prediction": (p > 0.5).astype(int),
+                "label": (rng.random(n) < p).astype(int),
+                "model_id": model,
+                "model_version": "2",
+            }
+        )
+
+    train = pd.concat([rows(3000, 0.0, "a"), rows(3000, 0.0, "b")], ignore_index=True)
+    ref_a = driftline.build_reference(train, "a", "2", show=False)
+    alone = train[train["model_id"] == "a"].drop(columns=["model_id", "model_version"])
+    assert ref_a.reference_id == driftline.build_reference(alone, "a", "2", show=False).reference_id
+    ref_b = driftline.build_reference(train, "b", "2", show=False)
+    a_now, b_now = rows(3000, 1.5, "a"), rows(3000, 0.0, "b")  # only a drifts
+    log = pd.concat([a_now, b_now]).sort_values("ts", kind="stable", ignore_index=True)
+    both = driftline.monitor(log, [ref_a, ref_b], show=False)
+    by_model = {m: list(g["alert_id"]) for m, g in both.alerts.groupby("model_id")}
+    want_a = driftline.monitor(a_now.drop(columns=["model_id"]), ref_a, show=False)
+    want_b = driftline.monitor(b_now.drop(columns=["model_id"]), ref_b, show=False)
+    assert len(want_a.alerts) > 0
+    assert by_model.get("a", []) == list(want_a.alerts["alert_id"])
+    assert by_model.get("b", []) == list(want_b.alerts["alert_id"])
+    one = driftline.monitor(log, ref_a, show=False)
+    assert list(one.alerts["alert_id"]) == list(want_a.alerts["alert_id"])
+    assert list(one.performance["accuracy"]) == list(want_a.performance["accuracy"])
+    assert not one.refused
+    # a labels export of both models: the other model's labels are left out, not refused
+    labels = log[["id", "label", "model_id"]]
+    apart = driftline.monitor(log.drop(columns="label"), ref_a, labels=labels, show=False)
+    assert not apart.refused and apart.run.label_outcomes == {"joined": 3000}
+    with pytest.raises(driftline.InputError, match="no row of model 'c'"):
+        driftline.build_reference(train, "c", "2", show=False)

@@ -30,6 +30,8 @@ async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
     t0 = time.monotonic()
     table = read_table(Path(args.data))
     res = resolve(table, column_map(args))
+    if res.model is not None or res.version is not None:
+        res.keep_only(args.model, args.version)  # a table of several models: this one's rows
     say(res.describe())
     if args.dry_run:
         return 0
@@ -45,7 +47,7 @@ async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
     )
     progress = None
     if sys.stderr.isatty():
-        say(f"driftline: building the reference from {table.n_rows - len(res.refused):,} rows")
+        say(f"driftline: building the reference from {res.rows_kept():,} rows")
         progress = _calibrating
     ref = build_reference(
         res.training_data(),

@@ -31,6 +31,8 @@ def build_from_table(
     """
     table: Table = table_from(data)
     res = resolve(table, columns)
+    if res.model is not None or res.version is not None:
+        res.keep_only(model_id, model_version)  # a table of several models: this one's rows
     ref = build_reference(
         res.training_data(),
         model_id,

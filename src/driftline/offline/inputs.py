@@ -8,7 +8,7 @@ file of label events or a table with an id and a label column (and a time).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -84,9 +84,11 @@ def open_predictions(
     model_version: str | None,
     labels: list[dict[str, Any]] | None = None,
     classes: Sequence[str] = (),
+    model_versions: Mapping[str, str] | None = None,
 ) -> tuple[EventSource, Resolved | None]:
     """The prediction events of ``data``; a table's label column fills ``labels``;
-    ``classes``: the model's classes as its reference knows them.
+    ``classes``: the model's classes as its reference knows them; ``model_versions``:
+    the version of each model whose rows do not name one (a table of several models).
 
     Raises
     ------
@@ -97,6 +99,12 @@ def open_predictions(
     if is_event_file(data):
         return _event_files(data, jsonl_events), None
     res = resolve(table_from(data), columns, classes=classes)
+    if res.model is not None:
+        res.model_versions = dict(model_versions or {})
+        if model_id:
+            res.keep_only(model_id, model_version)
+        else:  # every row names its model; its version, if the row does not, is given
+            return res.event_rows("", model_version or "default", labels), res
     if not model_id or not model_version:
         raise InputError(
             f"{res.table.source} is a table: say which model its rows belong to "
@@ -114,6 +122,10 @@ def open_labels(
         return _event_files(data, jsonl_labels), None
     cm = (columns or ColumnMap()).merged(ColumnMap(features=[]))
     res = resolve(table_from(data), cm, labels=True)
+    if res.model is not None:
+        if model_id:
+            res.keep_only(model_id, None)
+        return res.label_rows(model_id or ""), res
     if not model_id:
         raise InputError(f"{res.table.source}: say which model the labels belong to (--model)")
     return res.label_rows(model_id), res
@@ -178,6 +190,9 @@ def replay_inputs(
         (model_id or "", "default")
     )
     classes = ref.outputs.classes.categories if ref and ref.outputs.classes else ()
+    versions: dict[str, list[str]] = {}
+    for m, v in by_key:
+        versions.setdefault(m, []).append(v)
     events, res = open_predictions(
         current,
         columns,
@@ -185,6 +200,7 @@ def replay_inputs(
         model_version,
         table_labels if labels is None else None,
         classes=classes,
+        model_versions={m: vs[0] for m, vs in versions.items() if len(vs) == 1},
     )
     if res is not None:
         if ref is not None:
@@ -193,7 +209,8 @@ def replay_inputs(
             show(res.describe())
         if not by_key:
             raise InputError(f"{res.table.source}: give the reference to compare with")
-        if ref is None:
+        several = res.model is not None and res.only is None  # each row names its model
+        if ref is None and not several:
             known = ", ".join(f"{m} v{v}" for m, v in sorted(by_key))
             raise InputError(
                 f"no reference for model {model_id!r} version {model_version!r} among the "

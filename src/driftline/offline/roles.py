@@ -82,6 +82,13 @@ class Resolved:
     timestamp: str | None = None
     prediction: str | None = None
     label: str | None = None
+    #: Columns naming each row's model and version (a log of several models' events).
+    model: str | None = None
+    version: str | None = None
+    #: (model, version or None): the rows to read of a table of several models.
+    only: tuple[str, str | None] | None = None
+    #: A model's version where a row does not name one (its only reference's).
+    model_versions: dict[str, str] = field(default_factory=dict)
     #: class -> column.
     scores: dict[str, str] = field(default_factory=dict)
     #: (class, of column): a class whose probability is ``1 - column`` (binary models).
@@ -108,7 +115,7 @@ class Resolved:
 
     def role(self, name: str) -> str:
         """The role of column ``name``."""
-        for role in ("id", "timestamp", "prediction", "label"):
+        for role in ("id", "timestamp", "prediction", "label", "model", "version"):
             if getattr(self, role) == name:
                 return role
         for cls, col in self.scores.items():
@@ -191,10 +198,8 @@ class Resolved:
     def training_data(self) -> TrainingData:
         """The rows (less those set aside) as columns for ``build_reference``."""
         t = self.table
-        keep = np.ones(t.n_rows, np.bool_)
-        if self.refused:
-            keep[list(self.refused)] = False
-        idx = np.flatnonzero(keep).tolist() if self.refused else None
+        keep = self._rows_read()
+        idx = np.flatnonzero(keep).tolist() if not keep.all() else None
 
         def pick(vals: list[Any]) -> list[Any]:
             return vals if idx is None else [vals[i] for i in idx]
@@ -245,10 +250,17 @@ class Resolved:
         comp = (self.complement[0], t.floats(self.complement[1])) if self.complement else None
         preds = self._predictions()
         labels = self._class_column(self.label) if self.label else None
+        models, versions = self._model_columns()
         ids = vals.get(self.id) if self.id else None
         times = vals.get(self.timestamp) if self.timestamp else None
         epoch_scale = self._epoch_scale()
         for row in range(t.n_rows):
+            row_model, row_version = model_id, model_version
+            if models is not None or versions is not None:
+                mv = self._row_model(models, versions, row, model_id, model_version)
+                if mv is None:
+                    continue  # another model's row: left out, and said so (open_predictions)
+                row_model, row_version = mv
             gone = self.refused.get(row)
             if gone is not None:
                 yield row, None, None, gone
@@ -273,8 +285,8 @@ class Resolved:
                 feats[f] = vals[f][row]
             event: dict[str, Any] = {
                 "prediction_id": pid,
-                "model_id": model_id,
-                "model_version": model_version,
+                "model_id": row_model,
+                "model_version": row_version,
                 "timestamp": ts,
                 "features": feats,
                 "prediction": preds[row] if preds is not None else None,
@@ -292,7 +304,7 @@ class Resolved:
             if labels is not None and labels[row] is not None:
                 label_event = {
                     "prediction_id": pid,
-                    "model_id": model_id,
+                    "model_id": row_model,
                     "label": labels[row],
                     "timestamp": ts,
                 }
@@ -328,8 +340,15 @@ class Resolved:
         vals = t.values([c for c in (self.id, self.timestamp) if c])
         labels = self._class_column(self.label)
         scale = self._epoch_scale()
+        models, versions = self._model_columns()
         for row in range(t.n_rows):
             where = t.where(row)
+            row_model = model_id
+            if models is not None or versions is not None:
+                mv = self._row_model(models, versions, row, model_id, "")
+                if mv is None:
+                    continue  # another model's label: left out, and said so (open_labels)
+                row_model = mv[0]
             if labels[row] is None:
                 yield where, None, f"column {self.label!r}: the label is missing"
                 continue
@@ -345,17 +364,115 @@ class Resolved:
                 continue
             ev: dict[str, Any] = {
                 "prediction_id": pid,
-                "model_id": model_id,
+                "model_id": row_model,
                 "label": labels[row],
                 "timestamp": ts,
             }
             reason = check_label(ev) if ts is not None else None
             yield where, (ev if reason is None else None), reason
 
+    def _model_columns(self) -> tuple[list[Any] | None, list[Any] | None]:
+        """Each row's model and version (None: the table has no such column)."""
+        cols = [c for c in (self.model, self.version) if c]
+        if not cols:
+            return None, None
+        vals = self.table.values(cols)
+        return (
+            vals[self.model] if self.model else None,
+            vals[self.version] if self.version else None,
+        )
+
+    def _row_model(
+        self,
+        models: list[Any] | None,
+        versions: list[Any] | None,
+        row: int,
+        model_id: str,
+        model_version: str,
+    ) -> tuple[str, str] | None:
+        """The row's (model, version), or None when :attr:`only` leaves it out."""
+        m = _text_or(models[row] if models is not None else None, model_id)
+        v = _text_or(
+            versions[row] if versions is not None else None,
+            self.model_versions.get(m, model_version),
+        )
+        if self.only is not None and (
+            m != self.only[0] or (self.only[1] is not None and v != self.only[1])
+        ):
+            return None
+        return m, v
+
+    def keep_only(self, model_id: str, model_version: str | None) -> None:
+        """Read only the rows of ``model_id`` (and ``model_version``, where the table
+        names versions) of a table of several models; the roles table says how many of
+        the others are left out.
+
+        Raises
+        ------
+        InputError
+            No row of that model.
+        """
+        self.only = (model_id, model_version if self.version else None)
+        other = self.other_models()
+        if sum(other.values()) == self.table.n_rows:
+            shown = ", ".join(sorted(other)[:5]) + (", ..." if len(other) > 5 else "")
+            raise InputError(
+                f"{self.table.source}: no row of model {model_id!r}"
+                f"{f' version {model_version!r}' if self.only[1] else ''} (its rows are "
+                f"of {shown}): {option('model', 'MODEL')} names one of them"
+            )
+        if other:
+            listed = ", ".join(f"{m}: {n:,}" for m, n in sorted(other.items())[:5])
+            more = ", ..." if len(other) > 5 else ""
+            self.remarks.append(
+                f"{sum(other.values()):,} rows of other models left out ({listed}{more}): "
+                f"the rows of {model_id!r} are read"
+            )
+
+    def rows_kept(self) -> int:
+        """Rows read: the table's, less those set aside and other models'."""
+        return int(self._rows_read().sum())
+
+    def _rows_read(self) -> NDArray[np.bool_]:
+        keep = np.ones(self.table.n_rows, np.bool_)
+        if self.refused:
+            keep[list(self.refused)] = False
+        models, versions = self._model_columns()
+        if self.only is not None and (models is not None or versions is not None):
+            for row in range(self.table.n_rows):  # a table of several models: this one's
+                if self._row_model(models, versions, row, self.only[0], "") is None:
+                    keep[row] = False
+        return keep
+
+    def other_models(self) -> dict[str, int]:
+        """Rows of the models (``model`` or ``model vVERSION``) :attr:`only` leaves out."""
+        models, versions = self._model_columns()
+        if models is None and versions is None or self.only is None:
+            return {}
+        out: dict[str, int] = {}
+        want_m, want_v = self.only
+        for row in range(self.table.n_rows):
+            m = _text_or(models[row] if models is not None else None, want_m)
+            v = _text_or(versions[row] if versions is not None else None, want_v or "")
+            if m != want_m or (want_v is not None and v != want_v):
+                key = m if m != want_m else f"{m} v{v}"
+                out[key] = out.get(key, 0) + 1
+        return out
+
     def _epoch_scale(self) -> int:
         if not self.timestamp or self.kinds.get(self.timestamp) != "numeric":
             return 1
         return 1000 if "epoch seconds" in self.notes.get(self.timestamp, "") else 1
+
+
+def _text_or(v: Any, default: str) -> str:
+    """A model's or version's cell as text (``3.0`` from a float column: ``3``)."""
+    v = plain(v)
+    if v is None or v == "":
+        return default
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
 
 
 def _id_text(v: Any) -> str:
@@ -457,6 +574,10 @@ def resolve(
             setattr(res, role, known(v, option(role)))
             taken.add(v)
     free = [n for n in names if n not in taken and n not in (cm.features or ())]
+    # A log of several models' events names each row's model (the event's own fields).
+    low = {n.lower(): n for n in free}
+    res.model, res.version = low.get("model_id"), low.get("model_version")
+    free = [n for n in free if n not in (res.model, res.version)]
     ids_given = cm.id is not None
     if not ids_given:
         res.id = pick("id", free, ID_NAMES, src)
@@ -475,7 +596,7 @@ def resolve(
         _lone_date_time(res, cm, free)
     if labels and res.label is None and cm.label is None:
         _lone_label(res, free)
-    roles = {res.id, res.timestamp, res.prediction, res.label} - {None}
+    roles = {res.id, res.timestamp, res.prediction, res.label, res.model, res.version} - {None}
     if cm.scores is None:
         for n in free:
             cls = score_class(n)
@@ -869,7 +990,7 @@ def _aware_first(table: Table, col: str) -> bool:
 def _bad_values(res: Resolved, cm: ColumnMap) -> None:
     t = res.table
     for col, kind in res.kinds.items():
-        if kind != "numeric" or col in res.excluded or col == res.id:
+        if kind != "numeric" or col in res.excluded or col in (res.id, res.model, res.version):
             continue  # an id is text whatever it looks like: 1041 and "other-7" both name one
         if res.score_vector is not None and col == res.score_vector[0]:
             continue  # lists of numbers, read by Table.lists
