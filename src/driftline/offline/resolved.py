@@ -1,0 +1,453 @@
+"""What :func:`~driftline.offline.roles.resolve` found in a table: each column's role and
+type, the notes, the rows set aside, and the rows it gives as prediction and label
+events or as training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.contract.checks import check_label, check_prediction
+from driftline.contract.values import class_value, plain
+from driftline.core.reference import TrainingData
+from driftline.errors import InputError
+from driftline.offline.column_map import Refusal
+from driftline.offline.options import option
+from driftline.offline.table_base import Table
+from driftline.offline.times import time_ms
+
+__all__ = ["Kind", "Resolved", "in_class_order", "is_number"]
+
+Kind = Literal["numeric", "categorical", "boolean", "datetime"]
+
+
+@dataclass
+class Resolved:
+    """Every column's role and type, the notes, and the rows set aside."""
+
+    table: Table
+    id: str | None = None
+    timestamp: str | None = None
+    prediction: str | None = None
+    label: str | None = None
+    #: Columns naming each row's model and version (a log of several models' events).
+    model: str | None = None
+    version: str | None = None
+    #: (model, version or None): the rows to read of a table of several models.
+    only: tuple[str, str | None] | None = None
+    #: A model's version where a row does not name one (its only reference's).
+    model_versions: dict[str, str] = field(default_factory=dict)
+    #: class -> column.
+    scores: dict[str, str] = field(default_factory=dict)
+    #: (class, of column): a class whose probability is ``1 - column`` (binary models).
+    complement: tuple[str, str] | None = None
+    #: (column, classes): one column holding each row's probabilities as a list, in the
+    #: classes' order (``list(model.predict_proba(X))``, scikit-learn's ``classes_``).
+    score_vector: tuple[str, list[str]] | None = None
+    #: No prediction column: the prediction is the class of the highest probability.
+    argmax: bool = False
+    #: The model's classes as known beyond the table (a reference's), in class order.
+    known_classes: list[str] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)
+    kinds: dict[str, Kind] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    task: str = "classification"
+    refused: dict[int, Refusal] = field(default_factory=dict)
+    #: Notes about the table as a whole, printed under the columns.
+    remarks: list[str] = field(default_factory=list)
+    #: A table of labels (no features; a label without a time takes its prediction's).
+    labels: bool = False
+    #: The ``strptime`` layout of the time column's text (None: ISO 8601 or numbers).
+    time_format: str | None = None
+
+    def role(self, name: str) -> str:
+        """The role of column ``name``."""
+        for role in ("id", "timestamp", "prediction", "label", "model", "version"):
+            if getattr(self, role) == name:
+                return role
+        for cls, col in self.scores.items():
+            if col == name:
+                return f"score[{cls}]"
+        if self.score_vector is not None and self.score_vector[0] == name:
+            return f"scores[{','.join(self.score_vector[1])}]"
+        return "feature" if name in self.features else "excluded"
+
+    def describe(self) -> str:
+        """The table of column -> role -> type (-> note) printed before any work."""
+        t = self.table
+        rows = [("column", "role", "type", "note")]
+        for name in t.names:
+            kind = self.kinds.get(name, "")
+            note = self.notes.get(name) or self.excluded.get(name, "")
+            rows.append((name, self.role(name), kind, note))
+        if self.complement is not None:
+            cls, col = self.complement
+            rows.append((f"(1 - {col})", f"score[{cls}]", "numeric", "binary: the other class"))
+        if self.argmax:
+            rows.append(
+                ("(highest score)", "prediction", "categorical", "the most probable class")
+            )
+        w = [max(len(r[i]) for r in rows) for i in range(3)]
+        if self.labels:
+            lines = [f"driftline: {t.source}: {t.n_rows:,} labels"]
+        else:
+            lines = [
+                f"driftline: {t.source}: {t.n_rows:,} rows, {len(self.features)} features, "
+                f"task {self.task}"
+            ]
+        lines += ["  " + "  ".join(r[i].ljust(w[i]) for i in range(3)) + "  " + r[3] for r in rows]
+        lines += [f"  note: {r}" for r in self.remarks]
+        if self.refused:
+            lines.append(f"  {len(self.refused):,} rows set aside (bad values)")
+        return "\n".join(line.rstrip() for line in lines)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _class_column(self, name: str) -> list[Any]:
+        vals = self.table.values([name])[name]
+        if self.kinds.get(name) == "numeric":
+            st = self.table.stats(name)
+            if st.integers == st.numbers:  # 1.0 from a column pandas made float: class 1
+                return [v if v is None else int(v) for v in vals]
+            return vals
+        return [class_value(v) for v in vals]
+
+    def _predictions(self) -> list[Any] | None:
+        """The prediction of every row: its column's, or with :attr:`argmax` the class
+        of the highest probability (the first in class order on a tie, as scikit-learn's
+        ``predict`` is the argmax of ``predict_proba``; None where a score is missing)."""
+        if self.prediction:
+            return self._class_column(self.prediction)
+        if not self.argmax:
+            return None
+        scores = self._score_floats()
+        if self.complement is not None:
+            cls, col = self.complement
+            scores[cls] = 1.0 - self.table.floats(col)
+        classes = in_class_order(scores)
+        matrix = np.column_stack([scores[c] for c in classes])
+        best = np.argmax(np.nan_to_num(matrix, nan=-1.0), axis=1)
+        best[np.isnan(matrix).any(axis=1)] = -1
+        names: list[Any] = [int(c) if c.lstrip("-").isdigit() else c for c in classes]
+        return [None if i < 0 else names[i] for i in best.tolist()]
+
+    def _score_floats(self) -> dict[str, NDArray[np.float64]]:
+        """Each class's probability column (the complement aside), NaN where missing."""
+        t = self.table
+        out = {c: t.floats(col) for c, col in self.scores.items()}
+        if self.score_vector is not None:
+            col, classes = self.score_vector
+            rows = t.lists(col)
+            assert rows is not None  # resolve found it
+            out.update({c: rows[:, i] for i, c in enumerate(classes)})
+        return out
+
+    def training_data(self) -> TrainingData:
+        """The rows (less those set aside) as columns for ``build_reference``."""
+        t = self.table
+        keep = self._rows_read()
+        idx = np.flatnonzero(keep).tolist() if not keep.all() else None
+
+        def pick(vals: list[Any]) -> list[Any]:
+            return vals if idx is None else [vals[i] for i in idx]
+
+        columns: dict[str, Any] = {}
+        types: dict[str, Any] = {}
+        cats = [f for f in self.features if self.kinds[f] != "numeric"]
+        cat_values = t.values(cats)
+        for f in self.features:
+            if self.kinds[f] == "numeric":
+                columns[f] = t.floats(f)[keep]
+                types[f] = "numeric"
+            else:
+                columns[f] = pick(cat_values[f])
+                types[f] = "categorical"
+        scores = {c: x[keep] for c, x in self._score_floats().items()}
+        if self.complement is not None:
+            cls, col = self.complement
+            scores[cls] = 1.0 - t.floats(col)[keep]
+        found = self._predictions()
+        preds = pick(found) if found is not None else None
+        labels = pick(self._class_column(self.label)) if self.label else None
+        if self.task == "regression" and preds is not None:
+            preds = [float(p) if isinstance(p, int | float) else None for p in preds]
+        return TrainingData(
+            predictions=preds,
+            labels=labels,
+            columns=columns,
+            column_types=types,
+            score_columns=scores or None,
+            task="regression" if self.task == "regression" else "classification",
+        )
+
+    def events(
+        self, model_id: str, model_version: str
+    ) -> Iterator[tuple[int, dict[str, Any] | None, dict[str, Any] | None, Refusal | None]]:
+        """``(row, prediction event, label event, refusal)`` for every row, in order.
+
+        Each prediction event passes the contract's check (else the row is refused with
+        the reason); the label event is ``None`` where the row has no label.
+        """
+        t = self.table
+        want = [c for c in (self.id, self.timestamp) if c]
+        cats = [f for f in self.features if self.kinds[f] != "numeric"]
+        vals = t.values([*want, *cats])
+        nums = {f: t.floats(f) for f in self.features if self.kinds[f] == "numeric"}
+        score_cols = self._score_floats()
+        comp = (self.complement[0], t.floats(self.complement[1])) if self.complement else None
+        preds = self._predictions()
+        labels = self._class_column(self.label) if self.label else None
+        models, versions = self._model_columns()
+        ids = vals.get(self.id) if self.id else None
+        times = vals.get(self.timestamp) if self.timestamp else None
+        epoch_scale = self._epoch_scale()
+        for row in range(t.n_rows):
+            row_model, row_version = model_id, model_version
+            if models is not None or versions is not None:
+                mv = self._row_model(models, versions, row, model_id, model_version)
+                if mv is None:
+                    continue  # another model's row: left out, and said so (open_predictions)
+                row_model, row_version = mv
+            gone = self.refused.get(row)
+            if gone is not None:
+                yield row, None, None, gone
+                continue
+            col = self.id
+            try:
+                pid = _id_text(ids[row]) if ids is not None else f"row-{row}"
+                col = self.timestamp
+                ts = (
+                    time_ms(times[row], epoch_scale, self.time_format)
+                    if times is not None
+                    else row
+                )
+            except ValueError as exc:
+                yield row, None, None, Refusal(row, t.where(row), col, str(exc))
+                continue
+            feats: dict[str, Any] = {}
+            for f, arr in nums.items():
+                x = float(arr[row])
+                feats[f] = None if x != x else x
+            for f in cats:
+                feats[f] = vals[f][row]
+            event: dict[str, Any] = {
+                "prediction_id": pid,
+                "model_id": row_model,
+                "model_version": row_version,
+                "timestamp": ts,
+                "features": feats,
+                "prediction": preds[row] if preds is not None else None,
+            }
+            sc = {c: float(a[row]) for c, a in score_cols.items() if a[row] == a[row]}
+            if comp is not None and comp[1][row] == comp[1][row]:
+                sc[comp[0]] = 1.0 - float(comp[1][row])
+            if sc:
+                event["scores"] = sc
+            reason = check_prediction(event)
+            if reason is not None:
+                yield row, None, None, Refusal(row, t.where(row), None, reason)
+                continue
+            label_event = None
+            if labels is not None and labels[row] is not None:
+                label_event = {
+                    "prediction_id": pid,
+                    "model_id": row_model,
+                    "label": labels[row],
+                    "timestamp": ts,
+                }
+                if check_label(label_event) is not None:
+                    label_event = None
+            yield row, event, label_event, None
+
+    def event_rows(
+        self, model_id: str, model_version: str, labels: list[dict[str, Any]] | None = None
+    ) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
+        """The rows as ``(where, prediction event, refusal)``; label events of the rows
+        that have one are appended to ``labels`` (when given)."""
+        for row, event, label, refusal in self.events(model_id, model_version):
+            where = self.table.where(row)
+            if refusal is not None:
+                col = f"column {refusal.column!r}: " if refusal.column else ""
+                yield where, None, f"{col}{refusal.reason}"
+                continue
+            if labels is not None and label is not None:
+                labels.append(label)
+            yield where, event, None
+
+    def label_rows(self, model_id: str) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
+        """A table of labels as ``(where, label event, refusal)``: the id and label
+        columns, and the time if there is one (else the label takes its prediction's)."""
+        t = self.table
+        if self.id is None or self.label is None:
+            raise InputError(
+                f"{t.source}: a labels table needs an id and a label column "
+                f"(found id={self.id!r}, label={self.label!r}; "
+                f"name them with {option('labels-columns', 'id=COL,label=COL')})"
+            )
+        vals = t.values([c for c in (self.id, self.timestamp) if c])
+        labels = self._class_column(self.label)
+        scale = self._epoch_scale()
+        models, versions = self._model_columns()
+        for row in range(t.n_rows):
+            where = t.where(row)
+            row_model = model_id
+            if models is not None or versions is not None:
+                mv = self._row_model(models, versions, row, model_id, "")
+                if mv is None:
+                    continue  # another model's label: left out, and said so (open_labels)
+                row_model = mv[0]
+            if labels[row] is None:
+                yield where, None, f"column {self.label!r}: the label is missing"
+                continue
+            try:
+                pid = _id_text(vals[self.id][row])
+                ts = (
+                    time_ms(vals[self.timestamp][row], scale, self.time_format)
+                    if self.timestamp
+                    else None
+                )
+            except ValueError as exc:
+                yield where, None, str(exc)
+                continue
+            ev: dict[str, Any] = {
+                "prediction_id": pid,
+                "model_id": row_model,
+                "label": labels[row],
+                "timestamp": ts,
+            }
+            reason = check_label(ev) if ts is not None else None
+            yield where, (ev if reason is None else None), reason
+
+    def _model_columns(self) -> tuple[list[Any] | None, list[Any] | None]:
+        """Each row's model and version (None: the table has no such column)."""
+        cols = [c for c in (self.model, self.version) if c]
+        if not cols:
+            return None, None
+        vals = self.table.values(cols)
+        return (
+            vals[self.model] if self.model else None,
+            vals[self.version] if self.version else None,
+        )
+
+    def _row_model(
+        self,
+        models: list[Any] | None,
+        versions: list[Any] | None,
+        row: int,
+        model_id: str,
+        model_version: str,
+    ) -> tuple[str, str] | None:
+        """The row's (model, version), or None when :attr:`only` leaves it out."""
+        m = _text_or(models[row] if models is not None else None, model_id)
+        v = _text_or(
+            versions[row] if versions is not None else None,
+            self.model_versions.get(m, model_version),
+        )
+        if self.only is not None and (
+            m != self.only[0] or (self.only[1] is not None and v != self.only[1])
+        ):
+            return None
+        return m, v
+
+    def keep_only(self, model_id: str, model_version: str | None) -> None:
+        """Read only the rows of ``model_id`` (and ``model_version``, where the table
+        names versions) of a table of several models; the roles table says how many of
+        the others are left out.
+
+        Raises
+        ------
+        InputError
+            No row of that model.
+        """
+        self.only = (model_id, model_version if self.version else None)
+        other = self.other_models()
+        if sum(other.values()) == self.table.n_rows:
+            shown = ", ".join(sorted(other)[:5]) + (", ..." if len(other) > 5 else "")
+            raise InputError(
+                f"{self.table.source}: no row of model {model_id!r}"
+                f"{f' version {model_version!r}' if self.only[1] else ''} (its rows are "
+                f"of {shown}): {option('model', 'MODEL')} names one of them"
+            )
+        if other:
+            listed = ", ".join(f"{m}: {n:,}" for m, n in sorted(other.items())[:5])
+            more = ", ..." if len(other) > 5 else ""
+            self.remarks.append(
+                f"{sum(other.values()):,} rows of other models left out ({listed}{more}): "
+                f"the rows of {model_id!r} are read"
+            )
+
+    def rows_kept(self) -> int:
+        """Rows read: the table's, less those set aside and other models'."""
+        return int(self._rows_read().sum())
+
+    def _rows_read(self) -> NDArray[np.bool_]:
+        keep = np.ones(self.table.n_rows, np.bool_)
+        if self.refused:
+            keep[list(self.refused)] = False
+        models, versions = self._model_columns()
+        if self.only is not None and (models is not None or versions is not None):
+            for row in range(self.table.n_rows):  # a table of several models: this one's
+                if self._row_model(models, versions, row, self.only[0], "") is None:
+                    keep[row] = False
+        return keep
+
+    def other_models(self) -> dict[str, int]:
+        """Rows of the models (``model`` or ``model vVERSION``) :attr:`only` leaves out."""
+        models, versions = self._model_columns()
+        if models is None and versions is None or self.only is None:
+            return {}
+        out: dict[str, int] = {}
+        want_m, want_v = self.only
+        for row in range(self.table.n_rows):
+            m = _text_or(models[row] if models is not None else None, want_m)
+            v = _text_or(versions[row] if versions is not None else None, want_v or "")
+            if m != want_m or (want_v is not None and v != want_v):
+                key = m if m != want_m else f"{m} v{v}"
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    def _epoch_scale(self) -> int:
+        if not self.timestamp or self.kinds.get(self.timestamp) != "numeric":
+            return 1
+        return 1000 if "epoch seconds" in self.notes.get(self.timestamp, "") else 1
+
+
+def _text_or(v: Any, default: str) -> str:
+    """A model's or version's cell as text (``3.0`` from a float column: ``3``)."""
+    v = plain(v)
+    if v is None or v == "":
+        return default
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _id_text(v: Any) -> str:
+    v = plain(v)
+    if v is None or v == "":
+        raise ValueError("the id is missing")
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def in_class_order(names: Iterable[str]) -> list[str]:
+    """Class names in order: numbers by value first, then text."""
+    return sorted(names, key=lambda s: (float(s) if is_number(s) else 0.0, s))
+
+
+def is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
