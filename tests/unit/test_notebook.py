@@ -516,3 +516,24 @@ def test_a_log_of_several_models_reads_each_rows_model() -> None:
     assert not apart.refused and apart.run.label_outcomes == {"joined": 3000}
     with pytest.raises(driftline.InputError, match="no row of model 'c'"):
         driftline.build_reference(train, "c", "2", show=False)
+
+
+def test_training_rows_logged_by_an_earlier_version_build_the_new_versions_reference() -> None:
+    """A training table taken from the log of version 2's predictions builds version
+    3's reference: the model's rows are read whatever version made them."""
+    import driftline
+
+    rng = np.random.default_rng(43)
+    n = 2000
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "x": rng.normal(size=n),
+            "prediction": rng.integers(0, 2, n),
+            "model_id": np.where(np.arange(n) % 4, "churn", "fraud"),
+            "model_version": "2",
+        }
+    )
+    ref = driftline.build_reference(frame, "churn", "3", show=False)
+    alone = frame[frame["model_id"] == "churn"].drop(columns=["model_id", "model_version"])
+    assert ref.reference_id == driftline.build_reference(alone, "churn", "3", show=False).reference_id
