@@ -536,4 +536,5 @@ def test_training_rows_logged_by_an_earlier_version_build_the_new_versions_refer
     )
     ref = driftline.build_reference(frame, "churn", "3", show=False)
     alone = frame[frame["model_id"] == "churn"].drop(columns=["model_id", "model_version"])
-    assert ref.reference_id == driftline.build_reference(alone, "churn", "3", show=False).reference_id
+    want = driftline.build_reference(alone, "churn", "3", show=False)
+    assert ref.reference_id == want.reference_id
