@@ -266,6 +266,29 @@ def test_labels_without_their_prediction_are_counted_and_refused_not_lost(
     assert (files / "k.jsonl").read_bytes() == (files / "m.jsonl").read_bytes()
 
 
+def test_model_alone_picks_its_reference_among_several(env: dict[str, str], files: Path) -> None:
+    """``--model`` with a reference for each of two models: the model's version is its
+    only reference's (it asked for ``--version`` too), for a table of that model's rows
+    and for a log of both models' rows (the other's left out)."""
+    for model in ("churn", "upsell"):
+        built = dl(env, "reference", "build", "--model", model, "--version", "4",
+                   "--data", "train.csv", "--out", f"{model}4.ref", cwd=files)  # fmt: skip
+        assert built.returncode == 0, built.stderr
+    current = pd.read_csv(files / "current.csv")
+    log = pd.concat([current.assign(model_id="churn"), current.assign(model_id="upsell")])
+    log.to_csv(files / "log.csv", index=False)
+    refs = ("--reference", "churn4.ref", "--reference", "upsell4.ref")
+    one = dl(env, "replay", "--events", "current.csv", *refs, "--model", "upsell",
+             "--out", "one.jsonl", cwd=files)  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    both = dl(env, "replay", "--events", "log.csv", *refs, "--model", "upsell",
+              "--out", "both.jsonl", cwd=files)  # fmt: skip
+    assert both.returncode == 0, both.stderr
+    assert "3,000 rows of other models left out (churn: 3,000)" in both.stderr
+    assert (files / "both.jsonl").read_bytes() == (files / "one.jsonl").read_bytes()
+    assert b'"model_id":"upsell"' in (files / "one.jsonl").read_bytes()
+
+
 def test_refused_input_exits_2_with_a_summary(env: dict[str, str], files: Path) -> None:
     ev = files / "events.jsonl"
     good = {

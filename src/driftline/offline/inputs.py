@@ -99,12 +99,12 @@ def open_predictions(
     if is_event_file(data):
         return _event_files(data, jsonl_events), None
     res = resolve(table_from(data), columns, classes=classes)
-    if res.model is not None:
+    if res.model is not None:  # every row names its model; its version, if not, is given
         res.model_versions = dict(model_versions or {})
         if model_id:
             res.keep_only(model_id, model_version)
-        else:  # every row names its model; its version, if the row does not, is given
-            return res.event_rows("", model_version or "default", labels), res
+        version = model_version or res.model_versions.get(model_id or "", "default")
+        return res.event_rows(model_id or "", version, labels), res
     if not model_id or not model_version:
         raise InputError(
             f"{res.table.source} is a table: say which model its rows belong to "
@@ -184,6 +184,9 @@ def replay_inputs(
     if len(references) == 1:
         model_id = model_id or references[0].model_id
         model_version = model_version or references[0].model_version
+    elif model_id and not model_version:  # --model alone: its version, if it has one
+        theirs = [r.model_version for r in references if r.model_id == model_id]
+        model_version = theirs[0] if len(theirs) == 1 else None
     table_labels: list[dict[str, Any]] = []
     by_key = {(r.model_id, r.model_version): r for r in references}
     ref = by_key.get((model_id or "", model_version or "")) or by_key.get(
