@@ -10,8 +10,13 @@
 --   -> {'ok', hits}: per probe found, u32 probe index (0-based), u32 KEYS index
 --      (0-based), u32 value length, value
 --
--- Round r asks every probe still unresolved for its r-th candidate: one HMGET per hash
--- with all its fields (in slices: unpack() has a stack limit); most resolve in round 1.
+-- Round r asks every probe still unresolved for its r-th candidate: per hash, one HMGET
+-- with all its fields (in slices: unpack() has a stack limit), or, when the hash is a
+-- listpack (HLEN <= LISTPACK) asked for a third of its fields or more, one HGETALL read
+-- into a table kept for later rounds. A listpack finds a field by a scan of its
+-- entries, so many fields asked of one cost a scan each (a miss the whole listpack);
+-- HGETALL reads it once. Either way a probe gets the same value. Most probes resolve in
+-- round 1.
 
 local blob = ARGV[1]
 -- per probe: field, candidate count, first candidate, all candidates (when several)
@@ -34,11 +39,16 @@ while pos <= size do
 end
 
 local SLICE = 4000
-local out = {}
+-- hash-max-listpack-entries' default: above it a hash is a hash table, where HMGET
+-- finds a field without a scan.
+local LISTPACK = 512
+local out, nout = {}, 0
 local pending = {}
 for p = 1, count do
   if ncand[p] > 0 then pending[#pending + 1] = p end
 end
+-- KEYS index -> its whole hash as a table (read by HGETALL)
+local whole = {}
 local level = 1
 while #pending > 0 do
   local groups, order = {}, {}
@@ -55,16 +65,35 @@ while #pending > 0 do
   local nxt = {}
   for _, k in ipairs(order) do
     local members = groups[k]
+    local key = KEYS[k + 1]
+    local map = whole[k]
+    if not map then
+      local n = redis.call('HLEN', key)
+      if n <= LISTPACK and 3 * #members >= n then
+        local all = redis.call('HGETALL', key)
+        map = {}
+        for i = 1, #all, 2 do map[all[i]] = all[i + 1] end
+        whole[k] = map
+      end
+    end
     for s = 1, #members, SLICE do
       local e = math.min(s + SLICE - 1, #members)
-      local ask = {}
-      for m = s, e do ask[#ask + 1] = fields[members[m]] end
-      local values = redis.call('HMGET', KEYS[k + 1], unpack(ask))
+      local values
+      if map then
+        values = {}
+        for m = s, e do values[m - s + 1] = map[fields[members[m]]] or false end
+      else
+        local ask = {}
+        for m = s, e do ask[#ask + 1] = fields[members[m]] end
+        values = redis.call('HMGET', key, unpack(ask))
+      end
       for m = s, e do
         local v = values[m - s + 1]
         local p = members[m]
         if v then
-          out[#out + 1] = struct.pack('<I4I4I4', p - 1, k, #v) .. v
+          out[nout + 1] = struct.pack('<I4I4I4', p - 1, k, #v)
+          out[nout + 2] = v
+          nout = nout + 2
         elseif ncand[p] > level then
           nxt[#nxt + 1] = p
         end
