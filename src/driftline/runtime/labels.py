@@ -18,7 +18,9 @@ Per batch of partition ``p`` (predictions-p and labels-p together):
 2. one script call looks up the pending predictions the batch's predictions need
    (:meth:`StateStore.lookup_records`), then
    :func:`~driftline.core.slowloop.join_predictions` stores them in a thread while a
-   second call looks up those its labels need;
+   second call looks up those its labels need (a label whose prediction is in the
+   batch only if the batch did not store it:
+   :func:`~driftline.core.slowloop.label_probes_to_ask`);
 3. :func:`~driftline.core.slowloop.join_labels` decides the labels' outcomes (the two
    halves are :func:`~driftline.core.slowloop.join_batch`);
 4. the shell's commit (:meth:`Worker._commit <driftline.runtime.worker.Worker._commit>`)
@@ -68,6 +70,7 @@ from driftline.core.slowloop import (
     check_concept_settings,
     join_labels,
     join_predictions,
+    label_probes_to_ask,
     labels_backpressure,
     plan_lookups,
     retention_ms,
@@ -295,10 +298,11 @@ class LabelJoiner(Worker[UnitState, Joined]):
         # The core runs in a thread, so the event loop keeps fetching meanwhile (as the
         # monitor's); one batch at a time, and the alert reader waits between batches.
         # Its predictions' half needs only their probes: the labels' probes are read
-        # from Redis while it runs (the same reads, before the same commit).
+        # from Redis while it runs, but those of labels whose prediction is in the batch
+        # only if the batch did not store it (else the label never reads the answer).
         found: list[Found] = [None] * len(plan.probes)
-        split = plan.label_split()
-        await self._lookup(p, plan, 0, split, found)
+        await self._lookup(p, plan, range(plan.label_split()), found)
+        elsewhere, here = plan.label_probes()
         started = asyncio.ensure_future(
             asyncio.to_thread(
                 join_predictions,
@@ -312,10 +316,11 @@ class LabelJoiner(Worker[UnitState, Joined]):
             )
         )
         try:
-            await self._lookup(p, plan, split, len(plan.probes), found)
+            await self._lookup(p, plan, elsewhere, found)
         finally:
             # Never leave the state to a thread still writing it, even on an error.
             joining = await started
+        await self._lookup(p, plan, label_probes_to_ask(joining, plan, here), found)
         result = await asyncio.to_thread(join_labels, joining, labels, plan, found)
         sends = []
         for idx, reason, event in result.rejected:
@@ -350,19 +355,27 @@ class LabelJoiner(Worker[UnitState, Joined]):
         )
 
     async def _lookup(
-        self, p: int, plan: LookupPlan, start: int, stop: int, found: list[Found]
+        self, p: int, plan: LookupPlan, which: Sequence[int], found: list[Found]
     ) -> None:
-        """Redis's answers to probes ``start:stop`` of ``plan``, into ``found``."""
+        """Redis's answers to the probes of ``plan`` numbered ``which`` (in increasing
+        order), into ``found``."""
         store = self.store
         assert store is not None
-        probes = plan.probes[start:stop]
-        if not probes:
+        if not which:
             return
+        lo, hi = which[0], which[-1] + 1
+        # usually a stretch of the plan's probes: sliced, not gathered one by one
+        stretch = hi - lo == len(which)
+        probes = plan.probes[lo:hi] if stretch else [plan.probes[i] for i in which]
         hits = await self.retrying(
             "looking up pending predictions",
             lambda: store.lookup_records(self.label_topic, p, plan.keys, probes),
         )
-        found[start:stop] = hits
+        if stretch:
+            found[lo:hi] = hits
+        else:
+            for i, hit in zip(which, hits, strict=True):
+                found[i] = hit
 
     async def _screen(
         self, p: int, versions: set[tuple[str, str]], models: set[str]

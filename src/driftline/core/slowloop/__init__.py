@@ -26,6 +26,7 @@ from driftline.core.slowloop.join import (
     join_batch,
     join_labels,
     join_predictions,
+    label_probes_to_ask,
     labels_backpressure,
 )
 from driftline.core.slowloop.lookups import Found, LookupPlan, MemoryRecords, plan_lookups
@@ -61,6 +62,7 @@ __all__ = [
     "join_batch",
     "join_labels",
     "join_predictions",
+    "label_probes_to_ask",
     "labels_backpressure",
     "plan_lookups",
     "prediction_digest",

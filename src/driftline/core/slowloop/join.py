@@ -809,6 +809,16 @@ def join_predictions(
     return j
 
 
+def label_probes_to_ask(j: _Joiner, plan: LookupPlan, probes: Sequence[int]) -> list[int]:
+    """Of the labels' probes ``probes`` (indices into ``plan.probes``), those
+    :func:`join_labels` may read after :func:`join_predictions` (``j``) ran: a label
+    whose prediction this batch stored joins that record and never reads Redis's
+    answer, so the shell need not ask for it."""
+    stored = j.b.new
+    every = plan.probes
+    return [pi for pi in probes if every[pi][0] not in stored]
+
+
 def join_labels(
     j: _Joiner, labels: Sequence[Mapping[str, Any]], plan: LookupPlan, found: Sequence[Found]
 ) -> JoinResult:

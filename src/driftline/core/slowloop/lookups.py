@@ -64,6 +64,20 @@ class LookupPlan:
         are labels' only: :func:`plan_lookups` adds the predictions' first)."""
         return max(self.pred_probe, default=-1) + 1
 
+    def label_probes(self) -> tuple[list[int], list[int]]:
+        """The labels' probes in two lists, each in order: those of labels whose
+        prediction is not one of this batch's, then those whose prediction is. A label
+        of the second kind reads Redis's answer only when the batch did not store its
+        prediction (a duplicate, too old, invalid): which of them are still read is
+        known once the predictions' half ran (:func:`~.join.label_probes_to_ask`)."""
+        batch = set(self.pred_digest)
+        elsewhere: list[int] = []
+        here: list[int] = []
+        for pi, d in zip(self.label_probe, self.label_digest, strict=True):
+            if pi >= 0:
+                (here if d in batch else elsewhere).append(pi)
+        return elsewhere, here
+
 
 #: Result of one probe: (index into plan.keys where found, stored value), or None.
 Found = tuple[int, bytes] | None
