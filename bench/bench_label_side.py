@@ -62,12 +62,11 @@ def _child(n: int, fetch: int) -> dict[str, Any]:
     from driftline.core.slowloop.lookups import MemoryRecords, plan_lookups
     from driftline.core.slowloop.perf_state import UnitState
     from driftline.runtime.blas import single_threaded_blas
-    from driftline.runtime.gc_policy import batch_sized_gc
     from driftline.runtime.labels import _decode_predictions
     from driftline.runtime.store_records import RecordWrites
 
     single_threaded_blas()
-    batch_sized_gc()  # the workers' collector policy
+    bench_pipeline.joiner_gc()  # the joiner's collector policy, as each tree's CLI sets it
     events = bench_pipeline._events(n)
     ref = bench_pipeline._reference()
     pvals = [orjson.dumps(p) for p in pack_events(events)]

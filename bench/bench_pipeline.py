@@ -83,6 +83,7 @@ from driftline.contract.label_batch import pack_label_events
 from driftline.core.fastloop import ModelState, process_batch
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.demo.simulate import Shift, SimulatedModel
+from driftline.runtime import gc_policy
 from driftline.runtime.devstack import DevStack
 from driftline.runtime.gc_policy import batch_sized_gc
 from driftline.runtime.worker import FETCH_MAX_WAIT_MS
@@ -157,6 +158,16 @@ def _redis_counters(url: str) -> dict[str, float]:
         }
     finally:
         r.close()
+
+
+def joiner_gc() -> None:
+    """The collector policy the CLI gives the label joiner (cli/workers.py); a tree
+    before round nine gave every worker the same (the benchmarks run older trees too)."""
+    young = getattr(gc_policy, "JOINER_YOUNG_THRESHOLD", None)
+    if young is None:
+        batch_sized_gc()
+    else:
+        batch_sized_gc(young)
 
 
 def _peak_mb() -> float:
@@ -416,7 +427,7 @@ async def phase_labels(cfg: dict[str, Any]) -> dict[str, Any]:
         await _store_predictions_then_label(cfg, settings)
     joiner = LabelJoiner(settings, name="bench-labels")
     await joiner.start()
-    batch_sized_gc()  # as the CLI runs a worker (cli/workers.py)
+    joiner_gc()
     span = _Span(cfg["redis"])
     handle = joiner._handle
     # Labels of stored predictions: the joiner resumes past the predictions (their

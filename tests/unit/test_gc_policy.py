@@ -31,3 +31,20 @@ def test_a_started_worker_freezes_start_up_and_collects_young_objects_less_often
     ).stdout.split()
     assert out == ["True", str(YOUNG_THRESHOLD), "True"]
 
+
+
+def test_the_label_joiner_collects_young_objects_less_often_still() -> None:
+    """The joiner's batches are larger: its threshold is larger, the rest the same."""
+    from driftline.runtime.gc_policy import JOINER_YOUNG_THRESHOLD
+
+    src = str(driftline.__file__).rsplit("/driftline/", 1)[0]
+    probe = _PROBE.replace("batch_sized_gc()", f"batch_sized_gc({JOINER_YOUNG_THRESHOLD})")
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={"PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert JOINER_YOUNG_THRESHOLD > YOUNG_THRESHOLD
+    assert out == ["True", str(JOINER_YOUNG_THRESHOLD), "True"]

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 
 from driftline.config import Settings
-from driftline.runtime.gc_policy import batch_sized_gc
+from driftline.runtime.gc_policy import JOINER_YOUNG_THRESHOLD, batch_sized_gc
 from driftline.runtime.health import HEALTH, install_stop_handlers
 from driftline.runtime.labels import LabelJoiner
 from driftline.runtime.metrics import serve_metrics
@@ -66,7 +66,7 @@ async def labels(args: argparse.Namespace, settings: Settings) -> int:
     worker = LabelJoiner(settings, name=args.name)
     _stop_on_signals(worker.stop, settings)
     await worker.start()
-    batch_sized_gc()  # this process is the worker's: runtime/gc_policy.py
+    batch_sized_gc(JOINER_YOUNG_THRESHOLD)  # this process is the worker's: runtime/gc_policy.py
     try:
         await worker.run(idle_exit_s=args.idle_exit)
     finally:

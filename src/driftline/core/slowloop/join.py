@@ -830,4 +830,8 @@ def join_labels(
     j.expire_held()
     j.judge_input_drift()
     j.prune_gens()
+    # The label side and the joiner refer to each other: without the cycle, the batch's
+    # working set (a record a prediction, the labels' outcomes) is freed with the
+    # joiner instead of waiting for the collector to find it. The batch is over.
+    del j.side
     return j.r
