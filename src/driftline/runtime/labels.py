@@ -16,7 +16,7 @@ Per batch of partition ``p`` (predictions-p and labels-p together):
    (acknowledged before the commit; a prediction that breaks it is counted and skipped:
    the monitor dead-letters predictions);
 2. one script call looks up the pending predictions the batch's predictions need
-   (:meth:`StateStore.lookup_records`), then
+   (:meth:`StateStore.lookup_records`; the labels' probes are planned meanwhile), then
    :func:`~driftline.core.slowloop.join_predictions` stores them in a thread while a
    second call looks up those its labels need (a label whose prediction is in the
    batch only if the batch did not store it:
@@ -72,7 +72,8 @@ from driftline.core.slowloop import (
     join_predictions,
     label_probes_to_ask,
     labels_backpressure,
-    plan_lookups,
+    plan_label_lookups,
+    plan_prediction_lookups,
     retention_ms,
 )
 from driftline.errors import (
@@ -294,14 +295,26 @@ class LabelJoiner(Worker[UnitState, Joined]):
             preds, labels, label_recs, held_labels = await self._drop(
                 p, preds, labels, label_recs, dropped, lrecs, dec.batches
             )
-        plan = plan_lookups(preds, labels, state, self.settings.labels)
+        # The predictions' probes are read from Redis while the labels' are planned (in
+        # a thread: the plan reads the state, which nothing changes before the join).
+        cfg = self.settings.labels
+        plan = plan_prediction_lookups(preds, state, cfg)
+        split = len(plan.probes)
+        found: list[Found] = [None] * split
+        asked = asyncio.ensure_future(self._lookup(p, list(plan.keys), plan, range(split), found))
+        try:
+            if split and labels:
+                await asyncio.to_thread(plan_label_lookups, plan, labels, state, cfg)
+            else:
+                plan_label_lookups(plan, labels, state, cfg)
+        finally:
+            await asked
+        found += [None] * (len(plan.probes) - split)
         # The core runs in a thread, so the event loop keeps fetching meanwhile (as the
         # monitor's); one batch at a time, and the alert reader waits between batches.
         # Its predictions' half needs only their probes: the labels' probes are read
         # from Redis while it runs, but those of labels whose prediction is in the batch
         # only if the batch did not store it (else the label never reads the answer).
-        found: list[Found] = [None] * len(plan.probes)
-        await self._lookup(p, plan, range(plan.label_split()), found)
         elsewhere, here = plan.label_probes()
         started = asyncio.ensure_future(
             asyncio.to_thread(
@@ -316,11 +329,11 @@ class LabelJoiner(Worker[UnitState, Joined]):
             )
         )
         try:
-            await self._lookup(p, plan, elsewhere, found)
+            await self._lookup(p, plan.keys, plan, elsewhere, found)
         finally:
             # Never leave the state to a thread still writing it, even on an error.
             joining = await started
-        await self._lookup(p, plan, label_probes_to_ask(joining, plan, here), found)
+        await self._lookup(p, plan.keys, plan, label_probes_to_ask(joining, plan, here), found)
         result = await asyncio.to_thread(join_labels, joining, labels, plan, found)
         sends = []
         for idx, reason, event in result.rejected:
@@ -355,10 +368,15 @@ class LabelJoiner(Worker[UnitState, Joined]):
         )
 
     async def _lookup(
-        self, p: int, plan: LookupPlan, which: Sequence[int], found: list[Found]
+        self,
+        p: int,
+        keys: Sequence[str],
+        plan: LookupPlan,
+        which: Sequence[int],
+        found: list[Found],
     ) -> None:
         """Redis's answers to the probes of ``plan`` numbered ``which`` (in increasing
-        order), into ``found``."""
+        order), into ``found``; ``keys``: the plan's keys (those probes' at least)."""
         store = self.store
         assert store is not None
         if not which:
@@ -369,7 +387,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
         probes = plan.probes[lo:hi] if stretch else [plan.probes[i] for i in which]
         hits = await self.retrying(
             "looking up pending predictions",
-            lambda: store.lookup_records(self.label_topic, p, plan.keys, probes),
+            lambda: store.lookup_records(self.label_topic, p, keys, probes),
         )
         if stretch:
             found[lo:hi] = hits

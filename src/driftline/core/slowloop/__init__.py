@@ -29,7 +29,14 @@ from driftline.core.slowloop.join import (
     label_probes_to_ask,
     labels_backpressure,
 )
-from driftline.core.slowloop.lookups import Found, LookupPlan, MemoryRecords, plan_lookups
+from driftline.core.slowloop.lookups import (
+    Found,
+    LookupPlan,
+    MemoryRecords,
+    plan_label_lookups,
+    plan_lookups,
+    plan_prediction_lookups,
+)
 from driftline.core.slowloop.pending import (
     TOMBSTONE,
     PendingPrediction,
@@ -64,7 +71,9 @@ __all__ = [
     "join_predictions",
     "label_probes_to_ask",
     "labels_backpressure",
+    "plan_label_lookups",
     "plan_lookups",
+    "plan_prediction_lookups",
     "prediction_digest",
     "record_key",
     "retention_ms",

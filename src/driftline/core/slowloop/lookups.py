@@ -31,7 +31,14 @@ from driftline.core.slowloop.pending import (
 from driftline.core.slowloop.perf_state import ModelJoin, UnitState
 from driftline.core.slowloop.results import JoinResult
 
-__all__ = ["Found", "LookupPlan", "MemoryRecords", "plan_lookups"]
+__all__ = [
+    "Found",
+    "LookupPlan",
+    "MemoryRecords",
+    "plan_label_lookups",
+    "plan_lookups",
+    "plan_prediction_lookups",
+]
 
 
 @dataclass
@@ -50,6 +57,11 @@ class LookupPlan:
     pred_digest: list[bytes] = field(default_factory=list)
     label_digest: list[bytes] = field(default_factory=list)
     _kix: dict[str, int] = field(default_factory=dict, repr=False)
+    # Key index of each (model, generation, bucket), so a name is built once a batch.
+    _at: dict[tuple[str, int, int], int] = field(default_factory=dict, repr=False)
+    # The text each prediction digest hashes -> the digest (a label whose prediction is
+    # in the batch reuses it).
+    _known: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def key_index(self, name: str) -> int:
         """Index of ``name`` in :attr:`keys` (added when new)."""
@@ -57,6 +69,13 @@ class LookupPlan:
         if i is None:
             i = self._kix[name] = len(self.keys)
             self.keys.append(name)
+        return i
+
+    def key_of(self, model: str, gen: int, bucket: int) -> int:
+        """Index in :attr:`keys` of one generation bucket's record key (added when new)."""
+        i = self._at.get((model, gen, bucket))
+        if i is None:
+            i = self._at[(model, gen, bucket)] = self.key_index(record_key(model, gen, bucket))
         return i
 
     def label_split(self) -> int:
@@ -95,25 +114,26 @@ def plan_lookups(
     of the plan's one each, in order), ``labels`` label events.
 
     A prediction is probed in its own generation (to find an earlier copy); a label in
-    every stored generation of its model that may hold its prediction.
+    every stored generation of its model that may hold its prediction. The two halves
+    are :func:`plan_prediction_lookups` and :func:`plan_label_lookups` (the shell asks
+    Redis for the first's probes while it plans the second).
     """
+    plan = plan_prediction_lookups(predictions, unit, settings)
+    plan_label_lookups(plan, labels, unit, settings)
+    return plan
+
+
+def plan_prediction_lookups(
+    predictions: Sequence[Mapping[str, Any]], unit: UnitState, settings: LabelsSettings
+) -> LookupPlan:
+    """The first half of :func:`plan_lookups`: the predictions' probes, each in its own
+    generation. Pure; reads ``unit`` only."""
     c = Horizons(settings)
     plan = LookupPlan()
     probes = plan.probes
     models = unit.models
-    # Key index of each (model, generation, bucket), so a name is built once a batch.
-    kix: dict[tuple[str, int, int], int] = {}
-
-    def key_of(model: str, gen: int, bucket: int) -> int:
-        i = kix.get((model, gen, bucket))
-        if i is None:
-            i = kix[(model, gen, bucket)] = plan.key_index(record_key(model, gen, bucket))
-        return i
-
-    # A label whose prediction is in the same batch reuses its digest.
-    known: dict[str, bytes] = {}
-    plan.pred_digest = _digests(predictions, known)
-    plan.label_digest = prediction_digests(labels, known)
+    key_of = plan.key_of
+    plan.pred_digest = _digests(predictions, plan._known)
     pred_probe = plan.pred_probe
     row = 0
     for e in predictions:
@@ -165,6 +185,24 @@ def plan_lookups(
                 pred_probe.append(len(probes) - 1)
                 continue
         pred_probe.append(-1)
+    return plan
+
+
+def plan_label_lookups(
+    plan: LookupPlan,
+    labels: Sequence[Mapping[str, Any]],
+    unit: UnitState,
+    settings: LabelsSettings,
+) -> None:
+    """The second half of :func:`plan_lookups`: the labels' probes added to ``plan``
+    (:func:`plan_prediction_lookups` of the same batch and state), each in every stored
+    generation of its model that may hold its prediction, newest first. Pure but for
+    ``plan``; reads ``unit`` only."""
+    c = Horizons(settings)
+    probes = plan.probes
+    models = unit.models
+    key_of = plan.key_of
+    plan.label_digest = prediction_digests(labels, plan._known)
     # (model, first, last generation) -> the generations a label may be in, newest
     # first, with their hash buckets, and a period of the hash buckets (a common
     # multiple of their counts: a digest's bucket in each is that of its hash modulo
@@ -215,7 +253,6 @@ def plan_lookups(
                 n_probes += 1
                 continue
         add_label(-1)
-    return plan
 
 
 def _digests(items: Sequence[Mapping[str, Any]], known: dict[str, bytes]) -> list[bytes]:
