@@ -663,9 +663,11 @@ class _Joiner:
         ready = [h for h in held if h.digest in new]
         if not ready:
             return
+        side = self.side
         for h in ready:
             d = h.digest
-            self.side.join(-1, h.model_id, d, h.label, h.time_ms, self.b.recs[d])
+            side.join(-1, h.model_id, d, h.label, h.time_ms, self.b.recs[d])
+        side.score_joined()
         self.u.held = [h for h in held if h.digest not in new]
         self.r.dirty.add("h")
 

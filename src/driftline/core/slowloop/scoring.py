@@ -135,6 +135,8 @@ class LabelSide:
         self.j = j
         self._horizon: dict[str, int] = {}
         self.errors = ErrorFeed()
+        # labels joined by :meth:`join`, not scored yet (:meth:`score_joined`)
+        self._joined: list[_Joined] = []
 
     def count(self, model: str, outcome: str) -> None:
         """One more label of ``model`` with ``outcome`` (the model's and the batch's)."""
@@ -220,12 +222,20 @@ class LabelSide:
         t_label: int,
         hit: tuple[str, PendingPrediction | None],
     ) -> None:
-        """A label whose prediction's record is ``hit``: its outcome, and its scores
-        when it joins (``idx``: its index in the batch, -1 for a held label)."""
+        """A label whose prediction's record is ``hit``: its outcome (``idx``: its index
+        in the batch, -1 for a held label); a joined one is counted now and scored by
+        :meth:`score_joined`, with the others joined before it."""
         item = self.outcome(idx, model, d, label, t_label, hit)
         if item is not None:
             self.count(model, "joined")
-            self.score(item)
+            self._joined.append(item)
+
+    def score_joined(self) -> None:
+        """The labels :meth:`join` joined since the last call, scored in order as a
+        batch's labels are (:meth:`score_all`: runs of one stream at once)."""
+        if self._joined:
+            joined, self._joined = self._joined, []
+            self.score_all(joined)
 
     def outcome(
         self,
