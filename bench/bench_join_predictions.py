@@ -3,10 +3,11 @@
 Run: ``python bench/bench_join_predictions.py [--events N] [--fetch F] [--repeat K]``
 
 The predictions are the pipeline benchmark's (bench/bench_pipeline.py: one model, three
-classes with scores), read as the joiner reads them, in fetches of ``--fetch``; the labels are its labels-phase labels (a minute later, one in
-five wrong). Each figure is the best of ``--repeat`` rounds (the cases alternated in each
-round), in CPU time of this process per prediction, of ``join_batch`` over a fresh
-state with the records in memory (``MemoryRecords``), for:
+classes with scores), read as the joiner reads them, in fetches of ``--fetch``; the
+labels are its labels-phase labels (a minute later, one in five wrong). Each figure is
+the best of ``--repeat`` rounds (the cases alternated in each round), in CPU time of
+this process per prediction, of ``join_batch`` over a fresh state with the records in
+memory (``MemoryRecords``), for:
 
 * each prediction a run of its own: every lookup and count done per prediction, as the
   join did before runs (a little dearer than that code was: each run also sets up and
