@@ -30,8 +30,7 @@ async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
     t0 = time.monotonic()
     table = read_table(Path(args.data))
     res = resolve(table, column_map(args))
-    if res.model is not None or res.version is not None:
-        res.keep_only(args.model, None)  # as build_from_table: this model's rows, any version
+    res.keep_only(args.model, None)  # as build_from_table: this model's rows, any version
     say(res.describe())
     if args.dry_run:
         return 0

@@ -31,10 +31,9 @@ def build_from_table(
     """
     table: Table = table_from(data)
     res = resolve(table, columns)
-    if res.model is not None or res.version is not None:
-        # a table of several models: this one's rows, of whichever version made them
-        # (training data logged by the version before is still this model's)
-        res.keep_only(model_id, None)
+    # a table of several models: this one's rows, of whichever version made them
+    # (training data logged by the version before is still this model's)
+    res.keep_only(model_id, None)
     ref = build_reference(
         res.training_data(),
         model_id,

@@ -203,17 +203,16 @@ class Resolved:
         comp = (self.complement[0], t.floats(self.complement[1])) if self.complement else None
         preds = self._predictions()
         labels = self._class_column(self.label) if self.label else None
-        models, versions = self._model_columns()
+        of_rows = self._row_models(model_id, model_version)
         ids = vals.get(self.id) if self.id else None
         times = vals.get(self.timestamp) if self.timestamp else None
         epoch_scale = self._epoch_scale()
         for row in range(t.n_rows):
             row_model, row_version = model_id, model_version
-            if models is not None or versions is not None:
-                mv = self._row_model(models, versions, row, model_id, model_version)
-                if mv is None:
-                    continue  # another model's row: left out, and said so (open_predictions)
-                row_model, row_version = mv
+            if of_rows is not None:
+                row_model, row_version = of_rows[row]
+                if self._left_out(row_model, row_version):
+                    continue  # another model's row: left out, and said so (keep_only)
             gone = self.refused.get(row)
             if gone is not None:
                 yield row, None, None, gone
@@ -293,15 +292,14 @@ class Resolved:
         vals = t.values([c for c in (self.id, self.timestamp) if c])
         labels = self._class_column(self.label)
         scale = self._epoch_scale()
-        models, versions = self._model_columns()
+        of_rows = self._row_models(model_id, "")
         for row in range(t.n_rows):
             where = t.where(row)
             row_model = model_id
-            if models is not None or versions is not None:
-                mv = self._row_model(models, versions, row, model_id, "")
-                if mv is None:
-                    continue  # another model's label: left out, and said so (open_labels)
-                row_model = mv[0]
+            if of_rows is not None:
+                row_model, row_version = of_rows[row]
+                if self._left_out(row_model, row_version):
+                    continue  # another model's label: left out, and said so (keep_only)
             if labels[row] is None:
                 yield where, None, f"column {self.label!r}: the label is missing"
                 continue
@@ -324,47 +322,40 @@ class Resolved:
             reason = check_label(ev) if ts is not None else None
             yield where, (ev if reason is None else None), reason
 
-    def _model_columns(self) -> tuple[list[Any] | None, list[Any] | None]:
-        """Each row's model and version (None: the table has no such column)."""
+    def _row_models(self, model_id: str, model_version: str) -> list[tuple[str, str]] | None:
+        """Each row's (model, version) in a table that names them: its cells, else
+        ``model_id`` and the model's version (its only reference's, else
+        ``model_version``). None: the table names neither."""
         cols = [c for c in (self.model, self.version) if c]
         if not cols:
-            return None, None
-        vals = self.table.values(cols)
-        return (
-            vals[self.model] if self.model else None,
-            vals[self.version] if self.version else None,
-        )
-
-    def _row_model(
-        self,
-        models: list[Any] | None,
-        versions: list[Any] | None,
-        row: int,
-        model_id: str,
-        model_version: str,
-    ) -> tuple[str, str] | None:
-        """The row's (model, version), or None when :attr:`only` leaves it out."""
-        m = _text_or(models[row] if models is not None else None, model_id)
-        v = _text_or(
-            versions[row] if versions is not None else None,
-            self.model_versions.get(m, model_version),
-        )
-        if self.only is not None and (
-            m != self.only[0] or (self.only[1] is not None and v != self.only[1])
-        ):
             return None
-        return m, v
+        vals = self.table.values(cols)
+        models = vals[self.model] if self.model else [None] * self.table.n_rows
+        versions = vals[self.version] if self.version else [None] * self.table.n_rows
+        out = []
+        for m_cell, v_cell in zip(models, versions, strict=True):
+            m = _text_or(m_cell, model_id)
+            out.append((m, _text_or(v_cell, self.model_versions.get(m, model_version))))
+        return out
+
+    def _left_out(self, model: str, version: str) -> bool:
+        """Whether :attr:`only` leaves out a row of ``model`` ``version``."""
+        return self.only is not None and (
+            model != self.only[0] or (self.only[1] is not None and version != self.only[1])
+        )
 
     def keep_only(self, model_id: str, model_version: str | None) -> None:
         """Read only the rows of ``model_id`` (and ``model_version``, where the table
         names versions) of a table of several models; the roles table says how many of
-        the others are left out.
+        the others are left out. A table that names no model is all the model's.
 
         Raises
         ------
         InputError
             No row of that model.
         """
+        if self.model is None and self.version is None:
+            return
         self.only = (model_id, model_version if self.version else None)
         other = self.other_models()
         if sum(other.values()) == self.table.n_rows:
@@ -390,25 +381,21 @@ class Resolved:
         keep = np.ones(self.table.n_rows, np.bool_)
         if self.refused:
             keep[list(self.refused)] = False
-        models, versions = self._model_columns()
-        if self.only is not None and (models is not None or versions is not None):
-            for row in range(self.table.n_rows):  # a table of several models: this one's
-                if self._row_model(models, versions, row, self.only[0], "") is None:
+        if self.only is not None:
+            of_rows = self._row_models(self.only[0], self.only[1] or "")
+            for row, (m, v) in enumerate(of_rows or ()):
+                if self._left_out(m, v):
                     keep[row] = False
         return keep
 
     def other_models(self) -> dict[str, int]:
         """Rows of the models (``model`` or ``model vVERSION``) :attr:`only` leaves out."""
-        models, versions = self._model_columns()
-        if models is None and versions is None or self.only is None:
+        if self.only is None:
             return {}
         out: dict[str, int] = {}
-        want_m, want_v = self.only
-        for row in range(self.table.n_rows):
-            m = _text_or(models[row] if models is not None else None, want_m)
-            v = _text_or(versions[row] if versions is not None else None, want_v or "")
-            if m != want_m or (want_v is not None and v != want_v):
-                key = m if m != want_m else f"{m} v{v}"
+        for m, v in self._row_models(self.only[0], self.only[1] or "") or ():
+            if self._left_out(m, v):
+                key = m if m != self.only[0] else f"{m} v{v}"
                 out[key] = out.get(key, 0) + 1
         return out
 
