@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.contract.codec import pack, unpack
-from driftline.contract.columnar import BINARY_CLASS_ALIASES
+from driftline.contract.columnar import label_class
 from driftline.core.detectors import ADWIN
 from driftline.core.detectors.river_detectors import RiverDetector
 from driftline.core.slowloop.pending import prediction_digest
@@ -273,14 +273,8 @@ class PerfState:
         for a model of 0/1 scored every label wrong."""
         if len(self._index) != len(self.classes):
             self._index = {c: i for i, c in enumerate(self.classes)}
-        i = self._index.get(name)
-        if i is not None:
-            return i
-        for alias in BINARY_CLASS_ALIASES.get(name, ()):
-            i = self._index.get(alias)
-            if i is not None:
-                return i
-        return self.class_index(name)
+        i = self._index.get(name)  # the usual case, on the hot path: one lookup
+        return i if i is not None else self.class_index(label_class(name, self._index))
 
     def bucket(self, t: int, width_ms: int) -> Bucket:
         """The event-time bucket holding ``t`` (created when new)."""

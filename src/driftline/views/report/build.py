@@ -60,13 +60,6 @@ _QUALITY_STATS = {
     "type_mismatch_rate": "type mismatches",
     "unknown_feature_rate": "unknown features",
 }
-_OUTPUT_SERIES = {
-    "__class__": "class mix (PSI)",
-    "__confidence__": "confidence (PSI)",
-    "__prediction__": "prediction (PSI)",
-    "__top_class_share__": "top-class share above reference",
-    "__low_confidence__": "low-confidence rate above reference",
-}
 #: The multivariate detector's row in the window summaries (core/fastloop/multivariate.py).
 _JOINT = "__multivariate__"
 #: What the units that are not features are called where people read alerts.
@@ -78,6 +71,17 @@ _SIGNAL_NAMES = {
     "__low_confidence__": "low-confidence rate",
     _JOINT: "joint (multivariate)",
     "__unknown_features__": "unknown features",
+}
+#: The output signals' series in the report, by the signal's name and what it measures.
+_OUTPUT_SERIES = {
+    unit: f"{_SIGNAL_NAMES[unit]} {what}"
+    for unit, what in (
+        ("__class__", "(PSI)"),
+        ("__confidence__", "(PSI)"),
+        ("__prediction__", "(PSI)"),
+        ("__top_class_share__", "above reference"),
+        ("__low_confidence__", "above reference"),
+    )
 }
 
 
