@@ -23,7 +23,7 @@ Pure: imports numpy only (pandas is recognised by duck typing, never imported).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -161,20 +161,16 @@ _EPOCH = datetime(1970, 1, 1)
 _ONE_MS = timedelta(milliseconds=1)
 
 
-def _mapping(v: Any, what: str) -> dict[str, Any] | None:
+def _mapping(
+    v: Any, what: str, hint: str = "", key: Callable[[Any], str] | None = None
+) -> dict[str, Any] | None:
+    """``v`` as a dict of plain values, its keys as text (``key``'s, else ``str``)."""
     if v is None:
         return None
     if not isinstance(v, Mapping):
-        hint = (
-            " of class -> probability (dict(zip(model.classes_, proba)))"
-            if what == "scores"
-            else ""
-        )
         raise ValueError(f"{what}: expected a mapping{hint}, got {type(v).__name__}")
-    if what == "scores":
-        # A class is named as the prediction names it: dict(zip(model.classes_, proba))
-        # of a boolean target has keys np.True_/np.False_, the prediction "true"/"false".
-        return {_class_key(k): plain(x) for k, x in v.items()}
+    if key is not None:
+        return {key(k): plain(x) for k, x in v.items()}
     return {k if type(k) is str else str(k): plain(x) for k, x in v.items()}
 
 
@@ -203,7 +199,14 @@ def prepare_prediction(event: Mapping[str, Any]) -> dict[str, Any]:
     if "features" in out:
         out["features"] = _mapping(out["features"], "features")
     if "scores" in out:
-        scores = _mapping(out["scores"], "scores")
+        # A class is named as the prediction names it: dict(zip(model.classes_, proba))
+        # of a boolean target has keys np.True_/np.False_, the prediction "true"/"false".
+        scores = _mapping(
+            out["scores"],
+            "scores",
+            " of class -> probability (dict(zip(model.classes_, proba)))",
+            _class_key,
+        )
         if scores is not None:
             scores = {k: p for k, p in scores.items() if p is not None}
         out["scores"] = scores or None

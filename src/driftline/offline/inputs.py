@@ -181,21 +181,23 @@ def replay_inputs(
     InputError
         No reference for a table's model, or any problem of the inputs.
     """
+    by_key = {(r.model_id, r.model_version): r for r in references}
+    versions: dict[str, list[str]] = {}
+    for m, v in by_key:
+        versions.setdefault(m, []).append(v)
+    # a model's version where one reference gives it: for --model alone, and for the
+    # rows of a table of several models that do not name theirs
+    sole = {m: vs[0] for m, vs in versions.items() if len(vs) == 1}
     if len(references) == 1:
         model_id = model_id or references[0].model_id
         model_version = model_version or references[0].model_version
-    elif model_id and not model_version:  # --model alone: its version, if it has one
-        theirs = [r.model_version for r in references if r.model_id == model_id]
-        model_version = theirs[0] if len(theirs) == 1 else None
+    elif model_id and not model_version:
+        model_version = sole.get(model_id)
     table_labels: list[dict[str, Any]] = []
-    by_key = {(r.model_id, r.model_version): r for r in references}
     ref = by_key.get((model_id or "", model_version or "")) or by_key.get(
         (model_id or "", "default")
     )
     classes = ref.outputs.classes.categories if ref and ref.outputs.classes else ()
-    versions: dict[str, list[str]] = {}
-    for m, v in by_key:
-        versions.setdefault(m, []).append(v)
     events, res = open_predictions(
         current,
         columns,
@@ -203,7 +205,7 @@ def replay_inputs(
         model_version,
         table_labels if labels is None else None,
         classes=classes,
-        model_versions={m: vs[0] for m, vs in versions.items() if len(vs) == 1},
+        model_versions=sole,
     )
     if res is not None:
         if ref is not None:
