@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import random
 from types import SimpleNamespace
+from typing import Any
 
 import orjson
+import pytest
 
 from driftline.contract.columnar import ColumnarBatch, pack_events
-from driftline.contract.decode import decode_record
+from driftline.contract.decode import decode_join_record, decode_record
 from driftline.core.slowloop.columns import join_rows as _join_rows
+from driftline.errors import ContractError
 from driftline.runtime.labels import _decode_predictions
 
 
@@ -75,3 +80,113 @@ def test_decode_predictions_keeps_record_order_and_counts_refusals():
         "p30",
         *(f"p{i}" for i in range(20, 30)),
     ]
+
+
+# ------------------------------------------------------- the joiner's decoding of batches
+
+
+def _outcome(decode: Any, value: bytes) -> tuple[str, Any]:
+    """What a decoder makes of one record: its join rows and routing, or its refusal."""
+    try:
+        item = decode(value)
+    except ContractError as exc:
+        return ("refused", (type(exc), str(exc)))
+    assert isinstance(item, ColumnarBatch)
+    return ("batch", (item.key, item.count, _join_rows(item)))
+
+
+def test_join_decode_reads_a_batch_as_the_full_decode_without_its_features() -> None:
+    events = _events()
+    for i, e in enumerate(events):
+        if i % 6 == 0:
+            e["timestamp"] = f"2026-01-01T00:00:00.{i:03d}Z"  # RFC 3339 text among epoch ms
+    spellings = [
+        lambda b: orjson.dumps(b),
+        lambda b: json.dumps(b, indent=2).encode(),  # pretty-printed, spaces after colons
+        lambda b: json.dumps(b, separators=(",", " : ")).encode(),  # space before the colon
+        # a segment key named "features", written before the features
+        lambda b: orjson.dumps({"segment": {"features": "x"}, **b} if b.get("segment") else b),
+    ]
+    for size in (1, 7, 40):
+        for packed in pack_events(events, size):
+            for spell in spellings:
+                value = spell(packed)
+                full, join = _outcome(decode_record, value), _outcome(decode_join_record, value)
+                assert full[0] == "batch" and join == full
+                joined = decode_join_record(value)
+                assert isinstance(joined, ColumnarBatch) and not joined.features
+
+
+def _mutated(rng: random.Random, base: dict[str, Any]) -> dict[str, Any]:
+    values: list[Any] = [None, True, 0, -1, 1.5, "", "x" * 257, "ok", [], {}, [1.0], 10_001]
+    b = copy.deepcopy(base)
+    target = rng.choice(["top", "column", "cell", "features"])
+    if target == "top":
+        b[rng.choice([*b, "extra"])] = rng.choice(values)
+    elif target == "features":
+        b["features"] = rng.choice([None, [], "x", 1, {}])
+    else:
+        group = rng.choice(["features", "scores", "prediction_ids", "timestamps", "predictions"])
+        if group in ("features", "scores"):
+            name = rng.choice(list(b[group]))
+            if target == "column":
+                b[group][rng.choice([name, "", "k" * 129, "new"])] = rng.choice(
+                    [*values, [1.0] * 6, ["a"] * 6, [None] * 6]
+                )
+            else:
+                b[group][name][rng.randrange(6)] = rng.choice(values)
+        else:
+            b[group][rng.randrange(6)] = rng.choice(values)
+    return b
+
+
+def test_join_decode_refuses_what_the_full_decode_refuses_but_feature_values() -> None:
+    # Oracle: decode_record. Outside the feature values every verdict and every reason is
+    # the same; a batch refused only for its feature values is joined as the same batch
+    # with valid features.
+    rng = random.Random(11)
+    base = pack_events(_events()[:6])[0]
+    base["segment"] = {"region": "eu"}
+    tally = {"same refusal": 0, "same batch": 0, "joined despite its features": 0}
+    for _ in range(2_000):
+        b = _mutated(rng, base)
+        value = orjson.dumps(b)
+        full, join = _outcome(decode_record, value), _outcome(decode_join_record, value)
+        if full == join:
+            tally["same refusal" if full[0] == "refused" else "same batch"] += 1
+            continue
+        assert full[0] == "refused" and join[0] == "batch", (b, full, join)
+        assert type(b["features"]) is dict and b["features"] != base["features"], b
+        fixed = _outcome(decode_record, orjson.dumps({**b, "features": base["features"]}))
+        assert join == fixed, (b, full, join)
+        tally["joined despite its features"] += 1
+    assert min(tally.values()) > 100, tally
+
+
+def test_join_decode_refuses_features_that_are_not_a_json_object_as_the_full_decode() -> None:
+    packed = orjson.dumps(pack_events(_events()[:6])[0])
+    at = packed.index(b'"features":') + len(b'"features":')
+    end = packed.index(b'},"predictions"') + 1
+    for text in (b"null", b"[]", b'"x"', b'{"x":[1,]}', b'{"x":[1', b"{}}"):
+        value = packed[:at] + text + packed[end:]
+        full, join = _outcome(decode_record, value), _outcome(decode_join_record, value)
+        assert full[0] == "refused" and join == full, (text, full, join)
+    without = orjson.loads(packed)
+    del without["features"]
+    value = orjson.dumps(without)
+    assert _outcome(decode_join_record, value) == _outcome(decode_record, value)
+    assert _outcome(decode_record, value)[0] == "refused"
+
+
+def test_joiner_keeps_the_predictions_of_a_batch_refused_for_a_feature_value() -> None:
+    events = _events()
+    packed = pack_events(events, 20)
+    bad = copy.deepcopy(packed[0])
+    bad["features"]["x"][3] = [1.0]  # a list where a number belongs: the monitor refuses
+    with pytest.raises(ContractError):
+        decode_record(orjson.dumps(bad))
+    items, refused = _decode_predictions([SimpleNamespace(value=orjson.dumps(bad))])
+    assert refused == 0
+    (item,) = items
+    assert isinstance(item, ColumnarBatch)
+    assert [r["prediction_id"] for r in _join_rows(item)] == [f"p{i}" for i in range(20)]

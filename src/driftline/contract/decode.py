@@ -16,6 +16,7 @@ from itertools import chain, compress, repeat
 from operator import is_, is_not, itemgetter, methodcaller
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 from numpy.typing import NDArray
@@ -52,7 +53,7 @@ from driftline.contract.keys import KeyTuple
 from driftline.contract.typed import decode_typed
 from driftline.errors import ContractError, DecodeError, ValidationError
 
-__all__ = ["decode_record", "decode_records"]
+__all__ = ["decode_join_record", "decode_record", "decode_records"]
 
 # --------------------------------------------------------------------------- decoding
 
@@ -93,6 +94,82 @@ def decode_record(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
     if reason is not None:
         raise ValidationError(reason)
     return ColumnarBatch.from_dict(obj, types)
+
+
+class _BatchFeatures(msgspec.Struct):
+    """A batch's ``features`` left as its JSON text: msgspec checks the text's syntax
+    while skipping it, and builds no object of it."""
+
+    features: msgspec.Raw = msgspec.Raw()
+
+
+_batch_features = msgspec.json.Decoder(_BatchFeatures).decode
+
+
+_FEATURES_KEY = b'"features":'
+_JSON_SPACE = (b" ", b"\t", b"\n", b"\r")
+
+
+def _text_at(value: bytes, features: msgspec.Raw) -> int:
+    """Where a batch's ``features`` text starts in its record, or -1.
+
+    Looked for after its key first (a comparison of the text, where a search for 100 kB
+    in the record would cost more than the rest of the decoding); any other spelling is
+    searched for.
+    """
+    at = value.find(_FEATURES_KEY)
+    if at >= 0:
+        at += len(_FEATURES_KEY)
+        while value[at : at + 1] in _JSON_SPACE:
+            at += 1
+        if value.startswith(features, at):
+            return at
+    return value.find(features)
+
+
+def decode_join_record(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
+    """Decode and check one record for a reader of everything but a batch's features.
+
+    The label joiner reads a batch's ids, times, model, predictions, scores and segment,
+    never its feature columns, which are about half its bytes and most of its values.
+    Here a batch's ``features`` must be a JSON object of valid JSON, and the rest must
+    pass :func:`decode_record`'s checks; the feature columns' values are not parsed.
+    The batch it returns has no feature columns.
+
+    A batch refused only for its features' values is therefore joined: its predictions
+    were made, and their labels are real. The monitor still refuses it, with its reason,
+    to its dead-letter topic. Single events, and every record this refuses, are
+    :func:`decode_record`'s, with its exact reasons.
+
+    Raises
+    ------
+    DecodeError, ValidationError, UnsupportedVersion
+        As :func:`decode_record`, for the record's fields other than feature values.
+    """
+    if value is None or _MARK not in value or len(value) > LIMITS.max_batch_bytes:
+        return decode_record(value)
+    try:
+        features = _batch_features(value).features
+    except msgspec.DecodeError:  # not an object, not JSON, features not JSON: worded there
+        return decode_record(value)
+    at = _text_at(value, features) if memoryview(features)[:1].tobytes() == b"{" else -1
+    if at < 0:
+        return decode_record(value)
+    # The record with ``{}`` for its features: every check but the feature columns' runs
+    # on it, the duplicate-key count included.
+    rest = b"".join((value[:at], b"{}", value[at + len(features) :]))
+    try:
+        obj = orjson.loads(rest)
+    except orjson.JSONDecodeError:
+        return decode_record(value)
+    if (
+        type(obj) is not dict
+        or obj.get("format") != BATCH_FORMAT
+        or duplicate_key(rest, obj) is not None
+        or check_prediction_batch(obj) is not None
+    ):
+        return decode_record(value)  # refused there, with its exact reason
+    return ColumnarBatch.from_dict(obj)
 
 
 def decode_records(

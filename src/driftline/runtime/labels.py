@@ -56,7 +56,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from driftline.config import Settings
 from driftline.contract.columnar import ColumnarBatch, row_count
-from driftline.contract.decode import decode_record
+from driftline.contract.decode import decode_join_record
 from driftline.contract.label_batch import decode_label_records
 from driftline.core.reference import ReferenceProfile
 from driftline.core.slowloop import (
@@ -583,8 +583,10 @@ def _decode_predictions(records: Sequence[Any]) -> tuple[list[Mapping[str, Any]]
     (``prediction_batch.v1``, what the SDK sends by default; the join reads a batch's
     rows from its columns), in record order.
 
-    The checks are the monitor's (:func:`~driftline.contract.decode.decode_record`): a
-    batch that breaks the contract is refused whole, as the monitor refuses it.
+    The checks are the monitor's (:func:`~driftline.contract.decode.decode_record`) but
+    for a batch's feature values, which the join never reads and so does not parse
+    (:func:`~driftline.contract.decode.decode_join_record`): a batch that breaks the
+    contract elsewhere is refused whole, as the monitor refuses it.
     """
     items: list[Mapping[str, Any]] = []
     refused = 0
@@ -592,7 +594,7 @@ def _decode_predictions(records: Sequence[Any]) -> tuple[list[Mapping[str, Any]]
         try:
             if rec.value is None:
                 raise DecodeError("record has no value")
-            items.append(decode_record(rec.value))
+            items.append(decode_join_record(rec.value))
         except ContractError:
             refused += 1
     return items, refused
