@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -85,6 +87,34 @@ def test_format_alert_is_one_readable_line():
     assert "[UPDATED ] critical input_drift" in format_alert(grown)
     over = _alert("churn", "input_drift", "warning", status="resolved").model_dump(mode="json")
     assert "[resolved] warning" in format_alert(over)
+
+
+def test_format_alert_names_output_signals_as_the_report_does():
+    """The terminal line names an output signal as the report's alert timeline does
+    (``class mix`` where the event says ``__class__``): the report's rendered row is the
+    oracle. The alert event itself is not changed."""
+    from driftline.views.report.render import _alert_row
+
+    a = _alert("churn", "output_drift", "warning").model_dump(mode="json")
+    a["feature"] = "__class__"
+    a["top_features"] = [
+        {"feature": "__class__", "score": 0.5, "contribution": 0.7, "statistic": "share:0"},
+        {"feature": "__low_confidence__", "score": 0.25, "contribution": 0.3, "statistic": "x"},
+    ]
+    before = orjson.dumps(a)
+    line = format_alert(a)
+    assert orjson.dumps(a) == before
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", _alert_row(a))
+    feature, top = cells[4], cells[8]  # the report's feature and top-features columns
+    assert "__" not in feature + top and "__" not in line
+    assert f'feature="{feature}"' in line  # quoted: the name has a space
+    shown = [t.rsplit(" ", 1)[0] for t in top.split(", ")]
+    assert f"top=[{shown[0]}=0.5, {shown[1]}=0.25]" in line
+    # A feature's own name stays as it is; an alert without a feature has no feature field.
+    a["feature"] = "age"
+    assert " feature=age " in format_alert(a)
+    a["feature"] = None
+    assert "feature=" not in format_alert(a)
 
 
 # ---------------------------------------------------------------------------- Tansu

@@ -17,7 +17,7 @@ import orjson
 
 from driftline.config import Settings
 from driftline.errors import DriftlineError
-from driftline.views.report.build import parse_since
+from driftline.views.report.build import parse_since, signal_name
 
 __all__ = [
     "DEDUPE_IDS",
@@ -31,18 +31,30 @@ __all__ = [
 log = logging.getLogger("driftline")
 
 
+def _readable(unit: str) -> str:
+    """A unit as the report names it (``__class__``: ``class mix``), quoted when it has
+    a space, so that the line still splits into ``key=value`` fields."""
+    name = signal_name(unit)
+    return f'"{name}"' if " " in name else name
+
+
 def format_alert(a: dict[str, Any]) -> str:
-    """One readable line for an alert event."""
+    """One readable line for an alert event. Output signals are named as the report and
+    the status page name them (``class mix``, ``low-confidence rate``); the alert event
+    itself, its JSON and the metrics keep the unit names (``__class__``)."""
     from datetime import UTC, datetime
 
-    top = ", ".join(f"{f['feature']}={f['score']:.3g}" for f in a.get("top_features", [])[:3])
+    top = ", ".join(
+        f"{signal_name(f['feature'])}={f['score']:.3g}" for f in a.get("top_features", [])[:3]
+    )
     mark = {"firing": "FIRING  ", "updated": "UPDATED "}.get(a["status"], "resolved")
     at = datetime.fromtimestamp(a["detected_at"] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     diagnosis = a.get("diagnosis")
     diag = f"  diagnosis={diagnosis}" if diagnosis and diagnosis != "undetermined" else ""
+    feature = f" feature={_readable(a['feature'])}" if a.get("feature") else ""
     return (
         f"{at} [{mark}] {a['severity']:<8} {a['kind']:<12} model={a['model_id']}:"
-        f"{a['model_version']} feature={a['feature']} detector={a['detector']} "
+        f"{a['model_version']}{feature} detector={a['detector']} "
         f"stat={a['statistic']:.3g} thr={a['threshold']:.3g} "
         f"window={a['window']['count']} ev  top=[{top}]{diag}  id={a['alert_id'][:12]}"
     )
