@@ -624,6 +624,44 @@ def test_a_file_a_day_replays_as_the_one_file(env: dict[str, str], files: Path) 
     assert none.returncode == 2 and "days/2027-*.csv: no file matches this pattern" in none.stderr
 
 
+def test_an_excel_csv_in_windows_1252_replays_with_encoding(
+    env: dict[str, str], files: Path
+) -> None:
+    """Files Excel saved as "CSV" on Windows (Windows-1252: "Café", "€"): one line that
+    names the first line that is not UTF-8 and the option; with ``--encoding cp1252``
+    the reference, the alerts and the labels (a labels CSV takes the events' encoding)
+    are those of the same files in UTF-8 (the oracle)."""
+    names = {True: "Café", False: "€ basic"}
+    for name, df in (("train", frame(4000, 0)), ("current", frame(3000, 1, shift=8.0))):
+        df["is_member"] = df["is_member"].map(names)
+        for enc in ("utf-8", "cp1252"):
+            df.drop(columns=["target"]).to_csv(files / f"xl-{name}-{enc}.csv", index=False,
+                                               encoding=enc)  # fmt: skip
+            df[["id", "target"]].assign(note="reçu").to_csv(
+                files / f"xl-labels-{name}-{enc}.csv", index=False, encoding=enc
+            )
+    build = ["reference", "build", "--model", "churn", "--version", "1", "--data"]
+    refused = dl(env, *build, "xl-train-cp1252.csv", "-o", "xl.ref", cwd=files)
+    text = (files / "xl-train-utf-8.csv").read_text(encoding="utf-8").splitlines()
+    first = next(i for i, line in enumerate(text, 1) if not line.isascii())
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith(f"driftline: error: xl-train-cp1252.csv, line {first}: ")
+    assert "--encoding cp1252" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    ids = []
+    for enc, extra in (("utf-8", []), ("cp1252", ["--encoding", "cp1252"])):
+        b = dl(env, *build, f"xl-train-{enc}.csv", *extra, "-o", f"xl-{enc}.ref", cwd=files)
+        assert b.returncode == 0, b.stderr
+        ids.append(re.findall(r"reference (churn:1:\w+)", b.stderr))
+        r = dl(env, "replay", "--events", f"xl-current-{enc}.csv", "--labels",
+               f"xl-labels-current-{enc}.csv", "--reference", f"xl-{enc}.ref", *extra,
+               "-o", f"xl-{enc}.jsonl", cwd=files)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        ids[-1] += [ln for ln in r.stderr.splitlines() if "labels:" in ln or "replayed" in ln]
+    assert ids[0] == ids[1] and len(ids[0]) == 3
+    alerts = (files / "xl-utf-8.jsonl").read_bytes()
+    assert alerts and (files / "xl-cp1252.jsonl").read_bytes() == alerts
+
+
 def test_replay_at_a_terminal_prints_one_readable_line_an_alert(
     env: dict[str, str], files: Path
 ) -> None:

@@ -503,7 +503,8 @@ def test_files_that_are_not_what_their_names_say_are_one_line_errors(tmp_path: P
     packed = gzip.compress(b"a,b\n" + rows)
     cut.write_bytes(packed[: len(packed) // 2])
     cases = {
-        latin: "not UTF-8 text (byte 0xfc); save it as UTF-8",
+        latin: "line 2: not UTF-8 text (byte 0xfc, 'ü' in Windows-1252); give the file's "
+        "encoding (--encoding cp1252",
         cut: "not a gz file (EOFError",
         tmp_path / "x.parquet.gz": "Parquet compresses inside",
         tmp_path / "book.xlsx": "an Excel workbook: save the sheet as CSV",
@@ -515,6 +516,40 @@ def test_files_that_are_not_what_their_names_say_are_one_line_errors(tmp_path: P
     for path, says in cases.items():
         with pytest.raises(InputError, match=re.escape(says)):
             read_table(path)
+
+
+def test_an_excel_csv_in_windows_1252_reads_with_its_encoding(tmp_path: Path) -> None:
+    """Excel on Windows saves "CSV" in Windows-1252. Without the encoding the file is
+    one line naming the first line that is not UTF-8 and the option; with it, the file
+    gives the reference its UTF-8 copy gives (the oracle), in the notebook too."""
+    import driftline
+
+    df = training_frame(800)
+    df["plan"] = df["plan"].map({"basic": "Café", "pro": "€ pro", "team": "team"})
+    df.to_csv(tmp_path / "utf8.csv", index=False)
+    df.to_csv(tmp_path / "excel.csv", index=False, encoding="cp1252")
+    text = (tmp_path / "utf8.csv").read_text(encoding="utf-8").splitlines()
+    first = next(i for i, line in enumerate(text, 1) if not line.isascii())
+    with pytest.raises(InputError) as err:
+        read_table(tmp_path / "excel.csv")
+    said = str(err.value)
+    assert said.startswith(f"{tmp_path / 'excel.csv'}, line {first}: not UTF-8 text")
+    assert "--encoding cp1252" in said and "\n" not in said
+    want = build_from_table(tmp_path / "utf8.csv", "churn", "1", created_at=0)[0]
+    got = build_from_table(
+        tmp_path / "excel.csv", "churn", "1", columns=ColumnMap(encoding="cp1252"), created_at=0
+    )[0]
+    assert profile_of(got) == profile_of(want)
+    assert {"Café", "€ pro"} <= set(got.features["plan"].categories)  # type: ignore[union-attr]
+    nb = driftline.build_reference(tmp_path / "excel.csv", "churn", "1", encoding="cp1252",
+                                   show=False)  # fmt: skip
+    assert nb.profile.reference_id == want.reference_id
+    # an encoding only a text table has a choice of; a name Python does not know
+    df.to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(InputError, match="--encoding cp1252 is for CSV and TSV files"):
+        read_table(tmp_path / "t.parquet", "cp1252")
+    with pytest.raises(InputError, match="encoding='cp-nope': unknown encoding"):
+        driftline.build_reference(tmp_path / "excel.csv", encoding="cp-nope", show=False)
 
 
 def test_semicolon_separated_exports_with_decimal_commas_read_as_the_csv(

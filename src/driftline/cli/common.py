@@ -60,6 +60,7 @@ def column_map(args: argparse.Namespace) -> ColumnMap:
         task=args.task,
         on_bad_value=args.on_bad_value,
         time_format=args.time_format,
+        encoding=args.encoding,
     )
     return base.merged(flags)
 

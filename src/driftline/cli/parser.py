@@ -132,7 +132,7 @@ def add_mapping_options(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a JSON or TOML file with these keys "
         "(id, timestamp, prediction, label, scores, features, exclude, types, task, "
-        "time_format)",
+        "time_format, encoding)",
     )
     g.add_argument("--id", metavar="COL", help="the prediction id column ('' = none)")
     g.add_argument("--timestamp", metavar="COL", help="the event time column ('' = none)")
@@ -141,6 +141,12 @@ def add_mapping_options(p: argparse.ArgumentParser) -> None:
         metavar="LAYOUT",
         help="the time column's layout in strptime codes, e.g. '%%d.%%m.%%Y %%H:%%M' "
         "(default: ISO 8601, or the one common layout that reads every value)",
+    )
+    g.add_argument(
+        "--encoding",
+        metavar="NAME",
+        help="the text encoding of a CSV/TSV file, and of a labels CSV without its own "
+        "(default: UTF-8; cp1252 for a 'CSV' saved by Excel on Windows)",
     )
     g.add_argument("--prediction", metavar="COL", help="the model's prediction ('' = none)")
     g.add_argument("--label", metavar="COL", help="the true label / target ('' = none)")

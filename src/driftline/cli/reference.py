@@ -28,8 +28,9 @@ def _calibrating(done: int, total: int) -> None:
 async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
     """Read the data, print the columns' roles, build; store in Redis or ``--out``."""
     t0 = time.monotonic()
-    table = read_table(Path(args.data))
-    res = resolve(table, column_map(args))
+    columns = column_map(args)
+    table = read_table(Path(args.data), columns.encoding)
+    res = resolve(table, columns)
     res.keep_only(args.model, None)  # as build_from_table: this model's rows, any version
     say(res.describe())
     if args.dry_run:

@@ -29,7 +29,7 @@ def build_from_table(
     path, a data frame, a pyarrow table, records). Rows set aside for bad values
     (``columns.on_bad_value="dlq"``) are left out and listed in ``Resolved.refused``.
     """
-    table: Table = table_from(data)
+    table: Table = table_from(data, encoding=columns.encoding if columns else None)
     res = resolve(table, columns)
     # a table of several models: this one's rows, of whichever version made them
     # (training data logged by the version before is still this model's)

@@ -46,6 +46,9 @@ class ColumnMap:
     time_format
         The layout of the time column's text in ``strptime`` codes (``%d.%m.%Y %H:%M``);
         default: ISO 8601, or the one common layout that reads every value.
+    encoding
+        The text encoding of a CSV or TSV file (``cp1252``: what Excel writes for "CSV"
+        on Windows); default: UTF-8.
     """
 
     id: str | None = None
@@ -59,18 +62,19 @@ class ColumnMap:
     task: str | None = None
     on_bad_value: str = "error"
     time_format: str | None = None
+    encoding: str | None = None
 
     @classmethod
     def for_labels(cls, roles: Mapping[str, str]) -> ColumnMap:
-        """The columns of a labels table by role (``id``, ``label``, ``timestamp``), and
-        the ``time_format`` of its time column.
+        """The columns of a labels table by role (``id``, ``label``, ``timestamp``), the
+        ``time_format`` of its time column and the file's ``encoding``.
 
         Raises
         ------
         InputError
             A role other than those three.
         """
-        unknown = sorted(set(roles) - {"id", "label", "timestamp", "time_format"})
+        unknown = sorted(set(roles) - {"id", "label", "timestamp", "time_format", "encoding"})
         if unknown:
             raise InputError(
                 f"labels columns: {', '.join(map(repr, unknown))}: "
@@ -81,6 +85,7 @@ class ColumnMap:
             label=roles.get("label"),
             timestamp=roles.get("timestamp"),
             time_format=roles.get("time_format"),
+            encoding=roles.get("encoding"),
         )
 
     @classmethod

@@ -74,15 +74,15 @@ def _float_comma(tok: str) -> float:
 _SEPARATORS = (",", ";", "\t", "|")
 
 
-def sniff_separator(path: Path) -> str:
+def sniff_separator(path: Path, encoding: str | None = None) -> str:
     """The separator of a ``.csv`` file: the one that splits its header line into the
     most fields (a comma when none splits it). Spreadsheets where the comma is the
     decimal mark write semicolons (``to_csv(sep=";", decimal=",")``)."""
-    with open_text(path) as fh:
+    with open_text(path, encoding) as fh:
         try:
             header = fh.readline()
         except UNREADABLE as exc:
-            raise unreadable(path, 0, exc) from None
+            raise unreadable(path, 0, exc, encoding) from None
     best, fields = ",", 1
     for sep in _SEPARATORS:
         n = len(next(csv.reader([header], delimiter=sep), []))
@@ -101,13 +101,15 @@ class CsvTable(Table):
     (an id of numbers, say) is read again on demand (:meth:`values`).
     """
 
-    def __init__(self, path: Path, delimiter: str = ",") -> None:
+    def __init__(self, path: Path, delimiter: str = ",", encoding: str | None = None) -> None:
         self.path = path
         self.source = path.name
         self.delimiter = delimiter
+        #: The file's text encoding as the user gave it (``None``: UTF-8).
+        self.encoding = encoding
         #: Semicolons separate the fields where the comma is the decimal mark.
         self.decimal_comma = delimiter == ";"
-        with open_text(path) as fh:
+        with open_text(path, encoding) as fh:
             reader = csv.reader(fh, delimiter=delimiter)
             try:
                 header = next(reader)
@@ -116,7 +118,7 @@ class CsvTable(Table):
             except csv.Error as exc:
                 raise InputError(f"{path}, line 1: {exc}") from None
             except UNREADABLE as exc:
-                raise unreadable(path, 0, exc) from None
+                raise unreadable(path, 0, exc, encoding) from None
             # pandas reads a column without a name (the index ``to_csv`` writes by
             # default) as ``Unnamed: <position>``: the same name here, so the roles
             # table can say what it is.
@@ -152,7 +154,7 @@ class CsvTable(Table):
             except csv.Error as exc:
                 raise InputError(f"{path}, line {reader.line_num}: {exc}") from None
             except UNREADABLE as exc:
-                raise unreadable(path, reader.line_num, exc) from None
+                raise unreadable(path, reader.line_num, exc, encoding) from None
             if chunk:
                 self._read_chunk(chunk, row, stats, texts, numeric)
                 row += len(chunk)
@@ -255,7 +257,7 @@ class CsvTable(Table):
             idx = [self.names.index(n) for n in want]
             cols: list[list[Any]] = [[] for _ in want]
             interned: list[dict[str, Any]] = [{} for _ in want]
-            with open_text(self.path) as fh:
+            with open_text(self.path, self.encoding) as fh:
                 reader = csv.reader(fh, delimiter=self.delimiter)
                 next(reader)
                 for cells in reader:

@@ -98,7 +98,8 @@ def open_predictions(
     """
     if is_event_file(data):
         return _event_files(data, jsonl_events), None
-    res = resolve(table_from(data), columns, classes=classes)
+    encoding = columns.encoding if columns is not None else None
+    res = resolve(table_from(data, encoding=encoding), columns, classes=classes)
     if res.model is not None:  # every row names its model; its version, if not, is given
         res.model_versions = dict(model_versions or {})
         if model_id:
@@ -121,7 +122,7 @@ def open_labels(
     if is_event_file(data, "label"):
         return _event_files(data, jsonl_labels), None
     cm = (columns or ColumnMap()).merged(ColumnMap(features=[]))
-    res = resolve(table_from(data), cm, labels=True)
+    res = resolve(table_from(data, encoding=cm.encoding), cm, labels=True)
     if res.model is not None:
         if model_id:
             res.keep_only(model_id, None)
@@ -232,11 +233,16 @@ def replay_inputs(
         )
     label_source: EventSource | None = None
     if labels is not None:
-        if columns is not None and columns.time_format:
-            # the labels' times are usually written as the predictions' are
+        if columns is not None and (columns.time_format or columns.encoding):
+            # the labels are usually written as the predictions are: their times in the
+            # same layout, their text in the same encoding
             given = label_columns or ColumnMap()
-            if not given.time_format:
-                label_columns = given.merged(ColumnMap(time_format=columns.time_format))
+            label_columns = given.merged(
+                ColumnMap(
+                    time_format=given.time_format or columns.time_format,
+                    encoding=given.encoding or columns.encoding,
+                )
+            )
         label_source, lres = open_labels(labels, label_columns, model_id)
         if lres is not None and show is not None:
             show(lres.describe())

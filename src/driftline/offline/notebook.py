@@ -146,6 +146,7 @@ def build_reference(
     task: str | None = None,
     on_bad_value: str | None = None,
     time_format: str | None = None,
+    encoding: str | None = None,
     window_events: int = 500,
     window_seconds: float = 0.0,
     false_alarm_events: float = 1_000_000.0,
@@ -170,6 +171,9 @@ def build_reference(
     time_format
         The time column's layout in ``strptime`` codes (``"%d.%m.%Y %H:%M"``) when it is
         text that is not ISO 8601 and its layout cannot be inferred.
+    encoding
+        The text encoding of a CSV or TSV file (default UTF-8; ``"cp1252"`` for a
+        "CSV" saved by Excel on Windows).
     window_events, window_seconds, false_alarm_events
         The monitor's policy stored with the reference: events per window, the
         event-time window (0: none) and the expected events between false alarms.
@@ -203,7 +207,7 @@ def build_reference(
         columns,
         dict(id=id, timestamp=timestamp, prediction=prediction, label=label, scores=scores,
              features=features, exclude=exclude, types=types, task=task,
-             on_bad_value=on_bad_value, time_format=time_format),
+             on_bad_value=on_bad_value, time_format=time_format, encoding=encoding),
     )  # fmt: skip
     policy = Policy(
         window_events=window_events,
@@ -387,6 +391,7 @@ def monitor(
     task: str | None = None,
     on_bad_value: str | None = None,
     time_format: str | None = None,
+    encoding: str | None = None,
     label_columns: Mapping[str, str] | None = None,
     labels_settings: LabelsSettings | None = None,
     batch: int = 5000,
@@ -414,9 +419,10 @@ def monitor(
         override ``columns``). Default: the roles given to :func:`build_reference` when
         ``reference`` is the :class:`Reference` it returned (the current data usually
         has the training data's columns); else inferred from names and values.
-    time_format
+    time_format, encoding
         As for :func:`build_reference`; a labels table without its own
-        (``label_columns``) reads its times in the same layout.
+        (``label_columns``) reads its times in the same layout and its text in the
+        same encoding.
     label_columns
         The columns of a labels table by role, e.g. ``{"id": "customer_id", "label":
         "churned", "timestamp": "label_time"}`` (default: inferred from the names).
@@ -437,7 +443,7 @@ def monitor(
         columns,
         dict(id=id, timestamp=timestamp, prediction=prediction, label=label, scores=scores,
              features=features, exclude=exclude, types=types, task=task,
-             on_bad_value=on_bad_value, time_format=time_format),
+             on_bad_value=on_bad_value, time_format=time_format, encoding=encoding),
     )  # fmt: skip
     with python_spelling():
         run, res = replay_inputs(

@@ -3,13 +3,15 @@
 A :class:`Table` is what every source becomes (:mod:`driftline.offline.tables` reads
 them): per column, counts of what its values are (:class:`ColumnStats`), the numbers as
 float64 and the values as plain Python values. Files are opened here, decompressed by
-their names (``train.csv.gz``) and read as UTF-8 (a byte order mark is skipped), and a
-file that is not what its name says is one line (:func:`unreadable`).
+their names (``train.csv.gz``) and read as UTF-8 (a byte order mark is skipped) or the
+encoding the user gives (:func:`text_encoding`), and a file that is not what its name
+says is one line (:func:`unreadable`).
 """
 
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import io
 import lzma
@@ -25,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from driftline.errors import InputError
+from driftline.offline.options import option
 
 __all__ = [
     "BOOL_TOKENS",
@@ -36,6 +39,7 @@ __all__ = [
     "open_binary",
     "open_text",
     "progress",
+    "text_encoding",
     "unreadable",
 ]
 
@@ -224,17 +228,86 @@ def open_binary(path: Path) -> IO[bytes]:
         raise InputError(f"{path}: permission denied") from None
 
 
-def open_text(path: Path) -> Any:
-    return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="")
+def text_encoding(name: str | None) -> str:
+    """The codec that reads a text file: UTF-8 (skipping a byte order mark) unless
+    ``name`` says another (``cp1252``: what Excel writes on Windows).
+
+    Raises
+    ------
+    InputError
+        A name Python does not know.
+    """
+    if not name:
+        return "utf-8-sig"
+    try:
+        codec = codecs.lookup(name).name
+    except LookupError:
+        raise InputError(
+            f"{option('encoding', name)}: unknown encoding (e.g. cp1252 for an Excel export "
+            "on Windows, latin-1, utf-16)"
+        ) from None
+    return "utf-8-sig" if codec == "utf-8" else codec
 
 
-def unreadable(path: Path, after_line: int, exc: BaseException) -> InputError:
-    """The one line for a file that cannot be read as what its name says."""
+def open_text(path: Path, encoding: str | None = None) -> Any:
+    """A text file's lines, decoded as :func:`text_encoding` says."""
+    return io.TextIOWrapper(open_binary(path), encoding=text_encoding(encoding), newline="")
+
+
+#: Where a byte that is not UTF-8 is most often from: a spreadsheet saved on Windows.
+_LIKELY = "cp1252"
+
+
+def _first_non_utf8(path: Path) -> tuple[int, int] | None:
+    """The line number of the first byte of ``path`` that is not UTF-8, and the byte.
+    A decoder reads blocks, so the line its error comes after may be well before."""
+    try:
+        with open_binary(path) as fh:
+            for i, line in enumerate(fh, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return i, line[exc.start]
+    except UNREADABLE:
+        return None
+    return None
+
+
+def unreadable(
+    path: Path, after_line: int, exc: BaseException, encoding: str | None = None
+) -> InputError:
+    """The one line for a file that cannot be read as what its name says.
+
+    A text file that is not UTF-8 is told the line of the first byte that is not, what
+    that byte is in Windows-1252 (Excel's encoding for "CSV" on Windows), and both ways
+    out: the file's encoding (a CSV or TSV file has the choice), or saving it as UTF-8.
+    """
     where = f"{path}, after line {after_line}" if after_line else str(path)
     if isinstance(exc, UnicodeDecodeError):
+        byte = exc.object[exc.start]
+        if text_encoding(encoding) != "utf-8-sig":
+            return InputError(
+                f"{where}: not {encoding} text (byte {byte:#04x}); give the file's encoding "
+                f"({option('encoding', 'NAME')}) or save it as UTF-8"
+            )
+        found = _first_non_utf8(path)
+        if found is not None:
+            where = f"{path}, line {found[0]}"
+            byte = found[1]
+        try:
+            hint = f", {bytes([byte]).decode(_LIKELY)!r} in Windows-1252"
+        except UnicodeDecodeError:  # one of the few bytes Windows-1252 leaves undefined
+            hint = ""
+        if file_type(path)[0] in (".csv", ".tsv"):
+            return InputError(
+                f"{where}: not UTF-8 text (byte {byte:#04x}{hint}); give the file's "
+                f"encoding ({option('encoding', _LIKELY)} for an Excel 'CSV' saved on "
+                "Windows) or save it as UTF-8 (Excel: 'CSV UTF-8'; pandas: "
+                "to_csv(..., encoding='utf-8'))"
+            )
         return InputError(
-            f"{where}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save it as "
-            "UTF-8 (pandas: to_csv(..., encoding='utf-8'))"
+            f"{where}: not UTF-8 text (byte {byte:#04x}{hint}); a JSON file is UTF-8: "
+            "save it as such (pandas' to_json writes UTF-8)"
         )
     comp = file_type(path)[1]
     what = f"a {comp[1:]} file" if comp else "readable"

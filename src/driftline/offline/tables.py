@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from driftline.contract.values import plain
 from driftline.errors import InputError
 from driftline.offline.csv_table import CsvTable, sniff_separator
+from driftline.offline.options import option
 from driftline.offline.table_base import (
     DISTINCT_CAP,
     UNREADABLE,
@@ -40,6 +41,7 @@ from driftline.offline.table_base import (
     check_names,
     file_type,
     open_binary,
+    text_encoding,
     unreadable,
 )
 
@@ -436,16 +438,18 @@ _PICKLE = (
 NOT_READ = {".xlsx": _EXCEL, ".xls": _EXCEL, ".pkl": _PICKLE, ".pickle": _PICKLE}
 
 
-def read_table(path: Path) -> Table:
+def read_table(path: Path, encoding: str | None = None) -> Table:
     """Read a CSV (or TSV; a ``.csv`` file may be separated by semicolons, with decimal
     commas), Parquet, Feather, JSON (pandas' ``to_json`` layouts) or JSONL (one flat
     object per line) file; text files may be compressed (``.gz``, ``.bz2``, ``.xz``
-    after the type).
+    after the type). ``encoding``: a CSV or TSV file's text encoding (default UTF-8;
+    ``cp1252`` is what Excel writes for "CSV" on Windows).
 
     Raises
     ------
     InputError
-        Missing or unreadable file, an unknown suffix, a malformed line.
+        Missing or unreadable file, an unknown suffix, a malformed line, an encoding
+        given for a file that has no choice of one.
     """
     suffix, comp = file_type(path)
     kind = FILE_KINDS.get(suffix)
@@ -456,10 +460,16 @@ def read_table(path: Path) -> Table:
             f"{path}: unknown file type {suffix + comp or '(none)'}; expected .csv, .tsv, "
             ".parquet, .feather, .json or .jsonl (text files may end in .gz, .bz2 or .xz)"
         )
-    if kind == "csv":
-        return CsvTable(path, sniff_separator(path))
-    if kind == "tsv":
-        return CsvTable(path, "\t")
+    if kind in ("csv", "tsv"):
+        sep = sniff_separator(path, encoding) if kind == "csv" else "\t"
+        return CsvTable(path, sep, encoding)
+    if text_encoding(encoding) != "utf-8-sig":
+        # JSON is UTF-8 (RFC 8259) and Parquet and Feather say their own encoding:
+        # reading them otherwise would read other characters than the file holds
+        raise InputError(
+            f"{path}: {option('encoding', str(encoding))} is for CSV and TSV files; "
+            f"a {suffix} file is read as it says"
+        )
     if kind in ("parquet", "feather"):
         if comp:
             name = "Parquet" if kind == "parquet" else "Feather"
@@ -540,7 +550,7 @@ def file_paths(data: Any) -> list[Path]:
     return []
 
 
-def read_tables(paths: Sequence[Path]) -> Table:
+def read_tables(paths: Sequence[Path], encoding: str | None = None) -> Table:
     """One table of several files with the same columns (:class:`ConcatTable`), in the
     order given, or the table of one file.
 
@@ -549,16 +559,17 @@ def read_tables(paths: Sequence[Path]) -> Table:
     InputError
         As :func:`read_table`, or files whose columns differ.
     """
-    tables = [read_table(p) for p in paths]
+    tables = [read_table(p, encoding) for p in paths]
     return tables[0] if len(tables) == 1 else ConcatTable(tables)
 
 
-def table_from(data: Any, source: str = "") -> Table:
+def table_from(data: Any, source: str = "", encoding: str | None = None) -> Table:
     """A :class:`Table` from a data frame, a pyarrow table, records, or a file path.
 
     Accepts a pandas or polars ``DataFrame``, a ``pyarrow.Table`` or ``RecordBatch``,
     a sequence of mappings (rows), a mapping of column name to values, a path, or a list
-    of paths (the files of one export, read as one table: :class:`ConcatTable`).
+    of paths (the files of one export, read as one table: :class:`ConcatTable`), whose
+    CSV text is in ``encoding`` (default UTF-8).
 
     Raises
     ------
@@ -569,7 +580,7 @@ def table_from(data: Any, source: str = "") -> Table:
         return data
     paths = file_paths(data)
     if paths:
-        return read_tables(paths)
+        return read_tables(paths, encoding)
     module = type(data).__module__.split(".")[0]
     if module == "pandas" and hasattr(data, "columns"):
         return _from_pandas(data, source or "DataFrame")
