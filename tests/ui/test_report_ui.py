@@ -171,3 +171,36 @@ def test_a_script_error_would_be_caught(browser, tmp_path):
     assert any("undefinedFunction" in p for p in browser.log.problems()), json.dumps(
         browser.log.problems()
     )
+
+
+def test_a_table_without_timestamps_charts_rows_not_dates(browser, tmp_path):
+    """A table without a timestamp column: the charts' time axis counts rows (the
+    events' times are their rows' numbers), never dates in 1970."""
+    import numpy as np
+    import pandas as pd
+
+    import driftline
+
+    rng = np.random.default_rng(3)
+
+    def table(n: int, shift: float) -> pd.DataFrame:
+        age = rng.normal(40 + shift, 10, n)
+        p = 1 / (1 + np.exp(-(age - 40) / 8))
+        return pd.DataFrame({"age": age, "plan": rng.choice(["a", "b"], n),
+                             "prediction": p > 0.5, "proba_True": p})  # fmt: skip
+
+    ref = driftline.build_reference(table(3000, 0), "m", "1", show=False)
+    current = table(3000, 8)
+    page = tmp_path / "rows.html"
+    driftline.monitor(current, ref, show=False).report().save(page)
+    _open(browser, page)
+    axis = browser.eval(
+        "(() => { const x = Chart.getChart(document.getElementById('chart-top')).scales.x;"
+        " return { title: x.options.title.text, ticks: x.ticks.map(t => [t.value, t.label]) };"
+        " })()"
+    )
+    assert "row" in axis["title"] and "UTC" not in axis["title"]
+    assert len(axis["ticks"]) >= 2
+    assert axis["ticks"][0][0] >= 0 and axis["ticks"][-1][0] <= 2 * len(current)
+    for value, label in axis["ticks"]:
+        assert label == f"row {round(value):,}", (value, label)

@@ -59,6 +59,34 @@ def dl(
     )
 
 
+def at_terminal(env: dict[str, str], args: list[str], cwd: Path) -> str:
+    """What ``driftline ARGS`` prints on stdout when stdout is a terminal (stderr
+    dropped)."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "driftline", *args],
+        env=env,
+        cwd=cwd,
+        stdout=secondary,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(primary)
+    assert proc.wait(timeout=300) == 0
+    return shown.decode()
+
+
 def frame(n: int, seed: int, shift: float = 0.0, flip: bool = False) -> Any:
     rng = np.random.default_rng(seed)
     start = "2026-01-01" if not shift else "2026-03-01"
@@ -668,37 +696,54 @@ def test_replay_at_a_terminal_prints_one_readable_line_an_alert(
     """At a terminal, ``driftline replay`` printed the alert events as JSON, one blob a
     line. A person now reads one line an alert (as ``driftline alerts`` prints them); a
     pipe or ``-o`` still gets the JSON lines, alert for alert."""
-    import pty
-
     build = ["reference", "build", "--model", "churn", "--version", "1"]
     assert dl(env, *build, "--data", "train.csv", "--out", "tty.ref", cwd=files).returncode == 0
     replay = ["replay", "--events", "current.csv", "--reference", "tty.ref"]
     piped = dl(env, *replay, cwd=files)
     events = [orjson.loads(line) for line in piped.stdout.splitlines()]
     assert piped.returncode == 0 and events
-    primary, secondary = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "driftline", *replay],
-        env=env,
-        cwd=files,
-        stdout=secondary,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(secondary)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(primary, 65536)
-        except OSError:  # EIO: the command ended and closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(primary)
-    assert proc.wait(timeout=300) == 0
-    lines = shown.decode().splitlines()
+    shown = at_terminal(env, replay, files)
+    lines = shown.splitlines()
     assert len(lines) == len(events)
     for line, event in zip(lines, events, strict=True):
         assert not line.startswith("{")
         assert event["alert_id"][:12] in line and event["kind"] in line
         assert f"model={event['model_id']}:{event['model_version']}" in line
+
+
+def test_a_table_without_a_timestamp_reads_in_rows_not_in_1970(
+    env: dict[str, str], files: Path
+) -> None:
+    """A table without a timestamp column replays in row order, each event's time its
+    row's number. Its alerts are those of the same table with times, at the rows that
+    those times give back (the oracle: row = (time - first time) / spacing); the
+    terminal, the summary and the report say ``row N``, never a date in 1970."""
+    build = ["reference", "build", "--model", "churn", "--version", "1"]
+    assert dl(env, *build, "--data", "train.csv", "-o", "rows.ref", cwd=files).returncode == 0
+    timed = pd.read_csv(files / "current.csv")
+    timed.drop(columns=["timestamp"]).to_csv(files / "untimed.csv", index=False)
+    t0 = pd.Timestamp(timed["timestamp"].iloc[0])
+    step = pd.Timestamp(timed["timestamp"].iloc[1]) - t0
+    runs = {}
+    for name in ("current", "untimed"):
+        r = dl(env, "replay", "--events", f"{name}.csv", "--reference", "rows.ref", cwd=files)
+        assert r.returncode == 0, r.stderr
+        runs[name] = ([orjson.loads(line) for line in r.stdout.splitlines()], r.stderr)
+    (with_times, _), (in_rows, said) = runs["current"], runs["untimed"]
+    assert in_rows and [a["alert_id"] for a in in_rows] == [a["alert_id"] for a in with_times]
+    rows = []
+    for a, b in zip(with_times, in_rows, strict=True):
+        at = pd.Timestamp(a["detected_at"], unit="ms", tz="UTC")
+        rows.append(int((at - t0) / step))
+        assert b["detected_at"] == rows[-1], (a, b)
+    assert "no timestamp column" in said and "row numbers" in said
+    lines = at_terminal(env, ["replay", "--events", "untimed.csv", "--reference", "rows.ref"],
+                        files).splitlines()  # fmt: skip
+    assert [ln.split(" [")[0] for ln in lines] == [f"row {r:,}" for r in rows]
+    rep = dl(env, "report", "--events", "untimed.csv", "--reference", "rows.ref",
+             "-o", "rows.html", cwd=files)  # fmt: skip
+    assert rep.returncode == 0, rep.stderr
+    page = re.sub(r"<script.*?</script>", "", (files / "rows.html").read_text(), flags=re.S)
+    assert "1970" not in page
+    assert f"row 0 → row {len(timed) - 1:,}" in page  # the period: the first and last row
+    assert f"<td>row {rows[0]:,}</td>" in page  # the alert timeline

@@ -99,7 +99,7 @@ async def replay(args: argparse.Namespace, settings: Settings) -> int:
         # A person at a terminal reads one line an alert; a pipe or a file gets the
         # alert events as JSON lines, the wire format (as `driftline alerts` prints).
         for a in run.alerts:
-            print(format_alert(a.model_dump(mode="json")))
+            print(format_alert(a.model_dump(mode="json"), untimed=run.untimed))
     else:
         out = open(args.out, "wb") if args.out != "-" else sys.stdout.buffer  # noqa: SIM115
         try:
@@ -114,6 +114,11 @@ async def replay(args: argparse.Namespace, settings: Settings) -> int:
         f"driftline: replayed {run.events:,} events: {_alert_counts(run.alerts)}; "
         f"{sum(len(w) for w in run.windows.values()):,} windows"
     )
+    if run.untimed:
+        say(
+            "driftline: no timestamp column: the events were replayed in row order, and "
+            "the alerts' and windows' times are row numbers (0, 1, 2, ...), not epoch ms"
+        )
     if run.slow is not None:
         joined = run.label_outcomes.get("joined", 0)
         others = ", ".join(

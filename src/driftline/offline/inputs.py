@@ -256,4 +256,5 @@ def replay_inputs(
         batch=batch,
         progress=progress,
     )
+    run.untimed = res is not None and res.timestamp is None
     return run, res

@@ -195,6 +195,10 @@ class OfflineRun:
     references: dict[str, ReferenceProfile] = field(default_factory=dict)
     fast: ReplayResult = field(default_factory=ReplayResult)
     slow: UnitState | None = None
+    #: The events carried no time (a table without a timestamp column): each event's
+    #: time is its row's number (0, 1, 2, ...), which the report and the terminal
+    #: show as ``row N`` rather than as a date in 1970.
+    untimed: bool = False
 
     def models(self) -> list[str]:
         """Model ids seen, sorted."""
@@ -515,6 +519,7 @@ def report_from_run(
         segment=segment,
         since_ms=parse_since(since, newest),
         source=source,
+        untimed=run.untimed,
     )
     return build_report(inp)
 

@@ -525,8 +525,8 @@ def _time_notes(res: Resolved) -> None:
             "no time column: each label takes its prediction's time "
             f"({option('labels-columns', 'timestamp=COLUMN')} names one)"
             if res.labels
-            else "no timestamp column: a replay puts events 1 ms apart in row order "
-            f"({option('timestamp', 'COLUMN')} names one)"
+            else "no timestamp column: a replay takes the rows in order, and its times are "
+            f"row numbers ({option('timestamp', 'COLUMN')} names one)"
         )
         return
     kind = res.kinds.get(ts)

@@ -38,17 +38,23 @@ def _readable(unit: str) -> str:
     return f'"{name}"' if " " in name else name
 
 
-def format_alert(a: dict[str, Any]) -> str:
+def format_alert(a: dict[str, Any], untimed: bool = False) -> str:
     """One readable line for an alert event. Output signals are named as the report and
     the status page name them (``class mix``, ``low-confidence rate``); the alert event
-    itself, its JSON and the metrics keep the unit names (``__class__``)."""
+    itself, its JSON and the metrics keep the unit names (``__class__``). ``untimed``:
+    the events carried no time (a table without a timestamp column), and the line starts
+    with the row the alert was raised at instead of a date in 1970."""
     from datetime import UTC, datetime
 
     top = ", ".join(
         f"{signal_name(f['feature'])}={f['score']:.3g}" for f in a.get("top_features", [])[:3]
     )
     mark = {"firing": "FIRING  ", "updated": "UPDATED "}.get(a["status"], "resolved")
-    at = datetime.fromtimestamp(a["detected_at"] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    at = (
+        f"row {a['detected_at']:,}"
+        if untimed
+        else datetime.fromtimestamp(a["detected_at"] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
     diagnosis = a.get("diagnosis")
     diag = f"  diagnosis={diagnosis}" if diagnosis and diagnosis != "undetermined" else ""
     feature = f" feature={_readable(a['feature'])}" if a.get("feature") else ""

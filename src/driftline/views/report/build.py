@@ -34,6 +34,7 @@ __all__ = [
     "active_alerts",
     "build_report",
     "classify_state",
+    "fmt_event_time",
     "fmt_time",
     "parse_since",
     "references_for",
@@ -104,6 +105,15 @@ def fmt_time(ms: int | None, with_seconds: bool = True) -> str:
         return "—"
     dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
     return dt.strftime("%Y-%m-%d %H:%M:%S" if with_seconds else "%Y-%m-%d %H:%M") + " UTC"
+
+
+def fmt_event_time(ms: int | None, untimed: bool = False) -> str:
+    """An event time as :func:`fmt_time` writes it; where the events carried no time
+    (``untimed``: a table without a timestamp column, whose replay numbers the events
+    by their rows), the row it is: ``row 1,234``, never a date in 1970."""
+    if untimed and ms is not None and ms >= 0:
+        return f"row {ms:,}"
+    return fmt_time(ms)
 
 
 def _num(x: Any, digits: int = 3) -> str:
@@ -217,6 +227,9 @@ class ReportInput:
     #: Where the data came from, shown in the header (never a password).
     source: str = ""
     generated_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    #: The events carried no time (a table without a timestamp column, replayed in row
+    #: order): their times are the rows' numbers, 0, 1, 2, ... (:func:`fmt_event_time`).
+    untimed: bool = False
 
 
 def _group_labels(prof: NumericProfile) -> list[str]:
@@ -629,6 +642,7 @@ def build_report(inp: ReportInput) -> dict[str, Any]:
         "segments": segments,
         "source": inp.source,
         "generated": inp.generated_ms,
+        "untimed": inp.untimed,
         "since": inp.since_ms,
         "state": state,
         "active": active,

@@ -19,7 +19,13 @@ from typing import Any
 import orjson
 
 from driftline.contract.keys import segment_key
-from driftline.views.report.build import ACCURACY_DROP, _num, fmt_time, signal_name
+from driftline.views.report.build import (
+    ACCURACY_DROP,
+    _num,
+    fmt_event_time,
+    fmt_time,
+    signal_name,
+)
 
 __all__ = [
     "CHARTJS_LICENSE",
@@ -88,6 +94,7 @@ def _client_data(d: Mapping[str, Any]) -> dict[str, Any]:
         "outputs": d["outputs"],
         "episodes": d["episodes"],
         "perf": d["perf"],
+        "untimed": d["untimed"],
     }
 
 
@@ -117,7 +124,7 @@ def _badge(text: str, cls: str) -> str:
     return f'<span class="badge b-{_e(cls)}">{_e(text)}</span>'
 
 
-def _alert_row(a: Mapping[str, Any]) -> str:
+def _alert_row(a: Mapping[str, Any], untimed: bool = False) -> str:
     top = ", ".join(
         f"{_e(signal_name(t['feature']))} {_num(t['score'])}"
         for t in (a.get("top_features") or [])[:3]
@@ -130,7 +137,7 @@ def _alert_row(a: Mapping[str, Any]) -> str:
     )
     return (
         "<tr>"
-        f"<td>{_e(fmt_time(a['detected_at']))}</td>"
+        f"<td>{_e(fmt_event_time(a['detected_at'], untimed))}</td>"
         f"<td>{_badge(a['status'], a['status'])}</td>"
         f"<td>{_badge(a['severity'], a['severity'])}</td>"
         f"<td>{_e(a['kind'])}{(' <small>' + _e(seg) + '</small>') if seg else ''}</td>"
@@ -144,15 +151,19 @@ def _alert_row(a: Mapping[str, Any]) -> str:
     )
 
 
-def alerts_table(alerts: Sequence[Mapping[str, Any]], newest_first: bool = True) -> str:
-    """The alert timeline as an HTML table (also used by the status page)."""
+def alerts_table(
+    alerts: Sequence[Mapping[str, Any]], newest_first: bool = True, untimed: bool = False
+) -> str:
+    """The alert timeline as an HTML table (also used by the status page); ``untimed``:
+    the events carried no time, and a row number stands for it."""
     rows = list(reversed(alerts)) if newest_first else list(alerts)
     head = (
-        "<thead><tr><th>detected (event time)</th><th>status</th><th>severity</th>"
+        f"<thead><tr><th>detected ({'row' if untimed else 'event time'})</th>"
+        "<th>status</th><th>severity</th>"
         "<th>kind</th><th>feature</th><th>detector</th><th>statistic / threshold</th>"
         "<th>diagnosis</th><th>top features</th><th>episode</th></tr></thead>"
     )
-    body = "".join(_alert_row(a) for a in rows)
+    body = "".join(_alert_row(a, untimed) for a in rows)
     return f'<table class="alerts">{head}<tbody>{body}</tbody></table>'
 
 
@@ -173,11 +184,15 @@ def _feature_row(i: int, f: Mapping[str, Any]) -> str:
     )
 
 
-def _feature_details(i: int, f: Mapping[str, Any]) -> str:
+def _feature_details(i: int, f: Mapping[str, Any], untimed: bool = False) -> str:
     hidden = " hidden" if i >= TOP_SHOWN else ""
     is_open = " open" if i < TOP_OPEN and f["verdict"] != "untested" else ""
     extra = ", ".join(f"{k} {_num(v)}" for k, v in f["extra"].items())
-    worst = f"highest-PSI window ended {_e(fmt_time(f['worst_at']))}" if f["worst_at"] else ""
+    worst = (
+        f"highest-PSI window ended {_e(fmt_event_time(f['worst_at'], untimed))}"
+        if f["worst_at"]
+        else ""
+    )
     hist_title = (
         "share of events on the reference's decile groups: reference, latest window "
         "and highest-PSI window"
@@ -266,7 +281,9 @@ def _summary_text(d: Mapping[str, Any]) -> str:
     else:
         parts.append(
             f"{d['windows']:,} windows ({d['events']:,} events) from "
-            f"{_e(fmt_time(d['first']))} to {_e(fmt_time(d['last']))} (event time)."
+            f"{_e(fmt_event_time(d['first'], d['untimed']))} to "
+            f"{_e(fmt_event_time(d['last'], d['untimed']))} "
+            + ("(rows: the table has no timestamp column)." if d["untimed"] else "(event time).")
         )
     if d["drifted_count"]:
         top = feats[0]
@@ -335,14 +352,16 @@ def render_report(data: Mapping[str, Any], *, nav_html: str = "") -> str:
         ),
         (
             "period",
-            f"{fmt_time(d['first'])} → {fmt_time(d['last'])}"
-            + (f" (since {fmt_time(d['since'])})" if d["since"] else ""),
+            f"{fmt_event_time(d['first'], d['untimed'])} → "
+            f"{fmt_event_time(d['last'], d['untimed'])}"
+            + (f" (since {fmt_event_time(d['since'], d['untimed'])})" if d["since"] else "")
+            + (" (rows of the table: it has no timestamp column)" if d["untimed"] else ""),
         ),
         (
             "last window",
             (
                 f"#{d['last_window']['window']}, {d['last_window']['count']} events, ended "
-                f"{fmt_time(d['last_window']['end'])}"
+                f"{fmt_event_time(d['last_window']['end'], d['untimed'])}"
                 if d["last_window"]
                 else "—"
             ),
@@ -369,9 +388,13 @@ def render_report(data: Mapping[str, Any], *, nav_html: str = "") -> str:
         )
     meta = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in meta_rows)
     notes_html = "".join(f'<p class="warn">{_e(x)}</p>' for x in notes)
-    active_html = alerts_table(d["active"]) if d["active"] else '<p class="ok">No active alert.</p>'
+    active_html = (
+        alerts_table(d["active"], untimed=d["untimed"])
+        if d["active"]
+        else '<p class="ok">No active alert.</p>'
+    )
     alerts_html = (
-        alerts_table(d["alerts"])
+        alerts_table(d["alerts"], untimed=d["untimed"])
         + (
             f'<p class="muted">{d["alerts_more"]} older alerts not listed.</p>'
             if d["alerts_more"]
@@ -448,7 +471,7 @@ def render_report(data: Mapping[str, Any], *, nav_html: str = "") -> str:
   <th>drifted windows</th></tr></thead><tbody>
   {"".join(_feature_row(i, f) for i, f in enumerate(feats))}
   </tbody></table>
-  {"".join(_feature_details(i, f) for i, f in enumerate(feats))}
+  {"".join(_feature_details(i, f, d["untimed"]) for i, f in enumerate(feats))}
 </section>
 <section id="outputs">
   <h2>Output drift</h2>

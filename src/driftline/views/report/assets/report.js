@@ -29,12 +29,15 @@
   var span = D.t.length ? D.t[D.t.length - 1] - D.t[0] : 0;
   function fmtTime(ms) {
     if (ms === null || ms === undefined) return "";
+    // events without a time (a table with no timestamp column) are numbered by row
+    if (D.untimed) return "row " + Math.round(ms).toLocaleString("en");
     var s = new Date(ms).toISOString();
     return span < 86400000 ? s.slice(11, 19) : s.slice(5, 16).replace("T", " ");
   }
   function timeScale(extra) {
     var o = { type: "linear", ticks: { callback: function (v) { return fmtTime(v); },
-              maxRotation: 0, autoSkipPadding: 12 }, title: { display: true, text: "event time (UTC)" } };
+              maxRotation: 0, autoSkipPadding: 12 }, title: { display: true,
+              text: D.untimed ? "row of the table (it has no timestamp column)" : "event time (UTC)" } };
     for (var k in extra) o[k] = extra[k];
     return o;
   }
