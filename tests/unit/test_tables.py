@@ -1122,3 +1122,43 @@ def test_ids_mixing_numbers_and_text_are_ids_not_bad_numbers() -> None:
         str(i) for i in ids
     ]
     assert not labels.refused
+
+
+def test_labels_that_are_none_of_the_models_classes_are_told_not_scored_0_percent() -> None:
+    """A target of text (``no``/``yes``) beside a model's 0/1 predictions, or labels
+    that differ from the classes in case, would count every label wrong (accuracy 0%,
+    a performance alert): one line that says how to map them, in the training table, the
+    current table and a labels table alike. Mapped as it says, the reference's accuracy
+    is the share of predictions equal to their label (the oracle, pandas)."""
+    import driftline
+
+    df = training_frame(1500)
+    df["prediction"] = df["prediction"].astype(int)
+    df = df.rename(columns={"proba_False": "proba_0", "proba_True": "proba_1"})
+    texts = df.assign(target=df["target"].map({False: "no", True: "yes"}))
+    with pytest.raises(InputError) as err:
+        build_from_table(texts, "churn", "1")
+    said = str(err.value)
+    assert "column 'target' (no, yes) are none of the model's classes (0, 1)" in said
+    assert ".map({'no': ..., 'yes': ...})" in said and "\n" not in said
+    mapped = texts.assign(target=texts["target"].map({"no": 0, "yes": 1}))
+    ref = build_from_table(mapped, "churn", "1", created_at=0)[0]
+    want = float((mapped["prediction"] == mapped["target"]).mean())
+    assert ref.outputs.accuracy == pytest.approx(want) and want > 0.5
+    # the current table's labels, and a labels table checked against the reference
+    nb = driftline.build_reference(mapped, "churn", "1", show=False)
+    with pytest.raises(InputError, match="column 'target' \\(no, yes\\)"):
+        driftline.monitor(texts, nb, show=False)
+    with pytest.raises(InputError, match="column 'target' \\(no, yes\\)"):
+        driftline.monitor(mapped.drop(columns="target"), nb,
+                          labels=texts[["id", "target"]], show=False)  # fmt: skip
+    # classes of text that differ only in case
+    words = df.assign(prediction=df["prediction"].map({0: "stay", 1: "churn"}),
+                      target=df["target"].map({False: "Stay", True: "Churn"}))  # fmt: skip
+    words = words.drop(columns=["proba_0", "proba_1"])
+    with pytest.raises(InputError, match="\\(Churn, Stay\\) are none of the model's classes"):
+        resolve(table_from(words))
+    # labels of a class the model never predicted are possible: a note, not an error
+    rare = words.assign(prediction="stay", target="churn")
+    res = resolve(table_from(rare))
+    assert any("(churn) are none of the model's classes (stay)" in r for r in res.remarks)

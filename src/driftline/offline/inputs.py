@@ -116,13 +116,15 @@ def open_predictions(
 
 
 def open_labels(
-    data: Any, columns: ColumnMap | None, model_id: str | None
+    data: Any, columns: ColumnMap | None, model_id: str | None, classes: Sequence[str] = ()
 ) -> tuple[EventSource, Resolved | None]:
-    """The label events of ``data`` (a JSONL file of label events, or a table)."""
+    """The label events of ``data`` (a JSONL file of label events, or a table);
+    ``classes``: the model's classes as its reference knows them (a table's labels
+    that are none of them are told)."""
     if is_event_file(data, "label"):
         return _event_files(data, jsonl_labels), None
     cm = (columns or ColumnMap()).merged(ColumnMap(features=[]))
-    res = resolve(table_from(data, encoding=cm.encoding), cm, labels=True)
+    res = resolve(table_from(data, encoding=cm.encoding), cm, labels=True, classes=classes)
     if res.model is not None:
         if model_id:
             res.keep_only(model_id, None)
@@ -243,7 +245,7 @@ def replay_inputs(
                     encoding=given.encoding or columns.encoding,
                 )
             )
-        label_source, lres = open_labels(labels, label_columns, model_id)
+        label_source, lres = open_labels(labels, label_columns, model_id, classes)
         if lres is not None and show is not None:
             show(lres.describe())
     inline = table_labels if labels is None and res is not None and res.label else None

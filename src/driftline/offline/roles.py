@@ -37,6 +37,7 @@ from typing import Literal
 
 import numpy as np
 
+from driftline.contract.columnar import label_class
 from driftline.errors import InputError
 from driftline.offline.column_map import ColumnMap, Refusal
 from driftline.offline.column_names import (
@@ -245,6 +246,7 @@ def resolve(
     _time_layout(res, cm)
     _time_notes(res)
     _output_notes(res, cm)
+    _label_classes(res)
     _bad_values(res, cm)
     return res
 
@@ -275,6 +277,43 @@ def _output_notes(res: Resolved, cm: ColumnMap) -> None:
             f"name them ({option('prediction', 'COLUMN')}, {option('scores', 'CLASS=COLUMN')}, "
             f"{option('label', 'COLUMN')}) or exclude them ({option('exclude', odd[0])})"
         )
+
+
+def _label_classes(res: Resolved) -> None:
+    """A classifier's labels that are none of the model's classes (those its prediction
+    column, its scores or its reference name): the label joiner would count every one
+    wrong, and accuracy would read 0%. Text labels of a model that predicts numbers (or
+    the other way round, ``no``/``yes`` for ``0``/``1``), or labels that differ from its
+    classes only in case, can never be right: an error that says how to map them.
+    Other labels that match no class may be classes the model never predicts: a note."""
+    if res.label is None or res.task != "classification":
+        return
+    model = set(res.known_classes) | set(res.scores)
+    if res.score_vector is not None:
+        model |= set(res.score_vector[1])
+    if res.prediction is not None:
+        model |= set(_class_names(res, res.prediction))
+    model.discard("")
+    labels = _class_names(res, res.label)
+    if not model or not labels or any(label_class(v, model) in model for v in labels):
+        return
+    shown = ", ".join(labels[:6]) + (", ..." if len(labels) > 6 else "")
+    classes = in_class_order(model)
+    said = (
+        f"the labels in column {res.label!r} ({shown}) are none of the model's classes "
+        f"({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''})"
+    )
+    lower = {c.lower() for c in model}
+    if all(is_number(v) for v in labels) != all(is_number(c) for c in model) or any(
+        v.lower() in lower for v in labels
+    ):
+        pairs = ", ".join(f"{v!r}: ..." for v in labels[:3]) + (", ..." if len(labels) > 3 else "")
+        raise InputError(
+            f"{res.table.source}: {said}, so every label would count as wrong and accuracy "
+            "read 0%: write the labels as the classes the model predicts (pandas: "
+            f"df[{res.label!r}] = df[{res.label!r}].map({{{pairs}}}))"
+        )
+    res.remarks.append(f"{said}: accuracy counts each of them wrong")
 
 
 def _class_names(res: Resolved, column: str | None = None) -> list[str]:
