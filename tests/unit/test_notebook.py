@@ -466,6 +466,44 @@ def test_labels_naming_binary_classes_the_other_way_score_as_the_same_classes(
     assert other_ref.profile.outputs.calibration == ref.profile.outputs.calibration
 
 
+@pytest.mark.parametrize(("trained", "served"), [("int", "bool"), ("bool", "int")])
+def test_predictions_spelled_another_way_than_the_reference_keep_its_class_mix(
+    trained: str, served: str
+) -> None:
+    """A reference built from a model's 0/1 predictions, and a current log whose
+    predictions are True/False (or the other way round): the class mix read every
+    prediction as an unseen class, a false output-drift alert. The oracle is the same
+    log spelled as the reference: the same windows and the same alerts."""
+    rng = np.random.default_rng(5)
+    n = 6000
+    x = rng.normal(size=n)
+    p = 1 / (1 + np.exp(-2 * x))
+    as_type = {"int": lambda v: v.astype(int), "bool": lambda v: v.astype(bool)}
+    table = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "ts": pd.date_range("2026-10-01", periods=n, freq="3min"),
+            "x": x,
+            "prediction": p > 0.5,
+            "probability": p,
+        }
+    )
+    train, current = table.iloc[:3000], table.iloc[3000:]
+    ref = driftline.build_reference(
+        train.assign(prediction=as_type[trained](train["prediction"])), "m", "1", show=False
+    )
+    want = driftline.monitor(
+        current.assign(prediction=as_type[trained](current["prediction"])), ref, show=False
+    )
+    got = driftline.monitor(
+        current.assign(prediction=as_type[served](current["prediction"])), ref, show=False
+    )
+    classes = want.windows[want.windows.feature == "__class__"]
+    assert len(classes) == 3000 // 500 and not classes["drifted"].any()
+    assert got.windows.equals(want.windows)
+    assert list(got.alerts["alert_id"]) == list(want.alerts["alert_id"])
+
+
 def test_a_log_of_several_models_reads_each_rows_model() -> None:
     """A prediction log of a server with several models has ``model_id`` (and
     ``model_version``) columns. They were ignored: with one reference every row was

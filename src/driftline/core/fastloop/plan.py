@@ -17,7 +17,12 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.contract.columnar import Columns, category_codes, numeric_column
+from driftline.contract.columnar import (
+    BINARY_CLASS_ALIASES,
+    Columns,
+    category_codes,
+    numeric_column,
+)
 from driftline.contract.events import (
     LIMITS,
     event_time_ms,
@@ -122,6 +127,15 @@ class Plan:
             [cp.categories for cp in cprofs],
             [categories_fingerprint(cp.categories) for cp in cprofs],
         )
+        if self.class_row >= 0:
+            # A predicted class under another spelling of a reference class (True for
+            # 1, 0.0 for 0: a model that logs booleans against a reference built from
+            # 0/1) is that class, as its label is (contract.columnar.label_class), not
+            # an unseen class that shifts the class mix.
+            lookup = self.cat_bins.lookups[self.class_row]
+            for cls, i in list(lookup.items()):
+                for alias in BINARY_CLASS_ALIASES.get(cls or "", ()):
+                    lookup.setdefault(alias, i)
         self.cref = [np.asarray(cp.counts, dtype=np.float64) for cp in cprofs]
         widths: dict[int, list[int]] = {}
         for r, size in enumerate(self.cat_bins.sizes):
