@@ -504,6 +504,35 @@ def test_predictions_spelled_another_way_than_the_reference_keep_its_class_mix(
     assert list(got.alerts["alert_id"]) == list(want.alerts["alert_id"])
 
 
+def test_rows_out_of_time_order_replay_as_the_table_in_time_order(
+    frames: tuple[Any, Any], ref: driftline.Reference, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Days concatenated in another order, or a shuffled export: the replay met the
+    later days first, so the earlier days' predictions were older than the label
+    horizon and dropped, their labels counted as without their prediction (2,440 of
+    3,000 joined). The rows now replay in time order, and the oracle is the table in
+    time order: the same windows, alerts, performance and label outcomes; one line
+    says where the table first went back."""
+    current = frames[1]
+    thirds = [current.iloc[:1000], current.iloc[1000:2000], current.iloc[2000:]]
+    want = driftline.monitor(current, ref, show=False)
+    assert want.run.label_outcomes == {"joined": len(current)}
+    for name, table in (
+        ("days", pd.concat(thirds[::-1])),
+        ("shuffled", current.sample(frac=1.0, random_state=4)),
+    ):
+        got = driftline.monitor(table, ref, show=True)
+        assert got.windows.equals(want.windows), name
+        assert list(got.alerts["alert_id"]) == list(want.alerts["alert_id"]), name
+        assert got.performance.equals(want.performance), name
+        assert got.run.label_outcomes == want.run.label_outcomes, name
+        times = table["timestamp"].tolist()
+        first_back = next(i for i in range(1, len(times)) if times[i] < times[i - 1])
+        assert got.run.out_of_order == f"row {first_back}", name
+        assert "they were replayed in time order" in capsys.readouterr().err
+    assert want.run.out_of_order is None
+
+
 def test_a_log_of_several_models_reads_each_rows_model() -> None:
     """A prediction log of a server with several models has ``model_id`` (and
     ``model_version``) columns. They were ignored: with one reference every row was

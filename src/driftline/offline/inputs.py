@@ -259,4 +259,5 @@ def replay_inputs(
         progress=progress,
     )
     run.untimed = res is not None and res.timestamp is None
+    run.out_of_order = res.out_of_order if res is not None else None
     return run, res

@@ -463,4 +463,7 @@ def monitor(
     source = res.table.source if res is not None else str(current)
     if run.refused and show:
         print(f"{len(run.refused)} rows refused: {run.refusal_summary()}", file=sys.stderr)
+    said = run.order_note()
+    if said and show:
+        print(said, file=sys.stderr)
     return MonitorResult(run, f"monitor over {source}")

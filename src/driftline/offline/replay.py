@@ -199,6 +199,19 @@ class OfflineRun:
     #: time is its row's number (0, 1, 2, ...), which the report and the terminal
     #: show as ``row N`` rather than as a date in 1970.
     untimed: bool = False
+    #: Where a table went back in time (``line 1,002``: its first row earlier than the
+    #: row before it); its rows were replayed in time order. None: in order.
+    out_of_order: str | None = None
+
+    def order_note(self) -> str | None:
+        """One line saying that the table's rows were replayed in time order, not in the
+        table's (None: the table was in time order)."""
+        if self.out_of_order is None:
+            return None
+        return (
+            f"the rows are not in time order ({self.out_of_order} is earlier than the row "
+            "before it): they were replayed in time order"
+        )
 
     def models(self) -> list[str]:
         """Model ids seen, sorted."""

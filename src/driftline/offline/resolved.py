@@ -65,6 +65,9 @@ class Resolved:
     labels: bool = False
     #: The ``strptime`` layout of the time column's text (None: ISO 8601 or numbers).
     time_format: str | None = None
+    #: Set by :meth:`events`: where the first row earlier than the row before it is
+    #: (``line 1,002``), when the rows are not in time order (None: they are).
+    out_of_order: str | None = None
 
     def role(self, name: str) -> str:
         """The role of column ``name``."""
@@ -189,10 +192,15 @@ class Resolved:
     def events(
         self, model_id: str, model_version: str
     ) -> Iterator[tuple[int, dict[str, Any] | None, dict[str, Any] | None, Refusal | None]]:
-        """``(row, prediction event, label event, refusal)`` for every row, in order.
+        """``(row, prediction event, label event, refusal)`` for every row, in time order.
 
         Each prediction event passes the contract's check (else the row is refused with
-        the reason); the label event is ``None`` where the row has no label.
+        the reason); the label event is ``None`` where the row has no label. Rows out of
+        time order (days concatenated in another order, a shuffled export) are given in
+        time order, rows of one time in table order (:attr:`out_of_order` says where
+        the table first went back): a model sees its requests in time order, and a
+        replay that met a past day after a later one would drop that day's
+        predictions as older than the label horizon, their labels without them.
         """
         t = self.table
         want = [c for c in (self.id, self.timestamp) if c]
@@ -206,8 +214,8 @@ class Resolved:
         of_rows = self._row_models(model_id, model_version)
         ids = vals.get(self.id) if self.id else None
         times = vals.get(self.timestamp) if self.timestamp else None
-        epoch_scale = self._epoch_scale()
-        for row in range(t.n_rows):
+        stamps, bad_times, order = self._time_order(times)
+        for row in order:
             row_model, row_version = model_id, model_version
             if of_rows is not None:
                 row_model, row_version = of_rows[row]
@@ -217,18 +225,15 @@ class Resolved:
             if gone is not None:
                 yield row, None, None, gone
                 continue
-            col = self.id
             try:
                 pid = _id_text(ids[row]) if ids is not None else f"row-{row}"
-                col = self.timestamp
-                ts = (
-                    time_ms(times[row], epoch_scale, self.time_format)
-                    if times is not None
-                    else row
-                )
             except ValueError as exc:
-                yield row, None, None, Refusal(row, t.where(row), col, str(exc))
+                yield row, None, None, Refusal(row, t.where(row), self.id, str(exc))
                 continue
+            if row in bad_times:
+                yield row, None, None, Refusal(row, t.where(row), self.timestamp, bad_times[row])
+                continue
+            ts = stamps[row] if stamps is not None else row
             feats: dict[str, Any] = {}
             for f, arr in nums.items():
                 x = float(arr[row])
@@ -263,6 +268,33 @@ class Resolved:
                 if check_label(label_event) is not None:
                     label_event = None
             yield row, event, label_event, None
+
+    def _time_order(
+        self, times: list[Any] | None
+    ) -> tuple[list[int] | None, dict[int, str], Iterable[int]]:
+        """Each row's time in epoch ms (``None`` without a time column: a row's time is
+        its number), why a row's time could not be read, and the rows in time order
+        (stable); sets :attr:`out_of_order`."""
+        n = self.table.n_rows
+        if times is None:
+            return None, {}, range(n)
+        scale = self._epoch_scale()
+        stamps = [0] * n
+        bad: dict[int, str] = {}
+        for row in range(n):
+            try:
+                stamps[row] = time_ms(times[row], scale, self.time_format)
+            except ValueError as exc:
+                bad[row] = str(exc)
+        keys = np.array(stamps, dtype=np.int64)
+        read = np.ones(n, dtype=np.bool_)
+        read[list(bad)] = False  # refused: their place does not matter
+        rows = np.flatnonzero(read)
+        back = np.flatnonzero(np.diff(keys[rows]) < 0)
+        if not back.size:
+            return stamps, bad, range(n)
+        self.out_of_order = self.table.where(int(rows[back[0] + 1]))
+        return stamps, bad, np.argsort(keys, kind="stable").tolist()
 
     def event_rows(
         self, model_id: str, model_version: str, labels: list[dict[str, Any]] | None = None
