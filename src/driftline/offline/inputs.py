@@ -16,7 +16,7 @@ from typing import Any
 from driftline.config import LabelsSettings
 from driftline.core.reference import ReferenceProfile
 from driftline.errors import InputError
-from driftline.offline.options import option
+from driftline.offline.options import no_column, option
 from driftline.offline.replay import (
     EventSource,
     OfflineRun,
@@ -155,6 +155,33 @@ def _compare_features(res: Resolved, ref: ReferenceProfile) -> None:
         )
 
 
+def _unique_ids(res: Resolved, model_id: str, model_version: str, inline: bool) -> None:
+    """Labels join their predictions by id: a table whose rows repeat ids (the files of
+    several days, each numbering its rows from 0) would join a label to another row's
+    prediction and count the others as duplicates, a wrong accuracy. One line instead.
+
+    Raises
+    ------
+    InputError
+        Two rows of a model share an id.
+    """
+    found = res.repeated_id(model_id, model_version)
+    if found is None:
+        return
+    pid, was, again, n = found
+    fix = f"name a column that is unique ({option('id', 'COLUMN')})"
+    if inline:
+        fix += (
+            ", or, the labels being in the table itself, number the rows instead "
+            f"({no_column('id')} and {option('exclude', res.id or '')})"
+        )
+    raise InputError(
+        f"{res.table.source}: {n:,} rows repeat the id of an earlier row (id {pid!r}: "
+        f"{was} and {again}), and labels join their predictions by id, so a label would "
+        f"join another row's prediction: {fix}"
+    )
+
+
 def replay_inputs(
     current: Any,
     references: Sequence[ReferenceProfile],
@@ -233,6 +260,8 @@ def replay_inputs(
             f"{res.table.source}: no prediction column, and every event the monitor reads "
             f"carries the model's prediction: name it with {option('prediction', 'COLUMN')}"
         )
+    if res is not None and (labels is not None or res.label is not None):
+        _unique_ids(res, model_id or "", model_version or "", inline=labels is None)
     label_source: EventSource | None = None
     if labels is not None:
         if columns is not None and (columns.time_format or columns.encoding):

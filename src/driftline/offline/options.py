@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["option", "python_spelling"]
+__all__ = ["no_column", "option", "python_spelling"]
 
 _PYTHON: ContextVar[bool] = ContextVar("driftline_python_spelling", default=False)
 
@@ -32,6 +32,22 @@ def python_spelling() -> Iterator[None]:
         yield
     finally:
         _PYTHON.reset(token)
+
+
+def no_column(flag: str) -> str:
+    """The setting that says a table has no column for role ``flag`` (an empty name).
+
+    Examples
+    --------
+    >>> no_column("id")
+    "--id ''"
+    >>> with python_spelling():
+    ...     no_column("id")
+    "id=''"
+    """
+    if not _PYTHON.get():
+        return f"--{flag} ''"
+    return f"{_KEYWORDS.get(flag, flag.replace('-', '_'))}=''"
 
 
 def option(flag: str, value: str = "") -> str:

@@ -269,6 +269,39 @@ class Resolved:
                     label_event = None
             yield row, event, label_event, None
 
+    def repeated_id(self, model_id: str, model_version: str) -> tuple[str, str, str, int] | None:
+        """The first id that two of the rows read share, where it is first and where
+        again, and how many rows repeat an id of an earlier row; None: every row read
+        has its own id (per model, as the label joiner keys its predictions)."""
+        if self.id is None:
+            return None
+        ids = self.table.values([self.id])[self.id]
+        of_rows = self._row_models(model_id, model_version)
+        seen: dict[tuple[str, str], int] = {}
+        first: tuple[str, int, int] | None = None
+        repeats = 0
+        for row, cell in enumerate(ids):
+            model = model_id
+            if of_rows is not None:
+                model, version = of_rows[row]
+                if self._left_out(model, version):
+                    continue
+            if row in self.refused:
+                continue
+            try:
+                key = (model, _id_text(cell))
+            except ValueError:
+                continue  # refused when read, with its reason
+            was = seen.setdefault(key, row)
+            if was != row:
+                repeats += 1
+                if first is None:
+                    first = (key[1], was, row)
+        if first is None:
+            return None
+        pid, was, again = first
+        return pid, self.table.where(was), self.table.where(again), repeats
+
     def _time_order(
         self, times: list[Any] | None
     ) -> tuple[list[int] | None, dict[int, str], Iterable[int]]:
