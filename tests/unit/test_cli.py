@@ -372,7 +372,15 @@ def error_cases(d: Path) -> list[tuple[str, list[str], int, str]]:
     (d / "bad.jsonl").write_text('{"prediction_id": "p1", \n')
     (d / "badvalue.csv").write_text("age,plan\n41,a\nabc,b\n40,c\n39,a\n")
     (d / "notref.json").write_text('{"format": "driftline.reference"}')
+    (d / "header-only.csv").write_text("id,age,plan,prediction\n")
     return [
+        (
+            "a training file of its header alone",
+            ["reference", "build", "--model", "m", "--version", "1", "--data",
+             "header-only.csv", "-o", "x.ref"],  # fmt: skip
+            2,
+            "header-only.csv: no rows to build a reference from (it has no rows)",
+        ),
         (
             "a file without its option",
             ["reference", "build", "train.csv", "--model", "m", "--version", "1"],

@@ -152,9 +152,24 @@ class Resolved:
         return out
 
     def training_data(self) -> TrainingData:
-        """The rows (less those set aside) as columns for ``build_reference``."""
+        """The rows (less those set aside) as columns for ``build_reference``.
+
+        Raises
+        ------
+        InputError
+            No row to build from: a file of its header alone, or every row set aside.
+        """
         t = self.table
         keep = self._rows_read()
+        if not keep.any():
+            why = (
+                f"all {len(self.refused):,} were set aside"
+                if self.refused
+                else "it has no rows"
+                if not t.n_rows
+                else "none is this model's"
+            )
+            raise InputError(f"{t.source}: no rows to build a reference from ({why})")
         idx = np.flatnonzero(keep).tolist() if not keep.all() else None
 
         def pick(vals: list[Any]) -> list[Any]:
