@@ -82,7 +82,7 @@ def test_decode_predictions_keeps_record_order_and_counts_refusals():
     ]
 
 
-# ------------------------------------------------------- the joiner's decoding of batches
+# ------------------------------------------------ the joiner's decoding: no feature values
 
 
 def _outcome(decode: Any, value: bytes) -> tuple[str, Any]:
@@ -91,8 +91,10 @@ def _outcome(decode: Any, value: bytes) -> tuple[str, Any]:
         item = decode(value)
     except ContractError as exc:
         return ("refused", (type(exc), str(exc)))
-    assert isinstance(item, ColumnarBatch)
-    return ("batch", (item.key, item.count, _join_rows(item)))
+    if isinstance(item, ColumnarBatch):
+        return ("batch", (item.key, item.count, _join_rows(item)))
+    assert isinstance(item, dict)
+    return ("event", {k: v for k, v in item.items() if k != "features"})
 
 
 def test_join_decode_reads_a_batch_as_the_full_decode_without_its_features() -> None:
@@ -190,3 +192,69 @@ def test_joiner_keeps_the_predictions_of_a_batch_refused_for_a_feature_value() -
     (item,) = items
     assert isinstance(item, ColumnarBatch)
     assert [r["prediction_id"] for r in _join_rows(item)] == [f"p{i}" for i in range(20)]
+
+
+def test_join_decode_reads_a_single_event_as_the_full_decode_without_its_features() -> None:
+    events = _events()
+    events[3]["timestamp"] = "2026-01-01T00:00:00.003Z"
+    events[4]["extra"] = {"kept": [1, 2]}  # an unknown top-level field: accepted, kept
+    for e in events:
+        for value in (
+            orjson.dumps(e),
+            json.dumps(e, indent=2).encode(),
+            json.dumps(e, separators=(",", " : ")).encode(),
+            orjson.dumps({"segment": {"features": "x"}, **e} if e.get("segment") else e),
+        ):
+            full, join = _outcome(decode_record, value), _outcome(decode_join_record, value)
+            assert full[0] == "event" and join == full
+            item = decode_join_record(value)
+            assert isinstance(item, dict) and item["features"] == {}
+
+
+def test_join_decode_refuses_a_single_event_as_the_full_decode_but_feature_values() -> None:
+    # Oracle: decode_record, as for batches.
+    rng = random.Random(12)
+    base: dict[str, Any] = {**_events()[25], "features": {"x": 1.5, "c": "a", "n": None}}
+    values: list[Any] = [None, True, 0, -1, 1.5, "", "x" * 257, "ok", [], {}, [1.0], 2**70]
+    tally = {"same refusal": 0, "same event": 0, "joined despite its features": 0}
+    for _ in range(2_000):
+        e = copy.deepcopy(base)
+        target = rng.choice(["top", "features", "feature", "scores"])
+        if target == "top":
+            e[rng.choice([*e, "extra", "schema_version"])] = rng.choice(values)
+        elif target == "features":
+            e["features"] = rng.choice([None, [], "x", 1, {}, {"k" * 129: 1.0}])
+        else:
+            group = "features" if target == "feature" else "scores"
+            if type(e.get(group)) is not dict:
+                e[group] = {}
+            e[group][rng.choice(["x", "c", "yes", "", "new"])] = rng.choice(values)
+        text = json.dumps(e).encode()  # json: integers past 64 bits too
+        value = text if rng.random() < 0.9 else text[:-2]
+        full, join = _outcome(decode_record, value), _outcome(decode_join_record, value)
+        if full == join:
+            tally["same refusal" if full[0] == "refused" else "same event"] += 1
+            continue
+        assert full[0] == "refused" and join[0] == "event", (e, full, join)
+        assert type(e["features"]) is dict and e["features"] != base["features"], e
+        fixed = _outcome(decode_record, json.dumps({**e, "features": base["features"]}).encode())
+        assert join == fixed, (e, full, join)
+        tally["joined despite its features"] += 1
+    assert min(tally.values()) > 100, tally
+
+
+def test_join_decode_refuses_an_event_over_the_size_limit_whatever_its_features() -> None:
+    e = {**_events()[0], "features": {"x": 1.0, "text": "a" * 200_000}}
+    value = orjson.dumps(e)
+    full = _outcome(decode_record, value)
+    assert full[0] == "refused" and "bytes" in full[1][1]
+    assert _outcome(decode_join_record, value) == full
+
+
+def test_joiner_keeps_a_single_prediction_refused_for_a_feature_value() -> None:
+    e = {**_events()[0], "features": {"x": [1.0], "c": "a"}}
+    with pytest.raises(ContractError):
+        decode_record(orjson.dumps(e))
+    items, refused = _decode_predictions([SimpleNamespace(value=orjson.dumps(e))])
+    assert refused == 0
+    assert [(it["prediction_id"], it["prediction"]) for it in items] == [("p0", e["prediction"])]

@@ -96,14 +96,14 @@ def decode_record(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
     return ColumnarBatch.from_dict(obj, types)
 
 
-class _BatchFeatures(msgspec.Struct):
-    """A batch's ``features`` left as its JSON text: msgspec checks the text's syntax
-    while skipping it, and builds no object of it."""
+class _Features(msgspec.Struct):
+    """A record's ``features`` left as its JSON text: msgspec checks the text's syntax
+    while skipping it (and the other fields), and builds no object of it."""
 
     features: msgspec.Raw = msgspec.Raw()
 
 
-_batch_features = msgspec.json.Decoder(_BatchFeatures).decode
+_features = msgspec.json.Decoder(_Features).decode
 
 
 _FEATURES_KEY = b'"features":'
@@ -111,7 +111,7 @@ _JSON_SPACE = (b" ", b"\t", b"\n", b"\r")
 
 
 def _text_at(value: bytes, features: msgspec.Raw) -> int:
-    """Where a batch's ``features`` text starts in its record, or -1.
+    """Where a record's ``features`` text starts in it, or -1.
 
     Looked for after its key first (a comparison of the text, where a search for 100 kB
     in the record would cost more than the rest of the decoding); any other spelling is
@@ -128,36 +128,44 @@ def _text_at(value: bytes, features: msgspec.Raw) -> int:
 
 
 def decode_join_record(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
-    """Decode and check one record for a reader of everything but a batch's features.
+    """Decode and check one record for a reader of everything but its features.
 
-    The label joiner reads a batch's ids, times, model, predictions, scores and segment,
-    never its feature columns, which are about half its bytes and most of its values.
-    Here a batch's ``features`` must be a JSON object of valid JSON, and the rest must
-    pass :func:`decode_record`'s checks; the feature columns' values are not parsed.
-    The batch it returns has no feature columns.
+    The label joiner reads a prediction's id, time, model, prediction, scores and
+    segment, never its features, which are about half of a record's bytes and most of
+    its values. Here ``features`` must be a JSON object of valid JSON, and the rest of
+    the record must pass :func:`decode_record`'s checks; the features' values are not
+    parsed, and the event or batch returned has none.
 
-    A batch refused only for its features' values is therefore joined: its predictions
-    were made, and their labels are real. The monitor still refuses it, with its reason,
-    to its dead-letter topic. Single events, and every record this refuses, are
-    :func:`decode_record`'s, with its exact reasons.
+    A record refused only for its features' values (a single event or a batch) is
+    therefore joined: its predictions were made, and their labels are real. The monitor
+    still refuses it, with its reason, to its dead-letter topic. Every record this
+    refuses is refused by :func:`decode_record`, with its exact reason.
 
     Raises
     ------
     DecodeError, ValidationError, UnsupportedVersion
         As :func:`decode_record`, for the record's fields other than feature values.
     """
-    if value is None or _MARK not in value or len(value) > LIMITS.max_batch_bytes:
+    if value is None:
+        return decode_record(value)
+    batch = _MARK in value
+    if len(value) > (LIMITS.max_batch_bytes if batch else LIMITS.max_event_bytes):
         return decode_record(value)
     try:
-        features = _batch_features(value).features
+        features = _features(value).features
     except msgspec.DecodeError:  # not an object, not JSON, features not JSON: worded there
         return decode_record(value)
     at = _text_at(value, features) if memoryview(features)[:1].tobytes() == b"{" else -1
     if at < 0:
         return decode_record(value)
-    # The record with ``{}`` for its features: every check but the feature columns' runs
-    # on it, the duplicate-key count included.
+    # The record with ``{}`` for its features: every check but the features' runs on it,
+    # the duplicate-key count included.
     rest = b"".join((value[:at], b"{}", value[at + len(features) :]))
+    if not batch:
+        try:
+            return decode_prediction_fast(rest)
+        except ContractError:
+            return decode_record(value)  # refused there, with its exact reason
     try:
         obj = orjson.loads(rest)
     except orjson.JSONDecodeError:
@@ -168,7 +176,7 @@ def decode_join_record(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
         or duplicate_key(rest, obj) is not None
         or check_prediction_batch(obj) is not None
     ):
-        return decode_record(value)  # refused there, with its exact reason
+        return decode_record(value)
     return ColumnarBatch.from_dict(obj)
 
 

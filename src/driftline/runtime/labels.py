@@ -584,9 +584,9 @@ def _decode_predictions(records: Sequence[Any]) -> tuple[list[Mapping[str, Any]]
     rows from its columns), in record order.
 
     The checks are the monitor's (:func:`~driftline.contract.decode.decode_record`) but
-    for a batch's feature values, which the join never reads and so does not parse
-    (:func:`~driftline.contract.decode.decode_join_record`): a batch that breaks the
-    contract elsewhere is refused whole, as the monitor refuses it.
+    for the feature values, which the join never reads and so does not parse
+    (:func:`~driftline.contract.decode.decode_join_record`): a record that breaks the
+    contract elsewhere is refused (a batch whole), as the monitor refuses it.
     """
     items: list[Mapping[str, Any]] = []
     refused = 0
