@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.config import Settings
 from driftline.contract.columnar import pack_events
+from driftline.contract.events import LIMITS
 from driftline.contract.label_batch import pack_label_events
 from driftline.core.reference import Policy, build_reference
 from driftline.core.slowloop import (
@@ -619,6 +620,51 @@ async def test_a_label_batch_dead_letters_its_poison_rows_and_joins_the_rest_onc
     assert dlq[2][0] == malformed
     assert dlq[2][1]["dl.error.message"] == "prediction_ids: 3 entries, count is 4"
     assert len(dlq) == 3
+
+
+async def test_predictions_refused_only_for_a_feature_value_are_dead_lettered_and_joined(
+    lsettings,
+):
+    # The monitor refuses a batch, and a single event, whose only fault is a feature
+    # value, to the predictions' dead-letter topic with the reason; the joiner, which
+    # reads no feature, stores them, and their labels join instead of becoming orphans.
+    s = lsettings
+    sc = SeaScenario(model_id="sea-fv", seed=23)
+    await create_topics(s, partitions=1)
+    await store_reference(s, sea_reference(sc))
+    n = 600
+    preds, labels = sc.events(n)
+    batches = pack_events(preds[:300], max_rows=100)
+    batches[1]["features"]["x1"][7] = [1.0]  # a list where a number belongs
+    too_long = "x" * (LIMITS.max_string_value_length + 1)
+    bad_event = {**preds[450], "features": {**preds[450]["features"], "x2": too_long}}
+    records = [
+        *((b"sea-fv", orjson.dumps(b)) for b in batches),
+        *preds[300:450],
+        bad_event,
+        *preds[451:],
+    ]
+    await send(s, s.topics.predictions, records)
+    await send(s, s.topics.labels, labels)
+    await run_monitor(s)
+    dlq = await read_dlq(s.kafka.bootstrap_servers, s.topics.dlq(s.topics.predictions), idle_ms=800)
+    assert [v for v, _ in dlq] == [orjson.dumps(batches[1]), orjson.dumps(bad_event)]
+    assert [h["dl.error.message"] for _, h in dlq] == [
+        "features.'x1': value is a list",
+        f"features.'x2': string is longer than {LIMITS.max_string_value_length} characters",
+    ]
+    j = LabelJoiner(s, name=f"features-{s.labels.group_id}")
+    await j.start()
+    task = asyncio.create_task(j.run())
+    try:
+        await until(lambda: j.labels_seen >= n and j.predictions_seen >= n)
+    finally:
+        j.stop()
+        await task
+        await j.close()
+    assert j.predictions_seen == n and j.labels_seen == n
+    assert j.totals()["sea-fv"] == {"joined": n}
+    assert ("_invalid", "invalid") not in j.outcomes
 
 
 # ------------------------------------------------------------------ one server = a cluster
