@@ -755,6 +755,7 @@ def test_a_table_without_a_timestamp_reads_in_rows_not_in_1970(
     assert "1970" not in page
     assert f"row 0 → row {len(timed) - 1:,}" in page  # the period: the first and last row
     assert f"<td>row {rows[0]:,}</td>" in page  # the alert timeline
+    assert "event time" not in page and "alert episodes (rows of the table)" in page
 
 
 def test_day_files_that_each_number_their_rows_from_0_are_one_line(
