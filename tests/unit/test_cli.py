@@ -799,3 +799,28 @@ def test_day_files_that_each_number_their_rows_from_0_are_one_line(
     assert summary and summary == [
         ln for ln in numbered.stderr.splitlines() if "labels:" in ln or "replayed" in ln
     ]
+
+
+def test_the_accuracy_line_says_which_rows_it_is_when_not_the_whole_table(
+    env: dict[str, str], files: Path
+) -> None:
+    """The replay's accuracy is the workers' "now", the predictions within the label
+    horizon of the latest: for a table of three weeks it read as the whole table's.
+    The line now says how many labelled rows since when; the oracle is pandas' share of
+    correct predictions among the table's rows since that time, and their count."""
+    build = ["reference", "build", "--model", "churn", "--version", "1"]
+    assert dl(env, *build, "--data", "train.csv", "-o", "acc.ref", cwd=files).returncode == 0
+    r = dl(env, "replay", "--events", "current.csv", "--labels", "labels.csv",
+           "--reference", "acc.ref", "-o", "acc.jsonl", cwd=files)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stderr.splitlines() if "labels:" in ln)
+    found = re.search(r"accuracy ([\d.]+)% \(.*\) on the ([\d,]+) labelled since (\S+ \S+)Z", line)
+    assert found, line
+    rows = pd.read_csv(files / "current.csv", parse_dates=["timestamp"]).merge(
+        pd.read_csv(files / "labels.csv")[["id", "target"]], on="id"
+    )
+    since = rows[rows["timestamp"] >= pd.Timestamp(found[3], tz="UTC")]
+    assert 0 < len(since) < len(rows)
+    assert int(found[2].replace(",", "")) == len(since)
+    want = (since["prediction"] == since["target"]).mean() * 100
+    assert float(found[1]) == pytest.approx(want, abs=0.005)

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -169,15 +170,24 @@ def _alert_counts(alerts: Sequence[DriftAlert]) -> str:
 def _accuracy(run: OfflineRun) -> str:
     parts = []
     for model, entry in run.performance().items():
+        first = min((w["start"] for w in run.windows.get(model, ())), default=None)
         for version, v in entry["versions"].items():
+            # The figure is the workers' "now": the predictions within the label horizon
+            # of the latest. Where that leaves out the run's first days, say which rows
+            # it is, or it reads as the whole table's.
+            period = v.get("period")
+            since = ""
+            if period and first is not None and period[0] > first and not run.untimed:
+                at = datetime.fromtimestamp(period[0] / 1000, UTC).strftime("%Y-%m-%d %H:%MZ")
+                since = f" on the {v['labelled']:,} labelled since {at}, the label horizon"
             acc, ref = v.get("accuracy"), v.get("reference_accuracy")
             if acc is not None:
                 # without one in the reference, the baseline is learned from the first labels
                 said = "first labels" if v.get("reference_source") == "learned" else "reference"
                 ref_text = f" ({said} {ref:.2%})" if ref is not None else ""
-                parts.append(f"{model} v{version} accuracy {acc:.2%}{ref_text}")
+                parts.append(f"{model} v{version} accuracy {acc:.2%}{ref_text}{since}")
             elif v.get("mae") is not None:
                 ref_mae = v.get("reference_mae")
                 ref_text = f" (reference {ref_mae:.4g})" if ref_mae is not None else ""
-                parts.append(f"{model} v{version} MAE {v['mae']:.4g}{ref_text}")
+                parts.append(f"{model} v{version} MAE {v['mae']:.4g}{ref_text}{since}")
     return "; ".join(parts) or "no accuracy (no labels joined)"
