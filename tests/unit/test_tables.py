@@ -1052,6 +1052,31 @@ def test_probability_columns_named_exactly_as_the_classes_are_their_scores(
     assert resolve(table_from(counts)).features == ["a", "b", *classes]
 
 
+def test_scaled_features_of_a_frame_of_x_named_0_1_stay_features() -> None:
+    """``pd.DataFrame(X)`` of features scaled to 0..1 names them 0, 1, 2, ...: beside a
+    binary model's 0/1 prediction, columns 0 and 1 were read as the classes'
+    probabilities, two features lost and the confidence made of them. Probabilities of
+    every class sum to 1 on each row; such features do not. The oracle is the same frame
+    with its columns named x0, x1, ...: the same features, profile for profile."""
+    from driftline.offline.notebook import build_reference
+
+    rng = np.random.default_rng(8)
+    x = rng.random((2000, 4))  # MinMaxScaler's output
+    frame = pd.DataFrame(x)
+    frame["prediction"] = (x[:, 0] + x[:, 1] > 1).astype(int)
+    frame["target"] = (rng.random(2000) < 0.5).astype(int)
+    res = resolve(table_from(frame))
+    assert res.scores == {} and res.features == ["0", "1", "2", "3"]
+    named = frame.rename(columns={i: f"x{i}" for i in range(4)})
+    got = build_reference(frame, "m", "1", show=False).profile
+    want = build_reference(named, "m", "1", show=False).profile
+    for i in range(4):
+        a, b = got.features[str(i)], want.features[f"x{i}"]
+        assert isinstance(a, type(b)) and a.n == b.n and a.mean == b.mean  # type: ignore[union-attr]
+        np.testing.assert_array_equal(a.counts, b.counts)
+    assert got.outputs.confidence is None and want.outputs.confidence is None
+
+
 def test_a_model_that_logs_only_its_probabilities_predicts_the_most_probable_class() -> None:
     """A scoring model (fraud, risk) logs a probability and no class. The training
     table's build noted "no prediction column" and left output drift and accuracy out;

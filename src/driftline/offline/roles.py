@@ -339,7 +339,10 @@ def _scores_named_by_class(
     """Probability columns named by their class, where the class is one the prediction
     or the label column holds (or one of ``known``): a class and a probability's suffix
     (``churn_proba``), or two or more columns named exactly as classes and holding
-    numbers within 0..1 (``df[model.classes_] = model.predict_proba(X)``)."""
+    numbers within 0..1 that a row's probabilities can be: summing to 1 where they are
+    every class's (``df[model.classes_] = model.predict_proba(X)``), to at most 1
+    otherwise. Features scaled to 0..1 in a ``pd.DataFrame(X)`` are named ``0``,
+    ``1``, ... too, as are a binary model's classes."""
     found = {c for col in (res.prediction, res.label) if col for c in res.table.stats(col).distinct}
     classes = sorted(found | set(known))
     if not classes:
@@ -351,7 +354,11 @@ def _scores_named_by_class(
         if cls is not None:
             named.append((cls, n))
     bare = [n for n in open_cols if n in classes]
-    if len(bare) >= 2 and all(_probabilities(res.table, n) for n in bare):
+    if (
+        len(bare) >= 2
+        and all(_probabilities(res.table, n) for n in bare)
+        and _a_distribution(res.table, bare, every_class=set(bare) >= set(classes))
+    ):
         named += [(n, n) for n in bare]
     for cls, n in named:
         if cls in given:
@@ -360,6 +367,20 @@ def _scores_named_by_class(
                 f"{cls!r}: name them with {option('scores', 'CLASS=COLUMN')}"
             )
         given[cls] = n
+
+
+#: How far from 1 the sum of a row's probabilities may be (float32, rounded exports).
+_SUM_TOLERANCE = 1e-3
+
+
+def _a_distribution(table: Table, cols: Sequence[str], every_class: bool) -> bool:
+    """Whether each row's values of ``cols`` (rows without a missing one) sum to 1, or
+    (``every_class`` False: the columns of some of the classes) to at most 1."""
+    total = np.sum([table.floats(c) for c in cols], axis=0)
+    total = total[~np.isnan(total)]
+    if every_class:
+        return bool((np.abs(total - 1.0) <= _SUM_TOLERANCE).all())
+    return bool((total <= 1.0 + _SUM_TOLERANCE).all())
 
 
 def _probabilities(table: Table, col: str) -> bool:
