@@ -1187,3 +1187,20 @@ def test_labels_that_are_none_of_the_models_classes_are_told_not_scored_0_percen
     rare = words.assign(prediction="stay", target="churn")
     res = resolve(table_from(rare))
     assert any("(churn) are none of the model's classes (stay)" in r for r in res.remarks)
+
+
+def test_outputs_named_as_scikit_learn_examples_name_them_are_found() -> None:
+    """``pd.DataFrame({"y_test": y_test, "predictions": model.predict(X_test)})``: both
+    were read as features (a model's own output drifting with it, and no accuracy),
+    with only a note that no prediction column was found. The plurals and ``y_test``
+    are now the roles; the oracle is the same frame under the usual names (the same
+    reference), and ``churn_predictions`` is noted as named like an output."""
+    df = training_frame(1500).drop(columns=["proba_False", "proba_True"])
+    want = build_from_table(df, "churn", "1", created_at=0)[0].reference_id
+    for pred, label in (("predictions", "y_test"), ("preds", "labels"), ("prediction", "targets")):
+        renamed = df.rename(columns={"prediction": pred, "target": label})
+        res = resolve(table_from(renamed))
+        assert (res.prediction, res.label) == (pred, label)
+        assert build_from_table(renamed, "churn", "1", created_at=0)[0].reference_id == want
+    odd = df.assign(churn_predictions=df["prediction"])
+    assert any("churn_predictions read as features" in r for r in resolve(table_from(odd)).remarks)

@@ -37,10 +37,26 @@ __all__ = [
 
 ID_NAMES = ("prediction_id", "id")
 TIME_NAMES = ("timestamp", "ts", "time", "event_time", "datetime")
-LABEL_NAMES = ("target", "label", "y", "y_true", "actual", "ground_truth", "true_label")
+#: scikit-learn's examples call the truth ``y_test`` and the outputs ``y_pred``; a
+#: frame built from them (``pd.DataFrame({"y_test": y_test, "predictions": ...})``)
+#: often keeps the plural.
+LABEL_NAMES = (
+    "target",
+    "label",
+    "y",
+    "y_true",
+    "y_test",
+    "actual",
+    "ground_truth",
+    "true_label",
+    "labels",
+    "targets",
+)
 PREDICTION_NAMES = (
     "prediction",
+    "predictions",
     "pred",
+    "preds",
     "y_pred",
     "predicted",
     "predicted_label",
@@ -89,13 +105,18 @@ LONE_SCORE_NAMES = (
 OUTPUT_WORDS = frozenset(
     {
         "pred",
+        "preds",
         "prediction",
+        "predictions",
         "predicted",
         "proba",
         "prob",
         "probability",
+        "probabilities",
         "target",
+        "targets",
         "label",
+        "labels",
         "actual",
     }
 )

@@ -11,8 +11,9 @@ prints the outcome as a table; nothing is decided silently:
 * names: ``prediction_id``/``id`` (else a single ``*_id``) is the id and other ``*_id``
   columns are excluded; ``timestamp``/``ts``/``time``/``event_time``/``datetime`` the
   time, else the one column of date-times if only one holds them; ``target``/``label``/
-  ``y``/``y_true``/``actual``/``ground_truth``/``true_label`` the label; ``prediction``/
-  ``pred``/``y_pred``/``predicted`` (and ``predicted_label``, ``y_hat``, ...:
+  ``y``/``y_true``/``y_test``/``actual``/``ground_truth``/``true_label`` (and plurals)
+  the label; ``prediction``/``pred``/``y_pred``/``predicted`` (and plurals,
+  ``predicted_label``, ``y_hat``, ...:
   :mod:`.column_names`) the prediction; ``proba_*``/
   ``prob_*``/``probability_*``/``score.*``/``score_*``/``scores.*`` class probabilities
   (the class is the rest of the name), and a lone ``probability``/``proba``/``score``
