@@ -1046,6 +1046,10 @@ def test_probability_columns_named_exactly_as_the_classes_are_their_scores(
     concat.to_csv(tmp_path / "b.csv", index=False)
     for data in (concat, tmp_path / "b.csv"):
         assert build_reference(data, "bin", "1", show=False).reference_id == want, data
+    # exported rounded to 2 decimals (to_csv(float_format="%.2f")): a row's three
+    # probabilities then sum to 0.99-1.01, and are still the scores
+    bare.to_csv(tmp_path / "rounded.csv", index=False, float_format="%.2f")
+    assert resolve(table_from(tmp_path / "rounded.csv")).scores == {c: c for c in classes}
     # counts in columns named as the classes are not probabilities: features
     counts = frame.assign(**{c: rng.integers(0, 9, n) for c in classes})
     assert resolve(table_from(counts)).scores == {}
