@@ -131,19 +131,31 @@ async def follow_alerts(
 
     out = emit or (lambda line: print(line, flush=True))
     topic = settings.topics.alerts
-    consumer = AIOKafkaConsumer(
-        **settings.kafka.client_kwargs(), group_id=None, enable_auto_commit=False
-    )
+
+    def new_consumer() -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **settings.kafka.client_kwargs(), group_id=None, enable_auto_commit=False
+        )
+
+    consumer = new_consumer()
     await consumer.start()
     seen: dict[str, None] = {}
     shown = 0
     try:
         parts: set[int] | None = None
         while not stop.is_set():
-            await consumer.topics()  # refresh metadata
             parts = consumer.partitions_for_topic(topic)
             if parts or not follow:
                 break
+            if topic in await consumer.topics():
+                # Created since start(): aiokafka's topics() reads fresh metadata but
+                # leaves the consumer's own as it was, so partitions_for_topic would stay
+                # None (a follower started before the first alert printed nothing). A
+                # new consumer starts with the cluster's metadata as it is now.
+                await consumer.stop()
+                consumer = new_consumer()
+                await consumer.start()
+                continue
             await asyncio.sleep(1.0)  # the topic does not exist yet: wait for it
         if not parts:
             return 0
