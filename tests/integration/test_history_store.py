@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from itertools import pairwise
 from pathlib import Path
@@ -19,8 +20,8 @@ from driftline.runtime.history import load_history, record_history
 from driftline.runtime.keyspace import history_key, history_models_key, key_slot
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import HistoryBatch, StateStore, open_store
-from driftline.views.report.build import report_from_store
-from driftline.views.status import model_statuses
+from driftline.views.report.build import fmt_time, report_from_store
+from driftline.views.status import model_statuses, render_index
 from report_scenarios import (
     churn_events,
     churn_reference,
@@ -188,6 +189,43 @@ async def test_unreadable_entries_are_skipped_and_counted(settings):
         assert len(hist.windows) == 2 and hist.skipped == 1
         assert decode_window(encode_window(res.windows[0])) == hist.windows[0]
         assert [decode_alert(a.to_json()) for a in res.alerts] == hist.alerts
+    finally:
+        await client.aclose()
+
+
+async def test_the_status_page_says_since_when_an_escalated_episode_fires(settings):
+    """An input-drift episode fires (warning), then turns critical. The index said
+    'critical input_drift since <the escalation>': the latest alert's time, hours after
+    the drift began for a slow escalation. Oracle: the episode's firing alert as the
+    replay raised it; the escalation's time is not the 'since'."""
+    client = aioredis.Redis.from_url(settings.redis.url)
+    store = _store(client, settings.redis.key_prefix)
+    try:
+        rp = Replayer({("churn", "1"): churn_reference()})
+        events, raised = churn_events(), []
+        for i in range(0, len(events), 500):  # up to the escalation, before any resolution
+            res = rp.feed(events[i : i + 500])
+            assert await record_history(store, res)
+            raised += [decode_alert(a.to_json()) for a in res.alerts]
+            if any(a["severity"] == "critical" for a in raised):
+                break
+        escalated = next(a for a in raised if a["severity"] == "critical")
+        assert escalated["status"] == "updated" and not any(
+            a["status"] == "resolved" for a in raised
+        )
+        fired = next(
+            a
+            for a in raised
+            if a["status"] == "firing"
+            and (a["kind"], a["episode"]) == (escalated["kind"], escalated["episode"])
+        )
+        assert fired["detected_at"] < escalated["detected_at"]
+        (status,) = await model_statuses(store)
+        html = render_index([status], escalated["detected_at"])
+        shown = re.findall(rf"{escalated['kind']}[^<]*<small class=muted>v1 since ([^<]*)<", html)
+        assert shown == [fmt_time(fired["detected_at"])] != [fmt_time(escalated["detected_at"])]
+        (row,) = [a for a in status["active"] if a["kind"] == escalated["kind"]]
+        assert row["severity"] == "critical" and row["since"] == fired["detected_at"]
     finally:
         await client.aclose()
 

@@ -248,7 +248,7 @@ def render_index(
                 f"{_badge(a['severity'])} {_e(a['kind'])}"
                 f"{(' · ' + _e(signal_name(a['feature']))) if a.get('feature') else ''} "
                 f"<small class=muted>v{_e(a['model_version'])} since "
-                f"{_e(fmt_time(a['detected_at']))}</small>"
+                f"{_e(fmt_time(a['since']))}</small>"
                 for a in s["active"]
             )
             or '<span class="muted">none</span>'

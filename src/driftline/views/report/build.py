@@ -178,13 +178,19 @@ def active_alerts(
     every feature drifting), and no later window of that stream says otherwise.
 
     ``latest`` maps (version, segment) to the last window (``end`` and ``episodes``).
+    Each alert gains ``since``: when its episode began firing (its earliest alert among
+    ``alerts``), where the alert's own ``detected_at`` is its latest update.
     """
     last: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+    began: dict[tuple[str, str, str, int], int] = {}
     for a in alerts:
         key = (a["model_version"], segment_key(a.get("segment")), a["kind"])
         prev = last.get(key)
         if prev is None or alert_order(a) >= alert_order(prev):
             last[key] = a
+        if a["status"] != "resolved":
+            ep = (*key, a["episode"])
+            began[ep] = min(began.get(ep, a["detected_at"]), a["detected_at"])
     out = []
     for (ver, seg, kind), a in last.items():
         if a["status"] == "resolved":
@@ -192,7 +198,7 @@ def active_alerts(
         w = (latest or {}).get((ver, seg))
         if w is not None and w["end"] > a["detected_at"] and not w["episodes"].get(kind, True):
             continue  # a later window says the episode is over (its resolution was lost)
-        out.append(dict(a))
+        out.append({**a, "since": began[(ver, seg, kind, a["episode"])]})
     return sorted(out, key=lambda a: a["detected_at"])
 
 
