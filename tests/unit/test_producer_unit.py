@@ -246,6 +246,34 @@ async def test_invalid_events_are_refused_at_send_with_the_reason(
     await p.stop(timeout=0.1)
 
 
+async def test_epoch_seconds_are_refused_naming_the_instant_meant(unique: str) -> None:
+    """int(time.time()) as the timestamp was sent as epoch ms, i.e. a time in January
+    1970: windows, the label horizon and the status page then read 1970 for a live
+    stream. It is refused, naming the instant meant. Oracle: that instant sent as an
+    aware datetime, or as int(time.time() * 1000), is sent as itself."""
+    p = AsyncPredictionProducer(_settings(unique))
+    now = datetime.now(UTC).replace(microsecond=0)
+    seconds = int(now.timestamp())
+    meant = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert p.send({**_event(0), "timestamp": seconds}) is False
+    assert p.send({**_event(1), "timestamp": np.int64(seconds)}) is False
+    assert p.send({**_event(2), "timestamp": seconds + 0.25}) is False  # time.time()
+    label = {"prediction_id": "p0", "model_id": "m", "label": 1, "timestamp": seconds}
+    assert p.send_label(label) is False
+    rows = {"model_id": "m", "model_version": "1", "prediction_ids": ["a", "b"],
+            "timestamps": np.array([seconds, seconds + 60]), "features": {"x": [1.0, 2.0]},
+            "predictions": [1, 0]}  # fmt: skip
+    assert p.send_batch(rows) is False
+    assert [r.drop for r in p.refusals] == ["invalid"] * 5
+    assert all("epoch seconds" in r.reason and meant in r.reason for r in p.refusals)
+    assert p.send({**_event(3), "timestamp": now}) is True
+    assert p.send({**_event(4), "timestamp": seconds * 1000}) is True
+    assert p.send_batch({**rows, "timestamps": np.array([seconds, seconds + 60]) * 1000})
+    sent = [entry[4] for entry in p._buf]
+    assert [e["timestamp"] for e in sent if e is not None] == [int(now.timestamp() * 1000)] * 2
+    await p.stop(timeout=0.1)
+
+
 def test_the_sync_facade_tells_why_too(unique: str) -> None:
     with PredictionProducer(_settings(unique), request_timeout_ms=300, flush_at_exit=None) as p:
         assert p.send({**_event(), "timestamp": datetime(2026, 1, 1)}) is False

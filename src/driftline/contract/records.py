@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import orjson
 
 from driftline.contract.checks import (
@@ -28,7 +29,7 @@ from driftline.contract.events import (
 )
 from driftline.contract.keys import segment_key
 from driftline.contract.label_batch import pack_label_events
-from driftline.contract.values import prepare_label, prepare_prediction
+from driftline.contract.values import prepare_label, prepare_prediction, seconds_for_ms
 from driftline.errors import ValidationError
 
 __all__ = [
@@ -116,6 +117,12 @@ def encode_batch(batch: Any) -> tuple[bytes, bytes, None]:
     model_id = batch["model_id"]
     if not isinstance(model_id, str) or not model_id:
         raise ValidationError("model_id: expected a non-empty string")
+    times = np.asarray(batch["timestamps"])
+    if times.size and times.dtype.kind in "iuf":
+        # A column of epoch seconds would be taken as January 1970, silently.
+        wrong = seconds_for_ms(times.min().item())
+        if wrong is not None and seconds_for_ms(times.max().item()) is not None:
+            raise ValidationError(wrong.replace("timestamp:", "timestamps:", 1))
     obj = {
         **batch,
         "format": BATCH_FORMAT,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -35,11 +35,13 @@ from driftline.contract.events import (
 )
 
 __all__ = [
+    "EPOCH_SECONDS",
     "class_value",
     "event_time",
     "plain",
     "prepare_label",
     "prepare_prediction",
+    "seconds_for_ms",
 ]
 
 
@@ -112,6 +114,9 @@ def event_time(v: Any, *, assume_utc: bool = False) -> int:
     v = plain(v)
     if v is None:
         raise ValueError("timestamp is missing")
+    if type(v) is int or type(v) is float:
+        if (wrong := seconds_for_ms(v)) is not None:
+            raise ValueError(wrong)
     if type(v) is int:
         if v < 0:
             raise ValueError("timestamp: negative epoch milliseconds")
@@ -136,7 +141,32 @@ def event_time(v: Any, *, assume_utc: bool = False) -> int:
             return event_time_ms(v) if _aware_text(v) else _naive_text(v, assume_utc)
         except ValueError as exc:
             raise ValueError(f"timestamp: {exc}") from None
+    if type(v) is float:
+        raise ValueError(
+            f"timestamp: expected integer epoch ms or a date-time, got float {v!r}: "
+            "pass int(time.time() * 1000) or an aware datetime"
+        )
     raise ValueError(f"timestamp: expected epoch ms or a date-time, got {type(v).__name__}")
+
+
+#: Epoch seconds of 2000-01-01 and 2100-01-01 UTC: numbers in this range are times of
+#: this century in seconds (as milliseconds they would be January 1970).
+EPOCH_SECONDS = (946_684_800, 4_102_444_800)
+
+
+def seconds_for_ms(v: float) -> str | None:
+    """Why ``v``, given as epoch milliseconds, is not: it is a time of this century in
+    epoch seconds (``int(time.time())``), which as milliseconds is January 1970 and
+    would be taken as such, silently. ``None`` when ``v`` is not in that range."""
+    first, last = EPOCH_SECONDS
+    if not first <= v <= last:
+        return None
+    meant = datetime.fromtimestamp(v, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    taken = datetime.fromtimestamp(v / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"timestamp: {v!r} is epoch seconds ({meant}); epoch milliseconds are expected "
+        f"(as ms it is {taken}): pass int(time.time() * 1000) or an aware datetime"
+    )
 
 
 def _aware_text(v: str) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.contract.values import event_time, plain
+from driftline.contract.values import EPOCH_SECONDS, event_time, plain
 from driftline.errors import InputError
 from driftline.offline.options import option
 
@@ -50,10 +50,6 @@ def _reads_all(layout: str, texts: Sequence[str]) -> bool:
     return True
 
 
-#: Epoch seconds of 2000-01-01 and 2100-01-01 UTC.
-_EPOCH_S = (946_684_800.0, 4_102_444_800.0)
-
-
 def epoch_times(x: NDArray[np.float64]) -> bool:
     """Whether every number of ``x`` (NaN: missing) is an epoch time of this century, in
     seconds or in milliseconds: how a table holds times as numbers."""
@@ -61,7 +57,7 @@ def epoch_times(x: NDArray[np.float64]) -> bool:
     if x.size == 0:
         return False
     lo, hi = float(x.min()), float(x.max())
-    first, last = _EPOCH_S
+    first, last = EPOCH_SECONDS
     return any(first * k <= lo and hi <= last * k for k in (1.0, 1000.0))
 
 
