@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -22,7 +23,9 @@ from driftline.contract.events import (
     make_alert_id,
 )
 from driftline.errors import DriftlineError
+from driftline.offline.replay import Replayer
 from driftline.views.alerts import alert_matches, follow_alerts, format_alert, parse_since_ms
+from report_scenarios import churn_events, churn_reference
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -115,6 +118,32 @@ def test_format_alert_names_output_signals_as_the_report_does():
     assert " feature=age " in format_alert(a)
     a["feature"] = None
     assert "feature=" not in format_alert(a)
+
+
+def test_the_sequential_detectors_figures_read_in_standard_deviations():
+    """The cusum alert's statistic and scores are effects in the reference's sd of the
+    channel; bare ('stat=0.983 ... top=[f03=0.983]') they read as the PSI the runbook
+    spoke of. The line says 'sd'. Oracle: numpy's shift of f03 over the alert's window,
+    in sd of the events before the drift (the stream shifts f03 by 1 sd)."""
+    events = churn_events()
+    alerts = [
+        a.model_dump(mode="json")
+        for a in Replayer({("churn", "1"): churn_reference()}).feed(events).alerts
+    ]
+    a = next(a for a in alerts if a["severity"] == "critical" and a["kind"] == "input_drift")
+    top = a["top_features"][0]
+    assert a["detector"] == "cusum" and top["feature"] == "f03" and top["statistic"] == "mean"
+    start, end = a["window"]["start"], a["detected_at"]
+    before = np.array([e["features"]["f03"] for e in events if e["timestamp"] < start])
+    window = np.array([e["features"]["f03"] for e in events if start <= e["timestamp"] <= end])
+    shift = (window.mean() - before.mean()) / before.std()
+    assert abs(shift - top["score"]) < 0.1, (shift, top["score"])
+    line = format_alert(a)
+    assert f"stat={a['statistic']:.3g} sd thr={a['threshold']:.3g} sd" in line
+    assert f"top=[f03={top['score']:.3g} sd," in line
+    # Window tests keep their own figures (a PSI is not in sd).
+    psi = _alert("churn", "input_drift", "warning").model_dump(mode="json")
+    assert " sd" not in format_alert(psi)
 
 
 # ---------------------------------------------------------------------------- Tansu

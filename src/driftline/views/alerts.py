@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from driftline.config import Settings
+from driftline.core.fastloop.episodes import DETECTOR as SEQUENTIAL_DETECTOR
 from driftline.errors import DriftlineError
 from driftline.views.report.build import parse_since, signal_name
 
@@ -46,8 +47,11 @@ def format_alert(a: dict[str, Any], untimed: bool = False) -> str:
     with the row the alert was raised at instead of a date in 1970."""
     from datetime import UTC, datetime
 
+    # The sequential detector's figures are effects in the reference's standard deviations
+    # of the channel (a feature's mean, a class's share): bare, "stat=1.11" read as a PSI.
+    sd = " sd" if a["detector"] == SEQUENTIAL_DETECTOR else ""
     top = ", ".join(
-        f"{signal_name(f['feature'])}={f['score']:.3g}" for f in a.get("top_features", [])[:3]
+        f"{signal_name(f['feature'])}={f['score']:.3g}{sd}" for f in a.get("top_features", [])[:3]
     )
     mark = {"firing": "FIRING  ", "updated": "UPDATED "}.get(a["status"], "resolved")
     at = (
@@ -61,7 +65,7 @@ def format_alert(a: dict[str, Any], untimed: bool = False) -> str:
     return (
         f"{at} [{mark}] {a['severity']:<8} {a['kind']:<12} model={a['model_id']}:"
         f"{a['model_version']}{feature} detector={a['detector']} "
-        f"stat={a['statistic']:.3g} thr={a['threshold']:.3g} "
+        f"stat={a['statistic']:.3g}{sd} thr={a['threshold']:.3g}{sd} "
         f"window={a['window']['count']} ev  top=[{top}]{diag}  id={a['alert_id'][:12]}"
     )
 
