@@ -25,6 +25,7 @@ from driftline.contract.events import (
 from driftline.errors import DriftlineError
 from driftline.offline.replay import Replayer
 from driftline.views.alerts import alert_matches, follow_alerts, format_alert, parse_since_ms
+from driftline.views.report.render import _alert_row
 from report_scenarios import churn_events, churn_reference
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -96,8 +97,6 @@ def test_format_alert_names_output_signals_as_the_report_does():
     """The terminal line names an output signal as the report's alert timeline does
     (``class mix`` where the event says ``__class__``): the report's rendered row is the
     oracle. The alert event itself is not changed."""
-    from driftline.views.report.render import _alert_row
-
     a = _alert("churn", "output_drift", "warning").model_dump(mode="json")
     a["feature"] = "__class__"
     a["top_features"] = [
@@ -141,9 +140,13 @@ def test_the_sequential_detectors_figures_read_in_standard_deviations():
     line = format_alert(a)
     assert f"stat={a['statistic']:.3g} sd thr={a['threshold']:.3g} sd" in line
     assert f"top=[f03={top['score']:.3g} sd," in line
+    # The report's and the status page's alert table say it as well.
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", _alert_row(a))
+    assert cells[6].endswith(" sd") and " sd / " in cells[6]
+    assert cells[8].startswith("f03 ") and cells[8].split(",")[0].endswith(" sd")
     # Window tests keep their own figures (a PSI is not in sd).
     psi = _alert("churn", "input_drift", "warning").model_dump(mode="json")
-    assert " sd" not in format_alert(psi)
+    assert " sd" not in format_alert(psi) and " sd" not in _alert_row(psi)
 
 
 # ---------------------------------------------------------------------------- Tansu

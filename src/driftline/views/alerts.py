@@ -16,9 +16,8 @@ from typing import Any
 import orjson
 
 from driftline.config import Settings
-from driftline.core.fastloop.episodes import DETECTOR as SEQUENTIAL_DETECTOR
 from driftline.errors import DriftlineError
-from driftline.views.report.build import parse_since, signal_name
+from driftline.views.report.build import effect_unit, parse_since, signal_name
 
 __all__ = [
     "DEDUPE_IDS",
@@ -47,9 +46,7 @@ def format_alert(a: dict[str, Any], untimed: bool = False) -> str:
     with the row the alert was raised at instead of a date in 1970."""
     from datetime import UTC, datetime
 
-    # The sequential detector's figures are effects in the reference's standard deviations
-    # of the channel (a feature's mean, a class's share): bare, "stat=1.11" read as a PSI.
-    sd = " sd" if a["detector"] == SEQUENTIAL_DETECTOR else ""
+    sd = effect_unit(a["detector"])  # bare, a cusum effect "stat=1.11" read as a PSI
     top = ", ".join(
         f"{signal_name(f['feature'])}={f['score']:.3g}{sd}" for f in a.get("top_features", [])[:3]
     )

@@ -25,11 +25,13 @@ import numpy as np
 
 from driftline.contract.history import History, alert_order, decode_window
 from driftline.contract.keys import segment_key
+from driftline.core.fastloop.episodes import DETECTOR as SEQUENTIAL_DETECTOR
 from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.runtime.history import load_history
 from driftline.runtime.store import StateStore
 
 __all__ = [
+    "effect_unit",
     "ReportInput",
     "active_alerts",
     "build_report",
@@ -90,6 +92,14 @@ def signal_name(unit: str) -> str:
     """An alert's feature as a person reads it: a feature's own name, or what an output
     signal or a pseudo-feature (``__class__``: ``class mix``) stands for."""
     return _SIGNAL_NAMES.get(unit, unit)
+
+
+def effect_unit(detector: str) -> str:
+    """The unit an alert's statistic, threshold and top-feature scores are in, as a
+    suffix: the sequential detector's are effects in standard deviations of the
+    reference (a feature's mean, a category's share), ``" sd"``; a window test's (a
+    PSI, a rate) carry none."""
+    return " sd" if detector == SEQUENTIAL_DETECTOR else ""
 
 
 _DRIFT_KINDS = ("input_drift", "output_drift")

@@ -22,6 +22,7 @@ from driftline.contract.keys import segment_key
 from driftline.views.report.build import (
     ACCURACY_DROP,
     _num,
+    effect_unit,
     fmt_event_time,
     fmt_time,
     signal_name,
@@ -125,15 +126,16 @@ def _badge(text: str, cls: str) -> str:
 
 
 def _alert_row(a: Mapping[str, Any], untimed: bool = False) -> str:
+    sd = effect_unit(a["detector"])
     top = ", ".join(
-        f"{_e(signal_name(t['feature']))} {_num(t['score'])}"
+        f"{_e(signal_name(t['feature']))} {_num(t['score'])}{sd}"
         for t in (a.get("top_features") or [])[:3]
     )
     seg = segment_key(a.get("segment"))
     stat = (
         "—"
         if a["status"] == "resolved" and not a["statistic"] and not a["threshold"]
-        else f"{_num(a['statistic'])} / {_num(a['threshold'])}"
+        else f"{_num(a['statistic'])}{sd} / {_num(a['threshold'])}{sd}"
     )
     return (
         "<tr>"
