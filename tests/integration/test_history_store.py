@@ -20,7 +20,7 @@ from driftline.runtime.history import load_history, record_history
 from driftline.runtime.keyspace import history_key, history_models_key, key_slot
 from driftline.runtime.monitor import MonitorWorker
 from driftline.runtime.store import HistoryBatch, StateStore, open_store
-from driftline.views.report.build import fmt_time, report_from_store
+from driftline.views.report.build import fmt_time, report_from_store, signal_name
 from driftline.views.status import model_statuses, render_index
 from report_scenarios import (
     churn_events,
@@ -197,7 +197,8 @@ async def test_the_status_page_says_since_when_an_escalated_episode_fires(settin
     """An input-drift episode fires (warning), then turns critical. The index said
     'critical input_drift since <the escalation>': the latest alert's time, hours after
     the drift began for a slow escalation. Oracle: the episode's firing alert as the
-    replay raised it; the escalation's time is not the 'since'."""
+    replay raised it; the escalation's time is not the 'since'. And it named only the
+    alert's feature, the unit an update is about: now its top features by effect."""
     client = aioredis.Redis.from_url(settings.redis.url)
     store = _store(client, settings.redis.key_prefix)
     try:
@@ -226,6 +227,11 @@ async def test_the_status_page_says_since_when_an_escalated_episode_fires(settin
         assert shown == [fmt_time(fired["detected_at"])] != [fmt_time(escalated["detected_at"])]
         (row,) = [a for a in status["active"] if a["kind"] == escalated["kind"]]
         assert row["severity"] == "critical" and row["since"] == fired["detected_at"]
+        # What drifted, largest effect first (not only the unit the update was about).
+        by_effect = sorted(escalated["top_features"], key=lambda t: -t["score"])[:3]
+        assert len(by_effect) > 1
+        (names,) = re.findall(rf"{escalated['kind']} · ([^<]*) <small class=muted>v1 since", html)
+        assert names.split(", ") == [signal_name(t["feature"]) for t in by_effect]
     finally:
         await client.aclose()
 

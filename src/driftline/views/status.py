@@ -35,7 +35,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -167,6 +167,14 @@ def _joint(v: Any) -> dict[str, Any] | None:
     return {"value": float(v["value"]), "drifted": bool(v.get("drifted"))}
 
 
+def _drivers(a: Mapping[str, Any]) -> list[str]:
+    """What an active alert's episode is about, largest first: its top features (up to
+    three), else its feature. An update's ``feature`` is the unit that just joined the
+    episode ('input_drift · plan' while age had moved most)."""
+    top = [signal_name(t["feature"]) for t in (a.get("top_features") or [])[:3]]
+    return top or ([signal_name(a["feature"])] if a.get("feature") else [])
+
+
 def _badge(text: str) -> str:
     return f'<span class="badge b-{_e(text)}">{_e(text)}</span>'
 
@@ -246,7 +254,7 @@ def render_index(
         act = (
             "<br>".join(
                 f"{_badge(a['severity'])} {_e(a['kind'])}"
-                f"{(' · ' + _e(signal_name(a['feature']))) if a.get('feature') else ''} "
+                f"{(' · ' + _e(', '.join(_drivers(a)))) if _drivers(a) else ''} "
                 f"<small class=muted>v{_e(a['model_version'])} since "
                 f"{_e(fmt_time(a['since']))}</small>"
                 for a in s["active"]
