@@ -395,6 +395,49 @@ async def test_labels_before_their_predictions_are_held_until_they_come(scenario
     assert totals == scenario.joiner.totals()
 
 
+async def test_a_drift_alert_reruns_the_units_without_a_failed_commit_line(lsettings, caplog):
+    """At a drift alert the joiner runs an empty batch per unit (its verdicts re-derived
+    from stored evidence). Its Kafka commit of no position raised in aiokafka, and every
+    unit logged 'advisory Kafka commit failed: ValueError' exactly when an on-call reads
+    the logs. Oracle for the batches having run: the worker's state-commit counter grew
+    by one per unit."""
+    s = lsettings
+    await create_topics(s)
+    name = f"labels-{uuid.uuid4().hex[:8]}"
+    j = LabelJoiner(s, name=name)
+
+    def commits() -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "driftline_state_commits_total", {"worker": name, "result": "ok"}
+            )
+            or 0.0
+        )
+
+    await j.start()
+    task = asyncio.create_task(j.run())
+    try:
+        await until(lambda: len(j.units) == 2)
+        before = commits()
+        alert = {
+            "alert_id": "a" * 32, "model_id": "churn", "model_version": "3", "segment": None,
+            "kind": "input_drift", "status": "firing", "severity": "warning",
+            "feature": "age", "detector": "cusum", "statistic": 0.5, "threshold": 0.25,
+            "p_value": None, "window": {"start": T0, "end": T0 + 1000, "count": 40},
+            "reference": "churn:3:abc", "detected_at": T0 + 1000, "episode": 1,
+            "diagnosis": "undetermined", "top_features": [], "schema_version": 1,
+        }  # fmt: skip
+        with caplog.at_level("INFO", logger="driftline.worker"):
+            await send(s, s.topics.alerts, [alert])
+            await until(lambda: commits() >= before + len(j.units))
+    finally:
+        j.stop()
+        await task
+        await j.close()
+    failed = [r for r in caplog.records if "commit failed" in r.getMessage()]
+    assert failed == []
+
+
 # ------------------------------------------------------------------ crash and restart
 
 

@@ -720,6 +720,12 @@ class Worker(Generic[S, R]):
         unit.positions.update(batch.positions)
         await self._publish_outbox(unit)
         tps = {TopicPartition(t, unit.partition): pos for t, pos in batch.positions.items()}
+        if not tps:
+            # A batch of no records (the label joiner re-deriving its verdicts after a
+            # drift alert) moved no position. aiokafka refuses an empty commit with a
+            # ValueError, which logged 'advisory Kafka commit failed' once per unit at
+            # every drift alert.
+            return True
         try:
             await self.consumer.commit(tps)
         except Exception as exc:  # advisory: a failed Kafka commit loses nothing
