@@ -319,6 +319,20 @@ async def until(cond: Any, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.1)
 
 
+async def joined_until(s: Settings, name: str, done: Any) -> LabelJoiner:
+    """A label joiner run until ``done(joiner)`` holds, then stopped and closed."""
+    j = LabelJoiner(s, name=name)
+    await j.start()
+    task = asyncio.create_task(j.run())
+    try:
+        await until(lambda: done(j))
+    finally:
+        j.stop()
+        await task
+        await j.close()
+    return j
+
+
 def _alerts(sc: Scenario, model: str, kinds: set[str]) -> list[dict[str, Any]]:
     return [a for a in sc.alerts if a["model_id"] == model and a["kind"] in kinds]
 
@@ -641,16 +655,12 @@ async def test_a_label_batch_dead_letters_its_poison_rows_and_joins_the_rest_onc
     records = [*batches, *labels[300:450], (b"sea-lb", malformed), *labels[450:]]
     await send(s, s.topics.predictions, preds)
     await send(s, s.topics.labels, records)
-    j = LabelJoiner(s, name=f"batches-{s.labels.group_id}")
-    await j.start()
-    task = asyncio.create_task(j.run())
-    try:
-        # Labels are counted one each (a batch's rows too; the malformed batch as one).
-        await until(lambda: j.labels_seen >= len(rows) + n - 300 + 1 and j.predictions_seen >= n)
-    finally:
-        j.stop()
-        await task
-        await j.close()
+    # Labels are counted one each (a batch's rows too; the malformed batch as one).
+    j = await joined_until(
+        s,
+        f"batches-{s.labels.group_id}",
+        lambda j: j.labels_seen >= len(rows) + n - 300 + 1 and j.predictions_seen >= n,
+    )
     assert j.labels_seen == len(rows) + n - 300 + 1
     assert j.totals()["sea-lb"] == {"joined": n, "duplicate": 1}
     assert j.outcomes[("_invalid", "invalid")] == 3
@@ -696,15 +706,9 @@ async def test_predictions_refused_only_for_a_feature_value_are_dead_lettered_an
         "features.'x1': value is a list",
         f"features.'x2': string is longer than {LIMITS.max_string_value_length} characters",
     ]
-    j = LabelJoiner(s, name=f"features-{s.labels.group_id}")
-    await j.start()
-    task = asyncio.create_task(j.run())
-    try:
-        await until(lambda: j.labels_seen >= n and j.predictions_seen >= n)
-    finally:
-        j.stop()
-        await task
-        await j.close()
+    j = await joined_until(
+        s, f"features-{s.labels.group_id}", lambda j: j.labels_seen >= n and j.predictions_seen >= n
+    )
     assert j.predictions_seen == n and j.labels_seen == n
     assert j.totals()["sea-fv"] == {"joined": n}
     assert ("_invalid", "invalid") not in j.outcomes

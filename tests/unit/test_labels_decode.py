@@ -142,6 +142,32 @@ def _mutated(rng: random.Random, base: dict[str, Any]) -> dict[str, Any]:
     return b
 
 
+def _json_dumps(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def _tally_against_the_full_decode(
+    tally: dict[str, int],
+    value: bytes,
+    mutated: dict[str, Any],
+    base: dict[str, Any],
+    dumps: Any,
+    kind: str,
+) -> None:
+    """One record (``value``, written from ``mutated``) decoded both ways, counted in
+    ``tally``: the same outcome (a refusal, or the same ``kind``: batch or event), or
+    joined despite its features, as ``mutated`` with ``base``'s valid features decodes."""
+    full, join = _outcome(decode_record, value), _outcome(decode_join_record, value)
+    if full == join:
+        tally["same refusal" if full[0] == "refused" else f"same {kind}"] += 1
+        return
+    assert full[0] == "refused" and join[0] == kind, (mutated, full, join)
+    assert type(mutated["features"]) is dict and mutated["features"] != base["features"], mutated
+    fixed = _outcome(decode_record, dumps({**mutated, "features": base["features"]}))
+    assert join == fixed, (mutated, full, join)
+    tally["joined despite its features"] += 1
+
+
 def test_join_decode_refuses_what_the_full_decode_refuses_but_feature_values() -> None:
     # Oracle: decode_record. Outside the feature values every verdict and every reason is
     # the same; a batch refused only for its feature values is joined as the same batch
@@ -152,16 +178,7 @@ def test_join_decode_refuses_what_the_full_decode_refuses_but_feature_values() -
     tally = {"same refusal": 0, "same batch": 0, "joined despite its features": 0}
     for _ in range(2_000):
         b = _mutated(rng, base)
-        value = orjson.dumps(b)
-        full, join = _outcome(decode_record, value), _outcome(decode_join_record, value)
-        if full == join:
-            tally["same refusal" if full[0] == "refused" else "same batch"] += 1
-            continue
-        assert full[0] == "refused" and join[0] == "batch", (b, full, join)
-        assert type(b["features"]) is dict and b["features"] != base["features"], b
-        fixed = _outcome(decode_record, orjson.dumps({**b, "features": base["features"]}))
-        assert join == fixed, (b, full, join)
-        tally["joined despite its features"] += 1
+        _tally_against_the_full_decode(tally, orjson.dumps(b), b, base, orjson.dumps, "batch")
     assert min(tally.values()) > 100, tally
 
 
@@ -229,17 +246,9 @@ def test_join_decode_refuses_a_single_event_as_the_full_decode_but_feature_value
             if type(e.get(group)) is not dict:
                 e[group] = {}
             e[group][rng.choice(["x", "c", "yes", "", "new"])] = rng.choice(values)
-        text = json.dumps(e).encode()  # json: integers past 64 bits too
+        text = _json_dumps(e)  # json: integers past 64 bits too
         value = text if rng.random() < 0.9 else text[:-2]
-        full, join = _outcome(decode_record, value), _outcome(decode_join_record, value)
-        if full == join:
-            tally["same refusal" if full[0] == "refused" else "same event"] += 1
-            continue
-        assert full[0] == "refused" and join[0] == "event", (e, full, join)
-        assert type(e["features"]) is dict and e["features"] != base["features"], e
-        fixed = _outcome(decode_record, json.dumps({**e, "features": base["features"]}).encode())
-        assert join == fixed, (e, full, join)
-        tally["joined despite its features"] += 1
+        _tally_against_the_full_decode(tally, value, e, base, _json_dumps, "event")
     assert min(tally.values()) > 100, tally
 
 
