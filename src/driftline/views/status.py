@@ -167,12 +167,14 @@ def _joint(v: Any) -> dict[str, Any] | None:
     return {"value": float(v["value"]), "drifted": bool(v.get("drifted"))}
 
 
-def _drivers(a: Mapping[str, Any]) -> list[str]:
-    """What an active alert's episode is about, largest first: its top features (up to
-    three), else its feature. An update's ``feature`` is the unit that just joined the
-    episode ('input_drift · plan' while age had moved most)."""
+def _drivers(a: Mapping[str, Any]) -> str:
+    """What an active alert's episode is about, largest first, as ``" · age, plan"``
+    (escaped; empty when it names nothing): its top features (up to three), else its
+    feature. An update's ``feature`` is the unit that just joined the episode
+    ('input_drift · plan' while age had moved most)."""
     top = [signal_name(t["feature"]) for t in (a.get("top_features") or [])[:3]]
-    return top or ([signal_name(a["feature"])] if a.get("feature") else [])
+    names = top or ([signal_name(a["feature"])] if a.get("feature") else [])
+    return " · " + _e(", ".join(names)) if names else ""
 
 
 def _badge(text: str) -> str:
@@ -254,7 +256,7 @@ def render_index(
         act = (
             "<br>".join(
                 f"{_badge(a['severity'])} {_e(a['kind'])}"
-                f"{(' · ' + _e(', '.join(_drivers(a)))) if _drivers(a) else ''} "
+                f"{_drivers(a)} "
                 f"<small class=muted>v{_e(a['model_version'])} since "
                 f"{_e(fmt_time(a['since']))}</small>"
                 for a in s["active"]
