@@ -2,11 +2,12 @@
 
 Real cadences through the pure core: one event every 8m43s, daily batches, a week-long
 gap, bursts, and streams whose first or some event is far in the future or the past.
-Every closed window must carry the real times of its events, alerts the time of the
-detecting event, late and future counts must name exactly the odd events, and the
-result must not depend on batch boundaries. "Stream" runs pass the processing clock
-(``now_ms``: the time the batch is processed, here the time of its newest genuine
-event); "replay" runs pass none, as a replay of a file does.
+Every closed window must carry the real times of its events, alerts the event clock at
+the detecting event (never before an alert already published), late and future counts
+must name exactly the odd events, and the result must not depend on batch boundaries.
+"Stream" runs pass the processing clock (``now_ms``: the time the batch is processed,
+here the time of its newest genuine event); "replay" runs pass none, as a replay of a
+file does.
 """
 
 from __future__ import annotations
@@ -376,3 +377,75 @@ def test_report_since_2d_on_the_nine_minute_stream(tmp_path: Path) -> None:
     )
     assert cli.returncode == 0, cli.stderr
     assert f", {len(recent)} windows," in cli.stderr
+
+
+# ---------------------------------------------------------------------- alert times
+
+
+def backfill_interleaved(n: int, chunk: int, lag: int) -> list[int]:
+    """A live stream (one event a second) interleaved, ``chunk`` events at a time, with a
+    backfill of the same cadence ``lag`` behind it: the times go back and forth."""
+    live = iter(range(T0, T0 + n * SEC, SEC))
+    back = iter(range(T0 - lag, T0 - lag + n * SEC, SEC))
+    return [next(live) if (i // chunk) % 2 == 0 else next(back) for i in range(n)]
+
+
+def shifted_then_back(times: Sequence[int], start: int, stop: int) -> list[Any]:
+    """Events at ``times`` whose ``f03`` moves by one sd from ``start`` to ``stop``."""
+    evs = events_at(times[:stop], Shift(start=start, sigmas=1.0)) + events_at(times[stop:], seed=8)
+    for i, e in enumerate(evs):
+        e["prediction_id"] = f"churn-{i}"
+    return evs
+
+
+def assert_alert_times_follow_the_clock(alerts: Sequence[Any], times: Sequence[int]) -> None:
+    """Per model, alert times never go back; a resolve is never dated before its firing;
+    each is an event's time, and the episode's span ends there."""
+    seen = set(times)
+    newest = -1
+    fired: dict[str, int] = {}
+    for a in alerts:
+        assert a.detected_at >= newest, (a.kind, a.status, a.detected_at - newest)
+        newest = a.detected_at
+        assert a.detected_at in seen and a.window.start <= a.window.end <= a.detected_at
+        if a.status == "firing":
+            fired[a.kind] = a.detected_at
+        elif a.status == "resolved":
+            assert a.detected_at >= fired[a.kind]
+
+
+@pytest.mark.parametrize("window_seconds", [0.0, 600.0])
+def test_a_detection_on_a_backfilled_event_is_dated_at_the_event_clock(
+    window_seconds: float,
+) -> None:
+    # Live events and a backfill six hours behind, 37 events at a time; the drift is
+    # first seen on a backfilled event. Before, its alert said six hours earlier than
+    # the alert before it (the event's own time); it is dated at the stream's newest
+    # time at that event, as every later alert is.
+    times = backfill_interleaved(16_000, 37, 6 * HOUR)
+    ref = reference(window_seconds=window_seconds, least=20)
+    events = shifted_then_back(times, 3_000, 9_000)
+    replay = Run(events, ref, batch=700)
+    kinds = [(a.kind, a.status) for a in replay.total.alerts]
+    assert ("output_drift", "resolved") in kinds and ("input_drift", "firing") in kinds
+    assert_alert_times_follow_the_clock(replay.total.alerts, times)
+    assert (replay.state.late_events > 0) == (window_seconds > 0)
+    clock = np.maximum.accumulate(times).tolist()
+    stream = Run(events, ref, batch=333, now=arrival(clock))
+    stream.same_as(replay)
+
+
+def test_a_count_window_of_backfilled_events_alerts_at_the_event_clock() -> None:
+    # Count windows of 500 events, every other one backfilled a day behind. A data
+    # quality alert used to take its window's newest time: a backfilled window's alert
+    # was dated a day before the drift alert published just before it.
+    times = backfill_interleaved(8_000, 500, DAY)
+    events = shifted_then_back(times, 1_000, 8_000)
+    for e in events[4_500:5_000]:  # the tenth window (backfilled) loses f00
+        e["features"]["f00"] = None
+    run = Run(events, reference(), batch=1_000)
+    quality = [a for a in run.total.alerts if a.kind == "data_quality"]
+    assert quality and quality[0].status == "firing"
+    assert (quality[0].window.start, quality[0].window.end) == (times[4_500], times[4_999])
+    assert quality[0].detected_at == max(times[:5_000]) > quality[0].window.end
+    assert_alert_times_follow_the_clock(run.total.alerts, times)

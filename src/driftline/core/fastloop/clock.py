@@ -32,8 +32,12 @@ The rules (docs/architecture.md, "Event time", says why):
    refuses others) so the arithmetic holds whatever a stored state contains.
 
 A window's ``start_ms``/``end_ms`` are the earliest and newest placed times of its
-on-time events, so every closed window has real times. The decisions depend on the
-events, the state and ``now_ms`` only, never on batch boundaries.
+on-time events, so every closed window has real times. ``data.clock`` holds the event
+clock at each event (after it, and never before its placed time): what a detection at
+that event is dated, so a late event's detection is not dated before events the stream
+already saw (rules 5 and 6 move the clock back when they find its newest time was a
+stray event). The decisions depend on the events, the state and ``now_ms`` only, never
+on batch boundaries.
 """
 
 from __future__ import annotations
@@ -157,6 +161,7 @@ def _in_order(
     if open_ms is not None and int(t.min()) < open_ms:
         return False
     data.placed[start:end] = t
+    _clock_run(st, data, start, end)
     w = st.window
     k = int(t.argmax())
     lo, hi = int(t.min()), int(t[k])
@@ -198,6 +203,7 @@ def _walk(
         data.placed[i] = t
         if span and t < w.open_ms:
             _late(st, t, least, span, result)
+            data.clock[i] = max(st.max_event_ms, t)
             continue
         if span and t >= w.open_ms + span and w.count + (i - start) >= pol.min_window_events:
             _settle_late_run(st, result)
@@ -211,7 +217,18 @@ def _walk(
             w.on_time += 1
         w.start_ms = t if w.start_ms < 0 else min(w.start_ms, t)
         _newest(w, t)
+        data.clock[i] = max(st.max_event_ms, t)
     return stop
+
+
+def _clock_run(st: ModelState, data: SegmentArrays, start: int, end: int) -> None:
+    """The event clock at each of events ``start:end``, all on time and placed at their
+    own times: the newest time so far, from the clock before them (before
+    ``st.max_event_ms`` takes them in)."""
+    run = data.clock[start:end]
+    np.maximum.accumulate(data.t64[start:end], out=run)
+    if st.max_event_ms > int(run[0]):
+        np.maximum(run, st.max_event_ms, out=run)
 
 
 def _newest(w: WindowState, t: int) -> None:

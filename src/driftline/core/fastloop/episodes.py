@@ -119,7 +119,7 @@ def on_transitions(
     plan: Plan,
     found: Sequence[Transition],
     joint: Sequence[JointTransition],
-    placed: NDArray[np.int64],
+    clock: NDArray[np.int64],
     a: int,
     events_before: int,
     count_before: int,
@@ -129,13 +129,14 @@ def on_transitions(
     """The banks' and the multivariate detector's transitions in segment events ``a:``
     (positions from ``a``), in event order (the banks' first at one event).
 
-    ``placed`` are the segment's placed event times
-    (:mod:`~driftline.core.fastloop.clock`: a future-dated event is placed at the event
-    clock); ``events_before`` and ``count_before`` are the stream's and the open
-    window's event counts before event ``a``; ``input_before`` whether an
-    ``input_drift`` unit of the bank was away before it. The input-drift episode
-    resolves only when, after the event, neither a bank unit nor the multivariate
-    detector is away.
+    ``clock`` is the event clock at each of the segment's events
+    (:mod:`~driftline.core.fastloop.clock`): a transition is dated at the clock of its
+    event, not at the event's own time, so a late event's detection is not dated before
+    events the stream already saw, nor a resolve before its firing. ``events_before``
+    and ``count_before`` are the stream's and the open window's event counts before
+    event ``a``; ``input_before`` whether an ``input_drift`` unit of the bank was away
+    before it. The input-drift episode resolves only when, after the event, neither a
+    bank unit nor the multivariate detector is away.
     """
     joint_before = (joint[0].kind != "fire") if joint else multivariate.holding(st)
     joint_after = [(t.position, t.kind != "resolve") for t in joint]
@@ -145,7 +146,7 @@ def on_transitions(
         + [(t.position, 1, i) for i, t in enumerate(joint)]
     )
     for pos, source, i in order:
-        at_ms = int(placed[a + pos])
+        at_ms = int(clock[a + pos])
         events_at = events_before + pos + 1
         if source == 0:
             joint_away = _after(joint_after, pos, joint_before)
@@ -274,10 +275,15 @@ def at_window_close(st: ModelState, ref: ReferenceProfile, plan: Plan, result: B
         if ep.severity != "critical" and _escalate(ep, ref, away, st.events):
             ep.updates += 1
             top = max(away, key=lambda u: (away[u][0], u)) if away else ep.feature or ""
-            w = st.window
-            # The window's newest event (every event future-dated: the stream's newest).
-            at_ms = w.end_ms if w.end_ms >= 0 else st.max_event_ms
+            at_ms = _clock_at_close(st)
             _publish(st, ref, kind, "updated", ep, top, away, at_ms, st.events, result)
+
+
+def _clock_at_close(st: ModelState) -> int:
+    """The event clock as the open window closes: the stream's newest time (a count
+    window's newest event may be older than an earlier window's), or the window's newest
+    placed time while every event was future-dated."""
+    return max(st.window.end_ms, st.max_event_ms)
 
 
 def reconcile(
@@ -453,11 +459,14 @@ def _drift_alert(
     measured: tuple[float, float, float | None],
     span: tuple[int, int, int],
     top: list[FeatureContribution],
+    detected_at: int | None = None,
 ) -> DriftAlert:
     """The alert of ``st``'s ``kind`` episode: ``measured`` is (statistic, threshold,
-    p-value), ``span`` the window's (start, end = detection time, events)."""
+    p-value), ``span`` the window's (start, end, events), ``detected_at`` the detection
+    time (None: the window's end)."""
     key = st.key
-    start, at_ms, count = span
+    start, end, count = span
+    at_ms = end if detected_at is None else detected_at
     return DriftAlert(
         alert_id=alert_id,
         model_id=key.model_id,
@@ -471,7 +480,7 @@ def _drift_alert(
         statistic=measured[0],
         threshold=measured[1],
         p_value=measured[2],
-        window=AlertWindow(start=max(0, start), end=max(0, at_ms), count=count),
+        window=AlertWindow(start=max(0, start), end=max(0, end), count=count),
         reference=ref.reference_id,
         detected_at=max(0, at_ms),
         episode=ep.number,
@@ -506,8 +515,7 @@ def step_episode(
     if status == "firing":
         ep.severity = _severity(kind, drifted)
         ep.feature = sorted(drifted, key=lambda t: (-t.effect, t.feature))[0].feature
-    w = st.window
-    result.alerts.append(_alert(st, ref, kind, status, ep, detector, drifted, w.end_ms, w.count))
+    result.alerts.append(_alert(st, ref, kind, status, ep, detector, drifted))
 
 
 def _severity(kind: str, drifted: Sequence[WindowTest]) -> str:
@@ -539,13 +547,12 @@ def _alert(
     ep: DriftEpisode,
     detector: str,
     drifted: Sequence[WindowTest],
-    at_ms: int,
-    count: int,
 ) -> DriftAlert:
+    """The alert of the window that just closed: its span, detected at the event clock."""
     top = sorted(drifted, key=lambda t: (-t.effect, t.feature))
     first = top[0] if top else None
     w = st.window
-    start = w.start_ms if w.start_ms >= 0 else at_ms
+    start = w.start_ms if w.start_ms >= 0 else w.end_ms
     p_value = min(1.0, max(0.0, first.p_value)) if first and first.statistic == "psi" else None
     return _drift_alert(
         st,
@@ -561,8 +568,9 @@ def _alert(
             round(first.threshold, 6) if first else 0.0,
             p_value,
         ),
-        span=(start, at_ms, count),
+        span=(start, w.end_ms, w.count),
         top=_top_features(drifted),
+        detected_at=_clock_at_close(st),
     )
 
 

@@ -234,7 +234,8 @@ def plan_for(ref: ReferenceProfile) -> Plan:
 class SegmentArrays:
     """One stream's events of a batch as arrays on the plan's columns.
 
-    ``t64`` (event times in ms) and ``placed`` (where event time put them), ``x`` (numeric
+    ``t64`` (event times in ms), ``placed`` (where event time put them) and ``clock``
+    (the event clock at each event, what a detection there is dated), ``x`` (numeric
     columns, one row each; NaN for missing), ``located`` (their bins), ``codes``
     (category codes), ``mism`` (type mismatches per feature position) and ``unknown``
     (unknown features per event).
@@ -255,6 +256,9 @@ class SegmentArrays:
         #: are placed at the clock; filled by :func:`driftline.core.fastloop.clock.advance`).
         self.t64: NDArray[np.int64] = np.array(times, dtype=np.int64)
         self.placed: NDArray[np.int64] = self.t64.copy()
+        #: The event clock at each event (filled by ``advance`` as it places them): the
+        #: time of a detection there, never before an event the stream already saw.
+        self.clock: NDArray[np.int64] = self.t64.copy()
 
         self.mism: list[tuple[int, NDArray[np.bool_]]] = []
         x = self.x = np.empty((plan.nc, n), dtype=np.float64)

@@ -192,8 +192,8 @@ def _process_segment(
     while start < n:
         end = advance(st, pol, clock, data, start, result)
         if end > start and not reconciled:
-            # At the first event placed (a future-dated one is placed at the clock).
-            reconcile(st, ref, plan, int(data.placed[start]), result)
+            # At the event clock of the first event placed.
+            reconcile(st, ref, plan, int(data.clock[start]), result)
             reconciled = True
         if end > start:
             _absorb(st, ref, window, data, banks, mv, start, end, result)
@@ -235,7 +235,7 @@ def _absorb(
             plan,
             found,
             joint,
-            data.placed,
+            data.clock,
             a,
             events_before,
             count_before,
