@@ -103,6 +103,73 @@ async def test_a_live_monitor_on_a_nine_minute_cadence_with_a_week_gap_keeps_rea
         await client.aclose()
 
 
+async def test_late_and_future_events_show_in_the_metric_and_on_the_status_page(settings):
+    """A live monitor over a stream interleaved with a backfill six hours behind (10-minute
+    windows, so the backfilled events are late) and three events stamped a day ahead of
+    the worker's clock: ``driftline_late_or_future_events_total`` counts exactly what the
+    core counted, and the status page says how many, in one line, under the model."""
+    import time
+
+    from driftline.contract.keys import StateKey
+    from driftline.core.fastloop import ModelState, process_batch
+    from driftline.core.reference import Policy, build_reference
+    from driftline.demo.simulate import SimulatedModel
+    from driftline.runtime import metrics as m
+
+    model, hour, t0 = "late-churn", 3_600_000, 1_767_225_600_000
+    policy = Policy(window_events=500, window_seconds=600.0, min_window_events=20)
+    data = SimulatedModel(seed=3).training_data(5_000)
+    ref = build_reference(data, model, "1", policy=policy, seed=0, created_at=0)
+    events = list(SimulatedModel(seed=7, model_id=model).events(6_000))
+    live, back = iter(range(t0, t0 + 6_000_000, 1_000)), iter(range(t0 - 6 * hour, t0, 1_000))
+    for i, e in enumerate(events):
+        e["timestamp"] = next(live) if (i // 37) % 2 == 0 else next(back)
+    now = int(time.time() * 1000)
+    for i in (1_000, 2_500, 4_000):
+        events[i]["timestamp"] = now + 24 * hour
+
+    def series(timing: str) -> float:
+        labels = {"model": model, "version": "1", "timing": timing}
+        return m.REGISTRY.get_sample_value("driftline_late_or_future_events_total", labels) or 0
+
+    before = {t: series(t) for t in ("late", "future")}
+    client, store = open_store(settings.redis, settings.monitor.group_id)
+    await store.put_reference(model, "1", ref.to_bytes())
+    await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, events)
+    worker = MonitorWorker(settings, name="late-test")
+    await worker.start()
+    try:
+        await run_until(worker, lambda: worker.processed + worker.dead_letters >= len(events))
+    finally:
+        await worker.close()
+    try:
+        # The oracle: the core over the same events under the same processing clock (the
+        # genuine times are months before it; the three are a day after it, whenever the
+        # worker ran).
+        states: dict[StateKey, ModelState] = {}
+        windows = process_batch(events, states, lambda mo, v: ref, now_ms=now).windows
+        st = states[StateKey(model, "1")]
+        assert st.late_events > 2_500 and st.future_events == 3
+        assert series("late") - before["late"] == st.late_events
+        assert series("future") - before["future"] == st.future_events
+        (status,) = [s for s in await model_statuses(store) if s["model"] == model]
+        last = windows[-1]
+        assert (status["streams"][0]["late_events"], status["streams"][0]["future_events"]) == (
+            last["late_events"],
+            last["future_events"],
+        )
+        html = render_index([status], now)
+        said = f"{last['late_events']:,} late, {last['future_events']:,} future-dated events"
+        assert said in html and "none moved the stream's clock" in html
+        quiet = {
+            **status,
+            "streams": [{**w, "late_events": 0, "future_events": 0} for w in status["streams"]],
+        }
+        assert "late-future" not in render_index([quiet], now)
+    finally:
+        await client.aclose()
+
+
 @ON_BOTH_REDIS
 async def test_append_page_and_cap(settings):
     client = redis_client(settings)

@@ -449,3 +449,86 @@ def test_a_count_window_of_backfilled_events_alerts_at_the_event_clock() -> None
     assert (quality[0].window.start, quality[0].window.end) == (times[4_500], times[4_999])
     assert quality[0].detected_at == max(times[:5_000]) > quality[0].window.end
     assert_alert_times_follow_the_clock(run.total.alerts, times)
+
+
+# ---------------------------------------------------------------------- late and future, seen
+
+
+def test_late_and_future_counts_per_model_and_in_the_window_summaries() -> None:
+    # Two models: churn has a backfill six hours behind and a few events a day ahead of
+    # the processing clock; fraud is in order. Per batch, the result counts each model's
+    # late and future-dated events (the metric's increments); a window summary carries
+    # its stream's counts so far once there are some, and fraud's never do.
+    times = backfill_interleaved(6_000, 37, 6 * HOUR)
+    churn = events_at(times)
+    ahead = {1_000, 2_500, 4_000}
+    for i in ahead:
+        churn[i]["timestamp"] = times[i] + DAY
+    fraud = events_at(times[:3_000])  # in order: the live half of the same times
+    live = sorted(t for t in times if t >= T0)
+    for e, t in zip(fraud, live, strict=False):
+        e["model_id"], e["timestamp"] = "fraud", t
+    ref = reference(window_seconds=600.0, least=20)
+    clock = np.maximum.accumulate(times).tolist()
+    states: dict[StateKey, ModelState] = {}
+    counted = {("churn", "1"): [0, 0], ("fraud", "1"): [0, 0]}
+    windows: list[dict[str, Any]] = []
+    for i in range(0, 6_000, 500):
+        res = process_batch(
+            churn[i : i + 500] + fraud[i // 2 : i // 2 + 250],
+            states,
+            lambda m, v: ref,
+            now_ms=clock[min(i + 499, 5_999)],
+        )
+        for mv, (late, future) in res.late_future.items():
+            assert late or future
+            counted[mv][0] += late
+            counted[mv][1] += future
+        assert sum(n for n, _ in res.late_future.values()) == res.late_events
+        assert sum(n for _, n in res.late_future.values()) == res.future_events
+        windows += res.windows
+    st = states[KEY]
+    assert counted == {("churn", "1"): [st.late_events, st.future_events], ("fraud", "1"): [0, 0]}
+    assert st.future_events == len(ahead) and st.late_events > 2_500
+    assert all("late_events" not in w for w in windows if w["model_id"] == "fraud")
+    mine = [w for w in windows if w["model_id"] == "churn"]
+    assert 0 < mine[-1]["late_events"] <= st.late_events
+    assert 0 < mine[-1]["future_events"] <= st.future_events
+    for key in ("late_events", "future_events"):  # so far: never fewer than before
+        seen = [w.get(key, 0) for w in mine]
+        assert seen == sorted(seen)
+
+
+def test_a_replay_says_how_many_events_were_late(tmp_path: Path) -> None:
+    """``driftline replay`` over a JSONL file whose times go back and forth says in one
+    line how many events were late and what became of them; a file in order says
+    nothing of it."""
+    ref = reference(window_seconds=600.0, least=20)
+    (tmp_path / "churn.ref").write_bytes(ref.to_sealed(SIGNING_KEY))
+    backfilled = events_at(backfill_interleaved(6_000, 37, 6 * HOUR))
+    in_order = events_at([T0 + i * SEC for i in range(6_000)])
+    env = {
+        **os.environ,
+        "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "DRIFTLINE_REDIS__STATE_SIGNING_KEY": SIGNING_KEY,
+    }
+    said = {}
+    for name, evs in (("backfilled", backfilled), ("in_order", in_order)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in evs))
+        args = ["replay", "--events", path.name, "--reference", "churn.ref", "--out", "a.jsonl"]
+        cli = subprocess.run(
+            [sys.executable, "-m", "driftline", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert cli.returncode == 0, cli.stderr
+        said[name] = cli.stderr
+    late = Run(backfilled, ref).state.late_events
+    assert late > 2_500
+    line = f"driftline: {late:,} late events (older than the time window open when they came)"
+    assert line in said["backfilled"] and "none moved the event clock" in said["backfilled"]
+    assert "late events" not in said["in_order"]

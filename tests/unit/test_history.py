@@ -14,6 +14,7 @@ from driftline.contract.history import (
     decode_window,
     encode_perf,
     encode_window,
+    latest_entry,
 )
 from driftline.core.fastloop import BatchResult
 from driftline.offline.replay import Replayer
@@ -202,3 +203,24 @@ async def test_alerts_from_elsewhere_are_recorded_per_model(batches):
     assert store.batches[0].windows == [] and not store.batches[0].latest
     assert await record_alerts(store, []) is False
     assert await record_alerts(_Failing(), alerts) is False
+
+
+def test_late_and_future_counts_ride_along_in_a_window_and_its_latest_record(batches):
+    summary = {**batches[0].windows[0], "late_events": 120, "future_events": 3}
+    back = decode_window(encode_window(summary))
+    assert (back["late_events"], back["future_events"]) == (120, 3)
+    latest = orjson.loads(latest_entry(summary))
+    assert (latest["late_events"], latest["future_events"]) == (120, 3)
+    # A window without them (a stream in time order) has none, before and after.
+    plain = batches[0].windows[0]
+    assert "late_events" not in plain
+    assert "late_events" not in decode_window(encode_window(plain))
+    assert "late_events" not in orjson.loads(latest_entry(plain))
+
+
+@pytest.mark.parametrize("bad", [-1, "12", 1.5, True, None, [3]])
+def test_hostile_late_and_future_counts_are_dropped(batches, bad):
+    obj = orjson.loads(encode_window({**batches[0].windows[0], "late_events": 5}))
+    obj["late_events"] = bad
+    back = decode_window(orjson.dumps(obj))
+    assert "late_events" not in back and "future_events" not in back

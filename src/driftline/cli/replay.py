@@ -115,9 +115,9 @@ async def replay(args: argparse.Namespace, settings: Settings) -> int:
         f"driftline: replayed {run.events:,} events: {_alert_counts(run.alerts)}; "
         f"{sum(len(w) for w in run.windows.values()):,} windows"
     )
-    said = run.order_note()
-    if said:
-        say(f"driftline: {said}")
+    for said in (run.order_note(), run.late_future_note()):
+        if said:
+            say(f"driftline: {said}")
     if run.untimed:
         say(
             "driftline: no timestamp column: the events were replayed in row order, and "

@@ -105,8 +105,23 @@ def encode_window(summary: Mapping[str, Any]) -> bytes:
             "episodes": summary.get("episodes", {}),
             "tests": cols,
             "hist": summary.get("hist", {}),
+            **_late_future(summary),
         }
     )
+
+
+#: The stream's late and future-dated events so far, in a window summary when either is
+#: not zero (core/fastloop/summary.py).
+_LATE_FUTURE = ("late_events", "future_events")
+
+
+def _late_future(summary: Mapping[str, Any]) -> dict[str, int]:
+    """The late and future-dated counts of a window summary (none: ``{}``); an entry
+    whose counts are not non-negative integers has none."""
+    got = {k: summary[k] for k in _LATE_FUTURE if k in summary}
+    if not got or not all(_is_int(v) and v >= 0 for v in got.values()):
+        return {}
+    return {k: int(got.get(k, 0)) for k in _LATE_FUTURE}
 
 
 def _is_int(v: Any) -> bool:
@@ -156,6 +171,10 @@ def decode_window(data: bytes) -> dict[str, Any]:
     obj["tests"] = tests
     obj["hist"] = clean_hist
     obj["episodes"] = {str(k): bool(v) for k, v in episodes.items()}
+    counts = _late_future(obj)
+    for k in _LATE_FUTURE:
+        obj.pop(k, None)
+    obj.update(counts)
     del obj["f"]
     return obj
 
@@ -246,6 +265,7 @@ def latest_entry(summary: Mapping[str, Any]) -> bytes:
             "episodes": summary.get("episodes", {}),
             "drifted": [{"feature": f, "value": _sig(v)} for _, f, v in drifted[:5]],
             "written_ms": int(time.time() * 1000),
+            **_late_future(summary),
             **(
                 {"joint": {"value": _sig(joint["value"]), "drifted": bool(joint.get("drifted"))}}
                 if joint is not None

@@ -213,6 +213,23 @@ class OfflineRun:
             "before it): they were replayed in time order"
         )
 
+    def late_future_note(self) -> str | None:
+        """One line counting the late and future-dated events of the run's streams and
+        what became of them (None: there were none)."""
+        late = sum(st.late_events for st in self.fast.states.values())
+        future = sum(st.future_events for st in self.fast.states.values())
+        if not late and not future:
+            return None
+        parts = [
+            f"{late:,} late events (older than the time window open when they came)",
+            f"{future:,} future-dated events (far ahead of the events around them)",
+        ]
+        said = " and ".join(p for n, p in zip((late, future), parts, strict=True) if n)
+        return (
+            f"{said}: each was counted in the open window, and none moved the event "
+            'clock (docs/architecture.md, "Event time")'
+        )
+
     def models(self) -> list[str]:
         """Model ids seen, sorted."""
         seen = set(self.windows) | {a.model_id for a in self.alerts} | set(self.perf)

@@ -161,6 +161,15 @@ WINDOWS_CLOSED = Counter(
     ["model", "version"],
     registry=REGISTRY,
 )
+LATE_FUTURE_EVENTS = Counter(
+    "driftline_late_or_future_events_total",
+    "Events stamped before the open time window (late) or ahead of the worker's clock "
+    "(future), by timing; counted in the open window, neither moves the event clock.",
+    ["model", "version", "timing"],
+    registry=REGISTRY,
+)
+#: The ``timing`` label values of ``driftline_late_or_future_events_total``.
+TIMINGS = ("late", "future")
 # One family per statistic and unit, so one panel or threshold fits each.
 DRIFT_PSI = Gauge(
     "driftline_drift_psi",

@@ -180,6 +180,8 @@ class MonitorWorker(Worker[Models, Done]):
         self.processed = 0
         self.feature_labels = m.FeatureLabels(settings.monitor.metrics_max_features)
         self.loaded = _Loaded(settings.monitor.max_states_in_memory)
+        #: Model versions whose late and future counters exist (created at zero).
+        self.timing_series: set[tuple[str, str]] = set()
         m.MODEL_PARTITION_MOVES.labels(name, topic)  # exported from zero: a rule sees 0
 
     # ------------------------------------------------------------------ state
@@ -528,10 +530,21 @@ class MonitorWorker(Worker[Models, Done]):
         for (mo, v), n in per_model.items():
             if models.exported(mo):
                 m.MODEL_EVENTS.labels(mo, v).inc(n)
+                if (mo, v) not in self.timing_series:
+                    # From zero: rate() sees the first late event, a panel shows 0.
+                    for timing in m.TIMINGS:
+                        m.LATE_FUTURE_EVENTS.labels(mo, v, timing)
+                    self.timing_series.add((mo, v))
             else:
                 other += n
         if other:
             m.MODEL_EVENTS.labels(models.OTHER, models.OTHER).inc(other)
+        for (mo, v), counts in done.result.late_future.items():
+            if not models.exported(mo):
+                mo = v = models.OTHER
+            for timing, n in zip(m.TIMINGS, counts, strict=True):
+                if n:
+                    m.LATE_FUTURE_EVENTS.labels(mo, v, timing).inc(n)
         # The newest event time the core accepted, whatever the wire form (epoch
         # milliseconds or RFC 3339): the core already parsed every timestamp.
         newest: dict[str, int] = {}

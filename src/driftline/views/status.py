@@ -121,6 +121,8 @@ async def model_statuses(
                         for d in w.get("drifted", [])
                     ],
                     "joint": _joint(w.get("joint")),
+                    "late_events": _count(w.get("late_events")),
+                    "future_events": _count(w.get("future_events")),
                 }
             except (ValueError, KeyError, TypeError):
                 continue
@@ -165,6 +167,29 @@ def _joint(v: Any) -> dict[str, Any] | None:
     if not isinstance(v, dict) or not isinstance(v.get("value"), int | float):
         return None
     return {"value": float(v["value"]), "drifted": bool(v.get("drifted"))}
+
+
+def _count(v: Any) -> int:
+    """A count of a history entry (untrusted): a non-negative integer, else 0."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def _late_future(streams: Sequence[Mapping[str, Any]]) -> str:
+    """The model's late and future-dated events so far (its streams' last windows), with
+    what they mean, in one line; empty when there are none."""
+    late = sum(w["late_events"] for w in streams)
+    future = sum(w["future_events"] for w in streams)
+    if not late and not future:
+        return ""
+    counts = ", ".join(
+        text for n, text in ((late, f"{late:,} late"), (future, f"{future:,} future-dated")) if n
+    )
+    return (
+        f'<br><small class="muted late-future">{counts} events by the last window: '
+        "stamped before the window open when they arrived, or ahead of the monitor's "
+        "clock; each was counted in the open window and none moved the stream's clock"
+        "</small>"
+    )
 
 
 def _drivers(a: Mapping[str, Any]) -> str:
@@ -268,7 +293,7 @@ def render_index(
             f'<td><a href="{_e(link)}">{_e(s["model"])}</a></td>'
             f"<td>{_badge(s['state'])}</td>"
             f"<td>{act}</td>"
-            f"<td>{streams or '—'}</td>"
+            f"<td>{streams or '—'}{_late_future(s['streams'])}</td>"
             f"<td>{_e(', '.join(drifted[:8])) or '—'}</td>"
             f'<td><a href="{_e(link)}">charts</a></td>'
             "</tr>"

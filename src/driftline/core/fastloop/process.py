@@ -121,6 +121,7 @@ def process_batch(
         elif ref is not None and st.reference_id != ref.reference_id:
             st.attach(ref)
         window: OpenWindow | None = None
+        late, future = st.late_events, st.future_events
         for cols in parts:
             if ref is None:
                 ref, rest = _warm_up(st, cols, default_policy or Policy(), result)
@@ -134,7 +135,16 @@ def process_batch(
             _process_segment(st, ref, window, clock, cols, result)
         if window is not None:
             window.store(st)
+        if st.late_events != late or st.future_events != future:
+            _count_late_future(st, st.late_events - late, st.future_events - future, result)
     return result
+
+
+def _count_late_future(st: ModelState, late: int, future: int, result: BatchResult) -> None:
+    """Add a stream's late and future-dated events of the batch to its model version's."""
+    mv = (st.key.model_id, st.key.model_version)
+    had = result.late_future.get(mv, (0, 0))
+    result.late_future[mv] = (had[0] + late, had[1] + future)
 
 
 def _warm_up(

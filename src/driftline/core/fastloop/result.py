@@ -102,5 +102,9 @@ class BatchResult:
     windows_closed: int = 0
     late_events: int = 0
     future_events: int = 0
+    #: Per (model, version), the batch's late and future-dated events where either is
+    #: not zero (:mod:`~driftline.core.fastloop.clock`; ``late_events`` and
+    #: ``future_events`` are their sums): ``driftline_late_or_future_events_total``.
+    late_future: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     #: One summary per closed window (plain data): the history behind reports and charts.
     windows: list[dict[str, Any]] = field(default_factory=list)

@@ -26,7 +26,9 @@ def window_summary(
     tests: Sequence[TestBlock],
     drifted: set[str],
 ) -> dict[str, Any]:
-    """Plain-data summary of a closing window: its tests and its (grouped) histograms."""
+    """Plain-data summary of a closing window: its tests and its (grouped) histograms,
+    and the stream's ``late_events`` and ``future_events`` so far when either is not
+    zero."""
     # One tolist() each, then list slices (a numpy slice and tolist() per feature cost more).
     hist: dict[str, list[int]] = {}
     groups: list[int] = grouped.tolist()
@@ -45,6 +47,13 @@ def window_summary(
     if st.confidence is not None and ref.outputs.confidence is not None and plan.conf_col >= 0:
         hist["__confidence__"] = groups[gslice[plan.conf_col]]
     w = st.window
+    # The stream's late and future-dated events so far, only when there are some: a
+    # stream in time order keeps the summary (and its history entry) it always had.
+    odd = (
+        {"late_events": st.late_events, "future_events": st.future_events}
+        if st.late_events or st.future_events
+        else {}
+    )
     return {
         "model_id": st.key.model_id,
         "model_version": st.key.model_version,
@@ -57,6 +66,7 @@ def window_summary(
         "tests": summarise_tests(tests, drifted),
         "hist": hist,
         "episodes": {k: e.firing for k, e in st.episodes.items()},
+        **odd,
     }
 
 
