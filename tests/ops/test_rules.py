@@ -7,11 +7,14 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import get_args
 
 import pytest
 import yaml
 from opsutil import ROOT, all_sample_names, promql_metric_names
 
+from driftline.contract.events import AlertKind
+from driftline.runtime.metrics import DRIFT_ACTIVE
 from tool_checks import require_tool
 
 RULES = ROOT / "deploy" / "prometheus" / "driftline-rules.yml"
@@ -62,7 +65,8 @@ def test_every_rule_has_severity_summary_description_and_runbook():
     }
     bases = set()
     for r in _rules():
-        assert r["labels"]["severity"] in ("warning", "critical"), r["alert"]
+        allowed = (_FROM_SERIES,) if _DRIFT_KIND.search(r["expr"]) else ("warning", "critical")
+        assert r["labels"]["severity"] in allowed, r["alert"]
         ann = r["annotations"]
         assert ann["summary"] and ann["description"], r["alert"]
         base, _, anchor = ann["runbook_url"].rpartition("#")
@@ -72,6 +76,29 @@ def test_every_rule_has_severity_summary_description_and_runbook():
     # One base for every rule, set by make_prometheusrule.py --runbook-base; the one
     # shipped is the runbooks' real path in this repository.
     assert bases == {"docs/runbooks.md"}, bases
+
+
+#: A drift rule's expression, and the severity it takes from its series.
+_DRIFT_KIND = re.compile(r'driftline_drift_active\{kind="(\w+)"\}')
+_FROM_SERIES = "{{ $labels.severity }}"
+
+
+def test_each_drift_kind_pages_with_the_severity_of_its_alert_events():
+    """One rule per alert kind, whose severity is the series' own: the workers label
+    driftline_drift_active with the episode's severity, the one its alert events carry
+    (tests/unit/test_drift_flags.py), so Alertmanager and the alert topic agree. Fixed
+    severities disagreed: 'warning' for input drift the core had made critical,
+    'critical' for a concept drift the core called a warning."""
+    kinds = {}
+    for r in _rules():
+        for kind in _DRIFT_KIND.findall(r["expr"]):
+            kinds[kind] = r["labels"]["severity"]
+    assert set(kinds) == set(get_args(AlertKind))
+    assert set(kinds.values()) == {_FROM_SERIES}
+    assert "severity" in DRIFT_ACTIVE._labelnames
+    # Alertmanager routes what the rule forwards: critical pages, the rest to the team.
+    am = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alertmanager.yml").read_text())
+    assert [r["matchers"] for r in am["route"]["routes"]] == [['severity="critical"']]
 
 
 def test_runbook_base_is_set_in_one_command(promtool, tmp_path):

@@ -87,6 +87,7 @@ from driftline.errors import (
     ValidationError,
 )
 from driftline.runtime import metrics as m
+from driftline.runtime.drift_flags import DriftFlags, flags_of
 from driftline.runtime.history import record_alerts, record_performance
 from driftline.runtime.resilience import Hold, bounded
 from driftline.runtime.store import Lease, RecordWrites
@@ -149,6 +150,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
         self.outcomes: dict[tuple[str, str], int] = {}
         #: Partitions whose labels wait in Kafka (backpressure: too many labels held).
         self.labels_paused: set[int] = set()
+        self.drift_flags = DriftFlags(m.DRIFT_ACTIVE)
 
     # ------------------------------------------------------------------ lifecycle
     async def setup(self) -> None:
@@ -483,6 +485,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
         self.labels_seen += done.labels
         self._backpressure(unit)
         self._observe(done)
+        self._observe_episodes(unit, done.result.dirty)
         assert self.store is not None
         # Concept-drift and performance alerts in the models' history (report, status
         # page), and performance points: best effort (observability, not state).
@@ -517,6 +520,17 @@ class LabelJoiner(Worker[UnitState, Joined]):
     def released(self, unit: Unit[UnitState]) -> None:
         self.labels_paused.discard(unit.partition)
         m.LABELS_PAUSED.labels(self.name).set(len(self.labels_paused))
+        self.drift_flags.release(unit.partition)
+
+    def _observe_episodes(self, unit: Unit[UnitState], dirty: set[str]) -> None:
+        """``driftline_drift_active`` of the concept-drift and performance episodes of
+        the streams a batch changed, labelled with their severity (as the monitor's:
+        :mod:`~driftline.runtime.drift_flags`). Set from the state, so a restarted
+        joiner exports a stream's flags again at its next change."""
+        perf = unit.state.perf
+        changed = [st for k in dirty if (st := perf.get(k)) is not None]
+        streams = ((st.model_id, st.version, st.episodes) for st in changed)
+        self.drift_flags.export(unit.partition, flags_of(streams, self.model_labels.exported))
 
     # ------------------------------------------------------------------ metrics
     def _observe(self, done: Joined) -> None:

@@ -215,8 +215,8 @@ DRIFT_MULTIVARIATE = Gauge(
 _MULTIVARIATE_TEST = "cusum_level"
 DRIFT_ACTIVE = Gauge(
     "driftline_drift_active",
-    "1 while a drift episode of this kind is firing.",
-    ["model", "version", "kind"],
+    "1 while a drift episode of this kind is firing, labelled with its severity.",
+    ["model", "version", "kind", "severity"],
     registry=REGISTRY,
 )
 ALERTS = Counter(

@@ -42,7 +42,6 @@ reference is built.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -62,6 +61,7 @@ from driftline.core.fastloop.state import STATE_FORMAT
 from driftline.core.reference import ReferenceProfile
 from driftline.errors import DriftlineError, ModelLimit, ReferenceMissing, StateCorrupt
 from driftline.runtime import metrics as m
+from driftline.runtime.drift_flags import DriftFlags, flags_of
 from driftline.runtime.history import record_history
 from driftline.runtime.references import ReferenceState
 from driftline.runtime.store import Lease, StateStore
@@ -99,8 +99,6 @@ class Models:
     streams: int
     #: Warm-up rows already in side records, per loaded stream.
     warm_saved: dict[StateKey, int] = field(default_factory=dict)
-    #: ``driftline_drift_active`` series this worker exports for the partition.
-    active_series: set[tuple[str, str, str]] = field(default_factory=set)
     #: Models this worker registered as carried by the partition (see _claim_models).
     claimed: set[str] = field(default_factory=set)
 
@@ -182,6 +180,7 @@ class MonitorWorker(Worker[Models, Done]):
         self.loaded = _Loaded(settings.monitor.max_states_in_memory)
         #: Model versions whose late and future counters exist (created at zero).
         self.timing_series: set[tuple[str, str]] = set()
+        self.drift_flags = DriftFlags(m.DRIFT_ACTIVE)
         m.MODEL_PARTITION_MOVES.labels(name, topic)  # exported from zero: a rule sees 0
 
     # ------------------------------------------------------------------ state
@@ -195,10 +194,7 @@ class MonitorWorker(Worker[Models, Done]):
     def released(self, unit: Unit[Models]) -> None:
         """Forget a partition's loaded states and stop exporting its drift flags."""
         self.loaded.drop(unit.partition)
-        for mo, v, kind in unit.state.active_series:
-            with contextlib.suppress(KeyError):
-                m.DRIFT_ACTIVE.remove(mo, v, kind)
-        unit.state.active_series.clear()
+        self.drift_flags.release(unit.partition)
 
     # ------------------------------------------------------------------ one batch
     async def process(
@@ -565,22 +561,15 @@ class MonitorWorker(Worker[Models, Done]):
         m.observe_statistics(done.result.observations, models.exported, self.feature_labels.label)
 
     def _observe_episodes(self, unit: Unit[Models], states: Mapping[StateKey, ModelState]) -> None:
-        """``driftline_drift_active`` from the episodes of the states a batch touched.
+        """``driftline_drift_active`` from the episodes of the states a batch touched,
+        labelled with their severity (:mod:`~driftline.runtime.drift_flags`).
 
         Set from the state, not from the alerts of one batch, so it is right after a
         restart (episodes are loaded with the state); cleared by :meth:`released` when
         the partition moves to another worker.
         """
-        active: dict[tuple[str, str, str], bool] = {}
-        for key, st in states.items():
-            if not self.model_labels.exported(key.model_id):
-                continue
-            for kind, ep in st.episodes.items():
-                k = (key.model_id, key.model_version, kind)
-                active[k] = active.get(k, False) or ep.firing
-        for (mo, v, kind), firing in active.items():
-            m.DRIFT_ACTIVE.labels(mo, v, kind).set(1 if firing else 0)
-            unit.state.active_series.add((mo, v, kind))
+        streams = ((k.model_id, k.model_version, st.episodes) for k, st in states.items())
+        self.drift_flags.export(unit.partition, flags_of(streams, self.model_labels.exported))
 
 
 def _held(reason: str, detail: str) -> Exception:
