@@ -205,6 +205,7 @@ class AsyncPredictionProducer:
         self._dropped = 0
         self._by_reason: dict[str, int] = {}
         self._refusals: deque[Refusal] = deque(maxlen=_RECENT_REFUSALS)
+        self._infinite: dict[tuple[str, str], int] = {}
         self._state: Literal["new", "running", "closing", "closed"] = "new"
 
         # Event-loop side.
@@ -253,6 +254,17 @@ class AsyncPredictionProducer:
         """The most recent refusals (up to 100), oldest first, for logs."""
         with self._lock:
             return list(self._refusals)
+
+    @property
+    def infinite_values(self) -> dict[tuple[str, str], int]:
+        """Infinite feature values sent as missing, per (model, feature) (a copy).
+
+        JSON has no infinity: an ``inf`` (often a division by zero in feature
+        engineering) goes out as ``null``, which the monitor counts as a missing value.
+        The first of each model and feature is logged as a warning naming both.
+        """
+        with self._lock:
+            return dict(self._infinite)
 
     @property
     def buffered(self) -> int:
@@ -314,9 +326,14 @@ class AsyncPredictionProducer:
         batch: bool = False,
     ) -> bool:
         limit = LIMITS.max_batch_bytes if batch else LIMITS.max_event_bytes
+        infinite: list[str] = []
         try:
             try:
-                key, value, obj = encode_batch(event) if batch else encode_event(event, model, keep)
+                key, value, obj = (
+                    encode_batch(event, infinite)
+                    if batch
+                    else encode_event(event, model, keep, infinite)
+                )
             except ValidationError as exc:
                 return self._drop(topic, "invalid", why=str(exc), event=event)
             except Exception as exc:  # orjson.JSONEncodeError, odd mappings: never raise
@@ -344,12 +361,32 @@ class AsyncPredictionProducer:
                     else f"{self._max_buffer:,} events already buffered (Kafka slow or down)"
                 )
                 return self._drop(topic, reason, why=why, event=event)
+            if infinite:
+                self._note_infinite(key.decode(), infinite)
             if n == 1 or n == self._max_batch:
                 self._notify()
             return True
         except Exception:  # pragma: no cover - defensive: the request path must not fail
             log.exception("driftline producer: unexpected error in send()")
             return False
+
+    def _note_infinite(self, model: str, features: list[str]) -> None:
+        """Count infinite values sent as missing; warn once per model and feature."""
+        first = []
+        with self._lock:
+            for f in features:
+                n = self._infinite.get((model, f), 0)
+                self._infinite[(model, f)] = n + 1
+                if n == 0:
+                    first.append(f)
+        for f in first:
+            log.warning(
+                "driftline producer: feature %r of model %r is infinite; sent as missing "
+                "(JSON has no infinity; the monitor counts it as a missing value). Logged "
+                "once per model and feature; producer.infinite_values counts them",
+                f,
+                model,
+            )
 
     def _drop(
         self,
@@ -757,6 +794,11 @@ class PredictionProducer:
     def dropped_by_reason(self) -> dict[str, int]:
         """Events dropped, by reason."""
         return self._producer.dropped_by_reason
+
+    @property
+    def infinite_values(self) -> dict[tuple[str, str], int]:
+        """Infinite feature values sent as missing, per (model, feature)."""
+        return self._producer.infinite_values
 
     @property
     def last_refusal(self) -> Refusal | None:

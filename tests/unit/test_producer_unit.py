@@ -6,8 +6,11 @@ serving app must survive booting while Kafka is down.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import numpy as np
 import orjson
@@ -353,3 +356,160 @@ def test_a_label_batch_over_the_size_limit_is_cut() -> None:
     assert sum(rows for _, rows in records) == 50 and len(records) > 2
     assert all(len(v) <= 3000 for v, _ in records)
     assert decode_label_records([v for v, _ in records]).labels == events
+
+
+# --------------------------------------------------------------- numpy and pandas values
+
+
+async def test_an_infinite_feature_is_sent_as_missing_and_said_once_per_feature(
+    unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSON has no infinity: an inf (a division by zero in feature engineering) went out
+    as null without a word. It is still sent as missing (the wire contract), but counted
+    per model and feature and logged once per model and feature, naming them; single
+    events, pydantic events and batch columns alike."""
+    p = AsyncPredictionProducer(_settings(unique), batch_events=False)
+    caplog.set_level("WARNING", logger="driftline.producer")
+    for i in range(50):
+        ratio = np.inf if i % 2 else -np.float64("inf")
+        assert p.send(_event(i, features={"ratio": ratio, "x": 1.0, "z": float("inf")}))
+    assert p.send(PredictionEvent(**_event(50, features={"ratio": float("inf")})))  # type: ignore[arg-type]
+    assert p.send(_event(51, model_id="other", features={"ratio": np.float32("inf")}))
+    assert p.send_batch(
+        {
+            "model_id": "m",
+            "model_version": "1",
+            "prediction_ids": ["b1", "b2", "b3"],
+            "timestamps": [1_767_225_600_000] * 3,
+            "features": {"ratio": np.array([1.0, np.inf, 2.0]), "y": [0.5, -math.inf, None]},
+            "predictions": [1, 0, 1],
+        }
+    )
+    assert p.infinite_values == {
+        ("m", "ratio"): 52,
+        ("m", "z"): 50,
+        ("other", "ratio"): 1,
+        ("m", "y"): 1,
+    }
+    said = [r.getMessage() for r in caplog.records if "infinite" in r.getMessage()]
+    assert len(said) == 4, said
+    assert "feature 'ratio' of model 'm' is infinite; sent as missing" in said[0]
+    wire = [orjson.loads(entry[3]) for entry in p._buf]
+    assert all(w["features"]["ratio"] is None for w in wire[:52])
+    assert wire[-1]["features"] == {"ratio": [1.0, None, 2.0], "y": [0.5, None, None]}
+    assert p.dropped == 0
+    await p.stop(timeout=0.1)
+
+
+async def test_float32_values_are_sent_at_their_own_shortest_decimal(unique: str) -> None:
+    """np.float32(0.1) arrived as 0.10000000149011612 (its widening to float64): reports
+    and stored values showed that. It is sent as str(np.float32(x)) reads, the decimal
+    numpy prints and send_batch already wrote for float32 arrays. Oracle: numpy's own
+    shortest repr of each float32, on values of every magnitude."""
+    p = AsyncPredictionProducer(_settings(unique), batch_events=False)
+    rng = np.random.default_rng(7)
+    values = np.concatenate(
+        [rng.normal(0, 1, 200), 10.0 ** rng.uniform(-30, 30, 200), [0.1, 1 / 3, 16_777_217]]
+    ).astype(np.float32)
+    for i, v in enumerate(values):
+        scores = {"a": np.float32(0.25), "b": np.float32(0.75)}
+        assert p.send(_event(i, features={"v": v, "w": np.array(v)}, scores=scores))
+    for entry, v in zip(p._buf, values, strict=True):
+        text = entry[3].decode()
+        wire = orjson.loads(entry[3])
+        assert wire["features"]["v"] == wire["features"]["w"] == float(str(v))
+        assert np.float32(wire["features"]["v"]) == v  # the same float32 when read back
+        written = re.search(r'"v":([^,}]+)', text)
+        assert written is not None and Decimal(written[1]) == Decimal(str(v)), (text, v)
+    first = orjson.loads(p._buf[0][3])
+    assert first["scores"] == {"a": 0.25, "b": 0.75}
+    assert b'"v":0.1,' in p._buf[-3][3] and b'"v":16777216.0' in p._buf[-1][3]
+    # A float32 array in a batch: orjson's own float32 writer, the same decimals.
+    assert p.send_batch(
+        {
+            "model_id": "m",
+            "model_version": "1",
+            "prediction_ids": [f"b{i}" for i in range(len(values))],
+            "timestamps": [1_767_225_600_000] * len(values),
+            "features": {"v": values},
+            "predictions": [1] * len(values),
+        }
+    )
+    column = orjson.loads(p._buf[-1][3])["features"]["v"]
+    assert column == [float(str(v)) for v in values]
+    await p.stop(timeout=0.1)
+
+
+@pytest.mark.parametrize(
+    ("features", "timestamp", "sent"),
+    [
+        # pandas' nullable integers, floats and booleans: values and NA (missing).
+        (
+            {
+                "n": pd.Series([3, None], dtype="Int64")[0],
+                "na": pd.Series([3, None], dtype="Int64")[1],
+                "f": pd.Series([0.5], dtype="Float64")[0],
+                "b": pd.Series([True, None], dtype="boolean")[1],
+                "s": pd.Series(["gold"], dtype="string")[0],
+                "c": pd.NA,
+            },
+            pd.Timestamp("2026-01-01 10:00", tz="Europe/Paris"),
+            {"n": 3, "na": None, "f": 0.5, "b": None, "s": "gold", "c": None},
+        ),
+    ],
+)
+async def test_pandas_nullable_values_and_timestamps_go_through(
+    unique: str, features: dict[str, object], timestamp: object, sent: dict[str, object]
+) -> None:
+    p = AsyncPredictionProducer(_settings(unique), batch_events=False)
+    assert p.send(_event(features=features, timestamp=timestamp)), p.last_refusal
+    wire = orjson.loads(p._buf[0][3])
+    assert wire["features"] == sent
+    assert wire["timestamp"] == int(pd.Timestamp("2026-01-01 09:00", tz="UTC").value // 10**6)
+    await p.stop(timeout=0.1)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"timestamp": pd.NaT}, "timestamp is missing"),
+        ({"features": {"age": pd.Series([1.0])}}, "features.'age': value is Series"),
+    ],
+)
+async def test_pandas_values_that_cannot_go_are_refused_in_one_line(
+    unique: str, change: dict[str, object], reason: str
+) -> None:
+    p = AsyncPredictionProducer(_settings(unique))
+    assert p.send({**_event(), **change}) is False
+    assert p.last_refusal is not None and p.last_refusal.reason == reason
+    await p.stop(timeout=0.1)
+
+
+@pytest.mark.parametrize(
+    ("column", "reason"),
+    [
+        ("features", "features.'age': a pandas Series: pass a list or numpy array (numbers:"),
+        ("timestamps", "timestamps: a pandas Series: pass a list or numpy array of epoch"),
+    ],
+)
+async def test_a_pandas_series_as_a_batch_column_is_refused_naming_it(
+    unique: str, column: str, reason: str
+) -> None:
+    """It was refused as 'not encodable as JSON: TypeError: Type is not JSON
+    serializable: Series', naming neither the column nor what to pass."""
+    p = AsyncPredictionProducer(_settings(unique))
+    batch: dict[str, object] = {
+        "model_id": "m",
+        "model_version": "1",
+        "prediction_ids": ["a", "b"],
+        "timestamps": [1_767_225_600_000] * 2,
+        "features": {"age": [31, None]},
+        "predictions": [1, 0],
+    }
+    if column == "features":
+        batch["features"] = {"age": pd.Series([31, None], dtype="Int64")}
+    else:
+        batch["timestamps"] = pd.Series(pd.to_datetime(["2026-01-01"] * 2, utc=True))
+    assert p.send_batch(batch) is False
+    assert p.last_refusal is not None and p.last_refusal.reason.startswith(reason)
+    await p.stop(timeout=0.1)

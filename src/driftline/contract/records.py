@@ -10,6 +10,7 @@ events of one stream into ``prediction_batch.v1`` records (labels of one model i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,7 +30,12 @@ from driftline.contract.events import (
 )
 from driftline.contract.keys import segment_key
 from driftline.contract.label_batch import pack_label_events
-from driftline.contract.values import prepare_label, prepare_prediction, seconds_for_ms
+from driftline.contract.values import (
+    infinite_features,
+    prepare_label,
+    prepare_prediction,
+    seconds_for_ms,
+)
 from driftline.errors import ValidationError
 
 __all__ = [
@@ -62,12 +68,17 @@ BATCH_FIELDS = (
 
 
 def encode_event(
-    event: Any, model: type[PredictionEvent] | type[LabelEvent], keep: bool = False
+    event: Any,
+    model: type[PredictionEvent] | type[LabelEvent],
+    keep: bool = False,
+    infinite: list[str] | None = None,
 ) -> tuple[bytes, bytes, dict[str, Any] | None]:
     """``(key, value, event)`` for one prediction or label event, checked by the contract.
 
     A mapping may hold numpy and pandas values and ``datetime`` times: they become wire
-    values. ``event`` is returned (the prepared dict) when ``keep``, for packing.
+    values. ``event`` is returned (the prepared dict) when ``keep``, for packing. The
+    names of features whose value was infinite (sent as missing: JSON has none) are
+    appended to ``infinite``.
 
     Raises
     ------
@@ -76,6 +87,8 @@ def encode_event(
         the contract refuses), worded as the monitor words it.
     """
     if isinstance(event, model):
+        if infinite is not None and isinstance(event, PredictionEvent):
+            infinite_features(dict(event.features), infinite)  # pydantic writes them null
         obj = {k: v for k, v in event.model_dump(mode="json").items() if v is not None}
     elif isinstance(event, Mapping):
         required = PREDICTION_FIELDS if model is PredictionEvent else LABEL_FIELDS
@@ -83,7 +96,11 @@ def encode_event(
         if missing:
             raise ValidationError(f"{', '.join(missing)}: field required")
         try:
-            obj = prepare_prediction(event) if model is PredictionEvent else prepare_label(event)
+            obj = (
+                prepare_prediction(event, infinite)
+                if model is PredictionEvent
+                else prepare_label(event)
+            )
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
         problem = check_prediction(obj) if model is PredictionEvent else check_label(obj)
@@ -98,16 +115,18 @@ def encode_event(
     return obj["model_id"].encode(), orjson.dumps(obj), obj if keep else None
 
 
-def encode_batch(batch: Any) -> tuple[bytes, bytes, None]:
+def encode_batch(batch: Any, infinite: list[str] | None = None) -> tuple[bytes, bytes, None]:
     """``(key, value, None)`` for a columnar batch (``prediction_batch.v1``).
 
     Columns may be lists or numpy arrays (NaN in a float array is written as null,
-    i.e. missing). ``format``, ``schema_version`` and ``count`` are filled in.
+    i.e. missing; so is an infinity, its feature's name appended to ``infinite``).
+    ``format``, ``schema_version`` and ``count`` are filled in.
 
     Raises
     ------
     ValidationError
-        Not a mapping, a field missing, or no model id (the monitor checks the rest).
+        Not a mapping, a field missing, no model id, or a pandas Series as a column
+        (the monitor checks the rest).
     """
     if not isinstance(batch, Mapping):
         raise ValidationError(f"expected a mapping, got {type(batch).__name__}")
@@ -117,6 +136,9 @@ def encode_batch(batch: Any) -> tuple[bytes, bytes, None]:
     model_id = batch["model_id"]
     if not isinstance(model_id, str) or not model_id:
         raise ValidationError("model_id: expected a non-empty string")
+    _no_series(batch)
+    if infinite is not None and isinstance(batch["features"], Mapping):
+        infinite += [str(k) for k, col in batch["features"].items() if _has_infinity(col)]
     times = np.asarray(batch["timestamps"])
     if times.size and times.dtype.kind in "iuf":
         # A column of epoch seconds would be taken as January 1970, silently.
@@ -130,6 +152,34 @@ def encode_batch(batch: Any) -> tuple[bytes, bytes, None]:
         "count": len(batch["prediction_ids"]),
     }
     return model_id.encode(), orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), None
+
+
+def _no_series(batch: Mapping[str, Any]) -> None:
+    """Refuse a pandas Series as a column, naming it: orjson cannot write one, and a
+    nullable or datetime column needs a choice only its owner can make."""
+    named = [(name, batch[name]) for name in ("prediction_ids", "timestamps", "predictions")]
+    for group in ("features", "scores"):
+        cols = batch.get(group)
+        if isinstance(cols, Mapping):
+            named += [(f"{group}.{k!r}", col) for k, col in cols.items()]
+    for what, col in named:
+        if not isinstance(col, list | np.ndarray) and hasattr(col, "to_numpy"):
+            how = (
+                "of epoch milliseconds"
+                if what == "timestamps"
+                else "(numbers: .to_numpy(dtype=float, na_value=np.nan))"
+            )
+            raise ValidationError(
+                f"{what}: a pandas {type(col).__name__}: pass a list or numpy array {how}"
+            )
+
+
+def _has_infinity(col: Any) -> bool:
+    if isinstance(col, np.ndarray):
+        return col.dtype.kind == "f" and bool(np.isinf(col).any())
+    if isinstance(col, list):
+        return any(isinstance(x, float | np.floating) and math.isinf(x) for x in col)
+    return False
 
 
 def stream_of(event: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -8,7 +8,13 @@ types of the contract in ONE place, used by the SDK (:mod:`driftline.producer`) 
 the readers of files and tables (:mod:`driftline.offline`):
 
 * numpy scalars and 0-d arrays become the Python scalar they hold; ``NaN``, ``None``,
-  ``pd.NA`` and ``NaT`` are missing (``None``);
+  ``pd.NA`` and ``NaT`` are missing (``None``); an ``np.float32`` (or ``float16``)
+  becomes the float of its own shortest decimal (``np.float32(0.1)`` is ``0.1``, as
+  ``str`` prints it and as ``send_batch`` writes float32 arrays), not the binary
+  widening ``0.10000000149011612``;
+* an infinite feature value is missing too: JSON has no infinity. The wire would carry
+  ``null`` anyway; :func:`prepare_prediction` says which features it was, for the SDK
+  to warn (:mod:`driftline.producer`);
 * a ``Decimal`` (what database drivers return for SQL ``NUMERIC``) becomes an ``int``
   when it is whole (an id or a class stays exact), else a ``float``;
 * a boolean feature stays a boolean (a category ``true``/``false`` for the monitor);
@@ -38,6 +44,7 @@ __all__ = [
     "EPOCH_SECONDS",
     "class_value",
     "event_time",
+    "infinite_features",
     "plain",
     "prepare_label",
     "prepare_prediction",
@@ -52,6 +59,8 @@ def plain(v: Any) -> Any:
     --------
     >>> plain(np.float32(0.5)), plain(np.int64(3)), plain(np.bool_(True))
     (0.5, 3, True)
+    >>> plain(np.float32(0.1)), float(np.float32(0.1))
+    (0.1, 0.10000000149011612)
     >>> plain(float("nan")) is None and plain(np.array(2.0)) == 2.0
     True
     >>> plain(Decimal("12.50")), plain(Decimal("4000000000000000001"))
@@ -66,9 +75,13 @@ def plain(v: Any) -> Any:
         return None if math.isnan(v) else v
     if isinstance(v, np.ndarray) and v.ndim == 0:
         v = v[()]
+        t = type(v)
     if isinstance(v, np.generic):
         if isinstance(v, np.datetime64 | np.timedelta64):
             return None if np.isnat(v) else v
+        if t is np.float32 or t is np.float16:
+            x = float(str(v))  # its shortest decimal ('inf' and 'nan' read back as such)
+            return None if x != x else x
         v = v.item()
         if isinstance(v, float) and math.isnan(v):
             return None
@@ -211,12 +224,15 @@ def _class_key(k: Any) -> str:
     return v if type(v) is str else str(v)
 
 
-def prepare_prediction(event: Mapping[str, Any]) -> dict[str, Any]:
+def prepare_prediction(
+    event: Mapping[str, Any], infinite: list[str] | None = None
+) -> dict[str, Any]:
     """The wire form of a prediction event given with everyday Python values.
 
     Unwraps numpy and pandas values, turns a ``datetime`` into epoch milliseconds
     (refusing a naive one) and a boolean prediction into ``"true"``/``"false"``.
-    Other fields pass as they are; the contract check comes after.
+    Other fields pass as they are; the contract check comes after. An infinite feature
+    value becomes missing (``None``), its feature's name appended to ``infinite``.
 
     Raises
     ------
@@ -227,7 +243,9 @@ def prepare_prediction(event: Mapping[str, Any]) -> dict[str, Any]:
     if "timestamp" in out and type(out["timestamp"]) is not str:
         out["timestamp"] = event_time(out["timestamp"])
     if "features" in out:
-        out["features"] = _mapping(out["features"], "features")
+        features = out["features"] = _mapping(out["features"], "features")
+        if features is not None and _has_infinity(features):
+            infinite_features(features, infinite)
     if "scores" in out:
         # A class is named as the prediction names it: dict(zip(model.classes_, proba))
         # of a boolean target has keys np.True_/np.False_, the prediction "true"/"false".
@@ -248,6 +266,28 @@ def prepare_prediction(event: Mapping[str, Any]) -> dict[str, Any]:
         if name in out:
             out[name] = plain(out[name])
     return out
+
+
+def infinite_features(features: dict[str, Any], names: list[str] | None = None) -> None:
+    """Set the infinite values of plain ``features`` to ``None`` (missing: what a JSON
+    encoder writes for them anyway), their names appended to ``names``."""
+    for k, x in features.items():
+        if type(x) is float and (x == _INF or x == -_INF):
+            features[k] = None
+            if names is not None:
+                names.append(k)
+
+
+_INF = math.inf
+_INFINITIES = frozenset((math.inf, -math.inf))
+
+
+def _has_infinity(features: dict[str, Any]) -> bool:
+    """Whether a plain value of ``features`` is infinite: one hashed pass in C."""
+    try:
+        return not _INFINITIES.isdisjoint(features.values())
+    except TypeError:  # an unhashable value (the contract check refuses it after)
+        return True
 
 
 def prepare_label(event: Mapping[str, Any]) -> dict[str, Any]:
