@@ -4,6 +4,7 @@ alert_id, follow mode; against the real Tansu broker. Plus the pure helpers."""
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import re
 import subprocess
@@ -25,6 +26,7 @@ from driftline.contract.events import (
 from driftline.errors import DriftlineError
 from driftline.offline.replay import Replayer
 from driftline.views.alerts import alert_matches, follow_alerts, format_alert, parse_since_ms
+from driftline.views.report.build import _num
 from driftline.views.report.render import _alert_row
 from report_scenarios import churn_events, churn_reference
 
@@ -83,7 +85,8 @@ def test_filters_take_values_or_comma_lists():
 def test_format_alert_is_one_readable_line():
     line = format_alert(_alert("churn", "input_drift", "critical").model_dump(mode="json"))
     assert line.startswith("2026-01-01T00:00:00Z [FIRING  ] critical input_drift")
-    assert "model=churn:1" in line and "top=[f03=0.42]" in line
+    assert "model=churn:1" in line and "top=[f03=PSI 0.42]" in line
+    assert "stat=PSI 0.42 thr=0.1 " in line  # a window test names its statistic
     assert "diagnosis=covariate_shift_harmful" in line and "\n" not in line
     quiet = format_alert(_alert("churn", "output_drift", "warning").model_dump(mode="json"))
     assert "diagnosis" not in quiet  # "undetermined" is not worth printing
@@ -147,6 +150,85 @@ def test_the_sequential_detectors_figures_read_in_standard_deviations():
     # Window tests keep their own figures (a PSI is not in sd).
     psi = _alert("churn", "input_drift", "warning").model_dump(mode="json")
     assert " sd" not in format_alert(psi) and " sd" not in _alert_row(psi)
+
+
+def _figures_cell(a: dict) -> str:
+    return re.findall(r"<td[^>]*>(.*?)</td>", _alert_row(a))[6]
+
+
+def test_every_detectors_statistic_says_what_it_is():
+    """The statistic column printed bare numbers for all but the sequential detector:
+    'stat=0.174 thr=0.0793' (an error rate), 'stat=0.844' (an accuracy), 'stat=0.05' (a
+    rate). Each says what it measures or its unit, the same text in the terminal line
+    and in the report's and status page's alert tables (one function), escaped.
+    Alerts of the real cores: SEA's concept switch through the slow loop (adwin's error
+    level, the accuracy's drop) and the churn stream through the fast loop (cusum)."""
+    from driftline.config import LabelsSettings
+    from driftline.core.reference import build_reference
+    from driftline.core.slowloop import (
+        DriftIndex,
+        MemoryRecords,
+        UnitState,
+        join_batch,
+        plan_lookups,
+    )
+    from driftline.demo.sea import SeaScenario, interleave
+
+    sea = build_reference(SeaScenario().training_data(5000), "sea", "1", seed=0, created_at=0)
+    settings = LabelsSettings()
+    preds, labels = SeaScenario(model_id="sea").events(8_000, concept_at=4_000)
+    stream = interleave(preds, labels)
+    unit, mem, drift, slow = UnitState(), MemoryRecords(), DriftIndex(), []
+    for i in range(0, len(stream), 2_000):
+        p = [e for k, e in stream[i : i + 2_000] if k == "p"]
+        lab = [e for k, e in stream[i : i + 2_000] if k == "l"]
+        plan = plan_lookups(p, lab, unit, settings)
+        res = join_batch(p, lab, plan, mem.lookup(plan), unit, lambda m, v: sea, drift, settings)
+        mem.apply(res)
+        slow += [a.model_dump(mode="json") for a in res.alerts]
+    fast = [
+        a.model_dump(mode="json")
+        for a in Replayer({("churn", "1"): churn_reference()}).feed(churn_events()).alerts
+    ]
+    by_detector = {a["detector"]: a for a in [*slow, *fast]}
+    assert {"adwin", "window_accuracy", "cusum"} <= set(by_detector)
+
+    concept = by_detector["adwin"]
+    stat, thr = f"error {_num(concept['statistic'])}", _num(concept["threshold"])
+    assert f"stat={stat} thr={thr} " in format_alert(concept)
+    assert _figures_cell(concept) == f"{stat} / {thr}"
+
+    acc = by_detector["window_accuracy"]
+    drop = 100 * (acc["statistic"] - acc["threshold"])
+    assert drop < 0
+    stat = f"acc {acc['statistic']:.1%} ({drop:+.1f} pts)"
+    assert f"stat={stat} thr={acc['threshold']:.1%} " in format_alert(acc)
+    assert _figures_cell(acc) == html.escape(f"{stat} / {acc['threshold']:.1%}")
+
+    cusum = by_detector["cusum"]
+    assert _figures_cell(cusum) == f"{_num(cusum['statistic'])} sd / {_num(cusum['threshold'])} sd"
+
+    # The shapes the other detectors' alerts have (core/fastloop/episodes.py, quality.py).
+    quality = _alert("churn", "data_quality", "warning").model_dump(mode="json")
+    quality.update(detector="data_quality", feature="age", statistic=0.12, threshold=0.05)
+    quality["top_features"] = [
+        {"feature": "age", "score": 0.12, "contribution": 0.8, "statistic": "missing_rate_excess"},
+        {"feature": "plan", "score": 0.3, "contribution": 0.2, "statistic": "unseen_category_rate"},
+    ]
+    line = format_alert(quality)
+    assert "stat=missing +12 pts thr=5 pts " in line
+    assert "top=[age=missing +12 pts, plan=unseen 30%]" in line
+    assert _figures_cell(quality) == "missing +12 pts / 5 pts"
+    joint = _alert("churn", "input_drift", "warning").model_dump(mode="json")
+    joint.update(detector="multivariate", statistic=17.295, threshold=15.76)
+    joint["top_features"] = [
+        {"feature": "f03", "score": 3.1, "contribution": 1.0, "statistic": "joint_change"}
+    ]
+    assert "stat=joint CUSUM 17.3 thr=15.8 " in format_alert(joint)
+    assert "top=[f03=z 3.1]" in format_alert(joint)
+    mae = _alert("churn", "performance", "warning").model_dump(mode="json")
+    mae.update(detector="window_mae", statistic=3.21, threshold=2.9, top_features=[])
+    assert _figures_cell(mae) == "MAE 3.21 / 2.9"
 
 
 # ---------------------------------------------------------------------------- Tansu

@@ -17,7 +17,12 @@ import orjson
 
 from driftline.config import Settings
 from driftline.errors import DriftlineError
-from driftline.views.report.build import effect_unit, parse_since, signal_name
+from driftline.views.report.build import (
+    alert_figures,
+    parse_since,
+    score_figure,
+    signal_name,
+)
 
 __all__ = [
     "DEDUPE_IDS",
@@ -46,9 +51,10 @@ def format_alert(a: dict[str, Any], untimed: bool = False) -> str:
     with the row the alert was raised at instead of a date in 1970."""
     from datetime import UTC, datetime
 
-    sd = effect_unit(a["detector"])  # bare, a cusum effect "stat=1.11" read as a PSI
+    # Named and with units (bare, a cusum effect "stat=1.11" read as a PSI).
+    stat, thr = alert_figures(a)
     top = ", ".join(
-        f"{signal_name(f['feature'])}={f['score']:.3g}{sd}" for f in a.get("top_features", [])[:3]
+        f"{signal_name(f['feature'])}={score_figure(a, f)}" for f in a.get("top_features", [])[:3]
     )
     mark = {"firing": "FIRING  ", "updated": "UPDATED "}.get(a["status"], "resolved")
     at = (
@@ -62,7 +68,7 @@ def format_alert(a: dict[str, Any], untimed: bool = False) -> str:
     return (
         f"{at} [{mark}] {a['severity']:<8} {a['kind']:<12} model={a['model_id']}:"
         f"{a['model_version']}{feature} detector={a['detector']} "
-        f"stat={a['statistic']:.3g}{sd} thr={a['threshold']:.3g}{sd} "
+        f"stat={stat} thr={thr} "
         f"window={a['window']['count']} ev  top=[{top}]{diag}  id={a['alert_id'][:12]}"
     )
 

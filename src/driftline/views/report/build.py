@@ -26,12 +26,15 @@ import numpy as np
 from driftline.contract.history import History, alert_order, decode_window
 from driftline.contract.keys import segment_key
 from driftline.core.fastloop.episodes import DETECTOR as SEQUENTIAL_DETECTOR
+from driftline.core.fastloop.episodes import JOINT_DETECTOR
 from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.runtime.history import load_history
 from driftline.runtime.store import StateStore
 
 __all__ = [
-    "effect_unit",
+    "alert_figures",
+    "figure",
+    "score_figure",
     "ReportInput",
     "active_alerts",
     "build_report",
@@ -94,12 +97,89 @@ def signal_name(unit: str) -> str:
     return _SIGNAL_NAMES.get(unit, unit)
 
 
-def effect_unit(detector: str) -> str:
-    """The unit an alert's statistic, threshold and top-feature scores are in, as a
-    suffix: the sequential detector's are effects in standard deviations of the
-    reference (a feature's mean, a category's share), ``" sd"``; a window test's (a
-    PSI, a rate) carry none."""
-    return " sd" if detector == SEQUENTIAL_DETECTOR else ""
+#: A window test's statistic, as its figures are named.
+_TEST_FIGURES = {"psi": "PSI", "ks": "KS", "js": "JS", "chi2": "chi2", "joint_change": "z"}
+#: Data-quality rates: their short name, and whether the figure is an excess over the
+#: reference's rate (in percentage points) rather than a share of the events.
+_QUALITY_FIGURES = {
+    "missing_rate_excess": ("missing", True),
+    "out_of_range_rate": ("out of range", False),
+    "nonfinite_rate": ("non-finite", False),
+    "unseen_category_rate": ("unseen", False),
+    "type_mismatch_rate": ("mismatched", False),
+    "unknown_feature_rate": ("unknown", False),
+}
+
+
+def figure(detector: str, kind: str, statistic: str, value: Any) -> tuple[str, str]:
+    """A detector's figure as people read it: (the name of what it measures, the value
+    with its unit). Plain text (escape it for HTML). Bare, a cusum effect ``1.11`` read
+    as a PSI, a rate as a distance.
+
+    The sequential detector's effects are in standard deviations of the reference (a
+    feature's mean, a category's share) (``("", "1.11 sd")``); a window test
+    says which (``("PSI", "0.42")``, ``KS``, ``JS``, ``chi2``); a data-quality rate is a
+    share of the events (``("out of range", "12%")``) or an excess over the reference's
+    (``("missing", "+5 pts")``); the slow loop's are an accuracy (``("acc", "84.4%")``),
+    a mean absolute error (``MAE``), a concept-drift detector's error level
+    (``error``); the multivariate detector's a CUSUM level (``joint CUSUM``). Unknown:
+    ``("", bare number)``.
+
+    Examples
+    --------
+    >>> figure("window_accuracy", "performance", "", 0.844)
+    ('acc', '84.4%')
+    >>> figure("data_quality", "data_quality", "missing_rate_excess", 0.05)
+    ('missing', '+5 pts')
+    """
+    n = _num(value)
+    if n == "—":
+        return "", n
+    v = float(value)
+    if detector == SEQUENTIAL_DETECTOR:
+        return "", f"{n} sd"
+    if detector == JOINT_DETECTOR:
+        return "joint CUSUM", n
+    if detector == "window_accuracy":
+        return "acc", f"{v:.1%}"
+    if detector == "window_mae":
+        return "MAE", n
+    if kind == "concept_drift":
+        return "error", n
+    if statistic in _QUALITY_FIGURES:
+        name, excess = _QUALITY_FIGURES[statistic]
+        return name, (f"{100 * v:+.3g} pts" if excess else f"{100 * v:.3g}%")
+    if statistic in _TEST_FIGURES:
+        return _TEST_FIGURES[statistic], n
+    return "", n
+
+
+def alert_figures(a: Mapping[str, Any]) -> tuple[str, str]:
+    """An alert's statistic and threshold as every view shows them (the terminal line,
+    the report's and the status page's alert tables): the statistic named and with its
+    unit (:func:`figure`), the threshold with its unit; an accuracy says its drop
+    (``acc 84.4% (-6.1 pts)``, ``90.5%``). Its statistic is its feature's top entry's
+    (a window test's or a data-quality rate's name)."""
+    top = a.get("top_features") or []
+    statistic = next(
+        (t.get("statistic", "") for t in top if t.get("feature") == a.get("feature")), ""
+    )
+    name, stat = figure(a["detector"], a["kind"], statistic, a["statistic"])
+    _, thr = figure(a["detector"], a["kind"], statistic, a["threshold"])
+    thr = thr.removeprefix("+")  # a margin over the reference, not a signed change
+    if a["detector"] == "window_accuracy" and stat != "—" and thr != "—":
+        stat += f" ({100 * (float(a['statistic']) - float(a['threshold'])):+.1f} pts)"
+    return (f"{name} {stat}" if name else stat), thr
+
+
+def score_figure(a: Mapping[str, Any], t: Mapping[str, Any]) -> str:
+    """A top feature's score as every view shows it: the sequential detector's effect in
+    sd, else named by its own statistic (``PSI 0.42``, ``missing +5 pts``, the
+    multivariate attribution's ``z 3.1``), bare when that is unknown."""
+    if a["detector"] == SEQUENTIAL_DETECTOR:
+        return f"{_num(t.get('score'))} sd"
+    name, value = figure("", "", t.get("statistic", ""), t.get("score"))
+    return f"{name} {value}" if name else value
 
 
 _DRIFT_KINDS = ("input_drift", "output_drift")

@@ -22,9 +22,10 @@ from driftline.contract.keys import segment_key
 from driftline.views.report.build import (
     ACCURACY_DROP,
     _num,
-    effect_unit,
+    alert_figures,
     fmt_event_time,
     fmt_time,
+    score_figure,
     signal_name,
 )
 
@@ -126,16 +127,16 @@ def _badge(text: str, cls: str) -> str:
 
 
 def _alert_row(a: Mapping[str, Any], untimed: bool = False) -> str:
-    sd = effect_unit(a["detector"])
     top = ", ".join(
-        f"{_e(signal_name(t['feature']))} {_num(t['score'])}{sd}"
+        f"{_e(signal_name(t['feature']))} {_e(score_figure(a, t))}"
         for t in (a.get("top_features") or [])[:3]
     )
     seg = segment_key(a.get("segment"))
+    figures = alert_figures(a)
     stat = (
         "—"
         if a["status"] == "resolved" and not a["statistic"] and not a["threshold"]
-        else f"{_num(a['statistic'])}{sd} / {_num(a['threshold'])}{sd}"
+        else f"{_e(figures[0])} / {_e(figures[1])}"
     )
     return (
         "<tr>"
