@@ -283,8 +283,7 @@ def test_labels_without_their_prediction_are_counted_and_refused_not_lost(
     run = dl(env, *base, "--out", "m.jsonl", cwd=files)
     assert run.returncode == 2, run.stderr
     assert (
-        "labels: 3,000 of 3,600 joined (200 duplicates, 400 without their prediction)"
-        in run.stderr
+        "labels: 3,000 of 3,600 joined (200 duplicates, 400 without their prediction)" in run.stderr
     ), run.stderr
     assert "400 input rows refused: 400 x no such prediction" in run.stderr
     kept = dl(env, *base, "--out", "k.jsonl", "--dlq", "lost.jsonl", cwd=files)
@@ -376,8 +375,18 @@ def error_cases(d: Path) -> list[tuple[str, list[str], int, str]]:
     return [
         (
             "a training file of its header alone",
-            ["reference", "build", "--model", "m", "--version", "1", "--data",
-             "header-only.csv", "-o", "x.ref"],  # fmt: skip
+            [
+                "reference",
+                "build",
+                "--model",
+                "m",
+                "--version",
+                "1",
+                "--data",
+                "header-only.csv",
+                "-o",
+                "x.ref",
+            ],  # fmt: skip
             2,
             "header-only.csv: no rows to build a reference from (it has no rows)",
         ),
@@ -824,3 +833,74 @@ def test_the_accuracy_line_says_which_rows_it_is_when_not_the_whole_table(
     assert int(found[2].replace(",", "")) == len(since)
     want = (since["prediction"] == since["target"]).mean() * 100
     assert float(found[1]) == pytest.approx(want, abs=0.005)
+
+
+def test_the_roles_named_at_build_hold_for_the_replay_and_the_report(
+    env: dict[str, str], files: Path
+) -> None:
+    """A training table whose outputs have their own names (``predicted_churn``,
+    ``churned``, ``p_churn``): the roles named once to ``reference build`` are in the
+    reference file, so ``replay`` and ``report`` of current data with the same columns,
+    and a labels table naming its label as training did, need no option again. Oracle:
+    the same alerts and join as the conventionally named files; a role the user names
+    still wins."""
+    names = {
+        "prediction": "predicted_churn",
+        "target": "churned",
+        "proba_True": "p_churn",
+        "id": "customer",
+    }
+    pd.read_csv(files / "train.csv").drop(columns=["proba_False"]).rename(columns=names).to_csv(
+        files / "train-own.csv", index=False
+    )
+    cur = pd.read_csv(files / "current.csv").drop(columns=["proba_False"])
+    cur.rename(columns=names).to_csv(files / "current-own.csv", index=False)
+    pd.read_csv(files / "labels.csv").rename(columns=names).to_csv(
+        files / "labels-own2.csv", index=False
+    )
+    roles = ["--prediction", "predicted_churn", "--label", "churned", "--id", "customer"]
+    roles += ["--scores", "True=p_churn"]
+    build = ["reference", "build", "--model", "churn", "--version", "1"]
+    built = dl(env, *build, "--data", "train-own.csv", *roles, "-o", "own2.ref", cwd=files)
+    assert built.returncode == 0, built.stderr
+    plain = dl(env, *build, "--data", "train.csv", "--scores", "True=proba_True",
+               "--exclude", "proba_False", "-o", "plain2.ref", cwd=files)  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    shown = dl(env, "reference", "show", "own2.ref", cwd=files)
+    assert shown.returncode == 0 and "predicted_churn" in shown.stdout + shown.stderr
+    runs = {}
+    for name, ref, extra in (
+        ("own", "own2.ref", []),
+        ("told", "own2.ref", [*roles[:2], *roles[4:]]),
+        ("plain", "plain2.ref", []),
+    ):
+        events = "current.csv" if name == "plain" else "current-own.csv"
+        labels = "labels.csv" if name == "plain" else "labels-own2.csv"
+        if name == "plain":
+            extra = ["--scores", "True=proba_True", "--exclude", "proba_False"]
+        r = dl(env, "replay", "--events", events, "--reference", ref, "--labels", labels,
+               "--performance", *extra, cwd=files)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        runs[name] = r
+    alerts = {k: [orjson.loads(x) for x in r.stdout.splitlines()] for k, r in runs.items()}
+    assert alerts["own"] and alerts["own"] == alerts["told"]
+    what = ("kind", "status", "feature", "detected_at", "severity", "statistic")
+    assert [tuple(a[k] for k in what) for a in alerts["own"]] == [
+        tuple(a[k] for k in what) for a in alerts["plain"]
+    ]
+    said = runs["own"].stderr
+    assert re.search(r"predicted_churn +prediction", said), said
+    assert re.search(r"p_churn +score", said), said
+    told = "as in the reference's training table: id customer, prediction predicted_churn, "
+    assert told + "scores p_churn" in said
+    assert "as in the reference's training table: id customer, label churned" in said
+    assert "labels: 3,000 of 3,000 joined" in said
+    assert "as in the reference's training table" not in runs["told"].stderr.split("labels-own2")[0]
+    swapped = dl(env, "replay", "--events", "current-own.csv", "--reference", "own2.ref",
+                 "--label", "predicted_churn", "--dry-run",
+                 cwd=files)  # fmt: skip
+    assert re.search(r"predicted_churn +label", swapped.stderr), swapped.stderr
+    rep = dl(env, "report", "--events", "current-own.csv", "--reference", "own2.ref",
+             "--labels", "labels-own2.csv", "-o", "own2.html", cwd=files)  # fmt: skip
+    assert rep.returncode == 0, rep.stderr
+    assert "no prediction column" not in rep.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -106,6 +107,24 @@ def test_stored_as_layout_2_and_read_back_identically() -> None:
     back = ReferenceProfile.from_bytes(blob)
     assert back.banks() == ref.banks() and back.to_bytes() == blob
     assert back.stored_layout == 2
+
+
+def test_the_training_tables_roles_are_kept_and_are_not_part_of_the_id() -> None:
+    """``columns`` (the roles of the table a reference was built from) round-trips through
+    the stored envelope, leaves the id and the statistics alone, and a stored member that
+    is not names by role (a hand-edited file) is read as far as it is names only."""
+    ref = reference()
+    roles = {"id": "customer", "prediction": "predicted_churn", "scores": {"true": "p_churn"}}
+    with_roles = dataclasses.replace(ref, columns=roles)
+    back = ReferenceProfile.from_bytes(with_roles.to_bytes())
+    assert back.columns == roles and back.reference_id == ref.reference_id
+    assert back.with_version("default").columns == roles
+    env = orjson.loads(with_roles.to_bytes())
+    assert env["profile"]["columns"] == roles
+    env["profile"].pop("columns")
+    assert orjson.dumps(env) == ref.to_bytes()  # without roles: the bytes of before
+    env["profile"]["columns"] = {"id": 3, "label": "y", "features": ["a"], "scores": {"a": 1}}
+    assert ReferenceProfile.from_bytes(orjson.dumps(env)).columns == {"label": "y"}
 
 
 def test_rebuild_is_byte_identical_and_the_seed_drives_calibration() -> None:

@@ -11,6 +11,7 @@ from driftline.cli.common import column_map, dlq_path, say
 from driftline.config import Settings
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.errors import InputError
+from driftline.offline.build import with_roles
 from driftline.offline.files import read_reference_file, write_jsonl, write_reference_file
 from driftline.offline.roles import resolve
 from driftline.offline.tables import read_table
@@ -57,6 +58,7 @@ async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
         source=str(args.data),
         progress=progress,
     )
+    ref = with_roles(ref, res)
     if args.out:
         size = write_reference_file(Path(args.out), ref, settings.redis.signing_key())
         where = f"wrote {args.out} ({size:,} bytes)"
@@ -113,6 +115,14 @@ async def reference_show(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"reference {ref.reference_id}  rows={ref.row_count}  source={ref.source}")
     print(f"policy: {ref.policy.to_dict()}")
+    if ref.columns:  # what a replay of a table laid out the same way reads by default
+        roles = (
+            f"{role}={','.join(f'{k}:{v}' for k, v in col.items())}"
+            if isinstance(col, dict)
+            else f"{role}={col}"
+            for role, col in ref.columns.items()
+        )
+        print(f"columns: {'  '.join(roles)}")
     for name, prof in ref.features.items():
         if prof.kind == "numeric":
             print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
@@ -9,7 +10,7 @@ from driftline.offline.roles import ColumnMap, Resolved, resolve
 from driftline.offline.table_base import Table
 from driftline.offline.tables import table_from
 
-__all__ = ["build_from_table"]
+__all__ = ["build_from_table", "with_roles"]
 
 
 def build_from_table(
@@ -43,4 +44,10 @@ def build_from_table(
         seed=seed,
         created_at=created_at,
     )
-    return ref, res
+    return with_roles(ref, res), res
+
+
+def with_roles(ref: ReferenceProfile, res: Resolved) -> ReferenceProfile:
+    """``ref`` recording which of the table's columns had which role, so that a replay
+    of a table laid out the same way needs no ``--prediction``/``--label``/... again."""
+    return dataclasses.replace(ref, columns=res.roles() or None)

@@ -16,6 +16,7 @@ from typing import Any
 from driftline.config import LabelsSettings
 from driftline.core.reference import ReferenceProfile
 from driftline.errors import InputError
+from driftline.offline.column_names import ID_NAMES, LABEL_NAMES, PREDICTION_NAMES, TIME_NAMES
 from driftline.offline.options import no_column, option
 from driftline.offline.replay import (
     EventSource,
@@ -25,7 +26,7 @@ from driftline.offline.replay import (
     run_offline,
 )
 from driftline.offline.roles import ColumnMap, Resolved, resolve
-from driftline.offline.table_base import file_type
+from driftline.offline.table_base import Table, file_type
 from driftline.offline.tables import (
     FILE_KINDS,
     file_paths,
@@ -85,10 +86,14 @@ def open_predictions(
     labels: list[dict[str, Any]] | None = None,
     classes: Sequence[str] = (),
     model_versions: Mapping[str, str] | None = None,
+    recorded: Mapping[str, Any] | None = None,
 ) -> tuple[EventSource, Resolved | None]:
     """The prediction events of ``data``; a table's label column fills ``labels``;
     ``classes``: the model's classes as its reference knows them; ``model_versions``:
-    the version of each model whose rows do not name one (a table of several models).
+    the version of each model whose rows do not name one (a table of several models);
+    ``recorded``: the columns' roles in the table the reference was built from
+    (:attr:`~driftline.core.reference.ReferenceProfile.columns`), read where the table
+    has those columns and ``columns`` does not say otherwise.
 
     Raises
     ------
@@ -99,7 +104,11 @@ def open_predictions(
     if is_event_file(data):
         return _event_files(data, jsonl_events), None
     encoding = columns.encoding if columns is not None else None
-    res = resolve(table_from(data, encoding=encoding), columns, classes=classes)
+    table = table_from(data, encoding=encoding)
+    hint = f"{option('prediction', 'COLUMN')}, {option('label', 'COLUMN')}, ... name others"
+    columns, told = _as_recorded(table, columns, recorded, _EVENT_ROLES, hint)
+    res = resolve(table, columns, classes=classes)
+    res.remarks.extend(told)
     if res.model is not None:  # every row names its model; its version, if not, is given
         res.model_versions = dict(model_versions or {})
         if model_id:
@@ -116,15 +125,24 @@ def open_predictions(
 
 
 def open_labels(
-    data: Any, columns: ColumnMap | None, model_id: str | None, classes: Sequence[str] = ()
+    data: Any,
+    columns: ColumnMap | None,
+    model_id: str | None,
+    classes: Sequence[str] = (),
+    recorded: Mapping[str, Any] | None = None,
 ) -> tuple[EventSource, Resolved | None]:
     """The label events of ``data`` (a JSONL file of label events, or a table);
     ``classes``: the model's classes as its reference knows them (a table's labels
-    that are none of them are told)."""
+    that are none of them are told); ``recorded``: as :func:`open_predictions`'s (the
+    id and label columns only: a label's time is not its prediction's)."""
     if is_event_file(data, "label"):
         return _event_files(data, jsonl_labels), None
     cm = (columns or ColumnMap()).merged(ColumnMap(features=[]))
-    res = resolve(table_from(data, encoding=cm.encoding), cm, labels=True, classes=classes)
+    table = table_from(data, encoding=cm.encoding)
+    hint = f"{option('labels-columns', 'id=COLUMN,label=COLUMN')} names others"
+    cm, told = _as_recorded(table, cm, recorded, ("id", "label"), hint)
+    res = resolve(table, cm, labels=True, classes=classes)
+    res.remarks.extend(told)
     if res.model is not None:
         if model_id:
             res.keep_only(model_id, None)
@@ -132,6 +150,62 @@ def open_labels(
     if not model_id:
         raise InputError(f"{res.table.source}: say which model the labels belong to (--model)")
     return res.label_rows(model_id), res
+
+
+#: The roles a reference records that a table of predictions can take from it.
+_EVENT_ROLES = ("id", "timestamp", "prediction", "label", "scores")
+#: The names each role is found by without being told (:mod:`.column_names`).
+_NAMED = {
+    "id": ID_NAMES,
+    "timestamp": TIME_NAMES,
+    "prediction": PREDICTION_NAMES,
+    "label": LABEL_NAMES,
+}
+
+
+def _as_recorded(
+    table: Table,
+    columns: ColumnMap | None,
+    recorded: Mapping[str, Any] | None,
+    roles: Sequence[str],
+    hint: str,
+) -> tuple[ColumnMap, list[str]]:
+    """``columns`` with the reference's recorded roles where the user said nothing and
+    the table has the column (a column the user gave another role keeps it), and the
+    line that says so (a role found this way is not the table's names' guess, and the
+    roles table should say why)."""
+    given = columns or ColumnMap()
+    if not recorded:
+        return given, []
+    names = set(table.names)
+    used = {getattr(given, r) for r in ("id", "timestamp", "prediction", "label")}
+    used |= set(given.exclude) | set(given.features or ())
+    kw: dict[str, Any] = {}
+    for role in roles:
+        col = recorded.get(role)
+        if role == "scores":
+            if (
+                given.scores is None
+                and isinstance(col, Mapping)
+                and col
+                and all(c in names and c not in used for c in col.values())
+            ):
+                kw["scores"] = dict(col)
+        elif getattr(given, role) is None and col in names and col not in used:
+            kw[role] = col
+    if not kw:
+        return given, []
+    # the line names what the columns' names alone would not have given
+    news = [
+        f"{role} {', '.join(v.values()) if isinstance(v, Mapping) else v}"
+        for role, v in kw.items()
+        if isinstance(v, Mapping)
+        or not (v.lower() in _NAMED.get(role, ()) or (role == "id" and v.lower().endswith("_id")))
+    ]
+    lines = []
+    if news:
+        lines.append(f"as in the reference's training table: {', '.join(news)} ({hint})")
+    return ColumnMap(**kw).merged(given), lines
 
 
 def _compare_features(res: Resolved, ref: ReferenceProfile) -> None:
@@ -236,6 +310,7 @@ def replay_inputs(
         table_labels if labels is None else None,
         classes=classes,
         model_versions=sole,
+        recorded=ref.columns if ref is not None else None,
     )
     if res is not None:
         if ref is not None:
@@ -274,7 +349,9 @@ def replay_inputs(
                     encoding=given.encoding or columns.encoding,
                 )
             )
-        label_source, lres = open_labels(labels, label_columns, model_id, classes)
+        label_source, lres = open_labels(
+            labels, label_columns, model_id, classes, ref.columns if ref is not None else None
+        )
         if lres is not None and show is not None:
             show(lres.describe())
     inline = table_labels if labels is None and res is not None and res.label else None

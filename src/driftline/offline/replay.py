@@ -320,7 +320,6 @@ class _SlowLoop:
             where = f"label {idx}" if idx >= 0 else "a held label"
             run.refused.append((where, f"join: {reason}"))
 
-
     def finish(self, run: OfflineRun) -> None:
         """The replay has ended: a label still held waits for a prediction that no
         longer comes. A worker makes it an orphan once its model's predictions pass its

@@ -17,6 +17,7 @@ from driftline.contract.values import class_value, plain
 from driftline.core.reference import TrainingData
 from driftline.errors import InputError
 from driftline.offline.column_map import Refusal
+from driftline.offline.column_names import LONE_SCORE_NAMES, score_class
 from driftline.offline.options import option
 from driftline.offline.table_base import Table
 from driftline.offline.times import time_ms
@@ -81,6 +82,31 @@ class Resolved:
             return f"scores[{','.join(self.score_vector[1])}]"
         return "feature" if name in self.features else "excluded"
 
+    def roles(self) -> dict[str, Any]:
+        """The columns that had a role, by role, as a reference built from this table
+        records them (:attr:`~driftline.core.reference.ReferenceProfile.columns`): the
+        id, time, prediction and label columns, and the columns of class
+        probabilities named otherwise than :mod:`.column_names` finds them."""
+        out: dict[str, Any] = {
+            role: name
+            for role, name in (
+                ("id", self.id),
+                ("timestamp", self.timestamp),
+                ("prediction", self.prediction),
+                ("label", self.label),
+            )
+            if name
+        }
+        # The class probabilities when their names alone would not find them again (a
+        # lone ``probability``'s class is the table's to work out: True/False in one
+        # table, 1/0 in the next); a binary model's other class (1 - it) is worked out.
+        if any(
+            score_class(col) is None and col.lower() not in LONE_SCORE_NAMES
+            for col in self.scores.values()
+        ):
+            out["scores"] = dict(self.scores)
+        return out
+
     def describe(self) -> str:
         """The table of column -> role -> type (-> note) printed before any work."""
         t = self.table
@@ -93,9 +119,7 @@ class Resolved:
             cls, col = self.complement
             rows.append((f"(1 - {col})", f"score[{cls}]", "numeric", "binary: the other class"))
         if self.argmax:
-            rows.append(
-                ("(highest score)", "prediction", "categorical", "the most probable class")
-            )
+            rows.append(("(highest score)", "prediction", "categorical", "the most probable class"))
         w = [max(len(r[i]) for r in rows) for i in range(3)]
         if self.labels:
             lines = [f"driftline: {t.source}: {t.n_rows:,} labels"]

@@ -541,10 +541,7 @@ def _lone_date_time(res: Resolved, cm: ColumnMap, free: Sequence[str]) -> None:
         for n in free
         if n not in taken
         and n not in cm.types
-        and (
-            _kind(n, res.table.stats(n), None)[0] == "datetime"
-            or _epoch_named(res.table, n)
-        )
+        and (_kind(n, res.table.stats(n), None)[0] == "datetime" or _epoch_named(res.table, n))
     ]
     if len(dates) == 1:
         res.timestamp = dates[0]

@@ -368,6 +368,11 @@ class ReferenceProfile:
     #: The profile layout it was stored in: an older one (1, no detector banks) is
     #: calibrated on load from its bins (:mod:`~driftline.core.reference.banks`).
     stored_layout: int = LAYOUT_VERSION
+    #: The columns of the table it was built from, by role (``id``, ``timestamp``,
+    #: ``prediction``, ``label``: a name; ``scores``: class -> column), so that a replay
+    #: of a table laid out the same way reads them without being told again. Provenance,
+    #: like :attr:`source`: not part of the id. None: built from events.
+    columns: Mapping[str, Any] | None = None
 
     def banks(self) -> list[tuple[str, str, FeaturePlan]]:
         """Every detector bank: (unit, alert kind, plan), features in stored order, then
@@ -404,6 +409,8 @@ class ReferenceProfile:
         }
         if self.multivariate is not None:  # absent key: references without one unchanged
             profile["multivariate"] = self.multivariate.to_dict()
+        if self.columns:  # absent key, as above
+            profile["columns"] = dict(self.columns)
         return ReferenceEnvelope(
             format_version=LAYOUT_VERSION,
             reference_id=self.reference_id,
@@ -500,6 +507,7 @@ class ReferenceProfile:
                 mv, {k: f.edges for k, f in feats.items() if isinstance(f, NumericProfile)}
             ),
             stored_layout=env.format_version,
+            columns=_columns_of(p.get("columns")),
         )
 
     def with_version(self, version: str) -> ReferenceProfile:
@@ -516,4 +524,22 @@ class ReferenceProfile:
             created_at=self.created_at,
             multivariate=self.multivariate,
             stored_layout=self.stored_layout,
+            columns=self.columns,
         )
+
+
+def _columns_of(d: Any) -> dict[str, Any] | None:
+    """A stored ``columns`` member as :attr:`ReferenceProfile.columns` keeps it: names
+    of the four roles and the scores' class -> column; anything else (a later layout's
+    member, a hand-edited file) is left out rather than trusted."""
+    if not isinstance(d, dict):
+        return None
+    out: dict[str, Any] = {
+        k: v
+        for k, v in d.items()
+        if k in ("id", "timestamp", "prediction", "label") and isinstance(v, str)
+    }
+    scores = d.get("scores")
+    if isinstance(scores, dict) and all(isinstance(v, str) for v in scores.values()):
+        out["scores"] = {str(k): v for k, v in scores.items()}
+    return out or None
