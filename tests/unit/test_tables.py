@@ -1208,3 +1208,52 @@ def test_outputs_named_as_scikit_learn_examples_name_them_are_found() -> None:
         assert build_from_table(renamed, "churn", "1", created_at=0)[0].reference_id == want
     odd = df.assign(churn_predictions=df["prediction"])
     assert any("churn_predictions read as features" in r for r in resolve(table_from(odd)).remarks)
+
+
+def test_a_column_named_as_anothers_prediction_is_the_prediction_and_that_one_the_label() -> None:
+    """A regression export names its output after its target (``predicted_price`` beside
+    ``price``; ``churn_pred`` beside ``churn``): the pair is the prediction and the label,
+    said in a note, and the reference is the one built with both named (the oracle).
+    Two such pairs, a pair of times, a label found by its own name, or a named label
+    leave every column where the names put it."""
+    rng = np.random.default_rng(4)
+    n = 2000
+    size = rng.normal(100, 20, n)
+    pred = 3 * size + rng.normal(0, 5, n)
+    df = pd.DataFrame(
+        {
+            "ts": pd.date_range("2026-01-01", periods=n, freq="7min"),
+            "size": size,
+            "rooms": rng.integers(1, 5, n),
+            "predicted_price": pred,
+            "price": pred + rng.normal(0, 20, n),
+        }
+    )
+    res = resolve(table_from(df))
+    assert (res.prediction, res.label, res.task) == ("predicted_price", "price", "regression")
+    assert res.features == ["size", "rooms"]
+    assert any("predicted_price read as the prediction and price as the label" in r
+               for r in res.remarks)  # fmt: skip
+    told = ColumnMap(prediction="predicted_price", label="price")
+    inferred, _ = build_from_table(df, "houses", "1", created_at=0)
+    named, _ = build_from_table(df, "houses", "1", columns=told, created_at=0)
+    assert inferred.to_bytes() == named.to_bytes()
+
+    churn = pd.DataFrame({"x": rng.normal(size=n), "churn": rng.random(n) < 0.3})
+    churn["churn_pred"] = rng.random(n) < 0.3
+    res = resolve(table_from(churn))
+    assert (res.prediction, res.label, res.task) == ("churn_pred", "churn", "classification")
+
+    def untouched(frame: Any, cm: ColumnMap | None = None) -> None:
+        res = resolve(table_from(frame), cm)
+        assert "predicted_price" in res.features or res.prediction is None
+        assert not any("named as another's prediction" in r for r in res.remarks)
+
+    untouched(df.assign(pred_rooms=df["rooms"] + 0.5, rooms=df["rooms"] * 1.0))  # two pairs
+    untouched(df.assign(target=df["price"]))  # the label by its name is another column
+    assert resolve(table_from(df), ColumnMap(label="size")).prediction is None
+    times = df.assign(prediction_date=df["ts"], date=df["ts"]).drop(
+        columns=["predicted_price", "price"]
+    )
+    res = resolve(table_from(times), ColumnMap(timestamp="ts"))
+    assert res.prediction is None and res.label is None

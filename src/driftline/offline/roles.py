@@ -172,6 +172,8 @@ def resolve(
     ):
         if getattr(cm, role) is None:
             setattr(res, role, pick(role, [n for n in free if n != res.id], cands, src))
+    if not labels and res.prediction is None and cm.prediction is None:
+        _paired_outputs(res, cm, [n for n in free if n not in (res.id, res.timestamp)])
     if res.timestamp is None and cm.timestamp is None:
         _lone_date_time(res, cm, free)
     if labels and res.label is None and cm.label is None:
@@ -250,6 +252,45 @@ def resolve(
     _label_classes(res)
     _bad_values(res, cm)
     return res
+
+
+#: How a model's output is named after what it predicts (``predicted_price`` beside
+#: ``price``, ``churn_pred`` beside ``churn``).
+_PAIR_PREFIXES = ("predicted_", "prediction_", "pred_", "predict_")
+_PAIR_SUFFIXES = ("_predicted", "_prediction", "_pred", "_hat")
+
+
+def _paired_outputs(res: Resolved, cm: ColumnMap, free: Sequence[str]) -> None:
+    """No column is named as the prediction, but one is named as the prediction of
+    another column (``predicted_price`` and ``price``, of one kind, neither a time):
+    the pair is the prediction and the label, as a regression's export names them.
+    Only one such pair, and a label found by its name must be its other half."""
+    low = {n.lower(): n for n in free}
+
+    def kind(n: str) -> str:
+        k = _kind(n, res.table.stats(n), None, output=True)[0]
+        return "numeric" if k == "numeric" else k if k == "datetime" else "categories"
+
+    pairs = []
+    for n in free:
+        name = n.lower()
+        stems = [name[len(p) :] for p in _PAIR_PREFIXES if name.startswith(p)]
+        stems += [name[: -len(x)] for x in _PAIR_SUFFIXES if name.endswith(x)]
+        for stem in stems:
+            truth = low.get(stem)
+            if truth is not None and truth != n and kind(n) == kind(truth) != "datetime":
+                pairs.append((n, truth))
+    if len(pairs) != 1:
+        return
+    pred, truth = pairs[0]
+    if cm.label is not None or res.label not in (None, truth):
+        return
+    res.prediction, res.label = pred, truth
+    res.remarks.append(
+        f"{pred} read as the prediction and {truth} as the label: the one column named as "
+        f"another's prediction ({option('prediction', 'COLUMN')} and "
+        f"{option('label', 'COLUMN')} name others)"
+    )
 
 
 def _output_notes(res: Resolved, cm: ColumnMap) -> None:
