@@ -656,3 +656,17 @@ def test_alerts_resolve_once_accuracy_is_back_and_never_while_it_is_not(sea_ref)
         seen = [(a.status, (a.window.end - T0) // 10) for a in loop.alerts if a.kind == kind]
         assert [s for s, _ in seen] == ["firing", "resolved"], (kind, seen)
         assert 3000 <= seen[0][1] < 8000 <= seen[1][1], (kind, seen)
+
+
+def test_large_figures_read_in_full_not_in_e_notation() -> None:
+    """A regression on prices has an MAE of tens of thousands: the replay's line, the
+    labels report and the HTML report print ``39,558``, not ``3.956e+04``; small and
+    huge figures keep their significant digits."""
+    from driftline.core.slowloop.report import figure
+    from driftline.views.report.build import _num
+
+    assert figure(39558.2) == _num(39558.2) == "39,558"
+    assert figure(-2.5e6) == _num(-2.5e6) == "-2,500,000"
+    assert figure(1234.56) == "1235" and figure(0.123456) == "0.1235"
+    assert figure(3e20) == "3e+20" and figure(math.inf) == "inf"
+    assert _num(0.0001234) == "1.23e-04" and _num(12.3456) == "12.3"

@@ -23,6 +23,7 @@ from driftline.config import Settings
 from driftline.contract.events import DriftAlert
 from driftline.core.reference import ReferenceProfile
 from driftline.core.slowloop import format_report
+from driftline.core.slowloop.report import figure
 from driftline.offline.files import write_jsonl
 from driftline.offline.inputs import is_event_file, replay_inputs
 from driftline.offline.replay import OfflineRun, read_events
@@ -188,6 +189,6 @@ def _accuracy(run: OfflineRun) -> str:
                 parts.append(f"{model} v{version} accuracy {acc:.2%}{ref_text}{since}")
             elif v.get("mae") is not None:
                 ref_mae = v.get("reference_mae")
-                ref_text = f" (reference {ref_mae:.4g})" if ref_mae is not None else ""
-                parts.append(f"{model} v{version} MAE {v['mae']:.4g}{ref_text}{since}")
+                ref_text = f" (reference {figure(ref_mae)})" if ref_mae is not None else ""
+                parts.append(f"{model} v{version} MAE {figure(v['mae'])}{ref_text}{since}")
     return "; ".join(parts) or "no accuracy (no labels joined)"

@@ -9,7 +9,9 @@ user has not said it: ``prediction_id``/``id`` the id; ``timestamp``/``ts``/``ti
 is one of the predicted or true classes, and columns named exactly as two or more
 classes holding probabilities, and a lone ``probability``/``proba``/``score``
 column (or scikit-learn's names of it) the positive class's probability of a binary
-model. Features whose name reads like an output are pointed out, not moved.
+model; a column named as another's prediction (``predicted_price`` beside ``price``) and
+that other are the prediction and the label (:mod:`.roles`). Other features whose name
+reads like an output are pointed out, not moved.
 """
 
 from __future__ import annotations

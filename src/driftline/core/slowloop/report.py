@@ -11,7 +11,7 @@ from typing import Any
 
 from driftline.core.slowloop.perf_state import LAG_EDGES_S, SLOTS, Bucket, PerfState
 
-__all__ = ["build_report", "format_report"]
+__all__ = ["build_report", "figure", "format_report"]
 
 
 def _lag_quantile(counts: Sequence[int], q: float) -> float | None:
@@ -179,13 +179,21 @@ def build_report(
     return report
 
 
+def figure(v: float) -> str:
+    """A figure as a person reads it: 4 significant digits, and large ones in full with
+    thousands separators (a house price's MAE is ``39,560``, not ``3.956e+04``)."""
+    if math.isfinite(v) and 1e4 <= abs(v) < 1e15:
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+
 def _fmt(v: Any, pct: bool = False) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
         if math.isinf(v):
             return "inf"
-        return f"{v:.2%}" if pct else f"{v:.4g}"
+        return f"{v:.2%}" if pct else figure(v)
     return str(v)
 
 

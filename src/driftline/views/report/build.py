@@ -212,7 +212,9 @@ def _num(x: Any, digits: int = 3) -> str:
     if isinstance(x, int) and not isinstance(x, bool):
         return f"{x:,}"
     v = float(x)
-    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+    if 1e4 <= abs(v) < 1e15:
+        return f"{v:,.0f}"  # a price's MAE reads 39,558, not 3.96e+04
+    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e15):
         return f"{v:.{digits - 1}e}"
     return f"{v:.{digits}g}" if abs(v) >= 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".") or "0"
 
