@@ -670,3 +670,4 @@ def test_large_figures_read_in_full_not_in_e_notation() -> None:
     assert figure(1234.56) == "1235" and figure(0.123456) == "0.1235"
     assert figure(3e20) == "3e+20" and figure(math.inf) == "inf"
     assert _num(0.0001234) == "1.23e-04" and _num(12.3456) == "12.3"
+    assert _num(1494.3) == "1,494" and _num(397.2) == "397" and _num(3123.9, 4) == "3124"

@@ -212,8 +212,8 @@ def _num(x: Any, digits: int = 3) -> str:
     if isinstance(x, int) and not isinstance(x, bool):
         return f"{x:,}"
     v = float(x)
-    if 1e4 <= abs(v) < 1e15:
-        return f"{v:,.0f}"  # a price's MAE reads 39,558, not 3.96e+04
+    if 10**digits <= abs(v) < 1e15:
+        return f"{v:,.0f}"  # a price's MAE reads 39,558 and a mean 1,494, not 1.49e+03
     if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e15):
         return f"{v:.{digits - 1}e}"
     return f"{v:.{digits}g}" if abs(v) >= 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".") or "0"
