@@ -372,7 +372,16 @@ def error_cases(d: Path) -> list[tuple[str, list[str], int, str]]:
     (d / "badvalue.csv").write_text("age,plan\n41,a\nabc,b\n40,c\n39,a\n")
     (d / "notref.json").write_text('{"format": "driftline.reference"}')
     (d / "header-only.csv").write_text("id,age,plan,prediction\n")
+    pd.read_csv(d / "current.csv").drop(columns=["id"]).to_csv(d / "no-ids.csv", index=False)
     return [
+        (
+            "separate labels for predictions without ids",
+            ["replay", "--events", "no-ids.csv", "--reference", "churn.ref",
+             "--labels", "labels.csv"],  # fmt: skip
+            2,
+            "no-ids.csv has no id column (none is named prediction_id, id or *_id), and "
+            "separate labels join their predictions by id",
+        ),
         (
             "a training file of its header alone",
             [

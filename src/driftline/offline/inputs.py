@@ -338,6 +338,15 @@ def replay_inputs(
     if res is not None and (labels is not None or res.label is not None):
         _unique_ids(res, model_id or "", model_version or "", inline=labels is None)
     label_source: EventSource | None = None
+    if labels is not None and res is not None and res.id is None:
+        # its rows' ids are row numbers, which no labels table holds
+        raise InputError(
+            f"{res.table.source} has no id column (none is named prediction_id, id or "
+            f"*_id), and separate labels join their predictions by id: give both tables "
+            f"one ({option('id', 'COLUMN')}, {option('labels-columns', 'id=COLUMN')}), or "
+            f"put the labels in {res.table.source} as its label column, which joins row by "
+            "row"
+        )
     if labels is not None:
         if columns is not None and (columns.time_format or columns.encoding):
             # the labels are usually written as the predictions are: their times in the

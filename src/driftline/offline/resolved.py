@@ -17,7 +17,11 @@ from driftline.contract.values import class_value, plain
 from driftline.core.reference import TrainingData
 from driftline.errors import InputError
 from driftline.offline.column_map import Refusal
-from driftline.offline.column_names import LONE_SCORE_NAMES, score_class
+from driftline.offline.column_names import (
+    LONE_SCORE_NAMES,
+    class_of_suffixed_score,
+    score_class,
+)
 from driftline.offline.options import option
 from driftline.offline.table_base import Table
 from driftline.offline.times import time_ms
@@ -101,8 +105,11 @@ class Resolved:
         # lone ``probability``'s class is the table's to work out: True/False in one
         # table, 1/0 in the next); a binary model's other class (1 - it) is worked out.
         if any(
-            score_class(col) is None and col.lower() not in LONE_SCORE_NAMES
-            for col in self.scores.values()
+            score_class(col) is None
+            and col.lower() not in LONE_SCORE_NAMES
+            and col.lower() != cls.lower()  # named as its class: found again so
+            and class_of_suffixed_score(col, [cls]) is None
+            for cls, col in self.scores.items()
         ):
             out["scores"] = dict(self.scores)
         return out
