@@ -376,8 +376,15 @@ def error_cases(d: Path) -> list[tuple[str, list[str], int, str]]:
     return [
         (
             "separate labels for predictions without ids",
-            ["replay", "--events", "no-ids.csv", "--reference", "churn.ref",
-             "--labels", "labels.csv"],  # fmt: skip
+            [
+                "replay",
+                "--events",
+                "no-ids.csv",
+                "--reference",
+                "churn.ref",
+                "--labels",
+                "labels.csv",
+            ],  # fmt: skip
             2,
             "no-ids.csv has no id column (none is named prediction_id, id or *_id), and "
             "separate labels join their predictions by id",
@@ -817,6 +824,64 @@ def test_day_files_that_each_number_their_rows_from_0_are_one_line(
     assert summary and summary == [
         ln for ln in numbered.stderr.splitlines() if "labels:" in ln or "replayed" in ln
     ]
+
+
+def test_jsonl_day_files_that_each_number_their_events_from_0_are_one_line(
+    env: dict[str, str], files: Path
+) -> None:
+    """The same for JSONL event files (what a model server's log holds): day files whose
+    prediction ids each start at ``p0`` joined one day's labels to another day's
+    predictions (half the labels 'duplicates', the lags of the others negative, the
+    accuracy of the wrong rows). One line names the first repeat; the same events with
+    the day in their ids join every label (the oracle: the table of the same rows)."""
+    build = ["reference", "build", "--model", "churn", "--version", "1"]
+    assert dl(env, *build, "--data", "train.csv", "-o", "jids.ref", cwd=files).returncode == 0
+    whole = frame(2000, 1, shift=8.0)
+    whole.to_csv(files / "jids-whole.csv", index=False)
+    days = files / "jid-days"
+    days.mkdir(exist_ok=True)
+
+    def event(r: Any, pid: str) -> dict[str, Any]:
+        return {
+            "prediction_id": pid,
+            "model_id": "churn",
+            "model_version": "1",
+            "timestamp": pd.Timestamp(r.timestamp).isoformat(),
+            "features": {"age": r.age, "plan": r.plan, "is_member": bool(r.is_member)},
+            "prediction": str(bool(r.prediction)).lower(),  # the wire's booleans
+            "scores": {"false": r.proba_False, "true": r.proba_True},
+        }
+
+    for day, unique in ((0, False), (1, False), (0, True), (1, True)):
+        part = whole.iloc[day * 1000 : (day + 1) * 1000]
+        tag = "u" if unique else ""
+        ids = [f"d{day}-{r.id}" if unique else f"p{i}" for i, r in enumerate(part.itertuples())]
+        with open(days / f"{tag}day{day}.jsonl", "wb") as fh:
+            for r, pid in zip(part.itertuples(), ids, strict=True):
+                fh.write(orjson.dumps(event(r, pid)) + b"\n")
+        with open(days / f"{tag}labels{day}.jsonl", "wb") as fh:
+            for r, pid in zip(part.itertuples(), ids, strict=True):
+                truth = str(bool(r.target)).lower()
+                label = {"prediction_id": pid, "model_id": "churn", "label": truth,
+                         "timestamp": pd.Timestamp(r.timestamp).isoformat()}  # fmt: skip
+                fh.write(orjson.dumps(label) + b"\n")
+    common = ["--reference", "jids.ref", "-o", "jids.jsonl"]
+    repeated = dl(env, "replay", "--events", "jid-days/day*.jsonl", "--labels",
+                  "jid-days/labels*.jsonl", *common, cwd=files)  # fmt: skip
+    assert repeated.returncode == 2 and "Traceback" not in repeated.stderr
+    assert repeated.stderr.splitlines()[-1].endswith(
+        "1,000 events repeat the prediction_id of an earlier event (id 'p0': day0.jsonl "
+        "line 1 and day1.jsonl line 1), and labels join their predictions by id, so a label "
+        "would join another event's prediction: give every prediction its own id (the files "
+        "of several days: put the day in it)"
+    )
+    apart = dl(env, "replay", "--events", "jid-days/uday*.jsonl", "--labels",
+               "jid-days/ulabels*.jsonl", *common, cwd=files)  # fmt: skip
+    table = dl(env, "replay", "--events", "jids-whole.csv", *common, cwd=files)
+    assert apart.returncode == table.returncode == 0, apart.stderr + table.stderr
+    joined = [ln for ln in apart.stderr.splitlines() if "labels:" in ln]
+    assert joined and "2,000 of 2,000 joined" in joined[0]
+    assert joined == [ln for ln in table.stderr.splitlines() if "labels:" in ln]
 
 
 def test_the_accuracy_line_says_which_rows_it_is_when_not_the_whole_table(

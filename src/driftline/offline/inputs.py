@@ -13,6 +13,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from driftline.config import LabelsSettings
 from driftline.core.reference import ReferenceProfile
 from driftline.errors import InputError
@@ -31,6 +33,7 @@ from driftline.offline.tables import (
     FILE_KINDS,
     file_paths,
     json_lines,
+    read_events,
     read_jsonl_objects,
     table_from,
 )
@@ -256,6 +259,52 @@ def _unique_ids(res: Resolved, model_id: str, model_version: str, inline: bool) 
     )
 
 
+def _unique_event_ids(data: Any) -> None:
+    """:func:`_unique_ids` for JSONL event files: the files of several days that each
+    number their events from ``p0`` would join a day's labels to another day's
+    predictions. One pass over the files' ids first (a line that is not an event is left
+    to the run, which refuses it with its reason).
+
+    Raises
+    ------
+    InputError
+        Two events of a model share a ``prediction_id``.
+    """
+    paths = file_paths(data)
+    seen: dict[tuple[Any, Any], str] = {}
+    first: tuple[Any, str, str] | None = None
+    repeats = 0
+    for path in paths:
+        name = f"{path.name} " if len(paths) > 1 else ""
+        for lineno, raw in read_events(path):
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            ids = obj.get("prediction_ids")  # a batch record: one id per row
+            if not isinstance(ids, list):
+                ids = [obj.get("prediction_id")]
+            for pid in ids:
+                if not isinstance(pid, str | int):
+                    continue
+                key = (obj.get("model_id"), pid)
+                where = f"{name}line {lineno}"
+                was = seen.setdefault(key, where)
+                if was != where:
+                    repeats += 1
+                    first = first or (pid, was, where)
+    if first is not None:
+        pid, was, again = first
+        raise InputError(
+            f"{repeats:,} events repeat the prediction_id of an earlier event (id {pid!r}: "
+            f"{was} and {again}), and labels join their predictions by id, so a label "
+            "would join another event's prediction: give every prediction its own id "
+            "(the files of several days: put the day in it)"
+        )
+
+
 def replay_inputs(
     current: Any,
     references: Sequence[ReferenceProfile],
@@ -337,6 +386,8 @@ def replay_inputs(
         )
     if res is not None and (labels is not None or res.label is not None):
         _unique_ids(res, model_id or "", model_version or "", inline=labels is None)
+    elif res is None and labels is not None:
+        _unique_event_ids(current)
     label_source: EventSource | None = None
     if labels is not None and res is not None and res.id is None:
         # its rows' ids are row numbers, which no labels table holds
