@@ -978,3 +978,48 @@ def test_the_roles_named_at_build_hold_for_the_replay_and_the_report(
              "--labels", "labels-own2.csv", "-o", "own2.html", cwd=files)  # fmt: skip
     assert rep.returncode == 0, rep.stderr
     assert "no prediction column" not in rep.stderr
+
+
+def test_labels_written_otherwise_than_the_classes_join_through_label_map(
+    env: dict[str, str], files: Path
+) -> None:
+    """Labels exported as yes/no for a model that predicts true/false: one line that
+    names ``--label-map``, and with it the join, accuracy and alerts of the labels
+    written as the classes (the oracle), for a labels table and for JSONL label events,
+    and in the notebook (``label_map=``)."""
+    build = ["reference", "build", "--model", "churn", "--version", "1"]
+    assert dl(env, *build, "--data", "train.csv", "-o", "lmap.ref", cwd=files).returncode == 0
+    plain = pd.read_csv(files / "labels.csv")
+    said = plain.assign(target=plain["target"].map({True: "Yes", False: "No"}))
+    said.to_csv(files / "labels-yesno.csv", index=False)
+    with open(files / "labels-yesno.jsonl", "wb") as fh:
+        for r in said.itertuples():
+            event = {"prediction_id": str(r.id), "model_id": "churn", "label": r.target,
+                     "timestamp": pd.Timestamp(r.timestamp).isoformat()}  # fmt: skip
+            fh.write(orjson.dumps(event) + b"\n")
+    base = ["replay", "--events", "current.csv", "--reference", "lmap.ref", "--performance"]
+    unmapped = dl(env, *base, "--labels", "labels-yesno.csv", cwd=files)
+    assert "accuracy counts each of them wrong (--label-map No=CLASS,Yes=CLASS says" in (
+        unmapped.stderr
+    )
+    want = dl(env, *base, "--labels", "labels.csv", cwd=files)
+    assert want.returncode == 0, want.stderr
+
+    def summary(r: subprocess.CompletedProcess[str]) -> list[str]:
+        assert r.returncode == 0, r.stderr
+        return [ln for ln in r.stderr.splitlines() if "labels:" in ln or "accuracy" in ln]
+
+    assert "3,000 of 3,000 joined" in summary(want)[0]
+    for labels in ("labels-yesno.csv", "labels-yesno.jsonl"):
+        got = dl(env, *base, "--labels", labels, "--label-map", "yes=true,no=false", cwd=files)
+        assert summary(got) == summary(want), labels
+        assert got.stdout == want.stdout, labels  # the alerts, the concept drift's too
+
+    import driftline
+
+    ref = driftline.build_reference(pd.read_csv(files / "train.csv"), "churn", "1", show=False)
+    current = pd.read_csv(files / "current.csv")
+    mapped = driftline.monitor(current, ref, labels=said, label_map={"yes": "true", "no": "false"},
+                               show=False)  # fmt: skip
+    direct = driftline.monitor(current, ref, labels=plain, show=False)
+    assert mapped.summary == direct.summary and mapped.alerts.equals(direct.alerts)

@@ -61,6 +61,7 @@ def column_map(args: argparse.Namespace) -> ColumnMap:
         on_bad_value=args.on_bad_value,
         time_format=args.time_format,
         encoding=args.encoding,
+        label_map=_pairs(args.label_map, "--label-map") if args.label_map else None,
     )
     return base.merged(flags)
 

@@ -151,6 +151,12 @@ def add_mapping_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prediction", metavar="COL", help="the model's prediction ('' = none)")
     g.add_argument("--label", metavar="COL", help="the true label / target ('' = none)")
     g.add_argument(
+        "--label-map",
+        metavar="TEXT=CLASS,...",
+        help="labels written otherwise than the model's classes, e.g. no=0,yes=1 (any "
+        "case); also for a --labels file",
+    )
+    g.add_argument(
         "--scores",
         metavar="COLS",
         help="class probability columns: "

@@ -49,6 +49,10 @@ class ColumnMap:
     encoding
         The text encoding of a CSV or TSV file (``cp1252``: what Excel writes for "CSV"
         on Windows); default: UTF-8.
+    label_map
+        Labels written otherwise than the model's classes, text -> class (any case):
+        ``{"no": "0", "yes": "1"}`` for a model that predicts 0 and 1. Labels it does
+        not name stay as they are.
     """
 
     id: str | None = None
@@ -63,6 +67,7 @@ class ColumnMap:
     on_bad_value: str = "error"
     time_format: str | None = None
     encoding: str | None = None
+    label_map: Mapping[str, str] | None = None
 
     @classmethod
     def for_labels(cls, roles: Mapping[str, str]) -> ColumnMap:

@@ -27,6 +27,7 @@ from driftline.offline.replay import (
     jsonl_labels,
     run_offline,
 )
+from driftline.offline.resolved import label_as_class
 from driftline.offline.roles import ColumnMap, Resolved, resolve
 from driftline.offline.table_base import Table, file_type
 from driftline.offline.tables import (
@@ -139,7 +140,9 @@ def open_labels(
     that are none of them are told); ``recorded``: as :func:`open_predictions`'s (the
     id and label columns only: a label's time is not its prediction's)."""
     if is_event_file(data, "label"):
-        return _event_files(data, jsonl_labels), None
+        source = _event_files(data, jsonl_labels)
+        given = columns.label_map if columns is not None else None
+        return (_mapped_labels(source, given) if given else source), None
     cm = (columns or ColumnMap()).merged(ColumnMap(features=[]))
     table = table_from(data, encoding=cm.encoding)
     hint = f"{option('labels-columns', 'id=COLUMN,label=COLUMN')} names others"
@@ -153,6 +156,15 @@ def open_labels(
     if not model_id:
         raise InputError(f"{res.table.source}: say which model the labels belong to (--model)")
     return res.label_rows(model_id), res
+
+
+def _mapped_labels(source: EventSource, label_map: Mapping[str, str]) -> EventSource:
+    """Label events with their labels through ``label_map`` (:attr:`ColumnMap.label_map`)."""
+    lowered = {str(k).lower(): str(v) for k, v in label_map.items()}
+    for where, event, reason in source:
+        if event is not None:
+            event = {**event, "label": label_as_class(event["label"], lowered)}
+        yield where, event, reason
 
 
 #: The roles a reference records that a table of predictions can take from it.
@@ -399,14 +411,15 @@ def replay_inputs(
             "row"
         )
     if labels is not None:
-        if columns is not None and (columns.time_format or columns.encoding):
+        if columns is not None and (columns.time_format or columns.encoding or columns.label_map):
             # the labels are usually written as the predictions are: their times in the
-            # same layout, their text in the same encoding
+            # same layout, their text in the same encoding; and --label-map is for them
             given = label_columns or ColumnMap()
             label_columns = given.merged(
                 ColumnMap(
                     time_format=given.time_format or columns.time_format,
                     encoding=given.encoding or columns.encoding,
+                    label_map=given.label_map or columns.label_map,
                 )
             )
         label_source, lres = open_labels(

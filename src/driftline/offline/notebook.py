@@ -147,6 +147,7 @@ def build_reference(
     on_bad_value: str | None = None,
     time_format: str | None = None,
     encoding: str | None = None,
+    label_map: Mapping[str, str] | None = None,
     window_events: int = 500,
     window_seconds: float = 0.0,
     false_alarm_events: float = 1_000_000.0,
@@ -174,6 +175,9 @@ def build_reference(
     encoding
         The text encoding of a CSV or TSV file (default UTF-8; ``"cp1252"`` for a
         "CSV" saved by Excel on Windows).
+    label_map
+        Labels written otherwise than the model's classes, text -> class (any case),
+        e.g. ``{"no": "0", "yes": "1"}`` for a model that predicts 0 and 1.
     window_events, window_seconds, false_alarm_events
         The monitor's policy stored with the reference: events per window, the
         event-time window (0: none) and the expected events between false alarms.
@@ -207,7 +211,8 @@ def build_reference(
         columns,
         dict(id=id, timestamp=timestamp, prediction=prediction, label=label, scores=scores,
              features=features, exclude=exclude, types=types, task=task,
-             on_bad_value=on_bad_value, time_format=time_format, encoding=encoding),
+             on_bad_value=on_bad_value, time_format=time_format, encoding=encoding,
+             label_map=label_map),
     )  # fmt: skip
     policy = Policy(
         window_events=window_events,
@@ -392,6 +397,7 @@ def monitor(
     on_bad_value: str | None = None,
     time_format: str | None = None,
     encoding: str | None = None,
+    label_map: Mapping[str, str] | None = None,
     label_columns: Mapping[str, str] | None = None,
     labels_settings: LabelsSettings | None = None,
     batch: int = 5000,
@@ -419,10 +425,10 @@ def monitor(
         override ``columns``). Default: the roles given to :func:`build_reference` when
         ``reference`` is the :class:`Reference` it returned (the current data usually
         has the training data's columns); else inferred from names and values.
-    time_format, encoding
-        As for :func:`build_reference`; a labels table without its own
-        (``label_columns``) reads its times in the same layout and its text in the
-        same encoding.
+    time_format, encoding, label_map
+        As for :func:`build_reference`; a labels table (or JSONL file) without its own
+        (``label_columns``) reads its times in the same layout, its text in the same
+        encoding and its labels through the same map.
     label_columns
         The columns of a labels table by role, e.g. ``{"id": "customer_id", "label":
         "churned", "timestamp": "label_time"}`` (default: inferred from the names).
@@ -443,7 +449,8 @@ def monitor(
         columns,
         dict(id=id, timestamp=timestamp, prediction=prediction, label=label, scores=scores,
              features=features, exclude=exclude, types=types, task=task,
-             on_bad_value=on_bad_value, time_format=time_format, encoding=encoding),
+             on_bad_value=on_bad_value, time_format=time_format, encoding=encoding,
+             label_map=label_map),
     )  # fmt: skip
     with python_spelling():
         run, res = replay_inputs(

@@ -5,7 +5,8 @@ events or as training data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,7 +27,7 @@ from driftline.offline.options import option
 from driftline.offline.table_base import Table
 from driftline.offline.times import time_ms
 
-__all__ = ["Kind", "Resolved", "in_class_order", "is_number"]
+__all__ = ["Kind", "Resolved", "in_class_order", "is_number", "label_as_class"]
 
 Kind = Literal["numeric", "categorical", "boolean", "datetime"]
 
@@ -70,6 +71,9 @@ class Resolved:
     labels: bool = False
     #: The ``strptime`` layout of the time column's text (None: ISO 8601 or numbers).
     time_format: str | None = None
+    #: Labels written otherwise than the classes, text (lower case) -> class
+    #: (:attr:`ColumnMap.label_map`).
+    label_map: dict[str, str] = field(default_factory=dict)
     #: Set by :meth:`events`: where the first row earlier than the row before it is
     #: (``line 1,002``), when the rows are not in time order (None: they are).
     out_of_order: str | None = None
@@ -152,6 +156,12 @@ class Resolved:
             return vals
         return [class_value(v) for v in vals]
 
+    def _labels(self) -> list[Any]:
+        """The label column's values as classes, through :attr:`label_map`."""
+        assert self.label is not None
+        vals = self._class_column(self.label)
+        return [label_as_class(v, self.label_map) for v in vals] if self.label_map else vals
+
     def _predictions(self) -> list[Any] | None:
         """The prediction of every row: its column's, or with :attr:`argmax` the class
         of the highest probability (the first in class order on a tie, as scikit-learn's
@@ -223,7 +233,7 @@ class Resolved:
             scores[cls] = 1.0 - t.floats(col)[keep]
         found = self._predictions()
         preds = pick(found) if found is not None else None
-        labels = pick(self._class_column(self.label)) if self.label else None
+        labels = pick(self._labels()) if self.label else None
         if self.task == "regression" and preds is not None:
             preds = [float(p) if isinstance(p, int | float) else None for p in preds]
         return TrainingData(
@@ -256,7 +266,7 @@ class Resolved:
         score_cols = self._score_floats()
         comp = (self.complement[0], t.floats(self.complement[1])) if self.complement else None
         preds = self._predictions()
-        labels = self._class_column(self.label) if self.label else None
+        labels = self._labels() if self.label else None
         of_rows = self._row_models(model_id, model_version)
         ids = vals.get(self.id) if self.id else None
         times = vals.get(self.timestamp) if self.timestamp else None
@@ -401,7 +411,7 @@ class Resolved:
                 f"name them with {option('labels-columns', 'id=COL,label=COL')})"
             )
         vals = t.values([c for c in (self.id, self.timestamp) if c])
-        labels = self._class_column(self.label)
+        labels = self._labels()
         scale = self._epoch_scale()
         of_rows = self._row_models(model_id, "")
         for row in range(t.n_rows):
@@ -549,3 +559,26 @@ def is_number(s: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def label_as_class(v: Any, label_map: Mapping[str, str]) -> Any:
+    """A label through ``label_map`` (keys lower case): the class it names (an integer
+    when it is written as one, as a model's 0/1 classes are), else the label as it is.
+
+    Examples
+    --------
+    >>> label_as_class("Yes", {"yes": "1", "no": "0"}), label_as_class("maybe", {"yes": "1"})
+    (1, 'maybe')
+    >>> label_as_class(True, {"true": "churn"})
+    'churn'
+    """
+    if v is None:
+        return None
+    key = ("true" if v else "false") if isinstance(v, bool) else str(v).lower()
+    cls = label_map.get(key)
+    if cls is None:
+        return v
+    return int(cls) if _INTEGER.fullmatch(cls) else cls
+
+
+_INTEGER = re.compile(r"-?\d+")

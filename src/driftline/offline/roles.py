@@ -55,7 +55,7 @@ from driftline.offline.column_names import (
     score_class,
 )
 from driftline.offline.options import option
-from driftline.offline.resolved import Kind, Resolved, in_class_order, is_number
+from driftline.offline.resolved import Kind, Resolved, in_class_order, is_number, label_as_class
 from driftline.offline.table_base import ColumnStats, Table
 from driftline.offline.times import TIME_TEXT, epoch_times, infer_layout
 
@@ -145,6 +145,7 @@ def resolve(
     for col in [*cm.exclude, *(cm.features or ()), *cm.types]:
         known(col, "features/exclude/types")
     res = Resolved(table, labels=labels, known_classes=in_class_order(set(classes)))
+    res.label_map = {str(k).lower(): str(v) for k, v in (cm.label_map or {}).items()}
     taken: set[str] = set(given_scores.values()) | set(cm.exclude)
     for col in cm.exclude:
         res.excluded[col] = "excluded"
@@ -337,6 +338,9 @@ def _label_classes(res: Resolved) -> None:
         model |= set(_class_names(res, res.prediction))
     model.discard("")
     labels = _class_names(res, res.label)
+    if res.label_map:
+        mapped = (label_as_class(v, res.label_map) for v in labels)
+        labels = list(dict.fromkeys(str(v) for v in mapped))
     if not model or not labels or any(label_class(v, model) in model for v in labels):
         return
     shown = ", ".join(labels[:6]) + (", ..." if len(labels) > 6 else "")
@@ -345,6 +349,7 @@ def _label_classes(res: Resolved) -> None:
         f"the labels in column {res.label!r} ({shown}) are none of the model's classes "
         f"({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''})"
     )
+    mapping = ",".join(f"{v}=CLASS" for v in labels[:3])
     lower = {c.lower() for c in model}
     if all(is_number(v) for v in labels) != all(is_number(c) for c in model) or any(
         v.lower() in lower for v in labels
@@ -352,10 +357,15 @@ def _label_classes(res: Resolved) -> None:
         pairs = ", ".join(f"{v!r}: ..." for v in labels[:3]) + (", ..." if len(labels) > 3 else "")
         raise InputError(
             f"{res.table.source}: {said}, so every label would count as wrong and accuracy "
-            "read 0%: write the labels as the classes the model predicts (pandas: "
-            f"df[{res.label!r}] = df[{res.label!r}].map({{{pairs}}}))"
+            "read 0%: say which class each label is "
+            f"({option('label-map', mapping)}), or write the labels as the classes the "
+            f"model predicts (pandas: df[{res.label!r}] = df[{res.label!r}].map({{{pairs}}}))"
         )
-    res.remarks.append(f"{said}: accuracy counts each of them wrong")
+    mapping = ",".join(f"{v}=CLASS" for v in labels[:3])
+    res.remarks.append(
+        f"{said}: accuracy counts each of them wrong ({option('label-map', mapping)} says "
+        "which class each is)"
+    )
 
 
 def _class_names(res: Resolved, column: str | None = None) -> list[str]:
