@@ -117,3 +117,25 @@ def test_the_label_joiners_series_follow_the_concept_drift_and_performance_alert
 def test_a_model_past_the_metrics_limit_exports_nothing():
     streams = [("other", "1", {"input_drift": Ep(firing=True, severity="critical")})]
     assert flags_of(streams, lambda model: model != "other") == {}
+
+
+def test_a_batch_of_a_quiet_segment_keeps_the_flag_another_segment_holds():
+    """A segmented model: segment ``eu``'s episode fires, then a batch touches only the
+    quiet segment ``us``. The model's series stays 1 (before, it went to 0 and
+    Alertmanager resolved a page Driftline still held firing) until ``eu`` resolves; a
+    released partition forgets its segments."""
+    flags = DriftFlags(gauge := _gauge())
+    key = ("churn", "3", "input_drift")
+    firing = {"input_drift": Ep(firing=True, severity="critical")}
+    quiet = {"input_drift": Ep(firing=False, severity="warning")}
+    everyone = lambda model: True  # noqa: E731
+    flags.export_streams(0, [("churn", "3", "eu", firing), ("churn", "3", "us", quiet)], everyone)
+    assert _series(gauge) == {(*key, "critical"): 1.0}
+    flags.export_streams(0, [("churn", "3", "us", quiet)], everyone)
+    assert _series(gauge) == {(*key, "critical"): 1.0}
+    flags.export_streams(0, [("churn", "3", "eu", quiet)], everyone)
+    assert _series(gauge) == {(*key, "critical"): 0.0}
+    flags.release(0)
+    assert _series(gauge) == {} and flags.segments == {}
+    flags.export_streams(1, [("churn", "3", "us", quiet)], everyone)
+    assert _series(gauge) == {(*key, "warning"): 0.0}  # nothing of partition 0 is folded in

@@ -14,13 +14,16 @@ sees the warning alert resolve and the critical one start (its ``for:`` counts f
 the rise). A resolved episode's series keeps the label it fired with and goes to 0.
 
 Segments of one (model, version) fold into its series: firing while any segment's
-episode fires, ``critical`` if any firing one is.
+episode fires, ``critical`` if any firing one is. A batch touches some segments only, so
+the worker remembers every segment's last flags per partition and folds them all: a
+batch of a quiet segment does not clear the flag another segment's episode holds.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import Gauge
@@ -75,6 +78,14 @@ def flags_of(
     return out
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """An episode's flag as a batch left it (the state object may be replaced later)."""
+
+    firing: bool
+    severity: str
+
+
 class DriftFlags:
     """The ``driftline_drift_active`` series one worker exports, per partition.
 
@@ -88,9 +99,34 @@ class DriftFlags:
         self.gauge = gauge
         #: partition -> (model, version, kind) -> the severity its series is labelled with.
         self.series: dict[int, dict[FlagKey, str]] = {}
+        #: partition -> (model, version, segment) -> its episodes' last (firing, severity).
+        self.segments: dict[int, dict[tuple[str, str, str], dict[str, _Seen]]] = {}
+
+    def export_streams(
+        self,
+        partition: int,
+        streams: Iterable[tuple[str, str, str, Mapping[str, Episodic]]],
+        exported: Callable[[str], bool],
+    ) -> None:
+        """Set the series of the ``(model, version, segment, {kind: episode})`` a batch
+        of ``partition`` touched, each (model, version) folded over every segment of it
+        seen on the partition (module notes)."""
+        known = self.segments.setdefault(partition, {})
+        touched: set[tuple[str, str]] = set()
+        for model, version, segment, episodes in streams:
+            known[(model, version, segment)] = {
+                kind: _Seen(ep.firing, ep.severity) for kind, ep in episodes.items()
+            }
+            touched.add((model, version))
+        folded = (
+            (model, version, episodes)
+            for (model, version, _), episodes in known.items()
+            if (model, version) in touched
+        )
+        self.export(partition, flags_of(folded, exported))
 
     def export(self, partition: int, flags: Mapping[FlagKey, Flag]) -> None:
-        """Set the series of ``flags`` (episodes of ``partition`` a batch touched)."""
+        """Set the series of ``flags`` (folded episodes of ``partition``)."""
         mine = self.series.setdefault(partition, {})
         for key, (firing, severity) in flags.items():
             was = mine.get(key)
@@ -104,6 +140,7 @@ class DriftFlags:
 
     def release(self, partition: int) -> None:
         """Stop exporting ``partition``'s series (it moved to another worker)."""
+        self.segments.pop(partition, None)
         for key, severity in self.series.pop(partition, {}).items():
             with contextlib.suppress(KeyError):
                 self.gauge.remove(*key, severity)

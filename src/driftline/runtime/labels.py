@@ -87,7 +87,7 @@ from driftline.errors import (
     ValidationError,
 )
 from driftline.runtime import metrics as m
-from driftline.runtime.drift_flags import DriftFlags, flags_of
+from driftline.runtime.drift_flags import DriftFlags
 from driftline.runtime.history import record_alerts, record_performance
 from driftline.runtime.resilience import Hold, bounded
 from driftline.runtime.store import Lease, RecordWrites
@@ -529,8 +529,8 @@ class LabelJoiner(Worker[UnitState, Joined]):
         joiner exports a stream's flags again at its next change."""
         perf = unit.state.perf
         changed = [st for k in dirty if (st := perf.get(k)) is not None]
-        streams = ((st.model_id, st.version, st.episodes) for st in changed)
-        self.drift_flags.export(unit.partition, flags_of(streams, self.model_labels.exported))
+        streams = ((st.model_id, st.version, st.segment, st.episodes) for st in changed)
+        self.drift_flags.export_streams(unit.partition, streams, self.model_labels.exported)
 
     # ------------------------------------------------------------------ metrics
     def _observe(self, done: Joined) -> None:

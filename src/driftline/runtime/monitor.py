@@ -61,7 +61,7 @@ from driftline.core.fastloop.state import STATE_FORMAT
 from driftline.core.reference import ReferenceProfile
 from driftline.errors import DriftlineError, ModelLimit, ReferenceMissing, StateCorrupt
 from driftline.runtime import metrics as m
-from driftline.runtime.drift_flags import DriftFlags, flags_of
+from driftline.runtime.drift_flags import DriftFlags
 from driftline.runtime.history import record_history
 from driftline.runtime.references import ReferenceState
 from driftline.runtime.store import Lease, StateStore
@@ -568,8 +568,10 @@ class MonitorWorker(Worker[Models, Done]):
         restart (episodes are loaded with the state); cleared by :meth:`released` when
         the partition moves to another worker.
         """
-        streams = ((k.model_id, k.model_version, st.episodes) for k, st in states.items())
-        self.drift_flags.export(unit.partition, flags_of(streams, self.model_labels.exported))
+        streams = (
+            (k.model_id, k.model_version, k.segment, st.episodes) for k, st in states.items()
+        )
+        self.drift_flags.export_streams(unit.partition, streams, self.model_labels.exported)
 
 
 def _held(reason: str, detail: str) -> Exception:
