@@ -513,3 +513,92 @@ async def test_a_pandas_series_as_a_batch_column_is_refused_naming_it(
     assert p.send_batch(batch) is False
     assert p.last_refusal is not None and p.last_refusal.reason.startswith(reason)
     await p.stop(timeout=0.1)
+
+
+async def test_a_batch_job_sends_its_dataframe_columns_as_single_events_would(
+    unique: str,
+) -> None:
+    """A batch job's columns straight from pandas and the model were refused whole:
+    ``df['merchant'].to_numpy()`` and ``df['id'].to_numpy()`` (object arrays),
+    ``model.classes_[proba.argmax(1)]`` (a numpy text array), ``proba[:, j]`` (a strided
+    view) and score keys from ``classes_`` (numpy integers) all failed as 'not encodable
+    as JSON', naming no column. Oracle: the batch's wire columns are the single events'
+    wire values, the same rows sent one by one with ``send()``."""
+    rng = np.random.default_rng(5)
+    n = 40
+    df = pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(n)],
+            "amount": rng.lognormal(3, 1, n).astype(np.float32),
+            "merchant": rng.choice(["grocery", "travel", "fuel"], n).astype(object),
+            "foreign": rng.random(n) < 0.2,
+        }
+    )
+    df.loc[3, "merchant"] = np.nan
+    df.loc[5, "merchant"] = None
+    for classes in (np.array([0, 1]), np.array(["ok", "fraud"]), np.array([False, True])):
+        p = AsyncPredictionProducer(_settings(unique), batch_events=False)
+        proba = rng.dirichlet([1.0, 1.0], n)
+        times = 1_767_225_600_000 + np.arange(n) * 1000
+        features = {c: df[c].to_numpy() for c in ("amount", "merchant", "foreign")}
+        assert p.send_batch(
+            {
+                "model_id": "m",
+                "model_version": "1",
+                "prediction_ids": df["id"].to_numpy(),
+                "timestamps": times,
+                "features": features,
+                "predictions": classes[proba.argmax(1)],
+                "scores": {c: proba[:, j] for j, c in enumerate(classes)},
+            }
+        ), p.last_refusal
+        for i in range(n):
+            assert p.send(
+                {
+                    "prediction_id": df["id"].iloc[i],
+                    "model_id": "m",
+                    "model_version": "1",
+                    "timestamp": times[i],
+                    "features": {c: df[c].iloc[i] for c in features},
+                    "prediction": classes[proba[i].argmax()],
+                    "scores": dict(zip(classes, proba[i], strict=True)),
+                }
+            ), p.last_refusal
+        batch = orjson.loads(p._buf[0][3])
+        singles = [orjson.loads(entry[3]) for entry in list(p._buf)[1:]]
+        assert batch["prediction_ids"] == [e["prediction_id"] for e in singles]
+        assert batch["timestamps"] == [e["timestamp"] for e in singles]
+        assert batch["predictions"] == [e["prediction"] for e in singles]
+        for c in features:
+            assert batch["features"][c] == [e["features"][c] for e in singles], c
+        assert batch["features"]["merchant"][3] is None and batch["features"]["merchant"][5] is None
+        for k in batch["scores"]:
+            assert batch["scores"][k] == [e["scores"][k] for e in singles]
+        assert p.dropped == 0
+        await p.stop(timeout=0.1)
+
+
+async def test_a_batch_the_monitor_would_dead_letter_is_refused_at_send_batch(
+    unique: str,
+) -> None:
+    """send_batch() returned True for a batch the monitor then dead-lettered whole (a
+    column one row short, a probability of 1.5): the job saw it as sent. It is refused
+    at once with the monitor's own reason, as send() refuses a single event."""
+    p = AsyncPredictionProducer(_settings(unique))
+    good = {
+        "model_id": "m",
+        "model_version": "1",
+        "prediction_ids": ["a", "b"],
+        "timestamps": [1_767_225_600_000] * 2,
+        "features": {"x": [1.0, 2.0]},
+        "predictions": [1, 0],
+        "scores": {"1": [0.7, 0.2]},
+    }
+    assert p.send_batch(good) is True
+    assert p.send_batch({**good, "features": {"x": [1.0]}}) is False
+    assert p.last_refusal is not None
+    assert p.last_refusal.reason == "features.'x': 1 entries, count is 2"
+    assert p.send_batch({**good, "scores": {"1": [1.5, 0.2]}}) is False
+    assert p.last_refusal.reason == "scores.'1': probability outside 0..1"
+    assert p.dropped_by_reason == {"invalid": 2} and p.buffered == 1
+    await p.stop(timeout=0.1)

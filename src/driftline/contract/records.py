@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from driftline.contract.batch import check_prediction_batch
 from driftline.contract.checks import (
     check_label,
     check_prediction,
@@ -31,7 +32,10 @@ from driftline.contract.events import (
 from driftline.contract.keys import segment_key
 from driftline.contract.label_batch import pack_label_events
 from driftline.contract.values import (
+    class_key,
+    class_value,
     infinite_features,
+    plain,
     prepare_label,
     prepare_prediction,
     seconds_for_ms,
@@ -150,8 +154,34 @@ def encode_batch(batch: Any, infinite: list[str] | None = None) -> tuple[bytes, 
         "format": BATCH_FORMAT,
         "schema_version": SCHEMA_VERSION,
         "count": len(batch["prediction_ids"]),
+        "prediction_ids": _plain_column(batch["prediction_ids"]),
+        "timestamps": _plain_column(batch["timestamps"]),
+        "predictions": _plain_column(batch["predictions"], class_value),
     }
-    return model_id.encode(), orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), None
+    if isinstance(batch["features"], Mapping):
+        obj["features"] = {k: _plain_column(col) for k, col in batch["features"].items()}
+    if isinstance(batch.get("scores"), Mapping):
+        # Named as the predictions name them: {c: proba[:, j] for j, c in enumerate(classes_)}.
+        obj["scores"] = {class_key(c): _plain_column(col) for c, col in batch["scores"].items()}
+    value = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+    # The monitor's own check, so a batch it would dead-letter whole is refused here,
+    # with its reason, rather than buffered and reported as sent.
+    problem = check_prediction_batch(orjson.loads(value))
+    if problem is not None:
+        raise ValidationError(problem)
+    return model_id.encode(), value, None
+
+
+def _plain_column(col: Any, value: Any = plain) -> Any:
+    """A numpy column as orjson can write it: text or objects (a DataFrame's string
+    column, ``model.classes_[...]``) as a list of plain values (:func:`plain`; missing
+    as null), a prediction column of booleans as the classes ``"true"``/``"false"``, a
+    strided view (``proba[:, 1]``) as a contiguous copy."""
+    if not isinstance(col, np.ndarray):
+        return col
+    if col.dtype.kind in ("OUSb" if value is class_value else "OUS"):
+        return [value(v) for v in col.tolist()]
+    return col if col.flags.c_contiguous else np.ascontiguousarray(col)
 
 
 def _no_series(batch: Mapping[str, Any]) -> None:

@@ -42,6 +42,7 @@ from driftline.contract.events import (
 
 __all__ = [
     "EPOCH_SECONDS",
+    "class_key",
     "class_value",
     "event_time",
     "infinite_features",
@@ -217,7 +218,8 @@ def _mapping(
     return {k if type(k) is str else str(k): plain(x) for k, x in v.items()}
 
 
-def _class_key(k: Any) -> str:
+def class_key(k: Any) -> str:
+    """A class name as a score key: text, as :func:`class_value` gives the class."""
     if type(k) is str:
         return k
     v = class_value(k)
@@ -253,7 +255,7 @@ def prepare_prediction(
             out["scores"],
             "scores",
             " of class -> probability (dict(zip(model.classes_, proba)))",
-            _class_key,
+            class_key,
         )
         if scores is not None:
             scores = {k: p for k, p in scores.items() if p is not None}
