@@ -1023,3 +1023,19 @@ def test_labels_written_otherwise_than_the_classes_join_through_label_map(
                                show=False)  # fmt: skip
     direct = driftline.monitor(current, ref, labels=plain, show=False)
     assert mapped.summary == direct.summary and mapped.alerts.equals(direct.alerts)
+
+
+def test_a_second_worker_on_one_machine_is_told_to_take_its_own_metrics_port(
+    env: dict[str, str],
+) -> None:
+    """`driftline monitor` then `driftline labels` in another shell, as the README has
+    it, ended the second with 'internal error: OSError: [Errno 98] Address already in
+    use' (exit 1), naming neither the port nor the setting. Now one line and exit 2."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = dl({**env, "DRIFTLINE_METRICS_PORT": str(port)}, "labels")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"driftline: error: metrics port {port} is already in use")
+    assert "DRIFTLINE_METRICS_PORT" in done.stderr and len(done.stderr.splitlines()) == 1

@@ -15,6 +15,7 @@ worker (:func:`serve_metrics`) also answers the health checks ``/livez`` (from
 from __future__ import annotations
 
 import bisect
+import errno
 import itertools
 import ssl
 import threading
@@ -37,6 +38,7 @@ from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from driftline.core.fastloop.result import Observation, Observations
+from driftline.errors import ConfigError
 from driftline.runtime.health import HEALTH
 
 __all__ = [
@@ -611,8 +613,23 @@ def serve_metrics(port: int, certfile: str | None = None, keyfile: str | None = 
     The checks are answered here, off the worker's event loop, so they answer (503, with
     the reason) when the worker is wedged. Returns the bound port (useful with
     ``port=0``).
+
+    Raises
+    ------
+    ConfigError
+        The port is taken: a second worker on one machine (``driftline monitor`` and
+        ``driftline labels`` side by side) needs its own ``DRIFTLINE_METRICS_PORT``.
     """
-    httpd = make_server("0.0.0.0", port, _app(), _Server, handler_class=_QuietHandler)
+    try:
+        httpd = make_server("0.0.0.0", port, _app(), _Server, handler_class=_QuietHandler)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise ConfigError(
+            f"metrics port {port} is already in use (another driftline worker on this "
+            "machine?): give each worker its own, e.g. DRIFTLINE_METRICS_PORT=9110 "
+            "(0: any free port, printed at start)"
+        ) from None
     if certfile and keyfile:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(certfile, keyfile)
