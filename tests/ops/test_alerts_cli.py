@@ -406,3 +406,89 @@ async def test_follow_started_before_the_alert_topic_exists_prints_its_alerts(se
     stop.set()
     await asyncio.wait_for(task, 10)
     assert lines == [format_alert(orjson.loads(a.to_json())) for a in fired]
+
+
+@pytest.mark.integration
+async def test_dead_letters_say_which_producer_sent_what_and_why(settings):
+    """An event from another language's producer is refused (a trailing comma, a field
+    missing): the runbook's only way to read why was `kafka-console-consumer.sh`, which
+    `driftline dev up` does not have. `driftline dead-letters` prints one line a dead
+    letter: its key, stage and reason and the start of the original bytes. Oracle: the
+    contract's own decode of those bytes gives the reason each line names."""
+    from driftline.contract.decode import decode_record
+    from driftline.errors import ContractError
+    from driftline.runtime.monitor import MonitorWorker
+    from support import run_until
+
+    bad = [
+        b'{"prediction_id": "go-1", "model_id": "fraud", "model_version": "1", "timestamp": 0,'
+        b' "features": {"amount": 12.5}, "prediction": 0,}',
+        orjson.dumps({"prediction_id": "go-2", "model_id": "fraud", "timestamp": 0}),
+    ]
+    reasons = []
+    for value in bad:
+        with pytest.raises(ContractError) as refused:
+            decode_record(value)
+        exc = refused.value
+        reasons.append(f"stage={exc.stage} {type(exc).__name__}: {exc}")
+    prod = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await prod.start()
+    try:
+        for value in bad:
+            await prod.send_and_wait(settings.topics.predictions, value, key=b"fraud")
+    finally:
+        await prod.stop()
+    worker = MonitorWorker(settings, name="test")
+    await worker.start()
+    try:
+        await run_until(worker, lambda: worker.dead_letters >= len(bad))
+    finally:
+        await worker.close()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(driftline.__file__).parents[1]),
+        "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "DRIFTLINE_TOPICS__PREDICTIONS": settings.topics.predictions,
+        "DRIFTLINE_TOPICS__LABELS": settings.topics.labels,
+    }
+    res = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "driftline", "dead-letters", "--since-start", "--no-follow"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 2 and "2 dead letters" in res.stderr, res.stdout
+    for line, value, reason in zip(lines, bad, reasons, strict=True):
+        assert f"{settings.topics.predictions}.dlq key=fraud {reason}  from=" in line, line
+        assert line.endswith(f"value={value.decode()}")
+
+
+@pytest.mark.integration
+async def test_history_of_an_alert_topic_that_does_not_exist_yet_is_empty(settings):
+    """`driftline alerts --no-follow` before the first alert ever (no topic yet) ended
+    with 'internal error: CancelledError' (exit 1): aiokafka's stop() right after
+    start() awaited a task it had cancelled before it ran. It prints '0 alerts', exit 0;
+    `driftline dead-letters` with no dead-letter topic yet too."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(driftline.__file__).parents[1]),
+        "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "DRIFTLINE_TOPICS__ALERTS": settings.topics.alerts,
+        "DRIFTLINE_TOPICS__PREDICTIONS": settings.topics.predictions,
+        "DRIFTLINE_TOPICS__LABELS": settings.topics.labels,
+    }
+    for command, said in (("alerts", "0 alerts"), ("dead-letters", "0 dead letters")):
+        res = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "driftline", command, "--since-start", "--no-follow"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 0 and said in res.stderr, res.stderr
+        assert res.stdout == ""

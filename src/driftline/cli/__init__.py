@@ -61,6 +61,8 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(replay.replay(a, settings))
     if cmd == "alerts":
         return asyncio.run(alerts.alerts(a, settings))
+    if cmd == "dead-letters":
+        return asyncio.run(alerts.dead_letters(a, settings))
     if cmd == "report":
         return asyncio.run(report.report(a, settings))
     if cmd == "serve":

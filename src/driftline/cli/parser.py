@@ -391,6 +391,25 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--kind", help="only these kinds, e.g. input_drift,concept_drift")
     al.add_argument("--severity", help="only these severities, e.g. warning,critical")
 
+    dl = sub.add_parser(
+        "dead-letters",
+        help="show refused records and why (the dead-letter topics), one line each",
+    )
+    dl.add_argument("--since-start", action="store_true", help="from the topics' beginning")
+    dl.add_argument(
+        "--since",
+        help="from dead letters since: ISO time (2026-01-01T10:00Z), epoch ms, "
+        "or a duration back from now (30m, 1h, 7d)",
+    )
+    dl.add_argument(
+        "--no-follow", action="store_true", help="print the history up to now, then exit"
+    )
+    dl.add_argument(
+        "--topic",
+        help="whose dead letters, comma-separated: predictions, labels, alerts "
+        "(default: predictions,labels)",
+    )
+
     rep = sub.add_parser(
         "report", help="write one self-contained HTML drift report (Redis, or files)"
     )

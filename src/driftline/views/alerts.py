@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -31,6 +31,7 @@ __all__ = [
     "format_alert",
     "parse_choices",
     "parse_since_ms",
+    "topic_records",
 ]
 
 log = logging.getLogger("driftline")
@@ -113,41 +114,37 @@ def parse_since_ms(text: str, now_ms: int | None = None) -> int:
 DEDUPE_IDS = 100_000
 
 
-async def follow_alerts(
+async def topic_records(
     settings: Settings,
-    from_start: bool,
+    topic: str,
     stop: asyncio.Event,
-    model: str | Sequence[str] | None = None,
-    kind: str | Sequence[str] | None = None,
     *,
-    severity: str | Sequence[str] | None = None,
+    from_start: bool = False,
     since_ms: int | None = None,
     follow: bool = True,
-    emit: Callable[[str], None] | None = None,
-) -> int:
-    """Print alerts from the alert topic until ``stop`` is set; return how many.
+) -> AsyncGenerator[Any, None]:
+    """The records of ``topic`` (aiokafka ``ConsumerRecord``) until ``stop`` is set.
 
     Where to start: ``since_ms`` (records whose Kafka timestamp is at or after it; the
     consumer seeks there with ``offsets_for_times``), else the beginning
     (``from_start``), else the end. With ``follow=False`` it stops once it has read
-    past the end offsets seen at the start and a fetch brings nothing more (history).
-    Alerts are deduplicated by ``alert_id`` (the outbox may publish one twice) and
-    filtered by model, kind and severity.
+    past the end offsets seen at the start and a fetch brings nothing more (history);
+    a topic that does not exist yet is then empty, and followed it is waited for.
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    out = emit or (lambda line: print(line, flush=True))
-    topic = settings.topics.alerts
-
-    def new_consumer() -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
+    async def new_consumer() -> AIOKafkaConsumer:
+        c = AIOKafkaConsumer(
             **settings.kafka.client_kwargs(), group_id=None, enable_auto_commit=False
         )
+        await c.start()
+        # Let its offset-reset task start: aiokafka's stop() cancels that task and awaits
+        # it, which raises CancelledError if it never ran (a history of a topic that does
+        # not exist yet stopped the consumer at once: 'internal error: CancelledError').
+        await asyncio.sleep(0)
+        return c
 
-    consumer = new_consumer()
-    await consumer.start()
-    seen: dict[str, None] = {}
-    shown = 0
+    consumer = await new_consumer()
     try:
         parts: set[int] | None = None
         while not stop.is_set():
@@ -160,12 +157,11 @@ async def follow_alerts(
                 # None (a follower started before the first alert printed nothing). A
                 # new consumer starts with the cluster's metadata as it is now.
                 await consumer.stop()
-                consumer = new_consumer()
-                await consumer.start()
+                consumer = await new_consumer()
                 continue
             await asyncio.sleep(1.0)  # the topic does not exist yet: wait for it
         if not parts:
-            return 0
+            return
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         if since_ms is not None:
@@ -198,20 +194,56 @@ async def follow_alerts(
                         # offsets_for_times is a lower bound on some brokers (Tansu
                         # answers with the earliest offset): the timestamp decides.
                         continue
-                    try:
-                        a = orjson.loads(r.value)
-                        alert_id = a["alert_id"]
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
-                        log.warning("skipped an unreadable record at offset %d", r.offset)
-                        continue
-                    if alert_id in seen:  # consumers deduplicate on the alert id
-                        continue
-                    seen[alert_id] = None
-                    if len(seen) > DEDUPE_IDS:
-                        del seen[next(iter(seen))]
-                    if alert_matches(a, model, kind, severity):
-                        out(format_alert(a))
-                        shown += 1
+                    yield r
     finally:
         await consumer.stop()
+
+
+async def follow_alerts(
+    settings: Settings,
+    from_start: bool,
+    stop: asyncio.Event,
+    model: str | Sequence[str] | None = None,
+    kind: str | Sequence[str] | None = None,
+    *,
+    severity: str | Sequence[str] | None = None,
+    since_ms: int | None = None,
+    follow: bool = True,
+    emit: Callable[[str], None] | None = None,
+) -> int:
+    """Print alerts from the alert topic until ``stop`` is set; return how many.
+
+    Where to start and when to end: :func:`topic_records`. Alerts are deduplicated by
+    ``alert_id`` (the outbox may publish one twice) and filtered by model, kind and
+    severity.
+    """
+    out = emit or (lambda line: print(line, flush=True))
+    seen: dict[str, None] = {}
+    shown = 0
+    records = topic_records(
+        settings,
+        settings.topics.alerts,
+        stop,
+        from_start=from_start,
+        since_ms=since_ms,
+        follow=follow,
+    )
+    try:
+        async for r in records:
+            try:
+                a = orjson.loads(r.value)
+                alert_id = a["alert_id"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                log.warning("skipped an unreadable record at offset %d", r.offset)
+                continue
+            if alert_id in seen:  # consumers deduplicate on the alert id
+                continue
+            seen[alert_id] = None
+            if len(seen) > DEDUPE_IDS:
+                del seen[next(iter(seen))]
+            if alert_matches(a, model, kind, severity):
+                out(format_alert(a))
+                shown += 1
+    finally:
+        await records.aclose()  # the consumer stops now, not when the generator is collected
     return shown
