@@ -762,3 +762,28 @@ async def test_the_scenario_on_a_redis_cluster_equals_the_one_on_one_server(stac
     # topics are fetched, which differs from run to run on any Redis, so ADWIN's bucket
     # merges and float sums may differ in their last bits between two runs.
     assert _perf_counts(s_states) == _perf_counts(c_states)
+
+
+async def test_labels_of_a_model_that_never_predicts_are_named_in_the_report(lsettings):
+    """A label pipeline that writes model_id 'SEA-T' for the model the servers call
+    'sea-t': its labels are held for a prediction that never comes (only that model's
+    prediction clock would orphan them), and `driftline labels --report` did not show
+    them at all ('labels sea-t: joined=...' and nothing else). It names the model, how
+    many are held and that it has no predictions. Oracle: the count sent."""
+    s = lsettings
+    await create_topics(s)
+    sc = SeaScenario(model_id="sea-t")
+    await store_reference(s, sea_reference(sc))
+    preds, labels = sc.events(600, delay_events=50, jitter_events=10)
+    typo = [{**lab, "model_id": "SEA-T"} for lab in labels[:40]]
+    await send(s, s.topics.predictions, preds)
+    await send(s, s.topics.labels, labels + typo)
+    await joined_until(
+        s, "test-typo", lambda j: j.labels_seen >= len(labels) + len(typo) and j.predictions_seen
+    )
+    text = await report_text(s)
+    assert (
+        "labels SEA-T: held=40 (no prediction of model 'SEA-T' seen: they wait for one;" in text
+    ), text
+    (line,) = [x for x in text.splitlines() if x.startswith("labels sea-t: ")]
+    assert "joined=" in line and "no prediction" not in line, line
