@@ -13,6 +13,7 @@ import pytest
 
 from driftline.contract.keys import StateKey
 from driftline.core.reference import build_reference
+from driftline.core.reference.profile import ReferenceProfile
 from driftline.demo.simulate import Shift, SimulatedModel
 from driftline.offline.replay import Replayer
 from driftline.runtime.monitor import MonitorWorker
@@ -226,3 +227,29 @@ async def test_sigkill_mid_stream_then_restart_equals_uninterrupted_run(settings
         key = StateKey(model, "1")
         assert_close(stored[key.encode()], replay.result.states[key].to_bytes())
         assert "mv" in orjson.loads(stored[key.encode()])
+
+
+async def test_a_version_without_a_reference_says_when_it_gets_a_warm_up_one(settings, caplog):
+    """Model version 2 deployed without `driftline reference build`: the monitor built its
+    reference from its first 2,000 live events and stored it without a word (only
+    `reference show` said `source=warm-up`), so an on-call could not know its drift is
+    measured against live data. One warning, naming the model, the reference and the
+    command that measures against training data. Oracle: the stored reference's id."""
+    caplog.set_level("WARNING", logger="driftline.monitor")
+    events = list(SimulatedModel(seed=5, model_version="2").events(2_100))
+    await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, events)
+    await _run_worker(settings, len(events))
+    client, store = open_store(settings.redis, settings.monitor.group_id)
+    try:
+        data = await store.get_reference("churn", "2")
+    finally:
+        await client.aclose()
+    assert data is not None
+    stored = ReferenceProfile.from_bytes(data)
+    said = [r.getMessage() for r in caplog.records if "had no reference" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(
+        f"model churn version 2 had no reference: built {stored.reference_id} from its "
+        "first 2000 live events"
+    )
+    assert "driftline reference build --model churn --version 2 --data FILE" in said[0]

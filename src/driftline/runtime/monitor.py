@@ -247,6 +247,19 @@ class MonitorWorker(Worker[Models, Done]):
                 ),
             )
             self.remember_reference(ref)
+            # Said once, as it happens: the model's drift is measured against its own
+            # first live events from now on, which may be drifted already.
+            log.warning(
+                "model %s version %s had no reference: built %s from its first %d live "
+                "events; its drift is measured against them. To measure against its "
+                "training data: driftline reference build --model %s --version %s --data FILE",
+                ref.model_id,
+                ref.model_version,
+                ref.reference_id,
+                ref.row_count,
+                ref.model_id,
+                ref.model_version,
+            )
         last = recs[-1].offset
         records_out, side, side_deletes, saved = self._encode(unit.state, states)
         return Batch(
