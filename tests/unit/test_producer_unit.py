@@ -474,6 +474,17 @@ async def test_pandas_nullable_values_and_timestamps_go_through(
     [
         ({"timestamp": pd.NaT}, "timestamp is missing"),
         ({"features": {"age": pd.Series([1.0])}}, "features.'age': value is Series"),
+        # model.predict(x) of one row is array([0]): said so, with what to pass. It read
+        # 'got ndarray', naming neither the shape nor the way out.
+        (
+            {"prediction": np.array([0])},
+            "prediction: expected a number or a string, got a numpy array of shape (1,): "
+            "pass its value, x.item()",
+        ),
+        (
+            {"features": {"age": np.array([31.0, 40.0])}},
+            "features.'age': value is a numpy array of shape (2,)",
+        ),
     ],
 )
 async def test_pandas_values_that_cannot_go_are_refused_in_one_line(

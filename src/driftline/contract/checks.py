@@ -70,6 +70,10 @@ _KINDS = {
 def _kind(v: object) -> str:
     if v is None:
         return "null"
+    if type(v).__name__ == "ndarray":  # what a model returns: model.predict(x) is array([0])
+        shape = getattr(v, "shape", ())
+        hint = ": pass its value, x.item()" if getattr(v, "size", 0) == 1 else ""
+        return f"a numpy array of shape {shape}{hint}"
     return _KINDS.get(type(v), type(v).__name__)
 
 
