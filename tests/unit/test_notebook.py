@@ -605,3 +605,23 @@ def test_training_rows_logged_by_an_earlier_version_build_the_new_versions_refer
     alone = frame[frame["model_id"] == "churn"].drop(columns=["model_id", "model_version"])
     want = driftline.build_reference(alone, "churn", "3", show=False)
     assert ref.reference_id == want.reference_id
+
+
+def test_ids_written_with_leading_zeros_in_one_table_only_are_one_line(
+    frames: tuple[Any, Any], ref: driftline.Reference
+) -> None:
+    """A scoring log's ids as zero-padded text ('001000') and the labels' as integers
+    (1000): before, every label was refused as 'no such prediction' with no word of why.
+    Now one line that says so and how to write them alike; done as it says, every
+    label joins."""
+    current = frames[1].assign(id=[f"{i:09d}" for i in frames[1]["id"]])
+    labels = pd.DataFrame({"id": frames[1]["id"], "target": frames[1]["target"]})
+    with pytest.raises(driftline.InputError) as err:
+        driftline.monitor(current.drop(columns=["target"]), ref, labels=labels, show=False)
+    msg = str(err.value)
+    assert "the predictions' ids have leading zeros ('001000000') and the labels' none" in msg, msg
+    assert "(the labels' table: df['id'] = df['id'].astype(str).str.zfill(9))" in msg, msg
+    labels["id"] = labels["id"].astype(str).str.zfill(9)  # the fix it names
+    result = driftline.monitor(current.drop(columns=["target"]), ref, labels=labels, show=False)
+    assert not result.refused
+    assert result.performance["labels"].sum() == len(labels)

@@ -317,6 +317,47 @@ def _unique_event_ids(data: Any) -> None:
         )
 
 
+def _padded_ids(preds: Resolved, labels: Resolved) -> None:
+    """Ids that are one number written with leading zeros in one table and without in
+    the other (a text id ``'000123'`` beside a number ``123``) never join, and each
+    label would be refused as without its prediction, with no word of why. One line
+    instead, when no label's id is a prediction's as written but some are once the
+    zeros are dropped.
+
+    Raises
+    ------
+    InputError
+        The two tables write the same ids with and without leading zeros.
+    """
+    pred_ids, label_ids = preds.id_texts(), labels.id_texts()
+    if not pred_ids or not label_ids or not set(label_ids).isdisjoint(pred_ids):
+        return
+
+    def unpadded(ids: list[str]) -> set[str]:
+        return {s.lstrip("0") or "0" for s in ids if s.isdigit()}
+
+    if unpadded(pred_ids).isdisjoint(unpadded(label_ids)):
+        return
+    sides = {"predictions'": (preds, pred_ids), "labels'": (labels, label_ids)}
+    padded = next(
+        side for side, (_, ids) in sides.items() if any(len(s) > 1 and s[0] == "0" for s in ids)
+    )
+    plain = "labels'" if padded == "predictions'" else "predictions'"
+    padded_ids = [s for s in sides[padded][1] if len(s) > 1 and s[0] == "0"]
+    widths = {len(s) for s in padded_ids}
+    if len(widths) == 1:
+        col, side, to = sides[plain][0].id, plain, f"astype(str).str.zfill({widths.pop()})"
+    else:
+        col, side, to = sides[padded][0].id, padded, "astype('int64')"
+    raise InputError(
+        f"{labels.table.source}: none of the {len(label_ids):,} labels' ids is a "
+        f"prediction's id, though the numbers are the same: the {padded} ids have leading "
+        f"zeros ({padded_ids[0]!r}) and the {plain} none ({sides[plain][1][0]!r}), so no "
+        f"label would join its prediction; write them alike (the {side} table: "
+        f"df[{col!r}] = df[{col!r}].{to})"
+    )
+
+
 def replay_inputs(
     current: Any,
     references: Sequence[ReferenceProfile],
@@ -427,6 +468,8 @@ def replay_inputs(
         )
         if lres is not None and show is not None:
             show(lres.describe())
+        if lres is not None and res is not None:
+            _padded_ids(res, lres)
     inline = table_labels if labels is None and res is not None and res.label else None
     run = run_offline(
         events,

@@ -325,6 +325,19 @@ class Resolved:
                     label_event = None
             yield row, event, label_event, None
 
+    def id_texts(self) -> list[str]:
+        """The ids of the rows as their events carry them (rows without a readable id
+        left out)."""
+        if self.id is None:
+            return []
+        out = []
+        for cell in self.table.values([self.id])[self.id]:
+            try:
+                out.append(_id_text(cell))
+            except ValueError:
+                continue  # refused when read, with its reason
+        return out
+
     def repeated_id(self, model_id: str, model_version: str) -> tuple[str, str, str, int] | None:
         """The first id that two of the rows read share, where it is first and where
         again, and how many rows repeat an id of an earlier row; None: every row read
