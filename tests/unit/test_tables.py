@@ -1257,3 +1257,35 @@ def test_a_column_named_as_anothers_prediction_is_the_prediction_and_that_one_th
     )
     res = resolve(table_from(times), ColumnMap(timestamp="ts"))
     assert res.prediction is None and res.label is None
+
+
+def test_numbers_with_thousands_separators_read_as_numbers(
+    exports: dict[str, Path], tmp_path: Path
+) -> None:
+    """An export whose figures are written as a spreadsheet shows them (``"82,614"``,
+    quoted in the CSV) was read as a categorical feature of thousands of values, with
+    no note. Now they are the numbers pandas' ``read_csv(thousands=",")`` reads, the
+    roles table says so, and the reference is the one of the plain export."""
+    df = pd.read_csv(exports["csv"])
+    shown = df.assign(
+        income=[f"{x:,.4f}" for x in df["income"]],
+        tenure=[f"{x * 1000:,}" for x in df["tenure"]],
+    )
+    shown.loc[5, "income"] = None
+    shown.to_csv(tmp_path / "shown.csv", index=False)
+    assert '"1,' in (tmp_path / "shown.csv").read_text()  # quoted, with separators
+    oracle = pd.read_csv(tmp_path / "shown.csv", thousands=",")
+    table = read_table(tmp_path / "shown.csv")
+    for c in ("income", "tenure"):
+        np.testing.assert_array_equal(table.floats(c), oracle[c].to_numpy(np.float64))
+    res = resolve(table)
+    assert res.kinds["income"] == "numeric" and res.kinds["tenure"] == "numeric"
+    assert "numbers with thousands separators (" in res.describe()
+    plain = tmp_path / "plain.csv"
+    shown.assign(income=oracle["income"], tenure=oracle["tenure"]).to_csv(plain, index=False)
+    got = build_from_table(tmp_path / "shown.csv", "churn", "1", created_at=0)[0]
+    assert profile_of(got) == profile_of(build_from_table(plain, "churn", "1", created_at=0)[0])
+    # Commas that do not group digits in threes stay text, as in a semicolon file.
+    for text in ("1,5", "12,34", "1,2345", "a,123", "1,234.5.6"):
+        assert csv_cell(text) == text
+    assert csv_cell("-1,234,567.25") == -1234567.25 and csv_cell("1,234") == 1234

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from array import array
 from collections import Counter
 from collections.abc import Sequence
@@ -42,9 +43,15 @@ from driftline.offline.table_base import (
 __all__ = ["CsvTable", "csv_cell", "sniff_separator"]
 
 
+#: A number with commas between groups of three digits (``82,614``, ``-1,234,567.5``):
+#: what spreadsheets and ``f"{x:,}"`` write, quoted in a CSV file.
+_GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+
 def csv_cell(tok: str, decimal_comma: bool = False) -> Any:
     """The plain value of one CSV cell (see the module docstring); with
-    ``decimal_comma``, ``1,5`` is the number 1.5 (a file separated by semicolons)."""
+    ``decimal_comma``, ``1,5`` is the number 1.5 (a file separated by semicolons),
+    else ``82,614`` is the number 82614 (commas between groups of three digits)."""
     if tok in MISSING_TOKENS:
         return None
     b = BOOL_TOKENS.get(tok.lower()) if len(tok) in (4, 5) else None
@@ -53,7 +60,10 @@ def csv_cell(tok: str, decimal_comma: bool = False) -> Any:
     try:
         f = _float_comma(tok) if decimal_comma else float(tok)
     except ValueError:
-        return tok
+        if decimal_comma or not _GROUPED.fullmatch(tok):
+            return tok
+        tok = tok.replace(",", "")
+        f = float(tok)
     if f.is_integer() and tok.lstrip("+-").isdigit():
         return int(tok)
     return f
@@ -225,6 +235,8 @@ class CsvTable(Table):
         for tok, n in counts.items():
             v = seen[tok]
             st.see_many(v, n)
+            if st.grouped is None and "," in tok and (type(v) is int or type(v) is float):
+                st.grouped = tok
             if first is None and v is not None and type(v) is not int and type(v) is not float:
                 first = tok
         if st.first_non_number is None and first is not None:

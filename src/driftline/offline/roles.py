@@ -84,6 +84,8 @@ def _kind(
     if st.bools == present:
         return "boolean", ""
     if st.numbers == present:
+        if st.grouped is not None:
+            return "numeric", f"numbers with thousands separators ({st.grouped}), read as such"
         if st.integers == present and len(st.distinct) <= _CODES and not output:
             vals = ", ".join(sorted(st.distinct, key=lambda s: float(s))[:5])
             return "numeric", (

@@ -85,6 +85,9 @@ class ColumnStats:
     times: int = 0
     #: (row, value) of the first present value that is not a number.
     first_non_number: tuple[int, Any] | None = None
+    #: The first number written with thousands separators (``82,614`` in a CSV), as
+    #: written: the roles table says such a column was read as numbers.
+    grouped: str | None = None
     #: Up to 64 distinct present values (as text), to tell codes from measurements.
     distinct: set[str] = field(default_factory=set)
 

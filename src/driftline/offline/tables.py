@@ -510,6 +510,7 @@ class ConcatTable(Table):
                 part = t.stats(name)
                 for f in ("rows", "missing", "numbers", "integers", "bools", "strings", "times"):
                     setattr(st, f, getattr(st, f) + getattr(part, f))
+                st.grouped = st.grouped or part.grouped
                 if st.first_non_number is None and part.first_non_number is not None:
                     row, v = part.first_non_number
                     st.first_non_number = (start + row, v)
