@@ -1289,3 +1289,22 @@ def test_numbers_with_thousands_separators_read_as_numbers(
     for text in ("1,5", "12,34", "1,2345", "a,123", "1,234.5.6"):
         assert csv_cell(text) == text
     assert csv_cell("-1,234,567.25") == -1234567.25 and csv_cell("1,234") == 1234
+
+
+def test_a_feature_constant_in_training_is_noted_as_constant_not_as_codes() -> None:
+    """A feature with one value in every training row (a flag not yet switched on, a
+    region the model was trained for) was noted '1 distinct integers (0.0): codes?
+    --types promo=categorical', advice that does not apply. Now the roles table says it
+    is constant, for the features pandas counts one value in."""
+    df = training_frame(500).assign(promo=0.0, region="EU", switched=1, spare=np.nan)
+    df.loc[3, "switched"] = np.nan
+    res = resolve(table_from(df))
+    constant = {c for c in res.features if df[c].nunique() == 1}
+    assert constant == {"promo", "region", "switched"}
+    for c in constant:
+        assert res.notes[c].startswith("constant: "), (c, res.notes.get(c))
+    assert res.notes["promo"].startswith("constant: 0.0 in every row;")
+    assert res.notes["region"].startswith("constant: EU in every row;")
+    assert res.notes["switched"].startswith("constant: 1.0 in every row with a value;")
+    assert res.notes["spare"] == "every value is missing"
+    assert "codes?" not in res.describe()

@@ -221,7 +221,16 @@ def resolve(
         if n in res.excluded and n not in cm.types:
             continue
         output = n in (res.prediction, res.label)
-        kind, note = _kind(n, table.stats(n), cm.types.get(n), output)
+        st = table.stats(n)
+        kind, note = _kind(n, st, cm.types.get(n), output)
+        if n in res.features and kind != "datetime" and len(st.distinct) == 1 < st.present:
+            # Not codes: a value that never changes, where any other value in the
+            # current data is a data-quality alert.
+            rows = "every row with a value" if st.missing else "every row"
+            note = (
+                f"constant: {next(iter(st.distinct))} in {rows}; another value later is "
+                "out of range (a data-quality alert)"
+            )
         res.kinds[n] = kind
         if note and n != res.id:
             res.notes[n] = note
