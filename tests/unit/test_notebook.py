@@ -625,3 +625,51 @@ def test_ids_written_with_leading_zeros_in_one_table_only_are_one_line(
     result = driftline.monitor(current.drop(columns=["target"]), ref, labels=labels, show=False)
     assert not result.refused
     assert result.performance["labels"].sum() == len(labels)
+
+
+def test_number_codes_read_as_categories_replay_without_a_type_mismatch(tmp_path: Path) -> None:
+    """Integer codes that the data types as categories (``pd.Categorical``, kept by
+    Parquet) or that are declared so (``types={'stars': 'categorical'}``, the roles
+    table's advice for codes) were read as numbers, or sent to the monitor as numbers
+    where the reference holds their categories' text: replaying the training rows
+    against their own reference raised a critical data-quality alert (type mismatch
+    rate 1.0). Now the category dtype is a categorical feature, the codes go out as
+    their categories, and a table of plain numbers (the CSV of the same rows) is read
+    with the reference's types."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    x = rng.normal(size=n)
+    df = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "timestamp": pd.date_range("2026-01-01", periods=n, freq="h", tz="UTC"),
+            "stars": pd.Categorical(rng.integers(1, 6, n)),
+            "x": x,
+            "prediction": (x > 0).astype(int),
+        }
+    )
+    df.to_parquet(tmp_path / "train.parquet")
+    df.to_csv(tmp_path / "train.csv", index=False)
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(tmp_path / "train.parquet").pandas_metadata["columns"]
+    assert {c["name"]: c["pandas_type"] for c in meta}["stars"] == "categorical"
+    by_dtype = driftline.build_reference(tmp_path / "train.parquet", "m", "1", show=False)
+    stars = by_dtype.profile.features["stars"]
+    assert stars.kind == "categorical" and set(stars.categories) == {"1", "2", "3", "4", "5"}
+    declared = driftline.build_reference(
+        tmp_path / "train.csv", "m", "1", types={"stars": "categorical"}, show=False
+    )
+    for ref, data in (
+        (by_dtype, df),
+        (by_dtype, tmp_path / "train.parquet"),
+        (by_dtype, tmp_path / "train.csv"),
+        (declared, tmp_path / "train.csv"),
+    ):
+        result = driftline.monitor(data, ref, show=False)
+        w = result.windows
+        stars = w[w.feature == "stars"]
+        assert "unseen_category_rate" in set(stars.statistic), data  # tested as categories
+        odd = stars[stars.statistic.isin(["type_mismatch_rate", "unseen_category_rate"])]
+        assert (odd.value == 0).all(), (data, odd)
+        assert len(result.alerts) == 0, (data, result.alerts[["kind", "feature"]])

@@ -229,6 +229,20 @@ def _compare_features(res: Resolved, ref: ReferenceProfile) -> None:
     the user can see why before reading it."""
     known = set(ref.features)
     new = [f for f in res.features if f not in known]
+    # Number codes the reference was built to read as categories (a pandas category,
+    # --types COL=categorical) are read so again: the CSV of the same rows says only
+    # that they are numbers.
+    coded = [
+        f
+        for f in res.features
+        if f in known
+        and ref.features[f].kind == "categorical"
+        and res.kinds[f] == "numeric"
+        and res.notes.get(f) != "declared"
+    ]
+    for f in coded:
+        res.kinds[f] = "categorical"
+        res.notes[f] = "categorical, as in the reference"
     read = set(res.features)
     gone = [f for f in ref.features if f not in read]
     if new:

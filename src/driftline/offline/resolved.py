@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from driftline.contract.checks import check_label, check_prediction
+from driftline.contract.columnar import category_value
 from driftline.contract.values import class_value, plain
 from driftline.core.reference import TrainingData
 from driftline.errors import InputError
@@ -263,6 +264,10 @@ class Resolved:
         cats = [f for f in self.features if self.kinds[f] != "numeric"]
         vals = t.values([*want, *cats])
         nums = {f: t.floats(f) for f in self.features if self.kinds[f] == "numeric"}
+        # The reference holds a categorical feature's values as text (``4`` is the
+        # category "4"), and the monitor counts a number there as a type mismatch.
+        coded = [f for f in cats if self.kinds[f] == "categorical" and t.stats(f).numbers]
+        cats = [f for f in cats if f not in coded]
         score_cols = self._score_floats()
         comp = (self.complement[0], t.floats(self.complement[1])) if self.complement else None
         preds = self._predictions()
@@ -294,6 +299,9 @@ class Resolved:
             for f, arr in nums.items():
                 x = float(arr[row])
                 feats[f] = None if x != x else x
+            for f in coded:  # number codes of a categorical feature: as its categories
+                v = vals[f][row]
+                feats[f] = category_value(v) if type(v) is int or type(v) is float else v
             for f in cats:
                 feats[f] = vals[f][row]
             event: dict[str, Any] = {

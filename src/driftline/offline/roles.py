@@ -222,7 +222,12 @@ def resolve(
             continue
         output = n in (res.prediction, res.label)
         st = table.stats(n)
-        kind, note = _kind(n, st, cm.types.get(n), output)
+        declared = cm.types.get(n)
+        if declared is None and n in table.categories and n in res.features:
+            declared = "categorical"  # as the data's own types say
+        kind, note = _kind(n, st, declared, output)
+        if note == "declared" and n not in cm.types:
+            note = "a category by its dtype"
         if n in res.features and kind != "datetime" and len(st.distinct) == 1 < st.present:
             # Not codes: a value that never changes, where any other value in the
             # current data is a data-quality alert.

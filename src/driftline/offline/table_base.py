@@ -134,6 +134,10 @@ class Table:
     source: str
     names: list[str]
     n_rows: int
+    #: Columns the source types as categories (a pandas ``category``, an Arrow
+    #: dictionary, a polars ``Categorical``/``Enum``): categorical features even when
+    #: their categories are numbers (``pd.Categorical([1, 2, 5])``).
+    categories: frozenset[str] = frozenset()
 
     def stats(self, name: str) -> ColumnStats:
         """Counts of the column's values by kind."""

@@ -74,8 +74,10 @@ class ValueTable(Table):
         integer_columns: Iterable[str] = (),
         exact: Mapping[str, NDArray[np.int64]] | None = None,
         lines: Sequence[int] | None = None,
+        categories: Iterable[str] = (),
     ) -> None:
         self.source = source
+        self.categories = frozenset(categories)
         self.names = list(columns)
         check_names(self.names, source)
         self._cols = dict(columns)
@@ -206,6 +208,7 @@ def _from_pandas(df: Any, source: str) -> ValueTable:
     cols: dict[str, Any] = {}
     ints: list[str] = []
     exact: dict[str, NDArray[np.int64]] = {}
+    categories = [str(n) for n in df.columns if isinstance(df[n].dtype, pd.CategoricalDtype)]
     for name in df.columns:
         s = df[name]
         dt = s.dtype
@@ -219,7 +222,7 @@ def _from_pandas(df: Any, source: str) -> ValueTable:
                 exact[key] = s.to_numpy(dtype=np.int64, na_value=0)
         else:
             cols[key] = _plain_list(s.tolist())
-    return ValueTable(source, cols, integer_columns=ints, exact=exact)
+    return ValueTable(source, cols, integer_columns=ints, exact=exact, categories=categories)
 
 
 def _from_arrow(table: Any, source: str) -> ValueTable:
@@ -228,6 +231,11 @@ def _from_arrow(table: Any, source: str) -> ValueTable:
     cols: dict[str, Any] = {}
     ints: list[str] = []
     exact: dict[str, NDArray[np.int64]] = {}
+    categories = [n for n in table.column_names if pa.types.is_dictionary(table.column(n).type)]
+    # pyarrow reads a pandas category of numbers back from Parquet as the numbers; the
+    # pandas metadata still says what it was
+    meta = (table.schema.pandas_metadata or {}).get("columns", [])
+    categories += [c["field_name"] for c in meta if c.get("pandas_type") == "categorical"]
     for name in table.column_names:
         col = table.column(name)
         t = col.type
@@ -251,7 +259,7 @@ def _from_arrow(table: Any, source: str) -> ValueTable:
             cols[key] = np.asarray(arr, dtype=np.float64)
         else:
             cols[key] = _plain_list(col.to_pylist())
-    return ValueTable(source, cols, integer_columns=ints, exact=exact)
+    return ValueTable(source, cols, integer_columns=ints, exact=exact, categories=categories)
 
 
 def _read_arrow_file(path: Path, kind: str) -> ValueTable:
@@ -497,6 +505,7 @@ class ConcatTable(Table):
                 )
         self.parts = list(parts)
         self.names = list(first.names)
+        self.categories = frozenset().union(*(t.categories for t in parts))
         self.source = f"{first.source} and {len(parts) - 1} more"
         self.n_rows = sum(t.n_rows for t in parts)
         self._starts = np.cumsum([0, *(t.n_rows for t in parts)])
@@ -586,8 +595,17 @@ def table_from(data: Any, source: str = "", encoding: str | None = None) -> Tabl
     if module == "pandas" and hasattr(data, "columns"):
         return _from_pandas(data, source or "DataFrame")
     if module == "polars" and hasattr(data, "columns"):
+        import polars as pl
+
         cols = data.to_dict(as_series=False)
-        return ValueTable(source or "DataFrame", {str(k): _plain_list(v) for k, v in cols.items()})
+        categories = [
+            str(k) for k, t in data.schema.items() if isinstance(t, pl.Categorical | pl.Enum)
+        ]
+        return ValueTable(
+            source or "DataFrame",
+            {str(k): _plain_list(v) for k, v in cols.items()},
+            categories=categories,
+        )
     if module == "pyarrow" and hasattr(data, "column_names"):
         if not hasattr(data, "column"):  # a RecordBatch: make it a table
             import pyarrow as pa
