@@ -1308,3 +1308,22 @@ def test_a_feature_constant_in_training_is_noted_as_constant_not_as_codes() -> N
     assert res.notes["switched"].startswith("constant: 1.0 in every row with a value;")
     assert res.notes["spare"] == "every value is missing"
     assert "codes?" not in res.describe()
+
+
+def test_columns_typed_as_categories_are_categorical_features() -> None:
+    """A pandas category, an Arrow dictionary and a polars Enum are categorical features
+    whatever their categories; the same numbers without that type are numeric."""
+    codes = [1, 2, 5, 2, 1, 5] * 50
+    frame = pd.DataFrame({"x": np.linspace(0, 1, 300), "code": pd.Categorical(codes)})
+    arrow = pa.table({"x": frame["x"], "code": pa.array(codes).dictionary_encode()})
+    assert pa.types.is_dictionary(arrow.schema.field("code").type)
+    assert resolve(table_from(frame)).kinds["code"] == "categorical"
+    assert resolve(table_from(arrow)).kinds["code"] == "categorical"
+    assert resolve(table_from(frame.assign(code=codes))).kinds["code"] == "numeric"
+    pl = require_module("polars")
+    enum = pl.Enum(["1", "2", "5"])
+    polars_frame = pl.DataFrame(
+        {"x": frame["x"], "code": pl.Series([str(c) for c in codes], dtype=enum)}
+    )
+    assert table_from(polars_frame).categories == {"code"}
+    assert resolve(table_from(polars_frame)).kinds["code"] == "categorical"
