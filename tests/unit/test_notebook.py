@@ -673,3 +673,43 @@ def test_number_codes_read_as_categories_replay_without_a_type_mismatch(tmp_path
         odd = stars[stars.statistic.isin(["type_mismatch_rate", "unseen_category_rate"])]
         assert (odd.value == 0).all(), (data, odd)
         assert len(result.alerts) == 0, (data, result.alerts[["kind", "feature"]])
+
+
+def test_numbered_predict_proba_columns_are_the_sorted_classes_probabilities() -> None:
+    """``proba_0``, ``proba_1``, ``proba_2`` beside the classes bronze, gold, silver (a
+    frame of ``predict_proba`` named by position): read by their names they were the
+    classes '0', '1', '2', which no prediction or label is, and with no note the log
+    loss read 11.8 and the Brier score 1.49. Now they are the classes in sorted order,
+    as scikit-learn's ``classes_``, and both figures are numpy's on the same rows."""
+    rng = np.random.default_rng(9)
+    classes = np.array(["bronze", "gold", "silver"])
+
+    def scored(n: int, start: str) -> Any:
+        x = rng.normal(size=(n, 3))
+        p = np.exp(x) / np.exp(x).sum(1, keepdims=True)
+        df = pd.DataFrame(
+            {
+                "id": np.arange(n),
+                "timestamp": pd.date_range(start, periods=n, freq="15min", tz="UTC"),
+                "a": x[:, 0],
+                "b": x[:, 1],
+                "prediction": classes[p.argmax(1)],
+            }
+        )
+        for i in range(3):
+            df[f"proba_{i}"] = p[:, i]
+        df["target"] = np.where(rng.random(n) < 0.75, df["prediction"], rng.choice(classes, n))
+        return df
+
+    ref = driftline.build_reference(scored(3000, "2026-01-01"), "tier", "1", show=False)
+    assert ref.columns is not None
+    assert ref.columns.scores == {"bronze": "proba_0", "gold": "proba_1", "silver": "proba_2"}
+    current = scored(3000, "2026-03-01")
+    now = driftline.monitor(current, ref, show=False).summary["tier"]["versions"]["1"]
+    rows = current[current["timestamp"] >= pd.Timestamp(now["period"][0], unit="ms", tz="UTC")]
+    assert len(rows) == now["labelled"]
+    p = rows[["proba_0", "proba_1", "proba_2"]].to_numpy()
+    truth = (rows["target"].to_numpy()[:, None] == classes[None, :]).astype(float)
+    assert now["accuracy"] == pytest.approx((rows["prediction"] == rows["target"]).mean(), abs=1e-6)
+    assert now["log_loss"] == pytest.approx(-np.log((p * truth).sum(1)).mean(), abs=1e-6)
+    assert now["brier"] == pytest.approx(((p - truth) ** 2).sum(1).mean(), abs=1e-6)

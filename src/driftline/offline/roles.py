@@ -253,6 +253,8 @@ def resolve(
         res.features.remove(n)
         res.excluded[n] = f"{what} are not a feature (the event time? {option('timestamp', n)})"
         res.notes.pop(n, None)
+    if not isinstance(cm.scores, Mapping):
+        _scores_by_position(res, given_scores)
     _scores(res, given_scores)
     _task(res, cm)
     if (
@@ -518,6 +520,34 @@ def _scores(res: Resolved, given: dict[str, str]) -> None:
         if res.kinds.get(col) not in ("numeric", None):
             raise InputError(f"{src}: score column {col!r} is {res.kinds[col]}, not numbers")
         res.kinds[col] = "numeric"
+
+
+def _scores_by_position(res: Resolved, given: dict[str, str]) -> None:
+    """Probability columns numbered ``proba_0`` ... ``proba_{k-1}`` where the model's
+    classes are ``k`` others (``bronze``, ``gold``, ``silver``): scikit-learn's
+    ``predict_proba`` columns, named by position, which are the classes in sorted order
+    (its ``classes_``). Read by the names alone, no score would be a class's, and log
+    loss and the Brier score would be nonsense. The classes are those of the prediction
+    and label columns, or the reference's."""
+    if len(given) < 2 or set(given) != {str(i) for i in range(len(given))}:
+        return
+    classes = set(res.known_classes)
+    for col in (res.prediction, res.label):
+        if col:
+            classes |= set(_class_names(res, col))
+    classes.discard("")
+    if len(classes) != len(given) or classes == set(given):
+        return
+    order = in_class_order(classes)
+    cols = [given.pop(str(i)) for i in range(len(order))]
+    given.update(zip(order, cols, strict=True))
+    for cls, col in zip(order, cols, strict=True):
+        res.notes[col] = f"class {cls!r}, by position"
+    res.remarks.append(
+        f"{', '.join(cols)} read as the probabilities of {', '.join(order)}: numbered "
+        "columns of predict_proba are the classes in sorted order (scikit-learn's "
+        f"classes_); {option('scores', 'CLASS=COLUMN')} says otherwise"
+    )
 
 
 def _vector_score(res: Resolved, col: str) -> bool:
