@@ -1327,3 +1327,29 @@ def test_columns_typed_as_categories_are_categorical_features() -> None:
     )
     assert table_from(polars_frame).categories == {"code"}
     assert resolve(table_from(polars_frame)).kinds["code"] == "categorical"
+
+
+def test_probabilities_as_percentages_or_raw_scores_are_one_line() -> None:
+    """A probability column saved as percentages (``73.2``) built a reference whose other
+    class had the probability ``1 - 73.2``, and the replay then refused every row
+    ('probability 73.2 outside 0..1'), each value a reason of its own. Now the roles
+    say so before any work, with the fix; a raw score (a logit) named as a class's
+    probability too."""
+    df = training_frame()
+    pct = df.drop(columns="proba_False").assign(proba_True=df["proba_True"] * 100)
+    with pytest.raises(InputError) as err:
+        resolve(table_from(pct))
+    assert "column 'proba_True' is read as the probability of class 'true'" in str(err.value)
+    assert "percentages? divide them by 100 (pandas: df['proba_True'] = " in str(err.value)
+    logits = df.drop(columns=["proba_False", "proba_True"]).assign(
+        score_true=np.log(df["proba_True"] / df["proba_False"])
+    )
+    with pytest.raises(InputError, match="a raw score .* is no probability: leave it out"):
+        resolve(table_from(logits))
+    fixed = pct.assign(proba_True=pct["proba_True"] / 100)
+    np.testing.assert_allclose(fixed["proba_True"], df["proba_True"], rtol=1e-15)
+    assert resolve(table_from(fixed)).scores == {"true": "proba_True"}
+    # a stray value is left to the row's own check
+    stray = df.drop(columns="proba_False")
+    stray.loc[7, "proba_True"] = 1.2
+    assert resolve(table_from(stray)).scores == {"true": "proba_True"}

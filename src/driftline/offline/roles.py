@@ -516,10 +516,41 @@ def _scores(res: Resolved, given: dict[str, str]) -> None:
             res.complement = (other, col)
             res.notes[col] = f"probability of class {cls!r}; {other!r} gets 1 - it"
     res.scores = given
-    for col in given.values():
+    for cls, col in given.items():
         if res.kinds.get(col) not in ("numeric", None):
             raise InputError(f"{src}: score column {col!r} is {res.kinds[col]}, not numbers")
         res.kinds[col] = "numeric"
+        _within_0_1(res, cls, col)
+
+
+def _within_0_1(res: Resolved, cls: str, col: str) -> None:
+    """A class's probability column must hold probabilities: percentages (``73.2``) or
+    raw scores (logits, margins) would build a reference of nonsense confidences, and
+    then every event would be refused ('probability 73.2 outside 0..1'). One line. A
+    few stray values are left to the rows' own checks (refused, or set aside).
+
+    Raises
+    ------
+    InputError
+        More than 1% of the values of ``col`` outside 0..1.
+    """
+    v = res.table.floats(col)
+    v = v[~np.isnan(v)]
+    if not v.size or ((v < 0.0) | (v > 1.0)).mean() <= 0.01:
+        return
+    lo, hi = float(v.min()), float(v.max())
+    if lo >= 0.0 and hi <= 100.0:
+        fix = f"percentages? divide them by 100 (pandas: df[{col!r}] = df[{col!r}] / 100)"
+    else:
+        fix = (
+            f"a raw score (a logit, a margin) is no probability: leave it out "
+            f"({option('exclude', col)}) or name the probability columns "
+            f"({option('scores', 'CLASS=COLUMN')})"
+        )
+    raise InputError(
+        f"{res.table.source}: column {col!r} is read as the probability of class {cls!r} "
+        f"but holds values from {lo:g} to {hi:g}, outside 0..1: {fix}"
+    )
 
 
 def _scores_by_position(res: Resolved, given: dict[str, str]) -> None:
