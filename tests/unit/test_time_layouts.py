@@ -133,3 +133,28 @@ def test_refusals_that_differ_in_their_values_are_one_reason(tmp_path: Path) -> 
         "(first at line 2: '31.02.2026', '%d.%m.%Y'); "
         "1 x column 'age': the value is missing (first at line 9)"
     )
+
+
+def test_probabilities_outside_0_1_are_one_reason_that_keeps_the_class() -> None:
+    """Events whose probabilities are percentages were each a reason of their own, with
+    the class elided and the value kept ("12 x scores.'…': probability 34.8 outside
+    0..1 ...; 810 other reasons"). The class is a name and the number a value."""
+    from driftline.contract.checks import check_prediction
+
+    run = OfflineRun()
+    for i, p in enumerate([34.8, 47.3, 91.0]):
+        event = {
+            "prediction_id": f"p{i}",
+            "model_id": "churn",
+            "model_version": "1",
+            "timestamp": 1767225600000,
+            "features": {"age": 41},
+            "prediction": "yes",
+            "scores": {"yes": p},
+        }
+        reason = check_prediction(event)
+        assert reason is not None and str(p) in reason
+        run.refused.append((f"line {i + 1}", reason))
+    summary = run.refusal_summary()
+    assert summary.startswith("3 x scores.'yes': probability … outside 0..1"), summary
+    assert summary.endswith("(first at line 1: 34.8)"), summary

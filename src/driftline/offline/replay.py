@@ -261,7 +261,7 @@ class OfflineRun:
         top = sorted(counts.items(), key=lambda kv: -kv[1][0])
         parts = []
         for key, (n, where, first) in top[:limit]:
-            values = [m[1] for m in _QUOTED.findall(first) if not m[0]]
+            values = [m[2] or m[3] for m in _QUOTED.finditer(first) if not m[1]]
             shown = f"{where}: {', '.join(values)}" if n > 1 and values else where
             parts.append(f"{n:,} x {key if n > 1 else first} (first at {shown})")
         if len(top) > limit:
@@ -269,13 +269,16 @@ class OfflineRun:
         return "; ".join(parts)
 
 
-#: A quoted name or value in a refusal reason: ``column 'age'`` names a column (kept),
-#: any other quoted text is a value.
-_QUOTED = re.compile(r"(column )?('[^']*')")
+#: A quoted name or value in a refusal reason: ``column 'age'`` names a column and
+#: ``scores.'yes'`` a class (kept), any other quoted text is a value, and so is the
+#: number of ``probability 34.8 outside 0..1``.
+_QUOTED = re.compile(r"(column |\.)?('[^']*')|(?<=probability )(-?\d[\d.e+-]*)")
 
 
 def _elide_value(m: re.Match[str]) -> str:
-    return m[0] if m[1] else "'…'"
+    if m[1]:
+        return m[0]
+    return "'…'" if m[2] is not None else "…"
 
 
 class _SlowLoop:
