@@ -713,3 +713,24 @@ def test_numbered_predict_proba_columns_are_the_sorted_classes_probabilities() -
     assert now["accuracy"] == pytest.approx((rows["prediction"] == rows["target"]).mean(), abs=1e-6)
     assert now["log_loss"] == pytest.approx(-np.log((p * truth).sum(1)).mean(), abs=1e-6)
     assert now["brier"] == pytest.approx(((p - truth) ** 2).sum(1).mean(), abs=1e-6)
+
+
+def test_labels_not_yet_given_are_left_out_as_in_a_table_of_predictions(
+    frames: tuple[Any, Any], ref: driftline.Reference
+) -> None:
+    """A labels export of every prediction, blank where no label came back yet (a
+    nullable column with ``pd.NA``): each blank was refused ('the label is missing'),
+    1,000 refused rows and exit status 2 for data that is as it should be, where a
+    table's own label column simply has no label there. Now they are left out with a
+    note, and the run is the one of the labels table without those rows."""
+    current = frames[1]
+    labels = current[["id", "target"]].astype({"target": "boolean"})
+    labels.loc[labels.index[2000:], "target"] = pd.NA
+    got = driftline.monitor(current.drop(columns="target"), ref, labels=labels, show=False)
+    want = driftline.monitor(
+        current.drop(columns="target"), ref, labels=labels.dropna(), show=False
+    )
+    assert len(got.refused) == 0
+    assert got.summary == want.summary
+    assert got.performance.equals(want.performance)
+    assert got.run.labels == want.run.labels == 2000

@@ -149,6 +149,12 @@ def open_labels(
     cm, told = _as_recorded(table, cm, recorded, ("id", "label"), hint)
     res = resolve(table, cm, labels=True, classes=classes)
     res.remarks.extend(told)
+    unlabelled = table.stats(res.label).missing if res.label else 0
+    if unlabelled:
+        res.remarks.append(
+            f"{unlabelled:,} rows without a label (not labelled yet?): left out, as rows "
+            "without one in a table of predictions"
+        )
     if res.model is not None:
         if model_id:
             res.keep_only(model_id, None)

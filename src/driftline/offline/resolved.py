@@ -443,7 +443,9 @@ class Resolved:
                 if self._left_out(row_model, row_version):
                     continue  # another model's label: left out, and said so (keep_only)
             if labels[row] is None:
-                yield where, None, f"column {self.label!r}: the label is missing"
+                # not labelled yet (an export of every prediction with its label, blank
+                # where none came back), as a table's own label column: no label, and
+                # the roles table says how many
                 continue
             try:
                 pid = _id_text(vals[self.id][row])
