@@ -229,13 +229,11 @@ def resolve(
         if note == "declared" and n not in cm.types:
             note = "a category by its dtype"
         if n in res.features and kind != "datetime" and len(st.distinct) == 1 < st.present:
-            # Not codes: a value that never changes, where any other value in the
-            # current data is a data-quality alert.
+            # Not codes: a value that never changes (in training data, any other value
+            # later is out of range, a data-quality alert; in current data, a stuck
+            # input). The note says only what this table shows.
             rows = "every row with a value" if st.missing else "every row"
-            note = (
-                f"constant: {next(iter(st.distinct))} in {rows}; another value later is "
-                "out of range (a data-quality alert)"
-            )
+            note = f"constant: {next(iter(st.distinct))} in {rows}"
         res.kinds[n] = kind
         if note and n != res.id:
             res.notes[n] = note
