@@ -201,7 +201,7 @@ def test_every_detectors_statistic_says_what_it_is():
     acc = by_detector["window_accuracy"]
     drop = 100 * (acc["statistic"] - acc["threshold"])
     assert drop < 0
-    stat = f"acc {acc['statistic']:.1%} ({drop:+.1f} pts)"
+    stat = f"acc {acc['statistic']:.1%} ({-drop:.1f} pts below the threshold)"
     assert f"stat={stat} thr={acc['threshold']:.1%} " in format_alert(acc)
     assert _figures_cell(acc) == html.escape(f"{stat} / {acc['threshold']:.1%}")
 

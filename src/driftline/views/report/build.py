@@ -157,9 +157,10 @@ def figure(detector: str, kind: str, statistic: str, value: Any) -> tuple[str, s
 def alert_figures(a: Mapping[str, Any]) -> tuple[str, str]:
     """An alert's statistic and threshold as every view shows them (the terminal line,
     the report's and the status page's alert tables): the statistic named and with its
-    unit (:func:`figure`), the threshold with its unit; an accuracy says its drop
-    (``acc 84.4% (-6.1 pts)``, ``90.5%``). Its statistic is its feature's top entry's
-    (a window test's or a data-quality rate's name)."""
+    unit (:func:`figure`), the threshold with its unit; an accuracy says how far it is
+    from its threshold (``acc 84.4% (6.1 pts below the threshold)``, ``90.5%``). Its
+    statistic is its feature's top entry's (a window test's or a data-quality rate's
+    name)."""
     top = a.get("top_features") or []
     statistic = next(
         (t.get("statistic", "") for t in top if t.get("feature") == a.get("feature")), ""
@@ -168,7 +169,10 @@ def alert_figures(a: Mapping[str, Any]) -> tuple[str, str]:
     _, thr = figure(a["detector"], a["kind"], statistic, a["threshold"])
     thr = thr.removeprefix("+")  # a margin over the reference, not a signed change
     if a["detector"] == "window_accuracy" and stat != "—" and thr != "—":
-        stat += f" ({100 * (float(a['statistic']) - float(a['threshold'])):+.1f} pts)"
+        # measured from the threshold shown beside it, not from the reference's accuracy
+        # (the alert does not carry that): a bare "-6.6 pts" read as the drop from it
+        d = 100 * (float(a["statistic"]) - float(a["threshold"]))
+        stat += f" ({abs(d):.1f} pts {'below' if d < 0 else 'above'} the threshold)"
     return (f"{name} {stat}" if name else stat), thr
 
 
