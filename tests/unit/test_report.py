@@ -276,3 +276,20 @@ def test_alerts_name_output_signals_as_people_read_them():
     assert "class mix 0.3 sd, &lt;b&gt;age&lt;/b&gt; 0.2 sd" in html and "__" not in html
     assert signal_name("__multivariate__") == "joint (multivariate)"
     assert signal_name("tenure") == "tenure"
+
+
+def test_the_data_quality_table_names_unknown_features_as_people_read_them():
+    """A renamed feature raises the data-quality signal on ``__unknown_features__``: the
+    report's data-quality table printed that internal name; it reads "unknown
+    features", and a feature keeps its own name (escaped)."""
+    from driftline.views.report.render import _quality_section
+
+    row = {"label": "unknown", "latest": 1.0, "peak": 1.0, "threshold": 0.05, "over": 3}
+    d = {
+        "quality": [{**row, "feature": "__unknown_features__"}, {**row, "feature": "<b>x</b>"}],
+        "quality_more": 0,
+        "quality_checks": 8,
+    }
+    html = _quality_section(d)
+    assert "<td>unknown features</td>" in html and "__" not in html
+    assert "<td>&lt;b&gt;x&lt;/b&gt;</td>" in html

@@ -258,7 +258,7 @@ def _quality_section(d: Mapping[str, Any]) -> str:
         )
     rows = "".join(
         "<tr>"
-        f"<td>{_e(q['feature'])}</td><td>{_e(q['label'])}</td>"
+        f"<td>{_e(signal_name(q['feature']))}</td><td>{_e(q['label'])}</td>"
         f"<td class=num>{_num(q['latest'])}</td><td class=num>{_num(q['peak'])}</td>"
         f"<td class=num>{_num(q['threshold'])}</td><td class=num>{q['over']}</td>"
         "</tr>"
