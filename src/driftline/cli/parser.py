@@ -51,9 +51,7 @@ class DriftlineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         hint = self._file_hint(message)
-        self.exit(
-            2, f"driftline: error: {self.prog}: {message}{hint} (see {self.prog} --help)\n"
-        )
+        self.exit(2, f"driftline: error: {self.prog}: {message}{hint} (see {self.prog} --help)\n")
 
     def _file_hint(self, message: str) -> str:
         """``; x.csv: a file is given with --events`` when a word that names a file
@@ -188,6 +186,20 @@ def add_mapping_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--dry-run", action="store_true", help="print the columns' roles and types, then stop"
+    )
+
+
+def _add_follow_options(p: argparse.ArgumentParser, topics: str, what: str) -> None:
+    """Where a command that follows a topic starts, and whether it keeps following:
+    ``--since-start``, ``--since``, ``--no-follow`` (``alerts``, ``dead-letters``)."""
+    p.add_argument("--since-start", action="store_true", help=f"from {topics} beginning")
+    p.add_argument(
+        "--since",
+        help=f"from {what} since: ISO time (2026-01-01T10:00Z), epoch ms, "
+        "or a duration back from now (30m, 1h, 7d)",
+    )
+    p.add_argument(
+        "--no-follow", action="store_true", help="print the history up to now, then exit"
     )
 
 
@@ -378,15 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_mapping_options(rp)
 
     al = sub.add_parser("alerts", help="follow the alert topic (or show its history)")
-    al.add_argument("--since-start", action="store_true", help="from the topic's beginning")
-    al.add_argument(
-        "--since",
-        help="from alerts published since: ISO time (2026-01-01T10:00Z), epoch ms, "
-        "or a duration back from now (30m, 1h, 7d)",
-    )
-    al.add_argument(
-        "--no-follow", action="store_true", help="print the history up to now, then exit"
-    )
+    _add_follow_options(al, "the topic's", "alerts published")
     al.add_argument("--model", help="only these models (comma-separated)")
     al.add_argument("--kind", help="only these kinds, e.g. input_drift,concept_drift")
     al.add_argument("--severity", help="only these severities, e.g. warning,critical")
@@ -395,15 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         "dead-letters",
         help="show refused records and why (the dead-letter topics), one line each",
     )
-    dl.add_argument("--since-start", action="store_true", help="from the topics' beginning")
-    dl.add_argument(
-        "--since",
-        help="from dead letters since: ISO time (2026-01-01T10:00Z), epoch ms, "
-        "or a duration back from now (30m, 1h, 7d)",
-    )
-    dl.add_argument(
-        "--no-follow", action="store_true", help="print the history up to now, then exit"
-    )
+    _add_follow_options(dl, "the topics'", "dead letters")
     dl.add_argument(
         "--topic",
         help="whose dead letters, comma-separated: predictions, labels, alerts "
@@ -434,8 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         nargs="+",
         metavar="FILE",
-        help="labels for --events (one file or several): accuracy and concept drift in the "
-        "report",
+        help="labels for --events (one file or several): accuracy and concept drift in the report",
     )
     rep.add_argument(
         "--labels-columns",
