@@ -27,7 +27,7 @@ from driftline.offline.replay import (
     jsonl_labels,
     run_offline,
 )
-from driftline.offline.resolved import label_as_class
+from driftline.offline.resolved import label_as_class, label_keys
 from driftline.offline.roles import ColumnMap, Resolved, resolve
 from driftline.offline.table_base import Table, file_type
 from driftline.offline.tables import (
@@ -166,7 +166,7 @@ def open_labels(
 
 def _mapped_labels(source: EventSource, label_map: Mapping[str, str]) -> EventSource:
     """Label events with their labels through ``label_map`` (:attr:`ColumnMap.label_map`)."""
-    lowered = {str(k).lower(): str(v) for k, v in label_map.items()}
+    lowered = label_keys(label_map)
     for where, event, reason in source:
         if event is not None:
             event = {**event, "label": label_as_class(event["label"], lowered)}

@@ -28,7 +28,7 @@ from driftline.offline.options import option
 from driftline.offline.table_base import Table
 from driftline.offline.times import time_ms
 
-__all__ = ["Kind", "Resolved", "in_class_order", "is_number", "label_as_class"]
+__all__ = ["Kind", "Resolved", "in_class_order", "is_number", "label_as_class", "label_keys"]
 
 Kind = Literal["numeric", "categorical", "boolean", "datetime"]
 
@@ -582,6 +582,12 @@ def is_number(s: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def label_keys(label_map: Mapping[Any, Any] | None) -> dict[str, str]:
+    """A user's label map (:attr:`ColumnMap.label_map`) as :func:`label_as_class` reads
+    it: text keys in lower case (labels match in any case), classes as text."""
+    return {str(k).lower(): str(v) for k, v in (label_map or {}).items()}
 
 
 def label_as_class(v: Any, label_map: Mapping[str, str]) -> Any:

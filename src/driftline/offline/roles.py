@@ -55,7 +55,14 @@ from driftline.offline.column_names import (
     score_class,
 )
 from driftline.offline.options import option
-from driftline.offline.resolved import Kind, Resolved, in_class_order, is_number, label_as_class
+from driftline.offline.resolved import (
+    Kind,
+    Resolved,
+    in_class_order,
+    is_number,
+    label_as_class,
+    label_keys,
+)
 from driftline.offline.table_base import ColumnStats, Table
 from driftline.offline.times import TIME_TEXT, epoch_times, infer_layout
 
@@ -147,7 +154,7 @@ def resolve(
     for col in [*cm.exclude, *(cm.features or ()), *cm.types]:
         known(col, "features/exclude/types")
     res = Resolved(table, labels=labels, known_classes=in_class_order(set(classes)))
-    res.label_map = {str(k).lower(): str(v) for k, v in (cm.label_map or {}).items()}
+    res.label_map = label_keys(cm.label_map)
     taken: set[str] = set(given_scores.values()) | set(cm.exclude)
     for col in cm.exclude:
         res.excluded[col] = "excluded"
