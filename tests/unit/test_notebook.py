@@ -734,3 +734,74 @@ def test_labels_not_yet_given_are_left_out_as_in_a_table_of_predictions(
     assert got.summary == want.summary
     assert got.performance.equals(want.performance)
     assert got.run.labels == want.run.labels == 2000
+
+
+def test_codes_with_leading_zeros_in_a_csv_are_text_categories(tmp_path: Path) -> None:
+    """Zip codes in a CSV ('01234', '02139') were read as the numbers 1234 and 2139 and
+    watched as a numeric feature. Now a column with numbers written with leading zeros
+    is a code, read as its text (pandas' ``read_csv(dtype=str)`` as the oracle), with a
+    note; the reference equals the Parquet export's, where the codes are strings. A
+    reference built before, that holds them as numbers, still reads them as numbers."""
+    from driftline.offline.roles import resolve
+    from driftline.offline.tables import read_table, read_tables
+
+    rng = np.random.default_rng(12)
+    n = 3000
+    x = rng.normal(size=n)
+    df = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "timestamp": pd.date_range("2026-01-01", periods=n, freq="7min", tz="UTC"),
+            "zip": rng.choice(["01234", "02139", "10001", "90210", "07030"], n),
+            "share": rng.choice([0.5, 0.0, 1.5], n),  # 0 and 0.5 are not codes
+            "x": x,
+            "prediction": (x > 0).astype(int),
+        }
+    )
+    df.loc[7, "zip"] = None
+    df.to_csv(tmp_path / "train.csv", index=False)
+    df.to_parquet(tmp_path / "train.parquet")
+    oracle = pd.read_csv(tmp_path / "train.csv", dtype={"zip": str})["zip"]
+    table = read_table(tmp_path / "train.csv")
+    assert table.values(["zip"])["zip"] == [None if v != v else v for v in oracle]
+    res = resolve(table)
+    assert res.kinds["zip"] == "categorical" and res.kinds["share"] == "numeric"
+    assert "written with leading zeros (0" in res.notes["zip"], res.describe()
+    assert "share" not in table.text_codes
+    by_csv = driftline.build_reference(tmp_path / "train.csv", "m", "1", show=False)
+    by_parquet = driftline.build_reference(tmp_path / "train.parquet", "m", "1", show=False)
+    zip_profile = by_csv.profile.features["zip"]
+    assert zip_profile.kind == "categorical"
+    assert set(zip_profile.categories) == {"01234", "02139", "10001", "90210", "07030"}
+    same = by_parquet.profile.features["zip"]
+    assert zip_profile.categories == same.categories
+    np.testing.assert_array_equal(zip_profile.counts, same.counts)
+    # A day's file with no leading zero in it reads its codes as text too, as one table
+    # with a file that has them.
+    late = df.iloc[2000:].assign(zip=rng.choice(["10001", "90210"], n - 2000))
+    late.to_csv(tmp_path / "late.csv", index=False)
+    both = read_tables([tmp_path / "train.csv", tmp_path / "late.csv"])
+    assert resolve(both).kinds["zip"] == "categorical"
+    assert set(both.values(["zip"])["zip"][-(n - 2000) :]) == {"10001", "90210"}
+    for ref, data in ((by_csv, tmp_path / "train.csv"), (by_csv, tmp_path / "late.csv")):
+        result = driftline.monitor(data, ref, show=False)
+        w = result.windows
+        odd = w[
+            (w.feature == "zip") & w.statistic.isin(["type_mismatch_rate", "unseen_category_rate"])
+        ]
+        assert len(odd) and (odd.value == 0).all(), (data, odd)
+    # --types zip=numeric reads the numbers.
+    declared = resolve(
+        read_table(tmp_path / "train.csv"), driftline.ColumnMap(types={"zip": "numeric"})
+    )
+    assert declared.kinds["zip"] == "numeric"
+    # A reference of the numbers (as built before): the CSV is read as they were.
+    old = driftline.build_reference(pd.read_csv(tmp_path / "train.csv"), "m", "1", show=False)
+    assert old.profile.features["zip"].kind == "numeric"
+    result = driftline.monitor(tmp_path / "train.csv", old, show=False)
+    w = result.windows
+    assert (
+        not (w[w.feature == "zip"].statistic == "type_mismatch_rate").any()
+        or (w[(w.feature == "zip") & (w.statistic == "type_mismatch_rate")].value == 0).all()
+    )
+    assert len(result.alerts) == 0, result.alerts

@@ -2,7 +2,10 @@
 
 CSV has no types, so its cells are read as text: empty, ``NA``, ``NaN``, ``null``,
 ``None`` (and the like) are missing; ``True``/``False`` in any case are booleans;
-what ``float()`` reads is a number; the rest is a string. A CSV file is read twice
+what ``float()`` reads is a number; the rest is a string. A column with a number
+written with leading zeros (``01234``, ``007``: zip codes, account numbers, product
+codes; not ``0`` or ``0.5``) is a code: read as its text, so ``01234`` stays ``01234``
+and is a category, not the number 1234 (:attr:`CsvTable.text_codes`). A CSV file is read twice
 (numbers on the first pass, the text of the columns that need it on the second), so
 half a million rows of twenty columns stay well under a gigabyte. A ``.csv`` file is
 separated by what splits its header line into the most fields: where the comma is the
@@ -80,6 +83,16 @@ def _float_comma(tok: str) -> float:
     return float(tok)
 
 
+#: A cell that is a number written with leading zeros (``01234``, ``00``), at the start
+#: of a line of the column's cells joined by newlines.
+_LEADING_ZERO = re.compile(r"^0[0-9]+$", re.MULTILINE)
+
+
+def _leading_zeros(tok: str) -> bool:
+    """Whether ``tok`` is digits only and starts with a zero (``01234``; not ``0``)."""
+    return len(tok) > 1 and tok[0] == "0" and tok.isascii() and tok.isdigit()
+
+
 #: Separators a ``.csv`` file may use, by preference when its header splits alike.
 _SEPARATORS = (",", ";", "\t", "|")
 
@@ -113,6 +126,12 @@ class CsvTable(Table):
 
     def __init__(self, path: Path, delimiter: str = ",", encoding: str | None = None) -> None:
         self.path = path
+        #: Columns read as text for their numbers written with leading zeros, each
+        #: with the first such cell (``{"zip": "01234"}``).
+        self.text_codes: dict[str, str] = {}
+        #: The numbers' reading of the columns read as text (:meth:`as_numbers`).
+        self._as_read: dict[str, tuple[ColumnStats, NDArray[np.float64], NDArray[np.bool_]]] = {}
+        codes: dict[int, str] = {}
         self.source = path.name
         self.delimiter = delimiter
         #: The file's text encoding as the user gave it (``None``: UTF-8).
@@ -156,7 +175,7 @@ class CsvTable(Table):
                     lines.append(reader.line_num)
                     chunk.append(cells)
                     if len(chunk) == CHUNK_ROWS:
-                        self._read_chunk(chunk, row, stats, texts, numeric)
+                        self._read_chunk(chunk, row, stats, texts, numeric, codes)
                         row += len(chunk)
                         chunk = []
                         if row % PROGRESS_ROWS == 0:
@@ -166,7 +185,7 @@ class CsvTable(Table):
             except UNREADABLE as exc:
                 raise unreadable(path, reader.line_num, exc, encoding) from None
             if chunk:
-                self._read_chunk(chunk, row, stats, texts, numeric)
+                self._read_chunk(chunk, row, stats, texts, numeric, codes)
                 row += len(chunk)
             show(row, True)
         self.n_rows = row
@@ -184,6 +203,9 @@ class CsvTable(Table):
         self._values: dict[str, list[Any]] = {
             n: t for n, t in zip(self.names, texts, strict=True) if t is not None
         }
+        for j in sorted(codes):
+            self.text_codes[self.names[j]] = codes[j]
+        self.as_text(list(self.text_codes))
 
     def _read_chunk(
         self,
@@ -192,6 +214,7 @@ class CsvTable(Table):
         stats: list[ColumnStats],
         texts: list[list[Any] | None],
         numeric: list[bool],
+        codes: dict[int, str],
     ) -> None:
         missing = MISSING_TOKENS
         nan = math.nan
@@ -205,10 +228,17 @@ class CsvTable(Table):
                     numeric[j] = False
                 else:
                     self._numbers(j, arr, st)
+                    if j not in codes:
+                        # one search of the chunk's cells, not a Python test of each
+                        found = _LEADING_ZERO.search("\n".join(toks))
+                        if found is not None:
+                            codes[j] = found.group()
                     continue
             if texts[j] is None:  # the column turned out not to be numbers: keep its text
                 texts[j] = [] if row0 == 0 else None
-            self._mixed(j, toks, row0, st, texts[j])
+            code = self._mixed(j, toks, row0, st, texts[j])
+            if code is not None and j not in codes:
+                codes[j] = code
 
     def _numbers(self, j: int, arr: NDArray[np.float64], st: ColumnStats) -> None:
         nan = np.isnan(arr)
@@ -227,7 +257,9 @@ class CsvTable(Table):
 
     def _mixed(
         self, j: int, toks: Sequence[str], row0: int, st: ColumnStats, keep: list[Any] | None
-    ) -> None:
+    ) -> str | None:
+        """Count a chunk's cells of a column that is not all numbers; the first cell
+        written with leading zeros, if any."""
         counts = Counter(toks)
         seen = {tok: csv_cell(tok, self.decimal_comma) for tok in counts}
         vals = [seen[t] for t in toks]
@@ -253,6 +285,46 @@ class CsvTable(Table):
         )
         if keep is not None:
             keep.extend(vals)
+        return next((tok for tok in counts if _leading_zeros(tok)), None)
+
+    def as_text(self, names: Sequence[str]) -> bool:
+        """Read columns ``names`` as their cells' text (a missing cell is None): a code
+        written with leading zeros (``01234``) stays as written. Their statistics are
+        those of strings and :meth:`floats` NaN; :meth:`as_numbers` reads one as numbers
+        again."""
+        want = [n for n in names if n not in self._as_read]
+        if not want:
+            return True
+        idx = [self.names.index(n) for n in want]
+        cols: list[list[Any]] = [[] for _ in want]
+        missing = MISSING_TOKENS
+        with open_text(self.path, self.encoding) as fh:
+            reader = csv.reader(fh, delimiter=self.delimiter)
+            next(reader)
+            for cells in reader:
+                if cells:
+                    for c, j in enumerate(idx):
+                        tok = cells[j]
+                        cols[c].append(None if tok in missing else tok)
+        for n, col in zip(want, cols, strict=True):
+            self._as_read[n] = (self._stats[n], self._floats[n], self._odd[n])
+            st = ColumnStats()
+            for row, v in enumerate(col):
+                st.see(row, v)
+            self._stats[n] = st
+            self._values[n] = col
+            self._floats[n] = np.full(len(col), np.nan)
+            self._odd[n] = np.array([v is not None for v in col], np.bool_)
+        return True
+
+    def as_numbers(self, name: str) -> None:
+        """Read column ``name``, read as text by :meth:`as_text`, as numbers again (as
+        before codes with leading zeros were read as text: a reference built so)."""
+        read = self._as_read.pop(name, None)
+        if read is not None:
+            self._stats[name], self._floats[name], self._odd[name] = read
+            del self._values[name]
+        self.text_codes.pop(name, None)
 
     def stats(self, name: str) -> ColumnStats:
         return self._stats[name]

@@ -247,8 +247,28 @@ def _compare_features(res: Resolved, ref: ReferenceProfile) -> None:
         and res.notes.get(f) != "declared"
     ]
     for f in coded:
+        # the CSV's text, as the reference holds it: a code 01234 is not '1234'
+        res.table.as_text([f])
         res.kinds[f] = "categorical"
         res.notes[f] = "categorical, as in the reference"
+    # Codes with leading zeros in a CSV file that a reference built before they were
+    # read as text holds as numbers: read as numbers again, the reference's bins.
+    numbers = [
+        f
+        for f in res.features
+        if f in known
+        and ref.features[f].kind == "numeric"
+        and f in res.table.text_codes
+        and res.kinds[f] == "categorical"
+        and res.notes.get(f) != "declared"
+    ]
+    for f in numbers:
+        res.table.as_numbers(f)
+        res.kinds[f] = "numeric"
+        res.notes[f] = (
+            "numbers, as in the reference (built when codes with leading zeros were read "
+            "as numbers; rebuild it to watch them as codes)"
+        )
     read = set(res.features)
     gone = [f for f in ref.features if f not in read]
     if new:

@@ -228,13 +228,20 @@ def resolve(
         if n in res.excluded and n not in cm.types:
             continue
         output = n in (res.prediction, res.label)
-        st = table.stats(n)
         declared = cm.types.get(n)
+        if declared == "numeric" and n in table.text_codes:
+            table.as_numbers(n)  # codes with leading zeros declared numbers: as such
+        st = table.stats(n)
         if declared is None and n in table.categories and n in res.features:
             declared = "categorical"  # as the data's own types say
         kind, note = _kind(n, st, declared, output)
         if note == "declared" and n not in cm.types:
             note = "a category by its dtype"
+        elif declared is None and n in table.text_codes and kind == "categorical":
+            note = (
+                f"written with leading zeros ({table.text_codes[n]}): a code, read as text "
+                f"({option('types', f'{n}=numeric')} reads numbers)"
+            )
         if n in res.features and kind != "datetime" and len(st.distinct) == 1 < st.present:
             # Not codes: a value that never changes (in training data, any other value
             # later is out of range, a data-quality alert; in current data, a stuck

@@ -17,10 +17,11 @@ import io
 import lzma
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, Any
 
 import numpy as np
@@ -138,6 +139,17 @@ class Table:
     #: dictionary, a polars ``Categorical``/``Enum``): categorical features even when
     #: their categories are numbers (``pd.Categorical([1, 2, 5])``).
     categories: frozenset[str] = frozenset()
+    #: Columns of numbers written with leading zeros (``01234``: a zip code, a product
+    #: code), read as their text: codes, not numbers. Each with its first such value.
+    text_codes: Mapping[str, str] = MappingProxyType({})
+
+    def as_text(self, names: Sequence[str]) -> bool:
+        """Read columns ``names`` as the text they are written in, where the source has
+        text (a CSV file: ``01234`` stays ``01234``); False where it has none."""
+        return False
+
+    def as_numbers(self, name: str) -> None:
+        """Read column ``name`` of :attr:`text_codes` as numbers again."""
 
     def stats(self, name: str) -> ColumnStats:
         """Counts of the column's values by kind."""

@@ -510,6 +510,25 @@ class ConcatTable(Table):
         self.n_rows = sum(t.n_rows for t in parts)
         self._starts = np.cumsum([0, *(t.n_rows for t in parts)])
         self._stats: dict[str, ColumnStats] = {}
+        # A code with leading zeros in one file (01234) is text in every file: 90210 in
+        # another is the code '90210' too.
+        self.text_codes: dict[str, str] = {}
+        for t in parts:
+            for n, code in t.text_codes.items():
+                self.text_codes.setdefault(n, code)
+        self.as_text(list(self.text_codes))
+
+    def as_text(self, names: Sequence[str]) -> bool:
+        done = all([t.as_text(names) for t in self.parts])
+        for n in names:
+            self._stats.pop(n, None)
+        return done
+
+    def as_numbers(self, name: str) -> None:
+        for t in self.parts:
+            t.as_numbers(name)
+        self.text_codes.pop(name, None)
+        self._stats.pop(name, None)
 
     def stats(self, name: str) -> ColumnStats:
         st = self._stats.get(name)
