@@ -1353,3 +1353,75 @@ def test_probabilities_as_percentages_or_raw_scores_are_one_line() -> None:
     stray = df.drop(columns="proba_False")
     stray.loc[7, "proba_True"] = 1.2
     assert resolve(table_from(stray)).scores == {"true": "proba_True"}
+
+
+def test_label_columns_named_otherwise_are_the_label_where_they_fit_the_output() -> None:
+    """A label named ``is_fraud``, ``fraud_label``, ``segment_true``, ``true_segment``,
+    ``actual_segment`` ... was read as a feature (the model's truth, drifting with it)
+    unless ``--label`` named it. Now it is the label, with a note naming it and how to
+    keep it a feature, where its values are the model's classes; a feature named so
+    whose values are not (``true_range``), a boolean feature (``is_member``), a column
+    the reference holds as a feature, and two such columns stay features."""
+    rng = np.random.default_rng(21)
+    n = 600
+    base = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "x": rng.normal(size=n),
+            "is_member": rng.random(n) < 0.3,
+            "prediction": rng.integers(0, 3, n),
+        }
+    )
+    classes = rng.integers(0, 3, n)
+    for name in (
+        "is_fraud",
+        "fraud_label",
+        "segment_true",
+        "true_segment",
+        "y_true_segment",
+        "actual_segment",
+        "segment_actual",
+        "segment_target",
+    ):
+        res = resolve(table_from(base.assign(**{name: classes})))
+        assert res.label == name and name not in res.features, name
+        assert "is_member" in res.features and res.kinds["is_member"] == "boolean"
+        text = res.describe()
+        assert f"note: {name} read as the label: named like one" in text, text
+        assert "(--label COLUMN names another; --label '' keeps it a feature)" in text, text
+        kept = resolve(table_from(base.assign(**{name: classes})), ColumnMap(label=""))
+        assert kept.label is None and name in kept.features
+        known = resolve(table_from(base.assign(**{name: classes})), known_features=[name])
+        assert known.label is None and name in known.features
+    # text classes, booleans
+    words = np.array(["basic", "pro", "team"])
+    named = base.assign(prediction=words[classes], plan_true=words[rng.integers(0, 3, n)])
+    assert resolve(table_from(named)).label == "plan_true"
+    flags = base.assign(prediction=rng.random(n) < 0.2, is_churn=rng.random(n) < 0.2)
+    assert resolve(table_from(flags)).label == "is_churn"
+    for name, values in (
+        ("true_range", rng.normal(size=n)),  # numbers that are no class
+        ("count_true", rng.integers(0, 40, n)),
+        ("y_pred_label", classes),  # an output's name
+        ("is_weekend", rng.integers(0, 2, n)),  # not a label's name
+    ):
+        res = resolve(table_from(base.assign(**{name: values})))
+        assert res.label is None and name in res.features, name
+    # without a model output, nothing says what the label's values should be
+    res = resolve(table_from(base.drop(columns="prediction").assign(is_fraud=classes % 2)))
+    assert res.label is None and "is_fraud" in res.features
+    two = resolve(table_from(base.assign(fraud_label=classes, segment_true=classes)))
+    assert two.label is None
+    assert "fraud_label, segment_true read as features but each named like the label" in (
+        two.describe()
+    )
+    # a regression: a value on the predictions' scale
+    price = rng.lognormal(5, 0.3, n)
+    reg = base.assign(prediction=price * 1.05, actual_price=price, true_range=price / 1000)
+    res = resolve(table_from(reg))
+    assert res.task == "regression" and res.label == "actual_price"
+    assert "true_range" in res.features
+    # a labels table with an id, its label and another column
+    labels = pd.DataFrame({"id": np.arange(n), "is_fraud": classes % 2, "source": "batch"})
+    res = resolve(table_from(labels), labels=True)
+    assert res.label == "is_fraud"

@@ -2,7 +2,9 @@
 
 :func:`driftline.offline.roles.resolve` gives a column a role by its name only when the
 user has not said it: ``prediction_id``/``id`` the id; ``timestamp``/``ts``/``time``/
-``event_time``/``datetime`` the time; ``target``/``label``/``y``/``y_true``/... the label;
+``event_time``/``datetime`` the time; ``target``/``label``/``y``/``y_true``/... the label,
+else one feature named like it (``is_fraud``, ``fraud_label``, ``segment_true``:
+:func:`named_like_a_label`) whose values fit the model's output;
 ``prediction``/``pred``/``y_pred``/``predicted``/... the prediction; ``proba_*``/
 ``prob_*``/``probability_*``/``score.*``/``score_*``/``scores.*`` class probabilities
 (the class is the rest of the name), ``CLASS_proba``/``CLASS_prob``/... where CLASS
@@ -32,6 +34,7 @@ __all__ = [
     "SCORE_PREFIXES",
     "TIME_LIKE",
     "TIME_NAMES",
+    "named_like_a_label",
     "named_like_an_output",
     "pick",
     "score_class",
@@ -67,6 +70,31 @@ PREDICTION_NAMES = (
     "y_hat",
     "yhat",
 )
+#: Names that read as the truth beside a model's outputs: ``fraud_label``,
+#: ``segment_true``, ``true_segment``, ``y_true_fraud``, ``actual_price``,
+#: ``price_actual``, ``churn_target``, and ``is_fraud``/``is_churn``/... for the
+#: things a binary model is usually trained to flag (``is_member`` is no such thing).
+#: Taken as the label only where it fits the model's output (:mod:`.roles`).
+_LABEL_LIKE = re.compile(
+    r"^(?:(?:y_)?(?:true|actual)_.+"
+    r"|.+_(?:true|actual|label|target)"
+    r"|is_(?:fraud|fraudulent|churn|churned|churner|default|defaulted|spam|anomaly|outlier"
+    r"))$"
+)
+#: Name parts of a model's output (not the truth): ``y_pred_label`` is no label.
+_OUTPUT_PARTS = frozenset(
+    {"pred", "preds", "prediction", "predictions", "predicted", "proba", "prob", "score", "hat"}
+)
+
+
+def named_like_a_label(name: str) -> bool:
+    """Whether ``name`` reads as the truth (:data:`_LABEL_LIKE`, any case) and has no
+    word of a model's output."""
+    low = name.lower()
+    parts = set(re.split(r"[^a-z0-9]+", low))
+    return bool(_LABEL_LIKE.match(low)) and not parts & _OUTPUT_PARTS
+
+
 #: Names of columns that hold times (``created_at``, ``event_date``, ``signup_ts``):
 #: with epoch numbers in them they are times, not features (:func:`.times.epoch_times`).
 TIME_LIKE = re.compile(

@@ -8,7 +8,7 @@ file of label events or a table with an id and a label column (and a time).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -91,13 +91,15 @@ def open_predictions(
     classes: Sequence[str] = (),
     model_versions: Mapping[str, str] | None = None,
     recorded: Mapping[str, Any] | None = None,
+    known_features: Collection[str] = (),
 ) -> tuple[EventSource, Resolved | None]:
     """The prediction events of ``data``; a table's label column fills ``labels``;
     ``classes``: the model's classes as its reference knows them; ``model_versions``:
     the version of each model whose rows do not name one (a table of several models);
     ``recorded``: the columns' roles in the table the reference was built from
     (:attr:`~driftline.core.reference.ReferenceProfile.columns`), read where the table
-    has those columns and ``columns`` does not say otherwise.
+    has those columns and ``columns`` does not say otherwise; ``known_features``: the
+    reference's features, read as features whatever their names.
 
     Raises
     ------
@@ -111,7 +113,7 @@ def open_predictions(
     table = table_from(data, encoding=encoding)
     hint = f"{option('prediction', 'COLUMN')}, {option('label', 'COLUMN')}, ... name others"
     columns, told = _as_recorded(table, columns, recorded, _EVENT_ROLES, hint)
-    res = resolve(table, columns, classes=classes)
+    res = resolve(table, columns, classes=classes, known_features=known_features)
     res.remarks.extend(told)
     if res.model is not None:  # every row names its model; its version, if not, is given
         res.model_versions = dict(model_versions or {})
@@ -453,6 +455,7 @@ def replay_inputs(
         classes=classes,
         model_versions=sole,
         recorded=ref.columns if ref is not None else None,
+        known_features=tuple(ref.features) if ref is not None else (),
     )
     if res is not None:
         if ref is not None:

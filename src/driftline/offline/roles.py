@@ -33,7 +33,7 @@ prints the outcome as a table; nothing is decided silently:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -50,11 +50,12 @@ from driftline.offline.column_names import (
     TIME_LIKE,
     TIME_NAMES,
     class_of_suffixed_score,
+    named_like_a_label,
     named_like_an_output,
     pick,
     score_class,
 )
-from driftline.offline.options import option
+from driftline.offline.options import no_column, option
 from driftline.offline.resolved import (
     Kind,
     Resolved,
@@ -118,11 +119,13 @@ def resolve(
     *,
     labels: bool = False,
     classes: Sequence[str] = (),
+    known_features: Collection[str] = (),
 ) -> Resolved:
     """Give every column of ``table`` a role and a type (see the module docstring);
     ``labels``: a table of labels (no features, and notes worded for labels);
     ``classes``: the model's classes where they are known beyond the table (a
-    reference's), which names such as ``churn_proba`` may name.
+    reference's), which names such as ``churn_proba`` may name; ``known_features``:
+    the reference's features, never taken as the label for their names.
 
     Raises
     ------
@@ -187,7 +190,15 @@ def resolve(
     if res.timestamp is None and cm.timestamp is None:
         _lone_date_time(res, cm, free)
     if labels and res.label is None and cm.label is None:
-        _lone_label(res, free)
+        named = [n for n in free if n not in (res.id, res.timestamp) and named_like_a_label(n)]
+        if len(named) == 1:
+            res.label = named[0]
+            res.remarks.append(
+                f"{named[0]} read as the label: named like one "
+                f"({option('labels-columns', 'label=COLUMN')} names another)"
+            )
+        else:
+            _lone_label(res, free)
     roles = {res.id, res.timestamp, res.prediction, res.label, res.model, res.version} - {None}
     if cm.scores is None:
         for n in free:
@@ -277,6 +288,8 @@ def resolve(
         and (res.scores or res.score_vector)
     ):
         res.argmax = True
+    if not labels and res.label is None and cm.label is None and cm.features is None:
+        _label_by_name(res, cm, known_features)
     _time_layout(res, cm)
     _time_notes(res)
     _output_notes(res, cm)
@@ -322,6 +335,73 @@ def _paired_outputs(res: Resolved, cm: ColumnMap, free: Sequence[str]) -> None:
         f"another's prediction ({option('prediction', 'COLUMN')} and "
         f"{option('label', 'COLUMN')} name others)"
     )
+
+
+def _label_by_name(res: Resolved, cm: ColumnMap, known_features: Collection[str]) -> None:
+    """No column is named as the label (``target``, ``label``, ``y_true``, ...) but one
+    feature is named like it (``is_fraud``, ``fraud_label``, ``segment_true``,
+    ``actual_price``: :func:`.column_names.named_like_a_label`) and its values fit the
+    model's output: a classifier's classes (of its prediction, scores or reference),
+    every one of them; a regression's numbers, mostly within its predictions' range.
+    It is the label, and the roles table says so and how to keep it a feature. Two
+    such columns are left as they are, for the user to choose."""
+    named = [
+        n
+        for n in res.features
+        if named_like_a_label(n) and n not in known_features and n not in cm.types
+    ]
+    fits = [n for n in named if _fits_the_output(res, n)]
+    if len(fits) != 1:
+        if len(fits) > 1:
+            res.remarks.append(
+                f"{', '.join(fits)} read as features but each named like the label: "
+                f"name it ({option('label', 'COLUMN')})"
+            )
+        return
+    col = fits[0]
+    res.features.remove(col)
+    res.label = col
+    kind, note = _kind(col, res.table.stats(col), None, output=True)
+    res.kinds[col] = kind
+    res.notes.pop(col, None)
+    if note:
+        res.notes[col] = note
+    res.remarks.append(
+        f"{col} read as the label: named like one, and its values are the model's "
+        f"{'classes' if res.task == 'classification' else 'kind of values'} "
+        f"({option('label', 'COLUMN')} names another; {no_column('label')} keeps it a "
+        "feature)"
+    )
+
+
+def _fits_the_output(res: Resolved, col: str) -> bool:
+    """Whether column ``col`` holds what the model outputs (see :func:`_label_by_name`)."""
+    st = res.table.stats(col)
+    if st.present == 0:
+        return False
+    if res.task == "regression":
+        if res.prediction is None or res.kinds.get(col) != "numeric":
+            return False
+        pred, vals = res.table.floats(res.prediction), res.table.floats(col)
+        pred, vals = pred[~np.isnan(pred)], vals[~np.isnan(vals)]
+        if not pred.size or not vals.size:
+            return False
+        inside = (vals >= pred.min()) & (vals <= pred.max())
+        return bool(inside.mean() >= 0.5)
+    model = set(res.known_classes) | set(res.scores)
+    if res.score_vector is not None:
+        model |= set(res.score_vector[1])
+    if res.prediction is not None:
+        model |= set(_class_names(res, res.prediction))
+    model.discard("")
+    if not model or res.kinds.get(col) not in ("numeric", "boolean", "categorical"):
+        return False
+    if res.kinds[col] == "numeric" and st.integers != st.numbers:
+        return False  # fractions are no classes
+    labels = _class_names(res, col)
+    if res.label_map:
+        labels = [str(label_as_class(v, res.label_map)) for v in labels]
+    return len(st.distinct) < 64 and all(label_class(v, model) in model for v in labels)
 
 
 def _output_notes(res: Resolved, cm: ColumnMap) -> None:
