@@ -671,3 +671,26 @@ def test_large_figures_read_in_full_not_in_e_notation() -> None:
     assert figure(3e20) == "3e+20" and figure(math.inf) == "inf"
     assert _num(0.0001234) == "1.23e-04" and _num(12.3456) == "12.3"
     assert _num(1494.3) == "1,494" and _num(397.2) == "397" and _num(3123.9, 4) == "3124"
+
+
+def test_precision_of_a_class_never_predicted_is_said_undefined_not_a_figure():
+    """A class the model never predicted has no precision (no prediction of it to count
+    the right ones among); its line read 'precision -' beside figures, read as 0. Now
+    'precision n/a (never predicted)', and a class never the label 'recall n/a (never
+    the label)'; the others keep their figures."""
+    loop = Loop(LabelsSettings(bucket_seconds=3600))
+    preds = [pred(i, prediction="a", scores={"a": 0.8, "b": 0.1, "c": 0.1}) for i in range(3)]
+    preds.append(pred(3, prediction="c", scores={"a": 0.1, "b": 0.1, "c": 0.8}))
+    labels = [label(0, "a"), label(1, "b"), label(2, "b"), label(3, "a")]
+    loop.batch(preds, labels)
+    rep = build_report(loop.unit.perf.values())
+    per_class = rep["m"]["versions"]["1"]["per_class"]
+    assert per_class["b"] == {"precision": None, "recall": 0.0, "support": 2}
+    assert per_class["c"] == {"precision": 0.0, "recall": None, "support": 0}
+    text = format_report(rep)
+    (line_b,) = [ln for ln in text.splitlines() if "class b " in ln]
+    assert "precision n/a (never predicted)  recall    0.00%  support 2" in line_b, text
+    (line_c,) = [ln for ln in text.splitlines() if "class c " in ln]
+    assert "precision    0.00%  recall n/a (never the label)  support 0" in line_c, text
+    (line_a,) = [ln for ln in text.splitlines() if "class a " in ln]
+    assert "precision   33.33%  recall   50.00%  support 2" in line_a, text

@@ -240,9 +240,14 @@ def format_report(report: Mapping[str, Any]) -> str:
             for ep, said in v.get("input_drift", {}).items():
                 lines.append(f"      input drift episode {ep}: {said}")
             for name, pc in v.get("per_class", {}).items():
+                # undefined, not 0: no prediction of the class (or no label of it) to
+                # count the right ones among
+                prec, rec = pc["precision"], pc["recall"]
                 lines.append(
-                    f"      class {name:<12} precision {_fmt(pc['precision'], True):>8}  "
-                    f"recall {_fmt(pc['recall'], True):>8}  support {pc['support']}"
+                    f"      class {name:<12} precision "
+                    f"{'n/a (never predicted)' if prec is None else f'{_fmt(prec, True):>8}'}  "
+                    f"recall {'n/a (never the label)' if rec is None else f'{_fmt(rec, True):>8}'}"
+                    f"  support {pc['support']}"
                 )
             for seg, sv in v.get("segments", {}).items():
                 lines.append(
