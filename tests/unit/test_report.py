@@ -293,3 +293,45 @@ def test_the_data_quality_table_names_unknown_features_as_people_read_them():
     html = _quality_section(d)
     assert "<td>unknown features</td>" in html and "__" not in html
     assert "<td>&lt;b&gt;x&lt;/b&gt;</td>" in html
+
+
+def test_a_time_without_events_is_a_gap_in_the_charts_not_a_line(tmp_path):
+    """A day with no events between two busy periods: the charts drew a straight line
+    across it (Chart.js ``spanGaps``), as if the windows of that day had been measured.
+    Now the report's series carry a null in the silence (at its middle), and the charts
+    break their lines at nulls; a stream without a silence has none."""
+    events = churn_events(6_000)
+    day = 86_400_000
+    assert all(isinstance(e["timestamp"], int) for e in events)  # epoch ms
+    for e in events[3_000:]:
+        e["timestamp"] += day
+    path = write_jsonl(tmp_path / "events.jsonl", events)
+    hists, refs = replay_history(path, {("churn", "1"): churn_reference()})
+    d = build_report(ReportInput("churn", hists["churn"], refs, source="test"))
+    wins = hists["churn"].windows
+    silence = [
+        (a["end"], b["start"])
+        for a, b in zip(wins, wins[1:], strict=False)
+        if b["start"] - a["end"] > day / 2
+    ]
+    assert len(silence) == 1
+    tested = [f for f in d["features"] if f["psi"]]
+    assert tested
+    gaps = [k for k, v in enumerate(tested[0]["psi"]) if v is None]
+    assert len(gaps) == 1
+    (k,) = gaps
+    assert d["t"][k] == (silence[0][0] + silence[0][1]) // 2
+    assert d["t"][k - 1] <= silence[0][0] and d["t"][k + 1] > silence[0][1]
+    for f in tested:
+        assert f["psi"][k] is None and f["psi"][k - 1] is not None, f["name"]
+        assert all(i != k for i in f["drift"])
+    for s in d["outputs"]["series"]:
+        assert s["values"][k] is None and len(s["values"]) == len(d["t"])
+    # a null breaks the line: no chart joins points across one
+    js = (Path(render_report.__code__.co_filename).parent / "assets" / "report.js").read_text()
+    assert "spanGaps: true" not in js and "spanGaps: false" in js
+    # the same stream without the silence has no gap
+    plain = write_jsonl(tmp_path / "plain.jsonl", churn_events(6_000))
+    hists, refs = replay_history(plain, {("churn", "1"): churn_reference()})
+    d = build_report(ReportInput("churn", hists["churn"], refs, source="test"))
+    assert all(v is not None for f in d["features"] for v in f["psi"] if f["psi"])

@@ -375,6 +375,36 @@ def _buckets(n: int, points: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
 
 
+def _gap_ms(wins: Sequence[Mapping[str, Any]], window_seconds: float) -> float:
+    """How long a silence between two windows is a gap in the charts: time for a whole
+    window without an event. A time window's length; for count windows, the median
+    window's span (a quiet night between windows of a few minutes is a gap, the
+    silence between two events of a busy stream is not)."""
+    if window_seconds > 0:
+        return window_seconds * 1000.0
+    spans = [w["end"] - w["start"] for w in wins]
+    return max(float(np.median(spans)), 1.0) if spans else math.inf
+
+
+def _with_gaps(
+    wins: Sequence[Mapping[str, Any]], buckets: Sequence[tuple[int, int]], gap_ms: float
+) -> tuple[list[tuple[int, int] | None], list[int]]:
+    """``buckets`` with a ``None`` between two whose windows are more than ``gap_ms``
+    apart, and the time of each (a gap's: the middle of the silence): the charts break
+    their lines there instead of drawing one across a time with no events."""
+    slots: list[tuple[int, int] | None] = []
+    times: list[int] = []
+    for k, (a, b) in enumerate(buckets):
+        if k:
+            before = wins[buckets[k - 1][1] - 1]["end"]
+            if wins[a]["start"] - before > gap_ms:
+                slots.append(None)
+                times.append((before + wins[a]["start"]) // 2)
+        slots.append((a, b))
+        times.append(wins[b - 1]["end"])
+    return slots, times
+
+
 def _pick_stream(
     windows: Sequence[Mapping[str, Any]], version: str | None, segment: str | None
 ) -> tuple[str | None, str, list[str], list[str]]:
@@ -498,8 +528,10 @@ def build_report(inp: ReportInput) -> dict[str, Any]:
         MIN_POINTS_PER_SERIES,
         min(MAX_POINTS_PER_SERIES, SERIES_POINTS_BUDGET // n_features),
     )
-    buckets = _buckets(n, points)
-    t_axis = [times[b - 1] for _, b in buckets]
+    # a slot is a bucket of windows, or None: a gap (no event for a window's time),
+    # a null in every series, which the charts draw as a break in the line
+    gap_ms = _gap_ms(wins, ref.policy.window_seconds if ref is not None else 0.0)
+    slots, t_axis = _with_gaps(wins, _buckets(n, points), gap_ms)
 
     def series(feature: str) -> tuple[list[float | None], list[int]]:
         """Max score per time bucket, and the buckets in which the feature drifted."""
@@ -511,7 +543,11 @@ def build_report(inp: ReportInput) -> dict[str, Any]:
                 per_window[i] = (v, bool(t["drifted"]))
         vals: list[float | None] = []
         drifted_at: list[int] = []
-        for a, b in buckets:
+        for slot in slots:
+            if slot is None:
+                vals.append(None)
+                continue
+            a, b = slot
             chunk = [x for x in per_window[a:b] if x is not None and math.isfinite(x[0])]
             vals.append(_r(max(x[0] for x in chunk)) if chunk else None)
             if any(x[1] for x in chunk):

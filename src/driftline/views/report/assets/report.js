@@ -128,7 +128,7 @@
     make(pc, {
       type: "line",
       data: { datasets: [
-        { label: "PSI", data: pts, borderColor: COLORS.line, borderWidth: 1.5, spanGaps: true,
+        { label: "PSI", data: pts, borderColor: COLORS.line, borderWidth: 1.5, spanGaps: false,
           pointRadius: radii(f.drift, D.t.length, 3, 0),
           pointBackgroundColor: radii(f.drift, D.t.length, COLORS.bad, COLORS.line) },
         { label: "threshold", data: D.t.length ? [{ x: D.t[0], y: f.threshold }, { x: D.t[D.t.length - 1], y: f.threshold }] : [],
@@ -156,7 +156,7 @@
       data: { datasets: tot.map(function (f, k) {
         return { label: f.name, data: xy(D.t, f.psi.map(function (v) { return v === null || !f.threshold ? null : v / f.threshold; })),
                  borderColor: COLORS.palette[k % COLORS.palette.length], borderWidth: 1.5,
-                 pointRadius: 0, spanGaps: true };
+                 pointRadius: 0, spanGaps: false };
       }) },
       options: { parsing: false, scales: { x: timeScale(), y: { beginAtZero: true, title: { display: true, text: "statistic / threshold" } } },
                  plugins: { legend: { position: "bottom" }, tooltip: tooltipTime() } }
@@ -205,7 +205,7 @@
         type: "line",
         data: { datasets: o.series.map(function (s, k) {
           return { label: s.name, data: xy(D.t, s.values), borderColor: COLORS.palette[k % COLORS.palette.length],
-                   borderWidth: 1.5, spanGaps: true,
+                   borderWidth: 1.5, spanGaps: false,
                    pointRadius: radii(s.drift, D.t.length, 3, 0),
                    pointBackgroundColor: COLORS.bad };
         }) },
@@ -219,16 +219,16 @@
     var p = D.perf;
     if (!p) return;
     var acc = [
-      { label: "accuracy (labels)", data: xy(p.t, p.accuracy), borderColor: COLORS.line, spanGaps: true, pointRadius: 2 },
+      { label: "accuracy (labels)", data: xy(p.t, p.accuracy), borderColor: COLORS.line, spanGaps: false, pointRadius: 2 },
       { label: "estimated accuracy", data: xy(p.t, p.estimated_accuracy), borderColor: COLORS.worst,
-        borderDash: [4, 3], spanGaps: true, pointRadius: 0 }
+        borderDash: [4, 3], spanGaps: false, pointRadius: 0 }
     ];
     if (p.reference_accuracy !== null && p.reference_accuracy !== undefined && p.t.length) {
       acc.push({ label: "reference accuracy", data: [{ x: p.t[0], y: p.reference_accuracy }, { x: p.t[p.t.length - 1], y: p.reference_accuracy }],
                  borderColor: COLORS.ref, borderDash: [2, 2], pointRadius: 0 });
     }
     if (p.regression) {
-      var err = [{ label: "mean absolute error (labels)", data: xy(p.t, p.mae), borderColor: COLORS.line, spanGaps: true, pointRadius: 2 }];
+      var err = [{ label: "mean absolute error (labels)", data: xy(p.t, p.mae), borderColor: COLORS.line, spanGaps: false, pointRadius: 2 }];
       if (p.reference_mae !== null && p.reference_mae !== undefined && p.t.length) {
         err.push({ label: "reference MAE", data: [{ x: p.t[0], y: p.reference_mae }, { x: p.t[p.t.length - 1], y: p.reference_mae }],
                    borderColor: COLORS.ref, borderDash: [2, 2], pointRadius: 0 });
@@ -247,8 +247,8 @@
     make(document.querySelector('canvas[data-chart="coverage"]'), {
       type: "line",
       data: { datasets: [
-        { label: "label coverage", data: xy(p.t, p.coverage), borderColor: COLORS.line, spanGaps: true, yAxisID: "y", pointRadius: 2 },
-        { label: "label lag (s)", data: xy(p.t, p.lag_seconds), borderColor: COLORS.worst, spanGaps: true, yAxisID: "y2", pointRadius: 2 }
+        { label: "label coverage", data: xy(p.t, p.coverage), borderColor: COLORS.line, spanGaps: false, yAxisID: "y", pointRadius: 2 },
+        { label: "label lag (s)", data: xy(p.t, p.lag_seconds), borderColor: COLORS.worst, spanGaps: false, yAxisID: "y2", pointRadius: 2 }
       ] },
       options: { parsing: false, scales: {
         x: timeScale(),
