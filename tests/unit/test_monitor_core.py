@@ -224,3 +224,50 @@ def test_a_state_from_before_the_banks_restarts_its_detectors_and_ends_its_episo
     assert inputs[0] == ("resolved", 3) and alerts[0].detected_at == T0 + 1_000 * STEP
     assert [s for s, e in inputs if s != "updated"] == ["resolved", "firing"]
     assert inputs[1] == ("firing", 4)
+
+
+def test_the_names_of_unknown_features_are_kept_bounded_and_shown():
+    """Features the reference has not were counted (``__unknown_features__``) but their
+    names appeared nowhere. Now a state keeps the first 100 names (first seen first,
+    and whether there were more), through its bytes; the window summary, its history
+    entry and the replay line carry them; a stream without them keeps its bytes."""
+    from driftline.contract.history import decode_window, encode_window
+    from driftline.core.fastloop.state import UNKNOWN_NAMES_KEPT
+    from driftline.offline.replay import OfflineRun
+
+    events = list(SimulatedModel(seed=9).events(3_000))
+    for i, e in enumerate(events[1_000:]):
+        e["features"]["promo_code"] = "X"
+        if i % 2:
+            e["features"]["zip5"] = 12345
+        if i >= 1_000:
+            e["features"][f"tag_{i}"] = 1  # a new name on every event
+    key = StateKey("churn", "1")
+    ref = reference()
+    states: dict[StateKey, ModelState] = {}
+    windows = []
+    for i in range(0, len(events), 700):
+        res = process_batch(events[i : i + 700], states, lambda m, v: ref)
+        windows += res.windows
+        states = {k: ModelState.from_bytes(s.to_bytes(), ref) for k, s in states.items()}
+    st = states[key]
+    assert len(st.unknown_names) == UNKNOWN_NAMES_KEPT and st.unknown_names_more
+    assert st.unknown_names[:3] == ["promo_code", "zip5", "tag_1000"]
+    whole = replay(events, batch=1000)
+    assert whole.states[key].unknown_names == st.unknown_names
+    named = [w for w in windows if w.get("unknown_names")]
+    assert named and named[0]["unknown_names"][:2] == ["promo_code", "zip5"]
+    assert all("unknown_names" not in w for w in windows[: windows.index(named[0])])
+    back = decode_window(encode_window(named[-1]))
+    assert back["unknown_names"] == named[-1]["unknown_names"]
+    assert back["unknown_names_more"] is True
+    run = OfflineRun()
+    run.fast = whole
+    note = run.unknown_features_note()
+    assert note is not None
+    assert "promo_code, zip5, tag_1000, tag_1001" in note and "and 90+ more (100+)" in note
+    # no unknown feature: the state's record is as before (no such field)
+    quiet = replay(list(SimulatedModel(seed=9).events(1_500)))
+    assert b"unknown_names" not in quiet.states[key].to_bytes()
+    run.fast = quiet
+    assert run.unknown_features_note() is None

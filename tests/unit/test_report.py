@@ -335,3 +335,28 @@ def test_a_time_without_events_is_a_gap_in_the_charts_not_a_line(tmp_path):
     hists, refs = replay_history(plain, {("churn", "1"): churn_reference()})
     d = build_report(ReportInput("churn", hists["churn"], refs, source="test"))
     assert all(v is not None for f in d["features"] for v in f["psi"] if f["psi"])
+
+
+def test_the_data_quality_table_names_which_features_are_unknown(tmp_path):
+    """The data-quality row of unknown features said 'unknown features' and no name:
+    which columns were they? Now the row names them (the first ten and how many), as
+    the latest window that has them gives them, escaped."""
+    from driftline.views.report.render import _quality_section
+
+    events = churn_events(3_000)
+    for i, e in enumerate(events[1_000:]):
+        e["features"]["promo_code"] = "X"
+        e["features"]["<i>odd</i>"] = 1.0
+        if i >= 1_000:
+            e["features"][f"tag_{(i - 1_000) % 12}"] = 1.0
+    path = write_jsonl(tmp_path / "events.jsonl", events)
+    hists, refs = replay_history(path, {("churn", "1"): churn_reference()})
+    d = build_report(ReportInput("churn", hists["churn"], refs, source="test"))
+    (row,) = [q for q in d["quality"] if q["feature"] == "__unknown_features__"]
+    assert row["names"][:3] == ["promo_code", "<i>odd</i>", "tag_0"] and len(row["names"]) == 14
+    html = _quality_section(d)
+    assert (
+        "<td>unknown features: promo_code, &lt;i&gt;odd&lt;/i&gt;, tag_0, tag_1, tag_2, "
+        "tag_3, tag_4, tag_5, tag_6, tag_7 and 4 more (14)</td>"
+    ) in html, html
+    assert "<i>" not in html

@@ -375,3 +375,34 @@ def test_typed_events_regrouped_by_hand_still_give_plain_rows() -> None:
     assert rows == events
     assert all(type(r["features"]) is dict for r in rows)
     assert orjson.dumps(rows) == orjson.dumps(events)
+
+
+def test_the_names_of_unknown_features_are_the_same_through_both_decoders() -> None:
+    """The state keeps the names of unknown features: the typed decoder (its layout's
+    columns) and the per-record one give the same names, in the same order, so the
+    same state bytes and window summaries."""
+    from driftline.core.reference import build_reference
+
+    ref = build_reference(SimulatedModel(seed=3).training_data(5_000), "churn", "1", seed=0)
+    events = list(SimulatedModel(seed=9).events(2_000))
+    for i, e in enumerate(events[500:]):
+        e["features"]["promo_code"] = "X"
+        if i % 3 == 0:
+            e["features"]["coupon"] = "web"
+        if i > 900:
+            e["features"][f"tag_{i % 7}"] = 1.0
+    values = [orjson.dumps(e) for e in events]
+    got = []
+    for decoder in (decode_records, _decode_untyped):
+        states: dict[StateKey, ModelState] = {}
+        windows = []
+        for i in range(0, len(values), 400):
+            frame, bad = decoder(values[i : i + 400])
+            assert not bad
+            windows += process_batch(frame, states, lambda m, v: ref).windows
+        got.append(
+            (scenarios.plain(windows), {k.encode(): s.to_bytes() for k, s in states.items()})
+        )
+    assert got[0] == got[1]
+    (st,) = got[0][1].values()
+    assert orjson.loads(st)["unknown_names"][:3] == ["promo_code", "coupon", "tag_5"]

@@ -116,7 +116,7 @@ async def replay(args: argparse.Namespace, settings: Settings) -> int:
         f"driftline: replayed {run.events:,} events: {_alert_counts(run.alerts)}; "
         f"{sum(len(w) for w in run.windows.values()):,} windows"
     )
-    for said in (run.order_note(), run.late_future_note()):
+    for said in (run.order_note(), run.late_future_note(), run.unknown_features_note()):
         if said:
             say(f"driftline: {said}")
     if run.untimed:

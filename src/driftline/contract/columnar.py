@@ -195,6 +195,16 @@ def _confidence(scores: Sequence[Any]) -> NDArray[np.float64]:
         )
 
 
+def _first_names(names: Iterable[str], limit: int) -> list[str]:
+    """The distinct ``names``, first seen first, stopping at ``limit + 1``."""
+    out: dict[str, None] = {}
+    for n in names:
+        out[n] = None
+        if len(out) > limit:
+            break
+    return list(out)
+
+
 class Columns:
     """The events of one stream in partition order, read column by column.
 
@@ -235,6 +245,11 @@ class Columns:
 
     def unknown(self, expected: AbstractSet[str]) -> NDArray[np.int64] | None:
         """Per event, how many of its features are not in ``expected`` (None: none)."""
+        raise NotImplementedError
+
+    def unknown_names(self, expected: AbstractSet[str], limit: int) -> list[str]:
+        """The names of the features not in ``expected``, first seen first; at most
+        ``limit + 1`` (one more than ``limit`` says there are more)."""
         raise NotImplementedError
 
     def timestamps(self) -> Sequence[int | str]:
@@ -336,6 +351,13 @@ class EventColumns(Columns):
             return np.full(self.n, extra, dtype=np.int64) if extra else None
         counts = [0 if f.keys() == expected else len(f.keys() - expected) for f in self._feats]
         return np.asarray(counts, dtype=np.int64) if any(counts) else None
+
+    def unknown_names(self, expected: AbstractSet[str], limit: int) -> list[str]:
+        """The names of the features not in ``expected``, first seen first (at most
+        ``limit + 1``)."""
+        if self._keys is not None:
+            return [k for k in self._keys if k not in expected][: limit + 1]
+        return _first_names((k for f in self._feats for k in f if k not in expected), limit)
 
     def timestamps(self) -> Sequence[int | str]:
         """Event times as sent."""
@@ -611,6 +633,13 @@ class BatchColumns(Columns):
             return None
         per_row = np.repeat(np.asarray(extra, dtype=np.int64), [b.count for b in self.batches])
         return per_row[self.start :]
+
+    def unknown_names(self, expected: AbstractSet[str], limit: int) -> list[str]:
+        """The names of the batches' features not in ``expected``, first seen first (at
+        most ``limit + 1``)."""
+        return _first_names(
+            (k for b in self.batches for k in b.features if k not in expected), limit
+        )
 
     def timestamps(self) -> Sequence[int | str]:
         """Event times as sent."""

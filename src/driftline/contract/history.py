@@ -106,8 +106,19 @@ def encode_window(summary: Mapping[str, Any]) -> bytes:
             "tests": cols,
             "hist": summary.get("hist", {}),
             **_late_future(summary),
+            **_unknown_names(summary),
         }
     )
+
+
+def _unknown_names(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The names of unknown features of a window summary, and whether there were more
+    (none: ``{}``); names that are not a list of strings are none."""
+    names = summary.get("unknown_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return {}
+    more = {"unknown_names_more": True} if summary.get("unknown_names_more") is True else {}
+    return {"unknown_names": list(names), **more}
 
 
 #: The stream's late and future-dated events so far, in a window summary when either is
@@ -175,6 +186,10 @@ def decode_window(data: bytes) -> dict[str, Any]:
     for k in _LATE_FUTURE:
         obj.pop(k, None)
     obj.update(counts)
+    unknown = _unknown_names(obj)
+    obj.pop("unknown_names", None)
+    obj.pop("unknown_names_more", None)
+    obj.update(unknown)
     del obj["f"]
     return obj
 

@@ -424,6 +424,12 @@ class TypedColumns(EventColumns):
             counts += present
         return counts if counts is not None and counts.any() else None
 
+    def unknown_names(self, expected: AbstractSet[str], limit: int) -> list[str]:
+        """The names of the features not in ``expected`` that some event carries, in the
+        layout's order (at most ``limit + 1``)."""
+        names = [n for n in self.layout.names if n not in expected and self._presence(n).any()]
+        return names[: limit + 1]
+
     @property
     def feature_names(self) -> tuple[str, ...] | None:
         """The feature names every event carries (None when they differ).
@@ -796,6 +802,12 @@ class ChainColumns(Columns):
                 for p, c in zip(self.parts, counts, strict=True)
             ]
         )
+
+    def unknown_names(self, expected: AbstractSet[str], limit: int) -> list[str]:
+        """The parts' names of features not in ``expected``, first seen first (at most
+        ``limit + 1``)."""
+        names = dict.fromkeys(n for p in self.parts for n in p.unknown_names(expected, limit))
+        return list(names)[: limit + 1]
 
     def timestamps(self) -> Sequence[int | str]:
         """Event times as sent."""

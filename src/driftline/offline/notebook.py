@@ -470,7 +470,7 @@ def monitor(
     source = res.table.source if res is not None else str(current)
     if run.refused and show:
         print(f"{len(run.refused)} rows refused: {run.refusal_summary()}", file=sys.stderr)
-    said = run.order_note()
-    if said and show:
-        print(said, file=sys.stderr)
+    for said in (run.order_note(), run.unknown_features_note()):
+        if said and show:
+            print(said, file=sys.stderr)
     return MonitorResult(run, f"monitor over {source}")

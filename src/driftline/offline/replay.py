@@ -57,7 +57,12 @@ from driftline.core.slowloop import (
 from driftline.core.slowloop import build_report as performance_report
 from driftline.errors import ContractError, InputError
 from driftline.offline.tables import read_events
-from driftline.views.report.build import ReportInput, build_report, parse_since
+from driftline.views.report.build import (
+    ReportInput,
+    build_report,
+    parse_since,
+    unknown_names_said,
+)
 
 __all__ = [
     "EventSource",
@@ -228,6 +233,21 @@ class OfflineRun:
         return (
             f"{said}: each was counted in the open window, and none moved the event "
             'clock (docs/architecture.md, "Event time")'
+        )
+
+    def unknown_features_note(self) -> str | None:
+        """One line naming the features the events carried that their reference has
+        not (the data-quality signal on unknown features counts them); None: none."""
+        names: dict[str, None] = {}
+        more = False
+        for st in self.fast.states.values():
+            names.update(dict.fromkeys(st.unknown_names))
+            more = more or st.unknown_names_more
+        if not names:
+            return None
+        return (
+            f"features not in the reference (no test reads them, a data-quality alert): "
+            f"{unknown_names_said(list(names), more)}"
         )
 
     def models(self) -> list[str]:

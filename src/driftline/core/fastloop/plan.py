@@ -28,6 +28,7 @@ from driftline.contract.events import (
     event_time_ms,
 )
 from driftline.core.detectors.bank import DETECT, BankLayout
+from driftline.core.fastloop.state import UNKNOWN_NAMES_KEPT
 from driftline.core.multivariate import MultivariateProfile
 from driftline.core.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from driftline.core.sketches import (
@@ -289,3 +290,9 @@ class SegmentArrays:
                 preds, frozenset(map(type, preds)), cb.lookups[r], cb.sizes[r], track=False
             )[0]
         self.unknown = cols.unknown(plan.expected)
+        #: Their names (at most one more than a state keeps: then there are more).
+        self.unknown_names: list[str] = (
+            cols.unknown_names(plan.expected, UNKNOWN_NAMES_KEPT)
+            if self.unknown is not None
+            else []
+        )

@@ -42,7 +42,7 @@ from driftline.core.fastloop.episodes import (
 )
 from driftline.core.fastloop.outputs import output_tests
 from driftline.core.fastloop.plan import Plan, SegmentArrays, plan_for
-from driftline.core.fastloop.quality import quality_tests
+from driftline.core.fastloop.quality import note_unknown_names, quality_tests
 from driftline.core.fastloop.result import BatchResult
 from driftline.core.fastloop.sequential import BankRun
 from driftline.core.fastloop.state import ModelState
@@ -234,6 +234,7 @@ def _absorb(
     st.events += b - a
     if data.unknown is not None:
         st.unknown_features += int(data.unknown[a:b].sum())
+        note_unknown_names(st, data.unknown_names)
     window.absorb(data, a, b)
     input_before = input_away(plan, st.bank)
     found = banks.update(a, b)

@@ -7,8 +7,10 @@ it exceeds its margin (``quality_margin``, 5 points by default).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from driftline.core.fastloop.plan import Plan
-from driftline.core.fastloop.state import ModelState
+from driftline.core.fastloop.state import UNKNOWN_NAMES_KEPT, ModelState
 from driftline.core.fastloop.window_tests import TestBlock
 from driftline.core.fastloop.windows import OpenWindow
 from driftline.core.reference import ReferenceProfile
@@ -69,3 +71,20 @@ def quality_tests(
         add("__unknown_features__", "unknown_feature_rate", st.unknown_features / total)
     k = len(feature)
     return TestBlock(feature, statistic, [0.0] * k, effect, [pol.quality_margin] * k, {})
+
+
+def note_unknown_names(st: ModelState, names: Sequence[str]) -> None:
+    """Keep the names of unknown features a stream sent (``names``: a batch's, first
+    seen first), at most :data:`UNKNOWN_NAMES_KEPT`, and whether there were more:
+    the data-quality signal on unknown features counts them, these say which."""
+    kept = st.unknown_names
+    if len(kept) >= UNKNOWN_NAMES_KEPT:
+        st.unknown_names_more = st.unknown_names_more or any(n not in kept for n in names)
+        return
+    for n in names:
+        if n in kept:
+            continue
+        if len(kept) >= UNKNOWN_NAMES_KEPT:
+            st.unknown_names_more = True
+            return
+        kept.append(n)

@@ -30,9 +30,12 @@ from driftline.core.reference import CategoricalProfile, NumericProfile, Referen
 from driftline.core.sketches import CategoricalSketch, NumericSketch
 from driftline.errors import StateCorrupt
 
-__all__ = ["STATE_FORMAT", "DriftEpisode", "ModelState", "WindowState"]
+__all__ = ["STATE_FORMAT", "UNKNOWN_NAMES_KEPT", "DriftEpisode", "ModelState", "WindowState"]
 
 STATE_FORMAT = 2
+#: How many names of unknown features a state keeps (a stream that sends a new name
+#: with every event must not grow its state).
+UNKNOWN_NAMES_KEPT = 100
 
 
 @dataclass
@@ -88,6 +91,12 @@ class ModelState:
     cat: dict[str, CategoricalSketch] = field(default_factory=dict)
     type_mismatch: dict[str, int] = field(default_factory=dict)
     unknown_features: int = 0
+    #: Names of the features events carried that the reference has not, first seen
+    #: first, at most :data:`UNKNOWN_NAMES_KEPT` (since the reference was attached):
+    #: what the data-quality signal on unknown features is about.
+    unknown_names: list[str] = field(default_factory=list)
+    #: Whether more names than those were seen.
+    unknown_names_more: bool = False
     classes: CategoricalSketch | None = None
     confidence: NumericSketch | None = None
     low_confidence: int = 0
@@ -153,6 +162,8 @@ class ModelState:
         self.mv = MultivariateDetector(ref.multivariate) if ref.multivariate else None
         self.type_mismatch = {name: 0 for name in ref.features}
         self.unknown_features = 0
+        self.unknown_names = []
+        self.unknown_names_more = False
         self.low_confidence = 0
 
     # ------------------------------------------------------------------ bytes
@@ -164,7 +175,12 @@ class ModelState:
 
         # The multivariate detector's record only when there is one: a state without it
         # is the same bytes as before it existed.
-        mv = {"mv": s(self.mv.to_bytes())} if self.mv is not None else {}
+        mv: dict[str, Any] = {"mv": s(self.mv.to_bytes())} if self.mv is not None else {}
+        # Likewise the unknown features' names, only when some were seen.
+        if self.unknown_names:
+            mv["unknown_names"] = self.unknown_names
+            if self.unknown_names_more:
+                mv["unknown_names_more"] = True
         return pack(
             "model_state",
             STATE_FORMAT,
@@ -250,6 +266,11 @@ class ModelState:
         same = st.reference_id == d["reference_id"] and version == STATE_FORMAT
         st.type_mismatch = d["type_mismatch"] if same else {}
         st.unknown_features = d["unknown_features"]
+        names = d.get("unknown_names", []) if same else []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise StateCorrupt("model_state: unknown_names is not a list of names")
+        st.unknown_names = names[:UNKNOWN_NAMES_KEPT]
+        st.unknown_names_more = bool(d.get("unknown_names_more", False)) and bool(names)
         st.low_confidence = d["low_confidence"]
         st.episodes = {k: DriftEpisode(**e) for k, e in d["episodes"].items()}
         st.max_event_ms = d["max_event_ms"]

@@ -49,11 +49,16 @@ def window_summary(
     w = st.window
     # The stream's late and future-dated events so far, only when there are some: a
     # stream in time order keeps the summary (and its history entry) it always had.
-    odd = (
+    odd: dict[str, Any] = (
         {"late_events": st.late_events, "future_events": st.future_events}
         if st.late_events or st.future_events
         else {}
     )
+    # The names of the unknown features seen so far, only when there are some.
+    if st.unknown_names:
+        odd["unknown_names"] = list(st.unknown_names)
+        if st.unknown_names_more:
+            odd["unknown_names_more"] = True
     return {
         "model_id": st.key.model_id,
         "model_version": st.key.model_version,

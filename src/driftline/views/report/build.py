@@ -44,6 +44,7 @@ __all__ = [
     "parse_since",
     "references_for",
     "report_from_store",
+    "unknown_names_said",
 ]
 
 #: Features in the ranking chart and the "top features over time" chart.
@@ -68,6 +69,7 @@ _QUALITY_STATS = {
 }
 #: The multivariate detector's row in the window summaries (core/fastloop/multivariate.py).
 _JOINT = "__multivariate__"
+_UNKNOWN_FEATURES = "__unknown_features__"
 #: What the units that are not features are called where people read alerts.
 _SIGNAL_NAMES = {
     "__class__": "class mix",
@@ -76,7 +78,7 @@ _SIGNAL_NAMES = {
     "__top_class_share__": "top-class share",
     "__low_confidence__": "low-confidence rate",
     _JOINT: "joint (multivariate)",
-    "__unknown_features__": "unknown features",
+    _UNKNOWN_FEATURES: "unknown features",
 }
 #: The output signals' series in the report, by the signal's name and what it measures.
 _OUTPUT_SERIES = {
@@ -109,6 +111,31 @@ _QUALITY_FIGURES = {
     "type_mismatch_rate": ("mismatched", False),
     "unknown_feature_rate": ("unknown", False),
 }
+
+
+#: How many names of unknown features a line shows.
+UNKNOWN_NAMES_SHOWN = 10
+
+
+def unknown_names_said(names: Sequence[str], more: bool = False) -> str:
+    """The names of unknown features as a line shows them: the first
+    :data:`UNKNOWN_NAMES_SHOWN`, and how many there are.
+
+    Examples
+    --------
+    >>> unknown_names_said(["zip5", "promo"])
+    'zip5, promo'
+    >>> unknown_names_said([f"x{i}" for i in range(12)])
+    'x0, x1, x2, x3, x4, x5, x6, x7, x8, x9 and 2 more (12)'
+    >>> unknown_names_said(["a", "b"], more=True)
+    'a, b and more'
+    """
+    shown = ", ".join(names[:UNKNOWN_NAMES_SHOWN])
+    rest = len(names) - UNKNOWN_NAMES_SHOWN
+    total = f"{len(names):,}{'+' if more else ''}"
+    if rest > 0:
+        return f"{shown} and {rest:,}{'+' if more else ''} more ({total})"
+    return f"{shown} and more" if more else shown
 
 
 def figure(detector: str, kind: str, statistic: str, value: Any) -> tuple[str, str]:
@@ -688,17 +715,22 @@ def build_report(inp: ReportInput) -> dict[str, Any]:
             continue
         thr = float(runs[-1][1]["threshold"])
         over = sum(1 for v in vals_q if thr > 0 and v >= thr)
-        qrows.append(
-            {
-                "feature": feat,
-                "statistic": stat,
-                "label": _QUALITY_STATS[stat],
-                "peak": _r(max(vals_q)),
-                "latest": _r(vals_q[-1]),
-                "threshold": _r(thr),
-                "over": over,
-            }
-        )
+        row = {
+            "feature": feat,
+            "statistic": stat,
+            "label": _QUALITY_STATS[stat],
+            "peak": _r(max(vals_q)),
+            "latest": _r(vals_q[-1]),
+            "threshold": _r(thr),
+            "over": over,
+        }
+        if feat == _UNKNOWN_FEATURES:
+            # which features: the names the latest window that has them gives
+            named = next((wins[i] for i, _ in reversed(runs) if wins[i].get("unknown_names")), None)
+            if named is not None:
+                row["names"] = named["unknown_names"]
+                row["names_more"] = bool(named.get("unknown_names_more"))
+        qrows.append(row)
     checks = len(qrows)
     qrows = sorted(
         (q for q in qrows if q["over"] > 0),

@@ -27,6 +27,7 @@ from driftline.views.report.build import (
     fmt_time,
     score_figure,
     signal_name,
+    unknown_names_said,
 )
 
 __all__ = [
@@ -258,7 +259,7 @@ def _quality_section(d: Mapping[str, Any]) -> str:
         )
     rows = "".join(
         "<tr>"
-        f"<td>{_e(signal_name(q['feature']))}</td><td>{_e(q['label'])}</td>"
+        f"<td>{_e(_quality_name(q))}</td><td>{_e(q['label'])}</td>"
         f"<td class=num>{_num(q['latest'])}</td><td class=num>{_num(q['peak'])}</td>"
         f"<td class=num>{_num(q['threshold'])}</td><td class=num>{q['over']}</td>"
         "</tr>"
@@ -274,6 +275,14 @@ def _quality_section(d: Mapping[str, Any]) -> str:
         "<th>latest</th><th>peak</th><th>margin</th><th>windows over</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>{more}"
     )
+
+
+def _quality_name(q: Mapping[str, Any]) -> str:
+    """A data-quality row's feature; the unknown features' row names them."""
+    name = signal_name(q["feature"])
+    if q.get("names"):
+        name += f": {unknown_names_said(q['names'], q.get('names_more', False))}"
+    return name
 
 
 def _summary_text(d: Mapping[str, Any]) -> str:
