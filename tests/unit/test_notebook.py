@@ -805,3 +805,18 @@ def test_codes_with_leading_zeros_in_a_csv_are_text_categories(tmp_path: Path) -
         or (w[(w.feature == "zip") & (w.statistic == "type_mismatch_rate")].value == 0).all()
     )
     assert len(result.alerts) == 0, result.alerts
+
+
+def test_the_unknown_feature_rate_is_a_share_of_events_not_above_one(
+    frames: tuple[Any, Any], ref: driftline.Reference
+) -> None:
+    """Two columns the reference has not, in every row: the data-quality alert read
+    'unknown 200% / 5%' (the names counted per event). Now the figure is the share of
+    the window's events that carry one: 100%."""
+    current = frames[1].assign(promo_code="X", channel="web")
+    result = driftline.monitor(current, ref, show=False)
+    w = result.windows
+    rates = w[w.statistic == "unknown_feature_rate"].value
+    assert len(rates) and (rates == 1.0).all(), rates
+    dq = result.alerts[result.alerts.kind == "data_quality"]
+    assert len(dq) and (dq.statistic <= 1.0).all(), dq

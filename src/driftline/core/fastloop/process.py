@@ -233,7 +233,8 @@ def _absorb(
     w.count += b - a
     st.events += b - a
     if data.unknown is not None:
-        st.unknown_features += int(data.unknown[a:b].sum())
+        # events that carry one (a rate of events, at most 1), not the names counted
+        st.unknown_features += int(np.count_nonzero(data.unknown[a:b]))
         note_unknown_names(st, data.unknown_names)
     window.absorb(data, a, b)
     input_before = input_away(plan, st.bank)

@@ -90,6 +90,7 @@ class ModelState:
     num: dict[str, NumericSketch] = field(default_factory=dict)
     cat: dict[str, CategoricalSketch] = field(default_factory=dict)
     type_mismatch: dict[str, int] = field(default_factory=dict)
+    #: Events of the open window that carried a feature the reference has not.
     unknown_features: int = 0
     #: Names of the features events carried that the reference has not, first seen
     #: first, at most :data:`UNKNOWN_NAMES_KEPT` (since the reference was attached):
