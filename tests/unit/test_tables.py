@@ -1425,3 +1425,21 @@ def test_label_columns_named_otherwise_are_the_label_where_they_fit_the_output()
     labels = pd.DataFrame({"id": np.arange(n), "is_fraud": classes % 2, "source": "batch"})
     res = resolve(table_from(labels), labels=True)
     assert res.label == "is_fraud"
+
+
+def test_a_prediction_named_after_its_truth_column_pairs_with_it() -> None:
+    """``segment_pred`` beside ``segment_true`` (or ``true_segment``, ``segment_actual``,
+    ``segment_label``): the prediction was not found (the pair rule wanted a column named
+    ``segment``), so the table had no prediction and its classes were unknown. Now the
+    two are the prediction and the label, with the note of the pair rule."""
+    rng = np.random.default_rng(4)
+    n = 400
+    classes = np.array(["bronze", "gold", "silver"])
+    base = pd.DataFrame({"id": np.arange(n), "x": rng.normal(size=n)})
+    for truth in ("segment_true", "true_segment", "segment_actual", "segment_label", "segment"):
+        df = base.assign(
+            segment_pred=classes[rng.integers(0, 3, n)], **{truth: classes[rng.integers(0, 3, n)]}
+        )
+        res = resolve(table_from(df))
+        assert (res.prediction, res.label) == ("segment_pred", truth), truth
+        assert f"segment_pred read as the prediction and {truth} as the label" in res.describe()

@@ -302,6 +302,9 @@ def resolve(
 #: ``price``, ``churn_pred`` beside ``churn``).
 _PAIR_PREFIXES = ("predicted_", "prediction_", "pred_", "predict_")
 _PAIR_SUFFIXES = ("_predicted", "_prediction", "_pred", "_hat")
+#: How the other half of such a pair is named after the same stem (``segment`` beside
+#: ``segment_pred``, or ``segment_true`` ...).
+_PAIR_TRUTHS = ("{}", "{}_true", "true_{}", "{}_actual", "actual_{}", "{}_label")
 
 
 def _paired_outputs(res: Resolved, cm: ColumnMap, free: Sequence[str]) -> None:
@@ -321,9 +324,10 @@ def _paired_outputs(res: Resolved, cm: ColumnMap, free: Sequence[str]) -> None:
         stems = [name[len(p) :] for p in _PAIR_PREFIXES if name.startswith(p)]
         stems += [name[: -len(x)] for x in _PAIR_SUFFIXES if name.endswith(x)]
         for stem in stems:
-            truth = low.get(stem)
-            if truth is not None and truth != n and kind(n) == kind(truth) != "datetime":
-                pairs.append((n, truth))
+            # the truth by the stem's name, or named as its truth (segment_true)
+            for truth in (low.get(t.format(stem)) for t in _PAIR_TRUTHS):
+                if truth is not None and truth != n and kind(n) == kind(truth) != "datetime":
+                    pairs.append((n, truth))
     if len(pairs) != 1:
         return
     pred, truth = pairs[0]
