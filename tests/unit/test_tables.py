@@ -1443,3 +1443,29 @@ def test_a_prediction_named_after_its_truth_column_pairs_with_it() -> None:
         res = resolve(table_from(df))
         assert (res.prediction, res.label) == ("segment_pred", truth), truth
         assert f"segment_pred read as the prediction and {truth} as the label" in res.describe()
+
+
+def test_a_feature_named_score_that_is_no_probability_stays_a_feature() -> None:
+    """A feature called ``score`` (a credit score, another system's risk score) was read
+    as the lone probability of a binary model: a table without a prediction stopped
+    ('holds one probability but the classes are unknown'), and one with it read the
+    score as the probability of class 1. Now a ``score``/``y_score`` column whose values
+    are not within 0..1 is a feature, with a note; one within 0..1 is the probability,
+    as before, and a ``probability`` column of percentages still stops with its fix."""
+    rng = np.random.default_rng(6)
+    n = 500
+    p = rng.random(n)
+    base = pd.DataFrame({"id": np.arange(n), "x": rng.normal(size=n), "prediction": p > 0.5})
+    for name, values in (("score", rng.normal(650, 80, n)), ("y_score", rng.normal(0, 2, n))):
+        res = resolve(table_from(base.assign(**{name: values})))
+        assert name in res.features and not res.scores, name
+        assert (
+            f"note: {name} read as a feature: named like a probability, but its values are "
+            "not within 0..1" in res.describe()
+        )
+        res = resolve(table_from(base.drop(columns="prediction").assign(**{name: values})))
+        assert name in res.features
+    res = resolve(table_from(base.assign(score=p)))
+    assert res.scores == {"true": "score"} and "score" not in res.features
+    with pytest.raises(InputError, match="percentages\\? divide them by 100"):
+        resolve(table_from(base.assign(probability=p * 100)))

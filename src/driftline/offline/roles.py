@@ -212,6 +212,17 @@ def resolve(
                 given_scores[cls] = n
         _scores_named_by_class(res, free, roles, given_scores, classes)
         lone = [n for n in free if n.lower() in LONE_SCORE_NAMES and n not in roles]
+        # 'score' is as often a feature (a credit score, another system's risk score)
+        # or a raw margin: a probability only where its values are
+        plain = [
+            n for n in lone if n.lower() in _FEATURE_LIKE_SCORES and not _unit_values(table, n)
+        ]
+        lone = [n for n in lone if n not in plain]
+        for n in plain:
+            res.remarks.append(
+                f"{n} read as a feature: named like a probability, but its values are not "
+                f"within 0..1 ({option('scores', f'CLASS={n}')} if it is one)"
+            )
         if len(lone) > 1:
             raise InputError(
                 f"{src}: columns {lone} could each be the probability: "
@@ -561,6 +572,21 @@ def _probabilities(table: Table, col: str) -> bool:
     v = table.floats(col)
     v = v[~np.isnan(v)]
     return bool(v.size) and bool(((v >= 0.0) & (v <= 1.0)).all())
+
+
+#: Lone probability names that also name features (:func:`resolve`).
+_FEATURE_LIKE_SCORES = ("score", "y_score")
+
+
+def _unit_values(table: Table, col: str) -> bool:
+    """Whether ``col`` holds numbers within 0..1, but for at most 1% of them (stray
+    values are refused row by row)."""
+    st = table.stats(col)
+    if st.present == 0 or st.numbers != st.present or st.bools:
+        return False
+    v = table.floats(col)
+    v = v[~np.isnan(v)]
+    return bool(v.size) and float(((v < 0.0) | (v > 1.0)).mean()) <= 0.01
 
 
 def _scores(res: Resolved, given: dict[str, str]) -> None:
