@@ -518,6 +518,19 @@ def error_cases(d: Path) -> list[tuple[str, list[str], int, str]]:
         ),
         ("no Redis", ["reference", "show", "--model", "m"], 1, "cannot reach Redis"),
         (
+            "labels without servers",
+            ["labels", "--report"],
+            1,
+            "on files, without servers: driftline replay --events FILE --labels FILE "
+            "--performance",
+        ),
+        (
+            "a reference to Redis without one",
+            ["reference", "build", "--model", "m", "--version", "1", "--data", "train.csv"],
+            1,
+            "without Redis: --out FILE writes the reference to a file",
+        ),
+        (
             "bad --since",
             [
                 "report",

@@ -74,6 +74,24 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_FAILURE
 
 
+#: What a command that found no server does on files instead: a person trying
+#: Driftline on their own files with no Kafka or Redis running.
+_WITHOUT_SERVERS = {
+    "labels": (
+        "; 'driftline dev up' starts both here; on files, without servers: driftline "
+        "replay --events FILE --labels FILE --performance"
+    ),
+    "reference build": "; without Redis: --out FILE writes the reference to a file",
+    "report": "; on files, without servers: --events FILE --reference FILE --out FILE",
+}
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command as typed: ``labels``, ``reference build``."""
+    sub = getattr(args, "ref_cmd", None)
+    return f"{args.cmd} {sub}" if sub else str(args.cmd)
+
+
 def _unreachable(exc: BaseException) -> str | None:
     """A one-line cause when ``exc`` is a server that cannot be reached, else ``None``."""
     mod = type(exc).__module__.split(".")[0]
@@ -119,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INPUT
         down = _unreachable(exc)
         if down is not None:
-            _error(f"cannot reach {down}")
+            _error(f"cannot reach {down}{_WITHOUT_SERVERS.get(_command(args), '')}")
             return EXIT_FAILURE
         _error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the trace)")
         return EXIT_FAILURE
