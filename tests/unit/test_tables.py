@@ -1469,3 +1469,27 @@ def test_a_feature_named_score_that_is_no_probability_stays_a_feature() -> None:
     assert res.scores == {"true": "score"} and "score" not in res.features
     with pytest.raises(InputError, match="percentages\\? divide them by 100"):
         resolve(table_from(base.assign(probability=p * 100)))
+
+
+def test_a_feature_of_a_different_integer_in_every_row_is_pointed_out_as_an_id() -> None:
+    """A listing number, an order number (no ``id`` in its name) was read as a feature
+    with no word: new ids are new values, so it drifts by construction. Now the roles
+    table says it looks like the id and names the options; a feature of repeated
+    integers, a table with an id, and a short table have no such note."""
+    rng = np.random.default_rng(8)
+    n = 500
+    df = pd.DataFrame(
+        {
+            "listing": rng.permutation(n) + 10_000,
+            "rooms": rng.integers(1, 6, n),
+            "sqft": rng.normal(1500, 300, n),
+            "prediction": rng.random(n) < 0.5,
+        }
+    )
+    said = "listing read as a feature but every row has a different integer, as an id has: "
+    text = resolve(table_from(df)).describe()
+    assert said + "--id listing reads it as the id (--exclude listing leaves it out)" in text
+    assert "rooms read as a feature but" not in text and "sqft read as" not in text
+    assert said not in resolve(table_from(df.assign(id=np.arange(n)))).describe()
+    assert said not in resolve(table_from(df.head(50))).describe()
+    assert resolve(table_from(df), ColumnMap(id="listing")).id == "listing"

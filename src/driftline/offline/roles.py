@@ -303,6 +303,8 @@ def resolve(
         _label_by_name(res, cm, known_features)
     _time_layout(res, cm)
     _time_notes(res)
+    if res.id is None and cm.id is None and cm.features is None and not labels:
+        _id_like_features(res)
     _output_notes(res, cm)
     _label_classes(res)
     _bad_values(res, cm)
@@ -350,6 +352,31 @@ def _paired_outputs(res: Resolved, cm: ColumnMap, free: Sequence[str]) -> None:
         f"another's prediction ({option('prediction', 'COLUMN')} and "
         f"{option('label', 'COLUMN')} name others)"
     )
+
+
+#: Rows a table needs before a feature whose every value differs is noted as an id.
+_ID_LIKE_ROWS = 100
+
+
+def _id_like_features(res: Resolved) -> None:
+    """No column is named as the id, but a numeric feature holds a different integer in
+    every row (``listing``, ``order_no``): most likely the id, and as a feature it drifts
+    by construction (new ids are new values). Noted, not moved."""
+    for n in res.features:
+        st = res.table.stats(n)
+        if (
+            res.kinds.get(n) != "numeric"
+            or st.present < _ID_LIKE_ROWS
+            or st.missing
+            or st.integers != st.present
+        ):
+            continue
+        if np.unique(res.table.floats(n)).size == st.present:
+            res.remarks.append(
+                f"{n} read as a feature but every row has a different integer, as an id "
+                f"has: {option('id', n)} reads it as the id ({option('exclude', n)} leaves "
+                "it out)"
+            )
 
 
 def _label_by_name(res: Resolved, cm: ColumnMap, known_features: Collection[str]) -> None:
