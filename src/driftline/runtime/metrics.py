@@ -151,7 +151,7 @@ MODELS_QUARANTINED = Gauge(
 )
 READY = Gauge(
     "driftline_ready",
-    "1 when the worker has caught up with its partitions.",
+    "1 when the worker has caught up with its partitions (and reaches its broker).",
     ["worker"],
     registry=REGISTRY,
 )

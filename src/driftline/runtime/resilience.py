@@ -1,6 +1,7 @@
 """What keeps a worker running through faults: retries of transient Redis errors, start
-and shutdown steps bounded by a stop request or a deadline, and the models it holds
-back (quarantines) instead of stopping a partition.
+and shutdown steps bounded by a stop request or a deadline, the one line that says the
+Kafka broker cannot be reached, and the models it holds back (quarantines) instead of
+stopping a partition.
 
 Used by the worker shell (:mod:`driftline.runtime.worker`).
 """
@@ -21,7 +22,9 @@ from aiokafka.errors import KafkaError
 from driftline.runtime import metrics as m
 
 __all__ = [
+    "BROKER_CHECK_SECONDS",
     "HOLD_REASONS",
+    "BrokerWatch",
     "bounded",
     "until_stopped",
     "REDIS_FAILURES",
@@ -145,6 +148,64 @@ async def bounded(what: str, step: Awaitable[Any], deadline: float) -> None:
         await asyncio.wait_for(step, timeout=max(0.5, deadline - time.monotonic()))
     except (TimeoutError, KafkaError, *REDIS_FAILURES, Stopping) as exc:
         log.warning("%s at shutdown did not finish: %s", what, type(exc).__name__)
+
+
+#: Seconds between two checks that the Kafka broker answers (a worker's start that
+#: cannot reach it waits as long before trying again).
+BROKER_CHECK_SECONDS = 5.0
+
+
+class BrokerWatch:
+    """Says in one line when the Kafka broker cannot be reached, and in one when it is back.
+
+    aiokafka retries on its own and logs each failed connection (dozens of lines a
+    second, none naming the configured servers nor saying what the worker does). This
+    adds the worker's own warning, once per outage: which bootstrap servers, and that
+    the worker waits and loses nothing (records are processed from the stored positions
+    once the broker answers).
+
+    Parameters
+    ----------
+    worker
+        Worker name (the first word of each line).
+    servers
+        The configured bootstrap servers (host:port list; no credentials in it).
+    """
+
+    def __init__(
+        self, worker: str, servers: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.worker = worker
+        self.servers = servers
+        self._clock = clock
+        #: Monotonic time the current outage was first seen; None while it answers.
+        self.down_since: float | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        """The broker did not answer (``exc``): warn if this starts an outage."""
+        if self.down_since is not None:
+            return
+        self.down_since = self._clock()
+        log.warning(
+            "%s: Kafka broker unreachable at %s (%s); retrying every %.0f s, nothing is "
+            "lost: records are processed from the stored positions once it answers",
+            self.worker,
+            self.servers,
+            type(exc).__name__,
+            BROKER_CHECK_SECONDS,
+        )
+
+    def answered(self) -> None:
+        """The broker answered: say so if it was unreachable."""
+        if self.down_since is None:
+            return
+        log.warning(
+            "%s: Kafka broker at %s answers again (unreachable for %.0f s)",
+            self.worker,
+            self.servers,
+            self._clock() - self.down_since,
+        )
+        self.down_since = None
 
 
 #: Why a model may be held back (each is also the ``dl.error.stage`` of its events).

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from driftline.config import Settings, WorkerSettings
 from driftline.core.reference import ReferenceProfile
@@ -63,8 +63,10 @@ from driftline.runtime.health import HEALTH, track_group
 from driftline.runtime.redis_client import RedisClient
 from driftline.runtime.references import ReferenceCache, ReferenceState
 from driftline.runtime.resilience import (
+    BROKER_CHECK_SECONDS,
     REDIS_FAILURES,
     RETRY_BACKOFF,
+    BrokerWatch,
     ModelHolds,
     Stopping,
     bounded,
@@ -215,6 +217,8 @@ class Worker(Generic[S, R]):
         self.references = ReferenceCache(cfg.reference_ttl_seconds, cfg.reference_cache_size)
         #: Model ids exported as metric label values (the rest share "other").
         self.model_labels = m.ModelLabels(cfg.metrics_max_models)
+        #: Says once per outage that the broker cannot be reached (and when it is back).
+        self.broker = BrokerWatch(name, settings.kafka.bootstrap_servers)
         self._stop = asyncio.Event()
 
     # ------------------------------------------------------------------ the subclass's part
@@ -264,7 +268,7 @@ class Worker(Generic[S, R]):
         single_threaded_blas()  # runtime/blas.py: spinning BLAS threads cost a core
         self.redis, self.store = open_store(s.redis, cfg.group_id)
         try:
-            await until_stopped(self._stop, self.setup())
+            await self._until_broker_answers(self.setup)
             kw = s.kafka.client_kwargs()
             self.producer = AIOKafkaProducer(
                 **kw,
@@ -292,6 +296,46 @@ class Worker(Generic[S, R]):
             log.info("stop requested while starting")
         m.READY.labels(self.name).set(0)
 
+    async def _until_broker_answers(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run a start step again every :data:`BROKER_CHECK_SECONDS` while the broker
+        cannot be reached (one warning line, not an exit: a worker started before its
+        broker waits for it); a stop ends the wait."""
+        while True:
+            try:
+                await until_stopped(self._stop, step())
+            except KafkaConnectionError as exc:
+                self.broker.failed(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), BROKER_CHECK_SECONDS)
+                if self._stop.is_set():
+                    raise Stopping("start") from exc
+            else:
+                self.broker.answered()
+                return
+
+    async def _watch_broker(self) -> None:
+        """Every :data:`BROKER_CHECK_SECONDS`, whether the broker answers: a fetch
+        response of an assigned partition since the last check, else a metadata request.
+        Only its verdict is logged (:class:`BrokerWatch`); aiokafka reconnects itself."""
+        assert self.consumer is not None
+        consumer = self.consumer
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), BROKER_CHECK_SECONDS)
+            if self._stop.is_set():
+                return
+            recent = 1000 * (time.time() - BROKER_CHECK_SECONDS)
+            polled = [consumer.last_poll_timestamp(tp) for tp in consumer.assignment()]
+            if any(t is not None and t >= recent for t in polled):
+                self.broker.answered()
+                continue
+            try:
+                await asyncio.wait_for(consumer.topics(), BROKER_CHECK_SECONDS)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                self.broker.failed(exc)
+            else:
+                self.broker.answered()
+
     async def close(self) -> None:
         """Publish what is left in the outboxes, leave the group, close every connection.
 
@@ -317,10 +361,15 @@ class Worker(Generic[S, R]):
         """Process batches until :meth:`stop` (or ``idle_exit_s`` without records)."""
         if self.consumer is None:  # the start was stopped before the group was joined
             return
+        watch = asyncio.create_task(self._watch_broker())
         try:
             await self._run(idle_exit_s)
         except Stopping:
             log.info("stop requested while retrying; the unfinished batch will be replayed")
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
 
     async def _run(self, idle_exit_s: float | None) -> None:
         assert self.consumer is not None
@@ -374,7 +423,8 @@ class Worker(Generic[S, R]):
         return not assigned or bool(assigned - self.units.keys() - self.quarantined.keys())
 
     def _update_ready(self) -> None:
-        """``driftline_ready``: 1 when no unit is pending, quarantined or catching up.
+        """``driftline_ready``: 1 when no unit is pending, quarantined or catching up,
+        and the broker answers.
 
         A unit is warm once each of its positions reached the log end seen when it was
         leased, and the newest high watermark fetched since (some brokers, Tansu among
@@ -393,6 +443,7 @@ class Worker(Generic[S, R]):
                 )
         ready = (
             not self.pending
+            and self.broker.down_since is None
             and not self.quarantined
             and all(u.warm for u in self.units.values() if not u.fenced)
         )
