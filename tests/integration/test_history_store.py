@@ -345,3 +345,56 @@ async def test_history_works_under_the_documented_acl(tmp_path):
         await client.aclose()
         await admin.aclose()
         server.stop()
+
+
+async def test_a_version_warming_up_is_listed_on_the_status_page_with_its_progress(settings):
+    """A version deployed without a reference closes no window until the monitor built one
+    from its first live events: the status page did not list it at all (no window, no
+    history). Now it is listed, with how many events of how many it has; once built,
+    that its first window is open; its first closed window then takes the place.
+    Oracle: the events sent (the warm-up takes the first WARMUP_EVENTS of them)."""
+    from driftline.core.fastloop import WARMUP_EVENTS
+    from driftline.demo.simulate import SimulatedModel
+
+    events = list(SimulatedModel(seed=5, model_id="warm", model_version="2").events(3_000))
+    client, store = open_store(settings.redis, settings.monitor.group_id)
+    sent = 0
+
+    async def send_and_status(n: int) -> dict:
+        """Publish the events up to ``n``; a monitor handles them; the model's status."""
+        nonlocal sent
+        new = events[sent:n]
+        sent = n
+        await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, new)
+        worker = MonitorWorker(settings, name="warm-test")
+        await worker.start()
+        try:
+            await run_until(worker, lambda: worker.processed >= len(new))
+        finally:
+            await worker.close()
+        (status,) = await model_statuses(store)
+        return status
+
+    try:
+        status = await send_and_status(1_200)
+        assert status["model"] == "warm" and status["state"] == "unknown"
+        assert status["streams"] == []
+        assert status["warming_up"] == [
+            {"version": "2", "segment": "", "events": 1_200, "of": WARMUP_EVENTS}
+        ]
+        html = render_index([status], 0)
+        assert f"v2: warming up, 1,200 of {WARMUP_EVENTS:,} events" in html
+
+        status = await send_and_status(WARMUP_EVENTS + 100)  # built; 100 in the open window
+        assert status["warming_up"] == [
+            {"version": "2", "segment": "", "events": WARMUP_EVENTS, "of": WARMUP_EVENTS}
+        ]
+        assert f"reference built from its first {WARMUP_EVENTS:,} live events" in render_index(
+            [status], 0
+        )
+
+        status = await send_and_status(len(events))  # windows closed since
+        assert status["warming_up"] == [] and status["streams"][0]["version"] == "2"
+        assert "warming up" not in render_index([status], 0)
+    finally:
+        await client.aclose()

@@ -32,6 +32,7 @@ __all__ = [
     "encode_perf",
     "encode_window",
     "latest_entry",
+    "warmup_entry",
 ]
 
 
@@ -286,6 +287,22 @@ def latest_entry(summary: Mapping[str, Any]) -> bytes:
                 if joint is not None
                 else {}
             ),
+        }
+    )
+
+
+def warmup_entry(model_version: str, segment: str, events: int, of: int) -> bytes:
+    """The ``latest`` record of a stream that has no window yet because its version had
+    no reference: ``events`` of the ``of`` first live events its reference is built from
+    (``events == of``: built, its first window still open). The stream's first closed
+    window takes its place."""
+    return orjson.dumps(
+        {
+            "f": HISTORY_FORMAT,
+            "model_version": model_version,
+            "segment": segment,
+            "warmup": {"events": events, "of": of},
+            "written_ms": int(time.time() * 1000),
         }
     )
 

@@ -54,6 +54,7 @@ from driftline.contract.history import (
     encode_perf,
     encode_window,
     latest_entry,
+    warmup_entry,
 )
 from driftline.core.fastloop import BatchResult
 from driftline.runtime.store import HistoryBatch, StateStore
@@ -67,6 +68,7 @@ __all__ = [
     "record_alerts",
     "record_history",
     "record_performance",
+    "record_warmups",
     "window_maxlen",
 ]
 
@@ -137,6 +139,22 @@ async def record_history(store: StateStore | None, result: BatchResult) -> bool:
     if store is None or not (result.windows or result.alerts):
         return False
     return await _append(store, history_batches(result.windows, result.alerts))
+
+
+async def record_warmups(
+    store: StateStore | None, progress: Mapping[tuple[str, str, str], tuple[int, int]]
+) -> bool:
+    """Note in the ``latest`` hash how far each stream warming up is: per (model, version,
+    segment), (events collected, events its reference is built from). The status page
+    lists a version with no window yet by it. Never raises; True when written."""
+    if store is None or not progress:
+        return False
+    latest: dict[str, dict[str, bytes]] = {}
+    for (model, version, segment), (events, of) in progress.items():
+        latest.setdefault(model, {})[f"{version}\x1f{segment}"] = warmup_entry(
+            version, segment, events, of
+        )
+    return await _append(store, [HistoryBatch(model_id=k, latest=v) for k, v in latest.items()])
 
 
 async def record_alerts(store: StateStore | None, alerts: Sequence[DriftAlert]) -> bool:

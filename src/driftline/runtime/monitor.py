@@ -56,13 +56,13 @@ from driftline.contract.codec import pack, unpack
 from driftline.contract.columnar import EventFrame, stream_counts
 from driftline.contract.decode import decode_records
 from driftline.contract.keys import KeyTuple, StateKey, interned_key, state_key
-from driftline.core.fastloop import BatchResult, ModelState, process_batch
+from driftline.core.fastloop import WARMUP_EVENTS, BatchResult, ModelState, process_batch
 from driftline.core.fastloop.state import STATE_FORMAT
 from driftline.core.reference import ReferenceProfile
 from driftline.errors import DriftlineError, ModelLimit, ReferenceMissing, StateCorrupt
 from driftline.runtime import metrics as m
 from driftline.runtime.drift_flags import DriftFlags
-from driftline.runtime.history import record_history
+from driftline.runtime.history import record_history, record_warmups
 from driftline.runtime.references import ReferenceState
 from driftline.runtime.store import Lease, StateStore
 from driftline.runtime.topics import ensure_topics
@@ -331,6 +331,7 @@ class MonitorWorker(Worker[Models, Done]):
         self._observe(done)
         self._observe_episodes(unit, done.states)
         await record_history(self.store, done.result)  # best effort, after the commit
+        await record_warmups(self.store, _warmup_progress(done))
 
     # ------------------------------------------------------------------ screening
     async def _screen(self, unit: Unit[Models], streams: list[StateKey]) -> Screened:
@@ -592,6 +593,19 @@ def _held(reason: str, detail: str) -> Exception:
     if reason == "reference_missing":
         return ReferenceMissing(detail)
     return StateCorrupt(detail)
+
+
+def _warmup_progress(done: Done) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """Per stream of the batch without a reference of its own yet: (events collected,
+    :data:`WARMUP_EVENTS`); a stream whose reference the batch built: (N, N)."""
+    built = {(r.model_id, r.model_version) for r in done.result.new_references}
+    out: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for key, st in done.states.items():
+        mv = (key.model_id, key.model_version)
+        if st.warmup or (mv in built and st.window.index == 0):
+            n = len(st.warmup) if st.warmup else WARMUP_EVENTS
+            out[(key.model_id, key.model_version, key.segment)] = (n, WARMUP_EVENTS)
+    return out
 
 
 async def _read_warmup(

@@ -104,10 +104,14 @@ async def model_statuses(
     for snap in await store.history_snapshots(models, alerts=INDEX_ALERTS):
         model = snap.model_id
         streams: dict[tuple[str, str], dict[str, Any]] = {}
+        warming: list[dict[str, Any]] = []
         for blob in snap.latest.values():
             try:
                 w = orjson.loads(blob)
                 key = (str(w["model_version"]), str(w.get("segment", "")))
+                if "warmup" in w:  # no window yet: its reference is being built
+                    warming.append(_warming(key, w["warmup"]))
+                    continue
                 streams[key] = {
                     "version": key[0],
                     "segment": key[1],
@@ -153,6 +157,7 @@ async def model_statuses(
                 "state": classify_state(active, bool(streams), acc_drop),
                 "active": active,
                 "streams": ordered,
+                "warming_up": sorted(warming, key=lambda w: (w["version"], w["segment"])),
                 "last_end": ordered[0]["end"] if ordered else None,
                 "accuracy_drop": acc_drop,
             }
@@ -160,6 +165,29 @@ async def model_statuses(
     order = {"degraded": 0, "drifting": 1, "unknown": 2, "healthy": 3}
     out.sort(key=lambda s: (order[s["state"]], s["model"]))
     return out
+
+
+def _warming(key: tuple[str, str], v: Any) -> dict[str, Any]:
+    """A stream warming up (untrusted entry): events collected of how many."""
+    events, of = _count(v["events"]), _count(v["of"])
+    if not of:
+        raise ValueError("warm-up entry without its target")
+    return {"version": key[0], "segment": key[1], "events": min(events, of), "of": of}
+
+
+def _warming_text(w: Mapping[str, Any]) -> str:
+    """One stream warming up, for the index (escaped)."""
+    name = f"v{_e(w['version'])}{(' ' + _e(w['segment'])) if w['segment'] else ''}"
+    if w["events"] < w["of"]:
+        return (
+            f'<span class="warming">{name}: warming up, {w["events"]:,} of {w["of"]:,} '
+            "events <small class=muted>(no reference: one is built from its first "
+            "live events)</small></span>"
+        )
+    return (
+        f'<span class="warming">{name}: reference built from its first {w["of"]:,} live '
+        "events; first window open</span>"
+    )
 
 
 def _joint(v: Any) -> dict[str, Any] | None:
@@ -270,6 +298,8 @@ def render_index(
             )
             for w in s["streams"][:5]
         )
+        warming = "<br>".join(_warming_text(w) for w in s.get("warming_up", [])[:5])
+        streams = "<br>".join(t for t in (streams, warming) if t)
         drifted = sorted(
             {d["feature"] for w in s["streams"] for d in w["drifted"]}
             | {
