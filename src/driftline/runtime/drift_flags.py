@@ -10,8 +10,9 @@ the series, so Alertmanager and ``driftline alerts`` say the same for the same e
 
 When an episode's severity rises (``warning`` to ``critical``, an ``updated`` alert),
 the series with the old label is removed and one with the new label set: Prometheus
-sees the warning alert resolve and the critical one start (its ``for:`` counts from
-the rise). A resolved episode's series keeps the label it fired with and goes to 0.
+sees the warning alert resolve and the critical one start (the critical rules'
+``for: 1m`` counts from the rise: docs/metrics.md, *Escalation*). A resolved
+episode's series keeps the label it fired with and goes to 0.
 
 Segments of one (model, version) fold into its series: firing while any segment's
 episode fires, ``critical`` if any firing one is. A batch touches some segments only, so
