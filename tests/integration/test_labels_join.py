@@ -787,3 +787,46 @@ async def test_labels_of_a_model_that_never_predicts_are_named_in_the_report(lse
     ), text
     (line,) = [x for x in text.splitlines() if x.startswith("labels sea-t: ")]
     assert "joined=" in line and "no prediction" not in line, line
+
+
+async def test_a_partition_paused_for_held_labels_says_whose_they_are_and_why(
+    lsettings, caplog
+):
+    """Labels of a model id no server sends ('SEA-T' for 'sea-t') are held, not orphaned,
+    and at labels.max_held_labels they pause their labels partition. The joiner's one
+    line said only 'labels of partition 0 wait: 60 labels held for predictions not read
+    yet': not which model, nor that the partition is paused, nor what resumes it. Now it
+    names the partition, the model (with no prediction seen), the limit, and that the
+    labels wait in Kafka. Oracle: the labels sent."""
+    caplog.set_level("WARNING", logger="driftline.labels")
+    cap = 60
+    s = lsettings.model_copy(
+        update={"labels": lsettings.labels.model_copy(update={"max_held_labels": cap})}
+    )
+    await create_topics(s, partitions=1)
+    sc = SeaScenario(model_id="sea-t", seed=23)
+    await store_reference(s, sea_reference(sc))
+    preds, labels = sc.events(300)
+    typo = [{**lab, "model_id": "SEA-T"} for lab in labels[:cap]]
+    j = LabelJoiner(s, name="test-paused")
+    await j.start()
+    task = asyncio.create_task(j.run())
+    try:
+        await send(s, s.topics.predictions, preds)
+        await send(s, s.topics.labels, labels)
+        await until(lambda: j.labels_seen >= len(labels) and j.predictions_seen >= len(preds))
+        assert not j.labels_paused
+        await send(s, s.topics.labels, typo)
+        await until(lambda: bool(j.labels_paused))
+    finally:
+        j.stop()
+        await task
+        await j.close()
+    said = [r.getMessage() for r in caplog.records if " paused: " in r.getMessage()]
+    assert said == [
+        f"labels partition {s.topics.labels}[0] paused: {cap} labels held for predictions not "
+        f"seen yet (labels.max_held_labels={cap}): {cap} of model 'SEA-T' (no prediction "
+        "of it seen: does a model server send this model_id?). Its labels wait in Kafka, "
+        "none lost, until half the held ones joined or became orphans; predictions are "
+        "still read (driftline labels --report; runbook DriftlineLabelsHeldNearLimit)"
+    ]

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -505,16 +506,18 @@ class LabelJoiner(Worker[UnitState, Joined]):
         tp = TopicPartition(self.label_topic, p)
         if labels_backpressure(unit.state, self.settings.labels, p in self.labels_paused):
             if p not in self.labels_paused:
-                log.warning(
-                    "labels of partition %d wait: %d labels held for predictions not read yet",
-                    p,
-                    len(unit.state.held),
-                )
+                log.warning(_paused_line(tp, unit.state, self.settings.labels.max_held_labels))
             self.labels_paused.add(p)
             self.consumer.pause(tp)  # idempotent; a reload resumes every partition
         elif p in self.labels_paused:
             self.labels_paused.discard(p)
             self.consumer.resume(tp)
+            log.warning(
+                "labels partition %s[%d] read again: %s labels held (half the limit or less)",
+                tp.topic,
+                p,
+                f"{len(unit.state.held):,}",
+            )
         m.LABELS_PAUSED.labels(self.name).set(len(self.labels_paused))
 
     def released(self, unit: Unit[UnitState]) -> None:
@@ -622,6 +625,35 @@ def _model_of(state_field: str) -> str | None:
     """The model a joiner state field belongs to (``m``/``s`` fields), else None."""
     parts = state_field.split("\x1f")
     return parts[1] if len(parts) > 1 and parts[0] in ("m", "s") else None
+
+
+def _paused_line(tp: TopicPartition, unit: UnitState, limit: int) -> str:
+    """The one log line of a labels partition paused for its held labels: how many, of
+    which models (a model with no prediction seen is named as such: a ``model_id`` that
+    no model server sends holds its labels until its predictions pass them, so for
+    good), why, and what resumes it."""
+    per_model = Counter(h.model_id for h in unit.held)
+    parts = []
+    for model, n in per_model.most_common(3):
+        mj = unit.models.get(model)
+        unseen = mj is None or mj.watermark < 0
+        parts.append(
+            f"{n:,} of model {model!r}"
+            + (
+                " (no prediction of it seen: does a model server send this model_id?)"
+                if unseen
+                else ""
+            )
+        )
+    if len(per_model) > 3:
+        parts.append(f"{sum(n for _, n in per_model.most_common()[3:]):,} of other models")
+    return (
+        f"labels partition {tp.topic}[{tp.partition}] paused: {len(unit.held):,} labels held "
+        f"for predictions not seen yet (labels.max_held_labels={limit:,}): "
+        f"{', '.join(parts)}. Its labels wait in Kafka, none lost, until half the held "
+        "ones joined or became orphans; predictions are still read "
+        "(driftline labels --report; runbook DriftlineLabelsHeldNearLimit)"
+    )
 
 
 def _held(h: Hold) -> Exception:
