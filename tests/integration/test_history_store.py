@@ -153,14 +153,33 @@ async def test_late_and_future_events_show_in_the_metric_and_on_the_status_page(
         assert series("late") - before["late"] == st.late_events
         assert series("future") - before["future"] == st.future_events
         (status,) = [s for s in await model_statuses(store) if s["model"] == model]
-        last = windows[-1]
-        assert (status["streams"][0]["late_events"], status["streams"][0]["future_events"]) == (
+        last, before = windows[-1], windows[-2]
+        (stream,) = status["streams"]
+        assert (stream["late_events"], stream["future_events"]) == (
             last["late_events"],
             last["future_events"],
         )
+        # The last window's own: the difference of the totals at its close and the one
+        # before (the totals alone could not say whether it is still happening).
+        own = (
+            last["late_events"] - before.get("late_events", 0),
+            last["future_events"] - before.get("future_events", 0),
+        )
+        assert (stream["window_late_events"], stream["window_future_events"]) == own
+        assert own[0] > 0, "the backfill is interleaved to the end"
         html = render_index([status], now)
-        said = f"{last['late_events']:,} late, {last['future_events']:,} future-dated events"
-        assert said in html and "none moved the stream's clock" in html
+        said = (
+            f"{own[0]:,} late events in the last window"
+            if not own[1]
+            else (f"{own[0]:,} late, {own[1]:,} future-dated events in the last window")
+        )
+        total = f"{last['late_events']:,} late, {last['future_events']:,} future-dated since"
+        assert said in html and total in html and "none moved the stream's clock" in html
+        calm = {
+            **status,
+            "streams": [{**stream, "window_late_events": 0, "window_future_events": 0}],
+        }
+        assert "none in the last window; " in render_index([calm], now)
         quiet = {
             **status,
             "streams": [{**w, "late_events": 0, "future_events": 0} for w in status["streams"]],
@@ -396,5 +415,40 @@ async def test_a_version_warming_up_is_listed_on_the_status_page_with_its_progre
         status = await send_and_status(len(events))  # windows closed since
         assert status["warming_up"] == [] and status["streams"][0]["version"] == "2"
         assert "warming up" not in render_index([status], 0)
+    finally:
+        await client.aclose()
+
+
+async def test_a_windows_own_late_and_future_counts_carry_over_a_restart(settings):
+    """A window summary carries its stream's late/future totals so far; the status page
+    shows the last window's own counts, their difference with the previous close. After
+    a restart the worker reads the previous totals from the stream's latest record
+    (once), so the first window after it is not counted from zero."""
+    from driftline.core.fastloop import BatchResult
+    from driftline.runtime.history import WindowLateFuture
+
+    client, store = open_store(settings.redis, settings.monitor.group_id)
+    base = {"model_id": "lf", "model_version": "1", "segment": "", "start": 0, "end": 1}
+    base |= {"count": 10, "tests": [], "episodes": {}}
+    try:
+        w1 = {**base, "window": 1, "late_events": 5, "future_events": 1}
+        first = WindowLateFuture()
+        own = await first.of(store, 0, [w1])
+        assert own == [(5, 1)]  # no record before it: all its own
+        await record_history(store, BatchResult(windows=[w1]), own)
+
+        restarted = WindowLateFuture()
+        w2 = {**base, "window": 2, "late_events": 7, "future_events": 1}
+        w3 = {**base, "window": 3, "late_events": 7, "future_events": 1}
+        own = await restarted.of(store, 0, [w2, w3])
+        assert own == [(2, 0), (0, 0)]
+        await record_history(store, BatchResult(windows=[w2, w3]), own)
+        (status,) = await model_statuses(store)
+        (stream,) = status["streams"]
+        assert (stream["window_late_events"], stream["window_future_events"]) == (0, 0)
+        assert "none in the last window; 7 late, 1 future-dated since" in render_index([status], 0)
+        # A stream in time order needs no read and shows nothing.
+        calm = {**base, "model_id": "calm", "window": 1}
+        assert await restarted.of(store, 0, [calm]) == [None]
     finally:
         await client.aclose()

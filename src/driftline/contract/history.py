@@ -256,8 +256,14 @@ def decode_perf(data: bytes) -> dict[str, Any]:
     return out
 
 
-def latest_entry(summary: Mapping[str, Any]) -> bytes:
-    """The small record of a model's last window kept in the ``latest`` hash."""
+def latest_entry(summary: Mapping[str, Any], in_window: tuple[int, int] | None = None) -> bytes:
+    """The small record of a model's last window kept in the ``latest`` hash.
+
+    ``in_window``: the late and future-dated events counted while this window was open
+    (the difference of the stream's totals at this close and at its previous one), kept
+    beside the totals so far as ``window_late_events`` and ``window_future_events``;
+    None when unknown or when the stream never had any.
+    """
     drifted = sorted(
         (
             (t["value"] / t["threshold"] if t["threshold"] else 0.0, t["feature"], t["value"])
@@ -282,6 +288,11 @@ def latest_entry(summary: Mapping[str, Any]) -> bytes:
             "drifted": [{"feature": f, "value": _sig(v)} for _, f, v in drifted[:5]],
             "written_ms": int(time.time() * 1000),
             **_late_future(summary),
+            **(
+                {"window_late_events": in_window[0], "window_future_events": in_window[1]}
+                if in_window is not None and _late_future(summary)
+                else {}
+            ),
             **(
                 {"joint": {"value": _sig(joint["value"]), "drifted": bool(joint.get("drifted"))}}
                 if joint is not None

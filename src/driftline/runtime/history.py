@@ -43,6 +43,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from driftline.contract.events import (
     DriftAlert,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "MAX_ALERTS",
     "MAX_PERF",
     "WINDOW_BUDGET_BYTES",
+    "WindowLateFuture",
     "history_batches",
     "load_history",
     "record_alerts",
@@ -96,18 +99,23 @@ def window_maxlen(entry_bytes: int) -> int:
 
 
 def history_batches(
-    windows: Iterable[Mapping[str, Any]], alerts: Iterable[DriftAlert]
+    windows: Sequence[Mapping[str, Any]],
+    alerts: Iterable[DriftAlert],
+    in_window: Sequence[tuple[int, int] | None] | None = None,
 ) -> list[HistoryBatch]:
-    """Group a batch's window summaries and alerts per model into store batches."""
+    """Group a batch's window summaries and alerts per model into store batches;
+    ``in_window`` (aligned with ``windows``): each window's own late and future-dated
+    events, kept in the ``latest`` record (:func:`latest_entry`)."""
     per_model: dict[str, dict[str, Any]] = {}
 
     def slot(model: str) -> dict[str, Any]:
         return per_model.setdefault(model, {"windows": [], "alerts": [], "latest": {}})
 
-    for w in windows:
+    for i, w in enumerate(windows):
         s = slot(w["model_id"])
         s["windows"].append(encode_window(w))
-        s["latest"][f"{w['model_version']}\x1f{w.get('segment', '')}"] = w
+        own = in_window[i] if in_window is not None else None
+        s["latest"][f"{w['model_version']}\x1f{w.get('segment', '')}"] = (w, own)
     for a in alerts:
         slot(a.model_id)["alerts"].append(a.to_json())
     out = []
@@ -119,26 +127,102 @@ def history_batches(
                 windows=s["windows"],
                 alerts=s["alerts"],
                 # Each stream's last window only (a batch closes about ten per stream).
-                latest={k: latest_entry(w) for k, w in s["latest"].items()},
+                latest={k: latest_entry(w, own) for k, (w, own) in s["latest"].items()},
                 maxlen={"windows": window_maxlen(largest), "alerts": MAX_ALERTS},
             )
         )
     return out
 
 
+#: A stream: (model, version, segment).
+_Stream = tuple[str, str, str]
+
+
+class WindowLateFuture:
+    """Each closed window's own late and future-dated events.
+
+    A window summary carries its stream's totals so far (core/fastloop/summary.py, kept
+    as they are: the golden fixtures record them); a window's own counts are the
+    difference with the totals at the stream's previous close. Those are remembered per
+    partition (forgotten when it is released); after a restart or an assignment they
+    are read once from the stream's ``latest`` record (its previous window), and a
+    stream whose totals are still zero needs no read at all.
+    """
+
+    def __init__(self) -> None:
+        self._at_close: dict[int, dict[_Stream, tuple[int, int]]] = {}
+
+    def forget(self, partition: int) -> None:
+        """The partition was released: its streams' totals may move on elsewhere."""
+        self._at_close.pop(partition, None)
+
+    async def of(
+        self, store: StateStore | None, partition: int, windows: Sequence[Mapping[str, Any]]
+    ) -> list[tuple[int, int] | None]:
+        """Per window of a committed batch (in order): its own (late, future) events;
+        None when the stream never had any, or when its previous totals are unknown."""
+        seen = self._at_close.setdefault(partition, {})
+        streams = [(w["model_id"], w["model_version"], w.get("segment", "")) for w in windows]
+        totals = [(_count(w.get("late_events")), _count(w.get("future_events"))) for w in windows]
+        unknown = {k for k, t in zip(streams, totals, strict=True) if t != (0, 0)} - seen.keys()
+        if unknown and store is not None:
+            seen.update(await _previous_totals(store, unknown))
+        out: list[tuple[int, int] | None] = []
+        for k, t in zip(streams, totals, strict=True):
+            prev = seen.get(k)
+            own = (t[0] - prev[0], t[1] - prev[1]) if prev is not None else None
+            out.append(own if t != (0, 0) and own is not None and min(own) >= 0 else None)
+            seen[k] = t
+        return out
+
+
+def _count(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+async def _previous_totals(
+    store: StateStore, streams: Iterable[_Stream]
+) -> dict[_Stream, tuple[int, int]]:
+    """The totals of each stream's last recorded window (none recorded: zero). Best
+    effort: a stream whose record cannot be read is left out (its counts unknown)."""
+    per_model: dict[str, list[_Stream]] = {}
+    for k in streams:
+        per_model.setdefault(k[0], []).append(k)
+    out: dict[_Stream, tuple[int, int]] = {}
+    for model, keys in per_model.items():
+        try:
+            latest = await store.history_latest(model)  # small: one field per stream
+        except Exception as exc:  # best effort: history is not state
+            log.debug("latest history not read: %s", type(exc).__name__)
+            continue
+        for k in keys:
+            blob = latest.get(f"{k[1]}\x1f{k[2]}")
+            try:
+                entry = orjson.loads(blob) if blob is not None else {}
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(entry, dict):
+                out[k] = (_count(entry.get("late_events")), _count(entry.get("future_events")))
+    return out
+
+
 _last_failure_log = 0.0
 
 
-async def record_history(store: StateStore | None, result: BatchResult) -> bool:
+async def record_history(
+    store: StateStore | None,
+    result: BatchResult,
+    in_window: Sequence[tuple[int, int] | None] | None = None,
+) -> bool:
     """Append a committed batch's windows and alerts to the history. Never raises.
 
     Called by the worker after a successful state commit. Best effort: a failure is
     logged (at most once a minute) and the batch goes on; history is not state.
-    Returns True when something was written.
+    ``in_window``: see :func:`history_batches`. Returns True when something was written.
     """
     if store is None or not (result.windows or result.alerts):
         return False
-    return await _append(store, history_batches(result.windows, result.alerts))
+    return await _append(store, history_batches(result.windows, result.alerts, in_window))
 
 
 async def record_warmups(

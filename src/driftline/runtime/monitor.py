@@ -62,7 +62,7 @@ from driftline.core.reference import ReferenceProfile
 from driftline.errors import DriftlineError, ModelLimit, ReferenceMissing, StateCorrupt
 from driftline.runtime import metrics as m
 from driftline.runtime.drift_flags import DriftFlags
-from driftline.runtime.history import record_history, record_warmups
+from driftline.runtime.history import WindowLateFuture, record_history, record_warmups
 from driftline.runtime.references import ReferenceState
 from driftline.runtime.store import Lease, StateStore
 from driftline.runtime.topics import ensure_topics
@@ -181,6 +181,8 @@ class MonitorWorker(Worker[Models, Done]):
         #: Model versions whose late and future counters exist (created at zero).
         self.timing_series: set[tuple[str, str]] = set()
         self.drift_flags = DriftFlags(m.DRIFT_ACTIVE)
+        #: Each closed window's own late and future-dated events, for the history.
+        self.window_late_future = WindowLateFuture()
         m.MODEL_PARTITION_MOVES.labels(name, topic)  # exported from zero: a rule sees 0
 
     # ------------------------------------------------------------------ state
@@ -192,9 +194,11 @@ class MonitorWorker(Worker[Models, Done]):
         return {self.topic: lease.resume_offset}
 
     def released(self, unit: Unit[Models]) -> None:
-        """Forget a partition's loaded states and stop exporting its drift flags."""
+        """Forget a partition's loaded states, its streams' late/future totals at their
+        last close, and stop exporting its drift flags."""
         self.loaded.drop(unit.partition)
         self.drift_flags.release(unit.partition)
+        self.window_late_future.forget(unit.partition)
 
     # ------------------------------------------------------------------ one batch
     async def process(
@@ -330,7 +334,9 @@ class MonitorWorker(Worker[Models, Done]):
         self.processed += sum(done.counts.values())
         self._observe(done)
         self._observe_episodes(unit, done.states)
-        await record_history(self.store, done.result)  # best effort, after the commit
+        # Best effort, after the commit; each window with its own late/future counts.
+        own = await self.window_late_future.of(self.store, unit.partition, done.result.windows)
+        await record_history(self.store, done.result, own)
         await record_warmups(self.store, _warmup_progress(done))
 
     # ------------------------------------------------------------------ screening

@@ -127,6 +127,9 @@ async def model_statuses(
                     "joint": _joint(w.get("joint")),
                     "late_events": _count(w.get("late_events")),
                     "future_events": _count(w.get("future_events")),
+                    # The last window's own (absent: unknown, or an older entry).
+                    "window_late_events": _maybe_count(w.get("window_late_events")),
+                    "window_future_events": _maybe_count(w.get("window_future_events")),
                 }
             except (ValueError, KeyError, TypeError):
                 continue
@@ -202,21 +205,40 @@ def _count(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
 
 
+def _maybe_count(v: Any) -> int | None:
+    """A count of a history entry (untrusted) that may be absent: None, else as
+    :func:`_count`."""
+    return None if v is None else _count(v)
+
+
+def _counts(late: int, future: int) -> str:
+    return ", ".join(
+        text for n, text in ((late, f"{late:,} late"), (future, f"{future:,} future-dated")) if n
+    )
+
+
 def _late_future(streams: Sequence[Mapping[str, Any]]) -> str:
-    """The model's late and future-dated events so far (its streams' last windows), with
-    what they mean, in one line; empty when there are none."""
+    """The model's late and future-dated events in its streams' last windows (is it
+    happening now?) and since each stream began, with what they mean, in one line;
+    empty when there are none."""
     late = sum(w["late_events"] for w in streams)
     future = sum(w["future_events"] for w in streams)
     if not late and not future:
         return ""
-    counts = ", ".join(
-        text for n, text in ((late, f"{late:,} late"), (future, f"{future:,} future-dated")) if n
-    )
+    known = [w for w in streams if w.get("window_late_events") is not None]
+    now = ""
+    if known:
+        in_last = _counts(
+            sum(w["window_late_events"] for w in known),
+            sum(w["window_future_events"] or 0 for w in known),
+        )
+        now = f"{in_last} events in the last window" if in_last else "none in the last window"
+        now += "; " if len(known) == len(streams) else " (of the windows that say); "
     return (
-        f'<br><small class="muted late-future">{counts} events by the last window: '
-        "stamped before the window open when they arrived, or ahead of the monitor's "
-        "clock; each was counted in the open window and none moved the stream's clock"
-        "</small>"
+        f'<br><small class="muted late-future">Late or future-dated: {now}'
+        f"{_counts(late, future)} since the stream began. Stamped before the window "
+        "open when they arrived, or ahead of the monitor's clock; each was counted in "
+        "the open window and none moved the stream's clock</small>"
     )
 
 
