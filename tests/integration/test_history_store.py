@@ -366,7 +366,9 @@ async def test_history_works_under_the_documented_acl(tmp_path):
         server.stop()
 
 
-async def test_a_version_warming_up_is_listed_on_the_status_page_with_its_progress(settings):
+async def test_a_version_warming_up_is_listed_on_the_status_page_with_its_progress(
+    settings, caplog
+):
     """A version deployed without a reference closes no window until the monitor built one
     from its first live events: the status page did not list it at all (no window, no
     history). Now it is listed, with how many events of how many it has; once built,
@@ -394,8 +396,20 @@ async def test_a_version_warming_up_is_listed_on_the_status_page_with_its_progre
         (status,) = await model_statuses(store)
         return status
 
+    caplog.set_level("WARNING", logger="driftline.monitor")
+
+    def said(text: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
     try:
         status = await send_and_status(1_200)
+        # The monitor says so as the warm-up starts (it said nothing for 2,000 events).
+        assert said("has no reference: building one") == [
+            f"model warm version 2 has no reference: building one from its first "
+            f"{WARMUP_EVENTS} live events, nothing is tested until then (the status page "
+            "shows how far it is). To measure against its training data: driftline "
+            "reference build --model warm --version 2 --data FILE"
+        ]
         assert status["model"] == "warm" and status["state"] == "unknown"
         assert status["streams"] == []
         assert status["warming_up"] == [
@@ -411,6 +425,9 @@ async def test_a_version_warming_up_is_listed_on_the_status_page_with_its_progre
         assert f"reference built from its first {WARMUP_EVENTS:,} live events" in render_index(
             [status], 0
         )
+        # A restarted monitor resumed the warm-up (its rows were stored): not said again.
+        assert len(said("has no reference: building one")) == 1
+        assert len(said("had no reference: built")) == 1
 
         status = await send_and_status(len(events))  # windows closed since
         assert status["warming_up"] == [] and status["streams"][0]["version"] == "2"

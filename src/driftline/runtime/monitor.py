@@ -321,6 +321,25 @@ class MonitorWorker(Worker[Models, Done]):
         done = batch.result
         models = unit.state
         models.streams += done.new_streams
+        # Said once, as it starts (a stream whose rows are stored already started): no
+        # drift is measured until the reference is built, which took 2,000 silent events.
+        starting = {
+            (k.model_id, k.model_version)
+            for k, st in done.states.items()
+            if st.warmup and not models.warm_saved.get(k)
+        }
+        for model, version in sorted(starting):
+            log.warning(
+                "model %s version %s has no reference: building one from its first %d live "
+                "events, nothing is tested until then (the status page shows how far it "
+                "is). To measure against its training data: driftline reference build "
+                "--model %s --version %s --data FILE",
+                model,
+                version,
+                WARMUP_EVENTS,
+                model,
+                version,
+            )
         for key, st in done.states.items():
             self.loaded.put(unit.partition, key, st)
             if done.warm_saved.get(key):
