@@ -417,6 +417,7 @@ async def test_a_version_warming_up_is_listed_on_the_status_page_with_its_progre
         ]
         html = render_index([status], 0)
         assert f"v2: warming up, 1,200 of {WARMUP_EVENTS:,} events" in html
+        assert "1 model; 0 drifting, 0 degraded." in html
 
         status = await send_and_status(WARMUP_EVENTS + 100)  # built; 100 in the open window
         assert status["warming_up"] == [

@@ -321,7 +321,6 @@ def render_index(
             for w in s["streams"][:5]
         )
         warming = "<br>".join(_warming_text(w) for w in s.get("warming_up", [])[:5])
-        streams = "<br>".join(t for t in (streams, warming) if t)
         drifted = sorted(
             {d["feature"] for w in s["streams"] for d in w["drifted"]}
             | {
@@ -345,14 +344,16 @@ def render_index(
             f'<td><a href="{_e(link)}">{_e(s["model"])}</a></td>'
             f"<td>{_badge(s['state'])}</td>"
             f"<td>{act}</td>"
-            f"<td>{streams or '—'}{_late_future(s['streams'])}</td>"
+            f"<td>{streams or ('' if warming else '—')}{_late_future(s['streams'])}"
+            f"{'<br>' if streams and warming else ''}{warming}</td>"
             f"<td>{_e(', '.join(drifted[:8])) or '—'}</td>"
             f'<td><a href="{_e(link)}">charts</a></td>'
             "</tr>"
         )
     counts = {k: sum(1 for s in statuses if s["state"] == k) for k in ("degraded", "drifting")}
     summary = (
-        f"{len(statuses)} models; {counts['drifting']} drifting, {counts['degraded']} degraded."
+        f"{len(statuses)} model{'' if len(statuses) == 1 else 's'}; "
+        f"{counts['drifting']} drifting, {counts['degraded']} degraded."
         if statuses
         else "No model has history yet: start a monitor (driftline monitor) and send events."
     )
