@@ -40,6 +40,7 @@ EXIT_INPUT = 2
 
 def _run(args: argparse.Namespace) -> int:
     from driftline.cli import alerts, dev, reference, replay, report, workers
+    from driftline.runtime.resilience import QuietRepeats
 
     cmd = args.cmd
     if cmd == "dev":
@@ -50,6 +51,8 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:  # aiokafka's repeats: once per 30 s
+        handler.addFilter(QuietRepeats())
     a = args
     if cmd == "monitor":
         return asyncio.run(workers.monitor(a, settings))

@@ -31,6 +31,7 @@ __all__ = [
     "RETRY_BACKOFF",
     "Hold",
     "ModelHolds",
+    "QuietRepeats",
     "Stopping",
     "is_transient",
     "retry",
@@ -206,6 +207,59 @@ class BrokerWatch:
             self._clock() - self.down_since,
         )
         self.down_since = None
+
+
+class QuietRepeats(logging.Filter):
+    """Lets a repeated warning or error of the Kafka client through once per ``every``
+    seconds; the next one that passes says how many like it were left out.
+
+    aiokafka logs each failed connection, fetch, heartbeat and metadata request: during
+    a broker outage, dozens of lines a second (1,700 in 30 s were seen) bury the
+    worker's own line (:class:`BrokerWatch`) and fill disks. "Like it": the same logger
+    and message template (``record.msg`` before its arguments), so ``Unable connect to
+    node with id %s: %s`` counts once whatever the node. Its INFO lines (group joins,
+    assignments) and every other logger pass untouched. Installed on the handlers of
+    the command line's root logger.
+
+    Parameters
+    ----------
+    prefix
+        Loggers whose repeats are thinned (the name or a dotted child of it).
+    every
+        Seconds between two records of one template that pass.
+    """
+
+    def __init__(
+        self,
+        prefix: str = "aiokafka",
+        every: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.every = every
+        self._clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._left_out: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is written (it may gain the count of those left out)."""
+        name = record.name
+        if record.levelno < logging.WARNING or not isinstance(record.msg, str):
+            return True
+        if name != self.prefix and not name.startswith(self.prefix + "."):
+            return True
+        key = (name, record.msg)
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every:
+            self._left_out[key] = self._left_out.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        n = self._left_out.pop(key, 0)
+        if n:
+            record.msg += f" ({n:,} more like it in the last {self.every:.0f} s left out)"
+        return True
 
 
 #: Why a model may be held back (each is also the ``dl.error.stage`` of its events).
