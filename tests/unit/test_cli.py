@@ -576,6 +576,22 @@ def test_every_error_path_is_one_line_and_the_documented_exit_code(
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
+def test_a_broker_that_cannot_be_reached_is_one_line_naming_its_servers(
+    env: dict[str, str],
+) -> None:
+    """`driftline alerts` (or `dead-letters`) with the broker down said 'Unable to bootstrap
+    from [('127.0.0.1', 1, <AddressFamily.AF_INET: 2>)]', then asyncio logged 'Unclosed
+    AIOKafkaConsumer' with the consumer's repr, which read as a second failure."""
+    servers = env["DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS"]
+    for args in (["alerts", "--no-follow"], ["dead-letters"]):
+        r = dl(env, *args)
+        assert r.returncode == 1, (args, r.stderr)
+        said = "driftline: error: cannot reach Kafka: KafkaConnectionError: Unable to bootstrap"
+        assert f"{said} from [{servers}] (DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS)" in r.stderr
+        for noise in ("Unclosed", "AddressFamily", "Traceback"):
+            assert noise not in r.stderr, (args, r.stderr)
+
+
 def test_version(env: dict[str, str]) -> None:
     from driftline import __version__
 

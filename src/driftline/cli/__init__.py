@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -95,13 +96,19 @@ def _command(args: argparse.Namespace) -> str:
     return f"{args.cmd} {sub}" if sub else str(args.cmd)
 
 
+#: A server in aiokafka's "Unable to bootstrap from [...]": (host, port, address family).
+_KAFKA_HOST = re.compile(r"\('([^']*)', (\d+), <AddressFamily\.\w+: \d+>\)")
+
+
 def _unreachable(exc: BaseException) -> str | None:
     """A one-line cause when ``exc`` is a server that cannot be reached, else ``None``."""
     mod = type(exc).__module__.split(".")[0]
     if mod == "redis":
         return f"Redis: {exc or type(exc).__name__} (is it running? DRIFTLINE_REDIS__URL)"
     if mod == "aiokafka" or mod == "kafka":
-        return f"Kafka: {exc or type(exc).__name__} (DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS)"
+        # aiokafka names the servers as resolved tuples: ('127.0.0.1', 1, <AddressFamily...>)
+        said = _KAFKA_HOST.sub(r"\1:\2", str(exc)) or type(exc).__name__
+        return f"Kafka: {said} (DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS)"
     if isinstance(exc, ConnectionError | TimeoutError):
         return f"{type(exc).__name__}: {exc}"
     return None

@@ -137,7 +137,13 @@ async def topic_records(
         c = AIOKafkaConsumer(
             **settings.kafka.client_kwargs(), group_id=None, enable_auto_commit=False
         )
-        await c.start()
+        try:
+            await c.start()
+        except BaseException:
+            # A broker that cannot be reached: close what start() opened, or asyncio
+            # logs "Unclosed AIOKafkaConsumer" and its repr after the one-line error.
+            await c.stop()
+            raise
         # Let its offset-reset task start: aiokafka's stop() cancels that task and awaits
         # it, which raises CancelledError if it never ran (a history of a topic that does
         # not exist yet stopped the consumer at once: 'internal error: CancelledError').
