@@ -29,7 +29,7 @@ from report_scenarios import (
     quiet_reference,
     write_jsonl,
 )
-from support import ON_BOTH_REDIS, publish, redis_client, run_until
+from support import ON_BOTH_REDIS, publish, redis_client, redis_env, run_until
 
 pytestmark = pytest.mark.integration
 
@@ -470,3 +470,54 @@ async def test_a_windows_own_late_and_future_counts_carry_over_a_restart(setting
         assert await restarted.of(store, 0, [calm]) == [None]
     finally:
         await client.aclose()
+
+
+async def test_driftline_status_prints_the_status_page_in_the_terminal(settings):
+    """An on-call on a server without a browser had no terminal view: `driftline
+    status` was an unknown command (only `driftline serve` and its /api/status JSON).
+    It prints what the index shows, per model; `--model` one; `--json` the same as the
+    API. Oracle: the history written."""
+    import os
+    import subprocess
+    import sys
+
+    from driftline.core.fastloop import BatchResult
+    from support import MONITOR_SRC
+
+    client, store = open_store(settings.redis, settings.monitor.group_id)
+    w = {"model_id": "st", "model_version": "1", "segment": "", "start": 0, "end": 60_000}
+    w |= {"count": 500, "tests": [], "episodes": {}, "window": 4, "late_events": 3}
+    try:
+        await record_history(store, BatchResult(windows=[w]), [(3, 0)])
+    finally:
+        await client.aclose()
+    env = {
+        **os.environ,
+        **redis_env(settings),
+        "PYTHONPATH": MONITOR_SRC,
+        "DRIFTLINE_MONITOR__GROUP_ID": settings.monitor.group_id,
+    }
+
+    def status(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "driftline", "status", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    out = status("--model", "st")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[:3] == [
+        "st  healthy",
+        "  no active alert",
+        "  v1: window #4 (500 events) ended 1970-01-01 00:01:00 UTC",
+    ]
+    assert "  Late or future-dated: 3 late events in the last window; 3 late since" in out.stdout
+    assert out.stdout.splitlines()[-1] == "1 model; 0 drifting, 0 degraded."
+    (model,) = orjson.loads(status("--model", "st", "--json").stdout)["models"]
+    assert model["model"] == "st" and model["streams"][0]["window_late_events"] == 3
+    missing = status("--model", "nope")
+    assert missing.returncode == 2 and "no history for model 'nope'" in missing.stderr

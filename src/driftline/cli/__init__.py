@@ -71,6 +71,8 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(report.report(a, settings))
     if cmd == "serve":
         return report.serve(a, settings)
+    if cmd == "status":
+        return asyncio.run(report.status(a, settings))
     if cmd == "retrain":
         return asyncio.run(workers.retrain(a, settings))
     if cmd == "labels":

@@ -26,6 +26,7 @@ commands:
   driftline retrain [--approval]        alerts -> retraining requests (topic, webhook)
   driftline report --out FILE           one self-contained HTML drift report (Redis or files)
   driftline serve                       the live status page (read-only)
+  driftline status [--model M]          the status page in the terminal
 
 with your own data, no servers:
   driftline reference build --model churn --version 3 --data train.csv --out churn.ref
@@ -444,6 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve the read-only status page")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
     srv.add_argument("--port", type=int, default=9109, help="port to listen on (default 9109)")
+
+    sta = sub.add_parser(
+        "status", help="print what the status page shows: models, active alerts, last windows"
+    )
+    sta.add_argument("--model", help="only this model")
+    sta.add_argument("--page", type=positive_int, default=1, help="page of 50 models, by name")
+    sta.add_argument("--json", action="store_true", help="the status as JSON (as /api/status)")
 
     rt = sub.add_parser("retrain", help="turn drift alerts into retraining requests")
     rt.add_argument(

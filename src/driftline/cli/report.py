@@ -1,8 +1,10 @@
-"""``driftline report|serve``: the HTML drift report and the live status page."""
+"""``driftline report|serve|status``: the HTML drift report, the live status page, and
+the status page in a terminal."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -17,9 +19,9 @@ from driftline.offline.replay import report_from_run
 from driftline.runtime.store import open_store
 from driftline.views.report import report_from_store, write_report
 from driftline.views.report.build import parse_since
-from driftline.views.status import StatusServer
+from driftline.views.status import Page, StatusServer, model_statuses, status_text
 
-__all__ = ["report", "serve"]
+__all__ = ["report", "serve", "status"]
 
 log = logging.getLogger("driftline")
 
@@ -84,6 +86,32 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGINT, _stop)
     log.info("status page on %s (redis %s)", server.url, settings.redis.redacted_url())
     server.serve_forever()
+    return 0
+
+
+async def status(args: argparse.Namespace, settings: Settings) -> int:
+    """``driftline status``: what the status page shows, printed (or as JSON)."""
+    client, store = open_store(settings.redis, settings.monitor.group_id)
+    try:
+        names = await store.history_models()
+        if args.model is not None:
+            if args.model not in names:
+                raise InputError(
+                    f"no history for model {args.model!r} (a model is listed once a monitor "
+                    f"handled its events); models: {', '.join(names[:10]) or 'none yet'}"
+                )
+            names = [args.model]
+        try:
+            page = Page.of(args.page, len(names))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        statuses = await model_statuses(store, list(page.slice(names)))
+    finally:
+        await client.aclose()
+    if args.json:
+        print(json.dumps({"models": statuses, **page.to_dict()}, indent=2))
+    else:
+        print(status_text(statuses, page))
     return 0
 
 

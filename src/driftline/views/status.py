@@ -66,7 +66,17 @@ from driftline.views.report.render import (
     render_report,
 )
 
-__all__ = ["PAGE_SIZE", "Page", "StatusServer", "model_statuses", "render_index"]
+__all__ = [
+    "PAGE_SIZE",
+    "Page",
+    "StatusServer",
+    "late_future_text",
+    "model_statuses",
+    "render_index",
+    "status_text",
+    "warming_line",
+    "window_line",
+]
 
 log = logging.getLogger("driftline.serve")
 
@@ -180,17 +190,20 @@ def _warming(key: tuple[str, str], v: Any) -> dict[str, Any]:
 
 def _warming_text(w: Mapping[str, Any]) -> str:
     """One stream warming up, for the index (escaped)."""
-    name = f"v{_e(w['version'])}{(' ' + _e(w['segment'])) if w['segment'] else ''}"
+    head, _, note = warming_line(w).partition(" (")
+    note = f" <small class=muted>({_e(note)}</small>" if note else ""
+    return f'<span class="warming">{_e(head)}{note}</span>'
+
+
+def warming_line(w: Mapping[str, Any]) -> str:
+    """One stream warming up, as text."""
+    name = f"v{w['version']}{(' ' + w['segment']) if w['segment'] else ''}"
     if w["events"] < w["of"]:
         return (
-            f'<span class="warming">{name}: warming up, {w["events"]:,} of {w["of"]:,} '
-            "events <small class=muted>(no reference: one is built from its first "
-            "live events)</small></span>"
+            f"{name}: warming up, {w['events']:,} of {w['of']:,} events (no reference: "
+            "one is built from its first live events)"
         )
-    return (
-        f'<span class="warming">{name}: reference built from its first {w["of"]:,} live '
-        "events; first window open</span>"
-    )
+    return f"{name}: reference built from its first {w['of']:,} live events; first window open"
 
 
 def _joint(v: Any) -> dict[str, Any] | None:
@@ -218,6 +231,13 @@ def _counts(late: int, future: int) -> str:
 
 
 def _late_future(streams: Sequence[Mapping[str, Any]]) -> str:
+    """The line of :func:`late_future_text` for the index (escaped; empty: none)."""
+    text = late_future_text(streams)
+    body = html.escape(text, quote=False)  # element text: the apostrophes stay as they are
+    return f'<br><small class="muted late-future">{body}</small>' if text else ""
+
+
+def late_future_text(streams: Sequence[Mapping[str, Any]]) -> str:
     """The model's late and future-dated events in its streams' last windows (is it
     happening now?) and since each stream began, with what they mean, in one line;
     empty when there are none."""
@@ -235,11 +255,63 @@ def _late_future(streams: Sequence[Mapping[str, Any]]) -> str:
         now = f"{in_last} events in the last window" if in_last else "none in the last window"
         now += "; " if len(known) == len(streams) else " (of the windows that say); "
     return (
-        f'<br><small class="muted late-future">Late or future-dated: {now}'
-        f"{_counts(late, future)} since the stream began. Stamped before the window "
-        "open when they arrived, or ahead of the monitor's clock; each was counted in "
-        "the open window and none moved the stream's clock</small>"
+        f"Late or future-dated: {now}{_counts(late, future)} since the stream began. "
+        "Stamped before the window open when they arrived, or ahead of the monitor's "
+        "clock; each was counted in the open window and none moved the stream's clock"
     )
+
+
+def window_line(w: Mapping[str, Any]) -> str:
+    """A stream's last window, as text."""
+    seg = f" {w['segment']}" if w["segment"] else ""
+    joint = f"; joint {w['joint']['value']:.2f} / 1" if w.get("joint") else ""
+    return (
+        f"v{w['version']}{seg}: window #{w['window']} ({w['count']:,} events) ended "
+        f"{fmt_time(w['end'])}{joint}"
+    )
+
+
+def status_text(statuses: Sequence[Mapping[str, Any]], page: Page | None = None) -> str:
+    """``driftline status``: what the index shows, as text for a terminal (one block per
+    model: state, active alerts, last windows, warm-ups, late and future-dated events)."""
+    page = page or Page(1, 1, len(statuses))
+    out = []
+    for s in statuses:
+        out.append(f"{s['model']}  {s['state']}")
+        for a in s["active"]:
+            out.append(
+                f"  {a['severity']:<8} {a['kind']}{_drivers_text(a)}  v{a['model_version']} "
+                f"since {fmt_time(a['since'])}"
+            )
+        if not s["active"]:
+            out.append("  no active alert")
+        out.extend(f"  {window_line(w)}" for w in s["streams"][:5])
+        out.extend(f"  {warming_line(w)}" for w in s.get("warming_up", [])[:5])
+        drifted = sorted({d["feature"] for w in s["streams"] for d in w["drifted"]})
+        if drifted:
+            out.append(f"  drifted in the last window: {', '.join(drifted[:8])}")
+        late = late_future_text(s["streams"])
+        if late:
+            out.append(f"  {late}")
+    counts = {k: sum(1 for s in statuses if s["state"] == k) for k in ("degraded", "drifting")}
+    n = page.total
+    if not statuses:
+        out.append("No model has history yet: start a monitor (driftline monitor) and send events.")
+    else:
+        out.append(
+            f"{n:,} model{'' if n == 1 else 's'}"
+            + (f" (page {page.number} of {page.pages}: --page)" if page.pages > 1 else "")
+            + f"; {counts['drifting']} drifting, {counts['degraded']} degraded"
+            + (" on this page." if page.pages > 1 else ".")
+        )
+    return "\n".join(out)
+
+
+def _drivers_text(a: Mapping[str, Any]) -> str:
+    """:func:`_drivers` as text."""
+    top = [signal_name(t["feature"]) for t in (a.get("top_features") or [])[:3]]
+    names = top or ([signal_name(a["feature"])] if a.get("feature") else [])
+    return " · " + ", ".join(names) if names else ""
 
 
 def _drivers(a: Mapping[str, Any]) -> str:
@@ -247,9 +319,7 @@ def _drivers(a: Mapping[str, Any]) -> str:
     (escaped; empty when it names nothing): its top features (up to three), else its
     feature. An update's ``feature`` is the unit that just joined the episode
     ('input_drift · plan' while age had moved most)."""
-    top = [signal_name(t["feature"]) for t in (a.get("top_features") or [])[:3]]
-    names = top or ([signal_name(a["feature"])] if a.get("feature") else [])
-    return " · " + _e(", ".join(names)) if names else ""
+    return _e(_drivers_text(a))
 
 
 def _badge(text: str) -> str:
