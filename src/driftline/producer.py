@@ -562,7 +562,10 @@ class AsyncPredictionProducer:
                 return False
             if self._outage:
                 self._outage = False
-                log.info("driftline producer: connected to Kafka again")
+                log.info(
+                    "driftline producer: connected to Kafka again at %s",
+                    self._settings.kafka.bootstrap_servers,
+                )
         await self._wait_for_work()
         while batch := self._take():
             ok = await self._deliver(self._kafka, batch)
@@ -583,8 +586,9 @@ class AsyncPredictionProducer:
         if not self._outage:
             self._outage = True
             log.warning(
-                "driftline producer: Kafka unavailable (%s); buffering up to %d "
+                "driftline producer: Kafka unavailable at %s (%s); buffering up to %d "
                 "events and retrying",
+                self._settings.kafka.bootstrap_servers,
                 type(exc).__name__,
                 self._max_buffer,
             )

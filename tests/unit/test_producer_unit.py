@@ -102,7 +102,10 @@ async def test_buffer_bound_before_start_and_shutdown_accounting(unique: str) ->
     assert _dropped(s.topics.predictions, "shutdown") == 10
 
 
-async def test_start_with_broker_down_does_not_fail_and_stop_is_bounded(unique: str) -> None:
+async def test_start_with_broker_down_does_not_fail_and_stop_is_bounded(
+    unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="driftline.producer")
     s = _settings(unique)
     p = AsyncPredictionProducer(s, request_timeout_ms=500)
     t0 = time.monotonic()
@@ -118,6 +121,11 @@ async def test_start_with_broker_down_does_not_fail_and_stop_is_bounded(unique: 
     assert (p.sent, p.dropped, p.buffered) == (0, 2, 0)
     assert _dropped(s.topics.predictions, "shutdown") == 1
     assert _dropped(s.topics.labels, "shutdown") == 1
+    # The one outage line names the servers it cannot reach (it named only the error).
+    said = [r.getMessage() for r in caplog.records if "Kafka unavailable" in r.getMessage()]
+    assert said and said[0].startswith(
+        f"driftline producer: Kafka unavailable at {s.kafka.bootstrap_servers} ("
+    )
 
 
 async def test_send_after_stop_returns_false_and_counts(unique: str) -> None:
