@@ -306,6 +306,20 @@ def test_small_references_raise_or_disable_their_smallest_rows_but_always_return
         assert all(math.isfinite(t) for r, t in enumerate(plan.threshold) if plan.role[r] == RETURN)
 
 
+def test_a_small_skewed_reference_whose_crossing_weights_underflow_still_calibrates() -> None:
+    """400 log-normal rows (a user's small training set): a row's threshold is so high
+    that its crossing weights' squares underflow, the variance of their mean is 0/0, and
+    the count of further walks was a NaN cast to a negative integer ("repeats may not
+    contain negative values" from ``reference build``). Now the row gets the walk
+    budget and the bank compiles."""
+    rng = np.random.default_rng(14)
+    column = [rng.lognormal(0, 1, 400) for _ in range(5)][-1]
+    plan = compile_numeric("num4", column, n_ref=400, target_arl=1.4e7, seed=1)
+    assert plan is not None
+    assert all(t > 0 for t in plan.threshold)
+    assert all(math.isfinite(t) for r, t in enumerate(plan.threshold) if plan.role[r] == RETURN)
+
+
 def test_constant_and_single_category_columns_have_no_bank() -> None:
     assert compile_numeric("k", np.full(100, 3.0), n_ref=100, target_arl=1e6, seed=0) is None
     assert compile_categorical("k", ["a"], [100, 0], target_arl=1e6, seed=0) is None

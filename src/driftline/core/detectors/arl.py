@@ -359,7 +359,10 @@ class _Means:
         with np.errstate(divide="ignore", invalid="ignore"):
             want = np.where(m != 0, var / (m * REL_ERROR) ** 2, 0.0)
         per_walk = np.maximum(self.steps / n, 1.0)
-        want = np.minimum(want, STEP_BUDGET / per_walk)
+        # Crossing weights of a high threshold (about exp(-theta h)) can be so small that
+        # their squares underflow: the variance is then unknown (0/0), so the row gets the
+        # whole budget rather than a NaN count.
+        want = np.minimum(np.where(np.isnan(want), np.inf, want), STEP_BUDGET / per_walk)
         out: NDArray[np.intp] = np.where(live, np.maximum(np.ceil(want - n), 0), 0).astype(np.intp)
         return out
 
