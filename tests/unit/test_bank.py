@@ -460,3 +460,27 @@ def test_tilt_is_the_root_of_the_moment_generating_function() -> None:
 
 def test_calibration_is_deterministic_given_the_seed() -> None:
     assert numeric_plan(seed=9).threshold == numeric_plan(seed=9).threshold
+
+
+def test_the_margin_moves_a_share_exactly_and_a_mean_by_the_shift() -> None:
+    """Step 3's margin (arl._moved): on a Bernoulli row the tilted weights are the
+    Bernoulli of the share moved by ``shift / a``; on a continuous row the mean rises by
+    exactly ``shift``; a mean beyond the row's largest value is unreachable."""
+    from driftline.core.detectors.arl import _moved
+
+    a, b, p0 = 2.0, -0.3, 0.05
+    rng = np.random.default_rng(3)
+    z = rng.lognormal(0, 1, 4096)
+    z = 0.5 * (z - z.mean()) / z.std() - 0.125
+    ys = np.zeros((3, 4096))
+    ws = np.zeros((3, 4096))
+    ys[0, :2], ws[0, :2] = [a + b, b], [p0, 1 - p0]
+    ys[1], ws[1] = z, 1 / 4096
+    ys[2, :2], ws[2, :2] = [a + b, b], [p0, 1 - p0]
+    shift = np.array([0.04, 0.01, 2.5])
+    moved, reachable = _moved(ys, ws, shift)
+    assert reachable.tolist() == [True, True, False]
+    assert moved[0, :2] == pytest.approx([p0 + 0.04 / a, 1 - p0 - 0.04 / a], abs=1e-12)
+    assert float(moved[1] @ ys[1]) == pytest.approx(float(ws[1] @ ys[1]) + 0.01, abs=1e-12)
+    assert moved.sum(axis=1) == pytest.approx([1.0, 1.0, 1.0])
+    assert (moved[1, np.argsort(ys[1])][1:] >= moved[1, np.argsort(ys[1])][:-1]).all()

@@ -176,7 +176,9 @@ def test_a_layout_1_reference_is_calibrated_on_load_and_stays_in_budget() -> Non
         excess = log10_arl_on(column, plan, r, prof.mean, prof.std) - target
         assert excess > -0.3, (r, excess)  # never twice the budget's false alarms
         if plan.groups[plan.group[r]].name == "mean":
-            assert excess < 0.7, (r, excess)  # and the mean rows about as sensitive
+            # and the mean rows about as sensitive as the margin for the reference's own
+            # sampling error makes them (on the data itself, the target x `inflation`)
+            assert excess - math.log10(plan.inflation[r]) < 0.7, (r, excess)
     # deterministic, and kept: a worker re-reads references every few seconds
     again = ReferenceProfile.from_bytes(as_layout_1(ref))
     assert again.banks() == old.banks()
@@ -297,3 +299,41 @@ def test_reference_build_on_a_terminal_shows_the_calibration(tmp_path: Path) -> 
     text = seen.decode()
     n = text.count("calibrating detectors: ")
     assert n >= 3 and "calibrating detectors: 3/3 features" in text, text
+
+
+def _small_training_table(rng: np.random.Generator, n: int, start: str) -> Any:
+    """A user's small training set: 10 log-normal features, 3 categorical ones with 15
+    levels (the rarest under 1%), a Poisson count; no labels (only the fast loop)."""
+    import pandas as pd
+
+    levels = [f"c{i}" for i in range(15)]
+    shares = np.arange(15, 0, -1) / 120
+    df = pd.DataFrame(
+        {"id": np.arange(n), "timestamp": pd.date_range(start, periods=n, freq="10min", tz="UTC")}
+    )
+    for j in range(10):
+        df[f"num{j}"] = rng.lognormal(0, 1, n)
+    for j in range(3):
+        df[f"cat{j}"] = rng.choice(levels, n, p=shares)
+    df["count"] = rng.poisson(2, n)
+    df["prediction"] = df["num0"] > np.exp(0.5)
+    return df
+
+
+@pytest.mark.slow
+def test_a_400_row_reference_raises_no_false_alert_on_unchanged_data() -> None:
+    """Oracle: nothing changes between training and live data, so no alert is right.
+    Before the banks took the reference's own sampling error as adverse (up to
+    ``arl.MARGIN_SD`` standard errors), 400 training rows gave a false input-drift alert
+    within 10,000 events in 5 of 10 runs (a 0.5 sd 'spread' of a log-normal feature, a
+    pooled rare-category share), against a budget of one per 1,000,000 events; the six
+    runs here had two. ``bench/bench_small_reference.py`` measures it on more runs."""
+    fired = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        ref = driftline.build_reference(
+            _small_training_table(rng, 400, "2026-01-01"), "small", "1", show=False
+        )
+        run = driftline.monitor(_small_training_table(rng, 5000, "2026-02-01"), ref, show=False)
+        fired += [(seed, a.feature, a.detector) for a in run.run.alerts if a.status == "firing"]
+    assert fired == []
