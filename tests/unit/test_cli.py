@@ -119,6 +119,34 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
+def test_a_small_reference_says_which_detectors_it_cannot_run(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """400 training rows cannot bound the false alarms of the smallest drifts' detectors,
+    which calibration turns off. Before, nothing said so: a user took the quiet for
+    "no drift". Now the build says it in one note and ``reference show`` counts them;
+    4,000 rows of the same model run every detector and get no note."""
+    frame(400, 0).to_csv(tmp_path / "small.csv", index=False)
+    frame(4000, 0).to_csv(tmp_path / "large.csv", index=False)
+    said = {}
+    for name in ("small", "large"):
+        b = dl(env, "reference", "build", "--model", "churn", "--version", "1",
+               "--data", f"{name}.csv", "--out", f"{name}.ref", cwd=tmp_path)  # fmt: skip
+        assert b.returncode == 0, b.stderr
+        show = dl(env, "reference", "show", f"{name}.ref", cwd=tmp_path)
+        counts = re.search(r"detectors: (\d+)/(\d+) calibrated", show.stdout)
+        assert counts is not None, show.stdout
+        said[name] = (b.stderr, show.stdout, int(counts[1]), int(counts[2]))
+    stderr, shown, on, total = said["small"]
+    assert "note: 400 rows are few for drift detection" in stderr
+    off = re.search(r"(\d+) of (\d+) detectors are off \((\d+) for drifts of 0.25 sd", stderr)
+    assert off is not None, stderr
+    assert (int(off[1]), int(off[2])) == (total - on, total) and on < total
+    assert "off, the reference being too small for them:" in shown
+    stderr, shown, on, total = said["large"]
+    assert on == total and "few for drift detection" not in stderr and "off," not in shown
+
+
 def test_offline_from_a_clean_clone_no_redis(env: dict[str, str], files: Path) -> None:
     """reference build to a file, replay with labels, a report with accuracy: no servers."""
     b = dl(

@@ -820,3 +820,23 @@ def test_the_unknown_feature_rate_is_a_share_of_events_not_above_one(
     assert len(rates) and (rates == 1.0).all(), rates
     dq = result.alerts[result.alerts.kind == "data_quality"]
     assert len(dq) and (dq.statistic <= 1.0).all(), dq
+
+def test_a_small_reference_says_in_the_notebook_which_detectors_are_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The notebook's build prints the CLI's note for a reference too small for some of
+    its detectors, and none for one large enough for all."""
+    import driftline
+
+    rng = np.random.default_rng(2)
+
+    def table(n: int) -> Any:
+        x = rng.normal(0, 1, n)
+        return pd.DataFrame({"x": x, "c": rng.choice(["a", "b", "c"], n), "prediction": x > 0})
+
+    driftline.build_reference(table(300), "m", "1")
+    small = capsys.readouterr().out
+    driftline.build_reference(table(5000), "m", "1")
+    large = capsys.readouterr().out
+    assert "note: 300 rows are few for drift detection" in small
+    assert "few for drift detection" not in large

@@ -11,7 +11,7 @@ from driftline.cli.common import column_map, dlq_path, say
 from driftline.config import Settings
 from driftline.core.reference import Policy, ReferenceProfile, build_reference
 from driftline.errors import InputError
-from driftline.offline.build import with_roles
+from driftline.offline.build import detectors_off, small_reference_note, with_roles
 from driftline.offline.files import read_reference_file, write_jsonl, write_reference_file
 from driftline.offline.roles import resolve
 from driftline.offline.tables import read_table
@@ -81,6 +81,9 @@ async def reference_build(args: argparse.Namespace, settings: Settings) -> int:
         f"events, 1 false alarm per {policy.false_alarm_events:,.0f} events; {where} "
         f"in {time.monotonic() - t0:.1f} s"
     )
+    note = small_reference_note(ref)
+    if note is not None:
+        say(f"driftline: note: {note}")
     if dlq is not None:
         say(f"driftline: {len(res.refused):,} rows set aside (bad values), listed in {dlq}")
     return 0
@@ -142,6 +145,10 @@ async def reference_show(args: argparse.Namespace, settings: Settings) -> int:
         f"outputs: task={out.task} low_confidence<{out.low_confidence_threshold:.3f} "
         f"(rate {out.low_confidence_rate:.2%}) top_class_share={out.top_class_share:.2%}{acc}"
     )
+    off, total, by_shift = detectors_off(ref)
+    sizes = ", ".join(f"{n} of {s:g} sd drifts" for s, n in by_shift.items())
+    said = f"; off, the reference being too small for them: {sizes}" if off else ""
+    print(f"detectors: {total - off}/{total} calibrated{said}")
     mv = ref.multivariate
     if mv is not None:
         n_off = sum(1 for t in mv.row_threshold if t == float("inf"))

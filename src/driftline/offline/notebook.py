@@ -25,7 +25,7 @@ from driftline.config import LabelsSettings, load_settings
 from driftline.contract.keys import segment_key
 from driftline.core.reference import Policy, ReferenceProfile
 from driftline.errors import InputError
-from driftline.offline.build import build_from_table
+from driftline.offline.build import build_from_table, small_reference_note
 from driftline.offline.files import read_reference_file, write_reference_file
 from driftline.offline.inputs import replay_inputs
 from driftline.offline.options import python_spelling
@@ -224,6 +224,9 @@ def build_reference(
         profile, res = build_from_table(data, model_id, model_version, columns=cm, policy=policy)
     if show:
         print(res.describe())
+        note = small_reference_note(profile)
+        if note is not None:
+            print(f"note: {note}")
     return Reference(profile, res, cm)
 
 
