@@ -821,6 +821,7 @@ def test_the_unknown_feature_rate_is_a_share_of_events_not_above_one(
     dq = result.alerts[result.alerts.kind == "data_quality"]
     assert len(dq) and (dq.statistic <= 1.0).all(), dq
 
+
 def test_a_small_reference_says_in_the_notebook_which_detectors_are_off(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
