@@ -307,7 +307,8 @@ class LabelsSettings(WorkerSettings):
     #: (classification) or by this fraction of the old mean absolute error (regression).
     min_error_increase: float = Field(default=0.03, ge=0)
     #: Performance alert: windowed accuracy clearly below ``max(accuracy_floor,
-    #: reference accuracy - accuracy_margin)`` (upper confidence bound under it).
+    #: reference accuracy - accuracy_margin - confidence_z x its standard error)`` (upper
+    #: confidence bound under it; docs/slow-loop.md).
     accuracy_floor: float = Field(default=0.0, ge=0, le=1)
     accuracy_margin: float = Field(default=0.05, ge=0, le=1)
     #: Performance alert of a regression model whose reference has labels: windowed mean

@@ -62,7 +62,12 @@ class Rules:
         ref = st.reference_accuracy()
         if ref is None:
             return self.s.accuracy_floor if self.s.accuracy_floor > 0 else None
-        return max(self.s.accuracy_floor, ref - self.s.accuracy_margin)
+        # The reference's accuracy is itself measured on a sample: a window is held to
+        # what its lower confidence bound allows (on 400 rows about 5 points lower, on
+        # 20,000 under 1), so an unlucky small reference raises no false alert.
+        rows = st.ref_rows
+        se = math.sqrt(max(ref * (1 - ref), 0.0) / rows) if rows > 0 else 0.0
+        return max(self.s.accuracy_floor, ref - self.s.accuracy_margin - self.s.confidence_z * se)
 
     def close_window(self, st: PerfState, t_label: int) -> None:
         """Close ``st``'s full window: summary, gauges, point, episodes, verdicts."""

@@ -204,9 +204,12 @@ class _Joiner:
             if ref.outputs.accuracy is not None:
                 st.ref_accuracy = float(ref.outputs.accuracy)
                 st.ref_source = "reference"
+                st.ref_rows = int(ref.row_count)
             if ref.outputs.mae is not None and st.task == "regression":
                 st.ref_mae = float(ref.outputs.mae)
                 st.ref_source = "reference"
+        if ref is not None and st.ref_source == "reference" and not st.ref_rows:
+            st.ref_rows = int(ref.row_count)  # a state stored before it was kept
         self.r.dirty.add(key)
         return st
 

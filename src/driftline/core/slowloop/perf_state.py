@@ -201,6 +201,8 @@ class PerfState:
     classes: list[str] = field(default_factory=list)
     reference_id: str = ""
     ref_accuracy: float | None = None
+    #: The labelled rows ``ref_accuracy`` was measured on (its sampling error); 0: unknown.
+    ref_rows: int = 0
     #: Regression: the reference's mean absolute error (its labelled rows), if known.
     ref_mae: float | None = None
     ref_source: str = ""
@@ -348,6 +350,7 @@ class PerfState:
                 "origin": self.origin,
                 # absent unless known: the states of other streams keep their bytes
                 **({"ref_mae": self.ref_mae} if self.ref_mae is not None else {}),
+                **({"ref_rows": self.ref_rows} if self.ref_rows else {}),
             },
         )
 
@@ -370,6 +373,7 @@ class PerfState:
             st.reference_id = d["reference_id"]
             st.ref_accuracy = d["ref_accuracy"]
             st.ref_mae = d.get("ref_mae")
+            st.ref_rows = int(d.get("ref_rows", 0))
             st.ref_source = d["ref_source"]
             st.learn_n, st.learn_correct, st.learn_err = d["learn"]
             st.buckets = {int(k): Bucket.from_list(v) for k, v in d["buckets"].items()}

@@ -551,6 +551,7 @@ class LabelSide:
                     lc[2] += ok
                 if st.learn_n == learn and st.ref_accuracy is None and not regression:
                     st.ref_accuracy = st.learn_correct / st.learn_n
+                    st.ref_rows = st.learn_n
                     st.ref_source = "learned"
             observe(rules, st, rec, err, t_label)
             if w.n >= window_labels:
