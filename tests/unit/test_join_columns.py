@@ -153,6 +153,7 @@ def _batches(seed: int, t0: int = T0) -> list[tuple[list[Any], list[dict[str, An
 #: Model m2's reference: its calibration maps confidences (the estimated accuracy's).
 M2_REF = SimpleNamespace(
     reference_id="m2-ref",
+    row_count=2000,
     outputs=SimpleNamespace(
         task="classification",
         accuracy=0.8,

@@ -233,6 +233,7 @@ class _PerLabel(LabelSide):
                 lc[2] += int(correct)
             if st.learn_n == learn and st.ref_accuracy is None and not rec.regression:
                 st.ref_accuracy = st.learn_correct / st.learn_n
+                st.ref_rows = st.learn_n
                 st.ref_source = "learned"
         observe_error(self.rules, st, rec, err, t_label)
         if w.n >= self.window_labels:
