@@ -333,11 +333,11 @@ def _walks(
     return row_of, steps, end
 
 
-#: Relative standard error the two simulated means are held to (each)...
-REL_ERROR = 0.08
-
 #: The reference's sampling error taken as adverse, in its standard errors (step 3).
 MARGIN_SD = 3.0
+
+#: Relative standard error the two simulated means are held to (each)...
+REL_ERROR = 0.08
 #: ... unless a row's walks of that kind would then total more than this many steps.
 STEP_BUDGET = 400_000
 
@@ -512,8 +512,8 @@ def calibrate_rows(
     list of Calibration
         One per row, in order. A first ``h0`` from the closed form
         ``ARL ~ exp(theta h) / (theta |E Y|)``, ``ARL(h0)`` by :func:`arl_estimate`, then
-        ``h`` from that anchor along the exponential law, corrected for the reference's
-        sampling error (module notes).
+        ``h`` from that anchor along the exponential law; detection rows on the
+        reference moved by the margin for its sampling error (module notes).
     """
     if not rows:
         return []
