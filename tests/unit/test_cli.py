@@ -435,6 +435,12 @@ def error_cases(d: Path) -> list[tuple[str, list[str], int, str]]:
             "header-only.csv: no rows to build a reference from (it has no rows)",
         ),
         (
+            "a command that does not exist (the line named driftline twice before)",
+            ["replai", "--events", "current.csv"],
+            2,
+            "driftline: error: argument COMMAND: invalid choice: 'replai'",
+        ),
+        (
             "a file without its option",
             ["reference", "build", "train.csv", "--model", "m", "--version", "1"],
             2,

@@ -52,7 +52,10 @@ class DriftlineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         hint = self._file_hint(message)
-        self.exit(2, f"driftline: error: {self.prog}: {message}{hint} (see {self.prog} --help)\n")
+        # a subcommand's line names it (driftline replay: ...); the top level's is already
+        # named by the line's start
+        where = "" if self.prog == "driftline" else f"{self.prog}: "
+        self.exit(2, f"driftline: error: {where}{message}{hint} (see {self.prog} --help)\n")
 
     def _file_hint(self, message: str) -> str:
         """``; x.csv: a file is given with --events`` when a word that names a file
