@@ -430,12 +430,7 @@ def _fits_the_output(res: Resolved, col: str) -> bool:
             return False
         inside = (vals >= pred.min()) & (vals <= pred.max())
         return bool(inside.mean() >= 0.5)
-    model = set(res.known_classes) | set(res.scores)
-    if res.score_vector is not None:
-        model |= set(res.score_vector[1])
-    if res.prediction is not None:
-        model |= set(_class_names(res, res.prediction))
-    model.discard("")
+    model = _model_classes(res)
     if not model or res.kinds.get(col) not in ("numeric", "boolean", "categorical"):
         return False
     if res.kinds[col] == "numeric" and st.integers != st.numbers:
@@ -474,6 +469,18 @@ def _output_notes(res: Resolved, cm: ColumnMap) -> None:
         )
 
 
+def _model_classes(res: Resolved) -> set[str]:
+    """The classes the model names: its known classes, its score columns' classes and
+    the values of its prediction column."""
+    model = set(res.known_classes) | set(res.scores)
+    if res.score_vector is not None:
+        model |= set(res.score_vector[1])
+    if res.prediction is not None:
+        model |= set(_class_names(res, res.prediction))
+    model.discard("")
+    return model
+
+
 def _label_classes(res: Resolved) -> None:
     """A classifier's labels that are none of the model's classes (those its prediction
     column, its scores or its reference name): the label joiner would count every one
@@ -483,12 +490,7 @@ def _label_classes(res: Resolved) -> None:
     Other labels that match no class may be classes the model never predicts: a note."""
     if res.label is None or res.task != "classification":
         return
-    model = set(res.known_classes) | set(res.scores)
-    if res.score_vector is not None:
-        model |= set(res.score_vector[1])
-    if res.prediction is not None:
-        model |= set(_class_names(res, res.prediction))
-    model.discard("")
+    model = _model_classes(res)
     labels = _class_names(res, res.label)
     if res.label_map:
         mapped = (label_as_class(v, res.label_map) for v in labels)
