@@ -7,14 +7,16 @@ Run (one command, prints the tables; a few minutes, ``--quick`` well under one):
 It starts its own Tansu broker and redis-server (``driftline.runtime.devstack``), publishes the
 same simulated predictions (``driftline.demo.simulate.SimulatedModel``: 20 numeric and 3
 categorical features, 3 classes with scores, a 0.5 sd shift of ``f03`` at 60%) once as
-single JSON events and once as columnar batches of 500, and measures side by side, each
+single JSON events and as columnar batches of 500 (``prediction_batch.v1``, JSON, and
+``prediction_batch.v2``, numeric columns as a binary block: what the SDK sends by
+default since round thirteen), and measures side by side, each
 case in a fresh process (so peak memory is its own), ``--rounds`` times interleaved:
 
 * ``raw``: aiokafka ``getmany`` + ``orjson.loads`` of every record, nothing else (the
   physical floor; ``raw-batch`` does the same on the batch topic);
 * ``monitor``: the real ``MonitorWorker`` against Tansu and Redis (contract checks,
   state commits with fencing, alert outbox and topic, window history, metrics), on
-  single events and on batches;
+  single events and on batches of both versions;
 * ``naive``: river's PageHinkley per numeric feature and ADWIN on the confidence, event
   by event in a Python loop (consume + decode included);
 * ``monitor`` with the previous single-event decoder (orjson and bulk checks, the typed
@@ -22,9 +24,10 @@ case in a fresh process (so peak memory is its own), ``--rounds`` times interlea
 * ``labels``: the label joiner (``driftline.runtime.labels``) on the same predictions
   plus one label each (labels/s): single JSON predictions and single JSON labels, then
   batched predictions and label batches (``label_batch.v1``: what the SDK sends by
-  default); ``labels-later``: the steady state, where labels come after their
-  predictions: the predictions are stored first (not timed), then label batches are
-  joined against them; ``pending``: batched
+  default; ``labels-batch2`` with the predictions as binary batches); ``labels-later``:
+  the steady state, where labels come after their predictions: the predictions are
+  stored first (not timed), then label batches are joined against them; ``pending``:
+  batched
   predictions without labels, then ``MEMORY USAGE`` of the pending-prediction hashes
   per prediction.
 
@@ -76,6 +79,7 @@ import orjson
 from kafka_io import create_topics, publish  # bench/kafka_io.py, beside this script
 
 from driftline.config import Settings
+from driftline.contract.binary_batch import encode_binary_batch
 from driftline.contract.columnar import pack_events
 from driftline.contract.decode import decode_records
 from driftline.contract.keys import StateKey
@@ -728,23 +732,27 @@ def _pct(values: Sequence[float], q: float) -> float:
 async def publish_inputs(b: Bench, n: int) -> dict[str, Any]:
     events = _events(n)
     singles = [(e["model_id"].encode(), orjson.dumps(e)) for e in events]
-    batches = [(p["model_id"].encode(), orjson.dumps(p)) for p in pack_events(events)]
+    envelopes = pack_events(events)
+    batches = [(p["model_id"].encode(), orjson.dumps(p)) for p in envelopes]
+    binary = [(p["model_id"].encode(), encode_binary_batch(p)) for p in envelopes]
     labels = [(e["model_id"].encode(), orjson.dumps(e)) for e in _label_events(events)]
     # The same labels as label batches, as the SDK packs them (per model, send order).
     label_batches = [
         (lb["model_id"].encode(), orjson.dumps(lb))
         for lb in pack_label_events([orjson.loads(v) for _, v in labels], ROWS_PER_BATCH)
     ]
-    topics = ["in-json", "in-batch", "in-labels", "in-label-batches"]
+    topics = ["in-json", "in-batch", "in-batch2", "in-labels", "in-label-batches"]
     await create_topics(b.bootstrap, topics, PARTITIONS)
     await publish(b.bootstrap, "in-json", singles, PARTITIONS)
     await publish(b.bootstrap, "in-batch", batches, PARTITIONS)
+    await publish(b.bootstrap, "in-batch2", binary, PARTITIONS)
     await publish(b.bootstrap, "in-labels", labels, PARTITIONS)
     await publish(b.bootstrap, "in-label-batches", label_batches, PARTITIONS)
     return {
         "events": n,
         "json_bytes": sum(len(v) for _, v in singles) / n,
         "batch_bytes": sum(len(v) for _, v in batches) / n,
+        "batch2_bytes": sum(len(v) for _, v in binary) / n,
         "batches": len(batches),
     }
 
@@ -768,6 +776,11 @@ def throughput(b: Bench, n: int, rounds: int) -> dict[str, list[dict[str, Any]]]
             "monitor-batch",
             "monitor",
             {"topic": "in-batch", "rows_per_record": ROWS_PER_BATCH, "stop_rows": n},
+        ),
+        (
+            "monitor-batch2",
+            "monitor",
+            {"topic": "in-batch2", "rows_per_record": ROWS_PER_BATCH, "stop_rows": n},
         ),
         (
             "raw-batch",
@@ -804,6 +817,10 @@ def label_throughput(b: Bench, n: int) -> dict[str, list[dict[str, Any]]]:
         (
             "labels-batch",
             {"topic": "in-batch", "labels": "in-label-batches", "labels_count": n},
+        ),
+        (
+            "labels-batch2",
+            {"topic": "in-batch2", "labels": "in-label-batches", "labels_count": n},
         ),
         # Labels of predictions stored before (the steady state: labels come after their
         # predictions); the predictions are stored first, not timed.
@@ -1004,7 +1021,8 @@ def report(
     print()
     print(
         f"Throughput ({meta['events']:,} events, best of {meta['rounds']}; "
-        f"single event {meta['json_bytes']:.0f} B, batch {meta['batch_bytes']:.0f} B/event)"
+        f"single event {meta['json_bytes']:.0f} B, batch {meta['batch_bytes']:.0f} B/event, "
+        f"binary batch {meta.get('batch2_bytes', math.nan):.0f} B/event)"
     )
     header = (
         f"{'case':32s} {'events/s':>10s} {'x raw':>7s} {'cpu us/ev':>9s} "
@@ -1017,10 +1035,12 @@ def report(
         ("monitor, single JSON events", "monitor"),
         ("  same, previous decoder", "monitor-untyped"),
         ("monitor, columnar batches", "monitor-batch"),
+        ("monitor, binary batches (v2)", "monitor-batch2"),
         ("raw getmany+orjson (batches)", "raw-batch"),
         ("naive river per event", "naive"),
         ("label joiner, JSON preds+labels", "labels"),
         ("label joiner, batch preds+labels", "labels-batch"),  # label_batch.v1
+        ("  same, binary prediction batches", "labels-batch2"),
         ("label joiner, labels of stored", "labels-later"),
     ]
     for label, key in rows:
@@ -1037,12 +1057,17 @@ def report(
         )
     single = best("monitor").get("rate", math.nan)
     batch = best("monitor-batch").get("rate", math.nan)
-    print(f"batches / single events: {batch / single:.2f}x")
-    after = [best(k).get("cpu_us_after_first", math.nan) for k in ("monitor", "monitor-batch")]
+    batch2 = best("monitor-batch2").get("rate", math.nan)
+    print(f"batches / single events: {batch / single:.2f}x (binary batches {batch2 / single:.2f}x)")
+    after = [
+        best(k).get("cpu_us_after_first", math.nan)
+        for k in ("monitor", "monitor-batch", "monitor-batch2")
+    ]
     if any(math.isfinite(a) for a in after):
         print(
             "monitor cpu us/ev after its first batch (which also pays the start-up's reference "
-            f"reads, plans and new states): single {after[0]:.2f}, batches {after[1]:.2f}"
+            f"reads, plans and new states): single {after[0]:.2f}, batches {after[1]:.2f}, "
+            f"binary batches {after[2]:.2f}"
         )
     spread = {k: [round(r.get("rate", 0)) for r in v] for k, v in tp.items()}
     print(f"(all rounds, events/s: {spread})")
@@ -1108,13 +1133,18 @@ def bars(tp: dict[str, list[dict[str, Any]]], lat: dict[str, Any] | None) -> Non
         return max(vals) if vals else math.nan
 
     raw = best("raw")
-    together = max(best("labels", "labels_rate"), best("labels-batch", "labels_rate"))
+    together = max(
+        best("labels", "labels_rate"),
+        best("labels-batch", "labels_rate"),
+        best("labels-batch2", "labels_rate"),
+    )
     later = best("labels-later", "labels_rate")
     pending = best("pending", "pending_b")
     p99 = lat.get("p99", math.nan) if lat else math.nan
     rows = [
         ("monitor, single JSON events", best("monitor") / raw, "x raw", ">=", 0.5),
         ("monitor, columnar batches", best("monitor-batch") / raw, "x raw", ">=", 1.0),
+        ("monitor, binary batches (v2)", best("monitor-batch2") / raw, "x raw", ">=", 1.0),
         ("label join, stored predictions", later, "labels/s", ">=", 50_000),
         ("label join, preds + labels", together, "labels/s", ">=", 50_000),
         ("event-to-alert p99", p99, "s", "<", 1.0),

@@ -21,11 +21,14 @@ record with a non-retriable error). Why an event was dropped is kept for the cal
 :attr:`AsyncPredictionProducer.last_refusal`, the recent :attr:`~AsyncPredictionProducer.refusals`
 and the counts :attr:`~AsyncPredictionProducer.dropped_by_reason`.
 
-Predictions go out as columnar batches (``prediction_batch.v1``) by default: each
-delivery round packs the buffered events of a stream (model, version, segment), in send
-order, into as few records as fit; labels likewise, per model (``label_batch.v1``).
+Predictions go out as columnar batches (``prediction_batch.v2``: numeric feature
+columns as one binary block, the rest JSON) by default: each delivery round packs the
+buffered events of a stream (model, version, segment), in send order, into as few
+records as fit; labels likewise, per model (``label_batch.v1``).
+``batch_format="json"`` writes the all-JSON ``prediction_batch.v1`` instead (for other
+readers of the topic, or monitors of a release that does not read v2), and
 ``batch_events=False`` sends one record per event, for consumers that read single
-events. The monitor and the label joiner give both the same results.
+events. The monitor and the label joiner give all three the same results.
 
 :class:`PredictionProducer` is the same producer for thread-based servers: it runs the
 async producer on its own event loop in a daemon thread.
@@ -148,9 +151,14 @@ class AsyncPredictionProducer:
     reconnect_backoff_max_s
         Upper bound of the exponential pause between reconnection attempts.
     batch_events
-        Pack predictions and labels into columnar batch records (``prediction_batch.v1``
-        and ``label_batch.v1``, the default); ``False`` sends one record per event (for
-        consumers of single events).
+        Pack predictions and labels into columnar batch records (the default); ``False``
+        sends one record per event (for consumers of single events).
+    batch_format
+        How a batch of predictions is written: ``"binary"`` (``prediction_batch.v2``,
+        the default: numeric feature columns as little-endian numbers, which the monitor
+        decodes about ten times faster than their JSON text) or ``"json"``
+        (``prediction_batch.v1``, readable by any JSON consumer and by monitors before
+        the version that reads v2).
 
     Examples
     --------
@@ -173,11 +181,14 @@ class AsyncPredictionProducer:
         request_timeout_ms: int = 10_000,
         reconnect_backoff_max_s: float = 5.0,
         batch_events: bool = True,
+        batch_format: Literal["binary", "json"] = "binary",
     ) -> None:
         if max_buffer < 1 or max_batch < 1:
             raise ConfigError("producer max_buffer and max_batch must be at least 1")
         if linger_ms < 0 or request_timeout_ms < 1 or reconnect_backoff_max_s <= 0:
             raise ConfigError("producer timeouts must be positive")
+        if batch_format not in ("binary", "json"):
+            raise ConfigError(f"batch_format must be 'binary' or 'json', got {batch_format!r}")
         if compression is not None:
             check = _CODECS.get(compression)
             if check is None:
@@ -195,6 +206,7 @@ class AsyncPredictionProducer:
         self._request_timeout_ms = request_timeout_ms
         self._backoff_max_s = reconnect_backoff_max_s
         self._batch_events = batch_events
+        self._binary = batch_format == "binary"
 
         # Shared with foreign threads (PredictionProducer): guarded by _lock.
         self._lock = threading.Lock()
@@ -330,7 +342,7 @@ class AsyncPredictionProducer:
         try:
             try:
                 key, value, obj = (
-                    encode_batch(event, infinite)
+                    encode_batch(event, infinite, binary=self._binary)
                     if batch
                     else encode_event(event, model, keep, infinite)
                 )
@@ -658,7 +670,11 @@ class AsyncPredictionProducer:
         for (topic, *_), idx in streams.items():
             events = [batch[i][4] for i in idx]
             start = 0
-            for value, rows in pack_records(events, LIMITS.max_batch_bytes):  # type: ignore[arg-type]
+            for value, rows in pack_records(
+                events,  # type: ignore[arg-type]
+                LIMITS.max_batch_bytes,
+                binary=self._binary,
+            ):
                 out.append((topic, batch[idx[0]][2], value, idx[start : start + rows]))
                 start += rows
         return out

@@ -14,6 +14,7 @@ import sys
 import uuid
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 import pytest_asyncio
@@ -21,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.config import Settings
+from driftline.contract.binary_batch import encode_binary_batch
 from driftline.contract.columnar import pack_events
 from driftline.contract.events import LIMITS
 from driftline.contract.label_batch import pack_label_events
@@ -279,8 +281,12 @@ async def _run_scenario(stack: DevStack, request: pytest.FixtureRequest, kind: s
         orjson.dumps({"model_id": "sea-x", "label": "pos"}),
         orjson.dumps({**x_labels[0], "label": [1, 2]}),
     ]
-    # sea-b's predictions come as columnar batches, what the SDK sends by default.
-    b_batches = [(b"sea-b", orjson.dumps(env)) for env in pack_events(b_preds, max_rows=250)]
+    # sea-b's predictions come as columnar batches, what the SDK sends: binary batches
+    # (prediction_batch.v2, its default) alternating with JSON ones (v1).
+    b_batches = [
+        (b"sea-b", encode_binary_batch(env) if i % 2 == 0 else orjson.dumps(env))
+        for i, env in enumerate(pack_events(b_preds, max_rows=250))
+    ]
     await send(s, s.topics.predictions, c_preds + b_batches + x_preds)
     phase1_labels = (
         [*c_labels, *b_labels, *x_labels[:1000], *((b"sea-x", v) for v in out.bad)]
@@ -689,10 +695,19 @@ async def test_predictions_refused_only_for_a_feature_value_are_dead_lettered_an
     preds, labels = sc.events(n)
     batches = pack_events(preds[:300], max_rows=100)
     batches[1]["features"]["x1"][7] = [1.0]  # a list where a number belongs
+    # A binary batch (prediction_batch.v2) whose block holds an infinity, which no
+    # JSON batch can carry; the first batch is a valid binary one.
+    binary = encode_binary_batch(batches[2])
+    block = 12 + int.from_bytes(binary[8:12], "little")
+    block += -block % 8
+    assert list(batches[2]["features"])[0] == "x0"
+    infinite = binary[:block] + np.float64(np.inf).tobytes() + binary[block + 8 :]
     too_long = "x" * (LIMITS.max_string_value_length + 1)
     bad_event = {**preds[450], "features": {**preds[450]["features"], "x2": too_long}}
     records = [
-        *((b"sea-fv", orjson.dumps(b)) for b in batches),
+        (b"sea-fv", encode_binary_batch(batches[0])),
+        (b"sea-fv", orjson.dumps(batches[1])),
+        (b"sea-fv", infinite),
         *preds[300:450],
         bad_event,
         *preds[451:],
@@ -701,9 +716,10 @@ async def test_predictions_refused_only_for_a_feature_value_are_dead_lettered_an
     await send(s, s.topics.labels, labels)
     await run_monitor(s)
     dlq = await read_dlq(s.kafka.bootstrap_servers, s.topics.dlq(s.topics.predictions), idle_ms=800)
-    assert [v for v, _ in dlq] == [orjson.dumps(batches[1]), orjson.dumps(bad_event)]
+    assert [v for v, _ in dlq] == [orjson.dumps(batches[1]), infinite, orjson.dumps(bad_event)]
     assert [h["dl.error.message"] for _, h in dlq] == [
         "features.'x1': value is a list",
+        "features.'x0': value is infinite",
         f"features.'x2': string is longer than {LIMITS.max_string_value_length} characters",
     ]
     j = await joined_until(

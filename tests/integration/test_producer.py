@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.config import Settings
+from driftline.contract.binary_batch import decode_binary_batch, is_binary_batch
 from driftline.contract.columnar import ColumnarBatch
 from driftline.contract.decode import decode_records
 from driftline.contract.events import (
@@ -68,8 +69,10 @@ async def _create_topics(bootstrap: str, *topics: str, partitions: int = 2) -> N
 
 
 def _rows(record: Any) -> list[dict[str, Any]]:
-    """The events a record carries: one, or the rows of a batch (``prediction_batch.v1``
-    or ``label_batch.v1``)."""
+    """The events a record carries: one, or the rows of a batch (``prediction_batch.v2``
+    or ``v1``, or ``label_batch.v1``)."""
+    if is_binary_batch(record.value):
+        return decode_binary_batch(record.value).rows()
     obj = orjson.loads(record.value)
     if obj.get("format") == BATCH_FORMAT:
         return ColumnarBatch.from_dict(obj).rows()
@@ -112,7 +115,10 @@ def _check_records(
     seen: dict[int, list[str]] = defaultdict(list)
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         rows = _rows(r)
-        if orjson.loads(r.value).get("format") not in (BATCH_FORMAT, LABEL_BATCH_FORMAT):
+        if not is_binary_batch(r.value) and orjson.loads(r.value).get("format") not in (
+            BATCH_FORMAT,
+            LABEL_BATCH_FORMAT,
+        ):
             assert r.value == orjson.dumps(sent[rows[0]["prediction_id"]])
         for row in rows:
             original = sent[row["prediction_id"]]

@@ -372,15 +372,17 @@ def test_bulk_check_misses_no_single_broken_event() -> None:
 # ---------------------------------------------------------------------- the SDK's batch mode
 
 
-async def test_producer_send_batch_encodes_a_valid_envelope() -> None:
+@pytest.mark.parametrize("batch_format", ["binary", "json"])
+async def test_producer_send_batch_encodes_a_valid_envelope(batch_format: Any) -> None:
     import numpy as np
 
     from driftline.config import Settings
+    from driftline.contract.binary_batch import is_binary_batch
     from driftline.producer import AsyncPredictionProducer
     from driftline.runtime.devstack import free_port
 
     settings = Settings(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
-    p = AsyncPredictionProducer(settings)
+    p = AsyncPredictionProducer(settings, batch_format=batch_format)
     env = pack_events(_events(50, seed=17))[0]
     body = {k: v for k, v in env.items() if k not in ("format", "schema_version", "count")}
     body["features"]["f00"] = np.asarray(body["features"]["f00"])  # numpy columns are fine
@@ -389,9 +391,11 @@ async def test_producer_send_batch_encodes_a_valid_envelope() -> None:
     assert p.buffered == 1
     (_, topic, key, value, _event) = p._buf[0]
     assert (topic, key) == (settings.topics.predictions, b"churn")
+    assert is_binary_batch(value) is (batch_format == "binary")
     batch = decode_record(value)
     assert isinstance(batch, ColumnarBatch) and batch.count == 50
-    assert batch.features["f00"][3] is None
+    assert batch.rows()[3]["features"]["f00"] is None
+    assert batch.rows()[4]["features"]["f00"] == body["features"]["f00"][4]
     assert p.send_batch({"model_id": "churn"}) is False  # columns missing: invalid
     big = {**body, "features": {"x": ["y" * 250] * 5_000}, "prediction_ids": ["p"] * 5_000}
     assert p.send_batch(big) is False  # over the batch size limit: oversize

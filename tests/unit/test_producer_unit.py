@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from driftline.config import Settings
+from driftline.contract.binary_batch import is_binary_batch
 from driftline.contract.checks import (
     check_prediction,
 )
@@ -47,6 +48,21 @@ def _dropped(topic: str, reason: str) -> float:
         "driftline_producer_dropped_total", {"topic": topic, "reason": reason}
     )
     return v or 0.0
+
+
+def _batch(value: bytes) -> ColumnarBatch:
+    """A batch record as the monitor reads it (v2 binary by default, or v1 JSON)."""
+    batch = decode_record(value)
+    assert isinstance(batch, ColumnarBatch)
+    return batch
+
+
+def _wire(value: bytes) -> dict[str, object]:
+    """A record as JSON would carry it: a single event, or a batch as its v1 envelope."""
+    if is_binary_batch(value):
+        return _batch(value).to_envelope()
+    loaded: dict[str, object] = orjson.loads(value)
+    return loaded
 
 
 def _event(i: int = 0, **extra: object) -> dict[str, object]:
@@ -325,7 +341,7 @@ def test_a_batch_over_the_size_limit_is_cut() -> None:
     records = pack_records(events, 3000)
     assert sum(rows for _, rows in records) == 50 and len(records) > 2
     assert all(len(v) <= 3000 for v, _ in records)
-    rows = [r for v, _ in records for r in ColumnarBatch.from_dict(orjson.loads(v)).rows()]
+    rows = [r for v, _ in records for r in _batch(v).rows()]
     assert rows == events
 
 
@@ -402,7 +418,7 @@ async def test_an_infinite_feature_is_sent_as_missing_and_said_once_per_feature(
     said = [r.getMessage() for r in caplog.records if "infinite" in r.getMessage()]
     assert len(said) == 4, said
     assert "feature 'ratio' of model 'm' is infinite; sent as missing" in said[0]
-    wire = [orjson.loads(entry[3]) for entry in p._buf]
+    wire = [_wire(entry[3]) for entry in p._buf]
     assert all(w["features"]["ratio"] is None for w in wire[:52])
     assert wire[-1]["features"] == {"ratio": [1.0, None, 2.0], "y": [0.5, None, None]}
     assert p.dropped == 0
@@ -443,7 +459,7 @@ async def test_float32_values_are_sent_at_their_own_shortest_decimal(unique: str
             "predictions": [1] * len(values),
         }
     )
-    column = orjson.loads(p._buf[-1][3])["features"]["v"]
+    column = _wire(p._buf[-1][3])["features"]["v"]
     assert column == [float(str(v)) for v in values]
     await p.stop(timeout=0.1)
 
@@ -583,7 +599,7 @@ async def test_a_batch_job_sends_its_dataframe_columns_as_single_events_would(
                     "scores": dict(zip(classes, proba[i], strict=True)),
                 }
             ), p.last_refusal
-        batch = orjson.loads(p._buf[0][3])
+        batch = _wire(p._buf[0][3])
         singles = [orjson.loads(entry[3]) for entry in list(p._buf)[1:]]
         assert batch["prediction_ids"] == [e["prediction_id"] for e in singles]
         assert batch["timestamps"] == [e["timestamp"] for e in singles]

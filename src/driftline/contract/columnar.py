@@ -60,6 +60,7 @@ __all__ = [
     "label_class",
     "numeric_column",
     "pack_events",
+    "plain_values",
     "row_count",
     "stream_counts",
 ]
@@ -203,6 +204,18 @@ def _first_names(names: Iterable[str], limit: int) -> list[str]:
         if len(out) > limit:
             break
     return list(out)
+
+
+def plain_values(col: Sequence[Any]) -> Sequence[Any]:
+    """A feature column as its JSON values: a numpy column (a binary batch's block,
+    :mod:`driftline.contract.binary_batch`) as a list of Python numbers, NaN as
+    ``None`` (missing); any other column as it is."""
+    if not isinstance(col, np.ndarray):
+        return col
+    values: list[Any] = col.tolist()
+    if col.dtype.kind == "f" and np.isnan(col).any():
+        values = [None if v != v else v for v in values]  # NaN is the only v != v
+    return values
 
 
 class Columns:
@@ -527,7 +540,7 @@ class ColumnarBatch(Mapping[str, Any]):
             "count": self.count,
             "prediction_ids": list(self.prediction_ids),
             "timestamps": list(self.timestamps),
-            "features": {k: list(v) for k, v in self.features.items()},
+            "features": {k: list(plain_values(v)) for k, v in self.features.items()},
             "predictions": list(self.predictions),
         }
         if self.scores is not None:
@@ -598,9 +611,24 @@ class BatchColumns(Columns):
             parts: list[Sequence[Any]] = []
             for b in self.batches:
                 c = b.features.get(name)
-                parts.append(c if c is not None else (None,) * b.count)
+                parts.append(plain_values(c) if c is not None else (None,) * b.count)
             col = self._cols[name] = self._join(parts)
         return col
+
+    def numeric(self, name: str) -> tuple[NDArray[np.float64], NDArray[np.bool_] | None]:
+        """As :meth:`Columns.numeric`; a column that every batch carries in its binary
+        block (or lacks: missing) is joined from the blocks, never read as values."""
+        parts = [b.features.get(name) for b in self.batches]
+        if not all(c is None or isinstance(c, np.ndarray) for c in parts) or all(
+            c is None for c in parts
+        ):
+            return super().numeric(name)
+        arrays = [
+            np.full(b.count, math.nan) if c is None else c
+            for b, c in zip(self.batches, parts, strict=True)
+        ]
+        arr = np.concatenate(arrays, dtype=np.float64, casting="unsafe")
+        return (arr[self.start :] if self.start else arr), None
 
     def _values(self, name: str) -> Iterable[Any]:
         cached = self._cols.get(name)
@@ -608,7 +636,8 @@ class BatchColumns(Columns):
             return cached
         parts = [b.features.get(name) for b in self.batches]
         values = chain.from_iterable(
-            (None,) * b.count if c is None else c for b, c in zip(self.batches, parts, strict=True)
+            (None,) * b.count if c is None else plain_values(c)
+            for b, c in zip(self.batches, parts, strict=True)
         )
         return islice(values, self.start, None) if self.start else values
 
@@ -682,13 +711,22 @@ class BatchColumns(Columns):
         return BatchColumns(self.batches, self.start + start)
 
 
+def _cell(col: Sequence[Any], i: int) -> Any:
+    """Value ``i`` of a feature column as its JSON value (a block's NaN is missing)."""
+    v = col[i]
+    if isinstance(col, np.ndarray):
+        v = v.item()
+        return None if v != v else v
+    return v
+
+
 def _row(b: ColumnarBatch, i: int) -> dict[str, Any]:
     event: dict[str, Any] = {
         "prediction_id": b.prediction_ids[i],
         "model_id": b.model_id,
         "model_version": b.model_version,
         "timestamp": b.timestamps[i],
-        "features": {k: v[i] for k, v in b.features.items()},
+        "features": {k: _cell(v, i) for k, v in b.features.items()},
         "prediction": b.predictions[i],
     }
     if b.scores is not None:

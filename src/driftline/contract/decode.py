@@ -22,6 +22,7 @@ import orjson
 from numpy.typing import NDArray
 
 from driftline.contract.batch import check_prediction_batch, decode_prediction_batch_fast
+from driftline.contract.binary_batch import decode_binary_batch, is_binary_batch
 from driftline.contract.checks import (
     check_prediction,
     decode_prediction_fast,
@@ -62,7 +63,9 @@ def decode_record(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
     """Decode and check one record: a single event (dict) or a batch.
 
     A record is a batch when it is a JSON object whose ``format`` is
-    :data:`driftline.contract.events.BATCH_FORMAT`; anything else is read as a single event.
+    :data:`driftline.contract.events.BATCH_FORMAT` (``prediction_batch.v1``) or starts
+    with :data:`~driftline.contract.binary_batch.BINARY_MAGIC` (``prediction_batch.v2``);
+    anything else is read as a single event.
 
     Raises
     ------
@@ -73,6 +76,8 @@ def decode_record(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
     """
     if value is None:
         raise DecodeError("record has no value")
+    if is_binary_batch(value):
+        return decode_binary_batch(value)
     # Cheap test on the bytes first: only a record naming the batch format can be one.
     if b'"driftline.prediction_batch"' not in value:
         return decode_prediction_fast(value)
@@ -148,6 +153,8 @@ def decode_join_record(value: bytes | None) -> dict[str, Any] | ColumnarBatch:
     """
     if value is None:
         return decode_record(value)
+    if is_binary_batch(value):
+        return decode_binary_batch(value, features=False)
     batch = _MARK in value
     if len(value) > (LIMITS.max_batch_bytes if batch else LIMITS.max_event_bytes):
         return decode_record(value)

@@ -736,6 +736,7 @@ def decode_label(data: bytes) -> LabelEvent:
 SCHEMA_NAMES = (
     "prediction_event.v1",
     "prediction_batch.v1",
+    "prediction_batch.v2",
     "label_event.v1",
     "label_batch.v1",
     "drift_alert.v1",

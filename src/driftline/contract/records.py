@@ -4,8 +4,10 @@
 or a mapping with numpy/pandas values and ``datetime`` times: :mod:`.values`) into the
 record's key and value, checked by the same contract check as the monitor's, so an
 invalid event is refused where it is sent, with the reason. :func:`pack_records` packs
-events of one stream into ``prediction_batch.v1`` records (labels of one model into
-``label_batch.v1`` records) under a size limit.
+events of one stream into batch records (labels of one model into ``label_batch.v1``
+records) under a size limit. A prediction batch is written as ``prediction_batch.v2``
+(numeric feature columns as one binary block: :mod:`.binary_batch`) or, with
+``binary=False``, as ``prediction_batch.v1`` (all JSON).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import orjson
 
 from driftline.contract.batch import check_prediction_batch
+from driftline.contract.binary_batch import decode_binary_batch, encode_binary_batch
 from driftline.contract.checks import (
     check_label,
     check_prediction,
@@ -40,7 +43,7 @@ from driftline.contract.values import (
     prepare_prediction,
     seconds_for_ms,
 )
-from driftline.errors import ValidationError
+from driftline.errors import ContractError, ValidationError
 
 __all__ = [
     "BATCH_FIELDS",
@@ -119,8 +122,11 @@ def encode_event(
     return obj["model_id"].encode(), orjson.dumps(obj), obj if keep else None
 
 
-def encode_batch(batch: Any, infinite: list[str] | None = None) -> tuple[bytes, bytes, None]:
-    """``(key, value, None)`` for a columnar batch (``prediction_batch.v1``).
+def encode_batch(
+    batch: Any, infinite: list[str] | None = None, *, binary: bool = True
+) -> tuple[bytes, bytes, None]:
+    """``(key, value, None)`` for a columnar batch: ``prediction_batch.v2`` (numeric
+    feature columns as a binary block), or ``prediction_batch.v1`` if not ``binary``.
 
     Columns may be lists or numpy arrays (NaN in a float array is written as null,
     i.e. missing; so is an infinity, its feature's name appended to ``infinite``).
@@ -163,9 +169,16 @@ def encode_batch(batch: Any, infinite: list[str] | None = None) -> tuple[bytes, 
     if isinstance(batch.get("scores"), Mapping):
         # Named as the predictions name them: {c: proba[:, j] for j, c in enumerate(classes_)}.
         obj["scores"] = {class_key(c): _plain_column(col) for c, col in batch["scores"].items()}
-    value = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
     # The monitor's own check, so a batch it would dead-letter whole is refused here,
     # with its reason, rather than buffered and reported as sent.
+    if binary:
+        value = encode_binary_batch(obj)
+        try:
+            decode_binary_batch(value)
+        except ContractError as exc:
+            raise ValidationError(str(exc)) from None
+        return model_id.encode(), value, None
+    value = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
     problem = check_prediction_batch(orjson.loads(value))
     if problem is not None:
         raise ValidationError(problem)
@@ -220,16 +233,24 @@ def stream_of(event: Mapping[str, Any]) -> tuple[str, str, str]:
     return event["model_id"], event["model_version"], segment_key(event.get("segment"))
 
 
-def pack_records(events: list[dict[str, Any]], limit: int) -> list[tuple[bytes, int]]:
+def pack_records(
+    events: list[dict[str, Any]], limit: int, *, binary: bool = True
+) -> list[tuple[bytes, int]]:
     """Events of one stream as batch record values of at most ``limit`` bytes each:
-    ``prediction_batch.v1`` for predictions, ``label_batch.v1`` for labels.
+    ``prediction_batch.v2`` for predictions (``v1`` if not ``binary``),
+    ``label_batch.v1`` for labels.
 
     Returns ``(value, rows)`` in order; a record over the limit is cut in halves (one
     event always fits: it is at most ``LIMITS.max_event_bytes``).
     """
-    pack = pack_events if "features" in events[0] else pack_label_events
-    value = orjson.dumps(pack(events, max_rows=len(events))[0])
+    if "features" in events[0]:
+        envelope = pack_events(events, max_rows=len(events))[0]
+        value = encode_binary_batch(envelope) if binary else orjson.dumps(envelope)
+    else:
+        value = orjson.dumps(pack_label_events(events, max_rows=len(events))[0])
     if len(value) <= limit or len(events) == 1:
         return [(value, len(events))]
     half = len(events) // 2
-    return pack_records(events[:half], limit) + pack_records(events[half:], limit)
+    return pack_records(events[:half], limit, binary=binary) + pack_records(
+        events[half:], limit, binary=binary
+    )

@@ -1,0 +1,288 @@
+"""The binary batch (``prediction_batch.v2``): a columnar batch whose numeric feature
+columns travel as one block of little-endian numbers instead of JSON text.
+
+A ``prediction_batch.v1`` record of 500 predictions of 20 numeric features holds 10 000
+JSON numbers; parsing them is most of its decoding (docs/performance.md, "Round
+eleven"). Here those columns are bytes that numpy views in place. Everything else (ids,
+times, text features, predictions, scores, segment) stays JSON, in a header with the
+fields and rules of ``prediction_batch.v1`` (schemas/prediction_batch.v2.json).
+
+Layout (integers little-endian)::
+
+    offset 0   8 bytes   magic b"DLPBv2\\r\\n" (not JSON: a reader of single events
+                         refuses it rather than misreading it)
+    offset 8   4 bytes   header length H (uint32)
+    offset 12  H bytes   header: a JSON object (UTF-8), as prediction_batch.v1 except
+                         that in "features" a column of the block is named by its type,
+                         "f8" (float64; NaN is missing) or "i8" (int64), instead of
+                         an array of values
+               0-7 bytes spaces, so that the block starts at a multiple of 8
+    then       the block: for each "f8"/"i8" feature in the header's order, its
+               ``count`` values (8 bytes each); nothing follows
+
+A batch decoded from either version reads the same: the monitor's results are
+identical (tests/unit/test_binary_batch.py). :func:`encode_binary_batch` puts a column
+in the block only when that holds: floats (``float64``) or integers that fit int64, with
+no value of another type; text, booleans, mixed columns and ``float32`` arrays (whose
+values the SDK writes as their shortest decimal) stay JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from driftline.contract.batch import check_prediction_batch
+from driftline.contract.checks import _MAX_FEATURES, _kind, _names_problem, names_are_valid
+from driftline.contract.columnar import ColumnarBatch
+from driftline.contract.events import (
+    BATCH_FORMAT,
+    LIMITS,
+    _loaded,
+    _short,
+    json_problem,
+)
+from driftline.errors import DecodeError, ValidationError
+
+__all__ = [
+    "BINARY_MAGIC",
+    "decode_binary_batch",
+    "encode_binary_batch",
+    "is_binary_batch",
+]
+
+#: The first bytes of every ``prediction_batch.v2`` record.
+BINARY_MAGIC = b"DLPBv2\r\n"
+_PREFIX = len(BINARY_MAGIC) + 4
+#: The block's column types: the header's name for each, and how numpy reads it.
+_DTYPES: dict[str, np.dtype[Any]] = {"f8": np.dtype("<f8"), "i8": np.dtype("<i8")}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def is_binary_batch(value: bytes) -> bool:
+    """Whether a record value is a ``prediction_batch.v2`` (by its magic bytes)."""
+    return value[:8] == BINARY_MAGIC
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _block_column(col: Any) -> tuple[str, NDArray[Any]] | None:
+    """``(dtype name, values)`` when ``col`` can travel in the block unchanged in
+    meaning, else None (it stays JSON)."""
+    if isinstance(col, np.ndarray):
+        if col.ndim != 1:
+            return None
+        if col.dtype == np.float64:
+            arr = col.astype("<f8", copy=False)
+        elif col.dtype.kind in "iu" and col.dtype.itemsize <= 8:
+            if col.dtype.kind == "u" and col.size and int(col.max()) > _INT64_MAX:
+                return None
+            return "i8", col.astype("<i8")
+        else:
+            return None  # float32 (written as its shortest decimal), bool, text, objects
+    elif isinstance(col, list) and col:
+        types = set(map(type, col))
+        if types == {int}:
+            if not (_INT64_MIN <= min(col) and max(col) <= _INT64_MAX):
+                return None
+            return "i8", np.array(col, dtype="<i8")
+        if not types <= {float, type(None)} or float not in types:
+            return None  # text, booleans, mixed numbers (1 and 1.0 read differently)
+        arr = np.array(col, dtype="<f8")  # None becomes NaN: missing in both versions
+    else:
+        return None
+    if np.isinf(arr).any():
+        # JSON has no infinity: version 1 writes it as null (missing); so does the block.
+        arr = np.where(np.isinf(arr), np.nan, arr)
+    return "f8", arr
+
+
+def encode_binary_batch(envelope: Mapping[str, Any]) -> bytes:
+    """A ``prediction_batch.v1`` envelope (a dict of columns, lists or numpy arrays)
+    as a ``prediction_batch.v2`` record value.
+
+    The numeric feature columns that can (see the module docstring) go into the block;
+    the rest of the envelope is the JSON header, written as version 1 writes it.
+
+    Examples
+    --------
+    >>> env = {"format": "driftline.prediction_batch", "model_id": "m",
+    ...        "model_version": "1", "count": 2, "prediction_ids": ["a", "b"],
+    ...        "timestamps": [5, 9], "features": {"x": [1.5, None], "plan": ["p", "q"]},
+    ...        "predictions": [0, 1]}
+    >>> value = encode_binary_batch(env)
+    >>> batch = decode_binary_batch(value)
+    >>> batch.rows()[1]["features"]
+    {'x': None, 'plan': 'q'}
+    """
+    features = envelope["features"]
+    count = envelope.get("count")
+    header_features: dict[str, Any] = {}
+    blocks: list[NDArray[Any]] = []
+    for name, col in features.items():
+        # A column of the wrong length stays JSON: the decoder words it as v1 does.
+        sized = isinstance(col, list | np.ndarray) and len(col) == count
+        block = _block_column(col) if sized else None
+        if block is None:
+            header_features[name] = col
+        else:
+            header_features[name] = block[0]
+            blocks.append(block[1])
+    header = orjson.dumps(
+        {**envelope, "features": header_features}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
+    pad = -(_PREFIX + len(header)) % 8
+    return b"".join(
+        (
+            BINARY_MAGIC,
+            len(header).to_bytes(4, "little"),
+            header,
+            b" " * pad,
+            *(b.tobytes() for b in blocks),
+        )
+    )
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _framing(value: bytes) -> tuple[dict[str, Any], int]:
+    """The header (parsed, with the checks every JSON record gets) and where the block
+    starts."""
+    if len(value) > LIMITS.max_batch_bytes:
+        raise ValidationError(f"batch is {len(value)} bytes, over {LIMITS.max_batch_bytes}")
+    if len(value) < _PREFIX or not is_binary_batch(value):
+        raise DecodeError("binary batch: shorter than its 12-byte prefix")
+    size = int.from_bytes(value[8:_PREFIX], "little")
+    end = _PREFIX + size
+    start = end + (-end % 8)
+    if start > len(value):
+        raise DecodeError(f"binary batch: header of {size} bytes runs past the record")
+    header = value[_PREFIX:end]
+    if value[end:start].strip(b" "):
+        raise DecodeError("binary batch: the padding before the block is not spaces")
+    try:
+        obj = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"binary batch header: {json_problem(header, exc)}") from None
+    return _loaded(header, obj), start
+
+
+def _split_features(obj: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The header's JSON feature columns and its block columns ``(name, dtype)``."""
+    features = obj.get("features")
+    if type(features) is not dict:
+        raise ValidationError(
+            "features: field required"
+            if "features" not in obj
+            else f"features: expected an object, got {_kind(features)}"
+        )
+    if len(features) > _MAX_FEATURES:
+        raise ValidationError(f"features: {len(features)} features, over {_MAX_FEATURES}")
+    if not names_are_valid(features):
+        raise ValidationError(_names_problem("features", features) or "features: bad name")
+    block: list[tuple[str, str]] = []
+    json_columns: dict[str, Any] = {}
+    for name, col in features.items():
+        if type(col) is str:
+            if col not in _DTYPES:
+                raise ValidationError(
+                    f"features.{_short(name)}: a column of the block must be named "
+                    f"'f8' or 'i8', got {_short(col)}"
+                )
+            block.append((name, col))
+        else:
+            json_columns[name] = col
+    return json_columns, block
+
+
+def _block_columns(
+    value: bytes,
+    start: int,
+    count: int,
+    block: list[tuple[str, str]],
+    types: dict[str, frozenset[type]],
+) -> dict[str, NDArray[Any]]:
+    """The block's columns (its size checked) as read-only views of ``value``; each
+    column's Python types, as a JSON column of the same values would hold them, go
+    into ``types``."""
+    cols: dict[str, NDArray[Any]] = {}
+    if all(dtype == "f8" for _, dtype in block):
+        # One view and one pass of each check for the whole block (the common case).
+        mat = np.frombuffer(value, _DTYPES["f8"], count * len(block), start)
+        mat = mat.reshape(len(block), count)
+        if np.isinf(mat).any():
+            bad = int(np.flatnonzero(np.isinf(mat).any(axis=1))[0])
+            raise ValidationError(f"features.{_short(block[bad][0])}: value is infinite")
+        missing = np.isnan(mat).any(axis=1).tolist()
+        for (name, _), col, gaps in zip(block, mat, missing, strict=True):
+            cols[name] = col
+            types[name] = _FLOAT_OR_NONE if gaps else _FLOAT
+        return cols
+    at = start
+    for name, dtype in block:
+        col = np.frombuffer(value, _DTYPES[dtype], count, at)
+        at += 8 * count
+        if dtype == "f8":
+            if np.isinf(col).any():
+                raise ValidationError(f"features.{_short(name)}: value is infinite")
+            types[name] = _FLOAT_OR_NONE if np.isnan(col).any() else _FLOAT
+        else:
+            types[name] = _INT
+        cols[name] = col
+    return cols
+
+
+_FLOAT: frozenset[type] = frozenset({float})
+_FLOAT_OR_NONE: frozenset[type] = frozenset({float, type(None)})
+_INT: frozenset[type] = frozenset({int})
+
+
+def decode_binary_batch(value: bytes, *, features: bool = True) -> ColumnarBatch:
+    """Decode and check one ``prediction_batch.v2`` record.
+
+    Refuses what :func:`driftline.contract.batch.decode_prediction_batch_fast` refuses
+    of the same batch in version 1, with the same reasons, and a broken layout (a
+    block of the wrong size, an infinite value) with its own. With ``features=False``
+    (the label joiner, which reads no feature values) the block's size is checked but
+    not its values, and the batch returned has no features.
+
+    Raises
+    ------
+    DecodeError, ValidationError, UnsupportedVersion
+        The record breaks the contract.
+    """
+    obj, start = _framing(value)
+    if obj.get("format") != BATCH_FORMAT or type(obj.get("format")) is not str:
+        raise ValidationError(
+            f"format: must be {BATCH_FORMAT!r}" if "format" in obj else "format: field required"
+        )
+    json_columns, block = _split_features(obj)
+    names = obj["features"]
+    obj["features"] = json_columns if features else {}
+    types: dict[str, frozenset[type]] = {}
+    reason = check_prediction_batch(obj, types)
+    if reason is not None:
+        raise ValidationError(reason)
+    count: int = obj["count"]
+    size = 8 * count * len(block)
+    if len(value) - start != size:
+        raise DecodeError(
+            f"binary batch: the block holds {len(value) - start} bytes, "
+            f"its {len(block)} columns of {count} values need {size}"
+        )
+    if not features:
+        return ColumnarBatch.from_dict(obj)
+    if block:
+        cols = _block_columns(value, start, count, block, types)
+        # In the header's order: the batch reads as its version 1 would (the names of
+        # unknown features, first seen first, included).
+        obj["features"] = {
+            name: cols[name] if type(col) is str else col for name, col in names.items()
+        }
+    return ColumnarBatch.from_dict(obj, types)
