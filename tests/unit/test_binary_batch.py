@@ -136,6 +136,34 @@ def test_a_column_reads_as_its_json_twin(what: str, col: Any, dtype: str | None)
     assert (am is None) == (bm is None)
 
 
+SCORES: list[tuple[str, Any, bool]] = [
+    ("floats", [0.25, 0.5, 1.0, 0.0], True),
+    ("floats and nulls", [0.25, None, None, 1.0], True),
+    ("numpy float64", np.array([0.1, 0.2, np.nan, 0.9]), True),
+    ("integers (0 and 1)", [0, 1, 1, 0], False),
+    ("numpy float32", np.array([0.1, 0.2, 0.3, 0.4], np.float32), False),
+    ("all null", [None, None, None, None], False),
+]
+
+
+@pytest.mark.parametrize(("what", "col", "in_block"), SCORES, ids=[c[0] for c in SCORES])
+def test_a_score_column_reads_as_its_json_twin(what: str, col: Any, in_block: bool) -> None:
+    env = _envelope(4, {"x": [1.0, 2.0, 3.0, 4.0]}, scores={"a": col, "b": [0.5] * 4})
+    value = encode_binary_batch(env)
+    header = orjson.loads(value[12 : 12 + int.from_bytes(value[8:12], "little")])
+    assert (header["scores"]["a"] == "f8") is in_block and header["scores"]["b"] == "f8"
+    v1, v2 = _both(env)
+    assert v2.rows() == v1.rows()
+    assert v2.to_envelope() == v1.to_envelope()
+    assert np.array_equal(
+        BatchColumns(v2).confidence(), BatchColumns(v1).confidence(), equal_nan=True
+    )
+    joined = decode_join_record(value)
+    assert isinstance(joined, ColumnarBatch) and joined.scores is not None
+    assert all(type(c) is list for c in joined.scores.values())  # as the joiner reads v1
+    assert joined.rows() == decode_join_record(orjson.dumps(v1.to_envelope())).rows()
+
+
 def test_random_envelopes_read_as_their_json_twins() -> None:
     rng = random.Random(5)
     kinds = [c[1] for c in COLUMNS]
@@ -231,7 +259,8 @@ def test_the_monitor_core_gives_bit_identical_results_on_either_version() -> Non
 
 
 def _valid() -> bytes:
-    return encode_binary_batch(_envelope(4, {"x": [1.0, 2.0, 3.0, 4.0], "plan": list("abab")}))
+    features = {"x": [1.0, 2.0, 3.0, 4.0], "plan": list("abab")}
+    return encode_binary_batch(_envelope(4, features, scores={"yes": [0.5, 0.25, 0.75, 1.0]}))
 
 
 def _header_size(value: bytes) -> int:
@@ -299,8 +328,8 @@ BROKEN: list[tuple[str, Any, type[ContractError], str]] = [
         "schema_version 9",
     ),
     ("padding not spaces", lambda v: _bad_padding(v), DecodeError, "padding"),
-    ("block short", lambda v: v[:-8], DecodeError, "the block holds 24 bytes"),
-    ("block long", lambda v: v + bytes(8), DecodeError, "the block holds 40 bytes"),
+    ("block short", lambda v: v[:-8], DecodeError, "the block holds 56 bytes"),
+    ("block long", lambda v: v + bytes(8), DecodeError, "the block holds 72 bytes"),
     (
         "unknown column type",
         lambda v: _with_header(v, lambda h: h.replace(b'"x":"f8"', b'"x":"f4"')),
@@ -326,6 +355,24 @@ BROKEN: list[tuple[str, Any, type[ContractError], str]] = [
         ),
         ValidationError,
         "bytes, over 1000000",
+    ),
+    (
+        "a score above one",
+        lambda v: _block_value(v, 4, 1.5),
+        ValidationError,
+        "scores.'yes': probability outside 0..1",
+    ),
+    (
+        "a negative score",
+        lambda v: _block_value(v, 5, -0.25),
+        ValidationError,
+        "scores.'yes': probability outside 0..1",
+    ),
+    (
+        "an integer score column",
+        lambda v: _with_header(v, lambda h: h.replace(b'"yes":"f8"', b'"yes":"i8"')),
+        ValidationError,
+        "scores.'yes': a column of the block must be named 'f8', got 'i8'",
     ),
     (
         "a prediction id with a control character",

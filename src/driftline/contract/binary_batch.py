@@ -15,16 +15,17 @@ Layout (integers little-endian)::
     offset 12  H bytes   header: a JSON object (UTF-8), as prediction_batch.v1 except
                          that in "features" a column of the block is named by its type,
                          "f8" (float64; NaN is missing) or "i8" (int64), instead of
-                         an array of values
+                         an array of values, and in "scores" by "f8"
                0-7 bytes spaces, so that the block starts at a multiple of 8
-    then       the block: for each "f8"/"i8" feature in the header's order, its
-               ``count`` values (8 bytes each); nothing follows
+    then       the block: for each "f8"/"i8" feature in the header's order, then each
+               "f8" score column in the header's order, its ``count`` values (8 bytes
+               each); nothing follows
 
 A batch decoded from either version reads the same: the monitor's results are
 identical (tests/unit/test_binary_batch.py). :func:`encode_binary_batch` puts a column
 in the block only when that holds: floats (``float64``) or integers that fit int64, with
-no value of another type; text, booleans, mixed columns and ``float32`` arrays (whose
-values the SDK writes as their shortest decimal) stay JSON.
+no value of another type (and score columns of floats); text, booleans, mixed columns
+and ``float32`` arrays (whose values the SDK writes as their shortest decimal) stay JSON.
 """
 
 from __future__ import annotations
@@ -37,8 +38,14 @@ import orjson
 from numpy.typing import NDArray
 
 from driftline.contract.batch import check_prediction_batch
-from driftline.contract.checks import _MAX_FEATURES, _kind, _names_problem, names_are_valid
-from driftline.contract.columnar import ColumnarBatch
+from driftline.contract.checks import (
+    _MAX_CLASSES,
+    _MAX_FEATURES,
+    _kind,
+    _names_problem,
+    names_are_valid,
+)
+from driftline.contract.columnar import ColumnarBatch, plain_values
 from driftline.contract.events import (
     BATCH_FORMAT,
     LIMITS,
@@ -106,8 +113,9 @@ def encode_binary_batch(envelope: Mapping[str, Any]) -> bytes:
     """A ``prediction_batch.v1`` envelope (a dict of columns, lists or numpy arrays)
     as a ``prediction_batch.v2`` record value.
 
-    The numeric feature columns that can (see the module docstring) go into the block;
-    the rest of the envelope is the JSON header, written as version 1 writes it.
+    The numeric feature columns that can (see the module docstring) go into the block,
+    then the score columns of floats; the rest of the envelope is the JSON header,
+    written as version 1 writes it.
 
     Examples
     --------
@@ -133,9 +141,20 @@ def encode_binary_batch(envelope: Mapping[str, Any]) -> bytes:
         else:
             header_features[name] = block[0]
             blocks.append(block[1])
-    header = orjson.dumps(
-        {**envelope, "features": header_features}, option=orjson.OPT_SERIALIZE_NUMPY
-    )
+    head: dict[str, Any] = {**envelope, "features": header_features}
+    scores = envelope.get("scores")
+    if isinstance(scores, Mapping):
+        header_scores: dict[str, Any] = {}
+        for name, col in scores.items():
+            sized = isinstance(col, list | np.ndarray) and len(col) == count
+            block = _block_column(col) if sized else None
+            if block is None or block[0] != "f8":  # probabilities: floats only
+                header_scores[name] = col
+            else:
+                header_scores[name] = "f8"
+                blocks.append(block[1])
+        head["scores"] = header_scores
+    header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     pad = -(_PREFIX + len(header)) % 8
     return b"".join(
         (
@@ -173,27 +192,38 @@ def _framing(value: bytes) -> tuple[dict[str, Any], int]:
     return _loaded(header, obj), start
 
 
-def _split_features(obj: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The header's JSON feature columns and its block columns ``(name, dtype)``."""
-    features = obj.get("features")
-    if type(features) is not dict:
+def _split(obj: dict[str, Any], field: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The JSON columns of the header's ``features`` or ``scores``, and its block columns
+    ``(name, dtype)``; the names and their count are checked here (the JSON columns'
+    values by v1's checks)."""
+    group = obj.get(field)
+    if field == "scores" and group is None:
+        return {}, []
+    if type(group) is not dict:
+        if field not in obj:
+            raise ValidationError(f"{field}: field required")
+        null = " or null" if field == "scores" else ""
+        raise ValidationError(f"{field}: expected an object{null}, got {_kind(group)}")
+    most, what = (_MAX_FEATURES, "features") if field == "features" else (_MAX_CLASSES, "classes")
+    if field == "scores" and not group:
+        raise ValidationError(f"scores: 0 classes, need 1 to {_MAX_CLASSES}")
+    if len(group) > most:
         raise ValidationError(
-            "features: field required"
-            if "features" not in obj
-            else f"features: expected an object, got {_kind(features)}"
+            f"features: {len(group)} features, over {_MAX_FEATURES}"
+            if field == "features"
+            else f"scores: {len(group)} {what}, need 1 to {_MAX_CLASSES}"
         )
-    if len(features) > _MAX_FEATURES:
-        raise ValidationError(f"features: {len(features)} features, over {_MAX_FEATURES}")
-    if not names_are_valid(features):
-        raise ValidationError(_names_problem("features", features) or "features: bad name")
+    if not names_are_valid(group):
+        raise ValidationError(_names_problem(field, group) or f"{field}: bad name")
+    allowed = _DTYPES if field == "features" else _SCORE_DTYPES
     block: list[tuple[str, str]] = []
     json_columns: dict[str, Any] = {}
-    for name, col in features.items():
+    for name, col in group.items():
         if type(col) is str:
-            if col not in _DTYPES:
+            if col not in allowed:
                 raise ValidationError(
-                    f"features.{_short(name)}: a column of the block must be named "
-                    f"'f8' or 'i8', got {_short(col)}"
+                    f"{field}.{_short(name)}: a column of the block must be named "
+                    f"{' or '.join(map(repr, allowed))}, got {_short(col)}"
                 )
             block.append((name, col))
         else:
@@ -205,42 +235,53 @@ def _block_columns(
     value: bytes,
     start: int,
     count: int,
-    block: list[tuple[str, str]],
+    block: list[tuple[str, str, str]],
     types: dict[str, frozenset[type]],
-) -> dict[str, NDArray[Any]]:
-    """The block's columns (its size checked) as read-only views of ``value``; each
-    column's Python types, as a JSON column of the same values would hold them, go
-    into ``types``."""
-    cols: dict[str, NDArray[Any]] = {}
-    if all(dtype == "f8" for _, dtype in block):
+) -> list[NDArray[Any]]:
+    """The block's columns (``(field, name, dtype)`` each; its size checked by the
+    caller) as read-only views of ``value``, checked. The Python types a JSON feature
+    column of the same values would hold go into ``types``."""
+    if all(dtype == "f8" for _, _, dtype in block):
         # One view and one pass of each check for the whole block (the common case).
         mat = np.frombuffer(value, _DTYPES["f8"], count * len(block), start)
         mat = mat.reshape(len(block), count)
-        if np.isinf(mat).any():
-            bad = int(np.flatnonzero(np.isinf(mat).any(axis=1))[0])
-            raise ValidationError(f"features.{_short(block[bad][0])}: value is infinite")
-        missing = np.isnan(mat).any(axis=1).tolist()
-        for (name, _), col, gaps in zip(block, mat, missing, strict=True):
-            cols[name] = col
-            types[name] = _FLOAT_OR_NONE if gaps else _FLOAT
-        return cols
-    at = start
-    for name, dtype in block:
-        col = np.frombuffer(value, _DTYPES[dtype], count, at)
-        at += 8 * count
-        if dtype == "f8":
-            if np.isinf(col).any():
-                raise ValidationError(f"features.{_short(name)}: value is infinite")
-            types[name] = _FLOAT_OR_NONE if np.isnan(col).any() else _FLOAT
-        else:
+        cols = list(mat)
+    else:
+        cols = [
+            np.frombuffer(value, _DTYPES[dtype], count, start + 8 * count * i)
+            for i, (_, _, dtype) in enumerate(block)
+        ]
+        mat = None
+    floats = [i for i, (_, _, dtype) in enumerate(block) if dtype == "f8"]
+    if floats:
+        sub = mat if mat is not None else np.stack([cols[i] for i in floats])
+        with np.errstate(invalid="ignore"):
+            # NaN (missing) passes both comparisons; an infinity or a score outside
+            # 0..1 fails one.
+            low: list[bool] = np.any(sub < 0, axis=1).tolist()
+            high: list[bool] = np.any(sub > 1, axis=1).tolist()
+        infinite: list[bool] = np.isinf(sub).any(axis=1).tolist()
+        gaps: list[bool] = np.isnan(sub).any(axis=1).tolist()
+        for j, i in enumerate(floats):
+            field, name, _ = block[i]
+            where = f"{field}.{_short(name)}"
+            if field == "scores" and (low[j] or high[j]):
+                raise ValidationError(f"{where}: probability outside 0..1")
+            if infinite[j]:
+                raise ValidationError(f"{where}: value is infinite")
+            if field == "features":
+                types[name] = _FLOAT_OR_NONE if gaps[j] else _FLOAT
+    for field, name, dtype in block:
+        if field == "features" and dtype == "i8":
             types[name] = _INT
-        cols[name] = col
     return cols
 
 
 _FLOAT: frozenset[type] = frozenset({float})
 _FLOAT_OR_NONE: frozenset[type] = frozenset({float, type(None)})
 _INT: frozenset[type] = frozenset({int})
+#: Scores are probabilities: floats only.
+_SCORE_DTYPES = {"f8": _DTYPES["f8"]}
 
 
 def decode_binary_batch(value: bytes, *, features: bool = True) -> ColumnarBatch:
@@ -250,7 +291,8 @@ def decode_binary_batch(value: bytes, *, features: bool = True) -> ColumnarBatch
     of the same batch in version 1, with the same reasons, and a broken layout (a
     block of the wrong size, an infinite value) with its own. With ``features=False``
     (the label joiner, which reads no feature values) the block's size is checked but
-    not its values, and the batch returned has no features.
+    not its feature values, the batch returned has no features, and its scores are
+    lists (as v1's).
 
     Raises
     ------
@@ -262,14 +304,20 @@ def decode_binary_batch(value: bytes, *, features: bool = True) -> ColumnarBatch
         raise ValidationError(
             f"format: must be {BATCH_FORMAT!r}" if "format" in obj else "format: field required"
         )
-    json_columns, block = _split_features(obj)
-    names = obj["features"]
-    obj["features"] = json_columns if features else {}
+    json_features, feature_block = _split(obj, "features")
+    json_scores, score_block = _split(obj, "scores")
+    named_features, named_scores = obj["features"], obj.get("scores")
+    obj["features"] = json_features if features else {}
+    if named_scores is not None:
+        obj["scores"] = json_scores or None
     types: dict[str, frozenset[type]] = {}
     reason = check_prediction_batch(obj, types)
     if reason is not None:
         raise ValidationError(reason)
     count: int = obj["count"]
+    block = [("features", n, d) for n, d in feature_block] + [
+        ("scores", n, d) for n, d in score_block
+    ]
     size = 8 * count * len(block)
     if len(value) - start != size:
         raise DecodeError(
@@ -277,12 +325,24 @@ def decode_binary_batch(value: bytes, *, features: bool = True) -> ColumnarBatch
             f"its {len(block)} columns of {count} values need {size}"
         )
     if not features:
-        return ColumnarBatch.from_dict(obj)
-    if block:
-        cols = _block_columns(value, start, count, block, types)
-        # In the header's order: the batch reads as its version 1 would (the names of
-        # unknown features, first seen first, included).
+        feature_block_size = 8 * count * len(feature_block)
+        block = block[len(feature_block) :]
+        start += feature_block_size
+    cols = _block_columns(value, start, count, block, types) if block else []
+    read = {(field, name): col for (field, name, _), col in zip(block, cols, strict=True)}
+    # In the header's order: the batch reads as its version 1 would (the names of
+    # unknown features, first seen first, included).
+    if features and feature_block:
         obj["features"] = {
-            name: cols[name] if type(col) is str else col for name, col in names.items()
+            name: read["features", name] if type(col) is str else col
+            for name, col in named_features.items()
+        }
+    if score_block:
+        assert named_scores is not None  # it has block columns
+        obj["scores"] = {
+            name: (read["scores", name] if features else plain_values(read["scores", name]))
+            if type(col) is str
+            else col
+            for name, col in named_scores.items()
         }
     return ColumnarBatch.from_dict(obj, types)

@@ -206,7 +206,7 @@ def _first_names(names: Iterable[str], limit: int) -> list[str]:
     return list(out)
 
 
-def plain_values(col: Sequence[Any]) -> Sequence[Any]:
+def plain_values(col: Sequence[Any] | NDArray[Any]) -> Sequence[Any]:
     """A feature column as its JSON values: a numpy column (a binary batch's block,
     :mod:`driftline.contract.binary_batch`) as a list of Python numbers, NaN as
     ``None`` (missing); any other column as it is."""
@@ -544,7 +544,7 @@ class ColumnarBatch(Mapping[str, Any]):
             "predictions": list(self.predictions),
         }
         if self.scores is not None:
-            env["scores"] = {k: list(v) for k, v in self.scores.items()}
+            env["scores"] = {k: list(plain_values(v)) for k, v in self.scores.items()}
         if self.segment:
             env["segment"] = dict(self.segment)
         return env
@@ -730,7 +730,7 @@ def _row(b: ColumnarBatch, i: int) -> dict[str, Any]:
         "prediction": b.predictions[i],
     }
     if b.scores is not None:
-        scores = {c: v[i] for c, v in b.scores.items() if v[i] is not None}
+        scores = {c: x for c, v in b.scores.items() if (x := _cell(v, i)) is not None}
         if scores:
             event["scores"] = scores
     if b.segment:
