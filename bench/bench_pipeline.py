@@ -21,6 +21,10 @@ case in a fresh process (so peak memory is its own), ``--rounds`` times interlea
   by event in a Python loop (consume + decode included);
 * ``monitor`` with the previous single-event decoder (orjson and bulk checks, the typed
   decoder's fallback), beside the typed one;
+* ``monitor`` with the compiled core (``monitor.compiled_core: on``, numba: the
+  ``driftline[compiled]`` extra) on single events and on binary batches, when numba is
+  installed; every other monitor case runs the numpy pass (``off``), the default
+  install's;
 * ``labels``: the label joiner (``driftline.runtime.labels``) on the same predictions
   plus one label each (labels/s): single JSON predictions and single JSON labels, then
   batched predictions and label batches (``label_batch.v1``: what the SDK sends by
@@ -61,6 +65,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -140,7 +145,8 @@ def _settings(cfg: dict[str, Any], **topics: str) -> Settings:
         kafka={"bootstrap_servers": cfg["bootstrap"]},
         redis={"url": cfg["redis"], "key_prefix": cfg["prefix"]},
         topics=topics,
-        monitor={"group_id": cfg["group"]},
+        # The numpy pass unless the case asks for the compiled one (driftline[compiled]).
+        monitor={"group_id": cfg["group"], "compiled_core": cfg.get("compiled", "off")},
         labels={"group_id": cfg["group"] + "-labels", **cfg.get("labels_settings", {})},
         metrics_port=0,
     )
@@ -783,6 +789,21 @@ def throughput(b: Bench, n: int, rounds: int) -> dict[str, list[dict[str, Any]]]
             {"topic": "in-batch2", "rows_per_record": ROWS_PER_BATCH, "stop_rows": n},
         ),
         (
+            "monitor-compiled",
+            "monitor",
+            {"topic": "in-json", "rows_per_record": 1, "stop_rows": n, "compiled": "on"},
+        ),
+        (
+            "monitor-batch2-compiled",
+            "monitor",
+            {
+                "topic": "in-batch2",
+                "rows_per_record": ROWS_PER_BATCH,
+                "stop_rows": n,
+                "compiled": "on",
+            },
+        ),
+        (
             "raw-batch",
             "raw",
             {"topic": "in-batch", "rows": batch_records * ROWS_PER_BATCH, "rows_per_record": 500},
@@ -791,6 +812,8 @@ def throughput(b: Bench, n: int, rounds: int) -> dict[str, list[dict[str, Any]]]
     skip = set(filter(None, b.args.skip.split(",")))
     if "untyped" in skip:
         cases = [c for c in cases if c[0] != "monitor-untyped"]
+    if "compiled" in skip or importlib.util.find_spec("numba") is None:
+        cases = [c for c in cases if not c[0].endswith("compiled")]
     for r in range(rounds):
         for name, phase, kw in cases:
             res = b.run(phase, b.cfg(**kw))
@@ -1036,6 +1059,8 @@ def report(
         ("  same, previous decoder", "monitor-untyped"),
         ("monitor, columnar batches", "monitor-batch"),
         ("monitor, binary batches (v2)", "monitor-batch2"),
+        ("monitor, single, compiled core", "monitor-compiled"),
+        ("monitor, v2 batches, compiled", "monitor-batch2-compiled"),
         ("raw getmany+orjson (batches)", "raw-batch"),
         ("naive river per event", "naive"),
         ("label joiner, JSON preds+labels", "labels"),
@@ -1061,13 +1086,20 @@ def report(
     print(f"batches / single events: {batch / single:.2f}x (binary batches {batch2 / single:.2f}x)")
     after = [
         best(k).get("cpu_us_after_first", math.nan)
-        for k in ("monitor", "monitor-batch", "monitor-batch2")
+        for k in (
+            "monitor",
+            "monitor-batch",
+            "monitor-batch2",
+            "monitor-compiled",
+            "monitor-batch2-compiled",
+        )
     ]
     if any(math.isfinite(a) for a in after):
         print(
             "monitor cpu us/ev after its first batch (which also pays the start-up's reference "
             f"reads, plans and new states): single {after[0]:.2f}, batches {after[1]:.2f}, "
-            f"binary batches {after[2]:.2f}"
+            f"binary batches {after[2]:.2f}; compiled core: single {after[3]:.2f}, "
+            f"binary batches {after[4]:.2f}"
         )
     spread = {k: [round(r.get("rate", 0)) for r in v] for k, v in tp.items()}
     print(f"(all rounds, events/s: {spread})")
@@ -1145,6 +1177,8 @@ def bars(tp: dict[str, list[dict[str, Any]]], lat: dict[str, Any] | None) -> Non
         ("monitor, single JSON events", best("monitor") / raw, "x raw", ">=", 0.5),
         ("monitor, columnar batches", best("monitor-batch") / raw, "x raw", ">=", 1.0),
         ("monitor, binary batches (v2)", best("monitor-batch2") / raw, "x raw", ">=", 1.0),
+        ("  same, compiled core", best("monitor-batch2-compiled") / raw, "x raw", ">=", 1.0),
+        ("single events, compiled core", best("monitor-compiled") / raw, "x raw", ">=", 0.5),
         ("label join, stored predictions", later, "labels/s", ">=", 50_000),
         ("label join, preds + labels", together, "labels/s", ">=", 50_000),
         ("event-to-alert p99", p99, "s", "<", 1.0),
@@ -1168,8 +1202,9 @@ def main() -> None:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list: latency,growth,scale; naive, labels and untyped (the "
-        "previous decoder) for a run of the monitor's throughput cases beside raw",
+        help="comma list: latency,growth,scale; naive, labels, untyped (the "
+        "previous decoder) and compiled (the numba cases, run when numba is installed) "
+        "for a run of the monitor's throughput cases beside raw",
     )
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the core")

@@ -30,6 +30,10 @@ os.environ["DRIFTLINE_REDIS__STATE_SIGNING_KEY"] = secrets.token_hex(32)
 # of the production 10 s: 2 s less per join, 4 s less per takeover after a kill.
 for _worker in ("MONITOR", "LABELS", "RETRAIN"):
     os.environ[f"DRIFTLINE_{_worker}__SESSION_TIMEOUT_MS"] = "6000"
+# The suite's workers run the numpy pass of the banks (the oracle), whether numba is
+# installed or not; tests/unit/test_bank_compiled.py and the compiled monitor scenario
+# of tests/integration/test_monitor_stream.py turn the compiled pass on.
+os.environ.setdefault("DRIFTLINE_MONITOR__COMPILED_CORE", "off")
 
 
 @pytest.fixture(scope="session")

@@ -258,6 +258,10 @@ class MonitorSettings(WorkerSettings):
     #: model servers and the monitor) before the event counts as future-dated: it is
     #: then placed at the newest trusted event time and never moves the event clock.
     future_tolerance_seconds: float = Field(default=300.0, ge=0)
+    #: The CUSUM banks' pass compiled with numba (``pip install 'driftline[compiled]'``):
+    #: the same results, about a fifth less CPU an event. ``auto`` uses it when numba is
+    #: installed, ``on`` requires it, ``off`` keeps the numpy pass.
+    compiled_core: Literal["auto", "on", "off"] = "auto"
 
 
 #: Change detectors the slow loop can run on the label error stream.

@@ -253,3 +253,46 @@ async def test_a_version_without_a_reference_says_when_it_gets_a_warm_up_one(set
         "first 2000 live events"
     )
     assert "driftline reference build --model churn --version 2 --data FILE" in said[0]
+
+
+async def test_a_monitor_with_the_compiled_core_equals_the_numpy_replay(settings, caplog):
+    """``monitor.compiled_core: on`` (numba): the worker's alerts and stored states are
+    the numpy replay's, on binary batches as the SDK sends them."""
+    from driftline.contract.binary_batch import encode_binary_batch
+    from driftline.contract.columnar import pack_events
+    from driftline.core.detectors import bank
+
+    ref = _reference()
+    await _store_reference(settings, ref)
+    events = list(SimulatedModel(seed=21).events(9_000, shift=Shift(start=4_000, sigmas=0.5)))
+    batches = [encode_binary_batch(env) for env in pack_events(events, max_rows=500)]
+    from aiokafka import AIOKafkaProducer
+
+    prod = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await prod.start()
+    for value in batches:
+        await prod.send_and_wait(settings.topics.predictions, value, key=b"churn")
+    await prod.stop()
+    on = settings.model_copy(
+        update={"monitor": settings.monitor.model_copy(update={"compiled_core": "on"})}
+    )
+    caplog.set_level("INFO", logger="driftline.monitor")
+    try:
+        worker = await _run_worker(on, len(events))  # processed counts predictions
+        assert worker.compiled_core and bank._compiled_pass is not None
+    finally:
+        bank.use_compiled_pass(False)  # the rest of the suite runs the numpy pass
+    assert "compiled core on" in caplog.text
+    assert worker.processed == len(events) and worker.dead_letters == 0
+    alerts = [
+        orjson.loads(v)
+        for v in await read_all(settings.kafka.bootstrap_servers, settings.topics.alerts)
+    ]
+    replay = Replayer({("churn", "1"): ref})
+    replay.feed(events)
+    want = [a.alert_id for a in replay.result.alerts]
+    assert want and [a["alert_id"] for a in alerts] == want
+    stored = await stored_states(settings)
+    assert set(stored) == {k.encode() for k in replay.result.states}
+    for key, st in replay.result.states.items():
+        assert_close(stored[key.encode()], st.to_bytes())

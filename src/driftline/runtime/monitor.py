@@ -56,10 +56,18 @@ from driftline.contract.codec import pack, unpack
 from driftline.contract.columnar import EventFrame, stream_counts
 from driftline.contract.decode import decode_records
 from driftline.contract.keys import KeyTuple, StateKey, interned_key, state_key
+from driftline.core.detectors import bank_compiled
+from driftline.core.detectors.bank import use_compiled_pass
 from driftline.core.fastloop import WARMUP_EVENTS, BatchResult, ModelState, process_batch
 from driftline.core.fastloop.state import STATE_FORMAT
 from driftline.core.reference import ReferenceProfile
-from driftline.errors import DriftlineError, ModelLimit, ReferenceMissing, StateCorrupt
+from driftline.errors import (
+    ConfigError,
+    DriftlineError,
+    ModelLimit,
+    ReferenceMissing,
+    StateCorrupt,
+)
 from driftline.runtime import metrics as m
 from driftline.runtime.drift_flags import DriftFlags
 from driftline.runtime.history import WindowLateFuture, record_history, record_warmups
@@ -160,6 +168,22 @@ class _Loaded:
             del self._lru[k]
 
 
+def _compiled_core(choice: str) -> bool:
+    """Turn the banks' compiled pass on or off for this process (compiled at start-up,
+    not at the first batch); one line says which."""
+    if choice == "off":
+        return use_compiled_pass(False)
+    if choice == "on" and not bank_compiled.available():
+        raise ConfigError(
+            "monitor.compiled_core is 'on' but numba is not installed: "
+            "pip install 'driftline[compiled]', or set it to 'auto' or 'off'"
+        )
+    on = use_compiled_pass(True)
+    if on:
+        log.info("driftline monitor: compiled core on (numba): the banks' pass runs compiled")
+    return on
+
+
 class MonitorWorker(Worker[Models, Done]):
     """Consumes prediction events, keeps drift state in Redis, publishes alerts.
 
@@ -184,6 +208,8 @@ class MonitorWorker(Worker[Models, Done]):
         #: Each closed window's own late and future-dated events, for the history.
         self.window_late_future = WindowLateFuture()
         m.MODEL_PARTITION_MOVES.labels(name, topic)  # exported from zero: a rule sees 0
+        #: Whether the banks run the compiled pass (``monitor.compiled_core``).
+        self.compiled_core = _compiled_core(settings.monitor.compiled_core)
 
     # ------------------------------------------------------------------ state
     async def open_state(self, lease: Lease) -> Models:
