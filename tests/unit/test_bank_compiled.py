@@ -184,3 +184,24 @@ def test_the_monitor_core_gives_bit_identical_results_with_either_pass() -> None
             use_compiled_pass(False)
     assert b'"alert_id"' in out[0][0]  # the stream drifts: alerts are compared
     assert out[0] == out[1]
+
+
+def test_on_without_numba_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``compiled_core: on`` where numba is missing stops the monitor at start with one
+    line (exit 2, a configuration error); ``auto`` runs the numpy pass."""
+    from driftline.cli import EXIT_INPUT, main
+    from driftline.runtime import monitor
+
+    monkeypatch.setattr(bank_compiled, "available", lambda: False)
+    monkeypatch.setattr(bank_compiled, "_loaded", None)
+    assert monitor._compiled_core("auto") is False and bank._compiled_pass is None
+    monkeypatch.setenv("DRIFTLINE_MONITOR__COMPILED_CORE", "on")
+    monkeypatch.setenv("DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    assert main(["monitor"]) == EXIT_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "driftline: error: monitor.compiled_core is 'on' but numba is not installed: "
+        "pip install 'driftline[compiled]', or set it to 'auto' or 'off'"
+    ], err
