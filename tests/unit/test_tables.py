@@ -1493,3 +1493,55 @@ def test_a_feature_of_a_different_integer_in_every_row_is_pointed_out_as_an_id()
     assert said not in resolve(table_from(df.assign(id=np.arange(n)))).describe()
     assert said not in resolve(table_from(df.head(50))).describe()
     assert resolve(table_from(df), ColumnMap(id="listing")).id == "listing"
+
+
+def test_a_regression_label_named_unlike_its_prediction_is_paired_on_the_evidence() -> None:
+    """``predicted_price`` beside ``sale_price`` (and ``prediction`` beside ``sale_price``):
+    the label was read as a feature, the task as classification and accuracy left out.
+    Now the one column named like what the prediction predicts, or the one column on the
+    prediction's scale, is the label, with a note; the oracle is the reference built with
+    both named. Two columns on the scale, or one off it, move nothing."""
+    rng = np.random.default_rng(7)
+    n = 2000
+    sqft = rng.normal(1500, 300, n)
+    price = 200 * sqft + rng.normal(0, 20000, n)
+    df = pd.DataFrame(
+        {
+            "ts": pd.date_range("2026-01-01", periods=n, freq="7min"),
+            "sqft": sqft,
+            "rooms": rng.integers(1, 6, n),
+            "predicted_price": price + rng.normal(0, 15000, n),
+            "sale_price": price,
+        }
+    )
+    res = resolve(table_from(df))
+    assert (res.prediction, res.label, res.task) == ("predicted_price", "sale_price", "regression")
+    assert res.features == ["sqft", "rooms"]
+    assert any("sale_price is the one column named like what predicted_price predicts" in r
+               for r in res.remarks)  # fmt: skip
+    told = ColumnMap(prediction="predicted_price", label="sale_price")
+    inferred, _ = build_from_table(df, "houses", "1", created_at=0)
+    named, _ = build_from_table(df, "houses", "1", columns=told, created_at=0)
+    assert inferred.to_bytes() == named.to_bytes()
+
+    generic = df.rename(columns={"predicted_price": "prediction"})
+    res = resolve(table_from(generic))
+    assert (res.prediction, res.label) == ("prediction", "sale_price")
+    assert any("sale_price read as the label: the one column on the scale of prediction" in r
+               for r in res.remarks)  # fmt: skip
+    assert resolve(table_from(generic), ColumnMap(label="")).label is None
+    # a feature on the prediction's scale too: both pointed out, neither moved
+    two = generic.assign(list_price=df["sale_price"] * 1.02)
+    res = resolve(table_from(two))
+    assert res.label is None and {"sale_price", "list_price"} <= set(res.features)
+    assert any("sale_price, list_price read as features but each on the scale" in r
+               for r in res.remarks)  # fmt: skip
+    # named like the stem but off the scale (a price in thousands): a note, not moved
+    off = df.assign(sale_price=df["sale_price"] / 1000)
+    res = resolve(table_from(off))
+    assert res.label is None and "sale_price" in res.features
+    assert any("sale_price read as a feature: named like what predicted_price" in r
+               for r in res.remarks)  # fmt: skip
+    # a feature the reference knows is never taken
+    res = resolve(table_from(generic), known_features=["sqft", "rooms", "sale_price"])
+    assert res.label is None

@@ -186,7 +186,13 @@ def resolve(
         if getattr(cm, role) is None:
             setattr(res, role, pick(role, [n for n in free if n != res.id], cands, src))
     if not labels and res.prediction is None and cm.prediction is None:
-        _paired_outputs(res, cm, [n for n in free if n not in (res.id, res.timestamp)])
+        _paired_outputs(
+            res, cm, [n for n in free if n not in (res.id, res.timestamp)], known_features
+        )
+    elif not labels and res.label is None and cm.label is None and cm.features is None:
+        _label_on_the_predictions_scale(
+            res, cm, [n for n in free if n not in (res.id, res.timestamp)], known_features
+        )
     if res.timestamp is None and cm.timestamp is None:
         _lone_date_time(res, cm, free)
     if labels and res.label is None and cm.label is None:
@@ -313,18 +319,38 @@ def resolve(
 
 #: How a model's output is named after what it predicts (``predicted_price`` beside
 #: ``price``, ``churn_pred`` beside ``churn``).
-_PAIR_PREFIXES = ("predicted_", "prediction_", "pred_", "predict_")
+_PAIR_PREFIXES = ("predicted_", "prediction_", "pred_", "predict_", "y_pred_")
 _PAIR_SUFFIXES = ("_predicted", "_prediction", "_pred", "_hat")
 #: How the other half of such a pair is named after the same stem (``segment`` beside
 #: ``segment_pred``, or ``segment_true`` ...).
 _PAIR_TRUTHS = ("{}", "{}_true", "true_{}", "{}_actual", "actual_{}", "{}_label")
+#: A regression's label on its prediction's scale: correlated at least this much, its
+#: mean within this many of the prediction's standard deviations, its spread within
+#: this factor of the prediction's. A feature on the same scale (``list_price``
+#: beside ``predicted_price``) fits too: then two fit and neither is moved.
+_SCALE_CORRELATION = 0.5
+_SCALE_MEAN_SD = 1.0
+_SCALE_SPREAD = 3.0
 
 
-def _paired_outputs(res: Resolved, cm: ColumnMap, free: Sequence[str]) -> None:
+def _pair_stems(name: str) -> list[str]:
+    """What a column named as a prediction predicts (``predicted_price``, ``price_pred``:
+    ``price``), any case; none for other names."""
+    low = name.lower()
+    stems = [low[len(p) :] for p in _PAIR_PREFIXES if low.startswith(p) and len(low) > len(p)]
+    return stems + [low[: -len(x)] for x in _PAIR_SUFFIXES if low.endswith(x) and len(low) > len(x)]
+
+
+def _paired_outputs(
+    res: Resolved, cm: ColumnMap, free: Sequence[str], known_features: Collection[str]
+) -> None:
     """No column is named as the prediction, but one is named as the prediction of
     another column (``predicted_price`` and ``price``, of one kind, neither a time):
     the pair is the prediction and the label, as a regression's export names them.
-    Only one such pair, and a label found by its name must be its other half."""
+    Only one such pair, and a label found by its name must be its other half. Without
+    a column named exactly so, a numeric one whose name holds the stem as whole words
+    (``sale_price`` beside ``predicted_price``) is the label when it is the only such
+    column and its values are on the prediction's scale (:func:`_on_the_scale`)."""
     low = {n.lower(): n for n in free}
 
     def kind(n: str) -> str:
@@ -333,14 +359,44 @@ def _paired_outputs(res: Resolved, cm: ColumnMap, free: Sequence[str]) -> None:
 
     pairs = []
     for n in free:
-        name = n.lower()
-        stems = [name[len(p) :] for p in _PAIR_PREFIXES if name.startswith(p)]
-        stems += [name[: -len(x)] for x in _PAIR_SUFFIXES if name.endswith(x)]
-        for stem in stems:
+        for stem in _pair_stems(n):
             # the truth by the stem's name, or named as its truth (segment_true)
             for truth in (low.get(t.format(stem)) for t in _PAIR_TRUTHS):
                 if truth is not None and truth != n and kind(n) == kind(truth) != "datetime":
                     pairs.append((n, truth))
+    why = "the one column named as another's prediction"
+    if not pairs and cm.label is None and res.label is None:
+        loose = []
+        for n in free:
+            if kind(n) != "numeric":
+                continue
+            for stem in _pair_stems(n):
+                words = _words(stem)
+                named = [
+                    t
+                    for t in free
+                    if t != n
+                    and t not in known_features
+                    and not _pair_stems(t)
+                    and _holds_words(_words(t), words)
+                    and kind(t) == "numeric"
+                ]
+                if len(named) == 1:
+                    loose.append((n, named[0], _on_the_scale(res.table, n, named[0])))
+        if len(loose) != 1 or loose[0][2] is None:
+            if len(loose) == 1:
+                res.remarks.append(
+                    f"{loose[0][1]} read as a feature: named like what {loose[0][0]} "
+                    "predicts, but its values are not on the prediction's scale "
+                    f"({option('label', loose[0][1])} if it is the label)"
+                )
+            return
+        pred, truth, corr = loose[0]
+        pairs = [(pred, truth)]
+        why = (
+            f"{truth} is the one column named like what {pred} predicts and its values "
+            f"are on the prediction's scale (correlation {corr:.2f})"
+        )
     if len(pairs) != 1:
         return
     pred, truth = pairs[0]
@@ -348,9 +404,87 @@ def _paired_outputs(res: Resolved, cm: ColumnMap, free: Sequence[str]) -> None:
         return
     res.prediction, res.label = pred, truth
     res.remarks.append(
-        f"{pred} read as the prediction and {truth} as the label: the one column named as "
-        f"another's prediction ({option('prediction', 'COLUMN')} and "
-        f"{option('label', 'COLUMN')} name others)"
+        f"{pred} read as the prediction and {truth} as the label: {why} "
+        f"({option('prediction', 'COLUMN')} and {option('label', 'COLUMN')} name others)"
+    )
+
+
+def _words(name: str) -> list[str]:
+    return [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+
+
+def _holds_words(words: Sequence[str], part: Sequence[str]) -> bool:
+    """Whether ``part`` is a run of whole words of ``words`` (``price`` of
+    ``sale_price``, not of ``prices``)."""
+    k = len(part)
+    return 0 < k < len(words) and any(
+        list(words[i : i + k]) == list(part) for i in range(len(words) - k + 1)
+    )
+
+
+def _on_the_scale(table: Table, pred: str, col: str) -> float | None:
+    """The correlation of numeric columns ``pred`` and ``col`` where ``col`` is on the
+    prediction's scale (:data:`_SCALE_CORRELATION` ...), else None."""
+    p, v = table.floats(pred), table.floats(col)
+    both = ~(np.isnan(p) | np.isnan(v))
+    p, v = p[both], v[both]
+    if p.size < 10:
+        return None
+    sp, sv = float(p.std()), float(v.std())
+    if sp == 0.0 or sv == 0.0:
+        return None
+    corr = float(np.corrcoef(p, v)[0, 1])
+    close = abs(float(v.mean()) - float(p.mean())) <= _SCALE_MEAN_SD * sp
+    spread = 1 / _SCALE_SPREAD <= sv / sp <= _SCALE_SPREAD
+    return corr if corr >= _SCALE_CORRELATION and close and spread else None
+
+
+def _label_on_the_predictions_scale(
+    res: Resolved, cm: ColumnMap, free: Sequence[str], known_features: Collection[str]
+) -> None:
+    """A regression's prediction was found by its name (``prediction``, ``y_pred``) and
+    no label by its name: the one numeric column whose values are on the prediction's
+    scale (:func:`_on_the_scale`; ``sale_price`` beside ``prediction``) is the label,
+    and the roles table says so and how to keep it a feature. Two or more such columns
+    are pointed out, not moved; columns named like the label are left to
+    :func:`_label_by_name`."""
+    pred = res.prediction
+    if pred is None or cm.task == "classification" or cm.features is not None:
+        return
+    st = res.table.stats(pred)
+    if _kind(pred, st, None, output=True)[0] != "numeric":
+        return
+    if st.integers == st.numbers and len(st.distinct) <= _CODES:
+        return  # classes, or a regression of few values: nothing to measure a scale by
+    cands = [
+        n
+        for n in free
+        if n != pred
+        and n not in known_features
+        and n not in cm.types
+        and not named_like_a_label(n)
+        and not n.lower().endswith("_id")
+        and not PANDAS_INDEX.match(n)
+        and not TIME_LIKE.search(n)
+        and _kind(n, res.table.stats(n), None)[0] == "numeric"
+    ]
+    if any(named_like_a_label(n) for n in free):
+        return
+    fits = [(n, c) for n in cands if (c := _on_the_scale(res.table, pred, n)) is not None]
+    if len(fits) > 1:
+        res.remarks.append(
+            f"{', '.join(n for n, _ in fits)} read as features but each on the scale of "
+            f"{pred}, as its label would be: name the label ({option('label', 'COLUMN')})"
+        )
+    if len(fits) != 1:
+        return
+    col, corr = fits[0]
+    res.label = col
+    res.remarks.append(
+        f"{col} read as the label: the one column on the scale of {pred} "
+        f"(correlation {corr:.2f}) and no column is named as the label "
+        f"({option('label', 'COLUMN')} names another; {no_column('label')} keeps it a "
+        "feature)"
     )
 
 
