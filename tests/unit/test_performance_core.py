@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -359,9 +360,37 @@ def test_accuracy_per_class_log_loss_brier_lag_and_coverage_are_exact():
     assert "model m" in text and "class a" in text
     first, last = rep["period"]  # the event-time buckets summed, said in the text
     assert first <= pred(0)["timestamp"] <= pred(4)["timestamp"] < last + 3_600_000
-    assert "predictions of 20" in text and "(event-time buckets kept)" in text
+    assert "predictions of 20" in text and "event-time buckets kept)" in text
     # the lag quantiles are their histogram bucket's upper edge: read as "at most"
     assert "<=1 s/<=5 s" in text
+
+
+def test_the_period_of_labels_in_one_minute_reads_as_a_span_not_one_minute_twice() -> None:
+    """Every prediction in one event-time bucket printed 'predictions of 2026-.. 17:00Z
+    to 2026-.. 17:00Z': two equal times that say nothing. Now the span ends at the latest
+    prediction, to the seconds when the minutes would be equal, and the JSON carries it."""
+    loop = Loop(LabelsSettings(bucket_seconds=3600))
+    preds = [pred(i, timestamp=T0 + 12_000 + i * 1000) for i in range(5)]
+    loop.batch(preds, [label(i) for i in range(5)])
+    rep = build_report(loop.unit.perf.values())["m"]["versions"]["1"]
+    assert rep["latest_prediction"] == T0 + 16_000
+    start = datetime.fromtimestamp(rep["period"][0] / 1000, UTC)
+    text = format_report(build_report(loop.unit.perf.values()))
+    assert start.strftime("%H:%MZ") == "00:00Z"  # as the minutes alone read both ends
+    span = f"{start.strftime('%Y-%m-%d')} 00:00:00Z to 00:00:16Z (the latest; event-time"
+    assert f"predictions of {span} buckets kept)" in text
+    # every prediction in the bucket's first second
+    loop = Loop(LabelsSettings(bucket_seconds=3600))
+    loop.batch([pred(i) for i in range(5)], [label(i) for i in range(5)])
+    text = format_report(build_report(loop.unit.perf.values()))
+    assert f"{start.strftime('%Y-%m-%d')} 00:00:00Z (all in that second;" in text
+    # a span of hours stays in minutes
+    loop = Loop(LabelsSettings(bucket_seconds=3600))
+    loop.batch([pred(0), pred(720_000 + 6)], [label(0), label(720_000 + 6)])
+    text = format_report(build_report(loop.unit.perf.values()))
+    a = datetime.fromtimestamp(T0 // 3_600_000 * 3600, UTC).strftime("%Y-%m-%d %H:%MZ")
+    b = datetime.fromtimestamp(pred(720_006)["timestamp"] / 1000, UTC)
+    assert f"predictions of {a} to {b.strftime('%H:%MZ')} (the latest;" in text
 
 
 def test_label_lags_read_as_at_most_a_round_duration() -> None:

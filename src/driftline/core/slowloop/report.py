@@ -126,6 +126,11 @@ def build_report(
                 # Event-time buckets summed (the label horizon's, or since/until's):
                 # first and last bucket start, so a reader knows what "labelled" spans.
                 period=[min(kept), max(kept)] if kept else None,
+                # The latest prediction, where it is in the last bucket kept: the text
+                # says where the span ends (a bucket's start says nothing of its end).
+                latest_prediction=st.max_pred_ms
+                if kept and until_ms is None and st.max_pred_ms >= max(kept)
+                else None,
                 task=st.task,
                 reference_accuracy=st.ref_accuracy,
                 reference_source=st.ref_source or None,
@@ -215,6 +220,25 @@ def _utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%MZ")
 
 
+def _span(period: Sequence[int], latest: int | None) -> str:
+    """The event times a version's figures are of: from the first bucket's start to its
+    latest prediction (``2026-12-07 17:00Z to 17:42Z``), to the seconds where the
+    minutes alone would read as no time at all (``17:00Z to 17:00Z``)."""
+    first, last = period
+    if latest is None:
+        if _utc(first) == _utc(last):
+            return f"the event-time bucket from {_utc(first)} (event-time buckets kept)"
+        return f"{_utc(first)} to {_utc(last)} (bucket starts; event-time buckets kept)"
+    fine = _utc(first) == _utc(latest)
+    a = datetime.fromtimestamp(first / 1000, tz=UTC)
+    b = datetime.fromtimestamp(latest / 1000, tz=UTC)
+    shape = "%H:%M:%SZ" if fine else "%H:%MZ"
+    if a.strftime(shape) == b.strftime(shape) and a.date() == b.date():
+        return f"{a.strftime(f'%Y-%m-%d {shape}')} (all in that second; event-time buckets kept)"
+    end = b.strftime(shape if a.date() == b.date() else f"%Y-%m-%d {shape}")
+    return f"{a.strftime(f'%Y-%m-%d {shape}')} to {end} (the latest; event-time buckets kept)"
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """The report as readable text (the ``driftline labels --report`` view)."""
     lines: list[str] = []
@@ -235,8 +259,8 @@ def format_report(report: Mapping[str, Any]) -> str:
                 f"{v['diagnosis'] or '-'}"
             )
             if v.get("period"):
-                first, last = (_utc(ms) for ms in v["period"])
-                lines.append(f"      predictions of {first} to {last} (event-time buckets kept)")
+                span = _span(v["period"], v.get("latest_prediction"))
+                lines.append(f"      predictions of {span}")
             for ep, said in v.get("input_drift", {}).items():
                 lines.append(f"      input drift episode {ep}: {said}")
             for name, pc in v.get("per_class", {}).items():
