@@ -36,7 +36,7 @@ from driftline.core.slowloop import (
     stream_key,
 )
 from driftline.demo.sea import SeaScenario, interleave
-from driftline.runtime.devstack import DevStack
+from driftline.runtime.devstack import DevStack, free_port
 from driftline.runtime.history import load_history
 from driftline.runtime.labels import LabelJoiner
 from driftline.runtime.metrics import REGISTRY
@@ -399,6 +399,34 @@ async def test_orphan_duplicate_expired_and_invalid_labels_are_counted_exactly(s
     (st,) = [x for x in states if x.key == stream_key("sea-x", "1", "")]
     assert (st.predicted, st.labelled) == (N_X, want["joined"])
     assert "sea-x: duplicate=50, expired=" in await report_text(s, model="sea-x")
+
+
+async def test_the_labels_report_reads_redis_alone_with_the_broker_down(scenario):
+    """``driftline labels --report`` asked Kafka for the labels topic's partition count
+    before reading Redis: with the broker down it waited on Kafka and reported nothing.
+    Now the partitions come from Redis (the meta records the joiner wrote): with the
+    broker's address unreachable the report comes at once, from every partition the
+    topic has (the oracle: the broker's own count, and the joiner's totals)."""
+    s = scenario.settings
+    assert s is not None and scenario.joiner is not None
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        (meta,) = await admin.describe_topics([s.topics.labels])
+    finally:
+        await admin.close()
+    client, store = open_store(s.redis, s.labels.group_id)
+    try:
+        stored = await store.stored_partitions(s.topics.labels, block=2)
+    finally:
+        await client.aclose()
+    assert stored == list(range(len(meta["partitions"])))
+    nowhere = s.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    down = s.model_copy(update={"kafka": nowhere})
+    text = await asyncio.wait_for(report_text(down), 20)
+    assert "model sea-c" in text and "labels sea-x: duplicate=50" in text
+    _, totals = await asyncio.wait_for(load_perf_states(down), 20)
+    assert totals == scenario.joiner.totals()
 
 
 async def test_labels_before_their_predictions_are_held_until_they_come(scenario):

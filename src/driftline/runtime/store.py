@@ -755,6 +755,29 @@ class StateStore:
             )
         return int(_text(offset)), out
 
+    async def stored_partitions(self, topic: str, block: int = 64) -> list[int]:
+        """The partitions of ``topic`` this group has state for (a meta record), from
+        Redis alone: for reports that must work with the broker down.
+
+        A worker creates a partition's meta when it first takes the partition
+        (:meth:`acquire`), so the stored ones are 0, 1, ... with gaps only where no
+        worker ever took one. ``EXISTS`` of the meta keys, ``block`` at a time in one
+        pipelined round trip (not a transaction: they are in different slots), until a
+        block holds none. No ``SCAN``: the service ACL (docs/redis.md) grants none.
+        """
+        found: list[int] = []
+        start = 0
+        while True:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for p in range(start, start + block):
+                    pipe.exists(self.keys(topic, p).meta)
+                replies: list[Any] = await pipe.execute()
+            here = [start + i for i, n in enumerate(replies) if int(n)]
+            if not here:
+                return found
+            found.extend(here)
+            start += block
+
     # ------------------------------------------------------------------ tools
 
     async def reset_partition(self, topic: str, partition: int) -> int:

@@ -8,7 +8,6 @@ import orjson
 from driftline.config import Settings
 from driftline.core.slowloop import PerfState, UnitState, build_report, format_report
 from driftline.runtime.store import open_store
-from driftline.runtime.topics import topic_partitions
 
 __all__ = ["load_perf_states", "report_text"]
 
@@ -19,14 +18,14 @@ async def load_perf_states(
     """Every stored performance state and the label outcome totals per model; ``held``,
     if given, receives the number of labels held for their prediction per model.
 
-    Read-only (:meth:`StateStore.peek`): a running joiner is not fenced.
+    Read-only (:meth:`StateStore.peek`): a running joiner is not fenced. From Redis
+    alone (:meth:`StateStore.stored_partitions`): the report works with the broker down.
     """
-    counts = await topic_partitions(settings, [settings.topics.labels])
     client, store = open_store(settings.redis, settings.labels.group_id)
     states: list[PerfState] = []
     totals: dict[str, dict[str, int]] = {}
     try:
-        for p in range(counts[settings.topics.labels]):
+        for p in await store.stored_partitions(settings.topics.labels):
             got = await store.peek(settings.topics.labels, p)
             if got is None:
                 continue
