@@ -1102,3 +1102,34 @@ def test_a_second_worker_on_one_machine_is_told_to_take_its_own_metrics_port(
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"driftline: error: metrics port {port} is already in use")
     assert "DRIFTLINE_METRICS_PORT" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_the_html_report_has_the_per_class_table_the_replay_prints(
+    env: dict[str, str], files: Path
+) -> None:
+    """A classifier with labels: the replay printed precision and recall per class, the
+    HTML report had none (only the accuracy chart). Now the report's performance section
+    has the table, with the replay's figures (the oracle: its printed lines)."""
+    built = dl(env, "reference", "build", "--model", "churn", "--version", "1",
+               "--data", "train.csv", "-o", "pc.ref", cwd=files)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    both = ["--events", "current.csv", "--reference", "pc.ref", "--labels", "labels.csv"]
+    replay = dl(env, "replay", *both, "--performance", cwd=files)
+    assert replay.returncode == 0, replay.stderr
+    printed = re.findall(
+        r"class (\S+) +precision +([\d.]+)% +recall +([\d.]+)% +support (\d+)", replay.stderr
+    )
+    assert len(printed) == 2, replay.stderr
+    rep = dl(env, "report", *both, "--out", "pc.html", cwd=files)
+    assert rep.returncode == 0, rep.stderr
+    page = (files / "pc.html").read_text()
+    table = page.split('id="per-class"')[1].split("</table>")[0]
+    shown = re.findall(
+        r"<tr><td>(\S+?)</td><td class=num>([\d.]+)%</td><td class=num>([\d.]+)%</td>"
+        r"<td class=num>([\d,]+)</td></tr>",
+        table,
+    )
+    assert len(shown) == 2, table
+    for (c1, p1, r1, s1), (c2, p2, r2, s2) in zip(sorted(printed), sorted(shown), strict=True):
+        assert c1 == c2 and int(s1) == int(s2.replace(",", ""))
+        assert abs(float(p1) - float(p2)) <= 0.051 and abs(float(r1) - float(r2)) <= 0.051

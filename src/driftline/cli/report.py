@@ -14,11 +14,13 @@ from typing import Any
 from driftline.cli.common import input_files
 from driftline.cli.replay import offline_run, refusal_exit
 from driftline.config import Settings
+from driftline.core.slowloop import build_report as performance_report
 from driftline.errors import InputError
 from driftline.offline.replay import report_from_run
 from driftline.runtime.store import open_store
 from driftline.views.report import report_from_store, write_report
 from driftline.views.report.build import parse_since
+from driftline.views.slow_loop import load_perf_states
 from driftline.views.status import Page, StatusServer, model_statuses, status_text
 
 __all__ = ["report", "serve", "status"]
@@ -49,6 +51,8 @@ async def report(args: argparse.Namespace, settings: Settings) -> int:
     else:
         if not args.model:
             raise InputError("report: give --model (Redis) or --events (files)")
+        states, _ = await load_perf_states(settings)
+        performance = performance_report(states, model=args.model).get(args.model, {})
         client, store = open_store(settings.redis, settings.monitor.group_id)
         try:
             data = await report_from_store(
@@ -60,6 +64,7 @@ async def report(args: argparse.Namespace, settings: Settings) -> int:
                 max_windows=args.max_windows,
                 source=f"Redis {settings.redis.redacted_url()} "
                 f"(prefix {settings.redis.key_prefix})",
+                performance=performance,
             )
         finally:
             await client.aclose()

@@ -572,6 +572,7 @@ def report_from_run(
         since_ms=parse_since(since, newest),
         source=source,
         untimed=run.untimed,
+        performance=run.performance(model_id).get(model_id, {}),
     )
     return build_report(inp)
 

@@ -359,6 +359,10 @@ class ReportInput:
     #: The events carried no time (a table without a timestamp column, replayed in row
     #: order): their times are the rows' numbers, 0, 1, 2, ... (:func:`fmt_event_time`).
     untimed: bool = False
+    #: The slow loop's performance of the model (its entry in
+    #: :func:`driftline.core.slowloop.build_report`, as ``driftline labels --report``
+    #: prints it): the per-class precision and recall of the chosen version.
+    performance: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _group_labels(prof: NumericProfile) -> list[str]:
@@ -856,7 +860,19 @@ def build_report(inp: ReportInput) -> dict[str, Any]:
         "alerts_more": max(0, len(alerts) - MAX_ALERT_ROWS),
         "episodes": ep_list,
         "perf": perf_block,
+        "per_class": _per_class(inp.performance, version, segment),
     }
+
+
+def _per_class(
+    performance: Mapping[str, Any], version: str | None, segment: str
+) -> list[dict[str, Any]]:
+    """Precision, recall and support per class of a classifier's version, from its
+    labelled predictions (none for a segment: the slow loop keeps them per version)."""
+    if segment or version is None:
+        return []
+    got = performance.get("versions", {}).get(version, {}).get("per_class", {})
+    return [{"class": name, **pc} for name, pc in got.items()]
 
 
 # ---------------------------------------------------------------------- sources
@@ -885,8 +901,10 @@ async def report_from_store(
     since: str | None = None,
     max_windows: int = 5_000,
     source: str = "",
+    performance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Report data for a model from Redis: its history and stored references.
+    """Report data for a model from Redis: its history and stored references;
+    ``performance``: the slow loop's for the model (:attr:`ReportInput.performance`).
 
     Raises
     ------
@@ -919,5 +937,6 @@ async def report_from_store(
         segment=segment,
         since_ms=since_ms,
         source=source,
+        performance=performance or {},
     )
     return build_report(inp)

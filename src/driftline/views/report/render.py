@@ -248,6 +248,31 @@ def _perf_section(d: Mapping[str, Any]) -> str:
         '<div class="chart"><canvas data-chart="coverage" role="img" '
         'aria-label="label coverage and lag over time"></canvas></div></figure>'
         "</div>"
+        f"{_per_class_table(d.get('per_class') or [])}"
+    )
+
+
+def _pct(v: Any, undefined: str) -> str:
+    # undefined, not 0: no prediction of the class (or no label of it) to count among
+    return undefined if v is None else f"{v:.1%}"
+
+
+def _per_class_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Precision and recall per class (the labelled predictions of the version), as
+    ``driftline labels --report`` and the replay print them."""
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{_e(r['class'])}</td>"
+        f"<td class=num>{_pct(r['precision'], 'n/a (never predicted)')}</td>"
+        f"<td class=num>{_pct(r['recall'], 'n/a (never the label)')}</td>"
+        f"<td class=num>{r['support']:,}</td></tr>"
+        for r in rows
+    )
+    return (
+        '<table class="per-class" id="per-class"><caption>per class, labelled predictions '
+        "(support: labels of the class)</caption><thead><tr><th>class</th><th>precision</th>"
+        f"<th>recall</th><th>support</th></tr></thead><tbody>{body}</tbody></table>"
     )
 
 
