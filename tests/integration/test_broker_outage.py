@@ -119,3 +119,63 @@ async def test_worker_says_once_per_outage_that_the_broker_is_unreachable(
             starting.cancel()
         await worker.close()
         broker.stop()
+
+
+@pytest.mark.parametrize("kind", ["retrain", "alerts", "dead-letters"])
+async def test_the_retrain_worker_and_the_followers_say_once_per_outage_too(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """The retraining trigger and ``driftline alerts``/``dead-letters`` following said
+    nothing of their own when the broker went away (aiokafka's thinned lines, or
+    nothing at all for a broker that hangs). Now each says it once per outage, naming
+    HOST:PORT, and once when the broker answers again, as the monitor does."""
+    from driftline.runtime.retrain import RetrainPolicy
+    from driftline.runtime.retrain_app import RetrainService
+    from driftline.runtime.topics import ensure_topics
+    from driftline.views.alerts import follow_alerts
+    from driftline.views.dead_letters import follow_dead_letters
+
+    caplog.set_level(logging.INFO)
+    broker = TansuBroker()
+    broker.start(tmp_path)
+    s = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap})}
+    )
+    stop = asyncio.Event()
+    service: RetrainService | None = None
+    if kind == "retrain":
+        service = RetrainService(s, RetrainPolicy(), group_id=f"retrain-{tmp_path.name}")
+        await asyncio.wait_for(service.start(), 60)
+        running = asyncio.create_task(service.run())
+    elif kind == "alerts":
+        await ensure_topics(s, [s.topics.alerts])
+        running = asyncio.create_task(follow_alerts(s, False, stop, emit=lambda _: None))
+    else:
+        topics = [s.topics.dlq(s.topics.predictions), s.topics.dlq(s.topics.labels)]
+        await ensure_topics(s, topics)
+        follow = follow_dead_letters(
+            s, [s.topics.predictions, s.topics.labels], stop, emit=lambda _: None
+        )
+        running = asyncio.create_task(follow)
+    try:
+        await asyncio.sleep(3)  # following: assigned, fetching
+        assert not running.done() and not _lines(caplog, UNREACHABLE)
+        broker.stop()
+        await _until(lambda: bool(_lines(caplog, UNREACHABLE)), 30, "the outage's warning")
+        await asyncio.sleep(3)  # more failed checks: still one line
+        (line,) = _lines(caplog, UNREACHABLE)
+        assert line.startswith(f"{kind}: {UNREACHABLE} {broker.bootstrap} (")
+        assert "nothing is lost" in line and not running.done()
+        broker.start(tmp_path)
+        await _until(lambda: bool(_lines(caplog, BACK)), 30, "the broker back")
+        (back,) = _lines(caplog, BACK)
+        assert back.startswith(f"{kind}: Kafka broker at {broker.bootstrap} {BACK}")
+        assert len(_lines(caplog, UNREACHABLE)) == 1
+    finally:
+        stop.set()
+        if service is not None:
+            service.stop()
+        await asyncio.wait_for(running, 30)
+        if service is not None:
+            await service.close()
+        broker.stop()

@@ -3,7 +3,8 @@ and shutdown steps bounded by a stop request or a deadline, the one line that sa
 Kafka broker cannot be reached, and the models it holds back (quarantines) instead of
 stopping a partition.
 
-Used by the worker shell (:mod:`driftline.runtime.worker`).
+Used by the worker shell (:mod:`driftline.runtime.worker`); the broker's line also by
+the retraining trigger and the alert and dead-letter followers.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ __all__ = [
     "HOLD_REASONS",
     "BrokerWatch",
     "bounded",
+    "polled_lately",
     "until_stopped",
+    "watch_broker",
     "REDIS_FAILURES",
     "RETRY_BACKOFF",
     "Hold",
@@ -173,11 +176,19 @@ class BrokerWatch:
         The configured bootstrap servers (host:port list; no credentials in it).
     """
 
+    #: What happens to the records meanwhile, as the warning says it.
+    MEANWHILE = "records are processed from the stored positions once it answers"
+
     def __init__(
-        self, worker: str, servers: str, clock: Callable[[], float] = time.monotonic
+        self,
+        worker: str,
+        servers: str,
+        clock: Callable[[], float] = time.monotonic,
+        meanwhile: str = MEANWHILE,
     ) -> None:
         self.worker = worker
         self.servers = servers
+        self.meanwhile = meanwhile
         self._clock = clock
         #: Monotonic time the current outage was first seen; None while it answers.
         self.down_since: float | None = None
@@ -189,11 +200,12 @@ class BrokerWatch:
         self.down_since = self._clock()
         log.warning(
             "%s: Kafka broker unreachable at %s (%s); retrying every %.0f s, nothing is "
-            "lost: records are processed from the stored positions once it answers",
+            "lost: %s",
             self.worker,
             self.servers,
             type(exc).__name__,
             BROKER_CHECK_SECONDS,
+            self.meanwhile,
         )
 
     def answered(self) -> None:
@@ -207,6 +219,40 @@ class BrokerWatch:
             self._clock() - self.down_since,
         )
         self.down_since = None
+
+
+async def watch_broker(
+    watch: BrokerWatch,
+    stop: asyncio.Event,
+    ask: Callable[[], Awaitable[object]],
+    fetched_lately: Callable[[], bool] = lambda: False,
+) -> None:
+    """Every :data:`BROKER_CHECK_SECONDS` until ``stop``, whether the broker answers: a
+    fetch response since the last check (``fetched_lately``), else ``ask`` (a metadata
+    request) within as long. Only its verdict is logged (``watch``, once per outage);
+    the Kafka clients reconnect themselves."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), BROKER_CHECK_SECONDS)
+        if stop.is_set():
+            return
+        if fetched_lately():
+            watch.answered()
+            continue
+        try:
+            await asyncio.wait_for(ask(), BROKER_CHECK_SECONDS)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            watch.failed(exc)
+        else:
+            watch.answered()
+
+
+def polled_lately(consumer: Any) -> bool:
+    """Whether an aiokafka consumer had a fetch response for one of its assigned
+    partitions within the last :data:`BROKER_CHECK_SECONDS`."""
+    recent = 1000 * (time.time() - BROKER_CHECK_SECONDS)
+    polled = [consumer.last_poll_timestamp(tp) for tp in consumer.assignment()]
+    return any(t is not None and t >= recent for t in polled)
 
 
 class QuietRepeats(logging.Filter):

@@ -38,6 +38,7 @@ from driftline.config import KafkaSettings, Settings
 from driftline.errors import ConfigError, StateCorrupt
 from driftline.runtime import metrics as m
 from driftline.runtime.health import HEALTH
+from driftline.runtime.resilience import BROKER_CHECK_SECONDS, BrokerWatch, watch_broker
 from driftline.runtime.retrain import (
     ModelState,
     Outcome,
@@ -49,6 +50,7 @@ from driftline.runtime.sealer import Sealer
 
 if TYPE_CHECKING:
     import faust
+    from aiokafka import AIOKafkaConsumer
 
 __all__ = ["RetrainService", "faust_settings"]
 
@@ -128,17 +130,24 @@ def faust_settings(
     }
 
 
-async def _partition_counts(settings: Settings, topics: list[str]) -> dict[str, int]:
-    """Partitions of each of ``topics`` that exists."""
+async def _metadata_reader(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer of no group, for metadata requests: the partition counts at start,
+    then whether the broker answers (:func:`watch_broker`)."""
     from aiokafka import AIOKafkaConsumer
 
     reader = AIOKafkaConsumer(**settings.kafka.client_kwargs(), group_id=None)
-    await reader.start()
     try:
-        await reader.topics()
-        return {t: len(p) for t in topics if (p := reader.partitions_for_topic(t))}
-    finally:
+        await reader.start()
+    except BaseException:
         await reader.stop()
+        raise
+    return reader
+
+
+async def _partition_counts(reader: AIOKafkaConsumer, topics: list[str]) -> dict[str, int]:
+    """Partitions of each of ``topics`` that exists."""
+    await reader.topics()
+    return {t: len(p) for t in topics if (p := reader.partitions_for_topic(t))}
 
 
 class _Stopping(Exception):
@@ -202,6 +211,13 @@ class RetrainService:
         self._table: Any = None
         self._requests_topic: Any = None
         self._dlq_topic: Any = None
+        #: Says once per outage that the broker cannot be reached (and when it is back).
+        self.broker = BrokerWatch(
+            "retrain",
+            settings.kafka.bootstrap_servers,
+            meanwhile="alerts are read from the committed positions once it answers",
+        )
+        self._reader: AIOKafkaConsumer | None = None
 
     def stop(self) -> None:
         """Stop reading alerts; :meth:`run` returns and :meth:`close` stops the app."""
@@ -225,7 +241,8 @@ class RetrainService:
         alerts = s.topics.alerts
         topics = [alerts, s.topics.dlq(alerts)]
         await ensure_topics(s, topics + ([s.topics.retrain_requests] if self.publish else []))
-        counts = await _partition_counts(s, [alerts, self.state_topic])
+        self._reader = await _metadata_reader(s)
+        counts = await _partition_counts(self._reader, [alerts, self.state_topic])
         partitions = counts[alerts]
         if counts.get(self.state_topic, partitions) != partitions:
             raise ConfigError(
@@ -296,6 +313,16 @@ class RetrainService:
         StateCorrupt
             A stored state record failed its signature or format check.
         """
+        assert self.app is not None and self._reader is not None
+        watching = asyncio.create_task(watch_broker(self.broker, self._stop, self._reader.topics))
+        try:
+            await self._run(idle_exit_s)
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+
+    async def _run(self, idle_exit_s: float | None) -> None:
         assert self.app is not None
         caught_up: float | None = None
         while not self._stop.is_set() and not self.app.should_stop:
@@ -346,6 +373,9 @@ class RetrainService:
         at once (its alert stays unacknowledged and is read again after a restart).
         """
         self._stop.set()
+        if self._reader is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reader.stop(), BROKER_CHECK_SECONDS)
         if self.app is None:
             return
         limit = self.settings.retrain.stop_timeout_seconds

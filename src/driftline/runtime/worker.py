@@ -71,8 +71,10 @@ from driftline.runtime.resilience import (
     Stopping,
     bounded,
     is_transient,
+    polled_lately,
     retry,
     until_stopped,
+    watch_broker,
 )
 from driftline.runtime.store import CommitResult, Lease, RecordWrites, StateStore, open_store
 from driftline.runtime.topics import (
@@ -314,27 +316,13 @@ class Worker(Generic[S, R]):
                 return
 
     async def _watch_broker(self) -> None:
-        """Every :data:`BROKER_CHECK_SECONDS`, whether the broker answers: a fetch
-        response of an assigned partition since the last check, else a metadata request.
-        Only its verdict is logged (:class:`BrokerWatch`); aiokafka reconnects itself."""
+        """Whether the broker answers, every :data:`BROKER_CHECK_SECONDS`
+        (:func:`watch_broker`: a fetch response of an assigned partition since the last
+        check, else a metadata request)."""
         assert self.consumer is not None
         consumer = self.consumer
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), BROKER_CHECK_SECONDS)
-            if self._stop.is_set():
-                return
-            recent = 1000 * (time.time() - BROKER_CHECK_SECONDS)
-            polled = [consumer.last_poll_timestamp(tp) for tp in consumer.assignment()]
-            if any(t is not None and t >= recent for t in polled):
-                self.broker.answered()
-                continue
-            try:
-                await asyncio.wait_for(consumer.topics(), BROKER_CHECK_SECONDS)
-            except (KafkaError, OSError, TimeoutError) as exc:
-                self.broker.failed(exc)
-            else:
-                self.broker.answered()
+        fetched = functools.partial(polled_lately, consumer)
+        await watch_broker(self.broker, self._stop, consumer.topics, fetched)
 
     async def close(self) -> None:
         """Publish what is left in the outboxes, leave the group, close every connection.

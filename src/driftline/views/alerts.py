@@ -8,6 +8,8 @@ the alerts that pass the filters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -17,6 +19,7 @@ import orjson
 
 from driftline.config import Settings
 from driftline.errors import DriftlineError
+from driftline.runtime.resilience import BrokerWatch, polled_lately, watch_broker
 from driftline.views.report.build import (
     alert_figures,
     parse_since,
@@ -28,6 +31,7 @@ __all__ = [
     "DEDUPE_IDS",
     "alert_matches",
     "follow_alerts",
+    "follower_watch",
     "format_alert",
     "parse_choices",
     "parse_since_ms",
@@ -110,6 +114,15 @@ def parse_since_ms(text: str, now_ms: int | None = None) -> int:
     return ms
 
 
+def follower_watch(name: str, settings: Settings) -> BrokerWatch:
+    """The broker's one line per outage for a follower of a topic (``name``)."""
+    return BrokerWatch(
+        name,
+        settings.kafka.bootstrap_servers,
+        meanwhile="what is published meanwhile is printed once it answers",
+    )
+
+
 #: At most this many alert ids are remembered for deduplication (oldest forgotten).
 DEDUPE_IDS = 100_000
 
@@ -122,6 +135,7 @@ async def topic_records(
     from_start: bool = False,
     since_ms: int | None = None,
     follow: bool = True,
+    watch: BrokerWatch | None = None,
 ) -> AsyncGenerator[Any, None]:
     """The records of ``topic`` (aiokafka ``ConsumerRecord``) until ``stop`` is set.
 
@@ -130,6 +144,8 @@ async def topic_records(
     (``from_start``), else the end. With ``follow=False`` it stops once it has read
     past the end offsets seen at the start and a fetch brings nothing more (history);
     a topic that does not exist yet is then empty, and followed it is waited for.
+    Followed, ``watch`` says once per outage that the broker cannot be reached, and
+    when it answers again (:func:`~driftline.runtime.resilience.watch_broker`).
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -151,6 +167,7 @@ async def topic_records(
         return c
 
     consumer = await new_consumer()
+    watching: asyncio.Task[None] | None = None
     try:
         parts: set[int] | None = None
         while not stop.is_set():
@@ -183,6 +200,9 @@ async def topic_records(
         else:
             await consumer.seek_to_end(*tps)
         end = await consumer.end_offsets(tps) if not follow else {}
+        if follow and watch is not None:
+            fetched = functools.partial(polled_lately, consumer)
+            watching = asyncio.create_task(watch_broker(watch, stop, consumer.topics, fetched))
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=300)
             if not follow and not batch:
@@ -202,6 +222,10 @@ async def topic_records(
                         continue
                     yield r
     finally:
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
         await consumer.stop()
 
 
@@ -233,6 +257,7 @@ async def follow_alerts(
         from_start=from_start,
         since_ms=since_ms,
         follow=follow,
+        watch=follower_watch("alerts", settings),
     )
     try:
         async for r in records:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from driftline.config import Settings
-from driftline.views.alerts import topic_records
+from driftline.views.alerts import follower_watch, topic_records
 
 __all__ = ["VALUE_CHARS", "follow_dead_letters", "format_dead_letter"]
 
@@ -79,11 +79,18 @@ async def follow_dead_letters(
     following, all at once when following."""
     out = emit or (lambda line: print(line, flush=True))
     shown = 0
+    watch = follower_watch("dead-letters", settings)  # one line per outage, all topics
 
     async def one(dlq: str) -> None:
         nonlocal shown
         records = topic_records(
-            settings, dlq, stop, from_start=from_start, since_ms=since_ms, follow=follow
+            settings,
+            dlq,
+            stop,
+            from_start=from_start,
+            since_ms=since_ms,
+            follow=follow,
+            watch=watch,
         )
         try:
             async for r in records:
