@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -831,6 +832,52 @@ async def test_labels_of_a_model_that_never_predicts_are_named_in_the_report(lse
     ), text
     (line,) = [x for x in text.splitlines() if x.startswith("labels sea-t: ")]
     assert "joined=" in line and "no prediction" not in line, line
+
+
+async def test_labels_held_for_a_model_never_seen_are_said_at_once(lsettings, caplog):
+    """Labels of a model id no server sends ('SEA-T' for 'sea-t') were held without a
+    word until labels.max_held_labels paused the partition: a user waiting for accuracy
+    saw nothing. Now the first batch that holds such labels says so, once per model,
+    naming it and the partition, and one line says when its predictions come (labels
+    sent before their model's first predictions). Oracle: the labels sent."""
+    caplog.set_level("WARNING", logger="driftline.labels")
+    await create_topics(lsettings, partitions=1)
+    sc = SeaScenario(model_id="sea-t", seed=29)
+    await store_reference(lsettings, sea_reference(sc))
+    preds, labels = sc.events(300)
+    typo = [{**lab, "model_id": "SEA-T"} for lab in labels[:40]]
+    j = LabelJoiner(lsettings, name="test-unseen")
+    await j.start()
+    task = asyncio.create_task(j.run())
+    try:
+        await send(lsettings, lsettings.topics.labels, labels[:100])  # before their predictions
+        await until(lambda: j.labels_seen >= 100)
+        await send(lsettings, lsettings.topics.predictions, preds)
+        await send(lsettings, lsettings.topics.labels, labels[100:])
+        await until(lambda: j.labels_seen >= len(labels) and j.predictions_seen >= len(preds))
+        await send(lsettings, lsettings.topics.labels, typo[:10])
+        await until(lambda: j.labels_seen >= len(labels) + 10)
+        await send(lsettings, lsettings.topics.labels, typo[10:])
+        await until(lambda: j.labels_seen >= len(labels) + len(typo))
+    finally:
+        j.stop()
+        await task
+        await j.close()
+    said = [r.getMessage() for r in caplog.records if " held" in r.getMessage()]
+    where = f"{lsettings.topics.labels}[0]"
+    # the first batch of sea-t's early labels: 100, or fewer if the fetch split them
+    early = re.fullmatch(r".*\((\d+) held on .*", said[0] if said else "")
+    assert early is not None and 1 <= int(early[1]) <= 100, said
+    assert said == [
+        f"labels of model 'sea-t' held: no prediction of it seen yet ({early[1]} held on "
+        f"{where}); they join when its predictions come. Does a model server send model_id "
+        "'sea-t'? (driftline labels --report)",
+        "predictions of model 'sea-t' seen: its held labels join them",
+        f"labels of model 'SEA-T' held: no prediction of it seen yet (10 held on {where}); "
+        "they join when its predictions come. Does a model server send model_id 'SEA-T'? "
+        "(driftline labels --report)",
+    ]
+    assert j.totals()["sea-t"] == {"joined": len(labels)} and not j.labels_paused
 
 
 async def test_a_partition_paused_for_held_labels_says_whose_they_are_and_why(

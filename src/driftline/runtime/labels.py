@@ -152,6 +152,8 @@ class LabelJoiner(Worker[UnitState, Joined]):
         #: Partitions whose labels wait in Kafka (backpressure: too many labels held).
         self.labels_paused: set[int] = set()
         self.drift_flags = DriftFlags(m.DRIFT_ACTIVE)
+        #: Models whose labels were said to be held with no prediction of them seen.
+        self.unseen_said: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
     async def setup(self) -> None:
@@ -485,6 +487,8 @@ class LabelJoiner(Worker[UnitState, Joined]):
         self.predictions_seen += done.predictions
         self.labels_seen += done.labels
         self._backpressure(unit)
+        if "h" in done.result.dirty or self.unseen_said:
+            self._held_for_unseen(unit)
         self._observe(done)
         self._observe_episodes(unit, done.result.dirty)
         assert self.store is not None
@@ -519,6 +523,44 @@ class LabelJoiner(Worker[UnitState, Joined]):
                 f"{len(unit.state.held):,}",
             )
         m.LABELS_PAUSED.labels(self.name).set(len(self.labels_paused))
+
+    def _held_for_unseen(self, unit: Unit[UnitState]) -> None:
+        """Say once per model that its labels are held with no prediction of it seen: a
+        user waiting for accuracy learns at the first such label, not only when
+        ``labels.max_held_labels`` pause the partition (a ``model_id`` that no model
+        server sends holds its labels for good). Only the partition's models are
+        looked at, and its held labels once per model said. When its predictions come,
+        one line says so."""
+        models = unit.state.models
+        for mj in models.values():
+            if mj.model_id in self.unseen_said and mj.watermark >= 0:
+                self.unseen_said.discard(mj.model_id)
+                log.warning(
+                    "predictions of model %r seen: its held labels join them", mj.model_id
+                )
+        new = [
+            k
+            for k, mj in models.items()
+            if mj.watermark < 0 and mj.model_id not in self.unseen_said
+        ]
+        if not new:
+            return
+        held = Counter(h.model_id for h in unit.state.held)
+        for k in new:
+            model = models[k].model_id
+            if not held.get(model):
+                continue
+            self.unseen_said.add(model)
+            log.warning(
+                "labels of model %r held: no prediction of it seen yet (%s held on "
+                "%s[%d]); they join when its predictions come. Does a model server send "
+                "model_id %r? (driftline labels --report)",
+                model,
+                f"{held[model]:,}",
+                self.label_topic,
+                unit.partition,
+                model,
+            )
 
     def released(self, unit: Unit[UnitState]) -> None:
         self.labels_paused.discard(unit.partition)
