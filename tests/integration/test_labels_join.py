@@ -690,15 +690,17 @@ async def test_a_label_batch_dead_letters_its_poison_rows_and_joins_the_rest_onc
     records = [*batches, *labels[300:450], (b"sea-lb", malformed), *labels[450:]]
     await send(s, s.topics.predictions, preds)
     await send(s, s.topics.labels, records)
-    # Labels are counted one each (a batch's rows too; the malformed batch as one).
+    # Labels are counted one each (a batch's rows too; the malformed batch as the
+    # three labels it held: it counted one, however many it held).
     j = await joined_until(
         s,
         f"batches-{s.labels.group_id}",
-        lambda j: j.labels_seen >= len(rows) + n - 300 + 1 and j.predictions_seen >= n,
+        lambda j: j.labels_seen >= len(rows) + n - 300 + 3 and j.predictions_seen >= n,
     )
-    assert j.labels_seen == len(rows) + n - 300 + 1
+    assert j.labels_seen == len(rows) + n - 300 + 3
     assert j.totals()["sea-lb"] == {"joined": n, "duplicate": 1}
-    assert j.outcomes[("_invalid", "invalid")] == 3
+    assert j.outcomes[("_invalid", "invalid")] == 2 + 3
+    assert j.labels_dead_lettered == 2 + 3 and j.dead_letters == 3
     dlq = await read_dlq(s.kafka.bootstrap_servers, s.topics.dlq(s.topics.labels), idle_ms=800)
     assert [orjson.loads(v) for v, _ in dlq[:2]] == poison
     assert [h["dl.error.message"] for _, h in dlq[:2]] == [
@@ -706,7 +708,9 @@ async def test_a_label_batch_dead_letters_its_poison_rows_and_joins_the_rest_onc
         "timestamp: negative epoch milliseconds",
     ]
     assert dlq[2][0] == malformed
-    assert dlq[2][1]["dl.error.message"] == "prediction_ids: 3 entries, count is 4"
+    assert dlq[2][1]["dl.error.message"] == (
+        "prediction_ids: 3 entries, count is 4 (a label batch of 3 labels, refused whole)"
+    )
     assert len(dlq) == 3
 
 

@@ -192,11 +192,33 @@ def _batch(**kw: Any) -> dict[str, Any]:
     ],
 )
 def test_a_malformed_batch_is_refused_whole(value: bytes, error: type, reason: str) -> None:
+    """Refused whole, a batch counted one label however many it held: a malformed batch
+    of 500 labels was '1 dead letter' and 1 invalid label. Now it counts the labels it
+    held (its count, or its longest column), and its dead letter's reason says so;
+    bytes that are no JSON object count one."""
     dec = decode_label_records([value])
-    assert dec.labels == [] and dec.count == 1
     [(ri, row, exc)] = dec.refused
     assert (ri, row) == (0, None)
     assert type(exc) is error and str(exc).startswith(reason), str(exc)
+    held = 1 if error is DecodeError and "not JSON" in reason else 3
+    assert dec.labels == [] and dec.count == dec.refused_labels == held
+    said = "(a label batch of 3 labels, refused whole)"
+    assert str(exc).endswith(said) if held == 3 else said not in str(exc)
+
+
+def test_a_refused_batch_counts_the_labels_it_held_beside_the_others() -> None:
+    big = _batch(
+        count=500,
+        prediction_ids=[f"p{i}" for i in range(500)],
+        labels=["a"] * 499,  # one short: refused whole
+        timestamps=[T0] * 500,
+    )
+    values = [orjson.dumps(label(1)), orjson.dumps(big), orjson.dumps({**label(2), "label": True})]
+    dec = decode_label_records(values)
+    assert dec.labels == [label(1)] and dec.refused_labels == 501 and dec.count == 502
+    assert str(dec.refused[0][2]) == (
+        "labels: 499 entries, count is 500 (a label batch of 500 labels, refused whole)"
+    )
 
 
 def test_a_single_event_naming_the_format_is_a_single_event() -> None:

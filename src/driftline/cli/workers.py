@@ -72,11 +72,13 @@ async def labels(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await worker.close()
     log.info(
-        "label joiner stopped after %d predictions, %d labels, %d alerts, %d dead letters",
+        "label joiner stopped after %d predictions, %d labels, %d alerts, %d dead letters "
+        "(%d labels)",
         worker.predictions_seen,
         worker.labels_seen,
         worker.alerts_published,
         worker.dead_letters,
+        worker.labels_dead_lettered,
     )
     return 0
 

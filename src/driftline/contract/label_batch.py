@@ -178,6 +178,19 @@ def _bad_rows(ids: list[Any], labels: list[Any], times: list[Any]) -> list[int]:
     return sorted(bad)
 
 
+def _batch_size(obj: object) -> int:
+    """The labels a label batch refused whole held, as far as it shows: its longest
+    column (what the record carries, whatever its ``count`` says), else its ``count``;
+    1 for what is no label batch (a single event, bytes that are not JSON)."""
+    if type(obj) is not dict or obj.get("format") != LABEL_BATCH_FORMAT:
+        return 1
+    sizes = [len(c) for name in _COLUMNS if type(c := obj.get(name)) is list]
+    count = obj.get("count")
+    if not sizes and type(count) is int and 0 < count <= _MAX_ROWS:
+        sizes.append(count)
+    return max(max(sizes, default=1), 1)
+
+
 def _rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
     """The batch's rows as single label events (what the join reads, and the dead letter)."""
     mid = obj["model_id"]
@@ -231,11 +244,15 @@ class LabelRecords:
     origin: list[int] = field(default_factory=list)
     batches: set[int] = field(default_factory=set)
     refused: list[tuple[int, dict[str, Any] | None, ContractError]] = field(default_factory=list)
+    #: Labels in the refused records and rows: a batch refused whole counts the labels
+    #: it held (:func:`_batch_size`), any other refusal one.
+    refused_labels: int = 0
 
     @property
     def count(self) -> int:
-        """Labels read: the valid ones and one per refused record or row."""
-        return len(self.labels) + len(self.refused)
+        """Labels read: the valid ones and those refused (a batch refused whole counts
+        the labels it held)."""
+        return len(self.labels) + self.refused_labels
 
 
 def decode_label_records(values: Sequence[bytes | None]) -> LabelRecords:
@@ -249,6 +266,7 @@ def decode_label_records(values: Sequence[bytes | None]) -> LabelRecords:
     labels, origin = out.labels, out.origin
     loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
     for ri, value in enumerate(values):
+        obj = None
         try:
             if value is None:
                 raise DecodeError("record has no value")
@@ -275,7 +293,12 @@ def decode_label_records(values: Sequence[bytes | None]) -> LabelRecords:
             if problem:
                 raise ValidationError(problem)
         except ContractError as exc:
+            held = _batch_size(obj)
+            if held > 1:
+                # the dead letter says what it took with it: one record, many labels
+                exc = type(exc)(f"{exc} (a label batch of {held:,} labels, refused whole)")
             out.refused.append((ri, None, exc))
+            out.refused_labels += held
             continue
         rows = _rows(obj)
         out.batches.add(ri)
@@ -286,6 +309,7 @@ def decode_label_records(values: Sequence[bytes | None]) -> LabelRecords:
                 labels.extend(rows[kept:i])
                 origin.extend(repeat(ri, i - kept))
                 out.refused.append((ri, rows[i], ValidationError(problem)))
+                out.refused_labels += 1
                 kept = i + 1
         labels.extend(rows[kept:] if kept else rows)
         origin.extend(repeat(ri, len(rows) - kept))

@@ -107,11 +107,12 @@ class Joined:
     result: JoinResult
     #: Prediction events (the rows of a batch count one each) plus refused records.
     predictions: int
-    #: Labels read (the rows of a label batch count one each) plus refused records.
+    #: Labels read (the rows of a label batch count one each, refused or not).
     labels: int
     #: Valid predictions handed to the core (not those of held or refused models).
     processed_predictions: int
-    #: Labels refused by the contract (dead-lettered): records, and rows of label batches.
+    #: Labels refused by the contract (dead-lettered): single events, rows of label
+    #: batches, and every label of a batch refused whole.
     dead_letters: int
     #: Labels of held or refused models (dead-lettered).
     held_labels: int = 0
@@ -146,6 +147,8 @@ class LabelJoiner(Worker[UnitState, Joined]):
         self.alert_consumer: AIOKafkaConsumer | None = None
         self.predictions_seen = 0
         self.labels_seen = 0
+        #: Labels sent to the dead-letter topic (a batch refused whole: all it held).
+        self.labels_dead_lettered = 0
         self.commits = 0
         #: Outcomes counted by this process (committed batches only): (model, outcome) -> n.
         self.outcomes: dict[tuple[str, str], int] = {}
@@ -277,7 +280,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
         # batch's row that breaks the contract is dead-lettered alone, as its event.
         dec = decode_label_records([r.value for r in lrecs])
         labels, label_recs, refused = dec.labels, dec.origin, dec.refused
-        state.refused += len(refused)
+        state.refused += dec.refused_labels
         await asyncio.gather(
             *(
                 self.dead_letter(
@@ -368,7 +371,9 @@ class LabelJoiner(Worker[UnitState, Joined]):
             alerts=[a.to_json() for a in result.alerts],
             positions=positions,
             stored_offset=unit.stored + 1,
-            result=Joined(result, seen, dec.count, row_count(preds), len(refused), held_labels),
+            result=Joined(
+                result, seen, dec.count, row_count(preds), dec.refused_labels, held_labels
+            ),
             records=RecordWrites(result.puts, expire, result.tombs, TOMBSTONE),
         )
 
@@ -486,6 +491,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
         self.commits += 1
         self.predictions_seen += done.predictions
         self.labels_seen += done.labels
+        self.labels_dead_lettered += done.dead_letters + done.held_labels
         self._backpressure(unit)
         if "h" in done.result.dirty or self.unseen_said:
             self._held_for_unseen(unit)
