@@ -723,3 +723,35 @@ def test_precision_of_a_class_never_predicted_is_said_undefined_not_a_figure():
     assert "precision    0.00%  recall n/a (never the label)  support 0" in line_c, text
     (line_a,) = [ln for ln in text.splitlines() if "class a " in ln]
     assert "precision   33.33%  recall   50.00%  support 2" in line_a, text
+
+
+def test_scores_keyed_true_false_of_a_boolean_prediction_score_its_labels() -> None:
+    """A model server sent a boolean prediction (``np.True_``) with scores written
+    ``{"True": p, "False": 1 - p}`` (``str(True)``): the prediction's classes are
+    ``true``/``false``, so the labels' class found no score and ``labels --report``
+    said log loss 11.78 and Brier 1.62 where the replay of the same table said 0.56 and
+    0.38. The SDK's event keys such scores as the prediction's classes; the oracle is
+    the same events with ``np.True_``/``np.False_`` keys."""
+    from driftline.contract.values import prepare_prediction
+
+    def run(key: Any) -> dict[str, Any]:
+        loop = Loop()
+        preds, labels = [], []
+        for i in range(40):
+            p = 0.3 + 0.4 * (i % 2)
+            e = pred(i, prediction=np.bool_(p > 0.5), scores={key(True): p, key(False): 1 - p})
+            preds.append(prepare_prediction(e))
+            labels.append(label(i, "true" if i % 3 else "false"))
+        loop.batch(preds, labels)
+        return build_report(loop.unit.perf.values())["m"]["versions"]["1"]
+
+    want = run(np.bool_)
+    got = run(str)
+    assert want["log_loss"] < 1.0 and got["log_loss"] == want["log_loss"]
+    assert got["brier"] == want["brier"] and got["accuracy"] == want["accuracy"]
+    assert prepare_prediction({"prediction": True, "scores": {"TRUE": 0.9, "False": 0.1}})[
+        "scores"
+    ] == {"true": 0.9, "false": 0.1}
+    # a string prediction names its own classes: its scores keep their keys
+    kept = prepare_prediction({"prediction": "True", "scores": {"True": 0.9, "False": 0.1}})
+    assert kept["scores"] == {"True": 0.9, "False": 0.1}

@@ -226,13 +226,24 @@ def class_key(k: Any) -> str:
     return v if type(v) is str else str(v)
 
 
+def _boolean_classes(scores: dict[str, Any]) -> dict[str, Any]:
+    """The scores of a boolean prediction with keys written as Python writes the
+    booleans (``{"True": p, "False": 1 - p}``, ``str(True)``; any case) keyed as the
+    prediction's classes are, ``"true"``/``"false"``. Other keys are left as they are:
+    only both spellings of both booleans say they are the prediction's classes."""
+    if {k.lower() for k in scores} != {"true", "false"} or len(scores) != 2:
+        return scores
+    return {k.lower(): p for k, p in scores.items()}
+
+
 def prepare_prediction(
     event: Mapping[str, Any], infinite: list[str] | None = None
 ) -> dict[str, Any]:
     """The wire form of a prediction event given with everyday Python values.
 
     Unwraps numpy and pandas values, turns a ``datetime`` into epoch milliseconds
-    (refusing a naive one) and a boolean prediction into ``"true"``/``"false"``.
+    (refusing a naive one) and a boolean prediction into ``"true"``/``"false"`` (and
+    the keys of its scores, ``"True"``/``"False"``, likewise).
     Other fields pass as they are; the contract check comes after. An infinite feature
     value becomes missing (``None``), its feature's name appended to ``infinite``.
 
@@ -263,7 +274,10 @@ def prepare_prediction(
         if out["scores"] is None:
             del out["scores"]
     if "prediction" in out:
-        out["prediction"] = class_value(out["prediction"])
+        given = plain(out["prediction"])
+        out["prediction"] = class_value(given)
+        if type(given) is bool and "scores" in out:
+            out["scores"] = _boolean_classes(out["scores"])
     for name in ("prediction_id", "model_id", "model_version"):
         if name in out:
             out[name] = plain(out[name])
