@@ -521,3 +521,39 @@ async def test_driftline_status_prints_the_status_page_in_the_terminal(settings)
     assert model["model"] == "st" and model["streams"][0]["window_late_events"] == 3
     missing = status("--model", "nope")
     assert missing.returncode == 2 and "no history for model 'nope'" in missing.stderr
+
+
+async def test_the_status_page_judges_accuracy_by_the_point_the_report_does(settings):
+    """Labels join out of order, so the joiner writes performance points out of event
+    time order. The status page read the newest written point and the report the latest
+    in event time: the same model was 'degraded' in `driftline status` and 'healthy' in
+    its report (seen with a shuffled export). Now the status page takes the latest in
+    event time of the whole model as well; the oracle is the report's state."""
+    import dataclasses
+
+    from driftline.runtime.history import record_performance
+
+    client = aioredis.Redis.from_url(settings.redis.url)
+    store = _store(client, settings.redis.key_prefix)
+    model = f"acc-{secrets.token_hex(3)}"
+    ref = quiet_reference(model)
+    ref = dataclasses.replace(ref, outputs=dataclasses.replace(ref.outputs, accuracy=0.85))
+    try:
+        await store.put_reference(model, "1", ref.to_bytes())
+        rp = Replayer({(model, "1"): ref})
+        res = rp.feed(quiet_events(2_000, model))
+        assert await record_history(store, res) and not res.alerts
+        end = res.windows[-1]["end"]
+        point = {"model_version": "1", "coverage": 1.0, "lag_seconds": 60.0, "labels": 250}
+        late = {**point, "at": end, "accuracy": 0.86, "estimated_accuracy": 0.85}
+        early = {**point, "at": end - 60_000, "accuracy": 0.60, "estimated_accuracy": 0.62}
+        segment = {**early, "at": end + 1, "segment": "region=eu"}
+        # the latest in event time is written first: later labels joined first
+        for p in (late, early, segment):
+            assert await record_performance(store, model, [p]) == 1
+        report = await report_from_store(store, model)
+        (status,) = await model_statuses(store, [model])
+        assert report["state"] == "healthy" and not report["accuracy_drop"]
+        assert (status["state"], status["accuracy_drop"]) == ("healthy", False)
+    finally:
+        await client.aclose()

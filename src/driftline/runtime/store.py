@@ -665,12 +665,14 @@ class StateStore:
         return sorted(names)
 
     async def history_snapshots(
-        self, model_ids: Sequence[str], *, alerts: int
+        self, model_ids: Sequence[str], *, alerts: int, perf: int = 1
     ) -> list[HistorySnapshot]:
         """What the status page shows of each model, in one pipelined round trip.
 
         Per model: its ``latest`` hash, its newest ``alerts`` alert entries and its
-        newest performance point (newest first, as :meth:`read_history` returns them).
+        newest ``perf`` performance points (newest written first, as
+        :meth:`read_history` returns them; not in event-time order: the joiner writes a
+        point when labels join, and they join out of order).
         """
         if not model_ids:
             return []
@@ -678,7 +680,7 @@ class StateStore:
             for model in model_ids:
                 pipe.hgetall(history_key(self._prefix, model, "latest"))
                 pipe.xrevrange(history_key(self._prefix, model, "alerts"), count=alerts)
-                pipe.xrevrange(history_key(self._prefix, model, "perf"), count=1)
+                pipe.xrevrange(history_key(self._prefix, model, "perf"), count=perf)
             replies: list[Any] = await pipe.execute()
         return [
             HistorySnapshot(

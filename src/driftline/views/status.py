@@ -98,6 +98,28 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+#: Performance points read per model: the latest by event time is among the newest
+#: written (labels join out of order, so the newest written may be an earlier time's).
+STATUS_PERF = 32
+
+
+def latest_point(entries: Sequence[tuple[str, bytes]]) -> dict[str, Any] | None:
+    """The performance point of the whole model (no segment) with the latest event
+    time among ``entries``: the one the report judges accuracy by, so the status page
+    and the report say the same state."""
+    points = []
+    for _, blob in entries:
+        try:
+            p = decode_perf(blob)
+        except ValueError:
+            continue
+        if not p.get("segment") and (
+            p.get("accuracy") is not None or p.get("estimated_accuracy") is not None
+        ):
+            points.append(p)
+    return max(points, key=lambda p: p["at"], default=None)
+
+
 async def model_statuses(
     store: StateStore, models: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
@@ -111,7 +133,7 @@ async def model_statuses(
     if models is None:
         models = await store.history_models()
     out: list[dict[str, Any]] = []
-    for snap in await store.history_snapshots(models, alerts=INDEX_ALERTS):
+    for snap in await store.history_snapshots(models, alerts=INDEX_ALERTS, perf=STATUS_PERF):
         model = snap.model_id
         streams: dict[tuple[str, str], dict[str, Any]] = {}
         warming: list[dict[str, Any]] = []
@@ -152,10 +174,9 @@ async def model_statuses(
         alerts.sort(key=alert_order)
         active = active_alerts(alerts, streams)
         acc_drop = False
-        perf = snap.perf
-        if perf:
+        point = latest_point(snap.perf)
+        if point is not None:
             try:
-                point = decode_perf(perf[0][1])
                 found = await store.resolve_reference(model, point["model_version"])
                 ref_acc = ReferenceProfile.from_bytes(found[1]).outputs.accuracy if found else None
                 acc = point.get("accuracy")
