@@ -637,3 +637,31 @@ async def test_a_batch_the_monitor_would_dead_letter_is_refused_at_send_batch(
     assert p.last_refusal.reason == "scores.'1': probability outside 0..1"
     assert p.dropped_by_reason == {"invalid": 2} and p.buffered == 1
     await p.stop(timeout=0.1)
+
+
+@pytest.mark.parametrize("batch_format", ["binary", "json"])
+async def test_send_batch_keys_true_false_scores_of_boolean_predictions_as_send_does(
+    unique: str, batch_format: str
+) -> None:
+    """send_batch with a boolean prediction column and scores keyed "True"/"False" (as
+    a user writes them): the predictions' classes are true/false, so before, no label's
+    class found its score (log loss and Brier wrong in labels --report). Now the keys
+    are the classes', as send() makes them; a text prediction keeps its keys."""
+    p = AsyncPredictionProducer(_settings(unique), batch_format=batch_format)  # type: ignore[arg-type]
+    proba = np.array([0.9, 0.2, 0.6])
+    body = {
+        "model_id": "m",
+        "model_version": "1",
+        "prediction_ids": ["a", "b", "c"],
+        "timestamps": [1_767_225_600_000] * 3,
+        "features": {"x": [1.0, 2.0, 3.0]},
+        "predictions": proba > 0.5,
+        "scores": {"True": proba, "False": 1 - proba},
+    }
+    assert p.send_batch(body), p.last_refusal
+    rows = _batch(p._buf[-1][3]).rows()
+    assert [r["prediction"] for r in rows] == ["true", "false", "true"]
+    assert rows[0]["scores"] == {"true": 0.9, "false": 1 - 0.9}
+    assert p.send_batch({**body, "predictions": ["True", "False", "True"]})
+    assert set(_batch(p._buf[-1][3]).rows()[0]["scores"]) == {"True", "False"}
+    await p.stop(timeout=0.1)

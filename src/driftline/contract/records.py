@@ -35,6 +35,7 @@ from driftline.contract.events import (
 from driftline.contract.keys import segment_key
 from driftline.contract.label_batch import pack_label_events
 from driftline.contract.values import (
+    boolean_score_keys,
     class_key,
     class_value,
     infinite_features,
@@ -169,6 +170,8 @@ def encode_batch(
     if isinstance(batch.get("scores"), Mapping):
         # Named as the predictions name them: {c: proba[:, j] for j, c in enumerate(classes_)}.
         obj["scores"] = {class_key(c): _plain_column(col) for c, col in batch["scores"].items()}
+        if _booleans(batch["predictions"]):  # {"True": p, "False": 1 - p} as send() reads it
+            obj["scores"] = boolean_score_keys(obj["scores"])
     # The monitor's own check, so a batch it would dead-letter whole is refused here,
     # with its reason, rather than buffered and reported as sent.
     if binary:
@@ -195,6 +198,13 @@ def _plain_column(col: Any, value: Any = plain) -> Any:
     if col.dtype.kind in ("OUSb" if value is class_value else "OUS"):
         return [value(v) for v in col.tolist()]
     return col if col.flags.c_contiguous else np.ascontiguousarray(col)
+
+
+def _booleans(col: Any) -> bool:
+    """Whether a prediction column holds booleans only (numpy or Python)."""
+    if isinstance(col, np.ndarray):
+        return bool(col.dtype.kind == "b")
+    return isinstance(col, list) and bool(col) and all(isinstance(v, bool | np.bool_) for v in col)
 
 
 def _no_series(batch: Mapping[str, Any]) -> None:

@@ -42,6 +42,7 @@ from driftline.contract.events import (
 
 __all__ = [
     "EPOCH_SECONDS",
+    "boolean_score_keys",
     "class_key",
     "class_value",
     "event_time",
@@ -226,7 +227,7 @@ def class_key(k: Any) -> str:
     return v if type(v) is str else str(v)
 
 
-def _boolean_classes(scores: dict[str, Any]) -> dict[str, Any]:
+def boolean_score_keys(scores: dict[str, Any]) -> dict[str, Any]:
     """The scores of a boolean prediction with keys written as Python writes the
     booleans (``{"True": p, "False": 1 - p}``, ``str(True)``; any case) keyed as the
     prediction's classes are, ``"true"``/``"false"``. Other keys are left as they are:
@@ -277,7 +278,7 @@ def prepare_prediction(
         given = plain(out["prediction"])
         out["prediction"] = class_value(given)
         if type(given) is bool and "scores" in out:
-            out["scores"] = _boolean_classes(out["scores"])
+            out["scores"] = boolean_score_keys(out["scores"])
     for name in ("prediction_id", "model_id", "model_version"):
         if name in out:
             out[name] = plain(out[name])
