@@ -510,3 +510,49 @@ def test_mutated_binary_batches_are_refused_never_raised() -> None:
         frame, bad = decode_records([base[0], data, base[2]])
         assert len(frame) + len(bad) == 3 and [i for i, _ in bad] in ([], [1]), trial
     assert outcomes.get("DecodeError", 0) > 500 and outcomes.get("decoded", 0) > 50, outcomes
+
+
+def test_a_record_written_from_the_documented_layout_decodes() -> None:
+    """schemas/README.md's layout, written by hand (struct, not the SDK's encoder), as a
+    producer in another language would: the monitor reads the rows it documents."""
+    import struct
+
+    header = orjson.dumps(
+        {
+            "format": "driftline.prediction_batch",
+            "model_id": "churn",
+            "model_version": "7",
+            "count": 2,
+            "prediction_ids": ["p1", "p2"],
+            "timestamps": [1767225600000, 1767225600010],
+            "features": {"income": "f8", "plan": ["pro", "basic"]},
+            "predictions": ["stay", "leave"],
+            "scores": {"stay": "f8", "leave": "f8"},
+        }
+    )
+    pad = b" " * (-(12 + len(header)) % 8)
+    block = struct.pack("<6d", 5200.5, math.nan, 0.8, 0.3, 0.2, 0.7)
+    value = b"DLPBv2\r\n" + struct.pack("<I", len(header)) + header + pad + block
+    assert "`44 4c 50 42 76 32 0d 0a`" in (SCHEMAS / "README.md").read_text()
+    batch = decode_record(value)
+    assert isinstance(batch, ColumnarBatch)
+    assert batch.rows() == [
+        {
+            "prediction_id": "p1",
+            "model_id": "churn",
+            "model_version": "7",
+            "timestamp": 1767225600000,
+            "features": {"income": 5200.5, "plan": "pro"},
+            "prediction": "stay",
+            "scores": {"stay": 0.8, "leave": 0.2},
+        },
+        {
+            "prediction_id": "p2",
+            "model_id": "churn",
+            "model_version": "7",
+            "timestamp": 1767225600010,
+            "features": {"income": None, "plan": "basic"},
+            "prediction": "leave",
+            "scores": {"stay": 0.3, "leave": 0.7},
+        },
+    ]
