@@ -42,6 +42,39 @@ def assert_close(a: Any, b: Any, rel: float = 1e-9, path: str = "") -> None:
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
+def small_model_table(rng: Any, n: int, start: str, *, labels: bool = True) -> Any:
+    """``n`` rows of a binary model on a user's small training set, every 10 minutes from
+    ``start``: 10 log-normal features, 3 categorical ones with 15 levels (the rarest
+    under 1%), a Poisson count, the model's ``prediction`` and ``proba`` and the
+    ``target`` label (drawn from ``proba``). The model of
+    bench/bench_small_reference.py (bench imports no test code), drawn from
+    ``rng`` (a numpy Generator) in the same order.
+
+    ``labels=False`` leaves out ``proba`` and ``target`` (the fast loop only); the
+    rows are drawn all the same, so ``rng`` moves on as with labels.
+    """
+    import numpy as np
+    import pandas as pd
+
+    levels = [f"c{i}" for i in range(15)]
+    shares = np.arange(15, 0, -1) / 120
+    df = pd.DataFrame(
+        {"id": np.arange(n), "timestamp": pd.date_range(start, periods=n, freq="10min", tz="UTC")}
+    )
+    for j in range(10):
+        df[f"num{j}"] = rng.lognormal(0, 1, n)
+    for j in range(3):
+        df[f"cat{j}"] = rng.choice(levels, n, p=shares)
+    df["count"] = rng.poisson(2, n)
+    p = 1 / (1 + np.exp(-(df["num0"] - 1.5)))
+    df["prediction"] = p > 0.5
+    target = rng.random(n) < p
+    if labels:
+        df["proba"] = p
+        df["target"] = target
+    return df
+
+
 def mixed_items(events: list[dict[str, Any]]) -> list[Any]:
     """``events`` as runs of single events alternating with columnar batches (same order)."""
     from driftline.contract.columnar import ColumnarBatch, pack_events

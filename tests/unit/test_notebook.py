@@ -17,6 +17,7 @@ import pytest
 
 import driftline
 from driftline.contract.history import decode_window, encode_window
+from support import small_model_table
 from tool_checks import require_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -843,26 +844,6 @@ def test_a_small_reference_says_in_the_notebook_which_detectors_are_off(
     assert "few for drift detection" not in large
 
 
-def _scored_table(rng: np.random.Generator, n: int, start: str) -> Any:
-    """``n`` rows of a binary model scored on log-normal features, with its labels, every
-    10 minutes from ``start`` (bench/bench_small_reference.py's model)."""
-    levels = [f"c{i}" for i in range(15)]
-    shares = np.arange(15, 0, -1) / 120
-    df = pd.DataFrame(
-        {"id": np.arange(n), "timestamp": pd.date_range(start, periods=n, freq="10min", tz="UTC")}
-    )
-    for j in range(10):
-        df[f"num{j}"] = rng.lognormal(0, 1, n)
-    for j in range(3):
-        df[f"cat{j}"] = rng.choice(levels, n, p=shares)
-    df["count"] = rng.poisson(2, n)
-    p = 1 / (1 + np.exp(-(df["num0"] - 1.5)))
-    df["prediction"] = p > 0.5
-    df["proba"] = p
-    df["target"] = rng.random(n) < p
-    return df
-
-
 @pytest.mark.slow
 def test_a_400_row_reference_accuracy_is_not_taken_as_exact() -> None:
     """A 400-row reference's accuracy is off by about 2.3 points; taken as exact, the
@@ -873,8 +854,9 @@ def test_a_400_row_reference_accuracy_is_not_taken_as_exact() -> None:
 
     for seed in (13, 39):
         rng = np.random.default_rng(seed)
-        ref = driftline.build_reference(_scored_table(rng, 400, "2026-01-01"), "m", "1", show=False)
-        current = _scored_table(rng, 10_000, "2026-02-01")
+        training = small_model_table(rng, 400, "2026-01-01")
+        ref = driftline.build_reference(training, "m", "1", show=False)
+        current = small_model_table(rng, 10_000, "2026-02-01")
         run = driftline.monitor(current, ref, show=False)
         assert [a for a in run.run.alerts if a.kind == "performance"] == [], seed
         flip = rng.random(len(current)) < 0.25

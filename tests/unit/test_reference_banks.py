@@ -28,6 +28,7 @@ from driftline.core.reference import (
 from driftline.core.reference.banks import bank_points_from_bins
 from driftline.demo.simulate import SimulatedModel
 from driftline.errors import StateCorrupt
+from support import small_model_table
 
 
 @functools.cache
@@ -301,25 +302,6 @@ def test_reference_build_on_a_terminal_shows_the_calibration(tmp_path: Path) -> 
     assert n >= 3 and "calibrating detectors: 3/3 features" in text, text
 
 
-def _small_training_table(rng: np.random.Generator, n: int, start: str) -> Any:
-    """A user's small training set: 10 log-normal features, 3 categorical ones with 15
-    levels (the rarest under 1%), a Poisson count; no labels (only the fast loop)."""
-    import pandas as pd
-
-    levels = [f"c{i}" for i in range(15)]
-    shares = np.arange(15, 0, -1) / 120
-    df = pd.DataFrame(
-        {"id": np.arange(n), "timestamp": pd.date_range(start, periods=n, freq="10min", tz="UTC")}
-    )
-    for j in range(10):
-        df[f"num{j}"] = rng.lognormal(0, 1, n)
-    for j in range(3):
-        df[f"cat{j}"] = rng.choice(levels, n, p=shares)
-    df["count"] = rng.poisson(2, n)
-    df["prediction"] = df["num0"] > np.exp(0.5)
-    return df
-
-
 @pytest.mark.slow
 def test_a_400_row_reference_raises_no_false_alert_on_unchanged_data() -> None:
     """Oracle: nothing changes between training and live data, so no alert is right.
@@ -332,8 +314,9 @@ def test_a_400_row_reference_raises_no_false_alert_on_unchanged_data() -> None:
     for seed in range(6):
         rng = np.random.default_rng(seed)
         ref = driftline.build_reference(
-            _small_training_table(rng, 400, "2026-01-01"), "small", "1", show=False
+            small_model_table(rng, 400, "2026-01-01", labels=False), "small", "1", show=False
         )
-        run = driftline.monitor(_small_training_table(rng, 5000, "2026-02-01"), ref, show=False)
+        current = small_model_table(rng, 5000, "2026-02-01", labels=False)
+        run = driftline.monitor(current, ref, show=False)
         fired += [(seed, a.feature, a.detector) for a in run.run.alerts if a.status == "firing"]
     assert fired == []
