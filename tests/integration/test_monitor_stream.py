@@ -296,3 +296,42 @@ async def test_a_monitor_with_the_compiled_core_equals_the_numpy_replay(settings
     assert set(stored) == {k.encode() for k in replay.result.states}
     for key, st in replay.result.states.items():
         assert_close(stored[key.encode()], st.to_bytes())
+
+
+async def test_a_closed_worker_leaves_its_group_at_once(settings):
+    """Tansu numbers a group's first generation 0, and aiokafka leaves a group only from
+    generation 1 (Kafka's first): a monitor closed in it stayed a member until its
+    session timed out, so its restart joined, waited for the gone member and joined
+    again (about 8 s lost with the suite's 6 s session). Oracle: the broker's own
+    description of the group, a member while it runs and none once it closed."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    events = list(SimulatedModel(seed=1).events(20))
+    await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, events)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+
+    async def members() -> tuple[int, list[str]]:
+        (response,) = await admin.describe_consumer_groups([settings.monitor.group_id])
+        ((_, _, _, _, _, group_members),) = response.groups
+        return len(group_members), [m[0] for m in group_members]
+
+    worker = MonitorWorker(settings, name="test")
+    await worker.start()
+    try:
+        running = asyncio.create_task(worker.run())
+        try:
+            while worker.processed < len(events):
+                await asyncio.sleep(0.05)
+            assert worker.consumer is not None
+            assert await members() == (1, [worker.consumer._coordinator.member_id])
+            assert worker.consumer._coordinator.generation == 0  # Tansu's first
+        finally:
+            worker.stop()
+            await running
+    finally:
+        await worker.close()
+    try:
+        assert await members() == (0, [])
+    finally:
+        await admin.close()

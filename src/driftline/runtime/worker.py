@@ -156,6 +156,29 @@ class Batch(Generic[R]):
     side_deletes: Sequence[str] = ()
 
 
+def leave_group_from_generation_zero(consumer: AIOKafkaConsumer) -> None:
+    """Make a started ``consumer`` leave its group as it closes in generation 0 too.
+
+    aiokafka sends LeaveGroup only from generation 1, Kafka's first; Tansu numbers its
+    first generation 0. A worker closed in it stayed a member until its session timed
+    out, so the next worker of the group (a restart) joined, waited for that member and
+    joined again: a session timeout and a join later than after a leave. Wraps the
+    coordinator's leave step (aiokafka runs it as the consumer stops); a consumer
+    without one (aiokafka changed) keeps aiokafka's behaviour.
+    """
+    coordinator: Any = getattr(consumer, "_coordinator", None)
+    leave = getattr(coordinator, "_maybe_leave_group", None)
+    if leave is None:
+        return
+
+    async def leave_in_any_generation() -> None:
+        if coordinator.generation == 0:
+            coordinator.generation = 1  # what aiokafka's check wants; reset as it leaves
+        await leave()
+
+    coordinator._maybe_leave_group = leave_in_any_generation
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, worker: Worker[Any, Any]) -> None:
         self.worker = worker
@@ -294,6 +317,7 @@ class Worker(Generic[S, R]):
             self.consumer.subscribe(self.topics, listener=track_group(_Rebalance(self)))
             m.init_worker_series(self.name, self.topics, self.lease_topic)
             await until_stopped(self._stop, self.consumer.start())
+            leave_group_from_generation_zero(self.consumer)
         except Stopping:
             log.info("stop requested while starting")
         m.READY.labels(self.name).set(0)
