@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -623,8 +624,10 @@ def couple(
     return features
 
 
+@functools.cache
 def pair_reference(model: str = "pair", version: str = "1") -> Any:
-    """A reference with f01 following f00 (+0.8)."""
+    """A reference with f01 following f00 (+0.8); built once per process and arguments
+    (tests only read it: the profile is frozen)."""
     from driftline.core.reference import build_reference
     from driftline.demo.simulate import SimulatedModel
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
@@ -42,7 +43,9 @@ async def _store_reference(settings, ref):
     await client.aclose()
 
 
+@functools.cache
 def _reference():
+    """Built once per module (tests only store and replay it; the profile is frozen)."""
     return build_reference(
         SimulatedModel(seed=3).training_data(20_000), "churn", "1", seed=0, created_at=0
     )
