@@ -332,6 +332,12 @@ class RetrainService:
                 # idle time counts from the moment the alerts are all fetched.
                 if caught_up is None and await self._fetched_to_end():
                     caught_up = time.monotonic()
+                recovery = getattr(self.app.tables, "recovery", None)  # TableManager's
+                if self.app.rebalancing or getattr(recovery, "in_recovery", False):
+                    # Fetched is not handled: while faust rebalances or restores the
+                    # state table from its changelog, the agent takes no alert, and a
+                    # slow restore on a busy machine is not idle time.
+                    self._last_activity = time.monotonic()
                 # Idle means no alert in hand as well: a delivery or a dead letter can
                 # take longer than the idle time (a first send to a new topic on a busy
                 # broker), and the alerts fetched behind it are still to be handled.
