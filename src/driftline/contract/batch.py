@@ -39,6 +39,7 @@ from driftline.errors import ValidationError
 
 __all__ = [
     "check_prediction_batch",
+    "columns_object_problem",
     "decode_prediction_batch",
     "decode_prediction_batch_fast",
 ]
@@ -75,15 +76,34 @@ def _column_problem(where: str, v: object, count: int) -> str | None:
     return None
 
 
+def columns_object_problem(field: str, v: object) -> str | None:
+    """Why a batch's ``features`` or ``scores`` object breaks the contract by its type,
+    its number of columns or their names (the columns' values are checked apart); the
+    rule of both batch versions (:mod:`driftline.contract.binary_batch`)."""
+    if field == "scores":
+        if v is None:
+            return None
+        if type(v) is not dict:
+            return f"scores: expected an object or null, got {_kind(v)}"
+        if not 0 < len(v) <= _MAX_CLASSES:
+            return f"scores: {len(v)} classes, need 1 to {_MAX_CLASSES}"
+    else:
+        if type(v) is not dict:
+            return f"features: expected an object, got {_kind(v)}"
+        if len(v) > _MAX_FEATURES:
+            return f"features: {len(v)} features, over {_MAX_FEATURES}"
+    if not names_are_valid(v):
+        return _names_problem(field, v)
+    return None
+
+
 def _batch_features_problem(
     v: object, count: int, seen: dict[str, frozenset[type]] | None
 ) -> str | None:
-    if type(v) is not dict:
-        return f"features: expected an object, got {_kind(v)}"
-    if len(v) > _MAX_FEATURES:
-        return f"features: {len(v)} features, over {_MAX_FEATURES}"
-    if not names_are_valid(v):
-        return _names_problem("features", v)
+    problem = columns_object_problem("features", v)
+    if problem:
+        return problem
+    assert type(v) is dict
     for key, col in v.items():
         where = f"features.{_short(key)}"
         problem = _column_problem(where, col, count)
@@ -101,14 +121,10 @@ def _batch_features_problem(
 
 
 def _batch_scores_problem(v: object, count: int) -> str | None:
-    if v is None:
-        return None
-    if type(v) is not dict:
-        return f"scores: expected an object or null, got {_kind(v)}"
-    if not 0 < len(v) <= _MAX_CLASSES:
-        return f"scores: {len(v)} classes, need 1 to {_MAX_CLASSES}"
-    if not names_are_valid(v):
-        return _names_problem("scores", v)
+    problem = columns_object_problem("scores", v)
+    if problem or v is None:
+        return problem
+    assert type(v) is dict
     for key, col in v.items():
         where = f"scores.{_short(key)}"
         problem = _column_problem(where, col, count)

@@ -37,14 +37,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from driftline.contract.batch import check_prediction_batch
-from driftline.contract.checks import (
-    _MAX_CLASSES,
-    _MAX_FEATURES,
-    _kind,
-    _names_problem,
-    names_are_valid,
-)
+from driftline.contract.batch import check_prediction_batch, columns_object_problem
 from driftline.contract.columnar import ColumnarBatch, plain_values
 from driftline.contract.events import (
     BATCH_FORMAT,
@@ -67,12 +60,14 @@ BINARY_MAGIC = b"DLPBv2\r\n"
 _PREFIX = len(BINARY_MAGIC) + 4
 #: The block's column types: the header's name for each, and how numpy reads it.
 _DTYPES: dict[str, np.dtype[Any]] = {"f8": np.dtype("<f8"), "i8": np.dtype("<i8")}
+#: Scores are probabilities: floats only.
+_SCORE_DTYPES = {"f8": _DTYPES["f8"]}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def is_binary_batch(value: bytes) -> bool:
     """Whether a record value is a ``prediction_batch.v2`` (by its magic bytes)."""
-    return value[:8] == BINARY_MAGIC
+    return value.startswith(BINARY_MAGIC)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -109,6 +104,25 @@ def _block_column(col: Any) -> tuple[str, NDArray[Any]] | None:
     return "f8", arr
 
 
+def _header_columns(
+    columns: Mapping[str, Any], count: Any, dtypes: Mapping[str, Any], blocks: list[NDArray[Any]]
+) -> dict[str, Any]:
+    """The header's entries for ``columns`` (features or scores): a column that can
+    travel in the block as one of ``dtypes`` is named by its dtype and its values are
+    appended to ``blocks``; the others stay as they are (JSON)."""
+    out: dict[str, Any] = {}
+    for name, col in columns.items():
+        # A column of the wrong length stays JSON: the decoder words it as v1 does.
+        sized = isinstance(col, list | np.ndarray) and len(col) == count
+        block = _block_column(col) if sized else None
+        if block is None or block[0] not in dtypes:
+            out[name] = col
+        else:
+            out[name] = block[0]
+            blocks.append(block[1])
+    return out
+
+
 def encode_binary_batch(envelope: Mapping[str, Any]) -> bytes:
     """A ``prediction_batch.v1`` envelope (a dict of columns, lists or numpy arrays)
     as a ``prediction_batch.v2`` record value.
@@ -128,32 +142,15 @@ def encode_binary_batch(envelope: Mapping[str, Any]) -> bytes:
     >>> batch.rows()[1]["features"]
     {'x': None, 'plan': 'q'}
     """
-    features = envelope["features"]
     count = envelope.get("count")
-    header_features: dict[str, Any] = {}
     blocks: list[NDArray[Any]] = []
-    for name, col in features.items():
-        # A column of the wrong length stays JSON: the decoder words it as v1 does.
-        sized = isinstance(col, list | np.ndarray) and len(col) == count
-        block = _block_column(col) if sized else None
-        if block is None:
-            header_features[name] = col
-        else:
-            header_features[name] = block[0]
-            blocks.append(block[1])
-    head: dict[str, Any] = {**envelope, "features": header_features}
+    head: dict[str, Any] = {
+        **envelope,
+        "features": _header_columns(envelope["features"], count, _DTYPES, blocks),
+    }
     scores = envelope.get("scores")
     if isinstance(scores, Mapping):
-        header_scores: dict[str, Any] = {}
-        for name, col in scores.items():
-            sized = isinstance(col, list | np.ndarray) and len(col) == count
-            block = _block_column(col) if sized else None
-            if block is None or block[0] != "f8":  # probabilities: floats only
-                header_scores[name] = col
-            else:
-                header_scores[name] = "f8"
-                blocks.append(block[1])
-        head["scores"] = header_scores
+        head["scores"] = _header_columns(scores, count, _SCORE_DTYPES, blocks)
     header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     pad = -(_PREFIX + len(header)) % 8
     return b"".join(
@@ -194,27 +191,18 @@ def _framing(value: bytes) -> tuple[dict[str, Any], int]:
 
 def _split(obj: dict[str, Any], field: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The JSON columns of the header's ``features`` or ``scores``, and its block columns
-    ``(name, dtype)``; the names and their count are checked here (the JSON columns'
-    values by v1's checks)."""
-    group = obj.get(field)
-    if field == "scores" and group is None:
+    ``(name, dtype)``; the object's type, size and names are checked here, by v1's rule
+    (the JSON columns' values by v1's checks, later)."""
+    if field not in obj:
+        if field == "scores":
+            return {}, []
+        raise ValidationError(f"{field}: field required")
+    group = obj[field]
+    problem = columns_object_problem(field, group)
+    if problem:
+        raise ValidationError(problem)
+    if group is None:  # scores: null
         return {}, []
-    if type(group) is not dict:
-        if field not in obj:
-            raise ValidationError(f"{field}: field required")
-        null = " or null" if field == "scores" else ""
-        raise ValidationError(f"{field}: expected an object{null}, got {_kind(group)}")
-    most, what = (_MAX_FEATURES, "features") if field == "features" else (_MAX_CLASSES, "classes")
-    if field == "scores" and not group:
-        raise ValidationError(f"scores: 0 classes, need 1 to {_MAX_CLASSES}")
-    if len(group) > most:
-        raise ValidationError(
-            f"features: {len(group)} features, over {_MAX_FEATURES}"
-            if field == "features"
-            else f"scores: {len(group)} {what}, need 1 to {_MAX_CLASSES}"
-        )
-    if not names_are_valid(group):
-        raise ValidationError(_names_problem(field, group) or f"{field}: bad name")
     allowed = _DTYPES if field == "features" else _SCORE_DTYPES
     block: list[tuple[str, str]] = []
     json_columns: dict[str, Any] = {}
@@ -280,8 +268,6 @@ def _block_columns(
 _FLOAT: frozenset[type] = frozenset({float})
 _FLOAT_OR_NONE: frozenset[type] = frozenset({float, type(None)})
 _INT: frozenset[type] = frozenset({int})
-#: Scores are probabilities: floats only.
-_SCORE_DTYPES = {"f8": _DTYPES["f8"]}
 
 
 def decode_binary_batch(value: bytes, *, features: bool = True) -> ColumnarBatch:
