@@ -1,10 +1,11 @@
 """The monitor's in-process CPU per event (decode + core + state encoding), this tree
-beside a baseline tree, on single JSON events and on columnar batches.
+beside a baseline tree, on single JSON events and on columnar batches (JSON v1 and
+binary v2).
 
 Run::
 
     python bench/bench_monitor_core.py --base /path/to/baseline/src [--events N]
-        [--repeat R] [--rounds K]
+        [--repeat R] [--rounds K] [--paths single,batch,batch2] [--compiled]
 
 Each measurement runs in a fresh process with ``PYTHONPATH`` set to one tree's ``src``
 (this tree, then the baseline, alternated ``--rounds`` times, so both see the same load
@@ -37,11 +38,12 @@ from typing import Any
 HERE = Path(__file__).resolve()
 
 
-def _child(path: str, n: int, repeat: int, fetch: int) -> dict[str, Any]:
+def _child(path: str, n: int, repeat: int, fetch: int, compiled: bool) -> dict[str, Any]:
     sys.path.insert(0, str(HERE.parent))
     import bench_pipeline as bp
     import orjson
 
+    from driftline.contract.binary_batch import encode_binary_batch
     from driftline.contract.columnar import pack_events
     from driftline.contract.decode import decode_records
     from driftline.runtime.blas import single_threaded_blas
@@ -50,7 +52,16 @@ def _child(path: str, n: int, repeat: int, fetch: int) -> dict[str, Any]:
     single_threaded_blas()
     ref = bp._reference()
     events = bp._events(n)
-    records = [orjson.dumps(e) for e in (pack_events(events) if path == "batch" else events)]
+    if path == "single":
+        records = [orjson.dumps(e) for e in events]
+    elif path == "batch":
+        records = [orjson.dumps(b) for b in pack_events(events)]
+    else:  # "batch2": prediction_batch.v2, the SDK's default
+        records = [encode_binary_batch(b) for b in pack_events(events)]
+    if compiled:
+        from driftline.core.detectors.bank import use_compiled_pass
+
+        use_compiled_pass(True)
     digest = hashlib.sha256()
     spent: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     _time_stages(spent)
@@ -114,9 +125,12 @@ def _time_stages(spent: dict[str, float]) -> None:
     timed(multivariate, "start")
 
 
-def _measure(src: str, path: str, n: int, repeat: int, fetch: int) -> dict[str, Any]:
+def _measure(
+    src: str, path: str, n: int, repeat: int, fetch: int, compiled: bool
+) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=src)
     cmd = [sys.executable, str(HERE), "--child", path, "--events", str(n)]
+    cmd += ["--compiled"] if compiled else []
     cmd += ["--repeat", str(repeat), "--fetch", str(fetch)]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
@@ -128,14 +142,21 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per process (best)")
     ap.add_argument("--rounds", type=int, default=2, help="processes per tree and path")
-    ap.add_argument("--paths", default="single,batch")
+    ap.add_argument(
+        "--paths",
+        default="single,batch,batch2",
+        help="single JSON events, prediction_batch.v1 (batch), prediction_batch.v2 (batch2)",
+    )
+    ap.add_argument(
+        "--compiled", action="store_true", help="the compiled bank pass (numba) in both trees"
+    )
     ap.add_argument(
         "--fetch", type=int, default=5000, help="records per fetch (a batch record: 500 rows)"
     )
-    ap.add_argument("--child", choices=["single", "batch"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["single", "batch", "batch2"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.events, args.repeat, args.fetch)))
+        print(json.dumps(_child(args.child, args.events, args.repeat, args.fetch, args.compiled)))
         return 0
     this = str(HERE.parent.parent / "src")
     trees = [("this tree", this)] + ([("baseline", args.base)] if args.base else [])
@@ -145,13 +166,14 @@ def main() -> int:
     for _ in range(args.rounds):
         for path in paths:
             for name, src in trees:
-                r = _measure(src, path, args.events, args.repeat, args.fetch)
+                r = _measure(src, path, args.events, args.repeat, args.fetch, args.compiled)
                 key = (name, path)
                 if key not in best or r["us"] < best[key]["us"]:
                     best[key] = r
                 digests.setdefault(key, set()).add(r["digest"])
     print(f"decode + core + state bytes, CPU us an event (best of {args.rounds}x{args.repeat},")
-    print(f"{args.events} events, fetches of {args.fetch} records)")
+    core = "compiled bank pass" if args.compiled else "numpy bank pass"
+    print(f"{args.events} events, fetches of {args.fetch} records, {core})")
     print(f"| path | {' | '.join(n for n, _ in trees)} | change | results |")
     print(f"|---|{'---:|' * len(trees)}---:|---|")
     for path in paths:
@@ -160,7 +182,11 @@ def main() -> int:
         same = {d for n, _ in trees for d in digests[(n, path)]}
         verdict = "identical" if len(same) == 1 else f"DIFFER: {sorted(same)}"
         cells = " | ".join(f"{f:.2f}" for f in figs)
-        label = "single JSON events" if path == "single" else "columnar batches"
+        label = {
+            "single": "single JSON events",
+            "batch": "columnar batches (v1, JSON)",
+            "batch2": "columnar batches (v2, binary)",
+        }[path]
         print(f"| {label} | {cells} | {change} | {verdict} |")
         for stage in (*STAGES, "page faults"):
             figs = [best[(n, path)][stage] for n, _ in trees]

@@ -102,9 +102,7 @@ def main() -> None:
                     best[label][case] = r
     print(f"send(): {a.events:,} events of {a.features} numpy features, CPU us per event")
     for case in ("float32", "float64"):
-        row = "  ".join(
-            f"{label} {best[label][case]['us_per_event']:6.2f}" for label in trees
-        )
+        row = "  ".join(f"{label} {best[label][case]['us_per_event']:6.2f}" for label in trees)
         print(f"  {case}: {row}")
     if "baseline" in best:
         same = best["baseline"]["float64"]["digest"] == best["this tree"]["float64"]["digest"]

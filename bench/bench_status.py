@@ -74,8 +74,7 @@ def main() -> None:
                     server.stop()
                 assert (s1, s2, s3) == (200, 200, 200)
                 print(
-                    f"{n:>8,} {first:>9.3f}s {cached:>9.3f}s {last:>9.3f}s  "
-                    f"{BASELINE.get(n, '-')}"
+                    f"{n:>8,} {first:>9.3f}s {cached:>9.3f}s {last:>9.3f}s  {BASELINE.get(n, '-')}"
                 )
         finally:
             redis.stop()

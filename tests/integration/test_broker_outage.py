@@ -105,9 +105,9 @@ async def test_worker_says_once_per_outage_that_the_broker_is_unreachable(
         broker.start(tmp_path)  # same port; memory storage, so the topics are new
         await _until(lambda: len(_lines(caplog, BACK)) == 2, 30, "the broker back")
         assert len(_lines(caplog, UNREACHABLE)) == 2
-        assert not any(
-            r.exc_info for r in caplog.records if r.name.startswith("driftline")
-        ), "no traceback"
+        assert not any(r.exc_info for r in caplog.records if r.name.startswith("driftline")), (
+            "no traceback"
+        )
 
         if kind == "monitor":
             # Still consuming: events published after the outage are processed.

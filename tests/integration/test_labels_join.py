@@ -884,9 +884,7 @@ async def test_labels_held_for_a_model_never_seen_are_said_at_once(lsettings, ca
     assert j.totals()["sea-t"] == {"joined": len(labels)} and not j.labels_paused
 
 
-async def test_a_partition_paused_for_held_labels_says_whose_they_are_and_why(
-    lsettings, caplog
-):
+async def test_a_partition_paused_for_held_labels_says_whose_they_are_and_why(lsettings, caplog):
     """Labels of a model id no server sends ('SEA-T' for 'sea-t') are held, not orphaned,
     and at labels.max_held_labels they pause their labels partition. The joiner's one
     line said only 'labels of partition 0 wait: 60 labels held for predictions not read

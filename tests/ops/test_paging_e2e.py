@@ -263,6 +263,7 @@ async def test_input_drift_pages_through_alertmanager_and_resolves(settings, hoo
         # clean windows, the gauge drops to 0, the alert resolves.
         recovered = list(sim.events(6_000, start=4_000))
         await publish(settings.kafka.bootstrap_servers, settings.topics.predictions, recovered)
+
         def all_resolved() -> bool:
             # An escalation ends the warning alert and starts a critical one: each resolves.
             paged = {a["labels"]["severity"] for a in input_drift("firing")}

@@ -70,8 +70,7 @@ async def test_sigkill_at_every_commit_point_then_restart_equals_replay(
             await put_reference(s, ref)
         runs[point] = s
     crashed = {
-        p: MonitorProc(s, tmp_path / f"{p}.log", fault=f"crash_{p}:4")
-        for p, s in runs.items()
+        p: MonitorProc(s, tmp_path / f"{p}.log", fault=f"crash_{p}:4") for p, s in runs.items()
     }
     for point, proc in crashed.items():
         assert await proc.wait() == 137, proc.log()[-3000:]

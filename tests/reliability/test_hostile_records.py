@@ -161,8 +161,12 @@ async def test_hostile_and_oversized_labels_never_stop_the_joiner(
 
     events = list(SimulatedModel(seed=63).events(1_000))
     labels = [
-        {"prediction_id": e["prediction_id"], "model_id": "churn", "label": e["prediction"],
-         "timestamp": e["timestamp"] + 1_000}
+        {
+            "prediction_id": e["prediction_id"],
+            "model_id": "churn",
+            "label": e["prediction"],
+            "timestamp": e["timestamp"] + 1_000,
+        }
         for e in events[:600]
     ]
     one = orjson.dumps(labels[0])

@@ -106,7 +106,8 @@ async def test_a_model_moved_to_another_partition_keeps_unique_alert_ids(
     assert len(set(want)) == len(want), "the replays themselves give distinct ids"
     assert {a["alert_id"] for a in alerts} == set(want)
     firsts = [
-        a for a in alerts
+        a
+        for a in alerts
         if a["kind"] == "input_drift" and a["status"] == "firing" and a["episode"] == 1
     ]
     assert len(firsts) == 2 and firsts[0]["alert_id"] != firsts[1]["alert_id"]

@@ -243,17 +243,11 @@ def test_the_producer_sdk_imports_only_the_contract_config_errors_and_metrics() 
 
 
 def test_base_modules_import_only_each_other() -> None:
-    bad = [
-        (src, dst, line)
-        for src, dst, line in all_edges()
-        if src in BASE and dst not in BASE
-    ]
+    bad = [(src, dst, line) for src, dst, line in all_edges() if src in BASE and dst not in BASE]
     assert not bad, "\n".join(violations("config, errors and _version are the base", bad))
 
 
 def test_every_module_belongs_to_a_known_place() -> None:
     top_level = {"driftline", "driftline.__main__", "driftline.producer", *BASE}
-    unknown = [
-        m for m in modules() if m not in top_level and group(m) not in {*RANK, "offline"}
-    ]
+    unknown = [m for m in modules() if m not in top_level and group(m) not in {*RANK, "offline"}]
     assert not unknown, f"modules outside the layout of docs/architecture.md: {unknown}"

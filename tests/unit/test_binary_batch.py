@@ -28,7 +28,7 @@ from driftline.contract.binary_batch import (
     encode_binary_batch,
     is_binary_batch,
 )
-from driftline.contract.columnar import BatchColumns, ColumnarBatch, pack_events
+from driftline.contract.columnar import BatchColumns, CodedColumn, ColumnarBatch, pack_events
 from driftline.contract.decode import decode_join_record, decode_record, decode_records
 from driftline.contract.events import LIMITS
 from driftline.contract.keys import StateKey
@@ -47,9 +47,12 @@ def _events(n: int, seed: int, model: str = "churn", **kw: Any) -> list[dict[str
 
 
 def _both(env: dict[str, Any]) -> tuple[ColumnarBatch, ColumnarBatch]:
-    # orjson writes contiguous arrays only (the SDK copies a strided view first).
+    # orjson writes contiguous numeric arrays only (the SDK copies a strided view
+    # first, and writes text arrays as lists).
     features = {
-        k: np.ascontiguousarray(c) if isinstance(c, np.ndarray) else c
+        k: (c.tolist() if c.dtype.kind in "OU" else np.ascontiguousarray(c))
+        if isinstance(c, np.ndarray)
+        else c
         for k, c in env["features"].items()
     }
     v1 = decode_record(
@@ -106,6 +109,12 @@ COLUMNS: list[tuple[str, Any, str | None]] = [
     ("integers and floats", [1, 2.5, 3, 4], None),
     ("booleans", [True, False, True, True], None),
     ("text", ["a", "b", "01234", ""], None),
+    ("repeated text (coded)", ["a", "b", "a", "b"], "u1"),
+    ("repeated text and missing (coded)", ["a", None, "a", None], "u1"),
+    ("numpy str, as pandas gives (coded)", np.array(["a", "b", "b", "b"]), "u1"),
+    ("numpy object text (coded)", np.array(["a", None, "a", "a"], dtype=object), "u1"),
+    ("repeated text and a boolean", ["a", True, "a", True], None),
+    ("repeated text and a number", ["a", 1, "a", 1], None),
     ("all missing", [None, None, None, None], None),
     ("numpy float64", np.array([0.1, np.nan, np.inf, 2.0]), "f8"),
     ("numpy float32 (shortest decimal)", np.array([0.1, 0.2, 0.3, 1.0], np.float32), None),
@@ -123,7 +132,7 @@ def test_a_column_reads_as_its_json_twin(what: str, col: Any, dtype: str | None)
     value = encode_binary_batch(env)
     size = int.from_bytes(value[8:12], "little")
     header = orjson.loads(value[12 : 12 + size])
-    assert (header["features"]["c"] if type(header["features"]["c"]) is str else None) == dtype
+    assert _in_block(header["features"]["c"]) == dtype
     v1, v2 = _both(env)
     assert v2.rows() == v1.rows()
     assert v2.to_envelope() == v1.to_envelope()
@@ -134,6 +143,24 @@ def test_a_column_reads_as_its_json_twin(what: str, col: Any, dtype: str | None)
     b, bm = cols2.numeric("c")
     assert np.array_equal(a, b, equal_nan=True)
     assert (am is None) == (bm is None)
+    _same_codes(cols1, cols2, "c")
+
+
+def _in_block(entry: Any) -> str | None:
+    """How a header names a feature column: its block dtype, its codes' width, or None
+    (JSON)."""
+    if type(entry) is str:
+        return entry
+    return entry["codes"] if type(entry) is dict else None
+
+
+def _same_codes(cols1: BatchColumns, cols2: BatchColumns, name: str) -> None:
+    """The core's category codes of ``name`` are equal from both versions."""
+    lookup: dict[str | None, int] = {"a": 0, "b": 1, "x": 2, "1": 3, "true": 4, None: -1}
+    c1, m1 = cols1.codes(name, lookup, 5)
+    c2, m2 = cols2.codes(name, lookup, 5)
+    assert np.array_equal(c1, c2)
+    assert (m1 is None) == (m2 is None) and (m1 is None or np.array_equal(m1, m2))
 
 
 SCORES: list[tuple[str, Any, bool]] = [
@@ -167,11 +194,12 @@ def test_a_score_column_reads_as_its_json_twin(what: str, col: Any, in_block: bo
 def test_random_envelopes_read_as_their_json_twins() -> None:
     rng = random.Random(5)
     kinds = [c[1] for c in COLUMNS]
+    coded = 0
     for _ in range(300):
         n = rng.randint(1, 40)
         features: dict[str, Any] = {}
         for j in range(rng.randint(0, 6)):
-            pick = rng.randrange(5)
+            pick = rng.randrange(6)
             if pick == 0:
                 features[f"f{j}"] = [
                     rng.gauss(0, 1) if rng.random() > 0.2 else None for _ in range(n)
@@ -182,6 +210,8 @@ def test_random_envelopes_read_as_their_json_twins() -> None:
                 features[f"f{j}"] = [rng.choice(["a", "b", None, True, 3]) for _ in range(n)]
             elif pick == 3:
                 features[f"f{j}"] = np.array([rng.gauss(0, 1) for _ in range(n)])
+            elif pick == 4:  # repeated text: coded when it repeats enough
+                features[f"f{j}"] = [rng.choice(["a", "b", "x", None]) for _ in range(n)]
             else:
                 base = list(rng.choice(kinds))
                 features[f"f{j}"] = (base * n)[:n]
@@ -202,6 +232,9 @@ def test_random_envelopes_read_as_their_json_twins() -> None:
             b, bm = cols2.numeric(name)
             assert np.array_equal(a, b, equal_nan=True), name
             assert (am is None) == (bm is None) and (am is None or np.array_equal(am, bm))
+            _same_codes(cols1, cols2, name)
+        coded += sum(type(c) is CodedColumn for c in v2.features.values())
+    assert coded > 50  # the coded form was exercised
 
 
 # ---------------------------------------------------------------------- the core's results
@@ -259,8 +292,16 @@ def test_the_monitor_core_gives_bit_identical_results_on_either_version() -> Non
 
 
 def _valid() -> bytes:
-    features = {"x": [1.0, 2.0, 3.0, 4.0], "plan": list("abab")}
+    features = {"x": [1.0, 2.0, 3.0, 4.0], "plan": list("abcd")}
     return encode_binary_batch(_envelope(4, features, scores={"yes": [0.5, 0.25, 0.75, 1.0]}))
+
+
+def _coded() -> bytes:
+    """A valid batch with a coded text column ("plan", codes after the numeric block)."""
+    features = {"x": [1.0, 2.0, 3.0, 4.0], "plan": ["a", None, "a", None]}
+    value = encode_binary_batch(_envelope(4, features))
+    assert b'"plan":{"codes":"u1","categories":["a",null]}' in value
+    return value
 
 
 def _header_size(value: bytes) -> int:
@@ -343,8 +384,54 @@ BROKEN: list[tuple[str, Any, type[ContractError], str]] = [
         "features.'x': value is infinite",
     ),
     (
+        "a coded column's entry",
+        lambda v: _with_header(_coded(), lambda h: h.replace(b'"u1"', b'"u4"')),
+        ValidationError,
+        "features.'plan': a coded column is",
+    ),
+    (
+        "a key repeated in a coded column's entry",
+        lambda v: _with_header(
+            _coded(), lambda h: h.replace(b'{"codes":"u1"', b'{"codes":"u2","codes":"u1"')
+        ),
+        DecodeError,
+        "duplicate key 'codes'",
+    ),
+    (
+        "a category that is not text",
+        lambda v: _with_header(_coded(), lambda h: h.replace(b'"a",null', b'"a",7')),
+        ValidationError,
+        "features.'plan': a category must be a string or null, got an integer",
+    ),
+    (
+        "a category too long",
+        lambda v: _with_header(
+            _coded(), lambda h: h.replace(b'"a",null', b'"' + b"a" * 257 + b'",null')
+        ),
+        ValidationError,
+        "features.'plan': string is longer than 256 characters",
+    ),
+    (
+        "a code past the categories",
+        lambda v: _coded()[:-8] + bytes([0, 1, 2, 0]) + bytes(4),
+        ValidationError,
+        "features.'plan': code 2 is past its 2 categories",
+    ),
+    (
+        "codes' padding not zero",
+        lambda v: _coded()[:-1] + b"\x01",
+        DecodeError,
+        "the padding after its codes is not zero bytes",
+    ),
+    (
+        "codes missing",
+        lambda v: _coded()[:-8],
+        DecodeError,
+        "the block holds 32 bytes, its 2 columns of 4 rows need 40",
+    ),
+    (
         "a JSON column's length",
-        lambda v: _with_header(v, lambda h: h.replace(b'["a","b","a","b"]', b'["a"]')),
+        lambda v: _with_header(v, lambda h: h.replace(b'["a","b","c","d"]', b'["a"]')),
         ValidationError,
         "features.'plan': 1 entries, count is 4",
     ),
@@ -483,6 +570,7 @@ def test_mutated_binary_batches_are_refused_never_raised() -> None:
         _valid(),
         encode_binary_batch(pack_events(_events(40, seed=6), max_rows=40)[0]),
         encode_binary_batch(_envelope(3, {"n": [1, 2, 3], "x": [0.5, None, 1.5]})),
+        _coded(),
     ]
     outcomes: dict[str, int] = {}
     for trial in range(3000):
@@ -503,7 +591,9 @@ def test_mutated_binary_batches_are_refused_never_raised() -> None:
         data = bytes(value)
         for decode in (decode_record, decode_join_record):
             try:
-                decode(data)
+                got = decode(data)
+                if isinstance(got, ColumnarBatch):
+                    got.rows()  # its columns read (a coded one's codes index its categories)
                 outcomes["decoded"] = outcomes.get("decoded", 0) + 1
             except ContractError as exc:
                 outcomes[type(exc).__name__] = outcomes.get(type(exc).__name__, 0) + 1
@@ -525,13 +615,18 @@ def test_a_record_written_from_the_documented_layout_decodes() -> None:
             "count": 2,
             "prediction_ids": ["p1", "p2"],
             "timestamps": [1767225600000, 1767225600010],
-            "features": {"income": "f8", "plan": ["pro", "basic"]},
+            "features": {
+                "income": "f8",
+                "plan": ["pro", "basic"],
+                "channel": {"codes": "u1", "categories": ["web", None]},
+            },
             "predictions": ["stay", "leave"],
             "scores": {"stay": "f8", "leave": "f8"},
         }
     )
     pad = b" " * (-(12 + len(header)) % 8)
     block = struct.pack("<6d", 5200.5, math.nan, 0.8, 0.3, 0.2, 0.7)
+    block += struct.pack("<2B", 1, 0) + bytes(6)  # channel's codes, zeros to 8 bytes
     value = b"DLPBv2\r\n" + struct.pack("<I", len(header)) + header + pad + block
     assert "`44 4c 50 42 76 32 0d 0a`" in (SCHEMAS / "README.md").read_text()
     batch = decode_record(value)
@@ -542,7 +637,7 @@ def test_a_record_written_from_the_documented_layout_decodes() -> None:
             "model_id": "churn",
             "model_version": "7",
             "timestamp": 1767225600000,
-            "features": {"income": 5200.5, "plan": "pro"},
+            "features": {"income": 5200.5, "plan": "pro", "channel": None},
             "prediction": "stay",
             "scores": {"stay": 0.8, "leave": 0.2},
         },
@@ -551,8 +646,25 @@ def test_a_record_written_from_the_documented_layout_decodes() -> None:
             "model_id": "churn",
             "model_version": "7",
             "timestamp": 1767225600010,
-            "features": {"income": None, "plan": "basic"},
+            "features": {"income": None, "plan": "basic", "channel": "web"},
             "prediction": "leave",
             "scores": {"stay": 0.3, "leave": 0.7},
         },
     ]
+
+
+def test_a_text_column_of_many_categories_has_two_byte_codes() -> None:
+    n = 1200
+    col = [f"c{i % 600}" for i in range(n)]
+    env = _envelope(n, {"c": col, "x": [float(i) for i in range(n)]})
+    value = encode_binary_batch(env)
+    header = orjson.loads(value[12 : 12 + int.from_bytes(value[8:12], "little")])
+    assert (
+        header["features"]["c"]["codes"] == "u2"
+        and len(header["features"]["c"]["categories"]) == 600
+    )
+    v1, v2 = _both(env)
+    assert v2.rows() == v1.rows()
+    _same_codes(
+        BatchColumns([v1, v2]), BatchColumns([v2, v2]), "c"
+    )  # a v1 batch in the run: by values

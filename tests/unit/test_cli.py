@@ -555,8 +555,7 @@ def error_cases(d: Path) -> list[tuple[str, list[str], int, str]]:
             "labels without servers",
             ["labels", "--report"],
             1,
-            "on files, without servers: driftline replay --events FILE --labels FILE "
-            "--performance",
+            "on files, without servers: driftline replay --events FILE --labels FILE --performance",
         ),
         (
             "a reference to Redis without one",

@@ -11,7 +11,10 @@ from driftline.errors import ConfigError
 def test_defaults_and_dlq_names():
     s = Settings()
     assert (s.topics.predictions, s.topics.labels, s.topics.alerts) == (
-        "predictions", "labels", "drift-alerts")
+        "predictions",
+        "labels",
+        "drift-alerts",
+    )
     assert s.topics.dlq("predictions") == "predictions.dlq"
     assert s.kafka.client_kwargs()["security_protocol"] == "PLAINTEXT"
 
@@ -61,8 +64,11 @@ def test_only_config_reads_the_environment():
     import pathlib
 
     src = pathlib.Path(__file__).resolve().parents[2] / "src" / "driftline"
-    offenders = [p.name for p in src.rglob("*.py")
-                 if "os.environ" in p.read_text() and p.name not in ("config.py", "devstack.py")]
+    offenders = [
+        p.name
+        for p in src.rglob("*.py")
+        if "os.environ" in p.read_text() and p.name not in ("config.py", "devstack.py")
+    ]
     assert offenders == []
 
 

@@ -49,9 +49,7 @@ def _expected(alerts: Iterable[DriftAlert]) -> Series:
     last: dict[tuple[str, str, str], DriftAlert] = {}
     for a in alerts:
         last[(a.model_id, a.model_version, a.kind)] = a
-    return {
-        (*key, a.severity): 0.0 if a.status == "resolved" else 1.0 for key, a in last.items()
-    }
+    return {(*key, a.severity): 0.0 if a.status == "resolved" else 1.0 for key, a in last.items()}
 
 
 def _agrees(g: Gauge, alerts: list[DriftAlert]) -> None:

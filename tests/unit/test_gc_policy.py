@@ -41,8 +41,6 @@ def test_the_label_joiner_collects_young_objects_less_often_still() -> None:
     """The joiner's batches are larger: its threshold is larger, the rest the same."""
     from driftline.runtime.gc_policy import JOINER_YOUNG_THRESHOLD
 
-    out = _probe(
-        _PROBE.replace("batch_sized_gc()", f"batch_sized_gc({JOINER_YOUNG_THRESHOLD})")
-    )
+    out = _probe(_PROBE.replace("batch_sized_gc()", f"batch_sized_gc({JOINER_YOUNG_THRESHOLD})"))
     assert JOINER_YOUNG_THRESHOLD > YOUNG_THRESHOLD
     assert out == ["True", str(JOINER_YOUNG_THRESHOLD), "True"]

@@ -337,7 +337,8 @@ async def test_predictions_are_packed_per_stream_in_send_order(unique: str) -> N
 
 
 def test_a_batch_over_the_size_limit_is_cut() -> None:
-    events = [_event(i, features={"s": "x" * 200}) for i in range(50)]
+    # distinct texts: a repeated one would be coded, and small
+    events = [_event(i, features={"s": "x" * 190 + str(i)}) for i in range(50)]
     records = pack_records(events, 3000)
     assert sum(rows for _, rows in records) == 50 and len(records) > 2
     assert all(len(v) <= 3000 for v, _ in records)

@@ -125,14 +125,22 @@ def test_the_sdk_names_a_boolean_models_score_classes_as_its_prediction() -> Non
     classes = np.array([False, True])
     proba = np.array([0.2, 0.8], dtype=np.float32)
     event = prepare_prediction(
-        {"timestamp": 1, "features": {}, "prediction": classes[1],
-         "scores": dict(zip(classes, proba, strict=True))}  # fmt: skip
+        {
+            "timestamp": 1,
+            "features": {},
+            "prediction": classes[1],
+            "scores": dict(zip(classes, proba, strict=True)),
+        }  # fmt: skip
     )
     assert event["prediction"] == "true"
     assert event["scores"] == {"false": pytest.approx(0.2), "true": pytest.approx(0.8)}
     ints = prepare_prediction(
-        {"timestamp": 1, "features": {}, "prediction": np.int64(1),
-         "scores": dict(zip(np.array([0, 1]), proba, strict=True))}  # fmt: skip
+        {
+            "timestamp": 1,
+            "features": {},
+            "prediction": np.int64(1),
+            "scores": dict(zip(np.array([0, 1]), proba, strict=True)),
+        }  # fmt: skip
     )
     assert set(ints["scores"]) == {"0", "1"}
     with pytest.raises(ValueError, match=r"dict\(zip\(model.classes_, proba\)\)"):
@@ -644,9 +652,7 @@ def test_events_as_json_lines_in_a_json_file_replay_as_the_jsonl(tmp_path: Path)
     refs = {("m", "1"): ref}
     plain, named = (replay_file(tmp_path / n, refs) for n in ("ev.jsonl", "ev.json"))
     assert plain.events == named.events == 3000
-    assert plain.alerts and [a.alert_id for a in named.alerts] == [
-        a.alert_id for a in plain.alerts
-    ]
+    assert plain.alerts and [a.alert_id for a in named.alerts] == [a.alert_id for a in plain.alerts]
     # the lines in two files, read one after the other
     from driftline.offline.notebook import monitor
 
@@ -960,9 +966,7 @@ def test_predict_proba_saved_as_one_list_column_reads_as_its_class_columns(
     with pytest.raises(InputError, match="holds lists written as text"):
         resolve(table_from(tmp_path / "p.csv"))
     # two classes seen but three probabilities a row: asked, not guessed
-    two = listed[listed["prediction"] != "virginica"].assign(
-        target=lambda d: d["prediction"]
-    )
+    two = listed[listed["prediction"] != "virginica"].assign(target=lambda d: d["prediction"])
     with pytest.raises(InputError, match="holds 3 probabilities a row"):
         resolve(table_from(two))
 
@@ -1118,9 +1122,7 @@ def test_a_model_that_logs_only_its_probabilities_predicts_the_most_probable_cla
     current = table.iloc[3000:].drop(columns="label")
     labels = table.iloc[3000:][["id", "label"]]
     got = monitor(current, ref, labels=labels, show=False)
-    expected = monitor(
-        explicit.iloc[3000:].drop(columns="label"), want, labels=labels, show=False
-    )
+    expected = monitor(explicit.iloc[3000:].drop(columns="label"), want, labels=labels, show=False)
     assert len(expected.alerts) > 0
     assert list(got.alerts["alert_id"]) == list(expected.alerts["alert_id"])
     assert list(got.performance["accuracy"]) == list(expected.performance["accuracy"])
@@ -1139,9 +1141,7 @@ def test_ids_mixing_numbers_and_text_are_ids_not_bad_numbers() -> None:
     An id is text whatever it looks like: every row keeps its own, none is refused."""
     ids: list[Any] = list(range(1000, 1300))
     ids[17], ids[250] = "A-17", "test-row"
-    frame = pd.DataFrame(
-        {"id": ids, "x": np.linspace(0, 1, 300), "prediction": ["a", "b"] * 150}
-    )
+    frame = pd.DataFrame({"id": ids, "x": np.linspace(0, 1, 300), "prediction": ["a", "b"] * 150})
     res = resolve(table_from(frame))
     assert res.id == "id" and not res.refused
     events = [e for _, e, _, _ in res.events("m", "1")]

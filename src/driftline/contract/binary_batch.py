@@ -15,17 +15,23 @@ Layout (integers little-endian)::
     offset 12  H bytes   header: a JSON object (UTF-8), as prediction_batch.v1 except
                          that in "features" a column of the block is named by its type,
                          "f8" (float64; NaN is missing) or "i8" (int64), instead of
-                         an array of values, and in "scores" by "f8"
+                         an array of values, and in "scores" by "f8"; and that a text
+                         feature may be coded: {"codes": "u1" or "u2", "categories":
+                         [its distinct values: strings, null for missing]}
                0-7 bytes spaces, so that the block starts at a multiple of 8
     then       the block: for each "f8"/"i8" feature in the header's order, then each
                "f8" score column in the header's order, its ``count`` values (8 bytes
-               each); nothing follows
+               each); then for each coded feature in the header's order, its ``count``
+               codes (uint8 or uint16, indexes into its categories) and zero bytes up to
+               a multiple of 8; nothing follows
 
 A batch decoded from either version reads the same: the monitor's results are
 identical (tests/unit/test_binary_batch.py). :func:`encode_binary_batch` puts a column
 in the block only when that holds: floats (``float64``) or integers that fit int64, with
-no value of another type (and score columns of floats); text, booleans, mixed columns
-and ``float32`` arrays (whose values the SDK writes as their shortest decimal) stay JSON.
+no value of another type (and score columns of floats); and codes a text column (strings
+and nulls only) whose values repeat (at most half as many distinct values as rows).
+Booleans, mixed columns and ``float32`` arrays (whose values the SDK writes as their
+shortest decimal) stay JSON.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ import orjson
 from numpy.typing import NDArray
 
 from driftline.contract.batch import check_prediction_batch, columns_object_problem
-from driftline.contract.columnar import ColumnarBatch, plain_values
+from driftline.contract.checks import _MAX_STRING, _kind
+from driftline.contract.columnar import CodedColumn, ColumnarBatch, plain_values
 from driftline.contract.events import (
     BATCH_FORMAT,
     LIMITS,
@@ -62,6 +69,11 @@ _PREFIX = len(BINARY_MAGIC) + 4
 _DTYPES: dict[str, np.dtype[Any]] = {"f8": np.dtype("<f8"), "i8": np.dtype("<i8")}
 #: Scores are probabilities: floats only.
 _SCORE_DTYPES = {"f8": _DTYPES["f8"]}
+#: A coded text column's codes: the header's name for each width.
+_CODE_DTYPES: dict[str, np.dtype[Any]] = {"u1": np.dtype("u1"), "u2": np.dtype("<u2")}
+_NONE_TYPE = type(None)
+#: A block column as the decoder reads it: (field, name, dtype, categories of a coded one).
+_Entry = tuple[str, str, str, list[Any] | None]
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -104,23 +116,63 @@ def _block_column(col: Any) -> tuple[str, NDArray[Any]] | None:
     return "f8", arr
 
 
+def _coded_column(col: Any) -> tuple[dict[str, Any], NDArray[Any]] | None:
+    """``(header entry, codes)`` when ``col`` is text (strings and nulls only) whose
+    values repeat, else None (it stays JSON)."""
+    if isinstance(col, np.ndarray):
+        if col.ndim != 1 or col.dtype.kind not in "OU":
+            return None
+        values: list[Any] = col.tolist()
+    elif isinstance(col, list):
+        values = col
+    else:
+        return None
+    types = set(map(type, values))
+    if str not in types or not types <= {str, _NONE_TYPE}:
+        return None
+    categories = list(dict.fromkeys(values))
+    if 2 * len(categories) > len(values) or len(categories) > 1 << 16:
+        return None  # mostly distinct (ids, free text): codes would not pay
+    dtype = "u1" if len(categories) <= 1 << 8 else "u2"
+    index = {v: i for i, v in enumerate(categories)}
+    codes = np.fromiter(map(index.__getitem__, values), _CODE_DTYPES[dtype], len(values))
+    return {"codes": dtype, "categories": categories}, codes
+
+
 def _header_columns(
-    columns: Mapping[str, Any], count: Any, dtypes: Mapping[str, Any], blocks: list[NDArray[Any]]
+    columns: Mapping[str, Any],
+    count: Any,
+    dtypes: Mapping[str, Any],
+    blocks: list[NDArray[Any]],
+    coded: list[NDArray[Any]] | None = None,
 ) -> dict[str, Any]:
     """The header's entries for ``columns`` (features or scores): a column that can
     travel in the block as one of ``dtypes`` is named by its dtype and its values are
-    appended to ``blocks``; the others stay as they are (JSON)."""
+    appended to ``blocks``; with ``coded``, a text column that can be coded gets its
+    categories in the header and its codes appended to ``coded``; the others stay as
+    they are (JSON)."""
     out: dict[str, Any] = {}
     for name, col in columns.items():
         # A column of the wrong length stays JSON: the decoder words it as v1 does.
         sized = isinstance(col, list | np.ndarray) and len(col) == count
         block = _block_column(col) if sized else None
-        if block is None or block[0] not in dtypes:
-            out[name] = col
-        else:
+        if block is not None and block[0] in dtypes:
             out[name] = block[0]
             blocks.append(block[1])
+            continue
+        codes = _coded_column(col) if sized and coded is not None else None
+        if codes is not None and coded is not None:
+            out[name] = codes[0]
+            coded.append(codes[1])
+        else:
+            out[name] = col
     return out
+
+
+def _padded(codes: NDArray[Any]) -> bytes:
+    """A coded column's codes and zero bytes up to a multiple of 8."""
+    raw = codes.tobytes()
+    return raw + bytes(-len(raw) % 8)
 
 
 def encode_binary_batch(envelope: Mapping[str, Any]) -> bytes:
@@ -144,9 +196,10 @@ def encode_binary_batch(envelope: Mapping[str, Any]) -> bytes:
     """
     count = envelope.get("count")
     blocks: list[NDArray[Any]] = []
+    coded: list[NDArray[Any]] = []
     head: dict[str, Any] = {
         **envelope,
-        "features": _header_columns(envelope["features"], count, _DTYPES, blocks),
+        "features": _header_columns(envelope["features"], count, _DTYPES, blocks, coded),
     }
     scores = envelope.get("scores")
     if isinstance(scores, Mapping):
@@ -160,6 +213,7 @@ def encode_binary_batch(envelope: Mapping[str, Any]) -> bytes:
             header,
             b" " * pad,
             *(b.tobytes() for b in blocks),
+            *map(_padded, coded),
         )
     )
 
@@ -189,22 +243,26 @@ def _framing(value: bytes) -> tuple[dict[str, Any], int]:
     return _loaded(header, obj), start
 
 
-def _split(obj: dict[str, Any], field: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The JSON columns of the header's ``features`` or ``scores``, and its block columns
-    ``(name, dtype)``; the object's type, size and names are checked here, by v1's rule
-    (the JSON columns' values by v1's checks, later)."""
+def _split(
+    obj: dict[str, Any], field: str
+) -> tuple[dict[str, Any], list[tuple[str, str]], list[tuple[str, str, list[Any]]]]:
+    """The JSON columns of the header's ``features`` or ``scores``, its block columns
+    ``(name, dtype)`` and its coded columns ``(name, dtype, categories)``; the object's
+    type, size and names are checked here, by v1's rule (the JSON columns' values by
+    v1's checks, later), and a coded column's entry."""
     if field not in obj:
         if field == "scores":
-            return {}, []
+            return {}, [], []
         raise ValidationError(f"{field}: field required")
     group = obj[field]
     problem = columns_object_problem(field, group)
     if problem:
         raise ValidationError(problem)
     if group is None:  # scores: null
-        return {}, []
+        return {}, [], []
     allowed = _DTYPES if field == "features" else _SCORE_DTYPES
     block: list[tuple[str, str]] = []
+    coded: list[tuple[str, str, list[Any]]] = []
     json_columns: dict[str, Any] = {}
     for name, col in group.items():
         if type(col) is str:
@@ -214,9 +272,38 @@ def _split(obj: dict[str, Any], field: str) -> tuple[dict[str, Any], list[tuple[
                     f"{' or '.join(map(repr, allowed))}, got {_short(col)}"
                 )
             block.append((name, col))
+        elif type(col) is dict and field == "features":
+            coded.append((name, *_coded_entry(f"{field}.{_short(name)}", col)))
         else:
             json_columns[name] = col
-    return json_columns, block
+    return json_columns, block, coded
+
+
+def _coded_entry(where: str, entry: dict[str, Any]) -> tuple[str, list[Any]]:
+    """A coded column's ``(dtype, categories)``, checked (its codes are checked with the
+    block)."""
+    dtype, categories = entry.get("codes"), entry.get("categories")
+    if (
+        len(entry) != 2
+        or type(dtype) is not str
+        or dtype not in _CODE_DTYPES
+        or type(categories) is not list
+        or not categories
+    ):
+        raise ValidationError(
+            f'{where}: a coded column is {{"codes": "u1" or "u2", '
+            f'"categories": [1 or more strings or nulls]}}'
+        )
+    room = 1 << (8 * _CODE_DTYPES[dtype].itemsize)
+    if len(categories) > room:
+        raise ValidationError(f"{where}: {len(categories)} categories, {dtype!r} codes hold {room}")
+    types = set(map(type, categories))
+    if not types <= {str, _NONE_TYPE}:
+        bad = next(c for c in categories if type(c) not in (str, _NONE_TYPE))
+        raise ValidationError(f"{where}: a category must be a string or null, got {_kind(bad)}")
+    if str in types and max(len(c) for c in categories if type(c) is str) > _MAX_STRING:
+        raise ValidationError(f"{where}: string is longer than {_MAX_STRING} characters")
+    return dtype, categories
 
 
 def _block_columns(
@@ -265,6 +352,38 @@ def _block_columns(
     return cols
 
 
+def _code_bytes(count: int, dtype: str) -> int:
+    """The bytes a coded column of ``count`` rows takes in the block (padding included)."""
+    raw = count * _CODE_DTYPES[dtype].itemsize
+    return raw + (-raw % 8)
+
+
+def _coded_column_at(
+    value: bytes,
+    at: int,
+    count: int,
+    name: str,
+    dtype: str,
+    categories: list[Any],
+    nbytes: int,
+    types: dict[str, frozenset[type]],
+) -> CodedColumn:
+    """The coded column whose codes start at ``at``, checked; the Python types its
+    values hold (those of the categories it uses) go into ``types``."""
+    where = f"features.{_short(name)}"
+    codes = np.frombuffer(value, _CODE_DTYPES[dtype], count, at)
+    used = np.bincount(codes, minlength=len(categories))
+    if len(used) > len(categories):
+        raise ValidationError(
+            f"{where}: code {int(codes.max())} is past its {len(categories)} categories"
+        )
+    end = at + count * _CODE_DTYPES[dtype].itemsize
+    if value[end : at + nbytes].strip(b"\0"):
+        raise DecodeError(f"binary batch: {where}: the padding after its codes is not zero bytes")
+    types[name] = frozenset(type(categories[i]) for i in np.flatnonzero(used).tolist())
+    return CodedColumn(codes, categories)
+
+
 _FLOAT: frozenset[type] = frozenset({float})
 _FLOAT_OR_NONE: frozenset[type] = frozenset({float, type(None)})
 _INT: frozenset[type] = frozenset({int})
@@ -290,8 +409,8 @@ def decode_binary_batch(value: bytes, *, features: bool = True) -> ColumnarBatch
         raise ValidationError(
             f"format: must be {BATCH_FORMAT!r}" if "format" in obj else "format: field required"
         )
-    json_features, feature_block = _split(obj, "features")
-    json_scores, score_block = _split(obj, "scores")
+    json_features, feature_block, coded = _split(obj, "features")
+    json_scores, score_block, _ = _split(obj, "scores")
     named_features, named_scores = obj["features"], obj.get("scores")
     obj["features"] = json_features if features else {}
     if named_scores is not None:
@@ -304,23 +423,33 @@ def decode_binary_batch(value: bytes, *, features: bool = True) -> ColumnarBatch
     block = [("features", n, d) for n, d in feature_block] + [
         ("scores", n, d) for n, d in score_block
     ]
-    size = 8 * count * len(block)
+    code_sizes = [_code_bytes(count, d) for _, d, _ in coded]
+    size = 8 * count * len(block) + sum(code_sizes)
     if len(value) - start != size:
+        columns = f"{len(block) + len(coded)} columns of {count} rows"
         raise DecodeError(
-            f"binary batch: the block holds {len(value) - start} bytes, "
-            f"its {len(block)} columns of {count} values need {size}"
+            f"binary batch: the block holds {len(value) - start} bytes, its {columns} need {size}"
         )
+    codes_at = start + 8 * count * len(block)
     if not features:
         feature_block_size = 8 * count * len(feature_block)
         block = block[len(feature_block) :]
         start += feature_block_size
     cols = _block_columns(value, start, count, block, types) if block else []
-    read = {(field, name): col for (field, name, _), col in zip(block, cols, strict=True)}
+    read: dict[tuple[str, str], Any] = {
+        (field, name): col for (field, name, _), col in zip(block, cols, strict=True)
+    }
+    if features:
+        for (name, dtype, categories), nbytes in zip(coded, code_sizes, strict=True):
+            read["features", name] = _coded_column_at(
+                value, codes_at, count, name, dtype, categories, nbytes, types
+            )
+            codes_at += nbytes
     # In the header's order: the batch reads as its version 1 would (the names of
     # unknown features, first seen first, included).
-    if features and feature_block:
+    if features and (feature_block or coded):
         obj["features"] = {
-            name: read["features", name] if type(col) is str else col
+            name: read["features", name] if type(col) is str or type(col) is dict else col
             for name, col in named_features.items()
         }
     if score_block:

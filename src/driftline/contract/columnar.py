@@ -54,6 +54,7 @@ __all__ = [
     "Columns",
     "EventColumns",
     "EventFrame",
+    "CodedColumn",
     "category_codes",
     "category_value",
     "group_items",
@@ -206,10 +207,55 @@ def _first_names(names: Iterable[str], limit: int) -> list[str]:
     return list(out)
 
 
+class CodedColumn(Sequence[Any]):
+    """A text column of a binary batch (:mod:`driftline.contract.binary_batch`): its
+    distinct values once (``categories``: strings, or None for missing) and a code per
+    row (``codes``, indexes into them). It reads as the list of its values; the core
+    turns it into category codes by looking up each distinct value once
+    (:meth:`BatchColumns.codes`)."""
+
+    __slots__ = ("_values", "categories", "codes")
+
+    def __init__(self, codes: NDArray[np.unsignedinteger[Any]], categories: list[Any]) -> None:
+        self.codes = codes
+        self.categories = categories
+        self._values: list[Any] | None = None
+
+    def values(self) -> list[Any]:
+        """The column's values, one per row (made once, by one numpy take)."""
+        if self._values is None:
+            table = np.empty(len(self.categories), dtype=object)
+            table[:] = self.categories
+            self._values = table[self.codes].tolist()
+        return self._values
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.values()[i]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.values())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CodedColumn):
+            other = other.values()
+        return self.values() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CodedColumn({len(self.codes)} rows, {len(self.categories)} categories)"
+
+
 def plain_values(col: Sequence[Any] | NDArray[Any]) -> Sequence[Any]:
     """A feature column as its JSON values: a numpy column (a binary batch's block,
     :mod:`driftline.contract.binary_batch`) as a list of Python numbers, NaN as
-    ``None`` (missing); any other column as it is."""
+    ``None`` (missing), a :class:`CodedColumn` as its values; any other column as it
+    is."""
+    if isinstance(col, CodedColumn):
+        return col.values()
     if not isinstance(col, np.ndarray):
         return col
     values: list[Any] = col.tolist()
@@ -251,6 +297,12 @@ class Columns:
             if float not in types or not np.isnan(arr).any():
                 return arr, None
         return numeric_column(self.column(name), types)
+
+    def codes(
+        self, name: str, lookup: Mapping[str | None, int], other: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.bool_] | None]:
+        """:func:`category_codes` of feature ``name`` (type mismatches tracked)."""
+        return category_codes(self.column(name), self.types(name), lookup, other)
 
     def _values(self, name: str) -> Iterable[Any]:
         """The values of :meth:`column`, in order (an iterable is enough)."""
@@ -628,6 +680,23 @@ class BatchColumns(Columns):
             for b, c in zip(self.batches, parts, strict=True)
         ]
         arr = np.concatenate(arrays, dtype=np.float64, casting="unsafe")
+        return (arr[self.start :] if self.start else arr), None
+
+    def codes(
+        self, name: str, lookup: Mapping[str | None, int], other: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.bool_] | None]:
+        """As :meth:`Columns.codes`; a column that every batch carries coded
+        (:class:`CodedColumn`: text and nulls only) is coded by looking up each batch's
+        distinct values once, never read as values."""
+        parts = [b.features.get(name) for b in self.batches]
+        if not all(isinstance(c, CodedColumn) for c in parts):
+            return super().codes(name, lookup, other)
+        arrays = [
+            np.fromiter(map(lookup.get, c.categories, repeat(other)), np.int64)[c.codes]
+            for c in parts
+            if isinstance(c, CodedColumn)
+        ]
+        arr = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         return (arr[self.start :] if self.start else arr), None
 
     def _values(self, name: str) -> Iterable[Any]:

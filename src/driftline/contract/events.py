@@ -628,15 +628,21 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
 
 
 def declared_keys(obj: dict[str, Any]) -> int:
-    """Keys of ``obj`` and of its known nested objects (features, scores, segment)."""
+    """Keys of ``obj`` and of its known nested objects (features, scores, segment, and
+    a batch's coded feature columns)."""
     get = obj.get
     f, c, s = get("features"), get("scores"), get("segment")
-    return (
+    n = (
         len(obj)
         + (len(f) if type(f) is dict else 0)
         + (len(c) if type(c) is dict else 0)
         + (len(s) if type(s) is dict else 0)
     )
+    if type(f) is dict and "format" in obj:
+        # A binary batch's coded text columns are objects (binary_batch); a batch has
+        # few columns, so the look costs little (single events skip it).
+        n += sum(len(v) for v in f.values() if type(v) is dict)
+    return n
 
 
 def _known_colons(obj: dict[str, Any]) -> int:

@@ -541,9 +541,7 @@ class LabelJoiner(Worker[UnitState, Joined]):
         for mj in models.values():
             if mj.model_id in self.unseen_said and mj.watermark >= 0:
                 self.unseen_said.discard(mj.model_id)
-                log.warning(
-                    "predictions of model %r seen: its held labels join them", mj.model_id
-                )
+                log.warning("predictions of model %r seen: its held labels join them", mj.model_id)
         new = [
             k
             for k, mj in models.items()

@@ -199,8 +199,7 @@ class BrokerWatch:
             return
         self.down_since = self._clock()
         log.warning(
-            "%s: Kafka broker unreachable at %s (%s); retrying every %.0f s, nothing is "
-            "lost: %s",
+            "%s: Kafka broker unreachable at %s (%s); retrying every %.0f s, nothing is lost: %s",
             self.worker,
             self.servers,
             type(exc).__name__,

@@ -278,9 +278,7 @@ class SegmentArrays:
         cb = plan.cat_bins
         codes = self.codes = np.empty((plan.kc, n), dtype=np.int64)
         for r, name in enumerate(plan.cat_names):
-            codes[r], mm = category_codes(
-                cols.column(name), cols.types(name), cb.lookups[r], cb.sizes[r]
-            )
+            codes[r], mm = cols.codes(name, cb.lookups[r], cb.sizes[r])
             if mm is not None:
                 self.mism.append((plan.cat_pos[r], mm))
         if plan.class_row >= 0:

@@ -346,9 +346,7 @@ def _output_profile(
             err = np.abs(values - _column_of(data.labels))
             err = err[np.isfinite(err)]
             mae = float(err.mean()) if err.size else None
-        return OutputProfile(
-            task="regression", prediction=numeric_profile(values, bins), mae=mae
-        )
+        return OutputProfile(task="regression", prediction=numeric_profile(values, bins), mae=mae)
     classes = categorical_profile(preds, top_k=DEFAULT_TOP_K)
     top_share = float(classes.counts.max() / max(1, classes.n))
     confidence = None
