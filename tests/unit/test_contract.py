@@ -53,6 +53,7 @@ from driftline.contract.events import (
     ReferenceEnvelope,
     decode_label,
     decode_prediction,
+    ids_have_control,
     json_schema,
 )
 from driftline.contract.label_batch import LabelBatch, check_label_batch
@@ -878,3 +879,15 @@ def test_invalid_utf8_says_so(data: bytes) -> None:
     for decode in (decode_prediction, decode_prediction_fast, decode_label_fast):
         with pytest.raises(DecodeError, match=r"^invalid_utf8: byte 0x[0-9a-f]{2} at offset \d+"):
             decode(data)  # type: ignore[operator]
+
+
+def test_the_fast_control_character_check_of_joined_ids_agrees_with_the_pattern() -> None:
+    """``ids_have_control`` (ASCII by byte deletion) against ``ID_FORBIDDEN``'s search,
+    for every code point of the first planes placed between ASCII and non-ASCII text."""
+    from driftline.contract.events import ID_FORBIDDEN
+
+    search = re.compile(ID_FORBIDDEN).search
+    for cp in [*range(0x3000), 0xFEFF, 0xFFFD, 0x10FFFF, 0x1F600]:
+        for text in (f"p-{chr(cp)}-1", f"\u00e9{chr(cp)}", chr(cp)):
+            assert ids_have_control(text) == (search(text) is not None), hex(cp)
+    assert not ids_have_control("p-00000001p-00000002") and ids_have_control("p-1\x7fp-2")

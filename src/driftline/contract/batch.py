@@ -31,9 +31,9 @@ from driftline.contract.events import (
     BATCH_FORMAT,
     LIMITS,
     PredictionBatch,
-    _id_bad,
     _load,
     _short,
+    ids_have_control,
 )
 from driftline.errors import ValidationError
 
@@ -204,7 +204,7 @@ def ids_column_problem(ids: list[Any]) -> str | None:
     """Why a ``prediction_ids`` column breaks the contract, or ``None``."""
     if set(map(type, ids)) != {str} or not 0 < min(map(len, ids)) <= max(map(len, ids)) <= _MAX_ID:
         return "prediction_ids: need strings of 1 to 256 characters"
-    if _id_bad("".join(ids)):
+    if ids_have_control("".join(ids)):
         return "prediction_ids: must not contain a control character"
     return None
 

@@ -47,8 +47,8 @@ from driftline.contract.events import (
     LIMITS,
     RFC3339_PATTERN,
     SCHEMA_VERSION,
-    _id_bad,
     duplicate_key,
+    ids_have_control,
 )
 from driftline.contract.keys import KeyTuple
 from driftline.contract.typed import decode_typed
@@ -326,7 +326,7 @@ def _ids_ok(col: Sequence[Any]) -> bool:
         set(map(type, col)) == {str}
         and min(map(len, col)) > 0
         and max(map(len, col)) <= _MAX_ID
-        and _id_bad("".join(col)) is None
+        and not ids_have_control("".join(col))
     )
 
 

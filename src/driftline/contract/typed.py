@@ -69,7 +69,7 @@ from driftline.contract.events import (
     LIMITS,
     RFC3339_PATTERN,
     SCHEMA_VERSION,
-    _id_bad,
+    ids_have_control,
 )
 from driftline.contract.keys import KeyTuple, segment_key
 from driftline.errors import ContractError
@@ -521,7 +521,7 @@ _REQUIRED_FIELDS = 6
 
 def _ids_ok(events: Sequence[Any]) -> bool:
     """No control character in any prediction id; model ids and versions valid."""
-    if _id_bad("".join(map(_PID, events))) is not None:
+    if ids_have_control("".join(map(_PID, events))):
         return False
     ids = set(map(_MODEL, events))
     ids.update(map(_VERSION, events))
