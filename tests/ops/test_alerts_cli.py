@@ -134,19 +134,21 @@ def test_the_sequential_detectors_figures_read_in_standard_deviations():
     ]
     a = next(a for a in alerts if a["severity"] == "critical" and a["kind"] == "input_drift")
     top = a["top_features"][0]
-    assert a["detector"] == "cusum" and top["feature"] == "f03" and top["statistic"] == "mean"
+    assert a["detector"] == "cusum" and top["feature"] == "f03" and top["statistic"] == "mean up"
     start, end = a["window"]["start"], a["detected_at"]
     before = np.array([e["features"]["f03"] for e in events if e["timestamp"] < start])
     window = np.array([e["features"]["f03"] for e in events if start <= e["timestamp"] <= end])
     shift = (window.mean() - before.mean()) / before.std()
     assert abs(shift - top["score"]) < 0.1, (shift, top["score"])
     line = format_alert(a)
-    assert f"stat={a['statistic']:.3g} sd thr={a['threshold']:.3g} sd" in line
-    assert f"top=[f03={top['score']:.3g} sd," in line
+    # and what moved, which way (a 1 sd mean shift: not its spread)
+    assert f"stat=mean up {a['statistic']:.3g} sd thr={a['threshold']:.3g} sd" in line
+    assert f"top=[f03=mean up {top['score']:.3g} sd," in line
     # The report's and the status page's alert table say it as well.
     cells = re.findall(r"<td[^>]*>(.*?)</td>", _alert_row(a))
     assert cells[6].endswith(" sd") and " sd / " in cells[6]
-    assert cells[8].startswith("f03 ") and cells[8].split(",")[0].endswith(" sd")
+    assert cells[6].startswith("mean up ")
+    assert cells[8].startswith("f03 mean up ") and cells[8].split(",")[0].endswith(" sd")
     # Window tests keep their own figures (a PSI is not in sd).
     psi = _alert("churn", "input_drift", "warning").model_dump(mode="json")
     assert " sd" not in format_alert(psi) and " sd" not in _alert_row(psi)
@@ -206,7 +208,9 @@ def test_every_detectors_statistic_says_what_it_is():
     assert _figures_cell(acc) == html.escape(f"{stat} / {acc['threshold']:.1%}")
 
     cusum = by_detector["cusum"]
-    assert _figures_cell(cusum) == f"{_num(cusum['statistic'])} sd / {_num(cusum['threshold'])} sd"
+    named = next(t["statistic"] for t in cusum["top_features"] if t["feature"] == cusum["feature"])
+    stat = f"{named} {_num(cusum['statistic'])} sd"
+    assert _figures_cell(cusum) == f"{stat} / {_num(cusum['threshold'])} sd"
 
     # The shapes the other detectors' alerts have (core/fastloop/episodes.py, quality.py).
     quality = _alert("churn", "data_quality", "warning").model_dump(mode="json")

@@ -27,11 +27,13 @@ CATEGORIES = {
 
 @dataclass(frozen=True)
 class Shift:
-    """A drift injected from event ``start`` on: ``feature``'s mean moves by ``sigmas``."""
+    """A drift injected from event ``start`` on: ``feature``'s mean moves by ``sigmas``
+    and its standard deviation is multiplied by ``scale``."""
 
     start: int
     feature: str = "f03"
     sigmas: float = 0.5
+    scale: float = 1.0
     #: Optional categorical shift: this category of ``cat_feature`` gains this share.
     cat_feature: str | None = None
     category: str = ""
@@ -68,7 +70,8 @@ class SimulatedModel:
         if shift is not None:
             idx = np.arange(offset, offset + n) >= shift.start
             if shift.feature in self.names:
-                z[idx, self.names.index(shift.feature)] += shift.sigmas
+                col = self.names.index(shift.feature)
+                z[idx, col] = z[idx, col] * shift.scale + shift.sigmas
             if shift.cat_feature:
                 flip = idx & (self.rng.random(n) < shift.share)
                 for i in np.flatnonzero(flip).tolist():

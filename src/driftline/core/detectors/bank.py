@@ -142,10 +142,14 @@ class Transition:
     (another group of a drifting unit went away), ``return`` (a group came back, others
     of the unit still away) or ``resolve`` (the unit's last group came back).
     ``measured`` is the returning group's ``(events, fixed-point channel sum)`` since it
-    went away (``(0, 0)`` for fire and update); ``away`` the same for every group of the
-    bank away after the transition, so what an alert says about this moment does not
-    depend on where the batch ended. ``statistic`` and ``threshold`` are the crossing
-    row's, in nats.
+    went away (``(0, 0)`` for fire and update); ``away`` ``(group, events, sum,
+    direction)`` for every group of the bank away after the transition, so what an alert
+    says about this moment does not depend on where the batch ended. ``evidence`` is,
+    for each other group of the unit still at reference, ``(group, direction, level)``
+    of its detection row nearest its threshold (level: statistic / threshold) at this
+    event: how far the unit's other channels were from detecting too (what an alert
+    reads a fresh detection by, :mod:`driftline.core.fastloop.episodes`).
+    ``statistic`` and ``threshold`` are the crossing row's, in nats.
     """
 
     position: int
@@ -156,9 +160,10 @@ class Transition:
     #: The crossing row's shift (signed, in sd of its channel).
     shift: float
     measured: tuple[int, int]
-    away: tuple[tuple[int, int, int], ...]
+    away: tuple[tuple[int, int, int, int], ...]
     statistic: float
     threshold: float
+    evidence: tuple[tuple[int, int, float], ...] = ()
 
 
 class BankLayout:
@@ -662,11 +667,28 @@ class CusumBank:
             self.away_n[g] += seg.size
             self.away_sum[g] += int(np.rint(seg * SCALE).sum())
 
-    def _snapshot(self) -> tuple[tuple[int, int, int], ...]:
+    def _snapshot(self) -> tuple[tuple[int, int, int, int], ...]:
         return tuple(
-            (g, int(self.away_n[g]), int(self.away_sum[g]))
+            (g, int(self.away_n[g]), int(self.away_sum[g]), int(self.away[g]))
             for g in np.flatnonzero(self.away).tolist()
         )
+
+    def evidence(self, unit: int, but: int = -1) -> tuple[tuple[int, int, float], ...]:
+        """For each group of ``unit`` at reference (except ``but``): ``(group,
+        direction, level)`` of its detection row nearest its threshold now (level:
+        statistic / threshold, 0 when the group has no enabled row)."""
+        lay = self.layout
+        out: list[tuple[int, int, float]] = []
+        for g in lay.unit_groups[unit]:
+            if g == but or self.away[g]:
+                continue
+            rows = np.flatnonzero((lay.row_group == g) & (lay.row_role == DETECT))
+            if rows.size == 0:
+                continue
+            levels = self.s[rows] / lay.row_hf[rows]
+            best = int(np.argmax(levels))
+            out.append((g, int(lay.row_dir[rows[best]]), float(levels[best])))
+        return tuple(out)
 
     def _transition(self, row: int, at: int, statistic: float) -> None:
         lay = self.layout
@@ -702,6 +724,7 @@ class CusumBank:
                 self._snapshot(),
                 statistic / SCALE,
                 float(lay.row_h[row]) / SCALE,
+                self.evidence(unit, g) if lay.row_role[row] == DETECT else (),
             )
         )
 

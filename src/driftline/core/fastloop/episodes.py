@@ -37,6 +37,7 @@ deterministic, so a replay, whatever its batches, and a re-published outbox dedu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,12 +96,12 @@ def input_away(plan: Plan, bank: CusumBank | None) -> bool:
     if bank is None:
         return False
     groups = bank.away.nonzero()[0].tolist()
-    return _input_groups(plan, [(g, 0, 0) for g in groups])
+    return _input_groups(plan, [(g, 0, 0, 0) for g in groups])
 
 
-def _input_groups(plan: Plan, groups: Sequence[tuple[int, int, int]]) -> bool:
+def _input_groups(plan: Plan, groups: Sequence[tuple[int, int, int, int]]) -> bool:
     units = plan.bank_layout.group_unit
-    return any(plan.bank_units[int(units[g])][1] == "input_drift" for g, _, _ in groups)
+    return any(plan.bank_units[int(units[g])][1] == "input_drift" for g, *_ in groups)
 
 
 def _after(states: list[tuple[int, bool]], position: int, before: bool) -> bool:
@@ -199,20 +200,22 @@ def _bank_transition(
     assert bank is not None
     unit, kind = plan.bank_units[t.unit]
     ep = st.episode(kind)
-    away = _away_effects(plan, bank, t, kind, ep if ep.firing else None)
+    away, raw = _away_effects(plan, bank, t, kind, ep if ep.firing else None)
     if t.kind in ("return", "resolve"):
         n, total = t.measured
         if n >= MIN_MEASURED:
-            name, least = _channel(plan, t.group)
-            _peak(ep, unit, (_abs_effect(bank, t.group, n, total), name, least, n))
+            # what the unit read as with the returning channel's last measurement
+            back = (t.group, n, total, t.direction)
+            mine = [x for x in t.away if int(plan.bank_layout.group_unit[x[0]]) == t.unit]
+            _peak(ep, unit, _unit_reading(plan, bank, t.unit, [*mine, back], None, ep, ()))
     if t.kind == "fire" and not ep.firing:
         _open(st, ep, unit, at_ms, window_start)
         _note(ep, away)
-        _escalate(ep, ref, away, events_at)
+        _escalate(ep, ref, raw, events_at)
         _publish(st, ref, kind, "firing", ep, unit, away, at_ms, events_at, result)
     elif t.kind == "fire":  # another unit starts drifting during the open episode
         _note(ep, away)
-        _escalate(ep, ref, away, events_at)
+        _escalate(ep, ref, raw, events_at)
         ep.updates += 1
         _publish(st, ref, kind, "updated", ep, unit, away, at_ms, events_at, result)
     elif t.kind == "update":
@@ -270,9 +273,9 @@ def at_window_close(st: ModelState, ref: ReferenceProfile, plan: Plan, result: B
         ep = st.episodes.get(kind)
         if ep is None or not ep.firing:
             continue
-        away = _away_effects(plan, bank, None, kind, ep)
+        away, raw = _away_effects(plan, bank, None, kind, ep)
         _note(ep, away)
-        if ep.severity != "critical" and _escalate(ep, ref, away, st.events):
+        if ep.severity != "critical" and _escalate(ep, ref, raw, st.events):
             ep.updates += 1
             top = max(away, key=lambda u: (away[u][0], u)) if away else ep.feature or ""
             at_ms = _clock_at_close(st)
@@ -298,7 +301,7 @@ def reconcile(
         bank = st.bank
         if kind == "input_drift" and multivariate.holding(st):
             continue
-        if bank is None or not _away_effects(plan, bank, None, kind):
+        if bank is None or not _away_effects(plan, bank, None, kind)[1]:
             _resolve(st, ref, kind, ep, at_ms, st.events, result)
 
 
@@ -327,35 +330,160 @@ def _channel(plan: Plan, g: int) -> tuple[str, float]:
 
 def _away_effects(
     plan: Plan, bank: CusumBank, t: Transition | None, kind: str, ep: DriftEpisode | None = None
-) -> dict[str, Effect]:
-    """The units of ``kind`` away (after transition ``t``, or now) and their effects: per
-    unit its largest channel effect; until measured, the detection's shift (the
-    crossing row's, or what the episode noted for the unit)."""
+) -> tuple[dict[str, Effect], dict[str, Effect]]:
+    """The units of ``kind`` away (after transition ``t``, or now) and their effects.
+
+    Returns ``(read, raw)``. ``raw``: per unit its largest channel effect; until
+    measured, the detection's shift (the crossing row's, or what the episode noted for
+    the unit): what severity is decided on. ``read``: per unit what its alert says
+    (:func:`_unit_reading`): which channel moved, its direction and effect.
+    """
     lay = plan.bank_layout
     if t is not None:
         groups = t.away
     else:
         groups = tuple(
-            (g, int(bank.away_n[g]), int(bank.away_sum[g])) for g in bank.away.nonzero()[0].tolist()
+            (g, int(bank.away_n[g]), int(bank.away_sum[g]), int(bank.away[g]))
+            for g in bank.away.nonzero()[0].tolist()
         )
-    out: dict[str, Effect] = {}
-    for g, n, total in groups:
-        unit, unit_kind = plan.bank_units[int(lay.group_unit[g])]
+    raw: dict[str, Effect] = {}
+    mine: dict[int, list[tuple[int, int, int, int]]] = {}
+    for g, n, total, direction in groups:
+        u = int(lay.group_unit[g])
+        unit, unit_kind = plan.bank_units[u]
         if unit_kind != kind:
             continue
+        mine.setdefault(u, []).append((g, n, total, direction))
+        size = _size(plan, bank, t, g, n, total, ep, unit)
         name, least = _channel(plan, g)
         measured = n >= MIN_MEASURED
-        if measured:
-            size = _abs_effect(bank, g, n, total)
-        elif t is not None and g == t.group:
-            size = abs(t.shift)
-        elif ep is not None and unit in ep.features:
-            size = float(ep.features[unit][0])
-        else:
-            size = least
-        if unit not in out or size > out[unit][0]:
-            out[unit] = (size, name, least, n if measured else 0)
-    return out
+        if unit not in raw or size > raw[unit][0]:
+            raw[unit] = (size, name, least, n if measured else 0)
+    read = {
+        plan.bank_units[u][0]: _unit_reading(plan, bank, u, seen, t, ep, _evidence(bank, t, u))
+        for u, seen in mine.items()
+    }
+    return read, raw
+
+
+def _evidence(bank: CusumBank, t: Transition | None, u: int) -> tuple[tuple[int, int, float], ...]:
+    """Unit ``u``'s groups at reference and their levels: at transition ``t``'s event
+    when it is ``u``'s detection, now when ``t`` is None (a window close: the bank's
+    state is exact), else unknown."""
+    if t is None:
+        return bank.evidence(u)
+    return t.evidence if t.unit == u else ()
+
+
+def _size(
+    plan: Plan,
+    bank: CusumBank,
+    t: Transition | None,
+    g: int,
+    n: int,
+    total: int,
+    ep: DriftEpisode | None,
+    unit: str,
+) -> float:
+    """A channel's |effect|; until measured, the detection's shift (the crossing row's,
+    or what the episode noted for the unit, or the channel's smallest shift)."""
+    if n >= MIN_MEASURED:
+        return _abs_effect(bank, g, n, total)
+    if t is not None and g == t.group:
+        return abs(t.shift)
+    if ep is not None and unit in ep.features:
+        return float(ep.features[unit][0])
+    return plan.group_min_shift[g]
+
+
+#: A numeric unit's fresh rise of ``z**2`` reads as possibly its mean while its mean
+#: rows hold at least this share of their threshold (module :func:`_unit_reading`).
+MEAN_EVIDENCE = 0.5
+
+
+def _unit_reading(
+    plan: Plan,
+    bank: CusumBank,
+    u: int,
+    seen: Sequence[tuple[int, int, int, int]],
+    t: Transition | None,
+    ep: DriftEpisode | None,
+    evidence: Sequence[tuple[int, int, float]],
+) -> Effect:
+    """What an alert says about unit ``u``, from its groups away ``seen`` (``(group,
+    events, sum, direction)``): the statistic (``mean up``, ``spread down``,
+    ``share:eu``, ...) and the effect of the channel it names.
+
+    A numeric unit watches ``z`` (``mean``) and ``z**2`` (``spread``). A mean shift of
+    ``d`` sd alone raises ``z**2`` by ``d**2`` (``E[z**2] = 1 + d**2``), so its spread
+    rows can cross first; read literally, a mean shift said "spread". So:
+
+    * ``z**2`` fell: ``spread down`` (no mean shift lowers it);
+    * ``z**2`` rose, the mean channel away too: when both are measured, the rise the
+      measured mean explains, ``((m0 + e sd)**2 - m0**2) / sd2``, is taken off the
+      spread's effect; what is left under the spread's smallest watched shift reads
+      ``mean`` alone, else both (``mean up, spread up``); a mean effect within 99%
+      noise of the measured variance (a wider spread can make the mean rows cross)
+      reads ``spread``. Until both are measured: ``mean`` (the simpler account);
+    * ``z**2`` rose, the mean channel at reference: until the spread is measured,
+      ``mean up or spread up`` (the mean rows' direction) while a mean row holds at
+      least :data:`MEAN_EVIDENCE` of its threshold (at the crossing for a fresh
+      detection, at a window close now; a pure
+      mean shift large enough to cross the spread first left them at 0.52-1.0 in
+      simulation, a pure scale change at 0-0.95), else what the episode noted for the
+      unit if it read as its mean (the spread's stretch still holds that shift), else
+      ``spread up``.
+
+    Other units: their channel's name (a categorical unit's share, a rate).
+    """
+    lay = plan.bank_layout
+    by_name: dict[str, tuple[int, int, int, int]] = {lay.group_name[x[0]]: x for x in seen}
+    unit = plan.bank_units[u][0]
+
+    def effect(x: tuple[int, int, int, int], name: str | None = None) -> Effect:
+        g, n, total, direction = x
+        own, least = _channel(plan, g)
+        size = _size(plan, bank, t, g, n, total, ep, unit)
+        return size, name or own, least, n if n >= MIN_MEASURED else 0
+
+    if lay.plans[u].kind != "numeric":
+        best = max(seen, key=lambda x: (effect(x)[0], -x[0]))
+        return effect(best)
+    mean, spread = by_name.get("mean"), by_name.get("spread")
+    if spread is None:
+        assert mean is not None
+        return effect(mean, f"mean {_way(mean[3])}")
+    if mean is None and spread[3] < 0:
+        return effect(spread, "spread down")
+    if mean is not None:
+        said = f"mean {_way(mean[3])}"
+        if spread[3] < 0:
+            return effect(mean, f"{said}, spread down")
+        if mean[1] < MIN_MEASURED or spread[1] < MIN_MEASURED:
+            return effect(mean, said)
+        gm, gs = mean[0], spread[0]
+        m0, sd1 = lay.group_mean[gm], lay.group_sd[gm]
+        q0, sd2 = lay.group_mean[gs], lay.group_sd[gs]
+        now = m0 + bank.effect(gm, mean[1], mean[2]) * sd1
+        q = q0 + bank.effect(gs, spread[1], spread[2]) * sd2
+        if abs(now - m0) < Z99 * math.sqrt(max(q - now * now, 0.0) / mean[1]):
+            return effect(spread, "spread up")
+        left = bank.effect(gs, spread[1], spread[2]) - (now * now - m0 * m0) / sd2
+        if left < plan.group_min_shift[gs]:
+            return effect(mean, said)
+        return effect(mean, f"{said}, spread up")
+    lean = [(level, d) for g, d, level in evidence if lay.group_name[g] == "mean"]
+    if spread[1] < MIN_MEASURED and lean and max(lean)[0] >= MEAN_EVIDENCE:
+        return effect(spread, f"mean {_way(max(lean)[1])} or spread up")
+    noted = ep.features.get(unit) if ep is not None else None
+    if noted is not None and str(noted[1]).startswith("mean"):
+        # read as the mean while both were away: the spread's stretch still holds it
+        return float(noted[0]), str(noted[1]), float(noted[2]), 0
+    return effect(spread, "spread up")
+
+
+def _way(direction: int) -> str:
+    return "up" if direction > 0 else "down"
 
 
 def _peak(ep: DriftEpisode, unit: str, eff: Effect) -> None:

@@ -144,7 +144,10 @@ def figure(detector: str, kind: str, statistic: str, value: Any) -> tuple[str, s
     as a PSI, a rate as a distance.
 
     The sequential detector's effects are in standard deviations of the reference (a
-    feature's mean, a category's share) (``("", "1.11 sd")``); a window test
+    feature's mean, a category's share), named by what moved and which way, as the core
+    reads it (``("mean up", "1.11 sd")``, ``("spread down", "0.8 sd")``,
+    ``("share:eu", "0.5 sd")``: module :mod:`driftline.core.fastloop.episodes`);
+    a window test
     says which (``("PSI", "0.42")``, ``KS``, ``JS``, ``chi2``); a data-quality rate is a
     share of the events (``("out of range", "12%")``) or an excess over the reference's
     (``("missing", "+5 pts")``); the slow loop's are an accuracy (``("acc", "84.4%")``),
@@ -164,7 +167,7 @@ def figure(detector: str, kind: str, statistic: str, value: Any) -> tuple[str, s
         return "", n
     v = float(value)
     if detector == SEQUENTIAL_DETECTOR:
-        return "", f"{n} sd"
+        return statistic, f"{n} sd"
     if detector == JOINT_DETECTOR:
         return "joint CUSUM", n
     if detector == "window_accuracy":
@@ -205,11 +208,11 @@ def alert_figures(a: Mapping[str, Any]) -> tuple[str, str]:
 
 def score_figure(a: Mapping[str, Any], t: Mapping[str, Any]) -> str:
     """A top feature's score as every view shows it: the sequential detector's effect in
-    sd, else named by its own statistic (``PSI 0.42``, ``missing +5 pts``, the
-    multivariate attribution's ``z 3.1``), bare when that is unknown."""
-    if a["detector"] == SEQUENTIAL_DETECTOR:
-        return f"{_num(t.get('score'))} sd"
-    name, value = figure("", "", t.get("statistic", ""), t.get("score"))
+    sd with what moved (``mean up 1.95 sd``), else named by its own statistic (``PSI
+    0.42``, ``missing +5 pts``, the multivariate attribution's ``z 3.1``), bare when that
+    is unknown."""
+    detector = SEQUENTIAL_DETECTOR if a["detector"] == SEQUENTIAL_DETECTOR else ""
+    name, value = figure(detector, "", t.get("statistic", ""), t.get("score"))
     return f"{name} {value}" if name else value
 
 
