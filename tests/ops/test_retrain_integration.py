@@ -287,3 +287,31 @@ async def test_a_tampered_state_record_is_refused(settings, unique):
     assert "driftline: error: stored state:" in res.stderr and "signature mismatch" in res.stderr
     assert "Traceback" not in res.stderr
     assert len(await read_all(s.kafka.bootstrap_servers, s.topics.retrain_requests, 800)) == 1
+
+
+async def test_a_stopped_trigger_leaves_its_group_at_once(settings, unique):
+    """Tansu numbers a group's first generation 0, and aiokafka leaves a group only from
+    generation 1: a trigger stopped in it stayed a member of its group until its session
+    timed out, so a restart joined, waited for the gone member and joined again (the
+    monitor and the joiner had the same fix, worker.leave_group_from_generation_zero).
+    Oracle: the broker's own description of the group once the worker has exited."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    s = settings.model_copy(
+        update={"topics": settings.topics.model_copy(update={"retrain_requests": f"rr-{unique}"})}
+    )
+    group = f"rt-{unique}"
+    await _publish(s, [(b"fraud", orjson.dumps(alert(model="fraud")))])
+    res = await asyncio.to_thread(
+        retrain_cli, s, "--group", group, "--from-start", "--no-metrics", "--idle-exit", "1"
+    )
+    assert res.returncode == 0, res.stderr
+    assert "after 1 alerts" in res.stderr
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+        ((_, _, _, _, _, members),) = response.groups
+    finally:
+        await admin.close()
+    assert members == []

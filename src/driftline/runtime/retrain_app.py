@@ -235,7 +235,7 @@ class RetrainService:
 
     async def start(self) -> None:
         """Create the topics, join the group and restore the state table."""
-        from driftline.runtime.worker import ensure_topics
+        from driftline.runtime.worker import ensure_topics, leave_group_from_generation_zero
 
         s = self.settings
         alerts = s.topics.alerts
@@ -265,6 +265,12 @@ class RetrainService:
                 await starting
             return
         starting.result()
+        # faust's aiokafka consumer (in its consumer thread) leaves the group as it stops,
+        # from Tansu's first generation (0) too: a restart then joins at once.
+        thread = getattr(self.app.consumer, "_thread", None)
+        consumer = getattr(thread, "_consumer", None)
+        if consumer is not None:
+            leave_group_from_generation_zero(consumer)
         models = 0
         for key, blob in self._table.items():
             self.restored += self._open(key.decode(), blob).requests
