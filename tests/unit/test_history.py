@@ -14,6 +14,7 @@ from driftline.contract.history import (
     decode_window,
     encode_perf,
     encode_window,
+    encode_windows,
     latest_entry,
 )
 from driftline.core.fastloop import BatchResult
@@ -224,3 +225,44 @@ def test_hostile_late_and_future_counts_are_dropped(batches, bad):
     obj["late_events"] = bad
     back = decode_window(orjson.dumps(obj))
     assert "late_events" not in back and "future_events" not in back
+
+
+def test_the_vectorised_rounding_is_the_per_value_rounding() -> None:
+    """``_sig_all`` (numpy, with a per-value fallback) gives ``_sig``'s values and types
+    for every value, at 4, 5 and 6 digits: random magnitudes and bit patterns, values a
+    hair from a rounding tie, powers of ten, zeros of both signs, non-finite values,
+    subnormals and missing values."""
+    import random
+    import struct
+
+    from driftline.contract.history import _sig, _sig_all
+
+    rng = random.Random(3)
+    specials = [0.0, -0.0, math.inf, -math.inf, math.nan, None, 5e-324, 1e-320, 1e308]
+    specials += [9.99995, 99999.5, 0.000999995, 1.0, 10.0, 1e22, 1e23, 1e-22, 1e-23, -123456.5]
+    for trial in range(3000):
+        values: list[float | None] = []
+        for _ in range(rng.randint(8, 60)):
+            kind = rng.randrange(5)
+            if kind == 0:
+                values.append(rng.uniform(-1, 1) * 10 ** rng.uniform(-30, 30))
+            elif kind == 1:
+                values.append(struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0])
+            elif kind == 2:  # a tie of the fifth digit, exactly or nearly
+                tie = rng.randint(10_000, 99_999) + 0.5 + rng.choice([0, 1e-12, -1e-9])
+                values.append(tie * 10.0 ** rng.randint(-25, 20))
+            elif kind == 3:
+                values.append(rng.choice(specials))
+            else:
+                values.append(float(rng.randint(-(10**7), 10**7)) / 10 ** rng.randint(0, 12))
+        for digits in (4, 5, 6):
+            got, want = _sig_all(values, digits), [_sig(x, digits) for x in values]
+            assert [type(x) for x in got] == [type(x) for x in want], trial
+            assert [repr(x) for x in got] == [repr(x) for x in want], trial  # -0.0, nan
+
+
+def test_windows_encoded_together_are_the_windows_encoded_one_by_one(batches) -> None:
+    windows = [w for b in batches for w in b.windows]
+    assert len(windows) >= 5
+    assert encode_windows(windows) == [encode_window(w) for w in windows]
+    assert encode_windows([]) == []

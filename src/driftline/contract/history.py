@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from driftline.contract.events import (
@@ -31,6 +32,7 @@ __all__ = [
     "decode_window",
     "encode_perf",
     "encode_window",
+    "encode_windows",
     "latest_entry",
     "warmup_entry",
 ]
@@ -64,14 +66,51 @@ def _sig(x: Any, digits: int = 5) -> Any:
     return float(f"{x:.{digits}g}")
 
 
+_FLOAT_OR_NONE = frozenset({float, type(None)})
+#: 10**k for k = 0..22, each exact (5**22 < 2**53).
+_POW10 = np.array([float(10**k) for k in range(23)])
+
+
 def _sig_all(values: Sequence[Any], digits: int = 5) -> list[Any]:
-    """``[_sig(x, digits) for x in values]``: finite non-zero floats (nearly all of a
-    window's numbers) are rounded inline, without a call each."""
-    fmt = f".{digits}g"
-    return [
-        float(format(x, fmt)) if type(x) is float and x - x == 0.0 and x != 0.0 else _sig(x, digits)
-        for x in values
-    ]
+    """``[_sig(x, digits) for x in values]``, vectorised for a column of floats.
+
+    ``format(x, ".5g")`` is the exact value's first ``digits`` digits, rounded half-even.
+    Here ``r = rint(x * 10**k)``, ``k = digits - 1 - floor(log10 |x|)`` decimals, and the
+    result ``r / 10**k`` (or ``r * 10**-k``): both operands exact, so it is the double
+    nearest the same decimal, unless the scaling's one rounding moved ``x * 10**k``
+    across a half-integer or ``r`` has not ``digits`` digits (``log10`` off by one, or
+    the rounding carried into a new digit). Those values, ``|k| > 22`` and columns of
+    other types take :func:`_sig` one by one; missing and non-finite values are None and
+    zeros 0.0, as there (``tests/unit/test_history.py`` checks both against it).
+    """
+    if len(values) < 8 or not set(map(type, values)) <= _FLOAT_OR_NONE:
+        return [_sig(x, digits) for x in values]
+    a = np.array(values, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        k = (digits - 1) - np.floor(np.log10(np.abs(a)))
+        usable = np.abs(k) <= 22  # False for zeros (k = inf) and NaN, inf (k = nan, -inf)
+        kk = np.where(usable, k, 0.0)
+        scale = _POW10[np.abs(kk).astype(np.intp)]
+        up = kk >= 0
+        y = np.where(up, a * scale, a / scale)
+        r = np.rint(y)
+        out: list[Any] = np.where(up, r / scale, r * scale).tolist()
+        size = np.abs(r)
+        good = (
+            usable
+            & (np.abs(y - np.floor(y) - 0.5) > 1e-7)
+            & (size >= 10.0 ** (digits - 1))
+            & (size < 10.0**digits)
+        )
+        missing = ~np.isfinite(a)  # None, NaN and infinities: null in JSON
+        zero = a == 0.0
+    for i in np.flatnonzero(missing).tolist():
+        out[i] = None
+    for i in np.flatnonzero(zero).tolist():
+        out[i] = 0.0  # -0.0 too, as _sig writes it
+    for i in np.flatnonzero(~(good | missing | zero)).tolist():
+        out[i] = _sig(values[i], digits)
+    return out
 
 
 # ---------------------------------------------------------------------- encoding
@@ -79,19 +118,51 @@ def _sig_all(values: Sequence[Any], digits: int = 5) -> list[Any]:
 
 def encode_window(summary: Mapping[str, Any]) -> bytes:
     """One window summary of the core (:attr:`BatchResult.windows`) as a history entry."""
-    tests: Sequence[Mapping[str, Any]] = summary.get("tests", ())
-    cols: dict[str, list[Any]] = {
-        "feature": [t["feature"] for t in tests],
-        "statistic": [t["statistic"] for t in tests],
-        "value": _sig_all([t["value"] for t in tests]),
-        "threshold": _sig_all([t["threshold"] for t in tests]),
-        "p_value": _sig_all([t.get("p_value") for t in tests], 4),
-        "drifted": [1 if t.get("drifted") else 0 for t in tests],
-    }
-    for c in _EXTRA_COLUMNS:
-        values = [t.get(c) for t in tests]
-        if any(v is not None for v in values):
-            cols[c] = _sig_all(values)
+    return encode_windows([summary])[0]
+
+
+def encode_windows(summaries: Sequence[Mapping[str, Any]]) -> list[bytes]:
+    """:func:`encode_window` of each summary; the numbers of all of them are rounded in
+    two passes (five and four digits), so numpy's per-call cost is paid once per batch
+    of windows, not per column of each."""
+    fives: list[Any] = []
+    fours: list[Any] = []
+    layouts: list[tuple[int, list[str]]] = []
+    for summary in summaries:
+        tests: Sequence[Mapping[str, Any]] = summary.get("tests", ())
+        rounded = ["value", "threshold"]
+        fives += [t["value"] for t in tests]
+        fives += [t["threshold"] for t in tests]
+        for c in _EXTRA_COLUMNS:
+            extra = [t.get(c) for t in tests]
+            if any(v is not None for v in extra):
+                rounded.append(c)
+                fives += extra
+        fours += [t.get("p_value") for t in tests]
+        layouts.append((len(tests), rounded))
+    five, four = _sig_all(fives), _sig_all(fours, 4)
+    out: list[bytes] = []
+    at5 = at4 = 0
+    for summary, (n, rounded) in zip(summaries, layouts, strict=True):
+        tests = summary.get("tests", ())
+        parts = {c: five[at5 + i * n : at5 + (i + 1) * n] for i, c in enumerate(rounded)}
+        at5 += n * len(rounded)
+        cols: dict[str, list[Any]] = {
+            "feature": [t["feature"] for t in tests],
+            "statistic": [t["statistic"] for t in tests],
+            "value": parts.pop("value"),
+            "threshold": parts.pop("threshold"),
+            "p_value": four[at4 : at4 + n],
+            "drifted": [1 if t.get("drifted") else 0 for t in tests],
+            **parts,  # the extra columns a window has, in _EXTRA_COLUMNS' order
+        }
+        at4 += n
+        out.append(_window_entry(summary, cols))
+    return out
+
+
+def _window_entry(summary: Mapping[str, Any], cols: dict[str, list[Any]]) -> bytes:
+    """The history entry of a window summary whose tests are ``cols``."""
     return orjson.dumps(
         {
             "f": HISTORY_FORMAT,

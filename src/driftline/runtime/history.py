@@ -54,7 +54,7 @@ from driftline.contract.history import (
     decode_perf,
     decode_window,
     encode_perf,
-    encode_window,
+    encode_windows,
     latest_entry,
     warmup_entry,
 )
@@ -111,9 +111,9 @@ def history_batches(
     def slot(model: str) -> dict[str, Any]:
         return per_model.setdefault(model, {"windows": [], "alerts": [], "latest": {}})
 
-    for i, w in enumerate(windows):
+    for i, (w, entry) in enumerate(zip(windows, encode_windows(windows), strict=True)):
         s = slot(w["model_id"])
-        s["windows"].append(encode_window(w))
+        s["windows"].append(entry)
         own = in_window[i] if in_window is not None else None
         s["latest"][f"{w['model_version']}\x1f{w.get('segment', '')}"] = (w, own)
     for a in alerts:
