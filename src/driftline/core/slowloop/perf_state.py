@@ -483,11 +483,13 @@ class HeldLabel:
     prediction_id: str
     label: Any
     time_ms: int
-    #: Its prediction's digest (computed once: held labels are retried every batch).
-    digest: bytes = field(init=False, repr=False, compare=False)
+    #: Its prediction's digest (computed once: held labels are retried every batch);
+    #: the join gives the one it has computed for the label, else it is computed here.
+    digest: bytes = field(default=b"", repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.digest = prediction_digest(self.model_id, self.prediction_id)
+        if not self.digest:
+            self.digest = prediction_digest(self.model_id, self.prediction_id)
 
 
 @dataclass

@@ -196,7 +196,7 @@ class LabelSide:
                     value = f[1]
                     hit = recs[d] = (keys[f[0]], None if value == TOMBSTONE else _decode(value))
                 else:
-                    held.append(HeldLabel(model, lab["prediction_id"], label, t))
+                    held.append(HeldLabel(model, lab["prediction_id"], label, t, d))
                     dirty.add("h")
                     continue
             item = outcome(i, model, d, label, t, hit)
