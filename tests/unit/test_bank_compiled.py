@@ -199,6 +199,7 @@ def test_on_without_numba_is_one_line_and_exit_2(
     assert monitor._compiled_core("auto") is False and bank._compiled_pass is None
     monkeypatch.setenv("DRIFTLINE_MONITOR__COMPILED_CORE", "on")
     monkeypatch.setenv("DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("DRIFTLINE_METRICS_PORT", "0")  # not 9108: a worker may hold it
     assert main(["monitor"]) == EXIT_INPUT
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
