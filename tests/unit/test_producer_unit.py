@@ -614,6 +614,49 @@ async def test_a_batch_job_sends_its_dataframe_columns_as_single_events_would(
         await p.stop(timeout=0.1)
 
 
+@pytest.mark.parametrize("batch_format", ["binary", "json"])
+async def test_send_batch_takes_pandas_missing_values_in_list_columns_as_send_does(
+    unique: str, batch_format: str
+) -> None:
+    """``df[c].tolist()`` of a nullable column (Int64, boolean, string) holds ``pd.NA``:
+    send_batch() refused such a batch whole, 'not encodable as JSON: TypeError: Type is
+    not JSON serializable: NAType', though send() takes ``pd.NA`` as missing. Oracle:
+    the batch's wire columns are the single events' wire values."""
+    df = pd.DataFrame(
+        {
+            "visits": pd.array([3, None, 7, 3, None, 1], dtype="Int64"),
+            "active": pd.array([True, None, False, True, True, None], dtype="boolean"),
+            "region": pd.array(["eu", None, "us", "eu", "eu", "us"], dtype="string"),
+        }
+    )
+    n = len(df)
+    p = AsyncPredictionProducer(_settings(unique), batch_events=False, batch_format=batch_format)
+    times = [1_767_225_600_000 + i for i in range(n)]
+    features = {c: df[c].tolist() for c in df.columns}
+    assert any(v is pd.NA for v in features["visits"])
+    assert p.send_batch(
+        {
+            "model_id": "m",
+            "model_version": "1",
+            "prediction_ids": [f"p{i}" for i in range(n)],
+            "timestamps": times,
+            "features": features,
+            "predictions": [1] * n,
+        }
+    ), p.last_refusal
+    for i in range(n):
+        assert p.send(
+            _event(i, features={c: df[c].iloc[i] for c in df.columns}, timestamp=times[i])
+        ), p.last_refusal
+    batch = _wire(p._buf[0][3])
+    singles = [orjson.loads(entry[3]) for entry in list(p._buf)[1:]]
+    for c in df.columns:
+        assert batch["features"][c] == [e["features"][c] for e in singles], c  # type: ignore[index]
+    assert batch["features"]["visits"] == [3, None, 7, 3, None, 1]  # type: ignore[index]
+    assert p.dropped == 0
+    await p.stop(timeout=0.1)
+
+
 async def test_a_batch_the_monitor_would_dead_letter_is_refused_at_send_batch(
     unique: str,
 ) -> None:

@@ -172,20 +172,41 @@ def encode_batch(
         obj["scores"] = {class_key(c): _plain_column(col) for c, col in batch["scores"].items()}
         if _booleans(batch["predictions"]):  # {"True": p, "False": 1 - p} as send() reads it
             obj["scores"] = boolean_score_keys(obj["scores"])
+    try:
+        value = _batch_value(obj, binary)
+    except orjson.JSONEncodeError:
+        # A list column from pandas' .tolist() (Int64, boolean, string) holds pd.NA, which
+        # orjson cannot write; send() sends it as missing. Plained only then: lists of
+        # plain values (the usual case) are not walked twice.
+        for group in ("features", "scores"):
+            if isinstance(obj.get(group), Mapping):
+                obj[group] = {k: _plain_list(col) for k, col in obj[group].items()}
+        value = _batch_value(obj, binary)
     # The monitor's own check, so a batch it would dead-letter whole is refused here,
     # with its reason, rather than buffered and reported as sent.
     if binary:
-        value = encode_binary_batch(obj)
         try:
             decode_binary_batch(value)
         except ContractError as exc:
             raise ValidationError(str(exc)) from None
         return model_id.encode(), value, None
-    value = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
     problem = check_prediction_batch(orjson.loads(value))
     if problem is not None:
         raise ValidationError(problem)
     return model_id.encode(), value, None
+
+
+def _batch_value(obj: dict[str, Any], binary: bool) -> bytes:
+    """The record value of a prepared batch: ``prediction_batch.v2``, or ``v1``."""
+    if binary:
+        return encode_binary_batch(obj)
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _plain_list(col: Any) -> Any:
+    """A list column as plain values (:func:`plain`: ``pd.NA`` as null); others as
+    they are."""
+    return [plain(v) for v in col] if isinstance(col, list) else col
 
 
 def _plain_column(col: Any, value: Any = plain) -> Any:
