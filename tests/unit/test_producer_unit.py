@@ -526,13 +526,25 @@ async def test_pandas_values_that_cannot_go_are_refused_in_one_line(
     [
         ("features", "features.'age': a pandas Series: pass a list or numpy array (numbers:"),
         ("timestamps", "timestamps: a pandas Series: pass a list or numpy array of epoch"),
+        (
+            "categorical",
+            "features.'age': a pandas Categorical: pass a list or numpy array "
+            "(text, categories, booleans: .to_numpy(); None and NaN are missing)",
+        ),
+        (
+            "text",
+            "features.'age': a pandas Series: pass a list or numpy array "
+            "(text, categories, booleans: .to_numpy(); None and NaN are missing)",
+        ),
     ],
 )
 async def test_a_pandas_series_as_a_batch_column_is_refused_naming_it(
     unique: str, column: str, reason: str
 ) -> None:
     """It was refused as 'not encodable as JSON: TypeError: Type is not JSON
-    serializable: Series', naming neither the column nor what to pass."""
+    serializable: Series', naming neither the column nor what to pass. A text or
+    categorical column (``df['plan'].values`` of a Categorical) was told to convert to
+    floats, which fails on its first string."""
     p = AsyncPredictionProducer(_settings(unique))
     batch: dict[str, object] = {
         "model_id": "m",
@@ -544,6 +556,10 @@ async def test_a_pandas_series_as_a_batch_column_is_refused_naming_it(
     }
     if column == "features":
         batch["features"] = {"age": pd.Series([31, None], dtype="Int64")}
+    elif column == "categorical":
+        batch["features"] = {"age": pd.Series(["young", None], dtype="category").values}
+    elif column == "text":
+        batch["features"] = {"age": pd.Series(["young", None], dtype=object)}
     else:
         batch["timestamps"] = pd.Series(pd.to_datetime(["2026-01-01"] * 2, utc=True))
     assert p.send_batch(batch) is False

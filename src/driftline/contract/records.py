@@ -238,10 +238,14 @@ def _no_series(batch: Mapping[str, Any]) -> None:
             named += [(f"{group}.{k!r}", col) for k, col in cols.items()]
     for what, col in named:
         if not isinstance(col, list | np.ndarray) and hasattr(col, "to_numpy"):
+            # A text or categorical column cannot take the numbers' float conversion.
+            kind = getattr(getattr(col, "dtype", None), "kind", "O")
             how = (
                 "of epoch milliseconds"
                 if what == "timestamps"
                 else "(numbers: .to_numpy(dtype=float, na_value=np.nan))"
+                if kind in "iuf"
+                else "(text, categories, booleans: .to_numpy(); None and NaN are missing)"
             )
             raise ValidationError(
                 f"{what}: a pandas {type(col).__name__}: pass a list or numpy array {how}"
