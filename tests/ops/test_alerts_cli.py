@@ -113,13 +113,39 @@ def test_format_alert_names_output_signals_as_the_report_does():
     feature, top = cells[4], cells[8]  # the report's feature and top-features columns
     assert "__" not in feature + top and "__" not in line
     assert f'feature="{feature}"' in line  # quoted: the name has a space
-    shown = [t.rsplit(" ", 1)[0] for t in top.split(", ")]
-    assert f"top=[{shown[0]}=0.5, {shown[1]}=0.25]" in line
+    shown = [t.rsplit(" ", 1)[0] for t in top.split("; ")]
+    assert f"top=[{shown[0]}=0.5; {shown[1]}=0.25]" in line
     # A feature's own name stays as it is; an alert without a feature has no feature field.
     a["feature"] = "age"
     assert " feature=age " in format_alert(a)
     a["feature"] = None
     assert "feature=" not in format_alert(a)
+
+
+def test_a_reading_with_a_comma_stays_one_entry_of_the_top_features():
+    """A feature whose mean and spread both moved reads "mean down, spread up"; joined
+    with ", ", the top features of a critical alert read "visits spread up 4.36 sd,
+    tenure mean down 0.846 sd, age mean down, spread up 0.667 sd" on the report and the
+    status page: an "age mean down" without a figure and a "spread up 0.667 sd" of no
+    feature. Each entry is split back whole, on the terminal line and in the table."""
+    a = _alert("churn", "input_drift", "critical").model_dump(mode="json")
+    a.update(detector="cusum", feature="visits", statistic=4.36, threshold=0.5)
+    readings = [("visits", 4.36, "spread up"), ("tenure", 0.846, "mean down")]
+    readings.append(("age", 0.667, "mean down, spread up"))
+    a["top_features"] = [
+        {"feature": f, "score": v, "contribution": 0.3, "statistic": s} for f, v, s in readings
+    ]
+    line = format_alert(a)
+    listed = line.split("top=[", 1)[1].split("]", 1)[0]
+    assert [e.split("=", 1)[0] for e in listed.split("; ")] == ["visits", "tenure", "age"]
+    assert "age=mean down, spread up 0.667 sd" in listed
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", _alert_row(a))
+    entries = cells[8].split("; ")
+    assert entries == [
+        "visits spread up 4.36 sd",
+        "tenure mean down 0.846 sd",
+        "age mean down, spread up 0.667 sd",
+    ]
 
 
 def test_the_sequential_detectors_figures_read_in_standard_deviations():
@@ -143,12 +169,12 @@ def test_the_sequential_detectors_figures_read_in_standard_deviations():
     line = format_alert(a)
     # and what moved, which way (a 1 sd mean shift: not its spread)
     assert f"stat=mean up {a['statistic']:.3g} sd thr={a['threshold']:.3g} sd" in line
-    assert f"top=[f03=mean up {top['score']:.3g} sd," in line
+    assert f"top=[f03=mean up {top['score']:.3g} sd;" in line
     # The report's and the status page's alert table say it as well.
     cells = re.findall(r"<td[^>]*>(.*?)</td>", _alert_row(a))
     assert cells[6].endswith(" sd") and " sd / " in cells[6]
     assert cells[6].startswith("mean up ")
-    assert cells[8].startswith("f03 mean up ") and cells[8].split(",")[0].endswith(" sd")
+    assert cells[8].startswith("f03 mean up ") and cells[8].split(";")[0].endswith(" sd")
     # Window tests keep their own figures (a PSI is not in sd).
     psi = _alert("churn", "input_drift", "warning").model_dump(mode="json")
     assert " sd" not in format_alert(psi) and " sd" not in _alert_row(psi)
@@ -221,7 +247,7 @@ def test_every_detectors_statistic_says_what_it_is():
     ]
     line = format_alert(quality)
     assert "stat=missing +12 pts thr=5 pts " in line
-    assert "top=[age=missing +12 pts, plan=unseen 30%]" in line
+    assert "top=[age=missing +12 pts; plan=unseen 30%]" in line
     assert _figures_cell(quality) == "missing +12 pts / 5 pts"
     joint = _alert("churn", "input_drift", "warning").model_dump(mode="json")
     joint.update(detector="multivariate", statistic=17.295, threshold=15.76)

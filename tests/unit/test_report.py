@@ -273,7 +273,7 @@ def test_alerts_name_output_signals_as_people_read_them():
     }
     html = alerts_table([alert])
     assert "<td>low-confidence rate</td>" in html
-    assert "class mix 0.3 sd, &lt;b&gt;age&lt;/b&gt; 0.2 sd" in html and "__" not in html
+    assert "class mix 0.3 sd; &lt;b&gt;age&lt;/b&gt; 0.2 sd" in html and "__" not in html
     assert signal_name("__multivariate__") == "joint (multivariate)"
     assert signal_name("tenure") == "tenure"
 

@@ -58,7 +58,8 @@ def format_alert(a: dict[str, Any], untimed: bool = False) -> str:
 
     # Named and with units (bare, a cusum effect "stat=1.11" read as a PSI).
     stat, thr = alert_figures(a)
-    top = ", ".join(
+    # "; ": a statistic can hold a comma ("mean up, spread up": one feature's reading).
+    top = "; ".join(
         f"{signal_name(f['feature'])}={score_figure(a, f)}" for f in a.get("top_features", [])[:3]
     )
     mark = {"firing": "FIRING  ", "updated": "UPDATED "}.get(a["status"], "resolved")

@@ -128,7 +128,8 @@ def _badge(text: str, cls: str) -> str:
 
 
 def _alert_row(a: Mapping[str, Any], untimed: bool = False) -> str:
-    top = ", ".join(
+    # "; ": a statistic can hold a comma ("mean up, spread up": one feature's reading).
+    top = "; ".join(
         f"{_e(signal_name(t['feature']))} {_e(score_figure(a, t))}"
         for t in (a.get("top_features") or [])[:3]
     )
