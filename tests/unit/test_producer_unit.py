@@ -673,6 +673,50 @@ async def test_send_batch_takes_pandas_missing_values_in_list_columns_as_send_do
     await p.stop(timeout=0.1)
 
 
+@pytest.mark.parametrize("batch_format", ["binary", "json"])
+async def test_send_batch_reads_a_dataframes_time_column_as_send_does(
+    unique: str, batch_format: str
+) -> None:
+    """A DataFrame's time column passed as it is: ``df['t'].to_numpy()`` of an aware
+    column (pandas Timestamps) was refused whole, 'not encodable as JSON: TypeError:
+    Type is not JSON serializable: Timestamp', though send() takes each as epoch ms;
+    ``df['t'].values`` (datetime64, no time zone) was refused as 'timestamps: not an
+    RFC 3339 date-time'. Oracle: the single events' wire times, and send()'s reason."""
+    times = pd.Series(
+        pd.to_datetime(
+            ["2026-01-01 09:00:00.250", "2026-01-03 18:30:00.000", "2026-01-02 07:15:00.000"]
+        )
+    ).dt.tz_localize("Europe/Paris")
+    p = AsyncPredictionProducer(_settings(unique), batch_events=False, batch_format=batch_format)
+    batch = {
+        "model_id": "m",
+        "model_version": "1",
+        "prediction_ids": ["p0", "p1", "p2"],
+        "features": {"x": [1.0, 2.0, 3.0]},
+        "predictions": [1, 0, 1],
+    }
+    for column in (times.to_numpy(), list(times)):
+        assert p.send_batch({**batch, "timestamps": column}), p.last_refusal
+    for i in range(3):
+        assert p.send(_event(i, timestamp=times[i])), p.last_refusal
+    sent = [orjson.loads(entry[3])["timestamp"] for entry in list(p._buf)[2:]]
+    assert sent[0] == 1_767_254_400_250
+    for entry in list(p._buf)[:2]:
+        assert _wire(entry[3])["timestamps"] == sent
+    utc64 = times.dt.tz_convert(None).to_numpy()  # what .values gave: datetime64
+    assert p.send_batch({**batch, "timestamps": utc64}) is False
+    assert p.last_refusal is not None
+    assert p.last_refusal.reason == (
+        "timestamps: numpy datetime64 has no time zone: pass epoch ms or an aware datetime"
+    )
+    naive = list(times.dt.tz_localize(None))
+    assert p.send_batch({**batch, "timestamps": naive}) is False
+    assert p.last_refusal.reason.startswith("timestamps: naive datetime (no time zone)")
+    assert p.send(_event(0, timestamp=naive[0])) is False
+    assert p.last_refusal.reason.startswith("timestamp: naive datetime (no time zone)")
+    await p.stop(timeout=0.1)
+
+
 async def test_a_batch_the_monitor_would_dead_letter_is_refused_at_send_batch(
     unique: str,
 ) -> None:

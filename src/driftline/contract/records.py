@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from driftline.contract.values import (
     boolean_score_keys,
     class_key,
     class_value,
+    event_time,
     infinite_features,
     plain,
     prepare_label,
@@ -162,7 +164,7 @@ def encode_batch(
         "schema_version": SCHEMA_VERSION,
         "count": len(batch["prediction_ids"]),
         "prediction_ids": _plain_column(batch["prediction_ids"]),
-        "timestamps": _plain_column(batch["timestamps"]),
+        "timestamps": _times_column(batch["timestamps"]),
         "predictions": _plain_column(batch["predictions"], class_value),
     }
     if isinstance(batch["features"], Mapping):
@@ -194,6 +196,22 @@ def encode_batch(
     if problem is not None:
         raise ValidationError(problem)
     return model_id.encode(), value, None
+
+
+def _times_column(col: Any) -> Any:
+    """The timestamps column as the wire carries it: a column of times as ``send()``
+    reads one (:func:`event_time`: an aware ``datetime``/``Timestamp`` as epoch ms; a
+    ``datetime64`` or naive time refused with its reason), else as it is."""
+    if isinstance(col, np.ndarray) and col.dtype.kind == "M":
+        col = list(col[:1])  # no time zone: refused, as send() refuses one
+    elif not (isinstance(col, list | np.ndarray) and len(col)):
+        return _plain_column(col)
+    elif not isinstance(col[0], datetime | np.datetime64):
+        return _plain_column(col)
+    try:
+        return [event_time(v) for v in col]
+    except ValueError as exc:
+        raise ValidationError(str(exc).replace("timestamp", "timestamps", 1)) from None
 
 
 def _batch_value(obj: dict[str, Any], binary: bool) -> bytes:
