@@ -412,7 +412,7 @@ def _unit_reading(
 ) -> Effect:
     """What an alert says about unit ``u``, from its groups away ``seen`` (``(group,
     events, sum, direction)``): the statistic (``mean up``, ``spread down``,
-    ``share:eu``, ...) and the effect of the channel it names.
+    ``share:eu up``, ...) and the effect of the channel it names.
 
     A numeric unit watches ``z`` (``mean``) and ``z**2`` (``spread``). A mean shift of
     ``d`` sd alone raises ``z**2`` by ``d**2`` (``E[z**2] = 1 + d**2``), so its spread
@@ -434,7 +434,8 @@ def _unit_reading(
       unit if it read as its mean (the spread's stretch still holds that shift), else
       ``spread up``.
 
-    Other units: their channel's name (a categorical unit's share, a rate).
+    Other units: their channel's name, a share with its direction (``share:eu down``),
+    a rate as it is.
     """
     lay = plan.bank_layout
     by_name: dict[str, tuple[int, int, int, int]] = {lay.group_name[x[0]]: x for x in seen}
@@ -448,7 +449,10 @@ def _unit_reading(
 
     if lay.plans[u].kind != "numeric":
         best = max(seen, key=lambda x: (effect(x)[0], -x[0]))
-        return effect(best)
+        own = _channel(plan, best[0])[0]
+        # A share says which way it moved: "share:basic" read as more of it when a new
+        # category took its place, and of two classes either share can be named.
+        return effect(best, f"{own} {_way(best[3])}" if own.startswith("share:") else None)
     mean, spread = by_name.get("mean"), by_name.get("spread")
     if spread is None:
         assert mean is not None

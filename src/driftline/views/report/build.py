@@ -146,7 +146,7 @@ def figure(detector: str, kind: str, statistic: str, value: Any) -> tuple[str, s
     The sequential detector's effects are in standard deviations of the reference (a
     feature's mean, a category's share), named by what moved and which way, as the core
     reads it (``("mean up", "1.11 sd")``, ``("spread down", "0.8 sd")``,
-    ``("share:eu", "0.5 sd")``: module :mod:`driftline.core.fastloop.episodes`);
+    ``("share:eu down", "0.5 sd")``: module :mod:`driftline.core.fastloop.episodes`);
     a window test
     says which (``("PSI", "0.42")``, ``KS``, ``JS``, ``chi2``); a data-quality rate is a
     share of the events (``("out of range", "12%")``) or an excess over the reference's
