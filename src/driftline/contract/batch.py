@@ -14,18 +14,15 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 
 from driftline.contract.checks import (
-    _MAX_CLASSES,
-    _MAX_FEATURES,
     _MAX_ID,
     _MAX_STRING,
     _epoch_problem,
     _id_problem,
     _kind,
-    _names_problem,
     _rfc3339_fullmatch,
     _segment_problem,
     _version_problem,
-    names_are_valid,
+    mapping_problem,
 )
 from driftline.contract.events import (
     BATCH_FORMAT,
@@ -39,7 +36,6 @@ from driftline.errors import ValidationError
 
 __all__ = [
     "check_prediction_batch",
-    "columns_object_problem",
     "decode_prediction_batch",
     "decode_prediction_batch_fast",
 ]
@@ -76,31 +72,10 @@ def _column_problem(where: str, v: object, count: int) -> str | None:
     return None
 
 
-def columns_object_problem(field: str, v: object) -> str | None:
-    """Why a batch's ``features`` or ``scores`` object breaks the contract by its type,
-    its number of columns or their names (the columns' values are checked apart); the
-    rule of both batch versions (:mod:`driftline.contract.binary_batch`)."""
-    if field == "scores":
-        if v is None:
-            return None
-        if type(v) is not dict:
-            return f"scores: expected an object or null, got {_kind(v)}"
-        if not 0 < len(v) <= _MAX_CLASSES:
-            return f"scores: {len(v)} classes, need 1 to {_MAX_CLASSES}"
-    else:
-        if type(v) is not dict:
-            return f"features: expected an object, got {_kind(v)}"
-        if len(v) > _MAX_FEATURES:
-            return f"features: {len(v)} features, over {_MAX_FEATURES}"
-    if not names_are_valid(v):
-        return _names_problem(field, v)
-    return None
-
-
 def _batch_features_problem(
     v: object, count: int, seen: dict[str, frozenset[type]] | None
 ) -> str | None:
-    problem = columns_object_problem("features", v)
+    problem = mapping_problem("features", v)
     if problem:
         return problem
     assert type(v) is dict
@@ -121,7 +96,7 @@ def _batch_features_problem(
 
 
 def _batch_scores_problem(v: object, count: int) -> str | None:
-    problem = columns_object_problem("scores", v)
+    problem = mapping_problem("scores", v)
     if problem or v is None:
         return problem
     assert type(v) is dict

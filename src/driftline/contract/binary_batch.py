@@ -43,8 +43,8 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from driftline.contract.batch import check_prediction_batch, columns_object_problem
-from driftline.contract.checks import _MAX_STRING, _kind
+from driftline.contract.batch import check_prediction_batch
+from driftline.contract.checks import _MAX_STRING, _kind, mapping_problem
 from driftline.contract.columnar import CodedColumn, ColumnarBatch, plain_values
 from driftline.contract.events import (
     BATCH_FORMAT,
@@ -255,7 +255,7 @@ def _split(
             return {}, [], []
         raise ValidationError(f"{field}: field required")
     group = obj[field]
-    problem = columns_object_problem(field, group)
+    problem = mapping_problem(field, group)
     if problem:
         raise ValidationError(problem)
     if group is None:  # scores: null

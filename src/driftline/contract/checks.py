@@ -27,6 +27,7 @@ __all__ = [
     "check_prediction",
     "decode_label_fast",
     "decode_prediction_fast",
+    "mapping_problem",
     "model_id_ok",
     "names_are_valid",
 ]
@@ -146,15 +147,32 @@ def _names_problem(where: str, mapping: dict[Any, Any]) -> str | None:
     return None
 
 
+def mapping_problem(field: str, v: object) -> str | None:
+    """Why the ``features`` or ``scores`` object of a single event or of a batch (either
+    version) breaks the contract by its type, its size or its key names; its values are
+    checked apart, by the caller."""
+    if field == "scores":
+        if v is None:
+            return None
+        if type(v) is not dict:
+            return f"scores: expected an object or null, got {_kind(v)}"
+        if not 0 < len(v) <= _MAX_CLASSES:
+            return f"scores: {len(v)} classes, need 1 to {_MAX_CLASSES}"
+    else:
+        if type(v) is not dict:
+            return f"features: expected an object, got {_kind(v)}"
+        if len(v) > _MAX_FEATURES:
+            return f"features: {len(v)} features, over {_MAX_FEATURES}"
+    if _valid_names.issuperset(v):
+        return None
+    return _names_problem(field, v)
+
+
 def _features_problem(v: object) -> str | None:
-    if type(v) is not dict:
-        return f"features: expected an object, got {_kind(v)}"
-    if len(v) > _MAX_FEATURES:
-        return f"features: {len(v)} features, over {_MAX_FEATURES}"
-    if not _valid_names.issuperset(v):
-        problem = _names_problem("features", v)
-        if problem:
-            return problem
+    problem = mapping_problem("features", v)
+    if problem:
+        return problem
+    assert type(v) is dict
     for key, value in v.items():
         if value is None or type(value) in (bool, int, float):
             continue
@@ -167,16 +185,10 @@ def _features_problem(v: object) -> str | None:
 
 
 def _scores_problem(v: object) -> str | None:
-    if v is None:
-        return None
-    if type(v) is not dict:
-        return f"scores: expected an object or null, got {_kind(v)}"
-    if not 0 < len(v) <= _MAX_CLASSES:
-        return f"scores: {len(v)} classes, need 1 to {_MAX_CLASSES}"
-    if not _valid_names.issuperset(v):
-        problem = _names_problem("scores", v)
-        if problem:
-            return problem
+    problem = mapping_problem("scores", v)
+    if problem or v is None:
+        return problem
+    assert type(v) is dict
     for key, p in v.items():
         if type(p) is float or type(p) is int:
             if 0 <= p <= 1:
