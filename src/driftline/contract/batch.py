@@ -7,6 +7,7 @@ exactly what :class:`~driftline.contract.events.PredictionBatch` and the JSON Sc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import compress, repeat
 from operator import is_
 from typing import Any
@@ -175,7 +176,7 @@ def check_prediction_batch(
 # as the envelope checks leave them), each in C-level passes over the column.
 
 
-def ids_column_problem(ids: list[Any]) -> str | None:
+def ids_column_problem(ids: Sequence[Any]) -> str | None:
     """Why a ``prediction_ids`` column breaks the contract, or ``None``."""
     if set(map(type, ids)) != {str} or not 0 < min(map(len, ids)) <= max(map(len, ids)) <= _MAX_ID:
         return "prediction_ids: need strings of 1 to 256 characters"

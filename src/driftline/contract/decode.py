@@ -21,7 +21,11 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from driftline.contract.batch import check_prediction_batch, decode_prediction_batch_fast
+from driftline.contract.batch import (
+    check_prediction_batch,
+    decode_prediction_batch_fast,
+    ids_column_problem,
+)
 from driftline.contract.binary_batch import decode_binary_batch, is_binary_batch
 from driftline.contract.checks import (
     check_prediction,
@@ -48,7 +52,6 @@ from driftline.contract.events import (
     RFC3339_PATTERN,
     SCHEMA_VERSION,
     duplicate_key,
-    ids_have_control,
 )
 from driftline.contract.keys import KeyTuple
 from driftline.contract.typed import decode_typed
@@ -321,15 +324,6 @@ def _texts(values: Sequence[Any]) -> Iterator[Any]:
     return compress(values, map(is_, map(type, values), repeat(str)))
 
 
-def _ids_ok(col: Sequence[Any]) -> bool:
-    return (
-        set(map(type, col)) == {str}
-        and min(map(len, col)) > 0
-        and max(map(len, col)) <= _MAX_ID
-        and not ids_have_control("".join(col))
-    )
-
-
 def _model_ids_ok(col: Sequence[Any]) -> bool:
     return (
         set(map(type, col)) == {str}
@@ -379,7 +373,7 @@ def _bulk_columns(objs: list[dict[str, Any]]) -> dict[KeyTuple, list[Columns]] |
     except (KeyError, TypeError):
         return None
     pid, mid, mver, ts, feats, pred = zip(*tops, strict=True)
-    if not (_ids_ok(pid) and _model_ids_ok(mid) and _model_ids_ok(mver)):
+    if not (ids_column_problem(pid) is None and _model_ids_ok(mid) and _model_ids_ok(mver)):
         return None
     versions = list(map(_get_schema_version, objs))
     if not (set(map(type, versions)) <= {_NONE, int} and set(versions) <= _VERSIONS_OK):
