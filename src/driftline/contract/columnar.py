@@ -238,13 +238,6 @@ class CodedColumn(Sequence[Any]):
     def __iter__(self) -> Iterator[Any]:
         return iter(self.values())
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, CodedColumn):
-            other = other.values()
-        return self.values() == other
-
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         return f"CodedColumn({len(self.codes)} rows, {len(self.categories)} categories)"
 
