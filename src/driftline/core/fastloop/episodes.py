@@ -468,11 +468,12 @@ def _unit_reading(
         gm, gs = mean[0], spread[0]
         m0, sd1 = lay.group_mean[gm], lay.group_sd[gm]
         q0, sd2 = lay.group_mean[gs], lay.group_sd[gs]
+        spread_effect = bank.effect(gs, spread[1], spread[2])
         now = m0 + bank.effect(gm, mean[1], mean[2]) * sd1
-        q = q0 + bank.effect(gs, spread[1], spread[2]) * sd2
+        q = q0 + spread_effect * sd2
         if abs(now - m0) < Z99 * math.sqrt(max(q - now * now, 0.0) / mean[1]):
             return effect(spread, "spread up")
-        left = bank.effect(gs, spread[1], spread[2]) - (now * now - m0 * m0) / sd2
+        left = spread_effect - (now * now - m0 * m0) / sd2
         if left < plan.group_min_shift[gs]:
             return effect(mean, said)
         return effect(mean, f"{said}, spread up")
